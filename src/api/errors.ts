@@ -1,0 +1,47 @@
+import type { Response } from 'express';
+
+/**
+ * Each client-facing surface has its own error shape:
+ * Ollama's native API answers {"error": "..."}; OpenAI clients expect {"error": {message, type, param, code}}.
+ */
+export type Surface = 'ollama' | 'openai';
+
+export function surfaceOf(path: string): Surface {
+  return path.startsWith('/v1/') || path === '/v1' || path.startsWith('/chat/completions') ? 'openai' : 'ollama';
+}
+
+function openAiType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status >= 500) return 'api_error';
+  return 'invalid_request_error';
+}
+
+export interface ErrorBodies {
+  ollama: { error: string };
+  openai: { error: { message: string; type: string; param: string | null; code: string | null } };
+}
+
+export function errorBody(surface: Surface, status: number, message: string, code?: string): ErrorBodies[Surface] {
+  if (surface === 'ollama') return { error: message };
+  return { error: { message, type: openAiType(status), param: null, code: code ?? null } };
+}
+
+export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.status(status).json(errorBody(surface, status, message, code));
+}
+
+/** The last piece of a stream that already started with 200: the client's own way to say "it broke". */
+export function streamErrorTail(contentType: string, surface: Surface, message: string, code: string): string | undefined {
+  if (contentType.startsWith('application/x-ndjson')) return `${JSON.stringify({ error: message })}\n`;
+  if (contentType.startsWith('text/event-stream')) {
+    return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, 502, message, code))}\n\n`;
+  }
+  return undefined;
+}

@@ -1,0 +1,58 @@
+import type { Request, RequestHandler, Response } from 'express';
+import type { Dispatcher } from 'undici';
+import { upstreamRequestHeaders, relayResponse } from '../http/relay.js';
+import type { Backend } from '../upstream/backend.js';
+import { UpstreamError } from '../upstream/errors.js';
+import { sendError, surfaceOf } from './errors.js';
+
+export interface PassthroughTarget {
+  /** The backend that takes the next request. */
+  pick(): Backend;
+}
+
+/**
+ * Forwards the request to one backend as it is and streams the answer back.
+ * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams through.
+ */
+export function passthrough(target: PassthroughTarget): RequestHandler {
+  return async (req: Request, res: Response) => {
+    const surface = surfaceOf(req.path);
+    const backend = target.pick();
+    res.locals.backend = backend.name;
+    const abort = new AbortController();
+    // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.
+    const onClose = (): void => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', onClose);
+
+    const headers = upstreamRequestHeaders(req.headers);
+    let body: string | Request | undefined;
+    if (req.body !== undefined) {
+      body = JSON.stringify(req.body);
+      headers['content-type'] = 'application/json';
+    } else if (req.readable && req.headers['content-length'] !== '0' && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
+      body = req;
+      if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
+    }
+
+    let upstream: Dispatcher.ResponseData;
+    try {
+      upstream = await backend.request({
+        method: req.method as Dispatcher.HttpMethod,
+        path: req.originalUrl,
+        headers,
+        body,
+        signal: abort.signal,
+      });
+    } catch (error) {
+      if (abort.signal.aborted) return;
+      const failure = error instanceof UpstreamError ? error : undefined;
+      res.locals.upstreamError = failure?.code ?? 'internal';
+      sendError(res, surface, failure?.status ?? 502, failure?.message ?? 'upstream request failed', failure?.code);
+      return;
+    }
+    const outcome = await relayResponse(upstream, res, surface, backend.name);
+    res.locals.relay = outcome;
+  };
+}

@@ -1,0 +1,248 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import YAML from 'yaml';
+import { configSchema, type BackendConfig, type Config } from './schema.js';
+
+/** One problem in the configuration, named by where it came from and which key it is. */
+export interface ConfigProblem {
+  /** "config.yaml", "environment variable TIMEOUT_SECONDS", "--port" or "defaults". */
+  source: string;
+  /** Dotted key path inside the configuration, e.g. "routing.thresholds.timeout_seconds". */
+  keyPath: string;
+  /** What was expected, in words. */
+  expected: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: ConfigProblem[]) {
+    super(
+      problems
+        .map((p) => `${p.source}: ${p.keyPath === '' ? '' : `${p.keyPath}: `}${p.expected}`)
+        .join('\n'),
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+export interface ConfigSources {
+  /** Path of a config.yaml; absent means defaults only. */
+  file?: string;
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Command-line flags, which win over everything else. */
+  flags?: { host?: string; port?: string };
+}
+
+type ValueKind = 'string' | 'number' | 'boolean' | 'list';
+
+interface Override {
+  name: string;
+  path: readonly string[];
+  kind: ValueKind;
+  secret?: boolean;
+}
+
+/** Environment variables of the deployment document, each mapped onto a config.yaml key. */
+const ENV_OVERRIDES: readonly Override[] = [
+  { name: 'ENABLE_DUAL_GPU', path: ['dual_gpu'], kind: 'boolean' },
+  { name: 'PROMETHEUS_PORT', path: ['monitoring', 'prometheus', 'port'], kind: 'number' },
+  { name: 'LOG_LEVEL', path: ['monitoring', 'logging', 'level'], kind: 'string' },
+  { name: 'TIMEOUT_SECONDS', path: ['routing', 'thresholds', 'timeout_seconds'], kind: 'number' },
+  { name: 'MAX_RETRIES', path: ['routing', 'thresholds', 'max_retries'], kind: 'number' },
+  { name: 'FALLBACK_ENABLED', path: ['fallback', 'enabled'], kind: 'boolean' },
+  { name: 'CLOUD_API_KEY', path: ['fallback', 'cloud_api_key'], kind: 'string', secret: true },
+  { name: 'BRIDGE_API_KEYS', path: ['server', 'api_keys'], kind: 'list', secret: true },
+];
+
+const FLAG_OVERRIDES: readonly Override[] = [
+  { name: 'host', path: ['server', 'host'], kind: 'string' },
+  { name: 'port', path: ['server', 'port'], kind: 'number' },
+];
+
+/** GPUn_URL variables set (or add) the backend of that name. */
+const GPU_URL_VARS = [
+  { name: 'GPU0_URL', backend: 'gpu0', gpu: 0 },
+  { name: 'GPU1_URL', backend: 'gpu1', gpu: 1 },
+] as const;
+
+const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key']);
+
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
+
+/** Turns the text of an env var or flag into the type the key wants; bad text stays text so validation names it. */
+function convert(text: string, kind: ValueKind): unknown {
+  const trimmed = text.trim();
+  switch (kind) {
+    case 'string':
+      return trimmed;
+    case 'number':
+      return /^-?\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : trimmed;
+    case 'boolean': {
+      const lower = trimmed.toLowerCase();
+      if (TRUE_WORDS.has(lower)) return true;
+      if (FALSE_WORDS.has(lower)) return false;
+      return trimmed;
+    }
+    case 'list':
+      return trimmed.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  }
+}
+
+type Tree = Record<string, unknown>;
+
+function isTree(value: unknown): value is Tree {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function setPath(root: Tree, path: readonly string[], value: unknown): void {
+  let node = root;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (!isTree(next)) node[key] = {};
+    node = node[key] as Tree;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+/**
+ * Accepts what people write for an Ollama address, as Ollama's own OLLAMA_HOST does:
+ * "host", "host:port", "http://host:port". A wildcard bind address means "this machine".
+ */
+export function normalizeOllamaUrl(text: string): string | undefined {
+  let candidate = text.trim();
+  if (candidate === '') return undefined;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(candidate)) candidate = `http://${candidate}`;
+  let url: URL;
+  try {
+    url = new URL(candidate);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.hostname === '0.0.0.0' || url.hostname === '[::]') url.hostname = '127.0.0.1';
+  // Ollama's rule: plain http without an explicit port means its default port.
+  const authority = candidate.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').split('/')[0] ?? '';
+  if (url.protocol === 'http:' && !/:\d+$/.test(authority)) url.port = '11434';
+  return url.origin + url.pathname.replace(/\/+$/, '');
+}
+
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (bare === 'localhost' || bare === '::1') return true;
+  return isIP(bare) === 4 && bare.startsWith('127.');
+}
+
+function readConfigFile(file: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ConfigError([{ source: file, keyPath: '', expected: `a readable YAML file (${code})` }]);
+  }
+  const document = YAML.parseDocument(text, { prettyErrors: true });
+  if (document.errors.length > 0) {
+    throw new ConfigError(
+      document.errors.map((error) => {
+        const at = error.linePos?.[0];
+        return {
+          source: at ? `${file}:${at.line}:${at.col}` : file,
+          keyPath: '',
+          expected: `valid YAML (${error.message.split('\n')[0]})`,
+        };
+      }),
+    );
+  }
+  const content: unknown = document.toJS();
+  if (content === null || content === undefined) return {};
+  if (!isTree(content)) {
+    throw new ConfigError([{ source: file, keyPath: '', expected: 'a mapping of keys at the top level' }]);
+  }
+  return content;
+}
+
+function describeInput(input: unknown): string {
+  if (input === undefined) return 'nothing';
+  const text = JSON.stringify(input);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/**
+ * Builds the configuration from defaults < config.yaml < environment < flags and validates it.
+ * Every problem names its source and key path; the caller decides how to report them.
+ */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? {};
+  const raw = sources.file === undefined ? {} : readConfigFile(sources.file);
+  const fileSource = sources.file ?? 'defaults';
+  /** Which source set each overridden key, so errors blame the right one. */
+  const setBy = new Map<string, string>();
+  const problems: ConfigProblem[] = [];
+
+  const apply = (override: Override, text: string | undefined, source: string): void => {
+    if (text === undefined) return;
+    setPath(raw, override.path, convert(text, override.kind));
+    setBy.set(override.path.join('.'), source);
+  };
+  for (const override of ENV_OVERRIDES) {
+    apply(override, env[override.name], `environment variable ${override.name}`);
+  }
+
+  const envBackends: BackendConfig[] = [];
+  for (const variable of GPU_URL_VARS) {
+    const text = env[variable.name];
+    if (text === undefined || text.trim() === '') continue;
+    const url = normalizeOllamaUrl(text);
+    if (url === undefined) {
+      problems.push({ source: `environment variable ${variable.name}`, keyPath: `backends.${variable.backend}.url`, expected: `an http(s) URL (got ${describeInput(text)})` });
+      continue;
+    }
+    envBackends.push({ name: variable.backend, url, gpu: variable.gpu });
+  }
+  if (envBackends.length > 0) {
+    const listed = Array.isArray(raw.backends) ? (raw.backends as unknown[]) : [];
+    const kept = listed.filter((entry) => !envBackends.some((b) => isTree(entry) && entry.name === b.name));
+    raw.backends = [...envBackends, ...kept];
+  }
+
+  for (const override of FLAG_OVERRIDES) {
+    apply(override, sources.flags?.[override.name as 'host' | 'port'], `--${override.name}`);
+  }
+
+  const result = configSchema.safeParse(raw, { reportInput: true });
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const keyPath = issue.path.map(String).join('.');
+      let source = fileSource;
+      for (const [path, by] of setBy) {
+        if (keyPath === path || keyPath.startsWith(`${path}.`)) source = by;
+      }
+      const secret = [...SECRET_PATHS].some((p) => keyPath === p || keyPath.startsWith(`${p}.`));
+      const got = secret || !('input' in issue) ? '' : ` (got ${describeInput(issue.input)})`;
+      problems.push({ source, keyPath, expected: `${issue.message}${got}` });
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  const parsed = result.data;
+
+  if (!isLoopbackHost(parsed.server.host) && parsed.server.api_keys.length === 0) {
+    throw new ConfigError([
+      {
+        source: setBy.get('server.host') ?? fileSource,
+        keyPath: 'server.host',
+        expected: `a loopback address (127.0.0.1, ::1, localhost) unless server.api_keys or BRIDGE_API_KEYS is set (got ${describeInput(parsed.server.host)})`,
+      },
+    ]);
+  }
+
+  const [first, ...rest] = parsed.backends;
+  if (first !== undefined) return { ...parsed, backends: [first, ...rest] };
+  const hostText = env.OLLAMA_HOST;
+  const url = hostText === undefined || hostText.trim() === '' ? 'http://127.0.0.1:11434' : normalizeOllamaUrl(hostText);
+  if (url === undefined) {
+    throw new ConfigError([
+      { source: 'environment variable OLLAMA_HOST', keyPath: 'backends', expected: `an Ollama address such as 127.0.0.1:11434 (got ${describeInput(hostText)})` },
+    ]);
+  }
+  return { ...parsed, backends: [{ name: 'local', url }] };
+}

@@ -1,0 +1,116 @@
+import { z } from 'zod';
+
+/**
+ * The config.yaml format. Keys are snake_case because the file is the public format
+ * (see the deployment document); the rest of the code reads the parsed object as it is.
+ * Objects are strict so that a misspelt key is reported instead of silently ignored.
+ */
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Accepts the spellings people use in env files (INFO, WARNING, CRITICAL). */
+export const logLevelSchema = z.preprocess((value) => {
+  if (typeof value !== 'string') return value;
+  const lower = value.trim().toLowerCase();
+  if (lower === 'warning') return 'warn';
+  if (lower === 'critical') return 'fatal';
+  return lower;
+}, z.enum(LOG_LEVELS));
+
+const portSchema = z.number().int().min(0).max(65535);
+
+const modelTierSchema = z.strictObject({
+  name: z.string().min(1),
+  vram_gb: z.number().positive().optional(),
+  expected_latency_ms: z.number().nonnegative().optional(),
+  gpu_preference: z.number().int().nonnegative().optional(),
+});
+
+const backendSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"'),
+  url: z.url({ protocol: /^https?$/ }),
+  /** GPU index or UUID the instance runs on, when known. */
+  gpu: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
+});
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: portSchema.default(5000),
+      body_limit_mb: z.number().positive().max(1024).default(32),
+      /** Bearer keys clients must send; required before listening beyond loopback. */
+      api_keys: z.array(z.string().min(16, 'at least 16 characters')).default([]),
+      /** Extra Host header names accepted besides loopback names (DNS-rebinding guard). */
+      allowed_hosts: z.array(z.string().min(1)).default([]),
+      /** Extra browser origins allowed to call the bridge (exact origins, e.g. https://app.example). */
+      cors_origins: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
+  backends: z.array(backendSchema).default([]),
+  dual_gpu: z.boolean().default(false),
+  models: z
+    .strictObject({
+      simple: modelTierSchema.default({ name: 'qwen2.5-coder:1.5b' }),
+      moderate: modelTierSchema.optional(),
+      complex: modelTierSchema.default({ name: 'qwen2.5-coder:7b-instruct-q8_0' }),
+    })
+    .prefault({}),
+  routing: z
+    .strictObject({
+      classification: z
+        .strictObject({
+          simple_keywords: z.array(z.string().min(1)).default([]),
+          moderate_keywords: z.array(z.string().min(1)).default([]),
+          complex_keywords: z.array(z.string().min(1)).default([]),
+        })
+        .prefault({}),
+      thresholds: z
+        .strictObject({
+          /** Longest wait for an upstream's first byte; cold model loads are slow. */
+          timeout_seconds: z.number().positive().default(180),
+          max_retries: z.number().int().min(0).max(10).default(3),
+          connect_timeout_seconds: z.number().positive().default(5),
+          /** Longest silence between two chunks of a streaming answer. */
+          idle_timeout_seconds: z.number().positive().default(120),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  monitoring: z
+    .strictObject({
+      prometheus: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          port: portSchema.optional(),
+        })
+        .prefault({}),
+      logging: z
+        .strictObject({
+          format: z.enum(['json']).default('json'),
+          level: logLevelSchema.default('info'),
+          /** "stdout", or a folder that receives copilot-bridge.log. */
+          destination: z.string().min(1).default('stdout'),
+          /** Prompt and completion text is never logged unless this is turned on. */
+          log_prompts: z.boolean().default(false),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  fallback: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      cloud_api_key: z.string().min(1).optional(),
+    })
+    .prefault({}),
+});
+
+export type ConfigFile = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type BackendConfig = z.output<typeof backendSchema>;
+
+/** The validated configuration: the file's shape with at least one backend resolved. */
+export interface Config extends ParsedConfig {
+  backends: [BackendConfig, ...BackendConfig[]];
+}

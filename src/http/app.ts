@@ -1,0 +1,93 @@
+import { randomUUID } from 'node:crypto';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { sendError, surfaceOf } from '../api/errors.js';
+import { passthrough, type PassthroughTarget } from '../api/passthrough.js';
+import { guard } from './guard.js';
+
+export interface RequestCounters {
+  total: number;
+  inFlight: number;
+}
+
+function requestLog(log: Logger, counters: RequestCounters): RequestHandler {
+  return (req, res, next) => {
+    const started = performance.now();
+    const id = randomUUID();
+    counters.total += 1;
+    counters.inFlight += 1;
+    res.setHeader('x-request-id', id);
+    res.once('close', () => {
+      counters.inFlight -= 1;
+      // Method, path and outcome only: request and answer bodies stay out of the log.
+      log.info(
+        {
+          id,
+          method: req.method,
+          path: req.path,
+          status: res.statusCode,
+          ms: Math.round((performance.now() - started) * 10) / 10,
+          backend: res.locals.backend,
+          upstreamError: res.locals.upstreamError,
+          relay: res.locals.relay,
+          completed: res.writableFinished,
+          userAgent: req.headers['user-agent'],
+        },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+function bodyErrors(config: Config): ErrorRequestHandler {
+  return (error: unknown, req, res, next) => {
+    const surface = surfaceOf(req.path);
+    const type = (error as { type?: unknown }).type;
+    if (type === 'entity.too.large') {
+      res.setHeader('connection', 'close');
+      sendError(res, surface, 413, `request body is larger than ${config.server.body_limit_mb} MiB (server.body_limit_mb)`, 'request_too_large');
+      return;
+    }
+    if (type === 'entity.parse.failed') {
+      const detail = error instanceof Error ? error.message : 'parse error';
+      sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
+      return;
+    }
+    if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
+      sendError(res, surface, 415, error instanceof Error ? error.message : 'unsupported body encoding', 'unsupported_encoding');
+      return;
+    }
+    next(error);
+  };
+}
+
+function lastResort(log: Logger): ErrorRequestHandler {
+  return (error: unknown, req, res, _next) => {
+    log.error({ err: error, path: req.path }, 'unhandled error');
+    sendError(res, surfaceOf(req.path), 500, 'internal error in copilot-bridge', 'internal_error');
+  };
+}
+
+/** The HTTP surface of the bridge: guards, the client APIs and error shapes. */
+export function createApp(config: Config, log: Logger, target: PassthroughTarget, counters: RequestCounters): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestLog(log, counters));
+  app.use(guard(config));
+
+  const forward = passthrough(target);
+  // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
+  app.all('/api/blobs/*digest', forward);
+  app.use(express.json({ limit: config.server.body_limit_mb * 1024 * 1024, type: () => true }));
+  app.all(['/', '/api/*rest', '/v1/*rest', '/chat/completions'], forward);
+
+  app.use((req, res) => {
+    sendError(res, surfaceOf(req.path), 404, `no such endpoint: ${req.method} ${req.path}`, 'not_found');
+  });
+  app.use(bodyErrors(config));
+  app.use(lastResort(log));
+  return app;
+}

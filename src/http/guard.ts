@@ -1,0 +1,73 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import { isLoopbackHost } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { sendError, surfaceOf } from '../api/errors.js';
+
+/** Browser origins Ollama itself trusts by default: local pages and editor webviews. */
+const TRUSTED_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file):\/\/.*)$/i;
+
+function hostName(hostHeader: string): string {
+  // "[::1]:5000" -> "[::1]", "localhost:5000" -> "localhost"
+  const match = /^(\[[^\]]+\]|[^:]+)(:\d+)?$/.exec(hostHeader.trim());
+  return (match?.[1] ?? hostHeader).toLowerCase();
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function bearer(req: Request): string | undefined {
+  const header = req.headers.authorization;
+  if (header !== undefined && /^bearer /i.test(header)) return header.slice(7).trim();
+  const apiKey = req.headers['x-api-key'];
+  return typeof apiKey === 'string' ? apiKey : undefined;
+}
+
+/**
+ * Safe defaults (design §8): without API keys the bridge trusts only loopback Host names (a page on
+ * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
+ * every request must carry one.
+ */
+export function guard(config: Config) {
+  const { api_keys: apiKeys, allowed_hosts: allowedHosts, cors_origins: corsOrigins } = config.server;
+  const hosts = new Set([...allowedHosts.map((h) => h.toLowerCase()), config.server.host.toLowerCase()]);
+  const origins = new Set(corsOrigins);
+
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const surface = surfaceOf(req.path);
+    if (apiKeys.length === 0) {
+      const name = hostName(req.headers.host ?? '');
+      if (!isLoopbackHost(name) && !hosts.has(name)) {
+        sendError(res, surface, 403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, 'host_not_allowed');
+        return;
+      }
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
+        sendError(res, surface, 403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, 'origin_not_allowed');
+        return;
+      }
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Vary', 'Origin');
+      if (req.method === 'OPTIONS') {
+        res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
+        res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers'] ?? 'authorization, content-type');
+        res.setHeader('Access-Control-Max-Age', '600');
+        res.status(204).end();
+        return;
+      }
+    }
+    if (apiKeys.length > 0) {
+      const given = bearer(req);
+      if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
+        sendError(res, surface, 401, 'a valid API key is required (Authorization: Bearer <key>)', 'invalid_api_key');
+        return;
+      }
+    }
+    next();
+  };
+}

@@ -1,0 +1,55 @@
+/** Why an upstream could not give an answer; each maps to one gateway status. */
+export type UpstreamFailure = 'unreachable' | 'timeout' | 'unavailable';
+
+const STATUS: Record<UpstreamFailure, 502 | 503 | 504> = {
+  unreachable: 502,
+  unavailable: 503,
+  timeout: 504,
+};
+
+export class UpstreamError extends Error {
+  readonly status: 502 | 503 | 504;
+
+  constructor(
+    readonly failure: UpstreamFailure,
+    readonly backend: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamError';
+    this.status = STATUS[failure];
+  }
+
+  /** Machine-readable code for error bodies, e.g. "upstream_timeout". */
+  get code(): string {
+    return `upstream_${this.failure}`;
+  }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+const UNAVAILABLE_CODES = new Set(['UND_ERR_CLOSED', 'UND_ERR_DESTROYED']);
+
+function errorCode(error: unknown): string | undefined {
+  for (let current = error; typeof current === 'object' && current !== null; current = (current as { cause?: unknown }).cause) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/** Maps an undici or socket error to the gateway failure a client should see. */
+export function toUpstreamError(error: unknown, backend: string): UpstreamError {
+  if (error instanceof UpstreamError) return error;
+  const code = errorCode(error) ?? 'unknown';
+  const detail = error instanceof Error ? error.message : String(error);
+  if (TIMEOUT_CODES.has(code)) {
+    const what =
+      code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connecting' : code === 'UND_ERR_BODY_TIMEOUT' ? 'waiting for the next chunk' : 'waiting for the first byte';
+    return new UpstreamError('timeout', backend, `backend ${backend} timed out while ${what}`, { cause: error });
+  }
+  if (UNAVAILABLE_CODES.has(code)) {
+    return new UpstreamError('unavailable', backend, `backend ${backend} is shutting down`, { cause: error });
+  }
+  return new UpstreamError('unreachable', backend, `backend ${backend} is unreachable (${code}: ${detail})`, { cause: error });
+}

@@ -1,0 +1,65 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { startBridge, type BridgeHandle } from '../../src/bridge.js';
+import { loadConfig } from '../../src/config/load.js';
+import type { Logger } from '../../src/log.js';
+
+/** A logger that keeps its JSON lines in memory, so tests can read what was logged. */
+export function memoryLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, sink), lines: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
+}
+
+export interface TestBridgeOptions {
+  env?: Record<string, string>;
+  file?: string;
+  logger?: Logger;
+}
+
+/** A bridge on a free loopback port, configured like the CLI would from env vars and a file. */
+export async function startTestBridge(options: TestBridgeOptions = {}): Promise<BridgeHandle> {
+  const config = loadConfig({ file: options.file, env: options.env ?? {}, flags: { port: '0' } });
+  return startBridge(config, { logger: options.logger ?? pino({ level: 'silent' }) });
+}
+
+export interface StandIn {
+  url: string;
+  /** Every request it received, in order. */
+  requests: Array<{ method: string; url: string; headers: IncomingMessage['headers']; body: string }>;
+  close(): Promise<void>;
+}
+
+/** A hand-written upstream for fault injection: the handler decides what to answer. */
+export async function startStandIn(
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void | Promise<void>,
+): Promise<StandIn> {
+  const requests: StandIn['requests'] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      void handler(req, res, body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

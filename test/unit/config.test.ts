@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig, normalizeOllamaUrl } from '../../src/config/load.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-config-'));
+function yamlFile(name: string, text: string): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+function problemsOf(fn: () => unknown): ConfigError['problems'] {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+    return error.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('has safe defaults: loopback, port 5000, 32 MiB bodies, one local Ollama', () => {
+    const config = loadConfig();
+    assert.equal(config.server.host, '127.0.0.1');
+    assert.equal(config.server.port, 5000);
+    assert.equal(config.server.body_limit_mb, 32);
+    assert.deepEqual(config.backends, [{ name: 'local', url: 'http://127.0.0.1:11434' }]);
+    assert.equal(config.dual_gpu, false);
+    assert.equal(config.fallback.enabled, false);
+    assert.equal(config.monitoring.logging.log_prompts, false);
+  });
+
+  it('loads the deployment document’s example config.yaml as it is', () => {
+    const config = loadConfig({ file: 'config.example.yaml' });
+    assert.equal(config.models.simple.name, 'qwen2.5-coder:1.5b');
+    assert.equal(config.models.simple.vram_gb, 1);
+    assert.equal(config.models.complex.name, 'qwen2.5-coder:7b-instruct-q8_0');
+    assert.equal(config.models.complex.expected_latency_ms, 19000);
+    assert.deepEqual(config.routing.classification.moderate_keywords, ['refactor', 'debug', 'explain']);
+    assert.equal(config.routing.thresholds.timeout_seconds, 180);
+    assert.equal(config.routing.thresholds.max_retries, 3);
+    assert.equal(config.monitoring.prometheus.port, 9090);
+    // The file says INFO; pino's level names are lower case.
+    assert.equal(config.monitoring.logging.level, 'info');
+    assert.equal(config.monitoring.logging.destination, '/var/log/copilot-bridge/');
+  });
+
+  it('layers defaults < file < environment < flags', () => {
+    const file = yamlFile('layers.yaml', 'server:\n  port: 6000\n  host: localhost\nrouting:\n  thresholds:\n    timeout_seconds: 60\n    max_retries: 1\n');
+    const fromFile = loadConfig({ file });
+    assert.equal(fromFile.server.port, 6000);
+    assert.equal(fromFile.routing.thresholds.timeout_seconds, 60);
+
+    const env = { TIMEOUT_SECONDS: '90', MAX_RETRIES: '0', ENABLE_DUAL_GPU: 'TRUE', FALLBACK_ENABLED: 'yes', LOG_LEVEL: 'WARNING', PROMETHEUS_PORT: '9191' };
+    const fromEnv = loadConfig({ file, env });
+    assert.equal(fromEnv.routing.thresholds.timeout_seconds, 90);
+    assert.equal(fromEnv.routing.thresholds.max_retries, 0);
+    assert.equal(fromEnv.dual_gpu, true);
+    assert.equal(fromEnv.fallback.enabled, true);
+    assert.equal(fromEnv.monitoring.logging.level, 'warn');
+    assert.equal(fromEnv.monitoring.prometheus.port, 9191);
+    assert.equal(fromEnv.server.port, 6000);
+
+    const fromFlags = loadConfig({ file, env, flags: { port: '7000', host: '::1' } });
+    assert.equal(fromFlags.server.port, 7000);
+    assert.equal(fromFlags.server.host, '::1');
+  });
+
+  it('takes backends from GPU0_URL/GPU1_URL before OLLAMA_HOST', () => {
+    const both = loadConfig({ env: { GPU0_URL: 'http://localhost:11434', GPU1_URL: '127.0.0.1:11435', OLLAMA_HOST: 'http://other:1' } });
+    assert.deepEqual(both.backends, [
+      { name: 'gpu0', url: 'http://localhost:11434', gpu: 0 },
+      { name: 'gpu1', url: 'http://127.0.0.1:11435', gpu: 1 },
+    ]);
+    const single = loadConfig({ env: { OLLAMA_HOST: '0.0.0.0' } });
+    assert.deepEqual(single.backends, [{ name: 'local', url: 'http://127.0.0.1:11434' }]);
+  });
+
+  it('lets GPU0_URL replace the file’s backend of the same name', () => {
+    const file = yamlFile('backends.yaml', 'backends:\n  - name: gpu0\n    url: http://10.0.0.5:11434\n  - name: big\n    url: http://10.0.0.6:11434\n    gpu: GPU-abc\n');
+    const config = loadConfig({ file, env: { GPU0_URL: 'http://127.0.0.1:9999' } });
+    assert.deepEqual(config.backends.map((b) => [b.name, b.url]), [
+      ['gpu0', 'http://127.0.0.1:9999'],
+      ['big', 'http://10.0.0.6:11434'],
+    ]);
+  });
+
+  it('normalizes Ollama addresses the way OLLAMA_HOST is written', () => {
+    assert.equal(normalizeOllamaUrl('localhost'), 'http://localhost:11434');
+    assert.equal(normalizeOllamaUrl('127.0.0.1:8080'), 'http://127.0.0.1:8080');
+    assert.equal(normalizeOllamaUrl('https://gpu.example.com'), 'https://gpu.example.com');
+    assert.equal(normalizeOllamaUrl('http://[::1]:7000/'), 'http://[::1]:7000');
+    assert.equal(normalizeOllamaUrl('ftp://x'), undefined);
+    assert.equal(normalizeOllamaUrl(''), undefined);
+  });
+
+  it('names the file, key path and expectation for a bad value in the file', () => {
+    const file = yamlFile('bad.yaml', 'routing:\n  thresholds:\n    timeout_seconds: soon\n');
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [[file, 'routing.thresholds.timeout_seconds']]);
+    assert.match(problems[0]?.expected ?? '', /expected number.*"soon"/);
+  });
+
+  it('names the environment variable when it holds the bad value', () => {
+    const problems = problemsOf(() => loadConfig({ env: { MAX_RETRIES: 'many', ENABLE_DUAL_GPU: 'perhaps' } }));
+    const bySource = new Map(problems.map((p) => [p.source, p]));
+    assert.equal(bySource.get('environment variable MAX_RETRIES')?.keyPath, 'routing.thresholds.max_retries');
+    assert.equal(bySource.get('environment variable ENABLE_DUAL_GPU')?.keyPath, 'dual_gpu');
+    assert.match(bySource.get('environment variable ENABLE_DUAL_GPU')?.expected ?? '', /expected boolean/);
+  });
+
+  it('names the flag for a bad --port', () => {
+    const problems = problemsOf(() => loadConfig({ flags: { port: '70000' } }));
+    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [['--port', 'server.port']]);
+  });
+
+  it('reports a misspelt key instead of ignoring it', () => {
+    const file = yamlFile('typo.yaml', 'modles:\n  simple:\n    name: x\n');
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.equal(problems[0]?.source, file);
+    assert.match(problems[0]?.expected ?? '', /modles/);
+  });
+
+  it('reports YAML syntax errors with line and column', () => {
+    const file = yamlFile('syntax.yaml', 'models:\n  simple: [unclosed\n');
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.match(problems[0]?.source ?? '', new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+$`));
+    assert.match(problems[0]?.expected ?? '', /valid YAML/);
+  });
+
+  it('reports a missing file', () => {
+    const problems = problemsOf(() => loadConfig({ file: path.join(dir, 'nope.yaml') }));
+    assert.match(problems[0]?.expected ?? '', /readable YAML file \(ENOENT\)/);
+  });
+
+  it('refuses to listen beyond loopback without API keys, and allows it with one', () => {
+    const problems = problemsOf(() => loadConfig({ flags: { host: '0.0.0.0' } }));
+    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [['--host', 'server.host']]);
+    const config = loadConfig({ flags: { host: '0.0.0.0' }, env: { BRIDGE_API_KEYS: 'k-0123456789abcdef, k-fedcba9876543210' } });
+    assert.deepEqual(config.server.api_keys, ['k-0123456789abcdef', 'k-fedcba9876543210']);
+  });
+
+  it('never echoes a secret in an error', () => {
+    const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
+    assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
+    assert.doesNotMatch(problems[0]?.expected ?? '', /short-secret/);
+  });
+});
