@@ -39,7 +39,7 @@ export interface StandIn {
 
 /** A hand-written upstream for fault injection: the handler decides what to answer. */
 export async function startStandIn(
-  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void | Promise<void>,
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => unknown,
 ): Promise<StandIn> {
   const requests: StandIn['requests'] = [];
   const server: Server = createServer((req, res) => {
@@ -48,7 +48,7 @@ export async function startStandIn(
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString();
       requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
-      void handler(req, res, body);
+      void Promise.resolve(handler(req, res, body));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

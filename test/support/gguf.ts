@@ -294,7 +294,26 @@ export function tinyLlamaGguf(shape: TinyLlamaShape = TINY_LLAMA, seed = 42): Bu
   const ones = (n: number): Float32Array => new Float32Array(n).fill(1);
   const { embedding: e, feedForward: ff, layers } = shape;
 
-  const tensors: GgufTensor[] = [{ name: 'token_embd.weight', dims: [e, vocab], data: weights(e, vocab) }];
+  // Random weights would now and then sample </s> and end a generation early, which makes token
+  // counts in tests unpredictable. So one residual dimension is held constant: every token embeds
+  // 1.0 there and no layer writes to it; the output rows of <unk>, <s> and </s> read it with a
+  // large negative weight, so their logits sit far below every other token's.
+  const held = 0;
+  const never = [0, 1, 2];
+  const embeddings = weights(e, vocab);
+  for (let token = 0; token < vocab; token++) embeddings[token * e + held] = 1;
+  const layerOutput = (inputs: number): Float32Array => {
+    const data = weights(inputs, e);
+    data.fill(0, held * inputs, (held + 1) * inputs);
+    return data;
+  };
+  const output = weights(e, vocab);
+  for (const token of never) {
+    output.fill(0, token * e, (token + 1) * e);
+    output[token * e + held] = -100;
+  }
+
+  const tensors: GgufTensor[] = [{ name: 'token_embd.weight', dims: [e, vocab], data: embeddings }];
   for (let layer = 0; layer < layers; layer++) {
     const p = `blk.${layer}`;
     tensors.push(
@@ -302,16 +321,16 @@ export function tinyLlamaGguf(shape: TinyLlamaShape = TINY_LLAMA, seed = 42): Bu
       { name: `${p}.attn_q.weight`, dims: [e, e], data: weights(e, e) },
       { name: `${p}.attn_k.weight`, dims: [e, e], data: weights(e, e) },
       { name: `${p}.attn_v.weight`, dims: [e, e], data: weights(e, e) },
-      { name: `${p}.attn_output.weight`, dims: [e, e], data: weights(e, e) },
+      { name: `${p}.attn_output.weight`, dims: [e, e], data: layerOutput(e) },
       { name: `${p}.ffn_norm.weight`, dims: [e], data: ones(e) },
       { name: `${p}.ffn_gate.weight`, dims: [e, ff], data: weights(e, ff) },
       { name: `${p}.ffn_up.weight`, dims: [e, ff], data: weights(e, ff) },
-      { name: `${p}.ffn_down.weight`, dims: [ff, e], data: weights(ff, e) },
+      { name: `${p}.ffn_down.weight`, dims: [ff, e], data: layerOutput(ff) },
     );
   }
   tensors.push(
     { name: 'output_norm.weight', dims: [e], data: ones(e) },
-    { name: 'output.weight', dims: [e, vocab], data: weights(e, vocab) },
+    { name: 'output.weight', dims: [e, vocab], data: output },
   );
 
   const metadata: Array<[string, GgufValue]> = [

@@ -122,7 +122,7 @@ async function postJson(url: string, body: unknown): Promise<unknown> {
 
 /** Uploads the tiny model once per instance and registers it under every rig model name. */
 async function registerModels(url: string, gguf: Buffer, digest: string): Promise<void> {
-  const upload = await fetch(`${url}/api/blobs/sha256:${digest}`, { method: 'POST', body: gguf });
+  const upload = await fetch(`${url}/api/blobs/sha256:${digest}`, { method: 'POST', body: new Uint8Array(gguf) });
   if (!upload.ok) throw new Error(`blob upload to ${url} failed: ${upload.status} ${await upload.text()}`);
   for (const model of Object.values(RIG_MODELS)) {
     await postJson(`${url}/api/create`, {
@@ -250,6 +250,7 @@ export function rigSkipReason(): string | undefined {
   if ('found' in lookup) return undefined;
   if (process.env.CI === 'true') throw new Error(`CI=true and the real-Ollama rig cannot run: ${lookup.missing}`);
   const reason = `SKIPPING real-Ollama tests: ${lookup.missing}. Install Go (the tests then build Ollama) or set OLLAMA_BIN.`;
-  process.stderr.write(`\n!!! ${reason}\n\n`);
+  // The test script already printed it once for the whole run.
+  if (process.env.RIG_SKIP_ANNOUNCED !== '1') process.stderr.write(`\n!!! ${reason}\n\n`);
   return reason;
 }

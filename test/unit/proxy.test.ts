@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
-import { memoryLogger, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { memoryLogger, startStandIn, startTestBridge, type StandIn, type TestBridgeOptions } from '../support/bridge.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-proxy-'));
 function configFile(text: string): string {
@@ -23,7 +23,7 @@ after(async () => {
 
 async function pair(
   handler: Parameters<typeof startStandIn>[0],
-  options: { file?: string; env?: Record<string, string>; logger?: Parameters<typeof startTestBridge>[0]['logger'] } = {},
+  options: TestBridgeOptions = {},
 ): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
   const upstream = await startStandIn(handler);
   const bridge = await startTestBridge({ ...options, env: { OLLAMA_HOST: upstream.url, ...options.env } });

@@ -1,0 +1,89 @@
+// The test command: builds, type-checks, finds or builds Ollama for the real-Ollama suites,
+// runs every test file with node's test runner, then checks that no test left a process behind.
+// Usage: node scripts/test.mjs [unit|integration] [extra node --test arguments]
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ensureDeps } from './ensure-deps.mjs';
+
+const [suite = 'all', ...extra] = process.argv.slice(2);
+const RIG_DIR_PREFIX = 'copilot-bridge-rig-';
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, { stdio: 'inherit', ...options });
+  return result.status ?? 1;
+}
+
+function step(title, command, args) {
+  console.log(`> ${title}`);
+  const code = run(command, args);
+  if (code !== 0) process.exit(code);
+}
+
+function testFiles(folder) {
+  return readdirSync(folder, { recursive: true })
+    .map((file) => path.join(folder, String(file)))
+    .filter((file) => file.endsWith('.test.ts'))
+    .sort();
+}
+
+/** Ollama processes started from a rig folder that are still alive (Linux /proc). */
+function leftoverRigProcesses() {
+  let pids;
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+  const found = [];
+  for (const pid of pids) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (!cmdline.includes('ollama')) continue;
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (cmdline.includes(RIG_DIR_PREFIX) || environ.includes(RIG_DIR_PREFIX)) found.push(`${pid}: ${cmdline.trim()}`);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found;
+}
+
+ensureDeps();
+step('build (tsc -p tsconfig.json)', 'npx', ['tsc', '-p', 'tsconfig.json']);
+step('type-check tests (tsc -p tsconfig.test.json)', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
+
+const files = [];
+if (suite === 'all' || suite === 'unit') files.push(...testFiles('test/unit'));
+if (suite === 'all' || suite === 'integration') {
+  files.push(...testFiles('test/integration'));
+  console.log('> finding Ollama for the real-Ollama suites (builds it with Go the first time)');
+  const lookup = spawnSync('node', ['--import', 'tsx', 'test/support/ensure-ollama.ts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const binary = lookup.stdout.trim().split('\n').at(-1);
+  if (lookup.status === 0 && binary) {
+    process.env.OLLAMA_BIN = binary;
+    console.log(`> Ollama: ${binary}`);
+  } else if (process.env.CI === 'true') {
+    console.error('CI=true and no Ollama binary could be found or built: the real-Ollama suites are required in CI.');
+    process.exit(1);
+  } else {
+    console.error('\n!!! SKIPPING real-Ollama tests: no Ollama binary and none could be built. Install Go (the tests then build Ollama) or set OLLAMA_BIN.\n');
+    process.env.RIG_SKIP_ANNOUNCED = '1';
+  }
+}
+
+const code = run('node', ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=180000', ...extra, ...files]);
+
+const leftovers = leftoverRigProcesses();
+if (leftovers.length > 0) {
+  console.error(`Tests left Ollama processes running:\n${leftovers.join('\n')}`);
+  for (const line of leftovers) {
+    try {
+      process.kill(Number(line.split(':')[0]), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  process.exit(1);
+}
+process.exit(code);

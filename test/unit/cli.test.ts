@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { runCliToEnd } from '../support/cli.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-cli-'));
+
+describe('copilot-bridge command', () => {
+  it('exits 2 with the file, key path and expectation for a bad config, and no stack trace', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, 'server:\n  port: lots\n');
+    const run = await runCliToEnd(['serve', '--config', file]);
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '');
+    assert.equal(
+      run.stderr,
+      `copilot-bridge: invalid configuration\n  ${file}: server.port: Invalid input: expected number, received string (got "lots")\n`,
+    );
+    assert.doesNotMatch(run.stderr, /\n\s+at /);
+  });
+
+  it('names the environment variable that holds a bad value', async () => {
+    const run = await runCliToEnd(['serve'], { TIMEOUT_SECONDS: '-5' });
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /environment variable TIMEOUT_SECONDS: routing\.thresholds\.timeout_seconds: Too small: expected number to be >0 \(got -5\)/);
+  });
+
+  it('refuses a public bind address without API keys', async () => {
+    const run = await runCliToEnd(['serve', '--host', '0.0.0.0', '--port', '0']);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--host: server\.host: a loopback address/);
+  });
+
+  it('exits 1 with a clear message when the port is taken', async () => {
+    const { createServer } = await import('node:net');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const run = await runCliToEnd(['serve', '--port', String(port)]);
+      assert.equal(run.code, 1);
+      assert.match(run.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} on 127\\.0\\.0\\.1 is already in use`));
+    } finally {
+      server.close();
+    }
+  });
+
+  it('prints usage for --help and for an unknown command', async () => {
+    const help = await runCliToEnd(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^Usage: copilot-bridge serve \[--port 5000\] \[--host 127\.0\.0\.1\] \[--config config\.yaml\]/);
+    const unknown = await runCliToEnd(['launch']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command "launch"/);
+  });
+});
