@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliToEnd } from '../support/cli.js';
+import { tempDir } from '../support/temp.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-cli-'));
+const dir = tempDir('bridge-cli-');
 
 describe('copilot-bridge command', () => {
   it('exits 2 with the file, key path and expectation for a bad config, and no stack trace', async () => {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, normalizeOllamaUrl } from '../../src/config/load.js';
+import { tempDir } from '../support/temp.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-config-'));
+const dir = tempDir('bridge-config-');
 function yamlFile(name: string, text: string): string {
   const file = path.join(dir, name);
   writeFileSync(file, text);

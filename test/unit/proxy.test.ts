@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, startStandIn, startTestBridge, type StandIn, type TestBridgeOptions } from '../support/bridge.js';
+import { tempDir } from '../support/temp.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'bridge-proxy-'));
+const dir = tempDir('bridge-proxy-');
 function configFile(text: string): string {
   const file = path.join(dir, `${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, text);
