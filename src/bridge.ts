@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { createLogger, type Logger } from './log.js';
+import { Router } from './routing/router.js';
 import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
+import { ModelCatalog } from './upstream/catalog.js';
 
 export interface BridgeState {
   startedAt: string;
@@ -45,11 +47,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const log = options.logger ?? createLogger(config);
   const timeouts = timeoutsFrom(config);
   const backends = config.backends.map((backend) => new Backend(backend, timeouts));
-  const primary = backends[0] as Backend;
   const counters: RequestCounters = { total: 0, inFlight: 0 };
-  const startedAt = new Date().toISOString();
+  const started = new Date();
+  const startedAt = started.toISOString();
+  const catalog = new ModelCatalog(backends);
+  const router = new Router(config, backends, catalog);
 
-  const app = createApp(config, log, { pick: () => primary }, counters);
+  const app = createApp({ config, log, router, catalog, backends, startedAt: started }, counters);
   // noDelay: a streamed token must leave at once, not wait for Nagle.
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
   const address = await listen(server, config.server.host, config.server.port);

@@ -24,17 +24,17 @@ export interface ErrorBodies {
   openai: { error: { message: string; type: string; param: string | null; code: string | null } };
 }
 
-export function errorBody(surface: Surface, status: number, message: string, code?: string): ErrorBodies[Surface] {
+export function errorBody(surface: Surface, status: number, message: string, code?: string, param?: string | null): ErrorBodies[Surface] {
   if (surface === 'ollama') return { error: message };
-  return { error: { message, type: openAiType(status), param: null, code: code ?? null } };
+  return { error: { message, type: openAiType(status), param: param ?? null, code: code ?? null } };
 }
 
-export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string): void {
+export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string, param?: string | null): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(status).json(errorBody(surface, status, message, code));
+  res.status(status).json(errorBody(surface, status, message, code, param));
 }
 
 /** The last piece of a stream that already started with 200: the client's own way to say "it broke". */

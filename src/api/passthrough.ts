@@ -5,19 +5,18 @@ import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';
 
-export interface PassthroughTarget {
-  /** The backend that takes the next request. */
-  pick(): Backend;
-}
+/** Chooses the backend for one request. */
+export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
 
 /**
  * Forwards the request to one backend as it is and streams the answer back.
  * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams through.
  */
-export function passthrough(target: PassthroughTarget): RequestHandler {
+export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
     const surface = surfaceOf(req.path);
-    const backend = target.pick();
+    const backend = await choose(req);
+    if (afterEach !== undefined) res.once('close', afterEach);
     res.locals.backend = backend.name;
     const abort = new AbortController();
     // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.

@@ -64,6 +64,12 @@ export const configSchema = z.strictObject({
           simple_keywords: z.array(z.string().min(1)).default([]),
           moderate_keywords: z.array(z.string().min(1)).default([]),
           complex_keywords: z.array(z.string().min(1)).default([]),
+          /** Tier of a chat request that no keyword or signal places. */
+          default_tier: z.enum(['simple', 'moderate', 'complex']).default('moderate'),
+          /** Estimated prompt tokens (characters / 4) from which a request counts as long: complex. */
+          long_context_tokens: z.number().int().positive().default(6000),
+          /** User turns from which a conversation is at least moderate. */
+          many_turns: z.number().int().positive().default(12),
         })
         .prefault({}),
       thresholds: z

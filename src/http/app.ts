@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import { primaryOf, type ApiContext } from '../api/context.js';
+import { copilotRoutes } from '../api/copilot/routes.js';
+import { sendError, surfaceOf } from '../api/errors.js';
+import { ollamaRoutes } from '../api/ollama/routes.js';
+import { openAiRoutes } from '../api/openai/routes.js';
+import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { sendError, surfaceOf } from '../api/errors.js';
-import { passthrough, type PassthroughTarget } from '../api/passthrough.js';
 import { guard } from './guard.js';
 
 export interface RequestCounters {
@@ -29,6 +33,8 @@ function requestLog(log: Logger, counters: RequestCounters): RequestHandler {
           status: res.statusCode,
           ms: Math.round((performance.now() - started) * 10) / 10,
           backend: res.locals.backend,
+          model: res.locals.route?.model,
+          tier: res.locals.route?.tier,
           upstreamError: res.locals.upstreamError,
           relay: res.locals.relay,
           completed: res.writableFinished,
@@ -71,18 +77,23 @@ function lastResort(log: Logger): ErrorRequestHandler {
 }
 
 /** The HTTP surface of the bridge: guards, the client APIs and error shapes. */
-export function createApp(config: Config, log: Logger, target: PassthroughTarget, counters: RequestCounters): Express {
+export function createApp(context: ApiContext, counters: RequestCounters): Express {
+  const { config, log } = context;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestLog(log, counters));
   app.use(guard(config));
 
-  const forward = passthrough(target);
+  const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', forward);
+  app.all('/api/blobs/*digest', toPrimary);
   app.use(express.json({ limit: config.server.body_limit_mb * 1024 * 1024, type: () => true }));
-  app.all(['/', '/api/*rest', '/v1/*rest', '/chat/completions'], forward);
+  app.use(ollamaRoutes(context));
+  app.use(openAiRoutes(context));
+  app.use(copilotRoutes(context));
+  // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
+  app.all('/api/*rest', toPrimary);
 
   app.use((req, res) => {
     sendError(res, surfaceOf(req.path), 404, `no such endpoint: ${req.method} ${req.path}`, 'not_found');

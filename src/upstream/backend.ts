@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
-import { toUpstreamError } from './errors.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 
 export interface UpstreamTimeouts {
   connectMs: number;
@@ -87,6 +87,28 @@ export class Backend {
       this.failures += 1;
       throw toUpstreamError(error, this.name);
     }
+  }
+
+  /**
+   * A small JSON call the bridge makes for itself (model lists, model details); not counted as a
+   * client request. Rejects with UpstreamError or UpstreamStatusError.
+   */
+  async callJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = 5000): Promise<T> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.pool.request({
+        method,
+        path: this.basePath + path,
+        headers: { host: this.host, 'content-type': 'application/json' },
+        body: body === undefined ? null : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (error) {
+      throw toUpstreamError(error, this.name);
+    }
+    const text = await response.body.text();
+    if (response.statusCode >= 400) throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
+    return (text === '' ? {} : JSON.parse(text)) as T;
   }
 
   snapshot(): BackendSnapshot {

@@ -41,7 +41,7 @@ function errorCode(error: unknown): string | undefined {
 /** Maps an undici or socket error to the gateway failure a client should see. */
 export function toUpstreamError(error: unknown, backend: string): UpstreamError {
   if (error instanceof UpstreamError) return error;
-  const code = errorCode(error) ?? 'unknown';
+  const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : errorCode(error) ?? 'unknown';
   const detail = error instanceof Error ? error.message : String(error);
   if (TIMEOUT_CODES.has(code)) {
     const what =
@@ -52,4 +52,30 @@ export function toUpstreamError(error: unknown, backend: string): UpstreamError 
     return new UpstreamError('unavailable', backend, `backend ${backend} is shutting down`, { cause: error });
   }
   return new UpstreamError('unreachable', backend, `backend ${backend} is unreachable (${code}: ${detail})`, { cause: error });
+}
+
+/** The upstream answered, but with an error status; `message` is Ollama's own {"error"} text when it sent one. */
+export class UpstreamStatusError extends Error {
+  constructor(
+    readonly status: number,
+    readonly backend: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UpstreamStatusError';
+  }
+}
+
+/** Reads Ollama's {"error": "..."} body, or falls back to the raw text. */
+export function errorMessageOf(status: number, text: string): string {
+  try {
+    const parsed = JSON.parse(text) as { error?: unknown };
+    if (typeof parsed.error === 'string') return parsed.error;
+    if (typeof parsed.error === 'object' && parsed.error !== null && typeof (parsed.error as { message?: unknown }).message === 'string') {
+      return (parsed.error as { message: string }).message;
+    }
+  } catch {
+    // not JSON
+  }
+  return text.trim() === '' ? `upstream answered ${status}` : text.trim().slice(0, 500);
 }

@@ -8,6 +8,7 @@ import { readLines, readSseEvents } from '../support/streams.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 
 const skip = rigSkipReason();
+const VIRTUAL_NAMES = ['auto', 'bridge/simple', 'bridge/moderate', 'bridge/complex'];
 const MODEL = RIG_MODELS.simple;
 
 interface NdjsonLine {
@@ -48,7 +49,7 @@ describe('pass-through to a real Ollama', { skip }, () => {
 
   it('lists the registered models in /api/tags and describes them in /api/show', async () => {
     const tags = (await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string; name: string }> };
-    assert.deepEqual(tags.models.map((m) => m.model).sort(), Object.values(RIG_MODELS).sort());
+    assert.deepEqual(tags.models.map((m) => m.model).sort(), [...VIRTUAL_NAMES, ...Object.values(RIG_MODELS)].sort());
     const show = (await (await post('/api/show', { model: MODEL })).json()) as { capabilities: string[]; model_info: Record<string, unknown>; template: string };
     assert.deepEqual([...show.capabilities].sort(), ['completion', 'insert', 'tools']);
     assert.equal(show.model_info['general.architecture'], 'llama');
@@ -151,7 +152,7 @@ describe('pass-through to a real Ollama', { skip }, () => {
   it('lists models in /v1/models', async () => {
     const body = (await (await fetch(`${bridge.url}/v1/models`)).json()) as { object: string; data: Array<{ id: string }> };
     assert.equal(body.object, 'list');
-    assert.deepEqual(body.data.map((m) => m.id).sort(), Object.values(RIG_MODELS).sort());
+    assert.deepEqual(body.data.map((m) => m.id).sort(), [...VIRTUAL_NAMES, ...Object.values(RIG_MODELS)].sort());
   });
 
   it('passes an unknown model’s 404 through in each surface’s shape', async () => {
@@ -214,10 +215,14 @@ describe('pass-through to a real Ollama', { skip }, () => {
 
     const models = await client.models.list();
     assert.ok(models.data.some((m) => m.id === MODEL));
-    // Ollama 0.11 ignores encoding_format and always answers floats, which the SDK's default (base64) misreads.
-    const embedding = await client.embeddings.create({ model: MODEL, input: ['alpha', 'beta'], encoding_format: 'float' });
+    // The SDK asks for base64 by default; the bridge encodes it (Ollama itself always answers floats).
+    const embedding = await client.embeddings.create({ model: MODEL, input: ['alpha', 'beta'] });
     assert.equal(embedding.data.length, 2);
     assert.equal(embedding.data[0]?.embedding.length, 64);
+    const floats = await client.embeddings.create({ model: MODEL, input: 'alpha', encoding_format: 'float' });
+    const direct = (await (await fetch(`${ollama.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: MODEL, input: 'alpha' }) })).json()) as { embeddings: number[][] };
+    assert.deepEqual(floats.data[0]?.embedding, direct.embeddings[0]);
+    assert.deepEqual(embedding.data[0]?.embedding.map((v) => Math.fround(v)), direct.embeddings[0]?.map((v) => Math.fround(v)));
   });
 
   it('works with the real ollama npm client: chat stream, generate, list, show and embed', async () => {
@@ -242,7 +247,7 @@ describe('pass-through to a real Ollama', { skip }, () => {
       const down = await fetch(`${bridge.url}/api/tags`);
       assert.equal(down.status, 502);
       const body = (await down.json()) as { error: string };
-      assert.match(body.error, /^backend local is unreachable \(ECONNREFUSED/);
+      assert.match(body.error, /^no backend is reachable: backend local is unreachable \(ECONNREFUSED/);
     } finally {
       await ollama.start();
     }

@@ -37,7 +37,7 @@ async function readChunks(response: Response): Promise<string> {
 }
 
 describe('pass-through proxy', () => {
-  it('forwards method, path, query and body, sets the upstream Host and strips hop-by-hop headers', async () => {
+  it('passes the rest of the native API through: method, path, query and body, the upstream Host, no hop-by-hop headers', async () => {
     const { upstream, bridge } = await pair((_req, res) => {
       res.writeHead(200, {
         'content-type': 'application/json',
@@ -50,7 +50,7 @@ describe('pass-through proxy', () => {
     });
     const response = await new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
       const req = httpRequest(
-        `${bridge.url}/api/chat?debug=1`,
+        `${bridge.url}/api/push?debug=1`,
         {
           method: 'POST',
           headers: {
@@ -82,7 +82,7 @@ describe('pass-through proxy', () => {
     const seen = upstream.requests[0];
     assert.ok(seen);
     assert.equal(seen.method, 'POST');
-    assert.equal(seen.url, '/api/chat?debug=1');
+    assert.equal(seen.url, '/api/push?debug=1');
     assert.equal(seen.headers.host, new URL(upstream.url).host);
     assert.equal(seen.headers['x-end-to-end'], 'keep me');
     assert.equal(seen.headers['user-agent'], 'GitHubCopilotChat/0.30');
@@ -93,16 +93,14 @@ describe('pass-through proxy', () => {
     assert.deepEqual(JSON.parse(seen.body), { model: 'm', messages: [{ role: 'user', content: 'hi', copilot_cache_control: { type: 'ephemeral' } }] });
   });
 
-  it('passes GET / and HEAD / through', async () => {
-    const { upstream, bridge } = await pair((req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-      res.end(req.method === 'HEAD' ? undefined : 'Ollama is running');
-    });
+  it('answers GET / and HEAD / itself, as Ollama does', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
     const get = await fetch(`${bridge.url}/`);
+    assert.equal(get.status, 200);
     assert.equal(await get.text(), 'Ollama is running');
     const head = await fetch(`${bridge.url}/`, { method: 'HEAD' });
     assert.equal(head.status, 200);
-    assert.deepEqual(upstream.requests.map((r) => r.method), ['GET', 'HEAD']);
+    assert.equal(upstream.requests.length, 0);
   });
 
   it('answers 413 in each surface’s shape when the body is over the limit, without calling the upstream', async () => {
@@ -141,19 +139,19 @@ describe('pass-through proxy', () => {
     const port = await freePort();
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
     cleanups.push(() => bridge.stop(100));
-    const native = await fetch(`${bridge.url}/api/tags`);
-    assert.equal(native.status, 502);
-    assert.deepEqual(await native.json(), { error: `backend local is unreachable (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${port})` });
-    const openai = await fetch(`${bridge.url}/v1/models`);
+    const refused = `backend local is unreachable (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${port})`;
+    const chat = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m","messages":[]}' });
+    assert.equal(chat.status, 502);
+    assert.deepEqual(await chat.json(), { error: refused });
+    const tags = await fetch(`${bridge.url}/api/tags`);
+    assert.equal(tags.status, 502);
+    assert.deepEqual(await tags.json(), { error: `no backend is reachable: ${refused}` });
+    const openai = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}' });
     assert.equal(openai.status, 502);
-    assert.deepEqual(await openai.json(), {
-      error: {
-        message: `backend local is unreachable (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${port})`,
-        type: 'api_error',
-        param: null,
-        code: 'upstream_unreachable',
-      },
-    });
+    assert.deepEqual(await openai.json(), { error: { message: refused, type: 'api_error', param: null, code: 'upstream_unreachable' } });
+    const models = await fetch(`${bridge.url}/v1/models`);
+    assert.equal(models.status, 502);
+    assert.deepEqual(await models.json(), { error: { message: `no backend is reachable: ${refused}`, type: 'api_error', param: null, code: 'upstream_unreachable' } });
   });
 
   it('answers 504 when the upstream sends nothing within TIMEOUT_SECONDS', async () => {
@@ -184,13 +182,14 @@ describe('pass-through proxy', () => {
   it('ends an SSE stream with a data: {"error"} event when the upstream stalls past the idle timeout', async () => {
     const file = configFile('routing:\n  thresholds:\n    idle_timeout_seconds: 0.3\n');
     const { bridge } = await pair((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\n');
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write('{"model":"m","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant","content":"a"},"done":false}\n');
     }, { file });
-    const response = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","stream":true}' });
+    const response = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}' });
     assert.equal(response.status, 200);
     const events = (await readChunks(response)).split('\n\n').filter(Boolean);
     assert.equal(events.length, 2);
+    assert.equal(JSON.parse(events[0]?.replace(/^data: /, '') ?? '').choices[0].delta.content, 'a');
     assert.deepEqual(JSON.parse(events[1]?.replace(/^data: /, '') ?? ''), {
       error: { message: 'backend local timed out while waiting for the next chunk', type: 'api_error', param: null, code: 'upstream_timeout' },
     });
@@ -247,6 +246,37 @@ describe('pass-through proxy', () => {
     });
     assert.ok(received.whilePaused < total / 2, `upstream wrote ${received.whilePaused} bytes while the client read nothing`);
     assert.equal(received.bytes, total);
+  });
+
+  it('applies back-pressure through a translated stream too', async () => {
+    const line = `${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', response: 'y'.repeat(1000), done: false })}\n`;
+    const lines = 40_000;
+    let written = 0;
+    const { bridge } = await pair(async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      for (let i = 0; i < lines; i++) {
+        written += 1;
+        if (!res.write(line)) await new Promise((resolve) => res.once('drain', resolve));
+      }
+      res.end(`${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', response: '', done: true, done_reason: 'stop' })}\n`);
+    });
+    const received = await new Promise<{ whilePaused: number; events: number }>((resolve, reject) => {
+      const req = httpRequest(`${bridge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+        res.pause();
+        setTimeout(() => {
+          const whilePaused = written;
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk));
+          res.on('end', () => resolve({ whilePaused, events: text.split('\n\n').filter((e) => e.includes('"y')).length }));
+          res.resume();
+        }, 500);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ model: 'm', prompt: 'x', stream: true }));
+    });
+    assert.ok(received.whilePaused < lines / 2, `upstream wrote ${received.whilePaused} of ${lines} lines while the client read nothing`);
+    assert.equal(received.events, lines);
   });
 
   it('answers unknown paths with 404 in the surface’s shape', async () => {

@@ -1,0 +1,42 @@
+import express, { type Router as ExpressRouter } from 'express';
+import { virtualModel } from '../../routing/router.js';
+import type { ApiContext } from '../context.js';
+import { parseCompletion, serveCompletion } from '../openai/completions.js';
+
+/**
+ * GitHub Copilot's inline completions (ghost text): POST {base}/v1/engines/{engine}/completions.
+ * Any engine name is accepted: an installed model is used as it is, anything else ("copilot-codex")
+ * is routed like `auto`, which puts fill-in-the-middle on the simple tier.
+ */
+export function copilotRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+
+  router.post('/v1/engines/:engine/completions', async (req, res) => {
+    const request = parseCompletion(req, res);
+    if (request === undefined) return;
+    // Express has already percent-decoded the segment: "qwen2.5-coder%3A7b" arrives as "qwen2.5-coder:7b".
+    const engine = req.params.engine;
+    const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;
+    await serveCompletion(context, req, res, installed ? engine : 'auto', request, true);
+  });
+
+  // Harmless answers to what the Copilot language server asks besides completions.
+  router.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.all('/copilot_internal/v2/token', (req, res) => {
+    const expiresAt = Math.floor(Date.now() / 1000) + 3600;
+    const base = `http://${req.headers.host ?? '127.0.0.1'}`;
+    res.json({
+      token: `tid=copilot-bridge;exp=${expiresAt};proxy-ep=${req.headers.host ?? '127.0.0.1'}`,
+      expires_at: expiresAt,
+      refresh_in: 1500,
+      endpoints: { api: base, proxy: base },
+    });
+  });
+  router.all('/copilot_internal/*rest', (_req, res) => {
+    res.json({});
+  });
+
+  return router;
+}

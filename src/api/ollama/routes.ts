@@ -1,0 +1,265 @@
+import { createHash } from 'node:crypto';
+import express, { type Request, type Router as ExpressRouter } from 'express';
+import { z } from 'zod';
+import { tierModelName, virtualModel, VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
+import { chatSignals, completionSignals } from '../../routing/signals.js';
+import { TIERS, type Tier } from '../../routing/classify.js';
+import type { Backend } from '../../upstream/backend.js';
+import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
+import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { primaryOf, type ApiContext } from '../context.js';
+import { sendError } from '../errors.js';
+import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
+import { passthrough } from '../passthrough.js';
+import { describeIssue } from '../validate.js';
+
+/** The Ollama API level this facade implements; answered by /api/version when no backend is reachable. */
+export const FACADE_OLLAMA_VERSION = '0.11.4';
+
+const modelField = z.string({ error: 'model is required' }).min(1, 'model is required');
+
+const chatRequest = z.looseObject({
+  model: modelField,
+  messages: z
+    .array(
+      z.looseObject({
+        role: z.string(),
+        content: z.string().optional(),
+        images: z.array(z.string()).optional(),
+      }),
+    )
+    .optional(),
+  tools: z.array(z.unknown()).optional(),
+  stream: z.boolean().optional(),
+});
+
+const generateRequest = z.looseObject({
+  model: modelField,
+  prompt: z.string().optional(),
+  suffix: z.string().optional(),
+  system: z.string().optional(),
+  images: z.array(z.string()).optional(),
+  stream: z.boolean().optional(),
+});
+
+const namedRequest = z.looseObject({ model: z.string().min(1).optional(), name: z.string().min(1).optional() });
+
+function modelNameOf(body: unknown): string | undefined {
+  const parsed = namedRequest.safeParse(body ?? {});
+  return parsed.success ? (parsed.data.model ?? parsed.data.name) : undefined;
+}
+
+/** NDJSON lines and whole answers as Ollama writes them; a virtual model's name is kept in the answer. */
+export function nativeFormat(kind: 'chat' | 'generate', requestedModel: string): ResponseFormat {
+  const relabel = <T extends object>(event: T): T => ({ ...event, model: requestedModel });
+  return {
+    streamContentType: 'application/x-ndjson',
+    chunk: (event) => `${JSON.stringify(relabel(event))}\n`,
+    end: () => '',
+    error: (message) => `${JSON.stringify({ error: message })}\n`,
+    whole: (results: readonly GenerationResult[]) => {
+      const [result] = results as [GenerationResult];
+      const thinking = result.thinking === '' ? {} : { thinking: result.thinking };
+      if (kind === 'generate') return { ...relabel(result.final), response: result.content, ...thinking };
+      const toolCalls = result.toolCalls.length === 0 ? {} : { tool_calls: result.toolCalls };
+      return { ...relabel(result.final), message: { role: 'assistant', content: result.content, ...thinking, ...toolCalls } };
+    },
+  };
+}
+
+function digestOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+const EMPTY_DETAILS = { parent_model: '', format: 'gguf', family: '', families: [] as string[], parameter_size: '', quantization_level: '' };
+
+/** Tag entries always carry every field clients read, even when a backend left some out. */
+function completeTag(model: OllamaTagModel): OllamaTagModel {
+  return {
+    ...model,
+    name: model.name ?? model.model,
+    model: model.model ?? model.name,
+    modified_at: model.modified_at ?? new Date(0).toISOString(),
+    size: model.size ?? 0,
+    digest: model.digest ?? digestOf(model.name ?? model.model),
+    details: { ...EMPTY_DETAILS, ...model.details, families: model.details?.families ?? [] },
+  };
+}
+
+function compareVersions(a: string, b: string): number {
+  const parts = (v: string): number[] => v.split(/[.-]/).slice(0, 3).map((p) => Number.parseInt(p, 10) || 0);
+  const [x, y] = [parts(a), parts(b)];
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
+}
+
+/** The tiers a virtual model stands for. */
+function tiersBehind(tier: Tier | null): readonly Tier[] {
+  return tier === null ? TIERS : [tier];
+}
+
+export function ollamaRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  const { catalog, config } = context;
+  const primary = primaryOf(context);
+  const invalidate = (): void => catalog.invalidate();
+
+  /** /api/show of a real model from a backend that has it, with the fields clients rely on always present. */
+  const showReal = async (model: string): Promise<OllamaShowResponse | undefined> => {
+    const holder = (await catalog.holders(model))[0];
+    if (holder === undefined) return undefined;
+    const show = await catalog.show(model, holder);
+    const info = { ...show.model_info };
+    if (typeof info['general.basename'] !== 'string') info['general.basename'] = model.split(':')[0];
+    return { ...show, capabilities: show.capabilities ?? [], model_info: info };
+  };
+
+  /** A virtual model described from the real models behind it: their capabilities, the smallest context. */
+  const showVirtual = async (name: string, tier: Tier | null): Promise<OllamaShowResponse> => {
+    const behind = await Promise.all(tiersBehind(tier).map(async (t) => ({ tier: t, show: await showReal(tierModelName(config, t)).catch(() => undefined) })));
+    const shows = behind.flatMap((b) => (b.show === undefined ? [] : [b.show]));
+    const first = shows[0];
+    const architecture = String(first?.model_info?.['general.architecture'] ?? 'llama');
+    const contexts = shows.map((s) => Number(s.model_info?.[`${String(s.model_info?.['general.architecture'])}.context_length`])).filter((n) => Number.isFinite(n) && n > 0);
+    // Fill-in-the-middle goes to the simple tier, so its template tells clients whether FIM works.
+    const fimSource = behind.find((b) => b.tier === 'simple')?.show ?? first;
+    return {
+      license: '',
+      modelfile: `# copilot-bridge virtual model: ${VIRTUAL_MODELS.find((v) => v.name === name)?.description ?? name}\n`,
+      parameters: first?.parameters ?? '',
+      template: fimSource?.template ?? '{{ .Prompt }}',
+      details: { ...EMPTY_DETAILS, ...first?.details, parent_model: '' },
+      model_info: {
+        'general.architecture': architecture,
+        'general.basename': `copilot-bridge-${name.replace('/', '-')}`,
+        [`${architecture}.context_length`]: contexts.length > 0 ? Math.min(...contexts) : 4096,
+      },
+      capabilities: [...new Set(shows.flatMap((s) => s.capabilities ?? []))].sort(),
+      modified_at: context.startedAt.toISOString(),
+    };
+  };
+
+  router.get('/', (_req, res) => {
+    res.type('text/plain').send('Ollama is running');
+  });
+
+  router.get('/api/version', async (_req, res) => {
+    const versions = await Promise.all(
+      context.backends.map((b) => b.callJson<{ version?: string }>('GET', '/api/version').then((v) => v.version, () => undefined)),
+    );
+    const known = versions.filter((v): v is string => typeof v === 'string');
+    const lowest = known.sort(compareVersions)[0];
+    res.json({ version: lowest ?? FACADE_OLLAMA_VERSION });
+  });
+
+  router.get('/api/tags', async (_req, res) => {
+    let listed;
+    try {
+      listed = await catalog.models(true);
+    } catch (error) {
+      const failure = toUpstreamError(error, 'all');
+      sendError(res, 'ollama', failure.status, failure.message);
+      return;
+    }
+    const models = listed.map(({ backends: _backends, ...model }) => completeTag(model));
+    const complexModel = models.find((m) => sameModel(m.model, tierModelName(config, 'complex')));
+    const virtual = VIRTUAL_MODELS.map((v) => {
+      const behind = v.tier === null ? complexModel : models.find((m) => sameModel(m.model, tierModelName(config, v.tier as Tier)));
+      return {
+        name: v.name,
+        model: v.name,
+        modified_at: context.startedAt.toISOString(),
+        size: behind?.size ?? 0,
+        digest: digestOf(`copilot-bridge/${v.name}`),
+        details: { ...EMPTY_DETAILS, ...behind?.details, parent_model: '' },
+      };
+    });
+    res.json({ models: [...virtual, ...models] });
+  });
+
+  router.post('/api/show', async (req, res) => {
+    const name = modelNameOf(req.body);
+    if (name === undefined) {
+      sendError(res, 'ollama', 400, 'model is required');
+      return;
+    }
+    const virtual = virtualModel(name);
+    try {
+      const show = virtual === undefined ? await showReal(name) : await showVirtual(virtual.name, virtual.tier);
+      if (show === undefined) sendError(res, 'ollama', 404, `model '${name}' not found`);
+      else res.json(show);
+    } catch (error) {
+      if (error instanceof UpstreamStatusError) sendError(res, 'ollama', error.status, error.message);
+      else {
+        const failure = toUpstreamError(error, 'catalog');
+        sendError(res, 'ollama', failure.status, failure.message);
+      }
+    }
+  });
+
+  router.get('/api/ps', async (_req, res) => {
+    res.json({ models: await catalog.loaded() });
+  });
+
+  router.post('/api/chat', async (req, res) => {
+    const parsed = chatRequest.safeParse(req.body ?? {});
+    if (!parsed.success) {
+      sendError(res, 'ollama', 400, describeIssue(parsed.error).message);
+      return;
+    }
+    const body = parsed.data;
+    const messages = (body.messages ?? []) as OllamaMessage[];
+    const signals = chatSignals(messages, (body.tools?.length ?? 0) > 0);
+    const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    await routeAndServe(context.router, req, res, { requestedModel: body.model, signals, needs }, {
+      surface: 'ollama',
+      path: '/api/chat',
+      bodies: [body],
+      stream: body.stream !== false,
+      format: nativeFormat('chat', body.model),
+    });
+  });
+
+  router.post('/api/generate', async (req, res) => {
+    const parsed = generateRequest.safeParse(req.body ?? {});
+    if (!parsed.success) {
+      sendError(res, 'ollama', 400, describeIssue(parsed.error).message);
+      return;
+    }
+    const body = parsed.data;
+    const signals = { ...completionSignals(body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
+    const needs: Capability[] = [...(signals.kind === 'fim' ? ['insert' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    await routeAndServe(context.router, req, res, { requestedModel: body.model, signals, needs }, {
+      surface: 'ollama',
+      path: '/api/generate',
+      bodies: [body],
+      stream: body.stream !== false,
+      format: nativeFormat('generate', body.model),
+    });
+  });
+
+  const byModel = async (req: Request): Promise<Backend> => {
+    const model = modelNameOf(req.body);
+    return model === undefined ? primary : (await context.router.backendFor(model)).backend;
+  };
+  router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
+
+  router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
+
+  router.delete('/api/delete', async (req, res) => {
+    const name = modelNameOf(req.body);
+    if (name === undefined) {
+      sendError(res, 'ollama', 400, 'model is required');
+      return;
+    }
+    const holders = await catalog.holders(name);
+    const outcomes = await Promise.all(
+      holders.map((backend) => backend.callJson('DELETE', '/api/delete', { model: name }).then(() => true, () => false)),
+    );
+    invalidate();
+    if (outcomes.some(Boolean)) res.status(200).end();
+    else sendError(res, 'ollama', 404, `model '${name}' not found`);
+  });
+
+  return router;
+}

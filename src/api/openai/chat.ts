@@ -1,0 +1,244 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
+import { errorBody } from '../errors.js';
+import type { GenerationResult, ResponseFormat } from '../generation.js';
+
+/** OpenAI chat request, as far as the bridge reads it; unknown fields (copilot_references, ...) are tolerated. */
+const contentPart = z.looseObject({
+  type: z.string(),
+  text: z.string().optional(),
+  image_url: z.union([z.string(), z.looseObject({ url: z.string() })]).optional(),
+});
+
+const toolCall = z.looseObject({
+  id: z.string().optional(),
+  type: z.string().optional(),
+  function: z.looseObject({
+    name: z.string(),
+    arguments: z.union([z.string(), z.record(z.string(), z.unknown())]).optional(),
+  }),
+});
+
+const message = z.looseObject({
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
+  content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
+  tool_calls: z.array(toolCall).nullish(),
+  tool_call_id: z.string().optional(),
+  name: z.string().optional(),
+});
+
+const optionalNumber = z.number().nullish();
+
+export const chatRequestSchema = z.looseObject({
+  model: z.string({ error: 'you must provide a model parameter' }).min(1, 'you must provide a model parameter'),
+  messages: z.array(message).min(1, "'messages' must contain at least one message"),
+  stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
+  tools: z
+    .array(z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }))
+    .nullish(),
+  temperature: optionalNumber,
+  top_p: optionalNumber,
+  max_tokens: z.number().int().nullish(),
+  max_completion_tokens: z.number().int().nullish(),
+  stop: z.union([z.string(), z.array(z.string())]).nullish(),
+  seed: z.number().int().nullish(),
+  frequency_penalty: optionalNumber,
+  presence_penalty: optionalNumber,
+  n: z.number().int().min(1).max(8).nullish(),
+  response_format: z.looseObject({ type: z.string(), json_schema: z.looseObject({ schema: z.unknown() }).nullish() }).nullish(),
+});
+
+export type ChatRequest = z.output<typeof chatRequestSchema>;
+
+/** A request the client got wrong; `param` names the field, as OpenAI's errors do. */
+export class InvalidRequest extends Error {
+  constructor(
+    message: string,
+    readonly param: string | null,
+  ) {
+    super(message);
+    this.name = 'InvalidRequest';
+  }
+}
+
+/** Sampling options shared by chat and completions, in Ollama's names. */
+export function ollamaOptions(request: {
+  temperature?: number | null;
+  top_p?: number | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+}): Record<string, unknown> {
+  const options: Record<string, unknown> = {
+    temperature: request.temperature,
+    top_p: request.top_p,
+    num_predict: request.max_completion_tokens ?? request.max_tokens,
+    stop: typeof request.stop === 'string' ? [request.stop] : request.stop,
+    seed: request.seed,
+    frequency_penalty: request.frequency_penalty,
+    presence_penalty: request.presence_penalty,
+  };
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined && value !== null));
+}
+
+function parseArguments(text: string | Record<string, unknown> | undefined, param: string): Record<string, unknown> {
+  if (text === undefined || text === '') return {};
+  if (typeof text !== 'string') return text;
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
+}
+
+/** OpenAI messages in Ollama's form: text parts joined, data: images as base64, tool calls with object arguments. */
+export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessage[] {
+  const toolNames = new Map<string, string>();
+  return messages.map((m, i) => {
+    const role = m.role === 'developer' ? 'system' : m.role === 'function' ? 'tool' : m.role;
+    const texts: string[] = [];
+    const images: string[] = [];
+    if (typeof m.content === 'string') texts.push(m.content);
+    else if (Array.isArray(m.content)) {
+      m.content.forEach((part, j) => {
+        if (part.type === 'text' && part.text !== undefined) texts.push(part.text);
+        else if (part.type === 'image_url' && part.image_url !== undefined) {
+          const url = typeof part.image_url === 'string' ? part.image_url : part.image_url.url;
+          const match = /^data:[^;,]*;base64,(.*)$/s.exec(url);
+          if (match === null) throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
+          images.push(match[1] as string);
+        }
+      });
+    }
+    const out: OllamaMessage = { role, content: texts.join('\n') };
+    if (images.length > 0) out.images = images;
+    if (m.tool_calls !== undefined && m.tool_calls !== null && m.tool_calls.length > 0) {
+      out.tool_calls = m.tool_calls.map((call, j): OllamaToolCall => {
+        if (call.id !== undefined) toolNames.set(call.id, call.function.name);
+        return { function: { name: call.function.name, arguments: parseArguments(call.function.arguments, `messages.${i}.tool_calls.${j}.function.arguments`) } };
+      });
+    }
+    if (role === 'tool') {
+      const name = m.name ?? (m.tool_call_id === undefined ? undefined : toolNames.get(m.tool_call_id));
+      if (name !== undefined) out.tool_name = name;
+    }
+    return out;
+  });
+}
+
+/** The native /api/chat body for an OpenAI chat request. */
+export function toOllamaChat(request: ChatRequest): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    messages: toOllamaMessages(request.messages),
+    options: ollamaOptions(request),
+  };
+  if (request.tools !== undefined && request.tools !== null && request.tools.length > 0) body.tools = request.tools;
+  const format = request.response_format;
+  if (format?.type === 'json_object') body.format = 'json';
+  else if (format?.type === 'json_schema' && format.json_schema?.schema !== undefined) body.format = format.json_schema.schema;
+  return body;
+}
+
+export function newId(prefix: string): string {
+  return `${prefix}-${randomBytes(12).toString('hex')}`;
+}
+
+export function finishReason(result: { toolCalls: readonly unknown[]; final: OllamaChunk }): 'tool_calls' | 'length' | 'stop' {
+  if (result.toolCalls.length > 0) return 'tool_calls';
+  return result.final.done_reason === 'length' ? 'length' : 'stop';
+}
+
+export function usageOf(results: readonly GenerationResult[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  const prompt = results.reduce((sum, r) => sum + (r.final.prompt_eval_count ?? 0), 0);
+  const completion = results.reduce((sum, r) => sum + (r.final.eval_count ?? 0), 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export function sseEvent(data: unknown): string {
+  return `data: ${JSON.stringify(data)}\n\n`;
+}
+
+export const SSE_DONE = 'data: [DONE]\n\n';
+
+/** The error event that ends an OpenAI-style stream that broke after it started. */
+export function sseError(message: string, code: string): string {
+  return sseEvent(errorBody('openai', 502, message, code));
+}
+
+function openAiToolCalls(calls: readonly OllamaToolCall[], firstIndex: number): Array<Record<string, unknown>> {
+  return calls.map((call, i) => ({
+    index: firstIndex + i,
+    id: newId('call').slice(0, 29),
+    type: 'function',
+    function: { name: call.function.name, arguments: JSON.stringify(call.function.arguments ?? {}) },
+  }));
+}
+
+/**
+ * Ollama's chat lines as OpenAI chat.completion.chunk events: the role in the first delta,
+ * content and reasoning deltas, each tool call once with its whole arguments, a finish chunk per
+ * choice, the usage chunk when asked for, then [DONE].
+ */
+export function openAiChatFormat(requestedModel: string, includeUsage: boolean): ResponseFormat {
+  const id = newId('chatcmpl');
+  const created = Math.floor(Date.now() / 1000);
+  const roleSent = new Set<number>();
+  const toolCount = new Map<number, number>();
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}): string =>
+    sseEvent({ id, object: 'chat.completion.chunk', created, model: requestedModel, system_fingerprint: 'fp_copilot_bridge', choices, ...extra });
+
+  return {
+    streamContentType: 'text/event-stream; charset=utf-8',
+    chunk(event, index) {
+      let out = '';
+      const delta: Record<string, unknown> = {};
+      if (!roleSent.has(index)) {
+        delta.role = 'assistant';
+        roleSent.add(index);
+      }
+      const content = event.message?.content ?? '';
+      if (content !== '' || delta.role !== undefined) delta.content = content;
+      if (event.message?.thinking) delta.reasoning = event.message.thinking;
+      const calls = event.message?.tool_calls ?? [];
+      if (calls.length > 0) {
+        const first = toolCount.get(index) ?? 0;
+        delta.tool_calls = openAiToolCalls(calls, first);
+        toolCount.set(index, first + calls.length);
+      }
+      if (Object.keys(delta).length > 0) out += chunk([{ index, delta, logprobs: null, finish_reason: null }]);
+      if (event.done === true) {
+        const reason = (toolCount.get(index) ?? 0) > 0 ? 'tool_calls' : event.done_reason === 'length' ? 'length' : 'stop';
+        out += chunk([{ index, delta: {}, logprobs: null, finish_reason: reason }]);
+      }
+      return out;
+    },
+    end: (results) => (includeUsage ? chunk([], { usage: usageOf(results) }) : '') + SSE_DONE,
+    error: sseError,
+    whole: (results) => ({
+      id,
+      object: 'chat.completion',
+      created,
+      model: requestedModel,
+      system_fingerprint: 'fp_copilot_bridge',
+      choices: results.map((result, index) => ({
+        index,
+        message: {
+          role: 'assistant',
+          content: result.content,
+          ...(result.thinking === '' ? {} : { reasoning: result.thinking }),
+          ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
+        },
+        logprobs: null,
+        finish_reason: finishReason(result),
+      })),
+      usage: usageOf(results),
+    }),
+  };
+}

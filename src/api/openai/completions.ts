@@ -1,0 +1,105 @@
+import type { Request, Response } from 'express';
+import { z } from 'zod';
+import type { RouteDecision, Router } from '../../routing/router.js';
+import { completionSignals } from '../../routing/signals.js';
+import type { ModelCatalog } from '../../upstream/catalog.js';
+import { sendError } from '../errors.js';
+import { routeAndServe, type GenerationPlan, type ResponseFormat } from '../generation.js';
+import { describeIssue } from '../validate.js';
+import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, usageOf } from './chat.js';
+
+/**
+ * A prompt completion: OpenAI's /v1/completions, and Copilot's inline completions
+ * (/v1/engines/{engine}/completions), which add fields the bridge tolerates (nwo, extra).
+ */
+export const completionRequestSchema = z.looseObject({
+  model: z.string().min(1).optional(),
+  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]).default(''),
+  suffix: z.string().nullish(),
+  max_tokens: z.number().int().nullish(),
+  temperature: z.number().nullish(),
+  top_p: z.number().nullish(),
+  n: z.number().int().min(1).max(8).nullish(),
+  stop: z.union([z.string(), z.array(z.string())]).nullish(),
+  seed: z.number().int().nullish(),
+  frequency_penalty: z.number().nullish(),
+  presence_penalty: z.number().nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
+});
+
+export type CompletionRequest = z.output<typeof completionRequestSchema>;
+
+/**
+ * text_completion events as Copilot's parsers read them: `data: ` with the space, `\n\n` after
+ * each event, one choice per event with its index, a final choice with finish_reason, then [DONE].
+ */
+export function completionFormat(requestedModel: string, includeUsage: boolean): ResponseFormat {
+  const id = newId('cmpl');
+  const created = Math.floor(Date.now() / 1000);
+  const event = (choices: unknown[], extra: Record<string, unknown> = {}): string =>
+    sseEvent({ id, object: 'text_completion', created, model: requestedModel, choices, ...extra });
+  return {
+    streamContentType: 'text/event-stream; charset=utf-8',
+    chunk(chunk, index) {
+      let out = '';
+      const text = chunk.response ?? '';
+      if (text !== '') out += event([{ text, index, finish_reason: null, logprobs: null }]);
+      if (chunk.done === true) out += event([{ text: '', index, finish_reason: chunk.done_reason === 'length' ? 'length' : 'stop', logprobs: null }]);
+      return out;
+    },
+    end: (results) => (includeUsage ? event([], { usage: usageOf(results) }) : '') + SSE_DONE,
+    error: sseError,
+    whole: (results) => ({
+      id,
+      object: 'text_completion',
+      created,
+      model: requestedModel,
+      choices: results.map((result, index) => ({ text: result.content, index, finish_reason: finishReason(result), logprobs: null })),
+      usage: usageOf(results),
+    }),
+  };
+}
+
+/**
+ * Serves a completion: fill-in-the-middle through /api/generate with `suffix` when the chosen model
+ * can insert, otherwise `raw` on the prefix alone (Ollama would refuse the suffix with 400).
+ */
+export async function serveCompletion(
+  deps: { router: Router; catalog: ModelCatalog },
+  req: Request,
+  res: Response,
+  requestedModel: string,
+  request: CompletionRequest,
+  streamByDefault: boolean,
+): Promise<void> {
+  const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
+  const suffix = request.suffix ?? undefined;
+  const signals = completionSignals(prompt, suffix);
+  const plan = async (route: RouteDecision): Promise<GenerationPlan> => {
+    let canInsert = false;
+    if (signals.kind === 'fim') {
+      const show = await deps.catalog.show(route.model, route.backend).catch(() => undefined);
+      canInsert = show?.capabilities?.includes('insert') ?? false;
+    }
+    const body: Record<string, unknown> = { prompt, options: ollamaOptions(request) };
+    if (signals.kind === 'fim' && canInsert) body.suffix = suffix;
+    else if (signals.kind === 'fim') body.raw = true;
+    return {
+      surface: 'openai',
+      path: '/api/generate',
+      bodies: Array.from({ length: request.n ?? 1 }, () => body),
+      stream: request.stream ?? streamByDefault,
+      format: completionFormat(requestedModel, request.stream_options?.include_usage === true),
+    };
+  };
+  await routeAndServe(deps.router, req, res, { requestedModel, signals, needs: [] }, plan);
+}
+
+export function parseCompletion(req: Request, res: Response): CompletionRequest | undefined {
+  const parsed = completionRequestSchema.safeParse(req.body ?? {});
+  if (parsed.success) return parsed.data;
+  const issue = describeIssue(parsed.error);
+  sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
+  return undefined;
+}

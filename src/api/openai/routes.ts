@@ -1,0 +1,147 @@
+import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
+import { z } from 'zod';
+import { VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
+import { chatSignals } from '../../routing/signals.js';
+import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
+import type { ApiContext } from '../context.js';
+import { sendError } from '../errors.js';
+import { routeAndServe } from '../generation.js';
+import { describeIssue } from '../validate.js';
+import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
+import { parseCompletion, serveCompletion } from './completions.js';
+
+const embeddingRequest = z.looseObject({
+  model: z.string({ error: 'you must provide a model parameter' }).min(1),
+  input: z.union([z.string(), z.array(z.string()).min(1)], { error: 'input must be a string or an array of strings' }),
+  encoding_format: z.enum(['float', 'base64']).nullish(),
+  dimensions: z.number().int().positive().nullish(),
+});
+
+/** Float32 little-endian bytes in base64: what OpenAI SDKs decode when they asked for base64 (their default). */
+function toBase64(vector: readonly number[]): string {
+  return Buffer.from(Float32Array.from(vector).buffer).toString('base64');
+}
+
+export function openAiRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  const { catalog } = context;
+
+  const modelList = async (): Promise<Array<{ id: string; object: 'model'; created: number; owned_by: string }>> => {
+    const created = Math.floor(context.startedAt.getTime() / 1000);
+    const virtual = VIRTUAL_MODELS.map((v) => ({ id: v.name, object: 'model' as const, created, owned_by: 'copilot-bridge' }));
+    const real = (await catalog.models(true)).map((m) => ({
+      id: m.model ?? m.name,
+      object: 'model' as const,
+      created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
+      owned_by: 'library',
+    }));
+    return [...virtual, ...real];
+  };
+
+  /** Answers with the model list, or the gateway error when no backend could be asked. */
+  const withModels = async (res: Response, answer: (models: Awaited<ReturnType<typeof modelList>>) => void): Promise<void> => {
+    let models;
+    try {
+      models = await modelList();
+    } catch (error) {
+      const failure = toUpstreamError(error, 'all');
+      sendError(res, 'openai', failure.status, failure.message, failure.code);
+      return;
+    }
+    answer(models);
+  };
+
+  router.get('/v1/models', async (_req, res) => {
+    await withModels(res, (data) => res.json({ object: 'list', data }));
+  });
+
+  router.get('/v1/models/*id', async (req, res) => {
+    const id = (req.params as { id: string[] }).id.join('/');
+    await withModels(res, (models) => {
+      const found = models.find((m) => m.id === id || m.id === `${id}:latest`);
+      if (found === undefined) sendError(res, 'openai', 404, `The model '${id}' does not exist`, 'model_not_found', 'model');
+      else res.json(found);
+    });
+  });
+
+  const chat = async (req: Request, res: Response): Promise<void> => {
+    const parsed = chatRequestSchema.safeParse(req.body ?? {});
+    if (!parsed.success) {
+      const issue = describeIssue(parsed.error);
+      sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
+      return;
+    }
+    const request = parsed.data;
+    let body: Record<string, unknown>;
+    try {
+      body = toOllamaChat(request);
+    } catch (error) {
+      if (!(error instanceof InvalidRequest)) throw error;
+      sendError(res, 'openai', 400, error.message, 'invalid_request', error.param);
+      return;
+    }
+    const signals = chatSignals(body.messages as Parameters<typeof chatSignals>[0], body.tools !== undefined);
+    const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    await routeAndServe(context.router, req, res, { requestedModel: request.model, signals, needs }, {
+      surface: 'openai',
+      path: '/api/chat',
+      bodies: Array.from({ length: request.n ?? 1 }, () => body),
+      stream: request.stream === true,
+      format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
+    });
+  };
+  // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
+  router.post(['/v1/chat/completions', '/chat/completions'], chat);
+
+  router.post('/v1/completions', async (req, res) => {
+    const request = parseCompletion(req, res);
+    if (request === undefined) return;
+    if (request.model === undefined) {
+      sendError(res, 'openai', 400, 'you must provide a model parameter', 'invalid_request', 'model');
+      return;
+    }
+    await serveCompletion(context, req, res, request.model, request, false);
+  });
+
+  router.post('/v1/embeddings', async (req, res) => {
+    const parsed = embeddingRequest.safeParse(req.body ?? {});
+    if (!parsed.success) {
+      const issue = describeIssue(parsed.error);
+      sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
+      return;
+    }
+    const request = parsed.data;
+    const { backend } = await context.router.backendFor(request.model);
+    res.locals.backend = backend.name;
+    const abort = new AbortController();
+    res.once('close', () => abort.abort());
+    try {
+      const upstream = await backend.request({
+        method: 'POST',
+        path: '/api/embed',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: request.model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
+        signal: abort.signal,
+      });
+      const text = await upstream.body.text();
+      if (upstream.statusCode >= 400) {
+        sendError(res, 'openai', upstream.statusCode, errorMessageOf(upstream.statusCode, text), upstream.statusCode === 404 ? 'model_not_found' : undefined);
+        return;
+      }
+      const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
+      const base64 = request.encoding_format === 'base64';
+      res.json({
+        object: 'list',
+        data: answer.embeddings.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : vector })),
+        model: request.model,
+        usage: { prompt_tokens: answer.prompt_eval_count ?? 0, total_tokens: answer.prompt_eval_count ?? 0 },
+      });
+    } catch (error) {
+      if (abort.signal.aborted) return;
+      const failure = toUpstreamError(error, backend.name);
+      sendError(res, 'openai', failure.status, failure.message, failure.code);
+    }
+  });
+
+  return router;
+}

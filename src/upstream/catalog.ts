@@ -1,0 +1,123 @@
+import type { Backend } from './backend.js';
+import { UpstreamError } from './errors.js';
+import { canonicalModelName, type OllamaPsModel, type OllamaShowResponse, type OllamaTagModel } from './ollama-api.js';
+
+export interface BackendListing {
+  backend: Backend;
+  /** null when the backend could not be asked. */
+  models: OllamaTagModel[] | null;
+  error?: string;
+}
+
+export interface CatalogModel extends OllamaTagModel {
+  /** Names of the backends that have this model installed. */
+  backends: string[];
+}
+
+export interface LoadedModel extends OllamaPsModel {
+  backend: string;
+  gpu: number | string | null;
+}
+
+/**
+ * What models each backend has, from their /api/tags. Lists are cached for a short time and
+ * refreshed in the background, so routing a request never waits on a model list it already has.
+ */
+export class ModelCatalog {
+  private listings: BackendListing[] | undefined;
+  private fetchedAt = 0;
+  private refreshing: Promise<BackendListing[]> | undefined;
+  private readonly shows = new Map<string, Promise<OllamaShowResponse>>();
+
+  constructor(
+    private readonly backends: readonly Backend[],
+    private readonly maxAgeMs = 5000,
+  ) {}
+
+  private refresh(): Promise<BackendListing[]> {
+    this.refreshing ??= Promise.all(
+      this.backends.map(async (backend): Promise<BackendListing> => {
+        try {
+          const { models } = await backend.callJson<{ models?: OllamaTagModel[] }>('GET', '/api/tags');
+          return { backend, models: models ?? [] };
+        } catch (error) {
+          return { backend, models: null, error: (error as Error).message };
+        }
+      }),
+    ).then((listings) => {
+      this.listings = listings;
+      this.fetchedAt = Date.now();
+      this.refreshing = undefined;
+      return listings;
+    });
+    return this.refreshing;
+  }
+
+  /** Per-backend model lists; waits only when there is no list yet or `fresh` is asked for. */
+  async perBackend(fresh = false): Promise<BackendListing[]> {
+    if (this.listings === undefined || fresh) return this.refresh();
+    if (Date.now() - this.fetchedAt > this.maxAgeMs) void this.refresh();
+    return this.listings;
+  }
+
+  /** Forget cached lists and details, after a pull, create, copy or delete. */
+  invalidate(): void {
+    this.fetchedAt = 0;
+    this.listings = undefined;
+    this.shows.clear();
+  }
+
+  /** Every model once, in backend order, with the backends that hold it. Rejects when no backend answers. */
+  async models(fresh = false): Promise<CatalogModel[]> {
+    const merged = new Map<string, CatalogModel>();
+    const listings = await this.perBackend(fresh);
+    if (listings.every((l) => l.models === null)) {
+      throw new UpstreamError('unreachable', 'all', `no backend is reachable: ${listings.map((l) => l.error).join('; ')}`);
+    }
+    for (const listing of listings) {
+      for (const model of listing.models ?? []) {
+        const key = canonicalModelName(model.model ?? model.name);
+        const known = merged.get(key);
+        if (known === undefined) merged.set(key, { ...model, backends: [listing.backend.name] });
+        else known.backends.push(listing.backend.name);
+      }
+    }
+    return [...merged.values()];
+  }
+
+  /** The backends that have `model` installed; looks again once before saying none. */
+  async holders(model: string): Promise<Backend[]> {
+    const key = canonicalModelName(model);
+    const find = (listings: BackendListing[]): Backend[] =>
+      listings.filter((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key)).map((l) => l.backend);
+    const cached = find(await this.perBackend());
+    return cached.length > 0 ? cached : find(await this.perBackend(true));
+  }
+
+  /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */
+  async show(model: string, backend: Backend): Promise<OllamaShowResponse> {
+    const key = `${backend.name}\u0000${canonicalModelName(model)}`;
+    let pending = this.shows.get(key);
+    if (pending === undefined) {
+      pending = backend.callJson<OllamaShowResponse>('POST', '/api/show', { model });
+      this.shows.set(key, pending);
+      pending.catch(() => this.shows.delete(key));
+    }
+    return pending;
+  }
+
+  /** The models loaded in memory on every reachable backend right now (/api/ps). */
+  async loaded(): Promise<LoadedModel[]> {
+    const lists = await Promise.all(
+      this.backends.map(async (backend) => {
+        try {
+          const { models } = await backend.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps');
+          return (models ?? []).map((m) => ({ ...m, backend: backend.name, gpu: backend.gpu }));
+        } catch {
+          return [];
+        }
+      }),
+    );
+    return lists.flat();
+  }
+}
