@@ -54,14 +54,19 @@ async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenera
     pending.set(index, (iterators[index] as AsyncIterator<T>).next().then((result) => [index, result]));
   };
   iterators.forEach((_, index) => pull(index));
-  while (pending.size > 0) {
-    const [index, result] = await Promise.race(pending.values());
-    if (result.done === true) {
-      pending.delete(index);
-      continue;
+  try {
+    while (pending.size > 0) {
+      const [index, result] = await Promise.race(pending.values());
+      if (result.done === true) {
+        pending.delete(index);
+        continue;
+      }
+      pull(index);
+      yield [index, result.value];
     }
-    pull(index);
-    yield [index, result.value];
+  } finally {
+    // The consumer stopped early (client gone, upstream error): reads still pending will reject on abort.
+    for (const read of pending.values()) read.catch(() => undefined);
   }
 }
 

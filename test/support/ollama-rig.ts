@@ -129,7 +129,8 @@ async function registerModels(url: string, gguf: Buffer, digest: string): Promis
       model,
       files: { 'model.gguf': `sha256:${digest}` },
       template: RIG_TEMPLATE,
-      parameters: { num_ctx: 2048 },
+      // Copilot Chat sends no max_tokens and a random model never stops by itself.
+      parameters: { num_ctx: 2048, num_predict: 64 },
       stream: false,
     });
   }
