@@ -252,6 +252,44 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
     });
   });
 
+  describe('model management through the facade', () => {
+    it('creates, copies and deletes models on the backend, and the merged list follows', async () => {
+      const created = await post('/api/create', { model: 'scratch:1', from: RIG_MODELS.simple, stream: false });
+      assert.equal(created.status, 200);
+      const copied = await post('/api/copy', { source: 'scratch:1', destination: 'scratch:2' });
+      assert.equal(copied.status, 200);
+      const names = async (): Promise<string[]> => ((await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string }> }).models.map((m) => m.model);
+      assert.ok((await names()).includes('scratch:1'));
+      assert.ok((await names()).includes('scratch:2'));
+      for (const model of ['scratch:1', 'scratch:2']) {
+        const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: JSON.stringify({ model }) });
+        assert.equal(deleted.status, 200);
+      }
+      assert.ok(!(await names()).some((n) => n.startsWith('scratch:')));
+      const again = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: JSON.stringify({ model: 'scratch:1' }) });
+      assert.equal(again.status, 404);
+      assert.deepEqual(await again.json(), { error: "model 'scratch:1' not found" });
+    });
+
+    it('says which backend holds each loaded model in /api/ps, and serves the legacy /api/embeddings', async () => {
+      await post('/api/generate', { model: RIG_MODELS.simple, prompt: '', stream: false });
+      const ps = (await (await fetch(`${bridge.url}/api/ps`)).json()) as { models: Array<{ model: string; backend: string; gpu: unknown }> };
+      const loaded = ps.models.find((m) => m.model === RIG_MODELS.simple);
+      assert.equal(loaded?.backend, 'local');
+      assert.equal(loaded?.gpu, null);
+      const legacy = (await (await post('/api/embeddings', { model: RIG_MODELS.simple, prompt: 'alpha' })).json()) as { embedding: number[] };
+      assert.equal(legacy.embedding.length, 64);
+    });
+
+    it('rejects a malformed inline completion in OpenAI’s shape', async () => {
+      const response = await post('/v1/engines/copilot-codex/completions', { prompt: 42 });
+      assert.equal(response.status, 400);
+      const body = (await response.json()) as { error: { type: string; param: string } };
+      assert.equal(body.error.type, 'invalid_request_error');
+      assert.equal(body.error.param, 'prompt');
+    });
+  });
+
   describe('OpenAI surface extras', () => {
     it('serves /v1/models/{id} for real and virtual models, 404 in OpenAI’s shape otherwise', async () => {
       const real = (await (await fetch(`${bridge.url}/v1/models/${RIG_MODELS.simple}`)).json()) as { id: string; object: string };
