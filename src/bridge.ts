@@ -1,17 +1,37 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import express from 'express';
+import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
 import type { Config } from './config/schema.js';
+import { createActions, type Actions } from './control/actions.js';
+import { controlRoutes } from './control/routes.js';
+import { historyRecord } from './history/record.js';
+import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
+import { observabilityRoutes } from './http/observability.js';
 import { createLogger, type Logger } from './log.js';
-import { Router } from './routing/router.js';
+import { BridgeMetrics } from './metrics/metrics.js';
+import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
 import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
+import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
+import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
+import type { CloudProvider } from './upstream/cloud/provider.js';
+import { BackendHealth } from './upstream/health.js';
+import { HealthMonitor } from './upstream/health-monitor.js';
 
 export interface BridgeState {
   startedAt: string;
   url: string;
+  settings: RoutingSettings;
   backends: BackendSnapshot[];
+  fallbackProviders: string[];
   requests: RequestCounters;
+  historyRecords: number;
 }
 
 export interface BridgeHandle {
@@ -20,12 +40,26 @@ export interface BridgeHandle {
   readonly config: Config;
   /** A fresh snapshot of the live state on every read. */
   readonly state: BridgeState;
+  /** The control actions, the same ones the HTTP control API runs. */
+  readonly actions: Actions;
+  /** The token the control API asks for in `x-bridge-token`. */
+  readonly controlToken: string;
+  readonly history: HistoryStore;
+  readonly metrics: BridgeMetrics;
+  /** The Prometheus endpoint on its own port, when monitoring.prometheus.port is set. */
+  readonly metricsUrl: string | null;
   /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
   stop(graceMs?: number): Promise<void>;
 }
 
 export interface BridgeOptions {
   logger?: Logger;
+}
+
+/** Where history and the control token live when the config names no data_dir. */
+export function defaultDataDir(): string {
+  const base = process.env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share');
+  return path.join(base, 'copilot-bridge');
 }
 
 function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
@@ -42,34 +76,105 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
   });
 }
 
+function urlOf(address: AddressInfo): string {
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+function closeServer(server: Server, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  return closed.finally(() => clearTimeout(timer));
+}
+
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
   const log = options.logger ?? createLogger(config);
   const timeouts = timeoutsFrom(config);
-  const backends = config.backends.map((backend) => new Backend(backend, timeouts));
+  const breaker = config.routing.circuit_breaker;
+  const backends = config.backends.map(
+    (backend) => new Backend(backend, timeouts, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
+  );
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
-  const startedAt = started.toISOString();
   const catalog = new ModelCatalog(backends);
-  const router = new Router(config, backends, catalog);
+  const settings = settingsFrom(config);
+  const router = new Router(config, backends, catalog, settings);
+  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const policy: GenerationPolicy = {
+    maxRetries: config.routing.thresholds.max_retries,
+    fallback: () => (settings.fallbackEnabled ? providers : []),
+  };
 
-  const app = createApp({ config, log, router, catalog, backends, startedAt: started }, counters);
+  const dataDir = config.data_dir ?? defaultDataDir();
+  mkdirSync(dataDir, { recursive: true });
+  const history = await HistoryStore.open({
+    dir: dataDir,
+    maxRecords: config.history.max_records,
+    maxFileBytes: config.history.max_file_mb * 1024 * 1024,
+    keepFiles: config.history.keep_files,
+    onCorruptLine: (file, line) => log.warn({ file, line }, 'skipped an unreadable history line'),
+  });
+  const metrics = new BridgeMetrics(backends);
+  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000);
+  await monitor.start();
+
+  const controlToken = config.control.token ?? randomBytes(24).toString('hex');
+  // The tray and a dashboard opened from it read the token here; only this user may.
+  writeFileSync(path.join(dataDir, 'control-token'), controlToken, { mode: 0o600 });
+
+  let url = '';
+  const snapshot = (): BridgeState => ({
+    startedAt: started.toISOString(),
+    url,
+    settings: structuredClone(settings),
+    backends: backends.map((b) => b.snapshot()),
+    fallbackProviders: providers.map((p) => p.name),
+    requests: { ...counters },
+    historyRecords: history.size,
+  });
+  const actions = createActions({ settings, catalog }, (name) => log.info({ action: name, settings }, 'control action'));
+  const prometheusEnabled = config.monitoring.prometheus.enabled;
+
+  const app = createApp(
+    { config, log, router, catalog, backends, policy, startedAt: started },
+    {
+      counters,
+      control: controlRoutes({ token: controlToken, actions, state: snapshot }),
+      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
+      onFinished: (req, res, startedAt, totalMs) => {
+        const outcome = res.locals.generation as GenerationOutcome | undefined;
+        if (outcome === undefined) return;
+        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends);
+        history.add(record);
+        metrics.observe(record);
+      },
+    },
+  );
   // noDelay: a streamed token must leave at once, not wait for Nagle.
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
-  const address = await listen(server, config.server.host, config.server.port);
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
-  log.info({ url, backends: backends.map((b) => ({ name: b.name, url: b.url.href })) }, 'bridge listening');
+  url = urlOf(await listen(server, config.server.host, config.server.port));
+
+  let metricsServer: Server | undefined;
+  let metricsUrl: string | null = null;
+  const metricsPort = config.monitoring.prometheus.port;
+  if (prometheusEnabled && metricsPort !== undefined) {
+    const metricsApp = express();
+    metricsApp.disable('x-powered-by');
+    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    metricsServer = createServer(metricsApp);
+    metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
+  }
+  log.info({ url, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-      await closed;
-      clearTimeout(timer);
-      await Promise.all(backends.map((backend) => backend.close()));
+      await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
+      await monitor.stop();
+      await history.close();
+      await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
       log.info('bridge stopped');
     })();
     return stopping;
@@ -79,8 +184,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     url,
     config,
     get state(): BridgeState {
-      return { startedAt, url, backends: backends.map((b) => b.snapshot()), requests: { ...counters } };
+      return snapshot();
     },
+    actions,
+    controlToken,
+    history,
+    metrics,
+    metricsUrl,
     stop,
   };
 }

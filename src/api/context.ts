@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import type { Router } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
+import type { GenerationPolicy } from './generation.js';
 
 /** What every client surface needs from the running bridge. */
 export interface ApiContext {
@@ -11,6 +12,7 @@ export interface ApiContext {
   router: Router;
   catalog: ModelCatalog;
   backends: readonly Backend[];
+  policy: GenerationPolicy;
   startedAt: Date;
 }
 

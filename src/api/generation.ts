@@ -1,11 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import type { Dispatcher } from 'undici';
 import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
-import { errorMessageOf, toUpstreamError, UpstreamError } from '../upstream/errors.js';
-import { readNdjson, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
+import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
+import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
+import type { GenerationSource } from '../upstream/source.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
-
-const surfaceOfRequest = (req: Request): Surface => surfaceOf(req.path);
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -38,11 +37,29 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
-/** Response headers that say how the request was routed. */
-export function setRouteHeaders(res: Response, route: RouteDecision): void {
+/** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
+export interface GenerationPolicy {
+  maxRetries: number;
+  /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
+  fallback(): readonly GenerationSource[];
+}
+
+/** How a generation was served, kept on res.locals for the history and the metrics. */
+export interface GenerationOutcome {
+  route: RouteDecision;
+  source: string | null;
+  retries: number;
+  fallback: string | null;
+  firstTokenMs: number | null;
+  results: GenerationResult[] | null;
+  error: string | null;
+}
+
+/** Response headers that say how the request was routed and who answered. */
+export function setRouteHeaders(res: Response, route: RouteDecision, source: string, model: string): void {
   const safe = (text: string): string => text.replace(/[^\x20-\x7e]/g, '?');
-  res.setHeader('x-bridge-model', safe(route.model));
-  res.setHeader('x-bridge-backend', safe(route.backend.name));
+  res.setHeader('x-bridge-model', safe(model));
+  res.setHeader('x-bridge-backend', safe(source));
   res.setHeader('x-bridge-tier', route.tier ?? 'none');
   res.setHeader('x-bridge-route-reason', safe(route.reason));
 }
@@ -95,91 +112,183 @@ function write(res: Response, text: string): Promise<void> | undefined {
   });
 }
 
-/**
- * Runs a generation on the routed backend and writes it in the surface's format. The upstream is
- * always asked to stream: the answer is forwarded line by line, or gathered for `stream: false`.
- * Headers go out only with the first upstream line, so an upstream that fails before it answered
- * still gets a proper status.
- */
-export async function serveGeneration(req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
-  const abort = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
-  res.locals.backend = route.backend.name;
-  res.locals.route = route;
+/** An answer that has started: its merged lines and the first one, already read. */
+interface Opened {
+  source: GenerationSource;
+  lines: AsyncGenerator<[number, OllamaChunk], void, undefined>;
+  first: [number, OllamaChunk] | undefined;
+  abort: AbortController;
+}
 
-  let responses: Dispatcher.ResponseData[];
+/**
+ * Asks one source for every choice and waits for the first line, so that a source failing before
+ * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
+ */
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+  const abort = new AbortController();
+  const onClient = (): void => abort.abort();
+  client.addEventListener('abort', onClient, { once: true });
   try {
-    responses = await Promise.all(
+    const streams = await Promise.all(
       plan.bodies.map((body) =>
-        route.backend.request({
-          method: 'POST',
-          path: plan.path,
-          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': req.headers['user-agent'] ?? 'copilot-bridge' },
-          body: JSON.stringify({ ...body, model: route.model, stream: true }),
-          signal: abort.signal,
-        }),
+        source.generate({ path: plan.path, body: { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
+    const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    const first = await lines.next();
+    if (!first.done && typeof first.value[1].error === 'string') throw new UpstreamStatusError(500, source.name, first.value[1].error);
+    return { source, lines, first: first.done ? undefined : first.value, abort };
   } catch (error) {
+    // On success the link stays: the client hanging up later must still stop this answer.
+    client.removeEventListener('abort', onClient);
     abort.abort();
-    if (res.destroyed) return;
-    const failure = toUpstreamError(error, route.backend.name);
-    res.locals.upstreamError = failure.code;
-    sendError(res, plan.surface, failure.status, failure.message, failure.code);
+    if (error instanceof UpstreamStatusError || error instanceof UpstreamError) throw error;
+    if (error instanceof SyntaxError) throw new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
+    throw toUpstreamError(error, source.name);
+  }
+}
+
+/** Whether another source may be asked after this failure (never for the client's own mistakes). */
+function retriable(error: UpstreamError | UpstreamStatusError): boolean {
+  return error instanceof UpstreamError || error.status >= 500;
+}
+
+/** 50 ms, 100 ms, 200 ms ... up to 1 s, each between half and one and a half times that. */
+function backoffMs(retry: number): number {
+  return Math.min(1000, 50 * 2 ** (retry - 1)) * (0.5 + Math.random());
+}
+
+/**
+ * Runs a generation and writes it in the surface's format. The upstream is always asked to
+ * stream; the answer is forwarded line by line, or gathered for `stream: false`. Until the first
+ * line arrived nothing was sent, so a failing backend is replaced by the next candidate (up to
+ * maxRetries, with a jittered back-off), then by the cloud fallback; after that, a break ends the
+ * stream in the surface's own error form.
+ */
+export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
+  const client = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) client.abort();
+  });
+  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
+  res.locals.generation = outcome;
+  const started = performance.now();
+
+  const failures: string[] = [];
+  let lastError: UpstreamError | UpstreamStatusError | undefined;
+  let opened: Opened | undefined;
+  const attempt = async (source: GenerationSource, model: string): Promise<boolean> => {
+    try {
+      opened = await open(source, plan, model, req, client.signal);
+      return true;
+    } catch (error) {
+      if (client.signal.aborted) return false;
+      const failure = error as UpstreamError | UpstreamStatusError;
+      if (failure instanceof UpstreamStatusError && failure.status >= 500) source.noteFailure?.(failure.message);
+      lastError = failure;
+      failures.push(`${source.name}: ${failure.message}`);
+      return false;
+    }
+  };
+
+  const candidates = route.candidates;
+  for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
+    // The next candidate that can still take traffic (a refused connection marks one down at once).
+    const source = [...candidates.slice(retry % candidates.length), ...candidates.slice(0, retry % candidates.length)].find((b) => b.health.canTake());
+    if (source === undefined) break;
+    if (retry > 0) {
+      outcome.retries = retry;
+      await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
+      if (client.signal.aborted) return;
+    }
+    if (await attempt(source, route.model)) break;
+    if (client.signal.aborted) return;
+    if (lastError !== undefined && !retriable(lastError)) break;
+  }
+
+  if (opened === undefined && (lastError === undefined || retriable(lastError))) {
+    for (const provider of policy.fallback()) {
+      if (await attempt(provider, route.model)) {
+        outcome.fallback = provider.name;
+        route.reason += `; fallback to ${provider.name}: ${failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic'}`;
+        break;
+      }
+      if (client.signal.aborted) return;
+    }
+  }
+
+  if (opened === undefined) {
+    if (client.signal.aborted || res.destroyed) return;
+    if (lastError === undefined) {
+      outcome.error = route.reason;
+      sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
+      return;
+    }
+    outcome.error = lastError.message;
+    const status = lastError.status;
+    const code = lastError instanceof UpstreamError ? lastError.code : status === 404 ? 'model_not_found' : undefined;
+    const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
+    sendError(res, plan.surface, status, message, code);
     return;
   }
 
-  const failed = responses.find((r) => r.statusCode >= 400);
-  if (failed !== undefined) {
-    const text = await failed.body.text().catch(() => '');
-    abort.abort();
-    setRouteHeaders(res, route);
-    sendError(res, plan.surface, failed.statusCode, errorMessageOf(failed.statusCode, text), failed.statusCode === 404 ? 'model_not_found' : undefined);
-    return;
+  await stream(opened, res, route, plan, outcome, started);
+}
+
+async function stream(
+  opened: Opened,
+  res: Response,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  outcome: GenerationOutcome,
+  started: number,
+): Promise<void> {
+  const { source, lines, first, abort } = opened;
+  outcome.source = source.name;
+  outcome.firstTokenMs = performance.now() - started;
+  res.locals.backend = source.name;
+  const model = source.kind === 'cloud' ? (first?.[1].model ?? route.model) : route.model;
+  setRouteHeaders(res, route, source.name, model);
+  if (plan.stream) {
+    res.status(200);
+    res.setHeader('content-type', plan.format.streamContentType);
+    res.setHeader('cache-control', 'no-cache');
+    res.flushHeaders();
   }
 
   const results = plan.bodies.map(emptyResult);
-  let started = false;
-  const begin = (): void => {
-    started = true;
-    setRouteHeaders(res, route);
-    if (plan.stream) {
-      res.status(200);
-      res.setHeader('content-type', plan.format.streamContentType);
-      res.setHeader('cache-control', 'no-cache');
-      res.flushHeaders();
-    }
-  };
   const fail = (message: string, code: string): void => {
+    outcome.error = message;
     if (res.destroyed) return;
-    res.locals.upstreamError = code;
-    if (plan.stream && started) res.end(plan.format.error(message, code));
+    if (plan.stream) res.end(plan.format.error(message, code));
     else sendError(res, plan.surface, 502, message, code);
+  };
+  const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
+    if (typeof event.error === 'string') {
+      abort.abort();
+      source.noteFailure?.(event.error);
+      fail(event.error, 'upstream_error');
+      return false;
+    }
+    accumulate(results[index] as GenerationResult, event);
+    if (plan.stream) await write(res, plan.format.chunk(event, index));
+    return !res.destroyed;
   };
 
   try {
-    for await (const [index, event] of mergeStreams(responses.map((r) => readNdjson(r.body)))) {
-      if (!started) begin();
-      if (typeof event.error === 'string') {
-        abort.abort();
-        fail(event.error, 'upstream_error');
-        return;
-      }
-      accumulate(results[index] as GenerationResult, event);
-      if (plan.stream) await write(res, plan.format.chunk(event, index));
-      if (res.destroyed) return;
+    if (first !== undefined && !(await handle(...first))) return;
+    for await (const [index, event] of lines) {
+      if (!(await handle(index, event))) return;
     }
   } catch (error) {
-    if (abort.signal.aborted || res.destroyed) return;
     abort.abort();
-    const failure = error instanceof SyntaxError ? new UpstreamError('unreachable', route.backend.name, `backend ${route.backend.name} sent a line that is not JSON`) : toUpstreamError(error, route.backend.name);
+    if (res.destroyed) return;
+    const failure = error instanceof SyntaxError ? new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`) : toUpstreamError(error, source.name);
+    source.noteFailure?.(failure.message);
     fail(failure.message, failure.code);
     return;
   }
-  res.locals.results = results;
-  if (!started) begin();
+  outcome.results = results;
   if (plan.stream) res.end(plan.format.end(results));
   else res.status(200).json(plan.format.whole(results));
 }
@@ -190,12 +299,13 @@ export async function serveGeneration(req: Request, res: Response, route: RouteD
  */
 export async function routeAndServe(
   router: Router,
+  policy: GenerationPolicy,
   req: Request,
   res: Response,
   input: RouteInput,
   plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
 ): Promise<void> {
-  const surface = typeof plan === 'function' ? surfaceOfRequest(req) : plan.surface;
+  const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
   let route: RouteDecision;
   try {
     route = await router.route(input);
@@ -206,5 +316,5 @@ export async function routeAndServe(
     }
     throw error;
   }
-  await serveGeneration(req, res, route, typeof plan === 'function' ? await plan(route) : plan);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
 }

@@ -51,6 +51,8 @@ const ENV_OVERRIDES: readonly Override[] = [
   { name: 'FALLBACK_ENABLED', path: ['fallback', 'enabled'], kind: 'boolean' },
   { name: 'CLOUD_API_KEY', path: ['fallback', 'cloud_api_key'], kind: 'string', secret: true },
   { name: 'BRIDGE_API_KEYS', path: ['server', 'api_keys'], kind: 'list', secret: true },
+  { name: 'BRIDGE_DATA_DIR', path: ['data_dir'], kind: 'string' },
+  { name: 'BRIDGE_CONTROL_TOKEN', path: ['control', 'token'], kind: 'string', secret: true },
 ];
 
 const FLAG_OVERRIDES: readonly Override[] = [
@@ -64,7 +66,7 @@ const GPU_URL_VARS = [
   { name: 'GPU1_URL', backend: 'gpu1', gpu: 1 },
 ] as const;
 
-const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key']);
+const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key', 'control.token']);
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
 const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
@@ -197,7 +199,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       problems.push({ source: `environment variable ${variable.name}`, keyPath: `backends.${variable.backend}.url`, expected: `an http(s) URL (got ${describeInput(text)})` });
       continue;
     }
-    envBackends.push({ name: variable.backend, url, gpu: variable.gpu });
+    envBackends.push({ name: variable.backend, url, gpu: variable.gpu, weight: 1 });
   }
   if (envBackends.length > 0) {
     const listed = Array.isArray(raw.backends) ? (raw.backends as unknown[]) : [];
@@ -217,7 +219,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       for (const [path, by] of setBy) {
         if (keyPath === path || keyPath.startsWith(`${path}.`)) source = by;
       }
-      const secret = [...SECRET_PATHS].some((p) => keyPath === p || keyPath.startsWith(`${p}.`));
+      const secret = [...SECRET_PATHS].some((p) => keyPath === p || keyPath.startsWith(`${p}.`)) || /\.api_key$/.test(keyPath);
       const got = secret || !('input' in issue) ? '' : ` (got ${describeInput(issue.input)})`;
       problems.push({ source, keyPath, expected: `${issue.message}${got}` });
     }
@@ -235,6 +237,12 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     ]);
   }
 
+  // Cloud keys come from the environment: the provider's own variable, then CLOUD_API_KEY.
+  for (const provider of parsed.fallback.providers) {
+    const variable = provider.api_key_env ?? (provider.type === 'openai' ? 'OPENAI_API_KEY' : 'ANTHROPIC_API_KEY');
+    provider.api_key ??= env[variable] ?? parsed.fallback.cloud_api_key;
+  }
+
   const [first, ...rest] = parsed.backends;
   if (first !== undefined) return { ...parsed, backends: [first, ...rest] };
   const hostText = env.OLLAMA_HOST;
@@ -244,5 +252,5 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       { source: 'environment variable OLLAMA_HOST', keyPath: 'backends', expected: `an Ollama address such as 127.0.0.1:11434 (got ${describeInput(hostText)})` },
     ]);
   }
-  return { ...parsed, backends: [{ name: 'local', url }] };
+  return { ...parsed, backends: [{ name: 'local', url, weight: 1 }] };
 }

@@ -32,6 +32,24 @@ const backendSchema = z.strictObject({
   url: z.url({ protocol: /^https?$/ }),
   /** GPU index or UUID the instance runs on, when known. */
   gpu: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
+  /** Among otherwise equal backends, a higher weight is chosen first. */
+  weight: z.number().positive().default(1),
+});
+
+const providerSchema = z.strictObject({
+  name: z.string().min(1),
+  /** "openai" covers OpenAI, Azure OpenAI and any OpenAI-compatible server; "anthropic" is the Messages API. */
+  type: z.enum(['openai', 'anthropic']),
+  base_url: z.url({ protocol: /^https?$/ }),
+  /** The model asked of the provider, whatever the tier. */
+  model: z.string().min(1),
+  /** Environment variable holding the key; defaults to OPENAI_API_KEY or ANTHROPIC_API_KEY, then CLOUD_API_KEY. */
+  api_key_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+  /** Filled from the environment at load; better left out of the file. */
+  api_key: z.string().min(1).optional(),
+  /** Anthropic requires max_tokens; used when the client sets none. */
+  max_tokens: z.number().int().positive().default(4096),
+  timeout_seconds: z.number().positive().default(120),
 });
 
 export const configSchema = z.strictObject({
@@ -82,6 +100,21 @@ export const configSchema = z.strictObject({
           idle_timeout_seconds: z.number().positive().default(120),
         })
         .prefault({}),
+      health: z
+        .strictObject({
+          /** How often each backend is asked for /api/ps (liveness and loaded models). */
+          interval_seconds: z.number().positive().default(5),
+          timeout_seconds: z.number().positive().default(2),
+        })
+        .prefault({}),
+      circuit_breaker: z
+        .strictObject({
+          /** Consecutive failed requests after which a backend gets no traffic. */
+          failure_threshold: z.number().int().positive().default(3),
+          /** Pause before one probe request may test it again. */
+          cooldown_seconds: z.number().positive().default(15),
+        })
+        .prefault({}),
     })
     .prefault({}),
   monitoring: z
@@ -108,6 +141,25 @@ export const configSchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().default(false),
       cloud_api_key: z.string().min(1).optional(),
+      providers: z.array(providerSchema).default([]),
+    })
+    .prefault({}),
+  /** Where history (and the control token) live; the desktop app passes its own data folder. */
+  data_dir: z.string().min(1).optional(),
+  history: z
+    .strictObject({
+      /** Records kept in memory for the dashboard. */
+      max_records: z.number().int().positive().default(10000),
+      /** The history file is rotated at this size. */
+      max_file_mb: z.number().positive().default(10),
+      /** Rotated files kept besides the current one. */
+      keep_files: z.number().int().min(0).default(3),
+    })
+    .prefault({}),
+  control: z
+    .strictObject({
+      /** Token the dashboard and tray send with actions; generated per start when unset. */
+      token: z.string().min(16).optional(),
     })
     .prefault({}),
 });
@@ -115,6 +167,7 @@ export const configSchema = z.strictObject({
 export type ConfigFile = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
+export type ProviderConfig = z.output<typeof providerSchema>;
 
 /** The validated configuration: the file's shape with at least one backend resolved. */
 export interface Config extends ParsedConfig {

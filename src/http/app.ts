@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
 import { sendError, surfaceOf } from '../api/errors.js';
@@ -15,15 +15,21 @@ export interface RequestCounters {
   inFlight: number;
 }
 
-function requestLog(log: Logger, counters: RequestCounters): RequestHandler {
+/** Called once per request when its connection closes, finished or not. */
+export type RequestFinished = (req: Request, res: Response, startedAt: Date, totalMs: number) => void;
+
+function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
   return (req, res, next) => {
     const started = performance.now();
+    const startedAt = new Date();
     const id = randomUUID();
     counters.total += 1;
     counters.inFlight += 1;
     res.setHeader('x-request-id', id);
     res.once('close', () => {
       counters.inFlight -= 1;
+      const totalMs = performance.now() - started;
+      onFinished(req, res, startedAt, totalMs);
       // Method, path and outcome only: request and answer bodies stay out of the log.
       log.info(
         {
@@ -31,11 +37,13 @@ function requestLog(log: Logger, counters: RequestCounters): RequestHandler {
           method: req.method,
           path: req.path,
           status: res.statusCode,
-          ms: Math.round((performance.now() - started) * 10) / 10,
+          ms: Math.round(totalMs * 10) / 10,
           backend: res.locals.backend,
-          model: res.locals.route?.model,
-          tier: res.locals.route?.tier,
-          upstreamError: res.locals.upstreamError,
+          model: res.locals.generation?.route.model,
+          tier: res.locals.generation?.route.tier,
+          retries: res.locals.generation?.retries,
+          fallback: res.locals.generation?.fallback,
+          upstreamError: res.locals.upstreamError ?? res.locals.generation?.error ?? undefined,
           relay: res.locals.relay,
           completed: res.writableFinished,
           userAgent: req.headers['user-agent'],
@@ -76,19 +84,29 @@ function lastResort(log: Logger): ErrorRequestHandler {
   };
 }
 
+export interface AppParts {
+  counters: RequestCounters;
+  /** The bridge's own API (state, actions) and liveness/readiness/metrics. */
+  control: Router;
+  observability: Router;
+  onFinished: RequestFinished;
+}
+
 /** The HTTP surface of the bridge: guards, the client APIs and error shapes. */
-export function createApp(context: ApiContext, counters: RequestCounters): Express {
+export function createApp(context: ApiContext, parts: AppParts): Express {
   const { config, log } = context;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(requestLog(log, counters));
+  app.use(requestLog(log, parts.counters, parts.onFinished));
   app.use(guard(config));
+  app.use(parts.observability);
 
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all('/api/blobs/*digest', toPrimary);
   app.use(express.json({ limit: config.server.body_limit_mb * 1024 * 1024, type: () => true }));
+  app.use(parts.control);
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));
   app.use(copilotRoutes(context));

@@ -18,12 +18,26 @@ export function virtualModel(name: string): (typeof VIRTUAL_MODELS)[number] | un
   return VIRTUAL_MODELS.find((v) => v.name === bare);
 }
 
-export function tierModelName(config: Config, tier: Tier): string {
-  if (tier === 'moderate') return (config.models.moderate ?? config.models.complex).name;
-  return config.models[tier].name;
+export type Capability = 'tools' | 'vision' | 'insert' | 'completion' | 'embedding';
+
+/** Settings the user can switch while the bridge runs (tray, dashboard); they start from the config. */
+export interface RoutingSettings {
+  dualGpu: boolean;
+  fallbackEnabled: boolean;
+  models: Record<Tier, string>;
 }
 
-export type Capability = 'tools' | 'vision' | 'insert' | 'completion' | 'embedding';
+export function settingsFrom(config: Config): RoutingSettings {
+  return {
+    dualGpu: config.dual_gpu,
+    fallbackEnabled: config.fallback.enabled,
+    models: {
+      simple: config.models.simple.name,
+      moderate: (config.models.moderate ?? config.models.complex).name,
+      complex: config.models.complex.name,
+    },
+  };
+}
 
 export interface RouteInput {
   requestedModel: string;
@@ -36,7 +50,8 @@ export interface RouteDecision {
   requestedModel: string;
   /** The real model that answers. */
   model: string;
-  backend: Backend;
+  /** Backends to try, best first; empty when none can take traffic. */
+  candidates: Backend[];
   tier: Tier | null;
   reason: string;
 }
@@ -51,7 +66,7 @@ export class RouteError extends Error {
   }
 }
 
-/** Picks the model and the backend for each request, and says why. */
+/** Picks the model and the order of backends for each request, and says why. */
 export class Router {
   private readonly classifier: Classifier;
 
@@ -59,6 +74,7 @@ export class Router {
     private readonly config: Config,
     private readonly backends: readonly Backend[],
     private readonly catalog: ModelCatalog,
+    readonly settings: RoutingSettings,
   ) {
     this.classifier = new Classifier(config.routing.classification);
   }
@@ -67,13 +83,69 @@ export class Router {
     return this.backends[0] as Backend;
   }
 
-  /** The backend for a concrete model: one that has it installed, else the primary (which answers 404 itself). */
-  async backendFor(model: string): Promise<{ backend: Backend; why: string }> {
-    if (!this.config.dual_gpu) return { backend: this.primary, why: `${this.primary.name} is the primary (dual-GPU off)` };
-    const holders = await this.catalog.holders(model);
-    const chosen = holders[0];
-    if (chosen === undefined) return { backend: this.primary, why: `no backend lists it; ${this.primary.name} is the primary` };
-    return { backend: chosen, why: `${chosen.name} has it` };
+  /** The GPU a tier prefers, matched against a backend's gpu index or its "gpuN" name. */
+  private prefers(tier: Tier | null, backend: Backend): boolean {
+    if (tier === null) return false;
+    const preference = (tier === 'moderate' ? (this.config.models.moderate ?? this.config.models.complex) : this.config.models[tier]).gpu_preference;
+    return preference !== undefined && (backend.gpu === preference || backend.name === `gpu${preference}`);
+  }
+
+  /**
+   * Orders the backends for `model`: only those that can take traffic (healthy, circuit not open);
+   * among them those that have the model installed (any, if none has it); then the one that
+   * already holds it in memory, the tier's preferred GPU, the fewest requests in flight, the
+   * higher weight. With dual-GPU off the primary serves alone while it is up.
+   */
+  async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string }> {
+    const notes: string[] = [];
+    let available = await this.available(this.settings.dualGpu ? this.backends : [this.primary]);
+    if (!this.settings.dualGpu && available.length === 0 && this.backends.length > 1) {
+      notes.push(`primary ${this.primary.name} is ${this.primary.health.status}; failing over`);
+      available = await this.available(this.backends.slice(1));
+    }
+    if (available.length === 0) {
+      const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
+      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}` };
+    }
+
+    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
+    const withModel = available.filter((b) => holders.has(b.name));
+    const eligible = withModel.length > 0 ? withModel : available;
+    if (withModel.length === 0) notes.push('no backend lists the model');
+
+    const score = (b: Backend): number[] => [b.hasLoaded(model) ? 1 : 0, this.prefers(tier, b) ? 1 : 0, -b.inFlightCount, b.weight];
+    const ordered = eligible
+      .map((backend, index) => ({ backend, key: [...score(backend), -index] }))
+      .sort((a, b) => {
+        for (let i = 0; i < a.key.length; i++) if (a.key[i] !== b.key[i]) return (b.key[i] as number) - (a.key[i] as number);
+        return 0;
+      })
+      .map((entry) => entry.backend);
+
+    const chosen = ordered[0] as Backend;
+    if (!this.settings.dualGpu && notes.length === 0) notes.push(`${chosen.name} is the primary (dual-GPU off)`);
+    else {
+      if (chosen.hasLoaded(model)) notes.push(`${chosen.name} holds the model`);
+      else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
+      else notes.push(`${chosen.name} chosen`);
+      for (const other of ordered.slice(1)) {
+        if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
+      }
+      for (const down of this.backends.filter((b) => !b.health.canTake())) notes.push(`${down.name} ${down.health.status}`);
+    }
+    return { candidates: ordered, why: notes.join('; ') };
+  }
+
+  /**
+   * The backends of `pool` that can take a request now. When none can, the ones marked down are
+   * checked once more on the spot (a refused connection costs a millisecond), so a backend that
+   * came back is used at once instead of after the next health round.
+   */
+  private async available(pool: readonly Backend[]): Promise<Backend[]> {
+    const ready = pool.filter((b) => b.health.canTake());
+    if (ready.length > 0) return ready;
+    await Promise.all(pool.filter((b) => b.health.status === 'down').map((b) => b.check(1000)));
+    return pool.filter((b) => b.health.canTake());
   }
 
   private async capabilitiesOf(model: string): Promise<string[] | undefined> {
@@ -90,8 +162,8 @@ export class Router {
     const virtual = virtualModel(input.requestedModel);
     if (virtual === undefined) {
       const model = input.requestedModel;
-      const { backend, why } = await this.backendFor(model);
-      return { requestedModel: model, model, backend, tier: null, reason: `model '${model}' requested; ${why}` };
+      const { candidates, why } = await this.rank(model, null);
+      return { requestedModel: model, model, candidates, tier: null, reason: `model '${model}' requested; ${why}` };
     }
 
     const classified = virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
@@ -100,7 +172,7 @@ export class Router {
     // Escalate while the tier's model lacks what the request uses (tools, images).
     for (let i = TIERS.indexOf(tier); i < TIERS.length; i++) {
       const candidate = TIERS[i] as Tier;
-      const capabilities = await this.capabilitiesOf(tierModelName(this.config, candidate));
+      const capabilities = await this.capabilitiesOf(this.settings.models[candidate]);
       const missing = input.needs.filter((need) => capabilities !== undefined && !capabilities.includes(need));
       if (missing.length === 0) {
         if (candidate !== tier) reason += `; ${tier} model lacks ${input.needs.join(', ')}, using ${candidate}`;
@@ -108,11 +180,16 @@ export class Router {
         break;
       }
     }
-    const model = tierModelName(this.config, tier);
-    if ((await this.catalog.holders(model)).length === 0) {
+    const model = this.settings.models[tier];
+    const { candidates, why } = await this.rank(model, tier);
+    if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
       throw new RouteError(404, `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`);
     }
-    const { backend, why } = await this.backendFor(model);
-    return { requestedModel: input.requestedModel, model, backend, tier, reason: `${reason}; ${why}` };
+    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}` };
+  }
+
+  /** The best backend for a request that is not a generation (embeddings); the primary when none can take it. */
+  async backendFor(model: string): Promise<Backend> {
+    return (await this.rank(model, null)).candidates[0] ?? this.primary;
   }
 }

@@ -1,7 +1,10 @@
 import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError, type UpstreamError } from './errors.js';
+import { BackendHealth, type HealthSnapshot } from './health.js';
+import { canonicalModelName, readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import type { GenerationRequest, GenerationSource } from './source.js';
 
 export interface UpstreamTimeouts {
   connectMs: number;
@@ -33,16 +36,25 @@ export interface BackendSnapshot {
   name: string;
   url: string;
   gpu: number | string | null;
+  weight: number;
   inFlight: number;
   requests: number;
   failures: number;
+  health: HealthSnapshot;
+  /** Models in memory at the last check (/api/ps). */
+  loaded: string[];
 }
 
 /** One Ollama instance the bridge can send requests to, with its own keep-alive connection pool. */
-export class Backend {
+export class Backend implements GenerationSource {
+  readonly kind = 'local';
   readonly name: string;
   readonly url: URL;
   readonly gpu: number | string | null;
+  readonly weight: number;
+  readonly health: BackendHealth;
+  /** Models in memory as of the last health check, from /api/ps. */
+  loaded: OllamaPsModel[] = [];
   /** The Host header this upstream expects: Ollama refuses non-local names on loopback. */
   readonly host: string;
   private readonly pool: Pool;
@@ -51,8 +63,10 @@ export class Backend {
   private requests = 0;
   private failures = 0;
 
-  constructor(config: BackendConfig, timeouts: UpstreamTimeouts) {
+  constructor(config: BackendConfig, timeouts: UpstreamTimeouts, health: BackendHealth) {
     this.name = config.name;
+    this.weight = config.weight;
+    this.health = health;
     this.url = new URL(config.url);
     this.gpu = config.gpu ?? null;
     this.host = this.url.host;
@@ -65,10 +79,15 @@ export class Backend {
     });
   }
 
-  /** Sends one request; rejects with an UpstreamError (or the abort reason when the signal fired). */
+  /**
+   * Sends one client request. Its outcome feeds the health state: connection errors, timeouts and
+   * 5xx answers count as failures. Rejects with an UpstreamError (or the abort reason).
+   */
   async request(request: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     this.inFlight += 1;
     this.requests += 1;
+    this.health.begin();
+    const started = performance.now();
     try {
       const response = await this.pool.request({
         method: request.method,
@@ -80,13 +99,59 @@ export class Backend {
       response.body.once('close', () => {
         this.inFlight -= 1;
       });
+      if (response.statusCode >= 500) this.noteFailure(`answered ${response.statusCode}`);
+      else this.health.recordSuccess(performance.now() - started);
       return response;
     } catch (error) {
       this.inFlight -= 1;
       if (request.signal.aborted) throw error;
-      this.failures += 1;
-      throw toUpstreamError(error, this.name);
+      const failure = toUpstreamError(error, this.name);
+      this.noteFailure(failure.message, failure);
+      throw failure;
     }
+  }
+
+  async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+    const response = await this.request({
+      method: 'POST',
+      path: request.path,
+      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent },
+      body: JSON.stringify({ ...request.body, stream: true }),
+      signal: request.signal,
+    });
+    if (response.statusCode >= 400) {
+      const text = await response.body.text().catch(() => '');
+      throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
+    }
+    return readNdjson(response.body);
+  }
+
+  /** A request that failed, also after its answer started (a broken stream). */
+  noteFailure(message: string, error?: UpstreamError): void {
+    this.failures += 1;
+    this.health.recordFailure(message, error?.failure === 'unreachable');
+  }
+
+  /** Whether this backend has `model` in memory as of the last check. */
+  hasLoaded(model: string): boolean {
+    const key = canonicalModelName(model);
+    return this.loaded.some((m) => canonicalModelName(m.model ?? m.name) === key);
+  }
+
+  /** One active health check: /api/ps answers liveness and what is loaded. */
+  async check(timeoutMs: number): Promise<void> {
+    try {
+      const { models } = await this.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps', undefined, timeoutMs);
+      this.loaded = models ?? [];
+      this.health.recordCheck(true);
+    } catch (error) {
+      this.loaded = [];
+      this.health.recordCheck(false, (error as Error).message);
+    }
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight;
   }
 
   /**
@@ -116,9 +181,12 @@ export class Backend {
       name: this.name,
       url: this.url.href,
       gpu: this.gpu,
+      weight: this.weight,
       inFlight: this.inFlight,
       requests: this.requests,
       failures: this.failures,
+      health: this.health.snapshot(),
+      loaded: this.loaded.map((m) => m.model ?? m.name),
     };
   }
 

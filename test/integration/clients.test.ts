@@ -187,7 +187,9 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
     });
 
     it('answers the language server’s side requests harmlessly', async () => {
-      assert.deepEqual(await (await fetch(`${bridge.url}/health`)).json(), { status: 'ok' });
+      const health = (await (await fetch(`${bridge.url}/health`)).json()) as { status: string; uptimeSeconds: number };
+      assert.equal(health.status, 'ok');
+      assert.equal(typeof health.uptimeSeconds, 'number');
       const token = (await (await fetch(`${bridge.url}/copilot_internal/v2/token`)).json()) as { token: string; expires_at: number; refresh_in: number };
       assert.match(token.token, /^tid=copilot-bridge;exp=\d+;/);
       assert.ok(token.expires_at > Date.now() / 1000);
@@ -274,9 +276,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
     it('says which backend holds each loaded model in /api/ps, and serves the legacy /api/embeddings', async () => {
       await post('/api/generate', { model: RIG_MODELS.simple, prompt: '', stream: false });
       const ps = (await (await fetch(`${bridge.url}/api/ps`)).json()) as { models: Array<{ model: string; backend: string; gpu: unknown }> };
-      const loaded = ps.models.find((m) => m.model === RIG_MODELS.simple);
-      assert.equal(loaded?.backend, 'local');
-      assert.equal(loaded?.gpu, null);
+      // Both rig names share one file, so Ollama may list the runner under either name.
+      assert.ok(ps.models.length > 0);
+      for (const loaded of ps.models) {
+        assert.ok(Object.values(RIG_MODELS).includes(loaded.model as (typeof RIG_MODELS)[keyof typeof RIG_MODELS]));
+        assert.equal(loaded.backend, 'local');
+        assert.equal(loaded.gpu, null);
+      }
       const legacy = (await (await post('/api/embeddings', { model: RIG_MODELS.simple, prompt: 'alpha' })).json()) as { embedding: number[] };
       assert.equal(legacy.embedding.length, 64);
     });

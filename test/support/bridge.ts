@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { startBridge, type BridgeHandle } from '../../src/bridge.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
+import { tempDir } from './temp.js';
 
 /** A logger that keeps its JSON lines in memory, so tests can read what was logged. */
 export function memoryLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
@@ -24,9 +25,10 @@ export interface TestBridgeOptions {
   logger?: Logger;
 }
 
-/** A bridge on a free loopback port, configured like the CLI would from env vars and a file. */
+/** A bridge on a free loopback port, configured like the CLI would from env vars and a file; history in a temp folder. */
 export async function startTestBridge(options: TestBridgeOptions = {}): Promise<BridgeHandle> {
-  const config = loadConfig({ file: options.file, env: options.env ?? {}, flags: { port: '0' } });
+  const env = { BRIDGE_DATA_DIR: tempDir('bridge-data-'), ...options.env };
+  const config = loadConfig({ file: options.file, env, flags: { port: '0' } });
   return startBridge(config, { logger: options.logger ?? pino({ level: 'silent' }) });
 }
 
@@ -37,12 +39,23 @@ export interface StandIn {
   close(): Promise<void>;
 }
 
-/** A hand-written upstream for fault injection: the handler decides what to answer. */
+/**
+ * A hand-written upstream for fault injection: the handler decides what to answer. The bridge's
+ * own health checks (GET /api/ps) and model lists (GET /api/tags) are answered here, from
+ * `models`, and not recorded.
+ */
 export async function startStandIn(
   handler: (req: IncomingMessage, res: ServerResponse, body: string) => unknown,
+  models: readonly string[] = [],
 ): Promise<StandIn> {
   const requests: StandIn['requests'] = [];
   const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/api/ps' || req.url === '/api/tags')) {
+      const listed = req.url === '/api/ps' ? [] : models.map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ models: listed }));
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {

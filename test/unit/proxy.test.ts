@@ -135,29 +135,39 @@ describe('pass-through proxy', () => {
     assert.equal(upstream.requests.length, 0);
   });
 
-  it('answers 502 with a JSON error when the upstream is down', async () => {
+  it('answers 503 with a JSON error when the upstream is known to be down', async () => {
     const port = await freePort();
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
     cleanups.push(() => bridge.stop(100));
     const refused = `backend local is unreachable (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${port})`;
+    const reason = `no backend can take traffic: local down (${refused})`;
     const chat = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m","messages":[]}' });
-    assert.equal(chat.status, 502);
-    assert.deepEqual(await chat.json(), { error: refused });
+    assert.equal(chat.status, 503);
+    assert.deepEqual(await chat.json(), { error: `no backend can serve this request (model 'm' requested; ${reason})` });
+    const openai = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}' });
+    assert.equal(openai.status, 503);
+    assert.deepEqual(await openai.json(), {
+      error: { message: `no backend can serve this request (model 'm' requested; ${reason})`, type: 'api_error', param: null, code: 'no_backend_available' },
+    });
     const tags = await fetch(`${bridge.url}/api/tags`);
     assert.equal(tags.status, 502);
     assert.deepEqual(await tags.json(), { error: `no backend is reachable: ${refused}` });
-    const openai = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}' });
-    assert.equal(openai.status, 502);
-    assert.deepEqual(await openai.json(), { error: { message: refused, type: 'api_error', param: null, code: 'upstream_unreachable' } });
     const models = await fetch(`${bridge.url}/v1/models`);
     assert.equal(models.status, 502);
     assert.deepEqual(await models.json(), { error: { message: `no backend is reachable: ${refused}`, type: 'api_error', param: null, code: 'upstream_unreachable' } });
   });
 
+  it('answers 502 with a JSON error when the upstream breaks the connection before answering', async () => {
+    const { bridge } = await pair((_req, res) => res.socket?.destroy(), { env: { MAX_RETRIES: '0' } });
+    const chat = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m","messages":[]}' });
+    assert.equal(chat.status, 502);
+    assert.deepEqual(await chat.json(), { error: 'backend local is unreachable (UND_ERR_SOCKET: other side closed)' });
+  });
+
   it('answers 504 when the upstream sends nothing within TIMEOUT_SECONDS', async () => {
     const { bridge } = await pair(() => {
       // never answers
-    }, { env: { TIMEOUT_SECONDS: '0.3' } });
+    }, { env: { TIMEOUT_SECONDS: '0.3', MAX_RETRIES: '0' } });
     const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m"}' });
     assert.equal(response.status, 504);
     assert.deepEqual(await response.json(), { error: 'backend local timed out while waiting for the first byte' });
@@ -307,9 +317,9 @@ describe('request guards', () => {
 
   it('refuses foreign browser origins, allows editor webviews and answers their preflight', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{"models":[]}'));
-    const foreign = await fetch(`${bridge.url}/api/tags`, { headers: { origin: 'https://evil.example' } });
+    const foreign = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { origin: 'https://evil.example' } });
     assert.equal(foreign.status, 403);
-    const webview = await fetch(`${bridge.url}/api/tags`, { headers: { origin: 'vscode-webview://abc' } });
+    const webview = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { origin: 'vscode-webview://abc' } });
     assert.equal(webview.status, 200);
     assert.equal(webview.headers.get('access-control-allow-origin'), 'vscode-webview://abc');
     const preflight = await fetch(`${bridge.url}/v1/chat/completions`, {
@@ -329,9 +339,9 @@ describe('request guards', () => {
     assert.deepEqual(await none.json(), {
       error: { message: 'a valid API key is required (Authorization: Bearer <key>)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
     });
-    const wrong = await fetch(`${bridge.url}/api/tags`, { headers: { authorization: 'Bearer team-key-0123456780' } });
+    const wrong = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer team-key-0123456780' } });
     assert.equal(wrong.status, 401);
-    const right = await fetch(`${bridge.url}/api/tags`, { headers: { authorization: `Bearer ${key}` } });
+    const right = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${key}` } });
     assert.equal(right.status, 200);
     assert.equal(upstream.requests.length, 1);
     assert.equal(upstream.requests[0]?.headers.authorization, undefined, 'the bridge key must not travel upstream');

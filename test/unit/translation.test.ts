@@ -38,8 +38,8 @@ function ndjson(res: ServerResponse, lines: readonly string[], thenBreak = false
   else res.end();
 }
 
-async function pair(respond: (url: string, res: ServerResponse, body: string) => void): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
-  const upstream = await startStandIn((req, res, body) => respond(req.url ?? '', res, body));
+async function pair(respond: (url: string, res: ServerResponse, body: string) => void, models: string[] = []): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+  const upstream = await startStandIn((req, res, body) => respond(req.url ?? '', res, body), models);
   const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(() => bridge.stop(100), () => upstream.close());
   return { upstream, bridge };
@@ -215,14 +215,11 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
   ] as const) {
     it(`${name}: a last data: {"error"} event, and no [DONE]`, async () => {
       const { bridge } = await pair((url, res) => {
-        if (url === '/api/tags') {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ models: [{ name: 'm:latest', model: 'm:latest', modified_at: CREATED, size: 1, digest: 'd', details: {} }] }));
-        } else if (url === '/api/show') {
+        if (url === '/api/show') {
           res.writeHead(200, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ capabilities: ['completion', 'insert'], model_info: {} }));
         } else ndjson(res, broken);
-      });
+      }, ['m:latest']);
       const response = await post(`${bridge.url}${path}`, body);
       assert.equal(response.status, 200);
       const events: string[] = [];

@@ -20,10 +20,7 @@ export function copilotRoutes(context: ApiContext): ExpressRouter {
     await serveCompletion(context, req, res, installed ? engine : 'auto', request, true);
   });
 
-  // Harmless answers to what the Copilot language server asks besides completions.
-  router.get('/health', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
+  // Harmless answers to what the Copilot language server asks besides completions (/health is the bridge's own).
   router.all('/copilot_internal/v2/token', (req, res) => {
     const expiresAt = Math.floor(Date.now() / 1000) + 3600;
     const base = `http://${req.headers.host ?? '127.0.0.1'}`;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
-import { tierModelName, virtualModel, VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
+import { virtualModel, VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
 import { chatSignals, completionSignals } from '../../routing/signals.js';
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
@@ -100,7 +100,7 @@ function tiersBehind(tier: Tier | null): readonly Tier[] {
 
 export function ollamaRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
-  const { catalog, config } = context;
+  const { catalog } = context;
   const primary = primaryOf(context);
   const invalidate = (): void => catalog.invalidate();
 
@@ -116,7 +116,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
 
   /** A virtual model described from the real models behind it: their capabilities, the smallest context. */
   const showVirtual = async (name: string, tier: Tier | null): Promise<OllamaShowResponse> => {
-    const behind = await Promise.all(tiersBehind(tier).map(async (t) => ({ tier: t, show: await showReal(tierModelName(config, t)).catch(() => undefined) })));
+    const behind = await Promise.all(tiersBehind(tier).map(async (t) => ({ tier: t, show: await showReal(context.router.settings.models[t]).catch(() => undefined) })));
     const shows = behind.flatMap((b) => (b.show === undefined ? [] : [b.show]));
     const first = shows[0];
     const architecture = String(first?.model_info?.['general.architecture'] ?? 'llama');
@@ -162,9 +162,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
       return;
     }
     const models = listed.map(({ backends: _backends, ...model }) => completeTag(model));
-    const complexModel = models.find((m) => sameModel(m.model, tierModelName(config, 'complex')));
+    const complexModel = models.find((m) => sameModel(m.model, context.router.settings.models.complex));
     const virtual = VIRTUAL_MODELS.map((v) => {
-      const behind = v.tier === null ? complexModel : models.find((m) => sameModel(m.model, tierModelName(config, v.tier as Tier)));
+      const behind = v.tier === null ? complexModel : models.find((m) => sameModel(m.model, context.router.settings.models[v.tier as Tier]));
       return {
         name: v.name,
         model: v.name,
@@ -211,7 +211,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     const messages = (body.messages ?? []) as OllamaMessage[];
     const signals = chatSignals(messages, (body.tools?.length ?? 0) > 0);
     const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
-    await routeAndServe(context.router, req, res, { requestedModel: body.model, signals, needs }, {
+    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
       surface: 'ollama',
       path: '/api/chat',
       bodies: [body],
@@ -229,7 +229,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     const body = parsed.data;
     const signals = { ...completionSignals(body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
     const needs: Capability[] = [...(signals.kind === 'fim' ? ['insert' as const] : []), ...(signals.images ? ['vision' as const] : [])];
-    await routeAndServe(context.router, req, res, { requestedModel: body.model, signals, needs }, {
+    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
       surface: 'ollama',
       path: '/api/generate',
       bodies: [body],
@@ -240,7 +240,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
 
   const byModel = async (req: Request): Promise<Backend> => {
     const model = modelNameOf(req.body);
-    return model === undefined ? primary : (await context.router.backendFor(model)).backend;
+    return model === undefined ? primary : context.router.backendFor(model);
   };
   router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
 

@@ -4,7 +4,7 @@ import type { RouteDecision, Router } from '../../routing/router.js';
 import { completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import { sendError } from '../errors.js';
-import { routeAndServe, type GenerationPlan, type ResponseFormat } from '../generation.js';
+import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
 import { describeIssue } from '../validate.js';
 import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, usageOf } from './chat.js';
 
@@ -66,7 +66,7 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
  * can insert, otherwise `raw` on the prefix alone (Ollama would refuse the suffix with 400).
  */
 export async function serveCompletion(
-  deps: { router: Router; catalog: ModelCatalog },
+  deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
   req: Request,
   res: Response,
   requestedModel: string,
@@ -78,8 +78,9 @@ export async function serveCompletion(
   const signals = completionSignals(prompt, suffix);
   const plan = async (route: RouteDecision): Promise<GenerationPlan> => {
     let canInsert = false;
-    if (signals.kind === 'fim') {
-      const show = await deps.catalog.show(route.model, route.backend).catch(() => undefined);
+    const backend = route.candidates[0];
+    if (signals.kind === 'fim' && backend !== undefined) {
+      const show = await deps.catalog.show(route.model, backend).catch(() => undefined);
       canInsert = show?.capabilities?.includes('insert') ?? false;
     }
     const body: Record<string, unknown> = { prompt, options: ollamaOptions(request) };
@@ -93,7 +94,7 @@ export async function serveCompletion(
       format: completionFormat(requestedModel, request.stream_options?.include_usage === true),
     };
   };
-  await routeAndServe(deps.router, req, res, { requestedModel, signals, needs: [] }, plan);
+  await routeAndServe(deps.router, deps.policy, req, res, { requestedModel, signals, needs: [] }, plan);
 }
 
 export function parseCompletion(req: Request, res: Response): CompletionRequest | undefined {

@@ -82,7 +82,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
     }
     const signals = chatSignals(body.messages as Parameters<typeof chatSignals>[0], body.tools !== undefined);
     const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
-    await routeAndServe(context.router, req, res, { requestedModel: request.model, signals, needs }, {
+    await routeAndServe(context.router, context.policy, req, res, { requestedModel: request.model, signals, needs }, {
       surface: 'openai',
       path: '/api/chat',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
@@ -111,7 +111,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       return;
     }
     const request = parsed.data;
-    const { backend } = await context.router.backendFor(request.model);
+    const backend = await context.router.backendFor(request.model);
     res.locals.backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());

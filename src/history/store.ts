@@ -1,0 +1,147 @@
+import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Tier } from '../routing/classify.js';
+
+/** One routed request, as the dashboard and the history file keep it. No prompt or answer text. */
+export interface HistoryRecord {
+  id: string;
+  time: string;
+  /** The client's User-Agent. */
+  client: string | null;
+  surface: 'ollama' | 'openai';
+  path: string;
+  requestedModel: string;
+  tier: Tier | null;
+  reason: string;
+  backend: string | null;
+  gpu: number | string | null;
+  /** The model that answered. */
+  model: string;
+  retries: number;
+  /** The cloud provider that answered, when local backends could not. */
+  fallback: string | null;
+  status: number;
+  outcome: 'ok' | 'error' | 'cancelled';
+  error: string | null;
+  /** Milliseconds until the first answer line. */
+  ttftMs: number | null;
+  totalMs: number;
+  tokensIn: number | null;
+  tokensOut: number | null;
+  tokensPerSecond: number | null;
+}
+
+export interface HistoryOptions {
+  /** Folder of the durable file; without it history lives in memory only. */
+  dir?: string;
+  maxRecords: number;
+  maxFileBytes: number;
+  keepFiles: number;
+  flushIntervalMs?: number;
+  /** Told about lines that could not be read back (a torn write at a crash). */
+  onCorruptLine?: (file: string, line: number) => void;
+}
+
+const FILE = 'history.jsonl';
+
+/**
+ * Routing history: a bounded ring in memory for the dashboard, and an append-only JSONL file that
+ * is written at most a second behind (so a crash loses at most the last second) and rotated by size.
+ * On start the newest records are read back; a line that does not parse is skipped, not fatal.
+ */
+export class HistoryStore {
+  private readonly ring: HistoryRecord[] = [];
+  private pending: string[] = [];
+  private writing: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(record: HistoryRecord) => void>();
+
+  private constructor(private readonly options: HistoryOptions) {}
+
+  static async open(options: HistoryOptions): Promise<HistoryStore> {
+    const store = new HistoryStore(options);
+    if (options.dir !== undefined) {
+      await mkdir(options.dir, { recursive: true });
+      await store.load(options.dir);
+      store.timer = setInterval(() => void store.flush(), options.flushIntervalMs ?? 1000);
+      store.timer.unref();
+    }
+    return store;
+  }
+
+  private fileAt(generation: number): string {
+    const dir = this.options.dir as string;
+    return path.join(dir, generation === 0 ? FILE : `history.${generation}.jsonl`);
+  }
+
+  private async load(dir: string): Promise<void> {
+    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+      const file = this.fileAt(generation);
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch {
+        continue;
+      }
+      text.split('\n').forEach((line, index) => {
+        if (line.trim() === '') return;
+        try {
+          this.remember(JSON.parse(line) as HistoryRecord);
+        } catch {
+          this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
+        }
+      });
+    }
+  }
+
+  private remember(record: HistoryRecord): void {
+    this.ring.push(record);
+    if (this.ring.length > this.options.maxRecords) this.ring.splice(0, this.ring.length - this.options.maxRecords);
+  }
+
+  add(record: HistoryRecord): void {
+    this.remember(record);
+    if (this.options.dir !== undefined) this.pending.push(`${JSON.stringify(record)}\n`);
+    for (const listener of this.listeners) listener(record);
+  }
+
+  /** The newest records, oldest first. */
+  recent(limit = this.options.maxRecords): HistoryRecord[] {
+    return this.ring.slice(-limit);
+  }
+
+  get size(): number {
+    return this.ring.length;
+  }
+
+  onRecord(listener: (record: HistoryRecord) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Writes what is pending, rotating first when the file would grow past its limit. */
+  flush(): Promise<void> {
+    if (this.pending.length === 0 || this.options.dir === undefined) return this.writing;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.writing = this.writing.then(async () => {
+      const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
+      if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
+      await appendFile(this.fileAt(0), text);
+    });
+    return this.writing;
+  }
+
+  private async rotate(): Promise<void> {
+    await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
+    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+      await rename(this.fileAt(generation), this.fileAt(generation + 1)).catch(() => undefined);
+    }
+    await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}

@@ -1,0 +1,51 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { HistoryRecord } from '../history/store.js';
+import type { Backend } from '../upstream/backend.js';
+
+/** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
+const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300];
+
+/**
+ * The bridge's Prometheus metrics, in a registry of its own (no process-wide default registry),
+ * so several bridges can run in one process. Names follow the deployment document.
+ */
+export class BridgeMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'tier' | 'model' | 'backend' | 'status'>;
+  private readonly errors: Counter<'tier' | 'model' | 'backend' | 'outcome'>;
+  private readonly responseTime: Histogram<'tier' | 'backend'>;
+  private readonly firstToken: Histogram<'tier' | 'backend'>;
+  private readonly tokens: Counter<'direction' | 'model'>;
+  private readonly fallbacks: Counter<'provider'>;
+
+  constructor(backends: readonly Backend[]) {
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'copilot_bridge_requests_total', help: 'Routed requests by tier, model, backend and HTTP status', labelNames: ['tier', 'model', 'backend', 'status'], registers });
+    this.errors = new Counter({ name: 'copilot_bridge_errors_total', help: 'Routed requests that ended in an error', labelNames: ['tier', 'model', 'backend', 'outcome'], registers });
+    this.responseTime = new Histogram({ name: 'copilot_bridge_response_time_seconds', help: 'Time from request to the end of the answer', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
+    this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
+    this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model'], registers });
+    this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
+    new Gauge({
+      name: 'copilot_bridge_backend_up',
+      help: '1 when the backend can take traffic (reachable, circuit not open)',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        for (const backend of backends) this.set({ backend: backend.name }, backend.health.canTake() ? 1 : 0);
+      },
+    });
+  }
+
+  observe(record: HistoryRecord): void {
+    const tier = record.tier ?? 'none';
+    const backend = record.backend ?? 'none';
+    this.requests.inc({ tier, model: record.model, backend, status: String(record.status) });
+    if (record.outcome === 'error') this.errors.inc({ tier, model: record.model, backend, outcome: record.outcome });
+    this.responseTime.observe({ tier, backend }, record.totalMs / 1000);
+    if (record.ttftMs !== null) this.firstToken.observe({ tier, backend }, record.ttftMs / 1000);
+    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model: record.model }, record.tokensIn);
+    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model: record.model }, record.tokensOut);
+    if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
+  }
+}

@@ -1,0 +1,147 @@
+import type { Dispatcher } from 'undici';
+import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../ollama-api.js';
+import type { GenerationRequest } from '../source.js';
+import { readSse } from '../sse.js';
+import { samplingOf, toolCallIds } from './openai-provider.js';
+import { CloudProvider } from './provider.js';
+
+type Block = Record<string, unknown>;
+
+/** Ollama's conversation in the Messages API's form: system apart, tool calls and results as blocks. */
+export function toAnthropicMessages(messages: readonly OllamaMessage[]): { system: string | undefined; messages: Array<{ role: 'user' | 'assistant'; content: Block[] }> } {
+  const { callIds, resultIds } = toolCallIds(messages);
+  const system: string[] = [];
+  const out: Array<{ role: 'user' | 'assistant'; content: Block[] }> = [];
+  messages.forEach((message, i) => {
+    if (message.role === 'system') {
+      system.push(message.content);
+      return;
+    }
+    if (message.role === 'tool') {
+      out.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: resultIds[i] ?? 'call_unknown', content: message.content }] });
+      return;
+    }
+    const blocks: Block[] = [];
+    if (message.content !== '') blocks.push({ type: 'text', text: message.content });
+    for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: image } });
+    (message.tool_calls ?? []).forEach((call, j) => blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }));
+    if (blocks.length === 0) blocks.push({ type: 'text', text: '' });
+    out.push({ role: message.role === 'assistant' ? 'assistant' : 'user', content: blocks });
+  });
+  return { system: system.length > 0 ? system.join('\n\n') : undefined, messages: out };
+}
+
+/** A completion (or fill-in-the-middle) asked of a chat-only API. */
+function completionAsMessage(prompt: string, suffix: string | undefined): string {
+  if (suffix === undefined || suffix === '') return prompt;
+  return `Write only the code that belongs at <CURSOR>, with no explanation and no code fences.\n\n${prompt}<CURSOR>${suffix}`;
+}
+
+const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'stop', max_tokens: 'length' };
+
+interface AnthropicEvent {
+  type: string;
+  index?: number;
+  message?: { usage?: { input_tokens?: number; output_tokens?: number } };
+  content_block?: { type: string; id?: string; name?: string; text?: string };
+  delta?: { type?: string; text?: string; thinking?: string; partial_json?: string; stop_reason?: string | null };
+  usage?: { output_tokens?: number };
+  error?: { type?: string; message?: string };
+}
+
+/**
+ * Anthropic's Messages API as a generation source. Its SSE events (message_start, content_block_*,
+ * message_delta, message_stop, ping, error) become Ollama lines: text and thinking deltas as they
+ * come, each tool_use block as one tool call once its JSON is complete, usage and stop reason last.
+ */
+export class AnthropicProvider extends CloudProvider {
+  async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+    const { body } = request;
+    const sampling = samplingOf(body);
+    const chat = request.path === '/api/chat';
+    const conversation = chat
+      ? toAnthropicMessages((body.messages ?? []) as OllamaMessage[])
+      : { system: body.system as string | undefined, messages: [{ role: 'user' as const, content: [{ type: 'text', text: completionAsMessage(String(body.prompt ?? ''), body.suffix as string | undefined) }] }] };
+    const payload: Record<string, unknown> = {
+      model: this.config.model,
+      max_tokens: sampling.max_tokens ?? this.config.max_tokens,
+      messages: conversation.messages,
+      stream: true,
+    };
+    if (conversation.system !== undefined) payload.system = conversation.system;
+    if (sampling.temperature !== undefined) payload.temperature = sampling.temperature;
+    if (sampling.top_p !== undefined) payload.top_p = sampling.top_p;
+    if (sampling.stop !== undefined) payload.stop_sequences = sampling.stop;
+    if (chat && Array.isArray(body.tools) && body.tools.length > 0) {
+      payload.tools = (body.tools as Array<{ function: { name: string; description?: string; parameters?: unknown } }>).map((tool) => ({
+        name: tool.function.name,
+        description: tool.function.description ?? '',
+        input_schema: tool.function.parameters ?? { type: 'object', properties: {} },
+      }));
+    }
+    const response = await this.post('/messages', payload, { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' }, request.signal);
+    return this.translate(response, chat);
+  }
+
+  private async *translate(response: Dispatcher.ResponseData, chat: boolean): AsyncGenerator<OllamaChunk, void, undefined> {
+    const model = this.config.model;
+    const now = (): string => new Date().toISOString();
+    const text = (content: string, thinking?: string): OllamaChunk =>
+      chat
+        ? { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false }
+        : { model, created_at: now(), response: content, ...(thinking ? { thinking } : {}), done: false };
+    const toolBlocks = new Map<number, { name: string; json: string }>();
+    let inputTokens = 0;
+    let outputTokens = 0;
+    let stopReason = 'end_turn';
+    for await (const sse of readSse(response.body)) {
+      const event = JSON.parse(sse.data) as AnthropicEvent;
+      switch (event.type) {
+        case 'message_start':
+          inputTokens = event.message?.usage?.input_tokens ?? 0;
+          outputTokens = event.message?.usage?.output_tokens ?? 0;
+          break;
+        case 'content_block_start':
+          if (event.content_block?.type === 'tool_use') toolBlocks.set(event.index ?? 0, { name: event.content_block.name ?? '', json: '' });
+          else if (event.content_block?.text) yield text(event.content_block.text);
+          break;
+        case 'content_block_delta': {
+          const delta = event.delta ?? {};
+          if (delta.type === 'text_delta' && delta.text) yield text(delta.text);
+          else if (delta.type === 'thinking_delta' && delta.thinking) yield text('', delta.thinking);
+          else if (delta.type === 'input_json_delta') {
+            const block = toolBlocks.get(event.index ?? 0);
+            if (block !== undefined) block.json += delta.partial_json ?? '';
+          }
+          break;
+        }
+        case 'content_block_stop': {
+          const block = toolBlocks.get(event.index ?? 0);
+          if (block !== undefined && chat) {
+            let args: Record<string, unknown> = {};
+            try {
+              args = JSON.parse(block.json === '' ? '{}' : block.json) as Record<string, unknown>;
+            } catch {
+              args = { _raw: block.json };
+            }
+            const call: OllamaToolCall = { function: { name: block.name, arguments: args } };
+            yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: [call] }, done: false };
+          }
+          break;
+        }
+        case 'message_delta':
+          if (event.delta?.stop_reason) stopReason = event.delta.stop_reason;
+          if (event.usage?.output_tokens !== undefined) outputTokens = event.usage.output_tokens;
+          break;
+        case 'error':
+          yield { error: `${this.name}: ${event.error?.message ?? event.error?.type ?? 'error'}` };
+          return;
+        default:
+          // ping, message_stop and event types added later carry nothing to forward.
+          break;
+      }
+    }
+    const final: OllamaChunk = { model, created_at: now(), done: true, done_reason: STOP_REASONS[stopReason] ?? 'stop', prompt_eval_count: inputTokens, eval_count: outputTokens };
+    yield chat ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
+  }
+}

@@ -1,0 +1,153 @@
+import type { Dispatcher } from 'undici';
+import type { OllamaChunk, OllamaMessage } from '../ollama-api.js';
+import type { GenerationRequest } from '../source.js';
+import { readSse } from '../sse.js';
+import { CloudProvider } from './provider.js';
+
+/** Native Ollama options in the names OpenAI-style APIs use. */
+export function samplingOf(body: Record<string, unknown>): { temperature?: number; top_p?: number; max_tokens?: number; stop?: string[]; seed?: number } {
+  const options = (body.options ?? {}) as Record<string, unknown>;
+  const pick = <T>(key: string): T | undefined => (options[key] === undefined ? undefined : (options[key] as T));
+  const maxTokens = pick<number>('num_predict');
+  return {
+    temperature: pick('temperature'),
+    top_p: pick('top_p'),
+    max_tokens: maxTokens !== undefined && maxTokens > 0 ? maxTokens : undefined,
+    stop: pick('stop'),
+    seed: pick('seed'),
+  };
+}
+
+/** Gives every tool call of a conversation an id, and each tool result the id of the call it answers. */
+export function toolCallIds(messages: readonly OllamaMessage[]): { callIds: string[][]; resultIds: Array<string | undefined> } {
+  const pending: Array<{ id: string; name: string }> = [];
+  let counter = 0;
+  const callIds: string[][] = [];
+  const resultIds: Array<string | undefined> = [];
+  for (const message of messages) {
+    const ids = (message.tool_calls ?? []).map((call) => {
+      const id = `call_${counter++}`;
+      pending.push({ id, name: call.function.name });
+      return id;
+    });
+    callIds.push(ids);
+    if (message.role === 'tool') {
+      const at = pending.findIndex((p) => message.tool_name === undefined || p.name === message.tool_name);
+      resultIds.push(at >= 0 ? pending.splice(at, 1)[0]?.id : undefined);
+    } else resultIds.push(undefined);
+  }
+  return { callIds, resultIds };
+}
+
+/** Ollama's messages in OpenAI's form: images as data: URL parts, tool arguments as JSON text. */
+export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Record<string, unknown>> {
+  const { callIds, resultIds } = toolCallIds(messages);
+  return messages.map((message, i) => {
+    const out: Record<string, unknown> = { role: message.role };
+    if (message.images !== undefined && message.images.length > 0) {
+      out.content = [
+        { type: 'text', text: message.content },
+        ...message.images.map((image) => ({ type: 'image_url', image_url: { url: `data:image/png;base64,${image}` } })),
+      ];
+    } else out.content = message.content;
+    if (message.tool_calls !== undefined && message.tool_calls.length > 0) {
+      out.tool_calls = message.tool_calls.map((call, j) => ({
+        id: callIds[i]?.[j],
+        type: 'function',
+        function: { name: call.function.name, arguments: JSON.stringify(call.function.arguments ?? {}) },
+      }));
+    }
+    if (message.role === 'tool') out.tool_call_id = resultIds[i] ?? 'call_unknown';
+    return out;
+  });
+}
+
+interface OpenAiStreamChunk {
+  choices?: Array<{
+    text?: string;
+    delta?: { content?: string | null; reasoning?: string; tool_calls?: Array<{ index: number; id?: string; function?: { name?: string; arguments?: string } }> };
+    finish_reason?: string | null;
+  }>;
+  usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
+  error?: { message?: string };
+}
+
+/**
+ * An OpenAI-compatible provider (OpenAI, Azure OpenAI, or any compatible server) as a generation
+ * source: native chat goes to /chat/completions and native generate to /completions, and the SSE
+ * answer comes back as Ollama lines. Tool-call fragments are joined and sent as one call, as Ollama does.
+ */
+export class OpenAiProvider extends CloudProvider {
+  private headers(): Record<string, string> {
+    const key = this.config.api_key ?? '';
+    // Azure reads api-key, everyone else the bearer token.
+    return { authorization: `Bearer ${key}`, 'api-key': key };
+  }
+
+  async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+    const { body } = request;
+    const sampling = samplingOf(body);
+    if (request.path === '/api/chat') {
+      const payload: Record<string, unknown> = {
+        model: this.config.model,
+        messages: toOpenAiMessages((body.messages ?? []) as OllamaMessage[]),
+        stream: true,
+        stream_options: { include_usage: true },
+        ...sampling,
+      };
+      if (Array.isArray(body.tools) && body.tools.length > 0) payload.tools = body.tools;
+      const response = await this.post('/chat/completions', payload, this.headers(), request.signal);
+      return this.translate(response, 'chat');
+    }
+    const payload = { model: this.config.model, prompt: body.prompt ?? '', suffix: body.suffix, stream: true, stream_options: { include_usage: true }, ...sampling };
+    const response = await this.post('/completions', payload, this.headers(), request.signal);
+    return this.translate(response, 'generate');
+  }
+
+  private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate'): AsyncGenerator<OllamaChunk, void, undefined> {
+    const model = this.config.model;
+    const now = (): string => new Date().toISOString();
+    const calls = new Map<number, { name: string; arguments: string }>();
+    let finish: string | null = null;
+    let usage: OpenAiStreamChunk['usage'] = null;
+    for await (const event of readSse(response.body)) {
+      if (event.data === '[DONE]') break;
+      const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
+      if (chunk.error !== undefined) {
+        yield { error: `${this.name}: ${chunk.error.message ?? 'error'}` };
+        return;
+      }
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices ?? []) {
+        if (choice.finish_reason) finish = choice.finish_reason;
+        if (kind === 'generate') {
+          if (choice.text) yield { model, created_at: now(), response: choice.text, done: false };
+          continue;
+        }
+        const delta = choice.delta ?? {};
+        for (const call of delta.tool_calls ?? []) {
+          const known = calls.get(call.index) ?? { name: '', arguments: '' };
+          calls.set(call.index, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
+        }
+        if (delta.content || delta.reasoning) {
+          yield { model, created_at: now(), message: { role: 'assistant', content: delta.content ?? '', ...(delta.reasoning ? { thinking: delta.reasoning } : {}) }, done: false };
+        }
+      }
+    }
+    if (calls.size > 0) {
+      const toolCalls = [...calls.values()].map((call) => {
+        let args: Record<string, unknown> = {};
+        try {
+          args = JSON.parse(call.arguments === '' ? '{}' : call.arguments) as Record<string, unknown>;
+        } catch {
+          args = { _raw: call.arguments };
+        }
+        return { function: { name: call.name, arguments: args } };
+      });
+      yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };
+    }
+    const stats = { prompt_eval_count: usage?.prompt_tokens ?? 0, eval_count: usage?.completion_tokens ?? 0 };
+    const final: OllamaChunk = { model, created_at: now(), done: true, done_reason: finish === 'length' ? 'length' : 'stop', ...stats };
+    yield kind === 'chat' ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
+  }
+}

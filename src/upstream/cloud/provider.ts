@@ -1,0 +1,48 @@
+import { Pool, type Dispatcher } from 'undici';
+import type { ProviderConfig } from '../../config/schema.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import type { OllamaChunk } from '../ollama-api.js';
+import type { GenerationRequest, GenerationSource } from '../source.js';
+
+/** What every cloud provider shares: its connection pool, the POST with error mapping, closing. */
+export abstract class CloudProvider implements GenerationSource {
+  readonly kind = 'cloud';
+  readonly name: string;
+  private readonly pool: Pool;
+  private readonly base: URL;
+
+  constructor(protected readonly config: ProviderConfig) {
+    this.name = config.name;
+    this.base = new URL(config.base_url);
+    this.pool = new Pool(this.base.origin, { headersTimeout: config.timeout_seconds * 1000, bodyTimeout: config.timeout_seconds * 1000 });
+  }
+
+  abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
+
+  /** POSTs JSON below the base URL (keeping its query, e.g. Azure's api-version); an error status rejects. */
+  protected async post(path: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const url = new URL(this.base.href);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.pool.request({
+        method: 'POST',
+        path: url.pathname + url.search,
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
+        body: JSON.stringify(body),
+        signal,
+      });
+    } catch (error) {
+      throw toUpstreamError(error, this.name);
+    }
+    if (response.statusCode >= 400) {
+      const text = await response.body.text().catch(() => '');
+      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${errorMessageOf(response.statusCode, text)}`);
+    }
+    return response;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy();
+  }
+}
