@@ -112,6 +112,13 @@ function write(res: Response, text: string): Promise<void> | undefined {
   });
 }
 
+/** Any failure while talking to a source, as the typed error the retry logic understands. */
+function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
+  if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
+  if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
+  return toUpstreamError(error, source.name);
+}
+
 /** An answer that has started: its merged lines and the first one, already read. */
 interface Opened {
   source: GenerationSource;
@@ -136,15 +143,16 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
     );
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
-    if (!first.done && typeof first.value[1].error === 'string') throw new UpstreamStatusError(500, source.name, first.value[1].error);
+    if (!first.done && typeof first.value[1].error === 'string') {
+      source.noteFailure?.(first.value[1].error);
+      throw new UpstreamStatusError(500, source.name, first.value[1].error);
+    }
     return { source, lines, first: first.done ? undefined : first.value, abort };
   } catch (error) {
     // On success the link stays: the client hanging up later must still stop this answer.
     client.removeEventListener('abort', onClient);
     abort.abort();
-    if (error instanceof UpstreamStatusError || error instanceof UpstreamError) throw error;
-    if (error instanceof SyntaxError) throw new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
-    throw toUpstreamError(error, source.name);
+    throw asFailure(error, source);
   }
 }
 
@@ -158,12 +166,30 @@ function backoffMs(retry: number): number {
   return Math.min(1000, 50 * 2 ** (retry - 1)) * (0.5 + Math.random());
 }
 
+/** Reads a whole answer without writing anything; a break or an error line rejects, so another source can be tried. */
+async function collect(opened: Opened, count: number): Promise<GenerationResult[]> {
+  const results = Array.from({ length: count }, emptyResult);
+  const take = ([index, event]: [number, OllamaChunk]): void => {
+    if (typeof event.error === 'string') throw new UpstreamStatusError(500, opened.source.name, event.error);
+    accumulate(results[index] as GenerationResult, event);
+  };
+  try {
+    if (opened.first !== undefined) take(opened.first);
+    for await (const entry of opened.lines) take(entry);
+  } catch (error) {
+    opened.abort.abort();
+    throw asFailure(error, opened.source);
+  }
+  return results;
+}
+
 /**
  * Runs a generation and writes it in the surface's format. The upstream is always asked to
- * stream; the answer is forwarded line by line, or gathered for `stream: false`. Until the first
- * line arrived nothing was sent, so a failing backend is replaced by the next candidate (up to
- * maxRetries, with a jittered back-off), then by the cloud fallback; after that, a break ends the
- * stream in the surface's own error form.
+ * stream; the answer is forwarded line by line, or gathered for `stream: false`. As long as nothing
+ * was sent to the client (a stream: until its first line; a whole answer: until it is complete),
+ * a failing backend is replaced by the next candidate (up to maxRetries, with a jittered
+ * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
+ * error form.
  */
 export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
   const client = new AbortController();
@@ -176,17 +202,41 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
 
   const failures: string[] = [];
   let lastError: UpstreamError | UpstreamStatusError | undefined;
-  let opened: Opened | undefined;
-  const attempt = async (source: GenerationSource, model: string): Promise<boolean> => {
+  // Health already counted the failure where it happened (the backend's request, a bad first line).
+  const failed = (source: GenerationSource, error: unknown): void => {
+    const failure = asFailure(error, source);
+    lastError = failure;
+    failures.push(`${source.name}: ${failure.message}`);
+  };
+
+  /** One try with one source; true when the client got its answer (or left). */
+  const serveFrom = async (source: GenerationSource): Promise<boolean> => {
+    let opened: Opened;
     try {
-      opened = await open(source, plan, model, req, client.signal);
+      opened = await open(source, plan, route.model, req, client.signal);
+    } catch (error) {
+      if (client.signal.aborted) return true;
+      failed(source, error);
+      return false;
+    }
+    outcome.source = source.name;
+    outcome.firstTokenMs = performance.now() - started;
+    if (plan.stream) {
+      await stream(opened, res, route, plan, outcome);
+      return true;
+    }
+    try {
+      const results = await collect(opened, plan.bodies.length);
+      outcome.results = results;
+      setRouteHeaders(res, route, source.name, modelOf(opened, route));
+      res.locals.backend = source.name;
+      res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
-      if (client.signal.aborted) return false;
-      const failure = error as UpstreamError | UpstreamStatusError;
-      if (failure instanceof UpstreamStatusError && failure.status >= 500) source.noteFailure?.(failure.message);
-      lastError = failure;
-      failures.push(`${source.name}: ${failure.message}`);
+      if (client.signal.aborted) return true;
+      source.noteFailure?.(asFailure(error, source).message);
+      failed(source, error);
+      outcome.source = null;
       return false;
     }
   };
@@ -194,74 +244,59 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   const candidates = route.candidates;
   for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
     // The next candidate that can still take traffic (a refused connection marks one down at once).
-    const source = [...candidates.slice(retry % candidates.length), ...candidates.slice(0, retry % candidates.length)].find((b) => b.health.canTake());
+    const shift = retry % candidates.length;
+    const source = [...candidates.slice(shift), ...candidates.slice(0, shift)].find((b) => b.health.canTake());
     if (source === undefined) break;
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
       if (client.signal.aborted) return;
     }
-    if (await attempt(source, route.model)) break;
-    if (client.signal.aborted) return;
+    if (await serveFrom(source)) return;
     if (lastError !== undefined && !retriable(lastError)) break;
   }
 
-  if (opened === undefined && (lastError === undefined || retriable(lastError))) {
+  if (lastError === undefined || retriable(lastError)) {
     for (const provider of policy.fallback()) {
-      if (await attempt(provider, route.model)) {
-        outcome.fallback = provider.name;
-        route.reason += `; fallback to ${provider.name}: ${failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic'}`;
-        break;
-      }
-      if (client.signal.aborted) return;
+      outcome.fallback = provider.name;
+      const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
+      route.reason += `; fallback to ${provider.name}: ${why}`;
+      if (await serveFrom(provider)) return;
+      outcome.fallback = null;
     }
   }
 
-  if (opened === undefined) {
-    if (client.signal.aborted || res.destroyed) return;
-    if (lastError === undefined) {
-      outcome.error = route.reason;
-      sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
-      return;
-    }
-    outcome.error = lastError.message;
-    const status = lastError.status;
-    const code = lastError instanceof UpstreamError ? lastError.code : status === 404 ? 'model_not_found' : undefined;
-    const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-    sendError(res, plan.surface, status, message, code);
+  if (client.signal.aborted || res.destroyed) return;
+  if (lastError === undefined) {
+    outcome.error = route.reason;
+    sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
     return;
   }
-
-  await stream(opened, res, route, plan, outcome, started);
+  outcome.error = lastError.message;
+  const code = lastError instanceof UpstreamError ? lastError.code : lastError.status === 404 ? 'model_not_found' : undefined;
+  const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
+  sendError(res, plan.surface, lastError.status, message, code);
 }
 
-async function stream(
-  opened: Opened,
-  res: Response,
-  route: RouteDecision,
-  plan: GenerationPlan,
-  outcome: GenerationOutcome,
-  started: number,
-): Promise<void> {
+/** A cloud provider answers with its own model name; a local backend with the routed one. */
+function modelOf(opened: Opened, route: RouteDecision): string {
+  return opened.source.kind === 'cloud' ? (opened.first?.[1].model ?? route.model) : route.model;
+}
+
+/** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
   const { source, lines, first, abort } = opened;
-  outcome.source = source.name;
-  outcome.firstTokenMs = performance.now() - started;
   res.locals.backend = source.name;
-  const model = source.kind === 'cloud' ? (first?.[1].model ?? route.model) : route.model;
-  setRouteHeaders(res, route, source.name, model);
-  if (plan.stream) {
-    res.status(200);
-    res.setHeader('content-type', plan.format.streamContentType);
-    res.setHeader('cache-control', 'no-cache');
-    res.flushHeaders();
-  }
+  setRouteHeaders(res, route, source.name, modelOf(opened, route));
+  res.status(200);
+  res.setHeader('content-type', plan.format.streamContentType);
+  res.setHeader('cache-control', 'no-cache');
+  res.flushHeaders();
 
   const results = plan.bodies.map(emptyResult);
   const fail = (message: string, code: string): void => {
     outcome.error = message;
-    if (res.destroyed) return;
-    if (plan.stream) res.end(plan.format.error(message, code));
-    else sendError(res, plan.surface, 502, message, code);
+    if (!res.destroyed) res.end(plan.format.error(message, code));
   };
   const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
     if (typeof event.error === 'string') {
@@ -271,7 +306,7 @@ async function stream(
       return false;
     }
     accumulate(results[index] as GenerationResult, event);
-    if (plan.stream) await write(res, plan.format.chunk(event, index));
+    await write(res, plan.format.chunk(event, index));
     return !res.destroyed;
   };
 
@@ -283,14 +318,13 @@ async function stream(
   } catch (error) {
     abort.abort();
     if (res.destroyed) return;
-    const failure = error instanceof SyntaxError ? new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`) : toUpstreamError(error, source.name);
+    const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
-    fail(failure.message, failure.code);
+    fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
   }
   outcome.results = results;
-  if (plan.stream) res.end(plan.format.end(results));
-  else res.status(200).json(plan.format.whole(results));
+  res.end(plan.format.end(results));
 }
 
 /**

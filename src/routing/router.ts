@@ -91,49 +91,59 @@ export class Router {
   }
 
   /**
-   * Orders the backends for `model`: only those that can take traffic (healthy, circuit not open);
-   * among them those that have the model installed (any, if none has it); then the one that
-   * already holds it in memory, the tier's preferred GPU, the fewest requests in flight, the
-   * higher weight. With dual-GPU off the primary serves alone while it is up.
+   * Orders the backends for `model`: only those that can take traffic (circuit not open), healthy
+   * ones before failing ones; among them those that have the model installed (any, if none has
+   * it); then the one that already holds it in memory, the tier's preferred GPU, the fewest
+   * requests in flight, the higher weight. With dual-GPU off the primary comes first and the
+   * others follow only as failover for retries.
    */
   async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string }> {
     const notes: string[] = [];
-    let available = await this.available(this.settings.dualGpu ? this.backends : [this.primary]);
-    if (!this.settings.dualGpu && available.length === 0 && this.backends.length > 1) {
-      notes.push(`primary ${this.primary.name} is ${this.primary.health.status}; failing over`);
-      available = await this.available(this.backends.slice(1));
+    if (!this.settings.dualGpu) {
+      const primary = await this.available([this.primary]);
+      const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1)));
+      if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)` };
+      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.primary.health.status}; failing over to ${standby[0]?.name}` };
     }
+    const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary]);
     if (available.length === 0) {
       const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
       return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}` };
     }
 
     const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
+    if (!available.some((b) => holders.has(b.name))) notes.push('no backend lists the model');
+    const ordered = await this.ordered(model, tier, available);
+    const chosen = ordered[0] as Backend;
+    if (chosen.hasLoaded(model)) notes.push(`${chosen.name} holds the model`);
+    else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
+    else notes.push(`${chosen.name} chosen`);
+    for (const other of ordered.slice(1)) {
+      if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
+    }
+    for (const down of this.backends.filter((b) => !b.health.canTake())) notes.push(`${down.name} ${down.health.status}`);
+    return { candidates: ordered, why: notes.join('; ') };
+  }
+
+  /** Backends that have the model first (all, if none has it), then by the preference order above. */
+  private async ordered(model: string, tier: Tier | null, available: readonly Backend[]): Promise<Backend[]> {
+    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
-    if (withModel.length === 0) notes.push('no backend lists the model');
-
-    const score = (b: Backend): number[] => [b.hasLoaded(model) ? 1 : 0, this.prefers(tier, b) ? 1 : 0, -b.inFlightCount, b.weight];
-    const ordered = eligible
+    const score = (b: Backend): number[] => [
+      b.health.status === 'failing' ? 0 : 1,
+      b.hasLoaded(model) ? 1 : 0,
+      this.prefers(tier, b) ? 1 : 0,
+      -b.inFlightCount,
+      b.weight,
+    ];
+    return eligible
       .map((backend, index) => ({ backend, key: [...score(backend), -index] }))
       .sort((a, b) => {
         for (let i = 0; i < a.key.length; i++) if (a.key[i] !== b.key[i]) return (b.key[i] as number) - (a.key[i] as number);
         return 0;
       })
       .map((entry) => entry.backend);
-
-    const chosen = ordered[0] as Backend;
-    if (!this.settings.dualGpu && notes.length === 0) notes.push(`${chosen.name} is the primary (dual-GPU off)`);
-    else {
-      if (chosen.hasLoaded(model)) notes.push(`${chosen.name} holds the model`);
-      else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
-      else notes.push(`${chosen.name} chosen`);
-      for (const other of ordered.slice(1)) {
-        if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
-      }
-      for (const down of this.backends.filter((b) => !b.health.canTake())) notes.push(`${down.name} ${down.health.status}`);
-    }
-    return { candidates: ordered, why: notes.join('; ') };
   }
 
   /**

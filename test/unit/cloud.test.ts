@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { BridgeHandle } from '../../src/bridge.js';
+import { freePort } from '../support/ollama-rig.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { readLines, readSseEvents } from '../support/streams.js';
+import { tempDir } from '../support/temp.js';
+
+/** Anthropic's documented streaming sequence for a message with text and one tool call. */
+const ANTHROPIC_EVENTS: Array<[string, unknown]> = [
+  ['message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-test', stop_reason: null, stop_sequence: null, usage: { input_tokens: 25, output_tokens: 1 } } }],
+  ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+  ['ping', { type: 'ping' }],
+  ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hello' } }],
+  ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: ' world' } }],
+  ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+  ['content_block_start', { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'toolu_01', name: 'get_weather', input: {} } }],
+  ['content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '' } }],
+  ['content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"city": "Par' } }],
+  ['content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: 'is"}' } }],
+  ['content_block_stop', { type: 'content_block_stop', index: 1 }],
+  ['message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 89 } }],
+  ['message_stop', { type: 'message_stop' }],
+];
+
+function anthropicStream(res: ServerResponse, events = ANTHROPIC_EVENTS): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  for (const [event, data] of events) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  res.end();
+}
+
+/** An OpenAI-compatible stream whose tool call arrives in fragments, as OpenAI sends it. */
+function openAiStream(res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  const chunk = (delta: unknown, finish: string | null = null): string => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  res.write(chunk({ role: 'assistant', content: '' }));
+  res.write(chunk({ content: 'Hi' }));
+  res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '' } }] }));
+  res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] }));
+  res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '"Oslo"}' } }] }));
+  res.write(chunk({}, 'tool_calls'));
+  res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [], usage: { prompt_tokens: 7, completion_tokens: 9, total_tokens: 16 } })}\n\n`);
+  res.end('data: [DONE]\n\n');
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** A bridge whose only local backend is down, with one cloud provider served by a stand-in. */
+async function withProvider(type: 'anthropic' | 'openai', respond: (res: ServerResponse) => void, enabled = true): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
+  const cloud = await startStandIn((_req, res) => respond(res));
+  const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
+  writeFileSync(
+    file,
+    `fallback:\n  enabled: ${enabled}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
+  );
+  const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' } });
+  cleanups.push(() => bridge.stop(100), () => cloud.close());
+  return { cloud, bridge };
+}
+
+const post = (url: string, body: unknown): Promise<Response> => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+const TOOLS = [{ type: 'function', function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+
+describe('cloud fallback: Anthropic Messages API', () => {
+  it('translates the request: system apart, tool calls and results as blocks, tools with input_schema, the key header', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: 'qwen2.5-coder:7b',
+      max_tokens: 300,
+      temperature: 0.3,
+      tools: TOOLS,
+      messages: [
+        { role: 'system', content: 'be brief' },
+        { role: 'user', content: 'weather in Paris?' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'x1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+        { role: 'tool', tool_call_id: 'x1', content: '21C' },
+      ],
+    });
+    assert.equal(response.status, 200);
+    const seen = cloud.requests[0];
+    assert.equal(seen?.url, '/v1/messages');
+    assert.equal(seen?.headers['x-api-key'], 'sk-ant-test');
+    assert.equal(seen?.headers['anthropic-version'], '2023-06-01');
+    assert.deepEqual(JSON.parse(seen?.body ?? '{}'), {
+      model: 'anthropic-test',
+      max_tokens: 300,
+      stream: true,
+      temperature: 0.3,
+      system: 'be brief',
+      messages: [
+        { role: 'user', content: [{ type: 'text', text: 'weather in Paris?' }] },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'call_0', name: 'get_weather', input: { city: 'Paris' } }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: '21C' }] },
+      ],
+      tools: [{ name: 'get_weather', description: 'weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+    });
+  });
+
+  it('streams Anthropic’s events to an OpenAI client: text deltas, the tool call, stop reason and usage', async () => {
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: 'qwen2.5-coder:7b',
+      stream: true,
+      stream_options: { include_usage: true },
+      tools: TOOLS,
+      messages: [{ role: 'user', content: 'weather?' }],
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-bridge-backend'), 'cloud-anthropic');
+    assert.match(response.headers.get('x-bridge-route-reason') ?? '', /fallback to cloud-anthropic: no local backend can take traffic/);
+    const events: string[] = [];
+    for await (const event of readSseEvents(response)) events.push(event);
+    assert.equal(events.at(-1), '[DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: Array<{ delta: { content?: string; tool_calls?: Array<{ function: { name: string; arguments: string } }> }; finish_reason: string | null }>; usage?: unknown });
+    assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), 'Hello world');
+    const call = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])[0];
+    assert.equal(call?.function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(call?.function.arguments ?? ''), { city: 'Paris' });
+    assert.deepEqual(chunks.flatMap((c) => c.choices.map((x) => x.finish_reason)).filter(Boolean), ['tool_calls']);
+    assert.deepEqual(chunks.at(-1)?.usage, { prompt_tokens: 25, completion_tokens: 89, total_tokens: 114 });
+  });
+
+  it('answers a native /api/chat client in NDJSON, and records the fallback in history', async () => {
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const response = await post(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS });
+    assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
+    const lines: Array<{ message?: { content: string; tool_calls?: unknown[] }; done: boolean; done_reason?: string; eval_count?: number; prompt_eval_count?: number }> = [];
+    for await (const l of readLines(response)) lines.push(JSON.parse(l) as (typeof lines)[number]);
+    assert.equal(lines.map((l) => l.message?.content ?? '').join(''), 'Hello world');
+    assert.deepEqual(lines.flatMap((l) => l.message?.tool_calls ?? []), [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }]);
+    const last = lines.at(-1);
+    assert.equal(last?.done, true);
+    assert.equal(last?.done_reason, 'stop');
+    assert.equal(last?.prompt_eval_count, 25);
+    assert.equal(last?.eval_count, 89);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const record = bridge.history.recent().at(-1);
+    assert.equal(record?.fallback, 'cloud-anthropic');
+    assert.equal(record?.backend, 'cloud-anthropic');
+    assert.match(record?.reason ?? '', /fallback to cloud-anthropic/);
+    assert.equal(record?.tokensOut, 89);
+  });
+
+  it('turns Anthropic’s mid-stream error event into the surface’s error form', async () => {
+    const events: Array<[string, unknown]> = [...ANTHROPIC_EVENTS.slice(0, 4), ['error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }]];
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
+    const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const received: string[] = [];
+    for await (const event of readSseEvents(response)) received.push(event);
+    assert.deepEqual(JSON.parse(received.at(-1) ?? ''), { error: { message: 'cloud-anthropic: Overloaded', type: 'api_error', param: null, code: 'upstream_error' } });
+  });
+});
+
+describe('cloud fallback: OpenAI-compatible provider', () => {
+  it('joins tool-call fragments, sends the bearer key, and passes usage on', async () => {
+    const { cloud, bridge } = await withProvider('openai', openAiStream);
+    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string; tool_calls: unknown[] }; eval_count: number; prompt_eval_count: number };
+    assert.equal(body.message.content, 'Hi');
+    assert.deepEqual(body.message.tool_calls, [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }]);
+    assert.equal(body.eval_count, 9);
+    assert.equal(body.prompt_eval_count, 7);
+    assert.equal(cloud.requests[0]?.url, '/v1/chat/completions');
+    assert.equal(cloud.requests[0]?.headers.authorization, 'Bearer sk-oai-test');
+    const sent = JSON.parse(cloud.requests[0]?.body ?? '{}') as { model: string; stream: boolean; tools: unknown };
+    assert.equal(sent.model, 'openai-test');
+    assert.equal(sent.stream, true);
+    assert.deepEqual(sent.tools, TOOLS);
+  });
+
+  it('is not used while fallback is off: the client gets a clear 503', async () => {
+    const { cloud, bridge } = await withProvider('openai', openAiStream, false);
+    const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 503);
+    const body = (await response.json()) as { error: { message: string; code: string } };
+    assert.equal(body.error.code, 'no_backend_available');
+    assert.match(body.error.message, /^no backend can serve this request \(model 'm' requested; no backend can take traffic: local down/);
+    assert.equal(cloud.requests.length, 0);
+  });
+});

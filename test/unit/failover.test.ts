@@ -1,0 +1,209 @@
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { readLines } from '../support/streams.js';
+import { tempDir } from '../support/temp.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+const CREATED = '2025-01-01T00:00:00Z';
+const okLines = (text: string): string[] => [
+  `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: text }, done: false })}\n`,
+  `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop', prompt_eval_count: 3, eval_count: 4, eval_duration: 2_000_000 })}\n`,
+];
+
+function answer(res: ServerResponse, text: string): void {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end(okLines(text).join(''));
+}
+
+type Behaviour = (res: ServerResponse) => void;
+
+/** Two stand-in backends (gpu0, gpu1) that both list model m, with dual-GPU on. */
+async function twoBackends(gpu0: Behaviour, gpu1: Behaviour, extraEnv: Record<string, string> = {}, yaml = ''): Promise<{ a: StandIn; b: StandIn; bridge: BridgeHandle }> {
+  const a = await startStandIn((_req, res) => gpu0(res), ['m:latest']);
+  const b = await startStandIn((_req, res) => gpu1(res), ['m:latest']);
+  const file = path.join(tempDir('bridge-failover-'), 'config.yaml');
+  writeFileSync(file, yaml);
+  const bridge = await startTestBridge({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'true', ...extraEnv } });
+  cleanups.push(() => bridge.stop(100), () => a.close(), () => b.close());
+  return { a, b, bridge };
+}
+
+const chat = (bridge: BridgeHandle, stream = false): Promise<Response> =>
+  fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content: 'x' }] }) });
+
+const backendState = (bridge: BridgeHandle, name: string): BridgeState['backends'][number] => {
+  const found = bridge.state.backends.find((b) => b.name === name);
+  assert.ok(found);
+  return found;
+};
+
+describe('retries and failover', () => {
+  it('retries a 5xx on the other backend before anything was sent, and says so', async () => {
+    const { a, b, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end('{"error":"runner crashed"}');
+      },
+      (res) => answer(res, 'from gpu1'),
+    );
+    const response = await chat(bridge);
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'from gpu1');
+    assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+    assert.equal(a.requests.length, 1);
+    assert.equal(b.requests.length, 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const record = bridge.history.recent().at(-1);
+    assert.equal(record?.retries, 1);
+    assert.equal(record?.backend, 'gpu1');
+    assert.equal(record?.gpu, 1);
+    assert.equal(backendState(bridge, 'gpu0').health.status, 'failing');
+  });
+
+  it('does not retry the client’s own mistakes (4xx)', async () => {
+    const { b, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"error":"model \\"m\\" not found, try pulling it first"}');
+      },
+      (res) => answer(res, 'never'),
+    );
+    const response = await chat(bridge);
+    assert.equal(response.status, 404);
+    assert.deepEqual(await response.json(), { error: 'model "m" not found, try pulling it first' });
+    assert.equal(b.requests.length, 0);
+  });
+
+  it('opens the circuit of a backend that keeps failing, and stops sending it traffic', async () => {
+    const { a, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end('{"error":"server busy, please try again"}');
+      },
+      (res) => answer(res, 'ok'),
+      { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+      'routing:\n  circuit_breaker:\n    failure_threshold: 2\n    cooldown_seconds: 60\n',
+    );
+    // Dual-GPU off: the primary gpu0 is asked first, gpu1 answers as failover.
+    for (let i = 0; i < 4; i++) {
+      const response = await chat(bridge);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+    }
+    assert.equal(backendState(bridge, 'gpu0').health.circuit, 'open');
+    assert.equal(backendState(bridge, 'gpu0').health.status, 'failing');
+    // With its circuit open after two failures, gpu0 got no more traffic.
+    assert.equal(a.requests.length, 2);
+    const last = await chat(bridge);
+    assert.match(last.headers.get('x-bridge-route-reason') ?? '', /primary gpu0 is failing; failing over to gpu1/);
+  });
+
+  it('retries a non-streamed answer that broke half-way, since the client has seen nothing yet', async () => {
+    const { bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(okLines('partial')[0]);
+        setTimeout(() => res.socket?.destroy(), 10);
+      },
+      (res) => answer(res, 'whole'),
+    );
+    const response = await chat(bridge);
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'whole');
+  });
+
+  it('never retries a stream that already reached the client: it ends in the surface’s error form', async () => {
+    const { b, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(okLines('partial')[0]);
+        setTimeout(() => res.socket?.destroy(), 10);
+      },
+      (res) => answer(res, 'never'),
+    );
+    const response = await chat(bridge, true);
+    const lines: Array<Record<string, unknown>> = [];
+    for await (const l of readLines(response)) lines.push(JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 2);
+    assert.match(String(lines[1]?.error), /^backend gpu0 is unreachable/);
+    assert.equal(b.requests.length, 0);
+  });
+});
+
+describe('control API', () => {
+  it('switches dual-GPU mode with the control token, and routing follows', async () => {
+    const { a, b, bridge } = await twoBackends((res) => setTimeout(() => answer(res, 'gpu0'), 200), (res) => answer(res, 'gpu1'));
+    const action = (token: string | undefined, body: unknown): Promise<Response> =>
+      fetch(`${bridge.url}/bridge/api/actions/setDualGpu`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { 'x-bridge-token': token } : {}) }, body: JSON.stringify(body) });
+
+    assert.equal((await action(undefined, { enabled: false })).status, 401);
+    assert.equal((await action('wrong-token-0123456789abcdef', { enabled: false })).status, 401);
+    const invalid = await action(bridge.controlToken, { enabled: 'no' });
+    assert.equal(invalid.status, 400);
+    assert.match(((await invalid.json()) as { error: string }).error, /^setDualGpu: enabled: /);
+    const unknown = await fetch(`${bridge.url}/bridge/api/actions/launchRockets`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken }, body: '{}' });
+    assert.equal(unknown.status, 404);
+
+    // Dual on: while gpu0 is busy with one request, the next goes to gpu1.
+    const first = chat(bridge);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    const second = await chat(bridge);
+    assert.equal(second.headers.get('x-bridge-backend'), 'gpu1');
+    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /gpu0 busy \(1 in flight\)/);
+    await (await first).text();
+    assert.equal(a.requests.length, 1);
+
+    const off = await action(bridge.controlToken, { enabled: false });
+    assert.equal(off.status, 200);
+    assert.equal(((await off.json()) as { state: BridgeState }).state.settings.dualGpu, false);
+    const before = b.requests.length;
+    const answers = await Promise.all([chat(bridge), chat(bridge), chat(bridge)]);
+    for (const response of answers) {
+      assert.equal(response.headers.get('x-bridge-backend'), 'gpu0');
+      assert.match(response.headers.get('x-bridge-route-reason') ?? '', /gpu0 is the primary \(dual-GPU off\)/);
+    }
+    assert.equal(b.requests.length, before);
+    const state = (await (await fetch(`${bridge.url}/bridge/api/state`)).json()) as BridgeState;
+    assert.equal(state.settings.dualGpu, false);
+  });
+});
+
+describe('observability', () => {
+  it('counts requests in /metrics, reports backend_up, and answers readiness with per-backend detail', async () => {
+    const { a, bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'));
+    for (let i = 0; i < 3; i++) await (await chat(bridge)).text();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    const total = metrics
+      .split('\n')
+      .filter((line) => line.startsWith('copilot_bridge_requests_total{'))
+      .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+    assert.equal(total, 3);
+    assert.match(metrics, /copilot_bridge_backend_up\{backend="gpu0"\} 1/);
+    assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m"\} 12/);
+    assert.match(metrics, /copilot_bridge_time_to_first_token_seconds_count\{tier="none",backend="gpu\d"\} \d/);
+
+    const ready = await fetch(`${bridge.url}/health/ready`);
+    assert.equal(ready.status, 200);
+    const body = (await ready.json()) as { ready: boolean; backends: Array<{ name: string; status: string; canTakeTraffic: boolean }> };
+    assert.equal(body.ready, true);
+    assert.deepEqual(body.backends.map((x) => [x.name, x.canTakeTraffic]), [['gpu0', true], ['gpu1', true]]);
+    assert.ok(a.requests.length > 0);
+  });
+
+  it('serves /metrics on PROMETHEUS_PORT too', async () => {
+    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0' });
+    assert.ok(bridge.metricsUrl);
+    const metrics = await (await fetch(`${bridge.metricsUrl}/metrics`)).text();
+    assert.match(metrics, /# TYPE copilot_bridge_requests_total counter/);
+  });
+});

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BackendHealth } from '../../src/upstream/health.js';
+
+function clocked(): { health: BackendHealth; advance: (ms: number) => void } {
+  let now = 1_000_000;
+  return { health: new BackendHealth({ failureThreshold: 3, cooldownMs: 10_000 }, () => now), advance: (ms) => (now += ms) };
+}
+
+describe('backend health and circuit breaker', () => {
+  it('starts unknown, becomes healthy with a good check, down with a failed one', () => {
+    const { health } = clocked();
+    assert.equal(health.status, 'unknown');
+    assert.equal(health.canTake(), true);
+    health.recordCheck(true);
+    assert.equal(health.status, 'healthy');
+    health.recordCheck(false, 'ECONNREFUSED');
+    assert.equal(health.status, 'down');
+    assert.equal(health.canTake(), false);
+    assert.equal(health.snapshot().lastError, 'ECONNREFUSED');
+  });
+
+  it('shows a reachable backend that fails requests as failing, and opens the circuit after the threshold', () => {
+    const { health } = clocked();
+    health.recordCheck(true);
+    health.recordFailure('answered 500');
+    assert.equal(health.status, 'failing');
+    assert.equal(health.circuit, 'closed');
+    assert.equal(health.canTake(), true);
+    health.recordFailure('answered 500');
+    health.recordFailure('answered 500');
+    assert.equal(health.circuit, 'open');
+    assert.equal(health.canTake(), false);
+    // A good health check does not close a circuit opened by failing requests.
+    health.recordCheck(true);
+    assert.equal(health.circuit, 'open');
+  });
+
+  it('lets exactly one probe through after the cool-down; success closes, failure re-opens', () => {
+    const { health, advance } = clocked();
+    health.recordCheck(true);
+    for (let i = 0; i < 3; i++) health.recordFailure('timeout');
+    advance(9_999);
+    assert.equal(health.circuit, 'open');
+    advance(1);
+    assert.equal(health.circuit, 'half-open');
+    assert.equal(health.canTake(), true);
+    health.begin();
+    assert.equal(health.canTake(), false, 'only one probe at a time');
+    health.recordFailure('timeout');
+    assert.equal(health.circuit, 'open');
+    advance(10_000);
+    health.begin();
+    health.recordSuccess(12);
+    assert.equal(health.circuit, 'closed');
+    assert.equal(health.status, 'healthy');
+    assert.equal(health.snapshot().latencyMs, 12);
+  });
+
+  it('marks a refused connection down at once, and a recovered check clears the failures it caused', () => {
+    const { health } = clocked();
+    health.recordCheck(true);
+    for (let i = 0; i < 3; i++) health.recordFailure('ECONNREFUSED', true);
+    assert.equal(health.status, 'down');
+    health.recordCheck(true);
+    assert.equal(health.status, 'healthy');
+    assert.equal(health.circuit, 'closed');
+  });
+});

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HistoryStore, type HistoryRecord } from '../../src/history/store.js';
+import { tempDir } from '../support/temp.js';
+
+function record(id: number): HistoryRecord {
+  return {
+    id: `r${String(id).padStart(2, '0')}`,
+    time: new Date(1_700_000_000_000 + id).toISOString(),
+    client: 'test',
+    surface: 'ollama',
+    path: '/api/chat',
+    requestedModel: 'auto',
+    tier: 'simple',
+    reason: 'simple: keyword',
+    backend: 'gpu0',
+    gpu: 0,
+    model: 'm',
+    retries: 0,
+    fallback: null,
+    status: 200,
+    outcome: 'ok',
+    error: null,
+    ttftMs: 1,
+    totalMs: 2,
+    tokensIn: 3,
+    tokensOut: 4,
+    tokensPerSecond: 5,
+  };
+}
+
+const options = (dir: string) => ({ dir, maxRecords: 100, maxFileBytes: 1024 * 1024, keepFiles: 2 });
+
+describe('history store', () => {
+  it('survives a restart: what was added comes back, in order', async () => {
+    const dir = tempDir('history-');
+    const first = await HistoryStore.open(options(dir));
+    for (let i = 0; i < 5; i++) first.add(record(i));
+    await first.close();
+    const second = await HistoryStore.open(options(dir));
+    assert.deepEqual(second.recent().map((r) => r.id), ['r00', 'r01', 'r02', 'r03', 'r04']);
+    await second.close();
+  });
+
+  it('writes within about a second without being closed (a crash loses at most the last second)', async () => {
+    const dir = tempDir('history-');
+    const store = await HistoryStore.open({ ...options(dir), flushIntervalMs: 200 });
+    store.add(record(1));
+    await sleep(500);
+    const onDisk = readFileSync(path.join(dir, 'history.jsonl'), 'utf8');
+    assert.equal(JSON.parse(onDisk.trim()).id, 'r01');
+    await store.close();
+  });
+
+  it('skips a torn last line instead of failing', async () => {
+    const dir = tempDir('history-');
+    const store = await HistoryStore.open(options(dir));
+    store.add(record(1));
+    store.add(record(2));
+    await store.close();
+    appendFileSync(path.join(dir, 'history.jsonl'), '{"id":"r03","time":"20');
+    const skipped: string[] = [];
+    const reopened = await HistoryStore.open({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
+    assert.deepEqual(reopened.recent().map((r) => r.id), ['r01', 'r02']);
+    assert.deepEqual(skipped, ['history.jsonl:3']);
+    await reopened.close();
+  });
+
+  it('rotates by size, keeps the configured number of old files, and reads them back', async () => {
+    const dir = tempDir('history-');
+    const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
+    const store = await HistoryStore.open({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
+    for (let i = 0; i < 12; i++) {
+      store.add(record(i));
+      await store.flush();
+    }
+    await store.close();
+    assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.2.jsonl', 'history.jsonl']);
+    const reopened = await HistoryStore.open({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
+    // 3 files of 3 records: the 9 newest survive.
+    assert.deepEqual(reopened.recent().map((r) => r.id), ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11']);
+    await reopened.close();
+  });
+
+  it('keeps a bounded ring in memory and tells listeners about each record', async () => {
+    const store = await HistoryStore.open({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
+    const heard: string[] = [];
+    store.onRecord((r) => heard.push(r.id));
+    for (let i = 0; i < 5; i++) store.add(record(i));
+    assert.deepEqual(store.recent().map((r) => r.id), ['r02', 'r03', 'r04']);
+    assert.deepEqual(heard, ['r00', 'r01', 'r02', 'r03', 'r04']);
+    await store.close();
+  });
+});
