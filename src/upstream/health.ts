@@ -30,6 +30,7 @@ export class BackendHealth {
   private openedAt: number | null = null;
   private probing = false;
   private lastError: string | null = null;
+  private lastFailureAt: number | null = null;
   private lastCheckAt: number | null = null;
   private latency: number | null = null;
 
@@ -65,7 +66,10 @@ export class BackendHealth {
     this.lastCheckAt = this.now();
     if (ok) {
       // Failures while it was unreachable are explained by that; a fresh start deserves traffic.
-      if (this.reachable === false) this.reset();
+      // A backend that answers its checks and has not failed for a cool-down is given back its
+      // traffic too: a failing backend ranks last and might otherwise never be probed again.
+      const quiet = this.lastFailureAt === null || this.now() - this.lastFailureAt >= this.options.cooldownMs;
+      if (this.reachable === false || quiet) this.reset();
       this.reachable = true;
     } else {
       this.reachable = false;
@@ -82,6 +86,7 @@ export class BackendHealth {
   /** A failed request; `unreachable` (connection refused) marks it down at once, before the next check. */
   recordFailure(error: string, unreachable = false): void {
     this.failures += 1;
+    this.lastFailureAt = this.now();
     this.lastError = error;
     if (unreachable) this.reachable = false;
     if (this.probing || (this.openedAt === null && this.failures >= this.options.failureThreshold)) this.openedAt = this.now();

@@ -141,6 +141,9 @@ function createInstance(binary: string, name: string, root: string, port: number
   const url = `http://127.0.0.1:${port}`;
   const logFile = path.join(root, `${name}.log`);
   let child: ChildProcess | undefined;
+  /** Resolves when the current process has exited; a kill is only done once this settles. */
+  let gone: Promise<void> = Promise.resolve();
+  let signalled = false;
 
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -168,20 +171,28 @@ function createInstance(binary: string, name: string, root: string, port: number
       return !exited();
     },
     async start() {
+      // Right after a kill the process may not have exited yet: wait for it, then start anew.
+      if (signalled) await gone;
       if (!exited()) return;
       const log = openSync(logFile, 'a');
-      child = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', log, log] });
+      const started = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', log, log] });
+      child = started;
+      signalled = false;
       closeSync(log);
-      const pid = child.pid;
+      const pid = started.pid;
       if (pid !== undefined) liveGroups.add(pid);
-      child.once('exit', () => {
-        if (pid !== undefined) liveGroups.delete(pid);
+      gone = new Promise((resolve) => {
+        started.once('exit', () => {
+          if (pid !== undefined) liveGroups.delete(pid);
+          resolve();
+        });
       });
       await waitUntilUp(url, child, logFile, 30_000);
     },
     kill(signal) {
       const pid = child?.pid;
       if (pid === undefined || exited()) return;
+      signalled = true;
       try {
         process.kill(-pid, signal);
       } catch {
@@ -191,7 +202,6 @@ function createInstance(binary: string, name: string, root: string, port: number
     async stop() {
       const current = child;
       if (current === undefined || exited()) return;
-      const gone = new Promise<void>((resolve) => current.once('exit', () => resolve()));
       instance.kill('SIGTERM');
       const timer = setTimeout(() => instance.kill('SIGKILL'), 3000);
       await gone;

@@ -31,9 +31,26 @@ describe('backend health and circuit breaker', () => {
     health.recordFailure('answered 500');
     assert.equal(health.circuit, 'open');
     assert.equal(health.canTake(), false);
-    // A good health check does not close a circuit opened by failing requests.
+    // A good health check does not close a circuit opened by failing requests, until the cool-down passed.
     health.recordCheck(true);
     assert.equal(health.circuit, 'open');
+  });
+
+  it('gives a reachable backend its traffic back when it has not failed for a cool-down', () => {
+    const { health, advance } = clocked();
+    health.recordCheck(true);
+    health.recordFailure('answered 500');
+    advance(5_000);
+    health.recordCheck(true);
+    assert.equal(health.status, 'failing');
+    advance(5_000);
+    health.recordCheck(true);
+    assert.equal(health.status, 'healthy');
+    for (let i = 0; i < 3; i++) health.recordFailure('answered 500');
+    assert.equal(health.circuit, 'open');
+    advance(10_000);
+    health.recordCheck(true);
+    assert.equal(health.circuit, 'closed');
   });
 
   it('lets exactly one probe through after the cool-down; success closes, failure re-opens', () => {
