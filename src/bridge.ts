@@ -9,12 +9,16 @@ import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { controlRoutes } from './control/routes.js';
+import { GpuMonitor, type GpuStatus } from './gpu/monitor.js';
+import { placeModels, type Placement } from './gpu/placement.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { observabilityRoutes } from './http/observability.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
+import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
+import { checkFit } from './ollama/models.js';
 import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
 import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
@@ -29,6 +33,11 @@ export interface BridgeState {
   url: string;
   settings: RoutingSettings;
   backends: BackendSnapshot[];
+  gpu: GpuStatus;
+  placements: Placement[];
+  ollama: InstanceSnapshot[];
+  /** Installed models: name, size and the backends that have it. */
+  models: Array<{ name: string; sizeBytes: number; backends: string[] }>;
   fallbackProviders: string[];
   requests: RequestCounters;
   historyRecords: number;
@@ -46,6 +55,8 @@ export interface BridgeHandle {
   readonly controlToken: string;
   readonly history: HistoryStore;
   readonly metrics: BridgeMetrics;
+  readonly gpuMonitor: GpuMonitor;
+  readonly ollama: OllamaManager;
   /** The Prometheus endpoint on its own port, when monitoring.prometheus.port is set. */
   readonly metricsUrl: string | null;
   /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
@@ -116,8 +127,56 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     keepFiles: config.history.keep_files,
     onCorruptLine: (file, line) => log.warn({ file, line }, 'skipped an unreadable history line'),
   });
-  const metrics = new BridgeMetrics(backends);
-  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000);
+  const gpuMonitor = new GpuMonitor({
+    command: config.gpu_monitor.command,
+    intervalMs: config.gpu_monitor.interval_seconds * 1000,
+    historyPoints: Math.round((config.gpu_monitor.history_minutes * 60) / config.gpu_monitor.interval_seconds),
+    processesEveryMs: 10_000,
+    log,
+  });
+  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus);
+  const manager = new OllamaManager(
+    config.backends
+      .filter((b) => b.manage)
+      .map((b) => ({ name: b.name, port: Number(new URL(b.url).port || 11434), device: b.gpu === undefined ? undefined : String(b.gpu) })),
+    {
+      binary: config.ollama.binary,
+      modelsDir: config.ollama.models_dir,
+      keepAlive: config.ollama.keep_alive,
+      numParallel: config.ollama.num_parallel,
+      maxLoadedModels: config.ollama.max_loaded_models,
+      maxQueue: config.ollama.max_queue,
+      logDir: path.join(dataDir, 'logs'),
+      logMaxBytes: config.ollama.log_max_mb * 1024 * 1024,
+      restartLimit: config.ollama.restart_limit,
+      restartWindowMs: config.ollama.restart_window_seconds * 1000,
+      stopGraceMs: config.ollama.stop_grace_seconds * 1000,
+      log,
+      isListening: async (port) => {
+        try {
+          return (await fetch(`http://127.0.0.1:${port}/api/version`, { signal: AbortSignal.timeout(1000) })).ok;
+        } catch {
+          return false;
+        }
+      },
+    },
+  );
+
+  // Placement joins /api/ps with the GPUs; recomputed when either changes, read by routing and the UI.
+  let placements: Placement[] = [];
+  const refreshPlacements = (): void => {
+    placements = placeModels(backends, gpuMonitor.status, (name) => manager.deviceOf(name));
+  };
+  const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
+  router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;
+  gpuMonitor.on('sample', refreshPlacements);
+  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, refreshPlacements);
+  if (config.ollama.autostart) {
+    for (const instance of manager.snapshot()) {
+      await manager.start(instance.name).catch((error: Error) => log.error({ backend: instance.name, error: error.message }, 'could not start ollama serve'));
+    }
+  }
+  if (config.gpu_monitor.enabled) await gpuMonitor.start();
   await monitor.start();
 
   const controlToken = config.control.token ?? randomBytes(24).toString('hex');
@@ -130,11 +189,30 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     url,
     settings: structuredClone(settings),
     backends: backends.map((b) => b.snapshot()),
+    gpu: gpuMonitor.status,
+    placements,
+    ollama: manager.snapshot(),
+    models: (catalogCache ?? []).map((m) => ({ name: m.model ?? m.name, sizeBytes: m.size, backends: m.backends })),
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,
   });
-  const actions = createActions({ settings, catalog }, (name) => log.info({ action: name, settings }, 'control action'));
+  // The state snapshot is synchronous: it shows the model list as of the last refresh.
+  let catalogCache: Awaited<ReturnType<typeof catalog.models>> | undefined;
+  const refreshModels = (): void => {
+    void catalog.models().then((models) => (catalogCache = models), () => undefined);
+  };
+  refreshModels();
+  const modelsTimer = setInterval(refreshModels, 5000);
+  modelsTimer.unref();
+  const actions = createActions(
+    { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
+    (name) => {
+      log.info({ action: name, settings }, 'control action');
+      refreshModels();
+      refreshPlacements();
+    },
+  );
   const prometheusEnabled = config.monitoring.prometheus.enabled;
 
   const app = createApp(
@@ -172,7 +250,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const stop = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
       await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
+      clearInterval(modelsTimer);
       await monitor.stop();
+      await gpuMonitor.stop();
+      await manager.stopAll();
       await history.close();
       await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
       log.info('bridge stopped');
@@ -190,6 +271,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     controlToken,
     history,
     metrics,
+    gpuMonitor,
+    ollama: manager,
     metricsUrl,
     stop,
   };

@@ -199,7 +199,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       problems.push({ source: `environment variable ${variable.name}`, keyPath: `backends.${variable.backend}.url`, expected: `an http(s) URL (got ${describeInput(text)})` });
       continue;
     }
-    envBackends.push({ name: variable.backend, url, gpu: variable.gpu, weight: 1 });
+    envBackends.push({ name: variable.backend, url, gpu: variable.gpu, weight: 1, manage: false });
   }
   if (envBackends.length > 0) {
     const listed = Array.isArray(raw.backends) ? (raw.backends as unknown[]) : [];
@@ -252,5 +252,5 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       { source: 'environment variable OLLAMA_HOST', keyPath: 'backends', expected: `an Ollama address such as 127.0.0.1:11434 (got ${describeInput(hostText)})` },
     ]);
   }
-  return { ...parsed, backends: [{ name: 'local', url, weight: 1 }] };
+  return { ...parsed, backends: [{ name: 'local', url, weight: 1, manage: false }] };
 }

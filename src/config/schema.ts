@@ -34,6 +34,8 @@ const backendSchema = z.strictObject({
   gpu: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
   /** Among otherwise equal backends, a higher weight is chosen first. */
   weight: z.number().positive().default(1),
+  /** Let the bridge start and stop this instance (`ollama serve` on the URL's loopback port, pinned to `gpu`). */
+  manage: z.boolean().default(false),
 });
 
 const providerSchema = z.strictObject({
@@ -142,6 +144,35 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(false),
       cloud_api_key: z.string().min(1).optional(),
       providers: z.array(providerSchema).default([]),
+    })
+    .prefault({}),
+  /** The `ollama serve` instances the bridge starts for backends with `manage: true`. */
+  ollama: z
+    .strictObject({
+      /** Path of the ollama binary; default: OLLAMA_BIN, then ollama on PATH. */
+      binary: z.string().min(1).optional(),
+      /** Start managed instances with the bridge. */
+      autostart: z.boolean().default(true),
+      /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
+      models_dir: z.string().min(1).optional(),
+      keep_alive: z.string().min(1).default('5m'),
+      num_parallel: z.number().int().positive().default(1),
+      max_loaded_models: z.number().int().positive().default(3),
+      max_queue: z.number().int().positive().default(512),
+      restart_limit: z.number().int().min(0).default(5),
+      restart_window_seconds: z.number().positive().default(600),
+      stop_grace_seconds: z.number().positive().default(5),
+      log_max_mb: z.number().positive().default(5),
+    })
+    .prefault({}),
+  gpu_monitor: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** The nvidia-smi to run: a path, or a name looked up on PATH. */
+      command: z.string().min(1).default('nvidia-smi'),
+      interval_seconds: z.number().min(0.1).default(1),
+      /** How much history each GPU keeps for the charts. */
+      history_minutes: z.number().positive().default(60),
     })
     .prefault({}),
   /** Where history (and the control token) live; the desktop app passes its own data folder. */

@@ -1,7 +1,13 @@
 import { z } from 'zod';
+import type { Placement } from '../gpu/placement.js';
+import type { GpuStatus } from '../gpu/monitor.js';
+import { ManagerError, type OllamaManager } from '../ollama/manager.js';
+import { checkFit, preloadModel, unloadModel, type FitCheck } from '../ollama/models.js';
 import { TIERS } from '../routing/classify.js';
 import type { RoutingSettings } from '../routing/router.js';
+import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
+import { UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 
 /**
  * The control actions: one table that both front doors use, the dashboard over HTTP and the tray
@@ -11,15 +17,27 @@ export const ACTION_PAYLOADS = {
   setDualGpu: z.strictObject({ enabled: z.boolean() }),
   setFallback: z.strictObject({ enabled: z.boolean() }),
   setTierModel: z.strictObject({ tier: z.enum(TIERS), model: z.string().min(1) }),
+  preloadModel: z.strictObject({ backend: z.string().min(1), model: z.string().min(1), keepAlive: z.union([z.string(), z.number()]).default('30m'), force: z.boolean().default(false) }),
+  unloadModel: z.strictObject({ backend: z.string().min(1), model: z.string().min(1) }),
+  startOllama: z.strictObject({ backend: z.string().min(1) }),
+  stopOllama: z.strictObject({ backend: z.string().min(1) }),
+  restartOllama: z.strictObject({ backend: z.string().min(1) }),
 } as const;
 
 export type ActionName = keyof typeof ACTION_PAYLOADS;
 export type ActionPayload<N extends ActionName> = z.input<(typeof ACTION_PAYLOADS)[N]>;
 
+/** What an action says back besides the new state (the fit check of a preload, for example). */
+export interface ActionResult {
+  message: string;
+  fit?: FitCheck;
+}
+
 export class ActionError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 500 | 502,
     message: string,
+    readonly fit?: FitCheck,
   ) {
     super(message);
     this.name = 'ActionError';
@@ -29,41 +47,87 @@ export class ActionError extends Error {
 export interface ActionDeps {
   settings: RoutingSettings;
   catalog: ModelCatalog;
+  backends: readonly Backend[];
+  manager: OllamaManager;
+  placement: (backend: string) => Placement | undefined;
+  gpu: () => GpuStatus;
 }
 
-type Handlers = { [N in ActionName]: (payload: z.output<(typeof ACTION_PAYLOADS)[N]>) => Promise<void> };
+type Handlers = { [N in ActionName]: (payload: z.output<(typeof ACTION_PAYLOADS)[N]>) => Promise<ActionResult> };
 
-function handlers({ settings, catalog }: ActionDeps): Handlers {
+function handlers(deps: ActionDeps): Handlers {
+  const { settings, catalog, manager } = deps;
+  const backendNamed = (name: string): Backend => {
+    const backend = deps.backends.find((b) => b.name === name);
+    if (backend === undefined) throw new ActionError(404, `no backend named '${name}'`);
+    return backend;
+  };
+  const managed = async (run: () => Promise<{ state: string }>): Promise<ActionResult> => {
+    try {
+      return { message: `Ollama is ${(await run()).state}` };
+    } catch (error) {
+      if (error instanceof ManagerError) throw new ActionError(error.status, error.message);
+      throw error;
+    }
+  };
+  const upstream = async (run: () => Promise<void>): Promise<void> => {
+    try {
+      await run();
+    } catch (error) {
+      if (error instanceof UpstreamStatusError) throw new ActionError(error.status === 404 ? 404 : 502, error.message);
+      if (error instanceof UpstreamError) throw new ActionError(502, error.message);
+      throw error;
+    }
+  };
   return {
     async setDualGpu({ enabled }) {
       settings.dualGpu = enabled;
+      return { message: `dual-GPU mode ${enabled ? 'on' : 'off'}` };
     },
     async setFallback({ enabled }) {
       settings.fallbackEnabled = enabled;
+      return { message: `cloud fallback ${enabled ? 'on' : 'off'}` };
     },
     async setTierModel({ tier, model }) {
       if ((await catalog.holders(model)).length === 0) throw new ActionError(404, `model '${model}' is not installed on any backend`);
       settings.models[tier] = model;
+      return { message: `${tier} tier now uses ${model}` };
     },
+    async preloadModel({ backend: name, model, keepAlive, force }) {
+      const backend = backendNamed(name);
+      if (!(await catalog.holders(model)).some((b) => b.name === name)) throw new ActionError(404, `model '${model}' is not installed on ${name}`);
+      const fit = checkFit(model, backend, catalog.sizeOf(model), deps.placement(name), deps.gpu());
+      if (fit.fits === false && !force) throw new ActionError(409, fit.message, fit);
+      await upstream(() => preloadModel(backend, model, keepAlive));
+      return { message: `${model} loaded on ${name}`, fit };
+    },
+    async unloadModel({ backend: name, model }) {
+      await upstream(() => unloadModel(backendNamed(name), model));
+      return { message: `${model} unloaded from ${name}` };
+    },
+    startOllama: ({ backend }) => managed(() => manager.start(backend)),
+    stopOllama: ({ backend }) => managed(() => manager.stop(backend)),
+    restartOllama: ({ backend }) => managed(() => manager.restart(backend)),
   };
 }
 
 export interface Actions {
-  run<N extends ActionName>(name: N, payload: ActionPayload<N>): Promise<void>;
+  run<N extends ActionName>(name: N, payload: ActionPayload<N>): Promise<ActionResult>;
   /** For callers that hold untyped input (HTTP): validates the name and the payload first. */
-  runUnknown(name: string, payload: unknown): Promise<void>;
+  runUnknown(name: string, payload: unknown): Promise<ActionResult>;
 }
 
 export function createActions(deps: ActionDeps, onChange: (name: ActionName) => void): Actions {
   const table = handlers(deps);
-  const run = async (name: ActionName, payload: unknown): Promise<void> => {
+  const run = async (name: ActionName, payload: unknown): Promise<ActionResult> => {
     const parsed = ACTION_PAYLOADS[name].safeParse(payload);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       throw new ActionError(400, `${name}: ${issue?.path.join('.') || 'payload'}: ${issue?.message ?? 'invalid'}`);
     }
-    await (table[name] as (p: unknown) => Promise<void>)(parsed.data);
+    const result = await (table[name] as (p: unknown) => Promise<ActionResult>)(parsed.data);
     onChange(name);
+    return result;
   };
   return {
     run: (name, payload) => run(name, payload),

@@ -21,11 +21,11 @@ export function controlRoutes(deps: { token: string; actions: Actions; state: ()
       return;
     }
     try {
-      await deps.actions.runUnknown(req.params.name, req.body ?? {});
-      res.json({ ok: true, state: deps.state() });
+      const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
+      res.json({ ok: true, result, state: deps.state() });
     } catch (error) {
       if (!(error instanceof ActionError)) throw error;
-      res.status(error.status).json({ error: error.message });
+      res.status(error.status).json({ error: error.message, ...(error.fit === undefined ? {} : { fit: error.fit }) });
     }
   });
 

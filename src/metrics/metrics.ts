@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { GpuReading } from '../gpu/nvidia-smi.js';
 import type { HistoryRecord } from '../history/store.js';
 import type { Backend } from '../upstream/backend.js';
 
@@ -18,8 +19,29 @@ export class BridgeMetrics {
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
 
-  constructor(backends: readonly Backend[]) {
+  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[]) {
     const registers = [this.registry];
+    // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
+    const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['gpu', 'uuid', 'name'],
+        registers,
+        collect() {
+          this.reset();
+          for (const gpu of gpus()) {
+            const v = value(gpu);
+            if (v !== null) this.set({ gpu: String(gpu.index), uuid: gpu.uuid ?? '', name: gpu.name ?? '' }, v);
+          }
+        },
+      });
+    };
+    gpuGauge('gpu_memory_used_bytes', 'GPU memory in use', (g) => g.memoryUsedBytes);
+    gpuGauge('gpu_memory_total_bytes', 'GPU memory in all', (g) => g.memoryTotalBytes);
+    gpuGauge('gpu_utilization_ratio', 'GPU busy time over the last sample, 0 to 1', (g) => g.utilizationRatio);
+    gpuGauge('gpu_temperature_celsius', 'GPU core temperature', (g) => g.temperatureCelsius);
+    gpuGauge('gpu_power_watts', 'GPU power draw', (g) => g.powerWatts);
     this.requests = new Counter({ name: 'copilot_bridge_requests_total', help: 'Routed requests by tier, model, backend and HTTP status', labelNames: ['tier', 'model', 'backend', 'status'], registers });
     this.errors = new Counter({ name: 'copilot_bridge_errors_total', help: 'Routed requests that ended in an error', labelNames: ['tier', 'model', 'backend', 'outcome'], registers });
     this.responseTime = new Histogram({ name: 'copilot_bridge_response_time_seconds', help: 'Time from request to the end of the answer', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });

@@ -69,6 +69,8 @@ export class RouteError extends Error {
 /** Picks the model and the order of backends for each request, and says why. */
 export class Router {
   private readonly classifier: Classifier;
+  /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
+  coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null;
 
   constructor(
     private readonly config: Config,
@@ -119,6 +121,9 @@ export class Router {
     else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
     else notes.push(`${chosen.name} chosen`);
     for (const other of ordered.slice(1)) {
+      if (!other.hasLoaded(model) && this.coldLoadFits(other, model) === false) notes.push(`${other.name} lacks VRAM for a cold load`);
+    }
+    for (const other of ordered.slice(1)) {
       if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
     }
     for (const down of this.backends.filter((b) => !b.health.canTake())) notes.push(`${down.name} ${down.health.status}`);
@@ -133,6 +138,7 @@ export class Router {
     const score = (b: Backend): number[] => [
       b.health.status === 'failing' ? 0 : 1,
       b.hasLoaded(model) ? 1 : 0,
+      b.hasLoaded(model) || this.coldLoadFits(b, model) !== false ? 1 : 0,
       this.prefers(tier, b) ? 1 : 0,
       -b.inFlightCount,
       b.weight,

@@ -94,6 +94,16 @@ export class ModelCatalog {
     return cached.length > 0 ? cached : find(await this.perBackend(true));
   }
 
+  /** The size of a model's files as the last model lists gave it, without asking again. */
+  sizeOf(model: string): number | undefined {
+    const key = canonicalModelName(model);
+    for (const listing of this.listings ?? []) {
+      const found = listing.models?.find((m) => canonicalModelName(m.model ?? m.name) === key);
+      if (found !== undefined) return found.size;
+    }
+    return undefined;
+  }
+
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */
   async show(model: string, backend: Backend): Promise<OllamaShowResponse> {
     const key = `${backend.name}\u0000${canonicalModelName(model)}`;

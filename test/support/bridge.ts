@@ -46,12 +46,18 @@ export interface StandIn {
  */
 export async function startStandIn(
   handler: (req: IncomingMessage, res: ServerResponse, body: string) => unknown,
-  models: readonly string[] = [],
+  models: ReadonlyArray<string | { name: string; size: number }> = [],
 ): Promise<StandIn> {
   const requests: StandIn['requests'] = [];
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/api/ps' || req.url === '/api/tags')) {
-      const listed = req.url === '/api/ps' ? [] : models.map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }));
+      const listed =
+        req.url === '/api/ps'
+          ? []
+          : models.map((entry) => {
+              const { name, size } = typeof entry === 'string' ? { name: entry, size: 1 } : entry;
+              return { name, model: name, modified_at: '2025-01-01T00:00:00Z', size, digest: 'd', details: {} };
+            });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ models: listed }));
       return;

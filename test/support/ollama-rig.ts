@@ -34,6 +34,8 @@ export const RIG_TEMPLATE = [
 
 export interface RigInstance {
   readonly name: string;
+  /** Its OLLAMA_MODELS folder, with the rig models registered. */
+  readonly modelsDir: string;
   readonly port: number;
   readonly url: string;
   readonly pid: number | undefined;
@@ -162,6 +164,7 @@ function createInstance(binary: string, name: string, root: string, port: number
 
   const instance: RigInstance = {
     name,
+    modelsDir: env.OLLAMA_MODELS as string,
     port,
     url,
     get pid() {

@@ -28,7 +28,7 @@ describe('config', () => {
     assert.equal(config.server.host, '127.0.0.1');
     assert.equal(config.server.port, 5000);
     assert.equal(config.server.body_limit_mb, 32);
-    assert.deepEqual(config.backends, [{ name: 'local', url: 'http://127.0.0.1:11434', weight: 1 }]);
+    assert.deepEqual(config.backends, [{ name: 'local', url: 'http://127.0.0.1:11434', weight: 1, manage: false }]);
     assert.equal(config.dual_gpu, false);
     assert.equal(config.fallback.enabled, false);
     assert.equal(config.monitoring.logging.log_prompts, false);
@@ -73,11 +73,11 @@ describe('config', () => {
   it('takes backends from GPU0_URL/GPU1_URL before OLLAMA_HOST', () => {
     const both = loadConfig({ env: { GPU0_URL: 'http://localhost:11434', GPU1_URL: '127.0.0.1:11435', OLLAMA_HOST: 'http://other:1' } });
     assert.deepEqual(both.backends, [
-      { name: 'gpu0', url: 'http://localhost:11434', gpu: 0, weight: 1 },
-      { name: 'gpu1', url: 'http://127.0.0.1:11435', gpu: 1, weight: 1 },
+      { name: 'gpu0', url: 'http://localhost:11434', gpu: 0, weight: 1, manage: false },
+      { name: 'gpu1', url: 'http://127.0.0.1:11435', gpu: 1, weight: 1, manage: false },
     ]);
     const single = loadConfig({ env: { OLLAMA_HOST: '0.0.0.0' } });
-    assert.deepEqual(single.backends, [{ name: 'local', url: 'http://127.0.0.1:11434', weight: 1 }]);
+    assert.deepEqual(single.backends, [{ name: 'local', url: 'http://127.0.0.1:11434', weight: 1, manage: false }]);
   });
 
   it('lets GPU0_URL replace the file’s backend of the same name', () => {

@@ -1,0 +1,229 @@
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import type { Logger } from '../log.js';
+import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type ComputeApp, type GpuReading } from './nvidia-smi.js';
+
+/** One point of a GPU's history, small enough to keep an hour of them per GPU. */
+export interface GpuPoint {
+  /** Milliseconds since the epoch. */
+  t: number;
+  memoryUsedBytes: number | null;
+  utilizationRatio: number | null;
+  temperatureCelsius: number | null;
+  powerWatts: number | null;
+}
+
+/** A GPU another tool could see but whose live figures nobody reports (no nvidia-smi). */
+export interface GpuController {
+  vendor: string;
+  model: string;
+}
+
+export interface GpuStatus {
+  source: 'nvidia-smi' | 'systeminformation' | 'none';
+  /** True only when live memory and utilization figures come in. */
+  live: boolean;
+  /** What the dashboard says about the source, in words. */
+  message: string;
+  gpus: GpuReading[];
+  controllers: GpuController[];
+  processes: ComputeApp[];
+  lastSampleAt: string | null;
+  lastError: string | null;
+}
+
+export interface GpuMonitorOptions {
+  /** The nvidia-smi to run (a path, or a name on PATH). */
+  command: string;
+  intervalMs: number;
+  /** How many points each GPU keeps (3600 at 1 s: one hour). */
+  historyPoints: number;
+  /** Longest time between two per-process memory queries; one also runs when used memory changes. */
+  processesEveryMs: number;
+  log: Logger;
+  /** Lists other vendors' GPUs when nvidia-smi is missing (systeminformation, loaded only then). */
+  listControllers?: () => Promise<GpuController[]>;
+}
+
+const MAX_BACKOFF_MS = 60_000;
+
+/** Runs a command to completion and returns its stdout; rejects with its stderr or spawn error. */
+function run(command: string, args: string[], timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Our own timer, cleared on every outcome: spawn's `timeout` option outlives a failed spawn.
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${command} exited ${code}: ${(err || out).trim().slice(0, 300)}`));
+    });
+  });
+}
+
+async function systeminformationControllers(): Promise<GpuController[]> {
+  const si = await import('systeminformation');
+  const { controllers } = await si.graphics();
+  return controllers.map((c) => ({ vendor: c.vendor, model: c.model }));
+}
+
+/**
+ * Watches the GPUs. With nvidia-smi it keeps ONE long-lived `--query-gpu ... -lms <interval>`
+ * process: a fresh nvidia-smi costs about 26 ms of CPU per call (real driver 580 figures), which
+ * at 1 Hz alone would exceed the 1%-of-a-core budget. Per-process memory comes from a one-shot
+ * `--query-compute-apps` when used memory changes, and at least every `processesEveryMs`.
+ * When the tool dies it is restarted with an exponential back-off. Without nvidia-smi it lists
+ * what systeminformation sees and says plainly that there are no live figures.
+ */
+export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
+  private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
+  private fields: string[] = [...GPU_FIELDS];
+  private readonly points = new Map<number, GpuPoint[]>();
+  private current: GpuStatus = { source: 'none', live: false, message: 'starting', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null };
+  private backoffMs = 1000;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private queryingProcesses = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private lastProcessesAt = 0;
+  private lastUsed = '';
+  private stopped = false;
+
+  constructor(private readonly options: GpuMonitorOptions) {
+    super();
+  }
+
+  get status(): GpuStatus {
+    return this.current;
+  }
+
+  /** The points of one GPU, oldest first; `sinceMs` limits them to the recent past. */
+  history(index: number, sinceMs?: number): GpuPoint[] {
+    const all = this.points.get(index) ?? [];
+    return sinceMs === undefined ? [...all] : all.filter((p) => p.t >= Date.now() - sinceMs);
+  }
+
+  async start(): Promise<void> {
+    let help: string;
+    try {
+      help = await run(this.options.command, ['--help-query-gpu']);
+    } catch (error) {
+      await this.withoutNvidiaSmi(error as NodeJS.ErrnoException);
+      return;
+    }
+    // Ask only for fields this driver knows; an older one would refuse the whole query.
+    const supported = parseSupportedFields(help);
+    this.fields = GPU_FIELDS.filter((field) => supported.size === 0 || supported.has(field));
+    this.current = { ...this.current, source: 'nvidia-smi', message: 'waiting for the first sample from nvidia-smi' };
+    this.launch();
+  }
+
+  private async withoutNvidiaSmi(error: NodeJS.ErrnoException): Promise<void> {
+    const reason = error.code === 'ENOENT' ? `${this.options.command} not found` : error.message;
+    let controllers: GpuController[] = [];
+    try {
+      controllers = await (this.options.listControllers ?? systeminformationControllers)();
+    } catch {
+      // nothing more to say than "no live figures"
+    }
+    this.current = {
+      ...this.current,
+      source: controllers.length > 0 ? 'systeminformation' : 'none',
+      live: false,
+      controllers,
+      message:
+        controllers.length > 0
+          ? `No live VRAM figures: ${reason}. Listing the GPUs systeminformation reports, without memory or utilization.`
+          : `No NVIDIA GPU found (${reason}); models run on the CPU.`,
+      lastError: reason,
+    };
+    this.emit('sample', this.current);
+  }
+
+  private launch(): void {
+    if (this.stopped) return;
+    const seconds = Math.max(100, Math.round(this.options.intervalMs));
+    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const splitter = new SampleSplitter(this.fields, (readings) => this.onSample(readings));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      splitter.line(line);
+      // The last GPU of a round is only known when the next round starts: flush soon after.
+      clearTimeout(this.flushTimer);
+      this.flushTimer = setTimeout(() => splitter.flush(), Math.min(200, seconds / 4));
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', (error) => this.failed(error.message));
+    child.once('close', (code, signal) => {
+      if (this.child === child) this.failed(`nvidia-smi exited (${code ?? signal}): ${stderr.trim().slice(0, 300)}`);
+    });
+  }
+
+  private failed(message: string): void {
+    this.child = undefined;
+    if (this.stopped) return;
+    this.current = { ...this.current, live: false, lastError: message, message: `nvidia-smi failed; retrying in ${Math.round(this.backoffMs / 1000)} s` };
+    this.options.log.warn({ error: message, retryInMs: this.backoffMs }, 'GPU monitor: nvidia-smi failed');
+    this.emit('sample', this.current);
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => this.launch(), this.backoffMs);
+    this.restartTimer.unref();
+    this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
+  }
+
+  private onSample(readings: GpuReading[]): void {
+    this.backoffMs = 1000;
+    const t = Date.now();
+    for (const reading of readings) {
+      let points = this.points.get(reading.index);
+      if (points === undefined) this.points.set(reading.index, (points = []));
+      points.push({ t, memoryUsedBytes: reading.memoryUsedBytes, utilizationRatio: reading.utilizationRatio, temperatureCelsius: reading.temperatureCelsius, powerWatts: reading.powerWatts });
+      if (points.length > this.options.historyPoints) points.splice(0, points.length - this.options.historyPoints);
+    }
+    this.current = { ...this.current, source: 'nvidia-smi', live: true, message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`, gpus: readings, lastSampleAt: new Date(t).toISOString(), lastError: null };
+    const used = readings.map((r) => r.memoryUsedBytes).join(',');
+    if (used !== this.lastUsed || t - this.lastProcessesAt >= this.options.processesEveryMs) {
+      this.lastUsed = used;
+      void this.refreshProcesses();
+    }
+    this.emit('sample', this.current);
+  }
+
+  /** One per-process memory query; never two at once. */
+  private async refreshProcesses(): Promise<void> {
+    if (this.queryingProcesses) return;
+    this.queryingProcesses = true;
+    this.lastProcessesAt = Date.now();
+    try {
+      const text = await run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits']);
+      this.current = { ...this.current, processes: parseComputeApps(text) };
+    } catch (error) {
+      this.options.log.debug({ error: (error as Error).message }, 'GPU monitor: compute-apps query failed');
+    } finally {
+      this.queryingProcesses = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.flushTimer);
+    const child = this.child;
+    this.child = undefined;
+    if (child !== undefined && child.exitCode === null) {
+      const closed = new Promise((resolve) => child.once('close', resolve));
+      child.kill('SIGTERM');
+      await closed;
+    }
+  }
+}

@@ -1,0 +1,69 @@
+import { isLoopbackHost } from '../config/load.js';
+import type { Backend } from '../upstream/backend.js';
+import type { GpuStatus } from './monitor.js';
+import type { GpuReading } from './nvidia-smi.js';
+import { listeningPid, processTree } from './procfs.js';
+
+export interface PlacedModel {
+  name: string;
+  sizeBytes: number;
+  vramBytes: number;
+  contextLength: number | null;
+  expiresAt: string;
+}
+
+/** Which models one Ollama instance holds, on which GPU, using how much. */
+export interface Placement {
+  backend: string;
+  gpu: { index: number; uuid: string | null; name: string | null } | null;
+  /** How the GPU was found: the instance the bridge started, the config, or its processes. */
+  gpuFrom: 'managed' | 'config' | 'processes' | null;
+  models: PlacedModel[];
+  /** GPU memory of the instance's processes (nvidia-smi's per-process figures). */
+  processVramBytes: number | null;
+}
+
+/** The GPU a CUDA_VISIBLE_DEVICES-style value (index or UUID) names. */
+export function gpuById(gpus: readonly GpuReading[], id: number | string): GpuReading | undefined {
+  return gpus.find((g) => (typeof id === 'number' || /^\d+$/.test(id) ? g.index === Number(id) : g.uuid === id));
+}
+
+/**
+ * Joins each backend's loaded models (/api/ps) with the GPU it runs on: the device the bridge gave
+ * a managed instance, else the backend's `gpu` setting, else the GPU on which nvidia-smi sees the
+ * processes of the instance listening on that port (its runners), so instances the bridge did not
+ * start are placed too.
+ */
+export function placeModels(backends: readonly Backend[], gpu: GpuStatus, managedDevice: (backend: string) => string | undefined): Placement[] {
+  return backends.map((backend) => {
+    const models: PlacedModel[] = backend.loaded.map((m) => ({
+      name: m.model ?? m.name,
+      sizeBytes: m.size,
+      vramBytes: m.size_vram,
+      contextLength: m.context_length ?? null,
+      expiresAt: m.expires_at,
+    }));
+    let pids: Set<number> | undefined;
+    if (gpu.processes.length > 0 && isLoopbackHost(backend.url.hostname)) {
+      const port = Number(backend.url.port || 80);
+      const server = listeningPid(port);
+      if (server !== undefined) pids = new Set(processTree(server));
+    }
+    const apps = pids === undefined ? [] : gpu.processes.filter((p) => pids?.has(p.pid));
+    const processVramBytes = apps.length === 0 ? null : apps.reduce((sum, p) => sum + (p.usedMemoryBytes ?? 0), 0);
+
+    const managed = managedDevice(backend.name);
+    let reading: GpuReading | undefined;
+    let gpuFrom: Placement['gpuFrom'] = null;
+    if (managed !== undefined && (reading = gpuById(gpu.gpus, managed)) !== undefined) gpuFrom = 'managed';
+    else if (backend.gpu !== null && (reading = gpuById(gpu.gpus, backend.gpu)) !== undefined) gpuFrom = 'config';
+    else if (apps[0] !== undefined && (reading = gpu.gpus.find((g) => g.uuid === apps[0]?.gpuUuid)) !== undefined) gpuFrom = 'processes';
+    return {
+      backend: backend.name,
+      gpu: reading === undefined ? null : { index: reading.index, uuid: reading.uuid, name: reading.name },
+      gpuFrom,
+      models,
+      processVramBytes,
+    };
+  });
+}

@@ -1,0 +1,310 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+
+export type InstanceState = 'stopped' | 'starting' | 'running' | 'adopted' | 'stopping' | 'crashed' | 'failed';
+
+export interface ManagedSpec {
+  /** The backend this instance serves. */
+  name: string;
+  /** Loopback port it listens on. */
+  port: number;
+  /** CUDA_VISIBLE_DEVICES: a GPU UUID (preferred, stable across reboots) or index. */
+  device: string | undefined;
+}
+
+export interface ManagerOptions {
+  binary: string | undefined;
+  /** Shared model store; OLLAMA_NOPRUNE=1 is set then, so one instance never prunes another's blobs. */
+  modelsDir: string | undefined;
+  keepAlive: string;
+  numParallel: number;
+  maxLoadedModels: number;
+  maxQueue: number;
+  logDir: string;
+  logMaxBytes: number;
+  restartLimit: number;
+  restartWindowMs: number;
+  stopGraceMs: number;
+  log: Logger;
+  /** Whether something already answers on the port (an instance the bridge did not start). */
+  isListening: (port: number) => Promise<boolean>;
+  /** Finds the ollama binary; default: findOllamaBinary(binary). */
+  findBinary?: () => string | undefined;
+}
+
+export interface InstanceSnapshot {
+  name: string;
+  state: InstanceState;
+  pid: number | null;
+  port: number;
+  device: string | null;
+  restarts: number;
+  lastExit: string | null;
+  logFile: string;
+  message: string | null;
+}
+
+export class ManagerError extends Error {
+  constructor(
+    readonly status: 404 | 409 | 500,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ManagerError';
+  }
+}
+
+function executable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const INSTALL_PLACES = ['/usr/local/bin/ollama', '/usr/bin/ollama', '/opt/homebrew/bin/ollama', '/Applications/Ollama.app/Contents/Resources/ollama'];
+
+/** The configured path, OLLAMA_BIN, then `ollama` on PATH, then the usual install places. */
+export function findOllamaBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env, places: readonly string[] = INSTALL_PLACES): string | undefined {
+  const candidates = [configured, env.OLLAMA_BIN, ...(env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, 'ollama')), ...places];
+  return candidates.find((file): file is string => file !== undefined && file !== '' && executable(file));
+}
+
+/** An append-only log file that is rotated to `<file>.1` once it passes `maxBytes`. */
+class RotatingLog {
+  private fd: number;
+  private size: number;
+
+  constructor(
+    private readonly file: string,
+    private readonly maxBytes: number,
+  ) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.fd = openSync(file, 'a');
+    this.size = statSync(file).size;
+  }
+
+  write(chunk: Buffer): void {
+    if (this.size + chunk.length > this.maxBytes && this.size > 0) {
+      closeSync(this.fd);
+      renameSync(this.file, `${this.file}.1`);
+      this.fd = openSync(this.file, 'a');
+      this.size = 0;
+    }
+    writeSync(this.fd, chunk);
+    this.size += chunk.length;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+interface Instance {
+  spec: ManagedSpec;
+  state: InstanceState;
+  child: ChildProcess | undefined;
+  exited: Promise<void>;
+  wanted: boolean;
+  crashes: number[];
+  restarts: number;
+  lastExit: string | null;
+  message: string | null;
+  retryTimer: NodeJS.Timeout | undefined;
+  log: RotatingLog | undefined;
+}
+
+/**
+ * Starts and stops one `ollama serve` per GPU: CUDA_VISIBLE_DEVICES pins it, OLLAMA_HOST gives it
+ * its own loopback port. An instance already listening on that port is adopted, never started twice.
+ * A crash is restarted with an exponential back-off, up to `restartLimit` times per window; a stop
+ * sends SIGTERM to the whole process group (serve and its runners) and SIGKILL after a grace period.
+ */
+export class OllamaManager {
+  private readonly instances = new Map<string, Instance>();
+
+  constructor(
+    specs: readonly ManagedSpec[],
+    private readonly options: ManagerOptions,
+  ) {
+    for (const spec of specs) {
+      this.instances.set(spec.name, { spec, state: 'stopped', child: undefined, exited: Promise.resolve(), wanted: false, crashes: [], restarts: 0, lastExit: null, message: null, retryTimer: undefined, log: undefined });
+    }
+  }
+
+  private get(name: string): Instance {
+    const instance = this.instances.get(name);
+    if (instance === undefined) throw new ManagerError(404, `no managed Ollama instance for backend '${name}' (set manage: true on the backend)`);
+    return instance;
+  }
+
+  /** The device a managed instance was given, for placing its models on a GPU. */
+  deviceOf(name: string): string | undefined {
+    return this.instances.get(name)?.spec.device;
+  }
+
+  snapshot(): InstanceSnapshot[] {
+    return [...this.instances.values()].map((i) => ({
+      name: i.spec.name,
+      state: i.state,
+      pid: i.child?.pid ?? null,
+      port: i.spec.port,
+      device: i.spec.device ?? null,
+      restarts: i.restarts,
+      lastExit: i.lastExit,
+      logFile: this.logFile(i.spec.name),
+      message: i.message,
+    }));
+  }
+
+  private logFile(name: string): string {
+    return path.join(this.options.logDir, `ollama-${name}.log`);
+  }
+
+  async start(name: string): Promise<InstanceSnapshot> {
+    const instance = this.get(name);
+    if (instance.state === 'running' || instance.state === 'starting' || instance.state === 'adopted') return this.describe(name);
+    if (await this.options.isListening(instance.spec.port)) {
+      instance.state = 'adopted';
+      instance.message = `an Ollama already listens on port ${instance.spec.port}; using it as it is`;
+      this.options.log.info({ backend: name, port: instance.spec.port }, 'adopted a running Ollama');
+      return this.describe(name);
+    }
+    const binary = (this.options.findBinary ?? (() => findOllamaBinary(this.options.binary)))();
+    if (binary === undefined) {
+      instance.state = 'failed';
+      instance.message = 'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)';
+      throw new ManagerError(500, instance.message);
+    }
+    instance.wanted = true;
+    instance.crashes = [];
+    this.spawn(instance, binary);
+    await this.waitReady(instance);
+    return this.describe(name);
+  }
+
+  private spawn(instance: Instance, binary: string): void {
+    const { spec } = instance;
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      OLLAMA_HOST: `127.0.0.1:${spec.port}`,
+      OLLAMA_KEEP_ALIVE: this.options.keepAlive,
+      OLLAMA_NUM_PARALLEL: String(this.options.numParallel),
+      OLLAMA_MAX_LOADED_MODELS: String(this.options.maxLoadedModels),
+      OLLAMA_MAX_QUEUE: String(this.options.maxQueue),
+    };
+    if (spec.device !== undefined) env.CUDA_VISIBLE_DEVICES = spec.device;
+    if (this.options.modelsDir !== undefined) {
+      env.OLLAMA_MODELS = this.options.modelsDir;
+      env.OLLAMA_NOPRUNE = '1';
+    }
+    instance.log ??= new RotatingLog(this.logFile(spec.name), this.options.logMaxBytes);
+    const log = instance.log;
+    const child = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    instance.child = child;
+    instance.state = 'starting';
+    instance.message = null;
+    child.stdout?.on('data', (chunk: Buffer) => log.write(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
+    instance.exited = new Promise((resolve) => {
+      child.once('error', (error) => {
+        instance.message = error.message;
+      });
+      child.once('close', (code, signal) => {
+        instance.lastExit = `${new Date().toISOString()} ${signal ?? `exit ${code}`}`;
+        if (instance.child === child) instance.child = undefined;
+        resolve();
+        this.onExit(instance, binary);
+      });
+    });
+    this.options.log.info({ backend: spec.name, pid: child.pid, port: spec.port, device: spec.device }, 'started ollama serve');
+  }
+
+  private async waitReady(instance: Instance, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (instance.child === undefined) throw new ManagerError(500, `ollama serve for ${instance.spec.name} exited at start (${instance.lastExit}); see ${this.logFile(instance.spec.name)}`);
+      if (await this.options.isListening(instance.spec.port)) {
+        instance.state = 'running';
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new ManagerError(500, `ollama serve for ${instance.spec.name} did not answer within ${timeoutMs / 1000} s; see ${this.logFile(instance.spec.name)}`);
+  }
+
+  private onExit(instance: Instance, binary: string): void {
+    if (!instance.wanted) {
+      instance.state = 'stopped';
+      return;
+    }
+    const now = Date.now();
+    instance.crashes = [...instance.crashes.filter((t) => now - t < this.options.restartWindowMs), now];
+    if (instance.crashes.length > this.options.restartLimit) {
+      instance.state = 'failed';
+      instance.message = `crashed ${instance.crashes.length} times within ${this.options.restartWindowMs / 1000} s; not restarting (see ${this.logFile(instance.spec.name)})`;
+      this.options.log.error({ backend: instance.spec.name }, instance.message);
+      return;
+    }
+    const delay = Math.min(30_000, 500 * 2 ** (instance.crashes.length - 1));
+    instance.state = 'crashed';
+    instance.message = `crashed (${instance.lastExit}); restarting in ${delay} ms`;
+    this.options.log.warn({ backend: instance.spec.name, delayMs: delay }, 'ollama serve crashed; restarting');
+    instance.retryTimer = setTimeout(() => {
+      if (!instance.wanted) return;
+      instance.restarts += 1;
+      this.spawn(instance, binary);
+      void this.waitReady(instance).catch((error: Error) => {
+        instance.message = error.message;
+      });
+    }, delay);
+    instance.retryTimer.unref();
+  }
+
+  async stop(name: string): Promise<InstanceSnapshot> {
+    const instance = this.get(name);
+    if (instance.state === 'adopted') throw new ManagerError(409, `the Ollama on port ${instance.spec.port} was not started by the bridge; stop it where it was started`);
+    instance.wanted = false;
+    clearTimeout(instance.retryTimer);
+    const child = instance.child;
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      instance.state = 'stopping';
+      const group = -child.pid;
+      const signal = (which: NodeJS.Signals): void => {
+        try {
+          process.kill(group, which);
+        } catch {
+          // already gone
+        }
+      };
+      signal('SIGTERM');
+      const timer = setTimeout(() => signal('SIGKILL'), this.options.stopGraceMs);
+      await instance.exited;
+      clearTimeout(timer);
+      // Runners live in the same group: none may outlive serve.
+      signal('SIGKILL');
+    }
+    instance.state = 'stopped';
+    return this.describe(name);
+  }
+
+  async restart(name: string): Promise<InstanceSnapshot> {
+    if (this.get(name).state !== 'adopted') await this.stop(name);
+    return this.start(name);
+  }
+
+  /** Stops every instance the bridge started (adopted ones are left running). */
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      [...this.instances.values()].filter((i) => i.state !== 'adopted').map((i) => this.stop(i.spec.name)),
+    );
+    for (const instance of this.instances.values()) instance.log?.close();
+  }
+
+  private describe(name: string): InstanceSnapshot {
+    return this.snapshot().find((s) => s.name === name) as InstanceSnapshot;
+  }
+}

@@ -1,0 +1,49 @@
+import { chmodSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { tempDir } from './temp.js';
+
+export const FIXTURES = path.resolve('test/fixtures/nvidia-smi');
+export const H100 = path.join(FIXTURES, 'h100-driver-580');
+export const TWO_GPU = path.join(FIXTURES, 'two-gpu');
+
+/** The field list of the real fixtures' --query-gpu command (their README). */
+export const FIXTURE_GPU_FIELDS = 'index,uuid,name,pci.bus_id,driver_version,memory.total,memory.used,memory.free,memory.reserved,utilization.gpu,utilization.memory,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem,clocks.sm,fan.speed,pstate,compute_mode'.split(',');
+
+export interface StandInState {
+  gpu: string;
+  /** The columns of `gpu` when they are not the ones asked for (the real single-H100 captures). */
+  gpuFields?: string[] | null;
+  apps: string;
+  help?: string;
+  exit?: number | null;
+}
+
+/**
+ * A folder with an `nvidia-smi` stand-in to put first on PATH (or to name as the command), and
+ * the state file that steers it.
+ */
+export function nvidiaSmiStandIn(initial: StandInState): { command: string; dir: string; log: string; set: (state: Partial<StandInState>) => void } {
+  const dir = tempDir('nvidia-smi-');
+  const stateFile = path.join(dir, 'state.json');
+  const log = path.join(dir, 'invocations.log');
+  let current: StandInState = { help: path.join(H100, 'help-query-gpu.txt'), exit: null, ...initial };
+  const write = (): void => writeFileSync(stateFile, JSON.stringify(current));
+  write();
+  writeFileSync(log, '');
+  const command = path.join(dir, 'nvidia-smi');
+  // The wrapper names its own state file, so several stand-ins can live in one test process.
+  writeFileSync(
+    command,
+    `#!/bin/sh\nNVIDIA_SMI_STANDIN_STATE="${stateFile}" NVIDIA_SMI_STANDIN_LOG="${log}" exec "${process.execPath}" "${path.resolve('test/support/nvidia-smi-standin.mjs')}" "$@"\n`,
+  );
+  chmodSync(command, 0o755);
+  return {
+    command,
+    dir,
+    log,
+    set(state) {
+      current = { ...current, ...state };
+      write();
+    },
+  };
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// An `nvidia-smi` for tests: answers from fixture files named in a JSON state file
+// ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null}),
+// with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
+// re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
+// Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG.
+import { appendFileSync, readFileSync } from 'node:fs';
+
+const args = process.argv.slice(2);
+const state = () => JSON.parse(readFileSync(process.env.NVIDIA_SMI_STANDIN_STATE, 'utf8'));
+if (process.env.NVIDIA_SMI_STANDIN_LOG) appendFileSync(process.env.NVIDIA_SMI_STANDIN_LOG, `${args.join(' ')}\n`);
+
+const print = (file) => process.stdout.write(readFileSync(file, 'utf8'));
+const query = (args.find((a) => a.startsWith('--query-gpu=')) ?? '').slice('--query-gpu='.length).split(',');
+/** The gpu file's lines, with its columns in the order the caller asked for ([N/A] for the rest). */
+const printGpus = (current) => {
+  const text = readFileSync(current.gpu, 'utf8');
+  if (!current.gpuFields) return process.stdout.write(text);
+  const lines = text.split('\n').filter((l) => l.trim() !== '').map((line) => {
+    const cells = line.split(',').map((c) => c.trim());
+    return query.map((field) => { const at = current.gpuFields.indexOf(field); return at < 0 ? '[N/A]' : cells[at]; }).join(', ');
+  });
+  process.stdout.write(`${lines.join('\n')}\n`);
+};
+const now = state();
+if (args.includes('--help-query-gpu')) {
+  print(now.help);
+} else if (args.some((a) => a.startsWith('--query-compute-apps='))) {
+  print(now.apps);
+} else if (args.some((a) => a.startsWith('--query-gpu='))) {
+  const loop = args.indexOf('-lms');
+  if (loop < 0) printGpus(now);
+  else {
+    const round = () => {
+      const current = state();
+      if (typeof current.exit === 'number') process.exit(current.exit);
+      printGpus(current);
+    };
+    round();
+    setInterval(round, Number(args[loop + 1]));
+  }
+} else {
+  process.stderr.write(`nvidia-smi stand-in: unsupported arguments ${args.join(' ')}\n`);
+  process.exit(2);
+}

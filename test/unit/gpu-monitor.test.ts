@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import { fork } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import type { BridgeHandle } from '../../src/bridge.js';
+import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
+import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { freePort } from '../support/ollama-rig.js';
+import { tempDir } from '../support/temp.js';
+
+const MIB = 1024 * 1024;
+const silent = pino({ level: 'silent' });
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function until<T>(read: () => T | undefined, what: string, timeoutMs = 5000): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const value = read();
+    if (value !== undefined) return value;
+    if (Date.now() - started > timeoutMs) assert.fail(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function monitorWith(command: string, intervalMs = 100): GpuMonitor {
+  const monitor = new GpuMonitor({ command, intervalMs, historyPoints: 50, processesEveryMs: 60_000, log: silent });
+  cleanups.push(() => monitor.stop());
+  return monitor;
+}
+
+describe('GPU monitor against an nvidia-smi stand-in', () => {
+  it('samples two GPUs from one long-lived process, follows changes, and keeps a bounded history', async () => {
+    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    const first = await until(() => (monitor.status.gpus.length === 2 ? monitor.status : undefined), 'two GPUs');
+    assert.equal(first.live, true);
+    assert.equal(first.source, 'nvidia-smi');
+    assert.deepEqual(first.gpus.map((g) => g.memoryUsedBytes), [28287 * MIB, 9650 * MIB]);
+
+    // The GPU changes: a single idle H100 now.
+    smi.set({ gpu: path.join(H100, 'query-gpu.noheader-nounits.idle.txt'), gpuFields: FIXTURE_GPU_FIELDS });
+    await until(() => (monitor.status.gpus.length === 1 && monitor.status.gpus[0]?.memoryUsedBytes === 0 ? true : undefined), 'the idle sample');
+    await until(() => (monitor.history(0).length >= 55 ? true : undefined), 'history to fill', 10_000).catch(() => undefined);
+    const points = monitor.history(0);
+    assert.ok(points.length <= 50, `history keeps at most 50 points, has ${points.length}`);
+    assert.ok(points.some((p) => p.memoryUsedBytes === 28287 * MIB) || points.every((p) => p.memoryUsedBytes === 0));
+    assert.equal(points.at(-1)?.memoryUsedBytes, 0);
+    assert.ok(points.every((p, i) => i === 0 || p.t >= (points[i - 1]?.t ?? 0)));
+
+    const launches = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('--query-gpu=') && l.includes('-lms'));
+    assert.equal(launches.length, 1, 'one long-lived nvidia-smi, not one per poll');
+    assert.match(launches[0] ?? '', /--query-gpu=index,uuid,name,pci\.bus_id,memory\.total,memory\.used,memory\.free,memory\.reserved,/);
+    assert.match(launches[0] ?? '', /--format=csv,noheader,nounits -lms 100$/);
+    // Per-process memory is asked for when used memory changes, not on every sample.
+    const appQueries = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('--query-compute-apps='));
+    assert.ok(appQueries.length >= 1 && appQueries.length <= 4, `${appQueries.length} compute-apps queries`);
+    assert.deepEqual(monitor.status.processes.map((p) => p.pid).sort(), [4242, 707, 708]);
+  });
+
+  it('restarts a failing nvidia-smi with back-off and says so meanwhile', async () => {
+    const smi = nvidiaSmiStandIn({ gpu: path.join(H100, 'query-gpu.noheader-nounits.loaded.txt'), gpuFields: FIXTURE_GPU_FIELDS, apps: path.join(H100, 'compute-apps.noheader-nounits.loaded.txt') });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.live ? true : undefined), 'a first sample');
+    smi.set({ exit: 9 });
+    const down = await until(() => (monitor.status.live ? undefined : monitor.status), 'the failure');
+    assert.match(down.lastError ?? '', /nvidia-smi exited \(9\)/);
+    assert.match(down.message, /nvidia-smi failed; retrying in 1 s/);
+    smi.set({ exit: null });
+    const back = await until(() => (monitor.status.live ? monitor.status : undefined), 'recovery', 4000);
+    assert.equal(back.lastError, null);
+    const launches = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('-lms'));
+    assert.ok(launches.length >= 2);
+  });
+
+  it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
+    const controllers = (JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }).graphics.controllers;
+    const monitor = new GpuMonitor({ command: '/nonexistent/nvidia-smi', intervalMs: 100, historyPoints: 10, processesEveryMs: 1000, log: silent, listControllers: async () => controllers.map((c) => ({ vendor: c.vendor, model: c.model })) });
+    await monitor.start();
+    const status: GpuStatus = monitor.status;
+    assert.equal(status.live, false);
+    assert.equal(status.source, 'systeminformation');
+    assert.deepEqual(status.gpus, []);
+    assert.deepEqual(status.controllers, [{ vendor: 'NVIDIA Corporation', model: 'NVIDIA H100 80GB HBM3' }]);
+    assert.match(status.message, /^No live VRAM figures: \/nonexistent\/nvidia-smi not found/);
+
+    const none = new GpuMonitor({ command: '/nonexistent/nvidia-smi', intervalMs: 100, historyPoints: 10, processesEveryMs: 1000, log: silent, listControllers: async () => [] });
+    await none.start();
+    assert.equal(none.status.source, 'none');
+    assert.match(none.status.message, /^No NVIDIA GPU found/);
+  });
+});
+
+describe('GPU figures in the bridge', () => {
+  const GIB = 1024 ** 3;
+
+  /** A bridge whose backend gpu1 (on GPU 1, 71429 MiB free) lists a small and a huge model. */
+  async function bridgeOnGpu1(): Promise<{ bridge: BridgeHandle; upstream: Awaited<ReturnType<typeof startStandIn>> }> {
+    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"done":true,"done_reason":"load"}');
+      },
+      [{ name: 'small:1b', size: 2 * GIB }, { name: 'huge:70b', size: 75 * GIB }],
+    );
+    const file = path.join(tempDir('bridge-gpu-'), 'config.yaml');
+    writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nbackends:\n  - name: gpu1\n    url: ${upstream.url}\n    gpu: 1\n`);
+    const bridge = await startTestBridge({ file });
+    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    await until(() => (bridge.gpuMonitor.status.gpus.length === 2 ? true : undefined), 'GPU samples');
+    return { bridge, upstream };
+  }
+
+  it('exposes gpu_* metrics per GPU from the live samples', async () => {
+    const { bridge } = await bridgeOnGpu1();
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    const gpu0 = 'gpu="0",uuid="GPU-dcb97cc3-bfea-612d-75e8-f8d20ee6e2e0",name="NVIDIA H100 80GB HBM3"';
+    const gpu1 = 'gpu="1",uuid="GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21",name="NVIDIA H100 80GB HBM3"';
+    assert.ok(metrics.includes(`gpu_memory_used_bytes{${gpu0}} ${28287 * MIB}`), 'used bytes of GPU 0');
+    assert.ok(metrics.includes(`gpu_memory_total_bytes{${gpu1}} ${81559 * MIB}`), 'total bytes of GPU 1');
+    assert.ok(metrics.includes(`gpu_utilization_ratio{${gpu1}} 0.12`), 'utilization of GPU 1');
+    assert.ok(metrics.includes(`gpu_temperature_celsius{${gpu0}} 65`), 'temperature of GPU 0');
+    assert.ok(metrics.includes(`gpu_power_watts{${gpu0}} 698.04`), 'power of GPU 0');
+    // GPU 1 reports no power draw ([N/A]): no made-up value.
+    assert.ok(!metrics.includes(`gpu_power_watts{${gpu1}}`), 'no power figure for GPU 1');
+  });
+
+  it('refuses to preload a model that will not fit in the GPU’s free memory, unless forced', async () => {
+    const { bridge, upstream } = await bridgeOnGpu1();
+    const preload = (payload: unknown): Promise<Response> =>
+      fetch(`${bridge.url}/bridge/api/actions/preloadModel`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+
+    const refused = await preload({ backend: 'gpu1', model: 'huge:70b' });
+    assert.equal(refused.status, 409);
+    const body = (await refused.json()) as { error: string; fit: { fits: boolean; needBytes: number; freeBytes: number; gpu: number } };
+    assert.equal(body.error, 'huge:70b needs about 90.0 GiB but GPU 1 (gpu1) has only 69.8 GiB free; unload a model first or force the load');
+    assert.deepEqual([body.fit.fits, body.fit.gpu, body.fit.freeBytes], [false, 1, 71429 * MIB]);
+    assert.equal(upstream.requests.filter((r) => r.url === '/api/generate').length, 0);
+
+    const small = await preload({ backend: 'gpu1', model: 'small:1b' });
+    assert.equal(small.status, 200);
+    assert.match(((await small.json()) as { result: { message: string } }).result.message, /small:1b loaded on gpu1/);
+    const forced = await preload({ backend: 'gpu1', model: 'huge:70b', force: true });
+    assert.equal(forced.status, 200);
+    const loads = upstream.requests.filter((r) => r.url === '/api/generate').map((r) => JSON.parse(r.body) as { model: string; prompt: string; keep_alive: string });
+    assert.deepEqual(loads.map((l) => [l.model, l.prompt, l.keep_alive]), [['small:1b', '', '30m'], ['huge:70b', '', '30m']]);
+  });
+});
+
+describe('placement of instances the bridge did not start', () => {
+  it('finds the GPU of an Ollama from its processes in the compute-apps list', async () => {
+    // A stand-in "ollama serve" in its own process, holding one model.
+    const port = await freePort();
+    const script = path.join(tempDir('fake-ollama-'), 'serve.mjs');
+    writeFileSync(
+      script,
+      `import http from 'node:http';
+http.createServer((req, res) => {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  if (req.url === '/api/ps') res.end(JSON.stringify({ models: [{ name: 'm:1b', model: 'm:1b', size: 2000, size_vram: 1500, digest: 'd', expires_at: '2030-01-01T00:00:00Z', context_length: 4096 }] }));
+  else res.end(JSON.stringify({ models: [{ name: 'm:1b', model: 'm:1b', modified_at: '2025-01-01T00:00:00Z', size: 2000, digest: 'd', details: {} }] }));
+}).listen(${port}, '127.0.0.1', () => process.send('ready'));
+`,
+    );
+    const serve = fork(script, [], { stdio: 'ignore' });
+    cleanups.push(async () => {
+      serve.kill('SIGKILL');
+    });
+    await new Promise((resolve) => serve.once('message', resolve));
+    const apps = path.join(tempDir('apps-'), 'apps.txt');
+    writeFileSync(apps, `${serve.pid}, /usr/local/bin/ollama, 1843, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21\n`);
+    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps });
+    const file = path.join(tempDir('bridge-place-'), 'config.yaml');
+    writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nrouting:\n  health:\n    interval_seconds: 0.2\n`);
+    const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
+    cleanups.push(() => bridge.stop(100));
+    const placement = await until(() => {
+      const found = bridge.state.placements[0];
+      return found?.gpu !== null && found !== undefined && found.models.length > 0 ? found : undefined;
+    }, 'the placement join');
+    assert.deepEqual(placement, {
+      backend: 'local',
+      gpu: { index: 1, uuid: 'GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21', name: 'NVIDIA H100 80GB HBM3' },
+      gpuFrom: 'processes',
+      models: [{ name: 'm:1b', sizeBytes: 2000, vramBytes: 1500, contextLength: 4096, expiresAt: '2030-01-01T00:00:00Z' }],
+      processVramBytes: 1843 * MIB,
+    });
+  });
+});
