@@ -21,6 +21,13 @@ export interface GpuController {
   model: string;
 }
 
+/** The machine's RAM and CPU (systeminformation), for the same dashboard. */
+export interface SystemLoad {
+  memoryTotalBytes: number;
+  memoryUsedBytes: number;
+  cpuLoadRatio: number;
+}
+
 export interface GpuStatus {
   source: 'nvidia-smi' | 'systeminformation' | 'none';
   /** True only when live memory and utilization figures come in. */
@@ -32,6 +39,7 @@ export interface GpuStatus {
   processes: ComputeApp[];
   lastSampleAt: string | null;
   lastError: string | null;
+  system: SystemLoad | null;
 }
 
 export interface GpuMonitorOptions {
@@ -45,6 +53,8 @@ export interface GpuMonitorOptions {
   log: Logger;
   /** Lists other vendors' GPUs when nvidia-smi is missing (systeminformation, loaded only then). */
   listControllers?: () => Promise<GpuController[]>;
+  /** How often RAM and CPU are read; 0 turns it off. */
+  systemEveryMs?: number;
 }
 
 const MAX_BACKOFF_MS = 60_000;
@@ -71,6 +81,13 @@ function run(command: string, args: string[], timeoutMs = 10_000): Promise<strin
   });
 }
 
+async function systemLoad(): Promise<SystemLoad> {
+  const si = await import('systeminformation');
+  const [memory, load] = await Promise.all([si.mem(), si.currentLoad()]);
+  // "active" leaves out reclaimable caches, which is what "used" means to a person.
+  return { memoryTotalBytes: memory.total, memoryUsedBytes: memory.active, cpuLoadRatio: load.currentLoad / 100 };
+}
+
 async function systeminformationControllers(): Promise<GpuController[]> {
   const si = await import('systeminformation');
   const { controllers } = await si.graphics();
@@ -89,7 +106,8 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
   private fields: string[] = [...GPU_FIELDS];
   private readonly points = new Map<number, GpuPoint[]>();
-  private current: GpuStatus = { source: 'none', live: false, message: 'starting', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null };
+  private current: GpuStatus = { source: 'none', live: false, message: 'starting', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null, system: null };
+  private systemTimer: NodeJS.Timeout | undefined;
   private backoffMs = 1000;
   private restartTimer: NodeJS.Timeout | undefined;
   private queryingProcesses = false;
@@ -113,6 +131,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   }
 
   async start(): Promise<void> {
+    void this.readSystem();
     let help: string;
     try {
       help = await run(this.options.command, ['--help-query-gpu']);
@@ -199,6 +218,21 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     this.emit('sample', this.current);
   }
 
+  /** RAM and CPU on a chained timer: the next read is scheduled when this one is done. */
+  private async readSystem(): Promise<void> {
+    const every = this.options.systemEveryMs ?? 5000;
+    if (every <= 0 || this.stopped) return;
+    try {
+      const system = await systemLoad();
+      this.current = { ...this.current, system };
+    } catch (error) {
+      this.options.log.debug({ error: (error as Error).message }, 'GPU monitor: RAM/CPU read failed');
+    }
+    if (this.stopped) return;
+    this.systemTimer = setTimeout(() => void this.readSystem(), every);
+    this.systemTimer.unref();
+  }
+
   /** One per-process memory query; never two at once. */
   private async refreshProcesses(): Promise<void> {
     if (this.queryingProcesses) return;
@@ -218,6 +252,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     this.stopped = true;
     clearTimeout(this.restartTimer);
     clearTimeout(this.flushTimer);
+    clearTimeout(this.systemTimer);
     const child = this.child;
     this.child = undefined;
     if (child !== undefined && child.exitCode === null) {
