@@ -50,13 +50,14 @@ function leftoverRigProcesses() {
 }
 
 ensureDeps();
-step('build (tsc -p tsconfig.json)', 'npx', ['tsc', '-p', 'tsconfig.json']);
-step('type-check tests (tsc -p tsconfig.test.json)', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
+step('build (bridge and dashboard)', 'npm', ['run', 'build', '--silent']);
+step('type-check tests and dashboard', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
+step('type-check dashboard (no Node types)', 'npx', ['tsc', '-p', 'renderer/tsconfig.json']);
 
 const files = [];
 if (suite === 'all' || suite === 'unit') files.push(...testFiles('test/unit'));
 if (suite === 'all' || suite === 'integration') {
-  files.push(...testFiles('test/integration'));
+  files.push(...testFiles('test/integration'), ...testFiles('test/e2e'));
   console.log('> finding Ollama for the real-Ollama suites (builds it with Go the first time)');
   const lookup = spawnSync('node', ['--import', 'tsx', 'test/support/ensure-ollama.ts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const binary = lookup.stdout.trim().split('\n').at(-1);

@@ -8,6 +8,7 @@ import express from 'express';
 import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
+import { StateFeed } from './control/feed.js';
 import { controlRoutes } from './control/routes.js';
 import { GpuMonitor, type GpuStatus } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
@@ -15,6 +16,7 @@ import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { observabilityRoutes } from './http/observability.js';
+import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
@@ -27,21 +29,9 @@ import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
 import type { CloudProvider } from './upstream/cloud/provider.js';
 import { BackendHealth } from './upstream/health.js';
 import { HealthMonitor } from './upstream/health-monitor.js';
+import type { BridgeState } from './control/api-types.js';
+export type { BridgeState } from './control/api-types.js';
 
-export interface BridgeState {
-  startedAt: string;
-  url: string;
-  settings: RoutingSettings;
-  backends: BackendSnapshot[];
-  gpu: GpuStatus;
-  placements: Placement[];
-  ollama: InstanceSnapshot[];
-  /** Installed models: name, size and the backends that have it. */
-  models: Array<{ name: string; sizeBytes: number; backends: string[] }>;
-  fallbackProviders: string[];
-  requests: RequestCounters;
-  historyRecords: number;
-}
 
 export interface BridgeHandle {
   /** Base URL clients point at, e.g. http://127.0.0.1:5000 */
@@ -65,6 +55,8 @@ export interface BridgeHandle {
 
 export interface BridgeOptions {
   logger?: Logger;
+  /** The built dashboard; default: dist/ui. */
+  uiDir?: string;
 }
 
 /** Where history and the control token live when the config names no data_dir. */
@@ -169,8 +161,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;
-  gpuMonitor.on('sample', refreshPlacements);
-  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, refreshPlacements);
+  let feed: StateFeed | undefined;
+  const changed = (): void => {
+    refreshPlacements();
+    feed?.changed();
+  };
+  gpuMonitor.on('sample', changed);
+  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   if (config.ollama.autostart) {
     for (const instance of manager.snapshot()) {
       await manager.start(instance.name).catch((error: Error) => log.error({ backend: instance.name, error: error.message }, 'could not start ollama serve'));
@@ -210,16 +207,27 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     (name) => {
       log.info({ action: name, settings }, 'control action');
       refreshModels();
-      refreshPlacements();
+      changed();
     },
   );
+  feed = new StateFeed(snapshot);
+  const stateFeed = feed;
+  history.onRecord((record) => stateFeed.record(record));
   const prometheusEnabled = config.monitoring.prometheus.enabled;
 
   const app = createApp(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
-      control: controlRoutes({ token: controlToken, actions, state: snapshot }),
+      control: controlRoutes({
+        token: controlToken,
+        actions,
+        state: snapshot,
+        feed: stateFeed,
+        history: (limit) => history.recent(limit),
+        gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
+      }),
+      ui: uiRoutes(options.uiDir ?? defaultUiDir()),
       observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
       onFinished: (req, res, startedAt, totalMs) => {
         const outcome = res.locals.generation as GenerationOutcome | undefined;
@@ -244,13 +252,15 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsServer = createServer(metricsApp);
     metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
   }
-  log.info({ url, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
+  log.info({ url, dashboard: `${url}/ui/#token=${controlToken}`, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
-      await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
+      // Open dashboard streams end first, so they do not hold the server up for the grace period.
       clearInterval(modelsTimer);
+      stateFeed.close();
+      await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
       await monitor.stop();
       await gpuMonitor.stop();
       await manager.stopAll();

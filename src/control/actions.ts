@@ -8,6 +8,8 @@ import type { RoutingSettings } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
+import type { ActionName, ActionPayloads, ActionResult } from './api-types.js';
+export type { ActionResult } from './api-types.js';
 
 /**
  * The control actions: one table that both front doors use, the dashboard over HTTP and the tray
@@ -22,16 +24,11 @@ export const ACTION_PAYLOADS = {
   startOllama: z.strictObject({ backend: z.string().min(1) }),
   stopOllama: z.strictObject({ backend: z.string().min(1) }),
   restartOllama: z.strictObject({ backend: z.string().min(1) }),
-} as const;
+} as const satisfies { [N in ActionName]: z.ZodType<unknown, ActionPayloads[N]> };
 
-export type ActionName = keyof typeof ACTION_PAYLOADS;
-export type ActionPayload<N extends ActionName> = z.input<(typeof ACTION_PAYLOADS)[N]>;
+export type { ActionName } from './api-types.js';
+export type ActionPayload<N extends ActionName> = ActionPayloads[N];
 
-/** What an action says back besides the new state (the fit check of a preload, for example). */
-export interface ActionResult {
-  message: string;
-  fit?: FitCheck;
-}
 
 export class ActionError extends Error {
   constructor(

@@ -1,17 +1,55 @@
 import { timingSafeEqual } from 'node:crypto';
 import express, { type Router as ExpressRouter } from 'express';
+import type { GpuPoint, HistoryRecord } from './api-types.js';
 import { ActionError, type Actions } from './actions.js';
+import type { StateFeed } from './feed.js';
+
+export interface ControlDeps {
+  token: string;
+  actions: Actions;
+  state: () => unknown;
+  feed: StateFeed;
+  history: (limit: number) => HistoryRecord[];
+  gpuHistory: (sinceMs: number) => Record<number, GpuPoint[]>;
+}
 
 /**
- * The bridge's own API for the dashboard and the tray: a state snapshot and the actions.
- * Reading state is open to local clients; actions need the control token in `x-bridge-token`.
+ * The bridge's own API for the dashboard and the tray: the state, its live event stream, history,
+ * GPU history and the actions. Reading is open to local clients (the Host and Origin guards
+ * apply); actions need the control token in `x-bridge-token`.
  */
-export function controlRoutes(deps: { token: string; actions: Actions; state: () => unknown }): ExpressRouter {
+export function controlRoutes(deps: ControlDeps): ExpressRouter {
   const router = express.Router();
   const expected = Buffer.from(deps.token);
 
   router.get('/bridge/api/state', (_req, res) => {
     res.json(deps.state());
+  });
+
+  router.get('/bridge/api/history', (req, res) => {
+    const limit = Math.min(100_000, Math.max(1, Number(req.query.limit) || 10_000));
+    res.json({ records: deps.history(limit) });
+  });
+
+  router.get('/bridge/api/gpu/history', (req, res) => {
+    const minutes = Math.min(24 * 60, Math.max(1, Number(req.query.minutes) || 10));
+    res.json({ gpus: deps.gpuHistory(minutes * 60_000) });
+  });
+
+  // Server-Sent Events: the state now, then every change, and each new history record.
+  router.get('/bridge/api/events', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    const send = (event: string, data: unknown): void => {
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    res.write('retry: 2000\n\n');
+    send('state', deps.state());
+    const unsubscribe = deps.feed.subscribe(send, () => res.end());
+    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    req.on('close', () => {
+      clearInterval(ping);
+      unsubscribe();
+    });
   });
 
   router.post('/bridge/api/actions/:name', async (req, res) => {

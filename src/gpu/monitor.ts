@@ -4,43 +4,12 @@ import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.js';
 import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type ComputeApp, type GpuReading } from './nvidia-smi.js';
+import type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
+export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
 
-/** One point of a GPU's history, small enough to keep an hour of them per GPU. */
-export interface GpuPoint {
-  /** Milliseconds since the epoch. */
-  t: number;
-  memoryUsedBytes: number | null;
-  utilizationRatio: number | null;
-  temperatureCelsius: number | null;
-  powerWatts: number | null;
-}
 
-/** A GPU another tool could see but whose live figures nobody reports (no nvidia-smi). */
-export interface GpuController {
-  vendor: string;
-  model: string;
-}
 
-/** The machine's RAM and CPU (systeminformation), for the same dashboard. */
-export interface SystemLoad {
-  memoryTotalBytes: number;
-  memoryUsedBytes: number;
-  cpuLoadRatio: number;
-}
 
-export interface GpuStatus {
-  source: 'nvidia-smi' | 'systeminformation' | 'none';
-  /** True only when live memory and utilization figures come in. */
-  live: boolean;
-  /** What the dashboard says about the source, in words. */
-  message: string;
-  gpus: GpuReading[];
-  controllers: GpuController[];
-  processes: ComputeApp[];
-  lastSampleAt: string | null;
-  lastError: string | null;
-  system: SystemLoad | null;
-}
 
 export interface GpuMonitorOptions {
   /** The nvidia-smi to run (a path, or a name on PATH). */

@@ -1,3 +1,5 @@
+import type { GpuReading, ComputeApp } from '../control/api-types.js';
+export type { GpuReading, ComputeApp } from '../control/api-types.js';
 /**
  * Parsers for nvidia-smi's machine-readable output (`--query-gpu`, `--query-compute-apps`,
  * `--help-query-*`, `-L`), written against real output of driver 580 (test/fixtures): values may
@@ -29,33 +31,7 @@ export const COMPUTE_APP_FIELDS = ['pid', 'process_name', 'used_memory', 'gpu_uu
 
 const MIB = 1024 * 1024;
 
-/** One GPU as nvidia-smi reports it; a field the GPU does not support is null. */
-export interface GpuReading {
-  index: number;
-  uuid: string | null;
-  name: string | null;
-  busId: string | null;
-  memoryTotalBytes: number | null;
-  memoryUsedBytes: number | null;
-  memoryFreeBytes: number | null;
-  /** Held back by the driver: total is used + free + reserved. */
-  memoryReservedBytes: number | null;
-  utilizationRatio: number | null;
-  memoryUtilizationRatio: number | null;
-  temperatureCelsius: number | null;
-  powerWatts: number | null;
-  powerLimitWatts: number | null;
-  graphicsClockMhz: number | null;
-  memoryClockMhz: number | null;
-  pstate: string | null;
-}
 
-export interface ComputeApp {
-  pid: number;
-  processName: string;
-  usedMemoryBytes: number | null;
-  gpuUuid: string;
-}
 
 const NOT_AVAILABLE = /^\[?(N\/A|Not Supported|Unknown Error|Insufficient Permissions|Requested functionality has been deprecated)\]?$/i;
 

@@ -3,25 +3,10 @@ import type { Backend } from '../upstream/backend.js';
 import type { GpuStatus } from './monitor.js';
 import type { GpuReading } from './nvidia-smi.js';
 import { listeningPid, processTree } from './procfs.js';
+import type { PlacedModel, Placement } from '../control/api-types.js';
+export type { PlacedModel, Placement } from '../control/api-types.js';
 
-export interface PlacedModel {
-  name: string;
-  sizeBytes: number;
-  vramBytes: number;
-  contextLength: number | null;
-  expiresAt: string;
-}
 
-/** Which models one Ollama instance holds, on which GPU, using how much. */
-export interface Placement {
-  backend: string;
-  gpu: { index: number; uuid: string | null; name: string | null } | null;
-  /** How the GPU was found: the instance the bridge started, the config, or its processes. */
-  gpuFrom: 'managed' | 'config' | 'processes' | null;
-  models: PlacedModel[];
-  /** GPU memory of the instance's processes (nvidia-smi's per-process figures). */
-  processVramBytes: number | null;
-}
 
 /** The GPU a CUDA_VISIBLE_DEVICES-style value (index or UUID) names. */
 export function gpuById(gpus: readonly GpuReading[], id: number | string): GpuReading | undefined {

@@ -1,35 +1,9 @@
 import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Tier } from '../routing/classify.js';
+import type { HistoryRecord } from '../control/api-types.js';
+export type { HistoryRecord } from '../control/api-types.js';
 
-/** One routed request, as the dashboard and the history file keep it. No prompt or answer text. */
-export interface HistoryRecord {
-  id: string;
-  time: string;
-  /** The client's User-Agent. */
-  client: string | null;
-  surface: 'ollama' | 'openai';
-  path: string;
-  requestedModel: string;
-  tier: Tier | null;
-  reason: string;
-  backend: string | null;
-  gpu: number | string | null;
-  /** The model that answered. */
-  model: string;
-  retries: number;
-  /** The cloud provider that answered, when local backends could not. */
-  fallback: string | null;
-  status: number;
-  outcome: 'ok' | 'error' | 'cancelled';
-  error: string | null;
-  /** Milliseconds until the first answer line. */
-  ttftMs: number | null;
-  totalMs: number;
-  tokensIn: number | null;
-  tokensOut: number | null;
-  tokensPerSecond: number | null;
-}
 
 export interface HistoryOptions {
   /** Folder of the durable file; without it history lives in memory only. */

@@ -9,11 +9,9 @@ import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { guard } from './guard.js';
+import type { RequestCounters } from '../control/api-types.js';
+export type { RequestCounters } from '../control/api-types.js';
 
-export interface RequestCounters {
-  total: number;
-  inFlight: number;
-}
 
 /** Called once per request when its connection closes, finished or not. */
 export type RequestFinished = (req: Request, res: Response, startedAt: Date, totalMs: number) => void;
@@ -89,6 +87,8 @@ export interface AppParts {
   /** The bridge's own API (state, actions) and liveness/readiness/metrics. */
   control: Router;
   observability: Router;
+  /** The dashboard's static files at /ui. */
+  ui: Router;
   onFinished: RequestFinished;
 }
 
@@ -101,6 +101,7 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   app.use(requestLog(log, parts.counters, parts.onFinished));
   app.use(guard(config));
   app.use(parts.observability);
+  app.use(parts.ui);
 
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.

@@ -2,8 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
+export type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
 
-export type InstanceState = 'stopped' | 'starting' | 'running' | 'adopted' | 'stopping' | 'crashed' | 'failed';
 
 export interface ManagedSpec {
   /** The backend this instance serves. */
@@ -34,17 +35,6 @@ export interface ManagerOptions {
   findBinary?: () => string | undefined;
 }
 
-export interface InstanceSnapshot {
-  name: string;
-  state: InstanceState;
-  pid: number | null;
-  port: number;
-  device: string | null;
-  restarts: number;
-  lastExit: string | null;
-  logFile: string;
-  message: string | null;
-}
 
 export class ManagerError extends Error {
   constructor(

@@ -2,6 +2,8 @@ import type { Placement } from '../gpu/placement.js';
 import type { GpuStatus } from '../gpu/monitor.js';
 import type { Backend } from '../upstream/backend.js';
 import { canonicalModelName } from '../upstream/ollama-api.js';
+import type { FitCheck } from '../control/api-types.js';
+export type { FitCheck } from '../control/api-types.js';
 
 /** Weights plus room for the context cache and runtime buffers: a deliberate over-estimate. */
 const OVERHEAD = 1.2;
@@ -9,14 +11,6 @@ const OVERHEAD = 1.2;
 const GIB = 1024 ** 3;
 const gib = (bytes: number): string => `${(bytes / GIB).toFixed(1)} GiB`;
 
-export interface FitCheck {
-  /** null when there are no VRAM figures to check against (no nvidia-smi, or the GPU is unknown). */
-  fits: boolean | null;
-  needBytes: number | null;
-  freeBytes: number | null;
-  gpu: number | null;
-  message: string;
-}
 
 /**
  * Whether `model` fits on the GPU of `backend` now: its file size (from /api/tags) with a 20%

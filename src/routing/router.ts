@@ -2,6 +2,8 @@ import type { Config } from '../config/schema.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { Classifier, TIERS, type RequestSignals, type Tier } from './classify.js';
+import type { RoutingSettings } from '../control/api-types.js';
+export type { RoutingSettings } from '../control/api-types.js';
 
 /**
  * Models the bridge lists itself, so that a client's model picker can hand the choice to the
@@ -20,12 +22,6 @@ export function virtualModel(name: string): (typeof VIRTUAL_MODELS)[number] | un
 
 export type Capability = 'tools' | 'vision' | 'insert' | 'completion' | 'embedding';
 
-/** Settings the user can switch while the bridge runs (tray, dashboard); they start from the config. */
-export interface RoutingSettings {
-  dualGpu: boolean;
-  fallbackEnabled: boolean;
-  models: Record<Tier, string>;
-}
 
 export function settingsFrom(config: Config): RoutingSettings {
   return {

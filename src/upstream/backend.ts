@@ -5,6 +5,8 @@ import { errorMessageOf, toUpstreamError, UpstreamStatusError, type UpstreamErro
 import { BackendHealth, type HealthSnapshot } from './health.js';
 import { canonicalModelName, readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
+import type { BackendSnapshot } from '../control/api-types.js';
+export type { BackendSnapshot } from '../control/api-types.js';
 
 export interface UpstreamTimeouts {
   connectMs: number;
@@ -32,18 +34,6 @@ export interface UpstreamRequest {
   signal: AbortSignal;
 }
 
-export interface BackendSnapshot {
-  name: string;
-  url: string;
-  gpu: number | string | null;
-  weight: number;
-  inFlight: number;
-  requests: number;
-  failures: number;
-  health: HealthSnapshot;
-  /** Models in memory at the last check (/api/ps). */
-  loaded: string[];
-}
 
 /** One Ollama instance the bridge can send requests to, with its own keep-alive connection pool. */
 export class Backend implements GenerationSource {

@@ -1,5 +1,5 @@
-export type BackendStatus = 'unknown' | 'healthy' | 'failing' | 'down';
-export type CircuitState = 'closed' | 'open' | 'half-open';
+import type { BackendStatus, CircuitState, HealthSnapshot } from '../control/api-types.js';
+export type { BackendStatus, CircuitState, HealthSnapshot } from '../control/api-types.js';
 
 export interface HealthOptions {
   /** Consecutive failed requests that open the circuit. */
@@ -8,15 +8,6 @@ export interface HealthOptions {
   cooldownMs: number;
 }
 
-export interface HealthSnapshot {
-  status: BackendStatus;
-  circuit: CircuitState;
-  consecutiveFailures: number;
-  lastError: string | null;
-  lastCheckAt: string | null;
-  /** Smoothed time to response headers of recent requests. */
-  latencyMs: number | null;
-}
 
 /**
  * Health of one backend from two sources: active checks (is it reachable?) and the outcome of real

@@ -1,0 +1,102 @@
+import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
+import type { BridgeState, HistoryRecord } from '../../src/control/api-types';
+import { getHistory, getState, subscribe } from './api';
+import { BackendsView } from './views/BackendsView';
+import { ConnectView } from './views/ConnectView';
+import { GpuView } from './views/GpuView';
+import { HistoryView } from './views/HistoryView';
+import { ModelsView } from './views/ModelsView';
+
+const VIEWS = ['GPUs', 'Models', 'History', 'Backends', 'Connect'] as const;
+type View = (typeof VIEWS)[number];
+
+/** History kept in the page: enough for an afternoon, bounded so the page stays fast. */
+const MAX_ROWS = 20_000;
+
+function viewFromHash(): View {
+  const name = decodeURIComponent(window.location.hash.replace(/^#\/?/, '').split('&')[0] ?? '');
+  return VIEWS.find((v) => v.toLowerCase() === name.toLowerCase()) ?? 'GPUs';
+}
+
+export function App(): JSX.Element {
+  const [state, setState] = useState<BridgeState | null>(null);
+  const [records, setRecords] = useState<HistoryRecord[]>([]);
+  const [connected, setConnected] = useState(false);
+  const [view, setView] = useState<View>(viewFromHash);
+
+  useEffect(() => {
+    let cancelled = false;
+    void getState().then((s) => !cancelled && setState(s));
+    void getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live)));
+    const unsubscribe = subscribe({
+      onState: setState,
+      onHistory: (record) => setRecords((current) => mergeRecords(current, [record])),
+      onConnection: setConnected,
+    });
+    return () => {
+      cancelled = true;
+      unsubscribe();
+    };
+  }, []);
+
+  const choose = useCallback((next: View) => {
+    setView(next);
+    history.replaceState(null, '', `#${next.toLowerCase()}`);
+  }, []);
+
+  const health = useMemo(() => {
+    if (state === null) return { label: 'connecting', tone: 'muted' };
+    const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+    if (up === state.backends.length) return { label: `${up}/${state.backends.length} backends healthy`, tone: 'ok' };
+    if (up === 0) return { label: 'no backend available', tone: 'bad' };
+    return { label: `${up}/${state.backends.length} backends healthy`, tone: 'warn' };
+  }, [state]);
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <div className="brand">
+          <span className="logo" aria-hidden="true" />
+          copilot-bridge
+        </div>
+        <nav className="tabs" role="tablist" aria-label="Views">
+          {VIEWS.map((name) => (
+            <button key={name} role="tab" aria-selected={view === name} className={view === name ? 'tab active' : 'tab'} onClick={() => choose(name)}>
+              {name}
+            </button>
+          ))}
+        </nav>
+        <div className="status">
+          <span className={`pill ${health.tone}`} data-testid="health">
+            {health.label}
+          </span>
+          <span className={`dot ${connected ? 'ok' : 'bad'}`} title={connected ? 'live' : 'reconnecting'} aria-label={connected ? 'live updates on' : 'live updates reconnecting'} />
+        </div>
+      </header>
+      <main className="content" role="tabpanel" aria-label={view}>
+        {state === null ? (
+          <p className="empty">Connecting to the bridge…</p>
+        ) : view === 'GPUs' ? (
+          <GpuView state={state} />
+        ) : view === 'Models' ? (
+          <ModelsView state={state} />
+        ) : view === 'History' ? (
+          <HistoryView records={records} />
+        ) : view === 'Backends' ? (
+          <BackendsView state={state} />
+        ) : (
+          <ConnectView state={state} />
+        )}
+      </main>
+    </div>
+  );
+}
+
+/** Appends new records (by id), oldest first, keeping the newest MAX_ROWS. */
+function mergeRecords(current: HistoryRecord[], incoming: HistoryRecord[]): HistoryRecord[] {
+  const seen = new Set(current.map((r) => r.id));
+  const added = incoming.filter((r) => !seen.has(r.id));
+  if (added.length === 0) return current;
+  const merged = [...current, ...added].sort((a, b) => a.time.localeCompare(b.time));
+  return merged.length > MAX_ROWS ? merged.slice(-MAX_ROWS) : merged;
+}

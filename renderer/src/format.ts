@@ -1,0 +1,23 @@
+const GIB = 1024 ** 3;
+
+export function gib(bytes: number | null | undefined, digits = 1): string {
+  return bytes === null || bytes === undefined ? '–' : `${(bytes / GIB).toFixed(digits)} GiB`;
+}
+
+export function percent(ratio: number | null | undefined): string {
+  return ratio === null || ratio === undefined ? '–' : `${Math.round(ratio * 100)} %`;
+}
+
+export function ms(value: number | null | undefined): string {
+  if (value === null || value === undefined) return '–';
+  return value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`;
+}
+
+export function time(iso: string): string {
+  return new Date(iso).toLocaleTimeString([], { hour12: false });
+}
+
+export function quantile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null;
+}

@@ -1,0 +1,103 @@
+import { useState, type JSX } from 'react';
+import type { BridgeState } from '../../../src/control/api-types';
+import { ActionFailure, controlToken, runAction, setControlToken } from '../api';
+
+function CopyField({ label, value, hint }: { label: string; value: string; hint: string }): JSX.Element {
+  const [copied, setCopied] = useState(false);
+  return (
+    <div className="copy-field">
+      <div>
+        <div className="label">{label}</div>
+        <div className="muted small">{hint}</div>
+      </div>
+      <code>{value}</code>
+      <button
+        aria-label={`Copy ${label}`}
+        onClick={() =>
+          void navigator.clipboard.writeText(value).then(
+            () => {
+              setCopied(true);
+              setTimeout(() => setCopied(false), 1500);
+            },
+            () => setCopied(false),
+          )
+        }
+      >
+        {copied ? 'Copied' : 'Copy'}
+      </button>
+    </div>
+  );
+}
+
+function Toggle({ label, checked, onChange, testId }: { label: string; checked: boolean; onChange: (next: boolean) => void; testId: string }): JSX.Element {
+  return (
+    <label className="toggle">
+      <input type="checkbox" role="switch" checked={checked} onChange={(event) => onChange(event.target.checked)} data-testid={testId} />
+      <span className="track" aria-hidden="true" />
+      {label}
+    </label>
+  );
+}
+
+export function ConnectView({ state }: { state: BridgeState }): JSX.Element {
+  const [error, setError] = useState<string | null>(null);
+  const [hasToken, setHasToken] = useState(controlToken() !== null);
+  const origin = window.location.origin;
+  const act = async (run: () => Promise<unknown>): Promise<void> => {
+    setError(null);
+    try {
+      await run();
+    } catch (failure) {
+      setError(failure instanceof ActionFailure ? failure.message : String(failure));
+    }
+  };
+  return (
+    <div className="view">
+      <div className="toolbar">
+        <h1>Settings & connect</h1>
+      </div>
+      <section className="card">
+        <h2>Routing</h2>
+        <Toggle label="Dual-GPU mode" testId="toggle-dual" checked={state.settings.dualGpu} onChange={(enabled) => void act(() => runAction('setDualGpu', { enabled }))} />
+        <Toggle
+          label={`Cloud fallback${state.fallbackProviders.length === 0 ? ' (no provider configured)' : ` (${state.fallbackProviders.join(', ')})`}`}
+          testId="toggle-fallback"
+          checked={state.settings.fallbackEnabled}
+          onChange={(enabled) => void act(() => runAction('setFallback', { enabled }))}
+        />
+        {error !== null && (
+          <p className="problem" role="alert">
+            {error}
+          </p>
+        )}
+        {!hasToken && (
+          <form
+            className="token"
+            onSubmit={(event) => {
+              event.preventDefault();
+              const input = new FormData(event.currentTarget).get('token');
+              if (typeof input === 'string' && input.trim() !== '') {
+                setControlToken(input);
+                setHasToken(true);
+              }
+            }}
+          >
+            <label>
+              Control token <span className="muted small">(from the data folder’s control-token file)</span>
+              <input name="token" type="password" autoComplete="off" />
+            </label>
+            <button type="submit">Use token</button>
+          </form>
+        )}
+      </section>
+      <section className="card">
+        <h2>Endpoints</h2>
+        <CopyField label="VS Code Copilot Chat" value={origin} hint="github.copilot.chat.byok.ollamaEndpoint, then Manage Models → Ollama" />
+        <CopyField label="Copilot inline completions" value={origin} hint="github.copilot.advanced → debug.overrideProxyUrl" />
+        <CopyField label="Continue, Cline, Zed (Ollama)" value={origin} hint="apiBase / Base URL / api_url, provider Ollama" />
+        <CopyField label="OpenAI SDKs and tools" value={`${origin}/v1`} hint="baseURL; any API key unless the bridge has keys" />
+        <CopyField label="Prometheus" value={`${origin}/metrics`} hint="scrape target" />
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,142 @@
+import { useState, type JSX } from 'react';
+import type { BridgeState, FitCheck, Tier } from '../../../src/control/api-types';
+import { TIERS } from '../../../src/control/api-types';
+import { ActionFailure, runAction } from '../api';
+import { gib } from '../format';
+
+interface Problem {
+  key: string;
+  message: string;
+  fit?: FitCheck;
+  retry?: () => Promise<void>;
+}
+
+function loadedOn(state: BridgeState, model: string): Array<{ backend: string; gpu: number | null; vramBytes: number }> {
+  return state.placements.flatMap((p) => p.models.filter((m) => m.name === model || m.name === `${model}:latest`).map((m) => ({ backend: p.backend, gpu: p.gpu?.index ?? null, vramBytes: m.vramBytes })));
+}
+
+export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
+  const [problem, setProblem] = useState<Problem | null>(null);
+  const [busy, setBusy] = useState<string | null>(null);
+
+  const act = async (key: string, run: () => Promise<unknown>, force?: () => Promise<unknown>): Promise<void> => {
+    setBusy(key);
+    setProblem(null);
+    try {
+      await run();
+    } catch (error) {
+      const failure = error instanceof ActionFailure ? error : new ActionFailure(0, String(error));
+      setProblem({ key, message: failure.message, fit: failure.fit, retry: failure.status === 409 && force !== undefined ? () => act(key, force) : undefined });
+    } finally {
+      setBusy(null);
+    }
+  };
+
+  const modelRow = (model: string, tier: Tier | null): JSX.Element => {
+    const key = tier ?? model;
+    const loaded = loadedOn(state, model);
+    const installedOn = state.models.find((m) => m.name === model || m.name === `${model}:latest`)?.backends ?? [];
+    return (
+      <tr key={key} data-testid={tier === null ? `model-${model}` : `tier-${tier}`}>
+        {tier !== null && (
+          <th scope="row" className="tier">
+            {tier}
+          </th>
+        )}
+        <td>
+          {tier === null ? (
+            model
+          ) : (
+            <select
+              aria-label={`Model of the ${tier} tier`}
+              value={model}
+              disabled={busy !== null}
+              onChange={(event) => void act(key, () => runAction('setTierModel', { tier, model: event.target.value }))}
+            >
+              {!state.models.some((m) => m.name === model) && <option value={model}>{model} (not installed)</option>}
+              {state.models.map((m) => (
+                <option key={m.name} value={m.name}>
+                  {m.name}
+                </option>
+              ))}
+            </select>
+          )}
+        </td>
+        <td data-testid={`loaded-${key}`}>
+          {loaded.length === 0 ? <span className="muted">not loaded</span> : loaded.map((l) => `${l.backend}${l.gpu === null ? '' : ` (GPU ${l.gpu})`} ${gib(l.vramBytes)}`).join(', ')}
+        </td>
+        <td className="actions">
+          {state.backends
+            .filter((b) => installedOn.includes(b.name))
+            .map((b) =>
+              loaded.some((l) => l.backend === b.name) ? (
+                <button key={b.name} disabled={busy !== null} onClick={() => void act(key, () => runAction('unloadModel', { backend: b.name, model }))}>
+                  Unload from {b.name}
+                </button>
+              ) : (
+                <button
+                  key={b.name}
+                  disabled={busy !== null}
+                  onClick={() =>
+                    void act(
+                      key,
+                      () => runAction('preloadModel', { backend: b.name, model }),
+                      () => runAction('preloadModel', { backend: b.name, model, force: true }),
+                    )
+                  }
+                >
+                  Preload on {b.name}
+                </button>
+              ),
+            )}
+          {problem?.key === key && (
+            <div className="problem" role="alert" data-testid={`problem-${key}`}>
+              {problem.message}
+              {problem.retry !== undefined && (
+                <button className="danger" onClick={() => void problem.retry?.()}>
+                  Load anyway
+                </button>
+              )}
+            </div>
+          )}
+        </td>
+      </tr>
+    );
+  };
+
+  return (
+    <div className="view">
+      <div className="toolbar">
+        <h1>Models</h1>
+        <span className="muted">Which model each tier uses, and where it is loaded.</span>
+      </div>
+      <section className="card">
+        <h2>Tiers</h2>
+        <table className="table">
+          <thead>
+            <tr>
+              <th>Tier</th>
+              <th>Model</th>
+              <th>Loaded on</th>
+              <th>Actions</th>
+            </tr>
+          </thead>
+          <tbody>{TIERS.map((tier) => modelRow(state.settings.models[tier], tier))}</tbody>
+        </table>
+      </section>
+      <section className="card">
+        <h2>Installed models</h2>
+        <table className="table">
+          <thead>
+            <tr>
+              <th>Model</th>
+              <th>Loaded on</th>
+              <th>Actions</th>
+            </tr>
+          </thead>
+          <tbody>{state.models.map((m) => modelRow(m.name, null))}</tbody>
+        </table>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,232 @@
+/**
+ * The shapes the bridge's control API speaks (state, history, GPU figures, actions): plain data,
+ * no runtime dependencies, so the dashboard can import them without seeing Node.
+ */
+
+export const TIERS = ['simple', 'moderate', 'complex'] as const;
+export type Tier = (typeof TIERS)[number];
+
+/** One point of a GPU's history, small enough to keep an hour of them per GPU. */
+export interface GpuPoint {
+  /** Milliseconds since the epoch. */
+  t: number;
+  memoryUsedBytes: number | null;
+  utilizationRatio: number | null;
+  temperatureCelsius: number | null;
+  powerWatts: number | null;
+}
+
+/** A GPU another tool could see but whose live figures nobody reports (no nvidia-smi). */
+export interface GpuController {
+  vendor: string;
+  model: string;
+}
+
+/** The machine's RAM and CPU (systeminformation), for the same dashboard. */
+export interface SystemLoad {
+  memoryTotalBytes: number;
+  memoryUsedBytes: number;
+  cpuLoadRatio: number;
+}
+
+export interface GpuStatus {
+  source: 'nvidia-smi' | 'systeminformation' | 'none';
+  /** True only when live memory and utilization figures come in. */
+  live: boolean;
+  /** What the dashboard says about the source, in words. */
+  message: string;
+  gpus: GpuReading[];
+  controllers: GpuController[];
+  processes: ComputeApp[];
+  lastSampleAt: string | null;
+  lastError: string | null;
+  system: SystemLoad | null;
+}
+
+export interface PlacedModel {
+  name: string;
+  sizeBytes: number;
+  vramBytes: number;
+  contextLength: number | null;
+  expiresAt: string;
+}
+
+/** Which models one Ollama instance holds, on which GPU, using how much. */
+export interface Placement {
+  backend: string;
+  gpu: { index: number; uuid: string | null; name: string | null } | null;
+  /** How the GPU was found: the instance the bridge started, the config, or its processes. */
+  gpuFrom: 'managed' | 'config' | 'processes' | null;
+  models: PlacedModel[];
+  /** GPU memory of the instance's processes (nvidia-smi's per-process figures). */
+  processVramBytes: number | null;
+}
+
+export type InstanceState = 'stopped' | 'starting' | 'running' | 'adopted' | 'stopping' | 'crashed' | 'failed';
+
+export interface InstanceSnapshot {
+  name: string;
+  state: InstanceState;
+  pid: number | null;
+  port: number;
+  device: string | null;
+  restarts: number;
+  lastExit: string | null;
+  logFile: string;
+  message: string | null;
+}
+
+/** One routed request, as the dashboard and the history file keep it. No prompt or answer text. */
+export interface HistoryRecord {
+  id: string;
+  time: string;
+  /** The client's User-Agent. */
+  client: string | null;
+  surface: 'ollama' | 'openai';
+  path: string;
+  requestedModel: string;
+  tier: Tier | null;
+  reason: string;
+  backend: string | null;
+  gpu: number | string | null;
+  /** The model that answered. */
+  model: string;
+  retries: number;
+  /** The cloud provider that answered, when local backends could not. */
+  fallback: string | null;
+  status: number;
+  outcome: 'ok' | 'error' | 'cancelled';
+  error: string | null;
+  /** Milliseconds until the first answer line. */
+  ttftMs: number | null;
+  totalMs: number;
+  tokensIn: number | null;
+  tokensOut: number | null;
+  tokensPerSecond: number | null;
+}
+
+export interface BackendSnapshot {
+  name: string;
+  url: string;
+  gpu: number | string | null;
+  weight: number;
+  inFlight: number;
+  requests: number;
+  failures: number;
+  health: HealthSnapshot;
+  /** Models in memory at the last check (/api/ps). */
+  loaded: string[];
+}
+
+export type BackendStatus = 'unknown' | 'healthy' | 'failing' | 'down';
+
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
+export interface HealthSnapshot {
+  status: BackendStatus;
+  circuit: CircuitState;
+  consecutiveFailures: number;
+  lastError: string | null;
+  lastCheckAt: string | null;
+  /** Smoothed time to response headers of recent requests. */
+  latencyMs: number | null;
+}
+
+/** Settings the user can switch while the bridge runs (tray, dashboard); they start from the config. */
+export interface RoutingSettings {
+  dualGpu: boolean;
+  fallbackEnabled: boolean;
+  models: Record<Tier, string>;
+}
+
+export interface FitCheck {
+  /** null when there are no VRAM figures to check against (no nvidia-smi, or the GPU is unknown). */
+  fits: boolean | null;
+  needBytes: number | null;
+  freeBytes: number | null;
+  gpu: number | null;
+  message: string;
+}
+
+/** What an action says back besides the new state (the fit check of a preload, for example). */
+export interface ActionResult {
+  message: string;
+  fit?: FitCheck;
+}
+
+/** One GPU as nvidia-smi reports it; a field the GPU does not support is null. */
+export interface GpuReading {
+  index: number;
+  uuid: string | null;
+  name: string | null;
+  busId: string | null;
+  memoryTotalBytes: number | null;
+  memoryUsedBytes: number | null;
+  memoryFreeBytes: number | null;
+  /** Held back by the driver: total is used + free + reserved. */
+  memoryReservedBytes: number | null;
+  utilizationRatio: number | null;
+  memoryUtilizationRatio: number | null;
+  temperatureCelsius: number | null;
+  powerWatts: number | null;
+  powerLimitWatts: number | null;
+  graphicsClockMhz: number | null;
+  memoryClockMhz: number | null;
+  pstate: string | null;
+}
+
+export interface ComputeApp {
+  pid: number;
+  processName: string;
+  usedMemoryBytes: number | null;
+  gpuUuid: string;
+}
+
+export interface BridgeState {
+  startedAt: string;
+  url: string;
+  settings: RoutingSettings;
+  backends: BackendSnapshot[];
+  gpu: GpuStatus;
+  placements: Placement[];
+  ollama: InstanceSnapshot[];
+  /** Installed models: name, size and the backends that have it. */
+  models: Array<{ name: string; sizeBytes: number; backends: string[] }>;
+  fallbackProviders: string[];
+  requests: RequestCounters;
+  historyRecords: number;
+}
+
+export interface RequestCounters {
+  total: number;
+  inFlight: number;
+}
+
+/** The payload of each control action (validated by the bridge with the same shapes). */
+export interface ActionPayloads {
+  setDualGpu: { enabled: boolean };
+  setFallback: { enabled: boolean };
+  setTierModel: { tier: Tier; model: string };
+  preloadModel: { backend: string; model: string; keepAlive?: string | number; force?: boolean };
+  unloadModel: { backend: string; model: string };
+  startOllama: { backend: string };
+  stopOllama: { backend: string };
+  restartOllama: { backend: string };
+}
+
+export type ActionName = keyof ActionPayloads;
+
+/** The answer to an action: what it did, and the state after it. */
+export interface ActionResponse {
+  ok: true;
+  result: ActionResult;
+  state: BridgeState;
+}
+
+/** What the event stream (/bridge/api/events) sends. */
+export interface BridgeEvents {
+  /** The whole state, at most a few times a second, whenever something in it changed. */
+  state: BridgeState;
+  /** One new routing history record. */
+  history: HistoryRecord;
+}
