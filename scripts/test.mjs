@@ -53,6 +53,7 @@ ensureDeps();
 step('build (bridge and dashboard)', 'npm', ['run', 'build', '--silent']);
 step('type-check tests and dashboard', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
 step('type-check dashboard (no Node types)', 'npx', ['tsc', '-p', 'renderer/tsconfig.json']);
+step("build the desktop main process (checked against Electron's own types)", 'npx', ['tsc', '-p', 'electron/tsconfig.json']);
 
 const files = [];
 if (suite === 'all' || suite === 'unit') files.push(...testFiles('test/unit'));

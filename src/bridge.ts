@@ -49,6 +49,8 @@ export interface BridgeHandle {
   readonly ollama: OllamaManager;
   /** The Prometheus endpoint on its own port, when monitoring.prometheus.port is set. */
   readonly metricsUrl: string | null;
+  /** Called with the new state whenever it changes (GPU samples, health, actions, requests). */
+  onStateChange(listener: (state: BridgeState) => void): () => void;
   /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -284,6 +286,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     gpuMonitor,
     ollama: manager,
     metricsUrl,
+    onStateChange: (listener) =>
+      stateFeed.subscribe((event, data) => {
+        if (event === 'state') listener(data as BridgeState);
+      }),
     stop,
   };
 }

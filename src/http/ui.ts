@@ -3,10 +3,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type Router as ExpressRouter } from 'express';
 
-/** Where `vite build` puts the dashboard: dist/ui, next to the compiled bridge (or above src/ when run from source). */
+/**
+ * Where `vite build` put the dashboard: the nearest `ui/` or `dist/ui/` above this file, which
+ * covers the compiled bridge (dist/), the desktop build (dist/app/) and running from source (src/).
+ */
 export function defaultUiDir(): string | undefined {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  return [path.join(here, 'ui'), path.join(here, '..', 'dist', 'ui'), path.join(here, '..', '..', 'dist', 'ui')].find((dir) => existsSync(path.join(dir, 'index.html')));
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let level = 0; level < 6; level++) {
+    for (const candidate of [path.join(dir, 'ui'), path.join(dir, 'dist', 'ui')]) {
+      if (existsSync(path.join(candidate, 'index.html'))) return candidate;
+    }
+    dir = path.dirname(dir);
+  }
+  return undefined;
 }
 
 /**

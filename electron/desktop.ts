@@ -1,0 +1,133 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { startBridge, type BridgeHandle } from '../src/bridge.js';
+import type { BridgeState } from '../src/control/api-types.js';
+import { loadConfig } from '../src/config/load.js';
+import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec, type TrayCommand, type TrayIconState } from './tray-menu.js';
+
+/**
+ * The desktop shell's logic, written against a small adapter instead of Electron itself, so it is
+ * tested without the Electron binary; electron/main.ts gives it the real thing.
+ */
+
+export interface TrayHandle {
+  setImage(state: TrayIconState): void;
+  setToolTip(text: string): void;
+  /** Replaces the whole menu; clicking an item runs its command. */
+  setMenu(items: MenuItemSpec[], run: (command: TrayCommand) => void): void;
+}
+
+export interface WindowHandle {
+  show(): void;
+  /** Called when the user closes the window; return true to keep it (hidden) instead. */
+  onClose(handler: () => boolean): void;
+  isDestroyed(): boolean;
+}
+
+export interface DesktopAdapter {
+  requestSingleInstanceLock(): boolean;
+  onSecondInstance(listener: () => void): void;
+  whenReady(): Promise<void>;
+  /** The app's own data folder (config.yaml, history, logs). */
+  userDataDir(): string;
+  createTray(): TrayHandle;
+  /** A window showing `url`, locked to `origin` (contextIsolation, sandbox, no navigation away). */
+  createWindow(url: string, origin: string): WindowHandle;
+  copyText(text: string): void;
+  getStartAtLogin(): boolean;
+  setStartAtLogin(enabled: boolean): void;
+  /** Runs `cleanup` before the app exits, whatever asked it to quit. */
+  onQuit(cleanup: () => Promise<void>): void;
+  quit(): void;
+  log(message: string, error?: unknown): void;
+}
+
+export interface Desktop {
+  bridge: BridgeHandle;
+  openDashboard(): void;
+  run(command: TrayCommand): Promise<void>;
+  /** What the tray shows now (for automation and tests). */
+  tray(): { icon: TrayIconState; tooltip: string; menu: MenuItemSpec[] };
+}
+
+/** The bridge for the desktop: config.yaml and all data in the app's folder, environment on top. */
+export async function startDesktopBridge(userData: string, env: NodeJS.ProcessEnv): Promise<BridgeHandle> {
+  const file = path.join(userData, 'config.yaml');
+  const config = loadConfig({ file: existsSync(file) ? file : undefined, env: { BRIDGE_DATA_DIR: userData, ...env } });
+  try {
+    return await startBridge(config);
+  } catch (error) {
+    // The configured port is taken (another bridge, a headless one): any free port does for the desktop.
+    if (!/already in use/.test((error as Error).message)) throw error;
+    return startBridge({ ...config, server: { ...config.server, port: 0 } });
+  }
+}
+
+function requestsPerMinute(bridge: BridgeHandle): number {
+  const since = Date.now() - 5 * 60_000;
+  return bridge.history.recent(2000).filter((r) => Date.parse(r.time) >= since).length / 5;
+}
+
+export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessEnv = process.env): Promise<Desktop | undefined> {
+  if (!adapter.requestSingleInstanceLock()) {
+    adapter.quit();
+    return undefined;
+  }
+  await adapter.whenReady();
+  const bridge = await startDesktopBridge(adapter.userDataDir(), env);
+  const origin = new URL(bridge.url).origin;
+  let window: WindowHandle | undefined;
+  let quitting = false;
+
+  const openDashboard = (): void => {
+    if (window === undefined || window.isDestroyed()) {
+      window = adapter.createWindow(`${bridge.url}/ui/#token=${bridge.controlToken}`, origin);
+      // Closing hides the window: the app lives on in the tray until Quit.
+      window.onClose(() => !quitting);
+    }
+    window.show();
+  };
+
+  const tray = adapter.createTray();
+  let shown: ReturnType<Desktop['tray']> = { icon: 'healthy', tooltip: '', menu: [] };
+  const run = async (command: TrayCommand): Promise<void> => {
+    switch (command.kind) {
+      case 'action':
+        try {
+          await bridge.actions.run(command.name, command.payload as never);
+        } catch (error) {
+          adapter.log(`${command.name} failed`, error);
+        }
+        break;
+      case 'open-dashboard':
+        openDashboard();
+        break;
+      case 'copy-endpoint':
+        adapter.copyText(bridge.url);
+        break;
+      case 'toggle-start-at-login':
+        adapter.setStartAtLogin(!adapter.getStartAtLogin());
+        break;
+      case 'quit':
+        adapter.quit();
+        return;
+    }
+    refresh(bridge.state);
+  };
+  const refresh = (state: BridgeState): void => {
+    shown = { icon: trayIconState(state), tooltip: trayTooltip(state, requestsPerMinute(bridge)), menu: buildTrayMenu({ state, startAtLogin: adapter.getStartAtLogin() }) };
+    tray.setImage(shown.icon);
+    tray.setToolTip(shown.tooltip);
+    tray.setMenu(shown.menu, (command) => void run(command));
+  };
+  refresh(bridge.state);
+  bridge.onStateChange(refresh);
+
+  adapter.onSecondInstance(openDashboard);
+  adapter.onQuit(async () => {
+    quitting = true;
+    // Stops managed Ollama instances and flushes the history file.
+    await bridge.stop(2000);
+  });
+  return { bridge, openDashboard, run, tray: () => shown };
+}

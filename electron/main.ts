@@ -1,0 +1,114 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { app, BrowserWindow, clipboard, Menu, nativeImage, shell, Tray, type MenuItemConstructorOptions } from 'electron';
+import { startDesktop, type DesktopAdapter, type TrayHandle, type WindowHandle } from './desktop.js';
+import type { MenuItemSpec, TrayCommand, TrayIconState } from './tray-menu.js';
+
+/** The Electron main process: the desktop logic with Electron's own tray, windows and app. */
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+// Packaged: tray icons are extraResources; from source: build/tray in the repository.
+const trayDir = app.isPackaged ? path.join(process.resourcesPath, 'tray') : path.join(here, '..', '..', '..', 'build', 'tray');
+
+// A second app data folder for tests and side-by-side runs.
+if (process.env.COPILOT_BRIDGE_USER_DATA) app.setPath('userData', process.env.COPILOT_BRIDGE_USER_DATA);
+
+function toTemplate(items: MenuItemSpec[], run: (command: TrayCommand) => void): MenuItemConstructorOptions[] {
+  return items.map((item) => ({
+    label: item.label,
+    type: item.type,
+    checked: item.checked,
+    enabled: item.enabled,
+    submenu: item.submenu === undefined ? undefined : toTemplate(item.submenu, run),
+    click: item.command === undefined ? undefined : () => run(item.command as TrayCommand),
+  }));
+}
+
+const isWeb = (url: string): boolean => /^https?:\/\//i.test(url);
+
+const adapter: DesktopAdapter = {
+  requestSingleInstanceLock: () => app.requestSingleInstanceLock(),
+  onSecondInstance: (listener) => {
+    app.on('second-instance', listener);
+  },
+  whenReady: () => app.whenReady(),
+  userDataDir: () => app.getPath('userData'),
+  createTray(): TrayHandle {
+    const icon = (state: TrayIconState) => nativeImage.createFromPath(path.join(trayDir, `${state}.png`));
+    const tray = new Tray(icon('healthy'));
+    return {
+      setImage: (state) => tray.setImage(icon(state)),
+      setToolTip: (text) => tray.setToolTip(text),
+      // Always a context menu (Linux shows nothing without one), rebuilt from the state each time.
+      setMenu: (items, run) => tray.setContextMenu(Menu.buildFromTemplate(toTemplate(items, run))),
+    };
+  },
+  createWindow(url: string, origin: string): WindowHandle {
+    const window = new BrowserWindow({
+      width: 1280,
+      height: 800,
+      show: false,
+      title: 'copilot-bridge',
+      autoHideMenuBar: true,
+      webPreferences: { contextIsolation: true, sandbox: true, nodeIntegration: false, webSecurity: true, spellcheck: false },
+    });
+    const contents = window.webContents;
+    // Only the bridge's own pages; links elsewhere open in the browser, and only http(s) ones.
+    contents.on('will-navigate', (event, target) => {
+      if (new URL(target).origin === origin) return;
+      event.preventDefault();
+      if (isWeb(target)) void shell.openExternal(target);
+    });
+    contents.setWindowOpenHandler(({ url: target }) => {
+      if (isWeb(target) && new URL(target).origin !== origin) void shell.openExternal(target);
+      return { action: 'deny' };
+    });
+    contents.session.setPermissionRequestHandler((_contents, permission, callback) => callback(permission === 'clipboard-sanitized-write'));
+    void window.loadURL(url);
+    window.once('ready-to-show', () => window.show());
+    return {
+      show: () => {
+        window.show();
+        window.focus();
+      },
+      onClose: (handler) => {
+        window.on('close', (event) => {
+          if (handler()) {
+            event.preventDefault();
+            window.hide();
+          }
+        });
+      },
+      isDestroyed: () => window.isDestroyed(),
+    };
+  },
+  copyText: (text) => clipboard.writeText(text),
+  getStartAtLogin: () => app.getLoginItemSettings().openAtLogin,
+  setStartAtLogin: (enabled) => app.setLoginItemSettings({ openAtLogin: enabled }),
+  onQuit(cleanup) {
+    let done = false;
+    app.on('before-quit', (event) => {
+      if (done) return;
+      event.preventDefault();
+      void cleanup().finally(() => {
+        done = true;
+        app.quit();
+      });
+    });
+  },
+  quit: () => app.quit(),
+  log: (message, error) => console.error(`copilot-bridge: ${message}`, error),
+};
+
+// A tray app: closing the last window does not quit.
+app.on('window-all-closed', () => undefined);
+
+startDesktop(adapter)
+  .then((desktop) => {
+    // The automation hook: end-to-end tests drive the running app through it (Playwright's evaluate).
+    (globalThis as { copilotBridge?: unknown }).copilotBridge = desktop;
+  })
+  .catch((error: unknown) => {
+    console.error('copilot-bridge could not start:', error);
+    app.exit(1);
+  });

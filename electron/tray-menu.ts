@@ -1,0 +1,121 @@
+import type { ActionName, ActionPayloads, BridgeState, Tier } from '../src/control/api-types.js';
+
+/**
+ * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
+ * change. Menu items carry commands, not callbacks; the shell runs them, and every setting goes
+ * through the same control actions the dashboard uses.
+ */
+
+export type TrayCommand =
+  | { [N in ActionName]: { kind: 'action'; name: N; payload: ActionPayloads[N] } }[ActionName]
+  | { kind: 'open-dashboard' }
+  | { kind: 'copy-endpoint' }
+  | { kind: 'toggle-start-at-login' }
+  | { kind: 'quit' };
+
+export interface MenuItemSpec {
+  label?: string;
+  type?: 'normal' | 'separator' | 'checkbox' | 'radio' | 'submenu';
+  checked?: boolean;
+  enabled?: boolean;
+  submenu?: MenuItemSpec[];
+  command?: TrayCommand;
+}
+
+export interface TrayInput {
+  state: BridgeState;
+  startAtLogin: boolean;
+}
+
+export type TrayIconState = 'healthy' | 'degraded' | 'down' | 'busy';
+
+const GIB = 1024 ** 3;
+const gib = (bytes: number | null): string => (bytes === null ? '?' : (bytes / GIB).toFixed(1));
+
+function gpuLabel(state: BridgeState, backend: string): string {
+  const gpu = state.placements.find((p) => p.backend === backend)?.gpu;
+  if (gpu !== null && gpu !== undefined) return `GPU ${gpu.index}`;
+  const configured = state.backends.find((b) => b.name === backend)?.gpu;
+  return configured === null || configured === undefined ? backend : `GPU ${configured}`;
+}
+
+function statusLines(state: BridgeState): MenuItemSpec[] {
+  const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+  const lines = [`Backends: ${up}/${state.backends.length} healthy`];
+  for (const backend of state.backends.filter((b) => b.health.status === 'failing' || b.health.status === 'down')) {
+    lines.push(`${backend.name}: ${backend.health.status}${backend.health.lastError ? ` (${backend.health.lastError.slice(0, 60)})` : ''}`);
+  }
+  if (state.gpu.gpus.length === 0) lines.push(state.gpu.live ? 'No GPU' : 'No NVIDIA GPU: models run on the CPU');
+  for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB VRAM`);
+  for (const instance of state.ollama) lines.push(`Ollama on ${gpuLabel(state, instance.name)}: ${instance.state}`);
+  return lines.map((label) => ({ label, enabled: false }));
+}
+
+function tierSubmenu(state: BridgeState, tier: Tier, label: string): MenuItemSpec {
+  const current = state.settings.models[tier];
+  const names = state.models.map((m) => m.name);
+  return {
+    label,
+    type: 'submenu',
+    submenu:
+      names.length === 0
+        ? [{ label: 'No models installed', enabled: false }]
+        : names.map((model) => ({ label: model, type: 'radio', checked: model === current, command: { kind: 'action', name: 'setTierModel', payload: { tier, model } } })),
+  };
+}
+
+function ollamaSubmenus(state: BridgeState): MenuItemSpec[] {
+  return state.ollama.map((instance) => {
+    const running = instance.state === 'running' || instance.state === 'starting' || instance.state === 'crashed';
+    const adopted = instance.state === 'adopted';
+    return {
+      label: `Ollama on ${gpuLabel(state, instance.name)}`,
+      type: 'submenu',
+      submenu: [
+        { label: 'Start', enabled: !running && !adopted, command: { kind: 'action', name: 'startOllama', payload: { backend: instance.name } } },
+        { label: 'Stop', enabled: running, command: { kind: 'action', name: 'stopOllama', payload: { backend: instance.name } } },
+        { label: 'Restart', enabled: running, command: { kind: 'action', name: 'restartOllama', payload: { backend: instance.name } } },
+        ...(adopted ? [{ label: 'Started outside the bridge', enabled: false }] : []),
+      ],
+    };
+  });
+}
+
+export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[] {
+  return [
+    ...statusLines(state),
+    { type: 'separator' },
+    { label: 'Dual-GPU mode', type: 'checkbox', checked: state.settings.dualGpu, command: { kind: 'action', name: 'setDualGpu', payload: { enabled: !state.settings.dualGpu } } },
+    tierSubmenu(state, 'simple', 'Simple model'),
+    tierSubmenu(state, 'complex', 'Complex model'),
+    ...ollamaSubmenus(state),
+    {
+      label: state.fallbackProviders.length === 0 ? 'Cloud fallback (no provider configured)' : 'Cloud fallback',
+      type: 'checkbox',
+      checked: state.settings.fallbackEnabled,
+      enabled: state.fallbackProviders.length > 0 || state.settings.fallbackEnabled,
+      command: { kind: 'action', name: 'setFallback', payload: { enabled: !state.settings.fallbackEnabled } },
+    },
+    { type: 'separator' },
+    { label: 'Open dashboard', command: { kind: 'open-dashboard' } },
+    { label: 'Copy endpoint URL', command: { kind: 'copy-endpoint' } },
+    { label: 'Start at login', type: 'checkbox', checked: startAtLogin, command: { kind: 'toggle-start-at-login' } },
+    { type: 'separator' },
+    { label: 'Quit copilot-bridge', command: { kind: 'quit' } },
+  ];
+}
+
+/** Down: no backend can take traffic; degraded: some cannot; busy: requests in flight; else healthy. */
+export function trayIconState(state: BridgeState): TrayIconState {
+  const usable = state.backends.filter((b) => b.health.status !== 'down' && b.health.circuit !== 'open');
+  if (usable.length === 0) return 'down';
+  if (usable.length < state.backends.length || state.backends.some((b) => b.health.status === 'failing')) return 'degraded';
+  return state.requests.inFlight > 0 ? 'busy' : 'healthy';
+}
+
+export function trayTooltip(state: BridgeState, requestsPerMinute: number): string {
+  const lines = [`copilot-bridge: ${trayIconState(state)}`, `${requestsPerMinute.toFixed(1)} requests/min`];
+  for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
+  if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
+  return lines.join('\n');
+}

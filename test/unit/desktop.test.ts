@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startDesktop, type DesktopAdapter, type WindowHandle } from '../../electron/desktop.js';
+import type { MenuItemSpec, TrayCommand, TrayIconState } from '../../electron/tray-menu.js';
+import { startStandIn } from '../support/bridge.js';
+import { fakeOllamaBinary } from '../support/fake-ollama.js';
+import { freePort } from '../support/ollama-rig.js';
+import { tempDir } from '../support/temp.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** Electron, played by a recorder. */
+class FakeElectron implements DesktopAdapter {
+  lock = true;
+  quits = 0;
+  startAtLogin = false;
+  copied: string[] = [];
+  images: TrayIconState[] = [];
+  tooltips: string[] = [];
+  menu: MenuItemSpec[] = [];
+  runMenu: (command: TrayCommand) => void = () => undefined;
+  windows: Array<{ url: string; origin: string; shows: number; onClose: () => boolean; destroyed: boolean }> = [];
+  secondInstance: () => void = () => undefined;
+  cleanup: () => Promise<void> = async () => undefined;
+
+  constructor(private readonly userData: string) {}
+
+  requestSingleInstanceLock = (): boolean => this.lock;
+  onSecondInstance = (listener: () => void): void => {
+    this.secondInstance = listener;
+  };
+  whenReady = async (): Promise<void> => undefined;
+  userDataDir = (): string => this.userData;
+  createTray = () => ({
+    setImage: (state: TrayIconState) => this.images.push(state),
+    setToolTip: (text: string) => this.tooltips.push(text),
+    setMenu: (items: MenuItemSpec[], run: (command: TrayCommand) => void) => {
+      this.menu = items;
+      this.runMenu = run;
+    },
+  });
+  createWindow = (url: string, origin: string): WindowHandle => {
+    const record = { url, origin, shows: 0, onClose: () => false, destroyed: false };
+    this.windows.push(record);
+    return {
+      show: () => {
+        record.shows += 1;
+      },
+      onClose: (handler) => {
+        record.onClose = handler;
+      },
+      isDestroyed: () => record.destroyed,
+    };
+  };
+  copyText = (text: string): void => {
+    this.copied.push(text);
+  };
+  getStartAtLogin = (): boolean => this.startAtLogin;
+  setStartAtLogin = (enabled: boolean): void => {
+    this.startAtLogin = enabled;
+  };
+  onQuit = (cleanup: () => Promise<void>): void => {
+    this.cleanup = cleanup;
+  };
+  quit = (): void => {
+    this.quits += 1;
+  };
+  log = (): void => undefined;
+
+  /** Finds a menu item by its path of labels and clicks it. */
+  async click(...labels: string[]): Promise<void> {
+    let items = this.menu;
+    let found: MenuItemSpec | undefined;
+    for (const label of labels) {
+      found = items.find((i) => i.label === label);
+      assert.ok(found, `no "${label}" in ${JSON.stringify(items.map((i) => i.label))}`);
+      items = found.submenu ?? [];
+    }
+    assert.ok(found?.command, `"${labels.join(' > ')}" has no command`);
+    this.runMenu(found.command);
+    await sleep(50);
+  }
+}
+
+describe('desktop shell (main-process wiring, without the Electron binary)', () => {
+  it('quits at once when another instance already runs', async () => {
+    const fake = new FakeElectron(tempDir('desktop-'));
+    fake.lock = false;
+    assert.equal(await startDesktop(fake, {}), undefined);
+    assert.equal(fake.quits, 1);
+    assert.equal(fake.windows.length, 0);
+  });
+
+  it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {
+    const userData = tempDir('desktop-');
+    const upstream = await startStandIn((_req, res) => res.end('{}'), ['qwen2.5-coder:1.5b', 'qwen2.5-coder:7b-instruct-q8_0']);
+    const cloud = await startStandIn((_req, res) => res.end('{}'));
+    const managedPort = await freePort();
+    writeFileSync(
+      path.join(userData, 'config.yaml'),
+      `server:
+  port: 0
+ollama:
+  binary: ${fakeOllamaBinary()}
+backends:
+  - { name: gpu0, url: "${upstream.url}", gpu: 0 }
+  - { name: gpu1, url: "http://127.0.0.1:${managedPort}", gpu: 1, manage: true }
+gpu_monitor:
+  command: /nonexistent/nvidia-smi
+fallback:
+  providers:
+    - { name: cloud, type: openai, base_url: "${cloud.url}/v1", model: gpt-test }
+`,
+    );
+    const fake = new FakeElectron(userData);
+    const desktop = await startDesktop(fake, {});
+    assert.ok(desktop);
+    const { bridge } = desktop;
+    cleanups.push(() => bridge.stop(100), () => upstream.close(), () => cloud.close());
+
+    // Config, history and the control token live in the app's folder.
+    assert.equal(bridge.config.data_dir, userData);
+    assert.equal(readFileSync(path.join(userData, 'control-token'), 'utf8'), bridge.controlToken);
+    assert.equal(fake.images.at(-1), 'healthy');
+    assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures$/);
+
+    await fake.click('Dual-GPU mode');
+    assert.equal(bridge.state.settings.dualGpu, true);
+    await fake.click('Dual-GPU mode');
+    assert.equal(bridge.state.settings.dualGpu, false);
+    await fake.click('Simple model', 'qwen2.5-coder:7b-instruct-q8_0');
+    assert.equal(bridge.state.settings.models.simple, 'qwen2.5-coder:7b-instruct-q8_0');
+    await fake.click('Complex model', 'qwen2.5-coder:1.5b');
+    assert.equal(bridge.state.settings.models.complex, 'qwen2.5-coder:1.5b');
+    await fake.click('Cloud fallback');
+    assert.equal(bridge.state.settings.fallbackEnabled, true);
+
+    const ollama = (): string | undefined => bridge.state.ollama.find((i) => i.name === 'gpu1')?.state;
+    assert.equal(ollama(), 'running');
+    await fake.click('Ollama on GPU 1', 'Stop');
+    assert.equal(ollama(), 'stopped');
+    await assert.rejects(fetch(`http://127.0.0.1:${managedPort}/api/version`));
+    await fake.click('Ollama on GPU 1', 'Start');
+    await waitFor(() => ollama() === 'running');
+    const pid = bridge.state.ollama.find((i) => i.name === 'gpu1')?.pid;
+    await fake.click('Ollama on GPU 1', 'Restart');
+    await waitFor(() => ollama() === 'running' && bridge.state.ollama.find((i) => i.name === 'gpu1')?.pid !== pid);
+
+    await fake.click('Open dashboard');
+    assert.equal(fake.windows.length, 1);
+    assert.equal(fake.windows[0]?.url, `${bridge.url}/ui/#token=${bridge.controlToken}`);
+    assert.equal(fake.windows[0]?.origin, new URL(bridge.url).origin);
+    await fake.click('Open dashboard');
+    assert.equal(fake.windows.length, 1, 'the window is reused');
+    assert.equal(fake.windows[0]?.shows, 2);
+    assert.equal(fake.windows[0]?.onClose(), true, 'closing hides the window while the app runs');
+    fake.secondInstance();
+    assert.equal(fake.windows[0]?.shows, 3, 'a second launch shows the window');
+
+    await fake.click('Copy endpoint URL');
+    assert.deepEqual(fake.copied, [bridge.url]);
+    await fake.click('Start at login');
+    assert.equal(fake.startAtLogin, true);
+    assert.equal(fake.menu.find((i) => i.label === 'Start at login')?.checked, true);
+    await fake.click('Quit copilot-bridge');
+    assert.equal(fake.quits, 1);
+
+    // The quit path: managed Ollama stopped, history flushed, the bridge closed.
+    await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"qwen2.5-coder:1.5b","messages":[]}' }).then((r) => r.text());
+    await fake.cleanup();
+    assert.equal(fake.windows[0]?.onClose(), false, 'while quitting, closing really closes');
+    assert.equal(bridge.state.ollama.find((i) => i.name === 'gpu1')?.state, 'stopped');
+    await assert.rejects(fetch(`http://127.0.0.1:${managedPort}/api/version`));
+    await assert.rejects(fetch(`${bridge.url}/health`));
+    const historyFile = path.join(userData, 'history.jsonl');
+    assert.ok(existsSync(historyFile));
+    assert.equal(readFileSync(historyFile, 'utf8').trim().split('\n').length, 1);
+  });
+});
+
+async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const started = Date.now();
+  while (!check()) {
+    if (Date.now() - started > timeoutMs) assert.fail('timed out');
+    await sleep(50);
+  }
+}

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { BackendSnapshot, BridgeState, GpuReading, InstanceSnapshot } from '../../src/control/api-types.js';
+import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec } from '../../electron/tray-menu.js';
+
+const GIB = 1024 ** 3;
+
+function backend(name: string, status: BackendSnapshot['health']['status'] = 'healthy', gpu: number | null = null): BackendSnapshot {
+  return {
+    name,
+    url: `http://127.0.0.1:1143${name.at(-1)}/`,
+    gpu,
+    weight: 1,
+    inFlight: 0,
+    requests: 0,
+    failures: status === 'failing' ? 2 : 0,
+    health: { status, circuit: 'closed', consecutiveFailures: 0, lastError: status === 'healthy' ? null : 'ECONNREFUSED', lastCheckAt: null, latencyMs: null },
+    loaded: [],
+  };
+}
+
+function gpu(index: number, usedGib: number): GpuReading {
+  return {
+    index,
+    uuid: `GPU-${index}`,
+    name: 'NVIDIA H100 80GB HBM3',
+    busId: null,
+    memoryTotalBytes: 80 * GIB,
+    memoryUsedBytes: usedGib * GIB,
+    memoryFreeBytes: (80 - usedGib) * GIB,
+    memoryReservedBytes: null,
+    utilizationRatio: 0.5,
+    memoryUtilizationRatio: null,
+    temperatureCelsius: 50,
+    powerWatts: 300,
+    powerLimitWatts: 700,
+    graphicsClockMhz: null,
+    memoryClockMhz: null,
+    pstate: 'P0',
+  };
+}
+
+function instance(name: string, state: InstanceSnapshot['state']): InstanceSnapshot {
+  return { name, state, pid: state === 'running' ? 4242 : null, port: 11434, device: null, restarts: 0, lastExit: null, logFile: '/tmp/x.log', message: null };
+}
+
+function state(overrides: Partial<BridgeState> = {}): BridgeState {
+  return {
+    startedAt: '2026-01-01T00:00:00Z',
+    url: 'http://127.0.0.1:5000',
+    settings: { dualGpu: true, fallbackEnabled: false, models: { simple: 'qwen2.5-coder:1.5b', moderate: 'qwen2.5-coder:7b', complex: 'qwen2.5-coder:7b' } },
+    backends: [backend('gpu0', 'healthy', 0)],
+    gpu: { source: 'none', live: false, message: 'No NVIDIA GPU found', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null, system: null },
+    placements: [],
+    ollama: [],
+    models: [
+      { name: 'qwen2.5-coder:1.5b', sizeBytes: GIB, backends: ['gpu0'] },
+      { name: 'qwen2.5-coder:7b', sizeBytes: 8 * GIB, backends: ['gpu0'] },
+    ],
+    fallbackProviders: [],
+    requests: { total: 0, inFlight: 0 },
+    historyRecords: 0,
+    ...overrides,
+  };
+}
+
+const labels = (items: MenuItemSpec[]): string[] => items.filter((i) => i.type !== 'separator').map((i) => i.label ?? '');
+const item = (items: MenuItemSpec[], label: string): MenuItemSpec => {
+  const found = items.find((i) => i.label === label);
+  assert.ok(found, `no menu item "${label}" in ${JSON.stringify(labels(items))}`);
+  return found;
+};
+const statusLines = (items: MenuItemSpec[]): string[] => items.slice(0, items.findIndex((i) => i.type === 'separator')).map((i) => i.label ?? '');
+
+describe('tray menu, built from the state', () => {
+  it('without a GPU: says so, and has every control', () => {
+    const menu = buildTrayMenu({ state: state(), startAtLogin: false });
+    assert.deepEqual(statusLines(menu), ['Backends: 1/1 healthy', 'No NVIDIA GPU: models run on the CPU']);
+    for (const line of menu.slice(0, 2)) assert.equal(line.enabled, false);
+    assert.deepEqual(labels(menu).slice(2), ['Dual-GPU mode', 'Simple model', 'Complex model', 'Cloud fallback (no provider configured)', 'Open dashboard', 'Copy endpoint URL', 'Start at login', 'Quit copilot-bridge']);
+    assert.deepEqual(item(menu, 'Dual-GPU mode').command, { kind: 'action', name: 'setDualGpu', payload: { enabled: false } });
+    const simple = item(menu, 'Simple model').submenu ?? [];
+    assert.deepEqual(simple.map((m) => [m.label, m.type, m.checked]), [['qwen2.5-coder:1.5b', 'radio', true], ['qwen2.5-coder:7b', 'radio', false]]);
+    assert.deepEqual(simple[1]?.command, { kind: 'action', name: 'setTierModel', payload: { tier: 'simple', model: 'qwen2.5-coder:7b' } });
+    assert.equal(item(menu, 'Cloud fallback (no provider configured)').enabled, false);
+    assert.equal(item(menu, 'Start at login').checked, false);
+    assert.equal(trayIconState(state()), 'healthy');
+  });
+
+  it('with one GPU and with two: a VRAM line per GPU, in the tooltip too', () => {
+    const one = state({ gpu: { ...state().gpu, source: 'nvidia-smi', live: true, gpus: [gpu(0, 20)] } });
+    assert.deepEqual(statusLines(buildTrayMenu({ state: one, startAtLogin: true })), ['Backends: 1/1 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM']);
+    const two = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'healthy', 1)], gpu: { ...one.gpu, gpus: [gpu(0, 20), gpu(1, 64.5)] } });
+    assert.deepEqual(statusLines(buildTrayMenu({ state: two, startAtLogin: true })), ['Backends: 2/2 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM', 'GPU 1: 64.5 / 80.0 GiB VRAM']);
+    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB');
+    assert.equal(item(buildTrayMenu({ state: two, startAtLogin: true }), 'Start at login').checked, true);
+  });
+
+  it('with Ollama down: the managed instance can be started, not stopped; the icon says down', () => {
+    const down = state({ backends: [backend('gpu0', 'down', 0)], ollama: [instance('gpu0', 'stopped')] });
+    const menu = buildTrayMenu({ state: down, startAtLogin: false });
+    assert.deepEqual(statusLines(menu), ['Backends: 0/1 healthy', 'gpu0: down (ECONNREFUSED)', 'No NVIDIA GPU: models run on the CPU', 'Ollama on GPU 0: stopped']);
+    const ollama = item(menu, 'Ollama on GPU 0').submenu ?? [];
+    assert.deepEqual(ollama.map((m) => [m.label, m.enabled]), [['Start', true], ['Stop', false], ['Restart', false]]);
+    assert.deepEqual(ollama[0]?.command, { kind: 'action', name: 'startOllama', payload: { backend: 'gpu0' } });
+    assert.equal(trayIconState(down), 'down');
+    const running = buildTrayMenu({ state: state({ ollama: [instance('gpu0', 'running')] }), startAtLogin: false });
+    assert.deepEqual((item(running, 'Ollama on GPU 0').submenu ?? []).map((m) => m.enabled), [false, true, true]);
+  });
+
+  it('with a degraded backend: named in the status, amber icon; busy when requests are in flight', () => {
+    const degraded = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'failing', 1)] });
+    assert.deepEqual(statusLines(buildTrayMenu({ state: degraded, startAtLogin: false })).slice(0, 2), ['Backends: 1/2 healthy', 'gpu1: failing (ECONNREFUSED)']);
+    assert.equal(trayIconState(degraded), 'degraded');
+    assert.equal(trayIconState(state({ requests: { total: 3, inFlight: 1 } })), 'busy');
+  });
+
+  it('with fallback on: the checkbox is ticked and unticks it', () => {
+    const on = state({ settings: { ...state().settings, fallbackEnabled: true }, fallbackProviders: ['openai'] });
+    const fallback = item(buildTrayMenu({ state: on, startAtLogin: false }), 'Cloud fallback');
+    assert.deepEqual([fallback.type, fallback.checked, fallback.enabled], ['checkbox', true, true]);
+    assert.deepEqual(fallback.command, { kind: 'action', name: 'setFallback', payload: { enabled: false } });
+  });
+});
