@@ -46,7 +46,7 @@ export class ManagerError extends Error {
   }
 }
 
-function executable(file: string): boolean {
+export function isExecutable(file: string): boolean {
   try {
     accessSync(file, constants.X_OK);
     return true;
@@ -60,7 +60,7 @@ const INSTALL_PLACES = ['/usr/local/bin/ollama', '/usr/bin/ollama', '/opt/homebr
 /** The configured path, OLLAMA_BIN, then `ollama` on PATH, then the usual install places. */
 export function findOllamaBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env, places: readonly string[] = INSTALL_PLACES): string | undefined {
   const candidates = [configured, env.OLLAMA_BIN, ...(env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, 'ollama')), ...places];
-  return candidates.find((file): file is string => file !== undefined && file !== '' && executable(file));
+  return candidates.find((file): file is string => file !== undefined && file !== '' && isExecutable(file));
 }
 
 /** An append-only log file that is rotated to `<file>.1` once it passes `maxBytes`. */

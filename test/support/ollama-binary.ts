@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { isExecutable } from '../../src/ollama/manager.js';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -11,14 +12,7 @@ export function cacheDir(): string {
   return path.join(base, 'copilot-bridge', `ollama-v${OLLAMA_VERSION}`);
 }
 
-function executable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const executable = isExecutable;
 
 function onPath(command: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {

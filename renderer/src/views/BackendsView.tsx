@@ -1,19 +1,12 @@
-import { useState, type JSX } from 'react';
+import type { JSX } from 'react';
 import type { BridgeState } from '../../../src/control/api-types';
-import { ActionFailure, runAction } from '../api';
+import { runAction } from '../api';
+import { useAction } from '../useAction';
 import { ms } from '../format';
 
 export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
-  const [message, setMessage] = useState<string | null>(null);
+  const { error: message, act } = useAction();
   const ollama = new Map(state.ollama.map((i) => [i.name, i]));
-  const act = async (run: () => Promise<unknown>): Promise<void> => {
-    setMessage(null);
-    try {
-      await run();
-    } catch (error) {
-      setMessage(error instanceof ActionFailure ? error.message : String(error));
-    }
-  };
   return (
     <div className="view">
       <div className="toolbar">

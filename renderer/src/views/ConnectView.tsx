@@ -1,6 +1,7 @@
 import { useState, type JSX } from 'react';
 import type { BridgeState } from '../../../src/control/api-types';
-import { ActionFailure, controlToken, runAction, setControlToken } from '../api';
+import { controlToken, runAction, setControlToken } from '../api';
+import { useAction } from '../useAction';
 
 function CopyField({ label, value, hint }: { label: string; value: string; hint: string }): JSX.Element {
   const [copied, setCopied] = useState(false);
@@ -40,17 +41,9 @@ function Toggle({ label, checked, onChange, testId }: { label: string; checked: 
 }
 
 export function ConnectView({ state }: { state: BridgeState }): JSX.Element {
-  const [error, setError] = useState<string | null>(null);
+  const { error, act } = useAction();
   const [hasToken, setHasToken] = useState(controlToken() !== null);
   const origin = window.location.origin;
-  const act = async (run: () => Promise<unknown>): Promise<void> => {
-    setError(null);
-    try {
-      await run();
-    } catch (failure) {
-      setError(failure instanceof ActionFailure ? failure.message : String(failure));
-    }
-  };
   return (
     <div className="view">
       <div className="toolbar">

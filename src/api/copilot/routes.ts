@@ -1,7 +1,8 @@
 import express, { type Router as ExpressRouter } from 'express';
 import { virtualModel } from '../../routing/router.js';
 import type { ApiContext } from '../context.js';
-import { parseCompletion, serveCompletion } from '../openai/completions.js';
+import { completionRequestSchema, serveCompletion } from '../openai/completions.js';
+import { parseBody } from '../validate.js';
 
 /**
  * GitHub Copilot's inline completions (ghost text): POST {base}/v1/engines/{engine}/completions.
@@ -12,7 +13,7 @@ export function copilotRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
 
   router.post('/v1/engines/:engine/completions', async (req, res) => {
-    const request = parseCompletion(req, res);
+    const request = parseBody(completionRequestSchema, req, res, 'openai');
     if (request === undefined) return;
     // Express has already percent-decoded the segment: "qwen2.5-coder%3A7b" arrives as "qwen2.5-coder:7b".
     const engine = req.params.engine;

@@ -11,7 +11,7 @@ import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
-import { describeIssue } from '../validate.js';
+import { parseBody } from '../validate.js';
 
 /** The Ollama API level this facade implements; answered by /api/version when no backend is reachable. */
 export const FACADE_OLLAMA_VERSION = '0.11.4';
@@ -202,12 +202,8 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/api/chat', async (req, res) => {
-    const parsed = chatRequest.safeParse(req.body ?? {});
-    if (!parsed.success) {
-      sendError(res, 'ollama', 400, describeIssue(parsed.error).message);
-      return;
-    }
-    const body = parsed.data;
+    const body = parseBody(chatRequest, req, res, 'ollama');
+    if (body === undefined) return;
     const messages = (body.messages ?? []) as OllamaMessage[];
     const signals = chatSignals(messages, (body.tools?.length ?? 0) > 0);
     const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
@@ -221,12 +217,8 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/api/generate', async (req, res) => {
-    const parsed = generateRequest.safeParse(req.body ?? {});
-    if (!parsed.success) {
-      sendError(res, 'ollama', 400, describeIssue(parsed.error).message);
-      return;
-    }
-    const body = parsed.data;
+    const body = parseBody(generateRequest, req, res, 'ollama');
+    if (body === undefined) return;
     const signals = { ...completionSignals(body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
     const needs: Capability[] = [...(signals.kind === 'fim' ? ['insert' as const] : []), ...(signals.images ? ['vision' as const] : [])];
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {

@@ -3,9 +3,7 @@ import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
-import { sendError } from '../errors.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
-import { describeIssue } from '../validate.js';
 import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, usageOf } from './chat.js';
 
 /**
@@ -95,12 +93,4 @@ export async function serveCompletion(
     };
   };
   await routeAndServe(deps.router, deps.policy, req, res, { requestedModel, signals, needs: [] }, plan);
-}
-
-export function parseCompletion(req: Request, res: Response): CompletionRequest | undefined {
-  const parsed = completionRequestSchema.safeParse(req.body ?? {});
-  if (parsed.success) return parsed.data;
-  const issue = describeIssue(parsed.error);
-  sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
-  return undefined;
 }

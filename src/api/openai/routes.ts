@@ -6,9 +6,9 @@ import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe } from '../generation.js';
-import { describeIssue } from '../validate.js';
+import { parseBody } from '../validate.js';
 import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
-import { parseCompletion, serveCompletion } from './completions.js';
+import { completionRequestSchema, serveCompletion } from './completions.js';
 
 const embeddingRequest = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
@@ -65,13 +65,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   });
 
   const chat = async (req: Request, res: Response): Promise<void> => {
-    const parsed = chatRequestSchema.safeParse(req.body ?? {});
-    if (!parsed.success) {
-      const issue = describeIssue(parsed.error);
-      sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
-      return;
-    }
-    const request = parsed.data;
+    const request = parseBody(chatRequestSchema, req, res, 'openai');
+    if (request === undefined) return;
     let body: Record<string, unknown>;
     try {
       body = toOllamaChat(request);
@@ -94,7 +89,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post(['/v1/chat/completions', '/chat/completions'], chat);
 
   router.post('/v1/completions', async (req, res) => {
-    const request = parseCompletion(req, res);
+    const request = parseBody(completionRequestSchema, req, res, 'openai');
     if (request === undefined) return;
     if (request.model === undefined) {
       sendError(res, 'openai', 400, 'you must provide a model parameter', 'invalid_request', 'model');
@@ -104,13 +99,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/v1/embeddings', async (req, res) => {
-    const parsed = embeddingRequest.safeParse(req.body ?? {});
-    if (!parsed.success) {
-      const issue = describeIssue(parsed.error);
-      sendError(res, 'openai', 400, issue.message, 'invalid_request', issue.param);
-      return;
-    }
-    const request = parsed.data;
+    const request = parseBody(embeddingRequest, req, res, 'openai');
+    if (request === undefined) return;
     const backend = await context.router.backendFor(request.model);
     res.locals.backend = backend.name;
     const abort = new AbortController();
