@@ -100,17 +100,17 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   app.set('etag', false);
   app.use(requestLog(log, parts.counters, parts.onFinished));
   app.use(guard(config));
-  app.use(parts.observability);
-  app.use(parts.ui);
-
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all('/api/blobs/*digest', toPrimary);
   app.use(express.json({ limit: config.server.body_limit_mb * 1024 * 1024, type: () => true }));
-  app.use(parts.control);
+  // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));
   app.use(copilotRoutes(context));
+  app.use(parts.control);
+  app.use(parts.observability);
+  app.use(parts.ui);
   // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
   app.all('/api/*rest', toPrimary);
 
