@@ -12,6 +12,7 @@ import { StateFeed } from './control/feed.js';
 import { controlRoutes } from './control/routes.js';
 import { GpuMonitor, type GpuStatus } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
+import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
@@ -158,8 +159,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
 
   // Placement joins /api/ps with the GPUs; recomputed when either changes, read by routing and the UI.
   let placements: Placement[] = [];
+  const listeners = new ListenerCache();
   const refreshPlacements = (): void => {
-    placements = placeModels(backends, gpuMonitor.status, (name) => manager.deviceOf(name));
+    placements = placeModels(backends, gpuMonitor.status, (name) => manager.deviceOf(name), listeners);
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;

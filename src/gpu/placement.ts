@@ -2,7 +2,7 @@ import { isLoopbackHost } from '../config/load.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GpuStatus } from './monitor.js';
 import type { GpuReading } from './nvidia-smi.js';
-import { listeningPid, processTree } from './procfs.js';
+import { processTree, type ListenerCache } from './procfs.js';
 import type { PlacedModel, Placement } from '../control/api-types.js';
 export type { PlacedModel, Placement } from '../control/api-types.js';
 
@@ -19,7 +19,7 @@ export function gpuById(gpus: readonly GpuReading[], id: number | string): GpuRe
  * processes of the instance listening on that port (its runners), so instances the bridge did not
  * start are placed too.
  */
-export function placeModels(backends: readonly Backend[], gpu: GpuStatus, managedDevice: (backend: string) => string | undefined): Placement[] {
+export function placeModels(backends: readonly Backend[], gpu: GpuStatus, managedDevice: (backend: string) => string | undefined, listeners: ListenerCache): Placement[] {
   return backends.map((backend) => {
     const models: PlacedModel[] = backend.loaded.map((m) => ({
       name: m.model ?? m.name,
@@ -31,7 +31,7 @@ export function placeModels(backends: readonly Backend[], gpu: GpuStatus, manage
     let pids: Set<number> | undefined;
     if (gpu.processes.length > 0 && isLoopbackHost(backend.url.hostname)) {
       const port = Number(backend.url.port || 80);
-      const server = listeningPid(port);
+      const server = listeners.pidOf(port);
       if (server !== undefined) pids = new Set(processTree(server));
     }
     const apps = pids === undefined ? [] : gpu.processes.filter((p) => pids?.has(p.pid));

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * Linux process facts from /proc, to find which GPU an Ollama instance runs on when the bridge did
@@ -71,4 +71,23 @@ export function processTree(root: number): number[] {
   const tree = [root];
   for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i] as number) ?? []));
   return tree;
+}
+
+/**
+ * Remembers which process listens on a port: finding it scans every process's open files, too
+ * much to repeat on every GPU sample. An answer is kept until its process is gone or `maxAgeMs` passed.
+ */
+export class ListenerCache {
+  private readonly known = new Map<number, { pid: number | undefined; at: number }>();
+
+  constructor(private readonly maxAgeMs = 30_000) {}
+
+  pidOf(port: number): number | undefined {
+    const hit = this.known.get(port);
+    const fresh = hit !== undefined && Date.now() - hit.at < this.maxAgeMs && (hit.pid === undefined || existsSync(`/proc/${hit.pid}`));
+    if (fresh) return hit.pid;
+    const pid = listeningPid(port);
+    this.known.set(port, { pid, at: Date.now() });
+    return pid;
+  }
 }
