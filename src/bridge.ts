@@ -256,7 +256,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsServer = createServer(metricsApp);
     metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
   }
-  log.info({ url, dashboard: `${url}/ui/#token=${controlToken}`, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
+  // The control token stays out of the log: it is in the data folder, readable by this user only.
+  log.info({ url, dashboard: `${url}/ui/`, controlTokenFile: path.join(dataDir, 'control-token'), metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = 5000): Promise<void> => {
