@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startServingCli } from '../support/cli.js';
 import { readLines } from '../support/streams.js';
+import { tempDir } from '../support/temp.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig } from '../support/ollama-rig.js';
 
 const skip = rigSkipReason();
@@ -19,7 +22,8 @@ describe('copilot-bridge serve in front of a real Ollama', { skip }, () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     it(`answers through to the upstream, streams /api/chat and exits cleanly on ${signal}`, async () => {
       const upstream = rig.instances[0]?.url ?? '';
-      const cli = await startServingCli(['--port', '0'], { OLLAMA_HOST: upstream, LOG_LEVEL: 'info' });
+      const dataDir = tempDir('bridge-cli-data-');
+      const cli = await startServingCli(['--port', '0'], { OLLAMA_HOST: upstream, LOG_LEVEL: 'info', BRIDGE_DATA_DIR: dataDir });
       try {
         const version = await fetch(`${cli.url}/api/version`);
         assert.deepEqual(await version.json(), { version: '0.11.4' });
@@ -45,6 +49,10 @@ describe('copilot-bridge serve in front of a real Ollama', { skip }, () => {
         assert.equal(code, 0);
       }
       assert.ok(cli.logs.some((entry) => entry.msg === 'bridge stopped'));
+      // The log names the control token's file, never the token.
+      const token = readFileSync(path.join(dataDir, 'control-token'), 'utf8');
+      assert.equal(cli.logs.find((entry) => entry.msg === 'bridge listening')?.controlTokenFile, path.join(dataDir, 'control-token'));
+      assert.ok(!JSON.stringify(cli.logs).includes(token));
     });
   }
 });
