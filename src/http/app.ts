@@ -20,6 +20,8 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
   return (req, res, next) => {
     const started = performance.now();
     const startedAt = new Date();
+    // Mounted routers rewrite req.path on the way; the log wants what the client asked for.
+    const path = req.path;
     const id = randomUUID();
     counters.total += 1;
     counters.inFlight += 1;
@@ -33,7 +35,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
         {
           id,
           method: req.method,
-          path: req.path,
+          path,
           status: res.statusCode,
           ms: Math.round(totalMs * 10) / 10,
           backend: res.locals.backend,
