@@ -53,7 +53,10 @@ export interface Desktop {
 /** The bridge for the desktop: config.yaml and all data in the app's folder, environment on top. */
 export async function startDesktopBridge(userData: string, env: NodeJS.ProcessEnv): Promise<BridgeHandle> {
   const file = path.join(userData, 'config.yaml');
-  const config = loadConfig({ file: existsSync(file) ? file : undefined, env: { BRIDGE_DATA_DIR: userData, ...env } });
+  const loaded = loadConfig({ file: existsSync(file) ? file : undefined, env: { BRIDGE_DATA_DIR: userData, ...env } });
+  // A tray app has no terminal to log to: its log goes to the data folder too.
+  const logging = loaded.monitoring.logging;
+  const config = logging.destination === 'stdout' ? { ...loaded, monitoring: { ...loaded.monitoring, logging: { ...logging, destination: path.join(userData, 'logs') } } } : loaded;
   try {
     return await startBridge(config);
   } catch (error) {

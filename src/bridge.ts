@@ -272,6 +272,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       await history.close();
       await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
       log.info('bridge stopped');
+      // A log file is written asynchronously: make sure its last lines reach the disk.
+      await new Promise<void>((resolve) => log.flush(() => resolve()));
     })();
     return stopping;
   };

@@ -124,8 +124,9 @@ fallback:
     const { bridge } = desktop;
     cleanups.push(() => bridge.stop(100), () => upstream.close(), () => cloud.close());
 
-    // Config, history and the control token live in the app's folder.
+    // Config, history, logs and the control token live in the app's folder.
     assert.equal(bridge.config.data_dir, userData);
+    assert.equal(bridge.config.monitoring.logging.destination, path.join(userData, 'logs'));
     assert.equal(readFileSync(path.join(userData, 'control-token'), 'utf8'), bridge.controlToken);
     assert.equal(fake.images.at(-1), 'healthy');
     assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures$/);
@@ -178,6 +179,7 @@ fallback:
     assert.equal(bridge.state.ollama.find((i) => i.name === 'gpu1')?.state, 'stopped');
     await assert.rejects(fetch(`http://127.0.0.1:${managedPort}/api/version`));
     await assert.rejects(fetch(`${bridge.url}/health`));
+    assert.match(readFileSync(path.join(userData, 'logs', 'copilot-bridge.log'), 'utf8'), /"msg":"bridge listening"/);
     const historyFile = path.join(userData, 'history.jsonl');
     assert.ok(existsSync(historyFile));
     assert.equal(readFileSync(historyFile, 'utf8').trim().split('\n').length, 1);
