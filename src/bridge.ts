@@ -121,6 +121,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     maxFileBytes: config.history.max_file_mb * 1024 * 1024,
     keepFiles: config.history.keep_files,
     onCorruptLine: (file, line) => log.warn({ file, line }, 'skipped an unreadable history line'),
+    onWriteError: (error) => log.error({ error: error.message }, 'could not write the history file'),
   });
   const gpuMonitor = new GpuMonitor({
     command: config.gpu_monitor.command,

@@ -14,6 +14,8 @@ export interface HistoryOptions {
   flushIntervalMs?: number;
   /** Told about lines that could not be read back (a torn write at a crash). */
   onCorruptLine?: (file: string, line: number) => void;
+  /** Told when the file cannot be written (disk full, folder gone); the records stay in memory. */
+  onWriteError?: (error: Error) => void;
 }
 
 const FILE = 'history.jsonl';
@@ -99,9 +101,14 @@ export class HistoryStore {
     const text = this.pending.join('');
     this.pending = [];
     this.writing = this.writing.then(async () => {
-      const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
-      if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
-      await appendFile(this.fileAt(0), text);
+      try {
+        const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
+        if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
+        await appendFile(this.fileAt(0), text);
+      } catch (error) {
+        // A failed write must not stop the bridge, nor every write after it.
+        this.options.onWriteError?.(error as Error);
+      }
     });
     return this.writing;
   }

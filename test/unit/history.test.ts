@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -83,6 +83,21 @@ describe('history store', () => {
     // 3 files of 3 records: the 9 newest survive.
     assert.deepEqual(reopened.recent().map((r) => r.id), ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11']);
     await reopened.close();
+  });
+
+  it('keeps working when its file cannot be written, and says so', async () => {
+    const dir = tempDir('history-');
+    const errors: string[] = [];
+    const store = await HistoryStore.open({ ...options(dir), onWriteError: (error) => errors.push(error.message) });
+    rmSync(dir, { recursive: true, force: true });
+    writeFileSync(dir, 'not a folder');
+    store.add(record(1));
+    await store.flush();
+    store.add(record(2));
+    await store.flush();
+    assert.equal(errors.length, 2);
+    assert.deepEqual(store.recent().map((r) => r.id), ['r01', 'r02']);
+    await store.close();
   });
 
   it('keeps a bounded ring in memory and tells listeners about each record', async () => {
