@@ -8,6 +8,7 @@ import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { jsonBody } from './body.js';
 import { guard } from './guard.js';
 import type { RequestCounters } from '../control/api-types.js';
 export type { RequestCounters } from '../control/api-types.js';
@@ -69,6 +70,11 @@ function bodyErrors(config: Config): ErrorRequestHandler {
       sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
       return;
     }
+    if (type === 'request.aborted') {
+      // The client left while sending its body: nobody to answer.
+      res.destroy();
+      return;
+    }
     if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
       sendError(res, surface, 415, error instanceof Error ? error.message : 'unsupported body encoding', 'unsupported_encoding');
       return;
@@ -105,7 +111,7 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all('/api/blobs/*digest', toPrimary);
-  app.use(express.json({ limit: config.server.body_limit_mb * 1024 * 1024, type: () => true }));
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -155,6 +156,52 @@ describe('pass-through proxy', () => {
     const models = await fetch(`${bridge.url}/v1/models`);
     assert.equal(models.status, 502);
     assert.deepEqual(await models.json(), { error: { message: `no backend is reachable: ${refused}`, type: 'api_error', param: null, code: 'upstream_unreachable' } });
+  });
+
+  it('reads gzip bodies, refuses other charsets and non-object JSON, and limits chunked bodies too', async () => {
+    const file = configFile('server:\n  body_limit_mb: 0.001\n');
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'), { file });
+    const small = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] });
+    const gzipped = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: gzipSync(small), headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    assert.equal(gzipped.status, 200);
+    assert.deepEqual(JSON.parse(upstream.requests.at(-1)?.body ?? '{}'), JSON.parse(small));
+
+    const latin1 = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: small, headers: { 'content-type': 'application/json; charset=latin1' } });
+    assert.equal(latin1.status, 415);
+    assert.deepEqual(await latin1.json(), { error: 'unsupported charset "latin1"' });
+    const scalar = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '"just a string"' });
+    assert.equal(scalar.status, 400);
+    assert.match(((await scalar.json()) as { error: { message: string } }).error.message, /^request body is not valid JSON: /);
+
+    // No content-length: the limit is enforced while reading.
+    const chunked = await fetch(`${bridge.url}/api/generate`, {
+      method: 'POST',
+      body: new ReadableStream({
+        start(controller) {
+          for (let i = 0; i < 8; i++) controller.enqueue(new TextEncoder().encode('x'.repeat(512)));
+          controller.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(chunked.status, 413);
+    assert.equal(upstream.requests.length, 1);
+  });
+
+  it('survives a client that hangs up in the middle of its body', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(`${bridge.url}/api/chat`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '1000' } });
+      req.on('error', () => resolve());
+      req.write('{"model": "m", "mess');
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 50);
+    });
+    const after = await fetch(`${bridge.url}/health`);
+    assert.equal(after.status, 200);
+    assert.equal(upstream.requests.length, 0);
   });
 
   it('answers 502 with a JSON error when the upstream breaks the connection before answering', async () => {
