@@ -2,7 +2,7 @@ import type { GpuReading, ComputeApp } from '../control/api-types.js';
 export type { GpuReading, ComputeApp } from '../control/api-types.js';
 /**
  * Parsers for nvidia-smi's machine-readable output (`--query-gpu`, `--query-compute-apps`,
- * `--help-query-*`, `-L`), written against real output of driver 580 (test/fixtures): values may
+ * `--help-query-*`), written against real output of driver 580 (test/fixtures): values may
  * carry units ("81559 MiB", "100 %", "698.92 W") unless `nounits` was asked, unsupported fields
  * print "[N/A]" (also "N/A" or "[Not Supported]" on older drivers), and one line is one GPU.
  */
@@ -126,15 +126,6 @@ export function parseSupportedFields(helpText: string): Set<string> {
     for (const match of line.matchAll(/"([^"]+)"/g)) fields.add(match[1] as string);
   }
   return fields;
-}
-
-/** `nvidia-smi -L`: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)". */
-export function parseGpuList(text: string): Array<{ index: number; name: string; uuid: string }> {
-  return text
-    .split(/\r?\n/)
-    .map((line) => /^GPU (\d+): (.+) \(UUID: ([^)]+)\)/.exec(line.trim()))
-    .filter((match): match is RegExpExecArray => match !== null)
-    .map((match) => ({ index: Number(match[1]), name: match[2] as string, uuid: match[3] as string }));
 }
 
 /**

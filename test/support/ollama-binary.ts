@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { isExecutable } from '../../src/ollama/manager.js';
 import os from 'node:os';
@@ -56,9 +56,4 @@ export async function buildOllama(log: (line: string) => void): Promise<OllamaLo
   const built = path.join(bin, 'ollama');
   if (code !== 0 || !executable(built)) return { missing: `go install of Ollama ${OLLAMA_VERSION} failed (exit ${code})` };
   return { found: built, how: 'built' };
-}
-
-export function ollamaVersion(binary: string): string {
-  const result = spawnSync(binary, ['--version'], { encoding: 'utf8', env: { ...process.env, OLLAMA_HOST: '127.0.0.1:9' } });
-  return `${result.stdout}${result.stderr}`.match(/version is (\S+)/)?.[1] ?? 'unknown';
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { GPU_FIELDS, numberOf, parseComputeApps, parseGpuList, parseGpuQuery, parseSupportedFields, SampleSplitter, type GpuReading } from '../../src/gpu/nvidia-smi.js';
+import { GPU_FIELDS, numberOf, parseComputeApps, parseGpuQuery, parseSupportedFields, SampleSplitter, type GpuReading } from '../../src/gpu/nvidia-smi.js';
 import { FIXTURE_GPU_FIELDS, H100, TWO_GPU } from '../support/gpu.js';
 
 const read = (dir: string, file: string): string => readFileSync(path.join(dir, file), 'utf8');
@@ -131,9 +131,13 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     for (const field of ['pid', 'process_name', 'used_memory', 'used_gpu_memory', 'gpu_uuid']) assert.ok(apps.has(field), field);
   });
 
-  it('lists GPUs from nvidia-smi -L', () => {
-    assert.deepEqual(parseGpuList(read(H100, 'nvidia-smi-L.txt')), [{ index: 0, name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-dcb97cc3-bfea-612d-75e8-f8d20ee6e2e0' }]);
-    assert.deepEqual(parseGpuList(read(TWO_GPU, 'nvidia-smi-L.txt')).map((g) => g.index), [0, 1]);
+  it('names the same GPUs as nvidia-smi -L', () => {
+    for (const dir of [H100, TWO_GPU]) {
+      const listed = [...read(dir, 'nvidia-smi-L.txt').matchAll(/^GPU (\d+): (.+) \(UUID: ([^)]+)\)$/gm)].map((m) => [Number(m[1]), m[2], m[3]]);
+      const file = dir === H100 ? 'query-gpu.noheader-nounits.idle.txt' : 'query-gpu.noheader-nounits.txt';
+      const parsed = parseGpuQuery(read(dir, file), dir === H100 ? FIXTURE_FIELDS : GPU_FIELDS).map((g) => [g.index, g.name, g.uuid]);
+      assert.deepEqual(parsed, listed);
+    }
   });
 
   it('agrees with nvidia-smi’s other views of the same moments (table, -q, -q -x, dmon)', () => {
