@@ -195,7 +195,6 @@ export const configSchema = z.strictObject({
     .prefault({}),
 });
 
-export type ConfigFile = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
 export type ProviderConfig = z.output<typeof providerSchema>;
