@@ -1,5 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
 import express, { type Router as ExpressRouter } from 'express';
+import { sameSecret } from '../http/guard.js';
 import type { GpuPoint, HistoryRecord } from './api-types.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
@@ -20,7 +20,6 @@ export interface ControlDeps {
  */
 export function controlRoutes(deps: ControlDeps): ExpressRouter {
   const router = express.Router();
-  const expected = Buffer.from(deps.token);
 
   router.get('/bridge/api/state', (_req, res) => {
     res.json(deps.state());
@@ -53,8 +52,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   });
 
   router.post('/bridge/api/actions/:name', async (req, res) => {
-    const given = Buffer.from(String(req.headers['x-bridge-token'] ?? ''));
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    if (!sameSecret(String(req.headers['x-bridge-token'] ?? ''), deps.token)) {
       res.status(401).json({ error: 'the control token is missing or wrong (x-bridge-token)' });
       return;
     }

@@ -13,7 +13,8 @@ function hostName(hostHeader: string): string {
   return (match?.[1] ?? hostHeader).toLowerCase();
 }
 
-function sameSecret(given: string, expected: string): boolean {
+/** Compares secrets in constant time, so timing does not reveal how much of a guess was right. */
+export function sameSecret(given: string, expected: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);

@@ -1,5 +1,6 @@
 import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { RequestSignals } from './classify.js';
+import type { Capability } from './router.js';
 
 /** Signals of a chat conversation in Ollama's message form (other surfaces translate to it first). */
 export function chatSignals(messages: readonly OllamaMessage[], tools: boolean): RequestSignals {
@@ -33,4 +34,13 @@ export function completionSignals(prompt: string, suffix: string | undefined, sy
     tools: false,
     images: false,
   };
+}
+
+/** The model capabilities a request uses: a virtual model escalates to a tier whose model has them. */
+export function needsOf(signals: RequestSignals): Capability[] {
+  const needs: Capability[] = [];
+  if (signals.tools) needs.push('tools');
+  if (signals.images) needs.push('vision');
+  if (signals.kind === 'fim') needs.push('insert');
+  return needs;
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
-import { virtualModel, VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
-import { chatSignals, completionSignals } from '../../routing/signals.js';
+import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
+import { chatSignals, completionSignals, needsOf } from '../../routing/signals.js';
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
@@ -206,7 +206,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     if (body === undefined) return;
     const messages = (body.messages ?? []) as OllamaMessage[];
     const signals = chatSignals(messages, (body.tools?.length ?? 0) > 0);
-    const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
       surface: 'ollama',
       path: '/api/chat',
@@ -220,7 +220,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     const body = parseBody(generateRequest, req, res, 'ollama');
     if (body === undefined) return;
     const signals = { ...completionSignals(body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
-    const needs: Capability[] = [...(signals.kind === 'fim' ? ['insert' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
       surface: 'ollama',
       path: '/api/generate',

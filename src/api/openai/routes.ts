@@ -1,7 +1,7 @@
 import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
-import { VIRTUAL_MODELS, type Capability } from '../../routing/router.js';
-import { chatSignals } from '../../routing/signals.js';
+import { VIRTUAL_MODELS } from '../../routing/router.js';
+import { chatSignals, needsOf } from '../../routing/signals.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
@@ -76,7 +76,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       return;
     }
     const signals = chatSignals(body.messages as Parameters<typeof chatSignals>[0], body.tools !== undefined);
-    const needs: Capability[] = [...(signals.tools ? ['tools' as const] : []), ...(signals.images ? ['vision' as const] : [])];
+    const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: request.model, signals, needs }, {
       surface: 'openai',
       path: '/api/chat',
