@@ -3,11 +3,13 @@
 // Usage: node scripts/test.mjs [unit|integration] [extra node --test arguments]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ensureDeps } from './ensure-deps.mjs';
 
 const [suite = 'all', ...extra] = process.argv.slice(2);
-const RIG_DIR_PREFIX = 'copilot-bridge-rig-';
+// Rig folders live in this run's temp folder, so runs with another TMPDIR are not counted.
+const RIG_DIR_PREFIX = path.join(os.tmpdir(), 'copilot-bridge-rig-');
 
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { stdio: 'inherit', ...options });
@@ -27,7 +29,7 @@ function testFiles(folder) {
     .sort();
 }
 
-/** Ollama processes started from a rig folder that are still alive (Linux /proc). */
+/** Ollama processes started from one of this run's rig folders that are still alive (Linux /proc). */
 function leftoverRigProcesses() {
   let pids;
   try {
