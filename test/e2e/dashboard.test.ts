@@ -164,7 +164,9 @@ routing:
       const record: HistoryRecord = {
         id: `seed-${i}`,
         time: new Date(start + i * 300).toISOString(),
-        client: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
+        client: i % 3 === 0 ? 'copilot' : 'continue',
+        userAgent: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
+        interaction: null,
         surface: 'openai',
         path: '/v1/chat/completions',
         requestedModel: 'auto',
