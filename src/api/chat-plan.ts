@@ -2,8 +2,11 @@ import type { RouteDecision, RouteInput } from '../routing/router.js';
 import { chatSignals, clientSignals, needsOf, type HeaderBag } from '../routing/signals.js';
 import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
-import type { Surface } from './errors.js';
-import type { GenerationPlan, PlanForRoute, ResponseFormat } from './generation.js';
+import type { Request, Response } from 'express';
+import type { ApiContext } from './context.js';
+import { sendError, type Surface } from './errors.js';
+import { routeAndServe, type GenerationPlan, type PlanForRoute, type ResponseFormat } from './generation.js';
+import { InvalidRequest } from './openai/chat.js';
 import { thinkFor, type Think } from './thinking.js';
 
 /** A chat request of any surface, translated to Ollama's /api/chat. */
@@ -33,4 +36,17 @@ export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers
     return { surface: chat.surface, path: '/api/chat', bodies: Array.from({ length: chat.choices ?? 1 }, () => body), stream: chat.stream, format: chat.format };
   };
   return { input: { requestedModel: chat.requestedModel, signals, needs: needsOf(signals) }, plan };
+}
+
+/** Translates a chat request (a plain function of the parsed body; InvalidRequest answers 400 in the surface's shape), routes and serves it. */
+export async function serveChat(context: ApiContext, req: Request, res: Response, surface: Surface, translate: () => TranslatedChat): Promise<void> {
+  let prepared;
+  try {
+    prepared = prepareChat(context.catalog, translate(), req.headers);
+  } catch (error) {
+    if (!(error instanceof InvalidRequest)) throw error;
+    sendError(res, surface, 400, error.message, 'invalid_request', error.param);
+    return;
+  }
+  await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
 }

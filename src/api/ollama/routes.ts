@@ -9,7 +9,7 @@ import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
-import { prepareChat } from '../chat-plan.js';
+import { serveChat } from '../chat-plan.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
 import { parseBody } from '../validate.js';
@@ -215,9 +215,15 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     const body = parseBody(chatRequest, req, res, 'ollama');
     if (body === undefined) return;
     const { think, ...rest } = body;
-    const chat = { requestedModel: body.model, body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] }, notes: [], think, surface: 'ollama' as const, stream: body.stream !== false, format: nativeFormat('chat', body.model) };
-    const prepared = prepareChat(context.catalog, chat, req.headers);
-    await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
+    await serveChat(context, req, res, 'ollama', () => ({
+      requestedModel: body.model,
+      body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] },
+      notes: [],
+      think,
+      surface: 'ollama',
+      stream: body.stream !== false,
+      format: nativeFormat('chat', body.model),
+    }));
   });
 
   router.post('/api/generate', async (req, res) => {

@@ -4,11 +4,10 @@ import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
-import { prepareChat } from '../chat-plan.js';
-import { routeAndServe } from '../generation.js';
+import { serveChat } from '../chat-plan.js';
 import { thinkFromEffort } from '../thinking.js';
 import { parseBody } from '../validate.js';
-import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
+import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
 import { completionRequestSchema, serveCompletion } from './completions.js';
 import { responsesFormat, responsesRequestSchema, responsesThink, statelessProblem, toOllamaChat as responsesToOllama } from './responses.js';
 
@@ -69,17 +68,16 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   const chat = async (req: Request, res: Response): Promise<void> => {
     const request = parseBody(chatRequestSchema, req, res, 'openai');
     if (request === undefined) return;
-    let prepared;
-    try {
-      const format = openAiChatFormat(request.model, request.stream_options?.include_usage === true);
-      const chat = { requestedModel: request.model, body: toOllamaChat(request), notes: [], think: thinkFromEffort(request.reasoning_effort), surface: 'openai' as const, stream: request.stream === true, choices: request.n ?? 1, format };
-      prepared = prepareChat(context.catalog, chat, req.headers);
-    } catch (error) {
-      if (!(error instanceof InvalidRequest)) throw error;
-      sendError(res, 'openai', 400, error.message, 'invalid_request', error.param);
-      return;
-    }
-    await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
+    await serveChat(context, req, res, 'openai', () => ({
+      requestedModel: request.model,
+      body: toOllamaChat(request),
+      notes: [],
+      think: thinkFromEffort(request.reasoning_effort),
+      surface: 'openai',
+      stream: request.stream === true,
+      choices: request.n ?? 1,
+      format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
+    }));
   };
   // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
   router.post(['/v1/chat/completions', '/chat/completions'], chat);
@@ -92,17 +90,14 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       sendError(res, 'openai', 400, problem.message, 'unsupported_parameter', problem.param);
       return;
     }
-    let prepared;
-    try {
-      const { body, notes } = responsesToOllama(request);
-      const chat = { requestedModel: request.model, body, notes, think: responsesThink(request), surface: 'openai' as const, stream: request.stream === true, format: responsesFormat(request) };
-      prepared = prepareChat(context.catalog, chat, req.headers);
-    } catch (error) {
-      if (!(error instanceof InvalidRequest)) throw error;
-      sendError(res, 'openai', 400, error.message, 'invalid_request', error.param);
-      return;
-    }
-    await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
+    await serveChat(context, req, res, 'openai', () => ({
+      requestedModel: request.model,
+      ...responsesToOllama(request),
+      think: responsesThink(request),
+      surface: 'openai',
+      stream: request.stream === true,
+      format: responsesFormat(request),
+    }));
   });
   // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
   router.get('/v1/responses', (_req, res) => {
