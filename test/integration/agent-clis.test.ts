@@ -110,4 +110,18 @@ describe('coding-agent CLIs through the bridge', () => {
     assert.ok(codex.length >= 2, `Codex made ${codex.length} Responses requests`);
     assert.ok(codex.every((r) => r.client === 'codex'));
   });
+
+  it('Codex --oss accepts the bridge although its backend runs Ollama 0.11.4 (Codex requires 0.13.4)', async (t) => {
+    const cli = await ensureAgentCli('codex');
+    if ('missing' in cli) return t.skip(cliUnavailable('codex', cli.missing));
+    const codexHome = path.join(tempDir('codex-oss-home-'), '.codex');
+    mkdirSync(codexHome, { recursive: true });
+    const result = await run([...cli.command, 'exec', '--oss', '--local-provider', 'ollama', '-m', MODELS.large, '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'], work, {
+      HOME: path.dirname(codexHome),
+      CODEX_HOME: codexHome,
+      CODEX_OSS_BASE_URL: `${bridge.url}/v1`,
+    });
+    assert.equal(result.code, 0, `codex --oss exited ${result.code}: ${result.stdout}\n${result.stderr.slice(0, 2000)}`);
+    assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'));
+  });
 });
