@@ -204,8 +204,9 @@ export function toOllamaChat(request: MessagesRequest): { body: Record<string, u
 /** A rough count of input tokens (characters / 4): Ollama has no tokenizer endpoint for a model it has not loaded. */
 export function estimateInputTokens(request: CountTokensRequest): number {
   const messages = toOllamaMessages(request);
-  const chars = messages.reduce((sum, m) => sum + m.content.length + (m.thinking?.length ?? 0) + JSON.stringify(m.tool_calls ?? []).length, 0);
-  const tools = JSON.stringify(anthropicTools(request).tools).length;
+  const chars = messages.reduce((sum, m) => sum + m.content.length + (m.thinking?.length ?? 0) + (m.tool_calls === undefined ? 0 : JSON.stringify(m.tool_calls).length), 0);
+  const { tools: sent } = anthropicTools(request);
+  const tools = sent.length === 0 ? 0 : JSON.stringify(sent).length;
   return Math.max(1, Math.ceil((chars + tools) / 4));
 }
 
