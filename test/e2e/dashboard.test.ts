@@ -204,7 +204,7 @@ routing:
     }
     const scrollMs = Date.now() - started;
     const lastVisible = await page.getByTestId('history-row').last().innerText();
-    assert.match(lastVisible, /Continue|GitHubCopilotChat/);
+    assert.match(lastVisible, /continue|copilot/);
     // Scrolled away from the top, a new request arrives: the rows on screen stay where they are.
     await rows.evaluate((element) => {
       element.scrollTop = 3400;
