@@ -80,9 +80,13 @@ export interface InstanceSnapshot {
 export interface HistoryRecord {
   id: string;
   time: string;
-  /** The client's User-Agent. */
+  /** The client's name, normalized (copilot, claude-code, codex, continue, ...; other when unknown). */
   client: string | null;
-  surface: 'ollama' | 'openai';
+  /** The client's User-Agent. */
+  userAgent: string | null;
+  /** Why the client sent it, as it said (X-Interaction-Type, else OpenAI-Intent). */
+  interaction: string | null;
+  surface: 'ollama' | 'openai' | 'anthropic';
   path: string;
   requestedModel: string;
   tier: Tier | null;
