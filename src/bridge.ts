@@ -15,7 +15,7 @@ import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
-import { createApp, type RequestCounters } from './http/app.js';
+import { createRequestListener, type RequestCounters } from './http/app.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
@@ -60,6 +60,8 @@ export interface BridgeOptions {
   logger?: Logger;
   /** The built dashboard; default: dist/ui. */
   uiDir?: string;
+  /** false: express serves the hot client routes too, as it does every other route (default true). */
+  fastPath?: boolean;
 }
 
 /** Where history and the control token live when the config names no data_dir. */
@@ -221,7 +223,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   history.onRecord((record) => stateFeed.record(record));
   const prometheusEnabled = config.monitoring.prometheus.enabled;
 
-  const app = createApp(
+  const listener = createRequestListener(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
@@ -243,9 +245,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         metrics.observe(record);
       },
     },
+    { fastPath: options.fastPath },
   );
   // noDelay: a streamed token must leave at once, not wait for Nagle.
-  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
+  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, listener);
   url = urlOf(await listen(server, config.server.host, config.server.port));
 
   let metricsServer: Server | undefined;

@@ -2,7 +2,7 @@ import type { RouteDecision, RouteInput } from '../routing/router.js';
 import { chatSignals, clientSignals, needsOf, type HeaderBag } from '../routing/signals.js';
 import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
-import type { Request, Response } from 'express';
+import type { ApiRequest, ApiResponse } from './call.js';
 import type { ApiContext } from './context.js';
 import { sendError, type Surface } from './errors.js';
 import { routeAndServe, type GenerationPlan, type PlanForRoute, type ResponseFormat } from './generation.js';
@@ -39,7 +39,7 @@ export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers
 }
 
 /** Translates a chat request (a plain function of the parsed body; InvalidRequest answers 400 in the surface's shape), routes and serves it. */
-export async function serveChat(context: ApiContext, req: Request, res: Response, surface: Surface, translate: () => TranslatedChat): Promise<void> {
+export async function serveChat(context: ApiContext, req: ApiRequest, res: ApiResponse, surface: Surface, translate: () => TranslatedChat): Promise<void> {
   let prepared;
   try {
     prepared = prepareChat(context.catalog, translate(), req.headers);

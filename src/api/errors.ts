@@ -1,4 +1,5 @@
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import { sendJson } from './call.js';
 
 /**
  * Each client-facing surface has its own error shape:
@@ -45,12 +46,12 @@ export function errorBody(surface: Surface, status: number, message: string, cod
   return { error: { message, type: openAiType(status), param: param ?? null, code: code ?? null } };
 }
 
-export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string, param?: string | null): void {
+export function sendError(res: ServerResponse, surface: Surface, status: number, message: string, code?: string, param?: string | null): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(status).json(errorBody(surface, status, message, code, param));
+  sendJson(res, status, errorBody(surface, status, message, code, param));
 }
 
 /** The last piece of a stream that already started with 200: the client's own way to say "it broke". */

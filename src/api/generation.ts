@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import { sendJson, type ApiRequest, type ApiResponse } from './call.js';
 import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
@@ -66,7 +67,7 @@ export interface GenerationOutcome {
 }
 
 /** Response headers that say how the request was routed and who answered. */
-export function setRouteHeaders(res: Response, route: RouteDecision, source: string, model: string): void {
+export function setRouteHeaders(res: ServerResponse, route: RouteDecision, source: string, model: string): void {
   const safe = (text: string): string => text.replace(/[^\x20-\x7e]/g, '?');
   res.setHeader('x-bridge-model', safe(model));
   res.setHeader('x-bridge-backend', safe(source));
@@ -108,7 +109,7 @@ function accumulate(result: GenerationResult, event: OllamaChunk): void {
   result.final = event;
 }
 
-function write(res: Response, text: string): Promise<void> | undefined {
+function write(res: ServerResponse, text: string): Promise<void> | undefined {
   if (text === '' || res.write(text)) return undefined;
   // Back-pressure: stop pulling from the upstream until the client socket drains.
   return new Promise((resolve) => {
@@ -141,7 +142,7 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: ApiRequest, client: AbortSignal): Promise<Opened> {
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
   client.addEventListener('abort', onClient, { once: true });
@@ -203,8 +204,8 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
  */
 export async function serveGeneration(
   policy: GenerationPolicy,
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ApiResponse,
   route: RouteDecision,
   plan: GenerationPlan,
   clientSignals: ClientSignals,
@@ -247,7 +248,7 @@ export async function serveGeneration(
       outcome.results = results;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
       res.locals.backend = source.name;
-      res.status(200).json(plan.format.whole(results));
+      sendJson(res, 200, plan.format.whole(results));
       return true;
     } catch (error) {
       if (client.signal.aborted) return true;
@@ -304,11 +305,11 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
+async function stream(opened: Opened, res: ApiResponse, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
   const { source, lines, first, abort } = opened;
   res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
-  res.status(200);
+  res.statusCode = 200;
   res.setHeader('content-type', plan.format.streamContentType);
   res.setHeader('cache-control', 'no-cache');
   res.flushHeaders();
@@ -368,8 +369,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
 export async function routeAndServe(
   router: Router,
   policy: GenerationPolicy,
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ApiResponse,
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {

@@ -1,4 +1,5 @@
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import type { ApiRequest } from './call.js';
 import type { z } from 'zod';
 import { sendError, type Surface } from './errors.js';
 
@@ -11,7 +12,7 @@ export function describeIssue(error: z.ZodError): { message: string; param: stri
 }
 
 /** The parsed request body, or undefined after answering 400 in the surface's own error shape. */
-export function parseBody<T extends z.ZodType>(schema: T, req: Request, res: Response, surface: Surface): z.output<T> | undefined {
+export function parseBody<T extends z.ZodType>(schema: T, req: ApiRequest, res: ServerResponse, surface: Surface): z.output<T> | undefined {
   const parsed = schema.safeParse(req.body ?? {});
   if (parsed.success) return parsed.data;
   const issue = describeIssue(parsed.error);

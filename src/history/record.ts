@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Request, Response } from 'express';
+import type { ApiRequest, ApiResponse } from '../api/call.js';
 import { surfaceOf } from '../api/errors.js';
 import type { GenerationOutcome } from '../api/generation.js';
 import type { Backend } from '../upstream/backend.js';
 import type { HistoryRecord } from './store.js';
 
 /** The history record of a finished (or abandoned) generation request. */
-export function historyRecord(req: Request, res: Response, outcome: GenerationOutcome, startedAt: Date, totalMs: number, backends: readonly Backend[]): HistoryRecord {
+export function historyRecord(req: ApiRequest, res: ApiResponse, outcome: GenerationOutcome, startedAt: Date, totalMs: number, backends: readonly Backend[]): HistoryRecord {
   const results = outcome.results ?? [];
   const sum = (pick: (r: (typeof results)[number]) => number | undefined): number | null =>
     results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);

@@ -1,8 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { sendError, surfaceOf } from '../api/errors.js';
+import { sendError, surfaceOf, type Surface } from '../api/errors.js';
 
 /** Browser origins Ollama itself trusts by default: local pages and editor webviews. */
 const TRUSTED_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file):\/\/.*)$/i;
@@ -20,7 +21,7 @@ export function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function bearer(req: Request): string | undefined {
+function bearer(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
   if (header !== undefined && /^bearer /i.test(header)) return header.slice(7).trim();
   const apiKey = req.headers['x-api-key'];
@@ -32,25 +33,25 @@ function bearer(req: Request): string | undefined {
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
  * every request must carry one.
  */
-export function guard(config: Config) {
+export function guardRequest(config: Config): (req: IncomingMessage, res: ServerResponse, surface: Surface) => boolean {
   const { api_keys: apiKeys, allowed_hosts: allowedHosts, cors_origins: corsOrigins } = config.server;
   const hosts = new Set([...allowedHosts.map((h) => h.toLowerCase()), config.server.host.toLowerCase()]);
   const origins = new Set(corsOrigins);
 
-  return (req: Request, res: Response, next: NextFunction): void => {
-    const surface = surfaceOf(req.path);
+  // True when the request may go on; otherwise it has been answered.
+  return (req, res, surface) => {
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
         sendError(res, surface, 403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, 'host_not_allowed');
-        return;
+        return false;
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
         sendError(res, surface, 403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, 'origin_not_allowed');
-        return;
+        return false;
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
       res.setHeader('Vary', 'Origin');
@@ -58,17 +59,26 @@ export function guard(config: Config) {
         res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
         res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers'] ?? 'authorization, content-type');
         res.setHeader('Access-Control-Max-Age', '600');
-        res.status(204).end();
-        return;
+        res.statusCode = 204;
+        res.end();
+        return false;
       }
     }
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
         sendError(res, surface, 401, 'a valid API key is required (Authorization: Bearer <key>)', 'invalid_api_key');
-        return;
+        return false;
       }
     }
-    next();
+    return true;
+  };
+}
+
+/** The guard as express middleware, for every route the fast path does not serve. */
+export function guard(config: Config) {
+  const allowed = guardRequest(config);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (allowed(req, res, surfaceOf(req.path))) next();
   };
 }

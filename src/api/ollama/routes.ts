@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Router as ExpressRouter } from 'express';
+import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { clientSignals, completionSignals, needsOf } from '../../routing/signals.js';
@@ -103,11 +104,9 @@ function tiersBehind(tier: Tier | null): readonly Tier[] {
   return tier === null ? TIERS : [tier];
 }
 
-export function ollamaRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
+/** The routes every editor calls all the time: generations, the model list and model details. */
+export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   const { catalog } = context;
-  const primary = primaryOf(context);
-  const invalidate = (): void => catalog.invalidate();
 
   /** /api/show of a real model from a backend that has it, with the fields clients rely on always present. */
   const showReal = async (model: string): Promise<OllamaShowResponse | undefined> => {
@@ -144,25 +143,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     };
   };
 
-  router.get('/', (_req, res) => {
-    res.type('text/plain').send('Ollama is running');
-  });
-
-  router.get('/api/version', async (_req, res) => {
-    const configured = context.config.server.ollama_version;
-    if (configured !== undefined) {
-      res.json({ version: configured });
-      return;
-    }
-    const versions = await Promise.all(
-      context.backends.map((b) => b.callJson<{ version?: string }>('GET', '/api/version').then((v) => v.version, () => undefined)),
-    );
-    const known = versions.filter((v): v is string => typeof v === 'string');
-    const lowest = known.sort(compareVersions)[0];
-    res.json({ version: lowest === undefined || compareVersions(lowest, BRIDGE_OLLAMA_API_LEVEL) < 0 ? BRIDGE_OLLAMA_API_LEVEL : lowest });
-  });
-
-  router.get('/api/tags', async (_req, res) => {
+  const tags: ApiHandler = async (_req, res) => {
     let listed;
     try {
       listed = await catalog.models(true);
@@ -184,10 +165,10 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
         details: { ...EMPTY_DETAILS, ...behind?.details, parent_model: '' },
       };
     });
-    res.json({ models: [...virtual, ...models] });
-  });
+    sendJson(res, 200, { models: [...virtual, ...models] });
+  };
 
-  router.post('/api/show', async (req, res) => {
+  const showModel: ApiHandler = async (req, res) => {
     const name = modelNameOf(req.body);
     if (name === undefined) {
       sendError(res, 'ollama', 400, 'model is required');
@@ -197,7 +178,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     try {
       const show = virtual === undefined ? await showReal(name) : await showVirtual(virtual.name, virtual.tier);
       if (show === undefined) sendError(res, 'ollama', 404, `model '${name}' not found`);
-      else res.json(show);
+      else sendJson(res, 200, show);
     } catch (error) {
       if (error instanceof UpstreamStatusError) sendError(res, 'ollama', error.status, error.message);
       else {
@@ -205,13 +186,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
         sendError(res, 'ollama', failure.status, failure.message);
       }
     }
-  });
+  };
 
-  router.get('/api/ps', async (_req, res) => {
-    res.json({ models: await catalog.loaded() });
-  });
-
-  router.post('/api/chat', async (req, res) => {
+  const chat: ApiHandler = async (req, res) => {
     const body = parseBody(chatRequest, req, res, 'ollama');
     if (body === undefined) return;
     const { think, ...rest } = body;
@@ -224,9 +201,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
       stream: body.stream !== false,
       format: nativeFormat('chat', body.model),
     }));
-  });
+  };
 
-  router.post('/api/generate', async (req, res) => {
+  const generate: ApiHandler = async (req, res) => {
     const body = parseBody(generateRequest, req, res, 'ollama');
     if (body === undefined) return;
     const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
@@ -238,6 +215,43 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
       stream: body.stream !== false,
       format: nativeFormat('generate', body.model),
     });
+  };
+
+  return [
+    { method: 'GET', path: '/api/tags', handler: tags },
+    { method: 'POST', path: '/api/show', handler: showModel },
+    { method: 'POST', path: '/api/chat', handler: chat },
+    { method: 'POST', path: '/api/generate', handler: generate },
+  ];
+}
+
+export function ollamaRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  const { catalog } = context;
+  const primary = primaryOf(context);
+  const invalidate = (): void => catalog.invalidate();
+  mountRoutes(router, ollamaHotRoutes(context));
+
+  router.get('/', (_req, res) => {
+    res.type('text/plain').send('Ollama is running');
+  });
+
+  router.get('/api/version', async (_req, res) => {
+    const configured = context.config.server.ollama_version;
+    if (configured !== undefined) {
+      res.json({ version: configured });
+      return;
+    }
+    const versions = await Promise.all(
+      context.backends.map((b) => b.callJson<{ version?: string }>('GET', '/api/version').then((v) => v.version, () => undefined)),
+    );
+    const known = versions.filter((v): v is string => typeof v === 'string');
+    const lowest = known.sort(compareVersions)[0];
+    res.json({ version: lowest === undefined || compareVersions(lowest, BRIDGE_OLLAMA_API_LEVEL) < 0 ? BRIDGE_OLLAMA_API_LEVEL : lowest });
+  });
+
+  router.get('/api/ps', async (_req, res) => {
+    res.json({ models: await catalog.loaded() });
   });
 
   const byModel = async (req: Request): Promise<Backend> => {

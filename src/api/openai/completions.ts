@@ -1,4 +1,4 @@
-import type { Request, Response } from 'express';
+import type { ApiRequest, ApiResponse } from '../call.js';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
@@ -65,8 +65,8 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
  */
 export async function serveCompletion(
   deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ApiResponse,
   requestedModel: string,
   request: CompletionRequest,
   streamByDefault: boolean,

@@ -1,4 +1,6 @@
-import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
+import type { ServerResponse } from 'node:http';
+import express, { type Router as ExpressRouter } from 'express';
+import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
@@ -23,49 +25,45 @@ function toBase64(vector: readonly number[]): string {
   return Buffer.from(Float32Array.from(vector).buffer).toString('base64');
 }
 
-export function openAiRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
-  const { catalog } = context;
+interface ListedModel {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
 
-  const modelList = async (): Promise<Array<{ id: string; object: 'model'; created: number; owned_by: string }>> => {
-    const created = Math.floor(context.startedAt.getTime() / 1000);
-    const virtual = VIRTUAL_MODELS.map((v) => ({ id: v.name, object: 'model' as const, created, owned_by: 'copilot-bridge' }));
-    const real = (await catalog.models(true)).map((m) => ({
-      id: m.model ?? m.name,
-      object: 'model' as const,
-      created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
-      owned_by: 'library',
-    }));
-    return [...virtual, ...real];
+async function modelList(context: ApiContext): Promise<ListedModel[]> {
+  const created = Math.floor(context.startedAt.getTime() / 1000);
+  const virtual = VIRTUAL_MODELS.map((v) => ({ id: v.name, object: 'model' as const, created, owned_by: 'copilot-bridge' }));
+  const real = (await context.catalog.models(true)).map((m) => ({
+    id: m.model ?? m.name,
+    object: 'model' as const,
+    created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
+    owned_by: 'library',
+  }));
+  return [...virtual, ...real];
+}
+
+/** Answers with the model list, or the gateway error when no backend could be asked. */
+async function withModels(context: ApiContext, res: ServerResponse, answer: (models: ListedModel[]) => void): Promise<void> {
+  let models;
+  try {
+    models = await modelList(context);
+  } catch (error) {
+    const failure = toUpstreamError(error, 'all');
+    sendError(res, 'openai', failure.status, failure.message, failure.code);
+    return;
+  }
+  answer(models);
+}
+
+/** The routes every editor calls all the time: generations and the model list. */
+export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
+  const models: ApiHandler = async (_req, res) => {
+    await withModels(context, res, (data) => sendJson(res, 200, { object: 'list', data }));
   };
 
-  /** Answers with the model list, or the gateway error when no backend could be asked. */
-  const withModels = async (res: Response, answer: (models: Awaited<ReturnType<typeof modelList>>) => void): Promise<void> => {
-    let models;
-    try {
-      models = await modelList();
-    } catch (error) {
-      const failure = toUpstreamError(error, 'all');
-      sendError(res, 'openai', failure.status, failure.message, failure.code);
-      return;
-    }
-    answer(models);
-  };
-
-  router.get('/v1/models', async (_req, res) => {
-    await withModels(res, (data) => res.json({ object: 'list', data }));
-  });
-
-  router.get('/v1/models/*id', async (req, res) => {
-    const id = (req.params as { id: string[] }).id.join('/');
-    await withModels(res, (models) => {
-      const found = models.find((m) => m.id === id || m.id === `${id}:latest`);
-      if (found === undefined) sendError(res, 'openai', 404, `The model '${id}' does not exist`, 'model_not_found', 'model');
-      else res.json(found);
-    });
-  });
-
-  const chat = async (req: Request, res: Response): Promise<void> => {
+  const chat: ApiHandler = async (req, res) => {
     const request = parseBody(chatRequestSchema, req, res, 'openai');
     if (request === undefined) return;
     await serveChat(context, req, res, 'openai', () => ({
@@ -79,10 +77,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
     }));
   };
-  // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
-  router.post(['/v1/chat/completions', '/chat/completions'], chat);
 
-  router.post('/v1/responses', async (req, res) => {
+  const responses: ApiHandler = async (req, res) => {
     const request = parseBody(responsesRequestSchema, req, res, 'openai');
     if (request === undefined) return;
     const problem = statelessProblem(request);
@@ -98,17 +94,9 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       stream: request.stream === true,
       format: responsesFormat(request),
     }));
-  });
-  // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
-  router.get('/v1/responses', (_req, res) => {
-    res.setHeader('connection', 'close');
-    sendError(res, 'openai', 404, 'the Responses API WebSocket mode is not supported here; use POST /v1/responses', 'not_found');
-  });
-  router.get('/v1/responses/*id', (_req, res) => {
-    sendError(res, 'openai', 404, 'copilot-bridge keeps no responses (store: false)', 'not_found');
-  });
+  };
 
-  router.post('/v1/completions', async (req, res) => {
+  const completions: ApiHandler = async (req, res) => {
     const request = parseBody(completionRequestSchema, req, res, 'openai');
     if (request === undefined) return;
     if (request.model === undefined) {
@@ -116,6 +104,38 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       return;
     }
     await serveCompletion(context, req, res, request.model, request, false);
+  };
+
+  return [
+    { method: 'GET', path: '/v1/models', handler: models },
+    { method: 'POST', path: '/v1/chat/completions', handler: chat },
+    // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
+    { method: 'POST', path: '/chat/completions', handler: chat },
+    { method: 'POST', path: '/v1/responses', handler: responses },
+    { method: 'POST', path: '/v1/completions', handler: completions },
+  ];
+}
+
+export function openAiRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  mountRoutes(router, openAiHotRoutes(context));
+
+  router.get('/v1/models/*id', async (req, res) => {
+    const id = (req.params as { id: string[] }).id.join('/');
+    await withModels(context, res, (models) => {
+      const found = models.find((m) => m.id === id || m.id === `${id}:latest`);
+      if (found === undefined) sendError(res, 'openai', 404, `The model '${id}' does not exist`, 'model_not_found', 'model');
+      else res.json(found);
+    });
+  });
+
+  // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
+  router.get('/v1/responses', (_req, res) => {
+    res.setHeader('connection', 'close');
+    sendError(res, 'openai', 404, 'the Responses API WebSocket mode is not supported here; use POST /v1/responses', 'not_found');
+  });
+  router.get('/v1/responses/*id', (_req, res) => {
+    sendError(res, 'openai', 404, 'copilot-bridge keeps no responses (store: false)', 'not_found');
   });
 
   router.post('/v1/embeddings', async (req, res) => {
