@@ -84,8 +84,12 @@ export interface HistoryRecord {
   client: string | null;
   /** The client's User-Agent. */
   userAgent: string | null;
-  /** Why the client sent it, as it said (X-Interaction-Type, else OpenAI-Intent). */
+  /** Copilot's X-Interaction-Type (conversation-agent, conversation-subagent, conversation-background, ...). */
   interaction: string | null;
+  /** Copilot's OpenAI-Intent (conversation-panel, agent, inline, edits, summary, ...). */
+  intent: string | null;
+  /** The client's own id for the request (X-Request-Id, or Codex's X-Client-Request-Id). */
+  clientRequestId: string | null;
   surface: 'ollama' | 'openai' | 'anthropic';
   path: string;
   requestedModel: string;

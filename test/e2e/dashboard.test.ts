@@ -167,6 +167,8 @@ routing:
         client: i % 3 === 0 ? 'copilot' : 'continue',
         userAgent: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
         interaction: null,
+        intent: null,
+        clientRequestId: null,
         surface: 'openai',
         path: '/v1/chat/completions',
         requestedModel: 'auto',

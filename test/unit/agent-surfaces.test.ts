@@ -358,11 +358,14 @@ describe('routing with auto, cloud fallback and client signals', () => {
         'user-agent': 'GitHubCopilotChat/0.30.0',
         'x-interaction-type': 'conversation-subagent',
         'openai-intent': 'conversation-agent',
+        'x-request-id': 'copilot-req-1',
       })
     ).arrayBuffer();
     const copilotRecord = await copilot;
     assert.equal(copilotRecord.client, 'copilot');
     assert.equal(copilotRecord.interaction, 'conversation-subagent');
+    assert.equal(copilotRecord.intent, 'conversation-agent');
+    assert.equal(copilotRecord.clientRequestId, 'copilot-req-1');
   });
 
   it('reports the configured Ollama version when server.ollama_version is set', async () => {

@@ -13,6 +13,8 @@ function record(id: number): HistoryRecord {
     client: 'other',
     userAgent: 'test',
     interaction: null,
+    intent: null,
+    clientRequestId: null,
     surface: 'ollama',
     path: '/api/chat',
     requestedModel: 'auto',

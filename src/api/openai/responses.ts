@@ -277,19 +277,29 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
       event('response.output_item.done', { output_index: outputIndex, item })
     );
   };
-  const ensure = (type: 'reasoning' | 'message'): string => {
-    if (open?.item.type === type) return '';
-    let out = close();
-    const item: OutputItem = type === 'reasoning' ? { id: itemId('rs'), type, summary: [] } : { id: itemId('msg'), type, status: 'in_progress', role: 'assistant', content: [] };
-    items.push(item);
-    open = { item, text: '' };
-    const outputIndex = items.length - 1;
-    out += event('response.output_item.added', { output_index: outputIndex, item: { ...item } });
-    out +=
-      type === 'reasoning'
-        ? event('response.reasoning_summary_part.added', { item_id: item.id, output_index: outputIndex, summary_index: 0, part: { type: 'summary_text', text: '' } })
-        : event('response.content_part.added', { item_id: item.id, output_index: outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
-    return out;
+  /** Adds text to the open item of `type` (closing another and opening this one first), as that item's delta event. */
+  const append = (type: 'reasoning' | 'message', delta: string): string => {
+    let out = '';
+    if (open?.item.type !== type) {
+      out += close();
+      const item: OutputItem = type === 'reasoning' ? { id: itemId('rs'), type, summary: [] } : { id: itemId('msg'), type, status: 'in_progress', role: 'assistant', content: [] };
+      const outputIndex = items.push(item) - 1;
+      open = { item, text: '' };
+      out += event('response.output_item.added', { output_index: outputIndex, item: { ...item } });
+      out +=
+        type === 'reasoning'
+          ? event('response.reasoning_summary_part.added', { item_id: item.id, output_index: outputIndex, summary_index: 0, part: { type: 'summary_text', text: '' } })
+          : event('response.content_part.added', { item_id: item.id, output_index: outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+    }
+    const current: { item: OutputItem; text: string } = open;
+    current.text += delta;
+    const where = { item_id: current.item.id, output_index: items.indexOf(current.item) };
+    return (
+      out +
+      (type === 'reasoning'
+        ? event('response.reasoning_summary_text.delta', { ...where, summary_index: 0, delta })
+        : event('response.output_text.delta', { ...where, content_index: 0, delta, logprobs: [] }))
+    );
   };
   const calls = (): number => items.filter((i) => i.type === 'function_call').length;
   const functionCall = (call: OllamaToolCall): OutputItem => ({
@@ -301,7 +311,7 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
     arguments: JSON.stringify(call.function.arguments ?? {}),
   });
   const finalStatus = (result: GenerationResult | undefined): { status: string; incomplete_details: { reason: string } | null } =>
-    result?.final.done_reason === 'length' && (result.toolCalls.length === 0) ? { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } } : { status: 'completed', incomplete_details: null };
+    result?.final.done_reason === 'length' && result.toolCalls.length === 0 ? { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } } : { status: 'completed', incomplete_details: null };
 
   return {
     streamContentType: 'text/event-stream; charset=utf-8',
@@ -309,19 +319,9 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
     chunk(line: OllamaChunk) {
       let out = start();
       const thinking = line.message?.thinking ?? line.thinking ?? '';
-      if (thinking !== '') {
-        out += ensure('reasoning');
-        const current = open as unknown as { item: OutputItem; text: string };
-        current.text += thinking;
-        out += event('response.reasoning_summary_text.delta', { item_id: current.item.id, output_index: items.indexOf(current.item), summary_index: 0, delta: thinking });
-      }
+      if (thinking !== '') out += append('reasoning', thinking);
       const text = line.message?.content ?? line.response ?? '';
-      if (text !== '') {
-        out += ensure('message');
-        const current = open as unknown as { item: OutputItem; text: string };
-        current.text += text;
-        out += event('response.output_text.delta', { item_id: current.item.id, output_index: items.indexOf(current.item), content_index: 0, delta: text, logprobs: [] });
-      }
+      if (text !== '') out += append('message', text);
       for (const call of line.message?.tool_calls ?? []) {
         if (!parallel && calls() > 0) break;
         out += close();
