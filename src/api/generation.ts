@@ -98,6 +98,20 @@ async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenera
   }
 }
 
+/** The lines of a single choice as [0, line]: nothing to merge, no race per line. */
+function indexed<T>(iterable: AsyncIterable<T>): AsyncIterableIterator<[number, T]> {
+  const source = iterable[Symbol.asyncIterator]();
+  const iterator: AsyncIterableIterator<[number, T]> = {
+    next: () => source.next().then((result): IteratorResult<[number, T]> => (result.done === true ? { done: true, value: undefined } : { done: false, value: [0, result.value] })),
+    return: async () => {
+      await source.return?.();
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]: () => iterator,
+  };
+  return iterator;
+}
+
 function emptyResult(): GenerationResult {
   return { content: '', thinking: '', toolCalls: [], final: {} };
 }
@@ -133,7 +147,7 @@ function asFailure(error: unknown, source: GenerationSource): UpstreamError | Up
 /** An answer that has started: its merged lines and the first one, already read. */
 interface Opened {
   source: GenerationSource;
-  lines: AsyncGenerator<[number, OllamaChunk], void, undefined>;
+  lines: AsyncIterableIterator<[number, OllamaChunk]>;
   first: [number, OllamaChunk] | undefined;
   abort: AbortController;
 }
@@ -152,7 +166,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
         source.generate({ path: plan.path, body: { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
-    const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    const lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);

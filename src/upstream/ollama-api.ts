@@ -85,22 +85,99 @@ export function sameModel(a: string, b: string): boolean {
   return canonicalModelName(a) === canonicalModelName(b);
 }
 
+/** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
+const PAUSE_AT_LINES = 64;
+
 /**
- * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
- * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.
+ * Parses an NDJSON body line by line as it arrives, straight from the stream's 'data' events: a
+ * line that arrives while the consumer waits is handed over in the same tick, with one promise and
+ * no per-chunk async iterator machinery. A consumer that falls behind pauses the socket
+ * (back-pressure) instead of buffering; stopping early (return()) destroys the body.
  */
-export async function* readNdjson(body: Readable): AsyncGenerator<OllamaChunk, void, undefined> {
+export function readNdjson(body: Readable): AsyncIterableIterator<OllamaChunk> {
   const decoder = new StringDecoder('utf8');
+  const ready: OllamaChunk[] = [];
   let pending = '';
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+  let ended = false;
+  let failure: Error | undefined;
+  let waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
+
+  const settle = (): void => {
+    if (waiting === undefined) return;
+    const { resolve, reject } = waiting;
+    if (ready.length > 0) {
+      waiting = undefined;
+      resolve({ done: false, value: ready.shift() as OllamaChunk });
+    } else if (failure !== undefined) {
+      waiting = undefined;
+      reject(failure);
+    } else if (ended) {
+      waiting = undefined;
+      resolve({ done: true, value: undefined });
+    }
+  };
+  const take = (line: string): boolean => {
+    if (line.trim() === '') return true;
+    try {
+      ready.push(JSON.parse(line) as OllamaChunk);
+      return true;
+    } catch (error) {
+      failure = error as Error;
+      body.destroy();
+      return false;
+    }
+  };
+  body.on('data', (chunk: Buffer) => {
+    if (failure !== undefined) return;
     pending += decoder.write(chunk);
     let newline = pending.indexOf('\n');
+    let from = 0;
     while (newline >= 0) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      if (line !== '') yield JSON.parse(line) as OllamaChunk;
-      newline = pending.indexOf('\n');
+      if (!take(pending.slice(from, newline))) break;
+      from = newline + 1;
+      newline = pending.indexOf('\n', from);
     }
-  }
-  if (pending.trim() !== '') yield JSON.parse(pending) as OllamaChunk;
+    pending = pending.slice(from);
+    if (ready.length >= PAUSE_AT_LINES) body.pause();
+    settle();
+  });
+  body.once('end', () => {
+    if (failure === undefined) take(pending + decoder.end());
+    ended = true;
+    settle();
+  });
+  body.once('error', (error: Error) => {
+    failure ??= error;
+    settle();
+  });
+  // A body destroyed before its end (an abort) neither ends nor always errors.
+  body.once('close', () => {
+    if (!ended && failure === undefined) failure = new Error('the answer was cut off');
+    settle();
+  });
+
+  const iterator: AsyncIterableIterator<OllamaChunk> = {
+    next() {
+      if (ready.length > 0) {
+        const value = ready.shift() as OllamaChunk;
+        if (ready.length < PAUSE_AT_LINES && body.isPaused() && !ended) body.resume();
+        return Promise.resolve({ done: false, value });
+      }
+      if (failure !== undefined) return Promise.reject(failure);
+      if (ended) return Promise.resolve({ done: true, value: undefined });
+      return new Promise((resolve, reject) => {
+        waiting = { resolve, reject };
+      });
+    },
+    return() {
+      ended = true;
+      ready.length = 0;
+      body.destroy();
+      return Promise.resolve({ done: true, value: undefined });
+    },
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+  };
+  return iterator;
 }
