@@ -10,28 +10,28 @@ import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
 import { controlRoutes } from './control/routes.js';
-import { GpuMonitor, type GpuStatus } from './gpu/monitor.js';
+import { GpuMonitor } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
-import { historyRecord } from './history/record.js';
+import { historyRecord } from './http/history-record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
-import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
+import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
-import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
-import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
+import { Router, settingsFrom } from './routing/router.js';
+import { Backend, timeoutsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
 import type { CloudProvider } from './upstream/cloud/provider.js';
 import { BackendHealth } from './upstream/health.js';
 import { HealthMonitor } from './upstream/health-monitor.js';
-import type { BridgeState } from './control/api-types.js';
-export type { BridgeState } from './control/api-types.js';
+import type { BridgeState } from './contract/index.js';
+export type { BridgeState } from './contract/index.js';
 
 
 export interface BridgeHandle {
@@ -166,10 +166,11 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;
-  let feed: StateFeed | undefined;
+  // The snapshot is defined further down; the feed reads it only when it sends.
+  const stateFeed = new StateFeed(() => snapshot());
   const changed = (): void => {
     refreshPlacements();
-    feed?.changed();
+    stateFeed.changed();
   };
   gpuMonitor.on('sample', changed);
   const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
@@ -215,8 +216,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       changed();
     },
   );
-  feed = new StateFeed(snapshot);
-  const stateFeed = feed;
   history.onRecord((record) => stateFeed.record(record));
   const prometheusEnabled = config.monitoring.prometheus.enabled;
 

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
-import type { BridgeState, HistoryRecord } from '../../src/control/api-types';
+import { healthyBackendCount, type BridgeState, type HistoryRecord } from '../../src/contract';
 import { getHistory, getState, subscribe } from './api';
 import { BackendsView } from './views/BackendsView';
 import { ConnectView } from './views/ConnectView';
@@ -46,7 +46,7 @@ export function App(): JSX.Element {
 
   const health = useMemo(() => {
     if (state === null) return { label: 'connecting', tone: 'muted' };
-    const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+    const up = healthyBackendCount(state.backends);
     if (up === state.backends.length) return { label: `${up}/${state.backends.length} backends healthy`, tone: 'ok' };
     if (up === 0) return { label: 'no backend available', tone: 'bad' };
     return { label: `${up}/${state.backends.length} backends healthy`, tone: 'warn' };

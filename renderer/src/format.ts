@@ -1,7 +1,8 @@
-const GIB = 1024 ** 3;
+import { gibOf } from '../../src/contract';
 
 export function gib(bytes: number | null | undefined, digits = 1): string {
-  return bytes === null || bytes === undefined ? '–' : `${(bytes / GIB).toFixed(digits)} GiB`;
+  const value = gibOf(bytes, digits);
+  return value === null ? '–' : `${value} GiB`;
 }
 
 export function percent(ratio: number | null | undefined): string {

@@ -1,6 +1,6 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Dispatcher } from 'undici';
-import { upstreamRequestHeaders, relayResponse } from '../http/relay.js';
+import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';

@@ -8,8 +8,8 @@ import type { RoutingSettings } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import type { ActionName, ActionPayloads, ActionResult } from './api-types.js';
-export type { ActionResult } from './api-types.js';
+import type { ActionName, ActionPayloads, ActionResult } from '../contract/index.js';
+export type { ActionResult } from '../contract/index.js';
 
 /**
  * The control actions: one table that both front doors use, the dashboard over HTTP and the tray
@@ -26,7 +26,7 @@ export const ACTION_PAYLOADS = {
   restartOllama: z.strictObject({ backend: z.string().min(1) }),
 } as const satisfies { [N in ActionName]: z.ZodType<unknown, ActionPayloads[N]> };
 
-export type { ActionName } from './api-types.js';
+export type { ActionName } from '../contract/index.js';
 export type ActionPayload<N extends ActionName> = ActionPayloads[N];
 
 

@@ -1,6 +1,6 @@
 import express, { type Router as ExpressRouter } from 'express';
 import { sameSecret } from '../http/guard.js';
-import type { GpuPoint, HistoryRecord } from './api-types.js';
+import type { GpuPoint, HistoryRecord } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
 

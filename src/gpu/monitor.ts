@@ -3,9 +3,9 @@ import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.js';
-import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type ComputeApp, type GpuReading } from './nvidia-smi.js';
-import type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
-export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
+import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type GpuReading } from './nvidia-smi.js';
+import { gpuPoint, type GpuPoint, type GpuController, type SystemLoad, type GpuStatus } from '../contract/index.js';
+export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../contract/index.js';
 
 
 
@@ -175,7 +175,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     for (const reading of readings) {
       let points = this.points.get(reading.index);
       if (points === undefined) this.points.set(reading.index, (points = []));
-      points.push({ t, memoryUsedBytes: reading.memoryUsedBytes, utilizationRatio: reading.utilizationRatio, temperatureCelsius: reading.temperatureCelsius, powerWatts: reading.powerWatts });
+      points.push(gpuPoint(reading, t));
       if (points.length > this.options.historyPoints) points.splice(0, points.length - this.options.historyPoints);
     }
     this.current = { ...this.current, source: 'nvidia-smi', live: true, message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`, gpus: readings, lastSampleAt: new Date(t).toISOString(), lastError: null };

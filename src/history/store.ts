@@ -1,8 +1,7 @@
 import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Tier } from '../routing/classify.js';
-import type { HistoryRecord } from '../control/api-types.js';
-export type { HistoryRecord } from '../control/api-types.js';
+import type { HistoryRecord } from '../contract/index.js';
+export type { HistoryRecord } from '../contract/index.js';
 
 
 export interface HistoryOptions {

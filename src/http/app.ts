@@ -10,8 +10,8 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { jsonBody } from './body.js';
 import { guard } from './guard.js';
-import type { RequestCounters } from '../control/api-types.js';
-export type { RequestCounters } from '../control/api-types.js';
+import type { RequestCounters } from '../contract/index.js';
+export type { RequestCounters } from '../contract/index.js';
 
 
 /** Called once per request when its connection closes, finished or not. */

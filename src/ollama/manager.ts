@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
-import type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
-export type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
+import type { InstanceState, InstanceSnapshot } from '../contract/index.js';
+export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
 
 
 export interface ManagedSpec {

@@ -2,8 +2,8 @@ import type { Config } from '../config/schema.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { Classifier, TIERS, type RequestSignals, type Tier } from './classify.js';
-import type { RoutingSettings } from '../control/api-types.js';
-export type { RoutingSettings } from '../control/api-types.js';
+import type { RoutingSettings } from '../contract/index.js';
+export type { RoutingSettings } from '../contract/index.js';
 
 /**
  * Models the bridge lists itself, so that a client's model picker can hand the choice to the

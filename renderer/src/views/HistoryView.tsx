@@ -1,5 +1,5 @@
 import { useLayoutEffect, useMemo, useRef, useState, type JSX } from 'react';
-import type { HistoryRecord } from '../../../src/control/api-types';
+import type { HistoryRecord } from '../../../src/contract';
 import { ms, quantile, time } from '../format';
 
 const ROW_HEIGHT = 34;

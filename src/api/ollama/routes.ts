@@ -6,7 +6,8 @@ import { chatSignals, completionSignals, needsOf } from '../../routing/signals.j
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
-import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { sameModel } from '../../contract/index.js';
+import type { OllamaMessage, OllamaShowResponse, OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';

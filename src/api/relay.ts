@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Response } from 'express';
 import type { Dispatcher } from 'undici';
-import { streamErrorTail, type Surface } from '../api/errors.js';
+import { streamErrorTail, type Surface } from './errors.js';
 import { toUpstreamError, type UpstreamError } from '../upstream/errors.js';
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded. */

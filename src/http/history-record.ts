@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { surfaceOf } from '../api/errors.js';
 import type { GenerationOutcome } from '../api/generation.js';
 import type { Backend } from '../upstream/backend.js';
-import type { HistoryRecord } from './store.js';
+import type { HistoryRecord } from '../history/store.js';
 
 /** The history record of a finished (or abandoned) generation request. */
 export function historyRecord(req: Request, res: Response, outcome: GenerationOutcome, startedAt: Date, totalMs: number, backends: readonly Backend[]): HistoryRecord {

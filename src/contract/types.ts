@@ -1,6 +1,6 @@
 /**
  * The shapes the bridge's control API speaks (state, history, GPU figures, actions): plain data,
- * no runtime dependencies, so the dashboard can import them without seeing Node.
+ * no runtime dependencies, so every layer, the dashboard and the tray can import them without seeing Node.
  */
 
 export const TIERS = ['simple', 'moderate', 'complex'] as const;
