@@ -72,6 +72,7 @@ async function systeminformationControllers(): Promise<GpuController[]> {
  * what systeminformation sees and says plainly that there are no live figures.
  */
 export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
+  readonly name = 'GPU monitor';
   private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
   private fields: string[] = [...GPU_FIELDS];
   private readonly points = new Map<number, GpuPoint[]>();

@@ -286,6 +286,13 @@ export class OllamaManager {
     return this.start(name);
   }
 
+  /** Starts every managed instance; one that cannot start is logged and left to the user (tray, dashboard). */
+  async startAll(): Promise<void> {
+    for (const name of this.instances.keys()) {
+      await this.start(name).catch((error: Error) => this.options.log.error({ backend: name, error: error.message }, 'could not start ollama serve'));
+    }
+  }
+
   /** Stops every instance the bridge started (adopted ones are left running). */
   async stopAll(): Promise<void> {
     await Promise.all(

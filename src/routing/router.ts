@@ -65,14 +65,14 @@ export class RouteError extends Error {
 /** Picks the model and the order of backends for each request, and says why. */
 export class Router {
   private readonly classifier: Classifier;
-  /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
-  coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null;
 
   constructor(
     private readonly config: Config,
     private readonly backends: readonly Backend[],
     private readonly catalog: ModelCatalog,
     readonly settings: RoutingSettings,
+    /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
+    private readonly coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null,
   ) {
     this.classifier = new Classifier(config.routing.classification);
   }
