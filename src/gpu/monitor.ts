@@ -80,7 +80,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private systemTimer: NodeJS.Timeout | undefined;
   private backoffMs = 1000;
   private restartTimer: NodeJS.Timeout | undefined;
-  private queryingProcesses = false;
+  private processesQuery: Promise<void> | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastProcessesAt = 0;
   private lastUsed = '';
@@ -183,7 +183,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     const used = readings.map((r) => r.memoryUsedBytes).join(',');
     if (used !== this.lastUsed || t - this.lastProcessesAt >= this.options.processesEveryMs) {
       this.lastUsed = used;
-      void this.refreshProcesses();
+      this.refreshProcesses();
     }
     this.emit('sample', this.current);
   }
@@ -204,18 +204,19 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   }
 
   /** One per-process memory query; never two at once. */
-  private async refreshProcesses(): Promise<void> {
-    if (this.queryingProcesses) return;
-    this.queryingProcesses = true;
+  private refreshProcesses(): void {
+    if (this.processesQuery !== undefined) return;
     this.lastProcessesAt = Date.now();
-    try {
-      const text = await run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits']);
-      this.current = { ...this.current, processes: parseComputeApps(text) };
-    } catch (error) {
-      this.options.log.debug({ error: (error as Error).message }, 'GPU monitor: compute-apps query failed');
-    } finally {
-      this.queryingProcesses = false;
-    }
+    this.processesQuery = run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'])
+      .then(
+        (text) => {
+          this.current = { ...this.current, processes: parseComputeApps(text) };
+        },
+        (error: Error) => this.options.log.debug({ error: error.message }, 'GPU monitor: compute-apps query failed'),
+      )
+      .finally(() => {
+        this.processesQuery = undefined;
+      });
   }
 
   async stop(): Promise<void> {
@@ -230,5 +231,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       child.kill('SIGTERM');
       await closed;
     }
+    // A per-process query is short: let it end rather than leave a child behind.
+    await this.processesQuery;
   }
 }
