@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
-import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
+import type { GenerationPolicy } from './api/generation.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
@@ -11,7 +11,7 @@ import { controlRoutes } from './control/routes.js';
 import { GpuMonitor } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
-import { historyRecord } from './http/history-record.js';
+import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { HttpServer } from './http/server.js';
@@ -191,10 +191,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
       observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
-      onFinished: (req, res, startedAt, totalMs) => {
-        const outcome = res.locals.generation as GenerationOutcome | undefined;
-        if (outcome === undefined) return;
-        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends);
+      onFinished: (request) => {
+        const { generation } = request;
+        if (generation === null) return;
+        const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
         history.add(record);
         metrics.observe(record);
       },

@@ -1,10 +1,11 @@
 import type { Response } from 'express';
+import type { Surface } from '../contract/index.js';
 
 /**
  * Each client-facing surface has its own error shape:
  * Ollama's native API answers {"error": "..."}; OpenAI clients expect {"error": {message, type, param, code}}.
  */
-export type Surface = 'ollama' | 'openai';
+export type { Surface } from '../contract/index.js';
 
 export function surfaceOf(path: string): Surface {
   return path.startsWith('/v1/') || path === '/v1' || path.startsWith('/chat/completions') ? 'openai' : 'ollama';

@@ -5,7 +5,9 @@ import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
+import type { GenerationOutcome } from '../contract/index.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
+import { requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -45,15 +47,14 @@ export interface GenerationPolicy {
   fallback(): readonly GenerationSource[];
 }
 
-/** How a generation was served, kept on res.locals for the history and the metrics. */
-export interface GenerationOutcome {
-  route: RouteDecision;
-  source: string | null;
-  retries: number;
-  fallback: string | null;
-  firstTokenMs: number | null;
-  results: GenerationResult[] | null;
-  error: string | null;
+/** Token counts and the generation time of a finished answer, summed over its choices. */
+function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
+  const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
+    results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);
+  outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
+  outcome.tokensOut = sum((r) => r.final.eval_count);
+  const evalNs = results[0]?.final.eval_duration;
+  outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -197,8 +198,22 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
-  res.locals.generation = outcome;
+  const request = requestOf(req);
+  const outcome: GenerationOutcome = {
+    requestedModel: route.requestedModel,
+    tier: route.tier,
+    reason: route.reason,
+    model: route.model,
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
+    error: null,
+  };
+  request.generation = outcome;
   const started = performance.now();
 
   const failures: string[] = [];
@@ -223,14 +238,15 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
+      request.backend = source.name;
       await stream(opened, res, route, plan, outcome);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
-      outcome.results = results;
+      noteResults(outcome, results);
+      request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.locals.backend = source.name;
       res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
@@ -265,6 +281,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
+      outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
     }
@@ -290,7 +307,6 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
 async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
   const { source, lines, first, abort } = opened;
-  res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
   res.setHeader('content-type', plan.format.streamContentType);
@@ -327,7 +343,7 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
   }
-  outcome.results = results;
+  noteResults(outcome, results);
   res.end(plan.format.end(results));
 }
 

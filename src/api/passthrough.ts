@@ -4,6 +4,7 @@ import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';
+import { requestOf } from './request.js';
 
 /** The model a native request names (`model`, or `name` as older clients send it), if any. */
 function modelOf(body: unknown): string | undefined {
@@ -25,7 +26,8 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     const surface = surfaceOf(req.path);
     const backend = await choose(req);
     if (afterEach !== undefined) res.once('close', afterEach);
-    res.locals.backend = backend.name;
+    const request = requestOf(req);
+    request.backend = backend.name;
     const abort = new AbortController();
     // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.
     const onClose = (): void => {
@@ -56,11 +58,10 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     } catch (error) {
       if (abort.signal.aborted) return;
       const failure = error instanceof UpstreamError ? error : undefined;
-      res.locals.upstreamError = failure?.code ?? 'internal';
+      request.upstreamError = failure?.code ?? 'internal';
       sendError(res, surface, failure?.status ?? 502, failure?.message ?? 'upstream request failed', failure?.code);
       return;
     }
-    const outcome = await relayResponse(upstream, res, surface, backend.name);
-    res.locals.relay = outcome;
+    request.relay = await relayResponse(upstream, res, surface, backend.name);
   };
 }

@@ -7,3 +7,4 @@ export * from './models.js';
 export * from './format.js';
 export * from './health.js';
 export * from './gpu.js';
+export * from './request.js';

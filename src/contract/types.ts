@@ -3,6 +3,8 @@
  * no runtime dependencies, so every layer, the dashboard and the tray can import them without seeing Node.
  */
 
+import type { Surface } from './request.js';
+
 export const TIERS = ['simple', 'moderate', 'complex'] as const;
 export type Tier = (typeof TIERS)[number];
 
@@ -82,7 +84,7 @@ export interface HistoryRecord {
   time: string;
   /** The client's User-Agent. */
   client: string | null;
-  surface: 'ollama' | 'openai';
+  surface: Surface;
   path: string;
   requestedModel: string;
   tier: Tier | null;

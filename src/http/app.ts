@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
 import { sendError, surfaceOf } from '../api/errors.js';
@@ -10,44 +10,45 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { jsonBody } from './body.js';
 import { guard } from './guard.js';
-import type { RequestCounters } from '../contract/index.js';
+import { beginRequest } from '../api/request.js';
+import type { RequestCounters, RequestEnd, RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
 
 
-/** Called once per request when its connection closes, finished or not. */
-export type RequestFinished = (req: Request, res: Response, startedAt: Date, totalMs: number) => void;
+/** Called once per request when its connection closes, finished or not, with its record complete. */
+export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
 function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
   return (req, res, next) => {
     const started = performance.now();
-    const startedAt = new Date();
-    // Mounted routers rewrite req.path on the way; the log wants what the client asked for.
-    const path = req.path;
-    const id = randomUUID();
+    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
+    const request = beginRequest(req, randomUUID(), req.path);
     counters.total += 1;
     counters.inFlight += 1;
-    res.setHeader('x-request-id', id);
+    res.setHeader('x-request-id', request.id);
     res.once('close', () => {
       counters.inFlight -= 1;
-      const totalMs = performance.now() - started;
-      onFinished(req, res, startedAt, totalMs);
+      const end: RequestEnd = { status: res.statusCode, totalMs: performance.now() - started, completed: res.writableFinished };
+      request.end = end;
+      onFinished({ ...request, end });
+      const { generation } = request;
       // Method, path and outcome only: request and answer bodies stay out of the log.
       log.info(
         {
-          id,
-          method: req.method,
-          path,
-          status: res.statusCode,
-          ms: Math.round(totalMs * 10) / 10,
-          backend: res.locals.backend,
-          model: res.locals.generation?.route.model,
-          tier: res.locals.generation?.route.tier,
-          retries: res.locals.generation?.retries,
-          fallback: res.locals.generation?.fallback,
-          upstreamError: res.locals.upstreamError ?? res.locals.generation?.error ?? undefined,
-          relay: res.locals.relay,
-          completed: res.writableFinished,
-          userAgent: req.headers['user-agent'],
+          id: request.id,
+          method: request.method,
+          path: request.path,
+          status: end.status,
+          ms: Math.round(end.totalMs * 10) / 10,
+          backend: request.backend ?? undefined,
+          model: generation?.model,
+          tier: generation?.tier,
+          retries: generation?.retries,
+          fallback: generation?.fallback,
+          upstreamError: request.upstreamError ?? generation?.error ?? undefined,
+          relay: request.relay ?? undefined,
+          completed: end.completed,
+          userAgent: request.userAgent ?? undefined,
         },
         'request',
       );

@@ -6,6 +6,7 @@ import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe } from '../generation.js';
+import { requestOf } from '../request.js';
 import { parseBody } from '../validate.js';
 import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
 import { completionRequestSchema, serveCompletion } from './completions.js';
@@ -102,7 +103,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
     const request = parseBody(embeddingRequest, req, res, 'openai');
     if (request === undefined) return;
     const backend = await context.router.backendFor(request.model);
-    res.locals.backend = backend.name;
+    requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
     try {

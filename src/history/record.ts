@@ -1,0 +1,33 @@
+import type { GenerationOutcome, HistoryRecord, RequestEnd, RequestRecord } from '../contract/index.js';
+
+const tenths = (value: number): number => Math.round(value * 10) / 10;
+
+/** The history record of a finished (or abandoned) generation request; `gpuOf` names the GPU of a backend. */
+export function historyRecord(request: RequestRecord & { generation: GenerationOutcome; end: RequestEnd }, gpuOf: (backend: string) => number | string | null): HistoryRecord {
+  const { generation, end } = request;
+  // Ollama reports the generation time itself; cloud answers are timed from the first line on.
+  const evalSeconds = generation.evalSeconds || (generation.firstTokenMs === null ? 0 : (end.totalMs - generation.firstTokenMs) / 1000);
+  return {
+    id: request.id,
+    time: request.startedAt.toISOString(),
+    client: request.userAgent,
+    surface: request.surface,
+    path: request.path,
+    requestedModel: generation.requestedModel,
+    tier: generation.tier,
+    reason: generation.reason,
+    backend: generation.source,
+    gpu: generation.source === null ? null : gpuOf(generation.source),
+    model: generation.model,
+    retries: generation.retries,
+    fallback: generation.fallback,
+    status: end.status,
+    outcome: !end.completed ? 'cancelled' : generation.error !== null || end.status >= 400 ? 'error' : 'ok',
+    error: generation.error,
+    ttftMs: generation.firstTokenMs === null ? null : tenths(generation.firstTokenMs),
+    totalMs: tenths(end.totalMs),
+    tokensIn: generation.tokensIn,
+    tokensOut: generation.tokensOut,
+    tokensPerSecond: generation.tokensOut !== null && evalSeconds > 0 ? tenths(generation.tokensOut / evalSeconds) : null,
+  };
+}
