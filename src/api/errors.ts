@@ -1,9 +1,10 @@
 import type { Response } from 'express';
-import type { Surface } from '../contract/index.js';
+import { BridgeError, type Surface } from '../contract/index.js';
 
 /**
- * Each client-facing surface has its own error shape:
- * Ollama's native API answers {"error": "..."}; OpenAI clients expect {"error": {message, type, param, code}}.
+ * Where a BridgeError becomes what the client reads. Each client-facing surface has its own error
+ * shape: Ollama's native API answers {"error": "..."}; OpenAI clients expect
+ * {"error": {message, type, param, code}}.
  */
 export type { Surface } from '../contract/index.js';
 
@@ -25,24 +26,28 @@ export interface ErrorBodies {
   openai: { error: { message: string; type: string; param: string | null; code: string | null } };
 }
 
-export function errorBody(surface: Surface, status: number, message: string, code?: string, param?: string | null): ErrorBodies[Surface] {
-  if (surface === 'ollama') return { error: message };
-  return { error: { message, type: openAiType(status), param: param ?? null, code: code ?? null } };
+export function errorBody(surface: Surface, error: BridgeError): ErrorBodies[Surface] {
+  if (surface === 'ollama') return { error: error.message };
+  return { error: { message: error.message, type: openAiType(error.status), param: error.param, code: error.code } };
 }
 
-export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string, param?: string | null): void {
+/** Any thrown value as the error a client may see: a BridgeError as it is, anything else as a 500 that tells nothing of the inside. */
+export function asBridgeError(error: unknown): BridgeError {
+  return error instanceof BridgeError ? error : new BridgeError(500, 'internal error in copilot-bridge', { code: 'internal_error', cause: error });
+}
+
+/** Answers with the error in the surface's shape; once the answer has started there is nothing left to say but to cut it. */
+export function sendError(res: Response, surface: Surface, error: BridgeError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(status).json(errorBody(surface, status, message, code, param));
+  res.status(error.status).json(errorBody(surface, error));
 }
 
 /** The last piece of a stream that already started with 200: the client's own way to say "it broke". */
-export function streamErrorTail(contentType: string, surface: Surface, message: string, code: string): string | undefined {
-  if (contentType.startsWith('application/x-ndjson')) return `${JSON.stringify({ error: message })}\n`;
-  if (contentType.startsWith('text/event-stream')) {
-    return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, 502, message, code))}\n\n`;
-  }
+export function streamErrorTail(contentType: string, surface: Surface, error: BridgeError): string | undefined {
+  if (contentType.startsWith('application/x-ndjson')) return `${JSON.stringify({ error: error.message })}\n`;
+  if (contentType.startsWith('text/event-stream')) return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, error))}\n\n`;
   return undefined;
 }

@@ -1,12 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
-import type { GenerationOutcome } from '../contract/index.js';
-import { sendError, surfaceOf, type Surface } from './errors.js';
+import { BridgeError, type GenerationOutcome } from '../contract/index.js';
 import { requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
@@ -32,7 +31,6 @@ export interface ResponseFormat {
 }
 
 export interface GenerationPlan {
-  surface: Surface;
   path: '/api/chat' | '/api/generate';
   /** One native Ollama request body per choice (n > 1 runs several); model and stream are set here. */
   bodies: ReadonlyArray<Record<string, unknown>>;
@@ -290,13 +288,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
-    sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
-    return;
+    throw new BridgeError(503, `no backend can serve this request (${route.reason})`, { code: 'no_backend_available' });
   }
   outcome.error = lastError.message;
-  const code = lastError instanceof UpstreamError ? lastError.code : lastError.status === 404 ? 'model_not_found' : undefined;
   const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-  sendError(res, plan.surface, lastError.status, message, code);
+  throw new BridgeError(lastError.status, message, { code: lastError.code, cause: lastError });
 }
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */
@@ -349,7 +345,7 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
 
 /**
  * Routes a generation and serves it. The plan may depend on the route (for example whether the
- * chosen model can fill in the middle). A routing refusal answers in the surface's error form.
+ * chosen model can fill in the middle). A routing refusal (RouteError) goes to the error boundary.
  */
 export async function routeAndServe(
   router: Router,
@@ -359,16 +355,6 @@ export async function routeAndServe(
   input: RouteInput,
   plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
 ): Promise<void> {
-  const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
-  let route: RouteDecision;
-  try {
-    route = await router.route(input);
-  } catch (error) {
-    if (error instanceof RouteError) {
-      sendError(res, surface, error.status, error.message, 'model_not_found');
-      return;
-    }
-    throw error;
-  }
+  const route = await router.route(input);
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
 }

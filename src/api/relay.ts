@@ -83,7 +83,7 @@ export function relayResponse(
       const failure = toUpstreamError(error, backend);
       outcome.error = failure.message;
       const tail = headers['content-length'] === undefined
-        ? streamErrorTail(headers['content-type'] ?? '', surface, failure.message, failure.code)
+        ? streamErrorTail(headers['content-type'] ?? '', surface, failure)
         : undefined;
       if (tail === undefined) res.destroy(error);
       else res.end(tail);

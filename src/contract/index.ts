@@ -8,3 +8,4 @@ export * from './format.js';
 export * from './health.js';
 export * from './gpu.js';
 export * from './request.js';
+export * from './errors.js';

@@ -2,16 +2,16 @@ import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
-import { sendError, surfaceOf } from '../api/errors.js';
+import { asBridgeError, sendError } from '../api/errors.js';
 import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { jsonBody } from './body.js';
+import { BodyError, jsonBody } from './body.js';
 import { guard } from './guard.js';
-import { beginRequest } from '../api/request.js';
-import type { RequestCounters, RequestEnd, RequestRecord } from '../contract/index.js';
+import { beginRequest, requestOf } from '../api/request.js';
+import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
 
 
@@ -57,37 +57,34 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
   };
 }
 
-function bodyErrors(config: Config): ErrorRequestHandler {
-  return (error: unknown, req, res, next) => {
-    const surface = surfaceOf(req.path);
-    const type = (error as { type?: unknown }).type;
-    if (type === 'entity.too.large') {
-      res.setHeader('connection', 'close');
-      sendError(res, surface, 413, `request body is larger than ${config.server.body_limit_mb} MiB (server.body_limit_mb)`, 'request_too_large');
-      return;
-    }
-    if (type === 'entity.parse.failed') {
-      const detail = error instanceof Error ? error.message : 'parse error';
-      sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
-      return;
-    }
-    if (type === 'request.aborted') {
+/** A body the reader refused, as the error the client reads. */
+function bodyError(error: BodyError, limitMb: number): BridgeError {
+  switch (error.type) {
+    case 'entity.too.large':
+      return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
+    case 'entity.parse.failed':
+      return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    default:
+      return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
+  }
+}
+
+/**
+ * The one place where what a handler threw becomes an answer: a BridgeError in the shape of the
+ * request's surface, anything unexpected logged and answered as a bare 500.
+ */
+function errorBoundary(config: Config, log: Logger): ErrorRequestHandler {
+  return (thrown: unknown, req, res, _next) => {
+    if (thrown instanceof BodyError && thrown.type === 'request.aborted') {
       // The client left while sending its body: nobody to answer.
       res.destroy();
       return;
     }
-    if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-      sendError(res, surface, 415, error instanceof Error ? error.message : 'unsupported body encoding', 'unsupported_encoding');
-      return;
-    }
-    next(error);
-  };
-}
-
-function lastResort(log: Logger): ErrorRequestHandler {
-  return (error: unknown, req, res, _next) => {
-    log.error({ err: error, path: req.path }, 'unhandled error');
-    sendError(res, surfaceOf(req.path), 500, 'internal error in copilot-bridge', 'internal_error');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: req.path }, 'unhandled error');
+    // The rest of an oversized body is not worth reading: the connection goes.
+    if (error.status === 413) res.setHeader('connection', 'close');
+    sendError(res, requestOf(req).surface, error);
   };
 }
 
@@ -123,10 +120,9 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
   app.all('/api/*rest', toPrimary);
 
-  app.use((req, res) => {
-    sendError(res, surfaceOf(req.path), 404, `no such endpoint: ${req.method} ${req.path}`, 'not_found');
+  app.use((req) => {
+    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
   });
-  app.use(bodyErrors(config));
-  app.use(lastResort(log));
+  app.use(errorBoundary(config, log));
   return app;
 }

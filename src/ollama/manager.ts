@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
-import type { InstanceState, InstanceSnapshot } from '../contract/index.js';
+import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
 export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
 
 
@@ -36,12 +36,9 @@ export interface ManagerOptions {
 }
 
 
-export class ManagerError extends Error {
-  constructor(
-    readonly status: 404 | 409 | 500,
-    message: string,
-  ) {
-    super(message);
+export class ManagerError extends BridgeError {
+  constructor(status: 404 | 409 | 500, message: string) {
+    super(status, message);
     this.name = 'ManagerError';
   }
 }

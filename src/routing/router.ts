@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { Classifier, TIERS, type RequestSignals, type Tier } from './classify.js';
-import type { RoutingSettings } from '../contract/index.js';
+import { BridgeError, type RoutingSettings } from '../contract/index.js';
 export type { RoutingSettings } from '../contract/index.js';
 
 /**
@@ -52,12 +52,10 @@ export interface RouteDecision {
   reason: string;
 }
 
-export class RouteError extends Error {
-  constructor(
-    readonly status: 400 | 404 | 503,
-    message: string,
-  ) {
-    super(message);
+/** No model or backend for the request; clients read it as an unknown model. */
+export class RouteError extends BridgeError {
+  constructor(status: 400 | 404 | 503, message: string) {
+    super(status, message, { code: 'model_not_found' });
     this.name = 'RouteError';
   }
 }

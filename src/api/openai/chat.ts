@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
+import { BridgeError } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 
@@ -53,14 +54,8 @@ export const chatRequestSchema = z.looseObject({
 export type ChatRequest = z.output<typeof chatRequestSchema>;
 
 /** A request the client got wrong; `param` names the field, as OpenAI's errors do. */
-export class InvalidRequest extends Error {
-  constructor(
-    message: string,
-    readonly param: string | null,
-  ) {
-    super(message);
-    this.name = 'InvalidRequest';
-  }
+function invalidRequest(message: string, param: string): BridgeError {
+  return new BridgeError(400, message, { code: 'invalid_request', param });
 }
 
 /** Sampling options shared by chat and completions, in Ollama's names. */
@@ -95,7 +90,7 @@ function parseArguments(text: string | Record<string, unknown> | undefined, para
   } catch {
     // reported below
   }
-  throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
+  throw invalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }
 
 /** OpenAI messages in Ollama's form: text parts joined, data: images as base64, tool calls with object arguments. */
@@ -112,7 +107,7 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
         else if (part.type === 'image_url' && part.image_url !== undefined) {
           const url = typeof part.image_url === 'string' ? part.image_url : part.image_url.url;
           const match = /^data:[^;,]*;base64,(.*)$/s.exec(url);
-          if (match === null) throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
+          if (match === null) throw invalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
           images.push(match[1] as string);
         }
       });
@@ -169,7 +164,7 @@ export const SSE_DONE = 'data: [DONE]\n\n';
 
 /** The error event that ends an OpenAI-style stream that broke after it started. */
 export function sseError(message: string, code: string): string {
-  return sseEvent(errorBody('openai', 502, message, code));
+  return sseEvent(errorBody('openai', new BridgeError(502, message, { code })));
 }
 
 function openAiToolCalls(calls: readonly OllamaToolCall[], firstIndex: number): Array<Record<string, unknown>> {

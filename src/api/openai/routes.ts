@@ -2,13 +2,13 @@ import express, { type Request, type Response, type Router as ExpressRouter } fr
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { chatSignals, needsOf } from '../../routing/signals.js';
-import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
+import { BridgeError } from '../../contract/index.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
-import { sendError } from '../errors.js';
 import { routeAndServe } from '../generation.js';
 import { requestOf } from '../request.js';
 import { parseBody } from '../validate.js';
-import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
+import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
 import { completionRequestSchema, serveCompletion } from './completions.js';
 
 const embeddingRequest = z.looseObject({
@@ -39,47 +39,29 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
     return [...virtual, ...real];
   };
 
-  /** Answers with the model list, or the gateway error when no backend could be asked. */
-  const withModels = async (res: Response, answer: (models: Awaited<ReturnType<typeof modelList>>) => void): Promise<void> => {
-    let models;
-    try {
-      models = await modelList();
-    } catch (error) {
-      const failure = toUpstreamError(error, 'all');
-      sendError(res, 'openai', failure.status, failure.message, failure.code);
-      return;
-    }
-    answer(models);
-  };
+  /** The model list, or the gateway error when no backend could be asked. */
+  const models = (): ReturnType<typeof modelList> =>
+    modelList().catch((error: unknown) => {
+      throw toUpstreamError(error, 'all');
+    });
 
   router.get('/v1/models', async (_req, res) => {
-    await withModels(res, (data) => res.json({ object: 'list', data }));
+    res.json({ object: 'list', data: await models() });
   });
 
   router.get('/v1/models/*id', async (req, res) => {
     const id = (req.params as { id: string[] }).id.join('/');
-    await withModels(res, (models) => {
-      const found = models.find((m) => m.id === id || m.id === `${id}:latest`);
-      if (found === undefined) sendError(res, 'openai', 404, `The model '${id}' does not exist`, 'model_not_found', 'model');
-      else res.json(found);
-    });
+    const found = (await models()).find((m) => m.id === id || m.id === `${id}:latest`);
+    if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
+    res.json(found);
   });
 
   const chat = async (req: Request, res: Response): Promise<void> => {
-    const request = parseBody(chatRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
-    let body: Record<string, unknown>;
-    try {
-      body = toOllamaChat(request);
-    } catch (error) {
-      if (!(error instanceof InvalidRequest)) throw error;
-      sendError(res, 'openai', 400, error.message, 'invalid_request', error.param);
-      return;
-    }
+    const request = parseBody(chatRequestSchema, req);
+    const body = toOllamaChat(request);
     const signals = chatSignals(body.messages as Parameters<typeof chatSignals>[0], body.tools !== undefined);
     const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: request.model, signals, needs }, {
-      surface: 'openai',
       path: '/api/chat',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
       stream: request.stream === true,
@@ -90,18 +72,13 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post(['/v1/chat/completions', '/chat/completions'], chat);
 
   router.post('/v1/completions', async (req, res) => {
-    const request = parseBody(completionRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
-    if (request.model === undefined) {
-      sendError(res, 'openai', 400, 'you must provide a model parameter', 'invalid_request', 'model');
-      return;
-    }
+    const request = parseBody(completionRequestSchema, req);
+    if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
     await serveCompletion(context, req, res, request.model, request, false);
   });
 
   router.post('/v1/embeddings', async (req, res) => {
-    const request = parseBody(embeddingRequest, req, res, 'openai');
-    if (request === undefined) return;
+    const request = parseBody(embeddingRequest, req);
     const backend = await context.router.backendFor(request.model);
     requestOf(req).backend = backend.name;
     const abort = new AbortController();
@@ -116,10 +93,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         model: request.model,
       });
       const text = await upstream.body.text();
-      if (upstream.statusCode >= 400) {
-        sendError(res, 'openai', upstream.statusCode, errorMessageOf(upstream.statusCode, text), upstream.statusCode === 404 ? 'model_not_found' : undefined);
-        return;
-      }
+      if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
       const base64 = request.encoding_format === 'base64';
       res.json({
@@ -130,8 +104,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       });
     } catch (error) {
       if (abort.signal.aborted) return;
-      const failure = toUpstreamError(error, backend.name);
-      sendError(res, 'openai', failure.status, failure.message, failure.code);
+      throw error instanceof BridgeError ? error : toUpstreamError(error, backend.name);
     }
   });
 
