@@ -17,8 +17,3 @@ export function ms(value: number | null | undefined): string {
 export function time(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
-
-export function quantile(sorted: readonly number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null;
-}
