@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { appendFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
 import { tempDir } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 function record(id: number): HistoryRecord {
   return {
@@ -55,9 +55,8 @@ describe('history store', () => {
     const dir = tempDir('history-');
     const store = await openStore({ ...options(dir), flushIntervalMs: 200 });
     store.add(record(1));
-    await sleep(500);
-    const onDisk = readFileSync(path.join(dir, 'history.jsonl'), 'utf8');
-    assert.equal(JSON.parse(onDisk.trim()).id, 'r01');
+    const onDisk = await until(() => readFileSync(path.join(dir, 'history.jsonl'), 'utf8').trim() || undefined, 'the record on disk', 2000);
+    assert.equal(JSON.parse(onDisk).id, 'r01');
     await store.stop();
   });
 
