@@ -4,10 +4,7 @@ import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runCliToEnd } from '../support/cli.js';
-import { fakeOllamaBinary } from '../support/fake-ollama.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
-import { freePort } from '../support/ollama-rig.js';
-import { markedProcesses, processMark } from '../support/processes.js';
+import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
 import { tempDir } from '../support/temp.js';
 
 const servers: Server[] = [];
@@ -25,19 +22,8 @@ async function takenPort(): Promise<number> {
 
 /** A config with everything that starts a child process: a managed Ollama and the GPU monitor. */
 async function configWithChildren(dataDir: string): Promise<string> {
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
   const file = path.join(tempDir('start-failure-config-'), 'config.yaml');
-  writeFileSync(
-    file,
-    `data_dir: ${dataDir}
-ollama:
-  binary: ${fakeOllamaBinary()}
-backends:
-  - { name: gpu0, url: "http://127.0.0.1:${await freePort()}", gpu: 0, manage: true }
-gpu_monitor:
-  command: ${smi.command}
-`,
-  );
+  writeFileSync(file, `data_dir: ${dataDir}\n${await childProcessConfig()}`);
   return file;
 }
 

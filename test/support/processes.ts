@@ -1,5 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fakeOllamaBinary } from './fake-ollama.js';
+import { nvidiaSmiStandIn, TWO_GPU } from './gpu.js';
+import { freePort } from './ollama-rig.js';
 
 /** An environment variable to hand a process under test: every process it starts inherits it. */
 export function processMark(): { name: string; value: string; env: Record<string, string> } {
@@ -22,4 +26,19 @@ export function markedProcesses(mark: { name: string; value: string }): string[]
     }
   }
   return found;
+}
+
+/**
+ * config.yaml lines that make a bridge start child processes: a managed Ollama (the stand-in
+ * binary) on a free port and the GPU monitor (the nvidia-smi stand-in).
+ */
+export async function childProcessConfig(): Promise<string> {
+  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  return `ollama:
+  binary: ${fakeOllamaBinary()}
+backends:
+  - { name: gpu0, url: "http://127.0.0.1:${await freePort()}", gpu: 0, manage: true }
+gpu_monitor:
+  command: ${smi.command}
+`;
 }

@@ -8,9 +8,8 @@ import { startDesktop, type DesktopAdapter, type WindowHandle } from '../../elec
 import type { MenuItemSpec, TrayCommand, TrayIconState } from '../../electron/tray-menu.js';
 import { startStandIn } from '../support/bridge.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { freePort } from '../support/ollama-rig.js';
-import { markedProcesses, processMark } from '../support/processes.js';
+import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
 import { tempDir } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -110,20 +109,8 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise((resolve) => taken.close(() => resolve())));
     const takenPort = (taken.address() as AddressInfo).port;
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
     const userData = tempDir('desktop-');
-    writeFileSync(
-      path.join(userData, 'config.yaml'),
-      `server:
-  port: ${takenPort}
-ollama:
-  binary: ${fakeOllamaBinary()}
-backends:
-  - { name: gpu0, url: "http://127.0.0.1:${await freePort()}", gpu: 0, manage: true }
-gpu_monitor:
-  command: ${smi.command}
-`,
-    );
+    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: ${takenPort}\n${await childProcessConfig()}`);
     const fake = new FakeElectron(userData);
     const desktop = await startDesktop(fake, {});
     assert.ok(desktop);
