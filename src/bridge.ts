@@ -141,6 +141,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
   };
   const modelRefresher = new ModelRefresher(catalog, 5000);

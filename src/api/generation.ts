@@ -28,6 +28,8 @@ export interface ResponseFormat {
   error(message: string, code: string): string;
   /** The answer for a client that did not ask for a stream. */
   whole(results: readonly GenerationResult[]): unknown;
+  /** Written when a stream has been silent for a while (a model thinking with its thoughts hidden, a slow tool call), so idle timeouts do not cut it. */
+  heartbeat?: string;
 }
 
 export interface GenerationPlan {
@@ -38,9 +40,14 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
+/** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
+export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
+
 /** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
 export interface GenerationPolicy {
   maxRetries: number;
+  /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
+  heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
 }
@@ -191,7 +198,13 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
  * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
  * error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
+export async function serveGeneration(
+  policy: GenerationPolicy,
+  req: Request,
+  res: Response,
+  route: RouteDecision,
+  plan: GenerationPlan,
+): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -237,7 +250,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
       request.backend = source.name;
-      await stream(opened, res, route, plan, outcome);
+      await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
@@ -301,7 +314,7 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
   const { source, lines, first, abort } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
@@ -310,6 +323,16 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   res.flushHeaders();
 
   const results = plan.bodies.map(emptyResult);
+  let wrote = performance.now();
+  const { heartbeat } = plan.format;
+  const beat =
+    heartbeat === undefined
+      ? undefined
+      : setInterval(() => {
+          if (performance.now() - wrote < heartbeatMs || res.destroyed || res.writableNeedDrain) return;
+          wrote = performance.now();
+          res.write(heartbeat);
+        }, heartbeatMs / 2);
   const fail = (message: string, code: string): void => {
     outcome.error = message;
     if (!res.destroyed) res.end(plan.format.error(message, code));
@@ -322,7 +345,9 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
       return false;
     }
     accumulate(results[index] as GenerationResult, event);
-    await write(res, plan.format.chunk(event, index));
+    const text = plan.format.chunk(event, index);
+    if (text !== '') wrote = performance.now();
+    await write(res, text);
     return !res.destroyed;
   };
 
@@ -338,6 +363,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
+  } finally {
+    clearInterval(beat);
   }
   noteResults(outcome, results);
   res.end(plan.format.end(results));
@@ -353,7 +380,7 @@ export async function routeAndServe(
   req: Request,
   res: Response,
   input: RouteInput,
-  plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
+  plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const route = await router.route(input);
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);

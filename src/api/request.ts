@@ -1,18 +1,20 @@
 import type { IncomingMessage } from 'node:http';
 import type { RequestRecord } from '../contract/index.js';
+import { clientSignals } from '../routing/signals.js';
 import { surfaceOf } from './errors.js';
 
 const records = new WeakMap<IncomingMessage, RequestRecord>();
 
 /** Creates the record of a request that just arrived; its surface is decided here, once. */
 export function beginRequest(req: IncomingMessage, id: string, path: string): RequestRecord {
+  const client = clientSignals(req.headers);
   const record: RequestRecord = {
     id,
     startedAt: new Date(),
     method: req.method ?? 'GET',
     path,
     surface: surfaceOf(path),
-    userAgent: req.headers['user-agent'] ?? null,
+    client: { name: client.name, userAgent: client.userAgent, interaction: client.interaction, intent: client.intent, requestId: client.requestId },
     identity: null,
     backend: null,
     generation: null,

@@ -1,7 +1,20 @@
 import type { Tier } from './types.js';
 
 /** The client API a request speaks, decided once from its path; it also decides the error shape. */
-export type Surface = 'ollama' | 'openai';
+export type Surface = 'ollama' | 'openai' | 'anthropic';
+
+/** What a request's headers say about the client that sent it. */
+export interface RequestClient {
+  /** Normalized name: copilot, claude-code, codex, continue, ...; other when unknown. */
+  name: string;
+  userAgent: string | null;
+  /** Copilot's X-Interaction-Type (conversation-agent, conversation-subagent, conversation-background, ...). */
+  interaction: string | null;
+  /** Copilot's OpenAI-Intent (conversation-panel, agent, inline, edits, summary, ...). */
+  intent: string | null;
+  /** The client's own id for the request (X-Request-Id, or Codex's X-Client-Request-Id). */
+  requestId: string | null;
+}
 
 /** Who sent a request, when the bridge can tell (API keys with names); null until then. */
 export interface RequestIdentity {
@@ -59,7 +72,7 @@ export interface RequestRecord {
   /** The path the client asked for (mounted routers rewrite req.path on the way). */
   readonly path: string;
   readonly surface: Surface;
-  readonly userAgent: string | null;
+  readonly client: RequestClient;
   identity: RequestIdentity | null;
   /** The backend the request went to (pass-through, embeddings, generation). */
   backend: string | null;

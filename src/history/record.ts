@@ -10,7 +10,11 @@ export function historyRecord(request: RequestRecord & { generation: GenerationO
   return {
     id: request.id,
     time: request.startedAt.toISOString(),
-    client: request.userAgent,
+    client: request.client.name,
+    userAgent: request.client.userAgent,
+    interaction: request.client.interaction,
+    intent: request.client.intent,
+    clientRequestId: request.client.requestId,
     surface: request.surface,
     path: request.path,
     requestedModel: generation.requestedModel,

@@ -9,7 +9,11 @@ function record(id: string, fields: Partial<HistoryRecord> = {}): HistoryRecord 
   return {
     id,
     time: new Date(NOW - 60_000).toISOString(),
-    client: 'vscode',
+    client: 'copilot',
+    userAgent: 'GitHubCopilotChat/0.30',
+    interaction: null,
+    intent: null,
+    clientRequestId: null,
     surface: 'openai',
     path: '/v1/chat/completions',
     requestedModel: 'auto',
@@ -60,7 +64,7 @@ describe('dashboard history: filters and summary', () => {
 
   it('offers each filter value once, sorted, without empty ones', () => {
     assert.deepEqual(distinct(records, (r) => r.backend), ['gpu0', 'gpu1']);
-    assert.deepEqual(distinct(records, (r) => r.client), ['continue', 'vscode']);
+    assert.deepEqual(distinct(records, (r) => r.client), ['continue', 'copilot']);
   });
 
   it('counts requests per minute over the last five minutes only, and latency over the newest 1000', () => {

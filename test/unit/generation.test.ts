@@ -64,7 +64,7 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
   let onClosed: () => void = () => undefined;
   /** Resolves when the request now being served has closed. */
   const closed = new Promise<void>((resolve) => (onClosed = resolve));
-  const policy: GenerationPolicy = { maxRetries, fallback: () => fallback };
+  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback };
   const app = express();
   app.post('/api/chat', async (req, res) => {
     beginRequest(req, 'test', req.path);

@@ -48,14 +48,18 @@ export const chatRequestSchema = z.looseObject({
   frequency_penalty: optionalNumber,
   presence_penalty: optionalNumber,
   n: z.number().int().min(1).max(8).nullish(),
+  reasoning_effort: z.string().nullish(),
   response_format: z.looseObject({ type: z.string(), json_schema: z.looseObject({ schema: z.unknown() }).nullish() }).nullish(),
 });
 
 export type ChatRequest = z.output<typeof chatRequestSchema>;
 
 /** A request the client got wrong; `param` names the field, as OpenAI's errors do. */
-function invalidRequest(message: string, param: string): BridgeError {
-  return new BridgeError(400, message, { code: 'invalid_request', param });
+export class InvalidRequest extends BridgeError {
+  constructor(message: string, param: string | null) {
+    super(400, message, { code: 'invalid_request', param });
+    this.name = 'InvalidRequest';
+  }
 }
 
 /** Sampling options shared by chat and completions, in Ollama's names. */
@@ -90,7 +94,7 @@ function parseArguments(text: string | Record<string, unknown> | undefined, para
   } catch {
     // reported below
   }
-  throw invalidRequest(`${param}: tool call arguments must be a JSON object`, param);
+  throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }
 
 /** OpenAI messages in Ollama's form: text parts joined, data: images as base64, tool calls with object arguments. */
@@ -107,7 +111,7 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
         else if (part.type === 'image_url' && part.image_url !== undefined) {
           const url = typeof part.image_url === 'string' ? part.image_url : part.image_url.url;
           const match = /^data:[^;,]*;base64,(.*)$/s.exec(url);
-          if (match === null) throw invalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
+          if (match === null) throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
           images.push(match[1] as string);
         }
       });
@@ -129,8 +133,8 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
 }
 
 /** The native /api/chat body for an OpenAI chat request. */
-export function toOllamaChat(request: ChatRequest): Record<string, unknown> {
-  const body: Record<string, unknown> = {
+export function toOllamaChat(request: ChatRequest): Record<string, unknown> & { messages: OllamaMessage[] } {
+  const body: Record<string, unknown> & { messages: OllamaMessage[] } = {
     messages: toOllamaMessages(request.messages),
     options: ollamaOptions(request),
   };
@@ -200,7 +204,11 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
       }
       const content = event.message?.content ?? '';
       if (content !== '' || delta.role !== undefined) delta.content = content;
-      if (event.message?.thinking) delta.reasoning = event.message.thinking;
+      if (event.message?.thinking) {
+        // Clients read one or the other: DeepSeek's name, and the one Ollama's own OpenAI API uses.
+        delta.reasoning_content = event.message.thinking;
+        delta.reasoning = event.message.thinking;
+      }
       const calls = event.message?.tool_calls ?? [];
       if (calls.length > 0) {
         const first = toolCount.get(index) ?? 0;
@@ -227,7 +235,7 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         message: {
           role: 'assistant',
           content: result.content,
-          ...(result.thinking === '' ? {} : { reasoning: result.thinking }),
+          ...(result.thinking === '' ? {} : { reasoning_content: result.thinking, reasoning: result.thinking }),
           ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
         },
         logprobs: null,
