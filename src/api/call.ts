@@ -12,10 +12,7 @@ export type ApiRequest = IncomingMessage & {
   params: Record<string, string | string[]>;
 };
 
-/** A plain ServerResponse with the per-request values the log, history and metrics read when it closes. */
-export type ApiResponse = ServerResponse & { locals: Record<string, unknown> };
-
-export type ApiHandler = (req: ApiRequest, res: ApiResponse) => Promise<void> | void;
+export type ApiHandler = (req: ApiRequest, res: ServerResponse) => Promise<void> | void;
 
 /**
  * One client API route. `path` is exact, or has one ":name" segment (any single path segment,

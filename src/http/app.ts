@@ -1,61 +1,61 @@
 import { randomUUID } from 'node:crypto';
-import type { RequestListener, ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type ErrorRequestHandler, type Express, type Router } from 'express';
-import type { ApiRequest, ApiResponse, ApiRoute } from '../api/call.js';
-import type { GenerationOutcome } from '../api/generation.js';
+import type { ApiRoute } from '../api/call.js';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { anthropicHotRoutes, anthropicRoutes } from '../api/anthropic/routes.js';
 import { copilotHotRoutes, copilotRoutes } from '../api/copilot/routes.js';
-import { sendError, surfaceOf } from '../api/errors.js';
+import { asBridgeError, sendError } from '../api/errors.js';
 import { ollamaHotRoutes, ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiHotRoutes, openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { jsonBody } from './body.js';
+import { BodyError, jsonBody } from './body.js';
 import { fastPath } from './fast.js';
 import { guard, guardRequest } from './guard.js';
-import type { RequestCounters } from '../control/api-types.js';
-export type { RequestCounters } from '../control/api-types.js';
+import { beginRequest, requestOf } from '../api/request.js';
+import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
+export type { RequestCounters } from '../contract/index.js';
 
 
-/** Called once per request when its connection closes, finished or not. */
-export type RequestFinished = (req: ApiRequest, res: ApiResponse, startedAt: Date, totalMs: number) => void;
+/** Called once per request when its connection closes, finished or not, with its record complete. */
+export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
-type BeginRequest = (req: ApiRequest, res: ApiResponse, path: string) => void;
+type BeginRequest = (req: IncomingMessage, res: ServerResponse, path: string) => void;
 
-/** Starts each request's record: its id header and the counters; when it closes, history, metrics and the log line. */
+/** Starts each request's record, its id header and the counters; when it closes: history, metrics and the log line. */
 function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): BeginRequest {
   return (req, res, path) => {
     const started = performance.now();
-    const startedAt = new Date();
-    const id = randomUUID();
+    const request = beginRequest(req, randomUUID(), path);
     counters.total += 1;
     counters.inFlight += 1;
-    res.setHeader('x-request-id', id);
+    res.setHeader('x-request-id', request.id);
     res.once('close', () => {
       counters.inFlight -= 1;
-      const totalMs = performance.now() - started;
-      onFinished(req, res, startedAt, totalMs);
+      const end: RequestEnd = { status: res.statusCode, totalMs: performance.now() - started, completed: res.writableFinished };
+      request.end = end;
+      onFinished({ ...request, end });
       if (!log.isLevelEnabled('info')) return;
-      const generation = res.locals.generation as GenerationOutcome | undefined;
+      const { generation } = request;
       // Method, path and outcome only: request and answer bodies stay out of the log.
       log.info(
         {
-          id,
-          method: req.method,
-          path,
-          status: res.statusCode,
-          ms: Math.round(totalMs * 10) / 10,
-          backend: res.locals.backend,
-          model: generation?.route.model,
-          tier: generation?.route.tier,
+          id: request.id,
+          method: request.method,
+          path: request.path,
+          status: end.status,
+          ms: Math.round(end.totalMs * 10) / 10,
+          backend: request.backend ?? undefined,
+          model: generation?.model,
+          tier: generation?.tier,
           retries: generation?.retries,
           fallback: generation?.fallback,
-          upstreamError: res.locals.upstreamError ?? generation?.error ?? undefined,
-          relay: res.locals.relay,
-          completed: res.writableFinished,
-          userAgent: req.headers['user-agent'],
+          upstreamError: request.upstreamError ?? generation?.error ?? undefined,
+          relay: request.relay ?? undefined,
+          completed: end.completed,
+          userAgent: request.client.userAgent ?? undefined,
         },
         'request',
       );
@@ -63,34 +63,36 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
   };
 }
 
-type AnswerError = (error: unknown, res: ServerResponse, path: string) => void;
+/** A body the reader refused, as the error the client reads. */
+function bodyError(error: BodyError, limitMb: number): BridgeError {
+  switch (error.type) {
+    case 'entity.too.large':
+      return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
+    case 'entity.parse.failed':
+      return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    default:
+      return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
+  }
+}
 
-/** Where an error thrown while serving a request (or reading its body) becomes an answer in the surface's shape. */
+type AnswerError = (thrown: unknown, req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * The one place where what a handler threw becomes an answer: a BridgeError in the shape of the
+ * request's surface, anything unexpected logged and answered as a bare 500.
+ */
 function errorBoundary(config: Config, log: Logger): AnswerError {
-  return (error, res, path) => {
-    const surface = surfaceOf(path);
-    const type = (error as { type?: unknown }).type;
-    if (type === 'entity.too.large') {
-      res.setHeader('connection', 'close');
-      sendError(res, surface, 413, `request body is larger than ${config.server.body_limit_mb} MiB (server.body_limit_mb)`, 'request_too_large');
-      return;
-    }
-    if (type === 'entity.parse.failed') {
-      const detail = error instanceof Error ? error.message : 'parse error';
-      sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
-      return;
-    }
-    if (type === 'request.aborted') {
+  return (thrown, req, res) => {
+    if (thrown instanceof BodyError && thrown.type === 'request.aborted') {
       // The client left while sending its body: nobody to answer.
       res.destroy();
       return;
     }
-    if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-      sendError(res, surface, 415, error instanceof Error ? error.message : 'unsupported body encoding', 'unsupported_encoding');
-      return;
-    }
-    log.error({ err: error, path }, 'unhandled error');
-    sendError(res, surface, 500, 'internal error in copilot-bridge', 'internal_error');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
+    // The rest of an oversized body is not worth reading: the connection goes.
+    if (error.status === 413) res.setHeader('connection', 'close');
+    sendError(res, requestOf(req).surface, error);
   };
 }
 
@@ -109,14 +111,14 @@ function hotRoutes(context: ApiContext): ApiRoute[] {
   return [...ollamaHotRoutes(context), ...openAiHotRoutes(context), ...anthropicHotRoutes(context), ...copilotHotRoutes(context)];
 }
 
-/** The express app: every route, the hot ones included, with the same steps the fast path takes. */
+/** The express app: every route, the hot ones included, with the steps the fast path takes in the same order. */
 function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, answerError: AnswerError): Express {
   const { config } = context;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use((req, res, next) => {
-    // Mounted routers rewrite req.path on the way; the log wants what the client asked for.
+    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
     begin(req, res, req.path);
     next();
   });
@@ -136,17 +138,17 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
   // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
   app.all('/api/*rest', toPrimary);
 
-  app.use((req, res) => {
-    sendError(res, surfaceOf(req.path), 404, `no such endpoint: ${req.method} ${req.path}`, 'not_found');
+  app.use((req) => {
+    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
   });
-  app.use(((error, req, res, _next) => answerError(error, res, req.path)) satisfies ErrorRequestHandler);
+  app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
   return app;
 }
 
 /**
  * The HTTP surface of the bridge: guards, the client APIs and error shapes. The hot client routes
- * go through the fast path (src/http/fast.ts) and everything else through express; `fastPath:
- * false` sends every request through express (the two answer alike, which a test holds them to).
+ * go through the fast path (src/http/fast.ts), everything else through express; with `fastPath:
+ * false` express serves every request (the two answer alike, which a test holds them to).
  */
 export function createRequestListener(context: ApiContext, parts: AppParts, options: { fastPath?: boolean } = {}): RequestListener {
   const { config, log } = context;

@@ -1,17 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ApiRequest, ApiResponse, ApiRoute } from '../api/call.js';
-import { surfaceOf, type Surface } from '../api/errors.js';
+import type { ApiRoute } from '../api/call.js';
 import { readJsonBody } from './body.js';
 
 /** What the fast path does around a handler: the same steps, in the same order, as the express app. */
 export interface FastPathSteps {
-  /** The request's id header, counters, and what runs when it closes. */
-  begin(req: ApiRequest, res: ApiResponse, path: string): void;
-  /** Host, origin and API key checks; false when it answered. */
-  allowed(req: IncomingMessage, res: ServerResponse, surface: Surface): boolean;
+  /** The request's record, id header and counters, and what runs when it closes. */
+  begin(req: IncomingMessage, res: ServerResponse, path: string): void;
+  /** Host, origin and API key checks: false when it answered (a preflight); a refusal is thrown. */
+  allowed(req: IncomingMessage, res: ServerResponse): boolean;
   bodyLimit: number;
-  /** Answers an error a handler (or the body reader) threw, in the surface's shape. */
-  answerError(error: unknown, res: ServerResponse, path: string): void;
+  /** Answers what a step threw, in the surface's shape. */
+  answerError(thrown: unknown, req: IncomingMessage, res: ServerResponse): void;
 }
 
 interface ParamRoute {
@@ -49,16 +48,14 @@ export function fastPath(routes: readonly ApiRoute[], steps: FastPathSteps): (re
     });
   }
 
-  const serve = async (route: ApiRoute, req: IncomingMessage, plainRes: ServerResponse, path: string, params: Record<string, string>): Promise<void> => {
-    const apiReq = Object.assign(req, { body: undefined as unknown, path, params });
-    const res = Object.assign(plainRes, { locals: {} });
-    steps.begin(apiReq, res, path);
-    if (!steps.allowed(req, res, surfaceOf(path))) return;
+  const serve = async (route: ApiRoute, req: IncomingMessage, res: ServerResponse, path: string, params: Record<string, string>): Promise<void> => {
+    steps.begin(req, res, path);
     try {
-      apiReq.body = await readJsonBody(req, steps.bodyLimit);
-      await route.handler(apiReq, res);
-    } catch (error) {
-      steps.answerError(error, res, path);
+      if (!steps.allowed(req, res)) return;
+      const body = await readJsonBody(req, steps.bodyLimit);
+      await route.handler(Object.assign(req, { body, path, params }), res);
+    } catch (thrown) {
+      steps.answerError(thrown, req, res);
     }
   };
 

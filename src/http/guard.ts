@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { sendError, surfaceOf, type Surface } from '../api/errors.js';
+import { BridgeError } from '../contract/index.js';
 
 /** Browser origins Ollama itself trusts by default: local pages and editor webviews. */
 const TRUSTED_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file):\/\/.*)$/i;
@@ -33,25 +33,23 @@ function bearer(req: IncomingMessage): string | undefined {
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
  * every request must carry one.
  */
-export function guardRequest(config: Config): (req: IncomingMessage, res: ServerResponse, surface: Surface) => boolean {
+export function guardRequest(config: Config): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { api_keys: apiKeys, allowed_hosts: allowedHosts, cors_origins: corsOrigins } = config.server;
   const hosts = new Set([...allowedHosts.map((h) => h.toLowerCase()), config.server.host.toLowerCase()]);
   const origins = new Set(corsOrigins);
 
-  // True when the request may go on; otherwise it has been answered.
-  return (req, res, surface) => {
+  // True when the request may go on, false when answered here (a preflight); a refusal is thrown.
+  return (req, res) => {
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
-        sendError(res, surface, 403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, 'host_not_allowed');
-        return false;
+        throw new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' });
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
-        sendError(res, surface, 403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, 'origin_not_allowed');
-        return false;
+        throw new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' });
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
       res.setHeader('Vary', 'Origin');
@@ -67,8 +65,7 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
-        sendError(res, surface, 401, 'a valid API key is required (Authorization: Bearer <key>)', 'invalid_api_key');
-        return false;
+        throw new BridgeError(401, 'a valid API key is required (Authorization: Bearer <key>)', { code: 'invalid_api_key' });
       }
     }
     return true;
@@ -79,6 +76,10 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
 export function guard(config: Config) {
   const allowed = guardRequest(config);
   return (req: Request, res: Response, next: NextFunction): void => {
-    if (allowed(req, res, surfaceOf(req.path))) next();
+    try {
+      if (allowed(req, res)) next();
+    } catch (error) {
+      next(error);
+    }
   };
 }

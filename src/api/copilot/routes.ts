@@ -6,15 +6,14 @@ import { completionRequestSchema, serveCompletion } from '../openai/completions.
 import { parseBody } from '../validate.js';
 
 /**
- * GitHub Copilot's inline completions (ghost text): POST {base}/v1/engines/{engine}/completions,
- * on every keystroke pause.
+ * GitHub Copilot's inline completions (ghost text), on every typing pause:
+ * POST {base}/v1/engines/{engine}/completions.
  * Any engine name is accepted: an installed model is used as it is, anything else ("copilot-codex")
  * is routed like `auto`, which puts fill-in-the-middle on the simple tier.
  */
 export function copilotHotRoutes(context: ApiContext): ApiRoute[] {
   const completions: ApiHandler = async (req, res) => {
-    const request = parseBody(completionRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
+    const request = parseBody(completionRequestSchema, req);
     // The path parameter arrives percent-decoded: "qwen2.5-coder%3A7b" as "qwen2.5-coder:7b".
     const engine = String(req.params.engine);
     const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;

@@ -1,4 +1,5 @@
-import type { ApiRequest, ApiResponse } from '../call.js';
+import type { ServerResponse } from 'node:http';
+import type { ApiRequest } from '../call.js';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
@@ -66,7 +67,7 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
 export async function serveCompletion(
   deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
   req: ApiRequest,
-  res: ApiResponse,
+  res: ServerResponse,
   requestedModel: string,
   request: CompletionRequest,
   streamByDefault: boolean,
@@ -85,7 +86,6 @@ export async function serveCompletion(
     if (signals.kind === 'fim' && canInsert) body.suffix = suffix;
     else if (signals.kind === 'fim') body.raw = true;
     return {
-      surface: 'openai',
       path: '/api/generate',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
       stream: request.stream ?? streamByDefault,
