@@ -78,96 +78,113 @@ export interface OllamaPsModel {
 /** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
 const PAUSE_AT_LINES = 64;
 
-/**
- * Parses an NDJSON body line by line as it arrives, straight from the stream's 'data' events: a
- * line that arrives while the consumer waits is handed over in the same tick, with one promise and
- * no per-chunk async iterator machinery. A consumer that falls behind pauses the socket
- * (back-pressure) instead of buffering; stopping early (return()) destroys the body.
- */
-export function readNdjson(body: Readable): AsyncIterableIterator<OllamaChunk> {
-  const decoder = new StringDecoder('utf8');
-  const ready: OllamaChunk[] = [];
-  let pending = '';
-  let ended = false;
-  let failure: Error | undefined;
-  let waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
+/** What a line reader may do to the stream it reads. */
+export interface LineFlow {
+  pause(): void;
+  resume(): void;
+  /** Stops the stream for good (the consumer left, or a line was not JSON). */
+  destroy(): void;
+}
 
-  const settle = (): void => {
-    if (waiting === undefined) return;
-    const { resolve, reject } = waiting;
-    if (ready.length > 0) {
-      waiting = undefined;
-      resolve({ done: false, value: ready.shift() as OllamaChunk });
-    } else if (failure !== undefined) {
-      waiting = undefined;
-      reject(failure);
-    } else if (ended) {
-      waiting = undefined;
-      resolve({ done: true, value: undefined });
+/**
+ * An NDJSON answer parsed line by line as its chunks arrive (push), handed to one consumer as an
+ * async iterator: a line that arrives while the consumer waits is handed over in the same tick, with
+ * one promise and no stream machinery per chunk. A consumer that falls behind pauses the producer
+ * (back-pressure) instead of buffering; stopping early (return()) destroys it.
+ */
+export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly ready: OllamaChunk[] = [];
+  private pending = '';
+  private ended = false;
+  private paused = false;
+  private failure: Error | undefined;
+  private waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
+
+  constructor(private readonly flow: LineFlow) {}
+
+  push(chunk: Buffer): void {
+    if (this.failure !== undefined || this.ended) return;
+    const text = this.pending + this.decoder.write(chunk);
+    let from = 0;
+    let newline = text.indexOf('\n');
+    while (newline >= 0) {
+      if (!this.take(text.slice(from, newline))) return;
+      from = newline + 1;
+      newline = text.indexOf('\n', from);
     }
-  };
-  const take = (line: string): boolean => {
+    this.pending = text.slice(from);
+    if (this.ready.length >= PAUSE_AT_LINES && !this.paused) {
+      this.paused = true;
+      this.flow.pause();
+    }
+    this.settle();
+  }
+
+  end(): void {
+    if (this.failure === undefined && !this.ended && this.take(this.pending + this.decoder.end())) this.ended = true;
+    this.settle();
+  }
+
+  /** The answer broke off (or was aborted); a failure after the end changes nothing. */
+  fail(error: Error): void {
+    if (!this.ended) this.failure ??= error;
+    this.settle();
+  }
+
+  next(): Promise<IteratorResult<OllamaChunk>> {
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      if (this.paused && this.ready.length < PAUSE_AT_LINES) {
+        this.paused = false;
+        this.flow.resume();
+      }
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<OllamaChunk>> {
+    if (!this.ended) this.flow.destroy();
+    this.ended = true;
+    this.ready.length = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<OllamaChunk> {
+    return this;
+  }
+
+  private take(line: string): boolean {
     if (line.trim() === '') return true;
     try {
-      ready.push(JSON.parse(line) as OllamaChunk);
+      this.ready.push(JSON.parse(line) as OllamaChunk);
       return true;
     } catch (error) {
-      failure = error as Error;
-      body.destroy();
+      this.failure = error as Error;
+      this.flow.destroy();
+      this.settle();
       return false;
     }
-  };
-  body.on('data', (chunk: Buffer) => {
-    if (failure !== undefined) return;
-    pending += decoder.write(chunk);
-    let newline = pending.indexOf('\n');
-    let from = 0;
-    while (newline >= 0) {
-      if (!take(pending.slice(from, newline))) break;
-      from = newline + 1;
-      newline = pending.indexOf('\n', from);
-    }
-    pending = pending.slice(from);
-    if (ready.length >= PAUSE_AT_LINES) body.pause();
-    settle();
-  });
-  body.once('end', () => {
-    if (failure === undefined) take(pending + decoder.end());
-    ended = true;
-    settle();
-  });
-  body.once('error', (error: Error) => {
-    failure ??= error;
-    settle();
-  });
-  // A body destroyed before its end (an abort) neither ends nor always errors.
-  body.once('close', () => {
-    if (!ended && failure === undefined) failure = new Error('the answer was cut off');
-    settle();
-  });
+  }
 
-  const iterator: AsyncIterableIterator<OllamaChunk> = {
-    next() {
-      if (ready.length > 0) {
-        const value = ready.shift() as OllamaChunk;
-        if (ready.length < PAUSE_AT_LINES && body.isPaused() && !ended) body.resume();
-        return Promise.resolve({ done: false, value });
-      }
-      if (failure !== undefined) return Promise.reject(failure);
-      if (ended) return Promise.resolve({ done: true, value: undefined });
-      return new Promise((resolve, reject) => {
-        waiting = { resolve, reject };
-      });
-    },
-    return() {
-      ended = true;
-      ready.length = 0;
-      body.destroy();
-      return Promise.resolve({ done: true, value: undefined });
-    },
-    [Symbol.asyncIterator]() {
-      return iterator;
-    },
-  };
-  return iterator;
+  private settle(): void {
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      this.waiting = undefined;
+      waiting.resolve({ done: false, value });
+    } else if (this.failure !== undefined) {
+      this.waiting = undefined;
+      waiting.reject(this.failure);
+    } else if (this.ended) {
+      this.waiting = undefined;
+      waiting.resolve({ done: true, value: undefined });
+    }
+  }
 }
