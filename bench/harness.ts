@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
+import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -20,6 +21,15 @@ export function freePort(): Promise<number> {
 
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+
+/** Stops every process started so far and waits until they are gone. */
+export async function stopChildren(): Promise<void> {
+  const running = children.splice(0).filter((c) => c.exitCode === null && c.signalCode === null);
+  await Promise.all(running.map((c) => new Promise<void>((resolve) => {
+    c.once('exit', () => resolve());
+    c.kill('SIGKILL');
+  })));
+}
 
 /** Runs a bench/*.ts helper in its own process and waits for its 'ready' message. */
 export async function forkTs(file: string, args: string[]): Promise<ChildProcess> {
@@ -46,12 +56,18 @@ export const BENCH_MODEL = 'bench:1b';
 
 /**
  * Starts the headless bridge (`copilot-bridge serve`, compiled) in front of the upstream, with
- * routing, history and metrics on as they are by default; every tier maps to the stand-in's model.
+ * routing, history, metrics and GPU monitoring on as they are by default; every tier maps to the
+ * stand-in's model, and nvidia-smi is the stand-in replaying two GPUs (a headless bridge runs on a
+ * GPU machine).
  */
 export async function startBridgeProcess(port: number, upstreamPort: number, nodeArgs: string[] = []): Promise<ChildProcess> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
   const configFile = path.join(dataDir, 'config.yaml');
-  writeFileSync(configFile, ['models:', ...['simple', 'moderate', 'complex'].map((tier) => `  ${tier}: { name: "${BENCH_MODEL}" }`), ''].join('\n'));
+  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  writeFileSync(
+    configFile,
+    ['models:', ...['simple', 'moderate', 'complex'].map((tier) => `  ${tier}: { name: "${BENCH_MODEL}" }`), 'gpu_monitor:', `  command: "${smi.command}"`, ''].join('\n'),
+  );
   const bridge = spawn(process.execPath, [...nodeArgs, 'bin/copilot-bridge.js', 'serve', '--port', String(port), '--config', configFile], {
     env: { ...process.env, OLLAMA_HOST: `127.0.0.1:${upstreamPort}`, LOG_LEVEL: 'warn', BRIDGE_DATA_DIR: dataDir },
     stdio: ['ignore', 'inherit', 'inherit'],

@@ -1,7 +1,8 @@
 // The benchmark: the bridge measured side by side with a direct call to the same upstream and
 // with the thinnest Node reverse proxy (the floor), in the same run, on this machine, on both
 // generation surfaces (Ollama's native /api/chat and OpenAI's /v1/chat/completions).
-// Writes bench/results.json and bench/results.md. Usage: npm run bench [-- --quick]
+// Writes bench/results.json and bench/results.md. Usage: npm run bench [-- --quick] [-- --runs N]
+// (N whole runs, each with fresh processes: the table gives the median run and the spread).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +23,7 @@ import {
   round,
   rssMb,
   startBridgeProcess,
+  stopChildren,
   streamTimes,
   SURFACES,
   target,
@@ -30,6 +32,7 @@ import {
 } from './harness.js';
 
 const quick = process.argv.includes('--quick');
+const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 1;
 const SEQUENTIAL = quick ? 300 : 1500;
 const CONCURRENT = quick ? 1500 : 6000;
 const CONCURRENCY = 32;
@@ -91,7 +94,8 @@ interface PathResults {
   chunkDelayMs: Record<Name, number>;
 }
 
-async function main(): Promise<void> {
+/** One whole run: fresh processes, every measure on both surfaces. */
+async function measure(): Promise<Run> {
   const upstreamPort = await freePort();
   const floorPort = await freePort();
   const expressPort = await freePort();
@@ -169,24 +173,57 @@ async function main(): Promise<void> {
   const busyRss = rssMb(bridge.pid as number);
   for (const name of NAMES) await targets[name].pool.close();
 
-  const summary = {
-    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', loadAverage: os.loadavg().map((l) => round(l)) },
-    requests: { sequential: SEQUENTIAL, concurrent: CONCURRENT, concurrency: CONCURRENCY, rounds: ROUNDS, streams: STREAM_ROUNDS, piecesPerStream: STREAM_PIECES },
+  await stopChildren();
+  return {
     paths: results,
     abortMs: { floor: round(median(aborts.floor)), bridge: round(median(aborts.bridge)) },
     rssMb: { bridgeIdle: idleRss.bridge, floorIdle: idleRss.floor, bridgeAfterLoad: busyRss },
+    loadAverage: round(os.loadavg()[0] ?? NaN),
+  };
+}
+
+interface Run {
+  paths: Record<Surface, PathResults>;
+  abortMs: { floor: number; bridge: number };
+  rssMb: { bridgeIdle: number; floorIdle: number; bridgeAfterLoad: number };
+  /** The 1-minute load average at the end of the run: how busy the machine was besides. */
+  loadAverage: number;
+}
+
+async function main(): Promise<void> {
+  const runs: Run[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    runs.push(await measure());
+    process.stderr.write(`run ${i + 1} of ${RUNS} done\n`);
+  }
+  const summary = {
+    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC' },
+    requests: { sequential: SEQUENTIAL, concurrent: CONCURRENT, concurrency: CONCURRENCY, rounds: ROUNDS, streams: STREAM_ROUNDS, piecesPerStream: STREAM_PIECES, runs: RUNS },
+    runs,
     classificationMicros: round(classificationMicros(), 1),
     gpuPollingCorePercent: round(await gpuPollingShare(quick ? 5 : 20), 2),
   };
 
   const ratio = (a: number | null, b: number | null): number => (a === null || b === null || b <= 0 ? NaN : round(a / b, 2));
   const verdict = (value: number, limit: number): string => (Number.isNaN(value) ? 'n/a' : value <= limit ? 'met' : 'NOT met');
+  const spread = (all: number[]): string => {
+    const values = all.filter((v) => !Number.isNaN(v));
+    return values.length < 2 ? '' : `${Math.min(...values)}–${Math.max(...values)}`;
+  };
+  /** The run whose ratio is the median one: its figures are shown, the other runs' ratios give the spread. */
+  const medianRun = <T>(values: Array<{ ratio: number; run: T }>): { ratio: number; run: T } => {
+    const sorted = [...values].sort((a, b) => (Number.isNaN(a.ratio) ? 1 : Number.isNaN(b.ratio) ? -1 : a.ratio - b.ratio));
+    return sorted[Math.floor((sorted.length - 1) / 2)] as { ratio: number; run: T };
+  };
   const rows: string[] = [];
   const row = (measure: string, surface: Surface, pick: (r: PathResults) => Record<Name, number | null>, limit: number, unit = 'ms'): void => {
-    const values = pick(results[surface]);
-    const r = ratio(values.bridge, values.floor);
+    const each = runs.map((run) => {
+      const values = pick(run.paths[surface]);
+      return { ratio: ratio(values.bridge, values.floor), run: values };
+    });
+    const { ratio: r, run: values } = medianRun(each);
     const show = (name: Name): string => (values[name] === null ? '' : String(values[name]));
-    rows.push(`| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | <= ${limit}x | ${verdict(r, limit)} |`);
+    rows.push(`| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`);
   };
   for (const surface of SURFACES) {
     row('CPU per request, 32 clients', surface, (r) => r.cpuPerRequestMs, 1.7);
@@ -195,9 +232,11 @@ async function main(): Promise<void> {
     row('added per streamed chunk', surface, (r) => r.chunkDelayMs, 1.2);
     row('first byte added', surface, (r) => r.firstByteMs, 1.5);
   }
+  const rss = medianRun(runs.map((run) => ({ ratio: run.rssMb.bridgeIdle, run: run.rssMb })));
+  const abort = medianRun(runs.map((run) => ({ ratio: run.abortMs.bridge, run: run.abortMs })));
   const informative: string[] = [];
   for (const surface of SURFACES) {
-    const r = results[surface];
+    const r = (runs[Math.floor((runs.length - 1) / 2)] as Run).paths[surface];
     informative.push(`| added p50, 32 clients, ${surface} (ms) | ${r.c32.direct.p50} | ${r.c32.floor.p50} | ${r.c32.express.p50} | ${r.c32.bridge.p50} | ${ratio(r.c32.bridge.p50, r.c32.floor.p50)}x |`);
     informative.push(`| added p99, 1 client, ${surface} (ms) | ${r.c1.direct.p99} | ${r.c1.floor.p99} | ${r.c1.express.p99} | ${r.c1.bridge.p99} | ${ratio(r.c1.bridge.p99, r.c1.floor.p99)}x |`);
     informative.push(`| requests/s at 32 clients, ${surface} | ${r.rate.direct} | ${r.rate.floor} | ${r.rate.express} | ${r.rate.bridge} | ${ratio(r.rate.bridge, r.rate.floor)}x |`);
@@ -211,27 +250,27 @@ async function main(): Promise<void> {
   const table = [
     `# Benchmark results`,
     '',
-    `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}, load average ${m.loadAverage.join(' / ')} at the end. Client, proxies and upstream share the machine.`,
+    `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts).`,
-    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history and metrics on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client per path and target, in ${ROUNDS} interleaved rounds; ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests.`,
+    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
-    '| measure | direct | floor | express + undici | copilot-bridge | bridge / floor | target | |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| measure | direct | floor | express + undici | copilot-bridge | bridge / floor | spread | target | |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
-    `| idle RSS, headless (MB) | | ${summary.rssMb.floorIdle} | | ${summary.rssMb.bridgeIdle} | | <= 60 MB | ${verdict(summary.rssMb.bridgeIdle, 60)} |`,
-    `| client hang-up to upstream abort (ms) | | ${summary.abortMs.floor} | never | ${summary.abortMs.bridge} | | <= 20 ms | ${verdict(summary.abortMs.bridge, 20)} |`,
+    `| idle RSS, headless (MB) | | ${rss.run.floorIdle} | | ${rss.run.bridgeIdle} | | ${spread(runs.map((r) => r.rssMb.bridgeIdle))} | <= 60 MB | ${verdict(rss.run.bridgeIdle, 60)} |`,
+    `| client hang-up to upstream abort (ms) | | ${abort.run.floor} | never | ${abort.run.bridge} | | ${spread(runs.map((r) => r.abortMs.bridge))} | <= 20 ms | ${verdict(abort.run.bridge, 20)} |`,
     '',
-    'For information:',
+    'For information (the middle run):',
     '',
     '| measure | direct (absolute) | floor | express + undici | copilot-bridge | bridge / floor |',
     '| --- | --- | --- | --- | --- | --- |',
     ...informative,
     '',
-    `Bridge RSS ${summary.rssMb.bridgeAfterLoad} MB after the run.`,
+    `Bridge RSS ${rss.run.bridgeAfterLoad} MB after the run.`,
     `Classification of a typical Copilot Chat request (6 KB system prompt, 4 messages, tools): ${summary.classificationMicros} µs (target well under 1 ms).`,
     `GPU polling at 1 Hz (two GPUs, nvidia-smi stand-in; the bridge's own share, RAM/CPU reads included): ${summary.gpuPollingCorePercent}% of one core (target <= 1%).`,
     '',
-    'Run it again with `npm run bench` (`npm run bench -- --quick` for a short run); `npm run bench:profile -- <label>` writes the CPU profile summary below.',
+    'Run it again with `npm run bench` (`-- --runs 3` for several runs, `-- --quick` for a short one); `npm run bench:profile -- <label>` writes the CPU profile summary below.',
     '',
     ...profiles.flatMap((p) => [p, '']),
   ].join('\n');

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
