@@ -25,10 +25,15 @@ process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
 /** Stops every process started so far and waits until they are gone. */
 export async function stopChildren(): Promise<void> {
   const running = children.splice(0).filter((c) => c.exitCode === null && c.signalCode === null);
-  await Promise.all(running.map((c) => new Promise<void>((resolve) => {
-    c.once('exit', () => resolve());
-    c.kill('SIGKILL');
-  })));
+  await Promise.all(
+    running.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          c.once('exit', () => resolve());
+          c.kill('SIGKILL');
+        }),
+    ),
+  );
 }
 
 /** Runs a bench/*.ts helper in its own process and waits for its 'ready' message. */
@@ -66,7 +71,13 @@ export async function startBridgeProcess(port: number, upstreamPort: number, nod
   const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
   writeFileSync(
     configFile,
-    ['models:', ...['simple', 'moderate', 'complex'].map((tier) => `  ${tier}: { name: "${BENCH_MODEL}" }`), 'gpu_monitor:', `  command: "${smi.command}"`, ''].join('\n'),
+    [
+      'models:',
+      ...['simple', 'moderate', 'complex'].map((tier) => `  ${tier}: { name: "${BENCH_MODEL}" }`),
+      'gpu_monitor:',
+      `  command: "${smi.command}"`,
+      '',
+    ].join('\n'),
   );
   const bridge = spawn(process.execPath, [...nodeArgs, 'bin/copilot-bridge.js', 'serve', '--port', String(port), '--config', configFile], {
     env: { ...process.env, OLLAMA_HOST: `127.0.0.1:${upstreamPort}`, LOG_LEVEL: 'warn', BRIDGE_DATA_DIR: dataDir },
@@ -79,7 +90,10 @@ export async function startBridgeProcess(port: number, upstreamPort: number, nod
 
 /** Resident memory of a process, in MB. */
 export function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:')) ?? '';
+  const line =
+    readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('VmRSS:')) ?? '';
   return Math.round(Number(line.replace(/\D+/g, '')) / 1024);
 }
 
@@ -175,13 +189,24 @@ function piecesOf(surface: Surface, lines: string[]): string[] {
  * Streams of `count` pieces `gapMs` apart: time to the first byte, and for every piece the time
  * from the upstream writing it to the client reading it.
  */
-export async function streamTimes(to: Target, surface: Surface, rounds: number, count: number, gapMs: number): Promise<{ firstByte: number[]; chunkDelay: number[] }> {
+export async function streamTimes(
+  to: Target,
+  surface: Surface,
+  rounds: number,
+  count: number,
+  gapMs: number,
+): Promise<{ firstByte: number[]; chunkDelay: number[] }> {
   const firstByte: number[] = [];
   const chunkDelay: number[] = [];
   const { path: requestPath, body: requestBody } = requestOf(surface, { count, gapMs });
   for (let i = 0; i < rounds; i++) {
     const started = performance.now();
-    const { body, statusCode } = await to.pool.request({ method: 'POST', path: requestPath, headers: { 'content-type': 'application/json' }, body: requestBody });
+    const { body, statusCode } = await to.pool.request({
+      method: 'POST',
+      path: requestPath,
+      headers: { 'content-type': 'application/json' },
+      body: requestBody,
+    });
     if (statusCode !== 200) throw new Error(`${to.name} answered ${statusCode} on a stream`);
     const decoder = new TextDecoder();
     let pending = '';
@@ -224,5 +249,9 @@ export async function abortTimes(to: Target, upstream: ChildProcess, rounds: num
 }
 
 export const percentile = (sorted: readonly number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-export const median = (values: readonly number[]): number => percentile([...values].sort((a, b) => a - b), 50);
+export const median = (values: readonly number[]): number =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 export const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;

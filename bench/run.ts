@@ -67,7 +67,14 @@ function classificationMicros(): number {
  */
 async function gpuPollingShare(seconds: number): Promise<number> {
   const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
-  const monitor = new GpuMonitor({ command: smi.command, intervalMs: 1000, historyPoints: 3600, processesEveryMs: 10_000, log: pino({ level: 'silent' }), systemEveryMs: 5000 });
+  const monitor = new GpuMonitor({
+    command: smi.command,
+    intervalMs: 1000,
+    historyPoints: 3600,
+    processesEveryMs: 10_000,
+    log: pino({ level: 'silent' }),
+    systemEveryMs: 5000,
+  });
   await monitor.start();
   await sleep(1500);
   const before = process.cpuUsage();
@@ -197,8 +204,21 @@ async function main(): Promise<void> {
     process.stderr.write(`run ${i + 1} of ${RUNS} done\n`);
   }
   const summary = {
-    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC' },
-    requests: { sequential: SEQUENTIAL, concurrent: CONCURRENT, concurrency: CONCURRENCY, rounds: ROUNDS, streams: STREAM_ROUNDS, piecesPerStream: STREAM_PIECES, runs: RUNS },
+    machine: {
+      cpus: os.cpus().length,
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      node: process.version,
+      date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    },
+    requests: {
+      sequential: SEQUENTIAL,
+      concurrent: CONCURRENT,
+      concurrency: CONCURRENCY,
+      rounds: ROUNDS,
+      streams: STREAM_ROUNDS,
+      piecesPerStream: STREAM_PIECES,
+      runs: RUNS,
+    },
     runs,
     classificationMicros: round(classificationMicros(), 1),
     gpuPollingCorePercent: round(await gpuPollingShare(quick ? 5 : 20), 2),
@@ -223,7 +243,9 @@ async function main(): Promise<void> {
     });
     const { ratio: r, run: values } = medianRun(each);
     const show = (name: Name): string => (values[name] === null ? '' : String(values[name]));
-    rows.push(`| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`);
+    rows.push(
+      `| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`,
+    );
   };
   for (const surface of SURFACES) {
     row('CPU per request, 32 clients', surface, (r) => r.cpuPerRequestMs, 1.7);
@@ -237,9 +259,15 @@ async function main(): Promise<void> {
   const informative: string[] = [];
   for (const surface of SURFACES) {
     const r = (runs[Math.floor((runs.length - 1) / 2)] as Run).paths[surface];
-    informative.push(`| added p50, 32 clients, ${surface} (ms) | ${r.c32.direct.p50} | ${r.c32.floor.p50} | ${r.c32.express.p50} | ${r.c32.bridge.p50} | ${ratio(r.c32.bridge.p50, r.c32.floor.p50)}x |`);
-    informative.push(`| added p99, 1 client, ${surface} (ms) | ${r.c1.direct.p99} | ${r.c1.floor.p99} | ${r.c1.express.p99} | ${r.c1.bridge.p99} | ${ratio(r.c1.bridge.p99, r.c1.floor.p99)}x |`);
-    informative.push(`| requests/s at 32 clients, ${surface} | ${r.rate.direct} | ${r.rate.floor} | ${r.rate.express} | ${r.rate.bridge} | ${ratio(r.rate.bridge, r.rate.floor)}x |`);
+    informative.push(
+      `| added p50, 32 clients, ${surface} (ms) | ${r.c32.direct.p50} | ${r.c32.floor.p50} | ${r.c32.express.p50} | ${r.c32.bridge.p50} | ${ratio(r.c32.bridge.p50, r.c32.floor.p50)}x |`,
+    );
+    informative.push(
+      `| added p99, 1 client, ${surface} (ms) | ${r.c1.direct.p99} | ${r.c1.floor.p99} | ${r.c1.express.p99} | ${r.c1.bridge.p99} | ${ratio(r.c1.bridge.p99, r.c1.floor.p99)}x |`,
+    );
+    informative.push(
+      `| requests/s at 32 clients, ${surface} | ${r.rate.direct} | ${r.rate.floor} | ${r.rate.express} | ${r.rate.bridge} | ${ratio(r.rate.bridge, r.rate.floor)}x |`,
+    );
   }
   const profiles = ['before', 'after']
     .map((label) => path.join('bench', `profile-${label}.md`))

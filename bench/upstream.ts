@@ -37,7 +37,12 @@ const openAiEvent = (content: string | null): string =>
     choices: [{ index: 0, delta: content === null ? {} : { content }, finish_reason: content === null ? 'stop' : null }],
   })}\n\n`;
 const tags = JSON.stringify({ models: [{ name: MODEL, model: MODEL, modified_at: CREATED, size: 1, digest: 'd', details: { family: 'llama' } }] });
-const show = JSON.stringify({ template: '{{ .Prompt }}', details: { family: 'llama' }, model_info: { 'general.architecture': 'llama', 'llama.context_length': 8192 }, capabilities: ['completion', 'tools'] });
+const show = JSON.stringify({
+  template: '{{ .Prompt }}',
+  details: { family: 'llama' },
+  model_info: { 'general.architecture': 'llama', 'llama.context_length': 8192 },
+  capabilities: ['completion', 'tools'],
+});
 const now = (): number => performance.timeOrigin + performance.now();
 
 http

@@ -33,7 +33,14 @@ function ollama(url: string, res: ServerResponse, body: string): void {
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ template: '{{ .Prompt }}', details: { family: 'qwen2' }, model_info: { 'general.architecture': 'qwen2', 'qwen2.context_length': 32768 }, capabilities: ['completion', 'tools', 'insert'] }));
+    res.end(
+      JSON.stringify({
+        template: '{{ .Prompt }}',
+        details: { family: 'qwen2' },
+        model_info: { 'general.architecture': 'qwen2', 'qwen2.context_length': 32768 },
+        capabilities: ['completion', 'tools', 'insert'],
+      }),
+    );
     return;
   }
   if (asked.model !== MODEL) {
@@ -56,7 +63,11 @@ async function bridges(configText: string): Promise<{ fast: BridgeHandle; expres
   const env = { OLLAMA_HOST: upstream.url };
   const fast = await startTestBridge({ env, file });
   const express = await startTestBridge({ env, file, fastPath: false });
-  cleanups.push(() => fast.stop(100), () => express.stop(100), () => upstream.close());
+  cleanups.push(
+    () => fast.stop(100),
+    () => express.stop(100),
+    () => upstream.close(),
+  );
   return { fast, express, upstream };
 }
 
@@ -81,20 +92,29 @@ const normalize = (text: string): string =>
     .replace(/\b(chatcmpl|cmpl|call|msg|resp|toolu|fc|rs)[-_][0-9A-Za-z]+/g, '$1-*');
 
 function send(base: string, exchange: Exchange): Promise<Answer> {
-  const body = exchange.body === undefined ? undefined : Buffer.isBuffer(exchange.body) ? exchange.body : Buffer.from(typeof exchange.body === 'string' ? exchange.body : JSON.stringify(exchange.body));
+  const body =
+    exchange.body === undefined
+      ? undefined
+      : Buffer.isBuffer(exchange.body)
+        ? exchange.body
+        : Buffer.from(typeof exchange.body === 'string' ? exchange.body : JSON.stringify(exchange.body));
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${exchange.path}`, { method: exchange.method, headers: { 'content-type': 'application/json', ...exchange.headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        const headers: string[] = [];
-        for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          const name = res.rawHeaders[i] as string;
-          if (!VARYING_HEADERS.has(name.toLowerCase())) headers.push(`${name}: ${normalize(res.rawHeaders[i + 1] as string)}`);
-        }
-        resolve({ status: res.statusCode ?? 0, headers, body: normalize(Buffer.concat(chunks).toString()) });
-      });
-    });
+    const req = httpRequest(
+      `${base}${exchange.path}`,
+      { method: exchange.method, headers: { 'content-type': 'application/json', ...exchange.headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const headers: string[] = [];
+          for (let i = 0; i < res.rawHeaders.length; i += 2) {
+            const name = res.rawHeaders[i] as string;
+            if (!VARYING_HEADERS.has(name.toLowerCase())) headers.push(`${name}: ${normalize(res.rawHeaders[i + 1] as string)}`);
+          }
+          resolve({ status: res.statusCode ?? 0, headers, body: normalize(Buffer.concat(chunks).toString()) });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -140,7 +160,10 @@ describe('the fast path and express answer alike', () => {
       { method: 'POST', path: '/api/chat', headers: { 'content-encoding': 'gzip' }, body: gzipSync(JSON.stringify(chat(MODEL, false))) },
     ]);
     // The answers are real ones, not two identical failures.
-    assert.ok(answers.every((a) => a.status === 200), JSON.stringify(answers.map((a) => a.status)));
+    assert.ok(
+      answers.every((a) => a.status === 200),
+      JSON.stringify(answers.map((a) => a.status)),
+    );
     assert.match(answers[5]?.body ?? '', /"content":"Hel"/);
     assert.match(answers[9]?.body ?? '', /data: \[DONE\]/);
   });
