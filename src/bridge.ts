@@ -237,9 +237,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       onFinished: (req, res, startedAt, totalMs) => {
         const outcome = res.locals.generation as GenerationOutcome | undefined;
         if (outcome === undefined) return;
-        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends);
-        history.add(record);
-        metrics.observe(record);
+        // Runs after the answer, from a socket event: anything thrown here would end the process.
+        try {
+          const record = historyRecord(req, res, outcome, startedAt, totalMs, backends);
+          history.add(record);
+          metrics.observe(record);
+        } catch (error) {
+          log.error({ err: error, path: req.path }, 'could not record a finished request');
+        }
       },
     },
   );

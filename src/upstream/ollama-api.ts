@@ -85,6 +85,47 @@ export function sameModel(a: string, b: string): boolean {
   return canonicalModelName(a) === canonicalModelName(b);
 }
 
+/** The counts and durations of an answer line; the bridge adds them up, relays them and counts them in metrics. */
+const COUNT_FIELDS = ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_count', 'eval_duration'] as const;
+const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason'] as const;
+
+/** A count or duration from an upstream: a whole number from 0 up, or nothing (text, negative, NaN, Infinity are dropped). */
+export function countOf(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+}
+
+/**
+ * One upstream answer line with every field the bridge reads checked: a field of the wrong type
+ * (a count that is text or negative, a message that is not an object) is dropped, never passed on
+ * to the client, the history or the metrics. Unknown fields pass through.
+ */
+export function checkedChunk(value: unknown): OllamaChunk {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new SyntaxError('an answer line is not a JSON object');
+  const chunk: Record<string, unknown> = { ...value };
+  for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
+  for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
+  if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
+  if ('error' in chunk && typeof chunk.error !== 'string') chunk.error = JSON.stringify(chunk.error).slice(0, 500);
+  if ('message' in chunk) {
+    const message = chunk.message;
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) delete chunk.message;
+    else {
+      const checked: Record<string, unknown> = { ...message };
+      checked.role = typeof checked.role === 'string' ? checked.role : 'assistant';
+      checked.content = typeof checked.content === 'string' ? checked.content : '';
+      if ('thinking' in checked && typeof checked.thinking !== 'string') delete checked.thinking;
+      if ('tool_calls' in checked && !Array.isArray(checked.tool_calls)) delete checked.tool_calls;
+      if (Array.isArray(checked.tool_calls)) {
+        checked.tool_calls = checked.tool_calls.filter(
+          (call: unknown) => typeof call === 'object' && call !== null && typeof (call as { function?: { name?: unknown } }).function?.name === 'string',
+        );
+      }
+      chunk.message = checked;
+    }
+  }
+  return chunk as OllamaChunk;
+}
+
 /**
  * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
  * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.
@@ -98,9 +139,9 @@ export async function* readNdjson(body: Readable): AsyncGenerator<OllamaChunk, v
     while (newline >= 0) {
       const line = pending.slice(0, newline).trim();
       pending = pending.slice(newline + 1);
-      if (line !== '') yield JSON.parse(line) as OllamaChunk;
+      if (line !== '') yield checkedChunk(JSON.parse(line));
       newline = pending.indexOf('\n');
     }
   }
-  if (pending.trim() !== '') yield JSON.parse(pending) as OllamaChunk;
+  if (pending.trim() !== '') yield checkedChunk(JSON.parse(pending));
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { chatSignals, needsOf } from '../../routing/signals.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
+import { countOf } from '../../upstream/ollama-api.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe } from '../generation.js';
@@ -125,7 +126,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         object: 'list',
         data: answer.embeddings.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : vector })),
         model: request.model,
-        usage: { prompt_tokens: answer.prompt_eval_count ?? 0, total_tokens: answer.prompt_eval_count ?? 0 },
+        usage: { prompt_tokens: countOf(answer.prompt_eval_count) ?? 0, total_tokens: countOf(answer.prompt_eval_count) ?? 0 },
       });
     } catch (error) {
       if (abort.signal.aborted) return;

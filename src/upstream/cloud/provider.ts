@@ -1,8 +1,13 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../errors.js';
-import type { OllamaChunk } from '../ollama-api.js';
+import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
+
+/** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
+export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGenerator<OllamaChunk, void, undefined> {
+  for await (const line of lines) yield checkedChunk(line);
+}
 
 /** What every cloud provider shares: its connection pool, the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {

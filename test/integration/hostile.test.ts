@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { startStandIn, type StandIn } from '../support/bridge.js';
+import { startServingCli, type ServingCli } from '../support/cli.js';
+import { tempDir } from '../support/temp.js';
+
+// Hostile clients and upstreams against the real `copilot-bridge serve` process: each case ends by
+// checking that the process is still alive and answering, and that its memory stayed bounded.
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** Resident memory of a process, from /proc (Linux). */
+function rssBytes(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) * 1024;
+}
+
+async function serve(upstream: StandIn, yaml = '', env: Record<string, string> = {}): Promise<ServingCli> {
+  const dir = tempDir('bridge-hostile-');
+  const file = path.join(dir, 'config.yaml');
+  writeFileSync(file, `gpu_monitor:\n  enabled: false\n${yaml}`);
+  const cli = await startServingCli(['--port', '0', '--config', file], { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: dir, LOG_LEVEL: 'info', ...env });
+  cleanups.push(async () => {
+    if (cli.child.exitCode !== null || cli.child.signalCode !== null) return;
+    const closed = once(cli.child, 'close');
+    cli.child.kill('SIGTERM');
+    await closed;
+  });
+  return cli;
+}
+
+/** The process did not exit and still answers its health check. */
+async function assertAlive(cli: ServingCli): Promise<void> {
+  assert.equal(cli.child.exitCode, null, 'the bridge process exited');
+  assert.equal(cli.child.signalCode, null, 'the bridge process was killed');
+  const health = await fetch(`${cli.url}/health`);
+  assert.equal(health.status, 200);
+  assert.equal(((await health.json()) as { status: string }).status, 'ok');
+}
+
+const CREATED = '2025-01-01T00:00:00Z';
+
+function ndjson(res: ServerResponse, lines: unknown[]): void {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end(lines.map((line) => `${JSON.stringify(line)}\n`).join(''));
+}
+
+describe('hostile upstreams and clients against copilot-bridge serve', () => {
+  it('survives token counts and durations that are text, negative or not finite, and keeps them out of answers and metrics', async () => {
+    const bad = { eval_count: '12', prompt_eval_count: -5, eval_duration: 'NaN', total_duration: -1 };
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      // 1e400 parses to Infinity.
+      res.end(
+        `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'hi' }, done: false })}\n` +
+          `{"model":"m","created_at":"${CREATED}","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","load_duration":1e400,${JSON.stringify(bad).slice(1)}\n`,
+      );
+    }, ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const cli = await serve(upstream);
+    const chat = (stream: boolean): Promise<Response> =>
+      fetch(`${cli.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content: 'x' }] }) });
+    const events = await fetch(`${cli.url}/bridge/api/events`);
+    const reader = events.body?.getReader();
+    const historyEvents = async (count: number): Promise<void> => {
+      let seen = 0;
+      let text = '';
+      while (seen < count) {
+        const { value, done } = (await reader?.read()) ?? { done: true, value: undefined };
+        assert.equal(done, false, 'the event stream ended');
+        text += Buffer.from(value as Uint8Array).toString();
+        seen = text.split('event: history\n').length - 1;
+      }
+    };
+
+    const whole = await chat(false);
+    assert.equal(whole.status, 200);
+    const answer = (await whole.json()) as Record<string, unknown>;
+    assert.equal((answer.message as { content: string }).content, 'hi');
+    for (const field of ['eval_count', 'prompt_eval_count', 'eval_duration', 'total_duration', 'load_duration']) assert.equal(answer[field], undefined, field);
+    const streamed = await chat(true);
+    const last = JSON.parse((await streamed.text()).trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+    assert.equal(last.done, true);
+    assert.equal(last.prompt_eval_count, undefined);
+    const openai = await fetch(`${cli.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }) });
+    assert.deepEqual(((await openai.json()) as { usage: unknown }).usage, { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+    // Each request was recorded after its answer: the process went through that path three times.
+    await historyEvents(3);
+    await reader?.cancel();
+
+    await assertAlive(cli);
+    const metrics = await (await fetch(`${cli.url}/metrics`)).text();
+    assert.match(metrics, /copilot_bridge_requests_total\{[^}]*model="m"[^}]*\} 3/);
+    assert.doesNotMatch(metrics, /copilot_bridge_tokens_total\{[^}]*\} -/);
+    const history = (await (await fetch(`${cli.url}/bridge/api/history`)).json()) as { records: Array<{ tokensIn: number | null; tokensOut: number | null }> };
+    assert.equal(history.records.length, 3);
+    for (const record of history.records) assert.ok((record.tokensIn ?? 0) >= 0 && (record.tokensOut ?? 0) >= 0);
+  });
+});
