@@ -226,6 +226,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       counters,
       control: controlRoutes({
         token: controlToken,
+        log,
         actions,
         state: snapshot,
         feed: stateFeed,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startStandIn, type StandIn } from '../support/bridge.js';
@@ -43,6 +44,20 @@ async function assertAlive(cli: ServingCli): Promise<void> {
   const health = await fetch(`${cli.url}/health`);
   assert.equal(health.status, 200);
   assert.equal(((await health.json()) as { status: string }).status, 'ok');
+}
+
+/** Resolves once the bridge has logged `message` `count` times. */
+function logged(cli: ServingCli, message: string, count: number): Promise<void> {
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (cli.logs.filter((entry) => entry.msg === message).length < count) return;
+      cli.child.stdout.off('data', check);
+      resolve();
+    };
+    // Runs after the helper's own listener has added the new lines to cli.logs.
+    cli.child.stdout.on('data', check);
+    check();
+  });
 }
 
 const CREATED = '2025-01-01T00:00:00Z';
@@ -102,5 +117,53 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     const history = (await (await fetch(`${cli.url}/bridge/api/history`)).json()) as { records: Array<{ tokensIn: number | null; tokensOut: number | null }> };
     assert.equal(history.records.length, 3);
     for (const record of history.records) assert.ok((record.tokensIn ?? 0) >= 0 && (record.tokensOut ?? 0) >= 0);
+  });
+
+  it('does not buffer for event subscribers that never read: they are cut off, memory stays bounded', async () => {
+    // A big state (8000 models with long names) sent about 4 times a second: the health round every
+    // 0.1 s changes it. Several MB a second per subscriber fill even the kernel's socket buffers soon.
+    const models = Array.from({ length: 8000 }, (_, i) => `${'a-rather-long-model-family-name-'.repeat(3)}${i}:latest`);
+    const upstream = await startStandIn((_req, res) => res.end(), models);
+    cleanups.push(() => upstream.close());
+    const cli = await serve(upstream, 'routing:\n  health:\n    interval_seconds: 0.1\n');
+    const state = await (await fetch(`${cli.url}/bridge/api/state`)).text();
+    assert.ok(state.length > 1_000_000, `the state is only ${state.length} bytes`);
+    const pid = cli.child.pid as number;
+    const before = rssBytes(pid);
+
+    const port = Number(new URL(cli.url).port);
+    const subscribers = Array.from({ length: 20 }, () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write('GET /bridge/api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      // Never reads: the bridge's writes back up into its own buffers.
+      socket.pause();
+      return socket;
+    });
+    cleanups.push(async () => {
+      for (const socket of subscribers) socket.destroy();
+    });
+    const limit = 200 * 1024 * 1024;
+    let peak = before;
+    let sampler: NodeJS.Timeout | undefined;
+    // Fails as soon as the bridge grows past the bound, rather than letting it take the machine's memory.
+    const overgrown = new Promise<never>((_resolve, reject) => {
+      sampler = setInterval(() => {
+        peak = Math.max(peak, rssBytes(pid));
+        if (peak - before > limit) reject(new Error(`the bridge grew by ${Math.round((peak - before) / 1048576)} MiB for 20 stalled subscribers`));
+      }, 100);
+    });
+    try {
+      // Each is disconnected by the bridge once it stayed full for a while (10 s), and the bridge
+      // says so (a paused socket would not see it); the test's own timeout bounds the wait.
+      await Promise.race([logged(cli, 'closed an event stream that stopped reading', subscribers.length), overgrown]);
+    } finally {
+      clearInterval(sampler);
+    }
+
+    await assertAlive(cli);
+    const again = await fetch(`${cli.url}/bridge/api/events`);
+    assert.equal(again.status, 200);
+    await again.body?.cancel();
   });
 });
