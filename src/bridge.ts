@@ -110,6 +110,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
   };
 
