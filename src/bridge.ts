@@ -16,6 +16,7 @@ import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
+import { limitConnections } from './http/connections.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
@@ -251,7 +252,12 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     },
   );
   // noDelay: a streamed token must leave at once, not wait for Nagle.
-  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
+  const requestTimeoutMs = config.server.request_timeout_seconds * 1000;
+  // headersTimeout bounds a slow request head; a slow body is bounded by the body reader (JSON) or
+  // its idle timer (model blobs, which may take long but never stall). Node's own requestTimeout
+  // would also cut a long blob upload, so it is off. Answers may take as long as they need.
+  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000, headersTimeout: requestTimeoutMs, requestTimeout: 0 }, app);
+  limitConnections(server, config.server.max_connections);
   url = urlOf(await listen(server, config.server.host, config.server.port));
 
   let metricsServer: Server | undefined;

@@ -9,7 +9,7 @@ import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { jsonBody } from './body.js';
+import { bodyIdleTimeout, jsonBody } from './body.js';
 import { guard } from './guard.js';
 import type { RequestCounters } from '../control/api-types.js';
 export type { RequestCounters } from '../control/api-types.js';
@@ -71,6 +71,11 @@ function bodyErrors(config: Config): ErrorRequestHandler {
       sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
       return;
     }
+    if (type === 'request.timeout') {
+      res.setHeader('connection', 'close');
+      sendError(res, surface, 408, `${error instanceof Error ? error.message : 'request timeout'} (server.request_timeout_seconds)`, 'request_timeout');
+      return;
+    }
     if (type === 'request.aborted') {
       // The client left while sending its body: nobody to answer.
       res.destroy();
@@ -111,8 +116,11 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   app.use(guard(config));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', toPrimary);
-  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
+  app.all('/api/blobs/*digest', (req, _res, next) => {
+    bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+    next();
+  }, toPrimary);
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));

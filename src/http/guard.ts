@@ -27,6 +27,11 @@ function bearer(req: Request): string | undefined {
   return typeof apiKey === 'string' ? apiKey : undefined;
 }
 
+/** A refused client gets its connection closed after the answer: it holds no place it may not use. */
+function refuse(res: Response): void {
+  res.setHeader('connection', 'close');
+}
+
 /**
  * Safe defaults (design §8): without API keys the bridge trusts only loopback Host names (a page on
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
@@ -42,6 +47,7 @@ export function guard(config: Config) {
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
+        refuse(res);
         sendError(res, surface, 403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, 'host_not_allowed');
         return;
       }
@@ -49,6 +55,7 @@ export function guard(config: Config) {
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
+        refuse(res);
         sendError(res, surface, 403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, 'origin_not_allowed');
         return;
       }
@@ -65,6 +72,7 @@ export function guard(config: Config) {
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
+        refuse(res);
         sendError(res, surface, 401, 'a valid API key is required (Authorization: Bearer <key>)', 'invalid_api_key');
         return;
       }

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startStandIn, type StandIn } from '../support/bridge.js';
@@ -21,6 +21,19 @@ after(async () => {
 function rssBytes(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
   return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) * 1024;
+}
+
+/** Sockets a process has open (client and upstream connections, listeners), from /proc (Linux). */
+function openSockets(pid: number): number {
+  let count = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) count += 1;
+    } catch {
+      // closed while listing
+    }
+  }
+  return count;
 }
 
 async function serve(upstream: StandIn, yaml = '', env: Record<string, string> = {}): Promise<ServingCli> {
@@ -165,5 +178,37 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     const again = await fetch(`${cli.url}/bridge/api/events`);
     assert.equal(again.status, 200);
     await again.body?.cancel();
+  });
+
+  it('keeps answering while thousands of clients trickle request bodies, holding no more connections than its cap', async () => {
+    const upstream = await startStandIn((_req, res) => ndjson(res, [{ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop' }]), ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const cap = 50;
+    const cli = await serve(upstream, `server:\n  max_connections: ${cap}\n`);
+    const pid = cli.child.pid as number;
+    const before = rssBytes(pid);
+    const port = Number(new URL(cli.url).port);
+    const attackers: Socket[] = [];
+    cleanups.push(async () => {
+      for (const socket of attackers) socket.destroy();
+    });
+    // 2000 clients that send a request head and one byte of a 1 MB body, then nothing.
+    for (let batch = 0; batch < 20; batch++) {
+      const opened = Array.from({ length: 100 }, () => {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.write('POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{');
+        attackers.push(socket);
+        return once(socket, 'connect').catch(() => undefined);
+      });
+      await Promise.all(opened);
+    }
+    const held = openSockets(pid);
+    assert.ok(held <= cap + 10, `the bridge holds ${held} sockets with max_connections ${cap}`);
+    await assertAlive(cli);
+    const chat = await fetch(`${cli.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+    assert.equal(chat.status, 200);
+    assert.equal(((await chat.json()) as { message: { content: string } }).message.content, 'ok');
+    assert.ok(rssBytes(pid) - before < 100 * 1024 * 1024, 'the bridge grew by more than 100 MiB');
   });
 });
