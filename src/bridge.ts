@@ -24,7 +24,7 @@ import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
 import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
-import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
+import { Backend, limitsFrom, type BackendSnapshot } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
@@ -98,17 +98,17 @@ function closeServer(server: Server, graceMs: number): Promise<void> {
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
   const log = options.logger ?? createLogger(config);
-  const timeouts = timeoutsFrom(config);
+  const limits = limitsFrom(config);
   const breaker = config.routing.circuit_breaker;
   const backends = config.backends.map(
-    (backend) => new Backend(backend, timeouts, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
+    (backend) => new Backend(backend, limits, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
   const catalog = new ModelCatalog(backends);
   const settings = settingsFrom(config);
   const router = new Router(config, backends, catalog, settings);
-  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes)));
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,

@@ -4,6 +4,7 @@ import { RouteError, type RouteDecision, type RouteInput, type Router } from '..
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
+import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
 import type { ClientSignals } from '../routing/signals.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
@@ -126,6 +127,7 @@ function write(res: Response, text: string): Promise<void> | undefined {
 function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
   if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
   if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
+  if (error instanceof LineTooLongError) return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
   return toUpstreamError(error, source.name);
 }
 

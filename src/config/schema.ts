@@ -109,6 +109,8 @@ export const configSchema = z.strictObject({
           connect_timeout_seconds: z.number().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
           idle_timeout_seconds: z.number().positive().default(120),
+          /** Longest line of an upstream's streamed answer (and largest JSON answer); longer fails that request. */
+          max_line_mb: z.number().positive().max(1024).default(16),
           /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
           heartbeat_seconds: z.number().positive().default(10),
         })

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import { readLines } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
 
@@ -130,18 +130,9 @@ export function checkedChunk(value: unknown): OllamaChunk {
  * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
  * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.
  */
-export async function* readNdjson(body: Readable): AsyncGenerator<OllamaChunk, void, undefined> {
-  const decoder = new StringDecoder('utf8');
-  let pending = '';
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    pending += decoder.write(chunk);
-    let newline = pending.indexOf('\n');
-    while (newline >= 0) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      if (line !== '') yield checkedChunk(JSON.parse(line));
-      newline = pending.indexOf('\n');
-    }
+export async function* readNdjson(body: Readable, maxLineBytes: number): AsyncGenerator<OllamaChunk, void, undefined> {
+  for await (const line of readLines(body, maxLineBytes)) {
+    const trimmed = line.trim();
+    if (trimmed !== '') yield checkedChunk(JSON.parse(trimmed));
   }
-  if (pending.trim() !== '') yield checkedChunk(JSON.parse(pending));
 }

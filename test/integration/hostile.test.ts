@@ -211,4 +211,57 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     assert.equal(((await chat.json()) as { message: { content: string } }).message.content, 'ok');
     assert.ok(rssBytes(pid) - before < 100 * 1024 * 1024, 'the bridge grew by more than 100 MiB');
   });
+
+  it('cuts off an upstream line that never ends, fails that request cleanly and stays responsive', async () => {
+    let endlessAnswers = 0;
+    let closedByBridge = 0;
+    const upstream = await startStandIn((_req, res) => {
+      endlessAnswers += 1;
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'a' }, done: false })}\n`);
+      // Then one line without end: up to 300 MiB of it, as fast as the bridge takes it.
+      const piece = Buffer.alloc(64 * 1024, 'x');
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < 300 * 1024 * 1024 && !res.destroyed) {
+          sent += piece.length;
+          if (!res.write(piece)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      res.once('close', () => {
+        if (!res.writableFinished) closedByBridge += 1;
+      });
+      pump();
+    }, ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const cli = await serve(upstream, 'routing:\n  thresholds:\n    max_line_mb: 1\n');
+    const pid = cli.child.pid as number;
+    const before = rssBytes(pid);
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50);
+    const chat = (stream: boolean): Promise<Response> =>
+      fetch(`${cli.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content: 'x' }] }) });
+    try {
+      const streamed = await chat(true);
+      assert.equal(streamed.status, 200);
+      const lines = (await streamed.text()).trim().split('\n').map((line) => JSON.parse(line) as { error?: string });
+      assert.equal(lines.length, 2);
+      assert.match(lines[1]?.error ?? '', /^local sent a line longer than 1 MiB \(routing\.thresholds\.max_line_mb\)/);
+
+      const whole = await chat(false);
+      assert.equal(whole.status, 502);
+      assert.match(((await whole.json()) as { error: string }).error, /line longer than 1 MiB/);
+      await assertAlive(cli);
+    } finally {
+      clearInterval(sampler);
+    }
+    assert.equal(endlessAnswers, 2);
+    // The bridge hung up on both: the upstream did not get to send its 300 MiB.
+    assert.equal(closedByBridge, 2);
+    assert.ok(peak - before < 100 * 1024 * 1024, `the bridge grew by ${Math.round((peak - before) / 1048576)} MiB`);
+  });
 });

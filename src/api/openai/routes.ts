@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import { countOf } from '../../upstream/ollama-api.js';
+import { limitsFrom } from '../../upstream/backend.js';
+import { readText } from '../../upstream/lines.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { serveChat } from '../chat-plan.js';
@@ -135,7 +137,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         signal: abort.signal,
         model: request.model,
       });
-      const text = await upstream.body.text();
+      const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
       if (upstream.statusCode >= 400) {
         sendError(res, 'openai', upstream.statusCode, errorMessageOf(upstream.statusCode, text), upstream.statusCode === 404 ? 'model_not_found' : undefined);
         return;

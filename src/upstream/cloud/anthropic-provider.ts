@@ -94,7 +94,7 @@ export class AnthropicProvider extends CloudProvider {
     let inputTokens = 0;
     let outputTokens = 0;
     let stopReason = 'end_turn';
-    for await (const sse of readSse(response.body)) {
+    for await (const sse of readSse(response.body, this.maxLineBytes)) {
       const event = JSON.parse(sse.data) as AnthropicEvent;
       switch (event.type) {
         case 'message_start':

@@ -110,7 +110,7 @@ export class OpenAiProvider extends CloudProvider {
     const calls = new Map<number, { name: string; arguments: string }>();
     let finish: string | null = null;
     let usage: OpenAiStreamChunk['usage'] = null;
-    for await (const event of readSse(response.body)) {
+    for await (const event of readSse(response.body, this.maxLineBytes)) {
       if (event.data === '[DONE]') break;
       const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
       if (chunk.error !== undefined) {

@@ -1,6 +1,7 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import { readText } from '../lines.js';
 import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
@@ -16,7 +17,11 @@ export abstract class CloudProvider implements GenerationSource {
   private readonly pool: Pool;
   private readonly base: URL;
 
-  constructor(protected readonly config: ProviderConfig) {
+  constructor(
+    protected readonly config: ProviderConfig,
+    /** Longest SSE line or event the provider may send. */
+    protected readonly maxLineBytes: number,
+  ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
     this.pool = new Pool(this.base.origin, { headersTimeout: config.timeout_seconds * 1000, bodyTimeout: config.timeout_seconds * 1000 });
@@ -41,7 +46,7 @@ export abstract class CloudProvider implements GenerationSource {
       throw toUpstreamError(error, this.name);
     }
     if (response.statusCode >= 400) {
-      const text = await response.body.text().catch(() => '');
+      const text = await readText(response.body, this.maxLineBytes).catch(() => '');
       throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${errorMessageOf(response.statusCode, text)}`);
     }
     return response;
