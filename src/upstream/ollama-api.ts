@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { redactSecrets } from './errors.js';
 import { readLines } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
@@ -105,7 +106,7 @@ export function checkedChunk(value: unknown): OllamaChunk {
   for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
   for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
   if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
-  if ('error' in chunk && typeof chunk.error !== 'string') chunk.error = JSON.stringify(chunk.error).slice(0, 500);
+  if ('error' in chunk) chunk.error = redactSecrets(typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error).slice(0, 500));
   if ('message' in chunk) {
     const message = chunk.message;
     if (typeof message !== 'object' || message === null || Array.isArray(message)) delete chunk.message;

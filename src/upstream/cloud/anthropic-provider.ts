@@ -134,7 +134,7 @@ export class AnthropicProvider extends CloudProvider {
           outputTokens = countOf(event.usage?.output_tokens) ?? outputTokens;
           break;
         case 'error':
-          yield { error: `${this.name}: ${event.error?.message ?? event.error?.type ?? 'error'}` };
+          yield { error: `${this.name}: ${this.redact(String(event.error?.message ?? event.error?.type ?? 'error'))}` };
           return;
         default:
           // ping, message_stop and event types added later carry nothing to forward.

@@ -114,7 +114,7 @@ export class OpenAiProvider extends CloudProvider {
       if (event.data === '[DONE]') break;
       const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
       if (chunk.error !== undefined) {
-        yield { error: `${this.name}: ${chunk.error.message ?? 'error'}` };
+        yield { error: `${this.name}: ${this.redact(String(chunk.error.message ?? 'error'))}` };
         return;
       }
       if (chunk.usage) usage = chunk.usage;

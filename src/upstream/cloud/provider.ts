@@ -1,6 +1,6 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError } from '../errors.js';
 import { readText } from '../lines.js';
 import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
@@ -47,9 +47,14 @@ export abstract class CloudProvider implements GenerationSource {
     }
     if (response.statusCode >= 400) {
       const text = await readText(response.body, this.maxLineBytes).catch(() => '');
-      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${errorMessageOf(response.statusCode, text)}`);
+      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${this.redact(errorMessageOf(response.statusCode, text))}`);
     }
     return response;
+  }
+
+  /** An error text from the provider without its key, which some providers echo back. */
+  protected redact(text: string): string {
+    return redactSecrets(text, [this.config.api_key]);
   }
 
   async close(): Promise<void> {
