@@ -17,6 +17,7 @@ import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
 import { limitConnections } from './http/connections.js';
+import { guard } from './http/guard.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
@@ -26,6 +27,7 @@ import { checkFit } from './ollama/models.js';
 import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
 import { Backend, limitsFrom, type BackendSnapshot } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
+import { sameModel } from './upstream/ollama-api.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
 import type { CloudProvider } from './upstream/cloud/provider.js';
@@ -132,7 +134,11 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus);
+  const metrics = new BridgeMetrics(
+    backends,
+    () => gpuMonitor.status.gpus,
+    (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
+  );
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -266,6 +272,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
+    // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
+    metricsApp.use(guard(config));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
     metricsServer = createServer(metricsApp);
     metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));

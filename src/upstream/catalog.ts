@@ -94,6 +94,12 @@ export class ModelCatalog {
     return cached.length > 0 ? cached : find(await this.perBackend(true));
   }
 
+  /** Whether the last model lists (as they are, without asking again) have `model` on any backend. */
+  lists(model: string): boolean {
+    const key = canonicalModelName(model);
+    return (this.listings ?? []).some((listing) => listing.models?.some((m) => canonicalModelName(m.model ?? m.name) === key) === true);
+  }
+
   /** The size of a model's files as the last model lists gave it, without asking again. */
   sizeOf(model: string): number | undefined {
     const key = canonicalModelName(model);
