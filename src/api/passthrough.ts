@@ -3,15 +3,8 @@ import type { Dispatcher } from 'undici';
 import { upstreamRequestHeaders, relayResponse } from '../http/relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { modelNamed } from '../upstream/ollama-api.js';
 import { sendError, surfaceOf } from './errors.js';
-
-/** The model a native request names (`model`, or `name` as older clients send it), if any. */
-function modelOf(body: unknown): string | undefined {
-  if (typeof body !== 'object' || body === null) return undefined;
-  const { model, name } = body as { model?: unknown; name?: unknown };
-  if (typeof model === 'string' && model !== '') return model;
-  return typeof name === 'string' && name !== '' ? name : undefined;
-}
 
 /** Chooses the backend for one request. */
 export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
@@ -51,7 +44,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
         headers,
         body,
         signal: abort.signal,
-        model: modelOf(req.body),
+        model: modelNamed(req.body),
       });
     } catch (error) {
       if (abort.signal.aborted) return;

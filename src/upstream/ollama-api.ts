@@ -76,6 +76,17 @@ export interface OllamaPsModel {
   context_length?: number;
 }
 
+/**
+ * The model a native request names: `model`, or `name` as older clients send it. Ollama's Go
+ * client (and so the `ollama` CLI) sends both, one of them empty.
+ */
+export function modelNamed(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const { model, name } = body as { model?: unknown; name?: unknown };
+  if (typeof model === 'string' && model !== '') return model;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
 /** "llama3" and "llama3:latest" are the same model to Ollama. */
 export function canonicalModelName(name: string): string {
   const lastSegment = name.slice(name.lastIndexOf('/') + 1);

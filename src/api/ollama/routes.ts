@@ -6,7 +6,7 @@ import { clientSignals, completionSignals, needsOf } from '../../routing/signals
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
-import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { modelNamed, sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { serveChat } from '../chat-plan.js';
@@ -47,12 +47,6 @@ const generateRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
-const namedRequest = z.looseObject({ model: z.string().min(1).optional(), name: z.string().min(1).optional() });
-
-function modelNameOf(body: unknown): string | undefined {
-  const parsed = namedRequest.safeParse(body ?? {});
-  return parsed.success ? (parsed.data.model ?? parsed.data.name) : undefined;
-}
 
 /** NDJSON lines and whole answers as Ollama writes them; a virtual model's name is kept in the answer. */
 export function nativeFormat(kind: 'chat' | 'generate', requestedModel: string): ResponseFormat {
@@ -188,7 +182,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/api/show', async (req, res) => {
-    const name = modelNameOf(req.body);
+    const name = modelNamed(req.body);
     if (name === undefined) {
       sendError(res, 'ollama', 400, 'model is required');
       return;
@@ -241,7 +235,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   const byModel = async (req: Request): Promise<Backend> => {
-    const model = modelNameOf(req.body);
+    const model = modelNamed(req.body);
     return model === undefined ? primary : context.router.backendFor(model);
   };
   router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
@@ -249,7 +243,7 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
 
   router.delete('/api/delete', async (req, res) => {
-    const name = modelNameOf(req.body);
+    const name = modelNamed(req.body);
     if (name === undefined) {
       sendError(res, 'ollama', 400, 'model is required');
       return;
