@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
 import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
+import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
@@ -277,6 +278,15 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
     metricsServer = createServer(metricsApp);
     metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
+  }
+  if (config.monitoring.logging.log_prompts) {
+    log.warn('monitoring.logging.log_prompts is on: the log holds the text of every prompt and answer');
+  }
+  if (!isLoopbackHost(config.server.host)) {
+    log.warn(
+      { host: config.server.host },
+      'listening beyond loopback over plain HTTP: API keys, prompts and answers cross the network unencrypted; put a TLS proxy (nginx, HAProxy) in front, or listen on loopback',
+    );
   }
   // The control token stays out of the log: it is in the data folder, readable by this user only.
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile: path.join(dataDir, 'control-token'), metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');

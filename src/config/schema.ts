@@ -142,7 +142,6 @@ export const configSchema = z.strictObject({
         .prefault({}),
       logging: z
         .strictObject({
-          format: z.enum(['json']).default('json'),
           level: logLevelSchema.default('info'),
           /** "stdout", or a folder that receives copilot-bridge.log. */
           destination: z.string().min(1).default('stdout'),

@@ -7,6 +7,7 @@ import { sendError, surfaceOf } from '../api/errors.js';
 import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
+import type { GenerationOutcome } from '../api/generation.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { bodyIdleTimeout, jsonBody } from './body.js';
@@ -18,7 +19,21 @@ export type { RequestCounters } from '../control/api-types.js';
 /** Called once per request when its connection closes, finished or not. */
 export type RequestFinished = (req: Request, res: Response, startedAt: Date, totalMs: number) => void;
 
-function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
+/** Request fields that carry the prompt's text, in any surface's request shape. */
+const PROMPT_FIELDS = ['system', 'instructions', 'messages', 'prompt', 'suffix', 'input'] as const;
+
+/** The prompt and answer text of a request, for a log that opted in (monitoring.logging.log_prompts). */
+function conversationOf(req: Request, res: Response): { prompt?: Record<string, unknown>; answer?: unknown } {
+  const body = req.body as Record<string, unknown> | undefined;
+  const prompt = typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
+  const results = (res.locals.generation as GenerationOutcome | undefined)?.results;
+  return {
+    ...(Object.keys(prompt).length > 0 ? { prompt } : {}),
+    ...(results ? { answer: results.map((r) => (r.toolCalls.length > 0 ? { content: r.content, toolCalls: r.toolCalls } : { content: r.content })) } : {}),
+  };
+}
+
+function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): RequestHandler {
   return (req, res, next) => {
     const started = performance.now();
     const startedAt = new Date();
@@ -32,7 +47,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
       counters.inFlight -= 1;
       const totalMs = performance.now() - started;
       onFinished(req, res, startedAt, totalMs);
-      // Method, path and outcome only: request and answer bodies stay out of the log.
+      // Method, path and outcome only: request and answer text stay out of the log unless asked for.
       log.info(
         {
           id,
@@ -49,6 +64,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
           relay: res.locals.relay,
           completed: res.writableFinished,
           userAgent: req.headers['user-agent'],
+          ...(logPrompts ? conversationOf(req, res) : {}),
         },
         'request',
       );
@@ -112,7 +128,7 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(requestLog(log, parts.counters, parts.onFinished));
+  app.use(requestLog(log, parts.counters, parts.onFinished, config.monitoring.logging.log_prompts));
   app.use(guard(config));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
