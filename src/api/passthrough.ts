@@ -6,6 +6,24 @@ import { UpstreamError } from '../upstream/errors.js';
 import { modelNamed } from '../upstream/ollama-api.js';
 import { sendError, surfaceOf } from './errors.js';
 
+/** Everything passed through is below Ollama's /api/. */
+const FORWARDED_PREFIX = '/api/';
+
+/**
+ * The path and query to send upstream, with dot segments resolved (also percent-encoded ones,
+ * "%2e%2e", which the upstream would resolve itself); undefined when that leaves /api/.
+ */
+function forwardedPath(originalUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(originalUrl, 'http://bridge.invalid');
+  } catch {
+    return undefined;
+  }
+  if (url.origin !== 'http://bridge.invalid' || !url.pathname.startsWith(FORWARDED_PREFIX)) return undefined;
+  return url.pathname + url.search;
+}
+
 /** Chooses the backend for one request. */
 export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
 
@@ -16,6 +34,11 @@ export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
     const surface = surfaceOf(req.path);
+    const path = forwardedPath(req.originalUrl);
+    if (path === undefined) {
+      sendError(res, surface, 400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, 'invalid_path');
+      return;
+    }
     const backend = await choose(req);
     if (afterEach !== undefined) res.once('close', afterEach);
     res.locals.backend = backend.name;
@@ -40,7 +63,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     try {
       upstream = await backend.request({
         method: req.method as Dispatcher.HttpMethod,
-        path: req.originalUrl,
+        path,
         headers,
         body,
         signal: abort.signal,

@@ -37,7 +37,36 @@ async function readChunks(response: Response): Promise<string> {
   return await response.text();
 }
 
+/** A GET with the path exactly as given (fetch would resolve dot segments itself). */
+function rawGet(base: string, rawPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ hostname, port, path: rawPath, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('pass-through proxy', () => {
+  it('forwards the normalized path only: dot segments, also percent-encoded, cannot leave /api/', async () => {
+    const { upstream, bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    for (const escape of ['/api/%2e%2e/x', '/api/%2E%2E/%2e%2e/etc/passwd', '/api/../x', '/api/.%2e/x?y=1']) {
+      const refused = await rawGet(bridge.url, escape);
+      assert.equal(refused.status, 400, escape);
+      assert.match(refused.body, /invalid path/);
+    }
+    assert.equal(upstream.requests.length, 0);
+    const inside = await rawGet(bridge.url, '/api/tokenize/%2e%2e/detokenize?x=1');
+    assert.equal(inside.status, 200);
+    assert.deepEqual(upstream.requests.map((r) => r.url), ['/api/detokenize?x=1']);
+  });
   it('passes the rest of the native API through: method, path, query and body, the upstream Host, no hop-by-hop headers', async () => {
     const { upstream, bridge } = await pair((_req, res) => {
       res.writeHead(200, {
