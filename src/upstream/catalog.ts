@@ -85,13 +85,18 @@ export class ModelCatalog {
     return [...merged.values()];
   }
 
-  /** The backends that have `model` installed; looks again once before saying none. */
+  /**
+   * The backends that have `model` installed. Before saying none it looks again, unless the lists
+   * are younger than `maxAgeMs`: a name nobody has (a client's made-up engine) must not cost every
+   * request a round of /api/tags on every backend.
+   */
   async holders(model: string): Promise<Backend[]> {
     const key = canonicalModelName(model);
     const find = (listings: BackendListing[]): Backend[] =>
       listings.filter((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key)).map((l) => l.backend);
     const cached = find(await this.perBackend());
-    return cached.length > 0 ? cached : find(await this.perBackend(true));
+    if (cached.length > 0 || Date.now() - this.fetchedAt < this.maxAgeMs) return cached;
+    return find(await this.perBackend(true));
   }
 
   /** Whether the last model lists (as they are, without asking again) have `model` on any backend. */
