@@ -139,6 +139,13 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     const upstream = await startStandIn((_req, res) => res.end(), models);
     cleanups.push(() => upstream.close());
     const cli = await serve(upstream, 'routing:\n  health:\n    interval_seconds: 0.1\n');
+    // The state lists the models once the first model list came in: wait for a big state event.
+    const watcher = await fetch(`${cli.url}/bridge/api/events`);
+    let received = 0;
+    for await (const chunk of watcher.body as AsyncIterable<Uint8Array>) {
+      received += chunk.length;
+      if (received > 1_500_000) break;
+    }
     const state = await (await fetch(`${cli.url}/bridge/api/state`)).text();
     assert.ok(state.length > 1_000_000, `the state is only ${state.length} bytes`);
     const pid = cli.child.pid as number;
