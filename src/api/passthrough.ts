@@ -1,10 +1,11 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Dispatcher } from 'undici';
-import { upstreamRequestHeaders, relayResponse } from '../http/relay.js';
+import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { modelNamed } from '../upstream/ollama-api.js';
-import { sendError, surfaceOf } from './errors.js';
+import { BridgeError } from '../contract/index.js';
+import { requestOf } from './request.js';
 
 /** Everything passed through is below Ollama's /api/. */
 const FORWARDED_PREFIX = '/api/';
@@ -33,15 +34,14 @@ export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
  */
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
-    const surface = surfaceOf(req.path);
     const path = forwardedPath(req.originalUrl);
     if (path === undefined) {
-      sendError(res, surface, 400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, 'invalid_path');
-      return;
+      throw new BridgeError(400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, { code: 'invalid_path' });
     }
     const backend = await choose(req);
     if (afterEach !== undefined) res.once('close', afterEach);
-    res.locals.backend = backend.name;
+    const request = requestOf(req);
+    request.backend = backend.name;
     const abort = new AbortController();
     // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.
     const onClose = (): void => {
@@ -71,12 +71,10 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
       });
     } catch (error) {
       if (abort.signal.aborted) return;
-      const failure = error instanceof UpstreamError ? error : undefined;
-      res.locals.upstreamError = failure?.code ?? 'internal';
-      sendError(res, surface, failure?.status ?? 502, failure?.message ?? 'upstream request failed', failure?.code);
-      return;
+      const failure = error instanceof UpstreamError ? error : new BridgeError(502, 'upstream request failed', { cause: error });
+      request.upstreamError = failure.code ?? 'internal';
+      throw failure;
     }
-    const outcome = await relayResponse(upstream, res, surface, backend.name);
-    res.locals.relay = outcome;
+    request.relay = await relayResponse(upstream, res, request.surface, backend.name);
   };
 }

@@ -1,8 +1,7 @@
 import { appendFile, chmod, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Tier } from '../routing/classify.js';
-import type { HistoryRecord } from '../control/api-types.js';
-export type { HistoryRecord } from '../control/api-types.js';
+import type { HistoryRecord } from '../contract/index.js';
+export type { HistoryRecord } from '../contract/index.js';
 
 
 export interface HistoryOptions {
@@ -28,6 +27,7 @@ const FILE_MODE = 0o600;
  * On start the newest records are read back; a line that does not parse is skipped, not fatal.
  */
 export class HistoryStore {
+  readonly name = 'history store';
   private readonly ring: HistoryRecord[] = [];
   private pending: string[] = [];
   private writing: Promise<void> = Promise.resolve();
@@ -36,17 +36,17 @@ export class HistoryStore {
   private tornTail = false;
   private readonly listeners = new Set<(record: HistoryRecord) => void>();
 
-  private constructor(private readonly options: HistoryOptions) {}
+  constructor(private readonly options: HistoryOptions) {}
 
-  static async open(options: HistoryOptions): Promise<HistoryStore> {
-    const store = new HistoryStore(options);
-    if (options.dir !== undefined) {
-      await mkdir(options.dir, { recursive: true });
-      await store.load(options.dir);
-      store.timer = setInterval(() => void store.flush(), options.flushIntervalMs ?? 1000);
-      store.timer.unref();
-    }
-    return store;
+  /** Reads the newest records back and checks the file can be written: a folder that cannot is a failed start. */
+  async start(): Promise<void> {
+    const { dir } = this.options;
+    if (dir === undefined) return;
+    await mkdir(dir, { recursive: true });
+    await this.load(dir);
+    await appendFile(this.fileAt(0), '', { mode: FILE_MODE });
+    this.timer = setInterval(() => void this.flush(), this.options.flushIntervalMs ?? 1000);
+    this.timer.unref();
   }
 
   private fileAt(generation: number): string {
@@ -63,7 +63,7 @@ export class HistoryStore {
       } catch {
         continue;
       }
-      // Older versions created it readable by everyone; prompts' routing reasons are this user's only.
+      // Older versions created it readable by everyone; what was asked of which model is this user's only.
       await chmod(file, FILE_MODE).catch(() => undefined);
       if (generation === 0) this.tornTail = text !== '' && !text.endsWith('\n');
       text.split('\n').forEach((line, index) => {
@@ -132,7 +132,7 @@ export class HistoryStore {
     await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
   }
 
-  async close(): Promise<void> {
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.flush();
   }

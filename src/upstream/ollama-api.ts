@@ -87,16 +87,6 @@ export function modelNamed(body: unknown): string | undefined {
   return typeof name === 'string' && name !== '' ? name : undefined;
 }
 
-/** "llama3" and "llama3:latest" are the same model to Ollama. */
-export function canonicalModelName(name: string): string {
-  const lastSegment = name.slice(name.lastIndexOf('/') + 1);
-  return lastSegment.includes(':') ? name : `${name}:latest`;
-}
-
-export function sameModel(a: string, b: string): boolean {
-  return canonicalModelName(a) === canonicalModelName(b);
-}
-
 /** The counts and durations of an answer line; the bridge adds them up, relays them and counts them in metrics. */
 const COUNT_FIELDS = ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_count', 'eval_duration'] as const;
 const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason'] as const;
