@@ -145,7 +145,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
   };
-  const modelRefresher = new ModelRefresher(catalog, 5000);
   const metrics = new BridgeMetrics(
     backends,
     () => gpuMonitor.status.gpus,
@@ -173,6 +172,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   gpuMonitor.on('sample', changed);
   history.onRecord((record) => stateFeed.record(record));
+  const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   const actions = createActions(
     { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
