@@ -11,7 +11,7 @@ import { openAiHotRoutes, openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { BodyError, jsonBody } from './body.js';
+import { BodyError, bodyIdleTimeout, jsonBody } from './body.js';
 import { fastPath } from './fast.js';
 import { guard, guardRequest } from './guard.js';
 import { beginRequest, requestOf } from '../api/request.js';
@@ -22,10 +22,22 @@ export type { RequestCounters } from '../contract/index.js';
 /** Called once per request when its connection closes, finished or not, with its record complete. */
 export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
-type BeginRequest = (req: IncomingMessage, res: ServerResponse, path: string) => void;
+/** Request fields that carry the prompt's text, in any surface's request shape. */
+const PROMPT_FIELDS = ['system', 'instructions', 'messages', 'prompt', 'suffix', 'input'] as const;
+
+/** The prompt and answer text of a request, for a log that opted in (monitoring.logging.log_prompts). */
+function conversationOf(req: { body?: unknown }, request: RequestRecord): { prompt?: Record<string, unknown>; answer?: unknown } {
+  const body = req.body as Record<string, unknown> | undefined;
+  const prompt = typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
+  const answer = request.generation?.answer;
+  return { ...(Object.keys(prompt).length > 0 ? { prompt } : {}), ...(answer ? { answer } : {}) };
+}
+
+/** The parsed body is on the request by the time it closes (express's req.body, or set by the fast path). */
+type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string) => void;
 
 /** Starts each request's record, its id header and the counters; when it closes: history, metrics and the log line. */
-function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): BeginRequest {
+function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): BeginRequest {
   return (req, res, path) => {
     const started = performance.now();
     const request = beginRequest(req, randomUUID(), path);
@@ -39,7 +51,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
       onFinished({ ...request, end });
       if (!log.isLevelEnabled('info')) return;
       const { generation } = request;
-      // Method, path and outcome only: request and answer bodies stay out of the log.
+      // Method, path and outcome only: request and answer text stay out of the log unless asked for.
       log.info(
         {
           id: request.id,
@@ -56,6 +68,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
           relay: request.relay ?? undefined,
           completed: end.completed,
           userAgent: request.client.userAgent ?? undefined,
+          ...(logPrompts ? conversationOf(req, request) : {}),
         },
         'request',
       );
@@ -70,6 +83,8 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
       return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
     case 'entity.parse.failed':
       return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    case 'request.timeout':
+      return new BridgeError(408, `${error.message} (server.request_timeout_seconds)`, { code: 'request_timeout', cause: error });
     default:
       return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
   }
@@ -90,8 +105,8 @@ function errorBoundary(config: Config, log: Logger): AnswerError {
     }
     const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
     if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
-    // The rest of an oversized body is not worth reading: the connection goes.
-    if (error.status === 413) res.setHeader('connection', 'close');
+    // The rest of an oversized or trickling body is not worth reading: the connection goes.
+    if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);
   };
 }
@@ -125,8 +140,11 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
   app.use(guard(config));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', toPrimary);
-  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
+  app.all('/api/blobs/*digest', (req, _res, next) => {
+    bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+    next();
+  }, toPrimary);
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));
@@ -152,7 +170,7 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
  */
 export function createRequestListener(context: ApiContext, parts: AppParts, options: { fastPath?: boolean } = {}): RequestListener {
   const { config, log } = context;
-  const begin = requestLog(log, parts.counters, parts.onFinished);
+  const begin = requestLog(log, parts.counters, parts.onFinished, config.monitoring.logging.log_prompts);
   const answerError = errorBoundary(config, log);
   const app = createApp(context, parts, begin, answerError);
   if (options.fastPath === false) return app;
@@ -160,6 +178,7 @@ export function createRequestListener(context: ApiContext, parts: AppParts, opti
     begin,
     allowed: guardRequest(config),
     bodyLimit: Math.round(config.server.body_limit_mb * 1024 * 1024),
+    bodyTimeoutMs: config.server.request_timeout_seconds * 1000,
     answerError,
   });
   return (req, res) => {

@@ -5,10 +5,12 @@ import { readJsonBody } from './body.js';
 /** What the fast path does around a handler: the same steps, in the same order, as the express app. */
 export interface FastPathSteps {
   /** The request's record, id header and counters, and what runs when it closes. */
-  begin(req: IncomingMessage, res: ServerResponse, path: string): void;
+  begin(req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string): void;
   /** Host, origin and API key checks: false when it answered (a preflight); a refusal is thrown. */
   allowed(req: IncomingMessage, res: ServerResponse): boolean;
   bodyLimit: number;
+  /** How long a body may take to arrive whole. */
+  bodyTimeoutMs: number;
   /** Answers what a step threw, in the surface's shape. */
   answerError(thrown: unknown, req: IncomingMessage, res: ServerResponse): void;
 }
@@ -52,7 +54,7 @@ export function fastPath(routes: readonly ApiRoute[], steps: FastPathSteps): (re
     steps.begin(req, res, path);
     try {
       if (!steps.allowed(req, res)) return;
-      const body = await readJsonBody(req, steps.bodyLimit);
+      const body = await readJsonBody(req, steps.bodyLimit, steps.bodyTimeoutMs);
       await route.handler(Object.assign(req, { body, path, params }), res);
     } catch (thrown) {
       steps.answerError(thrown, req, res);

@@ -28,6 +28,11 @@ function bearer(req: IncomingMessage): string | undefined {
   return typeof apiKey === 'string' ? apiKey : undefined;
 }
 
+/** A refused client gets its connection closed after the answer: it holds no place it may not use. */
+function refuse(res: ServerResponse): void {
+  res.setHeader('connection', 'close');
+}
+
 /**
  * Safe defaults (design §8): without API keys the bridge trusts only loopback Host names (a page on
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
@@ -43,12 +48,14 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
+        refuse(res);
         throw new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' });
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
+        refuse(res);
         throw new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' });
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
@@ -65,6 +72,7 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
+        refuse(res);
         throw new BridgeError(401, 'a valid API key is required (Authorization: Bearer <key>)', { code: 'invalid_api_key' });
       }
     }

@@ -29,7 +29,15 @@ export class BridgeMetrics {
   private readonly fallbacks: Counter<'provider'>;
   private readonly series = new Map<string, Series>();
 
-  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[]) {
+  /**
+   * @param knownModel whether a model name is configured or installed: only those become label
+   *   values (the rest count as "other"), so client input cannot add series without bound.
+   */
+  constructor(
+    backends: readonly Backend[],
+    gpus: () => readonly GpuReading[],
+    private readonly knownModel: (name: string) => boolean,
+  ) {
     const registers = [this.registry];
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
     const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
@@ -72,7 +80,9 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     const tier = record.tier ?? 'none';
     const backend = record.backend ?? 'none';
-    const series = this.seriesOf(tier, record.model, backend, String(record.status));
+    // Only configured or installed models become label values, so the series map stays bounded too.
+    const model = this.knownModel(record.model) ? record.model : 'other';
+    const series = this.seriesOf(tier, model, backend, String(record.status));
     series.requests.inc();
     if (record.outcome === 'error') series.errors.inc();
     series.responseTime.observe(record.totalMs / 1000);

@@ -5,24 +5,29 @@ import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.j
 import { BackendHealth } from './health.js';
 import { canonicalModelName } from '../contract/index.js';
 import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { readText } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
 export type { BackendSnapshot } from '../contract/index.js';
 
-export interface UpstreamTimeouts {
+/** How long the bridge waits on an upstream, and how much it takes from one. */
+export interface UpstreamLimits {
   connectMs: number;
   /** Until the response head arrives; Ollama sends it with the first token, so cold loads count. */
   firstByteMs: number;
   /** Longest gap between two body chunks. */
   idleMs: number;
+  /** Longest answer line (NDJSON, SSE), and largest JSON answer. */
+  maxLineBytes: number;
 }
 
-export function timeoutsFrom(config: Config): UpstreamTimeouts {
+export function limitsFrom(config: Config): UpstreamLimits {
   const t = config.routing.thresholds;
   return {
     connectMs: t.connect_timeout_seconds * 1000,
     firstByteMs: t.timeout_seconds * 1000,
     idleMs: t.idle_timeout_seconds * 1000,
+    maxLineBytes: Math.round(t.max_line_mb * 1024 * 1024),
   };
 }
 
@@ -39,9 +44,6 @@ export interface UpstreamRequest {
 
 
 /** One Ollama instance the bridge can send requests to, with its own keep-alive connection pool. */
-/** How much of an error answer's body is kept for the message. */
-const ERROR_TEXT_LIMIT = 64 * 1024;
-
 export class Backend implements GenerationSource {
   readonly kind = 'local';
   readonly name: string;
@@ -61,7 +63,7 @@ export class Backend implements GenerationSource {
   private recheckedAt = Number.NEGATIVE_INFINITY;
   private rechecking: Promise<void> | undefined;
 
-  constructor(config: BackendConfig, timeouts: UpstreamTimeouts, health: BackendHealth) {
+  constructor(config: BackendConfig, private readonly limits: UpstreamLimits, health: BackendHealth) {
     this.name = config.name;
     this.weight = config.weight;
     this.health = health;
@@ -70,9 +72,9 @@ export class Backend implements GenerationSource {
     this.host = this.url.host;
     this.basePath = this.url.pathname.replace(/\/+$/, '');
     this.pool = new Pool(this.url.origin, {
-      connect: { timeout: timeouts.connectMs },
-      headersTimeout: timeouts.firstByteMs,
-      bodyTimeout: timeouts.idleMs,
+      connect: { timeout: limits.connectMs },
+      headersTimeout: limits.firstByteMs,
+      bodyTimeout: limits.idleMs,
       keepAliveTimeout: 10_000,
     });
   }
@@ -137,16 +139,20 @@ export class Backend implements GenerationSource {
     const model = this.begin(String(request.body.model));
     const started = performance.now();
     const { signal } = request;
+    const { maxLineBytes } = this.limits;
     return new Promise((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined;
       let status = 0;
       let errorText = '';
       let settled = false;
-      const lines = new NdjsonLines({
-        pause: () => controller?.pause(),
-        resume: () => controller?.resume(),
-        destroy: () => controller?.abort(new Error('the answer was not read to its end')),
-      });
+      const lines = new NdjsonLines(
+        {
+          pause: () => controller?.pause(),
+          resume: () => controller?.resume(),
+          destroy: () => controller?.abort(new Error('the answer was not read to its end')),
+        },
+        maxLineBytes,
+      );
       const onAbort = (): void => controller?.abort(signal.reason as Error);
       const finish = (): void => {
         if (settled) return;
@@ -175,7 +181,8 @@ export class Backend implements GenerationSource {
           },
           onResponseData: (_dispatch, chunk) => {
             if (status < 400) lines.push(chunk);
-            else if (errorText.length < ERROR_TEXT_LIMIT) errorText += chunk.toString();
+            // An error answer is read for its message, up to the longest line taken.
+            else if (errorText.length < maxLineBytes) errorText += chunk.toString();
           },
           onResponseEnd: () => {
             finish();
@@ -266,7 +273,12 @@ export class Backend implements GenerationSource {
     } catch (error) {
       throw toUpstreamError(error, this.name);
     }
-    const text = await response.body.text();
+    let text: string;
+    try {
+      text = await readText(response.body, this.limits.maxLineBytes);
+    } catch (error) {
+      throw toUpstreamError(error, this.name);
+    }
     if (response.statusCode >= 400) throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
     return (text === '' ? {} : JSON.parse(text)) as T;
   }
