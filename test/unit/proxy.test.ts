@@ -52,6 +52,58 @@ function rawGet(base: string, rawPath: string): Promise<{ status: number; body: 
   });
 }
 
+/** A request with the path exactly as given (fetch would normalize or refuse it). */
+function rawRequest(base: string, method: string, rawPath: string, body?: string): Promise<{ status: number; contentType: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ hostname, port, path: rawPath, method, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type']), body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('malformed requests', () => {
+  it('answers 400, not 500, to a percent-encoding that does not decode', async () => {
+    const { bridge } = await pair((_req, res) => res.end('{}'));
+    const engine = await rawRequest(bridge.url, 'POST', '/v1/engines/%ZZ/completions', '{"prompt":"x"}');
+    assert.equal(engine.status, 400);
+    assert.equal((JSON.parse(engine.body) as { error: { code: string } }).error.code, 'invalid_url');
+    const ui = await rawRequest(bridge.url, 'GET', '/ui/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd');
+    assert.equal(ui.status, 400);
+  });
+
+  it('refuses JSON nested deeper than 128 levels at the door with 400, on every surface', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
+    const deep = `{"model":"m","input":${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
+    for (const route of ['/api/chat', '/api/embed', '/v1/chat/completions', '/v1/embeddings']) {
+      const answer = await rawRequest(bridge.url, 'POST', route, deep);
+      assert.equal(answer.status, 400, route);
+      assert.match(answer.body, /nested deeper than 128 levels/, route);
+    }
+    // Depth is counted outside strings only.
+    const shallow = await rawRequest(bridge.url, 'POST', '/api/embed', JSON.stringify({ model: 'm', input: '['.repeat(1000) }));
+    assert.equal(shallow.status, 200);
+    assert.equal(upstream.requests.length, 1);
+  });
+
+  it('answers an inline completion without "stream" as one JSON document, as OpenAI does', async () => {
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'sum', done: true, done_reason: 'stop' })}\n`);
+    }, ['m:latest']);
+    const bridge = await startTestBridge({ file: configFile('models:\n  simple:\n    name: m\n'), env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    const answer = await rawRequest(bridge.url, 'POST', '/v1/engines/copilot-codex/completions', '{"prompt":"x"}');
+    assert.equal(answer.status, 200);
+    assert.match(answer.contentType, /^application\/json/);
+    assert.equal((JSON.parse(answer.body) as { choices: Array<{ text: string }> }).choices[0]?.text, 'sum');
+  });
+});
+
 describe('model lists', () => {
   it('does not ask every backend for its models again on each request for a name none has', async () => {
     let listings = 0;

@@ -99,7 +99,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post('/v1/completions', async (req, res) => {
     const request = parseBody(completionRequestSchema, req);
     if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
-    await serveCompletion(context, req, res, request.model, request, false);
+    await serveCompletion(context, req, res, request.model, request);
   });
 
   router.post('/v1/embeddings', async (req, res) => {
