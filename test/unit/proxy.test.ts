@@ -104,6 +104,40 @@ describe('malformed requests', () => {
   });
 });
 
+describe('embeddings for virtual models', () => {
+  it('embeds "auto" and "bridge/<tier>" with the tier\'s model, or models.embedding when set, on all three endpoints', async () => {
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ model: 'x', embeddings: [[0.5, 0.25]], embedding: [0.5, 0.25], prompt_eval_count: 2 }));
+    }, ['small:latest', 'large:latest', 'embedder:latest']);
+    const start = async (yaml: string): Promise<BridgeHandle> => {
+      const bridge = await startTestBridge({ file: configFile(yaml), env: { OLLAMA_HOST: upstream.url } });
+      cleanups.push(() => bridge.stop(100));
+      return bridge;
+    };
+    cleanups.push(() => upstream.close());
+    const sentModels = (): string[] => upstream.requests.map((r) => (JSON.parse(r.body) as { model: string }).model);
+
+    const tiers = await start('models:\n  simple:\n    name: small\n  complex:\n    name: large\n');
+    const post = (bridge: BridgeHandle, route: string, body: unknown): Promise<Response> => fetch(`${bridge.url}${route}`, { method: 'POST', body: JSON.stringify(body) });
+    assert.equal((await post(tiers, '/api/embed', { model: 'auto', input: 'a' })).status, 200);
+    assert.equal((await post(tiers, '/api/embeddings', { model: 'bridge/complex', prompt: 'a' })).status, 200);
+    const openai = await post(tiers, '/v1/embeddings', { model: 'bridge/simple', input: 'a', encoding_format: 'float' });
+    assert.equal(openai.status, 200);
+    const answer = (await openai.json()) as { model: string; data: Array<{ embedding: number[] }> };
+    assert.equal(answer.model, 'bridge/simple');
+    assert.deepEqual(answer.data[0]?.embedding, [0.5, 0.25]);
+    assert.deepEqual(sentModels(), ['small', 'large', 'small']);
+
+    const dedicated = await start('models:\n  simple:\n    name: small\n  embedding:\n    name: embedder\n');
+    assert.equal((await post(dedicated, '/api/embed', { model: 'auto', input: 'a' })).status, 200);
+    assert.equal((await post(dedicated, '/v1/embeddings', { model: 'bridge/complex', input: 'a' })).status, 200);
+    // A real model name is used as it is.
+    assert.equal((await post(dedicated, '/api/embed', { model: 'small', input: 'a' })).status, 200);
+    assert.deepEqual(sentModels().slice(3), ['embedder', 'embedder', 'small']);
+  });
+});
+
 describe('model lists', () => {
   it('does not ask every backend for its models again on each request for a name none has', async () => {
     let listings = 0;
