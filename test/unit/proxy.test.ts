@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -37,7 +38,65 @@ async function readChunks(response: Response): Promise<string> {
   return await response.text();
 }
 
+/** A GET with the path exactly as given (fetch would resolve dot segments itself). */
+function rawGet(base: string, rawPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ hostname, port, path: rawPath, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('model lists', () => {
+  it('does not ask every backend for its models again on each request for a name none has', async () => {
+    let listings = 0;
+    const upstream = createServer((req, res) => {
+      if (req.url === '/api/tags') listings += 1;
+      res.writeHead(200, { 'content-type': req.url === '/api/generate' ? 'application/x-ndjson' : 'application/json' });
+      if (req.url === '/api/tags') res.end(JSON.stringify({ models: [{ name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }] }));
+      else if (req.url === '/api/generate') res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'x', done: true, done_reason: 'stop' })}\n`);
+      else res.end('{"models":[]}');
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
+    const { bridge } = await pair(() => undefined, {
+      env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` },
+      file: configFile('models:\n  simple:\n    name: m\n'),
+    });
+    // Copilot's default engine is no installed model: each request is routed like "auto".
+    await (await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) })).text();
+    const before = listings;
+    for (let i = 0; i < 20; i++) {
+      const response = await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) });
+      assert.equal(response.status, 200);
+      await response.text();
+    }
+    // At most the background refresh of a list older than 5 s, not one round per request.
+    assert.ok(listings - before <= 1, `20 requests cost ${listings - before} model lists`);
+  });
+});
+
 describe('pass-through proxy', () => {
+  it('forwards the normalized path only: dot segments, also percent-encoded, cannot leave /api/', async () => {
+    const { upstream, bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    for (const escape of ['/api/%2e%2e/x', '/api/%2E%2E/%2e%2e/etc/passwd', '/api/../x', '/api/.%2e/x?y=1']) {
+      const refused = await rawGet(bridge.url, escape);
+      assert.equal(refused.status, 400, escape);
+      assert.match(refused.body, /invalid path/);
+    }
+    assert.equal(upstream.requests.length, 0);
+    const inside = await rawGet(bridge.url, '/api/tokenize/%2e%2e/detokenize?x=1');
+    assert.equal(inside.status, 200);
+    assert.deepEqual(upstream.requests.map((r) => r.url), ['/api/detokenize?x=1']);
+  });
   it('passes the rest of the native API through: method, path, query and body, the upstream Host, no hop-by-hop headers', async () => {
     const { upstream, bridge } = await pair((_req, res) => {
       res.writeHead(200, {
