@@ -90,7 +90,7 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
  */
 function malformedUrl(thrown: unknown): BridgeError | undefined {
   const status = (thrown as { status?: unknown } | null)?.status;
-  if (!(thrown instanceof URIError) && status !== 400) return undefined;
+  if (thrown instanceof BridgeError || (!(thrown instanceof URIError) && status !== 400)) return undefined;
   return new BridgeError(400, 'the URL is not valid: it has a percent-encoding that does not decode', { code: 'invalid_url', cause: thrown });
 }
 
