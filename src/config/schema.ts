@@ -84,6 +84,8 @@ export const configSchema = z.strictObject({
       simple: modelTierSchema.default({ name: 'qwen2.5-coder:1.5b' }),
       moderate: modelTierSchema.optional(),
       complex: modelTierSchema.default({ name: 'qwen2.5-coder:7b-instruct-q8_0' }),
+      /** The model that computes embeddings asked of a virtual model (auto, bridge/<tier>); default: the tier's own. */
+      embedding: z.strictObject({ name: z.string().min(1) }).optional(),
     })
     .prefault({}),
   routing: z

@@ -93,6 +93,16 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
 type AnswerError = (thrown: unknown, req: IncomingMessage, res: ServerResponse) => void;
 
 /**
+ * A percent-encoding that does not decode (`%ZZ`, overlong UTF-8 such as `%c0%ae`): Express
+ * reports it from a route parameter, its static file server from a file path, both with status 400.
+ */
+function malformedUrl(thrown: unknown): BridgeError | undefined {
+  const status = (thrown as { status?: unknown } | null)?.status;
+  if (thrown instanceof BridgeError || (!(thrown instanceof URIError) && status !== 400)) return undefined;
+  return new BridgeError(400, 'the URL is not valid: it has a percent-encoding that does not decode', { code: 'invalid_url', cause: thrown });
+}
+
+/**
  * The one place where what a handler threw becomes an answer: a BridgeError in the shape of the
  * request's surface, anything unexpected logged and answered as a bare 500.
  */
@@ -103,8 +113,8 @@ function errorBoundary(config: Config, log: Logger): AnswerError {
       res.destroy();
       return;
     }
-    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
-    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : (malformedUrl(thrown) ?? asBridgeError(thrown));
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
     // The rest of an oversized or trickling body is not worth reading: the connection goes.
     if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);

@@ -24,6 +24,30 @@ function decoded(req: IncomingMessage): Readable {
 }
 
 /**
+ * Deepest nesting of objects and arrays a request may have. Real requests (tool schemas included)
+ * stay far below; a deeper one would overflow the stack wherever it is copied or sent on.
+ */
+const MAX_JSON_DEPTH = 128;
+
+/** Whether JSON text nests objects and arrays deeper than `limit`, found in one pass without parsing. */
+function nestedDeeperThan(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i += 1; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      depth += 1;
+      if (depth > limit) return true;
+    } else if (c === 0x7d || c === 0x5d) depth -= 1;
+  }
+  return false;
+}
+
+/**
  * Destroys a request whose streamed body (a model blob) stops arriving for `idleMs`; a long upload
  * is fine, a stalled one is not.
  */
@@ -88,6 +112,10 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
       const first = text.trimStart()[0];
       if (first === undefined) {
         finish(undefined);
+        return;
+      }
+      if (nestedDeeperThan(text, MAX_JSON_DEPTH)) {
+        finish(new BodyError('entity.parse.failed', `nested deeper than ${MAX_JSON_DEPTH} levels`));
         return;
       }
       if (first !== '{' && first !== '[') {

@@ -307,6 +307,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       }
       const legacy = (await (await post('/api/embeddings', { model: RIG_MODELS.simple, prompt: 'alpha' })).json()) as { embedding: number[] };
       assert.equal(legacy.embedding.length, 64);
+      // The virtual models both model lists show embed too, with their tier's model.
+      const auto = await post('/api/embed', { model: 'auto', input: ['alpha'] });
+      assert.equal(auto.status, 200);
+      assert.equal(((await auto.json()) as { embeddings: number[][] }).embeddings[0]?.length, 64);
+      const pinned = await post('/v1/embeddings', { model: 'bridge/complex', input: 'alpha', encoding_format: 'float' });
+      assert.equal(pinned.status, 200);
+      assert.equal(((await pinned.json()) as { data: Array<{ embedding: number[] }> }).data[0]?.embedding.length, 64);
     });
 
     it('rejects a malformed inline completion in OpenAI’s shape', async () => {

@@ -240,7 +240,16 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     const model = modelNamed(req.body);
     return model === undefined ? primary : context.router.backendFor(model);
   };
-  router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
+  router.post(
+    ['/api/embed', '/api/embeddings'],
+    (req, _res, next) => {
+      // A virtual model (both model lists show it) embeds with a real one; the body goes upstream with that name.
+      const requested = modelNamed(req.body);
+      if (requested !== undefined) (req.body as Record<string, unknown>).model = context.router.embeddingModel(requested);
+      next();
+    },
+    passthrough(byModel),
+  );
 
   router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
 

@@ -86,7 +86,7 @@ export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
   const completions: ApiHandler = async (req, res) => {
     const request = parseBody(completionRequestSchema, req);
     if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
-    await serveCompletion(context, req, res, request.model, request, false);
+    await serveCompletion(context, req, res, request.model, request);
   };
 
   return [
@@ -121,7 +121,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
 
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req);
-    const backend = await context.router.backendFor(request.model);
+    const model = context.router.embeddingModel(request.model);
+    const backend = await context.router.backendFor(model);
     requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
@@ -130,9 +131,9 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         method: 'POST',
         path: '/api/embed',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: request.model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
+        body: JSON.stringify({ model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
         signal: abort.signal,
-        model: request.model,
+        model,
       });
       const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
