@@ -22,7 +22,10 @@ import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
+import { normalizeResidency, seedFor, tierConfigOf } from './routing/residency.js';
 import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
+import { Scheduler } from './routing/scheduler.js';
+import { canonicalModelName } from './upstream/ollama-api.js';
 import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
@@ -108,9 +111,27 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const settings = settingsFrom(config);
   const router = new Router(config, backends, catalog, settings);
   const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const backendNamed = new Map(backends.map((b) => [b.name, b]));
+  const slotsOf = new Map(config.backends.map((b) => [b.name, b.parallel ?? (b.manage ? config.ollama.num_parallel : 1)]));
+  // Both read the other only later, at scrape time and at each dispatch.
+  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, () => scheduler.snapshot());
+  const scheduler = new Scheduler({
+    enabled: config.routing.scheduler.enabled,
+    ageBoostMs: config.routing.scheduler.age_boost_ms,
+    fimMaxWaitMs: config.routing.scheduler.fim_max_wait_ms,
+    slots: (backend) => slotsOf.get(backend) ?? 1,
+    resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model) ?? false,
+    seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
+    onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
+  });
+  const loadedContext = (backend: string, model: string): number | undefined =>
+    backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     fallback: () => (settings.fallbackEnabled ? providers : []),
+    scheduler,
+    laneRules: config.routing.scheduler.lane_rules,
+    prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
   };
 
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -130,7 +151,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus);
+
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -165,7 +186,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     placements = placeModels(backends, gpuMonitor.status, (name) => manager.deviceOf(name), listeners);
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
-  router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;
+  router.coldLoadFits = (backend, model) => checkFit(model, backend, seedFor(config, settings, model, catalog.sizeOf(model)).sizeBytes, placementOf(backend.name), gpuMonitor.status).fits;
   let feed: StateFeed | undefined;
   const changed = (): void => {
     refreshPlacements();
@@ -198,6 +219,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,
+    scheduler: scheduler.snapshot(),
   });
   // The state snapshot is synchronous: it shows the model list as of the last refresh.
   let catalogCache: Awaited<ReturnType<typeof catalog.models>> | undefined;
@@ -266,6 +288,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       // Open dashboard streams end first, so they do not hold the server up for the grace period.
       clearInterval(modelsTimer);
       stateFeed.close();
+      scheduler.stop();
       await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
       await monitor.stop();
       await gpuMonitor.stop();

@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
+import { classifyLane, clientKey, type Lane, type LaneRule } from '../routing/lanes.js';
 import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { QueueDropped, type DropReason, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { GenerationSource } from '../upstream/source.js';
@@ -37,11 +39,15 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
-/** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
+/** What serving a generation needs besides the route: the retry budget, the cloud fallback, the queue. */
 export interface GenerationPolicy {
   maxRetries: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
+  scheduler: Scheduler;
+  laneRules: readonly LaneRule[];
+  /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
+  prepare(body: Record<string, unknown>, backend: string, model: string): Record<string, unknown>;
 }
 
 /** How a generation was served, kept on res.locals for the history and the metrics. */
@@ -53,6 +59,11 @@ export interface GenerationOutcome {
   firstTokenMs: number | null;
   results: GenerationResult[] | null;
   error: string | null;
+  lane: Lane;
+  /** Time spent in the bridge's queue, over all tries. */
+  queueMs: number;
+  /** Ghost text the scheduler answered empty instead of sending it upstream. */
+  dropped: DropReason | null;
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -131,14 +142,14 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
   client.addEventListener('abort', onClient, { once: true });
   try {
     const streams = await Promise.all(
       plan.bodies.map((body) =>
-        source.generate({ path: plan.path, body: { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
+        source.generate({ path: plan.path, body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
@@ -183,20 +194,50 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
   return results;
 }
 
+/** What the scheduler learns from a finished try: Ollama's own load and prompt figures. */
+function completionOf(outcome: GenerationOutcome): Parameters<Slot['release']>[0] {
+  const final = outcome.results?.[0]?.final;
+  if (outcome.results === null || outcome.error !== null || final === undefined) return { ok: false };
+  return { ok: true, loadDurationNs: final.load_duration, promptEvalCount: final.prompt_eval_count, promptEvalDurationNs: final.prompt_eval_duration };
+}
+
 /**
- * Runs a generation and writes it in the surface's format. The upstream is always asked to
- * stream; the answer is forwarded line by line, or gathered for `stream: false`. As long as nothing
- * was sent to the client (a stream: until its first line; a whole answer: until it is complete),
- * a failing backend is replaced by the next candidate (up to maxRetries, with a jittered
- * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
- * error form.
+ * The answer for ghost text the scheduler dropped (superseded by a newer keystroke, or too late to
+ * be useful): a normal, empty completion in the surface's own format, so the editor shows nothing
+ * instead of an error.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
+function answerEmpty(res: Response, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
+  const final: OllamaChunk = { model: route.model, created_at: new Date().toISOString(), done: true, done_reason: 'stop', ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }) };
+  const results = plan.bodies.map((): GenerationResult => ({ content: '', thinking: '', toolCalls: [], final }));
+  res.setHeader('x-bridge-dropped', reason);
+  setRouteHeaders(res, route, 'none', route.model);
+  if (!plan.stream) {
+    res.status(200).json(plan.format.whole(results));
+    return;
+  }
+  res.status(200);
+  res.setHeader('content-type', plan.format.streamContentType);
+  res.setHeader('cache-control', 'no-cache');
+  res.end(plan.bodies.map((_, index) => plan.format.chunk(final, index)).join('') + plan.format.end(results));
+}
+
+/**
+ * Runs a generation and writes it in the surface's format. Each try on a local backend first
+ * waits for a slot in the scheduler (which, with dual-GPU on, also picks the backend); a client
+ * that hangs up while waiting is never sent upstream. The upstream is always asked to stream; the
+ * answer is forwarded line by line, or gathered for `stream: false`. As long as nothing was sent
+ * to the client (a stream: until its first line; a whole answer: until it is complete), a failing
+ * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
+ * the cloud fallback. After that, a break ends the stream in the surface's own error form.
+ */
+export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan, input: RouteInput): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
+  const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers };
+  const lane = classifyLane(laneInput, policy.laneRules).lane;
+  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, lane, queueMs: 0, dropped: null };
   res.locals.generation = outcome;
   const started = performance.now();
 
@@ -213,7 +254,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
     let opened: Opened;
     try {
-      opened = await open(source, plan, route.model, req, client.signal);
+      opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
     } catch (error) {
       if (client.signal.aborted) return true;
       failed(source, error);
@@ -242,17 +283,53 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   };
 
   const candidates = route.candidates;
+  const tried = new Set<string>();
   for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
-    // The next candidate that can still take traffic (a refused connection marks one down at once).
+    // Candidates that can still take traffic (a refused connection marks one down at once),
+    // starting at the next one in turn; ones not tried yet first.
     const shift = retry % candidates.length;
-    const source = [...candidates.slice(shift), ...candidates.slice(0, shift)].find((b) => b.health.canTake());
-    if (source === undefined) break;
+    const usable = [...candidates.slice(shift), ...candidates.slice(0, shift)].filter((b) => b.health.canTake());
+    const fresh = usable.filter((b) => !tried.has(b.name));
+    const pool = fresh.length > 0 ? fresh : usable;
+    if (pool.length === 0) break;
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
       if (client.signal.aborted) return;
     }
-    if (await serveFrom(source)) return;
+    let slot: Slot;
+    try {
+      slot = await policy.scheduler.admit({
+        model: route.model,
+        choices: (route.spread ? pool : pool.slice(0, 1)).map((b) => b.name),
+        lane,
+        client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
+        promptTokens: input.signals.approxTokens,
+        weight: plan.bodies.length,
+        signal: client.signal,
+      });
+    } catch (error) {
+      if (client.signal.aborted || res.destroyed) return;
+      if (error instanceof QueueDropped && error.reason !== 'stopping') {
+        outcome.dropped = error.reason;
+        answerEmpty(res, route, plan, error.reason);
+        return;
+      }
+      outcome.error = (error as Error).message;
+      sendError(res, plan.surface, 503, `no backend can serve this request: ${(error as Error).message}`, 'no_backend_available');
+      return;
+    }
+    outcome.queueMs += slot.queuedMs;
+    if (retry === 0 && slot.why !== '') route.reason = `${route.spread ? route.modelReason : route.reason}; ${slot.why}`;
+    const source = pool.find((b) => b.name === slot.backend) as (typeof pool)[number];
+    tried.add(source.name);
+    let served: boolean;
+    try {
+      served = await serveFrom(source);
+    } finally {
+      slot.release(completionOf(outcome));
+    }
+    if (served) return;
     if (lastError !== undefined && !retriable(lastError)) break;
   }
 
@@ -350,5 +427,5 @@ export async function routeAndServe(
     }
     throw error;
   }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input);
 }

@@ -5,8 +5,8 @@ import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';
 
-/** Chooses the backend for one request. */
-export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
+/** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
+export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
 /**
  * Forwards the request to one backend as it is and streams the answer back.
@@ -15,7 +15,8 @@ export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
     const surface = surfaceOf(req.path);
-    const backend = await choose(req);
+    const backend = await choose(req, res);
+    if (backend === undefined) return;
     if (afterEach !== undefined) res.once('close', afterEach);
     res.locals.backend = backend.name;
     const abort = new AbortController();

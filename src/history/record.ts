@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import { surfaceOf } from '../api/errors.js';
 import type { GenerationOutcome } from '../api/generation.js';
+import { dropMessage } from '../routing/scheduler.js';
 import type { Backend } from '../upstream/backend.js';
 import type { HistoryRecord } from './store.js';
 
@@ -30,8 +31,10 @@ export function historyRecord(req: Request, res: Response, outcome: GenerationOu
     retries: outcome.retries,
     fallback: outcome.fallback,
     status: res.statusCode,
-    outcome: !finished ? 'cancelled' : outcome.error !== null || res.statusCode >= 400 ? 'error' : 'ok',
-    error: outcome.error,
+    outcome: !finished ? 'cancelled' : outcome.dropped !== null ? 'dropped' : outcome.error !== null || res.statusCode >= 400 ? 'error' : 'ok',
+    error: outcome.dropped !== null ? dropMessage(outcome.dropped) : outcome.error,
+    lane: outcome.lane,
+    queueMs: Math.round(outcome.queueMs * 10) / 10,
     ttftMs: outcome.firstTokenMs === null ? null : Math.round(outcome.firstTokenMs * 10) / 10,
     totalMs: Math.round(totalMs * 10) / 10,
     tokensIn: sum((r) => r.final.prompt_eval_count),

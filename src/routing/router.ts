@@ -50,6 +50,10 @@ export interface RouteDecision {
   candidates: Backend[];
   tier: Tier | null;
   reason: string;
+  /** Why this model: the classification, or the model the client named. */
+  modelReason: string;
+  /** Whether any candidate may serve it (dual-GPU on), or the first one only, the rest as failover. */
+  spread: boolean;
 }
 
 export class RouteError extends Error {
@@ -175,7 +179,8 @@ export class Router {
     if (virtual === undefined) {
       const model = input.requestedModel;
       const { candidates, why } = await this.rank(model, null);
-      return { requestedModel: model, model, candidates, tier: null, reason: `model '${model}' requested; ${why}` };
+      const modelReason = `model '${model}' requested`;
+      return { requestedModel: model, model, candidates, tier: null, reason: `${modelReason}; ${why}`, modelReason, spread: this.settings.dualGpu };
     }
 
     const classified = virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
@@ -197,11 +202,6 @@ export class Router {
     if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
       throw new RouteError(404, `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`);
     }
-    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}` };
-  }
-
-  /** The best backend for a request that is not a generation (embeddings); the primary when none can take it. */
-  async backendFor(model: string): Promise<Backend> {
-    return (await this.rank(model, null)).candidates[0] ?? this.primary;
+    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, spread: this.settings.dualGpu };
   }
 }

@@ -35,9 +35,17 @@ export interface SchedulerOptions {
 /** Why a request left the queue without being sent upstream. */
 export type DropReason = 'superseded' | 'deadline' | 'stopping';
 
+const DROP_MESSAGES: Record<DropReason, string> = {
+  superseded: 'superseded by a newer ghost-text request',
+  deadline: 'waited longer than fim_max_wait_ms',
+  stopping: 'the bridge is stopping',
+};
+
+export const dropMessage = (reason: DropReason): string => DROP_MESSAGES[reason];
+
 export class QueueDropped extends Error {
   constructor(readonly reason: DropReason) {
-    super(reason === 'superseded' ? 'superseded by a newer ghost-text request' : reason === 'deadline' ? 'waited longer than fim_max_wait_ms' : 'the bridge is stopping');
+    super(DROP_MESSAGES[reason]);
     this.name = 'QueueDropped';
   }
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import express, { type Request, type Router as ExpressRouter } from 'express';
+import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { chatSignals, completionSignals, needsOf } from '../../routing/signals.js';
@@ -7,6 +7,7 @@ import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
@@ -230,9 +231,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     });
   });
 
-  const byModel = async (req: Request): Promise<Backend> => {
+  const byModel = async (req: Request, res: Response): Promise<Backend | undefined> => {
     const model = modelNameOf(req.body);
-    return model === undefined ? primary : context.router.backendFor(model);
+    return model === undefined ? primary : admitRelayed(context, req, res, model);
   };
   router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
 

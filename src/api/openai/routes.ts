@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { chatSignals, needsOf } from '../../routing/signals.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
+import { admitRelayed } from '../admit.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { routeAndServe } from '../generation.js';
@@ -101,7 +102,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req, res, 'openai');
     if (request === undefined) return;
-    const backend = await context.router.backendFor(request.model);
+    const backend = await admitRelayed(context, req, res, request.model);
+    if (backend === undefined) return;
     res.locals.backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());

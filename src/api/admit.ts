@@ -1,0 +1,36 @@
+import type { Request, Response } from 'express';
+import { classifyLane } from '../routing/lanes.js';
+import type { Backend } from '../upstream/backend.js';
+import { primaryOf, type ApiContext } from './context.js';
+import { sendError, surfaceOf } from './errors.js';
+
+/**
+ * Waits in the scheduler for a request that is relayed as it is (embeddings), in the background
+ * lane unless a rule says otherwise, and holds its slot until the answer is sent. Resolves to the
+ * backend to send it to, or undefined when the client left while it waited.
+ */
+export async function admitRelayed(context: ApiContext, req: Request, res: Response, model: string): Promise<Backend | undefined> {
+  const { candidates } = await context.router.rank(model, null);
+  if (candidates.length === 0) return primaryOf(context);
+  const abort = new AbortController();
+  const onClose = (): void => abort.abort();
+  res.once('close', onClose);
+  const { lane } = classifyLane({ kind: 'embedding', path: req.path, headers: req.headers }, context.policy.laneRules);
+  try {
+    const slot = await context.policy.scheduler.admit({
+      model,
+      choices: (context.router.settings.dualGpu ? candidates : candidates.slice(0, 1)).map((b) => b.name),
+      lane,
+      client: null,
+      promptTokens: 0,
+      signal: abort.signal,
+    });
+    res.off('close', onClose);
+    res.once('close', () => slot.release());
+    return candidates.find((b) => b.name === slot.backend);
+  } catch {
+    // The client hung up while queued, or the bridge is stopping: nothing was sent upstream.
+    if (!res.destroyed) sendError(res, surfaceOf(req.path), 503, 'the bridge is stopping', 'no_backend_available');
+    return undefined;
+  }
+}
