@@ -123,6 +123,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model) ?? false,
     seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
     onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
+    // One /api/ps after a cold load, so the next choice knows the model is there now.
+    onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),
   });
   const loadedContext = (backend: string, model: string): number | undefined =>
     backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;

@@ -320,7 +320,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       return;
     }
     outcome.queueMs += slot.queuedMs;
-    if (retry === 0 && slot.why !== '') route.reason = `${route.spread ? route.modelReason : route.reason}; ${slot.why}`;
+    if (retry === 0 && slot.why !== '') route.reason = route.spread ? `${route.modelReason}; ${slot.why}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
     const source = pool.find((b) => b.name === slot.backend) as (typeof pool)[number];
     tried.add(source.name);
     let served: boolean;

@@ -52,6 +52,8 @@ export interface RouteDecision {
   reason: string;
   /** Why this model: the classification, or the model the client named. */
   modelReason: string;
+  /** Why the candidates are in this order; the scheduler's estimates replace it unless they tie. */
+  rankReason: string;
   /** Whether any candidate may serve it (dual-GPU on), or the first one only, the rest as failover. */
   spread: boolean;
 }
@@ -180,7 +182,7 @@ export class Router {
       const model = input.requestedModel;
       const { candidates, why } = await this.rank(model, null);
       const modelReason = `model '${model}' requested`;
-      return { requestedModel: model, model, candidates, tier: null, reason: `${modelReason}; ${why}`, modelReason, spread: this.settings.dualGpu };
+      return { requestedModel: model, model, candidates, tier: null, reason: `${modelReason}; ${why}`, modelReason, rankReason: why, spread: this.settings.dualGpu };
     }
 
     const classified = virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
@@ -202,6 +204,6 @@ export class Router {
     if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
       throw new RouteError(404, `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`);
     }
-    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, spread: this.settings.dualGpu };
+    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, rankReason: why, spread: this.settings.dualGpu };
   }
 }

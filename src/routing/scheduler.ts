@@ -30,6 +30,8 @@ export interface SchedulerOptions {
   clock?: Clock;
   /** Told each time a request leaves a queue for upstream, with how long it waited. */
   onDispatch?(lane: Lane, waitMs: number): void;
+  /** Told when a request that found its model not resident ended: what the backend holds changed. */
+  onColdLoad?(backend: string): void;
 }
 
 /** Why a request left the queue without being sent upstream. */
@@ -80,6 +82,8 @@ export interface Slot {
   readonly queuedMs: number;
   /** The estimates behind the choice, for the route reason (empty with the scheduler off). */
   readonly why: string;
+  /** Whether another backend's estimate was as good, so the router's order decided. */
+  readonly tie: boolean;
   release(completion?: Completion): void;
 }
 
@@ -101,6 +105,7 @@ interface Entry {
   client: string | null;
   weight: number;
   why: string;
+  tie: boolean;
   pool: Pool;
   grant(slot: Slot): void;
   drop(error: Error): void;
@@ -118,7 +123,6 @@ interface Measured {
   loadMs: number | null;
   promptTps: number | null;
   samples: number;
-  lastOkAt: number;
 }
 
 /** Weight of the newest sample in the moving averages. */
@@ -128,8 +132,6 @@ const LOAD_BASE_MS = 500;
 const LOAD_BYTES_PER_MS = (2 * 1024 ** 3) / 1000;
 /** Prompt evaluation rate assumed before one was measured. */
 const SEED_PROMPT_TPS = 1000;
-/** After a request there ended well, the model counts as resident for this long even if /api/ps has not said so yet. */
-const WARM_MS = 30_000;
 /** Estimates closer than this are a tie, which the router's preference breaks. */
 const TIE_MS = 100;
 
@@ -182,13 +184,14 @@ export class Scheduler {
     if (!this.options.enabled) {
       const backend = request.choices[0] as string;
       const pool = this.pool(backend, request.model);
-      return Promise.resolve(this.dispatch(pool, { lane: request.lane, arrivedAt: this.clock.now(), client: request.client, weight, why: '' }));
+      return Promise.resolve(this.dispatch(pool, { lane: request.lane, arrivedAt: this.clock.now(), client: request.client, weight, why: '', tie: false }));
     }
     if (request.lane === 'fim' && request.client !== null) this.supersede(request.client);
 
     const estimates = request.choices.map((backend) => this.estimate(backend, request.model, request.lane, request.promptTokens));
     const best = estimates.reduce((a, b) => (b.ms < a.ms - TIE_MS ? b : a));
     const why = [best, ...estimates.filter((e) => e !== best)].map(describe).join('; ');
+    const tie = estimates.some((e) => e !== best && e.ms - best.ms <= TIE_MS);
     const pool = this.pool(best.backend, request.model);
 
     return new Promise<Slot>((resolve, reject) => {
@@ -207,6 +210,7 @@ export class Scheduler {
         client: request.client,
         weight,
         why,
+        tie,
         pool,
         grant: (slot) => {
           settle();
@@ -239,7 +243,7 @@ export class Scheduler {
     const ahead = running + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
     const slots = this.options.slots(backend);
     const waitMs = ahead < slots ? 0 : ((ahead - slots + 1) * measured.serviceMs) / slots;
-    const resident = this.isResident(backend, model, now);
+    const resident = this.isResident(backend, model);
     const loadMs = resident ? 0 : this.loadEstimate(backend, model);
     const prefillMs = (promptTokens / (measured.promptTps ?? SEED_PROMPT_TPS)) * 1000;
     return { backend, ms: waitMs + loadMs + prefillMs, waitMs, loadMs, prefillMs, resident, running, queued };
@@ -290,13 +294,12 @@ export class Scheduler {
   }
 
   private measuredFor(backend: string, model: string): Measured {
-    return this.measured.get(key(backend, model)) ?? { serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0, lastOkAt: -Infinity };
+    return this.measured.get(key(backend, model)) ?? { serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0 };
   }
 
-  private isResident(backend: string, model: string, now: number): boolean {
-    const pool = this.pools.get(key(backend, model));
-    const lastOk = this.measured.get(key(backend, model))?.lastOkAt ?? -Infinity;
-    return this.options.resident(backend, model) || (pool?.running ?? 0) > 0 || now - lastOk < WARM_MS;
+  /** Resident as of the backend's last report, or busy with the model right now. */
+  private isResident(backend: string, model: string): boolean {
+    return this.options.resident(backend, model) || (this.pools.get(key(backend, model))?.running ?? 0) > 0;
   }
 
   /** A cold load measured there, else measured on another backend, else guessed from the size. */
@@ -346,7 +349,7 @@ export class Scheduler {
 
   private dispatch(pool: Pool, entry: Omit<Entry, 'pool' | 'grant' | 'drop'>): Slot {
     const dispatchedAt = this.clock.now();
-    const resident = this.isResident(pool.backend, pool.model, dispatchedAt);
+    const resident = this.isResident(pool.backend, pool.model);
     pool.running += entry.weight;
     const queuedMs = dispatchedAt - entry.arrivedAt;
     this.options.onDispatch?.(entry.lane, queuedMs);
@@ -356,11 +359,13 @@ export class Scheduler {
       lane: entry.lane,
       queuedMs,
       why: entry.why,
+      tie: entry.tie,
       release: (completion) => {
         if (released) return;
         released = true;
         pool.running -= entry.weight;
         if (completion?.ok === true) this.learn(pool, dispatchedAt, resident, completion);
+        if (!resident) this.options.onColdLoad?.(pool.backend);
         this.pump(pool);
         this.forgetIfIdle(pool);
       },
@@ -377,7 +382,6 @@ export class Scheduler {
       loadMs: old?.loadMs ?? null,
       promptTps: old?.promptTps ?? null,
       samples: samples + 1,
-      lastOkAt: now,
     };
     const load = completion.loadDurationNs;
     if (!wasResident && load !== undefined && Number.isFinite(load) && load > 0) next.loadMs = ewma(next.loadMs, load / 1e6, next.loadMs === null ? 0 : 1);

@@ -49,6 +49,8 @@ export interface RigInstance {
   stop(): Promise<void>;
   /** The last lines of its log, for failure messages. */
   logTail(): string;
+  /** The requests Ollama itself logged (its [GIN] lines), as "POST /api/chat", in the order it finished them. */
+  loggedRequests(): string[];
 }
 
 export interface OllamaRig {
@@ -219,6 +221,18 @@ function createInstance(binary: string, name: string, root: string, port: number
       }
     },
     logTail: () => tail(logFile),
+    loggedRequests: () => {
+      try {
+        return readFileSync(logFile, 'utf8')
+          .split('\n')
+          .flatMap((line) => {
+            const match = line.startsWith('[GIN]') ? /\|\s*([A-Z]+)\s+"([^"]+)"/.exec(line) : null;
+            return match === null ? [] : [`${match[1]} ${match[2]}`];
+          });
+      } catch {
+        return [];
+      }
+    },
   };
   return instance;
 }

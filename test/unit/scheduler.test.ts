@@ -240,7 +240,7 @@ describe('scheduler backend choice', () => {
     const h = harness();
     h.resident.add('gpu1/m');
     const first = await choose(h);
-    assert.equal(first.backend, 'gpu1');
+    assert.deepEqual([first.backend, first.tie], ['gpu1', false]);
     assert.match(first.why, /^gpu1: ~0\.0 s, resident, idle; gpu0: ~2\.5 s, cold load, idle$/);
   });
 
@@ -286,14 +286,18 @@ describe('scheduler backend choice', () => {
 
   it('breaks a tie by the router’s order', async () => {
     const h = harness();
-    assert.equal((await choose(h, { choices: ['gpu1', 'gpu0'] })).backend, 'gpu1');
+    const slot = await choose(h, { choices: ['gpu1', 'gpu0'] });
+    assert.deepEqual([slot.backend, slot.tie], ['gpu1', true]);
   });
 
   it('learns the cold-load time from Ollama’s load_duration and the prompt rate, and shows them', async () => {
-    const h = harness();
+    const coldLoads: string[] = [];
+    const h = harness({ onColdLoad: (backend) => coldLoads.push(backend) });
     const slot = await choose(h, { choices: ['gpu0'] });
     h.clock.advance(3_000);
     slot.release({ ok: true, loadDurationNs: 2_000_000_000, promptEvalCount: 500, promptEvalDurationNs: 250_000_000 });
+    // The backend is asked again what it holds, so the next choice sees the model there.
+    assert.deepEqual(coldLoads, ['gpu0']);
     const pool = h.scheduler.snapshot().pools.find((p) => p.backend === 'gpu0');
     assert.deepEqual([pool?.serviceMs, pool?.loadMs, pool?.promptTokensPerSecond, pool?.samples], [3_000, 2_000, 2_000, 1]);
     // gpu1 has not loaded it yet: the load measured on gpu0 is the best guess for it too.
