@@ -1,4 +1,4 @@
-import { LANES, type ActionName, type ActionPayloads, type BridgeState, type Lane, type Tier } from '../src/control/api-types.js';
+import { describeQueued, queuedPerLane, type ActionName, type ActionPayloads, type BridgeState, type Tier } from '../src/control/api-types.js';
 
 /**
  * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
@@ -113,18 +113,10 @@ export function trayIconState(state: BridgeState): TrayIconState {
   return state.requests.inFlight > 0 ? 'busy' : 'healthy';
 }
 
-/** "4 queued (1 ghost text, 3 chat)": requests waiting in the bridge for a free Ollama slot. */
-function queuedLine(state: BridgeState): string | undefined {
-  if (state.scheduler.queued === 0) return undefined;
-  const names: Record<Lane, string> = { fim: 'ghost text', interactive: 'chat', background: 'background' };
-  const perLane = LANES.map((lane) => [lane, state.scheduler.pools.reduce((sum, p) => sum + p.queued[lane], 0)] as const).filter(([, n]) => n > 0);
-  return `${state.scheduler.queued} queued (${perLane.map(([lane, n]) => `${n} ${names[lane]}`).join(', ')})`;
-}
-
 export function trayTooltip(state: BridgeState, requestsPerMinute: number): string {
   const lines = [`copilot-bridge: ${trayIconState(state)}`, `${requestsPerMinute.toFixed(1)} requests/min`];
-  const queued = queuedLine(state);
-  if (queued !== undefined) lines.push(queued);
+  // Requests waiting in the bridge for a free Ollama slot.
+  if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
   for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
   if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
   return lines.join('\n');

@@ -220,6 +220,26 @@ export interface SchedulerSnapshot {
   dropped: { superseded: number; deadline: number; cancelled: number };
 }
 
+/** What each lane is called in the dashboard and the tray. */
+export const LANE_LABELS: Record<Lane, string> = { fim: 'ghost text', interactive: 'chat', background: 'background' };
+
+/** Requests waiting per lane, over every queue or over those of one backend. */
+export function queuedPerLane(scheduler: SchedulerSnapshot, backend?: string): Record<Lane, number> {
+  const totals: Record<Lane, number> = { fim: 0, interactive: 0, background: 0 };
+  for (const pool of scheduler.pools) {
+    if (backend !== undefined && pool.backend !== backend) continue;
+    for (const lane of LANES) totals[lane] += pool.queued[lane];
+  }
+  return totals;
+}
+
+/** "1 ghost text, 3 chat": the lanes that have requests waiting; '' when none do. */
+export function describeQueued(queued: Record<Lane, number>): string {
+  return LANES.filter((lane) => queued[lane] > 0)
+    .map((lane) => `${queued[lane]} ${LANE_LABELS[lane]}`)
+    .join(', ');
+}
+
 export interface BridgeState {
   startedAt: string;
   url: string;
