@@ -5,6 +5,7 @@ import { RouteError, type RouteDecision, type RouteInput, type Router } from '..
 import { QueueDropped, type DropReason, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
+import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
 
@@ -155,7 +156,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
-      source.noteFailure?.(first.value[1].error);
+      source.noteFailure?.(first.value[1].error, model);
       throw new UpstreamStatusError(500, source.name, first.value[1].error);
     }
     return { source, lines, first: first.done ? undefined : first.value, abort };
@@ -275,23 +276,21 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       return true;
     } catch (error) {
       if (client.signal.aborted) return true;
-      source.noteFailure?.(asFailure(error, source).message);
+      const failure = asFailure(error, source);
+      source.noteFailure?.(failure.message, failure instanceof UpstreamStatusError ? route.model : undefined);
       failed(source, error);
       outcome.source = null;
       return false;
     }
   };
 
-  const candidates = route.candidates;
-  const tried = new Set<string>();
-  for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
-    // Candidates that can still take traffic (a refused connection marks one down at once),
-    // starting at the next one in turn; ones not tried yet first.
-    const shift = retry % candidates.length;
-    const usable = [...candidates.slice(shift), ...candidates.slice(0, shift)].filter((b) => b.health.canTake());
-    const fresh = usable.filter((b) => !tried.has(b.name));
-    const pool = fresh.length > 0 ? fresh : usable;
-    if (pool.length === 0) break;
+  // Each candidate at most once: the same backend asked again for the same request answers the
+  // same error, and each answer would count against its circuit.
+  const untried = [...route.candidates];
+  for (let retry = 0; retry <= policy.maxRetries; retry++) {
+    // Candidates that can still take traffic (a refused connection marks one down at once).
+    const usable = untried.filter((b) => b.canTake(route.model));
+    if (usable.length === 0) break;
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
@@ -301,7 +300,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     try {
       slot = await policy.scheduler.admit({
         model: route.model,
-        choices: (route.spread ? pool : pool.slice(0, 1)).map((b) => b.name),
+        choices: (route.spread ? usable : usable.slice(0, 1)).map((b) => b.name),
         lane,
         client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
         promptTokens: input.signals.approxTokens,
@@ -321,8 +320,8 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     }
     outcome.queueMs += slot.queuedMs;
     if (retry === 0 && slot.why !== '') route.reason = route.spread ? `${route.modelReason}; ${slot.why}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
-    const source = pool.find((b) => b.name === slot.backend) as (typeof pool)[number];
-    tried.add(source.name);
+    const source = usable.find((b) => b.name === slot.backend) as Backend;
+    untried.splice(untried.indexOf(source), 1);
     let served: boolean;
     try {
       served = await serveFrom(source);
@@ -378,7 +377,7 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
     if (typeof event.error === 'string') {
       abort.abort();
-      source.noteFailure?.(event.error);
+      source.noteFailure?.(event.error, route.model);
       fail(event.error, 'upstream_error');
       return false;
     }

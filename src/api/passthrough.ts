@@ -5,6 +5,14 @@ import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';
 
+/** The model a native request names (`model`, or `name` as older clients send it), if any. */
+function modelOf(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const { model, name } = body as { model?: unknown; name?: unknown };
+  if (typeof model === 'string' && model !== '') return model;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
 /** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
 export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
@@ -44,6 +52,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
         headers,
         body,
         signal: abort.signal,
+        model: modelOf(req.body),
       });
     } catch (error) {
       if (abort.signal.aborted) return;
