@@ -27,6 +27,11 @@ export interface SchedulerOptions {
   resident(backend: string, model: string): boolean;
   /** Before anything was measured: a service time (expected_latency_ms) and a size for the cold-load guess. */
   seed(model: string): { serviceMs: number; sizeBytes: number | undefined };
+  /**
+   * What Ollama runs a model as: names of one model file (its digest) share one runner and its
+   * slots, so they share a queue here. Default: the name itself.
+   */
+  identity?(model: string): string;
   clock?: Clock;
   /** Told each time a request leaves a queue for upstream, with how long it waited. */
   onDispatch?(lane: Lane, waitMs: number): void;
@@ -119,6 +124,8 @@ interface Pool {
 }
 
 interface Measured {
+  /** The name the first measured request used. */
+  model: string;
   serviceMs: number;
   loadMs: number | null;
   promptTps: number | null;
@@ -136,7 +143,7 @@ const SEED_PROMPT_TPS = 1000;
 const TIE_MS = 100;
 
 const ewma = (old: number | null, sample: number, samples: number): number => (old === null || samples === 0 ? sample : old * (1 - ALPHA) + sample * ALPHA);
-const key = (backend: string, model: string): string => `${backend}\u0000${model}`;
+const key = (backend: string, identity: string): string => `${backend}\u0000${identity}`;
 const seconds = (ms: number): string => `~${(ms / 1000).toFixed(1)} s`;
 
 /**
@@ -235,7 +242,7 @@ export class Scheduler {
 
   /** Estimated time to first token of a new request of `lane` on `backend`. */
   estimate(backend: string, model: string, lane: Lane, promptTokens: number): Estimate {
-    const pool = this.pools.get(key(backend, model));
+    const pool = this.pools.get(this.key(backend, model));
     const measured = this.measuredFor(backend, model);
     const now = this.clock.now();
     const running = pool?.running ?? 0;
@@ -252,8 +259,10 @@ export class Scheduler {
   snapshot(): SchedulerSnapshot {
     const keys = new Set([...this.pools.keys(), ...this.measured.keys()]);
     const pools: SchedulerPool[] = [...keys].sort().map((k) => {
-      const [backend, model] = k.split('\u0000') as [string, string];
       const pool = this.pools.get(k);
+      const backend = k.slice(0, k.indexOf('\u0000'));
+      // Several names of one model file share a row, named after the first one measured.
+      const model = this.measured.get(k)?.model ?? (pool as Pool).model;
       const measured = this.measuredFor(backend, model);
       const queued = Object.fromEntries(LANES.map((lane) => [lane, pool?.queue.filter((e) => e.lane === lane).length ?? 0])) as Record<Lane, number>;
       return {
@@ -283,8 +292,12 @@ export class Scheduler {
     return Math.max(0, laneRank(entry.lane) - Math.floor((now - entry.arrivedAt) / this.options.ageBoostMs));
   }
 
+  private key(backend: string, model: string): string {
+    return key(backend, this.options.identity?.(model) ?? model);
+  }
+
   private pool(backend: string, model: string): Pool {
-    const k = key(backend, model);
+    const k = this.key(backend, model);
     let pool = this.pools.get(k);
     if (pool === undefined) {
       pool = { backend, model, running: 0, queue: [] };
@@ -294,20 +307,21 @@ export class Scheduler {
   }
 
   private measuredFor(backend: string, model: string): Measured {
-    return this.measured.get(key(backend, model)) ?? { serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0 };
+    return this.measured.get(this.key(backend, model)) ?? { model, serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0 };
   }
 
   /** Resident as of the backend's last report, or busy with the model right now. */
   private isResident(backend: string, model: string): boolean {
-    return this.options.resident(backend, model) || (this.pools.get(key(backend, model))?.running ?? 0) > 0;
+    return this.options.resident(backend, model) || (this.pools.get(this.key(backend, model))?.running ?? 0) > 0;
   }
 
   /** A cold load measured there, else measured on another backend, else guessed from the size. */
   private loadEstimate(backend: string, model: string): number {
-    const here = this.measured.get(key(backend, model))?.loadMs;
+    const here = this.measured.get(this.key(backend, model))?.loadMs;
     if (here !== undefined && here !== null) return here;
+    const identity = this.options.identity?.(model) ?? model;
     for (const [k, m] of this.measured) {
-      if (k.endsWith(`\u0000${model}`) && m.loadMs !== null) return m.loadMs;
+      if (k.endsWith(`\u0000${identity}`) && m.loadMs !== null) return m.loadMs;
     }
     return LOAD_BASE_MS + (this.options.seed(model).sizeBytes ?? 0) / LOAD_BYTES_PER_MS;
   }
@@ -373,11 +387,12 @@ export class Scheduler {
   }
 
   private learn(pool: Pool, dispatchedAt: number, wasResident: boolean, completion: Completion): void {
-    const k = key(pool.backend, pool.model);
+    const k = this.key(pool.backend, pool.model);
     const now = this.clock.now();
     const old = this.measured.get(k);
     const samples = old?.samples ?? 0;
     const next: Measured = {
+      model: old?.model ?? pool.model,
       serviceMs: ewma(old?.serviceMs ?? null, now - dispatchedAt, samples),
       loadMs: old?.loadMs ?? null,
       promptTps: old?.promptTps ?? null,
@@ -394,7 +409,7 @@ export class Scheduler {
   }
 
   private forgetIfIdle(pool: Pool): void {
-    if (pool.running === 0 && pool.queue.length === 0) this.pools.delete(key(pool.backend, pool.model));
+    if (pool.running === 0 && pool.queue.length === 0) this.pools.delete(this.key(pool.backend, pool.model));
   }
 }
 

@@ -210,6 +210,17 @@ describe('scheduler queues', () => {
     assert.ok(fim.slot() !== undefined);
   });
 
+  it('queues two names of one model file together: Ollama runs them in one runner with one set of slots', async () => {
+    const h = harness({ identity: (model) => (model === 'alias' ? 'm' : model) });
+    const order: string[] = [];
+    request(h, 'm', order);
+    request(h, 'alias', order, { model: 'alias' });
+    request(h, 'other', order, { model: 'other' });
+    await settled();
+    assert.deepEqual(order, ['m', 'other']);
+    assert.deepEqual(h.scheduler.snapshot().pools.map((p) => [p.model, p.running, p.queued.interactive]), [['m', 1, 1], ['other', 1, 0]]);
+  });
+
   it('answers queued requests with "stopping" when stopped', async () => {
     const h = harness();
     const order: string[] = [];
