@@ -27,6 +27,8 @@ const GHOST_TOKENS = 4;
 const CHAT_CLIENTS = 3;
 const CHAT_TOKENS = 24;
 const EMBED_EVERY_MS = 1000;
+/** OLLAMA_NUM_PARALLEL of each instance: one slot for chats and one kept for ghost text (routing.scheduler.fim_reserved_slots). */
+const SLOTS = 2;
 
 const SIMPLE = process.env.WORKLOAD_SIMPLE ?? RIG_MODELS.simple;
 const COMPLEX = process.env.WORKLOAD_COMPLEX ?? RIG_MODELS.complex;
@@ -116,6 +118,8 @@ interface Sent {
   cancelledAt: number | null;
   /** The bridge answered it empty (superseded or too late). */
   dropped: boolean;
+  /** An error status or an error line instead of an answer. */
+  failed: boolean;
 }
 
 interface Target {
@@ -137,7 +141,7 @@ async function replay(target: Target, relays: Relay[], seconds: number): Promise
   const controllers = new Set<AbortController>();
 
   const run = async (kind: Kind, call: (text: string, signal: AbortSignal) => Promise<Response>, text: string): Promise<Sent> => {
-    const record: Sent = { id: nextId++, kind, sentAt: performance.now(), firstTokenAt: null, endedAt: null, cancelledAt: null, dropped: false };
+    const record: Sent = { id: nextId++, kind, sentAt: performance.now(), firstTokenAt: null, endedAt: null, cancelledAt: null, dropped: false, failed: false };
     sent.push(record);
     const abort = new AbortController();
     controllers.add(abort);
@@ -145,11 +149,14 @@ async function replay(target: Target, relays: Relay[], seconds: number): Promise
     try {
       const response = await call(`req-${record.id} ${text}`, abort.signal);
       record.dropped = response.headers.get('x-bridge-dropped') !== null;
+      record.failed = response.status !== 200;
       const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (record.firstTokenAt === null && !record.dropped && value.byteLength > 0) record.firstTokenAt = performance.now();
+        if (decoder.decode(value, { stream: true }).includes('"error"')) record.failed = true;
+        if (record.firstTokenAt === null && !record.dropped && !record.failed && value.byteLength > 0) record.firstTokenAt = performance.now();
       }
       record.endedAt = performance.now();
     } catch {
@@ -198,7 +205,7 @@ async function replay(target: Target, relays: Relay[], seconds: number): Promise
       samples.push({
         busy: relays.map((r) => r.inFlight > 0),
         // Work waiting for a backend: in Ollama's own queue (beyond its one slot) or in the bridge's.
-        queued: relays.map((r) => Math.max(0, r.inFlight - 1) + (bridgeQueued[r.name] ?? 0)),
+        queued: relays.map((r) => Math.max(0, r.inFlight - SLOTS) + (bridgeQueued[r.name] ?? 0)),
       });
       await sleep(100);
     }
@@ -220,6 +227,8 @@ const percentile = (values: number[], p: number): number | null => {
 interface Summary {
   ghost: { sent: number; answered: number; cancelled: number; dropped: number; ttftP50: number | null; ttftP95: number | null };
   chat: { answered: number; ttftP50: number | null; ttftP95: number | null };
+  /** Requests answered with an error (any kind). */
+  errors: number;
   embeddings: number;
   /** Tokens Ollama generated after the client had cancelled, over all cancelled requests. */
   tokensAfterCancel: number;
@@ -256,7 +265,8 @@ function summarize(sent: Sent[], samples: Array<{ busy: boolean[]; queued: numbe
       ttftP95: round(percentile(ttft(ghosts), 95)),
     },
     chat: { answered: ttft(chats).length, ttftP50: round(percentile(ttft(chats), 50)), ttftP95: round(percentile(ttft(chats), 95)) },
-    embeddings: sent.filter((s) => s.kind === 'embed' && s.endedAt !== null).length,
+    embeddings: sent.filter((s) => s.kind === 'embed' && s.endedAt !== null && !s.failed).length,
+    errors: sent.filter((s) => s.failed).length,
     tokensAfterCancel: cancelled.reduce((sum, s) => sum + after(s), 0),
     tokensForCancelledWhileQueued: whileQueued.reduce((sum, s) => sum + after(s), 0),
     cancelledWhileQueuedSentToOllama: whileQueued.filter((s) => relays.some((r) => r.seen.has(s.id))).length,
@@ -305,7 +315,7 @@ async function startBridgeProcess(relays: Relay[], scheduler: boolean, children:
     path.join(dir, 'config.yaml'),
     `dual_gpu: true
 backends:
-${relays.map((r, i) => `  - { name: ${r.name}, url: "${r.url}", gpu: ${i} }`).join('\n')}
+${relays.map((r, i) => `  - { name: ${r.name}, url: "${r.url}", gpu: ${i}, parallel: ${SLOTS} }`).join('\n')}
 models:
   simple: { name: "${SIMPLE}", gpu_preference: 0 }
   complex: { name: "${COMPLEX}", gpu_preference: 0 }
@@ -314,6 +324,7 @@ gpu_monitor:
 routing:
   scheduler:
     enabled: ${scheduler}
+    fim_reserved_slots: 1
 monitoring:
   logging:
     level: warn
@@ -344,7 +355,7 @@ export async function runWorkload(): Promise<void> {
   if (process.env.WORKLOAD_OLLAMA !== undefined) {
     upstreams = process.env.WORKLOAD_OLLAMA.split(',').map((u) => new URL(u.trim()));
   } else {
-    rig = await startRig(2);
+    rig = await startRig(2, SLOTS);
     upstreams = rig.instances.map((i) => new URL(i.url));
   }
   const relays = upstreams.map((u, i) => new Relay(`gpu${i}`, u));
@@ -386,8 +397,8 @@ function writeResults(results: Record<string, Summary>): void {
   const section = [
     '## Workload: what users feel on two real Ollama instances',
     '',
-    `${machine}. Two Ollama ${process.env.WORKLOAD_OLLAMA === undefined ? '0.11.4 instances of the test rig (CPU, tiny random-weight model, one model file behind both tier names, OLLAMA_NUM_PARALLEL=1)' : `instances at ${process.env.WORKLOAD_OLLAMA}`}; ${PHASE_SECONDS} s per configuration, one after the other in one run.`,
-    `Workload: ghost text (${GHOST_TOKENS} tokens) on every keystroke, ${KEYSTROKES_PER_BURST} keystrokes ${KEYSTROKE_MS} ms apart then a ${TYPING_PAUSE_MS} ms pause, each keystroke cancelling the request before; ${CHAT_CLIENTS} chat clients streaming ${CHAT_TOKENS}-token answers back to back; one client sending embeddings every ${EMBED_EVERY_MS / 1000} s. Both tiers prefer GPU 0, as in the seed deployment's config, and the model starts loaded on GPU 0 only.`,
+    `${machine}. Two Ollama ${process.env.WORKLOAD_OLLAMA === undefined ? '0.11.4 instances of the test rig (CPU, tiny random-weight model, one model file behind both tier names, OLLAMA_NUM_PARALLEL=${SLOTS})' : `instances at ${process.env.WORKLOAD_OLLAMA}`}; ${PHASE_SECONDS} s per configuration, one after the other in one run.`,
+    `Workload: ghost text (${GHOST_TOKENS} tokens) on every keystroke, ${KEYSTROKES_PER_BURST} keystrokes ${KEYSTROKE_MS} ms apart then a ${TYPING_PAUSE_MS} ms pause, each keystroke cancelling the request before; ${CHAT_CLIENTS} chat clients streaming ${CHAT_TOKENS}-token answers back to back; one client sending embeddings every ${EMBED_EVERY_MS / 1000} s. Both tiers prefer GPU 0, as in the seed deployment's config, and the model starts loaded on GPU 0 only. The bridge knows each instance's ${SLOTS} slots (\`parallel: ${SLOTS}\`) and keeps one for ghost text (\`fim_reserved_slots: 1\`, which only the scheduler uses).`,
     '',
     '| measure | (a) direct to one Ollama | (b) bridge, scheduler off | (c) bridge, scheduler on | target |',
     '| --- | --- | --- | --- | --- |',
@@ -396,7 +407,7 @@ function writeResults(results: Record<string, Summary>): void {
     `| ghost text sent / answered / cancelled by typing / answered empty by the bridge | ${rows((s) => `${s.ghost.sent} / ${s.ghost.answered} / ${s.ghost.cancelled} / ${s.ghost.dropped}`)} | |`,
     `| chat first token p50 | ${rows((s) => ms(s.chat.ttftP50))} | |`,
     `| chat first token p95 | ${rows((s) => ms(s.chat.ttftP95))} | |`,
-    `| chat answers / embeddings done | ${rows((s) => `${s.chat.answered} / ${s.embeddings}`)} | |`,
+    `| chat answers / embeddings done / errors | ${rows((s) => `${s.chat.answered} / ${s.embeddings} / ${s.errors}`)} | |`,
     `| tokens Ollama generated after the client cancelled | ${rows((s) => String(s.tokensAfterCancel))} | |`,
     `| requests cancelled while waiting (before a first token): how many reached Ollama, tokens generated for them | ${rows((s) => `${s.cancelledWhileQueuedSentToOllama} of ${s.cancelledWhileQueued}, ${s.tokensForCancelledWhileQueued} tokens`)} | (c) 0 tokens |`,
     `| share of time a backend sat idle while another had work waiting | ${rows(share)} | (c) <= 20%: worst ${Math.round(worstIdle * 100)}% |`,

@@ -119,6 +119,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     enabled: config.routing.scheduler.enabled,
     ageBoostMs: config.routing.scheduler.age_boost_ms,
     fimMaxWaitMs: config.routing.scheduler.fim_max_wait_ms,
+    fimReservedSlots: config.routing.scheduler.fim_reserved_slots,
     slots: (backend) => slotsOf.get(backend) ?? 1,
     resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model) ?? false,
     seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),

@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { classifyLane } from '../routing/lanes.js';
+import { schedulerChoices } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import { primaryOf, type ApiContext } from './context.js';
 import { sendError, surfaceOf } from './errors.js';
@@ -10,7 +11,7 @@ import { sendError, surfaceOf } from './errors.js';
  * backend to send it to, or undefined when the client left while it waited.
  */
 export async function admitRelayed(context: ApiContext, req: Request, res: Response, model: string): Promise<Backend | undefined> {
-  const { candidates } = await context.router.rank(model, null);
+  const { candidates, noRoom } = await context.router.rank(model, null);
   if (candidates.length === 0) return primaryOf(context);
   const abort = new AbortController();
   const onClose = (): void => abort.abort();
@@ -19,7 +20,7 @@ export async function admitRelayed(context: ApiContext, req: Request, res: Respo
   try {
     const slot = await context.policy.scheduler.admit({
       model,
-      choices: (context.router.settings.dualGpu ? candidates : candidates.slice(0, 1)).map((b) => b.name),
+      choices: schedulerChoices(context.router.settings.dualGpu, noRoom, candidates).map((b) => b.name),
       lane,
       client: null,
       promptTokens: 0,

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
 import { classifyLane, clientKey, type Lane, type LaneRule } from '../routing/lanes.js';
-import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { RouteError, schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type DropReason, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
@@ -300,7 +300,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     try {
       slot = await policy.scheduler.admit({
         model: route.model,
-        choices: (route.spread ? usable : usable.slice(0, 1)).map((b) => b.name),
+        choices: schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name),
         lane,
         client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
         promptTokens: input.signals.approxTokens,

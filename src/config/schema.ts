@@ -142,6 +142,8 @@ export const configSchema = z.strictObject({
           fim_max_wait_ms: z.number().int().positive().default(1500),
           /** Each time a request waits this long it moves up one lane, so no lane starves. */
           age_boost_ms: z.number().int().positive().default(10_000),
+          /** Slots per backend and model only ghost text may use (give Ollama that many more with backends[].parallel). */
+          fim_reserved_slots: z.number().int().min(0).default(0),
         })
         .prefault({}),
       circuit_breaker: z

@@ -21,6 +21,8 @@ export interface SchedulerOptions {
   enabled: boolean;
   ageBoostMs: number;
   fimMaxWaitMs: number;
+  /** Slots of each queue only ghost text may use, so it never waits for a running chat (other lanes keep at least one). */
+  fimReservedSlots: number;
   /** Requests Ollama runs at once per model on this backend. */
   slots(backend: string): number;
   /** Whether the backend holds the model in memory (its last /api/ps). */
@@ -120,6 +122,8 @@ interface Pool {
   backend: string;
   model: string;
   running: number;
+  /** Of those, requests not in the fim lane: only they are kept out of reserved slots. */
+  runningOther: number;
   queue: Entry[];
 }
 
@@ -248,7 +252,7 @@ export class Scheduler {
     const running = pool?.running ?? 0;
     const queued = pool?.queue.length ?? 0;
     const ahead = running + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
-    const slots = this.options.slots(backend);
+    const slots = this.capacity(backend, lane);
     const waitMs = ahead < slots ? 0 : ((ahead - slots + 1) * measured.serviceMs) / slots;
     const resident = this.isResident(backend, model);
     const loadMs = resident ? 0 : this.loadEstimate(backend, model);
@@ -300,7 +304,7 @@ export class Scheduler {
     const k = this.key(backend, model);
     let pool = this.pools.get(k);
     if (pool === undefined) {
-      pool = { backend, model, running: 0, queue: [] };
+      pool = { backend, model, running: 0, runningOther: 0, queue: [] };
       this.pools.set(k, pool);
     }
     return pool;
@@ -345,19 +349,30 @@ export class Scheduler {
     this.forgetIfIdle(entry.pool);
   }
 
-  /** Hands free slots to the best queued requests. */
+  /** Slots a request of `lane` may use on a backend: all for ghost text, the unreserved ones for the rest. */
+  private capacity(backend: string, lane: Lane): number {
+    const slots = this.options.slots(backend);
+    return lane === 'fim' ? slots : Math.max(1, slots - this.options.fimReservedSlots);
+  }
+
+  /** Whether `entry` may start now: a free slot, and for other lanes than fim one outside the reserve. */
+  private fits(pool: Pool, entry: Entry): boolean {
+    if (pool.running === 0) return true;
+    if (pool.running + entry.weight > this.options.slots(pool.backend)) return false;
+    return entry.lane === 'fim' || pool.runningOther + entry.weight <= this.capacity(pool.backend, entry.lane);
+  }
+
+  /** Hands free slots to queued requests, best first: the first in lane order (then arrival) that fits. */
   private pump(pool: Pool): void {
-    const slots = this.options.slots(pool.backend);
-    while (pool.queue.length > 0) {
+    for (;;) {
       const now = this.clock.now();
-      let best = pool.queue[0] as Entry;
-      for (const entry of pool.queue) {
-        const [a, b] = [this.rankOf(entry, now), this.rankOf(best, now)];
-        if (a < b || (a === b && entry.arrivedAt < best.arrivedAt)) best = entry;
-      }
-      if (pool.running > 0 && pool.running + best.weight > slots) return;
-      pool.queue.splice(pool.queue.indexOf(best), 1);
-      best.grant(this.dispatch(pool, best));
+      const next = pool.queue
+        .map((entry) => ({ entry, rank: this.rankOf(entry, now) }))
+        .sort((a, b) => a.rank - b.rank || a.entry.arrivedAt - b.entry.arrivedAt)
+        .find(({ entry }) => this.fits(pool, entry))?.entry;
+      if (next === undefined) return;
+      pool.queue.splice(pool.queue.indexOf(next), 1);
+      next.grant(this.dispatch(pool, next));
     }
   }
 
@@ -365,6 +380,8 @@ export class Scheduler {
     const dispatchedAt = this.clock.now();
     const resident = this.isResident(pool.backend, pool.model);
     pool.running += entry.weight;
+    const other = entry.lane === 'fim' ? 0 : entry.weight;
+    pool.runningOther += other;
     const queuedMs = dispatchedAt - entry.arrivedAt;
     this.options.onDispatch?.(entry.lane, queuedMs);
     let released = false;
@@ -378,6 +395,7 @@ export class Scheduler {
         if (released) return;
         released = true;
         pool.running -= entry.weight;
+        pool.runningOther -= other;
         if (completion?.ok === true) this.learn(pool, dispatchedAt, resident, completion);
         if (!resident) this.options.onColdLoad?.(pool.backend);
         this.pump(pool);

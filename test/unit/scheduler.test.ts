@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { QueueDropped, Scheduler, type AdmitRequest, type Clock, type SchedulerOptions, type Slot } from '../../src/routing/scheduler.js';
 import type { Lane } from '../../src/control/api-types.js';
 import { classifyLane, clientKey, type LaneInput, type LaneRule } from '../../src/routing/lanes.js';
+import { schedulerChoices } from '../../src/routing/router.js';
 
 /** A clock that moves only when the test says so, firing due timers in order. */
 class FakeClock implements Clock {
@@ -47,6 +48,7 @@ function harness(overrides: Partial<SchedulerOptions> = {}, slots: Record<string
     enabled: true,
     ageBoostMs: 10_000,
     fimMaxWaitMs: 1_500,
+    fimReservedSlots: 0,
     slots: (backend) => slots[backend] ?? 1,
     resident: (backend, model) => resident.has(`${backend}/${model}`),
     seed: () => ({ serviceMs: 1_000, sizeBytes: 4 * 1024 ** 3 }),
@@ -221,6 +223,29 @@ describe('scheduler queues', () => {
     assert.deepEqual(h.scheduler.snapshot().pools.map((p) => [p.model, p.running, p.queued.interactive]), [['m', 1, 1], ['other', 1, 0]]);
   });
 
+  it('keeps reserved slots for ghost text: chats wait while one is free, ghost text takes it at once', async () => {
+    const h = harness({ fimReservedSlots: 1 }, { gpu0: 2 });
+    const order: string[] = [];
+    const first = request(h, 'chat1', order);
+    request(h, 'chat2', order);
+    await settled();
+    assert.deepEqual(order, ['chat1']);
+    request(h, 'fim', order, { lane: 'fim', client: 'alice' });
+    await settled();
+    assert.deepEqual(order, ['chat1', 'fim']);
+    first.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['chat1', 'fim', 'chat2']);
+  });
+
+  it('with one slot, a reservation still lets chats run', async () => {
+    const h = harness({ fimReservedSlots: 1 }, { gpu0: 1 });
+    const order: string[] = [];
+    request(h, 'chat', order);
+    await settled();
+    assert.deepEqual(order, ['chat']);
+  });
+
   it('answers queued requests with "stopping" when stopped', async () => {
     const h = harness();
     const order: string[] = [];
@@ -356,5 +381,16 @@ describe('lanes', () => {
   it('knows a ghost-text client by its editor session, else by address and User-Agent', () => {
     assert.equal(clientKey({ kind: 'fim', path: '/', headers: { 'vscode-sessionid': 's1', 'user-agent': 'x' } }, '127.0.0.1'), 'session:s1');
     assert.equal(clientKey({ kind: 'fim', path: '/', headers: { 'user-agent': 'GithubCopilot/1.0' } }, '127.0.0.1'), '127.0.0.1|GithubCopilot/1.0');
+  });
+});
+
+describe('what the scheduler may choose from', () => {
+  const b = (name: string): { name: string } => ({ name });
+  it('leaves out GPUs without room for a cold load while another can take the request, and keeps them as the last resort', () => {
+    assert.deepEqual(schedulerChoices(true, ['gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0']);
+    assert.deepEqual(schedulerChoices(true, ['gpu0', 'gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0', 'gpu1']);
+  });
+  it('offers only the first candidate with dual-GPU off', () => {
+    assert.deepEqual(schedulerChoices(false, [], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0']);
   });
 });
