@@ -132,6 +132,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
     scheduler,
     laneRules: config.routing.scheduler.lane_rules,

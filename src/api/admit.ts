@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import { classifyLane } from '../routing/lanes.js';
 import { schedulerChoices } from '../routing/router.js';
+import { clientSignals } from '../routing/signals.js';
 import type { Backend } from '../upstream/backend.js';
 import { primaryOf, type ApiContext } from './context.js';
 import { sendError, surfaceOf } from './errors.js';
@@ -16,7 +17,7 @@ export async function admitRelayed(context: ApiContext, req: Request, res: Respo
   const abort = new AbortController();
   const onClose = (): void => abort.abort();
   res.once('close', onClose);
-  const { lane } = classifyLane({ kind: 'embedding', path: req.path, headers: req.headers }, context.policy.laneRules);
+  const { lane } = classifyLane({ kind: 'embedding', path: req.path, headers: req.headers, client: clientSignals(req.headers) }, context.policy.laneRules);
   try {
     const slot = await context.policy.scheduler.admit({
       model,

@@ -7,6 +7,7 @@ import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
+import type { ClientSignals } from '../routing/signals.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
@@ -29,6 +30,8 @@ export interface ResponseFormat {
   error(message: string, code: string): string;
   /** The answer for a client that did not ask for a stream. */
   whole(results: readonly GenerationResult[]): unknown;
+  /** Written when a stream has been silent for a while (a model thinking with its thoughts hidden, a slow tool call), so idle timeouts do not cut it. */
+  heartbeat?: string;
 }
 
 export interface GenerationPlan {
@@ -40,9 +43,14 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
+/** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
+export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
+
 /** What serving a generation needs besides the route: the retry budget, the cloud fallback, the queue. */
 export interface GenerationPolicy {
   maxRetries: number;
+  /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
+  heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
   scheduler: Scheduler;
@@ -54,6 +62,7 @@ export interface GenerationPolicy {
 /** How a generation was served, kept on res.locals for the history and the metrics. */
 export interface GenerationOutcome {
   route: RouteDecision;
+  client: ClientSignals;
   source: string | null;
   retries: number;
   fallback: string | null;
@@ -236,9 +245,9 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers };
+  const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
   const lane = classifyLane(laneInput, policy.laneRules).lane;
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, lane, queueMs: 0, dropped: null };
+  const outcome: GenerationOutcome = { route, client: input.signals.client, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, lane, queueMs: 0, dropped: null };
   res.locals.generation = outcome;
   const started = performance.now();
 
@@ -264,7 +273,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
-      await stream(opened, res, route, plan, outcome);
+      await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
@@ -296,11 +305,12 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
       if (client.signal.aborted) return;
     }
+    const choices = schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name);
     let slot: Slot;
     try {
       slot = await policy.scheduler.admit({
         model: route.model,
-        choices: schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name),
+        choices,
         lane,
         client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
         promptTokens: input.signals.approxTokens,
@@ -319,7 +329,10 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       return;
     }
     outcome.queueMs += slot.queuedMs;
-    if (retry === 0 && slot.why !== '') route.reason = route.spread ? `${route.modelReason}; ${slot.why}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+    if (retry === 0 && slot.why !== '') {
+      const noRoom = route.noRoom.filter((name) => !choices.includes(name)).map((name) => `; ${name} lacks VRAM for a cold load`);
+      route.reason = route.spread ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+    }
     const source = usable.find((b) => b.name === slot.backend) as Backend;
     untried.splice(untried.indexOf(source), 1);
     let served: boolean;
@@ -360,7 +373,7 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
   const { source, lines, first, abort } = opened;
   res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
@@ -370,6 +383,16 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   res.flushHeaders();
 
   const results = plan.bodies.map(emptyResult);
+  let wrote = performance.now();
+  const { heartbeat } = plan.format;
+  const beat =
+    heartbeat === undefined
+      ? undefined
+      : setInterval(() => {
+          if (performance.now() - wrote < heartbeatMs || res.destroyed || res.writableNeedDrain) return;
+          wrote = performance.now();
+          res.write(heartbeat);
+        }, heartbeatMs / 2);
   const fail = (message: string, code: string): void => {
     outcome.error = message;
     if (!res.destroyed) res.end(plan.format.error(message, code));
@@ -382,7 +405,9 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
       return false;
     }
     accumulate(results[index] as GenerationResult, event);
-    await write(res, plan.format.chunk(event, index));
+    const text = plan.format.chunk(event, index);
+    if (text !== '') wrote = performance.now();
+    await write(res, text);
     return !res.destroyed;
   };
 
@@ -398,6 +423,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
+  } finally {
+    clearInterval(beat);
   }
   outcome.results = results;
   res.end(plan.format.end(results));
@@ -413,7 +440,7 @@ export async function routeAndServe(
   req: Request,
   res: Response,
   input: RouteInput,
-  plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
+  plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
   let route: RouteDecision;

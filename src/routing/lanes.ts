@@ -1,5 +1,6 @@
 import type { Config } from '../config/schema.js';
 import { LANES, type Lane } from '../control/api-types.js';
+import type { ClientSignals, HeaderBag } from './signals.js';
 
 export { LANES, type Lane } from '../control/api-types.js';
 
@@ -11,8 +12,10 @@ export interface LaneInput {
   kind: 'fim' | 'completion' | 'chat' | 'embedding';
   /** The path the client asked for. */
   path: string;
-  /** Request headers as Node gives them (lower-case names). */
-  headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Request headers as Node gives them (lower-case names), for config rules. */
+  headers: HeaderBag;
+  /** What the client says about itself and the request (every surface reads it from the headers). */
+  client: Pick<ClientSignals, 'userAgent' | 'background' | 'interaction' | 'intent'>;
 }
 
 function header(input: LaneInput, name: string): string | undefined {
@@ -20,31 +23,26 @@ function header(input: LaneInput, name: string): string | undefined {
   return Array.isArray(value) ? value.join(',') : value;
 }
 
-/** Copilot's X-Interaction-Type values for work no one is waiting on. */
-const BACKGROUND_INTERACTIONS = ['conversation-background', 'conversation-subagent'];
-
 export const laneRank = (lane: Lane): number => LANES.indexOf(lane);
 
 /**
  * The lane of one request and why. Config rules first (first match wins); then ghost text
  * (Copilot's engine completions, a completion with a suffix) is `fim`; embeddings and work the
- * client marks as background (X-Interaction-Type conversation-background / -subagent, an
- * OpenAI-Intent that names a summary) are `background`; everything else is `interactive`.
+ * client marks as background (Copilot's X-Interaction-Type conversation-background / -subagent,
+ * an OpenAI-Intent for a summary or a title: see the client signals) are `background`;
+ * everything else is `interactive`.
  */
 export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { lane: Lane; why: string } {
   for (const rule of rules) {
     const value = rule.header === undefined ? undefined : header(input, rule.header);
     const headerMatches = rule.header === undefined || (value !== undefined && (rule.contains === undefined || value.toLowerCase().includes(rule.contains.toLowerCase())));
-    const agent = header(input, 'user-agent') ?? '';
+    const agent = input.client.userAgent ?? '';
     const clientMatches = rule.client === undefined || agent.toLowerCase().includes(rule.client.toLowerCase());
     if (headerMatches && clientMatches) return { lane: rule.lane, why: `lane rule ${rule.header ?? ''}${rule.client === undefined ? '' : ` client ${rule.client}`}`.trim() };
   }
   if (input.kind === 'fim' || input.path.startsWith('/v1/engines/')) return { lane: 'fim', why: 'ghost text' };
   if (input.kind === 'embedding') return { lane: 'background', why: 'embeddings' };
-  const interaction = header(input, 'x-interaction-type')?.toLowerCase();
-  if (interaction !== undefined && BACKGROUND_INTERACTIONS.includes(interaction)) return { lane: 'background', why: `X-Interaction-Type ${interaction}` };
-  const intent = header(input, 'openai-intent')?.toLowerCase();
-  if (intent !== undefined && intent.includes('summar')) return { lane: 'background', why: `OpenAI-Intent ${intent}` };
+  if (input.client.background) return { lane: 'background', why: `marked background by the client (${input.client.interaction ?? input.client.intent})` };
   return { lane: 'interactive', why: 'interactive' };
 }
 
@@ -56,5 +54,5 @@ export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { la
 export function clientKey(input: LaneInput, remoteAddress: string | undefined): string {
   const session = header(input, 'vscode-sessionid') ?? header(input, 'x-client-session-id');
   if (session !== undefined) return `session:${session}`;
-  return `${remoteAddress ?? '?'}|${header(input, 'user-agent') ?? ''}`;
+  return `${remoteAddress ?? '?'}|${input.client.userAgent ?? ''}`;
 }

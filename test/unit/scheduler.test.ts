@@ -4,6 +4,7 @@ import { QueueDropped, Scheduler, type AdmitRequest, type Clock, type SchedulerO
 import type { Lane } from '../../src/control/api-types.js';
 import { classifyLane, clientKey, type LaneInput, type LaneRule } from '../../src/routing/lanes.js';
 import { schedulerChoices } from '../../src/routing/router.js';
+import { clientSignals } from '../../src/routing/signals.js';
 
 /** A clock that moves only when the test says so, firing due timers in order. */
 class FakeClock implements Clock {
@@ -352,7 +353,8 @@ describe('scheduler backend choice', () => {
 });
 
 describe('lanes', () => {
-  const lane = (kind: LaneInput['kind'], headers: LaneInput['headers'] = {}, path = '/api/chat', rules: LaneRule[] = []): string => classifyLane({ kind, path, headers }, rules).lane;
+  const lane = (kind: LaneInput['kind'], headers: LaneInput['headers'] = {}, path = '/api/chat', rules: LaneRule[] = []): string =>
+    classifyLane({ kind, path, headers, client: clientSignals(headers) }, rules).lane;
 
   it('puts ghost text in fim: a completion with a suffix, and anything on Copilot’s engine path', () => {
     assert.equal(lane('fim', {}, '/api/generate'), 'fim');
@@ -379,8 +381,9 @@ describe('lanes', () => {
   });
 
   it('knows a ghost-text client by its editor session, else by address and User-Agent', () => {
-    assert.equal(clientKey({ kind: 'fim', path: '/', headers: { 'vscode-sessionid': 's1', 'user-agent': 'x' } }, '127.0.0.1'), 'session:s1');
-    assert.equal(clientKey({ kind: 'fim', path: '/', headers: { 'user-agent': 'GithubCopilot/1.0' } }, '127.0.0.1'), '127.0.0.1|GithubCopilot/1.0');
+    const input = (headers: LaneInput['headers']): LaneInput => ({ kind: 'fim', path: '/', headers, client: clientSignals(headers) });
+    assert.equal(clientKey(input({ 'vscode-sessionid': 's1', 'user-agent': 'x' }), '127.0.0.1'), 'session:s1');
+    assert.equal(clientKey(input({ 'user-agent': 'GithubCopilot/1.0' }), '127.0.0.1'), '127.0.0.1|GithubCopilot/1.0');
   });
 });
 
