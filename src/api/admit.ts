@@ -4,7 +4,7 @@ import { schedulerChoices } from '../routing/router.js';
 import { clientSignals } from '../routing/signals.js';
 import type { Backend } from '../upstream/backend.js';
 import { primaryOf, type ApiContext } from './context.js';
-import { sendError, surfaceOf } from './errors.js';
+import { BridgeError } from '../contract/index.js';
 
 /**
  * Waits in the scheduler for a request that is relayed as it is (embeddings), in the background
@@ -30,9 +30,9 @@ export async function admitRelayed(context: ApiContext, req: Request, res: Respo
     res.off('close', onClose);
     res.once('close', () => slot.release());
     return candidates.find((b) => b.name === slot.backend);
-  } catch {
-    // The client hung up while queued, or the bridge is stopping: nothing was sent upstream.
-    if (!res.destroyed) sendError(res, surfaceOf(req.path), 503, 'the bridge is stopping', 'no_backend_available');
-    return undefined;
+  } catch (error) {
+    // The client hung up while queued: nothing was sent upstream, and nobody is left to answer.
+    if (abort.signal.aborted) return undefined;
+    throw new BridgeError(503, `no backend can serve this request: ${(error as Error).message}`, { code: 'no_backend_available' });
   }
 }

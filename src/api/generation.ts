@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import { classifyLane, clientKey, type Lane, type LaneRule } from '../routing/lanes.js';
-import { RouteError, schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
-import { QueueDropped, type DropReason, type Scheduler, type Slot } from '../routing/scheduler.js';
+import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
+import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
-import type { ClientSignals } from '../routing/signals.js';
-import { sendError, surfaceOf, type Surface } from './errors.js';
+import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
+import { requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -35,7 +35,6 @@ export interface ResponseFormat {
 }
 
 export interface GenerationPlan {
-  surface: Surface;
   path: '/api/chat' | '/api/generate';
   /** One native Ollama request body per choice (n > 1 runs several); model and stream are set here. */
   bodies: ReadonlyArray<Record<string, unknown>>;
@@ -59,21 +58,14 @@ export interface GenerationPolicy {
   prepare(body: Record<string, unknown>, backend: string, model: string): Record<string, unknown>;
 }
 
-/** How a generation was served, kept on res.locals for the history and the metrics. */
-export interface GenerationOutcome {
-  route: RouteDecision;
-  client: ClientSignals;
-  source: string | null;
-  retries: number;
-  fallback: string | null;
-  firstTokenMs: number | null;
-  results: GenerationResult[] | null;
-  error: string | null;
-  lane: Lane;
-  /** Time spent in the bridge's queue, over all tries. */
-  queueMs: number;
-  /** Ghost text the scheduler answered empty instead of sending it upstream. */
-  dropped: DropReason | null;
+/** Token counts and the generation time of a finished answer, summed over its choices. */
+function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
+  const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
+    results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);
+  outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
+  outcome.tokensOut = sum((r) => r.final.eval_count);
+  const evalNs = results[0]?.final.eval_duration;
+  outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -205,9 +197,9 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
 }
 
 /** What the scheduler learns from a finished try: Ollama's own load and prompt figures. */
-function completionOf(outcome: GenerationOutcome): Parameters<Slot['release']>[0] {
-  const final = outcome.results?.[0]?.final;
-  if (outcome.results === null || outcome.error !== null || final === undefined) return { ok: false };
+function completionOf(results: readonly GenerationResult[] | null): Completion {
+  const final = results?.[0]?.final;
+  if (final === undefined) return { ok: false };
   return { ok: true, loadDurationNs: final.load_duration, promptEvalCount: final.prompt_eval_count, promptEvalDurationNs: final.prompt_eval_duration };
 }
 
@@ -245,10 +237,27 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
+  const request = requestOf(req);
   const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
   const lane = classifyLane(laneInput, policy.laneRules).lane;
-  const outcome: GenerationOutcome = { route, client: input.signals.client, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, lane, queueMs: 0, dropped: null };
-  res.locals.generation = outcome;
+  const outcome: GenerationOutcome = {
+    requestedModel: route.requestedModel,
+    tier: route.tier,
+    reason: route.reason,
+    model: route.model,
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
+    error: null,
+    lane,
+    queueMs: 0,
+    dropped: null,
+  };
+  request.generation = outcome;
   const started = performance.now();
 
   const failures: string[] = [];
@@ -260,8 +269,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     failures.push(`${source.name}: ${failure.message}`);
   };
 
+  /** The answer of the last try, when it ended well: what the scheduler learns from. */
+  let answered: GenerationResult[] | null = null;
   /** One try with one source; true when the client got its answer (or left). */
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
+    answered = null;
     let opened: Opened;
     try {
       opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
@@ -273,14 +285,16 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
-      await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
+      request.backend = source.name;
+      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
-      outcome.results = results;
+      noteResults(outcome, results);
+      answered = results;
+      request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.locals.backend = source.name;
       res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
@@ -325,21 +339,21 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
         return;
       }
       outcome.error = (error as Error).message;
-      sendError(res, plan.surface, 503, `no backend can serve this request: ${(error as Error).message}`, 'no_backend_available');
-      return;
+      throw new BridgeError(503, `no backend can serve this request: ${(error as Error).message}`, { code: 'no_backend_available' });
     }
     outcome.queueMs += slot.queuedMs;
     if (retry === 0 && slot.why !== '') {
       const noRoom = route.noRoom.filter((name) => !choices.includes(name)).map((name) => `; ${name} lacks VRAM for a cold load`);
       route.reason = route.spread ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+      outcome.reason = route.reason;
     }
     const source = usable.find((b) => b.name === slot.backend) as Backend;
     untried.splice(untried.indexOf(source), 1);
-    let served: boolean;
+    let served = false;
     try {
       served = await serveFrom(source);
     } finally {
-      slot.release(completionOf(outcome));
+      slot.release(completionOf(answered));
     }
     if (served) return;
     if (lastError !== undefined && !retriable(lastError)) break;
@@ -350,6 +364,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
+      outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
     }
@@ -358,13 +373,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
-    sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
-    return;
+    throw new BridgeError(503, `no backend can serve this request (${route.reason})`, { code: 'no_backend_available' });
   }
   outcome.error = lastError.message;
-  const code = lastError instanceof UpstreamError ? lastError.code : lastError.status === 404 ? 'model_not_found' : undefined;
   const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-  sendError(res, plan.surface, lastError.status, message, code);
+  throw new BridgeError(lastError.status, message, { code: lastError.code, cause: lastError });
 }
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */
@@ -372,10 +385,12 @@ function modelOf(opened: Opened, route: RouteDecision): string {
   return opened.source.kind === 'cloud' ? (opened.first?.[1].model ?? route.model) : route.model;
 }
 
-/** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
+/**
+ * Writes a started answer as a stream; from here on a failure can only end the stream in the
+ * surface's error form. Resolves to the results when it ended well, else null.
+ */
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<GenerationResult[] | null> {
   const { source, lines, first, abort } = opened;
-  res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
   res.setHeader('content-type', plan.format.streamContentType);
@@ -412,27 +427,28 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   };
 
   try {
-    if (first !== undefined && !(await handle(...first))) return;
+    if (first !== undefined && !(await handle(...first))) return null;
     for await (const [index, event] of lines) {
-      if (!(await handle(index, event))) return;
+      if (!(await handle(index, event))) return null;
     }
   } catch (error) {
     abort.abort();
-    if (res.destroyed) return;
+    if (res.destroyed) return null;
     const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
-    return;
+    return null;
   } finally {
     clearInterval(beat);
   }
-  outcome.results = results;
+  noteResults(outcome, results);
   res.end(plan.format.end(results));
+  return results;
 }
 
 /**
  * Routes a generation and serves it. The plan may depend on the route (for example whether the
- * chosen model can fill in the middle). A routing refusal answers in the surface's error form.
+ * chosen model can fill in the middle). A routing refusal (RouteError) goes to the error boundary.
  */
 export async function routeAndServe(
   router: Router,
@@ -442,16 +458,6 @@ export async function routeAndServe(
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
-  const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
-  let route: RouteDecision;
-  try {
-    route = await router.route(input);
-  } catch (error) {
-    if (error instanceof RouteError) {
-      sendError(res, surface, error.status, error.message, 'model_not_found');
-      return;
-    }
-    throw error;
-  }
+  const route = await router.route(input);
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input);
 }

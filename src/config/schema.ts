@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { LANES } from '../control/api-types.js';
+import { LANES } from '../contract/index.js';
 
 /**
  * The config.yaml format. Keys are snake_case because the file is the public format

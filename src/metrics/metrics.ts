@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
-import type { HistoryRecord } from '../history/store.js';
-import { LANES, type Lane, type SchedulerSnapshot } from '../control/api-types.js';
+import { LANES, type HistoryRecord, type Lane, type SchedulerSnapshot } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */

@@ -1,8 +1,8 @@
 import type { Config } from '../config/schema.js';
-import { LANES, type Lane } from '../control/api-types.js';
+import { LANES, type Lane } from '../contract/index.js';
 import type { ClientSignals, HeaderBag } from './signals.js';
 
-export { LANES, type Lane } from '../control/api-types.js';
+export { LANES, type Lane } from '../contract/index.js';
 
 export type LaneRule = Config['routing']['scheduler']['lane_rules'][number];
 

@@ -1,6 +1,5 @@
 import type { Config } from '../config/schema.js';
-import { TIERS, type RoutingSettings, type Tier } from '../control/api-types.js';
-import { sameModel } from '../upstream/ollama-api.js';
+import { sameModel, TIERS, type RoutingSettings, type Tier } from '../contract/index.js';
 
 type TierConfig = Config['models']['simple'];
 

@@ -1,4 +1,4 @@
-import { LANES, type Lane, type SchedulerPool, type SchedulerSnapshot } from '../control/api-types.js';
+import { dropMessage, LANES, type DropReason, type Lane, type SchedulerPool, type SchedulerSnapshot } from '../contract/index.js';
 import { laneRank } from './lanes.js';
 
 /** Time and timers, injected so tests drive the scheduler without waiting. */
@@ -41,20 +41,10 @@ export interface SchedulerOptions {
   onColdLoad?(backend: string): void;
 }
 
-/** Why a request left the queue without being sent upstream. */
-export type DropReason = 'superseded' | 'deadline' | 'stopping';
-
-const DROP_MESSAGES: Record<DropReason, string> = {
-  superseded: 'superseded by a newer ghost-text request',
-  deadline: 'waited longer than fim_max_wait_ms',
-  stopping: 'the bridge is stopping',
-};
-
-export const dropMessage = (reason: DropReason): string => DROP_MESSAGES[reason];
 
 export class QueueDropped extends Error {
   constructor(readonly reason: DropReason) {
-    super(DROP_MESSAGES[reason]);
+    super(dropMessage(reason));
     this.name = 'QueueDropped';
   }
 }
@@ -172,8 +162,14 @@ export class Scheduler {
     return this.options.enabled;
   }
 
+  readonly name = 'scheduler';
+
+  async start(): Promise<void> {
+    this.stopped = false;
+  }
+
   /** Stops taking requests; every queued one is answered with QueueDropped('stopping'). */
-  stop(): void {
+  async stop(): Promise<void> {
     this.stopped = true;
     for (const pool of this.pools.values()) {
       for (const entry of [...pool.queue]) this.remove(entry, new QueueDropped('stopping'));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { SchedulerPool, SchedulerSnapshot } from '../../src/control/api-types.js';
+import type { SchedulerPool, SchedulerSnapshot } from '../../src/contract/index.js';
 import { backendQueue, droppedSummary, estimateCells } from '../../renderer/src/lib/scheduler.js';
 
 const pool = (backend: string, model: string, over: Partial<SchedulerPool> = {}): SchedulerPool => ({

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { QueueDropped, Scheduler, type AdmitRequest, type Clock, type SchedulerOptions, type Slot } from '../../src/routing/scheduler.js';
-import type { Lane } from '../../src/control/api-types.js';
+import type { Lane } from '../../src/contract/index.js';
 import { classifyLane, clientKey, type LaneInput, type LaneRule } from '../../src/routing/lanes.js';
 import { schedulerChoices } from '../../src/routing/router.js';
 import { clientSignals } from '../../src/routing/signals.js';
@@ -253,7 +253,7 @@ describe('scheduler queues', () => {
     request(h, 'running', order);
     await settled();
     const queued = request(h, 'queued', order);
-    h.scheduler.stop();
+    await h.scheduler.stop();
     await settled();
     assert.equal((queued.error() as QueueDropped).reason, 'stopping');
   });

@@ -1,4 +1,4 @@
-import { describeQueued, queuedPerLane, type SchedulerPool, type SchedulerSnapshot } from '../../../src/control/api-types.js';
+import { describeQueued, queuedPerLane, type SchedulerPool, type SchedulerSnapshot } from '../../../src/contract/index.js';
 import { ms } from '../format.js';
 
 /** One backend's line in the Backends view: running and waiting requests over all its models. */
