@@ -88,7 +88,10 @@ routing:
         firstByte.set(name, performance.now());
         await response.text();
       };
-      const done = [timed('chat1', chat(RIG_MODELS.simple, 'one', 8))];
+      // A chat that would run for ever holds the one slot until the queue behind it is built.
+      const endless = new AbortController();
+      const running = chat(RIG_MODELS.simple, 'one', 100_000, endless.signal).then((r) => r.text()).catch(() => undefined);
+      const done: Array<Promise<unknown>> = [running];
       await waitFor(() => pool('gpu0')?.running === 1, 'the first chat to run');
       for (const name of ['chat2', 'chat3', 'chat4']) done.push(timed(name, chat(RIG_MODELS.simple, name, 8)));
       await waitFor(() => pool('gpu0')?.queued.interactive === 3, 'three chats to queue');
@@ -102,10 +105,12 @@ routing:
           }),
         ),
       );
+      await waitFor(() => pool('gpu0')?.queued.fim === 1, 'the ghost text to queue');
+      endless.abort();
       await Promise.all(done);
       const ghost = firstByte.get('ghost') as number;
       for (const chatName of ['chat2', 'chat3', 'chat4']) assert.ok(ghost < (firstByte.get(chatName) as number), `ghost text answered before ${chatName}`);
-      // Ollama's side: it ran the ghost text right after the running chat, before the queued ones.
+      // Ollama's side (it logs a request when it ends): the ghost text ran right after the running chat, before the queued ones.
       assert.deepEqual(ollamaGenerations(gpu0).slice(-5), ['POST /api/chat', 'POST /api/generate', 'POST /api/chat', 'POST /api/chat', 'POST /api/chat']);
       const record = bridge.history.recent().find((r) => r.lane === 'fim');
       assert.ok(record !== undefined && (record.queueMs ?? 0) > 0);
@@ -118,14 +123,17 @@ routing:
     await action('setDualGpu', { enabled: false });
     try {
       const before = ollamaGenerations(gpu0).length;
-      const running = chat(RIG_MODELS.simple, 'running', 8);
+      const endless = new AbortController();
+      const running = chat(RIG_MODELS.simple, 'running', 100_000, endless.signal).then((r) => r.text()).catch(() => undefined);
       await waitFor(() => pool('gpu0')?.running === 1, 'the first chat to run');
       const abort = new AbortController();
       const gone = chat(RIG_MODELS.simple, 'cancelled while queued', 8, abort.signal).catch((error: Error) => error.name);
       await waitFor(() => pool('gpu0')?.queued.interactive === 1, 'the second chat to queue');
       abort.abort();
       assert.equal(await gone, 'AbortError');
-      await (await running).text();
+      await waitFor(() => pool('gpu0')?.queued.interactive === 0, 'the cancelled chat to leave the queue');
+      endless.abort();
+      await running;
       // Had the cancelled one been sent, Ollama would have run it before this one.
       await (await chat(RIG_MODELS.simple, 'after', 2)).text();
       await waitFor(() => ollamaGenerations(gpu0).length >= before + 2, 'Ollama to log both requests');
