@@ -169,7 +169,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     laneRules: config.routing.scheduler.lane_rules,
     prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
   };
-  const modelRefresher = new ModelRefresher(catalog, 5000);
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
   const snapshot = (): BridgeState => ({
@@ -193,6 +192,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   gpuMonitor.on('sample', changed);
   history.onRecord((record) => stateFeed.record(record));
+  const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   const actions = createActions(
     { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
