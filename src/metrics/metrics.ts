@@ -20,7 +20,16 @@ export class BridgeMetrics {
   private readonly fallbacks: Counter<'provider'>;
   private readonly queueWait: Histogram<'lane'>;
 
-  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[], scheduler: () => SchedulerSnapshot) {
+  /**
+   * @param knownModel whether a model name is configured or installed: only those become label
+   *   values (the rest count as "other"), so client input cannot add series without bound.
+   */
+  constructor(
+    backends: readonly Backend[],
+    gpus: () => readonly GpuReading[],
+    private readonly knownModel: (name: string) => boolean,
+    scheduler: () => SchedulerSnapshot,
+  ) {
     const registers = [this.registry];
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
     const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
@@ -49,7 +58,8 @@ export class BridgeMetrics {
     this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
     this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
-    // Queues exist only for models requests were routed to, and vanish when empty: labels stay bounded.
+    // Only configured or installed models are label values; several queues may add up in "other".
+    const labelOf = (model: string): string => (knownModel(model) ? model : 'other');
     new Gauge({
       name: 'copilot_bridge_queue_depth',
       help: 'Requests waiting in the bridge for a free Ollama slot, per backend, model and lane',
@@ -58,7 +68,7 @@ export class BridgeMetrics {
       collect() {
         this.reset();
         for (const pool of scheduler().pools) {
-          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.set({ backend: pool.backend, model: pool.model, lane }, pool.queued[lane]);
+          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
         }
       },
     });
@@ -77,12 +87,13 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     const tier = record.tier ?? 'none';
     const backend = record.backend ?? 'none';
-    this.requests.inc({ tier, model: record.model, backend, status: String(record.status) });
-    if (record.outcome === 'error') this.errors.inc({ tier, model: record.model, backend, outcome: record.outcome });
+    const model = this.knownModel(record.model) ? record.model : 'other';
+    this.requests.inc({ tier, model, backend, status: String(record.status) });
+    if (record.outcome === 'error') this.errors.inc({ tier, model, backend, outcome: record.outcome });
     this.responseTime.observe({ tier, backend }, record.totalMs / 1000);
     if (record.ttftMs !== null) this.firstToken.observe({ tier, backend }, record.ttftMs / 1000);
-    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model: record.model }, record.tokensIn);
-    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model: record.model }, record.tokensOut);
+    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model }, record.tokensIn);
+    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
   }
 

@@ -226,4 +226,15 @@ export class Router {
     }
     return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, rankReason: why, spread: this.settings.dualGpu, noRoom };
   }
+
+  /**
+   * The real model that computes embeddings for `requested`: a virtual name means models.embedding
+   * when configured, else the model of its tier ("auto": the simple tier's). Always the same model
+   * for one name, since vectors of different models cannot be compared.
+   */
+  embeddingModel(requested: string): string {
+    const virtual = virtualModel(requested);
+    if (virtual === undefined) return requested;
+    return this.config.models.embedding?.name ?? this.settings.models[virtual.tier ?? 'simple'];
+  }
 }
