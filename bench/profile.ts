@@ -60,7 +60,7 @@ const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile')
 if (file === undefined) throw new Error('the bridge wrote no CPU profile');
 const frames = topFrames(JSON.parse(readFileSync(path.join(profileDir, file), 'utf8')) as CpuProfile, 10);
 const text = [
-  `## CPU profile, ${label} (${new Date().toISOString().slice(0, 10)})`,
+  `### CPU profile, ${label} (${new Date().toISOString().slice(0, 10)})`,
   '',
   `\`node --cpu-prof\` of the bridge serving ${REQUESTS} requests at 32 clients on each of ${SURFACES.join(' and ')} (${round(cpu / (REQUESTS * SURFACES.length), 3)} ms CPU per request while profiled); the 10 frames with the most self time, as shares of the time the process was not idle (start-up included):`,
   '',

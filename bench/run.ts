@@ -1,8 +1,9 @@
 // The benchmark: the bridge measured side by side with a direct call to the same upstream and
 // with the thinnest Node reverse proxy (the floor), in the same run, on this machine, on both
 // generation surfaces (Ollama's native /api/chat and OpenAI's /v1/chat/completions).
-// Writes bench/results.json and bench/results.md. Usage: npm run bench [-- --quick] [-- --runs N]
-// (N whole runs, each with fresh processes: the table gives the median run and the spread).
+// Writes bench/results.json and its section of bench/results.md. Usage: npm run bench [-- --quick]
+// [-- --runs N] (N whole runs, each with fresh processes: the table gives the median run and the
+// spread). npm run bench -- --workload runs the workload replay on real Ollama instead: bench/workload.ts.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,6 +31,7 @@ import {
   type Surface,
   type Target,
 } from './harness.js';
+import { replaceSection, runWorkload } from './workload.js';
 
 const quick = process.argv.includes('--quick');
 const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 1;
@@ -276,7 +278,7 @@ async function main(): Promise<void> {
 
   const m = summary.machine;
   const table = [
-    `# Benchmark results`,
+    `## Proxy cost against a fast upstream stand-in`,
     '',
     `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts).`,
@@ -303,7 +305,7 @@ async function main(): Promise<void> {
     ...profiles.flatMap((p) => [p, '']),
   ].join('\n');
   writeFileSync('bench/results.json', `${JSON.stringify(summary, null, 2)}\n`);
-  writeFileSync('bench/results.md', table);
+  replaceSection('bench/results.md', '## Proxy cost', table);
   process.stdout.write(table);
   process.exit(0);
 }
@@ -312,4 +314,8 @@ function byP(values: Record<Name, { p50: number; p99: number }>, p: 'p50' | 'p99
   return Object.fromEntries(NAMES.map((name) => [name, values[name][p]])) as Record<Name, number>;
 }
 
+if (process.argv.includes('--workload')) {
+  await runWorkload();
+  process.exit(0);
+}
 await main();
