@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
-import type { HistoryRecord } from '../contract/index.js';
+import { LANES, type HistoryRecord, type Lane, type SchedulerSnapshot } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
@@ -18,6 +18,7 @@ export class BridgeMetrics {
   private readonly firstToken: Histogram<'tier' | 'backend'>;
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
+  private readonly queueWait: Histogram<'lane'>;
 
   /**
    * @param knownModel whether a model name is configured or installed: only those become label
@@ -27,6 +28,7 @@ export class BridgeMetrics {
     backends: readonly Backend[],
     gpus: () => readonly GpuReading[],
     private readonly knownModel: (name: string) => boolean,
+    scheduler: () => SchedulerSnapshot,
   ) {
     const registers = [this.registry];
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
@@ -56,6 +58,21 @@ export class BridgeMetrics {
     this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
     this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
+    // Only configured or installed models are label values; several queues may add up in "other".
+    const labelOf = (model: string): string => (knownModel(model) ? model : 'other');
+    new Gauge({
+      name: 'copilot_bridge_queue_depth',
+      help: 'Requests waiting in the bridge for a free Ollama slot, per backend, model and lane',
+      labelNames: ['backend', 'model', 'lane'],
+      registers,
+      collect() {
+        this.reset();
+        for (const pool of scheduler().pools) {
+          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
+        }
+      },
+    });
+    this.queueWait = new Histogram({ name: 'copilot_bridge_queue_wait_seconds', help: 'Time a request waited in the bridge before it was sent upstream', labelNames: ['lane'], buckets: [0, 0.01, ...LATENCY_BUCKETS], registers });
     new Gauge({
       name: 'copilot_bridge_backend_up',
       help: '1 when the backend can take traffic (reachable, circuit not open)',
@@ -78,5 +95,9 @@ export class BridgeMetrics {
     if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model }, record.tokensIn);
     if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
+  }
+
+  observeQueueWait(lane: Lane, waitMs: number): void {
+    this.queueWait.observe({ lane }, waitMs / 1000);
   }
 }
