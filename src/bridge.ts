@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import express from 'express';
+import express, { type ErrorRequestHandler } from 'express';
+import { asBridgeError, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -271,6 +272,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
     metricsApp.use(guard(config));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
+    metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
   }
 
