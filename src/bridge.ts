@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,7 +53,12 @@ export interface BridgeHandle {
   readonly metricsUrl: string | null;
   /** Called with the new state whenever it changes (GPU samples, health, actions, requests). */
   onStateChange(listener: (state: BridgeState) => void): () => void;
-  /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
+  /**
+   * Drains, then closes: /health/ready answers 503, new connections are refused, answers carry
+   * `Connection: close` and idle connections close; running requests may finish for the grace
+   * period (default server.shutdown_grace_seconds), after which running answers end with the
+   * surface's error.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -87,11 +93,25 @@ function urlOf(address: AddressInfo): string {
   return `http://${host}:${address.port}`;
 }
 
-function closeServer(server: Server, graceMs: number): Promise<void> {
+/** How long answers cut by the stop deadline get to write their error before connections are closed. */
+const DEADLINE_FLUSH_MS = 1000;
+
+/**
+ * Closes a server gently: no new connections, idle ones closed now, and after graceMs `onDeadline`
+ * runs (running answers write their error) before every connection closes.
+ */
+function closeServer(server: Server, graceMs: number, onDeadline: () => void = () => undefined): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-  return closed.finally(() => clearTimeout(timer));
+  let flush: NodeJS.Timeout | undefined;
+  const deadline = setTimeout(() => {
+    onDeadline();
+    flush = setTimeout(() => server.closeAllConnections(), DEADLINE_FLUSH_MS);
+  }, graceMs);
+  return closed.finally(() => {
+    clearTimeout(deadline);
+    clearTimeout(flush);
+  });
 }
 
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
@@ -108,9 +128,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const settings = settingsFrom(config);
   const router = new Router(config, backends, catalog, settings);
   const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  // Aborted when a stop's grace period ran out; every running generation listens to it.
+  const stopDeadline = new AbortController();
+  setMaxListeners(0, stopDeadline.signal);
+  let draining = false;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     fallback: () => (settings.fallbackEnabled ? providers : []),
+    deadline: stopDeadline.signal,
   };
 
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -130,7 +155,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus);
+  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, settings.models);
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -233,7 +258,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
-      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
+      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => draining }),
       onFinished: (req, res, startedAt, totalMs) => {
         const outcome = res.locals.generation as GenerationOutcome | undefined;
         if (outcome === undefined) return;
@@ -245,6 +270,12 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
   // noDelay: a streamed token must leave at once, not wait for Nagle.
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
+  // While draining, answers tell the client (or balancer) not to reuse the connection, and a
+  // kept-alive connection closes as soon as its running answer finished, not at the deadline.
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
+    if (draining) res.setHeader('connection', 'close');
+    else res.once('finish', () => draining && setImmediate(() => server.closeIdleConnections()));
+  });
   url = urlOf(await listen(server, config.server.host, config.server.port));
 
   let metricsServer: Server | undefined;
@@ -253,7 +284,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
-    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => draining }));
     metricsServer = createServer(metricsApp);
     metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
   }
@@ -261,12 +292,16 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile: path.join(dataDir, 'control-token'), metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
-  const stop = (graceMs = 5000): Promise<void> => {
+  const stop = (graceMs = config.server.shutdown_grace_seconds * 1000): Promise<void> => {
     stopping ??= (async () => {
+      draining = true;
+      log.info({ graceMs }, 'draining: finishing running requests');
       // Open dashboard streams end first, so they do not hold the server up for the grace period.
       clearInterval(modelsTimer);
       stateFeed.close();
-      await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
+      await closeServer(server, graceMs, () => stopDeadline.abort());
+      // Metrics last, so the final figures of the drain can still be scraped.
+      if (metricsServer !== undefined) await closeServer(metricsServer, 0);
       await monitor.stop();
       await gpuMonitor.stop();
       await manager.stopAll();

@@ -42,7 +42,11 @@ export interface GenerationPolicy {
   maxRetries: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
+  /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
+  deadline: AbortSignal;
 }
+
+const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
 
 /** How a generation was served, kept on res.locals for the history and the metrics. */
 export interface GenerationOutcome {
@@ -132,6 +136,7 @@ interface Opened {
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
 async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+  // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
   client.addEventListener('abort', onClient, { once: true });
@@ -196,6 +201,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
+  const { deadline } = policy;
+  const onDeadline = (): void => client.abort();
+  deadline.addEventListener('abort', onDeadline, { once: true });
+  res.once('close', () => deadline.removeEventListener('abort', onDeadline));
+  if (deadline.aborted) client.abort();
   const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
   res.locals.generation = outcome;
   const started = performance.now();
@@ -215,14 +225,15 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     try {
       opened = await open(source, plan, route.model, req, client.signal);
     } catch (error) {
-      if (client.signal.aborted) return true;
+      // Stopped by the deadline: not the source's fault, and the client still gets an answer below.
+      if (client.signal.aborted) return !deadline.aborted;
       failed(source, error);
       return false;
     }
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
-      await stream(opened, res, route, plan, outcome);
+      await stream(opened, res, route, plan, outcome, deadline);
       return true;
     }
     try {
@@ -233,7 +244,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
-      if (client.signal.aborted) return true;
+      if (client.signal.aborted) return !deadline.aborted;
       source.noteFailure?.(asFailure(error, source).message);
       failed(source, error);
       outcome.source = null;
@@ -250,22 +261,28 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
-      if (client.signal.aborted) return;
+      if (client.signal.aborted) break;
     }
     if (await serveFrom(source)) return;
-    if (lastError !== undefined && !retriable(lastError)) break;
+    if (client.signal.aborted || (lastError !== undefined && !retriable(lastError))) break;
   }
 
-  if (lastError === undefined || retriable(lastError)) {
+  if (!client.signal.aborted && (lastError === undefined || retriable(lastError))) {
     for (const provider of policy.fallback()) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
+      if (client.signal.aborted) break;
     }
   }
 
+  if (deadline.aborted && !res.destroyed) {
+    outcome.error = SHUT_DOWN_MESSAGE;
+    sendError(res, plan.surface, 503, SHUT_DOWN_MESSAGE, 'shutting_down');
+    return;
+  }
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
@@ -284,7 +301,7 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, deadline: AbortSignal): Promise<void> {
   const { source, lines, first, abort } = opened;
   res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
@@ -318,6 +335,10 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   } catch (error) {
     abort.abort();
     if (res.destroyed) return;
+    if (deadline.aborted) {
+      fail(SHUT_DOWN_MESSAGE, 'shutting_down');
+      return;
+    }
     const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TIERS, type Tier } from '../control/api-types.js';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
 import type { HistoryRecord } from '../history/store.js';
 import type { Backend } from '../upstream/backend.js';
@@ -19,7 +20,8 @@ export class BridgeMetrics {
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
 
-  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[]) {
+  /** `tierModels`: the model each tier routes to at start, so the error series exist (at 0) before the first error. */
+  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[], tierModels: Readonly<Record<Tier, string>>) {
     const registers = [this.registry];
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
     const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
@@ -48,6 +50,11 @@ export class BridgeMetrics {
     this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
     this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
+    // rate() of a series that does not exist yet is no result, not 0: an error-rate alert or panel
+    // would stay silent until the first error. Every tier x backend starts at 0.
+    for (const tier of TIERS) {
+      for (const backend of backends) this.errors.inc({ tier, model: tierModels[tier], backend: backend.name, outcome: 'error' }, 0);
+    }
     new Gauge({
       name: 'copilot_bridge_backend_up',
       help: '1 when the backend can take traffic (reachable, circuit not open)',
