@@ -1,6 +1,6 @@
 // The test command: builds, type-checks, finds or builds Ollama for the real-Ollama suites,
 // runs every test file with node's test runner, then checks that no test left a process behind.
-// Usage: node scripts/test.mjs [unit|integration] [extra node --test arguments]
+// Usage: node scripts/test.mjs [unit|integration|deploy] [extra node --test arguments]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -59,6 +59,8 @@ step("build the desktop main process (checked against Electron's own types)", 'n
 
 const files = [];
 if (suite === 'all' || suite === 'unit') files.push(...testFiles('test/unit'));
+// The deployment files, checked by nginx, HAProxy, Prometheus, Alertmanager and systemd themselves (.ci/run installs them).
+if (suite === 'all' || suite === 'deploy') files.push(...testFiles('test/deploy'));
 if (suite === 'all' || suite === 'integration') {
   files.push(...testFiles('test/integration'), ...testFiles('test/e2e'));
   console.log('> finding Ollama for the real-Ollama suites (builds it with Go the first time)');
