@@ -2,10 +2,14 @@ import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** A generation the stand-in is producing: which caller (its path prefix) asked for which model. */
+/** A generation the stand-in is producing: which caller (its path prefix) asked for which model, for which client. */
 export interface Generation {
   caller: string;
   model: string;
+  /** The User-Agent the bridge passed on: the client's own. */
+  userAgent: string;
+  /** Tokens sent so far. */
+  tokens: number;
 }
 
 export interface OllamaStandInOptions {
@@ -23,6 +27,8 @@ export class OllamaStandIn extends EventEmitter {
   private server: Server | undefined;
   /** Generations running now. */
   readonly running = new Set<Generation>();
+  /** Every generation started since the stand-in was created. */
+  readonly started: Generation[] = [];
 
   constructor(
     readonly port: number,
@@ -55,12 +61,12 @@ export class OllamaStandIn extends EventEmitter {
     await closed;
   }
 
-  /** Resolves when a generation matching `match` is running (now or later). */
+  /** Resolves when a running generation matches `match` (checked at every token). */
   async waitForGeneration(match: (generation: Generation) => boolean): Promise<Generation> {
     for (;;) {
       const found = [...this.running].find(match);
       if (found !== undefined) return found;
-      await once(this, 'generation');
+      await once(this, 'token');
     }
   }
 
@@ -85,23 +91,23 @@ export class OllamaStandIn extends EventEmitter {
         });
       case 'POST /api/chat':
       case 'POST /api/generate':
-        return this.generate(caller, route.endsWith('chat'), JSON.parse(Buffer.concat(chunks).toString()) as { model?: string }, res);
+        return this.generate({ caller, model: '', userAgent: req.headers['user-agent'] ?? '', tokens: 0 }, route.endsWith('chat'), JSON.parse(Buffer.concat(chunks).toString()) as { model?: string }, res);
       default:
         return json(404, { error: `stand-in has no ${route}` });
     }
   }
 
-  private async generate(caller: string, chat: boolean, body: { model?: string }, res: ServerResponse): Promise<void> {
+  private async generate(generation: Generation, chat: boolean, body: { model?: string }, res: ServerResponse): Promise<void> {
     const model = body.model ?? '';
+    generation.model = model;
     const shape = this.options.models[model];
     if (shape === undefined) {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: `model "${model}" not found` }));
       return;
     }
-    const generation: Generation = { caller, model };
     this.running.add(generation);
-    this.emit('generation', generation);
+    this.started.push(generation);
     const gone = new AbortController();
     res.once('close', () => gone.abort());
     const line = (text: string, done: boolean): string => {
@@ -114,6 +120,8 @@ export class OllamaStandIn extends EventEmitter {
       for (let token = 0; token < shape.tokens; token++) {
         await sleep(shape.tokenMs, undefined, { signal: gone.signal });
         res.write(line(`t${token} `, false));
+        generation.tokens += 1;
+        this.emit('token', generation);
       }
       res.end(line('', true));
     } catch {
