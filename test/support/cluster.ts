@@ -8,9 +8,10 @@ import { Agent, fetch as undiciFetch, type Response as UndiciResponse } from 'un
 import type { BridgeLaunch } from './deploy.js';
 
 const children = new Set<ChildProcess>();
-// No orphans even when a test file dies: the runner of node:test ends files with SIGTERM.
+// No orphans even when a test file dies: the runner of node:test ends files with SIGTERM. SIGTERM
+// here too, so nginx's master takes its workers down with it.
 process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
+  for (const child of children) child.kill('SIGTERM');
 });
 
 /** A program of the cluster, run in the foreground; the last lines of its output explain failures. */
@@ -78,10 +79,16 @@ export class Program {
     this.child?.kill(signal);
   }
 
+  /**
+   * SIGTERM, so the program ends its own children too (nginx's workers would outlive a killed
+   * master and hold the output pipes open); SIGKILL if it takes longer than 10 s.
+   */
   async stop(): Promise<void> {
     if (!this.running) return;
-    this.signal('SIGKILL');
+    this.signal('SIGTERM');
+    const timer = setTimeout(() => this.signal('SIGKILL'), 10_000);
     await this.exited;
+    clearTimeout(timer);
   }
 
   tail(): string {
