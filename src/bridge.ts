@@ -134,6 +134,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   let draining = false;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
     deadline: stopDeadline.signal,
   };

@@ -3,7 +3,9 @@ import type { Request, Response } from 'express';
 import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
+import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
+import type { ClientSignals } from '../routing/signals.js';
 import { sendError, surfaceOf, type Surface } from './errors.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
@@ -26,6 +28,8 @@ export interface ResponseFormat {
   error(message: string, code: string): string;
   /** The answer for a client that did not ask for a stream. */
   whole(results: readonly GenerationResult[]): unknown;
+  /** Written when a stream has been silent for a while (a model thinking with its thoughts hidden, a slow tool call), so idle timeouts do not cut it. */
+  heartbeat?: string;
 }
 
 export interface GenerationPlan {
@@ -37,9 +41,14 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
+/** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
+export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
+
 /** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
 export interface GenerationPolicy {
   maxRetries: number;
+  /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
+  heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
   /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
@@ -51,6 +60,7 @@ const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complet
 /** How a generation was served, kept on res.locals for the history and the metrics. */
 export interface GenerationOutcome {
   route: RouteDecision;
+  client: ClientSignals;
   source: string | null;
   retries: number;
   fallback: string | null;
@@ -149,7 +159,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
-      source.noteFailure?.(first.value[1].error);
+      source.noteFailure?.(first.value[1].error, model);
       throw new UpstreamStatusError(500, source.name, first.value[1].error);
     }
     return { source, lines, first: first.done ? undefined : first.value, abort };
@@ -196,7 +206,14 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
  * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
  * error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
+export async function serveGeneration(
+  policy: GenerationPolicy,
+  req: Request,
+  res: Response,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  clientSignals: ClientSignals,
+): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -206,7 +223,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
   deadline.addEventListener('abort', onDeadline, { once: true });
   res.once('close', () => deadline.removeEventListener('abort', onDeadline));
   if (deadline.aborted) client.abort();
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
+  const outcome: GenerationOutcome = { route, client: clientSignals, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
   res.locals.generation = outcome;
   const started = performance.now();
 
@@ -233,7 +250,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
-      await stream(opened, res, route, plan, outcome, deadline);
+      await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
       return true;
     }
     try {
@@ -245,19 +262,22 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       return true;
     } catch (error) {
       if (client.signal.aborted) return !deadline.aborted;
-      source.noteFailure?.(asFailure(error, source).message);
+      const failure = asFailure(error, source);
+      source.noteFailure?.(failure.message, failure instanceof UpstreamStatusError ? route.model : undefined);
       failed(source, error);
       outcome.source = null;
       return false;
     }
   };
 
-  const candidates = route.candidates;
-  for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
+  // Each candidate at most once: the same backend asked again for the same request answers the
+  // same error, and each answer would count against its circuit.
+  const untried = [...route.candidates];
+  for (let retry = 0; retry <= policy.maxRetries; retry++) {
     // The next candidate that can still take traffic (a refused connection marks one down at once).
-    const shift = retry % candidates.length;
-    const source = [...candidates.slice(shift), ...candidates.slice(0, shift)].find((b) => b.health.canTake());
-    if (source === undefined) break;
+    const at = untried.findIndex((b) => b.canTake(route.model));
+    if (at < 0) break;
+    const [source] = untried.splice(at, 1) as [Backend];
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
@@ -301,7 +321,15 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, deadline: AbortSignal): Promise<void> {
+async function stream(
+  opened: Opened,
+  res: Response,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  outcome: GenerationOutcome,
+  heartbeatMs: number,
+  deadline: AbortSignal,
+): Promise<void> {
   const { source, lines, first, abort } = opened;
   res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
@@ -311,6 +339,16 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   res.flushHeaders();
 
   const results = plan.bodies.map(emptyResult);
+  let wrote = performance.now();
+  const { heartbeat } = plan.format;
+  const beat =
+    heartbeat === undefined
+      ? undefined
+      : setInterval(() => {
+          if (performance.now() - wrote < heartbeatMs || res.destroyed || res.writableNeedDrain) return;
+          wrote = performance.now();
+          res.write(heartbeat);
+        }, heartbeatMs / 2);
   const fail = (message: string, code: string): void => {
     outcome.error = message;
     if (!res.destroyed) res.end(plan.format.error(message, code));
@@ -318,12 +356,14 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
     if (typeof event.error === 'string') {
       abort.abort();
-      source.noteFailure?.(event.error);
+      source.noteFailure?.(event.error, route.model);
       fail(event.error, 'upstream_error');
       return false;
     }
     accumulate(results[index] as GenerationResult, event);
-    await write(res, plan.format.chunk(event, index));
+    const text = plan.format.chunk(event, index);
+    if (text !== '') wrote = performance.now();
+    await write(res, text);
     return !res.destroyed;
   };
 
@@ -343,6 +383,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
+  } finally {
+    clearInterval(beat);
   }
   outcome.results = results;
   res.end(plan.format.end(results));
@@ -358,7 +400,7 @@ export async function routeAndServe(
   req: Request,
   res: Response,
   input: RouteInput,
-  plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
+  plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
   let route: RouteDecision;
@@ -371,5 +413,5 @@ export async function routeAndServe(
     }
     throw error;
   }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input.signals.client);
 }

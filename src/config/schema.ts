@@ -71,6 +71,11 @@ export const configSchema = z.strictObject({
        * with the surface's in-band error. Keep systemd's TimeoutStopSec above it.
        */
       shutdown_grace_seconds: z.number().nonnegative().default(10),
+      /**
+       * What GET /api/version answers. Unset: the lowest version among the backends, raised to the
+       * Ollama API level the bridge implements itself (clients such as Codex --oss gate on it).
+       */
+      ollama_version: z.string().regex(/^\d+\.\d+\.\d+$/, 'a version such as 0.13.4').optional(),
     })
     .prefault({}),
   backends: z.array(backendSchema).default([]),
@@ -105,6 +110,8 @@ export const configSchema = z.strictObject({
           connect_timeout_seconds: z.number().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
           idle_timeout_seconds: z.number().positive().default(120),
+          /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
+          heartbeat_seconds: z.number().positive().default(10),
         })
         .prefault({}),
       health: z

@@ -10,7 +10,11 @@ function record(id: number): HistoryRecord {
   return {
     id: `r${String(id).padStart(2, '0')}`,
     time: new Date(1_700_000_000_000 + id).toISOString(),
-    client: 'test',
+    client: 'other',
+    userAgent: 'test',
+    interaction: null,
+    intent: null,
+    clientRequestId: null,
     surface: 'ollama',
     path: '/api/chat',
     requestedModel: 'auto',
