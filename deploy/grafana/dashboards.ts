@@ -12,7 +12,6 @@ import {
   QueryVariableBuilder,
   RowBuilder,
   TextBoxVariableBuilder,
-  VariableHide,
   VariableRefresh,
   type Dashboard,
 } from '@grafana/grafana-foundation-sdk/dashboard';

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
-import type { BridgeState, HistoryRecord } from '../../src/control/api-types';
+import { mergeRecords } from './lib/history';
+import { healthyBackendCount, type BridgeState, type HistoryRecord } from '../../src/contract';
 import { getHistory, getState, subscribe } from './api';
 import { BackendsView } from './views/BackendsView';
 import { ConnectView } from './views/ConnectView';
@@ -27,10 +28,10 @@ export function App(): JSX.Element {
   useEffect(() => {
     let cancelled = false;
     void getState().then((s) => !cancelled && setState(s));
-    void getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live)));
+    void getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)));
     const unsubscribe = subscribe({
       onState: setState,
-      onHistory: (record) => setRecords((current) => mergeRecords(current, [record])),
+      onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
       onConnection: setConnected,
     });
     return () => {
@@ -46,7 +47,7 @@ export function App(): JSX.Element {
 
   const health = useMemo(() => {
     if (state === null) return { label: 'connecting', tone: 'muted' };
-    const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+    const up = healthyBackendCount(state.backends);
     if (up === state.backends.length) return { label: `${up}/${state.backends.length} backends healthy`, tone: 'ok' };
     if (up === 0) return { label: 'no backend available', tone: 'bad' };
     return { label: `${up}/${state.backends.length} backends healthy`, tone: 'warn' };
@@ -90,13 +91,4 @@ export function App(): JSX.Element {
       </main>
     </div>
   );
-}
-
-/** Appends new records (by id), oldest first, keeping the newest MAX_ROWS. */
-function mergeRecords(current: HistoryRecord[], incoming: HistoryRecord[]): HistoryRecord[] {
-  const seen = new Set(current.map((r) => r.id));
-  const added = incoming.filter((r) => !seen.has(r.id));
-  if (added.length === 0) return current;
-  const merged = [...current, ...added].sort((a, b) => a.time.localeCompare(b.time));
-  return merged.length > MAX_ROWS ? merged.slice(-MAX_ROWS) : merged;
 }

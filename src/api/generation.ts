@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
-import type { ClientSignals } from '../routing/signals.js';
-import { sendError, surfaceOf, type Surface } from './errors.js';
+import { BridgeError, type GenerationOutcome } from '../contract/index.js';
+import { requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -33,7 +33,6 @@ export interface ResponseFormat {
 }
 
 export interface GenerationPlan {
-  surface: Surface;
   path: '/api/chat' | '/api/generate';
   /** One native Ollama request body per choice (n > 1 runs several); model and stream are set here. */
   bodies: ReadonlyArray<Record<string, unknown>>;
@@ -57,16 +56,14 @@ export interface GenerationPolicy {
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
 
-/** How a generation was served, kept on res.locals for the history and the metrics. */
-export interface GenerationOutcome {
-  route: RouteDecision;
-  client: ClientSignals;
-  source: string | null;
-  retries: number;
-  fallback: string | null;
-  firstTokenMs: number | null;
-  results: GenerationResult[] | null;
-  error: string | null;
+/** Token counts and the generation time of a finished answer, summed over its choices. */
+function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
+  const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
+    results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);
+  outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
+  outcome.tokensOut = sum((r) => r.final.eval_count);
+  const evalNs = results[0]?.final.eval_duration;
+  outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -212,7 +209,6 @@ export async function serveGeneration(
   res: Response,
   route: RouteDecision,
   plan: GenerationPlan,
-  clientSignals: ClientSignals,
 ): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
@@ -223,8 +219,22 @@ export async function serveGeneration(
   deadline.addEventListener('abort', onDeadline, { once: true });
   res.once('close', () => deadline.removeEventListener('abort', onDeadline));
   if (deadline.aborted) client.abort();
-  const outcome: GenerationOutcome = { route, client: clientSignals, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
-  res.locals.generation = outcome;
+  const request = requestOf(req);
+  const outcome: GenerationOutcome = {
+    requestedModel: route.requestedModel,
+    tier: route.tier,
+    reason: route.reason,
+    model: route.model,
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
+    error: null,
+  };
+  request.generation = outcome;
   const started = performance.now();
 
   const failures: string[] = [];
@@ -250,14 +260,15 @@ export async function serveGeneration(
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
+      request.backend = source.name;
       await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
-      outcome.results = results;
+      noteResults(outcome, results);
+      request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.locals.backend = source.name;
       res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
@@ -292,6 +303,7 @@ export async function serveGeneration(
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
+      outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
       if (client.signal.aborted) break;
@@ -300,19 +312,16 @@ export async function serveGeneration(
 
   if (deadline.aborted && !res.destroyed) {
     outcome.error = SHUT_DOWN_MESSAGE;
-    sendError(res, plan.surface, 503, SHUT_DOWN_MESSAGE, 'shutting_down');
-    return;
+    throw new BridgeError(503, SHUT_DOWN_MESSAGE, { code: 'shutting_down' });
   }
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
-    sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
-    return;
+    throw new BridgeError(503, `no backend can serve this request (${route.reason})`, { code: 'no_backend_available' });
   }
   outcome.error = lastError.message;
-  const code = lastError instanceof UpstreamError ? lastError.code : lastError.status === 404 ? 'model_not_found' : undefined;
   const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-  sendError(res, plan.surface, lastError.status, message, code);
+  throw new BridgeError(lastError.status, message, { code: lastError.code, cause: lastError });
 }
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */
@@ -331,7 +340,6 @@ async function stream(
   deadline: AbortSignal,
 ): Promise<void> {
   const { source, lines, first, abort } = opened;
-  res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
   res.setHeader('content-type', plan.format.streamContentType);
@@ -386,13 +394,13 @@ async function stream(
   } finally {
     clearInterval(beat);
   }
-  outcome.results = results;
+  noteResults(outcome, results);
   res.end(plan.format.end(results));
 }
 
 /**
  * Routes a generation and serves it. The plan may depend on the route (for example whether the
- * chosen model can fill in the middle). A routing refusal answers in the surface's error form.
+ * chosen model can fill in the middle). A routing refusal (RouteError) goes to the error boundary.
  */
 export async function routeAndServe(
   router: Router,
@@ -402,16 +410,6 @@ export async function routeAndServe(
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
-  const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
-  let route: RouteDecision;
-  try {
-    route = await router.route(input);
-  } catch (error) {
-    if (error instanceof RouteError) {
-      sendError(res, surface, error.status, error.message, 'model_not_found');
-      return;
-    }
-    throw error;
-  }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input.signals.client);
+  const route = await router.route(input);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
 }

@@ -1,6 +1,6 @@
 import express, { type Router as ExpressRouter } from 'express';
 import { sameSecret } from '../http/guard.js';
-import type { GpuPoint, HistoryRecord } from './api-types.js';
+import { BridgeError, type GpuPoint, type HistoryRecord } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
 
@@ -60,8 +60,10 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
       const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
       res.json({ ok: true, result, state: deps.state() });
     } catch (error) {
-      if (!(error instanceof ActionError)) throw error;
-      res.status(error.status).json({ error: error.message, ...(error.fit === undefined ? {} : { fit: error.fit }) });
+      // The control API's own error shape: {error, fit?}.
+      if (!(error instanceof BridgeError)) throw error;
+      const fit = error instanceof ActionError ? error.fit : undefined;
+      res.status(error.status).json({ error: error.message, ...(fit === undefined ? {} : { fit }) });
     }
   });
 

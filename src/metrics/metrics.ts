@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { TIERS, type Tier } from '../control/api-types.js';
+import { TIERS, type HistoryRecord, type Tier } from '../contract/index.js';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
-import type { HistoryRecord } from '../history/store.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */

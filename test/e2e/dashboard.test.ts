@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { BridgeHandle } from '../../src/bridge.js';
-import type { HistoryRecord } from '../../src/control/api-types.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
