@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
 import type { GenerationPolicy } from './api/generation.js';
+import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
@@ -15,6 +16,7 @@ import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
+import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
@@ -23,7 +25,7 @@ import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
 import { Router, settingsFrom } from './routing/router.js';
-import { Backend, timeoutsFrom } from './upstream/backend.js';
+import { Backend, limitsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
@@ -32,7 +34,7 @@ import { BackendHealth } from './upstream/health.js';
 import { HealthMonitor } from './upstream/health-monitor.js';
 import { ModelRefresher } from './upstream/model-refresher.js';
 import { Lifecycle } from './lifecycle.js';
-import type { BridgeState } from './contract/index.js';
+import { sameModel, type BridgeState } from './contract/index.js';
 export type { BridgeState } from './contract/index.js';
 
 
@@ -78,12 +80,12 @@ export function defaultDataDir(): string {
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
   const log = options.logger ?? createLogger(config);
-  const timeouts = timeoutsFrom(config);
+  const limits = limitsFrom(config);
   const breaker = config.routing.circuit_breaker;
   const backends = config.backends.map(
-    (backend) => new Backend(backend, timeouts, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
+    (backend) => new Backend(backend, limits, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
-  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes)));
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -105,8 +107,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const settings = settingsFrom(config);
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, settings.models);
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -142,6 +142,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   const catalog = new ModelCatalog(backends);
+  const settings = settingsFrom(config);
   const router = new Router(config, backends, catalog, settings, (backend, model) =>
     checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
   );
@@ -154,7 +155,12 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fallback: () => (settings.fallbackEnabled ? providers : []),
     deadline: stopDeadline.signal,
   };
-  const modelRefresher = new ModelRefresher(catalog, 5000);
+  const metrics = new BridgeMetrics(
+    backends,
+    () => gpuMonitor.status.gpus,
+    (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
+    settings.models,
+  );
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
   const snapshot = (): BridgeState => ({
@@ -177,6 +183,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   gpuMonitor.on('sample', changed);
   history.onRecord((record) => stateFeed.record(record));
+  const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   const actions = createActions(
     { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
@@ -194,6 +201,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       counters,
       control: controlRoutes({
         token: controlToken,
+        log,
         actions,
         state: snapshot,
         feed: stateFeed,
@@ -205,19 +213,36 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
-        const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
-        history.add(record);
-        metrics.observe(record);
+        // Runs after the answer, from a socket event: anything thrown here would end the process.
+        try {
+          const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
+          history.add(record);
+          metrics.observe(record);
+        } catch (error) {
+          log.error({ err: error, path: request.path }, 'could not record a finished request');
+        }
       },
     },
   );
-  // noDelay: a streamed token must leave at once, not wait for Nagle.
-  const server = new HttpServer('HTTP server', config.server.host, config.server.port, app, { noDelay: true, keepAliveTimeout: 65_000 }, () => stopDeadline.abort());
+  const requestTimeoutMs = config.server.request_timeout_seconds * 1000;
+  // noDelay: a streamed token must leave at once, not wait for Nagle. headersTimeout bounds a slow
+  // request head; a slow body is bounded by the body reader (JSON) or its idle timer (model blobs,
+  // which may take long but never stall). Node's own requestTimeout would also cut a long blob
+  // upload, so it is off. Answers may take as long as they need.
+  const server = new HttpServer('HTTP server', config.server.host, config.server.port, app, {
+    noDelay: true,
+    keepAliveTimeout: 65_000,
+    headersTimeout: requestTimeoutMs,
+    requestTimeout: 0,
+    maxConnections: config.server.max_connections,
+  }, () => stopDeadline.abort());
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
+    // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
+    metricsApp.use(guard(config));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
   }
@@ -270,6 +295,15 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   ]);
   const url = server.url;
   const metricsUrl = metricsServer?.url ?? null;
+  if (config.monitoring.logging.log_prompts) {
+    log.warn('monitoring.logging.log_prompts is on: the log holds the text of every prompt and answer');
+  }
+  if (!isLoopbackHost(config.server.host)) {
+    log.warn(
+      { host: config.server.host },
+      'listening beyond loopback over plain HTTP: API keys, prompts and answers cross the network unencrypted; put a TLS proxy (nginx, HAProxy) in front, or listen on loopback',
+    );
+  }
   // The control token stays out of the log: it is in the data folder, readable by this user only.
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 

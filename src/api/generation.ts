@@ -4,6 +4,7 @@ import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
+import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
 import { BridgeError, type GenerationOutcome } from '../contract/index.js';
 import { requestOf } from './request.js';
@@ -64,6 +65,7 @@ function noteResults(outcome: GenerationOutcome, results: readonly GenerationRes
   outcome.tokensOut = sum((r) => r.final.eval_count);
   const evalNs = results[0]?.final.eval_duration;
   outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
+  outcome.answer = results.map((r) => (r.toolCalls.length > 0 ? { content: r.content, toolCalls: r.toolCalls } : { content: r.content }));
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -127,6 +129,7 @@ function write(res: Response, text: string): Promise<void> | undefined {
 function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
   if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
   if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
+  if (error instanceof LineTooLongError) return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
   return toUpstreamError(error, source.name);
 }
 
@@ -232,6 +235,7 @@ export async function serveGeneration(
     tokensIn: null,
     tokensOut: null,
     evalSeconds: null,
+    answer: null,
     error: null,
   };
   request.generation = outcome;

@@ -60,6 +60,10 @@ export const configSchema = z.strictObject({
       host: z.string().min(1).default('127.0.0.1'),
       port: portSchema.default(5000),
       body_limit_mb: z.number().positive().max(1024).default(32),
+      /** Time a client has to send a request's head, and its JSON body; answers may take as long as they need. */
+      request_timeout_seconds: z.number().positive().default(30),
+      /** Open client connections; over it, the one waiting longest without a request in progress is closed. */
+      max_connections: z.number().int().min(1).default(1024),
       /** Bearer keys clients must send; required before listening beyond loopback. */
       api_keys: z.array(z.string().min(16, 'at least 16 characters')).default([]),
       /** Extra Host header names accepted besides loopback names (DNS-rebinding guard). */
@@ -85,6 +89,8 @@ export const configSchema = z.strictObject({
       simple: modelTierSchema.default({ name: 'qwen2.5-coder:1.5b' }),
       moderate: modelTierSchema.optional(),
       complex: modelTierSchema.default({ name: 'qwen2.5-coder:7b-instruct-q8_0' }),
+      /** The model that computes embeddings asked of a virtual model (auto, bridge/<tier>); default: the tier's own. */
+      embedding: z.strictObject({ name: z.string().min(1) }).optional(),
     })
     .prefault({}),
   routing: z
@@ -110,6 +116,8 @@ export const configSchema = z.strictObject({
           connect_timeout_seconds: z.number().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
           idle_timeout_seconds: z.number().positive().default(120),
+          /** Longest line of an upstream's streamed answer (and largest JSON answer); longer fails that request. */
+          max_line_mb: z.number().positive().max(1024).default(16),
           /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
           heartbeat_seconds: z.number().positive().default(10),
         })
@@ -141,7 +149,6 @@ export const configSchema = z.strictObject({
         .prefault({}),
       logging: z
         .strictObject({
-          format: z.enum(['json']).default('json'),
           level: logLevelSchema.default('info'),
           /** "stdout", or a folder that receives copilot-bridge.log. */
           destination: z.string().min(1).default('stdout'),

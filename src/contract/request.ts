@@ -39,6 +39,8 @@ export interface GenerationOutcome {
   tokensOut: number | null;
   /** Seconds the source spent generating, as it measured them (Ollama's eval_duration). */
   evalSeconds: number | null;
+  /** The answer's text per choice (with its tool calls); only the log reads it, with log_prompts on. */
+  answer: Array<{ content: string; toolCalls?: unknown[] }> | null;
   error: string | null;
 }
 

@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
@@ -18,6 +18,8 @@ export interface HistoryOptions {
 }
 
 const FILE = 'history.jsonl';
+/** History says what was asked of which model when: readable by this user only. */
+const FILE_MODE = 0o600;
 
 /**
  * Routing history: a bounded ring in memory for the dashboard, and an append-only JSONL file that
@@ -30,6 +32,8 @@ export class HistoryStore {
   private pending: string[] = [];
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  /** The current file ends in a torn line (a crash mid-write): the next write starts a new line. */
+  private tornTail = false;
   private readonly listeners = new Set<(record: HistoryRecord) => void>();
 
   constructor(private readonly options: HistoryOptions) {}
@@ -40,7 +44,7 @@ export class HistoryStore {
     if (dir === undefined) return;
     await mkdir(dir, { recursive: true });
     await this.load(dir);
-    await appendFile(this.fileAt(0), '');
+    await appendFile(this.fileAt(0), '', { mode: FILE_MODE });
     this.timer = setInterval(() => void this.flush(), this.options.flushIntervalMs ?? 1000);
     this.timer.unref();
   }
@@ -59,6 +63,9 @@ export class HistoryStore {
       } catch {
         continue;
       }
+      // Older versions created it readable by everyone; what was asked of which model is this user's only.
+      await chmod(file, FILE_MODE).catch(() => undefined);
+      if (generation === 0) this.tornTail = text !== '' && !text.endsWith('\n');
       text.split('\n').forEach((line, index) => {
         if (line.trim() === '') return;
         try {
@@ -103,8 +110,12 @@ export class HistoryStore {
     this.writing = this.writing.then(async () => {
       try {
         const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
-        if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
-        await appendFile(this.fileAt(0), text);
+        if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) {
+          await this.rotate();
+          this.tornTail = false;
+        }
+        await appendFile(this.fileAt(0), this.tornTail ? `\n${text}` : text, { mode: FILE_MODE });
+        this.tornTail = false;
       } catch (error) {
         // A failed write must not stop the bridge, nor every write after it.
         this.options.onWriteError?.(error as Error);

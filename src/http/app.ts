@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Router } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { anthropicRoutes } from '../api/anthropic/routes.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
@@ -9,7 +9,7 @@ import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { BodyError, jsonBody } from './body.js';
+import { BodyError, bodyIdleTimeout, jsonBody } from './body.js';
 import { guard } from './guard.js';
 import { beginRequest, requestOf } from '../api/request.js';
 import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
@@ -19,7 +19,18 @@ export type { RequestCounters } from '../contract/index.js';
 /** Called once per request when its connection closes, finished or not, with its record complete. */
 export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
-function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
+/** Request fields that carry the prompt's text, in any surface's request shape. */
+const PROMPT_FIELDS = ['system', 'instructions', 'messages', 'prompt', 'suffix', 'input'] as const;
+
+/** The prompt and answer text of a request, for a log that opted in (monitoring.logging.log_prompts). */
+function conversationOf(req: Request, request: RequestRecord): { prompt?: Record<string, unknown>; answer?: unknown } {
+  const body = req.body as Record<string, unknown> | undefined;
+  const prompt = typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
+  const answer = request.generation?.answer;
+  return { ...(Object.keys(prompt).length > 0 ? { prompt } : {}), ...(answer ? { answer } : {}) };
+}
+
+function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): RequestHandler {
   return (req, res, next) => {
     const started = performance.now();
     // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
@@ -33,7 +44,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
       request.end = end;
       onFinished({ ...request, end });
       const { generation } = request;
-      // Method, path and outcome only: request and answer bodies stay out of the log.
+      // Method, path and outcome only: request and answer text stay out of the log unless asked for.
       log.info(
         {
           id: request.id,
@@ -50,6 +61,7 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
           relay: request.relay ?? undefined,
           completed: end.completed,
           userAgent: request.client.userAgent ?? undefined,
+          ...(logPrompts ? conversationOf(req, request) : {}),
         },
         'request',
       );
@@ -65,9 +77,21 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
       return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
     case 'entity.parse.failed':
       return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    case 'request.timeout':
+      return new BridgeError(408, `${error.message} (server.request_timeout_seconds)`, { code: 'request_timeout', cause: error });
     default:
       return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
   }
+}
+
+/**
+ * A percent-encoding that does not decode (`%ZZ`, overlong UTF-8 such as `%c0%ae`): Express
+ * reports it from a route parameter, its static file server from a file path, both with status 400.
+ */
+function malformedUrl(thrown: unknown): BridgeError | undefined {
+  const status = (thrown as { status?: unknown } | null)?.status;
+  if (thrown instanceof BridgeError || (!(thrown instanceof URIError) && status !== 400)) return undefined;
+  return new BridgeError(400, 'the URL is not valid: it has a percent-encoding that does not decode', { code: 'invalid_url', cause: thrown });
 }
 
 /**
@@ -81,10 +105,10 @@ function errorBoundary(config: Config, log: Logger): ErrorRequestHandler {
       res.destroy();
       return;
     }
-    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
-    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: req.path }, 'unhandled error');
-    // The rest of an oversized body is not worth reading: the connection goes.
-    if (error.status === 413) res.setHeader('connection', 'close');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : (malformedUrl(thrown) ?? asBridgeError(thrown));
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500) log.error({ err: thrown, path: req.path }, 'unhandled error');
+    // The rest of an oversized or trickling body is not worth reading: the connection goes.
+    if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);
   };
 }
@@ -105,12 +129,15 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(requestLog(log, parts.counters, parts.onFinished));
+  app.use(requestLog(log, parts.counters, parts.onFinished, config.monitoring.logging.log_prompts));
   app.use(guard(config));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', toPrimary);
-  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
+  app.all('/api/blobs/*digest', (req, _res, next) => {
+    bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+    next();
+  }, toPrimary);
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));

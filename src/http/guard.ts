@@ -27,6 +27,11 @@ function bearer(req: Request): string | undefined {
   return typeof apiKey === 'string' ? apiKey : undefined;
 }
 
+/** A refused client gets its connection closed after the answer: it holds no place it may not use. */
+function refuse(res: Response): void {
+  res.setHeader('connection', 'close');
+}
+
 /**
  * Safe defaults (design §8): without API keys the bridge trusts only loopback Host names (a page on
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
@@ -41,6 +46,7 @@ export function guard(config: Config) {
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
+        refuse(res);
         next(new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' }));
         return;
       }
@@ -48,6 +54,7 @@ export function guard(config: Config) {
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
+        refuse(res);
         next(new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' }));
         return;
       }
@@ -64,6 +71,7 @@ export function guard(config: Config) {
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
+        refuse(res);
         next(new BridgeError(401, 'a valid API key is required (Authorization: Bearer <key>)', { code: 'invalid_api_key' }));
         return;
       }

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { limitConnections } from './connections.js';
 
 function urlOf(address: AddressInfo): string {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -25,10 +26,11 @@ export class HttpServer {
     private readonly host: string,
     private readonly port: number,
     handler: RequestListener,
-    options: ServerOptions = {},
+    { maxConnections, ...options }: ServerOptions & { maxConnections?: number } = {},
     private readonly onDeadline: () => void = () => undefined,
   ) {
     this.server = createServer(options, handler);
+    if (maxConnections !== undefined) limitConnections(this.server, maxConnections);
     // Before the handler: while draining, answers tell the client (or balancer) not to reuse the
     // connection, and a connection whose running answer finished closes at once.
     this.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {

@@ -19,8 +19,18 @@ export class BridgeMetrics {
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
 
-  /** `tierModels`: the model each tier routes to at start, so the error series exist (at 0) before the first error. */
-  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[], tierModels: Readonly<Record<Tier, string>>) {
+  /**
+   * @param knownModel whether a model name is configured or installed: only those become label
+   *   values (the rest count as "other"), so client input cannot add series without bound.
+   * @param tierModels the model each tier routes to at start, so the error series exist (at 0)
+   *   before the first error.
+   */
+  constructor(
+    backends: readonly Backend[],
+    gpus: () => readonly GpuReading[],
+    private readonly knownModel: (name: string) => boolean,
+    tierModels: Readonly<Record<Tier, string>>,
+  ) {
     const registers = [this.registry];
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
     const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
@@ -68,12 +78,13 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     const tier = record.tier ?? 'none';
     const backend = record.backend ?? 'none';
-    this.requests.inc({ tier, model: record.model, backend, status: String(record.status) });
-    if (record.outcome === 'error') this.errors.inc({ tier, model: record.model, backend, outcome: record.outcome });
+    const model = this.knownModel(record.model) ? record.model : 'other';
+    this.requests.inc({ tier, model, backend, status: String(record.status) });
+    if (record.outcome === 'error') this.errors.inc({ tier, model, backend, outcome: record.outcome });
     this.responseTime.observe({ tier, backend }, record.totalMs / 1000);
     if (record.ttftMs !== null) this.firstToken.observe({ tier, backend }, record.ttftMs / 1000);
-    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model: record.model }, record.tokensIn);
-    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model: record.model }, record.tokensOut);
+    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model }, record.tokensIn);
+    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
   }
 }

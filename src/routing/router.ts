@@ -206,6 +206,17 @@ export class Router {
     return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}` };
   }
 
+  /**
+   * The real model that computes embeddings for `requested`: a virtual name means models.embedding
+   * when configured, else the model of its tier ("auto": the simple tier's). Always the same model
+   * for one name, since vectors of different models cannot be compared.
+   */
+  embeddingModel(requested: string): string {
+    const virtual = virtualModel(requested);
+    if (virtual === undefined) return requested;
+    return this.config.models.embedding?.name ?? this.settings.models[virtual.tier ?? 'simple'];
+  }
+
   /** The best backend for a request that is not a generation (embeddings); the primary when none can take it. */
   async backendFor(model: string): Promise<Backend> {
     return (await this.rank(model, null)).candidates[0] ?? this.primary;

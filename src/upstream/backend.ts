@@ -5,24 +5,29 @@ import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.j
 import { BackendHealth } from './health.js';
 import { canonicalModelName } from '../contract/index.js';
 import { readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { readText } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
 export type { BackendSnapshot } from '../contract/index.js';
 
-export interface UpstreamTimeouts {
+/** How long the bridge waits on an upstream, and how much it takes from one. */
+export interface UpstreamLimits {
   connectMs: number;
   /** Until the response head arrives; Ollama sends it with the first token, so cold loads count. */
   firstByteMs: number;
   /** Longest gap between two body chunks. */
   idleMs: number;
+  /** Longest answer line (NDJSON, SSE), and largest JSON answer. */
+  maxLineBytes: number;
 }
 
-export function timeoutsFrom(config: Config): UpstreamTimeouts {
+export function limitsFrom(config: Config): UpstreamLimits {
   const t = config.routing.thresholds;
   return {
     connectMs: t.connect_timeout_seconds * 1000,
     firstByteMs: t.timeout_seconds * 1000,
     idleMs: t.idle_timeout_seconds * 1000,
+    maxLineBytes: Math.round(t.max_line_mb * 1024 * 1024),
   };
 }
 
@@ -58,7 +63,7 @@ export class Backend implements GenerationSource {
   private recheckedAt = Number.NEGATIVE_INFINITY;
   private rechecking: Promise<void> | undefined;
 
-  constructor(config: BackendConfig, timeouts: UpstreamTimeouts, health: BackendHealth) {
+  constructor(config: BackendConfig, private readonly limits: UpstreamLimits, health: BackendHealth) {
     this.name = config.name;
     this.weight = config.weight;
     this.health = health;
@@ -67,9 +72,9 @@ export class Backend implements GenerationSource {
     this.host = this.url.host;
     this.basePath = this.url.pathname.replace(/\/+$/, '');
     this.pool = new Pool(this.url.origin, {
-      connect: { timeout: timeouts.connectMs },
-      headersTimeout: timeouts.firstByteMs,
-      bodyTimeout: timeouts.idleMs,
+      connect: { timeout: limits.connectMs },
+      headersTimeout: limits.firstByteMs,
+      bodyTimeout: limits.idleMs,
       keepAliveTimeout: 10_000,
     });
   }
@@ -119,10 +124,10 @@ export class Backend implements GenerationSource {
       model: String(request.body.model),
     });
     if (response.statusCode >= 400) {
-      const text = await response.body.text().catch(() => '');
+      const text = await readText(response.body, this.limits.maxLineBytes).catch(() => '');
       throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
     }
-    return readNdjson(response.body);
+    return readNdjson(response.body, this.limits.maxLineBytes);
   }
 
   /**
@@ -198,7 +203,12 @@ export class Backend implements GenerationSource {
     } catch (error) {
       throw toUpstreamError(error, this.name);
     }
-    const text = await response.body.text();
+    let text: string;
+    try {
+      text = await readText(response.body, this.limits.maxLineBytes);
+    } catch (error) {
+      throw toUpstreamError(error, this.name);
+    }
     if (response.statusCode >= 400) throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
     return (text === '' ? {} : JSON.parse(text)) as T;
   }

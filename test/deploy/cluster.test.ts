@@ -43,7 +43,7 @@ before(async () => {
   await Promise.all(bridges.map((b) => b.up()));
 
   nginx = new Program('nginx', 'nginx', ['-c', deploy.nginxConf, '-p', path.dirname(deploy.nginxConf), '-g', 'daemon off;']);
-  haproxy = new Program('haproxy', 'haproxy', ['-f', deploy.haproxyCfg, '-db']);
+  haproxy = new Program('haproxy', 'haproxy', ['-f', deploy.haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: deploy.monitoringKey } });
   prometheus = new Program('prometheus', 'prometheus', [
     `--config.file=${deploy.prometheusYml}`,
     `--storage.tsdb.path=${path.join(dir, 'prometheus-data')}`,

@@ -31,11 +31,10 @@ describe('the committed deployment files pass the programs that read them', () =
   });
 
   it('haproxy -c', () => {
-    assertClean(runTool('haproxy', ['-c', '-f', rendered.haproxyCfg]), /\[(WARNING|ALERT)\]/);
+    assertClean(runTool('haproxy', ['-c', '-f', rendered.haproxyCfg], { env: { COPILOT_BRIDGE_MONITORING_KEY: rendered.monitoringKey } }), /\[(WARNING|ALERT)\]/);
   });
 
-  it('promtool check config and check rules, on the committed files and on the test rendering', () => {
-    assertClean(runTool('promtool', ['check', 'config', path.join(DEPLOY, 'prometheus/prometheus.yml')]), /WARNING|FAILED/);
+  it('promtool check config (it needs the monitoring key file, so on the test rendering) and check rules', () => {
     assertClean(runTool('promtool', ['check', 'rules', path.join(DEPLOY, 'prometheus/alerts.yml'), path.join(DEPLOY, 'prometheus/recording.yml')]), /WARNING|FAILED/);
     assertClean(runTool('promtool', ['check', 'config', rendered.prometheusYml]), /WARNING|FAILED/);
   });

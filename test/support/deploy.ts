@@ -92,6 +92,8 @@ export interface RenderedDeploy {
   dir: string;
   ports: TestPorts;
   apiKey: string;
+  /** The key Prometheus and HAProxy's checks send to the metrics port (also one of BRIDGE_API_KEYS). */
+  monitoringKey: string;
   controlToken: string;
   /** TLS certificate the balancers serve (and the clients trust). */
   certificate: string;
@@ -151,6 +153,7 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
   const ports = await testPorts();
   const at = (...parts: string[]): string => path.join(dir, ...parts);
   const apiKey = 'deploy-test-key-0123456789abcdef';
+  const monitoringKey = 'deploy-test-monitoring-0123456789';
   const controlToken = 'deploy-test-control-0123456789';
 
   // TLS: a throwaway certificate for 127.0.0.1.
@@ -221,7 +224,7 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
       ]),
     );
   });
-  write(at('etc', 'credentials', 'BRIDGE_API_KEYS'), `${apiKey}\n`);
+  write(at('etc', 'credentials', 'BRIDGE_API_KEYS'), `${apiKey}\n${monitoringKey}\n`);
   write(at('etc', 'credentials', 'BRIDGE_CONTROL_TOKEN'), `${controlToken}\n`);
 
   const unitsDir = at('units');
@@ -254,6 +257,7 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
       ['scrape_interval: 15s', 'scrape_interval: 1s'],
       ['evaluation_interval: 15s', 'evaluation_interval: 1s'],
       ['alertmanager.internal:9093', `127.0.0.1:${ports.alertmanager}`],
+      ['/etc/prometheus/copilot-bridge-monitoring.key', write(path.join(prometheusDir, 'copilot-bridge-monitoring.key'), `${monitoringKey}\n`)],
       ...INSTANCES.map((instance, i) => [`${instance.host}:${METRICS_PORT}`, `127.0.0.1:${ports.metrics[i]}`] as const),
     ]),
   );
@@ -274,12 +278,12 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
     ]),
   );
 
-  return { dir, ports, apiKey, controlToken, certificate, nginxConf, haproxyCfg, prometheusYml, prometheusDir, alertmanagerYml, unitsDir, bridges };
+  return { dir, ports, apiKey, monitoringKey, controlToken, certificate, nginxConf, haproxyCfg, prometheusYml, prometheusDir, alertmanagerYml, unitsDir, bridges };
 }
 
 /** Runs a validator; its whole output goes into the failure message. */
-export function runTool(command: string, args: string[], options: { cwd?: string } = {}): { status: number | null; output: string } {
-  const result = spawnSync(command, args, { encoding: 'utf8', cwd: options.cwd, timeout: 60_000 });
+export function runTool(command: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): { status: number | null; output: string } {
+  const result = spawnSync(command, args, { encoding: 'utf8', cwd: options.cwd, env: { ...process.env, ...options.env }, timeout: 60_000 });
   if (result.error) throw new Error(`${command} could not run: ${result.error.message} (installed by .ci/run)`);
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }

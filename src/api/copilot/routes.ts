@@ -17,7 +17,7 @@ export function copilotRoutes(context: ApiContext): ExpressRouter {
     // Express has already percent-decoded the segment: "qwen2.5-coder%3A7b" arrives as "qwen2.5-coder:7b".
     const engine = req.params.engine;
     const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;
-    await serveCompletion(context, req, res, installed ? engine : 'auto', request, true);
+    await serveCompletion(context, req, res, installed ? engine : 'auto', request);
   });
 
   // Harmless answers to what the Copilot language server asks besides completions (/health is the bridge's own).

@@ -7,7 +7,7 @@ import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel } from '../../contract/index.js';
-import type { OllamaMessage, OllamaShowResponse, OllamaTagModel } from '../../upstream/ollama-api.js';
+import { modelNamed, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
@@ -48,15 +48,9 @@ const generateRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
-const namedRequest = z.looseObject({ model: z.string().min(1).optional(), name: z.string().min(1).optional() });
-
-function modelNameOf(body: unknown): string | undefined {
-  const parsed = namedRequest.safeParse(body ?? {});
-  return parsed.success ? (parsed.data.model ?? parsed.data.name) : undefined;
-}
 
 function requiredModelName(body: unknown): string {
-  const name = modelNameOf(body);
+  const name = modelNamed(body);
   if (name === undefined) throw new BridgeError(400, 'model is required', { code: 'invalid_request', param: 'model' });
   return name;
 }
@@ -229,10 +223,19 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   const byModel = async (req: Request): Promise<Backend> => {
-    const model = modelNameOf(req.body);
+    const model = modelNamed(req.body);
     return model === undefined ? primary : context.router.backendFor(model);
   };
-  router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
+  router.post(
+    ['/api/embed', '/api/embeddings'],
+    (req, _res, next) => {
+      // A virtual model (both model lists show it) embeds with a real one; the body goes upstream with that name.
+      const requested = modelNamed(req.body);
+      if (requested !== undefined) (req.body as Record<string, unknown>).model = context.router.embeddingModel(requested);
+      next();
+    },
+    passthrough(byModel),
+  );
 
   router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
 

@@ -69,7 +69,6 @@ export async function serveCompletion(
   res: Response,
   requestedModel: string,
   request: CompletionRequest,
-  streamByDefault: boolean,
 ): Promise<void> {
   const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
   const suffix = request.suffix ?? undefined;
@@ -87,7 +86,8 @@ export async function serveCompletion(
     return {
       path: '/api/generate',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
-      stream: request.stream ?? streamByDefault,
+      // OpenAI's default; Copilot always asks for a stream.
+      stream: request.stream ?? false,
       format: completionFormat(requestedModel, request.stream_options?.include_usage === true),
     };
   };

@@ -3,6 +3,9 @@ import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { BridgeError } from '../../contract/index.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
+import { countOf } from '../../upstream/ollama-api.js';
+import { limitsFrom } from '../../upstream/backend.js';
+import { readText } from '../../upstream/lines.js';
 import type { ApiContext } from '../context.js';
 import { serveChat } from '../chat-plan.js';
 import { requestOf } from '../request.js';
@@ -96,12 +99,13 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post('/v1/completions', async (req, res) => {
     const request = parseBody(completionRequestSchema, req);
     if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
-    await serveCompletion(context, req, res, request.model, request, false);
+    await serveCompletion(context, req, res, request.model, request);
   });
 
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req);
-    const backend = await context.router.backendFor(request.model);
+    const model = context.router.embeddingModel(request.model);
+    const backend = await context.router.backendFor(model);
     requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
@@ -110,11 +114,11 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         method: 'POST',
         path: '/api/embed',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: request.model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
+        body: JSON.stringify({ model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
         signal: abort.signal,
-        model: request.model,
+        model,
       });
-      const text = await upstream.body.text();
+      const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
       const base64 = request.encoding_format === 'base64';
@@ -122,7 +126,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         object: 'list',
         data: answer.embeddings.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : vector })),
         model: request.model,
-        usage: { prompt_tokens: answer.prompt_eval_count ?? 0, total_tokens: answer.prompt_eval_count ?? 0 },
+        usage: { prompt_tokens: countOf(answer.prompt_eval_count) ?? 0, total_tokens: countOf(answer.prompt_eval_count) ?? 0 },
       });
     } catch (error) {
       if (abort.signal.aborted) return;
