@@ -1,6 +1,7 @@
 // The benchmark: the bridge measured side by side with a direct call to the same upstream and
 // with the thinnest Node reverse proxy (the floor), in the same run, on this machine.
-// Writes bench/results.json and bench/results.md. Usage: npm run bench
+// Writes bench/results.json and its section of bench/results.md. Usage: npm run bench
+// (npm run bench -- --workload runs the workload replay on real Ollama instead: bench/workload.ts).
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -15,6 +16,7 @@ import { GpuMonitor } from '../src/gpu/monitor.js';
 import { Classifier } from '../src/routing/classify.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
 import { chatSignals, clientSignals } from '../src/routing/signals.js';
+import { replaceSection, runWorkload } from './workload.js';
 
 const quick = process.argv.includes('--quick');
 const SEQUENTIAL = quick ? 300 : 2000;
@@ -250,7 +252,7 @@ async function main(): Promise<void> {
   const s = results.streaming;
   const ratio = (a: number, b: number): string => (b > 0 ? `${round(a / b, 2)}x` : 'n/a');
   const table = [
-    `# Benchmark results`,
+    `## Proxy cost against a fast upstream stand-in`,
     '',
     `${results.machine.cpus} cores (${results.machine.cpu}), Node ${results.machine.node}, ${results.machine.date}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering one NDJSON chunk with no delay. Added latency = the proxy's percentile minus the direct call's, same run.`,
@@ -275,9 +277,13 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   writeFileSync('bench/results.json', `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync('bench/results.md', table);
+  replaceSection('bench/results.md', '## Proxy cost', table);
   process.stdout.write(table);
   process.exit(0);
 }
 
+if (process.argv.includes('--workload')) {
+  await runWorkload();
+  process.exit(0);
+}
 await main();

@@ -24,7 +24,10 @@ import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
+import { normalizeResidency, seedFor, tierConfigOf } from './routing/residency.js';
 import { Router, settingsFrom } from './routing/router.js';
+import { Scheduler } from './routing/scheduler.js';
+import { canonicalModelName } from './contract/index.js';
 import { Backend, limitsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
@@ -107,6 +110,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
+
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -143,9 +147,26 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   const catalog = new ModelCatalog(backends);
   const settings = settingsFrom(config);
-  const router = new Router(config, backends, catalog, settings, (backend, model) =>
-    checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
-  );
+  /** The model's size for a cold load: Ollama's, else the tier's vram_gb. */
+  const sizeOf = (model: string): number | undefined => seedFor(config, settings, model, catalog.sizeOf(model)).sizeBytes;
+  const router = new Router(config, backends, catalog, settings, (backend, model) => checkFit(model, backend, sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits);
+  const backendNamed = new Map(backends.map((b) => [b.name, b]));
+  const slotsOf = new Map(config.backends.map((b) => [b.name, b.parallel ?? (b.manage ? config.ollama.num_parallel : 1)]));
+  const scheduler = new Scheduler({
+    enabled: config.routing.scheduler.enabled,
+    ageBoostMs: config.routing.scheduler.age_boost_ms,
+    fimMaxWaitMs: config.routing.scheduler.fim_max_wait_ms,
+    fimReservedSlots: config.routing.scheduler.fim_reserved_slots,
+    slots: (backend) => slotsOf.get(backend) ?? 1,
+    resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model) ?? false,
+    seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
+    identity: (model) => catalog.digestOf(model) ?? canonicalModelName(model),
+    onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
+    // One /api/ps after a cold load, so the next choice knows the model is there now.
+    onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),
+  });
+  const loadedContext = (backend: string, model: string): number | undefined =>
+    backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
   // Aborted when a stop's grace period ran out; every running generation listens to it.
   const stopDeadline = new AbortController();
   setMaxListeners(0, stopDeadline.signal);
@@ -153,12 +174,16 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
+    scheduler,
+    laneRules: config.routing.scheduler.lane_rules,
+    prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
     deadline: stopDeadline.signal,
   };
   const metrics = new BridgeMetrics(
     backends,
     () => gpuMonitor.status.gpus,
     (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
+    () => scheduler.snapshot(),
     settings.models,
   );
 
@@ -175,6 +200,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,
+    scheduler: scheduler.snapshot(),
   });
   const stateFeed = new StateFeed(snapshot);
   const changed = (): void => {
@@ -280,6 +306,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     ...(config.gpu_monitor.enabled ? [gpuMonitor] : []),
     healthMonitor,
     modelRefresher,
+    // Stops after the servers drained: requests still queued then are served meanwhile, not refused.
+    scheduler,
     {
       name: 'requests in flight',
       start: async () => undefined,

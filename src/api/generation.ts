@@ -1,12 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
+import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
+import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
-import { BridgeError, type GenerationOutcome } from '../contract/index.js';
+import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
 import { requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
@@ -44,7 +46,7 @@ export interface GenerationPlan {
 /** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
 export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
 
-/** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
+/** What serving a generation needs besides the route: the retry budget, the cloud fallback, the queue. */
 export interface GenerationPolicy {
   maxRetries: number;
   /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
@@ -53,6 +55,10 @@ export interface GenerationPolicy {
   fallback(): readonly GenerationSource[];
   /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
   deadline: AbortSignal;
+  scheduler: Scheduler;
+  laneRules: readonly LaneRule[];
+  /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
+  prepare(body: Record<string, unknown>, backend: string, model: string): Record<string, unknown>;
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
@@ -145,7 +151,7 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
   // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
@@ -153,7 +159,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
   try {
     const streams = await Promise.all(
       plan.bodies.map((body) =>
-        source.generate({ path: plan.path, body: { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
+        source.generate({ path: plan.path, body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
@@ -198,21 +204,43 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
   return results;
 }
 
+/** What the scheduler learns from a finished try: Ollama's own load and prompt figures. */
+function completionOf(results: readonly GenerationResult[] | null): Completion {
+  const final = results?.[0]?.final;
+  if (final === undefined) return { ok: false };
+  return { ok: true, loadDurationNs: final.load_duration, promptEvalCount: final.prompt_eval_count, promptEvalDurationNs: final.prompt_eval_duration };
+}
+
 /**
- * Runs a generation and writes it in the surface's format. The upstream is always asked to
- * stream; the answer is forwarded line by line, or gathered for `stream: false`. As long as nothing
- * was sent to the client (a stream: until its first line; a whole answer: until it is complete),
- * a failing backend is replaced by the next candidate (up to maxRetries, with a jittered
- * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
- * error form.
+ * The answer for ghost text the scheduler dropped (superseded by a newer keystroke, or too late to
+ * be useful): a normal, empty completion in the surface's own format, so the editor shows nothing
+ * instead of an error.
  */
-export async function serveGeneration(
-  policy: GenerationPolicy,
-  req: Request,
-  res: Response,
-  route: RouteDecision,
-  plan: GenerationPlan,
-): Promise<void> {
+function answerEmpty(res: Response, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
+  const final: OllamaChunk = { model: route.model, created_at: new Date().toISOString(), done: true, done_reason: 'stop', ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }) };
+  const results = plan.bodies.map((): GenerationResult => ({ content: '', thinking: '', toolCalls: [], final }));
+  res.setHeader('x-bridge-dropped', reason);
+  setRouteHeaders(res, route, 'none', route.model);
+  if (!plan.stream) {
+    res.status(200).json(plan.format.whole(results));
+    return;
+  }
+  res.status(200);
+  res.setHeader('content-type', plan.format.streamContentType);
+  res.setHeader('cache-control', 'no-cache');
+  res.end(plan.bodies.map((_, index) => plan.format.chunk(final, index)).join('') + plan.format.end(results));
+}
+
+/**
+ * Runs a generation and writes it in the surface's format. Each try on a local backend first
+ * waits for a slot in the scheduler (which, with dual-GPU on, also picks the backend); a client
+ * that hangs up while waiting is never sent upstream. The upstream is always asked to stream; the
+ * answer is forwarded line by line, or gathered for `stream: false`. As long as nothing was sent
+ * to the client (a stream: until its first line; a whole answer: until it is complete), a failing
+ * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
+ * the cloud fallback. After that, a break ends the stream in the surface's own error form.
+ */
+export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan, input: RouteInput): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -223,6 +251,8 @@ export async function serveGeneration(
   res.once('close', () => deadline.removeEventListener('abort', onDeadline));
   if (deadline.aborted) client.abort();
   const request = requestOf(req);
+  const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
+  const lane = classifyLane(laneInput, policy.laneRules).lane;
   const outcome: GenerationOutcome = {
     requestedModel: route.requestedModel,
     tier: route.tier,
@@ -237,6 +267,9 @@ export async function serveGeneration(
     evalSeconds: null,
     answer: null,
     error: null,
+    lane,
+    queueMs: 0,
+    dropped: null,
   };
   request.generation = outcome;
   const started = performance.now();
@@ -250,11 +283,14 @@ export async function serveGeneration(
     failures.push(`${source.name}: ${failure.message}`);
   };
 
+  /** The answer of the last try, when it ended well: what the scheduler learns from. */
+  let answered: GenerationResult[] | null = null;
   /** One try with one source; true when the client got its answer (or left). */
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
+    answered = null;
     let opened: Opened;
     try {
-      opened = await open(source, plan, route.model, req, client.signal);
+      opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
     } catch (error) {
       // Stopped by the deadline: not the source's fault, and the client still gets an answer below.
       if (client.signal.aborted) return !deadline.aborted;
@@ -265,12 +301,13 @@ export async function serveGeneration(
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
       request.backend = source.name;
-      await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
+      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
       noteResults(outcome, results);
+      answered = results;
       request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
       res.status(200).json(plan.format.whole(results));
@@ -289,16 +326,53 @@ export async function serveGeneration(
   // same error, and each answer would count against its circuit.
   const untried = [...route.candidates];
   for (let retry = 0; retry <= policy.maxRetries; retry++) {
-    // The next candidate that can still take traffic (a refused connection marks one down at once).
-    const at = untried.findIndex((b) => b.canTake(route.model));
-    if (at < 0) break;
-    const [source] = untried.splice(at, 1) as [Backend];
+    // Candidates that can still take traffic (a refused connection marks one down at once).
+    const usable = untried.filter((b) => b.canTake(route.model));
+    if (usable.length === 0) break;
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
       if (client.signal.aborted) break;
     }
-    if (await serveFrom(source)) return;
+    const choices = schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name);
+    let slot: Slot;
+    try {
+      slot = await policy.scheduler.admit({
+        model: route.model,
+        choices,
+        lane,
+        client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
+        promptTokens: input.signals.approxTokens,
+        weight: plan.bodies.length,
+        signal: client.signal,
+      });
+    } catch (error) {
+      // The stop deadline: the answer below says so.
+      if (deadline.aborted) break;
+      if (client.signal.aborted || res.destroyed) return;
+      if (error instanceof QueueDropped && error.reason !== 'stopping') {
+        outcome.dropped = error.reason;
+        answerEmpty(res, route, plan, error.reason);
+        return;
+      }
+      outcome.error = (error as Error).message;
+      throw new BridgeError(503, `no backend can serve this request: ${(error as Error).message}`, { code: 'no_backend_available' });
+    }
+    outcome.queueMs += slot.queuedMs;
+    if (retry === 0 && slot.why !== '') {
+      const noRoom = route.noRoom.filter((name) => !choices.includes(name)).map((name) => `; ${name} lacks VRAM for a cold load`);
+      route.reason = route.spread ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+      outcome.reason = route.reason;
+    }
+    const source = usable.find((b) => b.name === slot.backend) as Backend;
+    untried.splice(untried.indexOf(source), 1);
+    let served = false;
+    try {
+      served = await serveFrom(source);
+    } finally {
+      slot.release(completionOf(answered));
+    }
+    if (served) return;
     if (client.signal.aborted || (lastError !== undefined && !retriable(lastError))) break;
   }
 
@@ -333,7 +407,10 @@ function modelOf(opened: Opened, route: RouteDecision): string {
   return opened.source.kind === 'cloud' ? (opened.first?.[1].model ?? route.model) : route.model;
 }
 
-/** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
+/**
+ * Writes a started answer as a stream; from here on a failure can only end the stream in the
+ * surface's error form. Resolves to the results when it ended well, else null.
+ */
 async function stream(
   opened: Opened,
   res: Response,
@@ -342,7 +419,7 @@ async function stream(
   outcome: GenerationOutcome,
   heartbeatMs: number,
   deadline: AbortSignal,
-): Promise<void> {
+): Promise<GenerationResult[] | null> {
   const { source, lines, first, abort } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
@@ -380,26 +457,27 @@ async function stream(
   };
 
   try {
-    if (first !== undefined && !(await handle(...first))) return;
+    if (first !== undefined && !(await handle(...first))) return null;
     for await (const [index, event] of lines) {
-      if (!(await handle(index, event))) return;
+      if (!(await handle(index, event))) return null;
     }
   } catch (error) {
     abort.abort();
-    if (res.destroyed) return;
+    if (res.destroyed) return null;
     if (deadline.aborted) {
       fail(SHUT_DOWN_MESSAGE, 'shutting_down');
-      return;
+      return null;
     }
     const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
-    return;
+    return null;
   } finally {
     clearInterval(beat);
   }
   noteResults(outcome, results);
   res.end(plan.format.end(results));
+  return results;
 }
 
 /**
@@ -415,5 +493,5 @@ export async function routeAndServe(
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const route = await router.route(input);
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input);
 }

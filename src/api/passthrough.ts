@@ -25,8 +25,8 @@ function forwardedPath(originalUrl: string): string | undefined {
   return url.pathname + url.search;
 }
 
-/** Chooses the backend for one request. */
-export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
+/** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
+export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
 /**
  * Forwards the request to one backend as it is and streams the answer back.
@@ -38,7 +38,8 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     if (path === undefined) {
       throw new BridgeError(400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, { code: 'invalid_path' });
     }
-    const backend = await choose(req);
+    const backend = await choose(req, res);
+    if (backend === undefined) return;
     if (afterEach !== undefined) res.once('close', afterEach);
     const request = requestOf(req);
     request.backend = backend.name;

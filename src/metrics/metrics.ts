@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { TIERS, type HistoryRecord, type Tier } from '../contract/index.js';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
+import { LANES, TIERS, type HistoryRecord, type Lane, type SchedulerSnapshot, type Tier } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
@@ -18,6 +18,7 @@ export class BridgeMetrics {
   private readonly firstToken: Histogram<'tier' | 'backend'>;
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
+  private readonly queueWait: Histogram<'lane'>;
 
   /**
    * @param knownModel whether a model name is configured or installed: only those become label
@@ -29,6 +30,7 @@ export class BridgeMetrics {
     backends: readonly Backend[],
     gpus: () => readonly GpuReading[],
     private readonly knownModel: (name: string) => boolean,
+    scheduler: () => SchedulerSnapshot,
     tierModels: Readonly<Record<Tier, string>>,
   ) {
     const registers = [this.registry];
@@ -64,6 +66,21 @@ export class BridgeMetrics {
     for (const tier of TIERS) {
       for (const backend of backends) this.errors.inc({ tier, model: tierModels[tier], backend: backend.name, outcome: 'error' }, 0);
     }
+    // Only configured or installed models are label values; several queues may add up in "other".
+    const labelOf = (model: string): string => (knownModel(model) ? model : 'other');
+    new Gauge({
+      name: 'copilot_bridge_queue_depth',
+      help: 'Requests waiting in the bridge for a free Ollama slot, per backend, model and lane',
+      labelNames: ['backend', 'model', 'lane'],
+      registers,
+      collect() {
+        this.reset();
+        for (const pool of scheduler().pools) {
+          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
+        }
+      },
+    });
+    this.queueWait = new Histogram({ name: 'copilot_bridge_queue_wait_seconds', help: 'Time a request waited in the bridge before it was sent upstream', labelNames: ['lane'], buckets: [0, 0.01, ...LATENCY_BUCKETS], registers });
     new Gauge({
       name: 'copilot_bridge_backend_up',
       help: '1 when the backend can take traffic (reachable, circuit not open)',
@@ -86,5 +103,9 @@ export class BridgeMetrics {
     if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model }, record.tokensIn);
     if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
+  }
+
+  observeQueueWait(lane: Lane, waitMs: number): void {
+    this.queueWait.observe({ lane }, waitMs / 1000);
   }
 }

@@ -119,14 +119,24 @@ export class ModelCatalog {
     return (this.listings ?? []).some((listing) => listing.models?.some((m) => canonicalModelName(m.model ?? m.name) === key) === true);
   }
 
-  /** The size of a model's files as the last model lists gave it, without asking again. */
-  sizeOf(model: string): number | undefined {
+  /** A model as the last model lists gave it, without asking again. */
+  private listed(model: string): OllamaTagModel | undefined {
     const key = canonicalModelName(model);
     for (const listing of this.listings ?? []) {
       const found = listing.models?.find((m) => canonicalModelName(m.model ?? m.name) === key);
-      if (found !== undefined) return found.size;
+      if (found !== undefined) return found;
     }
     return undefined;
+  }
+
+  /** The size of a model's files as the last model lists gave it. */
+  sizeOf(model: string): number | undefined {
+    return this.listed(model)?.size;
+  }
+
+  /** The digest of a model's file: names with one digest are one model to Ollama. */
+  digestOf(model: string): string | undefined {
+    return this.listed(model)?.digest;
   }
 
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */

@@ -241,7 +241,7 @@ describe('control API', () => {
     await new Promise((resolve) => setTimeout(resolve, 80));
     const second = await chat(bridge);
     assert.equal(second.headers.get('x-bridge-backend'), 'gpu1');
-    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /gpu0 busy \(1 in flight\)/);
+    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /^model 'm' requested; gpu1: ~[\d.]+ s, cold load, idle; gpu0: ~[\d.]+ s, resident, 1 running$/);
     await (await first).text();
     assert.equal(a.requests.length, 1);
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import express, { type Request, type Router as ExpressRouter } from 'express';
+import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { clientSignals, completionSignals, needsOf } from '../../routing/signals.js';
@@ -8,6 +8,7 @@ import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel } from '../../contract/index.js';
 import { modelNamed, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
@@ -222,9 +223,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     });
   });
 
-  const byModel = async (req: Request): Promise<Backend> => {
+  const byModel = async (req: Request, res: Response): Promise<Backend | undefined> => {
     const model = modelNamed(req.body);
-    return model === undefined ? primary : context.router.backendFor(model);
+    return model === undefined ? primary : admitRelayed(context, req, res, model);
   };
   router.post(
     ['/api/embed', '/api/embeddings'],

@@ -6,6 +6,7 @@ import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upst
 import { countOf } from '../../upstream/ollama-api.js';
 import { limitsFrom } from '../../upstream/backend.js';
 import { readText } from '../../upstream/lines.js';
+import { admitRelayed } from '../admit.js';
 import type { ApiContext } from '../context.js';
 import { serveChat } from '../chat-plan.js';
 import { requestOf } from '../request.js';
@@ -105,7 +106,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req);
     const model = context.router.embeddingModel(request.model);
-    const backend = await context.router.backendFor(model);
+    const backend = await admitRelayed(context, req, res, model);
+    if (backend === undefined) return;
     requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
