@@ -3,7 +3,8 @@ import { setMaxListeners } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import express from 'express';
+import express, { type ErrorRequestHandler } from 'express';
+import { asBridgeError, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -15,7 +16,7 @@ import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
-import { createApp, type RequestCounters } from './http/app.js';
+import { createRequestListener, type RequestCounters } from './http/app.js';
 import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
@@ -72,6 +73,8 @@ export interface BridgeOptions {
   logger?: Logger;
   /** The built dashboard; default: dist/ui. */
   uiDir?: string;
+  /** false: express serves the hot client routes too, as it does every other route (default true). */
+  fastPath?: boolean;
 }
 
 /** Where history and the control token live when the config names no data_dir. */
@@ -221,7 +224,22 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
 
   const prometheusEnabled = config.monitoring.prometheus.enabled;
-  const app = createApp(
+  let finished: Array<Parameters<typeof historyRecord>[0]> = [];
+  const recordFinished = (): void => {
+    const batch = finished;
+    finished = [];
+    for (const request of batch) {
+      // Runs from a timer: anything thrown here would end the process, and the rest of the batch must still count.
+      try {
+        const record = historyRecord(request, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
+        history.add(record);
+        metrics.observe(record);
+      } catch (error) {
+        log.error({ err: error, path: request.path }, 'could not record a finished request');
+      }
+    }
+  };
+  const listener = createRequestListener(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
@@ -239,23 +257,18 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
-        // Runs after the answer, from a socket event: anything thrown here would end the process.
-        try {
-          const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
-          history.add(record);
-          metrics.observe(record);
-        } catch (error) {
-          log.error({ err: error, path: request.path }, 'could not record a finished request');
-        }
+        // Recorded in batches after the current turn of the event loop: none of it delays the next request.
+        if (finished.push({ ...request, generation }) === 1) setImmediate(recordFinished);
       },
     },
+    { fastPath: options.fastPath },
   );
   const requestTimeoutMs = config.server.request_timeout_seconds * 1000;
   // noDelay: a streamed token must leave at once, not wait for Nagle. headersTimeout bounds a slow
   // request head; a slow body is bounded by the body reader (JSON) or its idle timer (model blobs,
   // which may take long but never stall). Node's own requestTimeout would also cut a long blob
   // upload, so it is off. Answers may take as long as they need.
-  const server = new HttpServer('HTTP server', config.server.host, config.server.port, app, {
+  const server = new HttpServer('HTTP server', config.server.host, config.server.port, listener, {
     noDelay: true,
     keepAliveTimeout: 65_000,
     headersTimeout: requestTimeoutMs,
@@ -270,6 +283,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
     metricsApp.use(guard(config));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
+    const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
+    metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
   }
 

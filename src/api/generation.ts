@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import { sendJson, type ApiRequest } from './call.js';
 import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
 import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
@@ -75,7 +76,7 @@ function noteResults(outcome: GenerationOutcome, results: readonly GenerationRes
 }
 
 /** Response headers that say how the request was routed and who answered. */
-export function setRouteHeaders(res: Response, route: RouteDecision, source: string, model: string): void {
+export function setRouteHeaders(res: ServerResponse, route: RouteDecision, source: string, model: string): void {
   const safe = (text: string): string => text.replace(/[^\x20-\x7e]/g, '?');
   res.setHeader('x-bridge-model', safe(model));
   res.setHeader('x-bridge-backend', safe(source));
@@ -106,6 +107,20 @@ async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenera
   }
 }
 
+/** The lines of a single choice as [0, line]: nothing to merge, no race per line. */
+function indexed<T>(iterable: AsyncIterable<T>): AsyncIterableIterator<[number, T]> {
+  const source = iterable[Symbol.asyncIterator]();
+  const iterator: AsyncIterableIterator<[number, T]> = {
+    next: () => source.next().then((result): IteratorResult<[number, T]> => (result.done === true ? { done: true, value: undefined } : { done: false, value: [0, result.value] })),
+    return: async () => {
+      await source.return?.();
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]: () => iterator,
+  };
+  return iterator;
+}
+
 function emptyResult(): GenerationResult {
   return { content: '', thinking: '', toolCalls: [], final: {} };
 }
@@ -117,7 +132,7 @@ function accumulate(result: GenerationResult, event: OllamaChunk): void {
   result.final = event;
 }
 
-function write(res: Response, text: string): Promise<void> | undefined {
+function write(res: ServerResponse, text: string): Promise<void> | undefined {
   if (text === '' || res.write(text)) return undefined;
   // Back-pressure: stop pulling from the upstream until the client socket drains.
   return new Promise((resolve) => {
@@ -142,7 +157,7 @@ function asFailure(error: unknown, source: GenerationSource): UpstreamError | Up
 /** An answer that has started: its merged lines and the first one, already read. */
 interface Opened {
   source: GenerationSource;
-  lines: AsyncGenerator<[number, OllamaChunk], void, undefined>;
+  lines: AsyncIterableIterator<[number, OllamaChunk]>;
   first: [number, OllamaChunk] | undefined;
   abort: AbortController;
 }
@@ -151,7 +166,7 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: ApiRequest, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
   // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
@@ -162,7 +177,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
         source.generate({ path: plan.path, body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
-    const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    const lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);
@@ -216,16 +231,16 @@ function completionOf(results: readonly GenerationResult[] | null): Completion {
  * be useful): a normal, empty completion in the surface's own format, so the editor shows nothing
  * instead of an error.
  */
-function answerEmpty(res: Response, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
+function answerEmpty(res: ServerResponse, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
   const final: OllamaChunk = { model: route.model, created_at: new Date().toISOString(), done: true, done_reason: 'stop', ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }) };
   const results = plan.bodies.map((): GenerationResult => ({ content: '', thinking: '', toolCalls: [], final }));
   res.setHeader('x-bridge-dropped', reason);
   setRouteHeaders(res, route, 'none', route.model);
   if (!plan.stream) {
-    res.status(200).json(plan.format.whole(results));
+    sendJson(res, 200, plan.format.whole(results));
     return;
   }
-  res.status(200);
+  res.statusCode = 200;
   res.setHeader('content-type', plan.format.streamContentType);
   res.setHeader('cache-control', 'no-cache');
   res.end(plan.bodies.map((_, index) => plan.format.chunk(final, index)).join('') + plan.format.end(results));
@@ -240,7 +255,7 @@ function answerEmpty(res: Response, route: RouteDecision, plan: GenerationPlan, 
  * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
  * the cloud fallback. After that, a break ends the stream in the surface's own error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan, input: RouteInput): Promise<void> {
+export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, input: RouteInput): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -310,7 +325,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       answered = results;
       request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.status(200).json(plan.format.whole(results));
+      sendJson(res, 200, plan.format.whole(results));
       return true;
     } catch (error) {
       if (client.signal.aborted) return !deadline.aborted;
@@ -413,7 +428,7 @@ function modelOf(opened: Opened, route: RouteDecision): string {
  */
 async function stream(
   opened: Opened,
-  res: Response,
+  res: ServerResponse,
   route: RouteDecision,
   plan: GenerationPlan,
   outcome: GenerationOutcome,
@@ -422,7 +437,7 @@ async function stream(
 ): Promise<GenerationResult[] | null> {
   const { source, lines, first, abort } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
-  res.status(200);
+  res.statusCode = 200;
   res.setHeader('content-type', plan.format.streamContentType);
   res.setHeader('cache-control', 'no-cache');
   res.flushHeaders();
@@ -487,8 +502,8 @@ async function stream(
 export async function routeAndServe(
   router: Router,
   policy: GenerationPolicy,
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ServerResponse,
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {

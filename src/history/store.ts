@@ -29,7 +29,8 @@ const FILE_MODE = 0o600;
 export class HistoryStore {
   readonly name = 'history store';
   private readonly ring: HistoryRecord[] = [];
-  private pending: string[] = [];
+  /** Records not yet in the file; they are turned into lines when written, off the request path. */
+  private pending: HistoryRecord[] = [];
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   /** The current file ends in a torn line (a crash mid-write): the next write starts a new line. */
@@ -79,22 +80,26 @@ export class HistoryStore {
 
   private remember(record: HistoryRecord): void {
     this.ring.push(record);
-    if (this.ring.length > this.options.maxRecords) this.ring.splice(0, this.ring.length - this.options.maxRecords);
+    // Trimmed in steps, not on every record: dropping the oldest one moves the whole array.
+    const { maxRecords } = this.options;
+    if (this.ring.length >= maxRecords + Math.max(64, maxRecords >> 3)) this.ring.splice(0, this.ring.length - maxRecords);
   }
 
   add(record: HistoryRecord): void {
     this.remember(record);
-    if (this.options.dir !== undefined) this.pending.push(`${JSON.stringify(record)}\n`);
+    if (this.options.dir !== undefined) this.pending.push(record);
     for (const listener of this.listeners) listener(record);
   }
 
   /** The newest records, oldest first. */
   recent(limit = this.options.maxRecords): HistoryRecord[] {
-    return this.ring.slice(-limit);
+    const { maxRecords } = this.options;
+    const kept = this.ring.length > maxRecords ? this.ring.slice(this.ring.length - maxRecords) : this.ring;
+    return kept.slice(-limit);
   }
 
   get size(): number {
-    return this.ring.length;
+    return Math.min(this.ring.length, this.options.maxRecords);
   }
 
   onRecord(listener: (record: HistoryRecord) => void): () => void {
@@ -105,7 +110,8 @@ export class HistoryStore {
   /** Writes what is pending, rotating first when the file would grow past its limit. */
   flush(): Promise<void> {
     if (this.pending.length === 0 || this.options.dir === undefined) return this.writing;
-    const text = this.pending.join('');
+    let text = '';
+    for (const record of this.pending) text += `${JSON.stringify(record)}\n`;
     this.pending = [];
     this.writing = this.writing.then(async () => {
       try {

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -20,7 +21,7 @@ export function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function bearer(req: Request): string | undefined {
+function bearer(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
   if (header !== undefined && /^bearer /i.test(header)) return header.slice(7).trim();
   const apiKey = req.headers['x-api-key'];
@@ -28,7 +29,7 @@ function bearer(req: Request): string | undefined {
 }
 
 /** A refused client gets its connection closed after the answer: it holds no place it may not use. */
-function refuse(res: Response): void {
+function refuse(res: ServerResponse): void {
   res.setHeader('connection', 'close');
 }
 
@@ -37,26 +38,25 @@ function refuse(res: Response): void {
  * another site cannot reach it through DNS rebinding) and only local browser origins; with API keys
  * every request must carry one.
  */
-export function guard(config: Config) {
+export function guardRequest(config: Config): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { api_keys: apiKeys, allowed_hosts: allowedHosts, cors_origins: corsOrigins } = config.server;
   const hosts = new Set([...allowedHosts.map((h) => h.toLowerCase()), config.server.host.toLowerCase()]);
   const origins = new Set(corsOrigins);
 
-  return (req: Request, res: Response, next: NextFunction): void => {
+  // True when the request may go on, false when answered here (a preflight); a refusal is thrown.
+  return (req, res) => {
     if (apiKeys.length === 0) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
         refuse(res);
-        next(new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' }));
-        return;
+        throw new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' });
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
         refuse(res);
-        next(new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' }));
-        return;
+        throw new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' });
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
       res.setHeader('Vary', 'Origin');
@@ -64,18 +64,30 @@ export function guard(config: Config) {
         res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
         res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers'] ?? 'authorization, content-type');
         res.setHeader('Access-Control-Max-Age', '600');
-        res.status(204).end();
-        return;
+        res.statusCode = 204;
+        res.end();
+        return false;
       }
     }
     if (apiKeys.length > 0) {
       const given = bearer(req);
       if (given === undefined || !apiKeys.some((key) => sameSecret(given, key))) {
         refuse(res);
-        next(new BridgeError(401, 'a valid API key is required (Authorization: Bearer <key>)', { code: 'invalid_api_key' }));
-        return;
+        throw new BridgeError(401, 'a valid API key is required (Authorization: Bearer <key>)', { code: 'invalid_api_key' });
       }
     }
-    next();
+    return true;
+  };
+}
+
+/** The guard as express middleware, for every route the fast path does not serve. */
+export function guard(config: Config) {
+  const allowed = guardRequest(config);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    try {
+      if (allowed(req, res)) next();
+    } catch (error) {
+      next(error);
+    }
   };
 }

@@ -10,6 +10,15 @@ const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300
  * The bridge's Prometheus metrics, in a registry of its own (no process-wide default registry),
  * so several bridges can run in one process. Names follow the deployment document.
  */
+interface Series {
+  requests: { inc(): void };
+  errors: { inc(): void };
+  responseTime: { observe(value: number): void };
+  firstToken: { observe(value: number): void };
+  tokensIn: { inc(value: number): void };
+  tokensOut: { inc(value: number): void };
+}
+
 export class BridgeMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<'tier' | 'model' | 'backend' | 'status'>;
@@ -18,6 +27,7 @@ export class BridgeMetrics {
   private readonly firstToken: Histogram<'tier' | 'backend'>;
   private readonly tokens: Counter<'direction' | 'model'>;
   private readonly fallbacks: Counter<'provider'>;
+  private readonly series = new Map<string, Series>();
   private readonly queueWait: Histogram<'lane'>;
 
   /**
@@ -95,14 +105,37 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     const tier = record.tier ?? 'none';
     const backend = record.backend ?? 'none';
+    // Only configured or installed models become label values, so the series map stays bounded too.
     const model = this.knownModel(record.model) ? record.model : 'other';
-    this.requests.inc({ tier, model, backend, status: String(record.status) });
-    if (record.outcome === 'error') this.errors.inc({ tier, model, backend, outcome: record.outcome });
-    this.responseTime.observe({ tier, backend }, record.totalMs / 1000);
-    if (record.ttftMs !== null) this.firstToken.observe({ tier, backend }, record.ttftMs / 1000);
-    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model }, record.tokensIn);
-    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model }, record.tokensOut);
+    const series = this.seriesOf(tier, model, backend, String(record.status));
+    series.requests.inc();
+    if (record.outcome === 'error') series.errors.inc();
+    series.responseTime.observe(record.totalMs / 1000);
+    if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
+    if (record.tokensIn !== null) series.tokensIn.inc(record.tokensIn);
+    if (record.tokensOut !== null) series.tokensOut.inc(record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
+  }
+
+  /**
+   * The series one request counts in, looked up once per label combination: prom-client would
+   * otherwise check and hash the labels on every call, five times per request.
+   */
+  private seriesOf(tier: string, model: string, backend: string, status: string): Series {
+    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}`;
+    let series = this.series.get(key);
+    if (series === undefined) {
+      series = {
+        requests: this.requests.labels({ tier, model, backend, status }),
+        errors: this.errors.labels({ tier, model, backend, outcome: 'error' }),
+        responseTime: this.responseTime.labels({ tier, backend }),
+        firstToken: this.firstToken.labels({ tier, backend }),
+        tokensIn: this.tokens.labels({ direction: 'in', model }),
+        tokensOut: this.tokens.labels({ direction: 'out', model }),
+      };
+      this.series.set(key, series);
+    }
+    return series;
   }
 
   observeQueueWait(lane: Lane, waitMs: number): void {

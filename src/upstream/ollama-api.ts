@@ -1,6 +1,6 @@
-import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { redactSecrets } from './errors.js';
-import { readLines } from './lines.js';
+import { LineTooLongError } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
 
@@ -128,13 +128,148 @@ export function checkedChunk(value: unknown): OllamaChunk {
   return chunk as OllamaChunk;
 }
 
+/** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
+const PAUSE_AT_LINES = 64;
+
+/** What a line reader may do to the stream it reads. */
+export interface LineFlow {
+  pause(): void;
+  resume(): void;
+  /** Stops the stream for good (the consumer left, or a line was refused). */
+  destroy(): void;
+}
+
 /**
- * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
- * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.
+ * An NDJSON answer parsed line by line as its chunks arrive (push), each line checked
+ * (checkedChunk), handed to one consumer as an async iterator: a line that arrives while the
+ * consumer waits is handed over in the same tick, with one promise and no stream machinery per
+ * chunk. A consumer that falls behind pauses the producer (back-pressure) instead of buffering; a
+ * line may not grow past `maxLineBytes` (an upstream that never ends a line must not fill the
+ * bridge's memory); stopping early (return()) destroys the producer.
  */
-export async function* readNdjson(body: Readable, maxLineBytes: number): AsyncGenerator<OllamaChunk, void, undefined> {
-  for await (const line of readLines(body, maxLineBytes)) {
+export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly ready: OllamaChunk[] = [];
+  /** The start of a line whose end has not arrived yet, in pieces. */
+  private readonly parts: string[] = [];
+  private partsLength = 0;
+  private ended = false;
+  private paused = false;
+  private failure: Error | undefined;
+  private waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
+
+  constructor(
+    private readonly flow: LineFlow,
+    private readonly maxLineBytes: number,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.failure !== undefined || this.ended) return;
+    const text = this.decoder.write(chunk);
+    let start = 0;
+    let newline = text.indexOf('\n');
+    while (newline >= 0) {
+      if (!this.take(this.line(text.slice(start, newline)))) return;
+      start = newline + 1;
+      newline = text.indexOf('\n', start);
+    }
+    if (start < text.length) {
+      this.parts.push(start === 0 ? text : text.slice(start));
+      this.partsLength += text.length - start;
+      if (this.partsLength > this.maxLineBytes) {
+        this.refuse(new LineTooLongError(this.maxLineBytes));
+        return;
+      }
+    }
+    if (this.ready.length >= PAUSE_AT_LINES && !this.paused) {
+      this.paused = true;
+      this.flow.pause();
+    }
+    this.settle();
+  }
+
+  end(): void {
+    if (this.failure === undefined && !this.ended && this.take(this.line(this.decoder.end()))) this.ended = true;
+    this.settle();
+  }
+
+  /** The answer broke off (or was aborted); a failure after the end changes nothing. */
+  fail(error: Error): void {
+    if (!this.ended) this.failure ??= error;
+    this.settle();
+  }
+
+  next(): Promise<IteratorResult<OllamaChunk>> {
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      if (this.paused && this.ready.length < PAUSE_AT_LINES) {
+        this.paused = false;
+        this.flow.resume();
+      }
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<OllamaChunk>> {
+    if (!this.ended) this.flow.destroy();
+    this.ended = true;
+    this.ready.length = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<OllamaChunk> {
+    return this;
+  }
+
+  /** A whole line: the pieces held so far and its tail. */
+  private line(tail: string): string {
+    if (this.parts.length === 0) return tail;
+    const line = this.parts.join('') + tail;
+    this.parts.length = 0;
+    this.partsLength = 0;
+    return line;
+  }
+
+  private take(line: string): boolean {
+    if (line.length > this.maxLineBytes) {
+      this.refuse(new LineTooLongError(this.maxLineBytes));
+      return false;
+    }
     const trimmed = line.trim();
-    if (trimmed !== '') yield checkedChunk(JSON.parse(trimmed));
+    if (trimmed === '') return true;
+    try {
+      this.ready.push(checkedChunk(JSON.parse(trimmed)));
+      return true;
+    } catch (error) {
+      this.refuse(error as Error);
+      return false;
+    }
+  }
+
+  private refuse(error: Error): void {
+    this.failure = error;
+    this.flow.destroy();
+    this.settle();
+  }
+
+  private settle(): void {
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      this.waiting = undefined;
+      waiting.resolve({ done: false, value });
+    } else if (this.failure !== undefined) {
+      this.waiting = undefined;
+      waiting.reject(this.failure);
+    } else if (this.ended) {
+      this.waiting = undefined;
+      waiting.resolve({ done: true, value: undefined });
+    }
   }
 }

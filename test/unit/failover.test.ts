@@ -333,7 +333,9 @@ describe('observability', () => {
   it('asks for an API key on PROMETHEUS_PORT when keys are configured', async () => {
     const key = '0123456789abcdef0123';
     const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key });
-    assert.equal((await fetch(`${bridge.metricsUrl}/metrics`)).status, 401);
+    const refused = await fetch(`${bridge.metricsUrl}/metrics`);
+    assert.equal(refused.status, 401);
+    assert.match(((await refused.json()) as { error: string }).error, /a valid API key is required/);
     const scraped = await fetch(`${bridge.metricsUrl}/metrics`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(scraped.status, 200);
   });

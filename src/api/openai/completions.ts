@@ -1,4 +1,5 @@
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import type { ApiRequest } from '../call.js';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
@@ -65,8 +66,8 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
  */
 export async function serveCompletion(
   deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ServerResponse,
   requestedModel: string,
   request: CompletionRequest,
 ): Promise<void> {
