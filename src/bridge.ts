@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,7 +60,12 @@ export interface BridgeHandle {
   readonly metricsUrl: string | null;
   /** Called with the new state whenever it changes (GPU samples, health, actions, requests). */
   onStateChange(listener: (state: BridgeState) => void): () => void;
-  /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
+  /**
+   * Drains, then closes: /health/ready answers 503, new connections are refused, answers carry
+   * `Connection: close` and idle connections close; running requests may finish for the grace
+   * period (default server.shutdown_grace_seconds), after which running answers end with the
+   * surface's error.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -164,6 +170,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   });
   const loadedContext = (backend: string, model: string): number | undefined =>
     backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
+  // Aborted when a stop's grace period ran out; every running generation listens to it.
+  const stopDeadline = new AbortController();
+  setMaxListeners(0, stopDeadline.signal);
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
@@ -171,12 +180,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     scheduler,
     laneRules: config.routing.scheduler.lane_rules,
     prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
+    deadline: stopDeadline.signal,
   };
   const metrics = new BridgeMetrics(
     backends,
     () => gpuMonitor.status.gpus,
     (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
     () => scheduler.snapshot(),
+    settings.models,
   );
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
@@ -242,7 +253,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
-      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
+      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }),
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
@@ -263,7 +274,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     headersTimeout: requestTimeoutMs,
     requestTimeout: 0,
     maxConnections: config.server.max_connections,
-  });
+  }, () => stopDeadline.abort());
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
@@ -271,7 +282,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
     metricsApp.use(guard(config));
-    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
@@ -316,7 +327,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       name: 'requests in flight',
       start: async () => undefined,
       stop: async (graceMs) => {
-        await Promise.all(servers.map((s) => s.stop(graceMs)));
+        log.info({ graceMs }, 'draining: finishing running requests');
+        await server.stop(graceMs);
+        // Metrics last, so readiness (503) and the drain's final figures can still be read.
+        await metricsServer?.stop(0);
       },
     },
     // Open dashboard streams end first on stop, so they do not hold the server up for the grace period.
@@ -337,7 +351,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
-  const stop = (graceMs = 5000): Promise<void> => {
+  const stop = (graceMs = config.server.shutdown_grace_seconds * 1000): Promise<void> => {
     stopping ??= (async () => {
       await lifecycle.stop(graceMs);
       log.info('bridge stopped');
