@@ -6,6 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
 import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
+import { Authenticator } from './auth/authenticate.js';
+import type { Identity } from './auth/identity.js';
+import { Limiter } from './auth/limits.js';
+import { isOllamaCloudModel, LOCAL_ONLY_HEADER, localOnlyReason } from './auth/policy.js';
+import { EnergyMeter } from './history/accounting.js';
+import { usageCsv, usageReport } from './history/usage.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
@@ -108,9 +114,19 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const settings = settingsFrom(config);
   const router = new Router(config, backends, catalog, settings);
   const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const energy = new EnergyMeter();
+  // Filled once the GPU monitor exists; a backend's GPU is its configured index or UUID.
+  let gpuIndexOf: (gpu: number | string) => number | undefined = () => undefined;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     fallback: () => (settings.fallbackEnabled ? providers : []),
+    localOnly: (req, identity, model) => localOnlyReason(identity, req.headers, model, config.fallback.never_models),
+    isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
+    meter: (source) => {
+      const gpu = source.kind === 'local' ? backends.find((b) => b.name === source.name)?.gpu : undefined;
+      const index = gpu === undefined || gpu === null ? undefined : gpuIndexOf(gpu);
+      return index === undefined ? undefined : energy.start(index);
+    },
   };
 
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -130,7 +146,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus);
+  gpuIndexOf = (gpu) => (typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index);
+  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
+  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, config);
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -184,6 +202,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const controlToken = config.control.token ?? randomBytes(24).toString('hex');
   // The tray and a dashboard opened from it read the token here; only this user may.
   writeFileSync(path.join(dataDir, 'control-token'), controlToken, { mode: 0o600 });
+  const authenticator = new Authenticator(config, controlToken);
+  const limiter = new Limiter(config, log);
 
   let url = '';
   const snapshot = (): BridgeState => ({
@@ -198,7 +218,26 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,
+    cloudPolicy,
+    today: today(),
   });
+  const cloudPolicy = {
+    header: LOCAL_ONLY_HEADER,
+    neverModels: config.fallback.never_models,
+    localOnlyTeams: Object.entries(config.auth.teams).filter(([, team]) => team.cloud === 'never').map(([name]) => name),
+    localOnlyKeys: config.auth.keys.filter((k) => k.cloud === 'never').map((k) => k.name),
+  };
+  // Today's figures for the tray tooltip, kept as records come in rather than summed on every snapshot.
+  let todayTotals = { day: '', requests: 0, savedDollars: 0 };
+  const today = (): { requests: number; savedDollars: number } => {
+    const day = new Date().toDateString();
+    if (todayTotals.day !== day) {
+      const start = new Date(day).getTime();
+      const records = history.recent().filter((r) => Date.parse(r.time) >= start);
+      todayTotals = { day, requests: records.length, savedDollars: records.reduce((sum, r) => sum + (r.savedDollars ?? 0), 0) };
+    }
+    return { requests: todayTotals.requests, savedDollars: todayTotals.savedDollars };
+  };
   // The state snapshot is synchronous: it shows the model list as of the last refresh.
   let catalogCache: Awaited<ReturnType<typeof catalog.models>> | undefined;
   const refreshModels = (): void => {
@@ -217,29 +256,40 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
   feed = new StateFeed(snapshot);
   const stateFeed = feed;
-  history.onRecord((record) => stateFeed.record(record));
+  history.onRecord((record) => {
+    today();
+    todayTotals.requests += 1;
+    todayTotals.savedDollars += record.savedDollars ?? 0;
+    stateFeed.record(record);
+  });
   const prometheusEnabled = config.monitoring.prometheus.enabled;
 
   const app = createApp(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
+      authenticator,
+      limiter,
       control: controlRoutes({
-        token: controlToken,
         actions,
         state: snapshot,
         feed: stateFeed,
         history: (limit) => history.recent(limit),
         gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
+        usage: (query) => usageReport(config, history.recent(), query),
+        usageCsv: (query) => usageCsv(history.recent(), query),
+        authRequired: authenticator.required,
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
       observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
       onFinished: (req, res, startedAt, totalMs) => {
         const outcome = res.locals.generation as GenerationOutcome | undefined;
         if (outcome === undefined) return;
-        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends);
+        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends, config);
         history.add(record);
         metrics.observe(record);
+        const identity = res.locals.identity as Identity | undefined;
+        if (identity !== undefined) void limiter.charge(identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
       },
     },
   );
@@ -271,6 +321,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       await gpuMonitor.stop();
       await manager.stopAll();
       await history.close();
+      await limiter.close();
       await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
       log.info('bridge stopped');
       // A log file is written asynchronously: make sure its last lines reach the disk.

@@ -1,4 +1,5 @@
 import type { Response } from 'express';
+import type { AuthError } from '../auth/authenticate.js';
 
 /**
  * Each client-facing surface has its own error shape:
@@ -44,4 +45,11 @@ export function streamErrorTail(contentType: string, surface: Surface, message: 
     return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, 502, message, code))}\n\n`;
   }
   return undefined;
+}
+
+/** A refusal of the auth layer (401, 403, 429) in the surface's own shape, with the headers each status calls for. */
+export function sendAuthError(res: Response, surface: Surface, error: AuthError): void {
+  if (error.status === 401) res.setHeader('www-authenticate', 'Bearer realm="copilot-bridge"');
+  if (error.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(error.retryAfterSeconds));
+  sendError(res, surface, error.status, error.message, error.code);
 }

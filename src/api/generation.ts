@@ -4,7 +4,10 @@ import { RouteError, type RouteDecision, type RouteInput, type Router } from '..
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { GenerationSource } from '../upstream/source.js';
-import { sendError, surfaceOf, type Surface } from './errors.js';
+import { AuthError } from '../auth/authenticate.js';
+import { modelAllowed, type Identity } from '../auth/identity.js';
+import type { EnergyUse } from '../history/accounting.js';
+import { sendAuthError, sendError, surfaceOf, type Surface } from './errors.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -37,11 +40,17 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
-/** What serving a generation needs besides the route: the retry budget and the cloud fallback. */
+/** What serving a generation needs besides the route: the retry budget, the cloud fallback and its policy, energy metering. */
 export interface GenerationPolicy {
   maxRetries: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
+  /** Why this request must stay on local GPUs (never-cloud policy), or null. */
+  localOnly(req: Request, identity: Identity, model: string): string | null;
+  /** Whether a model an Ollama backend lists is really run in a cloud (Ollama's own cloud models). */
+  isCloudModel(model: string): boolean;
+  /** Starts charging GPU time and energy to this request while `source` serves it; undefined for sources off any known GPU. */
+  meter(source: GenerationSource): (() => EnergyUse) | undefined;
 }
 
 /** How a generation was served, kept on res.locals for the history and the metrics. */
@@ -53,6 +62,26 @@ export interface GenerationOutcome {
   firstTokenMs: number | null;
   results: GenerationResult[] | null;
   error: string | null;
+  /** Why cloud providers were not asked, when a never-cloud policy applied. */
+  localOnly: string | null;
+  gpuMs: number | null;
+  energyJoules: number | null;
+}
+
+/** The outcome of a request refused before routing (a limit, a forbidden model), so that history keeps it. */
+export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
+  return {
+    route: { requestedModel, model: requestedModel, candidates: [], tier: null, reason },
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    results: null,
+    error: reason,
+    localOnly: null,
+    gpuMs: null,
+    energyJoules: null,
+  };
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -191,12 +220,12 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
  * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
  * error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan): Promise<void> {
+export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan, localOnly: string | null = null): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null };
+  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, localOnly, gpuMs: null, energyJoules: null };
   res.locals.generation = outcome;
   const started = performance.now();
 
@@ -209,8 +238,22 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     failures.push(`${source.name}: ${failure.message}`);
   };
 
-  /** One try with one source; true when the client got its answer (or left). */
+  /** One try with one source, its GPU time and energy charged to the request. */
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
+    const stopMeter = policy.meter(source);
+    try {
+      return await tryServe(source);
+    } finally {
+      const use = stopMeter?.();
+      if (use !== undefined) {
+        outcome.gpuMs = (outcome.gpuMs ?? 0) + use.gpuMs;
+        outcome.energyJoules = (outcome.energyJoules ?? 0) + use.joules;
+      }
+    }
+  };
+
+  /** One try with one source; true when the client got its answer (or left). */
+  const tryServe = async (source: GenerationSource): Promise<boolean> => {
     let opened: Opened;
     try {
       opened = await open(source, plan, route.model, req, client.signal);
@@ -256,8 +299,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     if (lastError !== undefined && !retriable(lastError)) break;
   }
 
-  if (lastError === undefined || retriable(lastError)) {
-    for (const provider of policy.fallback()) {
+  const providers = policy.fallback();
+  if (localOnly !== null && providers.length > 0) {
+    route.reason += `; cloud fallback skipped: ${localOnly}`;
+  } else if (lastError === undefined || retriable(lastError)) {
+    for (const provider of providers) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
@@ -350,5 +396,19 @@ export async function routeAndServe(
     }
     throw error;
   }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan);
+  const identity = res.locals.identity as Identity;
+  const refuse = (reason: string, code: string): void => {
+    res.locals.generation = refusedOutcome(input.requestedModel, reason);
+    sendAuthError(res, surface, new AuthError(403, code, reason));
+  };
+  if (!modelAllowed(identity, route.model)) {
+    refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
+    return;
+  }
+  const localOnly = policy.localOnly(req, identity, route.model);
+  if (localOnly !== null && policy.isCloudModel(route.model)) {
+    refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+    return;
+  }
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, localOnly);
 }

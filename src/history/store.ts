@@ -20,6 +20,11 @@ export interface HistoryOptions {
 
 const FILE = 'history.jsonl';
 
+/** Records written before identities and accounting existed read back with those fields empty. */
+function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
+  return { user: null, team: null, localOnly: null, gpuMs: null, energyJoules: null, cloudCostDollars: null, energyCostDollars: null, savedDollars: null, ...record } as HistoryRecord;
+}
+
 /**
  * Routing history: a bounded ring in memory for the dashboard, and an append-only JSONL file that
  * is written at most a second behind (so a crash loses at most the last second) and rotated by size.
@@ -62,7 +67,7 @@ export class HistoryStore {
       text.split('\n').forEach((line, index) => {
         if (line.trim() === '') return;
         try {
-          this.remember(JSON.parse(line) as HistoryRecord);
+          this.remember(withAccountingFields(JSON.parse(line) as Partial<HistoryRecord>));
         } catch {
           this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
         }
@@ -104,7 +109,7 @@ export class HistoryStore {
       try {
         const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
         if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
-        await appendFile(this.fileAt(0), text);
+        await appendFile(this.fileAt(0), text, { mode: 0o600 });
       } catch (error) {
         // A failed write must not stop the bridge, nor every write after it.
         this.options.onWriteError?.(error as Error);

@@ -9,6 +9,9 @@ import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { jsonBody } from './body.js';
+import type { Authenticator } from '../auth/authenticate.js';
+import type { Limiter } from '../auth/limits.js';
+import { authenticate, limits } from './auth.js';
 import { guard } from './guard.js';
 import type { RequestCounters } from '../control/api-types.js';
 export type { RequestCounters } from '../control/api-types.js';
@@ -98,6 +101,8 @@ export interface AppParts {
   /** The dashboard's static files at /ui. */
   ui: Router;
   onFinished: RequestFinished;
+  authenticator: Authenticator;
+  limiter: Limiter;
 }
 
 /** The HTTP surface of the bridge: guards, the client APIs and error shapes. */
@@ -108,10 +113,12 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   app.set('etag', false);
   app.use(requestLog(log, parts.counters, parts.onFinished));
   app.use(guard(config));
+  app.use(authenticate(parts.authenticator));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all('/api/blobs/*digest', toPrimary);
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
+  app.use(limits(parts.limiter));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));

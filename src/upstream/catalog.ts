@@ -104,6 +104,12 @@ export class ModelCatalog {
     return undefined;
   }
 
+  /** Whether an installed model is one of Ollama's cloud models (it has a remote_host), as the last lists said. */
+  isRemote(model: string): boolean {
+    const key = canonicalModelName(model);
+    return (this.listings ?? []).some((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key && m.remote_host !== undefined && m.remote_host !== ''));
+  }
+
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */
   async show(model: string, backend: Backend): Promise<OllamaShowResponse> {
     const key = `${backend.name}\u0000${canonicalModelName(model)}`;

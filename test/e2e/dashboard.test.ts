@@ -183,6 +183,14 @@ routing:
         tokensIn: 10,
         tokensOut: 20,
         tokensPerSecond: 300,
+        user: null,
+        team: null,
+        localOnly: null,
+        gpuMs: null,
+        energyJoules: null,
+        cloudCostDollars: null,
+        energyCostDollars: null,
+        savedDollars: null,
       };
       bridge.history.add(record);
     }

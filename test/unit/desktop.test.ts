@@ -129,7 +129,7 @@ fallback:
     assert.equal(bridge.config.monitoring.logging.destination, path.join(userData, 'logs'));
     assert.equal(readFileSync(path.join(userData, 'control-token'), 'utf8'), bridge.controlToken);
     assert.equal(fake.images.at(-1), 'healthy');
-    assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures$/);
+    assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures\nToday: 0 requests, \$0\.000 saved vs cloud$/);
 
     await fake.click('Dual-GPU mode');
     assert.equal(bridge.state.settings.dualGpu, true);

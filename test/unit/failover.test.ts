@@ -189,7 +189,7 @@ describe('observability', () => {
       .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
     assert.equal(total, 3);
     assert.match(metrics, /copilot_bridge_backend_up\{backend="gpu0"\} 1/);
-    assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m"\} 12/);
+    assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m",team="none"\} 12/);
     assert.match(metrics, /copilot_bridge_time_to_first_token_seconds_count\{tier="none",backend="gpu\d"\} \d/);
 
     const ready = await fetch(`${bridge.url}/health/ready`);

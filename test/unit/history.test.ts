@@ -29,6 +29,14 @@ function record(id: number): HistoryRecord {
     tokensIn: 3,
     tokensOut: 4,
     tokensPerSecond: 5,
+    user: null,
+    team: null,
+    localOnly: null,
+    gpuMs: null,
+    energyJoules: null,
+    cloudCostDollars: null,
+    energyCostDollars: null,
+    savedDollars: null,
   };
 }
 

@@ -384,7 +384,7 @@ describe('request guards', () => {
     const none = await fetch(`${bridge.url}/v1/models`);
     assert.equal(none.status, 401);
     assert.deepEqual(await none.json(), {
-      error: { message: 'a valid API key is required (Authorization: Bearer <key>)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
+      error: { message: 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
     });
     const wrong = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer team-key-0123456780' } });
     assert.equal(wrong.status, 401);

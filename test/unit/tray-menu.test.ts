@@ -60,6 +60,8 @@ function state(overrides: Partial<BridgeState> = {}): BridgeState {
     fallbackProviders: [],
     requests: { total: 0, inFlight: 0 },
     historyRecords: 0,
+    cloudPolicy: { header: 'x-bridge-local-only', neverModels: [], localOnlyTeams: [], localOnlyKeys: [] },
+    today: { requests: 0, savedDollars: 0 },
     ...overrides,
   };
 }
@@ -87,12 +89,25 @@ describe('tray menu, built from the state', () => {
     assert.equal(trayIconState(state()), 'healthy');
   });
 
+  it("shows today's savings in the tooltip and the never-cloud policy next to the global Cloud fallback switch", () => {
+    const withPolicy = state({
+      fallbackProviders: ['openai'],
+      today: { requests: 42, savedDollars: 12.345 },
+      cloudPolicy: { header: 'x-bridge-local-only', neverModels: ['secret-*'], localOnlyTeams: ['legal'], localOnlyKeys: ['bob'] },
+    });
+    assert.match(trayTooltip(withPolicy, 1), /\nToday: 42 requests, \$12\.35 saved vs cloud$/);
+    const names = labels(buildTrayMenu({ state: withPolicy, startAtLogin: false }));
+    assert.equal(names[names.indexOf('Cloud fallback') + 1], 'Never cloud: teams legal; keys bob; models secret-*');
+    assert.equal(item(buildTrayMenu({ state: withPolicy, startAtLogin: false }), 'Never cloud: teams legal; keys bob; models secret-*').enabled, false);
+    assert.ok(!labels(buildTrayMenu({ state: state(), startAtLogin: false })).some((l) => l.startsWith('Never cloud')));
+  });
+
   it('with one GPU and with two: a VRAM line per GPU, in the tooltip too', () => {
     const one = state({ gpu: { ...state().gpu, source: 'nvidia-smi', live: true, gpus: [gpu(0, 20)] } });
     assert.deepEqual(statusLines(buildTrayMenu({ state: one, startAtLogin: true })), ['Backends: 1/1 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM']);
     const two = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'healthy', 1)], gpu: { ...one.gpu, gpus: [gpu(0, 20), gpu(1, 64.5)] } });
     assert.deepEqual(statusLines(buildTrayMenu({ state: two, startAtLogin: true })), ['Backends: 2/2 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM', 'GPU 1: 64.5 / 80.0 GiB VRAM']);
-    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB');
+    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB\nToday: 0 requests, $0.000 saved vs cloud');
     assert.equal(item(buildTrayMenu({ state: two, startAtLogin: true }), 'Start at login').checked, true);
   });
 
