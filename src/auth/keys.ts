@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import YAML, { isMap, isSeq, YAMLMap, YAMLSeq } from 'yaml';
 import type { Role } from '../config/schema.js';
 
@@ -62,6 +62,7 @@ function keysOf(document: YAML.Document): YAMLSeq {
 function write(file: string, document: YAML.Document): void {
   // The file names who may use the bridge: keep it private to its owner.
   writeFileSync(file, document.toString(), { mode: 0o600 });
+  chmodSync(file, 0o600);
 }
 
 /** Adds a key to the config file; returns the key, which exists nowhere else from then on. */

@@ -1,7 +1,7 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { refusedOutcome } from '../api/generation.js';
 import { sendAuthError, surfaceOf } from '../api/errors.js';
-import { allowed, isGeneration } from '../auth/access.js';
+import { allowed, isGeneration, rolesFor } from '../auth/access.js';
 import { AuthError, type Authenticator } from '../auth/authenticate.js';
 import type { Identity } from '../auth/identity.js';
 import { isRefusal, type Limiter } from '../auth/limits.js';
@@ -16,6 +16,10 @@ export function identityOf(res: Response): Identity {
  */
 export function authenticate(authenticator: Authenticator): RequestHandler {
   return (req, res, next) => {
+    if (rolesFor(req.method, req.path) === null) {
+      next();
+      return;
+    }
     // EventSource cannot send headers: the dashboard's live stream carries its credential in the query.
     const token = req.path === '/bridge/api/events' ? req.query.access_token : undefined;
     const headers = typeof token === 'string' && token !== '' ? { ...req.headers, authorization: `Bearer ${token}` } : req.headers;
