@@ -149,7 +149,7 @@ routing:
   it('takes screenshots of every view, light and dark', async () => {
     for (const scheme of ['light', 'dark'] as const) {
       await page.emulateMedia({ colorScheme: scheme });
-      for (const view of ['GPUs', 'Models', 'History', 'Backends', 'Connect']) {
+      for (const view of ['GPUs', 'Models', 'History', 'Usage', 'Backends', 'Connect']) {
         await tab(view).click();
         await page.waitForTimeout(150);
         await page.screenshot({ path: path.join(SCREENSHOTS, `${view.toLowerCase()}-${scheme}.png`) });
