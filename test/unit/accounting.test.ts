@@ -12,6 +12,7 @@ import { usageCsv, usageReport } from '../../src/history/usage.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -141,38 +142,7 @@ describe('energy metering', () => {
 });
 
 function record(overrides: Partial<HistoryRecord>): HistoryRecord {
-  return {
-    id: 'r',
-    time: '2025-06-02T09:30:00.000Z',
-    client: 'test',
-    surface: 'openai',
-    path: '/v1/chat/completions',
-    requestedModel: 'auto',
-    tier: 'simple',
-    reason: 'r',
-    backend: 'gpu0',
-    gpu: 0,
-    model: 'm',
-    retries: 0,
-    fallback: null,
-    status: 200,
-    outcome: 'ok',
-    error: null,
-    ttftMs: 1,
-    totalMs: 2,
-    tokensIn: 100,
-    tokensOut: 50,
-    tokensPerSecond: 10,
-    user: 'ann',
-    team: 'web',
-    localOnly: null,
-    gpuMs: 1000,
-    energyJoules: 300,
-    cloudCostDollars: 0.01,
-    energyCostDollars: 0.001,
-    savedDollars: 0.009,
-    ...overrides,
-  };
+  return sampleRecord({ tokensIn: 100, tokensOut: 50, user: 'ann', team: 'web', gpuMs: 1000, energyJoules: 300, cloudCostDollars: 0.01, energyCostDollars: 0.001, savedDollars: 0.009, ...overrides });
 }
 
 describe('usage report', () => {

@@ -4,40 +4,11 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HistoryStore, type HistoryRecord } from '../../src/history/store.js';
+import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
 
 function record(id: number): HistoryRecord {
-  return {
-    id: `r${String(id).padStart(2, '0')}`,
-    time: new Date(1_700_000_000_000 + id).toISOString(),
-    client: 'test',
-    surface: 'ollama',
-    path: '/api/chat',
-    requestedModel: 'auto',
-    tier: 'simple',
-    reason: 'simple: keyword',
-    backend: 'gpu0',
-    gpu: 0,
-    model: 'm',
-    retries: 0,
-    fallback: null,
-    status: 200,
-    outcome: 'ok',
-    error: null,
-    ttftMs: 1,
-    totalMs: 2,
-    tokensIn: 3,
-    tokensOut: 4,
-    tokensPerSecond: 5,
-    user: null,
-    team: null,
-    localOnly: null,
-    gpuMs: null,
-    energyJoules: null,
-    cloudCostDollars: null,
-    energyCostDollars: null,
-    savedDollars: null,
-  };
+  return sampleRecord({ id: `r${String(id).padStart(2, '0')}`, time: new Date(1_700_000_000_000 + id).toISOString(), surface: 'ollama', path: '/api/chat' });
 }
 
 const options = (dir: string) => ({ dir, maxRecords: 100, maxFileBytes: 1024 * 1024, keepFiles: 2 });
