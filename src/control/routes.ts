@@ -96,7 +96,11 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   // Server-Sent Events: the state now, then every change, and each new history record.
   router.get('/bridge/api/events', (req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    const identity = res.locals.identity as Identity;
+    const everyone = seesEveryone(identity);
     const send = (event: string, data: unknown): void => {
+      // A user's live history is their own requests, as in /bridge/api/history.
+      if (event === 'history' && !everyone && (data as HistoryRecord).user !== identity.name) return;
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
     res.write('retry: 2000\n\n');

@@ -14,6 +14,7 @@ import { runCli } from '../../src/cli.js';
 import { startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { freePort } from '../support/ollama-rig.js';
+import { readLines } from '../support/streams.js';
 import { tempDir } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -196,6 +197,30 @@ describe('API keys', () => {
       const usage = (await (await call(bridge, 'GET', '/bridge/api/usage', bearer(keys.user as string))).json()) as { scope: string; byPerson: Array<{ name: string }> };
       assert.equal(usage.scope, 'own');
       assert.deepEqual(usage.byPerson.map((p) => p.name), ['bob']);
+
+      // The live stream (credential in the query: EventSource sends no headers) carries a user's own records only.
+      assert.equal((await call(bridge, 'GET', '/bridge/api/events')).status, 401);
+      const abort = new AbortController();
+      const events = await fetch(`${bridge.url}/bridge/api/events?access_token=${encodeURIComponent(keys.user as string)}`, { signal: abort.signal });
+      const lines = readLines(events);
+      while ((await lines.next()).value?.startsWith('event: state') !== true);
+      const seen: string[] = [];
+      const reading = (async () => {
+        let event = '';
+        for await (const line of lines) {
+          if (line.startsWith('event: ')) event = line.slice(7);
+          else if (event === 'history' && line.startsWith('data: ')) {
+            const user = (JSON.parse(line.slice(6)) as HistoryRecord).user ?? '';
+            seen.push(user);
+            if (user === 'bob') return;
+          }
+        }
+      })();
+      await (await call(bridge, 'POST', '/api/chat', bearer(keys.admin as string), SURFACES[0].body)).text();
+      await (await call(bridge, 'POST', '/api/chat', bearer(keys.user as string), SURFACES[0].body)).text();
+      await reading;
+      abort.abort();
+      assert.deepEqual(seen, ['bob']);
     });
   });
 });
