@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
+import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
 import { AuthError } from '../auth/authenticate.js';
 import { modelAllowed, type Identity } from '../auth/identity.js';
@@ -173,7 +174,7 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
     const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
-      source.noteFailure?.(first.value[1].error);
+      source.noteFailure?.(first.value[1].error, model);
       throw new UpstreamStatusError(500, source.name, first.value[1].error);
     }
     return { source, lines, first: first.done ? undefined : first.value, abort };
@@ -277,19 +278,22 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
       return true;
     } catch (error) {
       if (client.signal.aborted) return true;
-      source.noteFailure?.(asFailure(error, source).message);
+      const failure = asFailure(error, source);
+      source.noteFailure?.(failure.message, failure instanceof UpstreamStatusError ? route.model : undefined);
       failed(source, error);
       outcome.source = null;
       return false;
     }
   };
 
-  const candidates = route.candidates;
-  for (let retry = 0; retry <= policy.maxRetries && candidates.length > 0; retry++) {
+  // Each candidate at most once: the same backend asked again for the same request answers the
+  // same error, and each answer would count against its circuit.
+  const untried = [...route.candidates];
+  for (let retry = 0; retry <= policy.maxRetries; retry++) {
     // The next candidate that can still take traffic (a refused connection marks one down at once).
-    const shift = retry % candidates.length;
-    const source = [...candidates.slice(shift), ...candidates.slice(0, shift)].find((b) => b.health.canTake());
-    if (source === undefined) break;
+    const at = untried.findIndex((b) => b.canTake(route.model));
+    if (at < 0) break;
+    const [source] = untried.splice(at, 1) as [Backend];
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
@@ -347,7 +351,7 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
     if (typeof event.error === 'string') {
       abort.abort();
-      source.noteFailure?.(event.error);
+      source.noteFailure?.(event.error, route.model);
       fail(event.error, 'upstream_error');
       return false;
     }

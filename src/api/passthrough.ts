@@ -5,6 +5,14 @@ import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { sendError, surfaceOf } from './errors.js';
 
+/** The model a native request names (`model`, or `name` as older clients send it), if any. */
+function modelOf(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const { model, name } = body as { model?: unknown; name?: unknown };
+  if (typeof model === 'string' && model !== '') return model;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
 /** Chooses the backend for one request. */
 export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
 
@@ -43,6 +51,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
         headers,
         body,
         signal: abort.signal,
+        model: modelOf(req.body),
       });
     } catch (error) {
       if (abort.signal.aborted) return;

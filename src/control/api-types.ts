@@ -187,6 +187,15 @@ export interface HealthSnapshot {
   lastCheckAt: string | null;
   /** Smoothed time to response headers of recent requests. */
   latencyMs: number | null;
+  /** Models that answered errors here lately; each has a circuit of its own. */
+  models: ModelCircuitSnapshot[];
+}
+
+export interface ModelCircuitSnapshot {
+  model: string;
+  circuit: CircuitState;
+  consecutiveFailures: number;
+  lastError: string | null;
 }
 
 /** Settings the user can switch while the bridge runs (tray, dashboard); they start from the config. */

@@ -98,12 +98,12 @@ export class Router {
   async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string }> {
     const notes: string[] = [];
     if (!this.settings.dualGpu) {
-      const primary = await this.available([this.primary]);
-      const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1)));
+      const primary = await this.available([this.primary], model);
+      const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1), model));
       if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)` };
-      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.primary.health.status}; failing over to ${standby[0]?.name}` };
+      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}` };
     }
-    const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary]);
+    const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
       const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
       return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}` };
@@ -122,7 +122,7 @@ export class Router {
     for (const other of ordered.slice(1)) {
       if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
     }
-    for (const down of this.backends.filter((b) => !b.health.canTake())) notes.push(`${down.name} ${down.health.status}`);
+    for (const down of this.backends.filter((b) => !b.canTake(model))) notes.push(`${down.name} ${this.stateOf(down, model)}`);
     return { candidates: ordered, why: notes.join('; ') };
   }
 
@@ -132,7 +132,7 @@ export class Router {
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
     const score = (b: Backend): number[] => [
-      b.health.status === 'failing' ? 0 : 1,
+      b.health.status === 'failing' || b.modelFailing(model) ? 0 : 1,
       b.hasLoaded(model) ? 1 : 0,
       b.hasLoaded(model) || this.coldLoadFits(b, model) !== false ? 1 : 0,
       this.prefers(tier, b) ? 1 : 0,
@@ -149,15 +149,23 @@ export class Router {
   }
 
   /**
-   * The backends of `pool` that can take a request now. When none can, the ones marked down are
-   * checked once more on the spot (a refused connection costs a millisecond), so a backend that
-   * came back is used at once instead of after the next health round.
+   * The backends of `pool` that can take a request for `model` now. When none can, the ones
+   * marked down are checked once more on the spot (a refused connection costs a millisecond), so a
+   * backend that came back is used at once instead of after the next health round; at most once
+   * per health interval, since one that hangs costs the whole check timeout.
    */
-  private async available(pool: readonly Backend[]): Promise<Backend[]> {
-    const ready = pool.filter((b) => b.health.canTake());
+  private async available(pool: readonly Backend[], model: string): Promise<Backend[]> {
+    const ready = pool.filter((b) => b.canTake(model));
     if (ready.length > 0) return ready;
-    await Promise.all(pool.filter((b) => b.health.status === 'down').map((b) => b.check(1000)));
-    return pool.filter((b) => b.health.canTake());
+    const { interval_seconds: interval, timeout_seconds: timeout } = this.config.routing.health;
+    await Promise.all(pool.filter((b) => b.health.status === 'down').map((b) => b.recheck(timeout * 1000, interval * 1000)));
+    return pool.filter((b) => b.canTake(model));
+  }
+
+  /** A backend's state as a reason reads it: "down", or "failing" for this model only. */
+  private stateOf(backend: Backend, model: string): string {
+    if (!backend.health.canTake() || backend.health.status !== 'healthy') return backend.health.status;
+    return backend.canTake(model) ? 'healthy' : `failing for ${model}`;
   }
 
   private async capabilitiesOf(model: string): Promise<string[] | undefined> {

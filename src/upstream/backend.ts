@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError, type UpstreamError } from './errors.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 import { BackendHealth, type HealthSnapshot } from './health.js';
 import { canonicalModelName, readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
@@ -32,6 +32,8 @@ export interface UpstreamRequest {
   headers: Record<string, string>;
   body?: string | Buffer | Readable;
   signal: AbortSignal;
+  /** The model the request is for: an error answer then counts against this (backend, model) only. */
+  model?: string;
 }
 
 
@@ -52,6 +54,8 @@ export class Backend implements GenerationSource {
   private inFlight = 0;
   private requests = 0;
   private failures = 0;
+  private recheckedAt = Number.NEGATIVE_INFINITY;
+  private rechecking: Promise<void> | undefined;
 
   constructor(config: BackendConfig, timeouts: UpstreamTimeouts, health: BackendHealth) {
     this.name = config.name;
@@ -76,7 +80,8 @@ export class Backend implements GenerationSource {
   async request(request: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     this.inFlight += 1;
     this.requests += 1;
-    this.health.begin();
+    const model = request.model === undefined ? undefined : canonicalModelName(request.model);
+    this.health.begin(model);
     const started = performance.now();
     try {
       const response = await this.pool.request({
@@ -89,14 +94,16 @@ export class Backend implements GenerationSource {
       response.body.once('close', () => {
         this.inFlight -= 1;
       });
-      if (response.statusCode >= 500) this.noteFailure(`answered ${response.statusCode}`);
-      else this.health.recordSuccess(performance.now() - started);
+      // 503 is Ollama's "server busy" (its queue is full): the whole backend, whatever the model.
+      if (response.statusCode >= 500) this.noteFailure(`answered ${response.statusCode}`, response.statusCode === 503 ? undefined : model);
+      else this.health.recordSuccess(performance.now() - started, model);
       return response;
     } catch (error) {
       this.inFlight -= 1;
       if (request.signal.aborted) throw error;
       const failure = toUpstreamError(error, this.name);
-      this.noteFailure(failure.message, failure);
+      this.failures += 1;
+      this.health.recordFailure(failure.message, failure.failure === 'unreachable');
       throw failure;
     }
   }
@@ -108,6 +115,7 @@ export class Backend implements GenerationSource {
       headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent },
       body: JSON.stringify({ ...request.body, stream: true }),
       signal: request.signal,
+      model: String(request.body.model),
     });
     if (response.statusCode >= 400) {
       const text = await response.body.text().catch(() => '');
@@ -116,10 +124,24 @@ export class Backend implements GenerationSource {
     return readNdjson(response.body);
   }
 
-  /** A request that failed, also after its answer started (a broken stream). */
-  noteFailure(message: string, error?: UpstreamError): void {
+  /**
+   * A request that failed, also after its answer started (a broken stream). With `model`, the
+   * backend answered but that model failed: it counts against (backend, model) only.
+   */
+  noteFailure(message: string, model?: string): void {
     this.failures += 1;
-    this.health.recordFailure(message, error?.failure === 'unreachable');
+    if (model === undefined) this.health.recordFailure(message);
+    else this.health.recordModelFailure(canonicalModelName(model), message);
+  }
+
+  /** Whether a request for `model` may be sent here now. */
+  canTake(model: string): boolean {
+    return this.health.canTake(canonicalModelName(model));
+  }
+
+  /** Whether `model` answered errors here lately (short of opening its circuit). */
+  modelFailing(model: string): boolean {
+    return this.health.modelFailing(canonicalModelName(model));
   }
 
   /** Whether this backend has `model` in memory as of the last check. */
@@ -138,6 +160,20 @@ export class Backend implements GenerationSource {
       this.loaded = [];
       this.health.recordCheck(false, (error as Error).message);
     }
+  }
+
+  /**
+   * A check asked for by a request that found no backend up. Concurrent callers share one, and it
+   * runs at most once per `minIntervalMs`: a backend that hangs instead of refusing would otherwise
+   * cost every request the whole check timeout.
+   */
+  recheck(timeoutMs: number, minIntervalMs: number): Promise<void> {
+    if (this.rechecking !== undefined) return this.rechecking;
+    const now = performance.now();
+    if (now - this.recheckedAt < minIntervalMs) return Promise.resolve();
+    this.recheckedAt = now;
+    this.rechecking = this.check(timeoutMs).finally(() => (this.rechecking = undefined));
+    return this.rechecking;
   }
 
   get inFlightCount(): number {

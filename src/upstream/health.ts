@@ -1,4 +1,4 @@
-import type { BackendStatus, CircuitState, HealthSnapshot } from '../control/api-types.js';
+import type { BackendStatus, CircuitState, HealthSnapshot, ModelCircuitSnapshot } from '../control/api-types.js';
 export type { BackendStatus, CircuitState, HealthSnapshot } from '../control/api-types.js';
 
 export interface HealthOptions {
@@ -8,49 +8,108 @@ export interface HealthOptions {
   cooldownMs: number;
 }
 
+/**
+ * Model names a client made up must not grow memory: only failing models get a circuit, and at
+ * most this many per backend (the oldest is dropped first).
+ */
+const MAX_MODEL_CIRCUITS = 64;
+
+/** Consecutive failures that open a circuit, and the one probe a half-open circuit lets through. */
+class Circuit {
+  failures = 0;
+  lastError: string | null = null;
+  lastFailureAt: number | null = null;
+  private openedAt: number | null = null;
+  private probing = false;
+
+  constructor(
+    private readonly options: HealthOptions,
+    private readonly now: () => number,
+  ) {}
+
+  get state(): CircuitState {
+    if (this.openedAt === null) return 'closed';
+    return this.now() - this.openedAt >= this.options.cooldownMs ? 'half-open' : 'open';
+  }
+
+  canTake(): boolean {
+    const state = this.state;
+    return state === 'closed' || (state === 'half-open' && !this.probing);
+  }
+
+  begin(): void {
+    if (this.state === 'half-open') this.probing = true;
+  }
+
+  recordFailure(error: string): void {
+    this.failures += 1;
+    this.lastFailureAt = this.now();
+    this.lastError = error;
+    if (this.probing || (this.openedAt === null && this.failures >= this.options.failureThreshold)) this.openedAt = this.now();
+    this.probing = false;
+  }
+
+  /** No failure for a whole cool-down. */
+  get quiet(): boolean {
+    return this.lastFailureAt === null || this.now() - this.lastFailureAt >= this.options.cooldownMs;
+  }
+
+  reset(): void {
+    this.failures = 0;
+    this.openedAt = null;
+    this.probing = false;
+  }
+}
 
 /**
  * Health of one backend from two sources: active checks (is it reachable?) and the outcome of real
  * requests (does it answer them?). A backend that is reachable but keeps failing requests is
  * "failing", and after `failureThreshold` failures in a row its circuit opens: no traffic until
  * the cool-down has passed and one probe request succeeded.
+ *
+ * An error one model answers with (a runner that cannot load it, a crash while generating) says
+ * nothing about the other models there: it counts against that (backend, model) pair, whose own
+ * circuit keeps only that model away from this backend.
  */
 export class BackendHealth {
   private reachable: boolean | null = null;
-  private failures = 0;
-  private openedAt: number | null = null;
-  private probing = false;
-  private lastError: string | null = null;
-  private lastFailureAt: number | null = null;
+  private readonly backendCircuit: Circuit;
+  private readonly models = new Map<string, Circuit>();
   private lastCheckAt: number | null = null;
   private latency: number | null = null;
 
   constructor(
     private readonly options: HealthOptions,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.backendCircuit = new Circuit(options, now);
+  }
 
   get circuit(): CircuitState {
-    if (this.openedAt === null) return 'closed';
-    return this.now() - this.openedAt >= this.options.cooldownMs ? 'half-open' : 'open';
+    return this.backendCircuit.state;
   }
 
   get status(): BackendStatus {
     if (this.reachable === false) return 'down';
-    if (this.circuit !== 'closed' || this.failures > 0) return 'failing';
+    if (this.circuit !== 'closed' || this.backendCircuit.failures > 0) return 'failing';
     return this.reachable === true ? 'healthy' : 'unknown';
   }
 
-  /** Whether a request may be sent now; a half-open circuit lets exactly one probe through. */
-  canTake(): boolean {
-    if (this.reachable === false) return false;
-    const circuit = this.circuit;
-    return circuit === 'closed' || (circuit === 'half-open' && !this.probing);
+  /** Whether a request may be sent now (for `model`, when given); a half-open circuit lets exactly one probe through. */
+  canTake(model?: string): boolean {
+    if (this.reachable === false || !this.backendCircuit.canTake()) return false;
+    return model === undefined || (this.models.get(model)?.canTake() ?? true);
+  }
+
+  /** Whether `model` failed here lately without its circuit being open yet (it then ranks last). */
+  modelFailing(model: string): boolean {
+    return (this.models.get(model)?.failures ?? 0) > 0;
   }
 
   /** Call when a request is actually sent: in half-open state it becomes the probe. */
-  begin(): void {
-    if (this.circuit === 'half-open') this.probing = true;
+  begin(model?: string): void {
+    this.backendCircuit.begin();
+    if (model !== undefined) this.models.get(model)?.begin();
   }
 
   recordCheck(ok: boolean, error?: string): void {
@@ -59,45 +118,54 @@ export class BackendHealth {
       // Failures while it was unreachable are explained by that; a fresh start deserves traffic.
       // A backend that answers its checks and has not failed for a cool-down is given back its
       // traffic too: a failing backend ranks last and might otherwise never be probed again.
-      const quiet = this.lastFailureAt === null || this.now() - this.lastFailureAt >= this.options.cooldownMs;
-      if (this.reachable === false || quiet) this.reset();
+      if (this.reachable === false || this.backendCircuit.quiet) this.backendCircuit.reset();
+      for (const [model, circuit] of this.models) if (circuit.quiet) this.models.delete(model);
       this.reachable = true;
     } else {
       this.reachable = false;
-      this.lastError = error ?? 'health check failed';
+      this.backendCircuit.lastError = error ?? 'health check failed';
     }
   }
 
-  recordSuccess(latencyMs?: number): void {
-    this.reset();
+  recordSuccess(latencyMs?: number, model?: string): void {
+    this.backendCircuit.reset();
+    if (model !== undefined) this.models.delete(model);
     this.reachable = true;
     if (latencyMs !== undefined) this.latency = this.latency === null ? latencyMs : this.latency * 0.8 + latencyMs * 0.2;
   }
 
   /** A failed request; `unreachable` (connection refused) marks it down at once, before the next check. */
   recordFailure(error: string, unreachable = false): void {
-    this.failures += 1;
-    this.lastFailureAt = this.now();
-    this.lastError = error;
+    this.backendCircuit.recordFailure(error);
     if (unreachable) this.reachable = false;
-    if (this.probing || (this.openedAt === null && this.failures >= this.options.failureThreshold)) this.openedAt = this.now();
-    this.probing = false;
   }
 
-  private reset(): void {
-    this.failures = 0;
-    this.openedAt = null;
-    this.probing = false;
+  /** An error answer for one model: counted against (this backend, model) only. */
+  recordModelFailure(model: string, error: string): void {
+    let circuit = this.models.get(model);
+    if (circuit === undefined) {
+      if (this.models.size >= MAX_MODEL_CIRCUITS) this.models.delete(this.models.keys().next().value as string);
+      circuit = new Circuit(this.options, this.now);
+      this.models.set(model, circuit);
+    }
+    circuit.recordFailure(error);
   }
 
   snapshot(): HealthSnapshot {
+    const models: ModelCircuitSnapshot[] = [...this.models].map(([model, circuit]) => ({
+      model,
+      circuit: circuit.state,
+      consecutiveFailures: circuit.failures,
+      lastError: circuit.lastError,
+    }));
     return {
       status: this.status,
       circuit: this.circuit,
-      consecutiveFailures: this.failures,
-      lastError: this.lastError,
+      consecutiveFailures: this.backendCircuit.failures,
+      lastError: this.backendCircuit.lastError,
       lastCheckAt: this.lastCheckAt === null ? null : new Date(this.lastCheckAt).toISOString(),
       latencyMs: this.latency === null ? null : Math.round(this.latency * 10) / 10,
+      models,
     };
   }
 }

@@ -17,6 +17,9 @@ export interface GenerationSource {
   readonly name: string;
   readonly kind: 'local' | 'cloud';
   generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
-  /** Counts a failure that surfaced after the answer started (a broken stream, an error line). */
-  noteFailure?(message: string): void;
+  /**
+   * Counts a failure that surfaced after the answer started: a broken stream (the source), or an
+   * error line (with `model`: that model there).
+   */
+  noteFailure?(message: string, model?: string): void;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -66,7 +67,77 @@ describe('retries and failover', () => {
     assert.equal(record?.retries, 1);
     assert.equal(record?.backend, 'gpu1');
     assert.equal(record?.gpu, 1);
-    assert.equal(backendState(bridge, 'gpu0').health.status, 'failing');
+    // The error was that model's: it counts against (gpu0, m), not against gpu0.
+    assert.equal(backendState(bridge, 'gpu0').health.status, 'healthy');
+    assert.deepEqual(
+      backendState(bridge, 'gpu0').health.models.map((m) => [m.model, m.consecutiveFailures]),
+      [['m:latest', 1]],
+    );
+  });
+
+  it('keeps one failing model from closing its backend to the others, and asks no backend twice for one request', async () => {
+    const upstream = await startStandIn((_req, res, body) => {
+      if ((JSON.parse(body) as { model: string }).model === 'broken') {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end('{"error":"llama runner process has terminated: exit status 2"}');
+      } else answer(res, 'fine');
+    }, ['broken:latest', 'm:latest']);
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url, MAX_RETRIES: '3' } });
+    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    const ask = (model: string): Promise<Response> =>
+      fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model, stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+
+    for (let i = 1; i <= 3; i++) {
+      const failed = await ask('broken');
+      assert.equal(failed.status, 500);
+      assert.match(((await failed.json()) as { error: string }).error, /runner process has terminated/);
+      // The only backend was asked once per request, not once per retry.
+      assert.equal(upstream.requests.length, i);
+    }
+    const other = await ask('m');
+    assert.equal(other.status, 200);
+    assert.equal(((await other.json()) as { message: { content: string } }).message.content, 'fine');
+    const state = backendState(bridge, 'local').health;
+    assert.equal(state.circuit, 'closed');
+    assert.equal(state.status, 'healthy');
+    assert.deepEqual(state.models.map((m) => [m.model, m.circuit]), [['broken:latest', 'open']]);
+    // The broken model's circuit is open: no more requests reach the backend for it.
+    const refused = await ask('broken');
+    assert.equal(refused.status, 503);
+    assert.equal(upstream.requests.filter((r) => r.body.includes('"broken"')).length, 3);
+  });
+
+  it('re-checks a primary that hangs at most once per health interval, not on every request', async () => {
+    // Accepts connections and never answers: what a wedged Ollama looks like.
+    const sockets = new Set<Socket>();
+    let checks = 0;
+    const hung = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.on('data', (data: Buffer) => (checks += data.toString().split('GET /api/ps ').length - 1));
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    const standby = await startStandIn((_req, res) => answer(res, 'standby'), ['m:latest']);
+    const file = path.join(tempDir('bridge-hung-'), 'config.yaml');
+    writeFileSync(file, 'routing:\n  health:\n    interval_seconds: 60\n    timeout_seconds: 0.2\n');
+    const bridge = await startTestBridge({ file, env: { GPU0_URL: `http://127.0.0.1:${(hung.address() as AddressInfo).port}`, GPU1_URL: standby.url, ENABLE_DUAL_GPU: 'false' } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => standby.close(),
+      () => new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        hung.close(() => resolve());
+      }),
+    );
+    assert.equal(backendState(bridge, 'gpu0').health.status, 'down');
+    const checksAtStart = checks;
+    for (let i = 0; i < 6; i++) {
+      const response = await chat(bridge);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+      await response.text();
+    }
+    assert.ok(checks - checksAtStart <= 1, `the hung primary was checked ${checks - checksAtStart} times for 6 requests`);
   });
 
   it('does not retry the client’s own mistakes (4xx)', async () => {

@@ -14,7 +14,7 @@ function backend(name: string, status: BackendSnapshot['health']['status'] = 'he
     inFlight: 0,
     requests: 0,
     failures: status === 'failing' ? 2 : 0,
-    health: { status, circuit: 'closed', consecutiveFailures: 0, lastError: status === 'healthy' ? null : 'ECONNREFUSED', lastCheckAt: null, latencyMs: null },
+    health: { status, circuit: 'closed', consecutiveFailures: 0, lastError: status === 'healthy' ? null : 'ECONNREFUSED', lastCheckAt: null, latencyMs: null, models: [] },
     loaded: [],
   };
 }

@@ -112,6 +112,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ model: request.model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
         signal: abort.signal,
+        model: request.model,
       });
       const text = await upstream.body.text();
       if (upstream.statusCode >= 400) {
