@@ -109,7 +109,7 @@ export class HistoryStore {
       try {
         const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
         if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
-        await appendFile(this.fileAt(0), text, { mode: 0o600 });
+        await appendFile(this.fileAt(0), text);
       } catch (error) {
         // A failed write must not stop the bridge, nor every write after it.
         this.options.onWriteError?.(error as Error);
