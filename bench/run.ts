@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { GpuMonitor } from '../src/gpu/monitor.js';
 import { Classifier } from '../src/routing/classify.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
-import { chatSignals } from '../src/routing/signals.js';
+import { chatSignals, clientSignals } from '../src/routing/signals.js';
 
 const quick = process.argv.includes('--quick');
 const SEQUENTIAL = quick ? 300 : 2000;
@@ -149,10 +149,11 @@ function classificationMicros(): number {
     { role: 'assistant', content: 'Looks fine.' },
     { role: 'user', content: 'Can you refactor this module so that the parsing is separate from the validation?' },
   ];
+  const client = clientSignals({ 'user-agent': 'GitHubCopilotChat/0.30.0', 'x-interaction-type': 'conversation-agent' });
   const iterations = 20000;
-  for (let i = 0; i < 2000; i++) classifier.classify(chatSignals(messages, true));
+  for (let i = 0; i < 2000; i++) classifier.classify(chatSignals(messages, true, client));
   const started = performance.now();
-  for (let i = 0; i < iterations; i++) classifier.classify(chatSignals(messages, true));
+  for (let i = 0; i < iterations; i++) classifier.classify(chatSignals(messages, true, client));
   return ((performance.now() - started) / iterations) * 1000;
 }
 

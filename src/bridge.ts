@@ -119,6 +119,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   let gpuIndexOf: (gpu: number | string) => number | undefined = () => undefined;
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
     localOnly: (req, identity, model) => localOnlyReason(identity, req.headers, model, config.fallback.never_models),
     isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),

@@ -8,6 +8,7 @@ import type { GenerationSource } from '../upstream/source.js';
 import { AuthError } from '../auth/authenticate.js';
 import { modelAllowed, type Identity } from '../auth/identity.js';
 import type { EnergyUse } from '../history/accounting.js';
+import type { ClientSignals } from '../routing/signals.js';
 import { sendAuthError, sendError, surfaceOf, type Surface } from './errors.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
@@ -30,6 +31,8 @@ export interface ResponseFormat {
   error(message: string, code: string): string;
   /** The answer for a client that did not ask for a stream. */
   whole(results: readonly GenerationResult[]): unknown;
+  /** Written when a stream has been silent for a while (a model thinking with its thoughts hidden, a slow tool call), so idle timeouts do not cut it. */
+  heartbeat?: string;
 }
 
 export interface GenerationPlan {
@@ -41,9 +44,14 @@ export interface GenerationPlan {
   format: ResponseFormat;
 }
 
+/** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
+export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
+
 /** What serving a generation needs besides the route: the retry budget, the cloud fallback and its policy, energy metering. */
 export interface GenerationPolicy {
   maxRetries: number;
+  /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
+  heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
   /** Why this request must stay on local GPUs (never-cloud policy), or null. */
@@ -57,6 +65,7 @@ export interface GenerationPolicy {
 /** How a generation was served, kept on res.locals for the history and the metrics. */
 export interface GenerationOutcome {
   route: RouteDecision;
+  client: ClientSignals;
   source: string | null;
   retries: number;
   fallback: string | null;
@@ -70,9 +79,10 @@ export interface GenerationOutcome {
 }
 
 /** The outcome of a request refused before routing (a limit, a forbidden model), so that history keeps it. */
-export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
+export function refusedOutcome(requestedModel: string, reason: string, client: ClientSignals): GenerationOutcome {
   return {
     route: { requestedModel, model: requestedModel, candidates: [], tier: null, reason },
+    client,
     source: null,
     retries: 0,
     fallback: null,
@@ -221,12 +231,20 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
  * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
  * error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: Request, res: Response, route: RouteDecision, plan: GenerationPlan, localOnly: string | null = null): Promise<void> {
+export async function serveGeneration(
+  policy: GenerationPolicy,
+  req: Request,
+  res: Response,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  clientSignals: ClientSignals,
+  localOnly: string | null = null,
+): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const outcome: GenerationOutcome = { route, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, localOnly, gpuMs: null, energyJoules: null };
+  const outcome: GenerationOutcome = { route, client: clientSignals, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, localOnly, gpuMs: null, energyJoules: null };
   res.locals.generation = outcome;
   const started = performance.now();
 
@@ -266,7 +284,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: Request, re
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
-      await stream(opened, res, route, plan, outcome);
+      await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
@@ -334,7 +352,7 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 }
 
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome): Promise<void> {
+async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
   const { source, lines, first, abort } = opened;
   res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
@@ -344,6 +362,16 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   res.flushHeaders();
 
   const results = plan.bodies.map(emptyResult);
+  let wrote = performance.now();
+  const { heartbeat } = plan.format;
+  const beat =
+    heartbeat === undefined
+      ? undefined
+      : setInterval(() => {
+          if (performance.now() - wrote < heartbeatMs || res.destroyed || res.writableNeedDrain) return;
+          wrote = performance.now();
+          res.write(heartbeat);
+        }, heartbeatMs / 2);
   const fail = (message: string, code: string): void => {
     outcome.error = message;
     if (!res.destroyed) res.end(plan.format.error(message, code));
@@ -356,7 +384,9 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
       return false;
     }
     accumulate(results[index] as GenerationResult, event);
-    await write(res, plan.format.chunk(event, index));
+    const text = plan.format.chunk(event, index);
+    if (text !== '') wrote = performance.now();
+    await write(res, text);
     return !res.destroyed;
   };
 
@@ -372,6 +402,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
     return;
+  } finally {
+    clearInterval(beat);
   }
   outcome.results = results;
   res.end(plan.format.end(results));
@@ -387,7 +419,7 @@ export async function routeAndServe(
   req: Request,
   res: Response,
   input: RouteInput,
-  plan: GenerationPlan | ((route: RouteDecision) => Promise<GenerationPlan>),
+  plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
   let route: RouteDecision;
@@ -402,7 +434,7 @@ export async function routeAndServe(
   }
   const identity = res.locals.identity as Identity;
   const refuse = (reason: string, code: string): void => {
-    res.locals.generation = refusedOutcome(input.requestedModel, reason);
+    res.locals.generation = refusedOutcome(input.requestedModel, reason, input.signals.client);
     sendAuthError(res, surface, new AuthError(403, code, reason));
   };
   if (!modelAllowed(identity, route.model)) {
@@ -414,5 +446,5 @@ export async function routeAndServe(
     refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
     return;
   }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, localOnly);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input.signals.client, localOnly);
 }

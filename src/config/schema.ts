@@ -139,6 +139,11 @@ export const configSchema = z.strictObject({
       allowed_hosts: z.array(z.string().min(1)).default([]),
       /** Extra browser origins allowed to call the bridge (exact origins, e.g. https://app.example). */
       cors_origins: z.array(z.string().min(1)).default([]),
+      /**
+       * What GET /api/version answers. Unset: the lowest version among the backends, raised to the
+       * Ollama API level the bridge implements itself (clients such as Codex --oss gate on it).
+       */
+      ollama_version: z.string().regex(/^\d+\.\d+\.\d+$/, 'a version such as 0.13.4').optional(),
     })
     .prefault({}),
   backends: z.array(backendSchema).default([]),
@@ -173,6 +178,8 @@ export const configSchema = z.strictObject({
           connect_timeout_seconds: z.number().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
           idle_timeout_seconds: z.number().positive().default(120),
+          /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
+          heartbeat_seconds: z.number().positive().default(10),
         })
         .prefault({}),
       health: z

@@ -80,9 +80,17 @@ export interface InstanceSnapshot {
 export interface HistoryRecord {
   id: string;
   time: string;
-  /** The client's User-Agent. */
+  /** The client's name, normalized (copilot, claude-code, codex, continue, ...; other when unknown). */
   client: string | null;
-  surface: 'ollama' | 'openai';
+  /** The client's User-Agent. */
+  userAgent: string | null;
+  /** Copilot's X-Interaction-Type (conversation-agent, conversation-subagent, conversation-background, ...). */
+  interaction: string | null;
+  /** Copilot's OpenAI-Intent (conversation-panel, agent, inline, edits, summary, ...). */
+  intent: string | null;
+  /** The client's own id for the request (X-Request-Id, or Codex's X-Client-Request-Id). */
+  clientRequestId: string | null;
+  surface: 'ollama' | 'openai' | 'anthropic';
   path: string;
   requestedModel: string;
   tier: Tier | null;

@@ -23,7 +23,11 @@ export function historyRecord(req: Request, res: Response, outcome: GenerationOu
   const record: HistoryRecord = {
     id: String(res.getHeader('x-request-id') ?? randomUUID()),
     time: startedAt.toISOString(),
-    client: req.headers['user-agent'] ?? null,
+    client: outcome.client.name,
+    userAgent: outcome.client.userAgent,
+    interaction: outcome.client.interaction,
+    intent: outcome.client.intent,
+    clientRequestId: outcome.client.requestId,
     surface: surfaceOf(req.path),
     path: req.path,
     requestedModel: outcome.route.requestedModel,

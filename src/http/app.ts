@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
+import { anthropicRoutes } from '../api/anthropic/routes.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
 import { sendError, surfaceOf } from '../api/errors.js';
 import { ollamaRoutes } from '../api/ollama/routes.js';
@@ -122,6 +123,7 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));
+  app.use(anthropicRoutes(context));
   app.use(copilotRoutes(context));
   app.use(parts.control);
   app.use(parts.observability);

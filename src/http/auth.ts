@@ -4,6 +4,7 @@ import { sendAuthError, surfaceOf } from '../api/errors.js';
 import { allowed, isGeneration, rolesFor } from '../auth/access.js';
 import { AuthError, type Authenticator } from '../auth/authenticate.js';
 import type { Identity } from '../auth/identity.js';
+import { clientSignals } from '../routing/signals.js';
 import { isRefusal, type Limiter } from '../auth/limits.js';
 
 export function identityOf(res: Response): Identity {
@@ -71,7 +72,7 @@ export function limits(limiter: Limiter): RequestHandler {
     limiter.admit(identity).then((admission) => {
       if (isRefusal(admission)) {
         const message = `rate limit reached: ${admission.limit}; retry in ${admission.retryAfterSeconds} s`;
-        res.locals.generation = refusedOutcome(requestedModel(req), message);
+        res.locals.generation = refusedOutcome(requestedModel(req), message, clientSignals(req.headers));
         sendAuthError(res, surfaceOf(req.path), new AuthError(429, 'rate_limit_exceeded', message, admission.retryAfterSeconds));
         return;
       }

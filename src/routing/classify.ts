@@ -2,6 +2,7 @@ import type { Config } from '../config/schema.js';
 import { TIERS, type Tier } from '../control/api-types.js';
 
 export { TIERS, type Tier } from '../control/api-types.js';
+import type { ClientSignals } from './signals.js';
 
 /** What a surface tells the router about a request; no text leaves this object except keywords matched. */
 export interface RequestSignals {
@@ -16,6 +17,8 @@ export interface RequestSignals {
   approxTokens: number;
   tools: boolean;
   images: boolean;
+  /** Who sent it and why (headers): lanes and routing rules read these. */
+  client: ClientSignals;
 }
 
 export interface Classification {

@@ -2,8 +2,102 @@ import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { RequestSignals } from './classify.js';
 import type { Capability } from './router.js';
 
+/** Request headers as Node gives them (lower-case names). */
+export type HeaderBag = Readonly<Record<string, string | string[] | undefined>>;
+
+/** Client names the bridge recognizes; anything else is 'other'. A bounded set, fit for metric labels. */
+export const CLIENT_NAMES = [
+  'copilot',
+  'claude-code',
+  'codex',
+  'continue',
+  'cline',
+  'aider',
+  'opencode',
+  'zed',
+  'llm',
+  'ai-sdk',
+  'ollama',
+  'openai-sdk',
+  'anthropic-sdk',
+  'other',
+] as const;
+export type ClientName = (typeof CLIENT_NAMES)[number];
+
+/** What the client says about itself and about why it sends this request (every surface fills it from the headers). */
+export interface ClientSignals {
+  /** Normalized client name, from originator or User-Agent. */
+  name: ClientName;
+  userAgent: string | null;
+  /** Copilot's X-Interaction-Type: conversation-agent, conversation-subagent, conversation-background, ... */
+  interaction: string | null;
+  /** Copilot's OpenAI-Intent: conversation-panel, agent, inline, edits, summary, ... */
+  intent: string | null;
+  /** The client's own id for the request (X-Request-Id, or Codex's X-Client-Request-Id). */
+  requestId: string | null;
+  /** Codex's originator header (codex_cli_rs, codex_exec, codex_vscode, ...). */
+  originator: string | null;
+  /** anthropic-version, sent by every Anthropic client. */
+  anthropicVersion: string | null;
+  /** Whether the client marked the request as background work (subagents, summaries, title generation). */
+  background: boolean;
+}
+
+/** User-Agent patterns, most specific first; the first match names the client. */
+const CLIENT_PATTERNS: ReadonlyArray<[RegExp, ClientName]> = [
+  [/claude-cli|claude-code/i, 'claude-code'],
+  [/^codex|codex_(?:cli|exec|vscode)/i, 'codex'],
+  [/copilot/i, 'copilot'],
+  [/continue/i, 'continue'],
+  [/cline|roo-?code/i, 'cline'],
+  [/aider/i, 'aider'],
+  [/opencode/i, 'opencode'],
+  [/^zed\b/i, 'zed'],
+  [/^llm\//i, 'llm'],
+  [/ai-sdk|vercel/i, 'ai-sdk'],
+  [/^ollama/i, 'ollama'],
+  [/^anthropic\//i, 'anthropic-sdk'],
+  [/^openai\//i, 'openai-sdk'],
+];
+
+const BACKGROUND_INTERACTIONS = new Set(['conversation-background', 'conversation-subagent']);
+const BACKGROUND_INTENTS = new Set(['summary', 'conversation-summary', 'title', 'conversation-title', 'progress-messages']);
+
+/** At most 200 printable characters of one header, or null. */
+function header(headers: HeaderBag, name: string): string | null {
+  const raw = headers[name];
+  const value = Array.isArray(raw) ? raw[0] : raw;
+  if (value === undefined || value === '') return null;
+  return value.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+}
+
+/** The client's name from Codex's originator or the User-Agent. */
+export function clientName(userAgent: string | null, originator: string | null): ClientName {
+  if (originator !== null && /^codex/i.test(originator)) return 'codex';
+  if (userAgent === null) return 'other';
+  return CLIENT_PATTERNS.find(([pattern]) => pattern.test(userAgent))?.[1] ?? 'other';
+}
+
+/** The client signals of one request, read from its headers. */
+export function clientSignals(headers: HeaderBag): ClientSignals {
+  const userAgent = header(headers, 'user-agent');
+  const originator = header(headers, 'originator');
+  const interaction = header(headers, 'x-interaction-type');
+  const intent = header(headers, 'openai-intent');
+  return {
+    name: clientName(userAgent, originator),
+    userAgent,
+    interaction,
+    intent,
+    requestId: header(headers, 'x-request-id') ?? header(headers, 'x-client-request-id'),
+    originator,
+    anthropicVersion: header(headers, 'anthropic-version'),
+    background: (interaction !== null && BACKGROUND_INTERACTIONS.has(interaction)) || (intent !== null && BACKGROUND_INTENTS.has(intent)),
+  };
+}
+
 /** Signals of a chat conversation in Ollama's message form (other surfaces translate to it first). */
-export function chatSignals(messages: readonly OllamaMessage[], tools: boolean): RequestSignals {
+export function chatSignals(messages: readonly OllamaMessage[], tools: boolean, client: ClientSignals): RequestSignals {
   let chars = 0;
   let turns = 0;
   let userText = '';
@@ -20,11 +114,11 @@ export function chatSignals(messages: readonly OllamaMessage[], tools: boolean):
       system.push(content);
     }
   }
-  return { kind: 'chat', userText, systemText: system.join('\n'), turns, approxTokens: Math.round(chars / 4), tools, images };
+  return { kind: 'chat', userText, systemText: system.join('\n'), turns, approxTokens: Math.round(chars / 4), tools, images, client };
 }
 
 /** Signals of a prompt completion; with a suffix it is fill-in-the-middle. */
-export function completionSignals(prompt: string, suffix: string | undefined, system = ''): RequestSignals {
+export function completionSignals(client: ClientSignals, prompt: string, suffix: string | undefined, system = ''): RequestSignals {
   return {
     kind: suffix !== undefined && suffix !== '' ? 'fim' : 'completion',
     userText: prompt,
@@ -33,6 +127,7 @@ export function completionSignals(prompt: string, suffix: string | undefined, sy
     approxTokens: Math.round((prompt.length + (suffix?.length ?? 0) + system.length) / 4),
     tools: false,
     images: false,
+    client,
   };
 }
 

@@ -164,7 +164,8 @@ routing:
       const record = sampleRecord({
         id: `seed-${i}`,
         time: new Date(start + i * 300).toISOString(),
-        client: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
+        client: i % 3 === 0 ? 'copilot' : 'continue',
+        userAgent: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
         tier: (['simple', 'moderate', 'complex'] as const)[i % 3] ?? 'simple',
         reason: 'seeded',
         backend: i % 2 === 0 ? 'gpu0' : 'gpu1',
@@ -194,7 +195,7 @@ routing:
     }
     const scrollMs = Date.now() - started;
     const lastVisible = await page.getByTestId('history-row').last().innerText();
-    assert.match(lastVisible, /Continue|GitHubCopilotChat/);
+    assert.match(lastVisible, /continue|copilot/);
     // Scrolled away from the top, a new request arrives: the rows on screen stay where they are.
     await rows.evaluate((element) => {
       element.scrollTop = 3400;

@@ -41,10 +41,12 @@ describe('pass-through to a real Ollama', { skip }, () => {
   const post = (path: string, body: unknown, signal?: AbortSignal): Promise<Response> =>
     fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
 
-  it('answers GET /api/version with the upstream’s version', async () => {
+  it('answers GET /api/version with the backend’s version raised to the API level the bridge implements (Codex --oss needs 0.13.4)', async () => {
+    const direct = (await (await fetch(`${rig.instances[0]?.url}/api/version`)).json()) as { version: string };
+    assert.equal(direct.version, '0.11.4');
     const viaBridge = await fetch(`${bridge.url}/api/version`);
     assert.equal(viaBridge.status, 200);
-    assert.deepEqual(await viaBridge.json(), { version: '0.11.4' });
+    assert.deepEqual(await viaBridge.json(), { version: '0.13.4' });
   });
 
   it('lists the registered models in /api/tags and describes them in /api/show', async () => {

@@ -5,7 +5,11 @@ export function sampleRecord(overrides: Partial<HistoryRecord> = {}): HistoryRec
   return {
     id: 'r',
     time: '2025-06-02T09:30:00.000Z',
-    client: 'test',
+    client: 'other',
+    userAgent: 'test',
+    interaction: null,
+    intent: null,
+    clientRequestId: null,
     surface: 'openai',
     path: '/v1/chat/completions',
     requestedModel: 'auto',

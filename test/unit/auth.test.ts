@@ -49,18 +49,28 @@ const SURFACES = [
   { name: 'OpenAI chat', path: '/v1/chat/completions', body: { model: 'm-small', messages: [{ role: 'user', content: 'hi' }] }, shape: 'openai' },
   { name: 'OpenAI completions', path: '/v1/completions', body: { model: 'm-small', prompt: 'hi' }, shape: 'openai' },
   { name: 'Copilot ghost text', path: '/v1/engines/m-small/completions', body: { prompt: 'def f(', suffix: ')', max_tokens: 5, stream: false }, shape: 'openai' },
+  { name: 'Anthropic messages', path: '/v1/messages', body: { model: 'm-small', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }, shape: 'anthropic' },
+  { name: 'OpenAI responses', path: '/v1/responses', body: { model: 'm-small', input: 'hi' }, shape: 'openai' },
 ] as const;
 
-async function assertShape(response: Response, shape: 'ollama' | 'openai', status: number, code?: string): Promise<string> {
+const ERROR_TYPES: Record<number, string> = { 401: 'authentication_error', 403: 'permission_error', 429: 'rate_limit_error' };
+
+async function assertShape(response: Response, shape: 'ollama' | 'openai' | 'anthropic', status: number, code?: string): Promise<string> {
   assert.equal(response.status, status, `${response.url}: status`);
-  const body = (await response.json()) as { error: unknown };
+  const body = (await response.json()) as { error: unknown; type?: unknown };
   if (shape === 'ollama') {
     assert.equal(typeof body.error, 'string', `${response.url}: Ollama's {"error": "..."}`);
     return body.error as string;
   }
+  if (shape === 'anthropic') {
+    const error = body.error as { type: string; message: string };
+    assert.equal(body.type, 'error', `${response.url}: Anthropic's {"type": "error", "error": {type, message}}`);
+    assert.equal(error.type, ERROR_TYPES[status]);
+    return error.message;
+  }
   const error = body.error as { message: string; type: string; code: string | null };
   assert.equal(typeof error.message, 'string', `${response.url}: OpenAI's {"error": {message, type, code}}`);
-  assert.equal(error.type, { 401: 'authentication_error', 403: 'permission_error', 429: 'rate_limit_error' }[status]);
+  assert.equal(error.type, ERROR_TYPES[status]);
   if (code !== undefined) assert.equal(error.code, code);
   return error.message;
 }
@@ -371,7 +381,7 @@ describe('limits', () => {
       assert.match(record.reason, /rate limit reached: rpm of ann/);
     }
     assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys[1] as string), SURFACES[0].body)).status, 200, 'another person has their own budget');
-    assert.match(await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(), /copilot_bridge_rate_limited_total\{team="web"\} 5/);
+    assert.match(await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(), new RegExp(`copilot_bridge_rate_limited_total\\{team="web"\\} ${SURFACES.length}`));
   });
 
   it('a team budget is shared by its people', async () => {

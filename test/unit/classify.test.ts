@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Classifier, type RequestSignals } from '../../src/routing/classify.js';
 import { loadConfig } from '../../src/config/load.js';
+import { clientSignals } from '../../src/routing/signals.js';
 
 const classification = loadConfig({ file: 'config.example.yaml' }).routing.classification;
 const classifier = new Classifier({ ...classification, complex_keywords: [...classification.complex_keywords, 'c++'] });
@@ -13,6 +14,7 @@ const chat = (userText: string, extra: Partial<RequestSignals> = {}): RequestSig
   turns: 1,
   approxTokens: Math.round(userText.length / 4),
   tools: false,
+  client: clientSignals({}),
   images: false,
   ...extra,
 });

@@ -89,6 +89,9 @@ function Details({ record, onClose }: { record: HistoryRecord; onClose: () => vo
   const rows: Array<[string, string]> = [
     ['Time', new Date(record.time).toLocaleString()],
     ['Client', record.client ?? '–'],
+    ['User-Agent', record.userAgent ?? '–'],
+    ['Intent', [record.interaction, record.intent].filter(Boolean).join(', ') || '–'],
+    ['Client request id', record.clientRequestId ?? '–'],
     ['Surface', `${record.surface} ${record.path}`],
     ['Requested model', record.requestedModel],
     ['Tier', record.tier ?? 'none (a concrete model was asked for)'],

@@ -2,19 +2,23 @@ import { createHash } from 'node:crypto';
 import express, { type Request, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
-import { chatSignals, completionSignals, needsOf } from '../../routing/signals.js';
+import { clientSignals, completionSignals, needsOf } from '../../routing/signals.js';
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
+import { serveChat } from '../chat-plan.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
 import { parseBody } from '../validate.js';
 
-/** The Ollama API level this facade implements; answered by /api/version when no backend is reachable. */
-export const FACADE_OLLAMA_VERSION = '0.11.4';
+/**
+ * The Ollama API level the bridge implements itself, whatever the backends run: it serves
+ * /v1/responses and /v1/messages on its own, which is what Codex --oss (>= 0.13.4) gates on.
+ */
+export const BRIDGE_OLLAMA_API_LEVEL = '0.13.4';
 
 const modelField = z.string({ error: 'model is required' }).min(1, 'model is required');
 
@@ -31,6 +35,7 @@ const chatRequest = z.looseObject({
     .optional(),
   tools: z.array(z.unknown()).optional(),
   stream: z.boolean().optional(),
+  think: z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).optional(),
 });
 
 const generateRequest = z.looseObject({
@@ -144,12 +149,17 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.get('/api/version', async (_req, res) => {
+    const configured = context.config.server.ollama_version;
+    if (configured !== undefined) {
+      res.json({ version: configured });
+      return;
+    }
     const versions = await Promise.all(
       context.backends.map((b) => b.callJson<{ version?: string }>('GET', '/api/version').then((v) => v.version, () => undefined)),
     );
     const known = versions.filter((v): v is string => typeof v === 'string');
     const lowest = known.sort(compareVersions)[0];
-    res.json({ version: lowest ?? FACADE_OLLAMA_VERSION });
+    res.json({ version: lowest === undefined || compareVersions(lowest, BRIDGE_OLLAMA_API_LEVEL) < 0 ? BRIDGE_OLLAMA_API_LEVEL : lowest });
   });
 
   router.get('/api/tags', async (_req, res) => {
@@ -204,22 +214,22 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   router.post('/api/chat', async (req, res) => {
     const body = parseBody(chatRequest, req, res, 'ollama');
     if (body === undefined) return;
-    const messages = (body.messages ?? []) as OllamaMessage[];
-    const signals = chatSignals(messages, (body.tools?.length ?? 0) > 0);
-    const needs = needsOf(signals);
-    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
+    const { think, ...rest } = body;
+    await serveChat(context, req, res, 'ollama', () => ({
+      requestedModel: body.model,
+      body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] },
+      notes: [],
+      think,
       surface: 'ollama',
-      path: '/api/chat',
-      bodies: [body],
       stream: body.stream !== false,
       format: nativeFormat('chat', body.model),
-    });
+    }));
   });
 
   router.post('/api/generate', async (req, res) => {
     const body = parseBody(generateRequest, req, res, 'ollama');
     if (body === undefined) return;
-    const signals = { ...completionSignals(body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
+    const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
     const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
       surface: 'ollama',

@@ -47,6 +47,7 @@ export const chatRequestSchema = z.looseObject({
   frequency_penalty: optionalNumber,
   presence_penalty: optionalNumber,
   n: z.number().int().min(1).max(8).nullish(),
+  reasoning_effort: z.string().nullish(),
   response_format: z.looseObject({ type: z.string(), json_schema: z.looseObject({ schema: z.unknown() }).nullish() }).nullish(),
 });
 
@@ -134,8 +135,8 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
 }
 
 /** The native /api/chat body for an OpenAI chat request. */
-export function toOllamaChat(request: ChatRequest): Record<string, unknown> {
-  const body: Record<string, unknown> = {
+export function toOllamaChat(request: ChatRequest): Record<string, unknown> & { messages: OllamaMessage[] } {
+  const body: Record<string, unknown> & { messages: OllamaMessage[] } = {
     messages: toOllamaMessages(request.messages),
     options: ollamaOptions(request),
   };
@@ -205,7 +206,11 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
       }
       const content = event.message?.content ?? '';
       if (content !== '' || delta.role !== undefined) delta.content = content;
-      if (event.message?.thinking) delta.reasoning = event.message.thinking;
+      if (event.message?.thinking) {
+        // Clients read one or the other: DeepSeek's name, and the one Ollama's own OpenAI API uses.
+        delta.reasoning_content = event.message.thinking;
+        delta.reasoning = event.message.thinking;
+      }
       const calls = event.message?.tool_calls ?? [];
       if (calls.length > 0) {
         const first = toolCount.get(index) ?? 0;
@@ -232,7 +237,7 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         message: {
           role: 'assistant',
           content: result.content,
-          ...(result.thinking === '' ? {} : { reasoning: result.thinking }),
+          ...(result.thinking === '' ? {} : { reasoning_content: result.thinking, reasoning: result.thinking }),
           ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
         },
         logprobs: null,

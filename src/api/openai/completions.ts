@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
-import { completionSignals } from '../../routing/signals.js';
+import { clientSignals, completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
 import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, usageOf } from './chat.js';
@@ -73,7 +73,7 @@ export async function serveCompletion(
 ): Promise<void> {
   const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
   const suffix = request.suffix ?? undefined;
-  const signals = completionSignals(prompt, suffix);
+  const signals = completionSignals(clientSignals(req.headers), prompt, suffix);
   const plan = async (route: RouteDecision): Promise<GenerationPlan> => {
     let canInsert = false;
     const backend = route.candidates[0];

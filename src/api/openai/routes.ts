@@ -1,14 +1,15 @@
 import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
-import { chatSignals, needsOf } from '../../routing/signals.js';
 import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
 import { sendError } from '../errors.js';
-import { routeAndServe } from '../generation.js';
+import { serveChat } from '../chat-plan.js';
+import { thinkFromEffort } from '../thinking.js';
 import { parseBody } from '../validate.js';
-import { chatRequestSchema, InvalidRequest, openAiChatFormat, toOllamaChat } from './chat.js';
+import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
 import { completionRequestSchema, serveCompletion } from './completions.js';
+import { responsesFormat, responsesRequestSchema, responsesThink, statelessProblem, toOllamaChat as responsesToOllama } from './responses.js';
 
 const embeddingRequest = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
@@ -67,26 +68,45 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   const chat = async (req: Request, res: Response): Promise<void> => {
     const request = parseBody(chatRequestSchema, req, res, 'openai');
     if (request === undefined) return;
-    let body: Record<string, unknown>;
-    try {
-      body = toOllamaChat(request);
-    } catch (error) {
-      if (!(error instanceof InvalidRequest)) throw error;
-      sendError(res, 'openai', 400, error.message, 'invalid_request', error.param);
-      return;
-    }
-    const signals = chatSignals(body.messages as Parameters<typeof chatSignals>[0], body.tools !== undefined);
-    const needs = needsOf(signals);
-    await routeAndServe(context.router, context.policy, req, res, { requestedModel: request.model, signals, needs }, {
+    await serveChat(context, req, res, 'openai', () => ({
+      requestedModel: request.model,
+      body: toOllamaChat(request),
+      notes: [],
+      think: thinkFromEffort(request.reasoning_effort),
       surface: 'openai',
-      path: '/api/chat',
-      bodies: Array.from({ length: request.n ?? 1 }, () => body),
       stream: request.stream === true,
+      choices: request.n ?? 1,
       format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
-    });
+    }));
   };
   // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
   router.post(['/v1/chat/completions', '/chat/completions'], chat);
+
+  router.post('/v1/responses', async (req, res) => {
+    const request = parseBody(responsesRequestSchema, req, res, 'openai');
+    if (request === undefined) return;
+    const problem = statelessProblem(request);
+    if (problem !== undefined) {
+      sendError(res, 'openai', 400, problem.message, 'unsupported_parameter', problem.param);
+      return;
+    }
+    await serveChat(context, req, res, 'openai', () => ({
+      requestedModel: request.model,
+      ...responsesToOllama(request),
+      think: responsesThink(request),
+      surface: 'openai',
+      stream: request.stream === true,
+      format: responsesFormat(request),
+    }));
+  });
+  // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
+  router.get('/v1/responses', (_req, res) => {
+    res.setHeader('connection', 'close');
+    sendError(res, 'openai', 404, 'the Responses API WebSocket mode is not supported here; use POST /v1/responses', 'not_found');
+  });
+  router.get('/v1/responses/*id', (_req, res) => {
+    sendError(res, 'openai', 404, 'copilot-bridge keeps no responses (store: false)', 'not_found');
+  });
 
   router.post('/v1/completions', async (req, res) => {
     const request = parseBody(completionRequestSchema, req, res, 'openai');

@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { BridgeHandle } from '../../src/bridge.js';
+import type { HistoryRecord } from '../../src/history/store.js';
+import { cliUnavailable, ensureAgentCli } from '../support/agent-clis.js';
+import { startTestBridge } from '../support/bridge.js';
+import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
+import { tempDir } from '../support/temp.js';
+
+/**
+ * The real Claude Code and Codex CLIs, headless, against the bridge: each is asked about a file,
+ * the scripted model behind the bridge answers with a call to the CLI's own file tool, the CLI
+ * runs it and sends the result back, and the model's answer quotes it. The marker in the CLI's
+ * final output proves the whole round trip went through the Messages / Responses translation.
+ */
+
+const MODELS = { small: 'scripted-small:1b', large: 'scripted-large:7b' };
+const MARKER = 'MARKER-7f3a9c';
+
+/** Calls the CLI's file tool (Claude Code: Read; Codex: exec_command or shell) once, then quotes what it returned. */
+function script(file: string) {
+  return (chat: ScriptedChat): ScriptedTurn => {
+    const toolResult = [...chat.messages].reverse().find((m) => m.role === 'tool');
+    if (toolResult !== undefined) return { text: ['The file says: ', toolResult.content] };
+    const tools = new Set((chat.tools ?? []).map((t) => t.function.name));
+    if (tools.has('Read')) return { toolCalls: [{ name: 'Read', arguments: { file_path: file } }] };
+    if (tools.has('exec_command')) return { toolCalls: [{ name: 'exec_command', arguments: { cmd: `cat ${file}` } }] };
+    if (tools.has('shell')) return { toolCalls: [{ name: 'shell', arguments: { command: ['cat', file] } }] };
+    return { text: ['ok'] };
+  };
+}
+
+function run(argv: readonly string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(argv[0] as string, argv.slice(1), { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('coding-agent CLIs through the bridge', () => {
+  let ollama: ScriptedOllama;
+  let bridge: BridgeHandle;
+  let work: string;
+  let file: string;
+  const records: HistoryRecord[] = [];
+
+  before(async () => {
+    work = realpathSync(tempDir('agent-cli-work-'));
+    file = path.join(work, 'notes.txt');
+    writeFileSync(file, `${MARKER}\n`);
+    ollama = await startScriptedOllama(Object.values(MODELS), script(file));
+    const config = path.join(tempDir('agent-cli-config-'), 'config.yaml');
+    writeFileSync(config, `models:\n  simple:\n    name: "${MODELS.small}"\n  complex:\n    name: "${MODELS.large}"\n`);
+    bridge = await startTestBridge({ file: config, env: { OLLAMA_HOST: ollama.url } });
+    bridge.history.onRecord((record) => records.push(record));
+  });
+  after(async () => {
+    await bridge?.stop(100);
+    await ollama?.close();
+  });
+
+  it('Claude Code (claude -p --output-format json) reads a file through a tool call and answers', async (t) => {
+    const cli = await ensureAgentCli('claude');
+    if ('missing' in cli) return t.skip(cliUnavailable('claude', cli.missing));
+    const home = tempDir('claude-home-');
+    const result = await run([...cli.command, '-p', 'What does notes.txt say?', '--output-format', 'json', '--model', MODELS.large], work, {
+      HOME: home,
+      ANTHROPIC_BASE_URL: bridge.url,
+      ANTHROPIC_API_KEY: 'unused',
+      ANTHROPIC_SMALL_FAST_MODEL: MODELS.small,
+      ANTHROPIC_DEFAULT_HAIKU_MODEL: MODELS.small,
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      DISABLE_AUTOUPDATER: '1',
+    });
+    assert.equal(result.code, 0, `claude exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+    const answer = JSON.parse(result.stdout) as { is_error: boolean; result: string; num_turns: number };
+    assert.equal(answer.is_error, false, result.stdout);
+    assert.match(answer.result, new RegExp(`The file says: .*${MARKER}`, 's'));
+    // The model saw the tool's output: Claude Code ran Read and sent a tool_result back.
+    assert.ok(ollama.chats.some((chat) => chat.messages.some((m) => m.role === 'tool' && m.content.includes(MARKER))));
+    const claude = records.filter((r) => r.path === '/v1/messages');
+    assert.ok(claude.length >= 2, `Claude Code made ${claude.length} Messages requests`);
+    assert.ok(claude.every((r) => r.client === 'claude-code' && r.surface === 'anthropic'));
+  });
+
+  it('Codex (codex exec) reads a file through a tool call and answers', async (t) => {
+    const cli = await ensureAgentCli('codex');
+    if ('missing' in cli) return t.skip(cliUnavailable('codex', cli.missing));
+    const codexHome = path.join(tempDir('codex-home-'), '.codex');
+    mkdirSync(codexHome, { recursive: true });
+    writeFileSync(
+      path.join(codexHome, 'config.toml'),
+      [`model = "${MODELS.large}"`, 'model_provider = "bridge"', '', '[model_providers.bridge]', 'name = "copilot-bridge"', `base_url = "${bridge.url}/v1"`, 'wire_api = "responses"', ''].join('\n'),
+    );
+    const result = await run([...cli.command, 'exec', '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'], work, {
+      HOME: path.dirname(codexHome),
+      CODEX_HOME: codexHome,
+    });
+    assert.equal(result.code, 0, `codex exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'), `${result.stdout}\n${result.stderr}`);
+    assert.ok(ollama.chats.some((chat) => chat.messages.some((m) => m.role === 'tool' && m.content.includes(MARKER))));
+    const codex = records.filter((r) => r.path === '/v1/responses');
+    assert.ok(codex.length >= 2, `Codex made ${codex.length} Responses requests`);
+    assert.ok(codex.every((r) => r.client === 'codex'));
+  });
+
+  it('Codex --oss accepts the bridge although its backend runs Ollama 0.11.4 (Codex requires 0.13.4)', async (t) => {
+    const cli = await ensureAgentCli('codex');
+    if ('missing' in cli) return t.skip(cliUnavailable('codex', cli.missing));
+    const codexHome = path.join(tempDir('codex-oss-home-'), '.codex');
+    mkdirSync(codexHome, { recursive: true });
+    const result = await run([...cli.command, 'exec', '--oss', '--local-provider', 'ollama', '-m', MODELS.large, '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'], work, {
+      HOME: path.dirname(codexHome),
+      CODEX_HOME: codexHome,
+      CODEX_OSS_BASE_URL: `${bridge.url}/v1`,
+    });
+    assert.equal(result.code, 0, `codex --oss exited ${result.code}: ${result.stdout}\n${result.stderr.slice(0, 2000)}`);
+    assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'));
+  });
+});
