@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { startBridge, type BridgeHandle } from '../src/bridge.js';
-import type { BridgeState } from '../src/control/api-types.js';
+import type { BridgeState } from '../src/contract/index.js';
 import { loadConfig } from '../src/config/load.js';
 import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec, type TrayCommand, type TrayIconState } from './tray-menu.js';
 

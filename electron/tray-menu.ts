@@ -1,4 +1,4 @@
-import type { ActionName, ActionPayloads, BridgeState, Tier } from '../src/control/api-types.js';
+import { gibOf, healthyBackendCount, type ActionName, type ActionPayloads, type BridgeState, type Tier } from '../src/contract/index.js';
 
 /**
  * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
@@ -29,8 +29,7 @@ export interface TrayInput {
 
 export type TrayIconState = 'healthy' | 'degraded' | 'down' | 'busy';
 
-const GIB = 1024 ** 3;
-const gib = (bytes: number | null): string => (bytes === null ? '?' : (bytes / GIB).toFixed(1));
+const gib = (bytes: number | null): string => gibOf(bytes) ?? '?';
 
 function gpuLabel(state: BridgeState, backend: string): string {
   const gpu = state.placements.find((p) => p.backend === backend)?.gpu;
@@ -40,7 +39,7 @@ function gpuLabel(state: BridgeState, backend: string): string {
 }
 
 function statusLines(state: BridgeState): MenuItemSpec[] {
-  const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+  const up = healthyBackendCount(state.backends);
   const lines = [`Backends: ${up}/${state.backends.length} healthy`];
   for (const backend of state.backends.filter((b) => b.health.status === 'failing' || b.health.status === 'down')) {
     lines.push(`${backend.name}: ${backend.health.status}${backend.health.lastError ? ` (${backend.health.lastError.slice(0, 60)})` : ''}`);

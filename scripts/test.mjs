@@ -1,6 +1,7 @@
-// The test command: builds, type-checks, finds or builds Ollama for the real-Ollama suites,
+// The test command: lints, builds, type-checks, finds or builds Ollama for the real-Ollama suites,
 // runs every test file with node's test runner, then checks that no test left a process behind.
-// Usage: node scripts/test.mjs [unit|integration] [extra node --test arguments]
+// `unit` is the fast loop: no build, the unit files in parallel, loaded from source by tsx.
+// Usage: node scripts/test.mjs [all|unit|integration] [extra node --test arguments]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -52,13 +53,18 @@ function leftoverRigProcesses() {
 }
 
 ensureDeps();
+if (suite === 'unit') {
+  const unitFiles = testFiles('test/unit');
+  process.exit(run('node', ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${os.availableParallelism()}`, '--test-timeout=60000', ...extra, ...unitFiles]));
+}
+if (suite === 'all') step('lint (eslint, with the layer rules)', 'npx', ['eslint', '.']);
 step('build (bridge and dashboard)', 'npm', ['run', 'build', '--silent']);
 step('type-check tests and dashboard', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
 step('type-check dashboard (no Node types)', 'npx', ['tsc', '-p', 'renderer/tsconfig.json']);
 step("build the desktop main process (checked against Electron's own types)", 'npx', ['tsc', '-p', 'electron/tsconfig.json']);
 
 const files = [];
-if (suite === 'all' || suite === 'unit') files.push(...testFiles('test/unit'));
+if (suite === 'all') files.push(...testFiles('test/unit'));
 if (suite === 'all' || suite === 'integration') {
   files.push(...testFiles('test/integration'), ...testFiles('test/e2e'));
   console.log('> finding Ollama for the real-Ollama suites (builds it with Go the first time)');

@@ -1,13 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import express from 'express';
-import type { GenerationOutcome, GenerationPolicy } from './api/generation.js';
+import type { GenerationPolicy } from './api/generation.js';
 import { Authenticator } from './auth/authenticate.js';
-import type { Identity } from './auth/identity.js';
 import { Limiter } from './auth/limits.js';
 import { isOllamaCloudModel, LOCAL_ONLY_HEADER, localOnlyReason } from './auth/policy.js';
 import { EnergyMeter } from './history/accounting.js';
@@ -16,28 +13,31 @@ import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
 import { controlRoutes } from './control/routes.js';
-import { GpuMonitor, type GpuStatus } from './gpu/monitor.js';
+import { GpuMonitor } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createApp, type RequestCounters } from './http/app.js';
+import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
-import { OllamaManager, type InstanceSnapshot } from './ollama/manager.js';
+import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
-import { Router, settingsFrom, type RoutingSettings } from './routing/router.js';
-import { Backend, timeoutsFrom, type BackendSnapshot } from './upstream/backend.js';
+import { Router, settingsFrom } from './routing/router.js';
+import { Backend, timeoutsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
 import type { CloudProvider } from './upstream/cloud/provider.js';
 import { BackendHealth } from './upstream/health.js';
 import { HealthMonitor } from './upstream/health-monitor.js';
-import type { BridgeState } from './control/api-types.js';
-export type { BridgeState } from './control/api-types.js';
+import { ModelRefresher } from './upstream/model-refresher.js';
+import { Lifecycle } from './lifecycle.js';
+import type { BridgeState } from './contract/index.js';
+export type { BridgeState } from './contract/index.js';
 
 
 export interface BridgeHandle {
@@ -74,32 +74,6 @@ export function defaultDataDir(): string {
   return path.join(base, 'copilot-bridge');
 }
 
-function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: NodeJS.ErrnoException): void => {
-      const why = error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use` : error.message;
-      reject(new Error(`cannot listen on ${host}:${port}: ${why}`, { cause: error }));
-    };
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
-function urlOf(address: AddressInfo): string {
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `http://${host}:${address.port}`;
-}
-
-function closeServer(server: Server, graceMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-  return closed.finally(() => clearTimeout(timer));
-}
-
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
   const log = options.logger ?? createLogger(config);
@@ -108,31 +82,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const backends = config.backends.map(
     (backend) => new Backend(backend, timeouts, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
+  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
-  const catalog = new ModelCatalog(backends);
-  const settings = settingsFrom(config);
-  const router = new Router(config, backends, catalog, settings);
-  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
-  const energy = new EnergyMeter();
-  // Filled once the GPU monitor exists; a backend's GPU is its configured index or UUID.
-  let gpuIndexOf: (gpu: number | string) => number | undefined = () => undefined;
-  const policy: GenerationPolicy = {
-    maxRetries: config.routing.thresholds.max_retries,
-    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
-    fallback: () => (settings.fallbackEnabled ? providers : []),
-    localOnly: (req, identity, model) => localOnlyReason(identity, req.headers, model, config.fallback.never_models),
-    isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
-    meter: (source) => {
-      const gpu = source.kind === 'local' ? backends.find((b) => b.name === source.name)?.gpu : undefined;
-      const index = gpu === undefined || gpu === null ? undefined : gpuIndexOf(gpu);
-      return index === undefined ? undefined : energy.start(index);
-    },
-  };
-
   const dataDir = config.data_dir ?? defaultDataDir();
-  mkdirSync(dataDir, { recursive: true });
-  const history = await HistoryStore.open({
+  const controlTokenFile = path.join(dataDir, 'control-token');
+  const controlToken = config.control.token ?? randomBytes(24).toString('hex');
+
+  const history = new HistoryStore({
     dir: dataDir,
     maxRecords: config.history.max_records,
     maxFileBytes: config.history.max_file_mb * 1024 * 1024,
@@ -147,9 +104,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  gpuIndexOf = (gpu) => (typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index);
-  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
   const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, config);
+  // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
+  const energy = new EnergyMeter();
+  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
+  const gpuIndexOf = (gpu: number | string): number | undefined =>
+    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
+  const authenticator = new Authenticator(config, controlToken);
+  const limiter = new Limiter(config, log);
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -184,44 +146,23 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     placements = placeModels(backends, gpuMonitor.status, (name) => manager.deviceOf(name), listeners);
   };
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
-  router.coldLoadFits = (backend, model) => checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits;
-  let feed: StateFeed | undefined;
-  const changed = (): void => {
-    refreshPlacements();
-    feed?.changed();
+  const catalog = new ModelCatalog(backends);
+  const settings = settingsFrom(config);
+  const router = new Router(config, backends, catalog, settings, (backend, model) =>
+    checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
+  );
+  const policy: GenerationPolicy = {
+    maxRetries: config.routing.thresholds.max_retries,
+    heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
+    fallback: () => (settings.fallbackEnabled ? providers : []),
+    localOnly: (req, identity, model) => localOnlyReason(identity, req.headers, model, config.fallback.never_models),
+    isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
+    meter: (source) => {
+      const gpu = source.kind === 'local' ? backends.find((b) => b.name === source.name)?.gpu : undefined;
+      const index = gpu === undefined || gpu === null ? undefined : gpuIndexOf(gpu);
+      return index === undefined ? undefined : energy.start(index);
+    },
   };
-  gpuMonitor.on('sample', changed);
-  const monitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
-  if (config.ollama.autostart) {
-    for (const instance of manager.snapshot()) {
-      await manager.start(instance.name).catch((error: Error) => log.error({ backend: instance.name, error: error.message }, 'could not start ollama serve'));
-    }
-  }
-  if (config.gpu_monitor.enabled) await gpuMonitor.start();
-  await monitor.start();
-
-  const controlToken = config.control.token ?? randomBytes(24).toString('hex');
-  // The tray and a dashboard opened from it read the token here; only this user may.
-  writeFileSync(path.join(dataDir, 'control-token'), controlToken, { mode: 0o600 });
-  const authenticator = new Authenticator(config, controlToken);
-  const limiter = new Limiter(config, log);
-
-  let url = '';
-  const snapshot = (): BridgeState => ({
-    startedAt: started.toISOString(),
-    url,
-    settings: structuredClone(settings),
-    backends: backends.map((b) => b.snapshot()),
-    gpu: gpuMonitor.status,
-    placements,
-    ollama: manager.snapshot(),
-    models: (catalogCache ?? []).map((m) => ({ name: m.model ?? m.name, sizeBytes: m.size, backends: m.backends })),
-    fallbackProviders: providers.map((p) => p.name),
-    requests: { ...counters },
-    historyRecords: history.size,
-    cloudPolicy,
-    today: today(),
-  });
   const cloudPolicy = {
     header: LOCAL_ONLY_HEADER,
     neverModels: config.fallback.never_models,
@@ -239,32 +180,47 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     }
     return { requests: todayTotals.requests, savedDollars: todayTotals.savedDollars };
   };
-  // The state snapshot is synchronous: it shows the model list as of the last refresh.
-  let catalogCache: Awaited<ReturnType<typeof catalog.models>> | undefined;
-  const refreshModels = (): void => {
-    void catalog.models().then((models) => (catalogCache = models), () => undefined);
+  const modelRefresher = new ModelRefresher(catalog, 5000);
+
+  // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
+  const snapshot = (): BridgeState => ({
+    startedAt: started.toISOString(),
+    url: server.url,
+    settings: structuredClone(settings),
+    backends: backends.map((b) => b.snapshot()),
+    gpu: gpuMonitor.status,
+    placements,
+    ollama: manager.snapshot(),
+    models: modelRefresher.models.map((m) => ({ name: m.model ?? m.name, sizeBytes: m.size, backends: m.backends })),
+    fallbackProviders: providers.map((p) => p.name),
+    requests: { ...counters },
+    historyRecords: history.size,
+    cloudPolicy,
+    today: today(),
+  });
+  const stateFeed = new StateFeed(snapshot);
+  const changed = (): void => {
+    refreshPlacements();
+    stateFeed.changed();
   };
-  refreshModels();
-  const modelsTimer = setInterval(refreshModels, 5000);
-  modelsTimer.unref();
-  const actions = createActions(
-    { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
-    (name) => {
-      log.info({ action: name, settings }, 'control action');
-      refreshModels();
-      changed();
-    },
-  );
-  feed = new StateFeed(snapshot);
-  const stateFeed = feed;
+  gpuMonitor.on('sample', changed);
   history.onRecord((record) => {
     today();
     todayTotals.requests += 1;
     todayTotals.savedDollars += record.savedDollars ?? 0;
     stateFeed.record(record);
   });
-  const prometheusEnabled = config.monitoring.prometheus.enabled;
+  const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
+  const actions = createActions(
+    { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
+    (name) => {
+      log.info({ action: name, settings }, 'control action');
+      modelRefresher.refresh();
+      changed();
+    },
+  );
 
+  const prometheusEnabled = config.monitoring.prometheus.enabled;
   const app = createApp(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
@@ -283,47 +239,80 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
       observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
-      onFinished: (req, res, startedAt, totalMs) => {
-        const outcome = res.locals.generation as GenerationOutcome | undefined;
-        if (outcome === undefined) return;
-        const record = historyRecord(req, res, outcome, startedAt, totalMs, backends, config);
+      onFinished: (request) => {
+        const { generation } = request;
+        if (generation === null) return;
+        const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null, config);
         history.add(record);
         metrics.observe(record);
-        const identity = res.locals.identity as Identity | undefined;
-        if (identity !== undefined) void limiter.charge(identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
+        if (request.identity !== null) void limiter.charge(request.identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
       },
     },
   );
   // noDelay: a streamed token must leave at once, not wait for Nagle.
-  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app);
-  url = urlOf(await listen(server, config.server.host, config.server.port));
-
-  let metricsServer: Server | undefined;
-  let metricsUrl: string | null = null;
+  const server = new HttpServer('HTTP server', config.server.host, config.server.port, app, { noDelay: true, keepAliveTimeout: 65_000 });
   const metricsPort = config.monitoring.prometheus.port;
+  let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
-    metricsServer = createServer(metricsApp);
-    metricsUrl = urlOf(await listen(metricsServer, config.server.host, metricsPort));
+    metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
   }
+
+  // Start order: what fails most often and costs least first; ports are bound before any child
+  // process is spawned, so a port in use spawns nothing. Stop runs the same list backwards, with
+  // one twist: the servers stop taking requests and drain first (the entry near the end), while
+  // Ollama and the upstream connections are still there to finish the running ones.
+  const servers = metricsServer === undefined ? [server] : [server, metricsServer];
+  const lifecycle = new Lifecycle((service, error) => log.error({ service, error: error.message }, 'could not stop cleanly'));
+  await lifecycle.start([
+    {
+      name: 'upstream connections',
+      start: async () => undefined,
+      stop: async () => {
+        await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
+      },
+    },
+    history,
+    { name: 'limits', start: async () => undefined, stop: () => limiter.close() },
+    {
+      name: 'control token',
+      // The tray and a dashboard opened from it read the token here; only this user may.
+      start: async () => writeFileSync(controlTokenFile, controlToken, { mode: 0o600 }),
+      stop: async () => undefined,
+    },
+    ...servers,
+    {
+      name: 'Ollama manager',
+      start: async () => {
+        if (config.ollama.autostart) await manager.startAll();
+      },
+      // Instances started later from the tray or the dashboard stop here too.
+      stop: () => manager.stopAll(),
+    },
+    ...(config.gpu_monitor.enabled ? [gpuMonitor] : []),
+    healthMonitor,
+    modelRefresher,
+    {
+      name: 'requests in flight',
+      start: async () => undefined,
+      stop: async (graceMs) => {
+        await Promise.all(servers.map((s) => s.stop(graceMs)));
+      },
+    },
+    // Open dashboard streams end first on stop, so they do not hold the server up for the grace period.
+    { name: 'state feed', start: async () => undefined, stop: async () => stateFeed.close() },
+  ]);
+  const url = server.url;
+  const metricsUrl = metricsServer?.url ?? null;
   // The control token stays out of the log: it is in the data folder, readable by this user only.
-  log.info({ url, dashboard: `${url}/ui/`, controlTokenFile: path.join(dataDir, 'control-token'), metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
+  log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
-      // Open dashboard streams end first, so they do not hold the server up for the grace period.
-      clearInterval(modelsTimer);
-      stateFeed.close();
-      await Promise.all([closeServer(server, graceMs), metricsServer === undefined ? undefined : closeServer(metricsServer, graceMs)]);
-      await monitor.stop();
-      await gpuMonitor.stop();
-      await manager.stopAll();
-      await history.close();
-      await limiter.close();
-      await Promise.all([...backends.map((b) => b.close()), ...providers.map((p) => p.close())]);
+      await lifecycle.stop(graceMs);
       log.info('bridge stopped');
       // A log file is written asynchronously: make sure its last lines reach the disk.
       await new Promise<void>((resolve) => log.flush(() => resolve()));

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
-import type { BridgeState, HistoryRecord, WhoAmI } from '../../src/control/api-types';
+import { mergeRecords } from './lib/history';
+import { healthyBackendCount, type BridgeState, type HistoryRecord, type WhoAmI } from '../../src/contract';
 import { getHistory, getState, getWhoAmI, ReadFailure, setControlToken, subscribe } from './api';
 import { BackendsView } from './views/BackendsView';
 import { ConnectView } from './views/ConnectView';
@@ -35,10 +36,10 @@ export function App(): JSX.Element {
     };
     getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
     getState().then((s) => !cancelled && setState(s), refused);
-    getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live)), refused);
+    getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
     const unsubscribe = subscribe({
       onState: setState,
-      onHistory: (record) => setRecords((current) => mergeRecords(current, [record])),
+      onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
       onConnection: setConnected,
     });
     return () => {
@@ -54,7 +55,7 @@ export function App(): JSX.Element {
 
   const health = useMemo(() => {
     if (state === null) return { label: 'connecting', tone: 'muted' };
-    const up = state.backends.filter((b) => b.health.status === 'healthy' || b.health.status === 'unknown').length;
+    const up = healthyBackendCount(state.backends);
     if (up === state.backends.length) return { label: `${up}/${state.backends.length} backends healthy`, tone: 'ok' };
     if (up === 0) return { label: 'no backend available', tone: 'bad' };
     return { label: `${up}/${state.backends.length} backends healthy`, tone: 'warn' };
@@ -125,13 +126,4 @@ export function App(): JSX.Element {
       </main>
     </div>
   );
-}
-
-/** Appends new records (by id), oldest first, keeping the newest MAX_ROWS. */
-function mergeRecords(current: HistoryRecord[], incoming: HistoryRecord[]): HistoryRecord[] {
-  const seen = new Set(current.map((r) => r.id));
-  const added = incoming.filter((r) => !seen.has(r.id));
-  if (added.length === 0) return current;
-  const merged = [...current, ...added].sort((a, b) => a.time.localeCompare(b.time));
-  return merged.length > MAX_ROWS ? merged.slice(-MAX_ROWS) : merged;
 }

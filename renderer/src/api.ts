@@ -1,4 +1,4 @@
-import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck, GpuPoint, HistoryRecord, UsageReport, WhoAmI } from '../../src/control/api-types';
+import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck, GpuPoint, HistoryRecord, UsageReport, WhoAmI } from '../../src/contract';
 
 /**
  * The dashboard's only way to the bridge: its control API over HTTP and Server-Sent Events, on the

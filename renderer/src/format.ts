@@ -1,7 +1,8 @@
-const GIB = 1024 ** 3;
+import { gibOf } from '../../src/contract';
 
 export function gib(bytes: number | null | undefined, digits = 1): string {
-  return bytes === null || bytes === undefined ? '–' : `${(bytes / GIB).toFixed(digits)} GiB`;
+  const value = gibOf(bytes, digits);
+  return value === null ? '–' : `${value} GiB`;
 }
 
 export function percent(ratio: number | null | undefined): string {
@@ -15,9 +16,4 @@ export function ms(value: number | null | undefined): string {
 
 export function time(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
-}
-
-export function quantile(sorted: readonly number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null;
 }

@@ -4,9 +4,7 @@ import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import type { Request, Response } from 'express';
 import type { ApiContext } from './context.js';
-import { sendError, type Surface } from './errors.js';
 import { routeAndServe, type GenerationPlan, type PlanForRoute, type ResponseFormat } from './generation.js';
-import { InvalidRequest } from './openai/chat.js';
 import { thinkFor, type Think } from './thinking.js';
 
 /** A chat request of any surface, translated to Ollama's /api/chat. */
@@ -18,7 +16,6 @@ export interface TranslatedChat {
   notes: readonly string[];
   /** The thinking the client asked for; sent only when the routed model can think. */
   think: Think | undefined;
-  surface: Surface;
   stream: boolean;
   /** One native body per choice (OpenAI's n); 1 elsewhere. */
   choices?: number;
@@ -33,20 +30,13 @@ export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers
     if (chat.notes.length > 0) route.reason += `; ${chat.notes.join('; ')}`;
     const think = await thinkFor(chat.think, route, catalog);
     const body = think === undefined ? chat.body : { ...chat.body, think };
-    return { surface: chat.surface, path: '/api/chat', bodies: Array.from({ length: chat.choices ?? 1 }, () => body), stream: chat.stream, format: chat.format };
+    return { path: '/api/chat', bodies: Array.from({ length: chat.choices ?? 1 }, () => body), stream: chat.stream, format: chat.format };
   };
   return { input: { requestedModel: chat.requestedModel, signals, needs: needsOf(signals) }, plan };
 }
 
-/** Translates a chat request (a plain function of the parsed body; InvalidRequest answers 400 in the surface's shape), routes and serves it. */
-export async function serveChat(context: ApiContext, req: Request, res: Response, surface: Surface, translate: () => TranslatedChat): Promise<void> {
-  let prepared;
-  try {
-    prepared = prepareChat(context.catalog, translate(), req.headers);
-  } catch (error) {
-    if (!(error instanceof InvalidRequest)) throw error;
-    sendError(res, surface, 400, error.message, 'invalid_request', error.param);
-    return;
-  }
+/** Translates a chat request (a plain function of the parsed body; an InvalidRequest it throws is a 400), routes and serves it. */
+export async function serveChat(context: ApiContext, req: Request, res: Response, translate: () => TranslatedChat): Promise<void> {
+  const prepared = prepareChat(context.catalog, translate(), req.headers);
   await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
 }

@@ -1,12 +1,12 @@
 import type { Response } from 'express';
-import type { AuthError } from '../auth/authenticate.js';
+import { BridgeError, type Surface } from '../contract/index.js';
 
 /**
- * Each client-facing surface has its own error shape:
- * Ollama's native API answers {"error": "..."}; OpenAI clients expect {"error": {message, type, param, code}};
- * Anthropic clients {"type": "error", "error": {type, message}}.
+ * Where a BridgeError becomes what the client reads. Each client-facing surface has its own error
+ * shape: Ollama's native API answers {"error": "..."}; OpenAI clients expect
+ * {"error": {message, type, param, code}}; Anthropic clients {"type": "error", "error": {type, message}}.
  */
-export type Surface = 'ollama' | 'openai' | 'anthropic';
+export type { Surface } from '../contract/index.js';
 
 export function surfaceOf(path: string): Surface {
   if (path.startsWith('/v1/messages')) return 'anthropic';
@@ -40,33 +40,32 @@ export interface ErrorBodies {
   anthropic: { type: 'error'; error: { type: string; message: string } };
 }
 
-export function errorBody(surface: Surface, status: number, message: string, code?: string, param?: string | null): ErrorBodies[Surface] {
-  if (surface === 'ollama') return { error: message };
-  if (surface === 'anthropic') return { type: 'error', error: { type: anthropicType(status), message } };
-  return { error: { message, type: openAiType(status), param: param ?? null, code: code ?? null } };
+export function errorBody(surface: Surface, error: BridgeError): ErrorBodies[Surface] {
+  if (surface === 'ollama') return { error: error.message };
+  if (surface === 'anthropic') return { type: 'error', error: { type: anthropicType(error.status), message: error.message } };
+  return { error: { message: error.message, type: openAiType(error.status), param: error.param, code: error.code } };
 }
 
-export function sendError(res: Response, surface: Surface, status: number, message: string, code?: string, param?: string | null): void {
+/** Any thrown value as the error a client may see: a BridgeError as it is, anything else as a 500 that tells nothing of the inside. */
+export function asBridgeError(error: unknown): BridgeError {
+  return error instanceof BridgeError ? error : new BridgeError(500, 'internal error in copilot-bridge', { code: 'internal_error', cause: error });
+}
+
+/** Answers with the error in the surface's shape; once the answer has started there is nothing left to say but to cut it. */
+export function sendError(res: Response, surface: Surface, error: BridgeError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(status).json(errorBody(surface, status, message, code, param));
+  res.status(error.status).json(errorBody(surface, error));
 }
 
 /** The last piece of a stream that already started with 200: the client's own way to say "it broke". */
-export function streamErrorTail(contentType: string, surface: Surface, message: string, code: string): string | undefined {
-  if (contentType.startsWith('application/x-ndjson')) return `${JSON.stringify({ error: message })}\n`;
+export function streamErrorTail(contentType: string, surface: Surface, error: BridgeError): string | undefined {
+  if (contentType.startsWith('application/x-ndjson')) return `${JSON.stringify({ error: error.message })}\n`;
   if (contentType.startsWith('text/event-stream')) {
-    if (surface === 'anthropic') return `event: error\ndata: ${JSON.stringify(errorBody('anthropic', 502, message, code))}\n\n`;
-    return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, 502, message, code))}\n\n`;
+    if (surface === 'anthropic') return `event: error\ndata: ${JSON.stringify(errorBody('anthropic', error))}\n\n`;
+    return `data: ${JSON.stringify(errorBody(surface === 'ollama' ? 'openai' : surface, error))}\n\n`;
   }
   return undefined;
-}
-
-/** A refusal of the auth layer (401, 403, 429) in the surface's own shape, with the headers each status calls for. */
-export function sendAuthError(res: Response, surface: Surface, error: AuthError): void {
-  if (error.status === 401) res.setHeader('www-authenticate', 'Bearer realm="copilot-bridge"');
-  if (error.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(error.retryAfterSeconds));
-  sendError(res, surface, error.status, error.message, error.code);
 }

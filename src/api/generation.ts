@@ -1,15 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Request, Response } from 'express';
-import { RouteError, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
-import { AuthError } from '../auth/authenticate.js';
 import { modelAllowed, type Identity } from '../auth/identity.js';
+import { BridgeError, type GenerationOutcome } from '../contract/index.js';
 import type { EnergyUse } from '../history/accounting.js';
-import type { ClientSignals } from '../routing/signals.js';
-import { sendAuthError, sendError, surfaceOf, type Surface } from './errors.js';
+import { identityOf, requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -36,7 +35,6 @@ export interface ResponseFormat {
 }
 
 export interface GenerationPlan {
-  surface: Surface;
   path: '/api/chat' | '/api/generate';
   /** One native Ollama request body per choice (n > 1 runs several); model and stream are set here. */
   bodies: ReadonlyArray<Record<string, unknown>>;
@@ -62,37 +60,35 @@ export interface GenerationPolicy {
   meter(source: GenerationSource): (() => EnergyUse) | undefined;
 }
 
-/** How a generation was served, kept on res.locals for the history and the metrics. */
-export interface GenerationOutcome {
-  route: RouteDecision;
-  client: ClientSignals;
-  source: string | null;
-  retries: number;
-  fallback: string | null;
-  firstTokenMs: number | null;
-  results: GenerationResult[] | null;
-  error: string | null;
-  /** Why cloud providers were not asked, when a never-cloud policy applied. */
-  localOnly: string | null;
-  gpuMs: number | null;
-  energyJoules: number | null;
-}
-
-/** The outcome of a request refused before routing (a limit, a forbidden model), so that history keeps it. */
-export function refusedOutcome(requestedModel: string, reason: string, client: ClientSignals): GenerationOutcome {
+/** The outcome of a request refused before it was served (a limit, a forbidden model), so that history keeps it. */
+export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
   return {
-    route: { requestedModel, model: requestedModel, candidates: [], tier: null, reason },
-    client,
+    requestedModel,
+    tier: null,
+    reason,
+    model: requestedModel,
     source: null,
     retries: 0,
     fallback: null,
     firstTokenMs: null,
-    results: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
     error: reason,
     localOnly: null,
     gpuMs: null,
     energyJoules: null,
   };
+}
+
+/** Token counts and the generation time of a finished answer, summed over its choices. */
+function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
+  const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
+    results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);
+  outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
+  outcome.tokensOut = sum((r) => r.final.eval_count);
+  const evalNs = results[0]?.final.eval_duration;
+  outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
 }
 
 /** Response headers that say how the request was routed and who answered. */
@@ -237,15 +233,31 @@ export async function serveGeneration(
   res: Response,
   route: RouteDecision,
   plan: GenerationPlan,
-  clientSignals: ClientSignals,
   localOnly: string | null = null,
 ): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
-  const outcome: GenerationOutcome = { route, client: clientSignals, source: null, retries: 0, fallback: null, firstTokenMs: null, results: null, error: null, localOnly, gpuMs: null, energyJoules: null };
-  res.locals.generation = outcome;
+  const request = requestOf(req);
+  const outcome: GenerationOutcome = {
+    requestedModel: route.requestedModel,
+    tier: route.tier,
+    reason: route.reason,
+    model: route.model,
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
+    error: null,
+    localOnly,
+    gpuMs: null,
+    energyJoules: null,
+  };
+  request.generation = outcome;
   const started = performance.now();
 
   const failures: string[] = [];
@@ -284,14 +296,15 @@ export async function serveGeneration(
     outcome.source = source.name;
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
+      request.backend = source.name;
       await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
-      outcome.results = results;
+      noteResults(outcome, results);
+      request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.locals.backend = source.name;
       res.status(200).json(plan.format.whole(results));
       return true;
     } catch (error) {
@@ -324,11 +337,13 @@ export async function serveGeneration(
   const providers = policy.fallback();
   if (localOnly !== null && providers.length > 0) {
     route.reason += `; cloud fallback skipped: ${localOnly}`;
+    outcome.reason = route.reason;
   } else if (lastError === undefined || retriable(lastError)) {
     for (const provider of providers) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
+      outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
     }
@@ -337,13 +352,11 @@ export async function serveGeneration(
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
-    sendError(res, plan.surface, 503, `no backend can serve this request (${route.reason})`, 'no_backend_available');
-    return;
+    throw new BridgeError(503, `no backend can serve this request (${route.reason})`, { code: 'no_backend_available' });
   }
   outcome.error = lastError.message;
-  const code = lastError instanceof UpstreamError ? lastError.code : lastError.status === 404 ? 'model_not_found' : undefined;
   const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-  sendError(res, plan.surface, lastError.status, message, code);
+  throw new BridgeError(lastError.status, message, { code: lastError.code, cause: lastError });
 }
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */
@@ -354,7 +367,6 @@ function modelOf(opened: Opened, route: RouteDecision): string {
 /** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
 async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
   const { source, lines, first, abort } = opened;
-  res.locals.backend = source.name;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.status(200);
   res.setHeader('content-type', plan.format.streamContentType);
@@ -405,13 +417,13 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   } finally {
     clearInterval(beat);
   }
-  outcome.results = results;
+  noteResults(outcome, results);
   res.end(plan.format.end(results));
 }
 
 /**
  * Routes a generation and serves it. The plan may depend on the route (for example whether the
- * chosen model can fill in the middle). A routing refusal answers in the surface's error form.
+ * chosen model can fill in the middle). A routing refusal (RouteError) goes to the error boundary.
  */
 export async function routeAndServe(
   router: Router,
@@ -421,30 +433,14 @@ export async function routeAndServe(
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
-  const surface = typeof plan === 'function' ? surfaceOf(req.path) : plan.surface;
-  let route: RouteDecision;
-  try {
-    route = await router.route(input);
-  } catch (error) {
-    if (error instanceof RouteError) {
-      sendError(res, surface, error.status, error.message, 'model_not_found');
-      return;
-    }
-    throw error;
-  }
-  const identity = res.locals.identity as Identity;
-  const refuse = (reason: string, code: string): void => {
-    res.locals.generation = refusedOutcome(input.requestedModel, reason, input.signals.client);
-    sendAuthError(res, surface, new AuthError(403, code, reason));
+  const route = await router.route(input);
+  const identity = identityOf(req);
+  const refuse = (reason: string, code: string): BridgeError => {
+    requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
+    return new BridgeError(403, reason, { code });
   };
-  if (!modelAllowed(identity, route.model)) {
-    refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
-    return;
-  }
+  if (!modelAllowed(identity, route.model)) throw refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
   const localOnly = policy.localOnly(req, identity, route.model);
-  if (localOnly !== null && policy.isCloudModel(route.model)) {
-    refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
-    return;
-  }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input.signals.client, localOnly);
+  if (localOnly !== null && policy.isCloudModel(route.model)) throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, localOnly);
 }

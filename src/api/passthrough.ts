@@ -1,9 +1,10 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Dispatcher } from 'undici';
-import { upstreamRequestHeaders, relayResponse } from '../http/relay.js';
+import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { sendError, surfaceOf } from './errors.js';
+import { BridgeError } from '../contract/index.js';
+import { requestOf } from './request.js';
 
 /** The model a native request names (`model`, or `name` as older clients send it), if any. */
 function modelOf(body: unknown): string | undefined {
@@ -22,10 +23,10 @@ export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
  */
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
-    const surface = surfaceOf(req.path);
     const backend = await choose(req);
     if (afterEach !== undefined) res.once('close', afterEach);
-    res.locals.backend = backend.name;
+    const request = requestOf(req);
+    request.backend = backend.name;
     const abort = new AbortController();
     // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.
     const onClose = (): void => {
@@ -55,12 +56,10 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
       });
     } catch (error) {
       if (abort.signal.aborted) return;
-      const failure = error instanceof UpstreamError ? error : undefined;
-      res.locals.upstreamError = failure?.code ?? 'internal';
-      sendError(res, surface, failure?.status ?? 502, failure?.message ?? 'upstream request failed', failure?.code);
-      return;
+      const failure = error instanceof UpstreamError ? error : new BridgeError(502, 'upstream request failed', { cause: error });
+      request.upstreamError = failure.code ?? 'internal';
+      throw failure;
     }
-    const outcome = await relayResponse(upstream, res, surface, backend.name);
-    res.locals.relay = outcome;
+    request.relay = await relayResponse(upstream, res, request.surface, backend.name);
   };
 }

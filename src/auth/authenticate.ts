@@ -2,23 +2,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { authConfigured } from '../config/load.js';
 import type { Config, KeyConfig, Role } from '../config/schema.js';
+import { BridgeError } from '../contract/index.js';
 import type { Identity } from './identity.js';
 import { JwtRejected, JwtVerifier } from './jwt.js';
 import { hashKey } from './keys.js';
-
-/** A refusal of the auth layer; mapped to each surface's error shape where it is answered. */
-export class AuthError extends Error {
-  override name = 'AuthError';
-  constructor(
-    readonly status: 401 | 403 | 429,
-    readonly code: string,
-    message: string,
-    /** Seconds a client should wait (429). */
-    readonly retryAfterSeconds?: number,
-  ) {
-    super(message);
-  }
-}
 
 /** Constant time whatever the lengths: both sides are hashed first. */
 function sameSecret(given: string, expected: string): boolean {
@@ -88,11 +75,11 @@ export class Authenticator {
     return this.identity({ name: 'local', role: 'admin', via: 'anonymous' });
   }
 
-  /** Resolves the request's identity or throws AuthError (401) when one is required and missing or wrong. */
+  /** Resolves the request's identity or throws a BridgeError (401) when one is required and missing or wrong. */
   async identify(headers: IncomingHttpHeaders): Promise<Identity> {
     const credential = credentialOf(headers);
     if (credential === undefined) {
-      if (this.required) throw new AuthError(401, 'invalid_api_key', 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)');
+      if (this.required) throw new BridgeError(401, 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', { code: 'invalid_api_key' });
       return this.anonymous();
     }
     if (sameSecret(credential, this.controlToken)) return this.identity({ name: 'control', role: 'admin', via: 'control' });
@@ -104,11 +91,11 @@ export class Authenticator {
         return this.identity({ ...claims, via: 'jwt' });
       } catch (error) {
         if (!(error instanceof JwtRejected)) throw error;
-        throw new AuthError(401, 'invalid_token', error.message);
+        throw new BridgeError(401, error.message, { code: 'invalid_token' });
       }
     }
     // Without auth configured, clients that send a placeholder key ("ollama", "sk-...") are the local user.
     if (!this.required) return this.anonymous();
-    throw new AuthError(401, 'invalid_api_key', 'the API key or token is not valid');
+    throw new BridgeError(401, 'the API key or token is not valid', { code: 'invalid_api_key' });
   }
 }

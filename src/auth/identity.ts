@@ -1,18 +1,7 @@
-import type { LimitsConfig, Role } from '../config/schema.js';
+import type { RequestIdentity } from '../contract/index.js';
 
-/** Who sent a request, as far as the bridge knows. Never holds the key or token itself. */
-export interface Identity {
-  /** The person or service (key name, JWT subject), or "local" / "control". */
-  name: string;
-  team: string | null;
-  role: Role;
-  /** How the identity was established. */
-  via: 'key' | 'api_key' | 'jwt' | 'control' | 'anonymous';
-  /** Model patterns this identity may use; undefined: any model. */
-  models: readonly string[] | undefined;
-  cloud: 'allow' | 'never';
-  limits: LimitsConfig | undefined;
-}
+/** Who sent a request, as far as the bridge knows (the request record's identity slot). */
+export type Identity = RequestIdentity;
 
 /** "qwen2.5-coder:*" style patterns: "*" stands for any text; everything else is literal. */
 export function matchesPattern(pattern: string, name: string): boolean {
@@ -24,7 +13,7 @@ export function matchesAny(patterns: readonly string[], name: string): boolean {
   return patterns.some((pattern) => matchesPattern(pattern, name));
 }
 
-/** Whether this identity may use the model (its own allow-list and its team's, when set). */
+/** Whether this identity may use the model (its own allow-list, or its team's). */
 export function modelAllowed(identity: Identity, model: string): boolean {
   return identity.models === undefined || matchesAny(identity.models, model);
 }

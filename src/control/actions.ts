@@ -1,15 +1,15 @@
 import { z } from 'zod';
 import type { Placement } from '../gpu/placement.js';
 import type { GpuStatus } from '../gpu/monitor.js';
-import { ManagerError, type OllamaManager } from '../ollama/manager.js';
+import type { OllamaManager } from '../ollama/manager.js';
 import { checkFit, preloadModel, unloadModel, type FitCheck } from '../ollama/models.js';
 import { TIERS } from '../routing/classify.js';
 import type { RoutingSettings } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import type { ActionName, ActionPayloads, ActionResult } from './api-types.js';
-export type { ActionResult } from './api-types.js';
+import { BridgeError, type ActionName, type ActionPayloads, type ActionResult } from '../contract/index.js';
+export type { ActionResult } from '../contract/index.js';
 
 /**
  * The control actions: one table that both front doors use, the dashboard over HTTP and the tray
@@ -26,17 +26,17 @@ export const ACTION_PAYLOADS = {
   restartOllama: z.strictObject({ backend: z.string().min(1) }),
 } as const satisfies { [N in ActionName]: z.ZodType<unknown, ActionPayloads[N]> };
 
-export type { ActionName } from './api-types.js';
+export type { ActionName } from '../contract/index.js';
 export type ActionPayload<N extends ActionName> = ActionPayloads[N];
 
 
-export class ActionError extends Error {
+export class ActionError extends BridgeError {
   constructor(
-    readonly status: 400 | 404 | 409 | 500 | 502,
+    status: 400 | 404 | 409 | 500 | 502,
     message: string,
     readonly fit?: FitCheck,
   ) {
-    super(message);
+    super(status, message);
     this.name = 'ActionError';
   }
 }
@@ -59,14 +59,7 @@ function handlers(deps: ActionDeps): Handlers {
     if (backend === undefined) throw new ActionError(404, `no backend named '${name}'`);
     return backend;
   };
-  const managed = async (run: () => Promise<{ state: string }>): Promise<ActionResult> => {
-    try {
-      return { message: `Ollama is ${(await run()).state}` };
-    } catch (error) {
-      if (error instanceof ManagerError) throw new ActionError(error.status, error.message);
-      throw error;
-    }
-  };
+  const managed = async (run: () => Promise<{ state: string }>): Promise<ActionResult> => ({ message: `Ollama is ${(await run()).state}` });
   const upstream = async (run: () => Promise<void>): Promise<void> => {
     try {
       await run();

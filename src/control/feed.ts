@@ -1,4 +1,4 @@
-import type { BridgeEvents } from './api-types.js';
+import type { BridgeEvents } from '../contract/index.js';
 
 type Listener = <E extends keyof BridgeEvents>(event: E, data: BridgeEvents[E]) => void;
 

@@ -1,8 +1,9 @@
 import express, { type Request, type Router as ExpressRouter } from 'express';
 import { seesEveryone } from '../auth/access.js';
 import type { Identity } from '../auth/identity.js';
+import { identityOf } from '../api/request.js';
 import type { UsageQuery } from '../history/usage.js';
-import type { GpuPoint, HistoryRecord, UsageReport, WhoAmI } from './api-types.js';
+import { BridgeError, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
 
@@ -49,13 +50,13 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
 
   router.get('/bridge/api/history', (req, res) => {
     const limit = Math.min(100_000, Math.max(1, Number(req.query.limit) || 10_000));
-    const identity = res.locals.identity as Identity;
+    const identity = identityOf(req);
     const records = seesEveryone(identity) ? deps.history(limit) : deps.history(100_000).filter((r) => r.user === identity.name).slice(-limit);
     res.json({ records });
   });
 
-  router.get('/bridge/api/whoami', (_req, res) => {
-    const identity = res.locals.identity as Identity;
+  router.get('/bridge/api/whoami', (req, res) => {
+    const identity = identityOf(req);
     const whoami: WhoAmI = {
       name: identity.name,
       team: identity.team,
@@ -68,7 +69,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   });
 
   router.get('/bridge/api/usage', (req, res) => {
-    const query = usageQuery(req, res.locals.identity as Identity);
+    const query = usageQuery(req, identityOf(req));
     if (typeof query === 'string') {
       res.status(400).json({ error: query });
       return;
@@ -77,7 +78,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   });
 
   router.get('/bridge/api/usage.csv', (req, res) => {
-    const query = usageQuery(req, res.locals.identity as Identity);
+    const query = usageQuery(req, identityOf(req));
     if (typeof query === 'string') {
       res.status(400).json({ error: query });
       return;
@@ -96,7 +97,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   // Server-Sent Events: the state now, then every change, and each new history record.
   router.get('/bridge/api/events', (req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
-    const identity = res.locals.identity as Identity;
+    const identity = identityOf(req);
     const everyone = seesEveryone(identity);
     const send = (event: string, data: unknown): void => {
       // A user's live history is their own requests, as in /bridge/api/history.
@@ -118,8 +119,10 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
       const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
       res.json({ ok: true, result, state: deps.state() });
     } catch (error) {
-      if (!(error instanceof ActionError)) throw error;
-      res.status(error.status).json({ error: error.message, ...(error.fit === undefined ? {} : { fit: error.fit }) });
+      // The control API's own error shape: {error, fit?}.
+      if (!(error instanceof BridgeError)) throw error;
+      const fit = error instanceof ActionError ? error.fit : undefined;
+      res.status(error.status).json({ error: error.message, ...(fit === undefined ? {} : { fit }) });
     }
   });
 

@@ -3,9 +3,9 @@ import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.js';
-import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type ComputeApp, type GpuReading } from './nvidia-smi.js';
-import type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
-export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../control/api-types.js';
+import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields, SampleSplitter, type GpuReading } from './nvidia-smi.js';
+import { gpuPoint, type GpuPoint, type GpuController, type SystemLoad, type GpuStatus } from '../contract/index.js';
+export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../contract/index.js';
 
 
 
@@ -72,6 +72,7 @@ async function systeminformationControllers(): Promise<GpuController[]> {
  * what systeminformation sees and says plainly that there are no live figures.
  */
 export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
+  readonly name = 'GPU monitor';
   private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
   private fields: string[] = [...GPU_FIELDS];
   private readonly points = new Map<number, GpuPoint[]>();
@@ -79,7 +80,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private systemTimer: NodeJS.Timeout | undefined;
   private backoffMs = 1000;
   private restartTimer: NodeJS.Timeout | undefined;
-  private queryingProcesses = false;
+  private processesQuery: Promise<void> | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastProcessesAt = 0;
   private lastUsed = '';
@@ -175,14 +176,14 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     for (const reading of readings) {
       let points = this.points.get(reading.index);
       if (points === undefined) this.points.set(reading.index, (points = []));
-      points.push({ t, memoryUsedBytes: reading.memoryUsedBytes, utilizationRatio: reading.utilizationRatio, temperatureCelsius: reading.temperatureCelsius, powerWatts: reading.powerWatts });
+      points.push(gpuPoint(reading, t));
       if (points.length > this.options.historyPoints) points.splice(0, points.length - this.options.historyPoints);
     }
     this.current = { ...this.current, source: 'nvidia-smi', live: true, message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`, gpus: readings, lastSampleAt: new Date(t).toISOString(), lastError: null };
     const used = readings.map((r) => r.memoryUsedBytes).join(',');
     if (used !== this.lastUsed || t - this.lastProcessesAt >= this.options.processesEveryMs) {
       this.lastUsed = used;
-      void this.refreshProcesses();
+      this.refreshProcesses();
     }
     this.emit('sample', this.current);
   }
@@ -203,18 +204,19 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   }
 
   /** One per-process memory query; never two at once. */
-  private async refreshProcesses(): Promise<void> {
-    if (this.queryingProcesses) return;
-    this.queryingProcesses = true;
+  private refreshProcesses(): void {
+    if (this.processesQuery !== undefined) return;
     this.lastProcessesAt = Date.now();
-    try {
-      const text = await run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits']);
-      this.current = { ...this.current, processes: parseComputeApps(text) };
-    } catch (error) {
-      this.options.log.debug({ error: (error as Error).message }, 'GPU monitor: compute-apps query failed');
-    } finally {
-      this.queryingProcesses = false;
-    }
+    this.processesQuery = run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'])
+      .then(
+        (text) => {
+          this.current = { ...this.current, processes: parseComputeApps(text) };
+        },
+        (error: Error) => this.options.log.debug({ error: error.message }, 'GPU monitor: compute-apps query failed'),
+      )
+      .finally(() => {
+        this.processesQuery = undefined;
+      });
   }
 
   async stop(): Promise<void> {
@@ -229,5 +231,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       child.kill('SIGTERM');
       await closed;
     }
+    // A per-process query is short: let it end rather than leave a child behind.
+    await this.processesQuery;
   }
 }

@@ -1,5 +1,5 @@
-import type { GpuReading, ComputeApp } from '../control/api-types.js';
-export type { GpuReading, ComputeApp } from '../control/api-types.js';
+import type { GpuReading, ComputeApp } from '../contract/index.js';
+export type { GpuReading, ComputeApp } from '../contract/index.js';
 /**
  * Parsers for nvidia-smi's machine-readable output (`--query-gpu`, `--query-compute-apps`,
  * `--help-query-*`), written against real output of driver 580 (test/fixtures): values may

@@ -3,8 +3,8 @@ import type { Backend } from '../upstream/backend.js';
 import type { GpuStatus } from './monitor.js';
 import type { GpuReading } from './nvidia-smi.js';
 import { processTree, type ListenerCache } from './procfs.js';
-import type { PlacedModel, Placement } from '../control/api-types.js';
-export type { PlacedModel, Placement } from '../control/api-types.js';
+import type { PlacedModel, Placement } from '../contract/index.js';
+export type { PlacedModel, Placement } from '../contract/index.js';
 
 
 

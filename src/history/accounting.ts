@@ -1,5 +1,5 @@
 import type { Config, PriceConfig } from '../config/schema.js';
-import type { HistoryRecord } from '../control/api-types.js';
+import type { HistoryRecord } from '../contract/index.js';
 import type { Tier } from '../routing/classify.js';
 
 /**

@@ -1,8 +1,7 @@
 import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Tier } from '../routing/classify.js';
-import type { HistoryRecord } from '../control/api-types.js';
-export type { HistoryRecord } from '../control/api-types.js';
+import type { HistoryRecord } from '../contract/index.js';
+export type { HistoryRecord } from '../contract/index.js';
 
 
 export interface HistoryOptions {
@@ -31,23 +30,24 @@ function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
  * On start the newest records are read back; a line that does not parse is skipped, not fatal.
  */
 export class HistoryStore {
+  readonly name = 'history store';
   private readonly ring: HistoryRecord[] = [];
   private pending: string[] = [];
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(record: HistoryRecord) => void>();
 
-  private constructor(private readonly options: HistoryOptions) {}
+  constructor(private readonly options: HistoryOptions) {}
 
-  static async open(options: HistoryOptions): Promise<HistoryStore> {
-    const store = new HistoryStore(options);
-    if (options.dir !== undefined) {
-      await mkdir(options.dir, { recursive: true });
-      await store.load(options.dir);
-      store.timer = setInterval(() => void store.flush(), options.flushIntervalMs ?? 1000);
-      store.timer.unref();
-    }
-    return store;
+  /** Reads the newest records back and checks the file can be written: a folder that cannot is a failed start. */
+  async start(): Promise<void> {
+    const { dir } = this.options;
+    if (dir === undefined) return;
+    await mkdir(dir, { recursive: true });
+    await this.load(dir);
+    await appendFile(this.fileAt(0), '');
+    this.timer = setInterval(() => void this.flush(), this.options.flushIntervalMs ?? 1000);
+    this.timer.unref();
   }
 
   private fileAt(generation: number): string {
@@ -126,7 +126,7 @@ export class HistoryStore {
     await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
   }
 
-  async close(): Promise<void> {
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.flush();
   }

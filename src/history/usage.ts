@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import type { HistoryRecord, UsageFigures, UsageReport } from '../control/api-types.js';
+import type { HistoryRecord, UsageFigures, UsageReport } from '../contract/index.js';
 import { PRICES_DATE } from './accounting.js';
 
 const DAY_MS = 86_400_000;

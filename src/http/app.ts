@@ -1,57 +1,58 @@
 import { randomUUID } from 'node:crypto';
-import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Router } from 'express';
 import { primaryOf, type ApiContext } from '../api/context.js';
 import { anthropicRoutes } from '../api/anthropic/routes.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
-import { sendError, surfaceOf } from '../api/errors.js';
+import { asBridgeError, sendError } from '../api/errors.js';
 import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { jsonBody } from './body.js';
+import { BodyError, jsonBody } from './body.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import type { Limiter } from '../auth/limits.js';
 import { authenticate, limits } from './auth.js';
 import { guard } from './guard.js';
-import type { RequestCounters } from '../control/api-types.js';
-export type { RequestCounters } from '../control/api-types.js';
+import { beginRequest, requestOf } from '../api/request.js';
+import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
+export type { RequestCounters } from '../contract/index.js';
 
 
-/** Called once per request when its connection closes, finished or not. */
-export type RequestFinished = (req: Request, res: Response, startedAt: Date, totalMs: number) => void;
+/** Called once per request when its connection closes, finished or not, with its record complete. */
+export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
 function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
   return (req, res, next) => {
     const started = performance.now();
-    const startedAt = new Date();
-    // Mounted routers rewrite req.path on the way; the log wants what the client asked for.
-    const path = req.path;
-    const id = randomUUID();
+    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
+    const request = beginRequest(req, randomUUID(), req.path);
     counters.total += 1;
     counters.inFlight += 1;
-    res.setHeader('x-request-id', id);
+    res.setHeader('x-request-id', request.id);
     res.once('close', () => {
       counters.inFlight -= 1;
-      const totalMs = performance.now() - started;
-      onFinished(req, res, startedAt, totalMs);
+      const end: RequestEnd = { status: res.statusCode, totalMs: performance.now() - started, completed: res.writableFinished };
+      request.end = end;
+      onFinished({ ...request, end });
+      const { generation } = request;
       // Method, path and outcome only: request and answer bodies stay out of the log.
       log.info(
         {
-          id,
-          method: req.method,
-          path,
-          status: res.statusCode,
-          ms: Math.round(totalMs * 10) / 10,
-          backend: res.locals.backend,
-          model: res.locals.generation?.route.model,
-          tier: res.locals.generation?.route.tier,
-          retries: res.locals.generation?.retries,
-          fallback: res.locals.generation?.fallback,
-          upstreamError: res.locals.upstreamError ?? res.locals.generation?.error ?? undefined,
-          relay: res.locals.relay,
-          completed: res.writableFinished,
-          userAgent: req.headers['user-agent'],
+          id: request.id,
+          method: request.method,
+          path: request.path,
+          status: end.status,
+          ms: Math.round(end.totalMs * 10) / 10,
+          backend: request.backend ?? undefined,
+          model: generation?.model,
+          tier: generation?.tier,
+          retries: generation?.retries,
+          fallback: generation?.fallback,
+          upstreamError: request.upstreamError ?? generation?.error ?? undefined,
+          relay: request.relay ?? undefined,
+          completed: end.completed,
+          userAgent: request.client.userAgent ?? undefined,
         },
         'request',
       );
@@ -60,37 +61,34 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
   };
 }
 
-function bodyErrors(config: Config): ErrorRequestHandler {
-  return (error: unknown, req, res, next) => {
-    const surface = surfaceOf(req.path);
-    const type = (error as { type?: unknown }).type;
-    if (type === 'entity.too.large') {
-      res.setHeader('connection', 'close');
-      sendError(res, surface, 413, `request body is larger than ${config.server.body_limit_mb} MiB (server.body_limit_mb)`, 'request_too_large');
-      return;
-    }
-    if (type === 'entity.parse.failed') {
-      const detail = error instanceof Error ? error.message : 'parse error';
-      sendError(res, surface, 400, `request body is not valid JSON: ${detail}`, 'invalid_json');
-      return;
-    }
-    if (type === 'request.aborted') {
+/** A body the reader refused, as the error the client reads. */
+function bodyError(error: BodyError, limitMb: number): BridgeError {
+  switch (error.type) {
+    case 'entity.too.large':
+      return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
+    case 'entity.parse.failed':
+      return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    default:
+      return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
+  }
+}
+
+/**
+ * The one place where what a handler threw becomes an answer: a BridgeError in the shape of the
+ * request's surface, anything unexpected logged and answered as a bare 500.
+ */
+function errorBoundary(config: Config, log: Logger): ErrorRequestHandler {
+  return (thrown: unknown, req, res, _next) => {
+    if (thrown instanceof BodyError && thrown.type === 'request.aborted') {
       // The client left while sending its body: nobody to answer.
       res.destroy();
       return;
     }
-    if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-      sendError(res, surface, 415, error instanceof Error ? error.message : 'unsupported body encoding', 'unsupported_encoding');
-      return;
-    }
-    next(error);
-  };
-}
-
-function lastResort(log: Logger): ErrorRequestHandler {
-  return (error: unknown, req, res, _next) => {
-    log.error({ err: error, path: req.path }, 'unhandled error');
-    sendError(res, surfaceOf(req.path), 500, 'internal error in copilot-bridge', 'internal_error');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: req.path }, 'unhandled error');
+    // The rest of an oversized body is not worth reading: the connection goes.
+    if (error.status === 413) res.setHeader('connection', 'close');
+    sendError(res, requestOf(req).surface, error);
   };
 }
 
@@ -131,10 +129,9 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
   app.all('/api/*rest', toPrimary);
 
-  app.use((req, res) => {
-    sendError(res, surfaceOf(req.path), 404, `no such endpoint: ${req.method} ${req.path}`, 'not_found');
+  app.use((req) => {
+    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
   });
-  app.use(bodyErrors(config));
-  app.use(lastResort(log));
+  app.use(errorBoundary(config, log));
   return app;
 }

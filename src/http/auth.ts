@@ -1,19 +1,15 @@
-import type { Request, RequestHandler, Response } from 'express';
+import type { Request, RequestHandler } from 'express';
 import { refusedOutcome } from '../api/generation.js';
-import { sendAuthError, surfaceOf } from '../api/errors.js';
+import { identityOf, requestOf } from '../api/request.js';
 import { allowed, isGeneration, rolesFor } from '../auth/access.js';
-import { AuthError, type Authenticator } from '../auth/authenticate.js';
-import type { Identity } from '../auth/identity.js';
-import { clientSignals } from '../routing/signals.js';
+import type { Authenticator } from '../auth/authenticate.js';
 import { isRefusal, type Limiter } from '../auth/limits.js';
-
-export function identityOf(res: Response): Identity {
-  return res.locals.identity as Identity;
-}
+import { BridgeError } from '../contract/index.js';
 
 /**
  * Who is asking, and may they: resolves the identity (key, JWT, control token) before any body
- * is read, then checks the role the path needs. Refusals answer in the surface's own shape.
+ * is read, then checks the role the path needs. Refusals go to the error boundary, which answers
+ * in the surface's own shape.
  */
 export function authenticate(authenticator: Authenticator): RequestHandler {
   return (req, res, next) => {
@@ -26,25 +22,25 @@ export function authenticate(authenticator: Authenticator): RequestHandler {
     const headers = typeof token === 'string' && token !== '' ? { ...req.headers, authorization: `Bearer ${token}` } : req.headers;
     authenticator.identify(headers).then(
       (identity) => {
-        res.locals.identity = identity;
-        if (!allowed(identity, req.method, req.path)) {
-          if (identity.via === 'anonymous') {
-            sendAuthError(res, surfaceOf(req.path), new AuthError(401, 'missing_credentials', 'this needs the control token (x-bridge-token) or an admin key'));
-            return;
-          }
-          sendAuthError(res, surfaceOf(req.path), new AuthError(403, 'forbidden', `${identity.name} (role ${identity.role}) may not ${req.method} ${req.path}`));
+        requestOf(req).identity = identity;
+        if (allowed(identity, req.method, req.path)) {
+          next();
           return;
         }
-        next();
+        if (identity.via === 'anonymous') {
+          res.setHeader('www-authenticate', 'Bearer realm="copilot-bridge"');
+          next(new BridgeError(401, 'this needs the control token (x-bridge-token) or an admin key', { code: 'invalid_api_key' }));
+          return;
+        }
+        next(new BridgeError(403, `${identity.name} (role ${identity.role}) may not ${req.method} ${req.path}`, { code: 'forbidden' }));
       },
       (error: unknown) => {
-        if (!(error instanceof AuthError)) {
-          next(error);
-          return;
+        if (error instanceof BridgeError && error.status === 401) {
+          res.setHeader('www-authenticate', 'Bearer realm="copilot-bridge"');
+          // A client guessing keys gets no kept-alive connection to keep guessing on.
+          res.setHeader('connection', 'close');
         }
-        // A client guessing keys gets no kept-alive connection to keep guessing on.
-        res.setHeader('connection', 'close');
-        sendAuthError(res, surfaceOf(req.path), error);
+        next(error);
       },
     );
   };
@@ -68,12 +64,12 @@ export function limits(limiter: Limiter): RequestHandler {
       next();
       return;
     }
-    const identity = identityOf(res);
-    limiter.admit(identity).then((admission) => {
+    limiter.admit(identityOf(req)).then((admission) => {
       if (isRefusal(admission)) {
         const message = `rate limit reached: ${admission.limit}; retry in ${admission.retryAfterSeconds} s`;
-        res.locals.generation = refusedOutcome(requestedModel(req), message, clientSignals(req.headers));
-        sendAuthError(res, surfaceOf(req.path), new AuthError(429, 'rate_limit_exceeded', message, admission.retryAfterSeconds));
+        requestOf(req).generation = refusedOutcome(requestedModel(req), message);
+        res.setHeader('retry-after', String(admission.retryAfterSeconds));
+        next(new BridgeError(429, message, { code: 'rate_limit_exceeded' }));
         return;
       }
       res.once('close', () => admission.release());

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { authConfigured, isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { sendError, surfaceOf } from '../api/errors.js';
+import { BridgeError } from '../contract/index.js';
 
 /** Browser origins Ollama itself trusts by default: local pages and editor webviews. */
 const TRUSTED_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file):\/\/.*)$/i;
@@ -24,18 +24,17 @@ export function guard(config: Config) {
   const origins = new Set(corsOrigins);
 
   return (req: Request, res: Response, next: NextFunction): void => {
-    const surface = surfaceOf(req.path);
     if (checkHost) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
-        sendError(res, surface, 403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, 'host_not_allowed');
+        next(new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' }));
         return;
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
-        sendError(res, surface, 403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, 'origin_not_allowed');
+        next(new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' }));
         return;
       }
       res.setHeader('Access-Control-Allow-Origin', origin);

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
 import type { Config } from '../config/schema.js';
-import type { HistoryRecord } from '../history/store.js';
+import type { HistoryRecord } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */

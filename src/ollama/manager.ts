@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
-import type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
-export type { InstanceState, InstanceSnapshot } from '../control/api-types.js';
+import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
+export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
 
 
 export interface ManagedSpec {
@@ -36,12 +36,9 @@ export interface ManagerOptions {
 }
 
 
-export class ManagerError extends Error {
-  constructor(
-    readonly status: 404 | 409 | 500,
-    message: string,
-  ) {
-    super(message);
+export class ManagerError extends BridgeError {
+  constructor(status: 404 | 409 | 500, message: string) {
+    super(status, message);
     this.name = 'ManagerError';
   }
 }
@@ -284,6 +281,13 @@ export class OllamaManager {
   async restart(name: string): Promise<InstanceSnapshot> {
     if (this.get(name).state !== 'adopted') await this.stop(name);
     return this.start(name);
+  }
+
+  /** Starts every managed instance; one that cannot start is logged and left to the user (tray, dashboard). */
+  async startAll(): Promise<void> {
+    for (const name of this.instances.keys()) {
+      await this.start(name).catch((error: Error) => this.options.log.error({ backend: name, error: error.message }, 'could not start ollama serve'));
+    }
   }
 
   /** Stops every instance the bridge started (adopted ones are left running). */

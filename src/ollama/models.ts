@@ -1,9 +1,9 @@
 import type { Placement } from '../gpu/placement.js';
 import type { GpuStatus } from '../gpu/monitor.js';
 import type { Backend } from '../upstream/backend.js';
-import { canonicalModelName } from '../upstream/ollama-api.js';
-import type { FitCheck } from '../control/api-types.js';
-export type { FitCheck } from '../control/api-types.js';
+import { canonicalModelName } from '../contract/index.js';
+import type { FitCheck } from '../contract/index.js';
+export type { FitCheck } from '../contract/index.js';
 
 /** Weights plus room for the context cache and runtime buffers: a deliberate over-estimate. */
 const OVERHEAD = 1.2;

@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.js';
-import { TIERS, type Tier } from '../control/api-types.js';
+import { TIERS, type Tier } from '../contract/index.js';
 
-export { TIERS, type Tier } from '../control/api-types.js';
+export { TIERS, type Tier } from '../contract/index.js';
 import type { ClientSignals } from './signals.js';
 
 /** What a surface tells the router about a request; no text leaves this object except keywords matched. */

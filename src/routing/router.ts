@@ -2,8 +2,8 @@ import type { Config } from '../config/schema.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { Classifier, TIERS, type RequestSignals, type Tier } from './classify.js';
-import type { RoutingSettings } from '../control/api-types.js';
-export type { RoutingSettings } from '../control/api-types.js';
+import { BridgeError, type RoutingSettings } from '../contract/index.js';
+export type { RoutingSettings } from '../contract/index.js';
 
 /**
  * Models the bridge lists itself, so that a client's model picker can hand the choice to the
@@ -52,12 +52,10 @@ export interface RouteDecision {
   reason: string;
 }
 
-export class RouteError extends Error {
-  constructor(
-    readonly status: 400 | 404 | 503,
-    message: string,
-  ) {
-    super(message);
+/** No model or backend for the request; clients read it as an unknown model. */
+export class RouteError extends BridgeError {
+  constructor(status: 400 | 404 | 503, message: string) {
+    super(status, message, { code: 'model_not_found' });
     this.name = 'RouteError';
   }
 }
@@ -65,14 +63,14 @@ export class RouteError extends Error {
 /** Picks the model and the order of backends for each request, and says why. */
 export class Router {
   private readonly classifier: Classifier;
-  /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
-  coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null;
 
   constructor(
     private readonly config: Config,
     private readonly backends: readonly Backend[],
     private readonly catalog: ModelCatalog,
     readonly settings: RoutingSettings,
+    /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
+    private readonly coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null,
   ) {
     this.classifier = new Classifier(config.routing.classification);
   }

@@ -2,11 +2,12 @@ import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
-import { BackendHealth, type HealthSnapshot } from './health.js';
-import { canonicalModelName, readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { BackendHealth } from './health.js';
+import { canonicalModelName } from '../contract/index.js';
+import { readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
-import type { BackendSnapshot } from '../control/api-types.js';
-export type { BackendSnapshot } from '../control/api-types.js';
+import type { BackendSnapshot } from '../contract/index.js';
+export type { BackendSnapshot } from '../contract/index.js';
 
 export interface UpstreamTimeouts {
   connectMs: number;

@@ -1,6 +1,7 @@
 import type { Backend } from './backend.js';
 import { UpstreamError } from './errors.js';
-import { canonicalModelName, type OllamaPsModel, type OllamaShowResponse, type OllamaTagModel } from './ollama-api.js';
+import { canonicalModelName } from '../contract/index.js';
+import type { OllamaPsModel, OllamaShowResponse, OllamaTagModel } from './ollama-api.js';
 
 export interface BackendListing {
   backend: Backend;

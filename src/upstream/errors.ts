@@ -1,3 +1,5 @@
+import { BridgeError } from '../contract/index.js';
+
 /** Why an upstream could not give an answer; each maps to one gateway status. */
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'unavailable';
 
@@ -7,8 +9,10 @@ const STATUS: Record<UpstreamFailure, 502 | 503 | 504> = {
   timeout: 504,
 };
 
-export class UpstreamError extends Error {
-  readonly status: 502 | 503 | 504;
+/** An upstream that could not be asked or broke off; its code reads e.g. "upstream_timeout". */
+export class UpstreamError extends BridgeError {
+  declare readonly status: 502 | 503 | 504;
+  declare readonly code: string;
 
   constructor(
     readonly failure: UpstreamFailure,
@@ -16,14 +20,8 @@ export class UpstreamError extends Error {
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(STATUS[failure], message, { code: `upstream_${failure}`, cause: options?.cause });
     this.name = 'UpstreamError';
-    this.status = STATUS[failure];
-  }
-
-  /** Machine-readable code for error bodies, e.g. "upstream_timeout". */
-  get code(): string {
-    return `upstream_${this.failure}`;
   }
 }
 
@@ -55,13 +53,13 @@ export function toUpstreamError(error: unknown, backend: string): UpstreamError 
 }
 
 /** The upstream answered, but with an error status; `message` is Ollama's own {"error"} text when it sent one. */
-export class UpstreamStatusError extends Error {
+export class UpstreamStatusError extends BridgeError {
   constructor(
-    readonly status: number,
+    status: number,
     readonly backend: string,
     message: string,
   ) {
-    super(message);
+    super(status, message, { code: status === 404 ? 'model_not_found' : null });
     this.name = 'UpstreamStatusError';
   }
 }

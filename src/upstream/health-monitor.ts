@@ -5,6 +5,7 @@ import type { Backend } from './backend.js';
  * after the previous one finished, so slow checks never pile up.
  */
 export class HealthMonitor {
+  readonly name = 'health monitor';
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private round: Promise<void> | undefined;

@@ -1,5 +1,5 @@
-import type { BackendStatus, CircuitState, HealthSnapshot, ModelCircuitSnapshot } from '../control/api-types.js';
-export type { BackendStatus, CircuitState, HealthSnapshot } from '../control/api-types.js';
+import type { BackendStatus, CircuitState, HealthSnapshot, ModelCircuitSnapshot } from '../contract/index.js';
+export type { BackendStatus, CircuitState, HealthSnapshot } from '../contract/index.js';
 
 export interface HealthOptions {
   /** Consecutive failed requests that open the circuit. */

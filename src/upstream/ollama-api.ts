@@ -78,16 +78,6 @@ export interface OllamaPsModel {
   context_length?: number;
 }
 
-/** "llama3" and "llama3:latest" are the same model to Ollama. */
-export function canonicalModelName(name: string): string {
-  const lastSegment = name.slice(name.lastIndexOf('/') + 1);
-  return lastSegment.includes(':') ? name : `${name}:latest`;
-}
-
-export function sameModel(a: string, b: string): boolean {
-  return canonicalModelName(a) === canonicalModelName(b);
-}
-
 /**
  * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
  * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.

@@ -6,7 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
-import type { HistoryRecord } from '../../src/control/api-types.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';

@@ -11,9 +11,9 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Runs the real `copilot-bridge` command to completion. */
-export async function runCliToEnd(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env } });
+/** Runs the real `copilot-bridge` command to completion; one still running after `killAfterMs` is killed (code null). */
+export async function runCliToEnd(args: string[], env: Record<string, string> = {}, killAfterMs?: number): Promise<CliRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: killAfterMs, killSignal: 'SIGKILL' });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

@@ -1,4 +1,4 @@
-import type { HistoryRecord } from '../../src/control/api-types.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
 
 /** A complete history record for tests that seed history; `overrides` set what the test is about. */
 export function sampleRecord(overrides: Partial<HistoryRecord> = {}): HistoryRecord {

@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { loadConfig } from '../../src/config/load.js';
-import type { HistoryRecord, UsageReport } from '../../src/control/api-types.js';
+import type { HistoryRecord, UsageReport } from '../../src/contract/index.js';
 import { EnergyMeter } from '../../src/history/accounting.js';
 import { usageCsv, usageReport } from '../../src/history/usage.js';
 import { startTestBridge } from '../support/bridge.js';

@@ -9,7 +9,7 @@ import YAML from 'yaml';
 import { ACTION_PAYLOADS } from '../../src/control/actions.js';
 import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
-import type { HistoryRecord } from '../../src/control/api-types.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
 import { runCli } from '../../src/cli.js';
 import { startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDesktop, type DesktopAdapter, type WindowHandle } from '../../electron/desktop.js';
@@ -8,6 +9,7 @@ import type { MenuItemSpec, TrayCommand, TrayIconState } from '../../electron/tr
 import { startStandIn } from '../support/bridge.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
 import { freePort } from '../support/ollama-rig.js';
+import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
 import { tempDir } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -95,6 +97,31 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     assert.equal(await startDesktop(fake, {}), undefined);
     assert.equal(fake.quits, 1);
     assert.equal(fake.windows.length, 0);
+  });
+
+  it('on a taken port starts on a free one, and the failed try leaves no process behind', async () => {
+    const mark = processMark();
+    process.env[mark.name] = mark.value;
+    cleanups.push(async () => {
+      delete process.env[mark.name];
+    });
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => taken.close(() => resolve())));
+    const takenPort = (taken.address() as AddressInfo).port;
+    const userData = tempDir('desktop-');
+    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: ${takenPort}\n${await childProcessConfig()}`);
+    const fake = new FakeElectron(userData);
+    const desktop = await startDesktop(fake, {});
+    assert.ok(desktop);
+    assert.notEqual(new URL(desktop.bridge.url).port, String(takenPort));
+    // The failed try started no Ollama of its own, so the second one started it rather than adopting a leftover.
+    assert.equal(desktop.bridge.state.ollama[0]?.state, 'running');
+    const running = markedProcesses(mark);
+    assert.equal(running.filter((p) => p.includes('serve.mjs')).length, 1, running.join('\n'));
+    assert.equal(running.filter((p) => p.includes('nvidia-smi-standin.mjs') && p.includes('-lms')).length, 1, running.join('\n'));
+    await fake.cleanup();
+    assert.deepEqual(markedProcesses(mark), []);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {

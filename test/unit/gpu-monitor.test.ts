@@ -4,13 +4,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
 import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
+import { until } from '../support/wait.js';
 import { tempDir } from '../support/temp.js';
 
 const MIB = 1024 * 1024;
@@ -19,16 +19,6 @@ const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
-
-async function until<T>(read: () => T | undefined, what: string, timeoutMs = 5000): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = read();
-    if (value !== undefined) return value;
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 function monitorWith(command: string, historyPoints = 50): GpuMonitor {
   const monitor = new GpuMonitor({ command, intervalMs: 100, historyPoints, processesEveryMs: 60_000, log: silent });
@@ -50,7 +40,9 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     smi.set({ gpu: path.join(H100, 'query-gpu.noheader-nounits.idle.txt'), gpuFields: FIXTURE_GPU_FIELDS });
     await until(() => (monitor.status.gpus.length === 1 && monitor.status.gpus[0]?.memoryUsedBytes === 0 ? true : undefined), 'the idle sample');
     await until(() => (monitor.history(0).length === 12 ? true : undefined), 'the history to fill');
-    await sleep(300);
+    // Three more samples past a full history: it must stay at its bound.
+    const fullAt = monitor.history(0).at(-1)?.t ?? 0;
+    await until(() => (monitor.history(0).filter((p) => p.t > fullAt).length >= 3 ? true : undefined), 'three more samples');
     const points = monitor.history(0);
     assert.equal(points.length, 12, 'history keeps at most 12 points');
     assert.equal(points.at(-1)?.memoryUsedBytes, 0);

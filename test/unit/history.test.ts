@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { appendFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { HistoryStore, type HistoryRecord } from '../../src/history/store.js';
+import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
 import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 function record(id: number): HistoryRecord {
   return sampleRecord({ id: `r${String(id).padStart(2, '0')}`, time: new Date(1_700_000_000_000 + id).toISOString(), surface: 'ollama', path: '/api/chat' });
@@ -13,61 +13,66 @@ function record(id: number): HistoryRecord {
 
 const options = (dir: string) => ({ dir, maxRecords: 100, maxFileBytes: 1024 * 1024, keepFiles: 2 });
 
+async function openStore(storeOptions: HistoryOptions): Promise<HistoryStore> {
+  const store = new HistoryStore(storeOptions);
+  await store.start();
+  return store;
+}
+
 describe('history store', () => {
   it('survives a restart: what was added comes back, in order', async () => {
     const dir = tempDir('history-');
-    const first = await HistoryStore.open(options(dir));
+    const first = await openStore(options(dir));
     for (let i = 0; i < 5; i++) first.add(record(i));
-    await first.close();
-    const second = await HistoryStore.open(options(dir));
+    await first.stop();
+    const second = await openStore(options(dir));
     assert.deepEqual(second.recent().map((r) => r.id), ['r00', 'r01', 'r02', 'r03', 'r04']);
-    await second.close();
+    await second.stop();
   });
 
   it('writes within about a second without being closed (a crash loses at most the last second)', async () => {
     const dir = tempDir('history-');
-    const store = await HistoryStore.open({ ...options(dir), flushIntervalMs: 200 });
+    const store = await openStore({ ...options(dir), flushIntervalMs: 200 });
     store.add(record(1));
-    await sleep(500);
-    const onDisk = readFileSync(path.join(dir, 'history.jsonl'), 'utf8');
-    assert.equal(JSON.parse(onDisk.trim()).id, 'r01');
-    await store.close();
+    const onDisk = await until(() => readFileSync(path.join(dir, 'history.jsonl'), 'utf8').trim() || undefined, 'the record on disk', 2000);
+    assert.equal(JSON.parse(onDisk).id, 'r01');
+    await store.stop();
   });
 
   it('skips a torn last line instead of failing', async () => {
     const dir = tempDir('history-');
-    const store = await HistoryStore.open(options(dir));
+    const store = await openStore(options(dir));
     store.add(record(1));
     store.add(record(2));
-    await store.close();
+    await store.stop();
     appendFileSync(path.join(dir, 'history.jsonl'), '{"id":"r03","time":"20');
     const skipped: string[] = [];
-    const reopened = await HistoryStore.open({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
+    const reopened = await openStore({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
     assert.deepEqual(reopened.recent().map((r) => r.id), ['r01', 'r02']);
     assert.deepEqual(skipped, ['history.jsonl:3']);
-    await reopened.close();
+    await reopened.stop();
   });
 
   it('rotates by size, keeps the configured number of old files, and reads them back', async () => {
     const dir = tempDir('history-');
     const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
-    const store = await HistoryStore.open({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
+    const store = await openStore({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
     for (let i = 0; i < 12; i++) {
       store.add(record(i));
       await store.flush();
     }
-    await store.close();
+    await store.stop();
     assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.2.jsonl', 'history.jsonl']);
-    const reopened = await HistoryStore.open({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
+    const reopened = await openStore({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
     // 3 files of 3 records: the 9 newest survive.
     assert.deepEqual(reopened.recent().map((r) => r.id), ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11']);
-    await reopened.close();
+    await reopened.stop();
   });
 
   it('keeps working when its file cannot be written, and says so', async () => {
     const dir = tempDir('history-');
     const errors: string[] = [];
-    const store = await HistoryStore.open({ ...options(dir), onWriteError: (error) => errors.push(error.message) });
+    const store = await openStore({ ...options(dir), onWriteError: (error) => errors.push(error.message) });
     rmSync(dir, { recursive: true, force: true });
     writeFileSync(dir, 'not a folder');
     store.add(record(1));
@@ -76,16 +81,16 @@ describe('history store', () => {
     await store.flush();
     assert.equal(errors.length, 2);
     assert.deepEqual(store.recent().map((r) => r.id), ['r01', 'r02']);
-    await store.close();
+    await store.stop();
   });
 
   it('keeps a bounded ring in memory and tells listeners about each record', async () => {
-    const store = await HistoryStore.open({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
+    const store = await openStore({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
     const heard: string[] = [];
     store.onRecord((r) => heard.push(r.id));
     for (let i = 0; i < 5; i++) store.add(record(i));
     assert.deepEqual(store.recent().map((r) => r.id), ['r02', 'r03', 'r04']);
     assert.deepEqual(heard, ['r00', 'r01', 'r02', 'r03', 'r04']);
-    await store.close();
+    await store.stop();
   });
 });

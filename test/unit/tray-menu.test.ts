@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { BackendSnapshot, BridgeState, GpuReading, InstanceSnapshot } from '../../src/control/api-types.js';
+import type { BackendSnapshot, BridgeState, GpuReading, InstanceSnapshot } from '../../src/contract/index.js';
 import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec } from '../../electron/tray-menu.js';
 
 const GIB = 1024 ** 3;

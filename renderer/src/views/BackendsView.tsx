@@ -1,5 +1,5 @@
 import type { JSX } from 'react';
-import type { BridgeState } from '../../../src/control/api-types';
+import type { BridgeState } from '../../../src/contract';
 import { runAction } from '../api';
 import { useAction } from '../useAction';
 import { ms } from '../format';

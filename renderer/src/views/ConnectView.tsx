@@ -1,5 +1,5 @@
 import { useState, type JSX } from 'react';
-import type { BridgeState, WhoAmI } from '../../../src/control/api-types';
+import type { BridgeState, WhoAmI } from '../../../src/contract';
 import { controlToken, runAction, setControlToken } from '../api';
 import { useAction } from '../useAction';
 

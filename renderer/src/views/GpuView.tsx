@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useRef, useState, type JSX } from 'react';
-import type { BridgeState, GpuPoint, GpuReading, Placement } from '../../../src/control/api-types';
+import { gpuPoint, type BridgeState, type GpuPoint, type GpuReading, type Placement } from '../../../src/contract';
 import { getGpuHistory } from '../api';
 import { TimeChart } from '../components/TimeChart';
 import { gib, percent } from '../format';
@@ -30,7 +30,7 @@ function useGpuHistory(state: BridgeState, minutes: number): Record<string, GpuP
       const next: Record<string, GpuPoint[]> = {};
       for (const gpu of state.gpu.gpus) {
         const kept = (current[gpu.index] ?? []).filter((p) => p.t >= t - minutes * 60_000 && p.t < t);
-        next[gpu.index] = [...kept, { t, memoryUsedBytes: gpu.memoryUsedBytes, utilizationRatio: gpu.utilizationRatio, temperatureCelsius: gpu.temperatureCelsius, powerWatts: gpu.powerWatts }];
+        next[gpu.index] = [...kept, gpuPoint(gpu, t)];
       }
       return next;
     });

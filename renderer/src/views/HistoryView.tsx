@@ -1,49 +1,13 @@
 import { useLayoutEffect, useMemo, useRef, useState, type JSX } from 'react';
-import type { HistoryRecord } from '../../../src/control/api-types';
-import { ms, quantile, time } from '../format';
+import type { HistoryRecord } from '../../../src/contract';
+import { ms, time } from '../format';
+import { distinct, matches, NO_FILTERS, summarize, type HistoryFilters } from '../lib/history';
 
 const ROW_HEIGHT = 34;
 const OVERSCAN = 12;
 
-interface Filters {
-  tier: string;
-  model: string;
-  backend: string;
-  outcome: string;
-  client: string;
-  text: string;
-}
-
-const ALL = '';
-const NO_FILTERS: Filters = { tier: ALL, model: ALL, backend: ALL, outcome: ALL, client: ALL, text: '' };
-
-function distinct(records: readonly HistoryRecord[], pick: (r: HistoryRecord) => string | null): string[] {
-  return [...new Set(records.map(pick).filter((v): v is string => v !== null && v !== ''))].sort();
-}
-
-function matches(record: HistoryRecord, f: Filters): boolean {
-  if (f.tier !== ALL && (record.tier ?? 'none') !== f.tier) return false;
-  if (f.model !== ALL && record.model !== f.model) return false;
-  if (f.backend !== ALL && record.backend !== f.backend) return false;
-  if (f.outcome !== ALL && record.outcome !== f.outcome) return false;
-  if (f.client !== ALL && record.client !== f.client) return false;
-  if (f.text !== '') {
-    const needle = f.text.toLowerCase();
-    const haystack = [record.id, record.reason, record.model, record.requestedModel, record.client, record.path, record.error, record.backend].join(' ').toLowerCase();
-    if (!haystack.includes(needle)) return false;
-  }
-  return true;
-}
-
 function Summary({ records }: { records: readonly HistoryRecord[] }): JSX.Element {
-  const now = Date.now();
-  const recent = records.filter((r) => now - Date.parse(r.time) <= 5 * 60_000);
-  const latencies = records.slice(-1000).map((r) => r.totalMs).sort((a, b) => a - b);
-  const share = (pick: (r: HistoryRecord) => string): Array<[string, number]> => {
-    const counts = new Map<string, number>();
-    for (const r of records) counts.set(pick(r), (counts.get(pick(r)) ?? 0) + 1);
-    return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, n / Math.max(1, records.length)]);
-  };
+  const summary = summarize(records, Date.now());
   const bars = (entries: Array<[string, number]>): JSX.Element => (
     <ul className="shares">
       {entries.slice(0, 4).map(([k, v]) => (
@@ -62,24 +26,24 @@ function Summary({ records }: { records: readonly HistoryRecord[] }): JSX.Elemen
       <div className="tile">
         <div className="label">Requests / min</div>
         <div className="value" data-testid="rpm">
-          {(recent.length / 5).toFixed(1)}
+          {summary.requestsPerMinute.toFixed(1)}
         </div>
         <div className="muted small">last 5 minutes</div>
       </div>
       <div className="tile">
         <div className="label">Latency p50 / p95</div>
         <div className="value">
-          {ms(quantile(latencies, 0.5))} / {ms(quantile(latencies, 0.95))}
+          {ms(summary.latencyP50Ms)} / {ms(summary.latencyP95Ms)}
         </div>
-        <div className="muted small">last {latencies.length} requests</div>
+        <div className="muted small">last {summary.latencyCount} requests</div>
       </div>
       <div className="tile">
         <div className="label">Per tier</div>
-        {bars(share((r) => r.tier ?? 'none'))}
+        {bars(summary.tiers)}
       </div>
       <div className="tile">
         <div className="label">Per GPU / backend</div>
-        {bars(share((r) => (r.gpu === null ? (r.backend ?? 'none') : `GPU ${r.gpu} (${r.backend})`)))}
+        {bars(summary.backends)}
       </div>
     </div>
   );
@@ -128,7 +92,7 @@ function Details({ record, onClose }: { record: HistoryRecord; onClose: () => vo
 }
 
 export function HistoryView({ records }: { records: readonly HistoryRecord[] }): JSX.Element {
-  const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  const [filters, setFilters] = useState<HistoryFilters>(NO_FILTERS);
   const [selected, setSelected] = useState<HistoryRecord | null>(null);
   const [scrollTop, setScrollTop] = useState(0);
   const [viewport, setViewport] = useState(600);
@@ -167,12 +131,12 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
 
   const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(rows.length, Math.ceil((scrollTop + viewport) / ROW_HEIGHT) + OVERSCAN);
-  const set = (key: keyof Filters) => (event: { target: { value: string } }) => setFilters((f) => ({ ...f, [key]: event.target.value }));
-  const select = (key: keyof Filters, label: string, plural: string, values: string[]): JSX.Element => (
+  const set = (key: keyof HistoryFilters) => (event: { target: { value: string } }) => setFilters((f) => ({ ...f, [key]: event.target.value }));
+  const select = (key: keyof HistoryFilters, label: string, plural: string, values: string[]): JSX.Element => (
     <label>
       <span className="sr-only">{label}</span>
       <select aria-label={label} value={filters[key]} onChange={set(key)} data-testid={`filter-${key}`}>
-        <option value={ALL}>All {plural}</option>
+        <option value="">All {plural}</option>
         {values.map((v) => (
           <option key={v} value={v}>
             {v.length > 40 ? `${v.slice(0, 40)}…` : v}

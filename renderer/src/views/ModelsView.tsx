@@ -1,6 +1,5 @@
 import { useState, type JSX } from 'react';
-import type { BridgeState, FitCheck, Tier } from '../../../src/control/api-types';
-import { TIERS } from '../../../src/control/api-types';
+import { sameModel, TIERS, type BridgeState, type FitCheck, type Tier } from '../../../src/contract';
 import { ActionFailure, runAction } from '../api';
 import { gib } from '../format';
 
@@ -12,7 +11,7 @@ interface Problem {
 }
 
 function loadedOn(state: BridgeState, model: string): Array<{ backend: string; gpu: number | null; vramBytes: number }> {
-  return state.placements.flatMap((p) => p.models.filter((m) => m.name === model || m.name === `${model}:latest`).map((m) => ({ backend: p.backend, gpu: p.gpu?.index ?? null, vramBytes: m.vramBytes })));
+  return state.placements.flatMap((p) => p.models.filter((m) => sameModel(m.name, model)).map((m) => ({ backend: p.backend, gpu: p.gpu?.index ?? null, vramBytes: m.vramBytes })));
 }
 
 export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
@@ -35,7 +34,7 @@ export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
   const modelRow = (model: string, tier: Tier | null): JSX.Element => {
     const key = tier ?? model;
     const loaded = loadedOn(state, model);
-    const installedOn = state.models.find((m) => m.name === model || m.name === `${model}:latest`)?.backends ?? [];
+    const installedOn = state.models.find((m) => sameModel(m.name, model))?.backends ?? [];
     return (
       <tr key={key} data-testid={tier === null ? `model-${model}` : `tier-${tier}`}>
         {tier !== null && (

@@ -1,5 +1,5 @@
 import { useEffect, useState, type JSX } from 'react';
-import type { UsageFigures, UsageReport, WhoAmI } from '../../../src/control/api-types';
+import type { UsageFigures, UsageReport, WhoAmI } from '../../../src/contract';
 import { downloadUsageCsv, getUsage } from '../api';
 
 const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];

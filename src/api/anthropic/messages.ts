@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
+import { BridgeError } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { InvalidRequest, newId } from '../openai/chat.js';
@@ -305,7 +306,7 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
         sse('message_stop', {})
       );
     },
-    error: (message, code) => `event: error\ndata: ${JSON.stringify(errorBody('anthropic', code === 'upstream_timeout' ? 504 : 502, message, code))}\n\n`,
+    error: (message, code) => `event: error\ndata: ${JSON.stringify(errorBody('anthropic', new BridgeError(code === 'upstream_timeout' ? 504 : 502, message, { code })))}\n\n`,
     whole(results) {
       const [result] = results as [GenerationResult];
       const content: Array<Record<string, unknown>> = [];

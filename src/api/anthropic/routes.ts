@@ -1,8 +1,6 @@
 import express, { type Router as ExpressRouter } from 'express';
 import { serveChat, type TranslatedChat } from '../chat-plan.js';
 import type { ApiContext } from '../context.js';
-import { sendError } from '../errors.js';
-import { InvalidRequest } from '../openai/chat.js';
 import { parseBody } from '../validate.js';
 import { anthropicFormat, anthropicThink, countTokensSchema, estimateInputTokens, messagesRequestSchema, toOllamaChat, type MessagesRequest } from './messages.js';
 
@@ -12,7 +10,6 @@ export function translateMessages(request: MessagesRequest): TranslatedChat {
     requestedModel: request.model,
     ...toOllamaChat(request),
     think: anthropicThink(request),
-    surface: 'anthropic',
     stream: request.stream === true,
     format: anthropicFormat(request.model, {
       showThinking: request.thinking?.display !== 'omitted',
@@ -26,21 +23,14 @@ export function anthropicRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
 
   router.post('/v1/messages', async (req, res) => {
-    const request = parseBody(messagesRequestSchema, req, res, 'anthropic');
-    if (request === undefined) return;
-    await serveChat(context, req, res, 'anthropic', () => translateMessages(request));
+    const request = parseBody(messagesRequestSchema, req);
+    await serveChat(context, req, res, () => translateMessages(request));
   });
 
   // An estimate (characters / 4): Ollama has no endpoint that counts a chat's tokens without running it.
   router.post('/v1/messages/count_tokens', (req, res) => {
-    const request = parseBody(countTokensSchema, req, res, 'anthropic');
-    if (request === undefined) return;
-    try {
-      res.json({ input_tokens: estimateInputTokens(request) });
-    } catch (error) {
-      if (!(error instanceof InvalidRequest)) throw error;
-      sendError(res, 'anthropic', 400, error.message);
-    }
+    const request = parseBody(countTokensSchema, req);
+    res.json({ input_tokens: estimateInputTokens(request) });
   });
 
   return router;

@@ -13,8 +13,7 @@ export function copilotRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
 
   router.post('/v1/engines/:engine/completions', async (req, res) => {
-    const request = parseBody(completionRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
+    const request = parseBody(completionRequestSchema, req);
     // Express has already percent-decoded the segment: "qwen2.5-coder%3A7b" arrives as "qwen2.5-coder:7b".
     const engine = req.params.engine;
     const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;

@@ -6,9 +6,10 @@ import { clientSignals, completionSignals, needsOf } from '../../routing/signals
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
-import { sameModel, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { sameModel } from '../../contract/index.js';
+import type { OllamaMessage, OllamaShowResponse, OllamaTagModel } from '../../upstream/ollama-api.js';
 import { primaryOf, type ApiContext } from '../context.js';
-import { sendError } from '../errors.js';
+import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
 import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
@@ -52,6 +53,12 @@ const namedRequest = z.looseObject({ model: z.string().min(1).optional(), name: 
 function modelNameOf(body: unknown): string | undefined {
   const parsed = namedRequest.safeParse(body ?? {});
   return parsed.success ? (parsed.data.model ?? parsed.data.name) : undefined;
+}
+
+function requiredModelName(body: unknown): string {
+  const name = modelNameOf(body);
+  if (name === undefined) throw new BridgeError(400, 'model is required', { code: 'invalid_request', param: 'model' });
+  return name;
 }
 
 /** NDJSON lines and whole answers as Ollama writes them; a virtual model's name is kept in the answer. */
@@ -163,14 +170,9 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.get('/api/tags', async (_req, res) => {
-    let listed;
-    try {
-      listed = await catalog.models(true);
-    } catch (error) {
-      const failure = toUpstreamError(error, 'all');
-      sendError(res, 'ollama', failure.status, failure.message);
-      return;
-    }
+    const listed = await catalog.models(true).catch((error: unknown) => {
+      throw toUpstreamError(error, 'all');
+    });
     const models = listed.map(({ backends: _backends, ...model }) => completeTag(model));
     const complexModel = models.find((m) => sameModel(m.model, context.router.settings.models.complex));
     const virtual = VIRTUAL_MODELS.map((v) => {
@@ -188,23 +190,13 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/api/show', async (req, res) => {
-    const name = modelNameOf(req.body);
-    if (name === undefined) {
-      sendError(res, 'ollama', 400, 'model is required');
-      return;
-    }
+    const name = requiredModelName(req.body);
     const virtual = virtualModel(name);
-    try {
-      const show = virtual === undefined ? await showReal(name) : await showVirtual(virtual.name, virtual.tier);
-      if (show === undefined) sendError(res, 'ollama', 404, `model '${name}' not found`);
-      else res.json(show);
-    } catch (error) {
-      if (error instanceof UpstreamStatusError) sendError(res, 'ollama', error.status, error.message);
-      else {
-        const failure = toUpstreamError(error, 'catalog');
-        sendError(res, 'ollama', failure.status, failure.message);
-      }
-    }
+    const show = await (virtual === undefined ? showReal(name) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
+      throw error instanceof UpstreamStatusError ? error : toUpstreamError(error, 'catalog');
+    });
+    if (show === undefined) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
+    res.json(show);
   });
 
   router.get('/api/ps', async (_req, res) => {
@@ -212,27 +204,23 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   });
 
   router.post('/api/chat', async (req, res) => {
-    const body = parseBody(chatRequest, req, res, 'ollama');
-    if (body === undefined) return;
+    const body = parseBody(chatRequest, req);
     const { think, ...rest } = body;
-    await serveChat(context, req, res, 'ollama', () => ({
+    await serveChat(context, req, res, () => ({
       requestedModel: body.model,
       body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] },
       notes: [],
       think,
-      surface: 'ollama',
       stream: body.stream !== false,
       format: nativeFormat('chat', body.model),
     }));
   });
 
   router.post('/api/generate', async (req, res) => {
-    const body = parseBody(generateRequest, req, res, 'ollama');
-    if (body === undefined) return;
+    const body = parseBody(generateRequest, req);
     const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
     const needs = needsOf(signals);
     await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
-      surface: 'ollama',
       path: '/api/generate',
       bodies: [body],
       stream: body.stream !== false,
@@ -249,18 +237,14 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
   router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
 
   router.delete('/api/delete', async (req, res) => {
-    const name = modelNameOf(req.body);
-    if (name === undefined) {
-      sendError(res, 'ollama', 400, 'model is required');
-      return;
-    }
+    const name = requiredModelName(req.body);
     const holders = await catalog.holders(name);
     const outcomes = await Promise.all(
       holders.map((backend) => backend.callJson('DELETE', '/api/delete', { model: name }).then(() => true, () => false)),
     );
     invalidate();
-    if (outcomes.some(Boolean)) res.status(200).end();
-    else sendError(res, 'ollama', 404, `model '${name}' not found`);
+    if (!outcomes.some(Boolean)) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
+    res.status(200).end();
   });
 
   return router;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
+import { BridgeError } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 
@@ -54,12 +55,9 @@ export const chatRequestSchema = z.looseObject({
 export type ChatRequest = z.output<typeof chatRequestSchema>;
 
 /** A request the client got wrong; `param` names the field, as OpenAI's errors do. */
-export class InvalidRequest extends Error {
-  constructor(
-    message: string,
-    readonly param: string | null,
-  ) {
-    super(message);
+export class InvalidRequest extends BridgeError {
+  constructor(message: string, param: string | null) {
+    super(400, message, { code: 'invalid_request', param });
     this.name = 'InvalidRequest';
   }
 }
@@ -170,7 +168,7 @@ export const SSE_DONE = 'data: [DONE]\n\n';
 
 /** The error event that ends an OpenAI-style stream that broke after it started. */
 export function sseError(message: string, code: string): string {
-  return sseEvent(errorBody('openai', 502, message, code));
+  return sseEvent(errorBody('openai', new BridgeError(502, message, { code })));
 }
 
 function openAiToolCalls(calls: readonly OllamaToolCall[], firstIndex: number): Array<Record<string, unknown>> {

@@ -85,7 +85,6 @@ export async function serveCompletion(
     if (signals.kind === 'fim' && canInsert) body.suffix = suffix;
     else if (signals.kind === 'fim') body.raw = true;
     return {
-      surface: 'openai',
       path: '/api/generate',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
       stream: request.stream ?? streamByDefault,

@@ -1,10 +1,11 @@
 import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
-import { errorMessageOf, toUpstreamError } from '../../upstream/errors.js';
+import { BridgeError } from '../../contract/index.js';
+import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import type { ApiContext } from '../context.js';
-import { sendError } from '../errors.js';
 import { serveChat } from '../chat-plan.js';
+import { requestOf } from '../request.js';
 import { thinkFromEffort } from '../thinking.js';
 import { parseBody } from '../validate.js';
 import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
@@ -39,41 +40,30 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
     return [...virtual, ...real];
   };
 
-  /** Answers with the model list, or the gateway error when no backend could be asked. */
-  const withModels = async (res: Response, answer: (models: Awaited<ReturnType<typeof modelList>>) => void): Promise<void> => {
-    let models;
-    try {
-      models = await modelList();
-    } catch (error) {
-      const failure = toUpstreamError(error, 'all');
-      sendError(res, 'openai', failure.status, failure.message, failure.code);
-      return;
-    }
-    answer(models);
-  };
+  /** The model list, or the gateway error when no backend could be asked. */
+  const models = (): ReturnType<typeof modelList> =>
+    modelList().catch((error: unknown) => {
+      throw toUpstreamError(error, 'all');
+    });
 
   router.get('/v1/models', async (_req, res) => {
-    await withModels(res, (data) => res.json({ object: 'list', data }));
+    res.json({ object: 'list', data: await models() });
   });
 
   router.get('/v1/models/*id', async (req, res) => {
     const id = (req.params as { id: string[] }).id.join('/');
-    await withModels(res, (models) => {
-      const found = models.find((m) => m.id === id || m.id === `${id}:latest`);
-      if (found === undefined) sendError(res, 'openai', 404, `The model '${id}' does not exist`, 'model_not_found', 'model');
-      else res.json(found);
-    });
+    const found = (await models()).find((m) => m.id === id || m.id === `${id}:latest`);
+    if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
+    res.json(found);
   });
 
   const chat = async (req: Request, res: Response): Promise<void> => {
-    const request = parseBody(chatRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
-    await serveChat(context, req, res, 'openai', () => ({
+    const request = parseBody(chatRequestSchema, req);
+    await serveChat(context, req, res, () => ({
       requestedModel: request.model,
       body: toOllamaChat(request),
       notes: [],
       think: thinkFromEffort(request.reasoning_effort),
-      surface: 'openai',
       stream: request.stream === true,
       choices: request.n ?? 1,
       format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
@@ -83,18 +73,13 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   router.post(['/v1/chat/completions', '/chat/completions'], chat);
 
   router.post('/v1/responses', async (req, res) => {
-    const request = parseBody(responsesRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
+    const request = parseBody(responsesRequestSchema, req);
     const problem = statelessProblem(request);
-    if (problem !== undefined) {
-      sendError(res, 'openai', 400, problem.message, 'unsupported_parameter', problem.param);
-      return;
-    }
-    await serveChat(context, req, res, 'openai', () => ({
+    if (problem !== undefined) throw new BridgeError(400, problem.message, { code: 'unsupported_parameter', param: problem.param });
+    await serveChat(context, req, res, () => ({
       requestedModel: request.model,
       ...responsesToOllama(request),
       think: responsesThink(request),
-      surface: 'openai',
       stream: request.stream === true,
       format: responsesFormat(request),
     }));
@@ -102,27 +87,22 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
   // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
   router.get('/v1/responses', (_req, res) => {
     res.setHeader('connection', 'close');
-    sendError(res, 'openai', 404, 'the Responses API WebSocket mode is not supported here; use POST /v1/responses', 'not_found');
+    throw new BridgeError(404, 'the Responses API WebSocket mode is not supported here; use POST /v1/responses', { code: 'not_found' });
   });
-  router.get('/v1/responses/*id', (_req, res) => {
-    sendError(res, 'openai', 404, 'copilot-bridge keeps no responses (store: false)', 'not_found');
+  router.get('/v1/responses/*id', () => {
+    throw new BridgeError(404, 'copilot-bridge keeps no responses (store: false)', { code: 'not_found' });
   });
 
   router.post('/v1/completions', async (req, res) => {
-    const request = parseBody(completionRequestSchema, req, res, 'openai');
-    if (request === undefined) return;
-    if (request.model === undefined) {
-      sendError(res, 'openai', 400, 'you must provide a model parameter', 'invalid_request', 'model');
-      return;
-    }
+    const request = parseBody(completionRequestSchema, req);
+    if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
     await serveCompletion(context, req, res, request.model, request, false);
   });
 
   router.post('/v1/embeddings', async (req, res) => {
-    const request = parseBody(embeddingRequest, req, res, 'openai');
-    if (request === undefined) return;
+    const request = parseBody(embeddingRequest, req);
     const backend = await context.router.backendFor(request.model);
-    res.locals.backend = backend.name;
+    requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
     try {
@@ -135,10 +115,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         model: request.model,
       });
       const text = await upstream.body.text();
-      if (upstream.statusCode >= 400) {
-        sendError(res, 'openai', upstream.statusCode, errorMessageOf(upstream.statusCode, text), upstream.statusCode === 404 ? 'model_not_found' : undefined);
-        return;
-      }
+      if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
       const base64 = request.encoding_format === 'base64';
       res.json({
@@ -149,8 +126,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       });
     } catch (error) {
       if (abort.signal.aborted) return;
-      const failure = toUpstreamError(error, backend.name);
-      sendError(res, 'openai', failure.status, failure.message, failure.code);
+      throw error instanceof BridgeError ? error : toUpstreamError(error, backend.name);
     }
   });
 

@@ -1,7 +1,9 @@
 /**
  * The shapes the bridge's control API speaks (state, history, GPU figures, actions): plain data,
- * no runtime dependencies, so the dashboard can import them without seeing Node.
+ * no runtime dependencies, so every layer, the dashboard and the tray can import them without seeing Node.
  */
+
+import type { Surface } from './request.js';
 
 export const TIERS = ['simple', 'moderate', 'complex'] as const;
 export type Tier = (typeof TIERS)[number];
@@ -90,7 +92,7 @@ export interface HistoryRecord {
   intent: string | null;
   /** The client's own id for the request (X-Request-Id, or Codex's X-Client-Request-Id). */
   clientRequestId: string | null;
-  surface: 'ollama' | 'openai' | 'anthropic';
+  surface: Surface;
   path: string;
   requestedModel: string;
   tier: Tier | null;

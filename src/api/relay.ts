@@ -1,8 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Response } from 'express';
 import type { Dispatcher } from 'undici';
-import { streamErrorTail, type Surface } from '../api/errors.js';
-import { toUpstreamError, type UpstreamError } from '../upstream/errors.js';
+import { streamErrorTail, type Surface } from './errors.js';
+import type { RelayOutcome } from '../contract/index.js';
+import { toUpstreamError } from '../upstream/errors.js';
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -46,16 +47,6 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders): Record<str
 
 const NONE = new Set<string>();
 
-export interface RelayOutcome {
-  /** Milliseconds from the start of the relay to the first body chunk, if any came. */
-  firstChunkMs: number | null;
-  bytes: number;
-  /** Set when the upstream broke off after the response had started. */
-  error: UpstreamError | null;
-  /** The client went away before the end. */
-  clientAborted: boolean;
-}
-
 /**
  * Streams an upstream answer to the client chunk by chunk, with back-pressure (pipe pauses the
  * upstream while the client socket is full). A break after the status line was sent cannot change
@@ -89,9 +80,10 @@ export function relayResponse(
         outcome.clientAborted = !res.writableFinished;
         return;
       }
-      outcome.error = toUpstreamError(error, backend);
+      const failure = toUpstreamError(error, backend);
+      outcome.error = failure.message;
       const tail = headers['content-length'] === undefined
-        ? streamErrorTail(headers['content-type'] ?? '', surface, outcome.error.message, outcome.error.code)
+        ? streamErrorTail(headers['content-type'] ?? '', surface, failure)
         : undefined;
       if (tail === undefined) res.destroy(error);
       else res.end(tail);

@@ -1,0 +1,41 @@
+import type { IncomingMessage } from 'node:http';
+import type { RequestIdentity, RequestRecord } from '../contract/index.js';
+import { clientSignals } from '../routing/signals.js';
+import { surfaceOf } from './errors.js';
+
+const records = new WeakMap<IncomingMessage, RequestRecord>();
+
+/** Creates the record of a request that just arrived; its surface is decided here, once. */
+export function beginRequest(req: IncomingMessage, id: string, path: string): RequestRecord {
+  const client = clientSignals(req.headers);
+  const record: RequestRecord = {
+    id,
+    startedAt: new Date(),
+    method: req.method ?? 'GET',
+    path,
+    surface: surfaceOf(path),
+    client: { name: client.name, userAgent: client.userAgent, interaction: client.interaction, intent: client.intent, requestId: client.requestId },
+    identity: null,
+    backend: null,
+    generation: null,
+    relay: null,
+    upstreamError: null,
+    end: null,
+  };
+  records.set(req, record);
+  return record;
+}
+
+/** The record of a request being served; every request gets one when it arrives. */
+export function requestOf(req: IncomingMessage): RequestRecord {
+  const record = records.get(req);
+  if (record === undefined) throw new Error('a request reached a handler without its record (beginRequest runs first)');
+  return record;
+}
+
+/** Who sent the request; set by the auth layer before any handler that needs it runs. */
+export function identityOf(req: IncomingMessage): RequestIdentity {
+  const identity = requestOf(req).identity;
+  if (identity === null) throw new Error('a request reached a handler without its identity (the auth layer runs first)');
+  return identity;
+}

@@ -1,0 +1,39 @@
+import type { CatalogModel, ModelCatalog } from './catalog.js';
+
+/**
+ * Keeps the installed-model list fresh for readers that cannot wait (the state snapshot is
+ * synchronous): asks the catalog now and on an interval, and keeps the last answer.
+ */
+export class ModelRefresher {
+  readonly name = 'model list refresher';
+  private timer: NodeJS.Timeout | undefined;
+  private last: CatalogModel[] = [];
+
+  constructor(
+    private readonly catalog: ModelCatalog,
+    private readonly intervalMs: number,
+  ) {}
+
+  /** The model list as of the last refresh that succeeded. */
+  get models(): readonly CatalogModel[] {
+    return this.last;
+  }
+
+  /** Asks again now (after an action changed what is installed); a failure keeps the last list. */
+  refresh(): void {
+    void this.catalog.models().then(
+      (models) => (this.last = models),
+      () => undefined,
+    );
+  }
+
+  async start(): Promise<void> {
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+  }
+}

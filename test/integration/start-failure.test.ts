@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { runCliToEnd } from '../support/cli.js';
+import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
+import { tempDir } from '../support/temp.js';
+
+const servers: Server[] = [];
+after(() => {
+  for (const server of servers) server.close();
+});
+
+/** A port something else listens on. */
+async function takenPort(): Promise<number> {
+  const server = createServer();
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as { port: number }).port;
+}
+
+/** A config with everything that starts a child process: a managed Ollama and the GPU monitor. */
+async function configWithChildren(dataDir: string): Promise<string> {
+  const file = path.join(tempDir('start-failure-config-'), 'config.yaml');
+  writeFileSync(file, `data_dir: ${dataDir}\n${await childProcessConfig()}`);
+  return file;
+}
+
+/** Runs `copilot-bridge serve`, which must give up by itself: a hang is killed after 10 s and fails. */
+async function failedServe(args: string[], mark: ReturnType<typeof processMark>): Promise<{ code: number | null; stderr: string; ms: number }> {
+  const started = performance.now();
+  const run = await runCliToEnd(['serve', ...args], { ...mark.env, LOG_LEVEL: 'error' }, 10_000);
+  return { code: run.code, stderr: run.stderr, ms: performance.now() - started };
+}
+
+describe('a failed start', () => {
+  it('on a port in use: exits 1 at once, says why, and leaves no child process (GPU monitor and managed Ollama on)', async (t) => {
+    const mark = processMark();
+    const port = await takenPort();
+    const result = await failedServe(['--port', String(port), '--config', await configWithChildren(tempDir('start-failure-data-'))], mark);
+    t.diagnostic(`exited after ${result.ms.toFixed(0)} ms`);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use`));
+    assert.deepEqual(markedProcesses(mark), []);
+  });
+
+  it('on a data folder whose files cannot be written: exits 1, names the file, and leaves no child process', async (t) => {
+    const mark = processMark();
+    const dataDir = tempDir('start-failure-data-');
+    // Folders where the history file and the control token go: unwritable even for root.
+    mkdirSync(path.join(dataDir, 'history.jsonl'));
+    mkdirSync(path.join(dataDir, 'control-token'));
+    const result = await failedServe(['--port', '0', '--config', await configWithChildren(dataDir)], mark);
+    t.diagnostic(`exited after ${result.ms.toFixed(0)} ms`);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /EISDIR.*history\.jsonl/);
+    assert.deepEqual(markedProcesses(mark), []);
+  });
+});

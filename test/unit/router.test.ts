@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { Router, settingsFrom } from '../../src/routing/router.js';
+import { Backend, timeoutsFrom } from '../../src/upstream/backend.js';
+import { ModelCatalog } from '../../src/upstream/catalog.js';
+import { BackendHealth } from '../../src/upstream/health.js';
+import { listingOllama, type ListedModels } from '../support/fake-ollama-api.js';
+import { tempDir } from '../support/temp.js';
+
+const SMALL = 'qwen2.5-coder:1.5b';
+const BIG = 'qwen2.5-coder:7b-instruct-q8_0';
+const closers: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const close of closers) await close();
+});
+
+/** Two backends (gpu0, gpu1) over stand-ins listing the given models, checked once, and a router over them. */
+async function routerOver(gpu0: ListedModels, gpu1: ListedModels, options: { dualGpu?: boolean; yaml?: string; coldLoadFits?: (b: Backend, m: string) => boolean | null } = {}) {
+  const [a, b] = await Promise.all([listingOllama(gpu0), listingOllama(gpu1)]);
+  closers.push(a.close, b.close);
+  let file: string | undefined;
+  if (options.yaml !== undefined) {
+    file = path.join(tempDir('router-'), 'config.yaml');
+    writeFileSync(file, options.yaml);
+  }
+  const config: Config = loadConfig({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: String(options.dualGpu ?? true) } });
+  const backends = config.backends.map((backend) => new Backend(backend, timeoutsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
+  closers.push(async () => void (await Promise.all(backends.map((backend) => backend.close()))));
+  await Promise.all(backends.map((backend) => backend.check(1000)));
+  const catalog = new ModelCatalog(backends);
+  const router = new Router(config, backends, catalog, settingsFrom(config), options.coldLoadFits);
+  const [gpu0Backend, gpu1Backend] = backends as [Backend, Backend];
+  return { router, gpu0: gpu0Backend, gpu1: gpu1Backend };
+}
+
+const names = (ranked: { candidates: Backend[] }): string[] => ranked.candidates.map((b) => b.name);
+
+describe('router ranking', () => {
+  it('puts the backend that holds the model in memory first, and says so', async () => {
+    const { router } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [SMALL] });
+    const ranked = await router.rank(SMALL, null);
+    assert.deepEqual(names(ranked), ['gpu1', 'gpu0']);
+    assert.match(ranked.why, /gpu1 holds the model/);
+  });
+
+  it('prefers a backend that has the model installed over one that does not', async () => {
+    const { router } = await routerOver({ tags: [BIG], ps: [] }, { tags: [SMALL], ps: [] });
+    assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1']);
+    assert.deepEqual(names(await router.rank(BIG, null)), ['gpu0']);
+  });
+
+  it("breaks a tie with the tier's preferred GPU", async () => {
+    const yaml = `models:\n  simple: { name: "${SMALL}", gpu_preference: 1 }\n  complex: { name: "${BIG}", gpu_preference: 0 }\n`;
+    const { router } = await routerOver({ tags: [SMALL, BIG], ps: [] }, { tags: [SMALL, BIG], ps: [] }, { yaml });
+    const simple = await router.rank(SMALL, 'simple');
+    assert.deepEqual(names(simple), ['gpu1', 'gpu0']);
+    assert.match(simple.why, /gpu1 is the preferred GPU/);
+    assert.deepEqual(names(await router.rank(BIG, 'complex')), ['gpu0', 'gpu1']);
+    // Without a tier (a concrete model asked for) nothing is preferred: the configured order stands.
+    assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu0', 'gpu1']);
+  });
+
+  it('puts a backend where a cold load does not fit behind one where it does', async () => {
+    const { router } = await routerOver({ tags: [BIG], ps: [] }, { tags: [BIG], ps: [] }, { coldLoadFits: (backend) => backend.name !== 'gpu0' });
+    const ranked = await router.rank(BIG, null);
+    assert.deepEqual(names(ranked), ['gpu1', 'gpu0']);
+    assert.match(ranked.why, /gpu0 lacks VRAM for a cold load/);
+  });
+
+  it('ranks a failing backend after a healthy one, and leaves out one whose circuit is open', async () => {
+    const { router, gpu0 } = await routerOver({ tags: [SMALL], ps: [SMALL] }, { tags: [SMALL], ps: [] });
+    gpu0.noteFailure('boom');
+    assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1', 'gpu0'], 'failing, even holding the model, comes second');
+    gpu0.noteFailure('boom');
+    gpu0.noteFailure('boom');
+    assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1'], 'an open circuit takes no traffic');
+  });
+
+  it('with dual-GPU off sends everything to the primary, the others only as failover', async () => {
+    const { router, gpu0 } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [SMALL] }, { dualGpu: false });
+    const ranked = await router.rank(SMALL, null);
+    assert.deepEqual(names(ranked), ['gpu0', 'gpu1']);
+    assert.match(ranked.why, /gpu0 is the primary \(dual-GPU off\)/);
+    for (let i = 0; i < 3; i++) gpu0.noteFailure('refused');
+    const failover = await router.rank(SMALL, null);
+    assert.deepEqual(names(failover), ['gpu1']);
+    assert.match(failover.why, /failing over to gpu1/);
+  });
+});
