@@ -13,8 +13,8 @@ import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec, type Tray
 export interface TrayHandle {
   setImage(state: TrayIconState): void;
   setToolTip(text: string): void;
-  /** Replaces the whole menu; clicking an item runs its command. */
-  setMenu(items: MenuItemSpec[], run: (command: TrayCommand) => void): void;
+  /** Replaces the whole menu; clicking an item runs its command (settled when the command and the menu refresh are done). */
+  setMenu(items: MenuItemSpec[], run: (command: TrayCommand) => Promise<void>): void;
 }
 
 export interface WindowHandle {
@@ -121,7 +121,7 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
     shown = { icon: trayIconState(state), tooltip: trayTooltip(state, requestsPerMinute(bridge)), menu: buildTrayMenu({ state, startAtLogin: adapter.getStartAtLogin() }) };
     tray.setImage(shown.icon);
     tray.setToolTip(shown.tooltip);
-    tray.setMenu(shown.menu, (command) => void run(command));
+    tray.setMenu(shown.menu, run);
   };
   refresh(bridge.state);
   bridge.onStateChange(refresh);

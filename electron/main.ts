@@ -13,14 +13,14 @@ const trayDir = app.isPackaged ? path.join(process.resourcesPath, 'tray') : path
 // A second app data folder for tests and side-by-side runs.
 if (process.env.COPILOT_BRIDGE_USER_DATA) app.setPath('userData', process.env.COPILOT_BRIDGE_USER_DATA);
 
-function toTemplate(items: MenuItemSpec[], run: (command: TrayCommand) => void): MenuItemConstructorOptions[] {
+function toTemplate(items: MenuItemSpec[], run: (command: TrayCommand) => Promise<void>): MenuItemConstructorOptions[] {
   return items.map((item) => ({
     label: item.label,
     type: item.type,
     checked: item.checked,
     enabled: item.enabled,
     submenu: item.submenu === undefined ? undefined : toTemplate(item.submenu, run),
-    click: item.command === undefined ? undefined : () => run(item.command as TrayCommand),
+    click: item.command === undefined ? undefined : () => void run(item.command as TrayCommand),
   }));
 }
 

@@ -180,7 +180,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     }
     return { requests: todayTotals.requests, savedDollars: todayTotals.savedDollars };
   };
-  const modelRefresher = new ModelRefresher(catalog, 5000);
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
   const snapshot = (): BridgeState => ({
@@ -210,6 +209,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     todayTotals.savedDollars += record.savedDollars ?? 0;
     stateFeed.record(record);
   });
+  const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   const actions = createActions(
     { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },

@@ -3,7 +3,6 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startDesktop, type DesktopAdapter, type WindowHandle } from '../../electron/desktop.js';
 import type { MenuItemSpec, TrayCommand, TrayIconState } from '../../electron/tray-menu.js';
 import { startStandIn } from '../support/bridge.js';
@@ -11,6 +10,7 @@ import { fakeOllamaBinary } from '../support/fake-ollama.js';
 import { freePort } from '../support/ollama-rig.js';
 import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
 import { tempDir } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -26,7 +26,7 @@ class FakeElectron implements DesktopAdapter {
   images: TrayIconState[] = [];
   tooltips: string[] = [];
   menu: MenuItemSpec[] = [];
-  runMenu: (command: TrayCommand) => void = () => undefined;
+  runMenu: (command: TrayCommand) => Promise<void> = async () => undefined;
   windows: Array<{ url: string; origin: string; shows: number; onClose: () => boolean; destroyed: boolean }> = [];
   secondInstance: () => void = () => undefined;
   cleanup: () => Promise<void> = async () => undefined;
@@ -42,7 +42,7 @@ class FakeElectron implements DesktopAdapter {
   createTray = () => ({
     setImage: (state: TrayIconState) => this.images.push(state),
     setToolTip: (text: string) => this.tooltips.push(text),
-    setMenu: (items: MenuItemSpec[], run: (command: TrayCommand) => void) => {
+    setMenu: (items: MenuItemSpec[], run: (command: TrayCommand) => Promise<void>) => {
       this.menu = items;
       this.runMenu = run;
     },
@@ -85,8 +85,7 @@ class FakeElectron implements DesktopAdapter {
       items = found.submenu ?? [];
     }
     assert.ok(found?.command, `"${labels.join(' > ')}" has no command`);
-    this.runMenu(found.command);
-    await sleep(50);
+    await this.runMenu(found.command);
   }
 }
 
@@ -158,6 +157,8 @@ fallback:
     assert.equal(fake.images.at(-1), 'healthy');
     assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures\nToday: 0 requests, \$0\.000 saved vs cloud$/);
 
+    // The model list arrives after the start; the tray shows it when it does.
+    await until(() => (fake.menu.find((i) => i.label === 'Simple model')?.submenu?.some((i) => i.label === 'qwen2.5-coder:7b-instruct-q8_0') ? true : undefined), 'the models in the tray');
     await fake.click('Dual-GPU mode');
     assert.equal(bridge.state.settings.dualGpu, true);
     await fake.click('Dual-GPU mode');
@@ -175,10 +176,10 @@ fallback:
     assert.equal(ollama(), 'stopped');
     await assert.rejects(fetch(`http://127.0.0.1:${managedPort}/api/version`));
     await fake.click('Ollama on GPU 1', 'Start');
-    await waitFor(() => ollama() === 'running');
+    await until(() => (ollama() === 'running' ? true : undefined), 'Ollama on GPU 1 to run');
     const pid = bridge.state.ollama.find((i) => i.name === 'gpu1')?.pid;
     await fake.click('Ollama on GPU 1', 'Restart');
-    await waitFor(() => ollama() === 'running' && bridge.state.ollama.find((i) => i.name === 'gpu1')?.pid !== pid);
+    await until(() => (ollama() === 'running' && bridge.state.ollama.find((i) => i.name === 'gpu1')?.pid !== pid ? true : undefined), 'a new Ollama on GPU 1');
 
     await fake.click('Open dashboard');
     assert.equal(fake.windows.length, 1);
@@ -212,11 +213,3 @@ fallback:
     assert.equal(readFileSync(historyFile, 'utf8').trim().split('\n').length, 1);
   });
 });
-
-async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const started = Date.now();
-  while (!check()) {
-    if (Date.now() - started > timeoutMs) assert.fail('timed out');
-    await sleep(50);
-  }
-}
