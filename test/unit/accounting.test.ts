@@ -4,7 +4,6 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
-import type { BridgeHandle } from '../../src/bridge.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { HistoryRecord, UsageReport } from '../../src/contract/index.js';
 import { EnergyMeter } from '../../src/history/accounting.js';
