@@ -7,7 +7,7 @@ const [port, upstreamPort] = process.argv.slice(2).map(Number) as [number, numbe
 const pool = new Pool(`http://127.0.0.1:${upstreamPort}`);
 const app = express();
 app.use(express.json({ type: () => true }));
-app.post('/api/*rest', async (req, res) => {
+app.post(['/api/*rest', '/v1/*rest'], async (req, res) => {
   const answer = await pool.request({ method: 'POST', path: req.originalUrl, headers: { 'content-type': 'application/json' }, body: JSON.stringify(req.body) });
   res.status(answer.statusCode);
   res.setHeader('content-type', String(answer.headers['content-type']));

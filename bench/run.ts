@@ -1,142 +1,47 @@
 // The benchmark: the bridge measured side by side with a direct call to the same upstream and
-// with the thinnest Node reverse proxy (the floor), in the same run, on this machine.
-// Writes bench/results.json and bench/results.md. Usage: npm run bench
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+// with the thinnest Node reverse proxy (the floor), in the same run, on this machine, on both
+// generation surfaces (Ollama's native /api/chat and OpenAI's /v1/chat/completions).
+// Writes bench/results.json and its section of bench/results.md. Usage: npm run bench [-- --quick]
+// [-- --runs N] (N whole runs, each with fresh processes: the table gives the median run and the
+// spread). npm run bench -- --workload runs the workload replay on real Ollama instead: bench/workload.ts.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool } from 'undici';
-import { loadConfig } from '../src/config/load.js';
 import { pino } from 'pino';
+import { loadConfig } from '../src/config/load.js';
 import { GpuMonitor } from '../src/gpu/monitor.js';
 import { Classifier } from '../src/routing/classify.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
 import { chatSignals, clientSignals } from '../src/routing/signals.js';
+import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
+import {
+  abortTimes,
+  forkTs,
+  freePort,
+  load,
+  median,
+  percentile,
+  round,
+  rssMb,
+  startBridgeProcess,
+  stopChildren,
+  streamTimes,
+  SURFACES,
+  target,
+  type Surface,
+  type Target,
+} from './harness.js';
+import { replaceSection, runWorkload } from './workload.js';
 
 const quick = process.argv.includes('--quick');
-const SEQUENTIAL = quick ? 300 : 2000;
-const CONCURRENT = quick ? 1500 : 8000;
+const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 1;
+const SEQUENTIAL = quick ? 300 : 1500;
+const CONCURRENT = quick ? 1500 : 6000;
 const CONCURRENCY = 32;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const children: ChildProcess[] = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-async function forkTs(file: string, args: string[]): Promise<ChildProcess> {
-  const child = fork(file, args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  children.push(child);
-  await new Promise<void>((resolve) => child.once('message', () => resolve()));
-  return child;
-}
-
-async function waitHealthy(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`${url}/health`)).ok) return;
-    } catch {
-      // not yet
-    }
-    await sleep(100);
-  }
-  throw new Error(`${url} never became healthy`);
-}
-
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:')) ?? '';
-  return Math.round(Number(line.replace(/\D+/g, '')) / 1024);
-}
-
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-const median = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50);
-const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
-
-const BODY = JSON.stringify({ model: 'bench:1b', stream: false, messages: [{ role: 'user', content: 'hi' }] });
-
-interface Target {
-  name: 'direct' | 'floor' | 'express' | 'bridge';
-  url: string;
-  pool: Pool;
-}
-
-async function once(target: Target): Promise<number> {
-  const started = performance.now();
-  const { body, statusCode } = await target.pool.request({ method: 'POST', path: '/api/chat', headers: { 'content-type': 'application/json' }, body: BODY });
-  await body.text();
-  if (statusCode !== 200) throw new Error(`${target.name} answered ${statusCode}`);
-  return performance.now() - started;
-}
-
-/** Latencies at a given concurrency, and the request rate reached. */
-async function load(target: Target, total: number, concurrency: number): Promise<{ latencies: number[]; rate: number }> {
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < total) {
-        next += 1;
-        latencies.push(await once(target));
-      }
-    }),
-  );
-  return { latencies, rate: total / ((performance.now() - started) / 1000) };
-}
-
-/** First-byte time and per-chunk delay (arrival minus the upstream's write time) of slow streams. */
-async function streamTimes(target: Target, rounds: number): Promise<{ firstByte: number[]; chunkDelay: number[] }> {
-  const firstByte: number[] = [];
-  const chunkDelay: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const started = performance.now();
-    const response = await fetch(`${target.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'bench:1b', prompt: 'x', bench_stream: [10, 5] }) });
-    const decoder = new TextDecoder();
-    let pending = '';
-    let first = true;
-    for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
-      const now = performance.timeOrigin + performance.now();
-      if (first) {
-        firstByte.push(performance.now() - started);
-        first = false;
-      }
-      pending += decoder.decode(chunk, { stream: true });
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        const t = (JSON.parse(line) as { t?: number }).t;
-        if (t !== undefined) chunkDelay.push(now - t);
-      }
-    }
-  }
-  return { firstByte, chunkDelay };
-}
-
-/** Time from the client hanging up to the upstream seeing its request closed. */
-async function abortTimes(target: Target, upstream: ChildProcess, rounds: number): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const controller = new AbortController();
-    const response = await fetch(`${target.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'bench:1b', prompt: 'x', bench_stream: [1000, 5] }), signal: controller.signal });
-    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
-    await reader.read();
-    const seen = new Promise<number>((resolve) => upstream.once('message', (m: { aborted: number }) => resolve(m.aborted)));
-    const abortedAt = performance.timeOrigin + performance.now();
-    controller.abort();
-    times.push((await seen) - abortedAt);
-  }
-  return times;
-}
+const ROUNDS = 3;
+const STREAM_ROUNDS = quick ? 10 : 40;
+const STREAM_PIECES = 10;
+const STREAM_GAP_MS = 5;
 
 function classificationMicros(): number {
   const config = loadConfig({ file: 'config.example.yaml' });
@@ -164,7 +69,14 @@ function classificationMicros(): number {
  */
 async function gpuPollingShare(seconds: number): Promise<number> {
   const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
-  const monitor = new GpuMonitor({ command: smi.command, intervalMs: 1000, historyPoints: 3600, processesEveryMs: 10_000, log: pino({ level: 'silent' }), systemEveryMs: 5000 });
+  const monitor = new GpuMonitor({
+    command: smi.command,
+    intervalMs: 1000,
+    historyPoints: 3600,
+    processesEveryMs: 10_000,
+    log: pino({ level: 'silent' }),
+    systemEveryMs: 5000,
+  });
   await monitor.start();
   await sleep(1500);
   const before = process.cpuUsage();
@@ -176,108 +88,234 @@ async function gpuPollingShare(seconds: number): Promise<number> {
   return ((used.user + used.system) / 1000 / elapsed) * 100;
 }
 
-async function main(): Promise<void> {
+type Name = 'direct' | 'floor' | 'express' | 'bridge';
+const NAMES: readonly Name[] = ['direct', 'floor', 'express', 'bridge'];
+
+interface PathResults {
+  /** Percentiles of the latency at 1 client (direct: absolute; proxies: added to the direct call's). */
+  c1: Record<Name, { p50: number; p99: number }>;
+  c32: Record<Name, { p50: number; p99: number }>;
+  rate: Record<Name, number>;
+  /** CPU of the proxy's process per request at 32 clients, ms (direct: none). */
+  cpuPerRequestMs: Record<Name, number | null>;
+  /** Streams: first byte (direct: absolute; proxies: added), and the delay each piece gets (same). */
+  firstByteMs: Record<Name, number>;
+  chunkDelayMs: Record<Name, number>;
+}
+
+/** One whole run: fresh processes, every measure on both surfaces. */
+async function measure(): Promise<Run> {
   const upstreamPort = await freePort();
   const floorPort = await freePort();
-  const bridgePort = await freePort();
   const expressPort = await freePort();
+  const bridgePort = await freePort();
   const upstream = await forkTs('bench/upstream.ts', [String(upstreamPort)]);
-  await forkTs('bench/floor-proxy.ts', [String(floorPort), String(upstreamPort)]);
-  await forkTs('bench/express-proxy.ts', [String(expressPort), String(upstreamPort)]);
-  const bridge = spawn(process.execPath, ['bin/copilot-bridge.js', 'serve', '--port', String(bridgePort)], {
-    env: { ...process.env, OLLAMA_HOST: `127.0.0.1:${upstreamPort}`, LOG_LEVEL: 'warn', BRIDGE_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'bench-')) },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  children.push(bridge);
-  await waitHealthy(`http://127.0.0.1:${bridgePort}`);
-  await sleep(1000);
-  const idleRss = rssMb(bridge.pid as number);
+  const floor = await forkTs('bench/floor-proxy.ts', [String(floorPort), String(upstreamPort)]);
+  const express = await forkTs('bench/express-proxy.ts', [String(expressPort), String(upstreamPort)]);
+  const bridge = await startBridgeProcess(bridgePort, upstreamPort);
+  await sleep(1500);
+  const idleRss = { bridge: rssMb(bridge.pid as number), floor: rssMb(floor.pid as number) };
 
-  const targets: Target[] = [
-    { name: 'direct', url: `http://127.0.0.1:${upstreamPort}`, pool: new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: CONCURRENCY }) },
-    { name: 'floor', url: `http://127.0.0.1:${floorPort}`, pool: new Pool(`http://127.0.0.1:${floorPort}`, { connections: CONCURRENCY }) },
-    { name: 'express', url: `http://127.0.0.1:${expressPort}`, pool: new Pool(`http://127.0.0.1:${expressPort}`, { connections: CONCURRENCY }) },
-    { name: 'bridge', url: `http://127.0.0.1:${bridgePort}`, pool: new Pool(`http://127.0.0.1:${bridgePort}`, { connections: CONCURRENCY }) },
-  ];
+  const targets: Record<Name, Target> = {
+    direct: target('direct', upstreamPort, undefined, CONCURRENCY),
+    floor: target('floor', floorPort, floor.pid, CONCURRENCY),
+    express: target('express', expressPort, express.pid, CONCURRENCY),
+    bridge: target('bridge', bridgePort, bridge.pid, CONCURRENCY),
+  };
 
-  // Warm up every path, then measure in interleaved rounds so drift hits all three alike.
-  for (const target of targets) await load(target, 300, 4);
-  const sequential = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-  const concurrent = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-  const rates = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-  for (let roundIndex = 0; roundIndex < 3; roundIndex++) {
-    for (const target of targets) {
-      sequential.get(target.name)?.push(...(await load(target, Math.round(SEQUENTIAL / 3), 1)).latencies);
-      const heavy = await load(target, Math.round(CONCURRENT / 3), CONCURRENCY);
-      concurrent.get(target.name)?.push(...heavy.latencies);
-      rates.get(target.name)?.push(heavy.rate);
+  const results = {} as Record<Surface, PathResults>;
+  for (const surface of SURFACES) {
+    // Warm up every path, then measure in interleaved rounds so drift hits all of them alike.
+    for (const name of NAMES) await load(targets[name], surface, 500, 4);
+    const sequential = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
+    const concurrent = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
+    const rates = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
+    const cpu = new Map<Name, { ms: number; requests: number }>(NAMES.map((n) => [n, { ms: 0, requests: 0 }]));
+    for (let roundIndex = 0; roundIndex < ROUNDS; roundIndex++) {
+      for (const name of NAMES) {
+        sequential.get(name)?.push(...(await load(targets[name], surface, Math.round(SEQUENTIAL / ROUNDS), 1)).latencies);
+        const heavy = await load(targets[name], surface, Math.round(CONCURRENT / ROUNDS), CONCURRENCY);
+        concurrent.get(name)?.push(...heavy.latencies);
+        rates.get(name)?.push(heavy.rate);
+        const used = cpu.get(name) as { ms: number; requests: number };
+        used.ms += heavy.cpuMs;
+        used.requests += heavy.requests;
+      }
     }
-  }
-  const streams = new Map<string, Awaited<ReturnType<typeof streamTimes>>>();
-  const aborts = new Map<string, number[]>();
-  for (const target of targets) {
-    streams.set(target.name, await streamTimes(target, quick ? 5 : 20));
-    // The bare express proxy never aborts its upstream: there is nothing to time.
-    if (target.name !== 'express') aborts.set(target.name, await abortTimes(target, upstream, quick ? 5 : 20));
-  }
-  const busyRss = rssMb(bridge.pid as number);
+    const streams = new Map<Name, { firstByte: number[]; chunkDelay: number[] }>(NAMES.map((n) => [n, { firstByte: [], chunkDelay: [] }]));
+    for (let roundIndex = 0; roundIndex < ROUNDS; roundIndex++) {
+      for (const name of NAMES) {
+        const times = await streamTimes(targets[name], surface, Math.round(STREAM_ROUNDS / ROUNDS), STREAM_PIECES, STREAM_GAP_MS);
+        streams.get(name)?.firstByte.push(...times.firstByte);
+        streams.get(name)?.chunkDelay.push(...times.chunkDelay);
+      }
+    }
 
-  const stats = (values: number[]): { p50: number; p99: number } => {
-    const sorted = [...values].sort((a, b) => a - b);
-    return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+    const stats = (values: readonly number[]): { p50: number; p99: number } => {
+      const sorted = [...values].sort((a, b) => a - b);
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+    };
+    const added = (map: Map<Name, number[]>, name: Name): { p50: number; p99: number } => {
+      const base = stats(map.get('direct') ?? []);
+      const own = stats(map.get(name) ?? []);
+      return name === 'direct' ? { p50: round(own.p50), p99: round(own.p99) } : { p50: round(own.p50 - base.p50), p99: round(own.p99 - base.p99) };
+    };
+    const addedMedian = (pick: (times: { firstByte: number[]; chunkDelay: number[] }) => number[], name: Name): number => {
+      const own = median(pick(streams.get(name) ?? { firstByte: [], chunkDelay: [] }));
+      const base = median(pick(streams.get('direct') ?? { firstByte: [], chunkDelay: [] }));
+      return round(name === 'direct' ? own : own - base, 3);
+    };
+    const byName = <T>(value: (name: Name) => T): Record<Name, T> => Object.fromEntries(NAMES.map((name) => [name, value(name)])) as Record<Name, T>;
+    results[surface] = {
+      c1: byName((name) => added(sequential, name)),
+      c32: byName((name) => added(concurrent, name)),
+      rate: byName((name) => round(median(rates.get(name) ?? []))),
+      cpuPerRequestMs: byName((name) => {
+        const used = cpu.get(name) as { ms: number; requests: number };
+        return name === 'direct' ? null : round(used.ms / used.requests, 3);
+      }),
+      firstByteMs: byName((name) => addedMedian((t) => t.firstByte, name)),
+      chunkDelayMs: byName((name) => addedMedian((t) => t.chunkDelay, name)),
+    };
+  }
+  const aborts = { floor: await abortTimes(targets.floor, upstream, quick ? 5 : 20), bridge: await abortTimes(targets.bridge, upstream, quick ? 5 : 20) };
+  const busyRss = rssMb(bridge.pid as number);
+  for (const name of NAMES) await targets[name].pool.close();
+
+  await stopChildren();
+  return {
+    paths: results,
+    abortMs: { floor: round(median(aborts.floor)), bridge: round(median(aborts.bridge)) },
+    rssMb: { bridgeIdle: idleRss.bridge, floorIdle: idleRss.floor, bridgeAfterLoad: busyRss },
+    loadAverage: round(os.loadavg()[0] ?? NaN),
   };
-  const added = (map: Map<string, number[]>, name: string): { p50: number; p99: number } => {
-    const base = stats(map.get('direct') ?? []);
-    const own = stats(map.get(name) ?? []);
-    return { p50: round(own.p50 - base.p50), p99: round(own.p99 - base.p99) };
-  };
-  const results = {
-    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString().slice(0, 10) },
-    requests: { sequential: SEQUENTIAL, concurrent: CONCURRENT, concurrency: CONCURRENCY },
-    direct: { c1: stats(sequential.get('direct') ?? []), c32: stats(concurrent.get('direct') ?? []), rate: round(median(rates.get('direct') ?? [])) },
-    floor: { c1: added(sequential, 'floor'), c32: added(concurrent, 'floor'), rate: round(median(rates.get('floor') ?? [])) },
-    express: { c1: added(sequential, 'express'), c32: added(concurrent, 'express'), rate: round(median(rates.get('express') ?? [])) },
-    bridge: { c1: added(sequential, 'bridge'), c32: added(concurrent, 'bridge'), rate: round(median(rates.get('bridge') ?? [])) },
-    streaming: Object.fromEntries(
-      targets.map((t) => [t.name, { firstByteMs: round(median(streams.get(t.name)?.firstByte ?? [])), chunkDelayMs: round(median(streams.get(t.name)?.chunkDelay ?? [])), abortMs: aborts.has(t.name) ? round(median(aborts.get(t.name) ?? [])) : null }]),
-    ),
-    rssMb: { idle: idleRss, afterLoad: busyRss },
+}
+
+interface Run {
+  paths: Record<Surface, PathResults>;
+  abortMs: { floor: number; bridge: number };
+  rssMb: { bridgeIdle: number; floorIdle: number; bridgeAfterLoad: number };
+  /** The 1-minute load average at the end of the run: how busy the machine was besides. */
+  loadAverage: number;
+}
+
+async function main(): Promise<void> {
+  const runs: Run[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    runs.push(await measure());
+    process.stderr.write(`run ${i + 1} of ${RUNS} done\n`);
+  }
+  const summary = {
+    machine: {
+      cpus: os.cpus().length,
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      node: process.version,
+      date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    },
+    requests: {
+      sequential: SEQUENTIAL,
+      concurrent: CONCURRENT,
+      concurrency: CONCURRENCY,
+      rounds: ROUNDS,
+      streams: STREAM_ROUNDS,
+      piecesPerStream: STREAM_PIECES,
+      runs: RUNS,
+    },
+    runs,
     classificationMicros: round(classificationMicros(), 1),
     gpuPollingCorePercent: round(await gpuPollingShare(quick ? 5 : 20), 2),
   };
-  for (const target of targets) await target.pool.close();
 
-  const s = results.streaming;
-  const ratio = (a: number, b: number): string => (b > 0 ? `${round(a / b, 2)}x` : 'n/a');
+  const ratio = (a: number | null, b: number | null): number => (a === null || b === null || b <= 0 ? NaN : round(a / b, 2));
+  const verdict = (value: number, limit: number): string => (Number.isNaN(value) ? 'n/a' : value <= limit ? 'met' : 'NOT met');
+  const spread = (all: number[]): string => {
+    const values = all.filter((v) => !Number.isNaN(v));
+    return values.length < 2 ? '' : `${Math.min(...values)}–${Math.max(...values)}`;
+  };
+  /** The run whose ratio is the median one: its figures are shown, the other runs' ratios give the spread. */
+  const medianRun = <T>(values: Array<{ ratio: number; run: T }>): { ratio: number; run: T } => {
+    const sorted = [...values].sort((a, b) => (Number.isNaN(a.ratio) ? 1 : Number.isNaN(b.ratio) ? -1 : a.ratio - b.ratio));
+    return sorted[Math.floor((sorted.length - 1) / 2)] as { ratio: number; run: T };
+  };
+  const rows: string[] = [];
+  const row = (measure: string, surface: Surface, pick: (r: PathResults) => Record<Name, number | null>, limit: number, unit = 'ms'): void => {
+    const each = runs.map((run) => {
+      const values = pick(run.paths[surface]);
+      return { ratio: ratio(values.bridge, values.floor), run: values };
+    });
+    const { ratio: r, run: values } = medianRun(each);
+    const show = (name: Name): string => (values[name] === null ? '' : String(values[name]));
+    rows.push(
+      `| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`,
+    );
+  };
+  for (const surface of SURFACES) {
+    row('CPU per request, 32 clients', surface, (r) => r.cpuPerRequestMs, 1.7);
+    row('added p99, 32 clients', surface, (r) => byP(r.c32, 'p99'), 2);
+    row('added p50, 1 client', surface, (r) => byP(r.c1, 'p50'), 1.5);
+    row('added per streamed chunk', surface, (r) => r.chunkDelayMs, 1.2);
+    row('first byte added', surface, (r) => r.firstByteMs, 1.5);
+  }
+  const rss = medianRun(runs.map((run) => ({ ratio: run.rssMb.bridgeIdle, run: run.rssMb })));
+  const abort = medianRun(runs.map((run) => ({ ratio: run.abortMs.bridge, run: run.abortMs })));
+  const informative: string[] = [];
+  for (const surface of SURFACES) {
+    const r = (runs[Math.floor((runs.length - 1) / 2)] as Run).paths[surface];
+    informative.push(
+      `| added p50, 32 clients, ${surface} (ms) | ${r.c32.direct.p50} | ${r.c32.floor.p50} | ${r.c32.express.p50} | ${r.c32.bridge.p50} | ${ratio(r.c32.bridge.p50, r.c32.floor.p50)}x |`,
+    );
+    informative.push(
+      `| added p99, 1 client, ${surface} (ms) | ${r.c1.direct.p99} | ${r.c1.floor.p99} | ${r.c1.express.p99} | ${r.c1.bridge.p99} | ${ratio(r.c1.bridge.p99, r.c1.floor.p99)}x |`,
+    );
+    informative.push(
+      `| requests/s at 32 clients, ${surface} | ${r.rate.direct} | ${r.rate.floor} | ${r.rate.express} | ${r.rate.bridge} | ${ratio(r.rate.bridge, r.rate.floor)}x |`,
+    );
+  }
+  const profiles = ['before', 'after']
+    .map((label) => path.join('bench', `profile-${label}.md`))
+    .filter((file) => existsSync(file))
+    .map((file) => readFileSync(file, 'utf8').trim());
+
+  const m = summary.machine;
   const table = [
-    `# Benchmark results`,
+    `## Proxy cost against a fast upstream stand-in`,
     '',
-    `${results.machine.cpus} cores (${results.machine.cpu}), Node ${results.machine.node}, ${results.machine.date}. Client, proxies and upstream share the machine.`,
-    `Upstream: a stand-in answering one NDJSON chunk with no delay. Added latency = the proxy's percentile minus the direct call's, same run.`,
-    `"express + undici alone" is the framework the bridge is built on with nothing of the bridge in it: most of the bridge's per-request cost is already there.`,
+    `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
+    `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts).`,
+    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
-    '| measure | direct | floor (node:http + pipe) | express + undici alone | copilot-bridge | bridge / floor | target |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
-    `| added p50, 1 client (ms) | ${round(results.direct.c1.p50)} (absolute) | +${results.floor.c1.p50} | +${results.express.c1.p50} | +${results.bridge.c1.p50} | ${ratio(results.bridge.c1.p50, results.floor.c1.p50)} | <= 1.5x |`,
-    `| added p99, 1 client (ms) | ${round(results.direct.c1.p99)} (absolute) | +${results.floor.c1.p99} | +${results.express.c1.p99} | +${results.bridge.c1.p99} | ${ratio(results.bridge.c1.p99, results.floor.c1.p99)} | <= 2x |`,
-    `| added p50, ${CONCURRENCY} clients (ms) | ${round(results.direct.c32.p50)} (absolute) | +${results.floor.c32.p50} | +${results.express.c32.p50} | +${results.bridge.c32.p50} | ${ratio(results.bridge.c32.p50, results.floor.c32.p50)} | <= 1.5x |`,
-    `| added p99, ${CONCURRENCY} clients (ms) | ${round(results.direct.c32.p99)} (absolute) | +${results.floor.c32.p99} | +${results.express.c32.p99} | +${results.bridge.c32.p99} | ${ratio(results.bridge.c32.p99, results.floor.c32.p99)} | <= 2x |`,
-    `| requests/s at ${CONCURRENCY} clients | ${results.direct.rate} | ${results.floor.rate} | ${results.express.rate} | ${results.bridge.rate} | ${ratio(results.bridge.rate, results.floor.rate)} | >= 0.7x |`,
-    `| stream first byte (ms) | ${s.direct?.firstByteMs} | ${s.floor?.firstByteMs} | ${s.express?.firstByteMs} | ${s.bridge?.firstByteMs} | added ${round((s.bridge?.firstByteMs ?? 0) - (s.direct?.firstByteMs ?? 0))} ms | added <= 2 ms |`,
-    `| chunk forwarded after upstream wrote it (ms) | ${s.direct?.chunkDelayMs} | ${s.floor?.chunkDelayMs} | ${s.express?.chunkDelayMs} | ${s.bridge?.chunkDelayMs} | added ${round((s.bridge?.chunkDelayMs ?? 0) - (s.direct?.chunkDelayMs ?? 0))} ms | added <= 1 ms |`,
-    `| client hang-up to upstream abort (ms) | ${s.direct?.abortMs} | ${s.floor?.abortMs} | never | ${s.bridge?.abortMs} | | <= 20 ms |`,
+    '| measure | direct | floor | express + undici | copilot-bridge | bridge / floor | spread | target | |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    `| idle RSS, headless (MB) | | ${rss.run.floorIdle} | | ${rss.run.bridgeIdle} | | ${spread(runs.map((r) => r.rssMb.bridgeIdle))} | <= 60 MB | ${verdict(rss.run.bridgeIdle, 60)} |`,
+    `| client hang-up to upstream abort (ms) | | ${abort.run.floor} | never | ${abort.run.bridge} | | ${spread(runs.map((r) => r.abortMs.bridge))} | <= 20 ms | ${verdict(abort.run.bridge, 20)} |`,
     '',
-    `Bridge RSS: ${results.rssMb.idle} MB idle after start (target <= 120 MB), ${results.rssMb.afterLoad} MB after the run.`,
-    `Classification of a typical Copilot Chat request (6 KB system prompt, 4 messages, tools): ${results.classificationMicros} µs (target well under 1 ms).`,
-    `GPU polling at 1 Hz (two GPUs, nvidia-smi stand-in; the bridge's own share, RAM/CPU reads included): ${results.gpuPollingCorePercent}% of one core (target <= 1%).`,
+    'For information (the middle run):',
     '',
-    'Run it again with `npm run bench` (`npm run bench -- --quick` for a short run).',
+    '| measure | direct (absolute) | floor | express + undici | copilot-bridge | bridge / floor |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...informative,
     '',
+    `Bridge RSS ${rss.run.bridgeAfterLoad} MB after the run.`,
+    `Classification of a typical Copilot Chat request (6 KB system prompt, 4 messages, tools): ${summary.classificationMicros} µs (target well under 1 ms).`,
+    `GPU polling at 1 Hz (two GPUs, nvidia-smi stand-in; the bridge's own share, RAM/CPU reads included): ${summary.gpuPollingCorePercent}% of one core (target <= 1%).`,
+    '',
+    'Run it again with `npm run bench` (`-- --runs 3` for several runs, `-- --quick` for a short one); `npm run bench:profile -- <label>` writes the CPU profile summary below.',
+    '',
+    ...profiles.flatMap((p) => [p, '']),
   ].join('\n');
-  writeFileSync('bench/results.json', `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync('bench/results.md', table);
+  writeFileSync('bench/results.json', `${JSON.stringify(summary, null, 2)}\n`);
+  replaceSection('bench/results.md', '## Proxy cost', table);
   process.stdout.write(table);
   process.exit(0);
 }
 
+function byP(values: Record<Name, { p50: number; p99: number }>, p: 'p50' | 'p99'): Record<Name, number> {
+  return Object.fromEntries(NAMES.map((name) => [name, values[name][p]])) as Record<Name, number>;
+}
+
+if (process.argv.includes('--workload')) {
+  await runWorkload();
+  process.exit(0);
+}
 await main();

@@ -1,45 +1,84 @@
-// A fast upstream stand-in that speaks just enough of Ollama for the benchmark: model lists,
-// /api/ps, one-chunk answers, and slow streams whose chunk times it records.
-// Usage: upstream.ts <port>. Reports stream events to the parent over IPC.
+// A fast upstream stand-in that speaks just enough of Ollama (and of OpenAI's chat completions, for
+// the floor and the direct call on the OpenAI path) for the benchmark: model lists, /api/ps,
+// /api/show, one-line answers, and timed streams.
+// A request whose body contains "bench-stream <count> <gap>" gets a stream of <count> content
+// pieces, the first at once, then one every <gap> ms; each piece's text is the time it was written
+// (performance.timeOrigin-based ms), so a client can time every chunk through any translation.
+// Usage: upstream.ts <port>. Reports aborted streams to the parent over IPC.
 import http from 'node:http';
 
 const [port] = process.argv.slice(2).map(Number);
 const CREATED = '2025-01-01T00:00:00Z';
-const final = `${JSON.stringify({ model: 'bench:1b', created_at: CREATED, message: { role: 'assistant', content: 'ok' }, response: 'ok', done: true, done_reason: 'stop', prompt_eval_count: 3, eval_count: 1, eval_duration: 1000 })}\n`;
-const tags = JSON.stringify({ models: [{ name: 'bench:1b', model: 'bench:1b', modified_at: CREATED, size: 1, digest: 'd', details: {} }] });
+const MODEL = 'bench:1b';
+const nativeLine = (content: string, done: boolean): string =>
+  `${JSON.stringify({
+    model: MODEL,
+    created_at: CREATED,
+    message: { role: 'assistant', content },
+    response: content,
+    done,
+    ...(done ? { done_reason: 'stop', prompt_eval_count: 3, eval_count: 1, eval_duration: 1000 } : {}),
+  })}\n`;
+const nativeFinal = nativeLine('ok', true);
+const openAiWhole = JSON.stringify({
+  id: 'chatcmpl-bench',
+  object: 'chat.completion',
+  created: 1735689600,
+  model: MODEL,
+  choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 },
+});
+const openAiEvent = (content: string | null): string =>
+  `data: ${JSON.stringify({
+    id: 'chatcmpl-bench',
+    object: 'chat.completion.chunk',
+    created: 1735689600,
+    model: MODEL,
+    choices: [{ index: 0, delta: content === null ? {} : { content }, finish_reason: content === null ? 'stop' : null }],
+  })}\n\n`;
+const tags = JSON.stringify({ models: [{ name: MODEL, model: MODEL, modified_at: CREATED, size: 1, digest: 'd', details: { family: 'llama' } }] });
+const show = JSON.stringify({
+  template: '{{ .Prompt }}',
+  details: { family: 'llama' },
+  model_info: { 'general.architecture': 'llama', 'llama.context_length': 8192 },
+  capabilities: ['completion', 'tools'],
+});
+const now = (): number => performance.timeOrigin + performance.now();
 
 http
   .createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      if (req.url === '/api/tags' || req.url === '/api/ps') {
+      if (req.url === '/api/tags' || req.url === '/api/ps' || req.url === '/api/show' || req.url === '/api/version') {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(req.url === '/api/tags' ? tags : '{"models":[]}');
+        res.end(req.url === '/api/tags' ? tags : req.url === '/api/show' ? show : req.url === '/api/version' ? '{"version":"0.11.4"}' : '{"models":[]}');
         return;
       }
-      // The benchmark asks for a slow stream in the body, which every proxy forwards as it is.
-      const slow = (JSON.parse(Buffer.concat(chunks).toString() || '{}') as { bench_stream?: [number, number] }).bench_stream;
-      if (slow === undefined) {
-        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-        res.end(final);
+      const text = Buffer.concat(chunks).toString();
+      const openAi = req.url === '/v1/chat/completions';
+      const slow = /bench-stream (\d+) (\d+)/.exec(text);
+      if (slow === null) {
+        res.writeHead(200, { 'content-type': openAi ? 'application/json' : 'application/x-ndjson' });
+        res.end(openAi ? openAiWhole : nativeFinal);
         return;
       }
-      // A stream of `count` lines, `gap` ms apart; each line carries the time it was written.
-      const [count, gap] = slow;
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      const count = Number(slow[1]);
+      const gap = Number(slow[2]);
+      res.writeHead(200, { 'content-type': openAi ? 'text/event-stream' : 'application/x-ndjson' });
       let sent = 0;
-      const timer = setInterval(() => {
-        const line = { model: 'bench:1b', created_at: CREATED, message: { role: 'assistant', content: 'x' }, response: 'x', done: false, t: performance.timeOrigin + performance.now() };
-        res.write(`${JSON.stringify(line)}\n`);
+      const piece = (): void => {
+        res.write(openAi ? openAiEvent(String(now())) : nativeLine(String(now()), false));
         if (++sent === count) {
           clearInterval(timer);
-          res.end(final);
+          res.end(openAi ? `${openAiEvent(null)}data: [DONE]\n\n` : nativeLine('', true));
         }
-      }, gap);
+      };
+      const timer = setInterval(piece, gap);
+      piece();
       res.on('close', () => {
         clearInterval(timer);
-        if (!res.writableFinished) process.send?.({ aborted: performance.timeOrigin + performance.now() });
+        if (!res.writableFinished) process.send?.({ aborted: now() });
       });
     });
   })

@@ -1,4 +1,4 @@
-import { gibOf, healthyBackendCount, type ActionName, type ActionPayloads, type BridgeState, type Tier } from '../src/contract/index.js';
+import { describeQueued, gibOf, healthyBackendCount, queuedPerLane, type ActionName, type ActionPayloads, type BridgeState, type Tier } from '../src/contract/index.js';
 
 /**
  * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
@@ -132,6 +132,8 @@ export function trayIconState(state: BridgeState): TrayIconState {
 
 export function trayTooltip(state: BridgeState, requestsPerMinute: number): string {
   const lines = [`copilot-bridge: ${trayIconState(state)}`, `${requestsPerMinute.toFixed(1)} requests/min`];
+  // Requests waiting in the bridge for a free Ollama slot.
+  if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
   for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
   if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
   lines.push(`Today: ${state.today.requests} requests, ${dollars(state.today.savedDollars)} saved vs cloud`);

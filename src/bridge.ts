@@ -2,13 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import express from 'express';
+import express, { type ErrorRequestHandler } from 'express';
+import { asBridgeError, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { Authenticator } from './auth/authenticate.js';
 import { Limiter } from './auth/limits.js';
 import { isOllamaCloudModel, LOCAL_ONLY_HEADER, localOnlyReason } from './auth/policy.js';
 import { EnergyMeter } from './history/accounting.js';
 import { usageCsv, usageReport } from './history/usage.js';
+import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
@@ -18,7 +20,8 @@ import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
-import { createApp, type RequestCounters } from './http/app.js';
+import { createRequestListener, type RequestCounters } from './http/app.js';
+import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
 import { defaultUiDir, uiRoutes } from './http/ui.js';
@@ -26,8 +29,11 @@ import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
+import { normalizeResidency, seedFor, tierConfigOf } from './routing/residency.js';
 import { Router, settingsFrom } from './routing/router.js';
-import { Backend, timeoutsFrom } from './upstream/backend.js';
+import { Scheduler } from './routing/scheduler.js';
+import { canonicalModelName } from './contract/index.js';
+import { Backend, limitsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
 import { OpenAiProvider } from './upstream/cloud/openai-provider.js';
@@ -36,7 +42,7 @@ import { BackendHealth } from './upstream/health.js';
 import { HealthMonitor } from './upstream/health-monitor.js';
 import { ModelRefresher } from './upstream/model-refresher.js';
 import { Lifecycle } from './lifecycle.js';
-import type { BridgeState } from './contract/index.js';
+import { sameModel, type BridgeState } from './contract/index.js';
 export type { BridgeState } from './contract/index.js';
 
 
@@ -66,6 +72,8 @@ export interface BridgeOptions {
   logger?: Logger;
   /** The built dashboard; default: dist/ui. */
   uiDir?: string;
+  /** false: express serves the hot client routes too, as it does every other route (default true). */
+  fastPath?: boolean;
 }
 
 /** Where history and the control token live when the config names no data_dir. */
@@ -77,12 +85,12 @@ export function defaultDataDir(): string {
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
   const log = options.logger ?? createLogger(config);
-  const timeouts = timeoutsFrom(config);
+  const limits = limitsFrom(config);
   const breaker = config.routing.circuit_breaker;
   const backends = config.backends.map(
-    (backend) => new Backend(backend, timeouts, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
+    (backend) => new Backend(backend, limits, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
-  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p) : new AnthropicProvider(p)));
+  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes)));
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -104,14 +112,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     processesEveryMs: 10_000,
     log,
   });
-  const metrics = new BridgeMetrics(backends, () => gpuMonitor.status.gpus, config);
-  // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
-  const energy = new EnergyMeter();
-  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
-  const gpuIndexOf = (gpu: number | string): number | undefined =>
-    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
-  const authenticator = new Authenticator(config, controlToken);
-  const limiter = new Limiter(config, log);
+
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
@@ -148,17 +149,44 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const placementOf = (name: string): Placement | undefined => placements.find((p) => p.backend === name);
   const catalog = new ModelCatalog(backends);
   const settings = settingsFrom(config);
-  const router = new Router(config, backends, catalog, settings, (backend, model) =>
-    checkFit(model, backend, catalog.sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
-  );
+  /** The model's size for a cold load: Ollama's, else the tier's vram_gb. */
+  const sizeOf = (model: string): number | undefined => seedFor(config, settings, model, catalog.sizeOf(model)).sizeBytes;
+  const router = new Router(config, backends, catalog, settings, (backend, model) => checkFit(model, backend, sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits);
+  const backendNamed = new Map(backends.map((b) => [b.name, b]));
+  const slotsOf = new Map(config.backends.map((b) => [b.name, b.parallel ?? (b.manage ? config.ollama.num_parallel : 1)]));
+  const scheduler = new Scheduler({
+    enabled: config.routing.scheduler.enabled,
+    ageBoostMs: config.routing.scheduler.age_boost_ms,
+    fimMaxWaitMs: config.routing.scheduler.fim_max_wait_ms,
+    fimReservedSlots: config.routing.scheduler.fim_reserved_slots,
+    slots: (backend) => slotsOf.get(backend) ?? 1,
+    resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model) ?? false,
+    seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
+    identity: (model) => catalog.digestOf(model) ?? canonicalModelName(model),
+    onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
+    // One /api/ps after a cold load, so the next choice knows the model is there now.
+    onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),
+  });
+  const loadedContext = (backend: string, model: string): number | undefined =>
+    backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
+  // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
+  const energy = new EnergyMeter();
+  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
+  const gpuIndexOf = (gpu: number | string): number | undefined =>
+    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
+  const authenticator = new Authenticator(config, controlToken);
+  const limiter = new Limiter(config, log);
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
     fallback: () => (settings.fallbackEnabled ? providers : []),
-    localOnly: (req, identity, model) => localOnlyReason(identity, req.headers, model, config.fallback.never_models),
+    scheduler,
+    laneRules: config.routing.scheduler.lane_rules,
+    prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
+    localOnly: (headers, identity, model) => localOnlyReason(identity, headers, model, config.fallback.never_models),
     isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
     meter: (source) => {
-      const gpu = source.kind === 'local' ? backends.find((b) => b.name === source.name)?.gpu : undefined;
+      const gpu = source.kind === 'local' ? backendNamed.get(source.name)?.gpu : undefined;
       const index = gpu === undefined || gpu === null ? undefined : gpuIndexOf(gpu);
       return index === undefined ? undefined : energy.start(index);
     },
@@ -180,6 +208,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     }
     return { requests: todayTotals.requests, savedDollars: todayTotals.savedDollars };
   };
+  const metrics = new BridgeMetrics(
+    backends,
+    () => gpuMonitor.status.gpus,
+    (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
+    () => scheduler.snapshot(),
+    config,
+  );
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
   const snapshot = (): BridgeState => ({
@@ -194,6 +229,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,
+    scheduler: scheduler.snapshot(),
     cloudPolicy,
     today: today(),
   });
@@ -221,13 +257,30 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
 
   const prometheusEnabled = config.monitoring.prometheus.enabled;
-  const app = createApp(
+  let finished: Array<Parameters<typeof historyRecord>[0]> = [];
+  const recordFinished = (): void => {
+    const batch = finished;
+    finished = [];
+    for (const request of batch) {
+      // Runs from a timer: anything thrown here would end the process, and the rest of the batch must still count.
+      try {
+        const record = historyRecord(request, (name) => backends.find((b) => b.name === name)?.gpu ?? null, config);
+        history.add(record);
+        metrics.observe(record);
+        if (request.identity !== null) void limiter.charge(request.identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
+      } catch (error) {
+        log.error({ err: error, path: request.path }, 'could not record a finished request');
+      }
+    }
+  };
+  const listener = createRequestListener(
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
       authenticator,
       limiter,
       control: controlRoutes({
+        log,
         actions,
         state: snapshot,
         feed: stateFeed,
@@ -242,21 +295,34 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
-        const record = historyRecord({ ...request, generation }, (name) => backends.find((b) => b.name === name)?.gpu ?? null, config);
-        history.add(record);
-        metrics.observe(record);
-        if (request.identity !== null) void limiter.charge(request.identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
+        // Recorded in batches after the current turn of the event loop: none of it delays the next request.
+        if (finished.push({ ...request, generation }) === 1) setImmediate(recordFinished);
       },
     },
+    { fastPath: options.fastPath },
   );
-  // noDelay: a streamed token must leave at once, not wait for Nagle.
-  const server = new HttpServer('HTTP server', config.server.host, config.server.port, app, { noDelay: true, keepAliveTimeout: 65_000 });
+  const requestTimeoutMs = config.server.request_timeout_seconds * 1000;
+  // noDelay: a streamed token must leave at once, not wait for Nagle. headersTimeout bounds a slow
+  // request head; a slow body is bounded by the body reader (JSON) or its idle timer (model blobs,
+  // which may take long but never stall). Node's own requestTimeout would also cut a long blob
+  // upload, so it is off. Answers may take as long as they need.
+  const server = new HttpServer('HTTP server', config.server.host, config.server.port, listener, {
+    noDelay: true,
+    keepAliveTimeout: 65_000,
+    headersTimeout: requestTimeoutMs,
+    requestTimeout: 0,
+    maxConnections: config.server.max_connections,
+  });
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
+    // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
+    metricsApp.use(guard(config));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
+    metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
   }
 
@@ -294,6 +360,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     ...(config.gpu_monitor.enabled ? [gpuMonitor] : []),
     healthMonitor,
     modelRefresher,
+    // Stops after the servers drained: requests still queued then are served meanwhile, not refused.
+    scheduler,
     {
       name: 'requests in flight',
       start: async () => undefined,
@@ -306,6 +374,15 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   ]);
   const url = server.url;
   const metricsUrl = metricsServer?.url ?? null;
+  if (config.monitoring.logging.log_prompts) {
+    log.warn('monitoring.logging.log_prompts is on: the log holds the text of every prompt and answer');
+  }
+  if (!isLoopbackHost(config.server.host)) {
+    log.warn(
+      { host: config.server.host },
+      'listening beyond loopback over plain HTTP: API keys, prompts and answers cross the network unencrypted; put a TLS proxy (nginx, HAProxy) in front, or listen on loopback',
+    );
+  }
   // The control token stays out of the log: it is in the data folder, readable by this user only.
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 

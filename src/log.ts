@@ -1,9 +1,11 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config/schema.js';
 
 export type { Logger } from 'pino';
+
+const LOG_FILE_MODE = 0o600;
 
 /**
  * JSON logs, one line per event. Request logs carry method, path, status, backend and timings,
@@ -19,5 +21,9 @@ export function createLogger(config: Config): Logger {
   };
   if (destination === 'stdout') return pino(options);
   mkdirSync(destination, { recursive: true });
-  return pino(options, pino.destination({ dest: path.join(destination, 'copilot-bridge.log'), mkdir: true, sync: false }));
+  const file = path.join(destination, 'copilot-bridge.log');
+  // The log names models, clients and errors (and prompts with log_prompts): this user's only.
+  // An older version created it readable by everyone.
+  if (existsSync(file)) chmodSync(file, LOG_FILE_MODE);
+  return pino(options, pino.destination({ dest: file, mkdir: true, sync: false, mode: LOG_FILE_MODE }));
 }

@@ -1,4 +1,4 @@
-import { gibOf } from '../../src/contract';
+import { gibOf } from '../../src/contract/index.js';
 
 export function gib(bytes: number | null | undefined, digits = 1): string {
   const value = gibOf(bytes, digits);

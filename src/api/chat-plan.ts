@@ -2,7 +2,8 @@ import type { RouteDecision, RouteInput } from '../routing/router.js';
 import { chatSignals, clientSignals, needsOf, type HeaderBag } from '../routing/signals.js';
 import type { OllamaMessage } from '../upstream/ollama-api.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import type { ApiRequest } from './call.js';
 import type { ApiContext } from './context.js';
 import { routeAndServe, type GenerationPlan, type PlanForRoute, type ResponseFormat } from './generation.js';
 import { thinkFor, type Think } from './thinking.js';
@@ -36,7 +37,7 @@ export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers
 }
 
 /** Translates a chat request (a plain function of the parsed body; an InvalidRequest it throws is a 400), routes and serves it. */
-export async function serveChat(context: ApiContext, req: Request, res: Response, translate: () => TranslatedChat): Promise<void> {
+export async function serveChat(context: ApiContext, req: ApiRequest, res: ServerResponse, translate: () => TranslatedChat): Promise<void> {
   const prepared = prepareChat(context.catalog, translate(), req.headers);
   await routeAndServe(context.router, context.policy, req, res, prepared.input, prepared.plan);
 }

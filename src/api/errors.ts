@@ -1,5 +1,6 @@
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import { BridgeError, type Surface } from '../contract/index.js';
+import { sendJson } from './call.js';
 
 /**
  * Where a BridgeError becomes what the client reads. Each client-facing surface has its own error
@@ -52,12 +53,12 @@ export function asBridgeError(error: unknown): BridgeError {
 }
 
 /** Answers with the error in the surface's shape; once the answer has started there is nothing left to say but to cut it. */
-export function sendError(res: Response, surface: Surface, error: BridgeError): void {
+export function sendError(res: ServerResponse, surface: Surface, error: BridgeError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(error.status).json(errorBody(surface, error));
+  sendJson(res, error.status, errorBody(surface, error));
 }
 
 /** The last piece of a stream that already started with 200: the client's own way to say "it broke". */

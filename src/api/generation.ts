@@ -1,12 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Request, Response } from 'express';
-import type { RouteDecision, RouteInput, Router } from '../routing/router.js';
+import type { ServerResponse } from 'node:http';
+import { sendJson, type ApiRequest } from './call.js';
+import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
+import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
+import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
+import type { IncomingHttpHeaders } from 'node:http';
 import { modelAllowed, type Identity } from '../auth/identity.js';
-import { BridgeError, type GenerationOutcome } from '../contract/index.js';
+import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
 import type { EnergyUse } from '../history/accounting.js';
 import { identityOf, requestOf } from './request.js';
 
@@ -45,15 +50,19 @@ export interface GenerationPlan {
 /** A plan that depends on the route chosen (the model's capabilities, notes for the route reason). */
 export type PlanForRoute = (route: RouteDecision) => Promise<GenerationPlan>;
 
-/** What serving a generation needs besides the route: the retry budget, the cloud fallback and its policy, energy metering. */
+/** What serving a generation needs besides the route: the retry budget, the cloud fallback, the queue. */
 export interface GenerationPolicy {
   maxRetries: number;
   /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
   heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
+  scheduler: Scheduler;
+  laneRules: readonly LaneRule[];
+  /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
+  prepare(body: Record<string, unknown>, backend: string, model: string): Record<string, unknown>;
   /** Why this request must stay on local GPUs (never-cloud policy), or null. */
-  localOnly(req: Request, identity: Identity, model: string): string | null;
+  localOnly(headers: IncomingHttpHeaders, identity: Identity, model: string): string | null;
   /** Whether a model an Ollama backend lists is really run in a cloud (Ollama's own cloud models). */
   isCloudModel(model: string): boolean;
   /** Starts charging GPU time and energy to this request while `source` serves it; undefined for sources off any known GPU. */
@@ -74,7 +83,11 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
     tokensIn: null,
     tokensOut: null,
     evalSeconds: null,
+    answer: null,
     error: reason,
+    lane: 'interactive',
+    queueMs: 0,
+    dropped: null,
     localOnly: null,
     gpuMs: null,
     energyJoules: null,
@@ -89,10 +102,11 @@ function noteResults(outcome: GenerationOutcome, results: readonly GenerationRes
   outcome.tokensOut = sum((r) => r.final.eval_count);
   const evalNs = results[0]?.final.eval_duration;
   outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;
+  outcome.answer = results.map((r) => (r.toolCalls.length > 0 ? { content: r.content, toolCalls: r.toolCalls } : { content: r.content }));
 }
 
 /** Response headers that say how the request was routed and who answered. */
-export function setRouteHeaders(res: Response, route: RouteDecision, source: string, model: string): void {
+export function setRouteHeaders(res: ServerResponse, route: RouteDecision, source: string, model: string): void {
   const safe = (text: string): string => text.replace(/[^\x20-\x7e]/g, '?');
   res.setHeader('x-bridge-model', safe(model));
   res.setHeader('x-bridge-backend', safe(source));
@@ -123,6 +137,20 @@ async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenera
   }
 }
 
+/** The lines of a single choice as [0, line]: nothing to merge, no race per line. */
+function indexed<T>(iterable: AsyncIterable<T>): AsyncIterableIterator<[number, T]> {
+  const source = iterable[Symbol.asyncIterator]();
+  const iterator: AsyncIterableIterator<[number, T]> = {
+    next: () => source.next().then((result): IteratorResult<[number, T]> => (result.done === true ? { done: true, value: undefined } : { done: false, value: [0, result.value] })),
+    return: async () => {
+      await source.return?.();
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]: () => iterator,
+  };
+  return iterator;
+}
+
 function emptyResult(): GenerationResult {
   return { content: '', thinking: '', toolCalls: [], final: {} };
 }
@@ -134,7 +162,7 @@ function accumulate(result: GenerationResult, event: OllamaChunk): void {
   result.final = event;
 }
 
-function write(res: Response, text: string): Promise<void> | undefined {
+function write(res: ServerResponse, text: string): Promise<void> | undefined {
   if (text === '' || res.write(text)) return undefined;
   // Back-pressure: stop pulling from the upstream until the client socket drains.
   return new Promise((resolve) => {
@@ -152,13 +180,14 @@ function write(res: Response, text: string): Promise<void> | undefined {
 function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
   if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
   if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
+  if (error instanceof LineTooLongError) return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
   return toUpstreamError(error, source.name);
 }
 
 /** An answer that has started: its merged lines and the first one, already read. */
 interface Opened {
   source: GenerationSource;
-  lines: AsyncGenerator<[number, OllamaChunk], void, undefined>;
+  lines: AsyncIterableIterator<[number, OllamaChunk]>;
   first: [number, OllamaChunk] | undefined;
   abort: AbortController;
 }
@@ -167,17 +196,17 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: Request, client: AbortSignal): Promise<Opened> {
+async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: ApiRequest, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
   client.addEventListener('abort', onClient, { once: true });
   try {
     const streams = await Promise.all(
       plan.bodies.map((body) =>
-        source.generate({ path: plan.path, body: { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
+        source.generate({ path: plan.path, body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
       ),
     );
-    const lines = mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    const lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);
@@ -219,27 +248,50 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
   return results;
 }
 
+/** What the scheduler learns from a finished try: Ollama's own load and prompt figures. */
+function completionOf(results: readonly GenerationResult[] | null): Completion {
+  const final = results?.[0]?.final;
+  if (final === undefined) return { ok: false };
+  return { ok: true, loadDurationNs: final.load_duration, promptEvalCount: final.prompt_eval_count, promptEvalDurationNs: final.prompt_eval_duration };
+}
+
 /**
- * Runs a generation and writes it in the surface's format. The upstream is always asked to
- * stream; the answer is forwarded line by line, or gathered for `stream: false`. As long as nothing
- * was sent to the client (a stream: until its first line; a whole answer: until it is complete),
- * a failing backend is replaced by the next candidate (up to maxRetries, with a jittered
- * back-off), then by the cloud fallback. After that, a break ends the stream in the surface's own
- * error form.
+ * The answer for ghost text the scheduler dropped (superseded by a newer keystroke, or too late to
+ * be useful): a normal, empty completion in the surface's own format, so the editor shows nothing
+ * instead of an error.
  */
-export async function serveGeneration(
-  policy: GenerationPolicy,
-  req: Request,
-  res: Response,
-  route: RouteDecision,
-  plan: GenerationPlan,
-  localOnly: string | null = null,
-): Promise<void> {
+function answerEmpty(res: ServerResponse, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
+  const final: OllamaChunk = { model: route.model, created_at: new Date().toISOString(), done: true, done_reason: 'stop', ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }) };
+  const results = plan.bodies.map((): GenerationResult => ({ content: '', thinking: '', toolCalls: [], final }));
+  res.setHeader('x-bridge-dropped', reason);
+  setRouteHeaders(res, route, 'none', route.model);
+  if (!plan.stream) {
+    sendJson(res, 200, plan.format.whole(results));
+    return;
+  }
+  res.statusCode = 200;
+  res.setHeader('content-type', plan.format.streamContentType);
+  res.setHeader('cache-control', 'no-cache');
+  res.end(plan.bodies.map((_, index) => plan.format.chunk(final, index)).join('') + plan.format.end(results));
+}
+
+/**
+ * Runs a generation and writes it in the surface's format. Each try on a local backend first
+ * waits for a slot in the scheduler (which, with dual-GPU on, also picks the backend); a client
+ * that hangs up while waiting is never sent upstream. The upstream is always asked to stream; the
+ * answer is forwarded line by line, or gathered for `stream: false`. As long as nothing was sent
+ * to the client (a stream: until its first line; a whole answer: until it is complete), a failing
+ * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
+ * the cloud fallback. After that, a break ends the stream in the surface's own error form.
+ */
+export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, input: RouteInput, localOnly: string | null = null): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
   const request = requestOf(req);
+  const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
+  const lane = classifyLane(laneInput, policy.laneRules).lane;
   const outcome: GenerationOutcome = {
     requestedModel: route.requestedModel,
     tier: route.tier,
@@ -252,7 +304,11 @@ export async function serveGeneration(
     tokensIn: null,
     tokensOut: null,
     evalSeconds: null,
+    answer: null,
     error: null,
+    lane,
+    queueMs: 0,
+    dropped: null,
     localOnly,
     gpuMs: null,
     energyJoules: null,
@@ -269,6 +325,8 @@ export async function serveGeneration(
     failures.push(`${source.name}: ${failure.message}`);
   };
 
+  /** The answer of the last try, when it ended well: what the scheduler learns from. */
+  let answered: GenerationResult[] | null = null;
   /** One try with one source, its GPU time and energy charged to the request. */
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
     const stopMeter = policy.meter(source);
@@ -285,9 +343,10 @@ export async function serveGeneration(
 
   /** One try with one source; true when the client got its answer (or left). */
   const tryServe = async (source: GenerationSource): Promise<boolean> => {
+    answered = null;
     let opened: Opened;
     try {
-      opened = await open(source, plan, route.model, req, client.signal);
+      opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
     } catch (error) {
       if (client.signal.aborted) return true;
       failed(source, error);
@@ -297,15 +356,16 @@ export async function serveGeneration(
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
       request.backend = source.name;
-      await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
+      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
       return true;
     }
     try {
       const results = await collect(opened, plan.bodies.length);
       noteResults(outcome, results);
+      answered = results;
       request.backend = source.name;
       setRouteHeaders(res, route, source.name, modelOf(opened, route));
-      res.status(200).json(plan.format.whole(results));
+      sendJson(res, 200, plan.format.whole(results));
       return true;
     } catch (error) {
       if (client.signal.aborted) return true;
@@ -321,16 +381,51 @@ export async function serveGeneration(
   // same error, and each answer would count against its circuit.
   const untried = [...route.candidates];
   for (let retry = 0; retry <= policy.maxRetries; retry++) {
-    // The next candidate that can still take traffic (a refused connection marks one down at once).
-    const at = untried.findIndex((b) => b.canTake(route.model));
-    if (at < 0) break;
-    const [source] = untried.splice(at, 1) as [Backend];
+    // Candidates that can still take traffic (a refused connection marks one down at once).
+    const usable = untried.filter((b) => b.canTake(route.model));
+    if (usable.length === 0) break;
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
       if (client.signal.aborted) return;
     }
-    if (await serveFrom(source)) return;
+    const choices = schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name);
+    let slot: Slot;
+    try {
+      slot = await policy.scheduler.admit({
+        model: route.model,
+        choices,
+        lane,
+        client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
+        promptTokens: input.signals.approxTokens,
+        weight: plan.bodies.length,
+        signal: client.signal,
+      });
+    } catch (error) {
+      if (client.signal.aborted || res.destroyed) return;
+      if (error instanceof QueueDropped && error.reason !== 'stopping') {
+        outcome.dropped = error.reason;
+        answerEmpty(res, route, plan, error.reason);
+        return;
+      }
+      outcome.error = (error as Error).message;
+      throw new BridgeError(503, `no backend can serve this request: ${(error as Error).message}`, { code: 'no_backend_available' });
+    }
+    outcome.queueMs += slot.queuedMs;
+    if (retry === 0 && slot.why !== '') {
+      const noRoom = route.noRoom.filter((name) => !choices.includes(name)).map((name) => `; ${name} lacks VRAM for a cold load`);
+      route.reason = route.spread ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+      outcome.reason = route.reason;
+    }
+    const source = usable.find((b) => b.name === slot.backend) as Backend;
+    untried.splice(untried.indexOf(source), 1);
+    let served = false;
+    try {
+      served = await serveFrom(source);
+    } finally {
+      slot.release(completionOf(answered));
+    }
+    if (served) return;
     if (lastError !== undefined && !retriable(lastError)) break;
   }
 
@@ -364,11 +459,14 @@ function modelOf(opened: Opened, route: RouteDecision): string {
   return opened.source.kind === 'cloud' ? (opened.first?.[1].model ?? route.model) : route.model;
 }
 
-/** Writes a started answer as a stream; from here on a failure can only end the stream in the surface's error form. */
-async function stream(opened: Opened, res: Response, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<void> {
+/**
+ * Writes a started answer as a stream; from here on a failure can only end the stream in the
+ * surface's error form. Resolves to the results when it ended well, else null.
+ */
+async function stream(opened: Opened, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<GenerationResult[] | null> {
   const { source, lines, first, abort } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
-  res.status(200);
+  res.statusCode = 200;
   res.setHeader('content-type', plan.format.streamContentType);
   res.setHeader('cache-control', 'no-cache');
   res.flushHeaders();
@@ -403,22 +501,23 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
   };
 
   try {
-    if (first !== undefined && !(await handle(...first))) return;
+    if (first !== undefined && !(await handle(...first))) return null;
     for await (const [index, event] of lines) {
-      if (!(await handle(index, event))) return;
+      if (!(await handle(index, event))) return null;
     }
   } catch (error) {
     abort.abort();
-    if (res.destroyed) return;
+    if (res.destroyed) return null;
     const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');
-    return;
+    return null;
   } finally {
     clearInterval(beat);
   }
   noteResults(outcome, results);
   res.end(plan.format.end(results));
+  return results;
 }
 
 /**
@@ -428,8 +527,8 @@ async function stream(opened: Opened, res: Response, route: RouteDecision, plan:
 export async function routeAndServe(
   router: Router,
   policy: GenerationPolicy,
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ServerResponse,
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
@@ -440,7 +539,7 @@ export async function routeAndServe(
     return new BridgeError(403, reason, { code });
   };
   if (!modelAllowed(identity, route.model)) throw refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
-  const localOnly = policy.localOnly(req, identity, route.model);
+  const localOnly = policy.localOnly(req.headers, identity, route.model);
   if (localOnly !== null && policy.isCloudModel(route.model)) throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, localOnly);
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
 }

@@ -3,19 +3,30 @@ import type { Dispatcher } from 'undici';
 import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { modelNamed } from '../upstream/ollama-api.js';
 import { BridgeError } from '../contract/index.js';
 import { requestOf } from './request.js';
 
-/** The model a native request names (`model`, or `name` as older clients send it), if any. */
-function modelOf(body: unknown): string | undefined {
-  if (typeof body !== 'object' || body === null) return undefined;
-  const { model, name } = body as { model?: unknown; name?: unknown };
-  if (typeof model === 'string' && model !== '') return model;
-  return typeof name === 'string' && name !== '' ? name : undefined;
+/** Everything passed through is below Ollama's /api/. */
+const FORWARDED_PREFIX = '/api/';
+
+/**
+ * The path and query to send upstream, with dot segments resolved (also percent-encoded ones,
+ * "%2e%2e", which the upstream would resolve itself); undefined when that leaves /api/.
+ */
+function forwardedPath(originalUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(originalUrl, 'http://bridge.invalid');
+  } catch {
+    return undefined;
+  }
+  if (url.origin !== 'http://bridge.invalid' || !url.pathname.startsWith(FORWARDED_PREFIX)) return undefined;
+  return url.pathname + url.search;
 }
 
-/** Chooses the backend for one request. */
-export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
+/** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
+export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
 /**
  * Forwards the request to one backend as it is and streams the answer back.
@@ -23,7 +34,12 @@ export type BackendChoice = (req: Request) => Backend | Promise<Backend>;
  */
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
-    const backend = await choose(req);
+    const path = forwardedPath(req.originalUrl);
+    if (path === undefined) {
+      throw new BridgeError(400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, { code: 'invalid_path' });
+    }
+    const backend = await choose(req, res);
+    if (backend === undefined) return;
     if (afterEach !== undefined) res.once('close', afterEach);
     const request = requestOf(req);
     request.backend = backend.name;
@@ -48,11 +64,11 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     try {
       upstream = await backend.request({
         method: req.method as Dispatcher.HttpMethod,
-        path: req.originalUrl,
+        path,
         headers,
         body,
         signal: abort.signal,
-        model: modelOf(req.body),
+        model: modelNamed(req.body),
       });
     } catch (error) {
       if (abort.signal.aborted) return;

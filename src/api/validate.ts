@@ -1,4 +1,4 @@
-import type { Request } from 'express';
+import type { ApiRequest } from './call.js';
 import type { z } from 'zod';
 import { BridgeError } from '../contract/index.js';
 
@@ -11,7 +11,7 @@ function describeIssue(error: z.ZodError): { message: string; param: string | nu
 }
 
 /** The parsed request body; a body that does not fit the schema is a 400 naming the field. */
-export function parseBody<T extends z.ZodType>(schema: T, req: Request): z.output<T> {
+export function parseBody<T extends z.ZodType>(schema: T, req: ApiRequest): z.output<T> {
   const parsed = schema.safeParse(req.body ?? {});
   if (parsed.success) return parsed.data;
   const issue = describeIssue(parsed.error);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LANES } from '../contract/index.js';
 
 /**
  * The config.yaml format. Keys are snake_case because the file is the public format
@@ -20,12 +21,33 @@ export const logLevelSchema = z.preprocess((value) => {
 
 const portSchema = z.number().int().min(0).max(65535);
 
+const keepAliveSchema = z.union([z.string().regex(/^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$/, 'a duration such as "5m", "1h", "-1" (forever) or "0"'), z.number()]);
+
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),
+  /** Memory the model needs, used when Ollama reports no size (cold-load estimate, VRAM fit). */
   vram_gb: z.number().positive().optional(),
+  /** Seed of the scheduler's service-time estimate for this model, until requests are measured. */
   expected_latency_ms: z.number().nonnegative().optional(),
   gpu_preference: z.number().int().nonnegative().optional(),
+  /** keep_alive sent with every request for this model ("-1" pins it in memory). */
+  keep_alive: keepAliveSchema.optional(),
+  /** Context size for this model unless a client asks for more; one size per model stops reloads. */
+  num_ctx: z.number().int().positive().optional(),
 });
+
+/** A config rule that puts matching requests in a lane; the first rule that matches wins. */
+const laneRuleSchema = z
+  .strictObject({
+    lane: z.enum(LANES),
+    /** A request header (any case) ... */
+    header: z.string().min(1).optional(),
+    /** ... whose value contains this text (case-insensitive); without it, any value. */
+    contains: z.string().optional(),
+    /** The client's User-Agent contains this text (case-insensitive). */
+    client: z.string().min(1).optional(),
+  })
+  .refine((rule) => rule.header !== undefined || rule.client !== undefined, 'a lane rule needs header or client');
 
 const backendSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"'),
@@ -36,6 +58,8 @@ const backendSchema = z.strictObject({
   weight: z.number().positive().default(1),
   /** Let the bridge start and stop this instance (`ollama serve` on the URL's loopback port, pinned to `gpu`). */
   manage: z.boolean().default(false),
+  /** Requests Ollama runs at once per model here (its OLLAMA_NUM_PARALLEL); default: ollama.num_parallel when managed, else 1. */
+  parallel: z.number().int().positive().optional(),
 });
 
 const providerSchema = z.strictObject({
@@ -133,6 +157,10 @@ export const configSchema = z.strictObject({
       host: z.string().min(1).default('127.0.0.1'),
       port: portSchema.default(5000),
       body_limit_mb: z.number().positive().max(1024).default(32),
+      /** Time a client has to send a request's head, and its JSON body; answers may take as long as they need. */
+      request_timeout_seconds: z.number().positive().default(30),
+      /** Open client connections; over it, the one waiting longest without a request in progress is closed. */
+      max_connections: z.number().int().min(1).default(1024),
       /** Bearer keys clients must send; required before listening beyond loopback. */
       api_keys: z.array(z.string().min(16, 'at least 16 characters')).default([]),
       /** Extra Host header names accepted besides loopback names (DNS-rebinding guard). */
@@ -153,6 +181,8 @@ export const configSchema = z.strictObject({
       simple: modelTierSchema.default({ name: 'qwen2.5-coder:1.5b' }),
       moderate: modelTierSchema.optional(),
       complex: modelTierSchema.default({ name: 'qwen2.5-coder:7b-instruct-q8_0' }),
+      /** The model that computes embeddings asked of a virtual model (auto, bridge/<tier>); default: the tier's own. */
+      embedding: z.strictObject({ name: z.string().min(1) }).optional(),
     })
     .prefault({}),
   routing: z
@@ -178,6 +208,8 @@ export const configSchema = z.strictObject({
           connect_timeout_seconds: z.number().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
           idle_timeout_seconds: z.number().positive().default(120),
+          /** Longest line of an upstream's streamed answer (and largest JSON answer); longer fails that request. */
+          max_line_mb: z.number().positive().max(1024).default(16),
           /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
           heartbeat_seconds: z.number().positive().default(10),
         })
@@ -187,6 +219,19 @@ export const configSchema = z.strictObject({
           /** How often each backend is asked for /api/ps (liveness and loaded models). */
           interval_seconds: z.number().positive().default(5),
           timeout_seconds: z.number().positive().default(2),
+        })
+        .prefault({}),
+      scheduler: z
+        .strictObject({
+          /** The bridge holds the queue: lanes, estimates, cancelled work never sent upstream. */
+          enabled: z.boolean().default(true),
+          lane_rules: z.array(laneRuleSchema).default([]),
+          /** Ghost text that waited this long in the queue is answered empty instead of late. */
+          fim_max_wait_ms: z.number().int().positive().default(1500),
+          /** Each time a request waits this long it moves up one lane, so no lane starves. */
+          age_boost_ms: z.number().int().positive().default(10_000),
+          /** Slots per backend and model only ghost text may use (give Ollama that many more with backends[].parallel). */
+          fim_reserved_slots: z.number().int().min(0).default(0),
         })
         .prefault({}),
       circuit_breaker: z
@@ -209,7 +254,6 @@ export const configSchema = z.strictObject({
         .prefault({}),
       logging: z
         .strictObject({
-          format: z.enum(['json']).default('json'),
           level: logLevelSchema.default('info'),
           /** "stdout", or a folder that receives copilot-bridge.log. */
           destination: z.string().min(1).default('stdout'),

@@ -1,4 +1,16 @@
-import type { Tier } from './types.js';
+import type { Lane, Tier } from './types.js';
+
+/** Why the scheduler answered a request without sending it upstream. */
+export type DropReason = 'superseded' | 'deadline' | 'stopping';
+
+const DROP_MESSAGES: Record<DropReason, string> = {
+  superseded: 'superseded by a newer ghost-text request',
+  deadline: 'waited longer than fim_max_wait_ms',
+  stopping: 'the bridge is stopping',
+};
+
+/** What a dropped request's history record and error say. */
+export const dropMessage = (reason: DropReason): string => DROP_MESSAGES[reason];
 
 /** The client API a request speaks, decided once from its path; it also decides the error shape. */
 export type Surface = 'ollama' | 'openai' | 'anthropic';
@@ -56,12 +68,20 @@ export interface GenerationOutcome {
   tokensOut: number | null;
   /** Seconds the source spent generating, as it measured them (Ollama's eval_duration). */
   evalSeconds: number | null;
+  /** The answer's text per choice (with its tool calls); only the log reads it, with log_prompts on. */
+  answer: Array<{ content: string; toolCalls?: unknown[] }> | null;
   error: string | null;
   /** Why cloud providers were not asked, when a never-cloud policy applied. */
   localOnly: string | null;
   /** Time on a GPU and the energy charged to this request (its share while others ran too). */
   gpuMs: number | null;
   energyJoules: number | null;
+  /** The scheduling lane. */
+  lane: Lane;
+  /** Milliseconds spent in the bridge's queue, over all tries. */
+  queueMs: number;
+  /** Ghost text the scheduler answered empty instead of sending it upstream. */
+  dropped: DropReason | null;
 }
 
 /** What came back of a request passed through to a backend as it is. */

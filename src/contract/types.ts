@@ -8,6 +8,10 @@ import type { Surface } from './request.js';
 export const TIERS = ['simple', 'moderate', 'complex'] as const;
 export type Tier = (typeof TIERS)[number];
 
+/** Scheduling lanes, highest first: ghost text, chat turns, work nobody watches. */
+export const LANES = ['fim', 'interactive', 'background'] as const;
+export type Lane = (typeof LANES)[number];
+
 /** One point of a GPU's history, small enough to keep an hour of them per GPU. */
 export interface GpuPoint {
   /** Milliseconds since the epoch. */
@@ -105,8 +109,13 @@ export interface HistoryRecord {
   /** The cloud provider that answered, when local backends could not. */
   fallback: string | null;
   status: number;
-  outcome: 'ok' | 'error' | 'cancelled';
+  /** dropped: ghost text answered empty by the scheduler (superseded, or waited past fim_max_wait_ms). */
+  outcome: 'ok' | 'error' | 'cancelled' | 'dropped';
   error: string | null;
+  /** The scheduling lane; null in records written before lanes existed. */
+  lane?: Lane | null;
+  /** Milliseconds the request waited in the bridge's queue for a free slot. */
+  queueMs?: number | null;
   /** Milliseconds until the first answer line. */
   ttftMs: number | null;
   totalMs: number;
@@ -258,6 +267,55 @@ export interface ComputeApp {
   gpuUuid: string;
 }
 
+/** One (backend, model) queue of the scheduler with its measured estimates. */
+export interface SchedulerPool {
+  backend: string;
+  model: string;
+  /** Requests Ollama runs at once for this model there (backends[].parallel). */
+  slots: number;
+  running: number;
+  queued: Record<Lane, number>;
+  /** Moving average of dispatch-to-end time of one request. */
+  serviceMs: number;
+  /** Moving average of Ollama's load_duration of cold loads here; null before one was seen. */
+  loadMs: number | null;
+  /** Moving average of prompt tokens per second here; null before one was measured. */
+  promptTokensPerSecond: number | null;
+  /** Finished requests the averages are made of. */
+  samples: number;
+}
+
+export interface SchedulerSnapshot {
+  enabled: boolean;
+  ageBoostMs: number;
+  fimMaxWaitMs: number;
+  /** Requests waiting in the bridge now, over all queues. */
+  queued: number;
+  pools: SchedulerPool[];
+  /** Requests that left a queue without being sent upstream, by why. */
+  dropped: { superseded: number; deadline: number; cancelled: number };
+}
+
+/** What each lane is called in the dashboard and the tray. */
+export const LANE_LABELS: Record<Lane, string> = { fim: 'ghost text', interactive: 'chat', background: 'background' };
+
+/** Requests waiting per lane, over every queue or over those of one backend. */
+export function queuedPerLane(scheduler: SchedulerSnapshot, backend?: string): Record<Lane, number> {
+  const totals: Record<Lane, number> = { fim: 0, interactive: 0, background: 0 };
+  for (const pool of scheduler.pools) {
+    if (backend !== undefined && pool.backend !== backend) continue;
+    for (const lane of LANES) totals[lane] += pool.queued[lane];
+  }
+  return totals;
+}
+
+/** "1 ghost text, 3 chat": the lanes that have requests waiting; '' when none do. */
+export function describeQueued(queued: Record<Lane, number>): string {
+  return LANES.filter((lane) => queued[lane] > 0)
+    .map((lane) => `${queued[lane]} ${LANE_LABELS[lane]}`)
+    .join(', ');
+}
+
 export interface BridgeState {
   startedAt: string;
   url: string;
@@ -275,6 +333,7 @@ export interface BridgeState {
   cloudPolicy: { header: string; neverModels: string[]; localOnlyTeams: string[]; localOnlyKeys: string[] };
   /** Since local midnight, for the tray tooltip. */
   today: { requests: number; savedDollars: number };
+  scheduler: SchedulerSnapshot;
 }
 
 export interface RequestCounters {

@@ -1,13 +1,20 @@
 import express, { type Request, type Router as ExpressRouter } from 'express';
+import { identityOf } from '../api/request.js';
 import { seesEveryone } from '../auth/access.js';
 import type { Identity } from '../auth/identity.js';
-import { identityOf } from '../api/request.js';
 import type { UsageQuery } from '../history/usage.js';
+import type { Logger } from '../log.js';
 import { BridgeError, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
 
+/** Dashboards, tray and scripts together; each open window holds one. */
+export const MAX_EVENT_SUBSCRIBERS = 32;
+/** How long an event stream may stay unable to take more before it is closed. */
+const STALLED_SUBSCRIBER_MS = 10_000;
+
 export interface ControlDeps {
+  log: Logger;
   actions: Actions;
   state: () => unknown;
   feed: StateFeed;
@@ -95,21 +102,63 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   });
 
   // Server-Sent Events: the state now, then every change, and each new history record.
+  let subscribers = 0;
+  // One serialization per event, whatever the number of subscribers.
+  const serialized = new WeakMap<object, string>();
+  const frame = (event: string, data: unknown): string => {
+    const key = typeof data === 'object' && data !== null ? data : undefined;
+    let text = key === undefined ? undefined : serialized.get(key);
+    if (text === undefined) {
+      text = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+      if (key !== undefined) serialized.set(key, text);
+    }
+    return text;
+  };
   router.get('/bridge/api/events', (req, res) => {
+    if (subscribers >= MAX_EVENT_SUBSCRIBERS) {
+      res.setHeader('retry-after', '10');
+      res.status(503).json({ error: `${MAX_EVENT_SUBSCRIBERS} event streams are open already; close a dashboard window or tab` });
+      return;
+    }
+    subscribers += 1;
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    // A subscriber that does not read must not make the bridge buffer for it: while its socket is
+    // full, history records are dropped (they stay in /bridge/api/history) and only the newest
+    // state is sent once it drains; one that stays full for STALLED_SUBSCRIBER_MS is disconnected.
+    let stalled: NodeJS.Timeout | undefined;
+    let stateDue = false;
+    const write = (text: string): void => {
+      if (res.write(text) || stalled !== undefined) return;
+      stalled = setTimeout(() => {
+        deps.log.warn({ stalledSeconds: STALLED_SUBSCRIBER_MS / 1000 }, 'closed an event stream that stopped reading');
+        res.destroy();
+      }, STALLED_SUBSCRIBER_MS);
+      stalled.unref();
+    };
+    res.on('drain', () => {
+      clearTimeout(stalled);
+      stalled = undefined;
+      if (stateDue) {
+        stateDue = false;
+        write(frame('state', deps.state()));
+      }
+    });
     const identity = identityOf(req);
     const everyone = seesEveryone(identity);
     const send = (event: string, data: unknown): void => {
       // A user's live history is their own requests, as in /bridge/api/history.
       if (event === 'history' && !everyone && (data as HistoryRecord).user !== identity.name) return;
-      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      if (stalled === undefined) write(frame(event, data));
+      else if (event === 'state') stateDue = true;
     };
-    res.write('retry: 2000\n\n');
+    write('retry: 2000\n\n');
     send('state', deps.state());
     const unsubscribe = deps.feed.subscribe(send, () => res.end());
-    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-    req.on('close', () => {
+    const ping = setInterval(() => stalled === undefined && write(': ping\n\n'), 15_000);
+    res.on('close', () => {
+      subscribers -= 1;
       clearInterval(ping);
+      clearTimeout(stalled);
       unsubscribe();
     });
   });

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -50,11 +52,40 @@ function run(command: string, args: string[], timeoutMs = 10_000): Promise<strin
   });
 }
 
-async function systemLoad(): Promise<SystemLoad> {
-  const si = await import('systeminformation');
-  const [memory, load] = await Promise.all([si.mem(), si.currentLoad()]);
-  // "active" leaves out reclaimable caches, which is what "used" means to a person.
-  return { memoryTotalBytes: memory.total, memoryUsedBytes: memory.active, cpuLoadRatio: load.currentLoad / 100 };
+/** Busy and total CPU time of all cores so far, in ms. */
+function cpuTimes(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const { times } of os.cpus()) {
+    busy += times.user + times.nice + times.sys + times.irq;
+    total += times.user + times.nice + times.sys + times.irq + times.idle;
+  }
+  return { busy, total };
+}
+
+/** Memory the system can hand out without swapping (Linux's MemAvailable; free memory elsewhere). */
+async function availableMemory(): Promise<number> {
+  try {
+    const match = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'));
+    if (match !== null) return Number(match[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return os.freemem();
+}
+
+/**
+ * RAM in use (leaving out reclaimable caches, which is what "used" means to a person) and the CPU
+ * load since the previous reading, from the OS itself: no module to load, no process to start.
+ */
+async function systemLoad(previous: { busy: number; total: number }): Promise<{ load: SystemLoad; times: { busy: number; total: number } }> {
+  const times = cpuTimes();
+  const total = os.totalmem();
+  const elapsed = times.total - previous.total;
+  return {
+    load: { memoryTotalBytes: total, memoryUsedBytes: total - (await availableMemory()), cpuLoadRatio: elapsed > 0 ? (times.busy - previous.busy) / elapsed : 0 },
+    times,
+  };
 }
 
 async function systeminformationControllers(): Promise<GpuController[]> {
@@ -85,6 +116,8 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private lastProcessesAt = 0;
   private lastUsed = '';
   private stopped = false;
+  /** CPU times at the previous RAM/CPU reading (zero: the first reading covers the time since boot). */
+  private cpuBefore = { busy: 0, total: 0 };
 
   constructor(private readonly options: GpuMonitorOptions) {
     super();
@@ -193,8 +226,9 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     const every = this.options.systemEveryMs ?? 5000;
     if (every <= 0 || this.stopped) return;
     try {
-      const system = await systemLoad();
-      this.current = { ...this.current, system };
+      const { load, times } = await systemLoad(this.cpuBefore);
+      this.cpuBefore = times;
+      this.current = { ...this.current, system: load };
     } catch (error) {
       this.options.log.debug({ error: (error as Error).message }, 'GPU monitor: RAM/CPU read failed');
     }

@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import type { GenerationOutcome, HistoryRecord, RequestEnd, RequestRecord } from '../contract/index.js';
+import { dropMessage, type GenerationOutcome, type HistoryRecord, type RequestEnd, type RequestRecord } from '../contract/index.js';
 import { costOf } from './accounting.js';
 
 const tenths = (value: number): number => Math.round(value * 10) / 10;
@@ -30,8 +30,10 @@ export function historyRecord(request: RequestRecord & { generation: GenerationO
     retries: generation.retries,
     fallback: generation.fallback,
     status: end.status,
-    outcome: !end.completed ? 'cancelled' : generation.error !== null || end.status >= 400 ? 'error' : 'ok',
-    error: generation.error,
+    outcome: !end.completed ? 'cancelled' : generation.dropped !== null ? 'dropped' : generation.error !== null || end.status >= 400 ? 'error' : 'ok',
+    error: generation.dropped !== null ? dropMessage(generation.dropped) : generation.error,
+    lane: generation.lane,
+    queueMs: tenths(generation.queueMs),
     ttftMs: generation.firstTokenMs === null ? null : tenths(generation.firstTokenMs),
     totalMs: tenths(end.totalMs),
     tokensIn: generation.tokensIn,

@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
@@ -18,6 +18,8 @@ export interface HistoryOptions {
 }
 
 const FILE = 'history.jsonl';
+/** History says what was asked of which model when: readable by this user only. */
+const FILE_MODE = 0o600;
 
 /** Records written before identities and accounting existed read back with those fields empty. */
 function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
@@ -32,9 +34,12 @@ function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
 export class HistoryStore {
   readonly name = 'history store';
   private readonly ring: HistoryRecord[] = [];
-  private pending: string[] = [];
+  /** Records not yet in the file; they are turned into lines when written, off the request path. */
+  private pending: HistoryRecord[] = [];
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  /** The current file ends in a torn line (a crash mid-write): the next write starts a new line. */
+  private tornTail = false;
   private readonly listeners = new Set<(record: HistoryRecord) => void>();
 
   constructor(private readonly options: HistoryOptions) {}
@@ -45,7 +50,7 @@ export class HistoryStore {
     if (dir === undefined) return;
     await mkdir(dir, { recursive: true });
     await this.load(dir);
-    await appendFile(this.fileAt(0), '');
+    await appendFile(this.fileAt(0), '', { mode: FILE_MODE });
     this.timer = setInterval(() => void this.flush(), this.options.flushIntervalMs ?? 1000);
     this.timer.unref();
   }
@@ -64,6 +69,9 @@ export class HistoryStore {
       } catch {
         continue;
       }
+      // Older versions created it readable by everyone; what was asked of which model is this user's only.
+      await chmod(file, FILE_MODE).catch(() => undefined);
+      if (generation === 0) this.tornTail = text !== '' && !text.endsWith('\n');
       text.split('\n').forEach((line, index) => {
         if (line.trim() === '') return;
         try {
@@ -77,22 +85,26 @@ export class HistoryStore {
 
   private remember(record: HistoryRecord): void {
     this.ring.push(record);
-    if (this.ring.length > this.options.maxRecords) this.ring.splice(0, this.ring.length - this.options.maxRecords);
+    // Trimmed in steps, not on every record: dropping the oldest one moves the whole array.
+    const { maxRecords } = this.options;
+    if (this.ring.length >= maxRecords + Math.max(64, maxRecords >> 3)) this.ring.splice(0, this.ring.length - maxRecords);
   }
 
   add(record: HistoryRecord): void {
     this.remember(record);
-    if (this.options.dir !== undefined) this.pending.push(`${JSON.stringify(record)}\n`);
+    if (this.options.dir !== undefined) this.pending.push(record);
     for (const listener of this.listeners) listener(record);
   }
 
   /** The newest records, oldest first. */
   recent(limit = this.options.maxRecords): HistoryRecord[] {
-    return this.ring.slice(-limit);
+    const { maxRecords } = this.options;
+    const kept = this.ring.length > maxRecords ? this.ring.slice(this.ring.length - maxRecords) : this.ring;
+    return kept.slice(-limit);
   }
 
   get size(): number {
-    return this.ring.length;
+    return Math.min(this.ring.length, this.options.maxRecords);
   }
 
   onRecord(listener: (record: HistoryRecord) => void): () => void {
@@ -103,13 +115,18 @@ export class HistoryStore {
   /** Writes what is pending, rotating first when the file would grow past its limit. */
   flush(): Promise<void> {
     if (this.pending.length === 0 || this.options.dir === undefined) return this.writing;
-    const text = this.pending.join('');
+    let text = '';
+    for (const record of this.pending) text += `${JSON.stringify(record)}\n`;
     this.pending = [];
     this.writing = this.writing.then(async () => {
       try {
         const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
-        if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) await this.rotate();
-        await appendFile(this.fileAt(0), text);
+        if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) {
+          await this.rotate();
+          this.tornTail = false;
+        }
+        await appendFile(this.fileAt(0), this.tornTail ? `\n${text}` : text, { mode: FILE_MODE });
+        this.tornTail = false;
       } catch (error) {
         // A failed write must not stop the bridge, nor every write after it.
         this.options.onWriteError?.(error as Error);

@@ -1,19 +1,22 @@
 import { randomUUID } from 'node:crypto';
-import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Router } from 'express';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import express, { type ErrorRequestHandler, type Express, type Router } from 'express';
+import type { ApiRoute } from '../api/call.js';
 import { primaryOf, type ApiContext } from '../api/context.js';
-import { anthropicRoutes } from '../api/anthropic/routes.js';
-import { copilotRoutes } from '../api/copilot/routes.js';
+import { anthropicHotRoutes, anthropicRoutes } from '../api/anthropic/routes.js';
+import { copilotHotRoutes, copilotRoutes } from '../api/copilot/routes.js';
 import { asBridgeError, sendError } from '../api/errors.js';
-import { ollamaRoutes } from '../api/ollama/routes.js';
-import { openAiRoutes } from '../api/openai/routes.js';
+import { ollamaHotRoutes, ollamaRoutes } from '../api/ollama/routes.js';
+import { openAiHotRoutes, openAiRoutes } from '../api/openai/routes.js';
 import { passthrough } from '../api/passthrough.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { BodyError, jsonBody } from './body.js';
+import { BodyError, bodyIdleTimeout, jsonBody } from './body.js';
+import { fastPath } from './fast.js';
+import { guard, guardRequest } from './guard.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import type { Limiter } from '../auth/limits.js';
-import { authenticate, limits } from './auth.js';
-import { guard } from './guard.js';
+import { admit, authenticate, authorize, limits } from './auth.js';
 import { beginRequest, requestOf } from '../api/request.js';
 import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
@@ -22,11 +25,25 @@ export type { RequestCounters } from '../contract/index.js';
 /** Called once per request when its connection closes, finished or not, with its record complete. */
 export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
-function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished): RequestHandler {
-  return (req, res, next) => {
+/** Request fields that carry the prompt's text, in any surface's request shape. */
+const PROMPT_FIELDS = ['system', 'instructions', 'messages', 'prompt', 'suffix', 'input'] as const;
+
+/** The prompt and answer text of a request, for a log that opted in (monitoring.logging.log_prompts). */
+function conversationOf(req: { body?: unknown }, request: RequestRecord): { prompt?: Record<string, unknown>; answer?: unknown } {
+  const body = req.body as Record<string, unknown> | undefined;
+  const prompt = typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
+  const answer = request.generation?.answer;
+  return { ...(Object.keys(prompt).length > 0 ? { prompt } : {}), ...(answer ? { answer } : {}) };
+}
+
+/** The parsed body is on the request by the time it closes (express's req.body, or set by the fast path). */
+type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string) => void;
+
+/** Starts each request's record, its id header and the counters; when it closes: history, metrics and the log line. */
+function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): BeginRequest {
+  return (req, res, path) => {
     const started = performance.now();
-    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
-    const request = beginRequest(req, randomUUID(), req.path);
+    const request = beginRequest(req, randomUUID(), path);
     counters.total += 1;
     counters.inFlight += 1;
     res.setHeader('x-request-id', request.id);
@@ -35,8 +52,9 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
       const end: RequestEnd = { status: res.statusCode, totalMs: performance.now() - started, completed: res.writableFinished };
       request.end = end;
       onFinished({ ...request, end });
+      if (!log.isLevelEnabled('info')) return;
       const { generation } = request;
-      // Method, path and outcome only: request and answer bodies stay out of the log.
+      // Method, path and outcome only: request and answer text stay out of the log unless asked for.
       log.info(
         {
           id: request.id,
@@ -53,11 +71,11 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
           relay: request.relay ?? undefined,
           completed: end.completed,
           userAgent: request.client.userAgent ?? undefined,
+          ...(logPrompts ? conversationOf(req, request) : {}),
         },
         'request',
       );
     });
-    next();
   };
 }
 
@@ -68,26 +86,40 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
       return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
     case 'entity.parse.failed':
       return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
+    case 'request.timeout':
+      return new BridgeError(408, `${error.message} (server.request_timeout_seconds)`, { code: 'request_timeout', cause: error });
     default:
       return new BridgeError(415, error.message, { code: 'unsupported_encoding', cause: error });
   }
+}
+
+type AnswerError = (thrown: unknown, req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * A percent-encoding that does not decode (`%ZZ`, overlong UTF-8 such as `%c0%ae`): Express
+ * reports it from a route parameter, its static file server from a file path, both with status 400.
+ */
+function malformedUrl(thrown: unknown): BridgeError | undefined {
+  const status = (thrown as { status?: unknown } | null)?.status;
+  if (thrown instanceof BridgeError || (!(thrown instanceof URIError) && status !== 400)) return undefined;
+  return new BridgeError(400, 'the URL is not valid: it has a percent-encoding that does not decode', { code: 'invalid_url', cause: thrown });
 }
 
 /**
  * The one place where what a handler threw becomes an answer: a BridgeError in the shape of the
  * request's surface, anything unexpected logged and answered as a bare 500.
  */
-function errorBoundary(config: Config, log: Logger): ErrorRequestHandler {
-  return (thrown: unknown, req, res, _next) => {
+function errorBoundary(config: Config, log: Logger): AnswerError {
+  return (thrown, req, res) => {
     if (thrown instanceof BodyError && thrown.type === 'request.aborted') {
       // The client left while sending its body: nobody to answer.
       res.destroy();
       return;
     }
-    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : asBridgeError(thrown);
-    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError)) log.error({ err: thrown, path: req.path }, 'unhandled error');
-    // The rest of an oversized body is not worth reading: the connection goes.
-    if (error.status === 413) res.setHeader('connection', 'close');
+    const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : (malformedUrl(thrown) ?? asBridgeError(thrown));
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
+    // The rest of an oversized or trickling body is not worth reading: the connection goes.
+    if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);
   };
 }
@@ -104,19 +136,31 @@ export interface AppParts {
   limiter: Limiter;
 }
 
-/** The HTTP surface of the bridge: guards, the client APIs and error shapes. */
-export function createApp(context: ApiContext, parts: AppParts): Express {
-  const { config, log } = context;
+/** The client API routes every editor calls all the time, served by the fast path. */
+function hotRoutes(context: ApiContext): ApiRoute[] {
+  return [...ollamaHotRoutes(context), ...openAiHotRoutes(context), ...anthropicHotRoutes(context), ...copilotHotRoutes(context)];
+}
+
+/** The express app: every route, the hot ones included, with the steps the fast path takes in the same order. */
+function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, answerError: AnswerError): Express {
+  const { config } = context;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(requestLog(log, parts.counters, parts.onFinished));
+  app.use((req, res, next) => {
+    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
+    begin(req, res, req.path);
+    next();
+  });
   app.use(guard(config));
   app.use(authenticate(parts.authenticator));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', toPrimary);
-  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024)));
+  app.all('/api/blobs/*digest', (req, _res, next) => {
+    bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+    next();
+  }, toPrimary);
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   app.use(limits(parts.limiter));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
@@ -132,6 +176,31 @@ export function createApp(context: ApiContext, parts: AppParts): Express {
   app.use((req) => {
     throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
   });
-  app.use(errorBoundary(config, log));
+  app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
   return app;
+}
+
+/**
+ * The HTTP surface of the bridge: guards, the client APIs and error shapes. The hot client routes
+ * go through the fast path (src/http/fast.ts), everything else through express; with `fastPath:
+ * false` express serves every request (the two answer alike, which a test holds them to).
+ */
+export function createRequestListener(context: ApiContext, parts: AppParts, options: { fastPath?: boolean } = {}): RequestListener {
+  const { config, log } = context;
+  const begin = requestLog(log, parts.counters, parts.onFinished, config.monitoring.logging.log_prompts);
+  const answerError = errorBoundary(config, log);
+  const app = createApp(context, parts, begin, answerError);
+  if (options.fastPath === false) return app;
+  const fast = fastPath(hotRoutes(context), {
+    begin,
+    allowed: guardRequest(config),
+    authorize: (req, res, path) => authorize(parts.authenticator, req, res, path),
+    admit: (req, res, path) => admit(parts.limiter, req, res, path),
+    bodyLimit: Math.round(config.server.body_limit_mb * 1024 * 1024),
+    bodyTimeoutMs: config.server.request_timeout_seconds * 1000,
+    answerError,
+  });
+  return (req, res) => {
+    if (!fast(req, res)) app(req, res);
+  };
 }

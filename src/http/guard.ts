@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { authConfigured, isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -12,30 +13,37 @@ function hostName(hostHeader: string): string {
   return (match?.[1] ?? hostHeader).toLowerCase();
 }
 
+/** A refused client gets its connection closed after the answer: it holds no place it may not use. */
+function refuse(res: ServerResponse): void {
+  res.setHeader('connection', 'close');
+}
+
 /**
  * Safe defaults (design §8): without API keys or a JWT issuer the bridge trusts only loopback Host
  * names (a page on another site cannot reach it through DNS rebinding) and only local browser
  * origins; with them, every request must say who it is (checked next, by the auth layer).
  */
-export function guard(config: Config) {
+export function guardRequest(config: Config): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { allowed_hosts: allowedHosts, cors_origins: corsOrigins } = config.server;
+  // With keys or a JWT issuer the bridge may listen beyond loopback: who is asking is checked next, by the auth layer.
   const checkHost = !authConfigured(config);
   const hosts = new Set([...allowedHosts.map((h) => h.toLowerCase()), config.server.host.toLowerCase()]);
   const origins = new Set(corsOrigins);
 
-  return (req: Request, res: Response, next: NextFunction): void => {
+  // True when the request may go on, false when answered here (a preflight); a refusal is thrown.
+  return (req, res) => {
     if (checkHost) {
       const name = hostName(req.headers.host ?? '');
       if (!isLoopbackHost(name) && !hosts.has(name)) {
-        next(new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' }));
-        return;
+        refuse(res);
+        throw new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' });
       }
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
       if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
-        next(new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' }));
-        return;
+        refuse(res);
+        throw new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' });
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
       res.setHeader('Vary', 'Origin');
@@ -43,10 +51,23 @@ export function guard(config: Config) {
         res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
         res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers'] ?? 'authorization, content-type, x-api-key, api-key, x-bridge-local-only');
         res.setHeader('Access-Control-Max-Age', '600');
-        res.status(204).end();
-        return;
+        res.statusCode = 204;
+        res.end();
+        return false;
       }
     }
-    next();
+    return true;
+  };
+}
+
+/** The guard as express middleware, for every route the fast path does not serve. */
+export function guard(config: Config) {
+  const allowed = guardRequest(config);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    try {
+      if (allowed(req, res)) next();
+    } catch (error) {
+      next(error);
+    }
   };
 }

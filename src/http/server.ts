@@ -1,5 +1,6 @@
 import { createServer, type RequestListener, type Server, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { limitConnections } from './connections.js';
 
 function urlOf(address: AddressInfo): string {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -17,9 +18,10 @@ export class HttpServer {
     private readonly host: string,
     private readonly port: number,
     handler: RequestListener,
-    options: ServerOptions = {},
+    { maxConnections, ...options }: ServerOptions & { maxConnections?: number } = {},
   ) {
     this.server = createServer(options, handler);
+    if (maxConnections !== undefined) limitConnections(this.server, maxConnections);
   }
 
   /** The base URL, once listening. */

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
 import type { Config } from '../config/schema.js';
-import type { HistoryRecord } from '../contract/index.js';
+import { LANES, type HistoryRecord, type Lane, type SchedulerSnapshot } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
@@ -24,6 +24,13 @@ export function accountingLabels(config: Config): { team(team: string | null): s
  * The bridge's Prometheus metrics, in a registry of its own (no process-wide default registry),
  * so several bridges can run in one process. Names follow the deployment document.
  */
+interface Series {
+  requests: { inc(): void };
+  errors: { inc(): void };
+  responseTime: { observe(value: number): void };
+  firstToken: { observe(value: number): void };
+}
+
 export class BridgeMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<'tier' | 'model' | 'backend' | 'status'>;
@@ -40,7 +47,20 @@ export class BridgeMetrics {
   private readonly labels: ReturnType<typeof accountingLabels>;
   private readonly perUser: boolean;
 
-  constructor(backends: readonly Backend[], gpus: () => readonly GpuReading[], config: Config) {
+  private readonly series = new Map<string, Series>();
+  private readonly queueWait: Histogram<'lane'>;
+
+  /**
+   * @param knownModel whether a model name is configured or installed: only those become label
+   *   values (the rest count as "other"), so client input cannot add series without bound.
+   */
+  constructor(
+    backends: readonly Backend[],
+    gpus: () => readonly GpuReading[],
+    private readonly knownModel: (name: string) => boolean,
+    scheduler: () => SchedulerSnapshot,
+    config: Config,
+  ) {
     const registers = [this.registry];
     this.labels = accountingLabels(config);
     this.perUser = config.accounting.per_user_metrics;
@@ -78,6 +98,21 @@ export class BridgeMetrics {
     this.cloudEquivalent = new Counter({ name: 'copilot_bridge_cloud_equivalent_dollars_total', help: "What the requests' tokens would have cost at the reference cloud prices", labelNames: accounting, registers });
     this.rateLimited = new Counter({ name: 'copilot_bridge_rate_limited_total', help: 'Requests refused with 429 by a rate, token or concurrency limit', labelNames: ['team'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
+    // Only configured or installed models are label values; several queues may add up in "other".
+    const labelOf = (model: string): string => (knownModel(model) ? model : 'other');
+    new Gauge({
+      name: 'copilot_bridge_queue_depth',
+      help: 'Requests waiting in the bridge for a free Ollama slot, per backend, model and lane',
+      labelNames: ['backend', 'model', 'lane'],
+      registers,
+      collect() {
+        this.reset();
+        for (const pool of scheduler().pools) {
+          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
+        }
+      },
+    });
+    this.queueWait = new Histogram({ name: 'copilot_bridge_queue_wait_seconds', help: 'Time a request waited in the bridge before it was sent upstream', labelNames: ['lane'], buckets: [0, 0.01, ...LATENCY_BUCKETS], registers });
     new Gauge({
       name: 'copilot_bridge_backend_up',
       help: '1 when the backend can take traffic (reachable, circuit not open)',
@@ -92,13 +127,16 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     const tier = record.tier ?? 'none';
     const backend = record.backend ?? 'none';
-    this.requests.inc({ tier, model: record.model, backend, status: String(record.status) });
-    if (record.outcome === 'error') this.errors.inc({ tier, model: record.model, backend, outcome: record.outcome });
-    this.responseTime.observe({ tier, backend }, record.totalMs / 1000);
-    if (record.ttftMs !== null) this.firstToken.observe({ tier, backend }, record.ttftMs / 1000);
+    // Only configured or installed models become label values, so the series map stays bounded too.
+    const model = this.knownModel(record.model) ? record.model : 'other';
+    const series = this.seriesOf(tier, model, backend, String(record.status));
+    series.requests.inc();
+    if (record.outcome === 'error') series.errors.inc();
+    series.responseTime.observe(record.totalMs / 1000);
+    if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
     const team = this.labels.team(record.team);
-    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model: record.model, team }, record.tokensIn);
-    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model: record.model, team }, record.tokensOut);
+    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model, team }, record.tokensIn);
+    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model, team }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
     const who: Record<string, string> = this.perUser ? { team, tier, user: this.labels.user(record.user) } : { team, tier };
     this.identityRequests.inc({ ...who, status: String(record.status) });
@@ -107,5 +145,28 @@ export class BridgeMetrics {
     if (record.cloudCostDollars !== null) this.cloudEquivalent.inc(who, record.cloudCostDollars);
     // A counter only goes up: a request whose energy cost more than its cloud equivalent adds nothing.
     if (record.savedDollars !== null && record.savedDollars > 0) this.saved.inc(who, record.savedDollars);
+  }
+
+  /**
+   * The series one request counts in, looked up once per label combination: prom-client would
+   * otherwise check and hash the labels on every call, five times per request.
+   */
+  private seriesOf(tier: string, model: string, backend: string, status: string): Series {
+    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}`;
+    let series = this.series.get(key);
+    if (series === undefined) {
+      series = {
+        requests: this.requests.labels({ tier, model, backend, status }),
+        errors: this.errors.labels({ tier, model, backend, outcome: 'error' }),
+        responseTime: this.responseTime.labels({ tier, backend }),
+        firstToken: this.firstToken.labels({ tier, backend }),
+      };
+      this.series.set(key, series);
+    }
+    return series;
+  }
+
+  observeQueueWait(lane: Lane, waitMs: number): void {
+    this.queueWait.observe({ lane }, waitMs / 1000);
   }
 }

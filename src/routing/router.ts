@@ -50,6 +50,25 @@ export interface RouteDecision {
   candidates: Backend[];
   tier: Tier | null;
   reason: string;
+  /** Why this model: the classification, or the model the client named. */
+  modelReason: string;
+  /** Why the candidates are in this order; the scheduler's estimates replace it unless they tie. */
+  rankReason: string;
+  /** Whether any candidate may serve it (dual-GPU on), or the first one only, the rest as failover. */
+  spread: boolean;
+  /** Candidates whose GPU lacks the free VRAM to load the model: chosen only when no other can be. */
+  noRoom: string[];
+}
+
+/**
+ * The backends the scheduler may choose from, of those still usable in the router's order: with
+ * dual-GPU on, every one whose GPU has room to load the model (all of them when none has: the
+ * VRAM check decides only while there is a choice); with it off, the first one.
+ */
+export function schedulerChoices<B extends { name: string }>(spread: boolean, noRoom: readonly string[], usable: readonly B[]): B[] {
+  if (!spread) return usable.slice(0, 1);
+  const roomy = usable.filter((b) => !noRoom.includes(b.name));
+  return roomy.length > 0 ? roomy : [...usable];
 }
 
 /** No model or backend for the request; clients read it as an unknown model. */
@@ -93,18 +112,18 @@ export class Router {
    * requests in flight, the higher weight. With dual-GPU off the primary comes first and the
    * others follow only as failover for retries.
    */
-  async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string }> {
+  async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string; noRoom: string[] }> {
     const notes: string[] = [];
     if (!this.settings.dualGpu) {
       const primary = await this.available([this.primary], model);
       const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1), model));
-      if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)` };
-      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}` };
+      if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)`, noRoom: [] };
+      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}`, noRoom: [] };
     }
     const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
       const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
-      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}` };
+      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [] };
     }
 
     const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
@@ -114,14 +133,15 @@ export class Router {
     if (chosen.hasLoaded(model)) notes.push(`${chosen.name} holds the model`);
     else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
     else notes.push(`${chosen.name} chosen`);
+    const noRoom = ordered.filter((b) => !b.hasLoaded(model) && this.coldLoadFits(b, model) === false).map((b) => b.name);
     for (const other of ordered.slice(1)) {
-      if (!other.hasLoaded(model) && this.coldLoadFits(other, model) === false) notes.push(`${other.name} lacks VRAM for a cold load`);
+      if (noRoom.includes(other.name)) notes.push(`${other.name} lacks VRAM for a cold load`);
     }
     for (const other of ordered.slice(1)) {
       if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
     }
     for (const down of this.backends.filter((b) => !b.canTake(model))) notes.push(`${down.name} ${this.stateOf(down, model)}`);
-    return { candidates: ordered, why: notes.join('; ') };
+    return { candidates: ordered, why: notes.join('; '), noRoom };
   }
 
   /** Backends that have the model first (all, if none has it), then by the preference order above. */
@@ -180,8 +200,9 @@ export class Router {
     const virtual = virtualModel(input.requestedModel);
     if (virtual === undefined) {
       const model = input.requestedModel;
-      const { candidates, why } = await this.rank(model, null);
-      return { requestedModel: model, model, candidates, tier: null, reason: `model '${model}' requested; ${why}` };
+      const { candidates, why, noRoom } = await this.rank(model, null);
+      const modelReason = `model '${model}' requested`;
+      return { requestedModel: model, model, candidates, tier: null, reason: `${modelReason}; ${why}`, modelReason, rankReason: why, spread: this.settings.dualGpu, noRoom };
     }
 
     const classified = virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
@@ -199,15 +220,21 @@ export class Router {
       }
     }
     const model = this.settings.models[tier];
-    const { candidates, why } = await this.rank(model, tier);
+    const { candidates, why, noRoom } = await this.rank(model, tier);
     if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
       throw new RouteError(404, `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`);
     }
-    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}` };
+    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, rankReason: why, spread: this.settings.dualGpu, noRoom };
   }
 
-  /** The best backend for a request that is not a generation (embeddings); the primary when none can take it. */
-  async backendFor(model: string): Promise<Backend> {
-    return (await this.rank(model, null)).candidates[0] ?? this.primary;
+  /**
+   * The real model that computes embeddings for `requested`: a virtual name means models.embedding
+   * when configured, else the model of its tier ("auto": the simple tier's). Always the same model
+   * for one name, since vectors of different models cannot be compared.
+   */
+  embeddingModel(requested: string): string {
+    const virtual = virtualModel(requested);
+    if (virtual === undefined) return requested;
+    return this.config.models.embedding?.name ?? this.settings.models[virtual.tier ?? 'simple'];
   }
 }

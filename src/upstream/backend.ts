@@ -4,25 +4,30 @@ import type { BackendConfig, Config } from '../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 import { BackendHealth } from './health.js';
 import { canonicalModelName } from '../contract/index.js';
-import { readNdjson, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { readText } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
 export type { BackendSnapshot } from '../contract/index.js';
 
-export interface UpstreamTimeouts {
+/** How long the bridge waits on an upstream, and how much it takes from one. */
+export interface UpstreamLimits {
   connectMs: number;
   /** Until the response head arrives; Ollama sends it with the first token, so cold loads count. */
   firstByteMs: number;
   /** Longest gap between two body chunks. */
   idleMs: number;
+  /** Longest answer line (NDJSON, SSE), and largest JSON answer. */
+  maxLineBytes: number;
 }
 
-export function timeoutsFrom(config: Config): UpstreamTimeouts {
+export function limitsFrom(config: Config): UpstreamLimits {
   const t = config.routing.thresholds;
   return {
     connectMs: t.connect_timeout_seconds * 1000,
     firstByteMs: t.timeout_seconds * 1000,
     idleMs: t.idle_timeout_seconds * 1000,
+    maxLineBytes: Math.round(t.max_line_mb * 1024 * 1024),
   };
 }
 
@@ -58,7 +63,7 @@ export class Backend implements GenerationSource {
   private recheckedAt = Number.NEGATIVE_INFINITY;
   private rechecking: Promise<void> | undefined;
 
-  constructor(config: BackendConfig, timeouts: UpstreamTimeouts, health: BackendHealth) {
+  constructor(config: BackendConfig, private readonly limits: UpstreamLimits, health: BackendHealth) {
     this.name = config.name;
     this.weight = config.weight;
     this.health = health;
@@ -67,9 +72,9 @@ export class Backend implements GenerationSource {
     this.host = this.url.host;
     this.basePath = this.url.pathname.replace(/\/+$/, '');
     this.pool = new Pool(this.url.origin, {
-      connect: { timeout: timeouts.connectMs },
-      headersTimeout: timeouts.firstByteMs,
-      bodyTimeout: timeouts.idleMs,
+      connect: { timeout: limits.connectMs },
+      headersTimeout: limits.firstByteMs,
+      bodyTimeout: limits.idleMs,
       keepAliveTimeout: 10_000,
     });
   }
@@ -79,10 +84,7 @@ export class Backend implements GenerationSource {
    * 5xx answers count as failures. Rejects with an UpstreamError (or the abort reason).
    */
   async request(request: UpstreamRequest): Promise<Dispatcher.ResponseData> {
-    this.inFlight += 1;
-    this.requests += 1;
-    const model = request.model === undefined ? undefined : canonicalModelName(request.model);
-    this.health.begin(model);
+    const model = this.begin(request.model);
     const started = performance.now();
     try {
       const response = await this.pool.request({
@@ -95,34 +97,107 @@ export class Backend implements GenerationSource {
       response.body.once('close', () => {
         this.inFlight -= 1;
       });
-      // 503 is Ollama's "server busy" (its queue is full): the whole backend, whatever the model.
-      if (response.statusCode >= 500) this.noteFailure(`answered ${response.statusCode}`, response.statusCode === 503 ? undefined : model);
-      else this.health.recordSuccess(performance.now() - started, model);
+      this.answered(response.statusCode, started, model);
       return response;
     } catch (error) {
       this.inFlight -= 1;
-      if (request.signal.aborted) throw error;
-      const failure = toUpstreamError(error, this.name);
-      this.failures += 1;
-      this.health.recordFailure(failure.message, failure.failure === 'unreachable');
-      throw failure;
+      throw this.unanswered(error, request.signal);
     }
   }
 
-  async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
-    const response = await this.request({
-      method: 'POST',
-      path: request.path,
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent },
-      body: JSON.stringify({ ...request.body, stream: true }),
-      signal: request.signal,
-      model: String(request.body.model),
+  /** Counts a request that is about to be sent; returns its model's canonical name. */
+  private begin(requested: string | undefined): string | undefined {
+    this.inFlight += 1;
+    this.requests += 1;
+    const model = requested === undefined ? undefined : canonicalModelName(requested);
+    this.health.begin(model);
+    return model;
+  }
+
+  /** Counts an answer by its status: 5xx is a failure; 503 is Ollama's "server busy" (its queue is full), the whole backend's. */
+  private answered(status: number, started: number, model: string | undefined): void {
+    if (status >= 500) this.noteFailure(`answered ${status}`, status === 503 ? undefined : model);
+    else this.health.recordSuccess(performance.now() - started, model);
+  }
+
+  /** Counts a request that got no answer and returns what to throw: the abort as it is, anything else as an UpstreamError. */
+  private unanswered(error: unknown, signal: AbortSignal): unknown {
+    if (signal.aborted) return error;
+    const failure = toUpstreamError(error, this.name);
+    this.failures += 1;
+    this.health.recordFailure(failure.message, failure.failure === 'unreachable');
+    return failure;
+  }
+
+  /**
+   * Asks for a generation and resolves with its lines once the answer started. Dispatched with a
+   * handler of its own rather than as a request with a body stream: each chunk is parsed where it
+   * arrives, with back-pressure through the connection's pause and resume. Rejects like request(),
+   * and with UpstreamStatusError for an error status.
+   */
+  generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+    const model = this.begin(String(request.body.model));
+    const started = performance.now();
+    const { signal } = request;
+    const { maxLineBytes } = this.limits;
+    return new Promise((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let status = 0;
+      let errorText = '';
+      let settled = false;
+      const lines = new NdjsonLines(
+        {
+          pause: () => controller?.pause(),
+          resume: () => controller?.resume(),
+          destroy: () => controller?.abort(new Error('the answer was not read to its end')),
+        },
+        maxLineBytes,
+      );
+      const onAbort = (): void => controller?.abort(signal.reason as Error);
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        this.inFlight -= 1;
+        signal.removeEventListener('abort', onAbort);
+      };
+      const statusError = (): UpstreamStatusError => new UpstreamStatusError(status, this.name, errorMessageOf(status, errorText));
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.pool.dispatch(
+        {
+          method: 'POST',
+          path: this.basePath + request.path,
+          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent, host: this.host },
+          body: JSON.stringify({ ...request.body, stream: true }),
+        },
+        {
+          onRequestStart: (dispatch) => {
+            controller = dispatch;
+            if (signal.aborted) dispatch.abort(signal.reason as Error);
+          },
+          onResponseStart: (_dispatch, statusCode) => {
+            status = statusCode;
+            this.answered(statusCode, started, model);
+            if (statusCode < 400) resolve(lines);
+          },
+          onResponseData: (_dispatch, chunk) => {
+            if (status < 400) lines.push(chunk);
+            // An error answer is read for its message, up to the longest line taken.
+            else if (errorText.length < maxLineBytes) errorText += chunk.toString();
+          },
+          onResponseEnd: () => {
+            finish();
+            if (status >= 400) reject(statusError());
+            else lines.end();
+          },
+          onResponseError: (_dispatch, error) => {
+            finish();
+            if (status === 0) reject(this.unanswered(error, signal));
+            else if (status >= 400) reject(statusError());
+            else lines.fail(error);
+          },
+        },
+      );
     });
-    if (response.statusCode >= 400) {
-      const text = await response.body.text().catch(() => '');
-      throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
-    }
-    return readNdjson(response.body);
   }
 
   /**
@@ -198,7 +273,12 @@ export class Backend implements GenerationSource {
     } catch (error) {
       throw toUpstreamError(error, this.name);
     }
-    const text = await response.body.text();
+    let text: string;
+    try {
+      text = await readText(response.body, this.limits.maxLineBytes);
+    } catch (error) {
+      throw toUpstreamError(error, this.name);
+    }
     if (response.statusCode >= 400) throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
     return (text === '' ? {} : JSON.parse(text)) as T;
   }

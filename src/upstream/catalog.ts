@@ -20,6 +20,8 @@ export interface LoadedModel extends OllamaPsModel {
   gpu: number | string | null;
 }
 
+const MAX_REMEMBERED_MISSES = 256;
+
 /**
  * What models each backend has, from their /api/tags. Lists are cached for a short time and
  * refreshed in the background, so routing a request never waits on a model list it already has.
@@ -29,6 +31,8 @@ export class ModelCatalog {
   private fetchedAt = 0;
   private refreshing: Promise<BackendListing[]> | undefined;
   private readonly shows = new Map<string, Promise<OllamaShowResponse>>();
+  /** When a name was last looked up in fresh lists and found nowhere. */
+  private readonly misses = new Map<string, number>();
 
   constructor(
     private readonly backends: readonly Backend[],
@@ -64,6 +68,7 @@ export class ModelCatalog {
   /** Forget cached lists and details, after a pull, create, copy or delete. */
   invalidate(): void {
     this.fetchedAt = 0;
+    this.misses.clear();
     this.listings = undefined;
     this.shows.clear();
   }
@@ -86,29 +91,58 @@ export class ModelCatalog {
     return [...merged.values()];
   }
 
-  /** The backends that have `model` installed; looks again once before saying none. */
+  /**
+   * The backends that have `model` installed. Before saying none it looks again once (a model
+   * pulled meanwhile), then remembers the miss for `maxAgeMs`: a name nobody has (a client's
+   * made-up engine) must not cost every request a round of /api/tags on every backend.
+   */
   async holders(model: string): Promise<Backend[]> {
     const key = canonicalModelName(model);
     const find = (listings: BackendListing[]): Backend[] =>
       listings.filter((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key)).map((l) => l.backend);
     const cached = find(await this.perBackend());
-    return cached.length > 0 ? cached : find(await this.perBackend(true));
+    const missedAt = this.misses.get(key);
+    if (cached.length > 0 || (missedAt !== undefined && Date.now() - missedAt < this.maxAgeMs)) return cached;
+    const found = find(await this.perBackend(true));
+    this.misses.delete(key);
+    if (found.length === 0) {
+      // Names come from clients: only so many are remembered, the oldest go first.
+      if (this.misses.size >= MAX_REMEMBERED_MISSES) this.misses.delete(this.misses.keys().next().value as string);
+      this.misses.set(key, Date.now());
+    }
+    return found;
   }
 
-  /** The size of a model's files as the last model lists gave it, without asking again. */
-  sizeOf(model: string): number | undefined {
+  /** Whether the last model lists (as they are, without asking again) have `model` on any backend. */
+  lists(model: string): boolean {
+    const key = canonicalModelName(model);
+    return (this.listings ?? []).some((listing) => listing.models?.some((m) => canonicalModelName(m.model ?? m.name) === key) === true);
+  }
+
+  /** A model as the last model lists gave it, without asking again. */
+  private listed(model: string): OllamaTagModel | undefined {
     const key = canonicalModelName(model);
     for (const listing of this.listings ?? []) {
       const found = listing.models?.find((m) => canonicalModelName(m.model ?? m.name) === key);
-      if (found !== undefined) return found.size;
+      if (found !== undefined) return found;
     }
     return undefined;
   }
 
   /** Whether an installed model is one of Ollama's cloud models (it has a remote_host), as the last lists said. */
   isRemote(model: string): boolean {
-    const key = canonicalModelName(model);
-    return (this.listings ?? []).some((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key && m.remote_host !== undefined && m.remote_host !== ''));
+    const remote = this.listed(model)?.remote_host;
+    return remote !== undefined && remote !== '';
+  }
+
+  /** The size of a model's files as the last model lists gave it. */
+  sizeOf(model: string): number | undefined {
+    return this.listed(model)?.size;
+  }
+
+  /** The digest of a model's file: names with one digest are one model to Ollama. */
+  digestOf(model: string): string | undefined {
+    return this.listed(model)?.digest;
   }
 
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */

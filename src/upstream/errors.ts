@@ -64,8 +64,31 @@ export class UpstreamStatusError extends BridgeError {
   }
 }
 
-/** Reads Ollama's {"error": "..."} body, or falls back to the raw text. */
+/** What credentials look like in an error text: bearer tokens, OpenAI- and Anthropic-style keys, key=value pairs. */
+const CREDENTIAL_PATTERNS: ReadonlyArray<[RegExp, string]> = [
+  [/\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi, '$1 [redacted]'],
+  [/\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}/g, '$1-[redacted]'],
+  [/\b(api[_-]?key|x-api-key|access[_-]?token|secret)(["']?\s*[:=]\s*["']?)[^\s"',;&]{8,}/gi, '$1$2[redacted]'],
+];
+
+/**
+ * An upstream's error text with anything that looks like a credential taken out, and the given
+ * secrets (the keys the bridge sends) wherever they appear: providers echo keys in their 401
+ * answers, and the text goes on to the client, the history and the log.
+ */
+export function redactSecrets(text: string, secrets: ReadonlyArray<string | undefined> = []): string {
+  let out = text;
+  for (const secret of secrets) if (secret !== undefined && secret.length >= 4) out = out.split(secret).join('[redacted]');
+  for (const [pattern, replacement] of CREDENTIAL_PATTERNS) out = out.replace(pattern, replacement);
+  return out;
+}
+
+/** Reads Ollama's {"error": "..."} body, or falls back to the raw text; credentials are redacted either way. */
 export function errorMessageOf(status: number, text: string): string {
+  return redactSecrets(rawErrorMessageOf(status, text));
+}
+
+function rawErrorMessageOf(status: number, text: string): string {
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
     if (typeof parsed.error === 'string') return parsed.error;

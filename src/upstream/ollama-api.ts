@@ -1,5 +1,6 @@
-import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import { redactSecrets } from './errors.js';
+import { LineTooLongError } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
 
@@ -79,21 +80,199 @@ export interface OllamaPsModel {
 }
 
 /**
- * Parses an NDJSON body line by line as it arrives. Pulling from the iterator is what reads the
- * socket, so a slow consumer slows the upstream (back-pressure) instead of buffering.
+ * The model a native request names: `model`, or `name` as older clients send it. Ollama's Go
+ * client (and so the `ollama` CLI) sends both, one of them empty.
  */
-export async function* readNdjson(body: Readable): AsyncGenerator<OllamaChunk, void, undefined> {
-  const decoder = new StringDecoder('utf8');
-  let pending = '';
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    pending += decoder.write(chunk);
-    let newline = pending.indexOf('\n');
-    while (newline >= 0) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      if (line !== '') yield JSON.parse(line) as OllamaChunk;
-      newline = pending.indexOf('\n');
+export function modelNamed(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const { model, name } = body as { model?: unknown; name?: unknown };
+  if (typeof model === 'string' && model !== '') return model;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
+/** The counts and durations of an answer line; the bridge adds them up, relays them and counts them in metrics. */
+const COUNT_FIELDS = ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_count', 'eval_duration'] as const;
+const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason'] as const;
+
+/** A count or duration from an upstream: a whole number from 0 up, or nothing (text, negative, NaN, Infinity are dropped). */
+export function countOf(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+}
+
+/**
+ * One upstream answer line with every field the bridge reads checked: a field of the wrong type
+ * (a count that is text or negative, a message that is not an object) is dropped, never passed on
+ * to the client, the history or the metrics. Unknown fields pass through.
+ */
+export function checkedChunk(value: unknown): OllamaChunk {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new SyntaxError('an answer line is not a JSON object');
+  const chunk: Record<string, unknown> = { ...value };
+  for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
+  for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
+  if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
+  if ('error' in chunk) chunk.error = redactSecrets(typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error).slice(0, 500));
+  if ('message' in chunk) {
+    const message = chunk.message;
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) delete chunk.message;
+    else {
+      const checked: Record<string, unknown> = { ...message };
+      checked.role = typeof checked.role === 'string' ? checked.role : 'assistant';
+      checked.content = typeof checked.content === 'string' ? checked.content : '';
+      if ('thinking' in checked && typeof checked.thinking !== 'string') delete checked.thinking;
+      if ('tool_calls' in checked && !Array.isArray(checked.tool_calls)) delete checked.tool_calls;
+      if (Array.isArray(checked.tool_calls)) {
+        checked.tool_calls = checked.tool_calls.filter(
+          (call: unknown) => typeof call === 'object' && call !== null && typeof (call as { function?: { name?: unknown } }).function?.name === 'string',
+        );
+      }
+      chunk.message = checked;
     }
   }
-  if (pending.trim() !== '') yield JSON.parse(pending) as OllamaChunk;
+  return chunk as OllamaChunk;
+}
+
+/** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
+const PAUSE_AT_LINES = 64;
+
+/** What a line reader may do to the stream it reads. */
+export interface LineFlow {
+  pause(): void;
+  resume(): void;
+  /** Stops the stream for good (the consumer left, or a line was refused). */
+  destroy(): void;
+}
+
+/**
+ * An NDJSON answer parsed line by line as its chunks arrive (push), each line checked
+ * (checkedChunk), handed to one consumer as an async iterator: a line that arrives while the
+ * consumer waits is handed over in the same tick, with one promise and no stream machinery per
+ * chunk. A consumer that falls behind pauses the producer (back-pressure) instead of buffering; a
+ * line may not grow past `maxLineBytes` (an upstream that never ends a line must not fill the
+ * bridge's memory); stopping early (return()) destroys the producer.
+ */
+export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly ready: OllamaChunk[] = [];
+  /** The start of a line whose end has not arrived yet, in pieces. */
+  private readonly parts: string[] = [];
+  private partsLength = 0;
+  private ended = false;
+  private paused = false;
+  private failure: Error | undefined;
+  private waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
+
+  constructor(
+    private readonly flow: LineFlow,
+    private readonly maxLineBytes: number,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.failure !== undefined || this.ended) return;
+    const text = this.decoder.write(chunk);
+    let start = 0;
+    let newline = text.indexOf('\n');
+    while (newline >= 0) {
+      if (!this.take(this.line(text.slice(start, newline)))) return;
+      start = newline + 1;
+      newline = text.indexOf('\n', start);
+    }
+    if (start < text.length) {
+      this.parts.push(start === 0 ? text : text.slice(start));
+      this.partsLength += text.length - start;
+      if (this.partsLength > this.maxLineBytes) {
+        this.refuse(new LineTooLongError(this.maxLineBytes));
+        return;
+      }
+    }
+    if (this.ready.length >= PAUSE_AT_LINES && !this.paused) {
+      this.paused = true;
+      this.flow.pause();
+    }
+    this.settle();
+  }
+
+  end(): void {
+    if (this.failure === undefined && !this.ended && this.take(this.line(this.decoder.end()))) this.ended = true;
+    this.settle();
+  }
+
+  /** The answer broke off (or was aborted); a failure after the end changes nothing. */
+  fail(error: Error): void {
+    if (!this.ended) this.failure ??= error;
+    this.settle();
+  }
+
+  next(): Promise<IteratorResult<OllamaChunk>> {
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      if (this.paused && this.ready.length < PAUSE_AT_LINES) {
+        this.paused = false;
+        this.flow.resume();
+      }
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<OllamaChunk>> {
+    if (!this.ended) this.flow.destroy();
+    this.ended = true;
+    this.ready.length = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<OllamaChunk> {
+    return this;
+  }
+
+  /** A whole line: the pieces held so far and its tail. */
+  private line(tail: string): string {
+    if (this.parts.length === 0) return tail;
+    const line = this.parts.join('') + tail;
+    this.parts.length = 0;
+    this.partsLength = 0;
+    return line;
+  }
+
+  private take(line: string): boolean {
+    if (line.length > this.maxLineBytes) {
+      this.refuse(new LineTooLongError(this.maxLineBytes));
+      return false;
+    }
+    const trimmed = line.trim();
+    if (trimmed === '') return true;
+    try {
+      this.ready.push(checkedChunk(JSON.parse(trimmed)));
+      return true;
+    } catch (error) {
+      this.refuse(error as Error);
+      return false;
+    }
+  }
+
+  private refuse(error: Error): void {
+    this.failure = error;
+    this.flow.destroy();
+    this.settle();
+  }
+
+  private settle(): void {
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    const value = this.ready.shift();
+    if (value !== undefined) {
+      this.waiting = undefined;
+      waiting.resolve({ done: false, value });
+    } else if (this.failure !== undefined) {
+      this.waiting = undefined;
+      waiting.reject(this.failure);
+    } else if (this.ended) {
+      this.waiting = undefined;
+      waiting.resolve({ done: true, value: undefined });
+    }
+  }
 }

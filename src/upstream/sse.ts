@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import { LineTooLongError, readLines } from './lines.js';
 
 export interface SseEvent {
   event: string | undefined;
@@ -7,27 +7,26 @@ export interface SseEvent {
 }
 
 /** Parses a text/event-stream body into events as they arrive (data lines joined, comments skipped). */
-export async function* readSse(body: Readable): AsyncGenerator<SseEvent, void, undefined> {
-  const decoder = new StringDecoder('utf8');
-  let pending = '';
+export async function* readSse(body: Readable, maxLineBytes: number): AsyncGenerator<SseEvent, void, undefined> {
   let event: string | undefined;
   let data: string[] = [];
+  let size = 0;
   const flush = function* (): Generator<SseEvent> {
     if (data.length > 0) yield { event, data: data.join('\n') };
     event = undefined;
     data = [];
+    size = 0;
   };
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    pending += decoder.write(chunk);
-    let newline = pending.indexOf('\n');
-    while (newline >= 0) {
-      const line = pending.slice(0, newline).replace(/\r$/, '');
-      pending = pending.slice(newline + 1);
-      if (line === '') yield* flush();
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-      else if (line.startsWith('event:')) event = line.slice(6).trim();
-      newline = pending.indexOf('\n');
-    }
+  for await (const raw of readLines(body, maxLineBytes)) {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line === '') yield* flush();
+    else if (line.startsWith('data:')) {
+      const value = line.slice(5).replace(/^ /, '');
+      // An event of many data lines is held whole: it is bounded like one line.
+      size += value.length;
+      if (size > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+      data.push(value);
+    } else if (line.startsWith('event:')) event = line.slice(6).trim();
   }
   yield* flush();
 }

@@ -96,6 +96,8 @@ routing:
     await row.waitFor({ timeout: 2000 });
     assert.equal(await row.getAttribute('data-tier'), 'simple');
     assert.equal(await row.getAttribute('data-backend'), response.headers.get('x-bridge-backend'));
+    assert.equal(await row.getAttribute('data-lane'), 'interactive');
+    assert.match(await row.getByTestId('wait').innerText(), /^\d+ ms$/);
     await row.click();
     const details = page.getByTestId('details');
     await details.waitFor();
@@ -144,6 +146,34 @@ routing:
     await page.getByTestId('filter-text').fill('architect');
     assert.equal(await count(), complex);
     await page.getByTestId('filter-text').fill('');
+  });
+
+  it('shows the queue per lane and the measured estimates in the Backends view', async () => {
+    await bridge.actions.run('setDualGpu', { enabled: false });
+    const aborts = Array.from({ length: 4 }, () => new AbortController());
+    try {
+      await tab('Backends').click();
+      // Long answers on the primary: one runs, three wait in the bridge.
+      const requests = aborts.map((abort, i) =>
+        fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: RIG_MODELS.complex, messages: [{ role: 'user', content: `long ${i}` }], options: { num_predict: 100000 } }), signal: abort.signal }).catch(() => undefined),
+      );
+      await page.waitForFunction(() => document.querySelector('[data-testid="queued-gpu0"]')?.textContent === '3 chat', undefined, { timeout: 30_000 });
+      // The rig's two model names are one file, so Ollama (and the scheduler) give them one queue.
+      const row = page.locator('[data-testid^="pool-gpu0-"]');
+      assert.equal(await row.count(), 1);
+      assert.match(await row.innerText(), /^gpu0\s+\S+\s+1\s+1\s+0\s+3\s+0\s/);
+      aborts.forEach((abort) => abort.abort());
+      await Promise.all(requests);
+      await page.waitForFunction(() => document.querySelector('[data-testid="queued-gpu0"]')?.textContent === 'none');
+      assert.match(await page.getByTestId('scheduler-summary').innerText(), /Never sent to Ollama: .*3 cancelled while queued/);
+      // Earlier requests were measured: the row shows figures, not the seed.
+      const measured = await row.innerText();
+      assert.doesNotMatch(measured, /seed/);
+      assert.match(measured, /tok\/s/);
+    } finally {
+      aborts.forEach((abort) => abort.abort());
+      await bridge.actions.run('setDualGpu', { enabled: true });
+    }
   });
 
   it('takes screenshots of every view, light and dark', async () => {

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { tempDir } from '../support/temp.js';
+import { findOllama } from '../support/ollama-binary.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -273,6 +275,26 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       assert.deepEqual(await again.json(), { error: "model 'scratch:1' not found" });
     });
 
+    it('serves the official ollama CLI (Go client: "model" and "name" both sent, one empty): show and rm', async () => {
+      const lookup = findOllama();
+      assert.ok('found' in lookup, 'the rig runs, so there is an ollama binary');
+      // Asynchronous: the bridge answering the CLI runs in this process.
+      const cli = (...args: string[]): Promise<{ status: number | null; out: string }> =>
+        new Promise((resolve) => {
+          execFile(lookup.found, args, { env: { PATH: process.env.PATH, HOME: tempDir('ollama-cli-home-'), OLLAMA_HOST: bridge.url }, timeout: 60_000 }, (error, stdout, stderr) => {
+            resolve({ status: error === null ? 0 : typeof error.code === 'number' ? error.code : null, out: `${stdout}${stderr}` });
+          });
+        });
+      const shown = await cli('show', RIG_MODELS.simple);
+      assert.equal(shown.status, 0, shown.out);
+      assert.match(shown.out, /architecture\s+llama/);
+      assert.equal((await post('/api/copy', { source: RIG_MODELS.simple, destination: 'scratch:cli' })).status, 200);
+      const removed = await cli('rm', 'scratch:cli');
+      assert.equal(removed.status, 0, removed.out);
+      const names = ((await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string }> }).models.map((m) => m.model);
+      assert.ok(!names.includes('scratch:cli'));
+    });
+
     it('says which backend holds each loaded model in /api/ps, and serves the legacy /api/embeddings', async () => {
       await post('/api/generate', { model: RIG_MODELS.simple, prompt: '', stream: false });
       const ps = (await (await fetch(`${bridge.url}/api/ps`)).json()) as { models: Array<{ model: string; backend: string; gpu: unknown }> };
@@ -285,6 +307,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       }
       const legacy = (await (await post('/api/embeddings', { model: RIG_MODELS.simple, prompt: 'alpha' })).json()) as { embedding: number[] };
       assert.equal(legacy.embedding.length, 64);
+      // The virtual models both model lists show embed too, with their tier's model.
+      const auto = await post('/api/embed', { model: 'auto', input: ['alpha'] });
+      assert.equal(auto.status, 200);
+      assert.equal(((await auto.json()) as { embeddings: number[][] }).embeddings[0]?.length, 64);
+      const pinned = await post('/v1/embeddings', { model: 'bridge/complex', input: 'alpha', encoding_format: 'float' });
+      assert.equal(pinned.status, 200);
+      assert.equal(((await pinned.json()) as { data: Array<{ embedding: number[] }> }).data[0]?.embedding.length, 64);
     });
 
     it('rejects a malformed inline completion in OpenAI’s shape', async () => {

@@ -23,13 +23,15 @@ export interface TestBridgeOptions {
   env?: Record<string, string>;
   file?: string;
   logger?: Logger;
+  /** false: express serves the hot client routes too. */
+  fastPath?: boolean;
 }
 
 /** A bridge on a free loopback port, configured like the CLI would from env vars and a file; history in a temp folder. */
 export async function startTestBridge(options: TestBridgeOptions = {}): Promise<BridgeHandle> {
   const env = { BRIDGE_DATA_DIR: tempDir('bridge-data-'), ...options.env };
   const config = loadConfig({ file: options.file, env, flags: { port: '0' } });
-  return startBridge(config, { logger: options.logger ?? pino({ level: 'silent' }) });
+  return startBridge(config, { logger: options.logger ?? pino({ level: 'silent' }), fastPath: options.fastPath });
 }
 
 export interface StandIn {

@@ -49,6 +49,8 @@ export interface RigInstance {
   stop(): Promise<void>;
   /** The last lines of its log, for failure messages. */
   logTail(): string;
+  /** The requests Ollama itself logged (its [GIN] lines), as "POST /api/chat", in the order it finished them. */
+  loggedRequests(): string[];
 }
 
 export interface OllamaRig {
@@ -138,7 +140,7 @@ async function registerModels(url: string, gguf: Buffer, digest: string): Promis
   }
 }
 
-function createInstance(binary: string, name: string, root: string, port: number): RigInstance {
+function createInstance(binary: string, name: string, root: string, port: number, numParallel: number): RigInstance {
   const home = path.join(root, name);
   const url = `http://127.0.0.1:${port}`;
   const logFile = path.join(root, `${name}.log`);
@@ -153,8 +155,8 @@ function createInstance(binary: string, name: string, root: string, port: number
     OLLAMA_HOST: `127.0.0.1:${port}`,
     OLLAMA_MODELS: path.join(home, 'models'),
     OLLAMA_KEEP_ALIVE: '5m',
-    // One generation at a time: a request that is not cancelled would hold up the next one.
-    OLLAMA_NUM_PARALLEL: '1',
+    // One generation at a time by default: a request that is not cancelled would hold up the next one.
+    OLLAMA_NUM_PARALLEL: String(numParallel),
     OLLAMA_MAX_LOADED_MODELS: '2',
     OLLAMA_NOPRUNE: '1',
     CUDA_VISIBLE_DEVICES: '',
@@ -219,6 +221,18 @@ function createInstance(binary: string, name: string, root: string, port: number
       }
     },
     logTail: () => tail(logFile),
+    loggedRequests: () => {
+      try {
+        return readFileSync(logFile, 'utf8')
+          .split('\n')
+          .flatMap((line) => {
+            const match = line.startsWith('[GIN]') ? /\|\s*([A-Z]+)\s+"([^"]+)"/.exec(line) : null;
+            return match === null ? [] : [`${match[1]} ${match[2]}`];
+          });
+      } catch {
+        return [];
+      }
+    },
   };
   return instance;
 }
@@ -227,7 +241,7 @@ function createInstance(binary: string, name: string, root: string, port: number
  * Starts `count` real Ollama servers on free loopback ports, each with its own HOME and models
  * folder in a temp directory, and registers the tiny model under the rig's model names.
  */
-export async function startRig(count = 2): Promise<OllamaRig> {
+export async function startRig(count = 2, numParallel = 1): Promise<OllamaRig> {
   const lookup = findOllama();
   if ('missing' in lookup) throw new Error(`cannot start the Ollama rig: ${lookup.missing}`);
   const root = mkdtempSync(path.join(os.tmpdir(), RIG_DIR_PREFIX));
@@ -240,7 +254,7 @@ export async function startRig(count = 2): Promise<OllamaRig> {
   };
   try {
     for (let i = 0; i < count; i++) {
-      instances.push(createInstance(lookup.found, `gpu${i}`, root, await freePort()));
+      instances.push(createInstance(lookup.found, `gpu${i}`, root, await freePort(), numParallel));
     }
     await Promise.all(
       instances.map(async (instance) => {

@@ -230,6 +230,17 @@ describe('errors in each surface’s own shape', () => {
     const missing = await post(`${bridge.url}/v1/messages`, JSON.stringify({ model: MODELS.complex, messages: [] }));
     assert.equal(missing.status, 400);
     assert.equal(((await missing.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
+    const imageUrl = await post(
+      `${bridge.url}/v1/messages`,
+      JSON.stringify({ model: MODELS.complex, max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/a.png' } }] }] }),
+    );
+    assert.equal(imageUrl.status, 400);
+    const imageBody = (await imageUrl.json()) as { type: string; error: { type: string; message: string } };
+    assert.equal(imageBody.error.type, 'invalid_request_error');
+    assert.match(imageBody.error.message, /only base64 image sources/);
+    const badArguments = await post(`${bridge.url}/v1/responses`, JSON.stringify({ model: MODELS.complex, input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '{oops' }] }));
+    assert.equal(badArguments.status, 400);
+    assert.equal(((await badArguments.json()) as { error: { param: string } }).error.param, 'input.0.arguments');
   });
 
   it('unknown model: 404 that says the model was not found', async () => {

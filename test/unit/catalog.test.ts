@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
-import { Backend, timeoutsFrom } from '../../src/upstream/backend.js';
+import { Backend, limitsFrom } from '../../src/upstream/backend.js';
 import { ModelCatalog } from '../../src/upstream/catalog.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import { BackendHealth } from '../../src/upstream/health.js';
@@ -18,7 +18,7 @@ async function catalogOver(gpu0: ListedModels, gpu1: ListedModels | 'unreachable
   closers.push(a.close, ...(b === undefined ? [] : [b.close]));
   // Port 9 (discard) on loopback refuses at once: a backend that is down.
   const config = loadConfig({ env: { GPU0_URL: a.url, GPU1_URL: b?.url ?? 'http://127.0.0.1:9', ENABLE_DUAL_GPU: 'true' } });
-  const backends = config.backends.map((backend) => new Backend(backend, timeoutsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
+  const backends = config.backends.map((backend) => new Backend(backend, limitsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
   closers.push(async () => void (await Promise.all(backends.map((backend) => backend.close()))));
   return { catalog: new ModelCatalog(backends), backends: backends as [Backend, Backend], a, b };
 }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
-import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { memoryLogger, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { tempDir } from '../support/temp.js';
 
@@ -184,5 +184,42 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.equal(body.error.code, 'no_backend_available');
     assert.match(body.error.message, /^no backend can serve this request \(model 'm' requested; no backend can take traffic: local down/);
     assert.equal(cloud.requests.length, 0);
+  });
+});
+
+describe('cloud fallback: credentials in provider errors', () => {
+  it('redacts the key and anything that looks like a credential from error answers, in the answer, history and log', async () => {
+    const key = 'azure0123456789abcdef0123';
+    const echo = `Incorrect API key provided: ${key}. Sent Authorization: Bearer ${key}; project key sk-proj-abcdefghijklmnop`;
+    let mode: 'status' | 'stream' = 'status';
+    const cloud = await startStandIn((_req, res) => {
+      if (mode === 'status') {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: echo, type: 'invalid_request_error' } }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`data: ${JSON.stringify({ error: { message: echo } })}\n\n`);
+    });
+    const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
+    writeFileSync(file, `fallback:\n  enabled: true\n  providers:\n    - name: cloud\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-test\n`);
+    const { logger, lines } = memoryLogger();
+    const bridge = await startTestBridge({ file, logger, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, OPENAI_API_KEY: key } });
+    cleanups.push(() => bridge.stop(100), () => cloud.close());
+
+    const refused = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(refused.status, 401);
+    const refusedText = await refused.text();
+    assert.match(refusedText, /Incorrect API key provided: \[redacted\]/);
+    mode = 'stream';
+    const streamed = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const streamedText = await streamed.text();
+    assert.match(streamedText, /Bearer \[redacted\]/);
+    await bridge.stop(100);
+
+    const everything = [refusedText, streamedText, JSON.stringify(bridge.history.recent()), JSON.stringify(lines())].join('\n');
+    assert.equal(bridge.history.recent().length, 2);
+    assert.ok(!everything.includes(key), 'the key is still in an answer, the history or the log');
+    assert.ok(!everything.includes('sk-proj-abcdefghijklmnop'), 'a key-like token is still in an answer, the history or the log');
   });
 });

@@ -123,6 +123,30 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     assert.deepEqual(markedProcesses(mark), []);
   });
 
+  it('survives an upstream whose token counts are text or negative: the app keeps serving', async () => {
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end('{"model":"m","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"x"},"done":true,"eval_count":"12","prompt_eval_count":-5}\n');
+    }, ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const userData = tempDir('desktop-');
+    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`);
+    const fake = new FakeElectron(userData);
+    const desktop = await startDesktop(fake, {});
+    assert.ok(desktop);
+    const recorded = new Promise<void>((resolve) => desktop.bridge.history.onRecord(() => resolve()));
+    const chat = await fetch(`${desktop.bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }) });
+    assert.equal(chat.status, 200);
+    await chat.text();
+    // The request was recorded (history and metrics) after its answer: the process is still here to say so.
+    await recorded;
+    assert.equal((await fetch(`${desktop.bridge.url}/health`)).status, 200);
+    const record = desktop.bridge.history.recent().at(-1);
+    // The counts that were not numbers were dropped, not added up.
+    assert.deepEqual([record?.tokensIn, record?.tokensOut], [0, 0]);
+    await fake.cleanup();
+  });
+
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {
     const userData = tempDir('desktop-');
     const upstream = await startStandIn((_req, res) => res.end('{}'), ['qwen2.5-coder:1.5b', 'qwen2.5-coder:7b-instruct-q8_0']);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { ServerResponse } from 'node:http';
+import { request as httpRequest, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -40,6 +40,18 @@ async function twoBackends(gpu0: Behaviour, gpu1: Behaviour, extraEnv: Record<st
 
 const chat = (bridge: BridgeHandle, stream = false): Promise<Response> =>
   fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content: 'x' }] }) });
+
+/** The status of a GET sent with a chosen Host header (fetch sets its own). */
+function statusWithHost(url: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 const backendState = (bridge: BridgeHandle, name: string): BridgeState['backends'][number] => {
   const found = bridge.state.backends.find((b) => b.name === name);
@@ -229,7 +241,7 @@ describe('control API', () => {
     await new Promise((resolve) => setTimeout(resolve, 80));
     const second = await chat(bridge);
     assert.equal(second.headers.get('x-bridge-backend'), 'gpu1');
-    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /gpu0 busy \(1 in flight\)/);
+    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /^model 'm' requested; gpu1: ~[\d.]+ s, cold load, idle; gpu0: ~[\d.]+ s, resident, 1 running$/);
     await (await first).text();
     assert.equal(a.requests.length, 1);
 
@@ -271,10 +283,52 @@ describe('observability', () => {
     assert.ok(a.requests.length > 0);
   });
 
+  it('labels metrics only with configured or installed models: made-up names count as "other"', async () => {
+    const { bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"error":"model not found"}');
+      },
+      (res) => answer(res, 'b'),
+    );
+    for (let i = 0; i < 40; i++) {
+      const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: `made-up-${i}`, stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+      await response.text();
+    }
+    await (await chat(bridge)).text();
+    // A request is recorded when its connection closes, which may be just after the client read it.
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (bridge.history.size < 41) return;
+        stop();
+        resolve();
+      };
+      const stop = bridge.history.onRecord(check);
+      check();
+    });
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    assert.doesNotMatch(metrics, /made-up/);
+    const models = new Set([...metrics.matchAll(/copilot_bridge_requests_total\{[^}]*model="([^"]+)"/g)].map((m) => m[1]));
+    assert.deepEqual([...models].sort(), ['m', 'other']);
+  });
+
   it('serves /metrics on PROMETHEUS_PORT too', async () => {
     const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0' });
     assert.ok(bridge.metricsUrl);
     const metrics = await (await fetch(`${bridge.metricsUrl}/metrics`)).text();
     assert.match(metrics, /# TYPE copilot_bridge_requests_total counter/);
+    // A page reaching it through DNS rebinding sends its own name as Host: refused, as on the main port.
+    assert.equal(await statusWithHost(`${bridge.metricsUrl}/metrics`, 'attacker.example'), 403);
+    assert.equal(await statusWithHost(`${bridge.metricsUrl}/metrics`, 'localhost'), 200);
+  });
+
+  it('asks for an API key on PROMETHEUS_PORT when keys are configured', async () => {
+    const key = '0123456789abcdef0123';
+    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key });
+    const refused = await fetch(`${bridge.metricsUrl}/metrics`);
+    assert.equal(refused.status, 401);
+    assert.match(((await refused.json()) as { error: string }).error, /a valid API key is required/);
+    const scraped = await fetch(`${bridge.metricsUrl}/metrics`, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(scraped.status, 200);
   });
 });

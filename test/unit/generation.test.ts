@@ -8,6 +8,8 @@ import { nativeFormat } from '../../src/api/ollama/routes.js';
 import { beginRequest, requestOf } from '../../src/api/request.js';
 import type { GenerationOutcome } from '../../src/contract/index.js';
 import type { RouteDecision } from '../../src/routing/router.js';
+import { Scheduler } from '../../src/routing/scheduler.js';
+import { chatSignals, clientSignals } from '../../src/routing/signals.js';
 import type { Backend } from '../../src/upstream/backend.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import type { OllamaChunk } from '../../src/upstream/ollama-api.js';
@@ -64,7 +66,9 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
   let onClosed: () => void = () => undefined;
   /** Resolves when the request now being served has closed. */
   const closed = new Promise<void>((resolve) => (onClosed = resolve));
-  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback, localOnly: () => null, isCloudModel: () => false, meter: () => undefined };
+  // The scheduler off: each try goes straight to the next candidate, as the router ordered them.
+  const scheduler = new Scheduler({ enabled: false, ageBoostMs: 10_000, fimMaxWaitMs: 1_500, fimReservedSlots: 0, slots: () => 1, resident: () => false, seed: () => ({ serviceMs: 1000, sizeBytes: undefined }) });
+  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback, scheduler, laneRules: [], prepare: (body) => body, localOnly: () => null, isCloudModel: () => false, meter: () => undefined };
   const app = express();
   app.post('/api/chat', async (req, res) => {
     beginRequest(req, 'test', req.path);
@@ -72,8 +76,9 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
       outcomes.push(requestOf(req).generation as GenerationOutcome);
       onClosed();
     });
-    const route: RouteDecision = { requestedModel: 'auto', model: 'm', candidates: candidates as unknown as Backend[], tier: 'simple', reason: 'simple: test' };
-    await serveGeneration(policy, req, res, route, { path: '/api/chat', bodies: [{ messages: [] }], stream: req.query.stream !== 'false', format: nativeFormat('chat', 'auto') });
+    const route: RouteDecision = { requestedModel: 'auto', model: 'm', candidates: candidates as unknown as Backend[], tier: 'simple', reason: 'simple: test', modelReason: 'simple: test', rankReason: '', spread: false, noRoom: [] };
+    const input = { requestedModel: 'auto', signals: chatSignals([], false, clientSignals(req.headers)), needs: [] };
+    await serveGeneration(policy, req, res, route, { path: '/api/chat', bodies: [{ messages: [] }], stream: req.query.stream !== 'false', format: nativeFormat('chat', 'auto') }, input);
   });
   app.use(((error, req, res, _next) => sendError(res, requestOf(req).surface, asBridgeError(error))) as express.ErrorRequestHandler);
   const server = app.listen(0, '127.0.0.1');

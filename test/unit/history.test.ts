@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
@@ -50,6 +50,24 @@ describe('history store', () => {
     const reopened = await openStore({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
     assert.deepEqual(reopened.recent().map((r) => r.id), ['r01', 'r02']);
     assert.deepEqual(skipped, ['history.jsonl:3']);
+    // The next record starts a line of its own, so it is not lost with the torn one.
+    reopened.add(record(4));
+    await reopened.stop();
+    const third = await openStore(options(dir));
+    assert.deepEqual(third.recent().map((r) => r.id), ['r01', 'r02', 'r04']);
+    await third.stop();
+  });
+
+  it('creates its file readable by this user only, and tightens one an older version created', async () => {
+    const dir = tempDir('history-');
+    const store = await openStore(options(dir));
+    store.add(record(1));
+    await store.stop();
+    const file = path.join(dir, 'history.jsonl');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    chmodSync(file, 0o644);
+    const reopened = await openStore(options(dir));
+    assert.equal(statSync(file).mode & 0o777, 0o600);
     await reopened.stop();
   });
 

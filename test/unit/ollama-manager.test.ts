@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { findOllamaBinary, ManagerError, OllamaManager, type ManagerOptions } from '../../src/ollama/manager.js';
 import { tempDir } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 function options(overrides: Partial<ManagerOptions>): ManagerOptions {
   return {
@@ -47,8 +47,7 @@ describe('Ollama manager', () => {
     chmodSync(binary, 0o755);
     const manager = new OllamaManager([{ name: 'gpu0', port: 45678, device: 'GPU-abc' }], options({ binary, modelsDir: dir }));
     await assert.rejects(manager.start('gpu0'), /exited at start/);
-    const started = Date.now();
-    while (manager.snapshot()[0]?.state !== 'failed' && Date.now() - started < 8000) await sleep(50);
+    await until(() => (manager.snapshot()[0]?.state === 'failed' ? true : undefined), 'the instance to be given up', 8000);
     const instance = manager.snapshot()[0];
     assert.equal(instance?.state, 'failed');
     assert.equal(instance?.restarts, 2);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -37,7 +38,151 @@ async function readChunks(response: Response): Promise<string> {
   return await response.text();
 }
 
+/** A GET with the path exactly as given (fetch would resolve dot segments itself). */
+function rawGet(base: string, rawPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ hostname, port, path: rawPath, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A request with the path exactly as given (fetch would normalize or refuse it). */
+function rawRequest(base: string, method: string, rawPath: string, body?: string): Promise<{ status: number; contentType: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ hostname, port, path: rawPath, method, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type']), body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('malformed requests', () => {
+  it('answers 400, not 500, to a percent-encoding that does not decode', async () => {
+    const { bridge } = await pair((_req, res) => res.end('{}'));
+    const engine = await rawRequest(bridge.url, 'POST', '/v1/engines/%ZZ/completions', '{"prompt":"x"}');
+    assert.equal(engine.status, 400);
+    assert.equal((JSON.parse(engine.body) as { error: { code: string } }).error.code, 'invalid_url');
+    const ui = await rawRequest(bridge.url, 'GET', '/ui/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd');
+    assert.equal(ui.status, 400);
+  });
+
+  it('refuses JSON nested deeper than 128 levels at the door with 400, on every surface', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
+    const deep = `{"model":"m","input":${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
+    for (const route of ['/api/chat', '/api/embed', '/v1/chat/completions', '/v1/embeddings']) {
+      const answer = await rawRequest(bridge.url, 'POST', route, deep);
+      assert.equal(answer.status, 400, route);
+      assert.match(answer.body, /nested deeper than 128 levels/, route);
+    }
+    // Depth is counted outside strings only.
+    const shallow = await rawRequest(bridge.url, 'POST', '/api/embed', JSON.stringify({ model: 'm', input: '['.repeat(1000) }));
+    assert.equal(shallow.status, 200);
+    assert.equal(upstream.requests.length, 1);
+  });
+
+  it('answers an inline completion without "stream" as one JSON document, as OpenAI does', async () => {
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'sum', done: true, done_reason: 'stop' })}\n`);
+    }, ['m:latest']);
+    const bridge = await startTestBridge({ file: configFile('models:\n  simple:\n    name: m\n'), env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    const answer = await rawRequest(bridge.url, 'POST', '/v1/engines/copilot-codex/completions', '{"prompt":"x"}');
+    assert.equal(answer.status, 200);
+    assert.match(answer.contentType, /^application\/json/);
+    assert.equal((JSON.parse(answer.body) as { choices: Array<{ text: string }> }).choices[0]?.text, 'sum');
+  });
+});
+
+describe('embeddings for virtual models', () => {
+  it('embeds "auto" and "bridge/<tier>" with the tier\'s model, or models.embedding when set, on all three endpoints', async () => {
+    const upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ model: 'x', embeddings: [[0.5, 0.25]], embedding: [0.5, 0.25], prompt_eval_count: 2 }));
+    }, ['small:latest', 'large:latest', 'embedder:latest']);
+    const start = async (yaml: string): Promise<BridgeHandle> => {
+      const bridge = await startTestBridge({ file: configFile(yaml), env: { OLLAMA_HOST: upstream.url } });
+      cleanups.push(() => bridge.stop(100));
+      return bridge;
+    };
+    cleanups.push(() => upstream.close());
+    const sentModels = (): string[] => upstream.requests.map((r) => (JSON.parse(r.body) as { model: string }).model);
+
+    const tiers = await start('models:\n  simple:\n    name: small\n  complex:\n    name: large\n');
+    const post = (bridge: BridgeHandle, route: string, body: unknown): Promise<Response> => fetch(`${bridge.url}${route}`, { method: 'POST', body: JSON.stringify(body) });
+    assert.equal((await post(tiers, '/api/embed', { model: 'auto', input: 'a' })).status, 200);
+    assert.equal((await post(tiers, '/api/embeddings', { model: 'bridge/complex', prompt: 'a' })).status, 200);
+    const openai = await post(tiers, '/v1/embeddings', { model: 'bridge/simple', input: 'a', encoding_format: 'float' });
+    assert.equal(openai.status, 200);
+    const answer = (await openai.json()) as { model: string; data: Array<{ embedding: number[] }> };
+    assert.equal(answer.model, 'bridge/simple');
+    assert.deepEqual(answer.data[0]?.embedding, [0.5, 0.25]);
+    assert.deepEqual(sentModels(), ['small', 'large', 'small']);
+
+    const dedicated = await start('models:\n  simple:\n    name: small\n  embedding:\n    name: embedder\n');
+    assert.equal((await post(dedicated, '/api/embed', { model: 'auto', input: 'a' })).status, 200);
+    assert.equal((await post(dedicated, '/v1/embeddings', { model: 'bridge/complex', input: 'a' })).status, 200);
+    // A real model name is used as it is.
+    assert.equal((await post(dedicated, '/api/embed', { model: 'small', input: 'a' })).status, 200);
+    assert.deepEqual(sentModels().slice(3), ['embedder', 'embedder', 'small']);
+  });
+});
+
+describe('model lists', () => {
+  it('does not ask every backend for its models again on each request for a name none has', async () => {
+    let listings = 0;
+    const upstream = createServer((req, res) => {
+      if (req.url === '/api/tags') listings += 1;
+      res.writeHead(200, { 'content-type': req.url === '/api/generate' ? 'application/x-ndjson' : 'application/json' });
+      if (req.url === '/api/tags') res.end(JSON.stringify({ models: [{ name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }] }));
+      else if (req.url === '/api/generate') res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'x', done: true, done_reason: 'stop' })}\n`);
+      else res.end('{"models":[]}');
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
+    const { bridge } = await pair(() => undefined, {
+      env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` },
+      file: configFile('models:\n  simple:\n    name: m\n'),
+    });
+    // Copilot's default engine is no installed model: each request is routed like "auto".
+    await (await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) })).text();
+    const before = listings;
+    for (let i = 0; i < 20; i++) {
+      const response = await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) });
+      assert.equal(response.status, 200);
+      await response.text();
+    }
+    // At most the background refresh of a list older than 5 s, not one round per request.
+    assert.ok(listings - before <= 1, `20 requests cost ${listings - before} model lists`);
+  });
+});
+
 describe('pass-through proxy', () => {
+  it('forwards the normalized path only: dot segments, also percent-encoded, cannot leave /api/', async () => {
+    const { upstream, bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    for (const escape of ['/api/%2e%2e/x', '/api/%2E%2E/%2e%2e/etc/passwd', '/api/../x', '/api/.%2e/x?y=1']) {
+      const refused = await rawGet(bridge.url, escape);
+      assert.equal(refused.status, 400, escape);
+      assert.match(refused.body, /invalid path/);
+    }
+    assert.equal(upstream.requests.length, 0);
+    const inside = await rawGet(bridge.url, '/api/tokenize/%2e%2e/detokenize?x=1');
+    assert.equal(inside.status, 200);
+    assert.deepEqual(upstream.requests.map((r) => r.url), ['/api/detokenize?x=1']);
+  });
   it('passes the rest of the native API through: method, path, query and body, the upstream Host, no hop-by-hop headers', async () => {
     const { upstream, bridge } = await pair((_req, res) => {
       res.writeHead(200, {

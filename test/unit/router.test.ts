@@ -5,7 +5,7 @@ import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { Router, settingsFrom } from '../../src/routing/router.js';
-import { Backend, timeoutsFrom } from '../../src/upstream/backend.js';
+import { Backend, limitsFrom } from '../../src/upstream/backend.js';
 import { ModelCatalog } from '../../src/upstream/catalog.js';
 import { BackendHealth } from '../../src/upstream/health.js';
 import { listingOllama, type ListedModels } from '../support/fake-ollama-api.js';
@@ -28,7 +28,7 @@ async function routerOver(gpu0: ListedModels, gpu1: ListedModels, options: { dua
     writeFileSync(file, options.yaml);
   }
   const config: Config = loadConfig({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: String(options.dualGpu ?? true) } });
-  const backends = config.backends.map((backend) => new Backend(backend, timeoutsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
+  const backends = config.backends.map((backend) => new Backend(backend, limitsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
   closers.push(async () => void (await Promise.all(backends.map((backend) => backend.close()))));
   await Promise.all(backends.map((backend) => backend.check(1000)));
   const catalog = new ModelCatalog(backends);

@@ -62,6 +62,7 @@ function state(overrides: Partial<BridgeState> = {}): BridgeState {
     historyRecords: 0,
     cloudPolicy: { header: 'x-bridge-local-only', neverModels: [], localOnlyTeams: [], localOnlyKeys: [] },
     today: { requests: 0, savedDollars: 0 },
+    scheduler: { enabled: true, ageBoostMs: 10_000, fimMaxWaitMs: 1_500, queued: 0, pools: [], dropped: { superseded: 0, deadline: 0, cancelled: 0 } },
     ...overrides,
   };
 }
@@ -135,5 +136,12 @@ describe('tray menu, built from the state', () => {
     const fallback = item(buildTrayMenu({ state: on, startAtLogin: false }), 'Cloud fallback');
     assert.deepEqual([fallback.type, fallback.checked, fallback.enabled], ['checkbox', true, true]);
     assert.deepEqual(fallback.command, { kind: 'action', name: 'setFallback', payload: { enabled: false } });
+  });
+
+  it('says in the tooltip how many requests wait in the bridge, per lane, and nothing when none wait', () => {
+    const pool = (backend: string, fim: number, interactive: number) => ({ backend, model: 'm', slots: 1, running: 1, queued: { fim, interactive, background: 0 }, serviceMs: 1000, loadMs: null, promptTokensPerSecond: null, samples: 0 });
+    const busy = state({ scheduler: { ...state().scheduler, queued: 4, pools: [pool('gpu0', 1, 2), pool('gpu1', 0, 1)] } });
+    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures');
+    assert.doesNotMatch(trayTooltip(state(), 3), /queued/);
   });
 });

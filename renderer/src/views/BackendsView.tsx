@@ -3,6 +3,7 @@ import type { BridgeState } from '../../../src/contract';
 import { runAction } from '../api';
 import { useAction } from '../useAction';
 import { ms } from '../format';
+import { backendQueue, droppedSummary, estimateCells } from '../lib/scheduler';
 
 export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
   const { error: message, act } = useAction();
@@ -27,6 +28,7 @@ export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
               <th>Health</th>
               <th>Circuit</th>
               <th className="num">In flight</th>
+              <th>Queued</th>
               <th className="num">Requests</th>
               <th className="num">Failures</th>
               <th className="num">Latency</th>
@@ -51,6 +53,7 @@ export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
                   </td>
                   <td>{b.health.circuit}</td>
                   <td className="num">{b.inFlight}</td>
+                  <td data-testid={`queued-${b.name}`}>{backendQueue(state.scheduler, b.name).text}</td>
                   <td className="num">{b.requests}</td>
                   <td className="num">{b.failures}</td>
                   <td className="num">{ms(b.health.latencyMs)}</td>
@@ -72,6 +75,56 @@ export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
             })}
           </tbody>
         </table>
+      </section>
+      <section className="card" aria-label="Scheduler">
+        <h2>Scheduler</h2>
+        <p className="muted small" data-testid="scheduler-summary">
+          {state.scheduler.enabled
+            ? `On: requests wait here for a free Ollama slot; ghost text first, then chat, then background (one lane up per ${ms(state.scheduler.ageBoostMs)} waited); ghost text waiting over ${ms(state.scheduler.fimMaxWaitMs)} is answered empty. Each request goes where its estimated time to first token is shortest.`
+            : 'Off: requests go straight to Ollama, which queues them first come, first served.'}{' '}
+          {droppedSummary(state.scheduler)}
+        </p>
+        {state.scheduler.pools.length === 0 ? (
+          <p className="empty">No requests yet: estimates appear after the first ones.</p>
+        ) : (
+          <table className="table">
+            <thead>
+              <tr>
+                <th>Backend</th>
+                <th>Model</th>
+                <th className="num">Slots</th>
+                <th className="num">Running</th>
+                <th className="num">Ghost text</th>
+                <th className="num">Chat</th>
+                <th className="num">Background</th>
+                <th className="num">Per request</th>
+                <th className="num">Cold load</th>
+                <th className="num">Prompt</th>
+                <th className="num">Samples</th>
+              </tr>
+            </thead>
+            <tbody>
+              {state.scheduler.pools.map((p) => {
+                const cells = estimateCells(p);
+                return (
+                  <tr key={`${p.backend}/${p.model}`} data-testid={`pool-${p.backend}-${p.model}`}>
+                    <th scope="row">{p.backend}</th>
+                    <td>{p.model}</td>
+                    <td className="num">{p.slots}</td>
+                    <td className="num">{p.running}</td>
+                    <td className="num">{p.queued.fim}</td>
+                    <td className="num">{p.queued.interactive}</td>
+                    <td className="num">{p.queued.background}</td>
+                    <td className="num">{cells.service}</td>
+                    <td className="num">{cells.load}</td>
+                    <td className="num">{cells.prompt}</td>
+                    <td className="num">{p.samples}</td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        )}
       </section>
     </div>
   );

@@ -1,5 +1,5 @@
 import { useLayoutEffect, useMemo, useRef, useState, type JSX } from 'react';
-import type { HistoryRecord } from '../../../src/contract';
+import { LANE_LABELS, type HistoryRecord } from '../../../src/contract';
 import { ms, time } from '../format';
 import { distinct, matches, NO_FILTERS, summarize, type HistoryFilters } from '../lib/history';
 
@@ -65,6 +65,8 @@ function Details({ record, onClose }: { record: HistoryRecord; onClose: () => vo
     ['Retries', String(record.retries)],
     ['Fallback', record.fallback ?? 'no'],
     ['Status', `${record.status} ${record.outcome}${record.error ? `: ${record.error}` : ''}`],
+    ['Lane', record.lane == null ? '–' : LANE_LABELS[record.lane]],
+    ['Queue wait', ms(record.queueMs)],
     ['Time to first token', ms(record.ttftMs)],
     ['Total time', ms(record.totalMs)],
     ['Tokens in / out', `${record.tokensIn ?? '–'} / ${record.tokensOut ?? '–'}`],
@@ -153,7 +155,7 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
         {select('tier', 'Tier', 'tiers', ['simple', 'moderate', 'complex', 'none'])}
         {select('model', 'Model', 'models', options.model)}
         {select('backend', 'Backend', 'backends', options.backend)}
-        {select('outcome', 'Status', 'outcomes', ['ok', 'error', 'cancelled'])}
+        {select('outcome', 'Status', 'outcomes', ['ok', 'error', 'cancelled', 'dropped'])}
         {select('client', 'Client', 'clients', options.client)}
         <input type="search" placeholder="Search reason, model, client, id…" aria-label="Search history" value={filters.text} onChange={set('text')} data-testid="filter-text" />
         <span className="muted small" data-testid="row-count">
@@ -163,9 +165,11 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
       <div className="table-head" role="row">
         <span>Time</span>
         <span>Tier</span>
+        <span>Lane</span>
         <span>Model</span>
         <span>Backend</span>
         <span>Status</span>
+        <span className="num">Wait</span>
         <span className="num">First token</span>
         <span className="num">Total</span>
         <span className="num">Tok/s</span>
@@ -182,16 +186,19 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
               data-testid="history-row"
               data-tier={r.tier ?? 'none'}
               data-backend={r.backend ?? ''}
+              data-lane={r.lane ?? ''}
             >
               <span>{time(r.time)}</span>
               <span>
                 <span className={`badge tier-${r.tier ?? 'none'}`}>{r.tier ?? 'none'}</span>
               </span>
+              <span className="muted">{r.lane == null ? '–' : LANE_LABELS[r.lane]}</span>
               <span className="ellipsis">{r.model}</span>
               <span>{r.fallback !== null ? `${r.backend} (cloud)` : (r.backend ?? '–')}</span>
               <span>
                 <span className={`badge ${r.outcome}`}>{r.status}</span>
               </span>
+              <span className="num" data-testid="wait">{ms(r.queueMs)}</span>
               <span className="num">{ms(r.ttftMs)}</span>
               <span className="num">{ms(r.totalMs)}</span>
               <span className="num">{r.tokensPerSecond ?? '–'}</span>

@@ -1,4 +1,5 @@
 import express, { type Router as ExpressRouter } from 'express';
+import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
 import { serveChat, type TranslatedChat } from '../chat-plan.js';
 import type { ApiContext } from '../context.js';
 import { parseBody } from '../validate.js';
@@ -18,14 +19,20 @@ export function translateMessages(request: MessagesRequest): TranslatedChat {
   };
 }
 
+/** The Messages API's generation route, which Claude Code calls for every turn. */
+export function anthropicHotRoutes(context: ApiContext): ApiRoute[] {
+  const messages: ApiHandler = async (req, res) => {
+    const request = parseBody(messagesRequestSchema, req);
+    await serveChat(context, req, res, () => translateMessages(request));
+  };
+  return [{ method: 'POST', path: '/v1/messages', handler: messages }];
+}
+
 /** Anthropic's Messages API: POST /v1/messages (Claude Code adds ?beta=true) and /v1/messages/count_tokens. */
 export function anthropicRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
 
-  router.post('/v1/messages', async (req, res) => {
-    const request = parseBody(messagesRequestSchema, req);
-    await serveChat(context, req, res, () => translateMessages(request));
-  });
+  mountRoutes(router, anthropicHotRoutes(context));
 
   // An estimate (characters / 4): Ollama has no endpoint that counts a chat's tokens without running it.
   router.post('/v1/messages/count_tokens', (req, res) => {

@@ -1,24 +1,31 @@
 import express, { type Router as ExpressRouter } from 'express';
+import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
 import { virtualModel } from '../../routing/router.js';
 import type { ApiContext } from '../context.js';
 import { completionRequestSchema, serveCompletion } from '../openai/completions.js';
 import { parseBody } from '../validate.js';
 
 /**
- * GitHub Copilot's inline completions (ghost text): POST {base}/v1/engines/{engine}/completions.
+ * GitHub Copilot's inline completions (ghost text), on every typing pause:
+ * POST {base}/v1/engines/{engine}/completions.
  * Any engine name is accepted: an installed model is used as it is, anything else ("copilot-codex")
  * is routed like `auto`, which puts fill-in-the-middle on the simple tier.
  */
+export function copilotHotRoutes(context: ApiContext): ApiRoute[] {
+  const completions: ApiHandler = async (req, res) => {
+    const request = parseBody(completionRequestSchema, req);
+    // The path parameter arrives percent-decoded: "qwen2.5-coder%3A7b" as "qwen2.5-coder:7b".
+    const engine = String(req.params.engine);
+    const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;
+    await serveCompletion(context, req, res, installed ? engine : 'auto', request);
+  };
+  return [{ method: 'POST', path: '/v1/engines/:engine/completions', handler: completions }];
+}
+
+/** GitHub Copilot's inline completions and what its language server asks besides. */
 export function copilotRoutes(context: ApiContext): ExpressRouter {
   const router = express.Router();
-
-  router.post('/v1/engines/:engine/completions', async (req, res) => {
-    const request = parseBody(completionRequestSchema, req);
-    // Express has already percent-decoded the segment: "qwen2.5-coder%3A7b" arrives as "qwen2.5-coder:7b".
-    const engine = req.params.engine;
-    const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;
-    await serveCompletion(context, req, res, installed ? engine : 'auto', request, true);
-  });
+  mountRoutes(router, copilotHotRoutes(context));
 
   // Harmless answers to what the Copilot language server asks besides completions (/health is the bridge's own).
   router.all('/copilot_internal/v2/token', (req, res) => {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import express, { type Request, type Router as ExpressRouter } from 'express';
+import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
+import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { clientSignals, completionSignals, needsOf } from '../../routing/signals.js';
@@ -7,7 +8,8 @@ import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel } from '../../contract/index.js';
-import type { OllamaMessage, OllamaShowResponse, OllamaTagModel } from '../../upstream/ollama-api.js';
+import { modelNamed, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
@@ -48,15 +50,9 @@ const generateRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
-const namedRequest = z.looseObject({ model: z.string().min(1).optional(), name: z.string().min(1).optional() });
-
-function modelNameOf(body: unknown): string | undefined {
-  const parsed = namedRequest.safeParse(body ?? {});
-  return parsed.success ? (parsed.data.model ?? parsed.data.name) : undefined;
-}
 
 function requiredModelName(body: unknown): string {
-  const name = modelNameOf(body);
+  const name = modelNamed(body);
   if (name === undefined) throw new BridgeError(400, 'model is required', { code: 'invalid_request', param: 'model' });
   return name;
 }
@@ -110,11 +106,9 @@ function tiersBehind(tier: Tier | null): readonly Tier[] {
   return tier === null ? TIERS : [tier];
 }
 
-export function ollamaRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
+/** The routes every editor calls all the time: generations, the model list and model details. */
+export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   const { catalog } = context;
-  const primary = primaryOf(context);
-  const invalidate = (): void => catalog.invalidate();
 
   /** /api/show of a real model from a backend that has it, with the fields clients rely on always present. */
   const showReal = async (model: string): Promise<OllamaShowResponse | undefined> => {
@@ -151,6 +145,76 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     };
   };
 
+  const tags: ApiHandler = async (_req, res) => {
+    const listed = await catalog.models(true).catch((error: unknown) => {
+      throw toUpstreamError(error, 'all');
+    });
+    const models = listed.map(({ backends: _backends, ...model }) => completeTag(model));
+    const complexModel = models.find((m) => sameModel(m.model, context.router.settings.models.complex));
+    const virtual = VIRTUAL_MODELS.map((v) => {
+      const behind = v.tier === null ? complexModel : models.find((m) => sameModel(m.model, context.router.settings.models[v.tier as Tier]));
+      return {
+        name: v.name,
+        model: v.name,
+        modified_at: context.startedAt.toISOString(),
+        size: behind?.size ?? 0,
+        digest: digestOf(`copilot-bridge/${v.name}`),
+        details: { ...EMPTY_DETAILS, ...behind?.details, parent_model: '' },
+      };
+    });
+    sendJson(res, 200, { models: [...virtual, ...models] });
+  };
+
+  const showModel: ApiHandler = async (req, res) => {
+    const name = requiredModelName(req.body);
+    const virtual = virtualModel(name);
+    const show = await (virtual === undefined ? showReal(name) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
+      throw error instanceof UpstreamStatusError ? error : toUpstreamError(error, 'catalog');
+    });
+    if (show === undefined) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
+    sendJson(res, 200, show);
+  };
+
+  const chat: ApiHandler = async (req, res) => {
+    const body = parseBody(chatRequest, req);
+    const { think, ...rest } = body;
+    await serveChat(context, req, res, () => ({
+      requestedModel: body.model,
+      body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] },
+      notes: [],
+      think,
+      stream: body.stream !== false,
+      format: nativeFormat('chat', body.model),
+    }));
+  };
+
+  const generate: ApiHandler = async (req, res) => {
+    const body = parseBody(generateRequest, req);
+    const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
+    const needs = needsOf(signals);
+    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
+      path: '/api/generate',
+      bodies: [body],
+      stream: body.stream !== false,
+      format: nativeFormat('generate', body.model),
+    });
+  };
+
+  return [
+    { method: 'GET', path: '/api/tags', handler: tags },
+    { method: 'POST', path: '/api/show', handler: showModel },
+    { method: 'POST', path: '/api/chat', handler: chat },
+    { method: 'POST', path: '/api/generate', handler: generate },
+  ];
+}
+
+export function ollamaRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  const { catalog } = context;
+  const primary = primaryOf(context);
+  const invalidate = (): void => catalog.invalidate();
+  mountRoutes(router, ollamaHotRoutes(context));
+
   router.get('/', (_req, res) => {
     res.type('text/plain').send('Ollama is running');
   });
@@ -169,70 +233,24 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     res.json({ version: lowest === undefined || compareVersions(lowest, BRIDGE_OLLAMA_API_LEVEL) < 0 ? BRIDGE_OLLAMA_API_LEVEL : lowest });
   });
 
-  router.get('/api/tags', async (_req, res) => {
-    const listed = await catalog.models(true).catch((error: unknown) => {
-      throw toUpstreamError(error, 'all');
-    });
-    const models = listed.map(({ backends: _backends, ...model }) => completeTag(model));
-    const complexModel = models.find((m) => sameModel(m.model, context.router.settings.models.complex));
-    const virtual = VIRTUAL_MODELS.map((v) => {
-      const behind = v.tier === null ? complexModel : models.find((m) => sameModel(m.model, context.router.settings.models[v.tier as Tier]));
-      return {
-        name: v.name,
-        model: v.name,
-        modified_at: context.startedAt.toISOString(),
-        size: behind?.size ?? 0,
-        digest: digestOf(`copilot-bridge/${v.name}`),
-        details: { ...EMPTY_DETAILS, ...behind?.details, parent_model: '' },
-      };
-    });
-    res.json({ models: [...virtual, ...models] });
-  });
-
-  router.post('/api/show', async (req, res) => {
-    const name = requiredModelName(req.body);
-    const virtual = virtualModel(name);
-    const show = await (virtual === undefined ? showReal(name) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
-      throw error instanceof UpstreamStatusError ? error : toUpstreamError(error, 'catalog');
-    });
-    if (show === undefined) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
-    res.json(show);
-  });
-
   router.get('/api/ps', async (_req, res) => {
     res.json({ models: await catalog.loaded() });
   });
 
-  router.post('/api/chat', async (req, res) => {
-    const body = parseBody(chatRequest, req);
-    const { think, ...rest } = body;
-    await serveChat(context, req, res, () => ({
-      requestedModel: body.model,
-      body: { ...rest, messages: (body.messages ?? []) as OllamaMessage[] },
-      notes: [],
-      think,
-      stream: body.stream !== false,
-      format: nativeFormat('chat', body.model),
-    }));
-  });
-
-  router.post('/api/generate', async (req, res) => {
-    const body = parseBody(generateRequest, req);
-    const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
-    const needs = needsOf(signals);
-    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
-      path: '/api/generate',
-      bodies: [body],
-      stream: body.stream !== false,
-      format: nativeFormat('generate', body.model),
-    });
-  });
-
-  const byModel = async (req: Request): Promise<Backend> => {
-    const model = modelNameOf(req.body);
-    return model === undefined ? primary : context.router.backendFor(model);
+  const byModel = async (req: Request, res: Response): Promise<Backend | undefined> => {
+    const model = modelNamed(req.body);
+    return model === undefined ? primary : admitRelayed(context, req, res, model);
   };
-  router.post(['/api/embed', '/api/embeddings'], passthrough(byModel));
+  router.post(
+    ['/api/embed', '/api/embeddings'],
+    (req, _res, next) => {
+      // A virtual model (both model lists show it) embeds with a real one; the body goes upstream with that name.
+      const requested = modelNamed(req.body);
+      if (requested !== undefined) (req.body as Record<string, unknown>).model = context.router.embeddingModel(requested);
+      next();
+    },
+    passthrough(byModel),
+  );
 
   router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
 

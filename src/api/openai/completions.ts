@@ -1,4 +1,5 @@
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import type { ApiRequest } from '../call.js';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
@@ -65,11 +66,10 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
  */
 export async function serveCompletion(
   deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
-  req: Request,
-  res: Response,
+  req: ApiRequest,
+  res: ServerResponse,
   requestedModel: string,
   request: CompletionRequest,
-  streamByDefault: boolean,
 ): Promise<void> {
   const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
   const suffix = request.suffix ?? undefined;
@@ -87,7 +87,8 @@ export async function serveCompletion(
     return {
       path: '/api/generate',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
-      stream: request.stream ?? streamByDefault,
+      // OpenAI's default; Copilot always asks for a stream.
+      stream: request.stream ?? false,
       format: completionFormat(requestedModel, request.stream_options?.include_usage === true),
     };
   };

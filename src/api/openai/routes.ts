@@ -1,8 +1,13 @@
-import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
+import express, { type Router as ExpressRouter } from 'express';
+import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { BridgeError } from '../../contract/index.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
+import { countOf } from '../../upstream/ollama-api.js';
+import { limitsFrom } from '../../upstream/backend.js';
+import { readText } from '../../upstream/lines.js';
+import { admitRelayed } from '../admit.js';
 import type { ApiContext } from '../context.js';
 import { serveChat } from '../chat-plan.js';
 import { requestOf } from '../request.js';
@@ -24,40 +29,36 @@ function toBase64(vector: readonly number[]): string {
   return Buffer.from(Float32Array.from(vector).buffer).toString('base64');
 }
 
-export function openAiRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
-  const { catalog } = context;
+interface ListedModel {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
 
-  const modelList = async (): Promise<Array<{ id: string; object: 'model'; created: number; owned_by: string }>> => {
-    const created = Math.floor(context.startedAt.getTime() / 1000);
-    const virtual = VIRTUAL_MODELS.map((v) => ({ id: v.name, object: 'model' as const, created, owned_by: 'copilot-bridge' }));
-    const real = (await catalog.models(true)).map((m) => ({
-      id: m.model ?? m.name,
-      object: 'model' as const,
-      created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
-      owned_by: 'library',
-    }));
-    return [...virtual, ...real];
+/** The model list, or the gateway error when no backend could be asked. */
+async function modelList(context: ApiContext): Promise<ListedModel[]> {
+  const created = Math.floor(context.startedAt.getTime() / 1000);
+  const virtual = VIRTUAL_MODELS.map((v) => ({ id: v.name, object: 'model' as const, created, owned_by: 'copilot-bridge' }));
+  const listed = await context.catalog.models(true).catch((error: unknown) => {
+    throw toUpstreamError(error, 'all');
+  });
+  const real = listed.map((m) => ({
+    id: m.model ?? m.name,
+    object: 'model' as const,
+    created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
+    owned_by: 'library',
+  }));
+  return [...virtual, ...real];
+}
+
+/** The routes every editor calls all the time: generations and the model list. */
+export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
+  const models: ApiHandler = async (_req, res) => {
+    sendJson(res, 200, { object: 'list', data: await modelList(context) });
   };
 
-  /** The model list, or the gateway error when no backend could be asked. */
-  const models = (): ReturnType<typeof modelList> =>
-    modelList().catch((error: unknown) => {
-      throw toUpstreamError(error, 'all');
-    });
-
-  router.get('/v1/models', async (_req, res) => {
-    res.json({ object: 'list', data: await models() });
-  });
-
-  router.get('/v1/models/*id', async (req, res) => {
-    const id = (req.params as { id: string[] }).id.join('/');
-    const found = (await models()).find((m) => m.id === id || m.id === `${id}:latest`);
-    if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
-    res.json(found);
-  });
-
-  const chat = async (req: Request, res: Response): Promise<void> => {
+  const chat: ApiHandler = async (req, res) => {
     const request = parseBody(chatRequestSchema, req);
     await serveChat(context, req, res, () => ({
       requestedModel: request.model,
@@ -69,10 +70,8 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
     }));
   };
-  // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
-  router.post(['/v1/chat/completions', '/chat/completions'], chat);
 
-  router.post('/v1/responses', async (req, res) => {
+  const responses: ApiHandler = async (req, res) => {
     const request = parseBody(responsesRequestSchema, req);
     const problem = statelessProblem(request);
     if (problem !== undefined) throw new BridgeError(400, problem.message, { code: 'unsupported_parameter', param: problem.param });
@@ -83,7 +82,35 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
       stream: request.stream === true,
       format: responsesFormat(request),
     }));
+  };
+
+  const completions: ApiHandler = async (req, res) => {
+    const request = parseBody(completionRequestSchema, req);
+    if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
+    await serveCompletion(context, req, res, request.model, request);
+  };
+
+  return [
+    { method: 'GET', path: '/v1/models', handler: models },
+    { method: 'POST', path: '/v1/chat/completions', handler: chat },
+    // Some Copilot Chat builds post to /chat/completions without the /v1 prefix.
+    { method: 'POST', path: '/chat/completions', handler: chat },
+    { method: 'POST', path: '/v1/responses', handler: responses },
+    { method: 'POST', path: '/v1/completions', handler: completions },
+  ];
+}
+
+export function openAiRoutes(context: ApiContext): ExpressRouter {
+  const router = express.Router();
+  mountRoutes(router, openAiHotRoutes(context));
+
+  router.get('/v1/models/*id', async (req, res) => {
+    const id = (req.params as { id: string[] }).id.join('/');
+    const found = (await modelList(context)).find((m) => m.id === id || m.id === `${id}:latest`);
+    if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
+    res.json(found);
   });
+
   // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
   router.get('/v1/responses', (_req, res) => {
     res.setHeader('connection', 'close');
@@ -93,15 +120,11 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
     throw new BridgeError(404, 'copilot-bridge keeps no responses (store: false)', { code: 'not_found' });
   });
 
-  router.post('/v1/completions', async (req, res) => {
-    const request = parseBody(completionRequestSchema, req);
-    if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
-    await serveCompletion(context, req, res, request.model, request, false);
-  });
-
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req);
-    const backend = await context.router.backendFor(request.model);
+    const model = context.router.embeddingModel(request.model);
+    const backend = await admitRelayed(context, req, res, model);
+    if (backend === undefined) return;
     requestOf(req).backend = backend.name;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
@@ -110,11 +133,11 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         method: 'POST',
         path: '/api/embed',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: request.model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
+        body: JSON.stringify({ model, input: request.input, ...(request.dimensions ? { dimensions: request.dimensions } : {}) }),
         signal: abort.signal,
-        model: request.model,
+        model,
       });
-      const text = await upstream.body.text();
+      const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
       const base64 = request.encoding_format === 'base64';
@@ -122,7 +145,7 @@ export function openAiRoutes(context: ApiContext): ExpressRouter {
         object: 'list',
         data: answer.embeddings.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : vector })),
         model: request.model,
-        usage: { prompt_tokens: answer.prompt_eval_count ?? 0, total_tokens: answer.prompt_eval_count ?? 0 },
+        usage: { prompt_tokens: countOf(answer.prompt_eval_count) ?? 0, total_tokens: countOf(answer.prompt_eval_count) ?? 0 },
       });
     } catch (error) {
       if (abort.signal.aborted) return;

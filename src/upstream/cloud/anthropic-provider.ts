@@ -1,9 +1,9 @@
 import type { Dispatcher } from 'undici';
-import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../ollama-api.js';
+import { countOf, type OllamaChunk, type OllamaMessage, type OllamaToolCall } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
 import { samplingOf, toolCallIds } from './openai-provider.js';
-import { CloudProvider } from './provider.js';
+import { checkedLines, CloudProvider } from './provider.js';
 
 type Block = Record<string, unknown>;
 
@@ -80,7 +80,7 @@ export class AnthropicProvider extends CloudProvider {
       }));
     }
     const response = await this.post('/messages', payload, { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' }, request.signal);
-    return this.translate(response, chat);
+    return checkedLines(this.translate(response, chat));
   }
 
   private async *translate(response: Dispatcher.ResponseData, chat: boolean): AsyncGenerator<OllamaChunk, void, undefined> {
@@ -94,12 +94,12 @@ export class AnthropicProvider extends CloudProvider {
     let inputTokens = 0;
     let outputTokens = 0;
     let stopReason = 'end_turn';
-    for await (const sse of readSse(response.body)) {
+    for await (const sse of readSse(response.body, this.maxLineBytes)) {
       const event = JSON.parse(sse.data) as AnthropicEvent;
       switch (event.type) {
         case 'message_start':
-          inputTokens = event.message?.usage?.input_tokens ?? 0;
-          outputTokens = event.message?.usage?.output_tokens ?? 0;
+          inputTokens = countOf(event.message?.usage?.input_tokens) ?? 0;
+          outputTokens = countOf(event.message?.usage?.output_tokens) ?? 0;
           break;
         case 'content_block_start':
           if (event.content_block?.type === 'tool_use') toolBlocks.set(event.index ?? 0, { name: event.content_block.name ?? '', json: '' });
@@ -131,10 +131,10 @@ export class AnthropicProvider extends CloudProvider {
         }
         case 'message_delta':
           if (event.delta?.stop_reason) stopReason = event.delta.stop_reason;
-          if (event.usage?.output_tokens !== undefined) outputTokens = event.usage.output_tokens;
+          outputTokens = countOf(event.usage?.output_tokens) ?? outputTokens;
           break;
         case 'error':
-          yield { error: `${this.name}: ${event.error?.message ?? event.error?.type ?? 'error'}` };
+          yield { error: `${this.name}: ${this.redact(String(event.error?.message ?? event.error?.type ?? 'error'))}` };
           return;
         default:
           // ping, message_stop and event types added later carry nothing to forward.

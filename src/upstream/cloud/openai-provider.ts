@@ -1,8 +1,8 @@
 import type { Dispatcher } from 'undici';
-import type { OllamaChunk, OllamaMessage } from '../ollama-api.js';
+import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
-import { CloudProvider } from './provider.js';
+import { checkedLines, CloudProvider } from './provider.js';
 
 /** Native Ollama options in the names OpenAI-style APIs use. */
 export function samplingOf(body: Record<string, unknown>): { temperature?: number; top_p?: number; max_tokens?: number; stop?: string[]; seed?: number } {
@@ -97,11 +97,11 @@ export class OpenAiProvider extends CloudProvider {
       };
       if (Array.isArray(body.tools) && body.tools.length > 0) payload.tools = body.tools;
       const response = await this.post('/chat/completions', payload, this.headers(), request.signal);
-      return this.translate(response, 'chat');
+      return checkedLines(this.translate(response, 'chat'));
     }
     const payload = { model: this.config.model, prompt: body.prompt ?? '', suffix: body.suffix, stream: true, stream_options: { include_usage: true }, ...sampling };
     const response = await this.post('/completions', payload, this.headers(), request.signal);
-    return this.translate(response, 'generate');
+    return checkedLines(this.translate(response, 'generate'));
   }
 
   private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate'): AsyncGenerator<OllamaChunk, void, undefined> {
@@ -110,11 +110,11 @@ export class OpenAiProvider extends CloudProvider {
     const calls = new Map<number, { name: string; arguments: string }>();
     let finish: string | null = null;
     let usage: OpenAiStreamChunk['usage'] = null;
-    for await (const event of readSse(response.body)) {
+    for await (const event of readSse(response.body, this.maxLineBytes)) {
       if (event.data === '[DONE]') break;
       const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
       if (chunk.error !== undefined) {
-        yield { error: `${this.name}: ${chunk.error.message ?? 'error'}` };
+        yield { error: `${this.name}: ${this.redact(String(chunk.error.message ?? 'error'))}` };
         return;
       }
       if (chunk.usage) usage = chunk.usage;
@@ -146,7 +146,7 @@ export class OpenAiProvider extends CloudProvider {
       });
       yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };
     }
-    const stats = { prompt_eval_count: usage?.prompt_tokens ?? 0, eval_count: usage?.completion_tokens ?? 0 };
+    const stats = { prompt_eval_count: countOf(usage?.prompt_tokens) ?? 0, eval_count: countOf(usage?.completion_tokens) ?? 0 };
     const final: OllamaChunk = { model, created_at: now(), done: true, done_reason: finish === 'length' ? 'length' : 'stop', ...stats };
     yield kind === 'chat' ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
   }

@@ -1,8 +1,14 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../errors.js';
-import type { OllamaChunk } from '../ollama-api.js';
+import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import { readText } from '../lines.js';
+import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
+
+/** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
+export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGenerator<OllamaChunk, void, undefined> {
+  for await (const line of lines) yield checkedChunk(line);
+}
 
 /** What every cloud provider shares: its connection pool, the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {
@@ -11,7 +17,11 @@ export abstract class CloudProvider implements GenerationSource {
   private readonly pool: Pool;
   private readonly base: URL;
 
-  constructor(protected readonly config: ProviderConfig) {
+  constructor(
+    protected readonly config: ProviderConfig,
+    /** Longest SSE line or event the provider may send. */
+    protected readonly maxLineBytes: number,
+  ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
     this.pool = new Pool(this.base.origin, { headersTimeout: config.timeout_seconds * 1000, bodyTimeout: config.timeout_seconds * 1000 });
@@ -36,10 +46,15 @@ export abstract class CloudProvider implements GenerationSource {
       throw toUpstreamError(error, this.name);
     }
     if (response.statusCode >= 400) {
-      const text = await response.body.text().catch(() => '');
-      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${errorMessageOf(response.statusCode, text)}`);
+      const text = await readText(response.body, this.maxLineBytes).catch(() => '');
+      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${this.redact(errorMessageOf(response.statusCode, text))}`);
     }
     return response;
+  }
+
+  /** An error text from the provider without its key, which some providers echo back. */
+  protected redact(text: string): string {
+    return redactSecrets(text, [this.config.api_key]);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,58 @@
+import type { Config } from '../config/schema.js';
+import { LANES, type Lane } from '../contract/index.js';
+import type { ClientSignals, HeaderBag } from './signals.js';
+
+export { LANES, type Lane } from '../contract/index.js';
+
+export type LaneRule = Config['routing']['scheduler']['lane_rules'][number];
+
+/** What any surface knows about a request that decides its lane. */
+export interface LaneInput {
+  /** The request kind from its signals; embeddings are not generations but queue all the same. */
+  kind: 'fim' | 'completion' | 'chat' | 'embedding';
+  /** The path the client asked for. */
+  path: string;
+  /** Request headers as Node gives them (lower-case names), for config rules. */
+  headers: HeaderBag;
+  /** What the client says about itself and the request (every surface reads it from the headers). */
+  client: Pick<ClientSignals, 'userAgent' | 'background' | 'interaction' | 'intent'>;
+}
+
+function header(input: LaneInput, name: string): string | undefined {
+  const value = input.headers[name.toLowerCase()];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+export const laneRank = (lane: Lane): number => LANES.indexOf(lane);
+
+/**
+ * The lane of one request and why. Config rules first (first match wins); then ghost text
+ * (Copilot's engine completions, a completion with a suffix) is `fim`; embeddings and work the
+ * client marks as background (Copilot's X-Interaction-Type conversation-background / -subagent,
+ * an OpenAI-Intent for a summary or a title: see the client signals) are `background`;
+ * everything else is `interactive`.
+ */
+export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { lane: Lane; why: string } {
+  for (const rule of rules) {
+    const value = rule.header === undefined ? undefined : header(input, rule.header);
+    const headerMatches = rule.header === undefined || (value !== undefined && (rule.contains === undefined || value.toLowerCase().includes(rule.contains.toLowerCase())));
+    const agent = input.client.userAgent ?? '';
+    const clientMatches = rule.client === undefined || agent.toLowerCase().includes(rule.client.toLowerCase());
+    if (headerMatches && clientMatches) return { lane: rule.lane, why: `lane rule ${rule.header ?? ''}${rule.client === undefined ? '' : ` client ${rule.client}`}`.trim() };
+  }
+  if (input.kind === 'fim' || input.path.startsWith('/v1/engines/')) return { lane: 'fim', why: 'ghost text' };
+  if (input.kind === 'embedding') return { lane: 'background', why: 'embeddings' };
+  if (input.client.background) return { lane: 'background', why: `marked background by the client (${input.client.interaction ?? input.client.intent})` };
+  return { lane: 'interactive', why: 'interactive' };
+}
+
+/**
+ * Who typed a ghost-text request, so a newer one from the same editor supersedes it: the
+ * editor session when the client names one (VS Code sends vscode-sessionid), else its address
+ * and User-Agent.
+ */
+export function clientKey(input: LaneInput, remoteAddress: string | undefined): string {
+  const session = header(input, 'vscode-sessionid') ?? header(input, 'x-client-session-id');
+  if (session !== undefined) return `session:${session}`;
+  return `${remoteAddress ?? '?'}|${input.client.userAgent ?? ''}`;
+}

@@ -1,0 +1,64 @@
+import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+
+/** An upstream sent a line (or a whole JSON answer) longer than the bridge takes. */
+export class LineTooLongError extends Error {
+  constructor(readonly limitBytes: number) {
+    super(`sent a line longer than ${formatSize(limitBytes)} (routing.thresholds.max_line_mb)`);
+    this.name = 'LineTooLongError';
+  }
+}
+
+function formatSize(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${Math.round((bytes / 1048576) * 10) / 10} MiB` : `${bytes} bytes`;
+}
+
+/**
+ * Splits a body into lines as it arrives, without the newline. A line may not grow past
+ * `maxLineBytes` (counted in characters, at most as many as its bytes): an upstream that never
+ * ends a line must not fill the bridge's memory. Each chunk is searched once, however long the line.
+ */
+export async function* readLines(body: Readable, maxLineBytes: number): AsyncGenerator<string, void, undefined> {
+  const decoder = new StringDecoder('utf8');
+  const parts: string[] = [];
+  let pendingLength = 0;
+  const take = (tail: string): string => {
+    const line = parts.length === 0 ? tail : parts.join('') + tail;
+    parts.length = 0;
+    pendingLength = 0;
+    return line;
+  };
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const text = decoder.write(chunk);
+    let start = 0;
+    let newline = text.indexOf('\n');
+    while (newline >= 0) {
+      if (pendingLength + newline - start > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+      yield take(text.slice(start, newline));
+      start = newline + 1;
+      newline = text.indexOf('\n', start);
+    }
+    if (start < text.length) {
+      parts.push(text.slice(start));
+      pendingLength += text.length - start;
+      if (pendingLength > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+    }
+  }
+  const last = take(decoder.end());
+  if (last !== '') yield last;
+}
+
+/** A whole body as text, of at most `maxBytes`: a JSON answer is one line too. */
+export async function readText(body: Readable, maxBytes: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) {
+      body.destroy();
+      throw new LineTooLongError(maxBytes);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

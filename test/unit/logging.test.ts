@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { startBridge } from '../../src/bridge.js';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
+import { tempDir } from '../support/temp.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+const CREATED = '2025-01-01T00:00:00Z';
+
+async function chatBridge(yaml: string): Promise<{ url: string; lines: () => Array<Record<string, unknown>> }> {
+  const upstream = await startStandIn((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.end(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'the secret answer' }, done: true, done_reason: 'stop' })}\n`);
+  }, ['m:latest']);
+  const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
+  writeFileSync(file, yaml);
+  const { logger, lines } = memoryLogger();
+  const bridge = await startTestBridge({ file, logger, env: { OLLAMA_HOST: upstream.url } });
+  cleanups.push(() => upstream.close());
+  const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'the private question' }] }) });
+  await response.text();
+  // Stopping waits for every connection to close, so the request's log line is written.
+  await bridge.stop(100);
+  return { url: bridge.url, lines };
+}
+
+describe('logging', () => {
+  it('keeps prompt and answer text out of the log by default', async () => {
+    const { lines } = await chatBridge('');
+    const request = lines().find((l) => l.msg === 'request' && l.path === '/api/chat');
+    assert.ok(request);
+    const text = JSON.stringify(lines());
+    assert.ok(!text.includes('the private question'));
+    assert.ok(!text.includes('the secret answer'));
+    assert.ok(!lines().some((l) => String(l.msg).includes('log_prompts')));
+  });
+
+  it('logs prompt and answer text with monitoring.logging.log_prompts, and warns about it at start', async () => {
+    const { lines } = await chatBridge('monitoring:\n  logging:\n    log_prompts: true\n');
+    const request = lines().find((l) => l.msg === 'request' && l.path === '/api/chat');
+    assert.deepEqual(request?.prompt, { messages: [{ role: 'user', content: 'the private question' }] });
+    assert.deepEqual(request?.answer, [{ content: 'the secret answer' }]);
+    const warning = lines().find((l) => String(l.msg).includes('log_prompts is on'));
+    assert.equal(warning?.level, 40);
+  });
+
+  it('has no logging.format setting any more: logs are JSON lines', () => {
+    const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
+    writeFileSync(file, 'monitoring:\n  logging:\n    format: json\n');
+    assert.throws(() => loadConfig({ file }), (error: unknown) => error instanceof ConfigError && /monitoring\.logging: .*"format"/.test(error.message));
+  });
+
+  it('creates the log file readable by this user only, and tightens one an older version created', async () => {
+    const upstream = await startStandIn((_req, res) => res.end('{}'));
+    cleanups.push(() => upstream.close());
+    const dir = tempDir('bridge-log-file-');
+    const file = path.join(dir, 'copilot-bridge.log');
+    const config = loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-') }, flags: { port: '0' } });
+    const withLogFile = { ...config, monitoring: { ...config.monitoring, logging: { ...config.monitoring.logging, destination: dir } } };
+    // Without a logger of its own the bridge writes its log file; stopping flushes it.
+    await (await startBridge(withLogFile)).stop(100);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    chmodSync(file, 0o644);
+    await (await startBridge(withLogFile)).stop(100);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  });
+
+  it('warns at start that a bind beyond loopback is plain HTTP', async () => {
+    const upstream = await startStandIn((_req, res) => res.end('{}'));
+    cleanups.push(() => upstream.close());
+    const config = loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-'), BRIDGE_API_KEYS: '0123456789abcdef0123' }, flags: { host: '0.0.0.0', port: '0' } });
+    const { logger, lines } = memoryLogger();
+    const bridge = await startBridge(config, { logger });
+    await bridge.stop(100);
+    const warning = lines().find((l) => String(l.msg).includes('plain HTTP'));
+    assert.equal(warning?.level, 40);
+    assert.equal(warning?.host, '0.0.0.0');
+
+    const quiet = memoryLogger();
+    const local = await startBridge(loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-') }, flags: { port: '0' } }), { logger: quiet.logger });
+    await local.stop(100);
+    assert.ok(quiet.lines().some((l) => l.msg === 'bridge listening'));
+    assert.ok(!quiet.lines().some((l) => String(l.msg).includes('plain HTTP')));
+  });
+});
