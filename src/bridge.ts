@@ -21,6 +21,7 @@ import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createRequestListener, type RequestCounters } from './http/app.js';
+import { requireIdentity } from './http/auth.js';
 import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
@@ -318,8 +319,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
-    // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
-    metricsApp.use(guard(config));
+    // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
+    metricsApp.use(guard(config), requireIdentity(authenticator));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);

@@ -81,3 +81,19 @@ export function limits(limiter: Limiter): RequestHandler {
     admit(limiter, req, res, req.path).then(() => next(), next);
   };
 }
+
+/**
+ * For the metrics port, which has no request records: any known identity may read metrics (every
+ * role does); without keys or a JWT issuer the Host guard before it is the only check.
+ */
+export function requireIdentity(authenticator: Authenticator): RequestHandler {
+  return (req, res, next) => {
+    authenticator.identify(req.headers).then(
+      () => next(),
+      (error: unknown) => {
+        if (error instanceof BridgeError && error.status === 401) res.setHeader('www-authenticate', CHALLENGE);
+        next(error);
+      },
+    );
+  };
+}

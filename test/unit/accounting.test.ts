@@ -56,7 +56,8 @@ describe('energy metering', () => {
     writeFileSync(
       file,
       YAML.stringify({
-        backends: [{ name: 'gpu0', url: upstream.url, gpu: 0 }],
+        // Two requests at once on the one backend (OLLAMA_NUM_PARALLEL=2), so the scheduler lets both run.
+        backends: [{ name: 'gpu0', url: upstream.url, gpu: 0, parallel: 2 }],
         gpu_monitor: { command: smi.command, interval_seconds: 0.2 },
         auth: { keys: [{ name: 'ann', team: 'web', role: 'user', hash: hashKey(key) }] },
         accounting: { prices: { 'm-small': { input: 1, output: 2, reference: 'test cloud model' } }, kwh_price: 0.5, hardware_cost_per_month: 365.25 / 12 },

@@ -327,7 +327,7 @@ describe('observability', () => {
     const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key });
     const refused = await fetch(`${bridge.metricsUrl}/metrics`);
     assert.equal(refused.status, 401);
-    assert.match(((await refused.json()) as { error: string }).error, /a valid API key is required/);
+    assert.match(((await refused.json()) as { error: string }).error, /a valid API key or token is required/);
     const scraped = await fetch(`${bridge.metricsUrl}/metrics`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(scraped.status, 200);
   });

@@ -141,7 +141,7 @@ describe('tray menu, built from the state', () => {
   it('says in the tooltip how many requests wait in the bridge, per lane, and nothing when none wait', () => {
     const pool = (backend: string, fim: number, interactive: number) => ({ backend, model: 'm', slots: 1, running: 1, queued: { fim, interactive, background: 0 }, serviceMs: 1000, loadMs: null, promptTokensPerSecond: null, samples: 0 });
     const busy = state({ scheduler: { ...state().scheduler, queued: 4, pools: [pool('gpu0', 1, 2), pool('gpu1', 0, 1)] } });
-    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures');
+    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures\nToday: 0 requests, $0.000 saved vs cloud');
     assert.doesNotMatch(trayTooltip(state(), 3), /queued/);
   });
 });
