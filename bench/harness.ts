@@ -61,9 +61,9 @@ export const BENCH_MODEL = 'bench:1b';
 
 /**
  * Starts the headless bridge (`copilot-bridge serve`, compiled) in front of the upstream, with
- * routing, history, metrics and GPU monitoring on as they are by default; every tier maps to the
- * stand-in's model, and nvidia-smi is the stand-in replaying two GPUs (a headless bridge runs on a
- * GPU machine).
+ * routing, the scheduler, history, metrics and GPU monitoring on as they are by default; every
+ * tier maps to the stand-in's model, and nvidia-smi is the stand-in replaying two GPUs (a headless
+ * bridge runs on a GPU machine).
  */
 export async function startBridgeProcess(port: number, upstreamPort: number, nodeArgs: string[] = []): Promise<ChildProcess> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
@@ -72,6 +72,9 @@ export async function startBridgeProcess(port: number, upstreamPort: number, nod
   writeFileSync(
     configFile,
     [
+      // The stand-in serves any number of requests at once, as the floor assumes: as many scheduler slots as clients.
+      'backends:',
+      `  - { name: local, url: "http://127.0.0.1:${upstreamPort}", parallel: 32 }`,
       'models:',
       ...['simple', 'moderate', 'complex'].map((tier) => `  ${tier}: { name: "${BENCH_MODEL}" }`),
       'gpu_monitor:',
@@ -80,7 +83,7 @@ export async function startBridgeProcess(port: number, upstreamPort: number, nod
     ].join('\n'),
   );
   const bridge = spawn(process.execPath, [...nodeArgs, 'bin/copilot-bridge.js', 'serve', '--port', String(port), '--config', configFile], {
-    env: { ...process.env, OLLAMA_HOST: `127.0.0.1:${upstreamPort}`, LOG_LEVEL: 'warn', BRIDGE_DATA_DIR: dataDir },
+    env: { ...process.env, LOG_LEVEL: 'warn', BRIDGE_DATA_DIR: dataDir },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   children.push(bridge);

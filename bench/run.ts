@@ -35,8 +35,8 @@ import { replaceSection, runWorkload } from './workload.js';
 
 const quick = process.argv.includes('--quick');
 const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 1;
-const SEQUENTIAL = quick ? 300 : 1500;
-const CONCURRENT = quick ? 1500 : 6000;
+const SEQUENTIAL = quick ? 300 : 900;
+const CONCURRENT = quick ? 1500 : 4500;
 const CONCURRENCY = 32;
 const ROUNDS = 3;
 const STREAM_ROUNDS = quick ? 10 : 40;

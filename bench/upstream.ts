@@ -37,6 +37,10 @@ const openAiEvent = (content: string | null): string =>
     choices: [{ index: 0, delta: content === null ? {} : { content }, finish_reason: content === null ? 'stop' : null }],
   })}\n\n`;
 const tags = JSON.stringify({ models: [{ name: MODEL, model: MODEL, modified_at: CREATED, size: 1, digest: 'd', details: { family: 'llama' } }] });
+// The model is loaded, as it is on a warm instance: the bridge then has no cold load to check on.
+const ps = JSON.stringify({
+  models: [{ name: MODEL, model: MODEL, size: 1, size_vram: 1, digest: 'd', details: { family: 'llama' }, expires_at: '2099-01-01T00:00:00Z' }],
+});
 const show = JSON.stringify({
   template: '{{ .Prompt }}',
   details: { family: 'llama' },
@@ -52,7 +56,7 @@ http
     req.on('end', () => {
       if (req.url === '/api/tags' || req.url === '/api/ps' || req.url === '/api/show' || req.url === '/api/version') {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(req.url === '/api/tags' ? tags : req.url === '/api/show' ? show : req.url === '/api/version' ? '{"version":"0.11.4"}' : '{"models":[]}');
+        res.end(req.url === '/api/tags' ? tags : req.url === '/api/show' ? show : req.url === '/api/version' ? '{"version":"0.11.4"}' : ps);
         return;
       }
       const text = Buffer.concat(chunks).toString();

@@ -1,7 +1,7 @@
 // The test command: lints, builds, type-checks, finds or builds Ollama for the real-Ollama suites,
 // runs every test file with node's test runner, then checks that no test left a process behind.
 // `unit` is the fast loop: no build, the unit files in parallel, loaded from source by tsx.
-// Usage: node scripts/test.mjs [all|unit|integration] [extra node --test arguments]
+// Usage: node scripts/test.mjs [all|unit|integration|deploy] [extra node --test arguments]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -65,6 +65,8 @@ step("build the desktop main process (checked against Electron's own types)", 'n
 
 const files = [];
 if (suite === 'all') files.push(...testFiles('test/unit'));
+// The deployment files, checked by nginx, HAProxy, Prometheus, Alertmanager and systemd themselves (.ci/run installs them).
+if (suite === 'all' || suite === 'deploy') files.push(...testFiles('test/deploy'));
 if (suite === 'all' || suite === 'integration') {
   files.push(...testFiles('test/integration'), ...testFiles('test/e2e'));
   console.log('> finding Ollama for the real-Ollama suites (builds it with Go the first time)');

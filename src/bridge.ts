@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,7 +66,12 @@ export interface BridgeHandle {
   readonly metricsUrl: string | null;
   /** Called with the new state whenever it changes (GPU samples, health, actions, requests). */
   onStateChange(listener: (state: BridgeState) => void): () => void;
-  /** Stops accepting requests, lets running ones end (up to the grace period), then closes. */
+  /**
+   * Drains, then closes: /health/ready answers 503, new connections are refused, answers carry
+   * `Connection: close` and idle connections close; running requests may finish for the grace
+   * period (default server.shutdown_grace_seconds), after which running answers end with the
+   * surface's error.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -177,6 +183,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
   const authenticator = new Authenticator(config, controlToken);
   const limiter = new Limiter(config, log);
+  // Aborted when a stop's grace period ran out; every running generation listens to it.
+  const stopDeadline = new AbortController();
+  setMaxListeners(0, stopDeadline.signal);
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
@@ -184,6 +193,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     scheduler,
     laneRules: config.routing.scheduler.lane_rules,
     prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
+    deadline: stopDeadline.signal,
     localOnly: (headers, identity, model) => localOnlyReason(identity, headers, model, config.fallback.never_models),
     isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
     meter: (source) => {
@@ -214,6 +224,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     () => gpuMonitor.status.gpus,
     (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
     () => scheduler.snapshot(),
+    settings.models,
     config,
   );
 
@@ -292,7 +303,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         authRequired: authenticator.required,
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
-      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started }),
+      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }),
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
@@ -313,7 +324,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     headersTimeout: requestTimeoutMs,
     requestTimeout: 0,
     maxConnections: config.server.max_connections,
-  });
+  }, () => stopDeadline.abort());
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
@@ -321,7 +332,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
     metricsApp.use(guard(config), requireIdentity(authenticator));
-    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started }));
+    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
@@ -367,7 +378,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       name: 'requests in flight',
       start: async () => undefined,
       stop: async (graceMs) => {
-        await Promise.all(servers.map((s) => s.stop(graceMs)));
+        log.info({ graceMs }, 'draining: finishing running requests');
+        await server.stop(graceMs);
+        // Metrics last, so readiness (503) and the drain's final figures can still be read.
+        await metricsServer?.stop(0);
       },
     },
     // Open dashboard streams end first on stop, so they do not hold the server up for the grace period.
@@ -388,7 +402,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
 
   let stopping: Promise<void> | undefined;
-  const stop = (graceMs = 5000): Promise<void> => {
+  const stop = (graceMs = config.server.shutdown_grace_seconds * 1000): Promise<void> => {
     stopping ??= (async () => {
       await lifecycle.stop(graceMs);
       log.info('bridge stopped');

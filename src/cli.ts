@@ -26,7 +26,8 @@ Options:
 
 Environment (overrides config.yaml; flags override both): ENABLE_DUAL_GPU, GPU0_URL,
 GPU1_URL, OLLAMA_HOST, PROMETHEUS_PORT, LOG_LEVEL, TIMEOUT_SECONDS, MAX_RETRIES,
-FALLBACK_ENABLED, CLOUD_API_KEY, BRIDGE_API_KEYS.`;
+FALLBACK_ENABLED, SHUTDOWN_GRACE_SECONDS, CLOUD_API_KEY, BRIDGE_API_KEYS; each secret can
+also come from a file (NAME_FILE, or a systemd credential NAME).`;
 
 export interface CliIo {
   argv: string[];

@@ -57,6 +57,8 @@ export interface GenerationPolicy {
   heartbeatMs: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
+  /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
+  deadline: AbortSignal;
   scheduler: Scheduler;
   laneRules: readonly LaneRule[];
   /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
@@ -93,6 +95,8 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
     energyJoules: null,
   };
 }
+
+const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
 
 /** Token counts and the generation time of a finished answer, summed over its choices. */
 function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
@@ -197,6 +201,7 @@ interface Opened {
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
 async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: ApiRequest, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
+  // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
   client.addEventListener('abort', onClient, { once: true });
@@ -289,6 +294,11 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
   });
+  const { deadline } = policy;
+  const onDeadline = (): void => client.abort();
+  deadline.addEventListener('abort', onDeadline, { once: true });
+  res.once('close', () => deadline.removeEventListener('abort', onDeadline));
+  if (deadline.aborted) client.abort();
   const request = requestOf(req);
   const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
   const lane = classifyLane(laneInput, policy.laneRules).lane;
@@ -348,7 +358,8 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     try {
       opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
     } catch (error) {
-      if (client.signal.aborted) return true;
+      // Stopped by the deadline: not the source's fault, and the client still gets an answer below.
+      if (client.signal.aborted) return !deadline.aborted;
       failed(source, error);
       return false;
     }
@@ -356,7 +367,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
       request.backend = source.name;
-      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs);
+      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
       return true;
     }
     try {
@@ -368,7 +379,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
       sendJson(res, 200, plan.format.whole(results));
       return true;
     } catch (error) {
-      if (client.signal.aborted) return true;
+      if (client.signal.aborted) return !deadline.aborted;
       const failure = asFailure(error, source);
       source.noteFailure?.(failure.message, failure instanceof UpstreamStatusError ? route.model : undefined);
       failed(source, error);
@@ -387,7 +398,7 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
-      if (client.signal.aborted) return;
+      if (client.signal.aborted) break;
     }
     const choices = schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name);
     let slot: Slot;
@@ -402,6 +413,8 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
         signal: client.signal,
       });
     } catch (error) {
+      // The stop deadline: the answer below says so.
+      if (deadline.aborted) break;
       if (client.signal.aborted || res.destroyed) return;
       if (error instanceof QueueDropped && error.reason !== 'stopping') {
         outcome.dropped = error.reason;
@@ -426,14 +439,14 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
       slot.release(completionOf(answered));
     }
     if (served) return;
-    if (lastError !== undefined && !retriable(lastError)) break;
+    if (client.signal.aborted || (lastError !== undefined && !retriable(lastError))) break;
   }
 
   const providers = policy.fallback();
   if (localOnly !== null && providers.length > 0) {
     route.reason += `; cloud fallback skipped: ${localOnly}`;
     outcome.reason = route.reason;
-  } else if (lastError === undefined || retriable(lastError)) {
+  } else if (!client.signal.aborted && (lastError === undefined || retriable(lastError))) {
     for (const provider of providers) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
@@ -441,9 +454,14 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
       outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
+      if (client.signal.aborted) break;
     }
   }
 
+  if (deadline.aborted && !res.destroyed) {
+    outcome.error = SHUT_DOWN_MESSAGE;
+    throw new BridgeError(503, SHUT_DOWN_MESSAGE, { code: 'shutting_down' });
+  }
   if (client.signal.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
@@ -463,7 +481,15 @@ function modelOf(opened: Opened, route: RouteDecision): string {
  * Writes a started answer as a stream; from here on a failure can only end the stream in the
  * surface's error form. Resolves to the results when it ended well, else null.
  */
-async function stream(opened: Opened, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, outcome: GenerationOutcome, heartbeatMs: number): Promise<GenerationResult[] | null> {
+async function stream(
+  opened: Opened,
+  res: ServerResponse,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  outcome: GenerationOutcome,
+  heartbeatMs: number,
+  deadline: AbortSignal,
+): Promise<GenerationResult[] | null> {
   const { source, lines, first, abort } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.statusCode = 200;
@@ -508,6 +534,10 @@ async function stream(opened: Opened, res: ServerResponse, route: RouteDecision,
   } catch (error) {
     abort.abort();
     if (res.destroyed) return null;
+    if (deadline.aborted) {
+      fail(SHUT_DOWN_MESSAGE, 'shutting_down');
+      return null;
+    }
     const failure = asFailure(error, source);
     source.noteFailure?.(failure.message);
     fail(failure.message, failure instanceof UpstreamError ? failure.code : 'upstream_error');

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import path from 'node:path';
 import YAML from 'yaml';
 import { configSchema, type BackendConfig, type Config } from './schema.js';
 
@@ -53,6 +54,7 @@ const ENV_OVERRIDES: readonly Override[] = [
   { name: 'BRIDGE_API_KEYS', path: ['server', 'api_keys'], kind: 'list', secret: true },
   { name: 'BRIDGE_DATA_DIR', path: ['data_dir'], kind: 'string' },
   { name: 'BRIDGE_CONTROL_TOKEN', path: ['control', 'token'], kind: 'string', secret: true },
+  { name: 'SHUTDOWN_GRACE_SECONDS', path: ['server', 'shutdown_grace_seconds'], kind: 'number' },
 ];
 
 const FLAG_OVERRIDES: readonly Override[] = [
@@ -65,6 +67,9 @@ const GPU_URL_VARS = [
   { name: 'GPU0_URL', backend: 'gpu0', gpu: 0 },
   { name: 'GPU1_URL', backend: 'gpu1', gpu: 1 },
 ] as const;
+
+/** Secret variables; each may instead come from a file (NAME_FILE, or a systemd credential named NAME). */
+const SECRET_VARIABLES = ['CLOUD_API_KEY', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY', 'BRIDGE_API_KEYS', 'BRIDGE_CONTROL_TOKEN'] as const;
 
 const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key', 'control.token']);
 
@@ -86,7 +91,8 @@ function convert(text: string, kind: ValueKind): unknown {
       return trimmed;
     }
     case 'list':
-      return trimmed.split(',').map((item) => item.trim()).filter((item) => item !== '');
+      // Commas in an env var; one per line in a secret file.
+      return trimmed.split(/[,\n]/).map((item) => item.trim()).filter((item) => item !== '');
   }
 }
 
@@ -163,6 +169,52 @@ function readConfigFile(file: string): Tree {
   return content;
 }
 
+/** A secret file's text, or the error code when it cannot be read. */
+function readSecretFile(file: string): { text: string } | { code: string } {
+  try {
+    // A trailing newline is how editors and `echo` end a file, never part of the secret.
+    return { text: readFileSync(file, 'utf8').replace(/\r?\n$/, '') };
+  } catch (error) {
+    return { code: (error as NodeJS.ErrnoException).code ?? 'unreadable' };
+  }
+}
+
+/**
+ * The value of a secret variable: set directly, read from the file NAME_FILE names (Vault agent,
+ * Kubernetes secret volumes), or from systemd's credential NAME in $CREDENTIALS_DIRECTORY
+ * (LoadCredential=). Problems name the variable and the file, never the content.
+ */
+function secretFromFiles(env: Readonly<Record<string, string | undefined>>, name: string, problems: ConfigProblem[]): string | undefined {
+  const direct = env[name];
+  const file = env[`${name}_FILE`];
+  if (direct !== undefined && file !== undefined) {
+    problems.push({ source: `environment variables ${name} and ${name}_FILE`, keyPath: '', expected: 'only one of them' });
+    return undefined;
+  }
+  if (direct !== undefined) return direct;
+  if (file !== undefined) {
+    const read = readSecretFile(file);
+    if ('text' in read) return read.text;
+    problems.push({ source: `environment variable ${name}_FILE`, keyPath: '', expected: `a readable file (${read.code}: ${file})` });
+    return undefined;
+  }
+  const credentials = env.CREDENTIALS_DIRECTORY;
+  if (credentials === undefined || credentials === '') return undefined;
+  const credential = path.join(credentials, name);
+  const read = readSecretFile(credential);
+  if ('text' in read) return read.text;
+  // A credential the unit does not pass is simply not set; one that is there but unreadable is a problem.
+  if (read.code !== 'ENOENT') problems.push({ source: `systemd credential ${name}`, keyPath: '', expected: `a readable file (${read.code}: ${credential})` });
+  return undefined;
+}
+
+/** The environment with every secret variable resolved from its file, when it came as one. */
+function withSecretFiles(given: Readonly<Record<string, string | undefined>>, names: readonly string[], problems: ConfigProblem[]): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...given };
+  for (const name of names) env[name] = secretFromFiles(given, name, problems);
+  return env;
+}
+
 function describeInput(input: unknown): string {
   if (input === undefined) return 'nothing';
   const text = JSON.stringify(input);
@@ -179,12 +231,16 @@ export function authConfigured(config: Pick<Config, 'server' | 'auth'>): boolean
  * Every problem names its source and key path; the caller decides how to report them.
  */
 export function loadConfig(sources: ConfigSources = {}): Config {
-  const env = sources.env ?? {};
   const raw = sources.file === undefined ? {} : readConfigFile(sources.file);
   const fileSource = sources.file ?? 'defaults';
   /** Which source set each overridden key, so errors blame the right one. */
   const setBy = new Map<string, string>();
   const problems: ConfigProblem[] = [];
+  // Providers may name their own key variable; it gets the same file forms as the standard ones.
+  const providerKeyVariables = (isTree(raw.fallback) && Array.isArray(raw.fallback.providers) ? raw.fallback.providers : [])
+    .map((p: unknown) => (isTree(p) && typeof p.api_key_env === 'string' ? p.api_key_env : undefined))
+    .filter((name): name is string => name !== undefined);
+  const env = withSecretFiles(sources.env ?? {}, [...new Set([...SECRET_VARIABLES, ...providerKeyVariables])], problems);
 
   const apply = (override: Override, text: string | undefined, source: string): void => {
     if (text === undefined) return;

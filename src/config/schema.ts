@@ -168,6 +168,11 @@ export const configSchema = z.strictObject({
       /** Extra browser origins allowed to call the bridge (exact origins, e.g. https://app.example). */
       cors_origins: z.array(z.string().min(1)).default([]),
       /**
+       * On SIGTERM, how long running requests may take to finish; streams still running then end
+       * with the surface's in-band error. Keep systemd's TimeoutStopSec above it.
+       */
+      shutdown_grace_seconds: z.number().nonnegative().default(10),
+      /**
        * What GET /api/version answers. Unset: the lowest version among the backends, raised to the
        * Ollama API level the bridge implements itself (clients such as Codex --oss gate on it).
        */

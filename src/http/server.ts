@@ -1,4 +1,4 @@
-import { createServer, type RequestListener, type Server, type ServerOptions } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { limitConnections } from './connections.js';
 
@@ -7,7 +7,15 @@ function urlOf(address: AddressInfo): string {
   return `http://${host}:${address.port}`;
 }
 
-/** One listening HTTP server: binds on start, and on stop lets running requests end within a grace period. */
+/** How long answers cut by the stop deadline get to write their error before connections are closed. */
+const DEADLINE_FLUSH_MS = 1000;
+
+/**
+ * One listening HTTP server: binds on start; on stop it drains (no new connections, answers carry
+ * `Connection: close`, kept-alive connections close as soon as they are idle) and lets running
+ * requests end within a grace period. Then `onDeadline` runs, so running answers can write their
+ * error, and a moment later every connection closes.
+ */
 export class HttpServer {
   private readonly server: Server;
   private address: AddressInfo | undefined;
@@ -19,9 +27,21 @@ export class HttpServer {
     private readonly port: number,
     handler: RequestListener,
     { maxConnections, ...options }: ServerOptions & { maxConnections?: number } = {},
+    private readonly onDeadline: () => void = () => undefined,
   ) {
     this.server = createServer(options, handler);
     if (maxConnections !== undefined) limitConnections(this.server, maxConnections);
+    // Before the handler: while draining, answers tell the client (or balancer) not to reuse the
+    // connection, and a connection whose running answer finished closes at once.
+    this.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
+      if (this.draining) res.setHeader('connection', 'close');
+      else res.once('finish', () => this.draining && setImmediate(() => this.server.closeIdleConnections()));
+    });
+  }
+
+  /** True once stop began. */
+  get draining(): boolean {
+    return this.closing !== undefined;
   }
 
   /** The base URL, once listening. */
@@ -51,8 +71,15 @@ export class HttpServer {
     if (this.closing === undefined && this.server.listening) {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
-      const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
-      this.closing = closed.finally(() => clearTimeout(timer));
+      let flush: NodeJS.Timeout | undefined;
+      const deadline = setTimeout(() => {
+        this.onDeadline();
+        flush = setTimeout(() => this.server.closeAllConnections(), DEADLINE_FLUSH_MS);
+      }, graceMs);
+      this.closing = closed.finally(() => {
+        clearTimeout(deadline);
+        clearTimeout(flush);
+      });
     }
     return this.closing ?? Promise.resolve();
   }

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
 import type { Config } from '../config/schema.js';
-import { LANES, type HistoryRecord, type Lane, type SchedulerSnapshot } from '../contract/index.js';
+import { LANES, TIERS, type HistoryRecord, type Lane, type SchedulerSnapshot, type Tier } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
@@ -53,12 +53,15 @@ export class BridgeMetrics {
   /**
    * @param knownModel whether a model name is configured or installed: only those become label
    *   values (the rest count as "other"), so client input cannot add series without bound.
+   * @param tierModels the model each tier routes to at start, so the error series exist (at 0)
+   *   before the first error.
    */
   constructor(
     backends: readonly Backend[],
     gpus: () => readonly GpuReading[],
     private readonly knownModel: (name: string) => boolean,
     scheduler: () => SchedulerSnapshot,
+    tierModels: Readonly<Record<Tier, string>>,
     config: Config,
   ) {
     const registers = [this.registry];
@@ -98,6 +101,11 @@ export class BridgeMetrics {
     this.cloudEquivalent = new Counter({ name: 'copilot_bridge_cloud_equivalent_dollars_total', help: "What the requests' tokens would have cost at the reference cloud prices", labelNames: accounting, registers });
     this.rateLimited = new Counter({ name: 'copilot_bridge_rate_limited_total', help: 'Requests refused with 429 by a rate, token or concurrency limit', labelNames: ['team'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
+    // rate() of a series that does not exist yet is no result, not 0: an error-rate alert or panel
+    // would stay silent until the first error. Every tier x backend starts at 0.
+    for (const tier of TIERS) {
+      for (const backend of backends) this.errors.inc({ tier, model: tierModels[tier], backend: backend.name, outcome: 'error' }, 0);
+    }
     // Only configured or installed models are label values; several queues may add up in "other".
     const labelOf = (model: string): string => (knownModel(model) ? model : 'other');
     new Gauge({

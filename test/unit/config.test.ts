@@ -150,3 +150,66 @@ describe('config', () => {
     assert.doesNotMatch(problems[0]?.expected ?? '', /short-secret/);
   });
 });
+
+describe('secrets from files', () => {
+  const secrets = tempDir('bridge-secrets-');
+  const secretFile = (name: string, text: string): string => {
+    const file = path.join(secrets, name);
+    writeFileSync(file, text, { mode: 0o600 });
+    return file;
+  };
+  const providerFile = yamlFile(
+    'providers.yaml',
+    'fallback:\n  providers:\n    - {name: openai, type: openai, base_url: "https://api.openai.com/v1", model: gpt-4o}\n    - {name: own, type: openai, base_url: "https://llm.example/v1", model: m, api_key_env: OWN_LLM_KEY}\n',
+  );
+
+  it('reads NAME_FILE for every secret variable, without the trailing newline, lists one per line', () => {
+    const config = loadConfig({
+      file: providerFile,
+      env: {
+        BRIDGE_API_KEYS_FILE: secretFile('keys', 'key-one-0123456789abcdef\nkey-two-0123456789abcdef\n'),
+        BRIDGE_CONTROL_TOKEN_FILE: secretFile('token', 'control-token-0123456789\n'),
+        OPENAI_API_KEY_FILE: secretFile('openai', 'sk-from-file\n'),
+        OWN_LLM_KEY_FILE: secretFile('own', 'own-key'),
+      },
+    });
+    assert.deepEqual(config.server.api_keys, ['key-one-0123456789abcdef', 'key-two-0123456789abcdef']);
+    assert.equal(config.control.token, 'control-token-0123456789');
+    assert.equal(config.fallback.providers[0]?.api_key, 'sk-from-file');
+    assert.equal(config.fallback.providers[1]?.api_key, 'own-key');
+  });
+
+  it("reads systemd credentials from $CREDENTIALS_DIRECTORY by the variable's name; absent ones stay unset", () => {
+    const credentials = tempDir('bridge-credentials-');
+    writeFileSync(path.join(credentials, 'CLOUD_API_KEY'), 'sk-cloud-credential\n');
+    writeFileSync(path.join(credentials, 'BRIDGE_API_KEYS'), 'credential-key-0123456789\n');
+    const config = loadConfig({ file: providerFile, env: { CREDENTIALS_DIRECTORY: credentials } });
+    assert.deepEqual(config.server.api_keys, ['credential-key-0123456789']);
+    assert.equal(config.fallback.cloud_api_key, 'sk-cloud-credential');
+    // OPENAI_API_KEY has no credential: the provider falls back to CLOUD_API_KEY as documented.
+    assert.equal(config.fallback.providers[0]?.api_key, 'sk-cloud-credential');
+    assert.equal(config.control.token, undefined);
+  });
+
+  it('refuses a variable set both ways, and names an unreadable file without its content', () => {
+    const both = problemsOf(() => loadConfig({ env: { CLOUD_API_KEY: 'sk-x', CLOUD_API_KEY_FILE: secretFile('cloud', 'sk-y') } }));
+    assert.deepEqual(both.map((p) => p.source), ['environment variables CLOUD_API_KEY and CLOUD_API_KEY_FILE']);
+    const missing = path.join(secrets, 'not-there');
+    const unreadable = problemsOf(() => loadConfig({ env: { BRIDGE_CONTROL_TOKEN_FILE: missing } }));
+    assert.equal(unreadable[0]?.source, 'environment variable BRIDGE_CONTROL_TOKEN_FILE');
+    assert.match(unreadable[0]?.expected ?? '', /ENOENT/);
+    assert.ok(unreadable[0]?.expected.includes(missing));
+  });
+
+  it('never echoes a secret read from a file in an error', () => {
+    const shortKey = 'short-secret-xyz';
+    let message = '';
+    try {
+      loadConfig({ env: { BRIDGE_API_KEYS_FILE: secretFile('short', `${shortKey.slice(0, 10)}\n`) } });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    assert.match(message, /server\.api_keys/);
+    assert.ok(!message.includes(shortKey.slice(0, 10)), message);
+  });
+});

@@ -283,6 +283,14 @@ describe('observability', () => {
     assert.ok(a.requests.length > 0);
   });
 
+  it('exports copilot_bridge_errors_total at 0 for every tier and backend before any error, so error-rate rules have a series', async () => {
+    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'));
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    const zeroSeries = metrics.split('\n').filter((line) => line.startsWith('copilot_bridge_errors_total{') && line.endsWith(' 0'));
+    const combinations = zeroSeries.map((line) => /tier="(\w+)".*backend="(\w+)"/.exec(line)?.slice(1).join('/')).sort();
+    assert.deepEqual(combinations, ['complex/gpu0', 'complex/gpu1', 'moderate/gpu0', 'moderate/gpu1', 'simple/gpu0', 'simple/gpu1']);
+  });
+
   it('labels metrics only with configured or installed models: made-up names count as "other"', async () => {
     const { bridge } = await twoBackends(
       (res) => {

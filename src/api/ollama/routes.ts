@@ -62,7 +62,8 @@ export function nativeFormat(kind: 'chat' | 'generate', requestedModel: string):
   const relabel = <T extends object>(event: T): T => ({ ...event, model: requestedModel });
   return {
     streamContentType: 'application/x-ndjson',
-    chunk: (event) => `${JSON.stringify(relabel(event))}\n`,
+    // A line that already names the requested model goes out as it came, without a copy.
+    chunk: (event) => `${JSON.stringify(event.model === requestedModel ? event : relabel(event))}\n`,
     end: () => '',
     error: (message) => `${JSON.stringify({ error: message })}\n`,
     whole: (results: readonly GenerationResult[]) => {

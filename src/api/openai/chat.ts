@@ -192,10 +192,17 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
   const toolCount = new Map<number, number>();
   const chunk = (choices: unknown[], extra: Record<string, unknown> = {}): string =>
     sseEvent({ id, object: 'chat.completion.chunk', created, model: requestedModel, system_fingerprint: 'fp_copilot_bridge', choices, ...extra });
+  // The event of nearly every token, a piece of content and nothing else, from a template: the
+  // same bytes as chunk() writes, without building its objects for each token.
+  const contentHead = `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: requestedModel, system_fingerprint: 'fp_copilot_bridge' }).slice(0, -1)},"choices":[{"index":`;
 
   return {
     streamContentType: 'text/event-stream; charset=utf-8',
     chunk(event, index) {
+      const message = event.message;
+      if (event.done !== true && message !== undefined && message.content !== '' && !message.thinking && !message.tool_calls?.length && roleSent.has(index)) {
+        return `${contentHead}${index},"delta":{"content":${JSON.stringify(message.content)}},"logprobs":null,"finish_reason":null}]}\n\n`;
+      }
       let out = '';
       const delta: Record<string, unknown> = {};
       if (!roleSent.has(index)) {

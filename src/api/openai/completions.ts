@@ -38,11 +38,14 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
   const created = Math.floor(Date.now() / 1000);
   const event = (choices: unknown[], extra: Record<string, unknown> = {}): string =>
     sseEvent({ id, object: 'text_completion', created, model: requestedModel, choices, ...extra });
+  // The event of nearly every token, a piece of text, from a template: the same bytes as event() writes.
+  const textHead = `data: ${JSON.stringify({ id, object: 'text_completion', created, model: requestedModel }).slice(0, -1)},"choices":[{"text":`;
   return {
     streamContentType: 'text/event-stream; charset=utf-8',
     chunk(chunk, index) {
-      let out = '';
       const text = chunk.response ?? '';
+      if (text !== '' && chunk.done !== true) return `${textHead}${JSON.stringify(text)},"index":${index},"finish_reason":null,"logprobs":null}]}\n\n`;
+      let out = '';
       if (text !== '') out += event([{ text, index, finish_reason: null, logprobs: null }]);
       if (chunk.done === true) out += event([{ text: '', index, finish_reason: chunk.done_reason === 'length' ? 'length' : 'stop', logprobs: null }]);
       return out;

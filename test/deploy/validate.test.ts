@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import YAML from 'yaml';
+import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../../deploy/grafana/dashboards.js';
+import { memoryLogger, startTestBridge } from '../support/bridge.js';
+import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
+import { TWO_GPU, nvidiaSmiStandIn } from '../support/gpu.js';
+import { OllamaStandIn } from '../support/ollama-standin.js';
+import { freePort } from '../support/ollama-rig.js';
+
+let rendered: RenderedDeploy;
+before(async () => {
+  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  rendered = await renderDeploy({ nvidiaSmi: smi.command, ollamaBinary: process.execPath });
+});
+
+/** A validator passed: exit status 0 and nothing it calls a warning. */
+function assertClean(result: { status: number | null; output: string }, warning: RegExp): void {
+  assert.equal(result.status, 0, result.output);
+  assert.doesNotMatch(result.output, warning, result.output);
+}
+
+describe('the committed deployment files pass the programs that read them', () => {
+  it('nginx -t', () => {
+    const result = runTool('nginx', ['-t', '-c', rendered.nginxConf, '-p', path.dirname(rendered.nginxConf)]);
+    assertClean(result, /\[(warn|emerg|alert)\]/);
+    assert.match(result.output, /test is successful/);
+  });
+
+  it('haproxy -c', () => {
+    assertClean(runTool('haproxy', ['-c', '-f', rendered.haproxyCfg], { env: { COPILOT_BRIDGE_MONITORING_KEY: rendered.monitoringKey } }), /\[(WARNING|ALERT)\]/);
+  });
+
+  it('promtool check config (it needs the monitoring key file, so on the test rendering) and check rules', () => {
+    assertClean(runTool('promtool', ['check', 'rules', path.join(DEPLOY, 'prometheus/alerts.yml'), path.join(DEPLOY, 'prometheus/recording.yml')]), /WARNING|FAILED/);
+    assertClean(runTool('promtool', ['check', 'config', rendered.prometheusYml]), /WARNING|FAILED/);
+  });
+
+  it('promtool test rules: every alert fires on its series and stays silent on healthy ones', () => {
+    const result = runTool('promtool', ['test', 'rules', 'alerts.test.yml'], { cwd: path.join(DEPLOY, 'prometheus') });
+    assertClean(result, /FAILED/);
+    // Every alert of alerts.yml has a unit test.
+    const alerts = (YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert?: string }> }> }).groups.flatMap((g) => g.rules.map((r) => r.alert));
+    const tests = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.test.yml'), 'utf8')) as { tests: Array<{ alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }> }> };
+    for (const alert of alerts) {
+      const cases = tests.tests.flatMap((t) => t.alert_rule_test).filter((c) => c.alertname === alert);
+      assert.ok(cases.some((c) => c.exp_alerts.length > 0), `${alert} is never shown firing`);
+      assert.ok(cases.some((c) => c.exp_alerts.length === 0), `${alert} is never shown silent`);
+    }
+    for (const name of ['HighErrorRate', 'HighLatency', 'GPUMemoryHigh', 'BackendDown', 'FallbackActive', 'QueueBacklog', 'BridgeInstanceDown']) assert.ok(alerts.includes(name), name);
+  });
+
+  it('amtool check-config', () => {
+    assertClean(runTool('amtool', ['check-config', path.join(DEPLOY, 'alertmanager/alertmanager.yml')]), /FAILED|error/i);
+    assertClean(runTool('amtool', ['check-config', rendered.alertmanagerYml]), /FAILED|error/i);
+  });
+
+  it('systemd-analyze verify, without a single warning', () => {
+    const units = [...rendered.bridges.map((b) => path.join(rendered.unitsDir, `copilot-bridge@${b.port}.service`)), path.join(rendered.unitsDir, 'ollama.service')];
+    const result = runTool('systemd-analyze', ['verify', ...units]);
+    assert.equal(result.status, 0, result.output);
+    assert.equal(result.output.trim(), '', result.output);
+  });
+
+  it('the unit keeps secrets out of the environment file and passes them as credentials', () => {
+    const unit = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge@.service'), 'utf8');
+    for (const bridge of rendered.bridges) {
+      assert.deepEqual(Object.keys(bridge.env).filter((name) => /KEY|TOKEN/.test(name)), []);
+      assert.match(readFileSync(path.join(bridge.env.CREDENTIALS_DIRECTORY ?? '', 'BRIDGE_API_KEYS'), 'utf8'), new RegExp(rendered.apiKey));
+    }
+    for (const hardening of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'PrivateTmp=yes', 'Restart=always']) assert.ok(unit.includes(`\n${hardening}\n`), hardening);
+  });
+});
+
+describe('Grafana', () => {
+  it('the committed dashboard JSON is what deploy/grafana/dashboards.ts generates (npm run deploy:dashboards)', () => {
+    for (const [file, model] of Object.entries(dashboards())) {
+      assert.equal(readFileSync(path.join(DASHBOARD_DIR, file), 'utf8'), dashboardText(model), `${file} is stale: run npm run deploy:dashboards`);
+    }
+  });
+
+  it('dashboards use only the provisioned datasources, and the provider loads the dashboards folder', () => {
+    const provisioned = YAML.parse(readFileSync(path.join(DEPLOY, 'grafana/provisioning/datasources/copilot-bridge.yml'), 'utf8')) as { datasources: Array<{ uid: string; type: string }> };
+    const known = new Set(provisioned.datasources.map((d) => `${d.type}/${d.uid}`));
+    assert.ok(known.has(`${PROMETHEUS.type}/${PROMETHEUS.uid}`) && known.has(`${LOKI.type}/${LOKI.uid}`));
+    let logsPanels = 0;
+    for (const [file, model] of Object.entries(dashboards())) {
+      for (const panel of model.panels ?? []) {
+        if (panel.type === 'row') continue;
+        const targets = 'targets' in panel ? (panel.targets ?? []) : [];
+        assert.ok(targets.length > 0, `${file}: panel ${JSON.stringify('title' in panel ? panel.title : '')} has no query`);
+        for (const target of targets) {
+          const ds = (target as { datasource?: { type?: string; uid?: string } }).datasource;
+          assert.ok(known.has(`${ds?.type}/${ds?.uid}`), `${file}: unknown datasource ${JSON.stringify(ds)}`);
+          if (ds?.type === 'loki') logsPanels += 1;
+        }
+      }
+    }
+    assert.ok(logsPanels > 0, 'a logs panel reads Loki');
+  });
+});
+
+describe('log shipping (Grafana Alloy)', () => {
+  const alloy = readFileSync(path.join(DEPLOY, 'alloy/config.alloy'), 'utf8');
+  const stopping: Array<() => Promise<void>> = [];
+  after(async () => {
+    for (const stop of stopping) await stop();
+  });
+
+  it('parses fields the bridge really writes in its request log lines', async () => {
+    const ollama = new OllamaStandIn(await freePort(), { models: { 'qwen2.5-coder:1.5b': { tokens: 2, tokenMs: 1 }, 'qwen2.5-coder:7b-instruct-q8_0': { tokens: 2, tokenMs: 1 } } });
+    await ollama.start();
+    const { logger, lines } = memoryLogger();
+    const bridge = await startTestBridge({ env: { GPU0_URL: ollama.url }, logger });
+    stopping.push(() => bridge.stop(0), () => ollama.stop());
+    const answer = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content: 'autocomplete x' }] }) });
+    assert.equal(answer.status, 200);
+    await answer.text();
+    await bridge.stop(0);
+
+    const request = lines().find((line) => line.msg === 'request');
+    assert.ok(request, 'the bridge logged the request');
+    const block = /stage\.json\s*\{\s*expressions\s*=\s*\{([^}]*)\}/.exec(alloy)?.[1] ?? '';
+    const fields = [...block.matchAll(/=\s*"([^"]+)"/g)].map((m) => m[1] as string);
+    assert.ok(fields.length >= 8, block);
+    for (const field of fields) assert.ok(field in request, `the log pipeline parses "${field}", which the bridge's request line lacks: ${JSON.stringify(request)}`);
+  });
+
+  it('maps every numeric pino level to its name', () => {
+    for (const [name, number] of Object.entries(pino.levels.values)) {
+      assert.ok(alloy.includes(`eq .level_number \\"${number}\\" }}${name}{{`), `level ${number} -> ${name}`);
+    }
+  });
+});
