@@ -80,6 +80,23 @@ function ollamaSubmenus(state: BridgeState): MenuItemSpec[] {
   });
 }
 
+/** Who never goes to a cloud whatever the Cloud fallback switch says (the switch stays the global one). */
+function neverCloudLines(state: BridgeState): MenuItemSpec[] {
+  const { localOnlyTeams, localOnlyKeys, neverModels } = state.cloudPolicy;
+  const parts = [
+    localOnlyTeams.length > 0 ? `teams ${localOnlyTeams.join(', ')}` : null,
+    localOnlyKeys.length > 0 ? `keys ${localOnlyKeys.join(', ')}` : null,
+    neverModels.length > 0 ? `models ${neverModels.join(', ')}` : null,
+  ].filter((p): p is string => p !== null);
+  if (parts.length === 0) return [];
+  return [{ label: `Never cloud: ${parts.join('; ')}`.slice(0, 120), enabled: false }];
+}
+
+/** Dollars with cents, or tenths of a cent under a dollar (local savings per request are small). */
+export function dollars(amount: number): string {
+  return Math.abs(amount) < 1 ? `$${amount.toFixed(3)}` : `$${amount.toFixed(2)}`;
+}
+
 export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[] {
   return [
     ...statusLines(state),
@@ -95,6 +112,7 @@ export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[
       enabled: state.fallbackProviders.length > 0 || state.settings.fallbackEnabled,
       command: { kind: 'action', name: 'setFallback', payload: { enabled: !state.settings.fallbackEnabled } },
     },
+    ...neverCloudLines(state),
     { type: 'separator' },
     { label: 'Open dashboard', command: { kind: 'open-dashboard' } },
     { label: 'Copy endpoint URL', command: { kind: 'copy-endpoint' } },
@@ -118,5 +136,6 @@ export function trayTooltip(state: BridgeState, requestsPerMinute: number): stri
   if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
   for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
   if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
+  lines.push(`Today: ${state.today.requests} requests, ${dollars(state.today.savedDollars)} saved vs cloud`);
   return lines.join('\n');
 }

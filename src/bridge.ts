@@ -6,6 +6,11 @@ import path from 'node:path';
 import express, { type ErrorRequestHandler } from 'express';
 import { asBridgeError, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
+import { Authenticator } from './auth/authenticate.js';
+import { Limiter } from './auth/limits.js';
+import { isOllamaCloudModel, LOCAL_ONLY_HEADER, localOnlyReason } from './auth/policy.js';
+import { EnergyMeter } from './history/accounting.js';
+import { usageCsv, usageReport } from './history/usage.js';
 import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
@@ -17,6 +22,7 @@ import { ListenerCache } from './gpu/procfs.js';
 import { historyRecord } from './history/record.js';
 import { HistoryStore } from './history/store.js';
 import { createRequestListener, type RequestCounters } from './http/app.js';
+import { requireIdentity } from './http/auth.js';
 import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
@@ -170,6 +176,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   });
   const loadedContext = (backend: string, model: string): number | undefined =>
     backendNamed.get(backend)?.loaded.find((m) => canonicalModelName(m.model ?? m.name) === canonicalModelName(model))?.context_length;
+  // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
+  const energy = new EnergyMeter();
+  gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
+  const gpuIndexOf = (gpu: number | string): number | undefined =>
+    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
+  const authenticator = new Authenticator(config, controlToken);
+  const limiter = new Limiter(config, log);
   // Aborted when a stop's grace period ran out; every running generation listens to it.
   const stopDeadline = new AbortController();
   setMaxListeners(0, stopDeadline.signal);
@@ -181,6 +194,30 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     laneRules: config.routing.scheduler.lane_rules,
     prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
     deadline: stopDeadline.signal,
+    localOnly: (headers, identity, model) => localOnlyReason(identity, headers, model, config.fallback.never_models),
+    isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
+    meter: (source) => {
+      const gpu = source.kind === 'local' ? backendNamed.get(source.name)?.gpu : undefined;
+      const index = gpu === undefined || gpu === null ? undefined : gpuIndexOf(gpu);
+      return index === undefined ? undefined : energy.start(index);
+    },
+  };
+  const cloudPolicy = {
+    header: LOCAL_ONLY_HEADER,
+    neverModels: config.fallback.never_models,
+    localOnlyTeams: Object.entries(config.auth.teams).filter(([, team]) => team.cloud === 'never').map(([name]) => name),
+    localOnlyKeys: config.auth.keys.filter((k) => k.cloud === 'never').map((k) => k.name),
+  };
+  // Today's figures for the tray tooltip, kept as records come in rather than summed on every snapshot.
+  let todayTotals = { day: '', requests: 0, savedDollars: 0 };
+  const today = (): { requests: number; savedDollars: number } => {
+    const day = new Date().toDateString();
+    if (todayTotals.day !== day) {
+      const start = new Date(day).getTime();
+      const records = history.recent().filter((r) => Date.parse(r.time) >= start);
+      todayTotals = { day, requests: records.length, savedDollars: records.reduce((sum, r) => sum + (r.savedDollars ?? 0), 0) };
+    }
+    return { requests: todayTotals.requests, savedDollars: todayTotals.savedDollars };
   };
   const metrics = new BridgeMetrics(
     backends,
@@ -188,6 +225,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
     () => scheduler.snapshot(),
     settings.models,
+    config,
   );
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
@@ -204,6 +242,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     requests: { ...counters },
     historyRecords: history.size,
     scheduler: scheduler.snapshot(),
+    cloudPolicy,
+    today: today(),
   });
   const stateFeed = new StateFeed(snapshot);
   const changed = (): void => {
@@ -211,7 +251,12 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     stateFeed.changed();
   };
   gpuMonitor.on('sample', changed);
-  history.onRecord((record) => stateFeed.record(record));
+  history.onRecord((record) => {
+    today();
+    todayTotals.requests += 1;
+    todayTotals.savedDollars += record.savedDollars ?? 0;
+    stateFeed.record(record);
+  });
   const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
   const actions = createActions(
@@ -231,9 +276,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     for (const request of batch) {
       // Runs from a timer: anything thrown here would end the process, and the rest of the batch must still count.
       try {
-        const record = historyRecord(request, (name) => backends.find((b) => b.name === name)?.gpu ?? null);
+        const record = historyRecord(request, (name) => backends.find((b) => b.name === name)?.gpu ?? null, config);
         history.add(record);
         metrics.observe(record);
+        if (request.identity !== null) void limiter.charge(request.identity, (record.tokensIn ?? 0) + (record.tokensOut ?? 0));
       } catch (error) {
         log.error({ err: error, path: request.path }, 'could not record a finished request');
       }
@@ -243,14 +289,18 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     { config, log, router, catalog, backends, policy, startedAt: started },
     {
       counters,
+      authenticator,
+      limiter,
       control: controlRoutes({
-        token: controlToken,
         log,
         actions,
         state: snapshot,
         feed: stateFeed,
         history: (limit) => history.recent(limit),
         gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
+        usage: (query) => usageReport(config, history.recent(), query),
+        usageCsv: (query) => usageCsv(history.recent(), query),
+        authRequired: authenticator.required,
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
       observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }),
@@ -280,8 +330,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   if (prometheusEnabled && metricsPort !== undefined) {
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
-    // The same guard as the main port: loopback Host names (DNS rebinding) or the API keys.
-    metricsApp.use(guard(config));
+    // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
+    metricsApp.use(guard(config), requireIdentity(authenticator));
     metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
@@ -303,6 +353,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       },
     },
     history,
+    { name: 'limits', start: async () => undefined, stop: () => limiter.close() },
     {
       name: 'control token',
       // The tray and a dashboard opened from it read the token here; only this user may.

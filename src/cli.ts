@@ -1,12 +1,21 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startBridge, type BridgeHandle } from './bridge.js';
+import { addKey, KeyFileError, listKeys, revokeKey } from './auth/keys.js';
 import { ConfigError, loadConfig } from './config/load.js';
+import { ROLES, type Role } from './config/schema.js';
 
 const USAGE = `Usage: copilot-bridge serve [--port 5000] [--host 127.0.0.1] [--config config.yaml]
+       copilot-bridge keys add --name <who> [--team <team>] [--role admin|user|viewer]
+                               [--models <pattern,...>] [--cloud allow|never] [--config config.yaml]
+       copilot-bridge keys list [--config config.yaml]
+       copilot-bridge keys revoke --name <who> [--config config.yaml]
 
-Runs the bridge headless: a local endpoint for Copilot, Continue, Cline, Zed and any
+serve runs the bridge headless: a local endpoint for Copilot, Continue, Cline, Zed and any
 OpenAI or Ollama client, routed to your Ollama instances.
+
+keys manages API keys in the config file: "add" prints a new key once and stores only its
+SHA-256; "revoke" removes it (running bridges read keys at start: restart them).
 
 Options:
   --port <n>       port to listen on (default 5000; 0 picks a free one)
@@ -43,6 +52,11 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
         port: { type: 'string' },
         host: { type: 'string' },
         config: { type: 'string' },
+        name: { type: 'string' },
+        team: { type: 'string' },
+        role: { type: 'string' },
+        models: { type: 'string' },
+        cloud: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -60,6 +74,7 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
     io.stdout(`${version()}\n`);
     return 0;
   }
+  if (positionals[0] === 'keys') return keysCommand(io, positionals.slice(1), values);
   if (positionals.length !== 1 || positionals[0] !== 'serve') {
     io.stderr(`copilot-bridge: unknown command ${JSON.stringify(positionals.join(' '))}\n\n${USAGE}\n`);
     return 2;
@@ -81,5 +96,63 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
   } catch (error) {
     io.stderr(`copilot-bridge: ${(error as Error).message}\n`);
     return 1;
+  }
+}
+
+interface KeyOptions {
+  config?: string;
+  name?: string;
+  team?: string;
+  role?: string;
+  models?: string;
+  cloud?: string;
+}
+
+/** `keys add|list|revoke`: edits auth.keys of the config file; the key itself is printed once and stored nowhere. */
+function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
+  const file = options.config ?? 'config.yaml';
+  const fail = (message: string): number => {
+    io.stderr(`copilot-bridge keys: ${message}\n`);
+    return 2;
+  };
+  try {
+    switch (args.length === 1 ? args[0] : undefined) {
+      case 'add': {
+        if (options.name === undefined || options.name.trim() === '') return fail('--name is required');
+        const role = options.role ?? 'user';
+        if (!(ROLES as readonly string[]).includes(role)) return fail(`--role must be one of ${ROLES.join(', ')}`);
+        if (options.cloud !== undefined && options.cloud !== 'allow' && options.cloud !== 'never') return fail('--cloud must be allow or never');
+        const key = addKey(file, {
+          name: options.name.trim(),
+          team: options.team,
+          role: role as Role,
+          models: options.models?.split(',').map((m) => m.trim()).filter((m) => m !== ''),
+          cloud: options.cloud as 'allow' | 'never' | undefined,
+        });
+        io.stderr(`Added key '${options.name.trim()}' to ${file} (only its SHA-256 is stored). This is the only time it is shown:\n`);
+        io.stdout(`${key}\n`);
+        return 0;
+      }
+      case 'list': {
+        const keys = listKeys(file);
+        if (keys.length === 0) io.stdout(`no keys in ${file}\n`);
+        for (const key of keys) {
+          const extras = [key.team === null ? null : `team ${key.team}`, `role ${key.role}`, key.cloud === 'never' ? 'cloud: never' : null, key.models === null ? null : `models ${key.models.join(',')}`, key.created === null ? null : `created ${key.created}`];
+          io.stdout(`${key.name}\t${extras.filter((e) => e !== null).join(', ')}\t${key.hash}\n`);
+        }
+        return 0;
+      }
+      case 'revoke': {
+        if (options.name === undefined) return fail('--name is required');
+        if (!revokeKey(file, options.name)) return fail(`no key named '${options.name}' in ${file}`);
+        io.stdout(`revoked '${options.name}' in ${file}; restart running bridges to apply\n`);
+        return 0;
+      }
+      default:
+        return fail(`expected add, list or revoke\n\n${USAGE}`);
+    }
+  } catch (error) {
+    if (error instanceof KeyFileError) return fail(error.message);
+    throw error;
   }
 }

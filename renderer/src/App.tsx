@@ -1,14 +1,15 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
 import { mergeRecords } from './lib/history';
-import { healthyBackendCount, type BridgeState, type HistoryRecord } from '../../src/contract';
-import { getHistory, getState, subscribe } from './api';
+import { healthyBackendCount, type BridgeState, type HistoryRecord, type WhoAmI } from '../../src/contract';
+import { getHistory, getState, getWhoAmI, ReadFailure, setControlToken, subscribe } from './api';
 import { BackendsView } from './views/BackendsView';
 import { ConnectView } from './views/ConnectView';
 import { GpuView } from './views/GpuView';
 import { HistoryView } from './views/HistoryView';
 import { ModelsView } from './views/ModelsView';
+import { UsageView } from './views/UsageView';
 
-const VIEWS = ['GPUs', 'Models', 'History', 'Backends', 'Connect'] as const;
+const VIEWS = ['GPUs', 'Models', 'History', 'Usage', 'Backends', 'Connect'] as const;
 type View = (typeof VIEWS)[number];
 
 /** History kept in the page: enough for an afternoon, bounded so the page stays fast. */
@@ -24,11 +25,18 @@ export function App(): JSX.Element {
   const [records, setRecords] = useState<HistoryRecord[]>([]);
   const [connected, setConnected] = useState(false);
   const [view, setView] = useState<View>(viewFromHash);
+  const [whoami, setWhoami] = useState<WhoAmI | null>(null);
+  const [signIn, setSignIn] = useState(false);
+  const [session, setSession] = useState(0);
 
   useEffect(() => {
     let cancelled = false;
-    void getState().then((s) => !cancelled && setState(s));
-    void getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)));
+    const refused = (error: unknown): void => {
+      if (!cancelled && error instanceof ReadFailure && error.status === 401) setSignIn(true);
+    };
+    getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
+    getState().then((s) => !cancelled && setState(s), refused);
+    getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
     const unsubscribe = subscribe({
       onState: setState,
       onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
@@ -38,7 +46,7 @@ export function App(): JSX.Element {
       cancelled = true;
       unsubscribe();
     };
-  }, []);
+  }, [session]);
 
   const choose = useCallback((next: View) => {
     setView(next);
@@ -68,6 +76,11 @@ export function App(): JSX.Element {
           ))}
         </nav>
         <div className="status">
+          {whoami !== null && whoami.authRequired && (
+            <span className="pill muted role" data-testid="signed-in" title={whoami.can.actions ? 'may change settings' : 'read only settings'}>
+              {whoami.name} · {whoami.role}
+            </span>
+          )}
           <span className={`pill ${health.tone}`} data-testid="health">
             {health.label}
           </span>
@@ -75,7 +88,27 @@ export function App(): JSX.Element {
         </div>
       </header>
       <main className="content" role="tabpanel" aria-label={view}>
-        {state === null ? (
+        {signIn ? (
+          <form
+            className="token"
+            data-testid="sign-in"
+            onSubmit={(event) => {
+              event.preventDefault();
+              const input = new FormData(event.currentTarget).get('token');
+              if (typeof input !== 'string' || input.trim() === '') return;
+              setControlToken(input);
+              setSignIn(false);
+              setSession((n) => n + 1);
+            }}
+          >
+            <p>This bridge asks who you are.</p>
+            <label>
+              API key, token or control token
+              <input name="token" type="password" autoComplete="off" />
+            </label>
+            <button type="submit">Sign in</button>
+          </form>
+        ) : state === null ? (
           <p className="empty">Connecting to the bridge…</p>
         ) : view === 'GPUs' ? (
           <GpuView state={state} />
@@ -83,10 +116,12 @@ export function App(): JSX.Element {
           <ModelsView state={state} />
         ) : view === 'History' ? (
           <HistoryView records={records} />
+        ) : view === 'Usage' ? (
+          <UsageView whoami={whoami} refresh={records.length} />
         ) : view === 'Backends' ? (
           <BackendsView state={state} />
         ) : (
-          <ConnectView state={state} />
+          <ConnectView state={state} whoami={whoami} />
         )}
       </main>
     </div>

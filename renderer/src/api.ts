@@ -1,4 +1,4 @@
-import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck, GpuPoint, HistoryRecord } from '../../src/contract';
+import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck, GpuPoint, HistoryRecord, UsageReport, WhoAmI } from '../../src/contract';
 
 /**
  * The dashboard's only way to the bridge: its control API over HTTP and Server-Sent Events, on the
@@ -7,7 +7,10 @@ import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck,
 
 const TOKEN_KEY = 'copilot-bridge-control-token';
 
-/** The control token: handed over in the URL fragment (never sent to a server), then kept for the session. */
+/**
+ * The dashboard's credential: the control token (handed over in the URL fragment, never sent to a
+ * server that way), an API key or a JWT pasted in; kept for the browser session.
+ */
 export function controlToken(): string | null {
   const fromHash = new URLSearchParams(window.location.hash.slice(1)).get('token');
   if (fromHash !== null && fromHash !== '') {
@@ -21,10 +24,56 @@ export function setControlToken(token: string): void {
   sessionStorage.setItem(TOKEN_KEY, token.trim());
 }
 
+export function clearControlToken(): void {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+function credentialHeaders(): Record<string, string> {
+  const token = controlToken();
+  return token === null ? {} : { authorization: `Bearer ${token}` };
+}
+
+/** A read the bridge refused: 401 means "sign in", 403 "this role may not". */
+export class ReadFailure extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 async function getJson<T>(path: string): Promise<T> {
-  const response = await fetch(path);
-  if (!response.ok) throw new Error(`${path} answered ${response.status}`);
+  const response = await fetch(path, { headers: credentialHeaders() });
+  if (!response.ok) throw new ReadFailure(response.status, `${path} answered ${response.status}`);
   return (await response.json()) as T;
+}
+
+export const getWhoAmI = (): Promise<WhoAmI> => getJson('/bridge/api/whoami');
+
+function usageParams(from: string, to: string): string {
+  // Dates from the date pickers are local days: from the start of the first to the end of the last.
+  const start = new Date(`${from}T00:00:00`);
+  const end = new Date(`${to}T00:00:00`);
+  end.setDate(end.getDate() + 1);
+  return new URLSearchParams({ from: start.toISOString(), to: end.toISOString(), tz: String(-start.getTimezoneOffset()) }).toString();
+}
+
+export const getUsage = (from: string, to: string): Promise<UsageReport> => getJson(`/bridge/api/usage?${usageParams(from, to)}`);
+
+/** Fetches the CSV with the credential (a plain link could not send it) and hands it to the browser as a download. */
+export async function downloadUsageCsv(from: string, to: string): Promise<void> {
+  const response = await fetch(`/bridge/api/usage.csv?${usageParams(from, to)}`, { headers: credentialHeaders() });
+  if (!response.ok) throw new ReadFailure(response.status, `the CSV export answered ${response.status}`);
+  const name = /filename="([^"]+)"/.exec(response.headers.get('content-disposition') ?? '')?.[1] ?? 'copilot-bridge-usage.csv';
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  URL.revokeObjectURL(url);
 }
 
 export const getState = (): Promise<BridgeState> => getJson('/bridge/api/state');
@@ -43,10 +92,10 @@ export class ActionFailure extends Error {
 
 export async function runAction<N extends ActionName>(name: N, payload: ActionPayloads[N]): Promise<ActionResponse> {
   const token = controlToken();
-  if (token === null) throw new ActionFailure(401, 'No control token: open the dashboard from the tray or the link the bridge logs, or paste the token in Connect.');
+  if (token === null) throw new ActionFailure(401, 'Not signed in: open the dashboard from the tray or the link the bridge logs, or paste the control token or an admin key in Connect.');
   const response = await fetch(`/bridge/api/actions/${name}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-bridge-token': token },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify(payload),
   });
   const body = (await response.json()) as ActionResponse | { error: string; fit?: FitCheck };
@@ -65,7 +114,9 @@ export interface Subscription {
 
 /** Live updates; the browser reconnects by itself after a drop. */
 export function subscribe(handlers: Subscription): () => void {
-  const source = new EventSource('/bridge/api/events');
+  // EventSource sends no headers: the credential rides in the query (the bridge logs paths, never queries).
+  const token = controlToken();
+  const source = new EventSource(token === null ? '/bridge/api/events' : `/bridge/api/events?access_token=${encodeURIComponent(token)}`);
   source.addEventListener('state', (event) => handlers.onState(JSON.parse((event as MessageEvent<string>).data) as BridgeState));
   source.addEventListener('history', (event) => handlers.onHistory(JSON.parse((event as MessageEvent<string>).data) as HistoryRecord));
   source.addEventListener('open', () => handlers.onConnection(true));

@@ -9,8 +9,11 @@ import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
+import type { IncomingHttpHeaders } from 'node:http';
+import { modelAllowed, type Identity } from '../auth/identity.js';
 import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
-import { requestOf } from './request.js';
+import type { EnergyUse } from '../history/accounting.js';
+import { identityOf, requestOf } from './request.js';
 
 /** Everything one choice of a generation produced, for answers that are not streamed. */
 export interface GenerationResult {
@@ -60,6 +63,37 @@ export interface GenerationPolicy {
   laneRules: readonly LaneRule[];
   /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
   prepare(body: Record<string, unknown>, backend: string, model: string): Record<string, unknown>;
+  /** Why this request must stay on local GPUs (never-cloud policy), or null. */
+  localOnly(headers: IncomingHttpHeaders, identity: Identity, model: string): string | null;
+  /** Whether a model an Ollama backend lists is really run in a cloud (Ollama's own cloud models). */
+  isCloudModel(model: string): boolean;
+  /** Starts charging GPU time and energy to this request while `source` serves it; undefined for sources off any known GPU. */
+  meter(source: GenerationSource): (() => EnergyUse) | undefined;
+}
+
+/** The outcome of a request refused before it was served (a limit, a forbidden model), so that history keeps it. */
+export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
+  return {
+    requestedModel,
+    tier: null,
+    reason,
+    model: requestedModel,
+    source: null,
+    retries: 0,
+    fallback: null,
+    firstTokenMs: null,
+    tokensIn: null,
+    tokensOut: null,
+    evalSeconds: null,
+    answer: null,
+    error: reason,
+    lane: 'interactive',
+    queueMs: 0,
+    dropped: null,
+    localOnly: null,
+    gpuMs: null,
+    energyJoules: null,
+  };
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
@@ -255,7 +289,7 @@ function answerEmpty(res: ServerResponse, route: RouteDecision, plan: Generation
  * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
  * the cloud fallback. After that, a break ends the stream in the surface's own error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, input: RouteInput): Promise<void> {
+export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, input: RouteInput, localOnly: string | null = null): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -285,6 +319,9 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     lane,
     queueMs: 0,
     dropped: null,
+    localOnly,
+    gpuMs: null,
+    energyJoules: null,
   };
   request.generation = outcome;
   const started = performance.now();
@@ -300,8 +337,22 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
 
   /** The answer of the last try, when it ended well: what the scheduler learns from. */
   let answered: GenerationResult[] | null = null;
-  /** One try with one source; true when the client got its answer (or left). */
+  /** One try with one source, its GPU time and energy charged to the request. */
   const serveFrom = async (source: GenerationSource): Promise<boolean> => {
+    const stopMeter = policy.meter(source);
+    try {
+      return await tryServe(source);
+    } finally {
+      const use = stopMeter?.();
+      if (use !== undefined) {
+        outcome.gpuMs = (outcome.gpuMs ?? 0) + use.gpuMs;
+        outcome.energyJoules = (outcome.energyJoules ?? 0) + use.joules;
+      }
+    }
+  };
+
+  /** One try with one source; true when the client got its answer (or left). */
+  const tryServe = async (source: GenerationSource): Promise<boolean> => {
     answered = null;
     let opened: Opened;
     try {
@@ -391,8 +442,12 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     if (client.signal.aborted || (lastError !== undefined && !retriable(lastError))) break;
   }
 
-  if (!client.signal.aborted && (lastError === undefined || retriable(lastError))) {
-    for (const provider of policy.fallback()) {
+  const providers = policy.fallback();
+  if (localOnly !== null && providers.length > 0) {
+    route.reason += `; cloud fallback skipped: ${localOnly}`;
+    outcome.reason = route.reason;
+  } else if (!client.signal.aborted && (lastError === undefined || retriable(lastError))) {
+    for (const provider of providers) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
       route.reason += `; fallback to ${provider.name}: ${why}`;
@@ -508,5 +563,13 @@ export async function routeAndServe(
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const route = await router.route(input);
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input);
+  const identity = identityOf(req);
+  const refuse = (reason: string, code: string): BridgeError => {
+    requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
+    return new BridgeError(403, reason, { code });
+  };
+  if (!modelAllowed(identity, route.model)) throw refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
+  const localOnly = policy.localOnly(req.headers, identity, route.model);
+  if (localOnly !== null && policy.isCloudModel(route.model)) throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
 }

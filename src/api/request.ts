@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { RequestRecord } from '../contract/index.js';
+import type { RequestIdentity, RequestRecord } from '../contract/index.js';
 import { clientSignals } from '../routing/signals.js';
 import { surfaceOf } from './errors.js';
 
@@ -31,4 +31,11 @@ export function requestOf(req: IncomingMessage): RequestRecord {
   const record = records.get(req);
   if (record === undefined) throw new Error('a request reached a handler without its record (beginRequest runs first)');
   return record;
+}
+
+/** Who sent the request; set by the auth layer before any handler that needs it runs. */
+export function identityOf(req: IncomingMessage): RequestIdentity {
+  const identity = requestOf(req).identity;
+  if (identity === null) throw new Error('a request reached a handler without its identity (the auth layer runs first)');
+  return identity;
 }

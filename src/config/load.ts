@@ -221,6 +221,11 @@ function describeInput(input: unknown): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
+/** Whether clients must say who they are: any API key or a JWT issuer is configured. */
+export function authConfigured(config: Pick<Config, 'server' | 'auth'>): boolean {
+  return config.server.api_keys.length > 0 || config.auth.keys.length > 0 || config.auth.jwt !== undefined;
+}
+
 /**
  * Builds the configuration from defaults < config.yaml < environment < flags and validates it.
  * Every problem names its source and key path; the caller decides how to report them.
@@ -283,12 +288,12 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);
   const parsed = result.data;
 
-  if (!isLoopbackHost(parsed.server.host) && parsed.server.api_keys.length === 0) {
+  if (!isLoopbackHost(parsed.server.host) && !authConfigured(parsed)) {
     throw new ConfigError([
       {
         source: setBy.get('server.host') ?? fileSource,
         keyPath: 'server.host',
-        expected: `a loopback address (127.0.0.1, ::1, localhost) unless server.api_keys or BRIDGE_API_KEYS is set (got ${describeInput(parsed.server.host)})`,
+        expected: `a loopback address (127.0.0.1, ::1, localhost) unless server.api_keys, BRIDGE_API_KEYS, auth.keys or auth.jwt is set (got ${describeInput(parsed.server.host)})`,
       },
     ]);
   }

@@ -78,6 +78,79 @@ const providerSchema = z.strictObject({
   timeout_seconds: z.number().positive().default(120),
 });
 
+export const ROLES = ['admin', 'user', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Limits of one identity or team; a missing figure means no limit. */
+const limitsSchema = z.strictObject({
+  /** Requests per minute (a token bucket: bursts up to this many, refilled evenly over the minute). */
+  rpm: z.number().positive().optional(),
+  /** Prompt + generated tokens per minute (a token bucket charged with each answer's counts). */
+  tpm: z.number().positive().optional(),
+  /** Requests running at once. */
+  concurrency: z.number().int().positive().optional(),
+});
+
+const cloudPolicySchema = z.enum(['allow', 'never']);
+
+/** One API key: only its SHA-256 is stored, so the file never holds a usable key. */
+const keySchema = z.strictObject({
+  name: z.string().min(1),
+  team: z.string().min(1).optional(),
+  role: z.enum(ROLES).default('user'),
+  /** "sha256:" and 64 hex digits: what `copilot-bridge keys add` writes. */
+  hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'sha256: and 64 lowercase hex digits'),
+  /** Models this key may use: exact names or patterns with "*" (e.g. "qwen2.5-coder:*"). */
+  models: z.array(z.string().min(1)).optional(),
+  cloud: cloudPolicySchema.default('allow'),
+  limits: limitsSchema.optional(),
+  created: z.string().optional(),
+});
+
+const teamSchema = z.strictObject({
+  cloud: cloudPolicySchema.default('allow'),
+  limits: limitsSchema.optional(),
+  models: z.array(z.string().min(1)).optional(),
+});
+
+const jwtSchema = z
+  .strictObject({
+    /** File holding the HS256 shared secret (at least 32 bytes). */
+    secret_file: z.string().min(1).optional(),
+    /** Where the issuer publishes its public keys (RS256, ES256, EdDSA). */
+    jwks_url: z.url({ protocol: /^https?$/ }).optional(),
+    /** A JWKS kept on disk instead of fetched. */
+    jwks_file: z.string().min(1).optional(),
+    issuer: z.string().min(1),
+    audience: z.string().min(1),
+    /** Tolerated clock difference for exp and nbf. */
+    clock_skew_seconds: z.number().min(0).max(300).default(30),
+    /** How long a fetched JWKS is used before it is fetched again (an unknown kid refetches sooner). */
+    jwks_cache_seconds: z.number().positive().default(600),
+    /** Least time between two fetches caused by unknown kids, so made-up kids cannot flood the issuer. */
+    jwks_refetch_cooldown_seconds: z.number().min(0).default(30),
+    /** Claims that carry the person's name, team and role (a list claim uses its first known value). */
+    claims: z
+      .strictObject({
+        name: z.string().min(1).default('sub'),
+        team: z.string().min(1).default('groups'),
+        role: z.string().min(1).default('roles'),
+      })
+      .prefault({}),
+    /** Role of a token whose role claim names no known role. */
+    default_role: z.enum(ROLES).default('user'),
+  })
+  .refine((jwt) => [jwt.secret_file, jwt.jwks_url, jwt.jwks_file].filter((v) => v !== undefined).length === 1, 'exactly one of secret_file, jwks_url or jwks_file');
+
+const priceSchema = z.strictObject({
+  /** Dollars per million prompt tokens. */
+  input: z.number().min(0),
+  /** Dollars per million generated tokens. */
+  output: z.number().min(0),
+  /** The cloud model these prices belong to. */
+  reference: z.string().min(1).optional(),
+});
+
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -200,6 +273,8 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(false),
       cloud_api_key: z.string().min(1).optional(),
       providers: z.array(providerSchema).default([]),
+      /** Models (names or "*" patterns) whose requests never go to a cloud provider. */
+      never_models: z.array(z.string().min(1)).default([]),
     })
     .prefault({}),
   /** The `ollama serve` instances the bridge starts for backends with `manage: true`. */
@@ -243,6 +318,36 @@ export const configSchema = z.strictObject({
       keep_files: z.number().int().min(0).default(3),
     })
     .prefault({}),
+  auth: z
+    .strictObject({
+      keys: z.array(keySchema).default([]),
+      jwt: jwtSchema.optional(),
+      /** Cloud policy and limits that apply to everybody in a team. */
+      teams: z.record(z.string().min(1), teamSchema).default({}),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      /** Share the counters with other instances through Redis (e.g. redis://127.0.0.1:6379/0). */
+      redis_url: z.url({ protocol: /^rediss?$/ }).optional(),
+      /** Limits of every identity that names none of its own. */
+      default: limitsSchema.optional(),
+    })
+    .prefault({}),
+  accounting: z
+    .strictObject({
+      /** $ per 1M tokens by model name or tier; a model's own entry wins over its tier's. */
+      prices: z.record(z.string().min(1), priceSchema).default({}),
+      /** Electricity price in $ per kWh. */
+      kwh_price: z.number().min(0).default(0.3),
+      /** What the GPU machine costs per month (amortized purchase, hosting), for the ROI. */
+      hardware_cost_per_month: z.number().min(0).default(0),
+      /** An estimate: seconds of a developer's time one generated token saves. */
+      seconds_saved_per_output_token: z.number().min(0).default(0.05),
+      /** Add a per-person label to the accounting series (keep off for many people). */
+      per_user_metrics: z.boolean().default(false),
+    })
+    .prefault({}),
   control: z
     .strictObject({
       /** Token the dashboard and tray send with actions; generated per start when unset. */
@@ -254,6 +359,10 @@ export const configSchema = z.strictObject({
 export type ParsedConfig = z.output<typeof configSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
 export type ProviderConfig = z.output<typeof providerSchema>;
+export type KeyConfig = z.output<typeof keySchema>;
+export type LimitsConfig = z.output<typeof limitsSchema>;
+export type JwtConfig = z.output<typeof jwtSchema>;
+export type PriceConfig = z.output<typeof priceSchema>;
 
 /** The validated configuration: the file's shape with at least one backend resolved. */
 export interface Config extends ParsedConfig {

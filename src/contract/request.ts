@@ -28,9 +28,26 @@ export interface RequestClient {
   requestId: string | null;
 }
 
-/** Who sent a request, when the bridge can tell (API keys with names); null until then. */
+export type Role = 'admin' | 'user' | 'viewer';
+
+/** Limits of one identity or team; a missing figure means no limit. */
+export interface RateLimits {
+  rpm?: number;
+  tpm?: number;
+  concurrency?: number;
+}
+
+/** Who sent a request (a key's name, a JWT's subject, the control token, the local user). Never holds the key or token itself. */
 export interface RequestIdentity {
   readonly name: string;
+  readonly team: string | null;
+  readonly role: Role;
+  /** How the identity was established. */
+  readonly via: 'key' | 'api_key' | 'jwt' | 'control' | 'anonymous';
+  /** Model patterns this identity may use; undefined: any model. */
+  readonly models: readonly string[] | undefined;
+  readonly cloud: 'allow' | 'never';
+  readonly limits: RateLimits | undefined;
 }
 
 /** How a generation was routed and served, filled in by the generation pipeline as it goes. */
@@ -54,6 +71,11 @@ export interface GenerationOutcome {
   /** The answer's text per choice (with its tool calls); only the log reads it, with log_prompts on. */
   answer: Array<{ content: string; toolCalls?: unknown[] }> | null;
   error: string | null;
+  /** Why cloud providers were not asked, when a never-cloud policy applied. */
+  localOnly: string | null;
+  /** Time on a GPU and the energy charged to this request (its share while others ran too). */
+  gpuMs: number | null;
+  energyJoules: number | null;
   /** The scheduling lane. */
   lane: Lane;
   /** Milliseconds spent in the bridge's queue, over all tries. */

@@ -122,6 +122,63 @@ export interface HistoryRecord {
   tokensIn: number | null;
   tokensOut: number | null;
   tokensPerSecond: number | null;
+  /** Who asked: a key's name or a token's subject (never the key or token); null when nobody signed in. */
+  user: string | null;
+  team: string | null;
+  /** Why the request was kept off cloud providers, when a policy did. */
+  localOnly: string | null;
+  /** Time the request held a GPU, and the GPU energy charged to it (its share while others ran too). */
+  gpuMs: number | null;
+  energyJoules: number | null;
+  /** What the tokens would have cost at the reference cloud model, the electricity, and the difference. */
+  cloudCostDollars: number | null;
+  energyCostDollars: number | null;
+  savedDollars: number | null;
+}
+
+/** The figures the Usage view adds up, for everyone or one team or person. */
+export interface UsageFigures {
+  requests: number;
+  errors: number;
+  tokensIn: number;
+  tokensOut: number;
+  gpuSeconds: number;
+  energyJoules: number;
+  cloudCostDollars: number;
+  energyCostDollars: number;
+  savedDollars: number;
+  /** An estimate: generated tokens x accounting.seconds_saved_per_output_token. */
+  timeSavedSeconds: number;
+}
+
+export interface UsageReport {
+  from: string;
+  to: string;
+  /** "everyone" for admins and viewers; a user sees their own requests only. */
+  scope: 'everyone' | 'own';
+  totals: UsageFigures;
+  /** accounting.hardware_cost_per_month for the days of the range. */
+  hardwareCostDollars: number;
+  /** (savings - hardware cost) / hardware cost; null without a hardware cost. */
+  roi: number | null;
+  byTeam: Array<UsageFigures & { team: string }>;
+  byPerson: Array<UsageFigures & { name: string; team: string }>;
+  topModels: Array<{ model: string; requests: number; tokensOut: number }>;
+  /** Requests by weekday (0 = Monday) and hour of day, in the time zone the caller asked for. */
+  heatmap: number[][];
+  /** Where the cloud-equivalent prices come from. */
+  prices: { date: string; secondsSavedPerOutputToken: number; kwhPrice: number };
+}
+
+/** Who the dashboard is signed in as, and what that role may do. */
+export interface WhoAmI {
+  name: string;
+  team: string | null;
+  role: 'admin' | 'user' | 'viewer';
+  /** Whether the bridge asks clients for a key or token at all. */
+  authRequired: boolean;
+  cloud: 'allow' | 'never';
+  can: { actions: boolean; generate: boolean; everyonesUsage: boolean };
 }
 
 export interface BackendSnapshot {
@@ -272,6 +329,10 @@ export interface BridgeState {
   fallbackProviders: string[];
   requests: RequestCounters;
   historyRecords: number;
+  /** Who may never reach a cloud provider (the global switch is settings.fallbackEnabled). */
+  cloudPolicy: { header: string; neverModels: string[]; localOnlyTeams: string[]; localOnlyKeys: string[] };
+  /** Since local midnight, for the tray tooltip. */
+  today: { requests: number; savedDollars: number };
   scheduler: SchedulerSnapshot;
 }
 

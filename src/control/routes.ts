@@ -1,7 +1,10 @@
-import express, { type Router as ExpressRouter } from 'express';
-import { sameSecret } from '../http/guard.js';
+import express, { type Request, type Router as ExpressRouter } from 'express';
+import { identityOf } from '../api/request.js';
+import { seesEveryone } from '../auth/access.js';
+import type { Identity } from '../auth/identity.js';
+import type { UsageQuery } from '../history/usage.js';
 import type { Logger } from '../log.js';
-import { BridgeError, type GpuPoint, type HistoryRecord } from '../contract/index.js';
+import { BridgeError, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
 
@@ -11,19 +14,39 @@ export const MAX_EVENT_SUBSCRIBERS = 32;
 const STALLED_SUBSCRIBER_MS = 10_000;
 
 export interface ControlDeps {
-  token: string;
   log: Logger;
   actions: Actions;
   state: () => unknown;
   feed: StateFeed;
   history: (limit: number) => HistoryRecord[];
   gpuHistory: (sinceMs: number) => Record<number, GpuPoint[]>;
+  usage: (query: UsageQuery) => UsageReport;
+  usageCsv: (query: UsageQuery) => string;
+  authRequired: boolean;
+}
+
+const DAY_MS = 86_400_000;
+
+/** ?from=&to= (dates or times; default: the last 30 days) and ?tz= (minutes east of UTC); a user is held to their own records. */
+function usageQuery(req: Request, identity: Identity): UsageQuery | string {
+  const parse = (value: unknown, fallback: Date): Date | undefined => {
+    if (typeof value !== 'string' || value === '') return fallback;
+    const date = new Date(value);
+    return Number.isNaN(date.getTime()) ? undefined : date;
+  };
+  const to = parse(req.query.to, new Date());
+  const from = parse(req.query.from, new Date(Date.now() - 30 * DAY_MS));
+  if (to === undefined || from === undefined) return 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)';
+  if (from.getTime() > to.getTime()) return 'from must not be after to';
+  const tz = Number(req.query.tz ?? 0);
+  if (!Number.isFinite(tz) || Math.abs(tz) > 14 * 60) return 'tz must be minutes east of UTC (-840 to 840)';
+  return { from, to, utcOffsetMinutes: Math.round(tz), ...(seesEveryone(identity) ? {} : { user: identity.name }) };
 }
 
 /**
  * The bridge's own API for the dashboard and the tray: the state, its live event stream, history,
- * GPU history and the actions. Reading is open to local clients (the Host and Origin guards
- * apply); actions need the control token in `x-bridge-token`.
+ * GPU history, usage and the actions. Who may call what is decided before (src/auth/access.ts):
+ * actions need an admin (or the control token); a user reads only their own history and usage.
  */
 export function controlRoutes(deps: ControlDeps): ExpressRouter {
   const router = express.Router();
@@ -34,7 +57,43 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
 
   router.get('/bridge/api/history', (req, res) => {
     const limit = Math.min(100_000, Math.max(1, Number(req.query.limit) || 10_000));
-    res.json({ records: deps.history(limit) });
+    const identity = identityOf(req);
+    const records = seesEveryone(identity) ? deps.history(limit) : deps.history(100_000).filter((r) => r.user === identity.name).slice(-limit);
+    res.json({ records });
+  });
+
+  router.get('/bridge/api/whoami', (req, res) => {
+    const identity = identityOf(req);
+    const whoami: WhoAmI = {
+      name: identity.name,
+      team: identity.team,
+      role: identity.role,
+      authRequired: deps.authRequired,
+      cloud: identity.cloud,
+      can: { actions: identity.role === 'admin' && identity.via !== 'anonymous', generate: identity.role !== 'viewer', everyonesUsage: seesEveryone(identity) },
+    };
+    res.json(whoami);
+  });
+
+  router.get('/bridge/api/usage', (req, res) => {
+    const query = usageQuery(req, identityOf(req));
+    if (typeof query === 'string') {
+      res.status(400).json({ error: query });
+      return;
+    }
+    res.json(deps.usage(query));
+  });
+
+  router.get('/bridge/api/usage.csv', (req, res) => {
+    const query = usageQuery(req, identityOf(req));
+    if (typeof query === 'string') {
+      res.status(400).json({ error: query });
+      return;
+    }
+    const day = (d: Date): string => d.toISOString().slice(0, 10);
+    res.setHeader('content-type', 'text/csv; charset=utf-8');
+    res.setHeader('content-disposition', `attachment; filename="copilot-bridge-usage-${day(query.from)}-${day(query.to)}.csv"`);
+    res.send(deps.usageCsv(query));
   });
 
   router.get('/bridge/api/gpu/history', (req, res) => {
@@ -55,7 +114,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     }
     return text;
   };
-  router.get('/bridge/api/events', (_req, res) => {
+  router.get('/bridge/api/events', (req, res) => {
     if (subscribers >= MAX_EVENT_SUBSCRIBERS) {
       res.setHeader('retry-after', '10');
       res.status(503).json({ error: `${MAX_EVENT_SUBSCRIBERS} event streams are open already; close a dashboard window or tab` });
@@ -84,7 +143,11 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
         write(frame('state', deps.state()));
       }
     });
+    const identity = identityOf(req);
+    const everyone = seesEveryone(identity);
     const send = (event: string, data: unknown): void => {
+      // A user's live history is their own requests, as in /bridge/api/history.
+      if (event === 'history' && !everyone && (data as HistoryRecord).user !== identity.name) return;
       if (stalled === undefined) write(frame(event, data));
       else if (event === 'state') stateDue = true;
     };
@@ -101,10 +164,6 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   });
 
   router.post('/bridge/api/actions/:name', async (req, res) => {
-    if (!sameSecret(String(req.headers['x-bridge-token'] ?? ''), deps.token)) {
-      res.status(401).json({ error: 'the control token is missing or wrong (x-bridge-token)' });
-      return;
-    }
     try {
       const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
       res.json({ ok: true, result, state: deps.state() });

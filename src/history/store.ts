@@ -21,6 +21,11 @@ const FILE = 'history.jsonl';
 /** History says what was asked of which model when: readable by this user only. */
 const FILE_MODE = 0o600;
 
+/** Records written before identities and accounting existed read back with those fields empty. */
+function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
+  return { user: null, team: null, localOnly: null, gpuMs: null, energyJoules: null, cloudCostDollars: null, energyCostDollars: null, savedDollars: null, ...record } as HistoryRecord;
+}
+
 /**
  * Routing history: a bounded ring in memory for the dashboard, and an append-only JSONL file that
  * is written at most a second behind (so a crash loses at most the last second) and rotated by size.
@@ -70,7 +75,7 @@ export class HistoryStore {
       text.split('\n').forEach((line, index) => {
         if (line.trim() === '') return;
         try {
-          this.remember(JSON.parse(line) as HistoryRecord);
+          this.remember(withAccountingFields(JSON.parse(line) as Partial<HistoryRecord>));
         } catch {
           this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
         }

@@ -14,6 +14,9 @@ import type { Logger } from '../log.js';
 import { BodyError, bodyIdleTimeout, jsonBody } from './body.js';
 import { fastPath } from './fast.js';
 import { guard, guardRequest } from './guard.js';
+import type { Authenticator } from '../auth/authenticate.js';
+import type { Limiter } from '../auth/limits.js';
+import { admit, authenticate, authorize, limits } from './auth.js';
 import { beginRequest, requestOf } from '../api/request.js';
 import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
@@ -129,6 +132,8 @@ export interface AppParts {
   /** The dashboard's static files at /ui. */
   ui: Router;
   onFinished: RequestFinished;
+  authenticator: Authenticator;
+  limiter: Limiter;
 }
 
 /** The client API routes every editor calls all the time, served by the fast path. */
@@ -148,6 +153,7 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
     next();
   });
   app.use(guard(config));
+  app.use(authenticate(parts.authenticator));
   const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all('/api/blobs/*digest', (req, _res, next) => {
@@ -155,6 +161,7 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
     next();
   }, toPrimary);
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
+  app.use(limits(parts.limiter));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
   app.use(ollamaRoutes(context));
   app.use(openAiRoutes(context));
@@ -187,6 +194,8 @@ export function createRequestListener(context: ApiContext, parts: AppParts, opti
   const fast = fastPath(hotRoutes(context), {
     begin,
     allowed: guardRequest(config),
+    authorize: (req, res, path) => authorize(parts.authenticator, req, res, path),
+    admit: (req, res, path) => admit(parts.limiter, req, res, path),
     bodyLimit: Math.round(config.server.body_limit_mb * 1024 * 1024),
     bodyTimeoutMs: config.server.request_timeout_seconds * 1000,
     answerError,

@@ -6,8 +6,12 @@ import { readJsonBody } from './body.js';
 export interface FastPathSteps {
   /** The request's record, id header and counters, and what runs when it closes. */
   begin(req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string): void;
-  /** Host, origin and API key checks: false when it answered (a preflight); a refusal is thrown. */
+  /** Host and origin checks: false when it answered (a preflight); a refusal is thrown. */
   allowed(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Who is asking and whether their role may call this path (before the body is read); a refusal is thrown. */
+  authorize(req: IncomingMessage, res: ServerResponse, path: string): Promise<void>;
+  /** The identity's and team's limits (after the body, so a refusal names the model); a refusal is thrown. */
+  admit(req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string): Promise<void>;
   bodyLimit: number;
   /** How long a body may take to arrive whole. */
   bodyTimeoutMs: number;
@@ -54,8 +58,11 @@ export function fastPath(routes: readonly ApiRoute[], steps: FastPathSteps): (re
     steps.begin(req, res, path);
     try {
       if (!steps.allowed(req, res)) return;
+      await steps.authorize(req, res, path);
       const body = await readJsonBody(req, steps.bodyLimit, steps.bodyTimeoutMs);
-      await route.handler(Object.assign(req, { body, path, params }), res);
+      const call = Object.assign(req, { body, path, params });
+      await steps.admit(call, res, path);
+      await route.handler(call, res);
     } catch (thrown) {
       steps.answerError(thrown, req, res);
     }

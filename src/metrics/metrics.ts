@@ -1,10 +1,24 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GpuReading } from '../gpu/nvidia-smi.js';
+import type { Config } from '../config/schema.js';
 import { LANES, TIERS, type HistoryRecord, type Lane, type SchedulerSnapshot, type Tier } from '../contract/index.js';
 import type { Backend } from '../upstream/backend.js';
 
 /** Latency buckets from a fast inline completion to a slow cold-loaded answer, in seconds. */
 const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300];
+
+/**
+ * Label values of the accounting series stay bounded: a team or person the config names keeps its
+ * name; anyone else (a JWT subject, a team claim nobody configured) is "other"; nobody is "none".
+ */
+export function accountingLabels(config: Config): { team(team: string | null): string; user(user: string | null): string } {
+  const teams = new Set([...Object.keys(config.auth.teams), ...config.auth.keys.flatMap((k) => (k.team === undefined ? [] : [k.team]))]);
+  const users = new Set(config.auth.keys.map((k) => k.name));
+  return {
+    team: (team) => (team === null ? 'none' : teams.has(team) ? team : 'other'),
+    user: (user) => (user === null ? 'none' : users.has(user) ? user : 'other'),
+  };
+}
 
 /**
  * The bridge's Prometheus metrics, in a registry of its own (no process-wide default registry),
@@ -15,8 +29,6 @@ interface Series {
   errors: { inc(): void };
   responseTime: { observe(value: number): void };
   firstToken: { observe(value: number): void };
-  tokensIn: { inc(value: number): void };
-  tokensOut: { inc(value: number): void };
 }
 
 export class BridgeMetrics {
@@ -25,8 +37,16 @@ export class BridgeMetrics {
   private readonly errors: Counter<'tier' | 'model' | 'backend' | 'outcome'>;
   private readonly responseTime: Histogram<'tier' | 'backend'>;
   private readonly firstToken: Histogram<'tier' | 'backend'>;
-  private readonly tokens: Counter<'direction' | 'model'>;
+  private readonly tokens: Counter<'direction' | 'model' | 'team'>;
   private readonly fallbacks: Counter<'provider'>;
+  private readonly identityRequests: Counter<string>;
+  private readonly energy: Counter<string>;
+  private readonly saved: Counter<string>;
+  private readonly cloudEquivalent: Counter<string>;
+  private readonly rateLimited: Counter<'team'>;
+  private readonly labels: ReturnType<typeof accountingLabels>;
+  private readonly perUser: boolean;
+
   private readonly series = new Map<string, Series>();
   private readonly queueWait: Histogram<'lane'>;
 
@@ -42,8 +62,11 @@ export class BridgeMetrics {
     private readonly knownModel: (name: string) => boolean,
     scheduler: () => SchedulerSnapshot,
     tierModels: Readonly<Record<Tier, string>>,
+    config: Config,
   ) {
     const registers = [this.registry];
+    this.labels = accountingLabels(config);
+    this.perUser = config.accounting.per_user_metrics;
     // GPU gauges (names from the deployment document's alert rules), read from the monitor at scrape time.
     const gpuGauge = (name: string, help: string, value: (g: GpuReading) => number | null): void => {
       new Gauge({
@@ -69,7 +92,14 @@ export class BridgeMetrics {
     this.errors = new Counter({ name: 'copilot_bridge_errors_total', help: 'Routed requests that ended in an error', labelNames: ['tier', 'model', 'backend', 'outcome'], registers });
     this.responseTime = new Histogram({ name: 'copilot_bridge_response_time_seconds', help: 'Time from request to the end of the answer', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
     this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
-    this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model'], registers });
+    this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model', 'team'], registers });
+    // Per-person labels only when asked for: one series per person multiplies every team's series.
+    const accounting = this.perUser ? ['team', 'tier', 'user'] : ['team', 'tier'];
+    this.identityRequests = new Counter({ name: 'copilot_bridge_identity_requests_total', help: 'Requests by team (and person with accounting.per_user_metrics) and HTTP status', labelNames: [...accounting, 'status'], registers });
+    this.energy = new Counter({ name: 'copilot_bridge_energy_joules_total', help: "GPU energy charged to requests (each request's share of the GPU's measured power)", labelNames: accounting, registers });
+    this.saved = new Counter({ name: 'copilot_bridge_cost_saved_dollars_total', help: 'Cloud-equivalent cost minus energy cost of locally served requests', labelNames: accounting, registers });
+    this.cloudEquivalent = new Counter({ name: 'copilot_bridge_cloud_equivalent_dollars_total', help: "What the requests' tokens would have cost at the reference cloud prices", labelNames: accounting, registers });
+    this.rateLimited = new Counter({ name: 'copilot_bridge_rate_limited_total', help: 'Requests refused with 429 by a rate, token or concurrency limit', labelNames: ['team'], registers });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
     // rate() of a series that does not exist yet is no result, not 0: an error-rate alert or panel
     // would stay silent until the first error. Every tier x backend starts at 0.
@@ -112,9 +142,17 @@ export class BridgeMetrics {
     if (record.outcome === 'error') series.errors.inc();
     series.responseTime.observe(record.totalMs / 1000);
     if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
-    if (record.tokensIn !== null) series.tokensIn.inc(record.tokensIn);
-    if (record.tokensOut !== null) series.tokensOut.inc(record.tokensOut);
+    const team = this.labels.team(record.team);
+    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model, team }, record.tokensIn);
+    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model, team }, record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
+    const who: Record<string, string> = this.perUser ? { team, tier, user: this.labels.user(record.user) } : { team, tier };
+    this.identityRequests.inc({ ...who, status: String(record.status) });
+    if (record.status === 429) this.rateLimited.inc({ team });
+    if (record.energyJoules !== null) this.energy.inc(who, record.energyJoules);
+    if (record.cloudCostDollars !== null) this.cloudEquivalent.inc(who, record.cloudCostDollars);
+    // A counter only goes up: a request whose energy cost more than its cloud equivalent adds nothing.
+    if (record.savedDollars !== null && record.savedDollars > 0) this.saved.inc(who, record.savedDollars);
   }
 
   /**
@@ -130,8 +168,6 @@ export class BridgeMetrics {
         errors: this.errors.labels({ tier, model, backend, outcome: 'error' }),
         responseTime: this.responseTime.labels({ tier, backend }),
         firstToken: this.firstToken.labels({ tier, backend }),
-        tokensIn: this.tokens.labels({ direction: 'in', model }),
-        tokensOut: this.tokens.labels({ direction: 'out', model }),
       };
       this.series.set(key, series);
     }

@@ -129,6 +129,12 @@ export class ModelCatalog {
     return undefined;
   }
 
+  /** Whether an installed model is one of Ollama's cloud models (it has a remote_host), as the last lists said. */
+  isRemote(model: string): boolean {
+    const remote = this.listed(model)?.remote_host;
+    return remote !== undefined && remote !== '';
+  }
+
   /** The size of a model's files as the last model lists gave it. */
   sizeOf(model: string): number | undefined {
     return this.listed(model)?.size;

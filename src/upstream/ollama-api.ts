@@ -52,6 +52,9 @@ export interface OllamaTagModel {
   size: number;
   digest: string;
   details: OllamaModelDetails;
+  /** Set on Ollama's own cloud models: the server that really runs them. */
+  remote_host?: string;
+  remote_model?: string;
 }
 
 export interface OllamaShowResponse {

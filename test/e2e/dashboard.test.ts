@@ -4,11 +4,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { BridgeHandle } from '../../src/bridge.js';
-import type { HistoryRecord } from '../../src/contract/index.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
+import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
 
 /**
@@ -179,7 +179,7 @@ routing:
   it('takes screenshots of every view, light and dark', async () => {
     for (const scheme of ['light', 'dark'] as const) {
       await page.emulateMedia({ colorScheme: scheme });
-      for (const view of ['GPUs', 'Models', 'History', 'Backends', 'Connect']) {
+      for (const view of ['GPUs', 'Models', 'History', 'Usage', 'Backends', 'Connect']) {
         await tab(view).click();
         await page.waitForTimeout(150);
         await page.screenshot({ path: path.join(SCREENSHOTS, `${view.toLowerCase()}-${scheme}.png`) });
@@ -191,33 +191,22 @@ routing:
   it('scrolls 10,000 history rows smoothly and keeps the place when new rows arrive', async () => {
     const start = Date.now() - 60 * 60_000;
     for (let i = 0; i < 10_000; i++) {
-      const record: HistoryRecord = {
+      const record = sampleRecord({
         id: `seed-${i}`,
         time: new Date(start + i * 300).toISOString(),
         client: i % 3 === 0 ? 'copilot' : 'continue',
         userAgent: i % 3 === 0 ? 'GitHubCopilotChat/0.30' : 'Continue/1.0',
-        interaction: null,
-        intent: null,
-        clientRequestId: null,
-        surface: 'openai',
-        path: '/v1/chat/completions',
-        requestedModel: 'auto',
         tier: (['simple', 'moderate', 'complex'] as const)[i % 3] ?? 'simple',
         reason: 'seeded',
         backend: i % 2 === 0 ? 'gpu0' : 'gpu1',
         gpu: i % 2,
         model: RIG_MODELS.simple,
-        retries: 0,
-        fallback: null,
-        status: 200,
-        outcome: 'ok',
-        error: null,
         ttftMs: 12,
         totalMs: 40 + (i % 50),
         tokensIn: 10,
         tokensOut: 20,
         tokensPerSecond: 300,
-      };
+      });
       bridge.history.add(record);
     }
     await page.reload();

@@ -2,38 +2,25 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { distinct, matches, mergeRecords, NO_FILTERS, summarize } from '../../renderer/src/lib/history.js';
+import { sampleRecord } from '../support/history.js';
 
 const NOW = Date.parse('2026-01-01T12:00:00Z');
 
 function record(id: string, fields: Partial<HistoryRecord> = {}): HistoryRecord {
-  return {
+  return sampleRecord({
     id,
     time: new Date(NOW - 60_000).toISOString(),
     client: 'copilot',
     userAgent: 'GitHubCopilotChat/0.30',
-    interaction: null,
-    intent: null,
-    clientRequestId: null,
-    surface: 'openai',
-    path: '/v1/chat/completions',
-    requestedModel: 'auto',
-    tier: 'simple',
     reason: 'simple: short prompt',
-    backend: 'gpu0',
-    gpu: 0,
     model: 'qwen2.5-coder:1.5b',
-    retries: 0,
-    fallback: null,
-    status: 200,
-    outcome: 'ok',
-    error: null,
     ttftMs: 10,
     totalMs: 100,
     tokensIn: 1,
     tokensOut: 1,
     tokensPerSecond: 1,
     ...fields,
-  };
+  });
 }
 
 describe('dashboard history: filters and summary', () => {

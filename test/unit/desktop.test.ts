@@ -179,7 +179,7 @@ fallback:
     assert.equal(bridge.config.monitoring.logging.destination, path.join(userData, 'logs'));
     assert.equal(readFileSync(path.join(userData, 'control-token'), 'utf8'), bridge.controlToken);
     assert.equal(fake.images.at(-1), 'healthy');
-    assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures$/);
+    assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures\nToday: 0 requests, \$0\.000 saved vs cloud$/);
 
     // The model list arrives after the start; the tray shows it when it does.
     await until(() => (fake.menu.find((i) => i.label === 'Simple model')?.submenu?.some((i) => i.label === 'qwen2.5-coder:7b-instruct-q8_0') ? true : undefined), 'the models in the tray');

@@ -272,7 +272,7 @@ describe('observability', () => {
       .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
     assert.equal(total, 3);
     assert.match(metrics, /copilot_bridge_backend_up\{backend="gpu0"\} 1/);
-    assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m"\} 12/);
+    assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m",team="none"\} 12/);
     assert.match(metrics, /copilot_bridge_time_to_first_token_seconds_count\{tier="none",backend="gpu\d"\} \d/);
 
     const ready = await fetch(`${bridge.url}/health/ready`);
@@ -335,7 +335,7 @@ describe('observability', () => {
     const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key });
     const refused = await fetch(`${bridge.metricsUrl}/metrics`);
     assert.equal(refused.status, 401);
-    assert.match(((await refused.json()) as { error: string }).error, /a valid API key is required/);
+    assert.match(((await refused.json()) as { error: string }).error, /a valid API key or token is required/);
     const scraped = await fetch(`${bridge.metricsUrl}/metrics`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(scraped.status, 200);
   });

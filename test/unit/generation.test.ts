@@ -68,7 +68,7 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
   const closed = new Promise<void>((resolve) => (onClosed = resolve));
   // The scheduler off: each try goes straight to the next candidate, as the router ordered them.
   const scheduler = new Scheduler({ enabled: false, ageBoostMs: 10_000, fimMaxWaitMs: 1_500, fimReservedSlots: 0, slots: () => 1, resident: () => false, seed: () => ({ serviceMs: 1000, sizeBytes: undefined }) });
-  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback, scheduler, laneRules: [], prepare: (body) => body, deadline: new AbortController().signal };
+  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback, scheduler, laneRules: [], prepare: (body) => body, deadline: new AbortController().signal, localOnly: () => null, isCloudModel: () => false, meter: () => undefined };
   const app = express();
   app.post('/api/chat', async (req, res) => {
     beginRequest(req, 'test', req.path);

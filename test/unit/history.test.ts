@@ -3,37 +3,12 @@ import { appendFileSync, chmodSync, readdirSync, readFileSync, rmSync, statSync,
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
+import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
 function record(id: number): HistoryRecord {
-  return {
-    id: `r${String(id).padStart(2, '0')}`,
-    time: new Date(1_700_000_000_000 + id).toISOString(),
-    client: 'other',
-    userAgent: 'test',
-    interaction: null,
-    intent: null,
-    clientRequestId: null,
-    surface: 'ollama',
-    path: '/api/chat',
-    requestedModel: 'auto',
-    tier: 'simple',
-    reason: 'simple: keyword',
-    backend: 'gpu0',
-    gpu: 0,
-    model: 'm',
-    retries: 0,
-    fallback: null,
-    status: 200,
-    outcome: 'ok',
-    error: null,
-    ttftMs: 1,
-    totalMs: 2,
-    tokensIn: 3,
-    tokensOut: 4,
-    tokensPerSecond: 5,
-  };
+  return sampleRecord({ id: `r${String(id).padStart(2, '0')}`, time: new Date(1_700_000_000_000 + id).toISOString(), surface: 'ollama', path: '/api/chat' });
 }
 
 const options = (dir: string) => ({ dir, maxRecords: 100, maxFileBytes: 1024 * 1024, keepFiles: 2 });

@@ -528,12 +528,15 @@ describe('request guards', () => {
     const none = await fetch(`${bridge.url}/v1/models`);
     assert.equal(none.status, 401);
     assert.deepEqual(await none.json(), {
-      error: { message: 'a valid API key is required (Authorization: Bearer <key>)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
+      error: { message: 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
     });
-    const wrong = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer team-key-0123456780' } });
+    const wrong = await fetch(`${bridge.url}/api/tokenize`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer team-key-0123456780' } });
     assert.equal(wrong.status, 401);
-    const right = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${key}` } });
+    const right = await fetch(`${bridge.url}/api/tokenize`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${key}` } });
     assert.equal(right.status, 200);
+    // A plain key is a user: model management (push, pull, delete) needs an admin.
+    const push = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${key}` } });
+    assert.equal(push.status, 403);
     assert.equal(upstream.requests.length, 1);
     assert.equal(upstream.requests[0]?.headers.authorization, undefined, 'the bridge key must not travel upstream');
   });

@@ -60,6 +60,8 @@ function state(overrides: Partial<BridgeState> = {}): BridgeState {
     fallbackProviders: [],
     requests: { total: 0, inFlight: 0 },
     historyRecords: 0,
+    cloudPolicy: { header: 'x-bridge-local-only', neverModels: [], localOnlyTeams: [], localOnlyKeys: [] },
+    today: { requests: 0, savedDollars: 0 },
     scheduler: { enabled: true, ageBoostMs: 10_000, fimMaxWaitMs: 1_500, queued: 0, pools: [], dropped: { superseded: 0, deadline: 0, cancelled: 0 } },
     ...overrides,
   };
@@ -88,12 +90,25 @@ describe('tray menu, built from the state', () => {
     assert.equal(trayIconState(state()), 'healthy');
   });
 
+  it("shows today's savings in the tooltip and the never-cloud policy next to the global Cloud fallback switch", () => {
+    const withPolicy = state({
+      fallbackProviders: ['openai'],
+      today: { requests: 42, savedDollars: 12.345 },
+      cloudPolicy: { header: 'x-bridge-local-only', neverModels: ['secret-*'], localOnlyTeams: ['legal'], localOnlyKeys: ['bob'] },
+    });
+    assert.match(trayTooltip(withPolicy, 1), /\nToday: 42 requests, \$12\.35 saved vs cloud$/);
+    const names = labels(buildTrayMenu({ state: withPolicy, startAtLogin: false }));
+    assert.equal(names[names.indexOf('Cloud fallback') + 1], 'Never cloud: teams legal; keys bob; models secret-*');
+    assert.equal(item(buildTrayMenu({ state: withPolicy, startAtLogin: false }), 'Never cloud: teams legal; keys bob; models secret-*').enabled, false);
+    assert.ok(!labels(buildTrayMenu({ state: state(), startAtLogin: false })).some((l) => l.startsWith('Never cloud')));
+  });
+
   it('with one GPU and with two: a VRAM line per GPU, in the tooltip too', () => {
     const one = state({ gpu: { ...state().gpu, source: 'nvidia-smi', live: true, gpus: [gpu(0, 20)] } });
     assert.deepEqual(statusLines(buildTrayMenu({ state: one, startAtLogin: true })), ['Backends: 1/1 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM']);
     const two = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'healthy', 1)], gpu: { ...one.gpu, gpus: [gpu(0, 20), gpu(1, 64.5)] } });
     assert.deepEqual(statusLines(buildTrayMenu({ state: two, startAtLogin: true })), ['Backends: 2/2 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM', 'GPU 1: 64.5 / 80.0 GiB VRAM']);
-    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB');
+    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB\nToday: 0 requests, $0.000 saved vs cloud');
     assert.equal(item(buildTrayMenu({ state: two, startAtLogin: true }), 'Start at login').checked, true);
   });
 
@@ -126,7 +141,7 @@ describe('tray menu, built from the state', () => {
   it('says in the tooltip how many requests wait in the bridge, per lane, and nothing when none wait', () => {
     const pool = (backend: string, fim: number, interactive: number) => ({ backend, model: 'm', slots: 1, running: 1, queued: { fim, interactive, background: 0 }, serviceMs: 1000, loadMs: null, promptTokensPerSecond: null, samples: 0 });
     const busy = state({ scheduler: { ...state().scheduler, queued: 4, pools: [pool('gpu0', 1, 2), pool('gpu1', 0, 1)] } });
-    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures');
+    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures\nToday: 0 requests, $0.000 saved vs cloud');
     assert.doesNotMatch(trayTooltip(state(), 3), /queued/);
   });
 });

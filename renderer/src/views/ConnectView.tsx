@@ -1,5 +1,5 @@
 import { useState, type JSX } from 'react';
-import type { BridgeState } from '../../../src/contract';
+import type { BridgeState, WhoAmI } from '../../../src/contract';
 import { controlToken, runAction, setControlToken } from '../api';
 import { useAction } from '../useAction';
 
@@ -40,7 +40,23 @@ function Toggle({ label, checked, onChange, testId }: { label: string; checked: 
   );
 }
 
-export function ConnectView({ state }: { state: BridgeState }): JSX.Element {
+/** Who never reaches a cloud provider, whatever the global switch says. */
+function NeverCloud({ state }: { state: BridgeState }): JSX.Element {
+  const { localOnlyTeams, localOnlyKeys, neverModels, header } = state.cloudPolicy;
+  const rules = [
+    ...localOnlyTeams.map((team) => `team ${team}`),
+    ...localOnlyKeys.map((key) => `key ${key}`),
+    ...neverModels.map((model) => `model ${model}`),
+  ];
+  return (
+    <p className="muted small" data-testid="never-cloud">
+      Never sent to a cloud: {rules.length === 0 ? 'no team, key or model is marked cloud: never' : rules.join(', ')}; any request with the {header}: 1 header; Ollama’s own cloud models count as
+      cloud.
+    </p>
+  );
+}
+
+export function ConnectView({ state, whoami }: { state: BridgeState; whoami: WhoAmI | null }): JSX.Element {
   const { error, act } = useAction();
   const [hasToken, setHasToken] = useState(controlToken() !== null);
   const origin = window.location.origin;
@@ -58,6 +74,12 @@ export function ConnectView({ state }: { state: BridgeState }): JSX.Element {
           checked={state.settings.fallbackEnabled}
           onChange={(enabled) => void act(() => runAction('setFallback', { enabled }))}
         />
+        <NeverCloud state={state} />
+        {whoami !== null && whoami.authRequired && !whoami.can.actions && (
+          <p className="muted small" data-testid="read-only">
+            Signed in as {whoami.name} ({whoami.role}): settings are read only; an admin key or the control token can change them.
+          </p>
+        )}
         {error !== null && (
           <p className="problem" role="alert">
             {error}

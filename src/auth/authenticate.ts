@@ -1,0 +1,101 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { authConfigured } from '../config/load.js';
+import type { Config, KeyConfig, Role } from '../config/schema.js';
+import { BridgeError } from '../contract/index.js';
+import type { Identity } from './identity.js';
+import { JwtRejected, JwtVerifier } from './jwt.js';
+import { hashKey } from './keys.js';
+
+/** Constant time whatever the lengths: both sides are hashed first. */
+function sameSecret(given: string, expected: string): boolean {
+  const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/**
+ * The credential a client sent, wherever its kind of client puts it: `Authorization: Bearer`
+ * (OpenAI, Ollama clients), `x-api-key` (Anthropic clients), `api-key` (Azure-style clients),
+ * `x-bridge-token` (the dashboard and tray).
+ */
+export function credentialOf(headers: IncomingHttpHeaders): string | undefined {
+  const authorization = headers.authorization;
+  if (authorization !== undefined && /^bearer\s+\S/i.test(authorization)) return authorization.replace(/^bearer\s+/i, '').trim();
+  for (const name of ['x-api-key', 'api-key', 'x-bridge-token']) {
+    const value = headers[name];
+    if (typeof value === 'string' && value.trim() !== '') return value.trim();
+  }
+  return undefined;
+}
+
+/**
+ * Who is asking. With no key and no JWT issuer configured, the bridge serves a single local user
+ * and anyone who passes the Host/Origin guard is that user; otherwise every request needs a key,
+ * a JWT or the control token.
+ */
+export class Authenticator {
+  readonly required: boolean;
+  private readonly keys = new Map<string, Identity>();
+  private readonly jwt: JwtVerifier | undefined;
+
+  constructor(
+    private readonly config: Config,
+    private readonly controlToken: string,
+  ) {
+    this.required = authConfigured(config);
+    config.server.api_keys.forEach((key, index) => {
+      this.keys.set(hashKey(key), this.identity({ name: `server.api_keys[${index}]`, role: 'user', via: 'api_key' }));
+    });
+    for (const key of config.auth.keys) this.keys.set(key.hash, this.fromKey(key));
+    this.jwt = config.auth.jwt === undefined ? undefined : new JwtVerifier(config.auth.jwt);
+  }
+
+  /** Fills in what the team adds: its cloud policy and model allow-list. */
+  private identity(base: { name: string; team?: string | null; role: Role; via: Identity['via']; key?: KeyConfig }): Identity {
+    const team = base.team ?? null;
+    const teamConfig = team === null ? undefined : this.config.auth.teams[team];
+    return {
+      name: base.name,
+      team,
+      role: base.role,
+      via: base.via,
+      models: base.key?.models ?? teamConfig?.models,
+      cloud: base.key?.cloud === 'never' || teamConfig?.cloud === 'never' ? 'never' : 'allow',
+      limits: base.key?.limits ?? this.config.limits.default,
+    };
+  }
+
+  private fromKey(key: KeyConfig): Identity {
+    return this.identity({ name: key.name, team: key.team ?? null, role: key.role, via: 'key', key });
+  }
+
+  private anonymous(): Identity {
+    return this.identity({ name: 'local', role: 'admin', via: 'anonymous' });
+  }
+
+  /** Resolves the request's identity or throws a BridgeError (401) when one is required and missing or wrong. */
+  async identify(headers: IncomingHttpHeaders): Promise<Identity> {
+    const credential = credentialOf(headers);
+    if (credential === undefined) {
+      if (this.required) throw new BridgeError(401, 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', { code: 'invalid_api_key' });
+      return this.anonymous();
+    }
+    if (sameSecret(credential, this.controlToken)) return this.identity({ name: 'control', role: 'admin', via: 'control' });
+    const byKey = this.keys.get(hashKey(credential));
+    if (byKey !== undefined) return byKey;
+    if (this.jwt !== undefined && JWT_SHAPE.test(credential)) {
+      try {
+        const claims = await this.jwt.verify(credential);
+        return this.identity({ ...claims, via: 'jwt' });
+      } catch (error) {
+        if (!(error instanceof JwtRejected)) throw error;
+        throw new BridgeError(401, error.message, { code: 'invalid_token' });
+      }
+    }
+    // Without auth configured, clients that send a placeholder key ("ollama", "sk-...") are the local user.
+    if (!this.required) return this.anonymous();
+    throw new BridgeError(401, 'the API key or token is not valid', { code: 'invalid_api_key' });
+  }
+}

@@ -1,0 +1,19 @@
+import type { RequestIdentity } from '../contract/index.js';
+
+/** Who sent a request, as far as the bridge knows (the request record's identity slot). */
+export type Identity = RequestIdentity;
+
+/** "qwen2.5-coder:*" style patterns: "*" stands for any text; everything else is literal. */
+export function matchesPattern(pattern: string, name: string): boolean {
+  const escaped = pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
+  return new RegExp(`^${escaped.join('.*')}$`, 'i').test(name);
+}
+
+export function matchesAny(patterns: readonly string[], name: string): boolean {
+  return patterns.some((pattern) => matchesPattern(pattern, name));
+}
+
+/** Whether this identity may use the model (its own allow-list, or its team's). */
+export function modelAllowed(identity: Identity, model: string): boolean {
+  return identity.models === undefined || matchesAny(identity.models, model);
+}

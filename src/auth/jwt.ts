@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { ROLES, type JwtConfig, type Role } from '../config/schema.js';
+
+/** Public-key algorithms accepted from a JWKS: never an HS* one, so a public key can't be used as an HMAC secret. */
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'];
+
+export interface JwtClaims {
+  name: string;
+  team: string | null;
+  role: Role;
+}
+
+export class JwtRejected extends Error {
+  override name = 'JwtRejected';
+}
+
+/** A text claim, or the first text of a list claim (groups, roles). A dotted name reaches into objects ("realm_access.roles"). */
+function claim(payload: JWTPayload, path: string): unknown {
+  let value: unknown = payload;
+  for (const part of path.split('.')) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value;
+}
+
+function texts(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string');
+  return [];
+}
+
+/**
+ * Verifies bearer JWTs: the signature (HS256 with a shared secret, or a public key from a JWKS),
+ * `iss`, `aud`, `exp` and `nbf` with a small clock skew, and maps claims to a name, team and role.
+ * `alg: none` is refused by jose itself; each key source accepts only its own algorithm family.
+ */
+export class JwtVerifier {
+  private readonly key: Uint8Array | JWTVerifyGetKey;
+  private readonly algorithms: string[];
+
+  constructor(private readonly config: JwtConfig) {
+    if (config.secret_file !== undefined) {
+      const secret = readFileSync(config.secret_file, 'utf8').trim();
+      if (Buffer.byteLength(secret) < 32) throw new Error(`auth.jwt.secret_file: the HS256 secret must be at least 32 bytes`);
+      this.key = new TextEncoder().encode(secret);
+      this.algorithms = ['HS256'];
+    } else if (config.jwks_url !== undefined) {
+      this.key = createRemoteJWKSet(new URL(config.jwks_url), {
+        cacheMaxAge: config.jwks_cache_seconds * 1000,
+        cooldownDuration: config.jwks_refetch_cooldown_seconds * 1000,
+        timeoutDuration: 5000,
+      });
+      this.algorithms = ASYMMETRIC;
+    } else {
+      this.key = createLocalJWKSet(JSON.parse(readFileSync(config.jwks_file as string, 'utf8')) as Parameters<typeof createLocalJWKSet>[0]);
+      this.algorithms = ASYMMETRIC;
+    }
+  }
+
+  async verify(token: string): Promise<JwtClaims> {
+    let payload: JWTPayload;
+    try {
+      const options = { algorithms: this.algorithms, issuer: this.config.issuer, audience: this.config.audience, clockTolerance: this.config.clock_skew_seconds, requiredClaims: ['exp'] };
+      ({ payload } =
+        this.key instanceof Uint8Array ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options));
+    } catch (error) {
+      throw new JwtRejected(describe(error), { cause: error });
+    }
+    const { claims } = this.config;
+    const name = texts(claim(payload, claims.name))[0];
+    if (name === undefined) throw new JwtRejected(`the token has no '${claims.name}' claim to name its holder`);
+    const roles = texts(claim(payload, claims.role)).filter((r): r is Role => (ROLES as readonly string[]).includes(r));
+    const role = ROLES.find((r) => roles.includes(r)) ?? this.config.default_role;
+    return { name, team: texts(claim(payload, claims.team))[0] ?? null, role };
+  }
+}
+
+/** Says why a token was refused without echoing the token. */
+function describe(error: unknown): string {
+  if (error instanceof errors.JWTExpired) return 'the token has expired';
+  if (error instanceof errors.JWTClaimValidationFailed) return `the token's '${error.claim}' claim is not accepted (${error.reason})`;
+  if (error instanceof errors.JOSEAlgNotAllowed) return 'the token is signed with an algorithm this bridge does not accept';
+  if (error instanceof errors.JWKSNoMatchingKey) return 'no key of the issuer matches the token (kid)';
+  if (error instanceof errors.JWSSignatureVerificationFailed) return 'the token signature is not valid';
+  if (error instanceof errors.JWKSTimeout) return "the issuer's key set (JWKS) did not answer in time";
+  if (error instanceof errors.JOSEError) return `the token is not valid (${error.code})`;
+  return 'the token is not valid';
+}

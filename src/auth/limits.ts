@@ -1,0 +1,245 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Config, LimitsConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { Identity } from './identity.js';
+
+/** How a bucket is used: take `cost` if there is that much; only check; or charge even into debt (tokens counted after the answer). */
+type BucketMode = 'take' | 'check' | 'charge';
+
+/** Where the counters live: this process, or Redis shared by every instance. Both answer the milliseconds to wait (0: go). */
+interface CounterStore {
+  bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number>;
+  /** Takes one of `max` slots for `lease`; false when all are taken. */
+  acquire(key: string, max: number, lease: string): Promise<boolean>;
+  release(key: string, lease: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A slot held longer than this (a process that died mid-request) no longer counts. */
+const LEASE_MS = 15 * 60_000;
+
+/** The token bucket: refills evenly up to `capacity`; debt (negative tokens) is paid back by waiting. */
+export function refill(tokens: number, elapsedMs: number, capacity: number, perMs: number): number {
+  return Math.min(capacity, tokens + Math.max(0, elapsedMs) * perMs);
+}
+
+class MemoryStore implements CounterStore {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly slots = new Map<string, Set<string>>();
+
+  constructor(private readonly now: () => number) {}
+
+  async bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
+    const now = this.now();
+    const state = this.buckets.get(key) ?? { tokens: capacity, at: now };
+    let tokens = refill(state.tokens, now - state.at, capacity, perMs);
+    let wait = 0;
+    if (mode === 'charge') tokens -= cost;
+    else if (tokens >= cost) tokens -= mode === 'take' ? cost : 0;
+    else wait = Math.ceil((cost - tokens) / perMs);
+    this.buckets.set(key, { tokens, at: now });
+    return wait;
+  }
+
+  async acquire(key: string, max: number, lease: string): Promise<boolean> {
+    const held = this.slots.get(key) ?? new Set<string>();
+    if (held.size >= max) return false;
+    held.add(lease);
+    this.slots.set(key, held);
+    return true;
+  }
+
+  async release(key: string, lease: string): Promise<void> {
+    const held = this.slots.get(key);
+    held?.delete(lease);
+    if (held?.size === 0) this.slots.delete(key);
+  }
+
+  async close(): Promise<void> {}
+}
+
+// Redis' own clock (TIME) so that instances with drifting clocks agree.
+const BUCKET_SCRIPT = `
+local capacity = tonumber(ARGV[1])
+local per_ms = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local mode = ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * per_ms)
+local wait = 0
+if mode == 'charge' then
+  tokens = tokens - cost
+elseif tokens >= cost then
+  if mode == 'take' then tokens = tokens - cost end
+else
+  wait = math.ceil((cost - tokens) / per_ms)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_ms) + 1000)
+return wait
+`;
+
+const ACQUIRE_SCRIPT = `
+local max = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZCARD', KEYS[1]) >= max then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+`;
+
+type ScriptedRedis = Redis & {
+  limitBucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number>;
+  limitAcquire(key: string, max: number, lease: string, leaseMs: number): Promise<number>;
+};
+
+class RedisStore implements CounterStore {
+  private readonly redis: ScriptedRedis;
+
+  constructor(url: string) {
+    const redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, commandTimeout: 1000, enableOfflineQueue: true });
+    redis.defineCommand('limitBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
+    redis.defineCommand('limitAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
+    // Errors surface on each command; this only keeps an unreachable Redis from being an unhandled event.
+    redis.on('error', () => undefined);
+    this.redis = redis as ScriptedRedis;
+  }
+
+  bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
+    return this.redis.limitBucket(key, capacity, perMs, cost, mode);
+  }
+
+  async acquire(key: string, max: number, lease: string): Promise<boolean> {
+    return (await this.redis.limitAcquire(key, max, lease, LEASE_MS)) === 1;
+  }
+
+  async release(key: string, lease: string): Promise<void> {
+    await this.redis.zrem(key, lease);
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+}
+
+/** A request over a limit: which one, and how long to wait. */
+export interface LimitRefusal {
+  /** e.g. "rpm of alice", "concurrency of team web" */
+  limit: string;
+  retryAfterSeconds: number;
+}
+
+/** Admitted: call release() when the request ends. */
+export interface Admission {
+  release(): void;
+}
+
+interface Subject {
+  key: string;
+  label: string;
+  limits: LimitsConfig;
+}
+
+/**
+ * Requests per minute, tokens per minute and concurrent requests, per identity and per team.
+ * A token bucket for both per-minute limits: a burst up to the limit, refilled evenly. Tokens are
+ * only known after the answer, so a request is admitted while the bucket is not in debt and its
+ * tokens are charged when it ends. With `limits.redis_url` the counters are shared by every
+ * instance; when Redis cannot be reached, requests are let through and the failure is logged
+ * (limits protect capacity, they are not the access control).
+ */
+export class Limiter {
+  private readonly store: CounterStore;
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    now: () => number = Date.now,
+  ) {
+    this.store = config.limits.redis_url === undefined ? new MemoryStore(now) : new RedisStore(config.limits.redis_url);
+  }
+
+  private subjects(identity: Identity): Subject[] {
+    const subjects: Subject[] = [];
+    if (identity.limits !== undefined) subjects.push({ key: `user:${identity.name}`, label: identity.name, limits: identity.limits });
+    const teamLimits = identity.team === null ? undefined : this.config.auth.teams[identity.team]?.limits;
+    if (teamLimits !== undefined) subjects.push({ key: `team:${identity.team}`, label: `team ${identity.team}`, limits: teamLimits });
+    return subjects;
+  }
+
+  /** Admits the request or says which limit refused it. */
+  async admit(identity: Identity): Promise<Admission | LimitRefusal> {
+    const subjects = this.subjects(identity);
+    if (subjects.length === 0) return { release: () => undefined };
+    const lease = randomUUID();
+    const held: string[] = [];
+    const release = (): void => {
+      for (const key of held) void this.store.release(key, lease).catch((error: Error) => this.failed(error));
+    };
+    try {
+      for (const { key, label, limits } of subjects) {
+        if (limits.tpm !== undefined) {
+          const wait = await this.store.bucket(`copilot-bridge:tpm:${key}`, limits.tpm, limits.tpm / 60_000, 1, 'check');
+          if (wait > 0) return this.refuse(release, `tpm of ${label}`, wait);
+        }
+        if (limits.concurrency !== undefined) {
+          if (!(await this.store.acquire(`copilot-bridge:concurrency:${key}`, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
+          held.push(`copilot-bridge:concurrency:${key}`);
+        }
+      }
+      for (const { key, label, limits } of subjects) {
+        if (limits.rpm === undefined) continue;
+        const wait = await this.store.bucket(`copilot-bridge:rpm:${key}`, limits.rpm, limits.rpm / 60_000, 1, 'take');
+        if (wait > 0) return this.refuse(release, `rpm of ${label}`, wait);
+      }
+    } catch (error) {
+      this.failed(error as Error);
+      release();
+      return { release: () => undefined };
+    }
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        release();
+      },
+    };
+  }
+
+  /** Charges the tokens of a finished answer to the identity's and the team's per-minute budget. */
+  async charge(identity: Identity, tokens: number): Promise<void> {
+    if (tokens <= 0) return;
+    try {
+      for (const { key, limits } of this.subjects(identity)) {
+        if (limits.tpm !== undefined) await this.store.bucket(`copilot-bridge:tpm:${key}`, limits.tpm, limits.tpm / 60_000, tokens, 'charge');
+      }
+    } catch (error) {
+      this.failed(error as Error);
+    }
+  }
+
+  private refuse(release: () => void, limit: string, waitMs: number): LimitRefusal {
+    release();
+    return { limit, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
+  }
+
+  private failed(error: Error): void {
+    this.log.warn({ error: error.message }, 'limits: the counter store failed; the request is let through');
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+export function isRefusal(result: Admission | LimitRefusal): result is LimitRefusal {
+  return 'limit' in result;
+}

@@ -1,0 +1,476 @@
+import assert from 'node:assert/strict';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import YAML from 'yaml';
+import { ACTION_PAYLOADS } from '../../src/control/actions.js';
+import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
+import type { BridgeHandle } from '../../src/bridge.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
+import { runCli } from '../../src/cli.js';
+import { startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
+import { startChatUpstream } from '../support/chat-upstream.js';
+import { freePort } from '../support/ollama-rig.js';
+import { readLines } from '../support/streams.js';
+import { tempDir } from '../support/temp.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** The next history record the bridge writes, so a test waits on the record and not on time. */
+function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
+  return new Promise((resolve) => {
+    const off = bridge.history.onRecord((record) => {
+      off();
+      resolve(record);
+    });
+  });
+}
+
+function call(bridge: BridgeHandle, method: string, pathname: string, headers: Record<string, string> = {}, body?: unknown): Promise<Response> {
+  return fetch(`${bridge.url}${pathname}`, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** Each client surface, with a request that generates, and how its errors look. */
+const SURFACES = [
+  { name: 'Ollama chat', path: '/api/chat', body: { model: 'm-small', messages: [{ role: 'user', content: 'hi' }], stream: false }, shape: 'ollama' },
+  { name: 'Ollama generate', path: '/api/generate', body: { model: 'm-small', prompt: 'hi', stream: false }, shape: 'ollama' },
+  { name: 'OpenAI chat', path: '/v1/chat/completions', body: { model: 'm-small', messages: [{ role: 'user', content: 'hi' }] }, shape: 'openai' },
+  { name: 'OpenAI completions', path: '/v1/completions', body: { model: 'm-small', prompt: 'hi' }, shape: 'openai' },
+  { name: 'Copilot ghost text', path: '/v1/engines/m-small/completions', body: { prompt: 'def f(', suffix: ')', max_tokens: 5, stream: false }, shape: 'openai' },
+  { name: 'Anthropic messages', path: '/v1/messages', body: { model: 'm-small', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }, shape: 'anthropic' },
+  { name: 'OpenAI responses', path: '/v1/responses', body: { model: 'm-small', input: 'hi' }, shape: 'openai' },
+] as const;
+
+const ERROR_TYPES: Record<number, string> = { 401: 'authentication_error', 403: 'permission_error', 429: 'rate_limit_error' };
+
+async function assertShape(response: Response, shape: 'ollama' | 'openai' | 'anthropic', status: number, code?: string): Promise<string> {
+  assert.equal(response.status, status, `${response.url}: status`);
+  const body = (await response.json()) as { error: unknown; type?: unknown };
+  if (shape === 'ollama') {
+    assert.equal(typeof body.error, 'string', `${response.url}: Ollama's {"error": "..."}`);
+    return body.error as string;
+  }
+  if (shape === 'anthropic') {
+    const error = body.error as { type: string; message: string };
+    assert.equal(body.type, 'error', `${response.url}: Anthropic's {"type": "error", "error": {type, message}}`);
+    assert.equal(error.type, ERROR_TYPES[status]);
+    return error.message;
+  }
+  const error = body.error as { message: string; type: string; code: string | null };
+  assert.equal(typeof error.message, 'string', `${response.url}: OpenAI's {"error": {message, type, code}}`);
+  assert.equal(error.type, ERROR_TYPES[status]);
+  if (code !== undefined) assert.equal(error.code, code);
+  return error.message;
+}
+
+describe('API keys', () => {
+  it('keys add prints a key once and stores only its SHA-256; list never shows it; revoke removes it', async () => {
+    const dir = tempDir('keys-');
+    const file = path.join(dir, 'config.yaml');
+    writeFileSync(file, '# the team bridge\nserver:\n  port: 5000 # kept\n');
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { env: {}, stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t) };
+    assert.equal(await runCli({ ...io, argv: ['keys', 'add', '--name', 'alice', '--team', 'web', '--role', 'admin', '--config', file] }), 0);
+    const key = out.join('').trim();
+    assert.match(key, /^cbk_[A-Za-z0-9_-]{43}$/);
+    const text = readFileSync(file, 'utf8');
+    assert.ok(!text.includes(key), 'the file never holds the key');
+    assert.ok(text.includes(hashKey(key)), 'the file holds its hash');
+    assert.ok(text.includes('# the team bridge') && text.includes('# kept'), 'comments survive');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+
+    out.length = 0;
+    assert.equal(await runCli({ ...io, argv: ['keys', 'list', '--config', file] }), 0);
+    assert.match(out.join(''), /^alice\tteam web, role admin, created /);
+    assert.ok(!out.join('').includes(key) && !out.join('').includes(hashKey(key)));
+
+    assert.equal(await runCli({ ...io, argv: ['keys', 'add', '--name', 'alice', '--config', file] }), 2, 'names are unique');
+    assert.equal(await runCli({ ...io, argv: ['keys', 'add', '--name', 'x', '--role', 'root', '--config', file] }), 2, 'unknown roles refused');
+    assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 0);
+    assert.deepEqual(listKeys(file), []);
+    assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 2);
+  });
+
+  describe('on a running bridge', () => {
+    let upstream: StandIn;
+    let bridge: BridgeHandle;
+    const keys: Record<string, string> = {};
+    let file: string;
+
+    before(async () => {
+      upstream = await startChatUpstream();
+      file = path.join(tempDir('auth-'), 'config.yaml');
+      writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+      keys.admin = addKey(file, { name: 'alice', team: 'web', role: 'admin' });
+      keys.user = addKey(file, { name: 'bob', team: 'web', role: 'user', models: ['m-small'] });
+      keys.viewer = addKey(file, { name: 'vera', role: 'viewer' });
+      keys.gone = addKey(file, { name: 'gone', role: 'user' });
+      revokeKey(file, 'gone');
+      bridge = await startTestBridge({ file });
+      cleanups.push(() => bridge.stop(100), () => upstream.close());
+    });
+
+    it('takes a key from Authorization: Bearer, x-api-key and api-key, and records who asked but never the key', async () => {
+      for (const headers of [bearer(keys.user as string), { 'x-api-key': keys.user as string }, { 'api-key': keys.user as string }]) {
+        const recorded = nextRecord(bridge);
+        const response = await call(bridge, 'POST', '/api/chat', headers, SURFACES[0].body);
+        assert.equal(response.status, 200);
+        const record = await recorded;
+        assert.equal(record.user, 'bob');
+        assert.equal(record.team, 'web');
+      }
+      await bridge.history.flush();
+      const stored = readFileSync(path.join(bridge.config.data_dir as string, 'history.jsonl'), 'utf8');
+      for (const key of Object.values(keys)) assert.ok(!stored.includes(key));
+    });
+
+    it('refuses a missing, wrong or revoked key with 401 in each surface shape', async () => {
+      for (const surface of SURFACES) {
+        for (const headers of [{}, bearer('cbk_not-a-key-at-all-aaaaaaaaaaaaaaaaaaaaaaaaaaa'), bearer(keys.gone as string)]) {
+          const response = await call(bridge, 'POST', surface.path, headers, surface.body);
+          assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer/);
+          await assertShape(response, surface.shape, 401, 'invalid_api_key');
+        }
+      }
+    });
+
+    it('holds a key to its model allow-list: 403 in the surface shape, recorded', async () => {
+      const recorded = nextRecord(bridge);
+      const response = await call(bridge, 'POST', '/v1/chat/completions', bearer(keys.user as string), { model: 'm-big', messages: [{ role: 'user', content: 'hi' }] });
+      assert.match(await assertShape(response, 'openai', 403, 'model_not_allowed'), /bob may not use the model 'm-big'/);
+      assert.equal((await recorded).status, 403);
+      assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys.admin as string), { ...SURFACES[0].body, model: 'm-big' })).status, 200, 'no list: any model');
+    });
+
+    it('applies the role matrix to every surface and every control action', async () => {
+      // Generation: admin and user; a viewer gets 403 in each surface's shape.
+      for (const surface of SURFACES) {
+        assert.equal((await call(bridge, 'POST', surface.path, bearer(keys.admin as string), surface.body)).status, 200, `${surface.name} as admin`);
+        assert.equal((await call(bridge, 'POST', surface.path, bearer(keys.user as string), surface.body)).status, 200, `${surface.name} as user`);
+        await assertShape(await call(bridge, 'POST', surface.path, bearer(keys.viewer as string), surface.body), surface.shape, 403, 'forbidden');
+      }
+      // Model lists: users yes, viewers no.
+      for (const [method, pathname, body] of [['GET', '/api/tags'], ['GET', '/v1/models'], ['POST', '/api/show', { model: 'm-small' }]] as const) {
+        assert.equal((await call(bridge, method, pathname, bearer(keys.user as string), body)).status, 200, `${pathname} as user`);
+        assert.equal((await call(bridge, method, pathname, bearer(keys.viewer as string), body)).status, 403, `${pathname} as viewer`);
+      }
+      // Model management changes what everyone sees: admins only.
+      for (const pathname of ['/api/pull', '/api/delete', '/api/copy', '/api/create']) {
+        const method = pathname === '/api/delete' ? 'DELETE' : 'POST';
+        await assertShape(await call(bridge, method, pathname, bearer(keys.user as string), { model: 'm-small' }), 'ollama', 403);
+        assert.notEqual((await call(bridge, method, pathname, bearer(keys.admin as string), { model: 'm-small', source: 'm-small', destination: 'm-copy' })).status, 403, `${pathname} as admin`);
+      }
+      // Dashboard reads: every role; the health probes: no key at all.
+      for (const pathname of ['/bridge/api/state', '/bridge/api/gpu/history', '/bridge/api/usage', '/metrics']) {
+        for (const role of ['admin', 'user', 'viewer']) assert.equal((await call(bridge, 'GET', pathname, bearer(keys[role] as string))).status, 200, `${pathname} as ${role}`);
+        assert.equal((await call(bridge, 'GET', pathname)).status, 401, `${pathname} without a key`);
+      }
+      assert.equal((await call(bridge, 'GET', '/health/ready')).status, 200, 'health probes need no key');
+      // Every control action: admin keys and the control token pass the door (an empty payload is then a 400), users and viewers get 403.
+      for (const action of Object.keys(ACTION_PAYLOADS)) {
+        const pathname = `/bridge/api/actions/${action}`;
+        for (const role of ['user', 'viewer']) {
+          const response = await call(bridge, 'POST', pathname, bearer(keys[role] as string), {});
+          assert.equal(response.status, 403, `${action} as ${role}`);
+          assert.equal(typeof ((await response.json()) as { error: unknown }).error, 'string');
+        }
+        assert.equal((await call(bridge, 'POST', pathname, {}, {})).status, 401, `${action} without a key`);
+        assert.equal((await call(bridge, 'POST', pathname, bearer(keys.admin as string), {})).status, 400, `${action} as admin`);
+        assert.equal((await call(bridge, 'POST', pathname, { 'x-bridge-token': bridge.controlToken }, {})).status, 400, `${action} with the control token`);
+      }
+      const done = await call(bridge, 'POST', '/bridge/api/actions/setDualGpu', bearer(keys.admin as string), { enabled: true });
+      assert.equal(done.status, 200);
+      assert.equal(bridge.state.settings.dualGpu, true);
+    });
+
+    it('says who is signed in and what the role may do; a user reads only their own history and usage', async () => {
+      const whoami = async (key: string): Promise<unknown> => (await call(bridge, 'GET', '/bridge/api/whoami', bearer(key))).json();
+      assert.deepEqual(await whoami(keys.viewer as string), { name: 'vera', team: null, role: 'viewer', authRequired: true, cloud: 'allow', can: { actions: false, generate: false, everyonesUsage: true } });
+      assert.deepEqual(((await whoami(keys.user as string)) as { can: unknown }).can, { actions: false, generate: true, everyonesUsage: false });
+      const history = async (key: string): Promise<HistoryRecord[]> => ((await (await call(bridge, 'GET', '/bridge/api/history', bearer(key))).json()) as { records: HistoryRecord[] }).records;
+      const mine = await history(keys.user as string);
+      assert.ok(mine.length > 0 && mine.every((r) => r.user === 'bob'));
+      assert.ok((await history(keys.admin as string)).some((r) => r.user === 'alice'));
+      const usage = (await (await call(bridge, 'GET', '/bridge/api/usage', bearer(keys.user as string))).json()) as { scope: string; byPerson: Array<{ name: string }> };
+      assert.equal(usage.scope, 'own');
+      assert.deepEqual(usage.byPerson.map((p) => p.name), ['bob']);
+
+      // The live stream (credential in the query: EventSource sends no headers) carries a user's own records only.
+      assert.equal((await call(bridge, 'GET', '/bridge/api/events')).status, 401);
+      const abort = new AbortController();
+      const events = await fetch(`${bridge.url}/bridge/api/events?access_token=${encodeURIComponent(keys.user as string)}`, { signal: abort.signal });
+      const lines = readLines(events);
+      while ((await lines.next()).value?.startsWith('event: state') !== true);
+      const seen: string[] = [];
+      const reading = (async () => {
+        let event = '';
+        for await (const line of lines) {
+          if (line.startsWith('event: ')) event = line.slice(7);
+          else if (event === 'history' && line.startsWith('data: ')) {
+            const user = (JSON.parse(line.slice(6)) as HistoryRecord).user ?? '';
+            seen.push(user);
+            if (user === 'bob') return;
+          }
+        }
+      })();
+      await (await call(bridge, 'POST', '/api/chat', bearer(keys.admin as string), SURFACES[0].body)).text();
+      await (await call(bridge, 'POST', '/api/chat', bearer(keys.user as string), SURFACES[0].body)).text();
+      await reading;
+      abort.abort();
+      assert.deepEqual(seen, ['bob']);
+    });
+  });
+});
+
+/** A JWKS endpoint whose key set a test can change, counting fetches. */
+async function startJwks(): Promise<{ url: string; keys: JWK[]; fetches: number; close(): Promise<void> }> {
+  const state = { keys: [] as JWK[], fetches: 0 };
+  const server: Server = createServer((_req, res) => {
+    state.fetches += 1;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys: state.keys }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`,
+    get keys() {
+      return state.keys;
+    },
+    set keys(value: JWK[]) {
+      state.keys = value;
+    },
+    get fetches() {
+      return state.fetches;
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  } as { url: string; keys: JWK[]; fetches: number; close(): Promise<void> };
+}
+
+const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+describe('JWT', () => {
+  const ISSUER = 'https://login.example.test';
+  const AUDIENCE = 'copilot-bridge';
+  let upstream: StandIn;
+
+  before(async () => {
+    upstream = await startChatUpstream();
+    cleanups.push(() => upstream.close());
+  });
+
+  async function bridgeWith(jwt: string): Promise<BridgeHandle> {
+    const file = path.join(tempDir('jwt-'), 'config.yaml');
+    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\nauth:\n  jwt:\n${jwt.replace(/^/gm, '    ')}\n  teams:\n    web: {}\n`);
+    const bridge = await startTestBridge({ file });
+    cleanups.push(() => bridge.stop(100));
+    return bridge;
+  }
+
+  const chat = (bridge: BridgeHandle, token: string): Promise<Response> => call(bridge, 'POST', '/v1/chat/completions', bearer(token), SURFACES[2].body);
+
+  it('RS256 and ES256 from a JWKS: cached, refetched on an unknown kid (rotation); claims mapped; expired, wrong aud, alg none and HS/RS confusion refused', async () => {
+    const jwks = await startJwks();
+    cleanups.push(() => jwks.close());
+    const rsa = await generateKeyPair('RS256', { extractable: true });
+    const ec = await generateKeyPair('ES256', { extractable: true });
+    const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' };
+    jwks.keys = [rsaJwk, { ...(await exportJWK(ec.publicKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' }];
+    const bridge = await bridgeWith(`jwks_url: ${jwks.url}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\njwks_refetch_cooldown_seconds: 0\nclaims:\n  name: email\n  team: groups\n  role: roles`);
+    const sign = (key: CryptoKey, alg: string, kid: string, claims: Record<string, unknown> = {}, expires: string | number = '5m', audience = AUDIENCE) =>
+      new SignJWT({ email: 'dana@example.test', groups: ['web', 'ops'], roles: ['user'], ...claims }).setProtectedHeader({ alg, kid }).setIssuer(ISSUER).setAudience(audience).setSubject('u-1').setIssuedAt().setExpirationTime(expires).sign(key);
+
+    const recorded = nextRecord(bridge);
+    assert.equal((await chat(bridge, await sign(rsa.privateKey, 'RS256', 'rsa-1'))).status, 200, 'RS256');
+    const record = await recorded;
+    assert.equal(record.user, 'dana@example.test', 'name from the configured claim');
+    assert.equal(record.team, 'web', 'first group');
+    assert.equal((await chat(bridge, await sign(ec.privateKey, 'ES256', 'ec-1'))).status, 200, 'ES256');
+    assert.equal(jwks.fetches, 1, 'the key set is fetched once and cached');
+    // A token whose roles claim says viewer may not generate.
+    assert.equal((await chat(bridge, await sign(rsa.privateKey, 'RS256', 'rsa-1', { roles: ['viewer'] }))).status, 403);
+
+    // Rotation: the issuer publishes a new key; a token with its kid makes the bridge fetch again.
+    const rotated = await generateKeyPair('RS256', { extractable: true });
+    jwks.keys = [...jwks.keys, { ...(await exportJWK(rotated.publicKey)), kid: 'rsa-2', alg: 'RS256', use: 'sig' }];
+    assert.equal((await chat(bridge, await sign(rotated.privateKey, 'RS256', 'rsa-2'))).status, 200, 'rotated key');
+    assert.equal(jwks.fetches, 2);
+
+    const refused = async (token: string, why: RegExp): Promise<void> => assert.match(await assertShape(await chat(bridge, token), 'openai', 401, 'invalid_token'), why);
+    await refused(await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, Math.floor(Date.now() / 1000) - 120), /expired/);
+    await refused(await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, '5m', 'another-service'), /'aud' claim/);
+    const payload = { email: 'mallory', roles: ['admin'], iss: ISSUER, aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 300 };
+    await refused(`${b64({ alg: 'none', typ: 'JWT' })}.${b64(payload)}.`, /algorithm|not valid/);
+    // HS/RS confusion: an HMAC "signed" with the RSA public key, which anyone can fetch.
+    const publicPem = rsa.publicKey;
+    const exported = Buffer.from(await crypto.subtle.exportKey('spki', publicPem)).toString('base64');
+    const pem = `-----BEGIN PUBLIC KEY-----\n${exported.match(/.{1,64}/g)?.join('\n')}\n-----END PUBLIC KEY-----\n`;
+    const confused = await new SignJWT(payload).setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' }).sign(new TextEncoder().encode(pem));
+    await refused(confused, /algorithm/);
+    // Within the clock skew an expiry just passed is still accepted.
+    assert.equal((await chat(bridge, await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, Math.floor(Date.now() / 1000) - 5))).status, 200);
+  });
+
+  it('HS256 with a secret from a file; a token signed with another secret or an RS256 key is refused', async () => {
+    const secretFile = path.join(tempDir('jwt-secret-'), 'secret');
+    const secret = 'a-shared-secret-of-at-least-32-bytes!';
+    writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+    const bridge = await bridgeWith(`secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}`);
+    const sign = (key: Uint8Array | CryptoKey, alg = 'HS256') => new SignJWT({ roles: 'admin' }).setProtectedHeader({ alg }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject('svc-ci').setExpirationTime('5m').sign(key);
+    const recorded = nextRecord(bridge);
+    assert.equal((await chat(bridge, await sign(new TextEncoder().encode(secret)))).status, 200);
+    assert.equal((await recorded).user, 'svc-ci', 'sub is the default name claim');
+    const admin = await call(bridge, 'GET', '/bridge/api/whoami', bearer(await sign(new TextEncoder().encode(secret))));
+    assert.equal(((await admin.json()) as { role: string }).role, 'admin', 'a plain string role claim');
+    await assertShape(await chat(bridge, await sign(new TextEncoder().encode('another-secret-of-at-least-32-bytes!!'))), 'openai', 401, 'invalid_token');
+    const rsa = await generateKeyPair('RS256');
+    await assertShape(await chat(bridge, await sign(rsa.privateKey, 'RS256')), 'openai', 401, 'invalid_token');
+  });
+});
+
+describe('limits', () => {
+  let upstream: StandIn;
+  let release: (() => void) | undefined;
+
+  before(async () => {
+    upstream = await startChatUpstream({
+      hold: (body) => (body.prompt === 'hold' || JSON.stringify(body.messages ?? '').includes('hold') ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve()),
+    });
+    cleanups.push(() => upstream.close());
+  });
+
+  /** Two people of team web, each with `limits`, and the team's own `teamLimits`. */
+  async function limitedBridge(limits: Record<string, number> | undefined, teamLimits?: Record<string, number>): Promise<{ bridge: BridgeHandle; keys: string[] }> {
+    const file = path.join(tempDir('limits-'), 'config.yaml');
+    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+    const keys = [addKey(file, { name: 'ann', team: 'web', role: 'user' }), addKey(file, { name: 'ben', team: 'web', role: 'user' })];
+    const config = YAML.parse(readFileSync(file, 'utf8')) as { auth: { keys: Array<Record<string, unknown>>; teams?: unknown } };
+    if (limits !== undefined) for (const key of config.auth.keys) key.limits = limits;
+    if (teamLimits !== undefined) config.auth.teams = { web: { limits: teamLimits } };
+    writeFileSync(file, YAML.stringify(config));
+    const bridge = await startTestBridge({ file });
+    cleanups.push(() => bridge.stop(100));
+    return { bridge, keys };
+  }
+
+  it('requests per minute: 429 with Retry-After on each surface, recorded in history', async () => {
+    const { bridge, keys } = await limitedBridge({ rpm: 1 });
+    const key = keys[0] as string;
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(key), SURFACES[0].body)).status, 200);
+    for (const surface of SURFACES) {
+      const recorded = nextRecord(bridge);
+      const response = await call(bridge, 'POST', surface.path, bearer(key), surface.body);
+      const retryAfter = Number(response.headers.get('retry-after'));
+      assert.ok(retryAfter >= 1 && retryAfter <= 60, `${surface.name}: Retry-After ${retryAfter}`);
+      assert.match(await assertShape(response, surface.shape, 429, 'rate_limit_exceeded'), /rpm of ann/);
+      const record = await recorded;
+      assert.equal(record.status, 429);
+      assert.equal(record.user, 'ann');
+      assert.match(record.reason, /rate limit reached: rpm of ann/);
+    }
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys[1] as string), SURFACES[0].body)).status, 200, 'another person has their own budget');
+    assert.match(await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(), new RegExp(`copilot_bridge_rate_limited_total\\{team="web"\\} ${SURFACES.length}`));
+  });
+
+  it('a team budget is shared by its people', async () => {
+    const { bridge, keys } = await limitedBridge(undefined, { rpm: 2 });
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys[0] as string), SURFACES[0].body)).status, 200);
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys[1] as string), SURFACES[0].body)).status, 200);
+    assert.match(await assertShape(await call(bridge, 'POST', '/api/chat', bearer(keys[1] as string), SURFACES[0].body), 'ollama', 429), /rpm of team web/);
+  });
+
+  it('tokens per minute: an answer that used the budget up makes the next request wait for the refill', async () => {
+    const { bridge, keys } = await limitedBridge({ tpm: 12 });
+    const key = keys[0] as string;
+    const recorded = nextRecord(bridge);
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(key), SURFACES[0].body)).status, 200, 'admitted with a full bucket');
+    await recorded;
+    // 10 + 20 tokens were charged to a bucket of 12: 18 in debt, refilled at 12 per minute -> (18 + 1) / 0.2 per second.
+    const response = await call(bridge, 'POST', '/v1/chat/completions', bearer(key), SURFACES[2].body);
+    assert.match(await assertShape(response, 'openai', 429, 'rate_limit_exceeded'), /tpm of ann/);
+    const retryAfter = Number(response.headers.get('retry-after'));
+    assert.ok(retryAfter > 90 && retryAfter <= 95, `Retry-After ${retryAfter}`);
+  });
+
+  it('concurrency: a second request while one runs gets 429; once it ends, the slot is free', async () => {
+    const { bridge, keys } = await limitedBridge({ concurrency: 1 });
+    const key = keys[0] as string;
+    const running = call(bridge, 'POST', '/api/generate', bearer(key), { model: 'm-small', prompt: 'hold', stream: true });
+    const first = await running;
+    assert.equal(first.status, 200);
+    await assertShape(await call(bridge, 'POST', '/api/generate', bearer(key), SURFACES[1].body), 'ollama', 429);
+    const finished = nextRecord(bridge);
+    release?.();
+    await first.text();
+    await finished;
+    assert.equal((await call(bridge, 'POST', '/api/generate', bearer(key), SURFACES[1].body)).status, 200);
+  });
+});
+
+describe('never-cloud', () => {
+  it('keeps a cloud: never team, the x-bridge-local-only header and fallback.never_models off the cloud, with the reason in history', async () => {
+    const cloud = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta: { role: 'assistant', content: 'from the cloud' }, finish_reason: 'stop' }] })}\n\n`);
+      res.end('data: [DONE]\n\n');
+    });
+    const file = path.join(tempDir('never-cloud-'), 'config.yaml');
+    const down = await freePort();
+    writeFileSync(
+      file,
+      `backends:\n  - name: gpu0\n    url: http://127.0.0.1:${down}\nfallback:\n  enabled: true\n  never_models: ['secret-*']\n  providers:\n    - name: cloud\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-test\nauth:\n  teams:\n    legal:\n      cloud: never\n`,
+    );
+    const open = addKey(file, { name: 'olga', team: 'web', role: 'user' });
+    const legal = addKey(file, { name: 'lou', team: 'legal', role: 'user' });
+    const bridge = await startTestBridge({ file, env: { OPENAI_API_KEY: 'sk-test' } });
+    cleanups.push(() => bridge.stop(100), () => cloud.close());
+    const ask = async (key: string, model: string, headers: Record<string, string> = {}): Promise<{ status: number; record: HistoryRecord }> => {
+      const recorded = nextRecord(bridge);
+      const response = await call(bridge, 'POST', '/v1/chat/completions', { ...bearer(key), ...headers }, { model, messages: [{ role: 'user', content: 'hi' }] });
+      await response.text();
+      return { status: response.status, record: await recorded };
+    };
+
+    const allowed = await ask(open, 'qwen2.5-coder:7b');
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.record.fallback, 'cloud');
+    assert.equal(cloud.requests.length, 1);
+
+    for (const [key, model, headers, why] of [
+      [legal, 'qwen2.5-coder:7b', {}, /cloud fallback skipped: lou \(team legal\) is cloud: never/],
+      [open, 'qwen2.5-coder:7b', { 'x-bridge-local-only': '1' }, /cloud fallback skipped: x-bridge-local-only header/],
+      [open, 'secret-model', {}, /cloud fallback skipped: secret-model is in fallback.never_models/],
+    ] as const) {
+      const { status, record } = await ask(key, model, headers);
+      assert.equal(status, 503, String(why));
+      assert.match(record.reason, why);
+      assert.equal(record.fallback, null);
+      assert.ok(record.localOnly !== null);
+    }
+    assert.equal(cloud.requests.length, 1, 'the cloud provider was asked only by the request that may go there');
+    assert.deepEqual(bridge.state.cloudPolicy, { header: 'x-bridge-local-only', neverModels: ['secret-*'], localOnlyTeams: ['legal'], localOnlyKeys: [] });
+  });
+
+  it("treats Ollama's own cloud models as cloud: a local-only request for one is refused", async () => {
+    const upstream = await startStandIn(() => undefined, ['gpt-oss:120b-cloud', 'm-small']);
+    const file = path.join(tempDir('never-cloud-'), 'config.yaml');
+    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+    const bridge = await startTestBridge({ file });
+    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    const response = await call(bridge, 'POST', '/api/chat', { 'x-bridge-local-only': 'true' }, { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] });
+    assert.match(await assertShape(response, 'ollama', 403), /runs in a cloud/);
+    assert.equal(upstream.requests.length, 0);
+  });
+});
