@@ -44,7 +44,10 @@ class Relay {
   /** Request ids that reached Ollama. */
   readonly seen = new Set<number>();
 
-  constructor(readonly name: string, private readonly upstream: URL) {
+  constructor(
+    readonly name: string,
+    private readonly upstream: URL,
+  ) {
     this.server = createServer((req, res) => this.forward(req, res));
   }
 
@@ -284,8 +287,14 @@ function directTarget(relay: Relay): Target {
   return {
     name: 'direct',
     base: relay.url,
-    ghost: (prompt, signal) => post(`${relay.url}/api/generate`, { model: SIMPLE, prompt, suffix: '\n    return total\n', stream: true, options: { num_predict: GHOST_TOKENS } }, signal),
-    chat: (content, signal) => post(`${relay.url}/api/chat`, { model: COMPLEX, stream: true, messages: [{ role: 'user', content }], options: { num_predict: CHAT_TOKENS } }, signal),
+    ghost: (prompt, signal) =>
+      post(
+        `${relay.url}/api/generate`,
+        { model: SIMPLE, prompt, suffix: '\n    return total\n', stream: true, options: { num_predict: GHOST_TOKENS } },
+        signal,
+      ),
+    chat: (content, signal) =>
+      post(`${relay.url}/api/chat`, { model: COMPLEX, stream: true, messages: [{ role: 'user', content }], options: { num_predict: CHAT_TOKENS } }, signal),
     embed: (input, signal) => post(`${relay.url}/api/embed`, { model: COMPLEX, input }, signal),
     queued: async () => ({}),
   };
@@ -297,13 +306,22 @@ function bridgeTarget(name: string, base: string): Target {
     base,
     // What Copilot sends for ghost text, from one editor session.
     ghost: (prompt, signal) =>
-      post(`${base}/v1/engines/${encodeURIComponent(SIMPLE)}/completions`, { prompt, suffix: '\n    return total\n', max_tokens: GHOST_TOKENS, stream: true, n: 1 }, signal, { 'vscode-sessionid': 'bench-typist', 'user-agent': 'GithubCopilot/1.300' }),
-    chat: (content, signal) => post(`${base}/api/chat`, { model: COMPLEX, stream: true, messages: [{ role: 'user', content }], options: { num_predict: CHAT_TOKENS } }, signal),
+      post(
+        `${base}/v1/engines/${encodeURIComponent(SIMPLE)}/completions`,
+        { prompt, suffix: '\n    return total\n', max_tokens: GHOST_TOKENS, stream: true, n: 1 },
+        signal,
+        { 'vscode-sessionid': 'bench-typist', 'user-agent': 'GithubCopilot/1.300' },
+      ),
+    chat: (content, signal) =>
+      post(`${base}/api/chat`, { model: COMPLEX, stream: true, messages: [{ role: 'user', content }], options: { num_predict: CHAT_TOKENS } }, signal),
     embed: (input, signal) => post(`${base}/api/embed`, { model: COMPLEX, input }, signal),
     queued: async () => {
-      const state = (await (await fetch(`${base}/bridge/api/state`)).json()) as { scheduler: { pools: Array<{ backend: string; queued: Record<string, number> }> } };
+      const state = (await (await fetch(`${base}/bridge/api/state`)).json()) as {
+        scheduler: { pools: Array<{ backend: string; queued: Record<string, number> }> };
+      };
       const perBackend: Record<string, number> = {};
-      for (const pool of state.scheduler.pools) perBackend[pool.backend] = (perBackend[pool.backend] ?? 0) + Object.values(pool.queued).reduce((a, b) => a + b, 0);
+      for (const pool of state.scheduler.pools)
+        perBackend[pool.backend] = (perBackend[pool.backend] ?? 0) + Object.values(pool.queued).reduce((a, b) => a + b, 0);
       return perBackend;
     },
   };
@@ -365,7 +383,8 @@ export async function runWorkload(): Promise<void> {
   try {
     // The models are in memory on GPU 0, as after a while of use with the seed's config (both
     // tiers prefer GPU 0); GPU 1 is free. Spreading the load costs the scheduler one cold load there.
-    for (const model of new Set([SIMPLE, COMPLEX])) await (await post(`${(relays[0] as Relay).url}/api/generate`, { model, prompt: '', keep_alive: '30m' }, AbortSignal.timeout(120_000))).text();
+    for (const model of new Set([SIMPLE, COMPLEX]))
+      await (await post(`${(relays[0] as Relay).url}/api/generate`, { model, prompt: '', keep_alive: '30m' }, AbortSignal.timeout(120_000))).text();
     const results: Record<string, Summary> = {};
     const run = async (target: Target): Promise<void> => {
       process.stderr.write(`workload: ${target.name} for ${PHASE_SECONDS} s\n`);
@@ -386,7 +405,10 @@ export async function runWorkload(): Promise<void> {
 }
 
 function writeResults(results: Record<string, Summary>): void {
-  const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' / ')} at the end, Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+  const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), load average ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' / ')} at the end, Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`;
   const [a, b, c] = [results.direct, results['no-scheduler'], results.scheduler] as [Summary, Summary, Summary];
   const ms = (n: number | null): string => (n === null ? 'n/a' : `${n} ms`);
   const share = (s: Summary): string =>

@@ -13,7 +13,10 @@ if (typeof result === 'number') {
   process.exitCode = result;
 } else {
   const shutdown = () => {
-    result.stop().then(() => process.exit(0), () => process.exit(1));
+    result.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   };
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);

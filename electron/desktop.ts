@@ -56,7 +56,10 @@ export async function startDesktopBridge(userData: string, env: NodeJS.ProcessEn
   const loaded = loadConfig({ file: existsSync(file) ? file : undefined, env: { BRIDGE_DATA_DIR: userData, ...env } });
   // A tray app has no terminal to log to: its log goes to the data folder too.
   const logging = loaded.monitoring.logging;
-  const config = logging.destination === 'stdout' ? { ...loaded, monitoring: { ...loaded.monitoring, logging: { ...logging, destination: path.join(userData, 'logs') } } } : loaded;
+  const config =
+    logging.destination === 'stdout'
+      ? { ...loaded, monitoring: { ...loaded.monitoring, logging: { ...logging, destination: path.join(userData, 'logs') } } }
+      : loaded;
   try {
     return await startBridge(config);
   } catch (error) {
@@ -118,7 +121,11 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
     refresh(bridge.state);
   };
   const refresh = (state: BridgeState): void => {
-    shown = { icon: trayIconState(state), tooltip: trayTooltip(state, requestsPerMinute(bridge)), menu: buildTrayMenu({ state, startAtLogin: adapter.getStartAtLogin() }) };
+    shown = {
+      icon: trayIconState(state),
+      tooltip: trayTooltip(state, requestsPerMinute(bridge)),
+      menu: buildTrayMenu({ state, startAtLogin: adapter.getStartAtLogin() }),
+    };
     tray.setImage(shown.icon);
     tray.setToolTip(shown.tooltip);
     tray.setMenu(shown.menu, run);

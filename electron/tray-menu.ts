@@ -1,4 +1,13 @@
-import { describeQueued, gibOf, healthyBackendCount, queuedPerLane, type ActionName, type ActionPayloads, type BridgeState, type Tier } from '../src/contract/index.js';
+import {
+  describeQueued,
+  gibOf,
+  healthyBackendCount,
+  queuedPerLane,
+  type ActionName,
+  type ActionPayloads,
+  type BridgeState,
+  type Tier,
+} from '../src/contract/index.js';
 
 /**
  * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
@@ -59,7 +68,12 @@ function tierSubmenu(state: BridgeState, tier: Tier, label: string): MenuItemSpe
     submenu:
       names.length === 0
         ? [{ label: 'No models installed', enabled: false }]
-        : names.map((model) => ({ label: model, type: 'radio', checked: model === current, command: { kind: 'action', name: 'setTierModel', payload: { tier, model } } })),
+        : names.map((model) => ({
+            label: model,
+            type: 'radio',
+            checked: model === current,
+            command: { kind: 'action', name: 'setTierModel', payload: { tier, model } },
+          })),
   };
 }
 
@@ -101,7 +115,12 @@ export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[
   return [
     ...statusLines(state),
     { type: 'separator' },
-    { label: 'Dual-GPU mode', type: 'checkbox', checked: state.settings.dualGpu, command: { kind: 'action', name: 'setDualGpu', payload: { enabled: !state.settings.dualGpu } } },
+    {
+      label: 'Dual-GPU mode',
+      type: 'checkbox',
+      checked: state.settings.dualGpu,
+      command: { kind: 'action', name: 'setDualGpu', payload: { enabled: !state.settings.dualGpu } },
+    },
     tierSubmenu(state, 'simple', 'Simple model'),
     tierSubmenu(state, 'complex', 'Complex model'),
     ...ollamaSubmenus(state),

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
 const root = 'dist/ui';
-const files = readdirSync(root, { recursive: true }).map(String).filter((f) => statSync(path.join(root, f)).isFile());
+const files = readdirSync(root, { recursive: true })
+  .map(String)
+  .filter((f) => statSync(path.join(root, f)).isFile());
 let raw = 0;
 let gzip = 0;
 for (const file of files) {

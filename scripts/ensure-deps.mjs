@@ -14,7 +14,10 @@ export function ensureDeps({ desktop = false } = {}) {
   if (!existsSync(marker) || statSync(marker).mtimeMs < statSync('package-lock.json').mtimeMs) {
     console.log('> installing npm dependencies (npm ci)');
     // The Electron binary is only fetched for the desktop app; elsewhere it may not even be reachable.
-    run('npm', ['ci', '--no-audit', '--no-fund'], { ...process.env, ELECTRON_SKIP_BINARY_DOWNLOAD: desktop ? '' : (process.env.ELECTRON_SKIP_BINARY_DOWNLOAD ?? '1') });
+    run('npm', ['ci', '--no-audit', '--no-fund'], {
+      ...process.env,
+      ELECTRON_SKIP_BINARY_DOWNLOAD: desktop ? '' : (process.env.ELECTRON_SKIP_BINARY_DOWNLOAD ?? '1'),
+    });
   }
   if (desktop && !existsSync('node_modules/electron/path.txt')) {
     console.log('> fetching the Electron binary');

@@ -55,9 +55,21 @@ function leftoverRigProcesses() {
 ensureDeps();
 if (suite === 'unit') {
   const unitFiles = testFiles('test/unit');
-  process.exit(run('node', ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${os.availableParallelism()}`, '--test-timeout=60000', ...extra, ...unitFiles]));
+  process.exit(
+    run('node', [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-reporter=spec',
+      `--test-concurrency=${os.availableParallelism()}`,
+      '--test-timeout=60000',
+      ...extra,
+      ...unitFiles,
+    ]),
+  );
 }
 if (suite === 'all') step('lint (eslint, with the layer rules)', 'npx', ['eslint', '.']);
+if (suite === 'all') step('format (prettier --check)', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']);
 step('build (bridge and dashboard)', 'npm', ['run', 'build', '--silent']);
 step('type-check tests and dashboard', 'npx', ['tsc', '-p', 'tsconfig.test.json']);
 step('type-check dashboard (no Node types)', 'npx', ['tsc', '-p', 'renderer/tsconfig.json']);

@@ -47,7 +47,6 @@ import { Lifecycle } from './lifecycle.js';
 import { sameModel, type BridgeState } from './contract/index.js';
 export type { BridgeState } from './contract/index.js';
 
-
 export interface BridgeHandle {
   /** Base URL clients point at, e.g. http://127.0.0.1:5000 */
   readonly url: string;
@@ -97,7 +96,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const backends = config.backends.map(
     (backend) => new Backend(backend, limits, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
-  const providers: CloudProvider[] = config.fallback.providers.map((p) => (p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes)));
+  const providers: CloudProvider[] = config.fallback.providers.map((p) =>
+    p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes),
+  );
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();
   const dataDir = config.data_dir ?? defaultDataDir();
@@ -158,7 +159,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const settings = settingsFrom(config);
   /** The model's size for a cold load: Ollama's, else the tier's vram_gb. */
   const sizeOf = (model: string): number | undefined => seedFor(config, settings, model, catalog.sizeOf(model)).sizeBytes;
-  const router = new Router(config, backends, catalog, settings, (backend, model) => checkFit(model, backend, sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits);
+  const router = new Router(
+    config,
+    backends,
+    catalog,
+    settings,
+    (backend, model) => checkFit(model, backend, sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
+  );
   const backendNamed = new Map(backends.map((b) => [b.name, b]));
   const slotsOf = new Map(config.backends.map((b) => [b.name, b.parallel ?? (b.manage ? config.ollama.num_parallel : 1)]));
   const scheduler = new Scheduler({
@@ -205,7 +212,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const cloudPolicy = {
     header: LOCAL_ONLY_HEADER,
     neverModels: config.fallback.never_models,
-    localOnlyTeams: Object.entries(config.auth.teams).filter(([, team]) => team.cloud === 'never').map(([name]) => name),
+    localOnlyTeams: Object.entries(config.auth.teams)
+      .filter(([, team]) => team.cloud === 'never')
+      .map(([name]) => name),
     localOnlyKeys: config.auth.keys.filter((k) => k.cloud === 'never').map((k) => k.name),
   };
   // Today's figures for the tray tooltip, kept as records come in rather than summed on every snapshot.
@@ -259,14 +268,11 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   });
   const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
-  const actions = createActions(
-    { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status },
-    (name) => {
-      log.info({ action: name, settings }, 'control action');
-      modelRefresher.refresh();
-      changed();
-    },
-  );
+  const actions = createActions({ settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status }, (name) => {
+    log.info({ action: name, settings }, 'control action');
+    modelRefresher.refresh();
+    changed();
+  });
 
   const prometheusEnabled = config.monitoring.prometheus.enabled;
   let finished: Array<Parameters<typeof historyRecord>[0]> = [];
@@ -303,7 +309,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         authRequired: authenticator.required,
       }),
       ui: uiRoutes(options.uiDir ?? defaultUiDir()),
-      observability: observabilityRoutes({ backends, registry: prometheusEnabled ? metrics.registry : undefined, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }),
+      observability: observabilityRoutes({
+        backends,
+        registry: prometheusEnabled ? metrics.registry : undefined,
+        fallbackReady: () => policy.fallback().length > 0,
+        startedAt: started,
+        draining: () => server.draining,
+      }),
       onFinished: (request) => {
         const { generation } = request;
         if (generation === null) return;
@@ -318,13 +330,20 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   // request head; a slow body is bounded by the body reader (JSON) or its idle timer (model blobs,
   // which may take long but never stall). Node's own requestTimeout would also cut a long blob
   // upload, so it is off. Answers may take as long as they need.
-  const server = new HttpServer('HTTP server', config.server.host, config.server.port, listener, {
-    noDelay: true,
-    keepAliveTimeout: 65_000,
-    headersTimeout: requestTimeoutMs,
-    requestTimeout: 0,
-    maxConnections: config.server.max_connections,
-  }, () => stopDeadline.abort());
+  const server = new HttpServer(
+    'HTTP server',
+    config.server.host,
+    config.server.port,
+    listener,
+    {
+      noDelay: true,
+      keepAliveTimeout: 65_000,
+      headersTimeout: requestTimeoutMs,
+      requestTimeout: 0,
+      maxConnections: config.server.max_connections,
+    },
+    () => stopDeadline.abort(),
+  );
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
@@ -332,7 +351,15 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
     metricsApp.use(guard(config), requireIdentity(authenticator));
-    metricsApp.use(observabilityRoutes({ backends, registry: metrics.registry, fallbackReady: () => policy.fallback().length > 0, startedAt: started, draining: () => server.draining }));
+    metricsApp.use(
+      observabilityRoutes({
+        backends,
+        registry: metrics.registry,
+        fallbackReady: () => policy.fallback().length > 0,
+        startedAt: started,
+        draining: () => server.draining,
+      }),
+    );
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
@@ -399,7 +426,17 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     );
   }
   // The control token stays out of the log: it is in the data folder, readable by this user only.
-  log.info({ url, dashboard: `${url}/ui/`, controlTokenFile, metricsUrl, dataDir, backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })) }, 'bridge listening');
+  log.info(
+    {
+      url,
+      dashboard: `${url}/ui/`,
+      controlTokenFile,
+      metricsUrl,
+      dataDir,
+      backends: backends.map((b) => ({ name: b.name, url: b.url.href, status: b.health.status })),
+    },
+    'bridge listening',
+  );
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = config.server.shutdown_grace_seconds * 1000): Promise<void> => {

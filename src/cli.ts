@@ -126,7 +126,10 @@ function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
           name: options.name.trim(),
           team: options.team,
           role: role as Role,
-          models: options.models?.split(',').map((m) => m.trim()).filter((m) => m !== ''),
+          models: options.models
+            ?.split(',')
+            .map((m) => m.trim())
+            .filter((m) => m !== ''),
           cloud: options.cloud as 'allow' | 'never' | undefined,
         });
         io.stderr(`Added key '${options.name.trim()}' to ${file} (only its SHA-256 is stored). This is the only time it is shown:\n`);
@@ -137,7 +140,13 @@ function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
         const keys = listKeys(file);
         if (keys.length === 0) io.stdout(`no keys in ${file}\n`);
         for (const key of keys) {
-          const extras = [key.team === null ? null : `team ${key.team}`, `role ${key.role}`, key.cloud === 'never' ? 'cloud: never' : null, key.models === null ? null : `models ${key.models.join(',')}`, key.created === null ? null : `created ${key.created}`];
+          const extras = [
+            key.team === null ? null : `team ${key.team}`,
+            `role ${key.role}`,
+            key.cloud === 'never' ? 'cloud: never' : null,
+            key.models === null ? null : `models ${key.models.join(',')}`,
+            key.created === null ? null : `created ${key.created}`,
+          ];
           io.stdout(`${key.name}\t${extras.filter((e) => e !== null).join(', ')}\t${key.hash}\n`);
         }
         return 0;

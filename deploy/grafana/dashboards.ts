@@ -72,23 +72,39 @@ function dashboard(uid: string, title: string, description: string): DashboardBu
     .withVariable(instanceVariable());
 }
 
-const quantile = (q: number, bucket: string, by: string): string =>
-  `histogram_quantile(${q}, sum by (${by}) (rate(${bucket}${INSTANCE}[$__rate_interval])))`;
+const quantile = (q: number, bucket: string, by: string): string => `histogram_quantile(${q}, sum by (${by}) (rate(${bucket}${INSTANCE}[$__rate_interval])))`;
 
 function overview(): Dashboard {
   const requests = `copilot_bridge_requests_total${INSTANCE}`;
   return dashboard('copilot-bridge-overview', 'copilot-bridge / Overview', 'Traffic, latency, errors and models of the whole cluster.')
     .withRow(new RowBuilder('Traffic'))
-    .withPanel(timeseries('Request rate', 'reqps', [prom(`sum by (instance) (instance:copilot_bridge_requests:rate5m${INSTANCE})`, '{{instance}}')], 'Routed requests per second, per instance (5 minute average).'))
     .withPanel(
-      timeseries('Latency (p50, p95, p99)', 's', [
-        prom(quantile(0.5, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p50'),
-        prom(quantile(0.95, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p95'),
-        prom(quantile(0.99, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p99'),
-      ], 'Time from request to the end of the answer.'),
+      timeseries(
+        'Request rate',
+        'reqps',
+        [prom(`sum by (instance) (instance:copilot_bridge_requests:rate5m${INSTANCE})`, '{{instance}}')],
+        'Routed requests per second, per instance (5 minute average).',
+      ),
     )
     .withPanel(
-      timeseries('Error rate', 'percent', [prom(`100 * sum(rate(copilot_bridge_errors_total${INSTANCE}[$__rate_interval])) / sum(rate(${requests}[$__rate_interval]))`, 'errors %')], 'Share of routed requests that ended in an error.'),
+      timeseries(
+        'Latency (p50, p95, p99)',
+        's',
+        [
+          prom(quantile(0.5, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p50'),
+          prom(quantile(0.95, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p95'),
+          prom(quantile(0.99, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p99'),
+        ],
+        'Time from request to the end of the answer.',
+      ),
+    )
+    .withPanel(
+      timeseries(
+        'Error rate',
+        'percent',
+        [prom(`100 * sum(rate(copilot_bridge_errors_total${INSTANCE}[$__rate_interval])) / sum(rate(${requests}[$__rate_interval]))`, 'errors %')],
+        'Share of routed requests that ended in an error.',
+      ),
     )
     .withPanel(
       new PieChartPanel()
@@ -101,7 +117,14 @@ function overview(): Dashboard {
         .withTarget(prom(`sum by (model) (increase(${requests}[$__range]))`, '{{model}}').instant()),
     )
     .withRow(new RowBuilder('Health'))
-    .withPanel(stat('Backends up', 'none', prom(`sum(copilot_bridge_backend_up${INSTANCE})`), 'Ollama backends that can take traffic, counted once per instance that uses them.'))
+    .withPanel(
+      stat(
+        'Backends up',
+        'none',
+        prom(`sum(copilot_bridge_backend_up${INSTANCE})`),
+        'Ollama backends that can take traffic, counted once per instance that uses them.',
+      ),
+    )
     .withPanel(stat('Instances up', 'none', prom('sum(up{job="copilot-bridge", instance=~"$instance"})'), 'Bridge instances answering scrapes.'))
     .withPanel(
       new LogsPanel()
@@ -119,11 +142,30 @@ function performance(): Dashboard {
   return dashboard('copilot-bridge-performance', 'copilot-bridge / Performance', 'Response times by complexity tier, GPUs and throughput.')
     .withRow(new RowBuilder('Response time'))
     .withPanel(
-      timeseries('Response time by complexity tier (p95)', 's', [prom('histogram_quantile(0.95, sum by (tier, le) (tier:copilot_bridge_response_time_seconds_bucket:rate5m))', '{{tier}}')], 'Whole-answer time per tier, all instances (5 minute window).'),
+      timeseries(
+        'Response time by complexity tier (p95)',
+        's',
+        [prom('histogram_quantile(0.95, sum by (tier, le) (tier:copilot_bridge_response_time_seconds_bucket:rate5m))', '{{tier}}')],
+        'Whole-answer time per tier, all instances (5 minute window).',
+      ),
     )
-    .withPanel(timeseries('Time to first token by tier (p95)', 's', [prom(quantile(0.95, 'copilot_bridge_time_to_first_token_seconds_bucket', 'tier, le'), '{{tier}}')], 'What a user waits before the first token shows.'))
+    .withPanel(
+      timeseries(
+        'Time to first token by tier (p95)',
+        's',
+        [prom(quantile(0.95, 'copilot_bridge_time_to_first_token_seconds_bucket', 'tier, le'), '{{tier}}')],
+        'What a user waits before the first token shows.',
+      ),
+    )
     .withRow(new RowBuilder('GPUs'))
-    .withPanel(timeseries('GPU utilization', 'percentunit', [prom(`gpu_utilization_ratio${INSTANCE}`, '{{instance}} GPU {{gpu}}')], 'Busy share of each GPU the bridges monitor (nvidia-smi).'))
+    .withPanel(
+      timeseries(
+        'GPU utilization',
+        'percentunit',
+        [prom(`gpu_utilization_ratio${INSTANCE}`, '{{instance}} GPU {{gpu}}')],
+        'Busy share of each GPU the bridges monitor (nvidia-smi).',
+      ),
+    )
     .withPanel(
       timeseries('VRAM usage', 'bytes', [
         prom(`gpu_memory_used_bytes${INSTANCE}`, '{{instance}} GPU {{gpu}} used'),
@@ -131,9 +173,30 @@ function performance(): Dashboard {
       ]),
     )
     .withRow(new RowBuilder('Throughput'))
-    .withPanel(timeseries('Tokens generated per second', 'none', [prom('sum by (model) (model:copilot_bridge_tokens:rate5m{direction="out"})', '{{model}}')], 'Generated tokens per second per model, all instances.'))
-    .withPanel(timeseries('Requests per backend', 'reqps', [prom(`sum by (backend) (rate(copilot_bridge_requests_total${INSTANCE}[$__rate_interval]))`, '{{backend}}')], 'How the load spreads over the Ollama nodes.'))
-    .withPanel(timeseries('Backend availability', 'none', [prom(`copilot_bridge_backend_up${INSTANCE}`, '{{instance}} {{backend}}')], '1 when an instance can use the backend.'))
+    .withPanel(
+      timeseries(
+        'Tokens generated per second',
+        'none',
+        [prom('sum by (model) (model:copilot_bridge_tokens:rate5m{direction="out"})', '{{model}}')],
+        'Generated tokens per second per model, all instances.',
+      ),
+    )
+    .withPanel(
+      timeseries(
+        'Requests per backend',
+        'reqps',
+        [prom(`sum by (backend) (rate(copilot_bridge_requests_total${INSTANCE}[$__rate_interval]))`, '{{backend}}')],
+        'How the load spreads over the Ollama nodes.',
+      ),
+    )
+    .withPanel(
+      timeseries(
+        'Backend availability',
+        'none',
+        [prom(`copilot_bridge_backend_up${INSTANCE}`, '{{instance}} {{backend}}')],
+        '1 when an instance can use the backend.',
+      ),
+    )
     .build();
 }
 
@@ -150,10 +213,15 @@ const BUSINESS_ASSUMPTIONS = [
 ] as const;
 
 function business(): Dashboard {
-  const tokens = (direction: 'in' | 'out', window: string): string => `sum(increase(copilot_bridge_tokens_total{instance=~"$instance", direction="${direction}"}[${window}]))`;
+  const tokens = (direction: 'in' | 'out', window: string): string =>
+    `sum(increase(copilot_bridge_tokens_total{instance=~"$instance", direction="${direction}"}[${window}]))`;
   const saved = (window: string): string => `(${tokens('in', window)} * $price_in_per_mtok + ${tokens('out', window)} * $price_out_per_mtok) / 1e6`;
   const answered = `sum(increase(copilot_bridge_requests_total{instance=~"$instance", status="200"}[$__range]))`;
-  const builder = dashboard('copilot-bridge-business', 'copilot-bridge / Business', 'What local models save against a cloud LLM: estimates from token counts and the assumptions above.');
+  const builder = dashboard(
+    'copilot-bridge-business',
+    'copilot-bridge / Business',
+    'What local models save against a cloud LLM: estimates from token counts and the assumptions above.',
+  );
   for (const assumption of BUSINESS_ASSUMPTIONS) {
     builder.withVariable(new TextBoxVariableBuilder(assumption.name).label(assumption.label).defaultValue(assumption.value));
   }
@@ -161,12 +229,35 @@ function business(): Dashboard {
     .withVariable(new ConstantVariableBuilder('seconds_per_month').value('2592000'))
     .withRow(new RowBuilder('Savings'))
     .withPanel(stat('Cost saved', 'currencyUSD', prom(saved('$__range')), 'What the tokens of the selected range would have cost at the cloud prices above.'))
-    .withPanel(stat('Time saved per developer', 'h', prom(`${answered} * $minutes_saved_per_request / 60 / $developers`), 'Answered requests x minutes saved each, shared by the developers.'))
-    .withPanel(stat('ROI', 'percentunit', prom(`${saved('$__range')} * ($seconds_per_month / $__range_s) / $infra_cost_per_month`), 'Cost saved, scaled to a month, over what the cluster costs a month.'))
-    .withPanel(stat('Tokens served', 'short', prom(`${tokens('in', '$__range')} + ${tokens('out', '$__range')}`), 'Prompt and generated tokens in the selected range.'))
+    .withPanel(
+      stat(
+        'Time saved per developer',
+        'h',
+        prom(`${answered} * $minutes_saved_per_request / 60 / $developers`),
+        'Answered requests x minutes saved each, shared by the developers.',
+      ),
+    )
+    .withPanel(
+      stat(
+        'ROI',
+        'percentunit',
+        prom(`${saved('$__range')} * ($seconds_per_month / $__range_s) / $infra_cost_per_month`),
+        'Cost saved, scaled to a month, over what the cluster costs a month.',
+      ),
+    )
+    .withPanel(
+      stat('Tokens served', 'short', prom(`${tokens('in', '$__range')} + ${tokens('out', '$__range')}`), 'Prompt and generated tokens in the selected range.'),
+    )
     .withPanel(timeseries('Cost saved per hour', 'currencyUSD', [prom(saved('1h'), 'USD saved in the last hour')]))
     .withRow(new RowBuilder('Usage patterns'))
-    .withPanel(timeseries('Requests per minute by tier', 'none', [prom(`60 * sum by (tier) (rate(copilot_bridge_requests_total${INSTANCE}[$__rate_interval]))`, '{{tier}}')], 'simple: inline completions and small edits; complex: design and long context.'))
+    .withPanel(
+      timeseries(
+        'Requests per minute by tier',
+        'none',
+        [prom(`60 * sum by (tier) (rate(copilot_bridge_requests_total${INSTANCE}[$__rate_interval]))`, '{{tier}}')],
+        'simple: inline completions and small edits; complex: design and long context.',
+      ),
+    )
     .withPanel(
       new PieChartPanel()
         .title('Requests by tier')
@@ -194,4 +285,3 @@ export const DASHBOARD_DIR = path.join(path.dirname(fileURLToPath(import.meta.ur
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   for (const [file, model] of Object.entries(dashboards())) writeFileSync(path.join(DASHBOARD_DIR, file), dashboardText(model));
 }
-

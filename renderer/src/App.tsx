@@ -84,7 +84,11 @@ export function App(): JSX.Element {
           <span className={`pill ${health.tone}`} data-testid="health">
             {health.label}
           </span>
-          <span className={`dot ${connected ? 'ok' : 'bad'}`} title={connected ? 'live' : 'reconnecting'} aria-label={connected ? 'live updates on' : 'live updates reconnecting'} />
+          <span
+            className={`dot ${connected ? 'ok' : 'bad'}`}
+            title={connected ? 'live' : 'reconnecting'}
+            aria-label={connected ? 'live updates on' : 'live updates reconnecting'}
+          />
         </div>
       </header>
       <main className="content" role="tabpanel" aria-label={view}>

@@ -77,8 +77,10 @@ export async function downloadUsageCsv(from: string, to: string): Promise<void> 
 }
 
 export const getState = (): Promise<BridgeState> => getJson('/bridge/api/state');
-export const getHistory = async (limit: number): Promise<HistoryRecord[]> => (await getJson<{ records: HistoryRecord[] }>(`/bridge/api/history?limit=${limit}`)).records;
-export const getGpuHistory = async (minutes: number): Promise<Record<string, GpuPoint[]>> => (await getJson<{ gpus: Record<string, GpuPoint[]> }>(`/bridge/api/gpu/history?minutes=${minutes}`)).gpus;
+export const getHistory = async (limit: number): Promise<HistoryRecord[]> =>
+  (await getJson<{ records: HistoryRecord[] }>(`/bridge/api/history?limit=${limit}`)).records;
+export const getGpuHistory = async (minutes: number): Promise<Record<string, GpuPoint[]>> =>
+  (await getJson<{ gpus: Record<string, GpuPoint[]> }>(`/bridge/api/gpu/history?minutes=${minutes}`)).gpus;
 
 export class ActionFailure extends Error {
   constructor(
@@ -92,7 +94,11 @@ export class ActionFailure extends Error {
 
 export async function runAction<N extends ActionName>(name: N, payload: ActionPayloads[N]): Promise<ActionResponse> {
   const token = controlToken();
-  if (token === null) throw new ActionFailure(401, 'Not signed in: open the dashboard from the tray or the link the bridge logs, or paste the control token or an admin key in Connect.');
+  if (token === null)
+    throw new ActionFailure(
+      401,
+      'Not signed in: open the dashboard from the tray or the link the bridge logs, or paste the control token or an admin key in Connect.',
+    );
   const response = await fetch(`/bridge/api/actions/${name}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },

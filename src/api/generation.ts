@@ -122,7 +122,10 @@ export function setRouteHeaders(res: ServerResponse, route: RouteDecision, sourc
 async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenerator<[number, T], void, undefined> {
   const pending = new Map<number, Promise<[number, IteratorResult<T>]>>();
   const pull = (index: number): void => {
-    pending.set(index, (iterators[index] as AsyncIterator<T>).next().then((result) => [index, result]));
+    pending.set(
+      index,
+      (iterators[index] as AsyncIterator<T>).next().then((result) => [index, result]),
+    );
   };
   iterators.forEach((_, index) => pull(index));
   try {
@@ -145,7 +148,10 @@ async function* mergeStreams<T>(iterators: Array<AsyncIterator<T>>): AsyncGenera
 function indexed<T>(iterable: AsyncIterable<T>): AsyncIterableIterator<[number, T]> {
   const source = iterable[Symbol.asyncIterator]();
   const iterator: AsyncIterableIterator<[number, T]> = {
-    next: () => source.next().then((result): IteratorResult<[number, T]> => (result.done === true ? { done: true, value: undefined } : { done: false, value: [0, result.value] })),
+    next: () =>
+      source
+        .next()
+        .then((result): IteratorResult<[number, T]> => (result.done === true ? { done: true, value: undefined } : { done: false, value: [0, result.value] })),
     return: async () => {
       await source.return?.();
       return { done: true, value: undefined };
@@ -200,7 +206,14 @@ interface Opened {
  * Asks one source for every choice and waits for the first line, so that a source failing before
  * it said anything can still be replaced by another. Rejects with UpstreamError/UpstreamStatusError.
  */
-async function open(source: GenerationSource, plan: GenerationPlan, model: string, req: ApiRequest, client: AbortSignal, prepare: GenerationPolicy['prepare']): Promise<Opened> {
+async function open(
+  source: GenerationSource,
+  plan: GenerationPlan,
+  model: string,
+  req: ApiRequest,
+  client: AbortSignal,
+  prepare: GenerationPolicy['prepare'],
+): Promise<Opened> {
   // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
   const abort = new AbortController();
   const onClient = (): void => abort.abort();
@@ -208,10 +221,16 @@ async function open(source: GenerationSource, plan: GenerationPlan, model: strin
   try {
     const streams = await Promise.all(
       plan.bodies.map((body) =>
-        source.generate({ path: plan.path, body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model }, userAgent: req.headers['user-agent'] ?? 'copilot-bridge', signal: abort.signal }),
+        source.generate({
+          path: plan.path,
+          body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model },
+          userAgent: req.headers['user-agent'] ?? 'copilot-bridge',
+          signal: abort.signal,
+        }),
       ),
     );
-    const lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    const lines =
+      streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);
@@ -266,7 +285,13 @@ function completionOf(results: readonly GenerationResult[] | null): Completion {
  * instead of an error.
  */
 function answerEmpty(res: ServerResponse, route: RouteDecision, plan: GenerationPlan, reason: DropReason): void {
-  const final: OllamaChunk = { model: route.model, created_at: new Date().toISOString(), done: true, done_reason: 'stop', ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }) };
+  const final: OllamaChunk = {
+    model: route.model,
+    created_at: new Date().toISOString(),
+    done: true,
+    done_reason: 'stop',
+    ...(plan.path === '/api/chat' ? { message: { role: 'assistant', content: '' } } : { response: '' }),
+  };
   const results = plan.bodies.map((): GenerationResult => ({ content: '', thinking: '', toolCalls: [], final }));
   res.setHeader('x-bridge-dropped', reason);
   setRouteHeaders(res, route, 'none', route.model);
@@ -289,7 +314,15 @@ function answerEmpty(res: ServerResponse, route: RouteDecision, plan: Generation
  * backend is replaced by another candidate (up to maxRetries, with a jittered back-off), then by
  * the cloud fallback. After that, a break ends the stream in the surface's own error form.
  */
-export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest, res: ServerResponse, route: RouteDecision, plan: GenerationPlan, input: RouteInput, localOnly: string | null = null): Promise<void> {
+export async function serveGeneration(
+  policy: GenerationPolicy,
+  req: ApiRequest,
+  res: ServerResponse,
+  route: RouteDecision,
+  plan: GenerationPlan,
+  input: RouteInput,
+  localOnly: string | null = null,
+): Promise<void> {
   const client = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) client.abort();
@@ -427,7 +460,9 @@ export async function serveGeneration(policy: GenerationPolicy, req: ApiRequest,
     outcome.queueMs += slot.queuedMs;
     if (retry === 0 && slot.why !== '') {
       const noRoom = route.noRoom.filter((name) => !choices.includes(name)).map((name) => `; ${name} lacks VRAM for a cold load`);
-      route.reason = route.spread ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}` : `${route.reason}; ${slot.why}`;
+      route.reason = route.spread
+        ? `${route.modelReason}; ${slot.why}${noRoom.join('')}${slot.tie ? `; tie: ${route.rankReason}` : ''}`
+        : `${route.reason}; ${slot.why}`;
       outcome.reason = route.reason;
     }
     const source = usable.find((b) => b.name === slot.backend) as Backend;
@@ -570,6 +605,7 @@ export async function routeAndServe(
   };
   if (!modelAllowed(identity, route.model)) throw refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
   const localOnly = policy.localOnly(req.headers, identity, route.model);
-  if (localOnly !== null && policy.isCloudModel(route.model)) throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+  if (localOnly !== null && policy.isCloudModel(route.model))
+    throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
 }

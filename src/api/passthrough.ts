@@ -55,7 +55,11 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     if (req.body !== undefined) {
       body = JSON.stringify(req.body);
       headers['content-type'] = 'application/json';
-    } else if (req.readable && req.headers['content-length'] !== '0' && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
+    } else if (
+      req.readable &&
+      req.headers['content-length'] !== '0' &&
+      (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)
+    ) {
       body = req;
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
     }

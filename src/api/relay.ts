@@ -25,8 +25,13 @@ type HeaderBag = IncomingHttpHeaders | Record<string, string | string[] | undefi
 
 function connectionTokens(headers: HeaderBag): Set<string> {
   const value = headers.connection;
-  const text = Array.isArray(value) ? value.join(',') : value ?? '';
-  return new Set(text.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
+  const text = Array.isArray(value) ? value.join(',') : (value ?? '');
+  return new Set(
+    text
+      .split(',')
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 function endToEnd(headers: HeaderBag, alsoDrop: ReadonlySet<string>): Record<string, string> {
@@ -52,12 +57,7 @@ const NONE = new Set<string>();
  * upstream while the client socket is full). A break after the status line was sent cannot change
  * the status any more: the stream then ends with the surface's own error form.
  */
-export function relayResponse(
-  upstream: Dispatcher.ResponseData,
-  res: Response,
-  surface: Surface,
-  backend: string,
-): Promise<RelayOutcome> {
+export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, surface: Surface, backend: string): Promise<RelayOutcome> {
   const started = performance.now();
   const outcome: RelayOutcome = { firstChunkMs: null, bytes: 0, error: null, clientAborted: false };
   res.status(upstream.statusCode);
@@ -82,9 +82,7 @@ export function relayResponse(
       }
       const failure = toUpstreamError(error, backend);
       outcome.error = failure.message;
-      const tail = headers['content-length'] === undefined
-        ? streamErrorTail(headers['content-type'] ?? '', surface, failure)
-        : undefined;
+      const tail = headers['content-length'] === undefined ? streamErrorTail(headers['content-type'] ?? '', surface, failure) : undefined;
       if (tail === undefined) res.destroy(error);
       else res.end(tail);
     });

@@ -5,7 +5,18 @@ import type { Identity } from './identity.js';
 const MANAGEMENT = /^\/api\/(pull|push|create|delete|copy|blobs)(\/|$)/;
 
 /** Paths that run a model and so count against limits. */
-const GENERATION = new Set(['/api/chat', '/api/generate', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages', '/v1/responses']);
+const GENERATION = new Set([
+  '/api/chat',
+  '/api/generate',
+  '/api/embed',
+  '/api/embeddings',
+  '/v1/chat/completions',
+  '/chat/completions',
+  '/v1/completions',
+  '/v1/embeddings',
+  '/v1/messages',
+  '/v1/responses',
+]);
 
 export function isGeneration(method: string, path: string): boolean {
   return method === 'POST' && (GENERATION.has(path) || /^\/v1\/engines\/[^/]+\/completions$/.test(path));

@@ -79,7 +79,8 @@ export class Authenticator {
   async identify(headers: IncomingHttpHeaders): Promise<Identity> {
     const credential = credentialOf(headers);
     if (credential === undefined) {
-      if (this.required) throw new BridgeError(401, 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', { code: 'invalid_api_key' });
+      if (this.required)
+        throw new BridgeError(401, 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', { code: 'invalid_api_key' });
       return this.anonymous();
     }
     if (sameSecret(credential, this.controlToken)) return this.identity({ name: 'control', role: 'admin', via: 'control' });

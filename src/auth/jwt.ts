@@ -62,9 +62,14 @@ export class JwtVerifier {
   async verify(token: string): Promise<JwtClaims> {
     let payload: JWTPayload;
     try {
-      const options = { algorithms: this.algorithms, issuer: this.config.issuer, audience: this.config.audience, clockTolerance: this.config.clock_skew_seconds, requiredClaims: ['exp'] };
-      ({ payload } =
-        this.key instanceof Uint8Array ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options));
+      const options = {
+        algorithms: this.algorithms,
+        issuer: this.config.issuer,
+        audience: this.config.audience,
+        clockTolerance: this.config.clock_skew_seconds,
+        requiredClaims: ['exp'],
+      };
+      ({ payload } = this.key instanceof Uint8Array ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options));
     } catch (error) {
       throw new JwtRejected(describe(error), { cause: error });
     }

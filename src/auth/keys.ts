@@ -69,7 +69,8 @@ function write(file: string, document: YAML.Document): void {
 export function addKey(file: string, entry: NewKey, now = new Date()): string {
   const document = readDocument(file);
   const keys = keysOf(document);
-  if (keys.items.some((item) => isMap(item) && item.get('name') === entry.name)) throw new KeyFileError(`a key named '${entry.name}' already exists; revoke it first`);
+  if (keys.items.some((item) => isMap(item) && item.get('name') === entry.name))
+    throw new KeyFileError(`a key named '${entry.name}' already exists; revoke it first`);
   const key = generateKey();
   const record: Record<string, unknown> = { name: entry.name };
   if (entry.team !== undefined) record.team = entry.team;

@@ -190,7 +190,8 @@ export class Limiter {
           if (wait > 0) return this.refuse(release, `tpm of ${label}`, wait);
         }
         if (limits.concurrency !== undefined) {
-          if (!(await this.store.acquire(`copilot-bridge:concurrency:${key}`, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
+          if (!(await this.store.acquire(`copilot-bridge:concurrency:${key}`, limits.concurrency, lease)))
+            return this.refuse(release, `concurrency of ${label}`, 1000);
           held.push(`copilot-bridge:concurrency:${key}`);
         }
       }

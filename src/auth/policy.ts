@@ -13,7 +13,8 @@ const YES = new Set(['1', 'true', 'yes', 'on']);
  * `fallback.never_models`.
  */
 export function localOnlyReason(identity: Identity, headers: IncomingHttpHeaders, model: string, neverModels: readonly string[]): string | null {
-  if (identity.cloud === 'never') return identity.team === null ? `${identity.name} is cloud: never` : `${identity.name} (team ${identity.team}) is cloud: never`;
+  if (identity.cloud === 'never')
+    return identity.team === null ? `${identity.name} is cloud: never` : `${identity.name} (team ${identity.team}) is cloud: never`;
   const header = headers[LOCAL_ONLY_HEADER];
   if (typeof header === 'string' && YES.has(header.trim().toLowerCase())) return `${LOCAL_ONLY_HEADER} header`;
   if (matchesAny(neverModels, model)) return `${model} is in fallback.never_models`;

@@ -16,11 +16,7 @@ export interface ConfigProblem {
 
 export class ConfigError extends Error {
   constructor(readonly problems: ConfigProblem[]) {
-    super(
-      problems
-        .map((p) => `${p.source}: ${p.keyPath === '' ? '' : `${p.keyPath}: `}${p.expected}`)
-        .join('\n'),
-    );
+    super(problems.map((p) => `${p.source}: ${p.keyPath === '' ? '' : `${p.keyPath}: `}${p.expected}`).join('\n'));
     this.name = 'ConfigError';
   }
 }
@@ -92,7 +88,10 @@ function convert(text: string, kind: ValueKind): unknown {
     }
     case 'list':
       // Commas in an env var; one per line in a secret file.
-      return trimmed.split(/[,\n]/).map((item) => item.trim()).filter((item) => item !== '');
+      return trimmed
+        .split(/[,\n]/)
+        .map((item) => item.trim())
+        .filter((item) => item !== '');
   }
 }
 
@@ -209,7 +208,11 @@ function secretFromFiles(env: Readonly<Record<string, string | undefined>>, name
 }
 
 /** The environment with every secret variable resolved from its file, when it came as one. */
-function withSecretFiles(given: Readonly<Record<string, string | undefined>>, names: readonly string[], problems: ConfigProblem[]): Record<string, string | undefined> {
+function withSecretFiles(
+  given: Readonly<Record<string, string | undefined>>,
+  names: readonly string[],
+  problems: ConfigProblem[],
+): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...given };
   for (const name of names) env[name] = secretFromFiles(given, name, problems);
   return env;
@@ -257,7 +260,11 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     if (text === undefined || text.trim() === '') continue;
     const url = normalizeOllamaUrl(text);
     if (url === undefined) {
-      problems.push({ source: `environment variable ${variable.name}`, keyPath: `backends.${variable.backend}.url`, expected: `an http(s) URL (got ${describeInput(text)})` });
+      problems.push({
+        source: `environment variable ${variable.name}`,
+        keyPath: `backends.${variable.backend}.url`,
+        expected: `an http(s) URL (got ${describeInput(text)})`,
+      });
       continue;
     }
     envBackends.push({ name: variable.backend, url, gpu: variable.gpu, weight: 1, manage: false });
@@ -310,7 +317,11 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   const url = hostText === undefined || hostText.trim() === '' ? 'http://127.0.0.1:11434' : normalizeOllamaUrl(hostText);
   if (url === undefined) {
     throw new ConfigError([
-      { source: 'environment variable OLLAMA_HOST', keyPath: 'backends', expected: `an Ollama address such as 127.0.0.1:11434 (got ${describeInput(hostText)})` },
+      {
+        source: 'environment variable OLLAMA_HOST',
+        keyPath: 'backends',
+        expected: `an Ollama address such as 127.0.0.1:11434 (got ${describeInput(hostText)})`,
+      },
     ]);
   }
   return { ...parsed, backends: [{ name: 'local', url, weight: 1, manage: false }] };

@@ -70,7 +70,10 @@ const providerSchema = z.strictObject({
   /** The model asked of the provider, whatever the tier. */
   model: z.string().min(1),
   /** Environment variable holding the key; defaults to OPENAI_API_KEY or ANTHROPIC_API_KEY, then CLOUD_API_KEY. */
-  api_key_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+  api_key_env: z
+    .string()
+    .regex(/^[A-Z_][A-Z0-9_]*$/)
+    .optional(),
   /** Filled from the environment at load; better left out of the file. */
   api_key: z.string().min(1).optional(),
   /** Anthropic requires max_tokens; used when the client sets none. */
@@ -140,7 +143,10 @@ const jwtSchema = z
     /** Role of a token whose role claim names no known role. */
     default_role: z.enum(ROLES).default('user'),
   })
-  .refine((jwt) => [jwt.secret_file, jwt.jwks_url, jwt.jwks_file].filter((v) => v !== undefined).length === 1, 'exactly one of secret_file, jwks_url or jwks_file');
+  .refine(
+    (jwt) => [jwt.secret_file, jwt.jwks_url, jwt.jwks_file].filter((v) => v !== undefined).length === 1,
+    'exactly one of secret_file, jwks_url or jwks_file',
+  );
 
 const priceSchema = z.strictObject({
   /** Dollars per million prompt tokens. */
@@ -176,7 +182,10 @@ export const configSchema = z.strictObject({
        * What GET /api/version answers. Unset: the lowest version among the backends, raised to the
        * Ollama API level the bridge implements itself (clients such as Codex --oss gate on it).
        */
-      ollama_version: z.string().regex(/^\d+\.\d+\.\d+$/, 'a version such as 0.13.4').optional(),
+      ollama_version: z
+        .string()
+        .regex(/^\d+\.\d+\.\d+$/, 'a version such as 0.13.4')
+        .optional(),
     })
     .prefault({}),
   backends: z.array(backendSchema).default([]),

@@ -19,7 +19,12 @@ export const ACTION_PAYLOADS = {
   setDualGpu: z.strictObject({ enabled: z.boolean() }),
   setFallback: z.strictObject({ enabled: z.boolean() }),
   setTierModel: z.strictObject({ tier: z.enum(TIERS), model: z.string().min(1) }),
-  preloadModel: z.strictObject({ backend: z.string().min(1), model: z.string().min(1), keepAlive: z.union([z.string(), z.number()]).default('30m'), force: z.boolean().default(false) }),
+  preloadModel: z.strictObject({
+    backend: z.string().min(1),
+    model: z.string().min(1),
+    keepAlive: z.union([z.string(), z.number()]).default('30m'),
+    force: z.boolean().default(false),
+  }),
   unloadModel: z.strictObject({ backend: z.string().min(1), model: z.string().min(1) }),
   startOllama: z.strictObject({ backend: z.string().min(1) }),
   stopOllama: z.strictObject({ backend: z.string().min(1) }),
@@ -28,7 +33,6 @@ export const ACTION_PAYLOADS = {
 
 export type { ActionName } from '../contract/index.js';
 export type ActionPayload<N extends ActionName> = ActionPayloads[N];
-
 
 export class ActionError extends BridgeError {
   constructor(

@@ -58,7 +58,12 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   router.get('/bridge/api/history', (req, res) => {
     const limit = Math.min(100_000, Math.max(1, Number(req.query.limit) || 10_000));
     const identity = identityOf(req);
-    const records = seesEveryone(identity) ? deps.history(limit) : deps.history(100_000).filter((r) => r.user === identity.name).slice(-limit);
+    const records = seesEveryone(identity)
+      ? deps.history(limit)
+      : deps
+          .history(100_000)
+          .filter((r) => r.user === identity.name)
+          .slice(-limit);
     res.json({ records });
   });
 

@@ -9,10 +9,6 @@ import { COMPUTE_APP_FIELDS, GPU_FIELDS, parseComputeApps, parseSupportedFields,
 import { gpuPoint, type GpuPoint, type GpuController, type SystemLoad, type GpuStatus } from '../contract/index.js';
 export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../contract/index.js';
 
-
-
-
-
 export interface GpuMonitorOptions {
   /** The nvidia-smi to run (a path, or a name on PATH). */
   command: string;
@@ -83,7 +79,11 @@ async function systemLoad(previous: { busy: number; total: number }): Promise<{ 
   const total = os.totalmem();
   const elapsed = times.total - previous.total;
   return {
-    load: { memoryTotalBytes: total, memoryUsedBytes: total - (await availableMemory()), cpuLoadRatio: elapsed > 0 ? (times.busy - previous.busy) / elapsed : 0 },
+    load: {
+      memoryTotalBytes: total,
+      memoryUsedBytes: total - (await availableMemory()),
+      cpuLoadRatio: elapsed > 0 ? (times.busy - previous.busy) / elapsed : 0,
+    },
     times,
   };
 }
@@ -107,7 +107,17 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private child: ChildProcessByStdio<null, Readable, Readable> | undefined;
   private fields: string[] = [...GPU_FIELDS];
   private readonly points = new Map<number, GpuPoint[]>();
-  private current: GpuStatus = { source: 'none', live: false, message: 'starting', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null, system: null };
+  private current: GpuStatus = {
+    source: 'none',
+    live: false,
+    message: 'starting',
+    gpus: [],
+    controllers: [],
+    processes: [],
+    lastSampleAt: null,
+    lastError: null,
+    system: null,
+  };
   private systemTimer: NodeJS.Timeout | undefined;
   private backoffMs = 1000;
   private restartTimer: NodeJS.Timeout | undefined;
@@ -174,7 +184,9 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private launch(): void {
     if (this.stopped) return;
     const seconds = Math.max(100, Math.round(this.options.intervalMs));
-    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(seconds)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child = child;
     const splitter = new SampleSplitter(this.fields, (readings) => this.onSample(readings));
     createInterface({ input: child.stdout }).on('line', (line) => {
@@ -212,7 +224,15 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       points.push(gpuPoint(reading, t));
       if (points.length > this.options.historyPoints) points.splice(0, points.length - this.options.historyPoints);
     }
-    this.current = { ...this.current, source: 'nvidia-smi', live: true, message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`, gpus: readings, lastSampleAt: new Date(t).toISOString(), lastError: null };
+    this.current = {
+      ...this.current,
+      source: 'nvidia-smi',
+      live: true,
+      message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`,
+      gpus: readings,
+      lastSampleAt: new Date(t).toISOString(),
+      lastError: null,
+    };
     const used = readings.map((r) => r.memoryUsedBytes).join(',');
     if (used !== this.lastUsed || t - this.lastProcessesAt >= this.options.processesEveryMs) {
       this.lastUsed = used;

@@ -31,8 +31,6 @@ export const COMPUTE_APP_FIELDS = ['pid', 'process_name', 'used_memory', 'gpu_uu
 
 const MIB = 1024 * 1024;
 
-
-
 const NOT_AVAILABLE = /^\[?(N\/A|Not Supported|Unknown Error|Insufficient Permissions|Requested functionality has been deprecated)\]?$/i;
 
 /** Splits CSV lines (nvidia-smi never quotes; product names have no commas) into trimmed cells. */

@@ -6,8 +6,6 @@ import { processTree, type ListenerCache } from './procfs.js';
 import type { PlacedModel, Placement } from '../contract/index.js';
 export type { PlacedModel, Placement } from '../contract/index.js';
 
-
-
 /** The GPU a CUDA_VISIBLE_DEVICES-style value (index or UUID) names. */
 export function gpuById(gpus: readonly GpuReading[], id: number | string): GpuReading | undefined {
   return gpus.find((g) => (typeof id === 'number' || /^\d+$/.test(id) ? g.index === Number(id) : g.uuid === id));
@@ -19,7 +17,12 @@ export function gpuById(gpus: readonly GpuReading[], id: number | string): GpuRe
  * processes of the instance listening on that port (its runners), so instances the bridge did not
  * start are placed too.
  */
-export function placeModels(backends: readonly Backend[], gpu: GpuStatus, managedDevice: (backend: string) => string | undefined, listeners: ListenerCache): Placement[] {
+export function placeModels(
+  backends: readonly Backend[],
+  gpu: GpuStatus,
+  managedDevice: (backend: string) => string | undefined,
+  listeners: ListenerCache,
+): Placement[] {
   return backends.map((backend) => {
     const models: PlacedModel[] = backend.loaded.map((m) => ({
       name: m.model ?? m.name,

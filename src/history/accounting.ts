@@ -25,7 +25,10 @@ export function priceOf(config: Config, model: string, tier: Tier | null): Price
 const JOULES_PER_KWH = 3_600_000;
 
 /** The money figures of one request. A cloud-served answer saved nothing: its cloud cost was real. */
-export function costOf(config: Config, record: Pick<HistoryRecord, 'model' | 'tier' | 'tokensIn' | 'tokensOut' | 'fallback' | 'energyJoules'>): Pick<HistoryRecord, 'cloudCostDollars' | 'energyCostDollars' | 'savedDollars'> {
+export function costOf(
+  config: Config,
+  record: Pick<HistoryRecord, 'model' | 'tier' | 'tokensIn' | 'tokensOut' | 'fallback' | 'energyJoules'>,
+): Pick<HistoryRecord, 'cloudCostDollars' | 'energyCostDollars' | 'savedDollars'> {
   if (record.tokensIn === null && record.tokensOut === null) return { cloudCostDollars: null, energyCostDollars: null, savedDollars: null };
   const price = priceOf(config, record.model, record.tier);
   const cloud = ((record.tokensIn ?? 0) * price.input + (record.tokensOut ?? 0) * price.output) / 1e6;

@@ -5,7 +5,11 @@ import { costOf } from './accounting.js';
 const tenths = (value: number): number => Math.round(value * 10) / 10;
 
 /** The history record of a finished (or abandoned) generation request; `gpuOf` names the GPU of a backend. */
-export function historyRecord(request: RequestRecord & { generation: GenerationOutcome; end: RequestEnd }, gpuOf: (backend: string) => number | string | null, config: Config): HistoryRecord {
+export function historyRecord(
+  request: RequestRecord & { generation: GenerationOutcome; end: RequestEnd },
+  gpuOf: (backend: string) => number | string | null,
+  config: Config,
+): HistoryRecord {
   const { generation, end } = request;
   // Ollama reports the generation time itself; cloud answers are timed from the first line on.
   const evalSeconds = generation.evalSeconds || (generation.firstTokenMs === null ? 0 : (end.totalMs - generation.firstTokenMs) / 1000);

@@ -3,7 +3,6 @@ import path from 'node:path';
 import type { HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
 
-
 export interface HistoryOptions {
   /** Folder of the durable file; without it history lives in memory only. */
   dir?: string;
@@ -23,7 +22,17 @@ const FILE_MODE = 0o600;
 
 /** Records written before identities and accounting existed read back with those fields empty. */
 function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
-  return { user: null, team: null, localOnly: null, gpuMs: null, energyJoules: null, cloudCostDollars: null, energyCostDollars: null, savedDollars: null, ...record } as HistoryRecord;
+  return {
+    user: null,
+    team: null,
+    localOnly: null,
+    gpuMs: null,
+    energyJoules: null,
+    cloudCostDollars: null,
+    energyCostDollars: null,
+    savedDollars: null,
+    ...record,
+  } as HistoryRecord;
 }
 
 /**
@@ -120,7 +129,10 @@ export class HistoryStore {
     this.pending = [];
     this.writing = this.writing.then(async () => {
       try {
-        const size = await stat(this.fileAt(0)).then((s) => s.size, () => 0);
+        const size = await stat(this.fileAt(0)).then(
+          (s) => s.size,
+          () => 0,
+        );
         if (size > 0 && size + Buffer.byteLength(text) > this.options.maxFileBytes) {
           await this.rotate();
           this.tornTail = false;

@@ -6,7 +6,18 @@ const DAY_MS = 86_400_000;
 const MONTH_DAYS = 365.25 / 12;
 
 function emptyFigures(): UsageFigures {
-  return { requests: 0, errors: 0, tokensIn: 0, tokensOut: 0, gpuSeconds: 0, energyJoules: 0, cloudCostDollars: 0, energyCostDollars: 0, savedDollars: 0, timeSavedSeconds: 0 };
+  return {
+    requests: 0,
+    errors: 0,
+    tokensIn: 0,
+    tokensOut: 0,
+    gpuSeconds: 0,
+    energyJoules: 0,
+    cloudCostDollars: 0,
+    energyCostDollars: 0,
+    savedDollars: 0,
+    timeSavedSeconds: 0,
+  };
 }
 
 function add(figures: UsageFigures, record: HistoryRecord, secondsPerToken: number): void {
@@ -87,7 +98,27 @@ export function usageReport(config: Config, records: readonly HistoryRecord[], q
   };
 }
 
-const CSV_COLUMNS = ['time', 'user', 'team', 'surface', 'path', 'model', 'tier', 'backend', 'fallback', 'status', 'outcome', 'tokensIn', 'tokensOut', 'gpuMs', 'energyJoules', 'cloudCostDollars', 'energyCostDollars', 'savedDollars', 'localOnly'] as const;
+const CSV_COLUMNS = [
+  'time',
+  'user',
+  'team',
+  'surface',
+  'path',
+  'model',
+  'tier',
+  'backend',
+  'fallback',
+  'status',
+  'outcome',
+  'tokensIn',
+  'tokensOut',
+  'gpuMs',
+  'energyJoules',
+  'cloudCostDollars',
+  'energyCostDollars',
+  'savedDollars',
+  'localOnly',
+] as const;
 
 /** One cell; text a spreadsheet would run as a formula (=, +, -, @) is prefixed with ' so it stays text. */
 function cell(value: unknown): string {

@@ -21,7 +21,6 @@ import { beginRequest, requestOf } from '../api/request.js';
 import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
 
-
 /** Called once per request when its connection closes, finished or not, with its record complete. */
 export type RequestFinished = (request: RequestRecord & { end: RequestEnd }) => void;
 
@@ -31,7 +30,8 @@ const PROMPT_FIELDS = ['system', 'instructions', 'messages', 'prompt', 'suffix',
 /** The prompt and answer text of a request, for a log that opted in (monitoring.logging.log_prompts). */
 function conversationOf(req: { body?: unknown }, request: RequestRecord): { prompt?: Record<string, unknown>; answer?: unknown } {
   const body = req.body as Record<string, unknown> | undefined;
-  const prompt = typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
+  const prompt =
+    typeof body === 'object' && body !== null ? Object.fromEntries(PROMPT_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]])) : {};
   const answer = request.generation?.answer;
   return { ...(Object.keys(prompt).length > 0 ? { prompt } : {}), ...(answer ? { answer } : {}) };
 }
@@ -117,7 +117,8 @@ function errorBoundary(config: Config, log: Logger): AnswerError {
       return;
     }
     const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : (malformedUrl(thrown) ?? asBridgeError(thrown));
-    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500) log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
+    if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500)
+      log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
     // The rest of an oversized or trickling body is not worth reading: the connection goes.
     if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);
@@ -154,12 +155,19 @@ function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, an
   });
   app.use(guard(config));
   app.use(authenticate(parts.authenticator));
-  const toPrimary = passthrough(() => primaryOf(context), () => context.catalog.invalidate());
+  const toPrimary = passthrough(
+    () => primaryOf(context),
+    () => context.catalog.invalidate(),
+  );
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all('/api/blobs/*digest', (req, _res, next) => {
-    bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
-    next();
-  }, toPrimary);
+  app.all(
+    '/api/blobs/*digest',
+    (req, _res, next) => {
+      bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+      next();
+    },
+    toPrimary,
+  );
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   app.use(limits(parts.limiter));
   // The client APIs first: they carry every keystroke, and each router passed costs time.

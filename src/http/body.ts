@@ -36,7 +36,8 @@ function nestedDeeperThan(text: string, limit: number): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i += 1; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i += 1; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) {
@@ -71,7 +72,10 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
     return Promise.resolve(undefined);
   }
   if (length !== undefined && Number(length) > limit) return Promise.reject(new BodyError('entity.too.large', 'request entity too large'));
-  const charset = /charset=([^;]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.trim().toLowerCase();
+  const charset = /charset=([^;]+)/i
+    .exec(req.headers['content-type'] ?? '')?.[1]
+    ?.trim()
+    .toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
     return Promise.reject(new BodyError('charset.unsupported', `unsupported charset "${charset}"`));
   }

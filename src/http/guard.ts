@@ -49,7 +49,10 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
       res.setHeader('Vary', 'Origin');
       if (req.method === 'OPTIONS') {
         res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
-        res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers'] ?? 'authorization, content-type, x-api-key, api-key, x-bridge-local-only');
+        res.setHeader(
+          'Access-Control-Allow-Headers',
+          req.headers['access-control-request-headers'] ?? 'authorization, content-type, x-api-key, api-key, x-bridge-local-only',
+        );
         res.setHeader('Access-Control-Max-Age', '600');
         res.statusCode = 204;
         res.end();

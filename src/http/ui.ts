@@ -24,7 +24,8 @@ export function defaultUiDir(): string | undefined {
  */
 export function uiRoutes(uiDir: string | undefined): ExpressRouter {
   const router = express.Router();
-  const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+  const csp =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
   router.use('/ui', (_req, res, next) => {
     res.setHeader('content-security-policy', csp);
     res.setHeader('x-content-type-options', 'nosniff');
@@ -37,7 +38,14 @@ export function uiRoutes(uiDir: string | undefined): ExpressRouter {
     });
     return router;
   }
-  router.use('/ui', express.static(uiDir, { index: 'index.html', maxAge: '1h', setHeaders: (res, file) => file.endsWith('index.html') && res.setHeader('cache-control', 'no-cache') }));
+  router.use(
+    '/ui',
+    express.static(uiDir, {
+      index: 'index.html',
+      maxAge: '1h',
+      setHeaders: (res, file) => file.endsWith('index.html') && res.setHeader('cache-control', 'no-cache'),
+    }),
+  );
   router.get('/ui{/*rest}', (_req, res) => {
     res.setHeader('cache-control', 'no-cache');
     res.sendFile(path.join(uiDir, 'index.html'));

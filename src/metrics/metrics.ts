@@ -88,18 +88,70 @@ export class BridgeMetrics {
     gpuGauge('gpu_utilization_ratio', 'GPU busy time over the last sample, 0 to 1', (g) => g.utilizationRatio);
     gpuGauge('gpu_temperature_celsius', 'GPU core temperature', (g) => g.temperatureCelsius);
     gpuGauge('gpu_power_watts', 'GPU power draw', (g) => g.powerWatts);
-    this.requests = new Counter({ name: 'copilot_bridge_requests_total', help: 'Routed requests by tier, model, backend and HTTP status', labelNames: ['tier', 'model', 'backend', 'status'], registers });
-    this.errors = new Counter({ name: 'copilot_bridge_errors_total', help: 'Routed requests that ended in an error', labelNames: ['tier', 'model', 'backend', 'outcome'], registers });
-    this.responseTime = new Histogram({ name: 'copilot_bridge_response_time_seconds', help: 'Time from request to the end of the answer', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
-    this.firstToken = new Histogram({ name: 'copilot_bridge_time_to_first_token_seconds', help: 'Time from request to the first answer line', labelNames: ['tier', 'backend'], buckets: LATENCY_BUCKETS, registers });
-    this.tokens = new Counter({ name: 'copilot_bridge_tokens_total', help: 'Prompt (in) and generated (out) tokens', labelNames: ['direction', 'model', 'team'], registers });
+    this.requests = new Counter({
+      name: 'copilot_bridge_requests_total',
+      help: 'Routed requests by tier, model, backend and HTTP status',
+      labelNames: ['tier', 'model', 'backend', 'status'],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'copilot_bridge_errors_total',
+      help: 'Routed requests that ended in an error',
+      labelNames: ['tier', 'model', 'backend', 'outcome'],
+      registers,
+    });
+    this.responseTime = new Histogram({
+      name: 'copilot_bridge_response_time_seconds',
+      help: 'Time from request to the end of the answer',
+      labelNames: ['tier', 'backend'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.firstToken = new Histogram({
+      name: 'copilot_bridge_time_to_first_token_seconds',
+      help: 'Time from request to the first answer line',
+      labelNames: ['tier', 'backend'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.tokens = new Counter({
+      name: 'copilot_bridge_tokens_total',
+      help: 'Prompt (in) and generated (out) tokens',
+      labelNames: ['direction', 'model', 'team'],
+      registers,
+    });
     // Per-person labels only when asked for: one series per person multiplies every team's series.
     const accounting = this.perUser ? ['team', 'tier', 'user'] : ['team', 'tier'];
-    this.identityRequests = new Counter({ name: 'copilot_bridge_identity_requests_total', help: 'Requests by team (and person with accounting.per_user_metrics) and HTTP status', labelNames: [...accounting, 'status'], registers });
-    this.energy = new Counter({ name: 'copilot_bridge_energy_joules_total', help: "GPU energy charged to requests (each request's share of the GPU's measured power)", labelNames: accounting, registers });
-    this.saved = new Counter({ name: 'copilot_bridge_cost_saved_dollars_total', help: 'Cloud-equivalent cost minus energy cost of locally served requests', labelNames: accounting, registers });
-    this.cloudEquivalent = new Counter({ name: 'copilot_bridge_cloud_equivalent_dollars_total', help: "What the requests' tokens would have cost at the reference cloud prices", labelNames: accounting, registers });
-    this.rateLimited = new Counter({ name: 'copilot_bridge_rate_limited_total', help: 'Requests refused with 429 by a rate, token or concurrency limit', labelNames: ['team'], registers });
+    this.identityRequests = new Counter({
+      name: 'copilot_bridge_identity_requests_total',
+      help: 'Requests by team (and person with accounting.per_user_metrics) and HTTP status',
+      labelNames: [...accounting, 'status'],
+      registers,
+    });
+    this.energy = new Counter({
+      name: 'copilot_bridge_energy_joules_total',
+      help: "GPU energy charged to requests (each request's share of the GPU's measured power)",
+      labelNames: accounting,
+      registers,
+    });
+    this.saved = new Counter({
+      name: 'copilot_bridge_cost_saved_dollars_total',
+      help: 'Cloud-equivalent cost minus energy cost of locally served requests',
+      labelNames: accounting,
+      registers,
+    });
+    this.cloudEquivalent = new Counter({
+      name: 'copilot_bridge_cloud_equivalent_dollars_total',
+      help: "What the requests' tokens would have cost at the reference cloud prices",
+      labelNames: accounting,
+      registers,
+    });
+    this.rateLimited = new Counter({
+      name: 'copilot_bridge_rate_limited_total',
+      help: 'Requests refused with 429 by a rate, token or concurrency limit',
+      labelNames: ['team'],
+      registers,
+    });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
     // rate() of a series that does not exist yet is no result, not 0: an error-rate alert or panel
     // would stay silent until the first error. Every tier x backend starts at 0.
@@ -116,11 +168,18 @@ export class BridgeMetrics {
       collect() {
         this.reset();
         for (const pool of scheduler().pools) {
-          for (const lane of LANES) if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
+          for (const lane of LANES)
+            if (pool.queued[lane] > 0 || pool.running > 0) this.inc({ backend: pool.backend, model: labelOf(pool.model), lane }, pool.queued[lane]);
         }
       },
     });
-    this.queueWait = new Histogram({ name: 'copilot_bridge_queue_wait_seconds', help: 'Time a request waited in the bridge before it was sent upstream', labelNames: ['lane'], buckets: [0, 0.01, ...LATENCY_BUCKETS], registers });
+    this.queueWait = new Histogram({
+      name: 'copilot_bridge_queue_wait_seconds',
+      help: 'Time a request waited in the bridge before it was sent upstream',
+      labelNames: ['lane'],
+      buckets: [0, 0.01, ...LATENCY_BUCKETS],
+      registers,
+    });
     new Gauge({
       name: 'copilot_bridge_backend_up',
       help: '1 when the backend can take traffic (reachable, circuit not open)',

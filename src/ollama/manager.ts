@@ -5,7 +5,6 @@ import type { Logger } from '../log.js';
 import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
 export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
 
-
 export interface ManagedSpec {
   /** The backend this instance serves. */
   name: string;
@@ -35,7 +34,6 @@ export interface ManagerOptions {
   findBinary?: () => string | undefined;
 }
 
-
 export class ManagerError extends BridgeError {
   constructor(status: 404 | 409 | 500, message: string) {
     super(status, message);
@@ -55,8 +53,20 @@ export function isExecutable(file: string): boolean {
 const INSTALL_PLACES = ['/usr/local/bin/ollama', '/usr/bin/ollama', '/opt/homebrew/bin/ollama', '/Applications/Ollama.app/Contents/Resources/ollama'];
 
 /** The configured path, OLLAMA_BIN, then `ollama` on PATH, then the usual install places. */
-export function findOllamaBinary(configured: string | undefined, env: NodeJS.ProcessEnv = process.env, places: readonly string[] = INSTALL_PLACES): string | undefined {
-  const candidates = [configured, env.OLLAMA_BIN, ...(env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, 'ollama')), ...places];
+export function findOllamaBinary(
+  configured: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  places: readonly string[] = INSTALL_PLACES,
+): string | undefined {
+  const candidates = [
+    configured,
+    env.OLLAMA_BIN,
+    ...(env.PATH ?? '')
+      .split(path.delimiter)
+      .filter(Boolean)
+      .map((dir) => path.join(dir, 'ollama')),
+    ...places,
+  ];
   return candidates.find((file): file is string => file !== undefined && file !== '' && isExecutable(file));
 }
 
@@ -118,7 +128,19 @@ export class OllamaManager {
     private readonly options: ManagerOptions,
   ) {
     for (const spec of specs) {
-      this.instances.set(spec.name, { spec, state: 'stopped', child: undefined, exited: Promise.resolve(), wanted: false, crashes: [], restarts: 0, lastExit: null, message: null, retryTimer: undefined, log: undefined });
+      this.instances.set(spec.name, {
+        spec,
+        state: 'stopped',
+        child: undefined,
+        exited: Promise.resolve(),
+        wanted: false,
+        crashes: [],
+        restarts: 0,
+        lastExit: null,
+        message: null,
+        retryTimer: undefined,
+        log: undefined,
+      });
     }
   }
 
@@ -213,7 +235,8 @@ export class OllamaManager {
   private async waitReady(instance: Instance, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (instance.child === undefined) throw new ManagerError(500, `ollama serve for ${instance.spec.name} exited at start (${instance.lastExit}); see ${this.logFile(instance.spec.name)}`);
+      if (instance.child === undefined)
+        throw new ManagerError(500, `ollama serve for ${instance.spec.name} exited at start (${instance.lastExit}); see ${this.logFile(instance.spec.name)}`);
       if (await this.options.isListening(instance.spec.port)) {
         instance.state = 'running';
         return;
@@ -253,7 +276,8 @@ export class OllamaManager {
 
   async stop(name: string): Promise<InstanceSnapshot> {
     const instance = this.get(name);
-    if (instance.state === 'adopted') throw new ManagerError(409, `the Ollama on port ${instance.spec.port} was not started by the bridge; stop it where it was started`);
+    if (instance.state === 'adopted')
+      throw new ManagerError(409, `the Ollama on port ${instance.spec.port} was not started by the bridge; stop it where it was started`);
     instance.wanted = false;
     clearTimeout(instance.retryTimer);
     const child = instance.child;
@@ -292,9 +316,7 @@ export class OllamaManager {
 
   /** Stops every instance the bridge started (adopted ones are left running). */
   async stopAll(): Promise<void> {
-    await Promise.all(
-      [...this.instances.values()].filter((i) => i.state !== 'adopted').map((i) => this.stop(i.spec.name)),
-    );
+    await Promise.all([...this.instances.values()].filter((i) => i.state !== 'adopted').map((i) => this.stop(i.spec.name)));
     for (const instance of this.instances.values()) instance.log?.close();
   }
 

@@ -11,7 +11,6 @@ const OVERHEAD = 1.2;
 const GIB = 1024 ** 3;
 const gib = (bytes: number): string => `${(bytes / GIB).toFixed(1)} GiB`;
 
-
 /**
  * Whether `model` fits on the GPU of `backend` now: its file size (from /api/tags) with a 20%
  * allowance against the GPU's free memory. A model already in memory there always fits.

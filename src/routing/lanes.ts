@@ -35,10 +35,12 @@ export const laneRank = (lane: Lane): number => LANES.indexOf(lane);
 export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { lane: Lane; why: string } {
   for (const rule of rules) {
     const value = rule.header === undefined ? undefined : header(input, rule.header);
-    const headerMatches = rule.header === undefined || (value !== undefined && (rule.contains === undefined || value.toLowerCase().includes(rule.contains.toLowerCase())));
+    const headerMatches =
+      rule.header === undefined || (value !== undefined && (rule.contains === undefined || value.toLowerCase().includes(rule.contains.toLowerCase())));
     const agent = input.client.userAgent ?? '';
     const clientMatches = rule.client === undefined || agent.toLowerCase().includes(rule.client.toLowerCase());
-    if (headerMatches && clientMatches) return { lane: rule.lane, why: `lane rule ${rule.header ?? ''}${rule.client === undefined ? '' : ` client ${rule.client}`}`.trim() };
+    if (headerMatches && clientMatches)
+      return { lane: rule.lane, why: `lane rule ${rule.header ?? ''}${rule.client === undefined ? '' : ` client ${rule.client}`}`.trim() };
   }
   if (input.kind === 'fim' || input.path.startsWith('/v1/engines/')) return { lane: 'fim', why: 'ghost text' };
   if (input.kind === 'embedding') return { lane: 'background', why: 'embeddings' };

@@ -18,9 +18,17 @@ function tierConfig(config: Config, tier: Tier): TierConfig {
 }
 
 /** The scheduler's guesses before anything was measured: expected_latency_ms and a size (Ollama's, else vram_gb). */
-export function seedFor(config: Config, settings: RoutingSettings, model: string, reportedSize: number | undefined): { serviceMs: number; sizeBytes: number | undefined } {
+export function seedFor(
+  config: Config,
+  settings: RoutingSettings,
+  model: string,
+  reportedSize: number | undefined,
+): { serviceMs: number; sizeBytes: number | undefined } {
   const tier = tierConfigOf(config, settings, model);
-  return { serviceMs: tier?.expected_latency_ms ?? DEFAULT_SERVICE_MS, sizeBytes: reportedSize ?? (tier?.vram_gb === undefined ? undefined : tier.vram_gb * GIB) };
+  return {
+    serviceMs: tier?.expected_latency_ms ?? DEFAULT_SERVICE_MS,
+    sizeBytes: reportedSize ?? (tier?.vram_gb === undefined ? undefined : tier.vram_gb * GIB),
+  };
 }
 
 /**

@@ -22,7 +22,6 @@ export function virtualModel(name: string): (typeof VIRTUAL_MODELS)[number] | un
 
 export type Capability = 'tools' | 'vision' | 'insert' | 'completion' | 'embedding';
 
-
 export function settingsFrom(config: Config): RoutingSettings {
   return {
     dualGpu: config.dual_gpu,
@@ -118,7 +117,12 @@ export class Router {
       const primary = await this.available([this.primary], model);
       const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1), model));
       if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)`, noRoom: [] };
-      if (standby.length > 0) return { candidates: standby, why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}`, noRoom: [] };
+      if (standby.length > 0)
+        return {
+          candidates: standby,
+          why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}`,
+          noRoom: [],
+        };
     }
     const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
@@ -202,10 +206,21 @@ export class Router {
       const model = input.requestedModel;
       const { candidates, why, noRoom } = await this.rank(model, null);
       const modelReason = `model '${model}' requested`;
-      return { requestedModel: model, model, candidates, tier: null, reason: `${modelReason}; ${why}`, modelReason, rankReason: why, spread: this.settings.dualGpu, noRoom };
+      return {
+        requestedModel: model,
+        model,
+        candidates,
+        tier: null,
+        reason: `${modelReason}; ${why}`,
+        modelReason,
+        rankReason: why,
+        spread: this.settings.dualGpu,
+        noRoom,
+      };
     }
 
-    const classified = virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
+    const classified =
+      virtual.tier === null ? this.classifier.classify(input.signals) : { tier: virtual.tier, reason: `${virtual.tier}: pinned by '${virtual.name}'` };
     let tier = classified.tier;
     let reason = classified.reason;
     // Escalate while the tier's model lacks what the request uses (tools, images).
@@ -222,9 +237,22 @@ export class Router {
     const model = this.settings.models[tier];
     const { candidates, why, noRoom } = await this.rank(model, tier);
     if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
-      throw new RouteError(404, `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`);
+      throw new RouteError(
+        404,
+        `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`,
+      );
     }
-    return { requestedModel: input.requestedModel, model, candidates, tier, reason: `${reason}; ${why}`, modelReason: reason, rankReason: why, spread: this.settings.dualGpu, noRoom };
+    return {
+      requestedModel: input.requestedModel,
+      model,
+      candidates,
+      tier,
+      reason: `${reason}; ${why}`,
+      modelReason: reason,
+      rankReason: why,
+      spread: this.settings.dualGpu,
+      noRoom,
+    };
   }
 
   /**

@@ -41,7 +41,6 @@ export interface SchedulerOptions {
   onColdLoad?(backend: string): void;
 }
 
-
 export class QueueDropped extends Error {
   constructor(readonly reason: DropReason) {
     super(dropMessage(reason));

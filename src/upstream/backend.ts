@@ -42,7 +42,6 @@ export interface UpstreamRequest {
   model?: string;
 }
 
-
 /** One Ollama instance the bridge can send requests to, with its own keep-alive connection pool. */
 export class Backend implements GenerationSource {
   readonly kind = 'local';
@@ -63,7 +62,11 @@ export class Backend implements GenerationSource {
   private recheckedAt = Number.NEGATIVE_INFINITY;
   private rechecking: Promise<void> | undefined;
 
-  constructor(config: BackendConfig, private readonly limits: UpstreamLimits, health: BackendHealth) {
+  constructor(
+    config: BackendConfig,
+    private readonly limits: UpstreamLimits,
+    health: BackendHealth,
+  ) {
     this.name = config.name;
     this.weight = config.weight;
     this.health = health;

@@ -39,7 +39,7 @@ function errorCode(error: unknown): string | undefined {
 /** Maps an undici or socket error to the gateway failure a client should see. */
 export function toUpstreamError(error: unknown, backend: string): UpstreamError {
   if (error instanceof UpstreamError) return error;
-  const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : errorCode(error) ?? 'unknown';
+  const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : (errorCode(error) ?? 'unknown');
   const detail = error instanceof Error ? error.message : String(error);
   if (TIMEOUT_CODES.has(code)) {
     const what =

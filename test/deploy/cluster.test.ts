@@ -124,19 +124,33 @@ function assertSurvivedKill({ outcomes, victim }: { outcomes: Outcome[]; victim:
   const wholes = outcomes.filter((o) => o.kind === 'whole');
   const streams = outcomes.filter((o) => o.kind === 'stream');
   assert.ok(wholes.length > 50 && streams.length > 20, `enough load: ${wholes.length} whole, ${streams.length} streamed`);
-  assert.deepEqual(outcomes.filter((o) => o.hung), [], 'no request hangs');
-  assert.deepEqual(wholes.filter((o) => !o.complete), [], `every non-streamed request succeeds (the balancer retried it): ${describeOutcomes(wholes)}`);
+  assert.deepEqual(
+    outcomes.filter((o) => o.hung),
+    [],
+    'no request hangs',
+  );
+  assert.deepEqual(
+    wholes.filter((o) => !o.complete),
+    [],
+    `every non-streamed request succeeds (the balancer retried it): ${describeOutcomes(wholes)}`,
+  );
   const broken = streams.filter((o) => !o.complete);
   assert.ok(broken.length >= 1, 'the stream running on the killed bridge broke');
   for (const stream of broken) {
     assert.ok(stream.error !== null, 'a broken stream is visible to the client');
-    assert.ok(bridgesThatServed(stream).includes(victim), `only streams on the killed bridge break: ${JSON.stringify(stream)} went through ${bridgesThatServed(stream)}`);
+    assert.ok(
+      bridgesThatServed(stream).includes(victim),
+      `only streams on the killed bridge break: ${JSON.stringify(stream)} went through ${bridgesThatServed(stream)}`,
+    );
   }
 }
 
 describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
   it('serves only over TLS with the API key, and keeps /metrics to the monitoring network', async () => {
-    for (const [base, http] of [[nginxUrl, deploy.ports.nginxHttp], [haproxyUrl, deploy.ports.haproxyHttp]] as const) {
+    for (const [base, http] of [
+      [nginxUrl, deploy.ports.nginxHttp],
+      [haproxyUrl, deploy.ports.haproxyHttp],
+    ] as const) {
       const redirect = await fetch(`http://127.0.0.1:${http}/api/tags`, { redirect: 'manual' });
       assert.equal(redirect.status, 308);
       assert.equal((await client.fetch(`${base}/api/tags`)).status, 200);
@@ -168,9 +182,18 @@ describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
       drained = await bridge.exited;
     })();
     // Load keeps going for a while after the stop, so new requests meet the draining bridge.
-    const outcomes = await client.load([nginxUrl, haproxyUrl], { streams: 4, wholes: 4 }, stopped.then(() => sleep(3000)), 'sigterm');
+    const outcomes = await client.load(
+      [nginxUrl, haproxyUrl],
+      { streams: 4, wholes: 4 },
+      stopped.then(() => sleep(3000)),
+      'sigterm',
+    );
     assert.deepEqual(drained, { code: 0, signal: null }, 'the bridge drained and exited by itself');
-    assert.deepEqual(outcomes.filter((o) => !o.complete), [], describeOutcomes(outcomes));
+    assert.deepEqual(
+      outcomes.filter((o) => !o.complete),
+      [],
+      describeOutcomes(outcomes),
+    );
     const streamOutcome = outcomes.find((o) => o.userAgent === victimStream?.userAgent);
     assert.ok(streamOutcome?.complete, 'the stream running on the stopped bridge finished');
     await restart(victim);
@@ -180,11 +203,17 @@ describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
     const prometheusUrl = `http://127.0.0.1:${deploy.ports.prometheus}`;
     const query = async (expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> => {
       const response = await fetch(`${prometheusUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
-      const body = (await response.json()) as { status: string; error?: string; data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> } };
+      const body = (await response.json()) as {
+        status: string;
+        error?: string;
+        data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> };
+      };
       assert.equal(body.status, 'success', `${expr}: ${body.error}`);
       return body.data.result;
     };
-    await eventually('all three bridges up in Prometheus', async () => ((await query('sum(up{job="copilot-bridge"})'))[0]?.value[1] === '3' ? true : undefined));
+    await eventually('all three bridges up in Prometheus', async () =>
+      (await query('sum(up{job="copilot-bridge"})'))[0]?.value[1] === '3' ? true : undefined,
+    );
     // Fresh traffic, so rates over the last minute are not zero.
     await client.load([nginxUrl], { streams: 2, wholes: 2 }, sleep(5000), 'prometheus');
 
@@ -245,10 +274,14 @@ describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
     assert.equal(alerts[0]?.labels.severity, 'critical');
 
     await eventually('BackendDown in Alertmanager', async () => {
-      const inManager = (await (await fetch(`${alertmanagerUrl}/api/v2/alerts?filter=alertname%3D%22BackendDown%22`)).json()) as Array<{ labels: Record<string, string> }>;
+      const inManager = (await (await fetch(`${alertmanagerUrl}/api/v2/alerts?filter=alertname%3D%22BackendDown%22`)).json()) as Array<{
+        labels: Record<string, string>;
+      }>;
       return inManager.length === 2 ? inManager : undefined;
     });
-    await eventually('a firing BackendDown notification at the webhook', async () => (webhook.notifications.some((n) => n.status === 'firing' && n.alerts.some((a) => a.labels.alertname === 'BackendDown')) ? true : undefined));
+    await eventually('a firing BackendDown notification at the webhook', async () =>
+      webhook.notifications.some((n) => n.status === 'firing' && n.alerts.some((a) => a.labels.alertname === 'BackendDown')) ? true : undefined,
+    );
 
     await node.start();
     await eventually('BackendDown resolved in Prometheus', async () => ((await firing()).length === 0 ? true : undefined));

@@ -31,11 +31,17 @@ describe('the committed deployment files pass the programs that read them', () =
   });
 
   it('haproxy -c', () => {
-    assertClean(runTool('haproxy', ['-c', '-f', rendered.haproxyCfg], { env: { COPILOT_BRIDGE_MONITORING_KEY: rendered.monitoringKey } }), /\[(WARNING|ALERT)\]/);
+    assertClean(
+      runTool('haproxy', ['-c', '-f', rendered.haproxyCfg], { env: { COPILOT_BRIDGE_MONITORING_KEY: rendered.monitoringKey } }),
+      /\[(WARNING|ALERT)\]/,
+    );
   });
 
   it('promtool check config (it needs the monitoring key file, so on the test rendering) and check rules', () => {
-    assertClean(runTool('promtool', ['check', 'rules', path.join(DEPLOY, 'prometheus/alerts.yml'), path.join(DEPLOY, 'prometheus/recording.yml')]), /WARNING|FAILED/);
+    assertClean(
+      runTool('promtool', ['check', 'rules', path.join(DEPLOY, 'prometheus/alerts.yml'), path.join(DEPLOY, 'prometheus/recording.yml')]),
+      /WARNING|FAILED/,
+    );
     assertClean(runTool('promtool', ['check', 'config', rendered.prometheusYml]), /WARNING|FAILED/);
   });
 
@@ -43,14 +49,25 @@ describe('the committed deployment files pass the programs that read them', () =
     const result = runTool('promtool', ['test', 'rules', 'alerts.test.yml'], { cwd: path.join(DEPLOY, 'prometheus') });
     assertClean(result, /FAILED/);
     // Every alert of alerts.yml has a unit test.
-    const alerts = (YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert?: string }> }> }).groups.flatMap((g) => g.rules.map((r) => r.alert));
-    const tests = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.test.yml'), 'utf8')) as { tests: Array<{ alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }> }> };
+    const alerts = (
+      YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert?: string }> }> }
+    ).groups.flatMap((g) => g.rules.map((r) => r.alert));
+    const tests = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.test.yml'), 'utf8')) as {
+      tests: Array<{ alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }> }>;
+    };
     for (const alert of alerts) {
       const cases = tests.tests.flatMap((t) => t.alert_rule_test).filter((c) => c.alertname === alert);
-      assert.ok(cases.some((c) => c.exp_alerts.length > 0), `${alert} is never shown firing`);
-      assert.ok(cases.some((c) => c.exp_alerts.length === 0), `${alert} is never shown silent`);
+      assert.ok(
+        cases.some((c) => c.exp_alerts.length > 0),
+        `${alert} is never shown firing`,
+      );
+      assert.ok(
+        cases.some((c) => c.exp_alerts.length === 0),
+        `${alert} is never shown silent`,
+      );
     }
-    for (const name of ['HighErrorRate', 'HighLatency', 'GPUMemoryHigh', 'BackendDown', 'FallbackActive', 'QueueBacklog', 'BridgeInstanceDown']) assert.ok(alerts.includes(name), name);
+    for (const name of ['HighErrorRate', 'HighLatency', 'GPUMemoryHigh', 'BackendDown', 'FallbackActive', 'QueueBacklog', 'BridgeInstanceDown'])
+      assert.ok(alerts.includes(name), name);
   });
 
   it('amtool check-config', () => {
@@ -59,7 +76,10 @@ describe('the committed deployment files pass the programs that read them', () =
   });
 
   it('systemd-analyze verify, without a single warning', () => {
-    const units = [...rendered.bridges.map((b) => path.join(rendered.unitsDir, `copilot-bridge@${b.port}.service`)), path.join(rendered.unitsDir, 'ollama.service')];
+    const units = [
+      ...rendered.bridges.map((b) => path.join(rendered.unitsDir, `copilot-bridge@${b.port}.service`)),
+      path.join(rendered.unitsDir, 'ollama.service'),
+    ];
     const result = runTool('systemd-analyze', ['verify', ...units]);
     assert.equal(result.status, 0, result.output);
     assert.equal(result.output.trim(), '', result.output);
@@ -68,10 +88,14 @@ describe('the committed deployment files pass the programs that read them', () =
   it('the unit keeps secrets out of the environment file and passes them as credentials', () => {
     const unit = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge@.service'), 'utf8');
     for (const bridge of rendered.bridges) {
-      assert.deepEqual(Object.keys(bridge.env).filter((name) => /KEY|TOKEN/.test(name)), []);
+      assert.deepEqual(
+        Object.keys(bridge.env).filter((name) => /KEY|TOKEN/.test(name)),
+        [],
+      );
       assert.match(readFileSync(path.join(bridge.env.CREDENTIALS_DIRECTORY ?? '', 'BRIDGE_API_KEYS'), 'utf8'), new RegExp(rendered.apiKey));
     }
-    for (const hardening of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'PrivateTmp=yes', 'Restart=always']) assert.ok(unit.includes(`\n${hardening}\n`), hardening);
+    for (const hardening of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'PrivateTmp=yes', 'Restart=always'])
+      assert.ok(unit.includes(`\n${hardening}\n`), hardening);
   });
 });
 
@@ -83,7 +107,9 @@ describe('Grafana', () => {
   });
 
   it('dashboards use only the provisioned datasources, and the provider loads the dashboards folder', () => {
-    const provisioned = YAML.parse(readFileSync(path.join(DEPLOY, 'grafana/provisioning/datasources/copilot-bridge.yml'), 'utf8')) as { datasources: Array<{ uid: string; type: string }> };
+    const provisioned = YAML.parse(readFileSync(path.join(DEPLOY, 'grafana/provisioning/datasources/copilot-bridge.yml'), 'utf8')) as {
+      datasources: Array<{ uid: string; type: string }>;
+    };
     const known = new Set(provisioned.datasources.map((d) => `${d.type}/${d.uid}`));
     assert.ok(known.has(`${PROMETHEUS.type}/${PROMETHEUS.uid}`) && known.has(`${LOKI.type}/${LOKI.uid}`));
     let logsPanels = 0;
@@ -111,12 +137,20 @@ describe('log shipping (Grafana Alloy)', () => {
   });
 
   it('parses fields the bridge really writes in its request log lines', async () => {
-    const ollama = new OllamaStandIn(await freePort(), { models: { 'qwen2.5-coder:1.5b': { tokens: 2, tokenMs: 1 }, 'qwen2.5-coder:7b-instruct-q8_0': { tokens: 2, tokenMs: 1 } } });
+    const ollama = new OllamaStandIn(await freePort(), {
+      models: { 'qwen2.5-coder:1.5b': { tokens: 2, tokenMs: 1 }, 'qwen2.5-coder:7b-instruct-q8_0': { tokens: 2, tokenMs: 1 } },
+    });
     await ollama.start();
     const { logger, lines } = memoryLogger();
     const bridge = await startTestBridge({ env: { GPU0_URL: ollama.url }, logger });
-    stopping.push(() => bridge.stop(0), () => ollama.stop());
-    const answer = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content: 'autocomplete x' }] }) });
+    stopping.push(
+      () => bridge.stop(0),
+      () => ollama.stop(),
+    );
+    const answer = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content: 'autocomplete x' }] }),
+    });
     assert.equal(answer.status, 200);
     await answer.text();
     await bridge.stop(0);
@@ -126,7 +160,8 @@ describe('log shipping (Grafana Alloy)', () => {
     const block = /stage\.json\s*\{\s*expressions\s*=\s*\{([^}]*)\}/.exec(alloy)?.[1] ?? '';
     const fields = [...block.matchAll(/=\s*"([^"]+)"/g)].map((m) => m[1] as string);
     assert.ok(fields.length >= 8, block);
-    for (const field of fields) assert.ok(field in request, `the log pipeline parses "${field}", which the bridge's request line lacks: ${JSON.stringify(request)}`);
+    for (const field of fields)
+      assert.ok(field in request, `the log pipeline parses "${field}", which the bridge's request line lacks: ${JSON.stringify(request)}`);
   });
 
   it('maps every numeric pino level to its name', () => {

@@ -70,7 +70,10 @@ routing:
   });
 
   const chat = async (content: string): Promise<Response> => {
-    const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content }], options: { num_predict: 4 } }) });
+    const response = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content }], options: { num_predict: 4 } }),
+    });
     await response.clone().text();
     return response;
   };
@@ -124,13 +127,19 @@ routing:
   it('switches a tier’s model, and routing uses it', async () => {
     await tab('Models').click();
     await page.getByLabel('Model of the simple tier').selectOption(RIG_MODELS.complex);
-    await page.waitForFunction((model) => (document.querySelector('[aria-label="Model of the simple tier"]') as HTMLSelectElement).value === model, RIG_MODELS.complex);
+    await page.waitForFunction(
+      (model) => (document.querySelector('[aria-label="Model of the simple tier"]') as HTMLSelectElement).value === model,
+      RIG_MODELS.complex,
+    );
     assert.equal(bridge.state.settings.models.simple, RIG_MODELS.complex);
     const response = await chat('format this');
     assert.equal(response.headers.get('x-bridge-tier'), 'simple');
     assert.equal(response.headers.get('x-bridge-model'), RIG_MODELS.complex);
     await page.getByLabel('Model of the simple tier').selectOption(RIG_MODELS.simple);
-    await page.waitForFunction((model) => (document.querySelector('[aria-label="Model of the simple tier"]') as HTMLSelectElement).value === model, RIG_MODELS.simple);
+    await page.waitForFunction(
+      (model) => (document.querySelector('[aria-label="Model of the simple tier"]') as HTMLSelectElement).value === model,
+      RIG_MODELS.simple,
+    );
   });
 
   it('narrows the history with filters and search', async () => {
@@ -155,7 +164,11 @@ routing:
       await tab('Backends').click();
       // Long answers on the primary: one runs, three wait in the bridge.
       const requests = aborts.map((abort, i) =>
-        fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: RIG_MODELS.complex, messages: [{ role: 'user', content: `long ${i}` }], options: { num_predict: 100000 } }), signal: abort.signal }).catch(() => undefined),
+        fetch(`${bridge.url}/api/chat`, {
+          method: 'POST',
+          body: JSON.stringify({ model: RIG_MODELS.complex, messages: [{ role: 'user', content: `long ${i}` }], options: { num_predict: 100000 } }),
+          signal: abort.signal,
+        }).catch(() => undefined),
       );
       await page.waitForFunction(() => document.querySelector('[data-testid="queued-gpu0"]')?.textContent === '3 chat', undefined, { timeout: 30_000 });
       // The rig's two model names are one file, so Ollama (and the scheduler) give them one queue.

@@ -39,8 +39,15 @@ describe('the desktop app in Electron', () => {
     const upstream: StandIn = await startStandIn((_req, res) => res.end('{}'), ['qwen2.5-coder:1.5b']);
     const userData = tempDir('electron-app-');
     const port = await freePort();
-    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: ${port}\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\n  - { name: gpu1, url: "${upstream.url}" }\n`);
-    const app: ElectronApplication = await _electron.launch({ executablePath: binary, args: ['dist/app/electron/main.js'], env: { ...process.env, COPILOT_BRIDGE_USER_DATA: userData } });
+    writeFileSync(
+      path.join(userData, 'config.yaml'),
+      `server:\n  port: ${port}\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\n  - { name: gpu1, url: "${upstream.url}" }\n`,
+    );
+    const app: ElectronApplication = await _electron.launch({
+      executablePath: binary,
+      args: ['dist/app/electron/main.js'],
+      env: { ...process.env, COPILOT_BRIDGE_USER_DATA: userData },
+    });
     try {
       await app.evaluate(async () => {
         for (let i = 0; i < 100 && (globalThis as { copilotBridge?: unknown }).copilotBridge === undefined; i++) await new Promise((r) => setTimeout(r, 100));

@@ -106,12 +106,31 @@ describe('Usage view in Chromium', { skip }, () => {
     const teams = await page.getByTestId('usage-teams').locator('tbody tr td:first-child').allInnerTexts();
     assert.deepEqual(teams.sort(), ['ops', 'web']);
     const people = await page.getByTestId('usage-people').locator('tbody tr').allInnerTexts();
-    assert.ok(people.some((row) => row.startsWith('alice · web\t2\t')), JSON.stringify(people));
-    assert.ok(people.some((row) => row.startsWith('bob · ops\t1\t')), JSON.stringify(people));
+    assert.ok(
+      people.some((row) => row.startsWith('alice · web\t2\t')),
+      JSON.stringify(people),
+    );
+    assert.ok(
+      people.some((row) => row.startsWith('bob · ops\t1\t')),
+      JSON.stringify(people),
+    );
     // Every request sits in the heatmap cell of its local weekday and hour.
-    const cells = await page.getByTestId('heatmap').locator('[data-count]').evaluateAll((nodes) => nodes.map((n) => Number(n.getAttribute('data-count'))));
-    assert.equal(cells.reduce((a, b) => a + b, 0), records.length);
-    const when = await page.evaluate((times) => times.map((t) => { const d = new Date(t); return ((d.getDay() + 6) % 7) * 24 + d.getHours(); }), records.map((r) => r.time));
+    const cells = await page
+      .getByTestId('heatmap')
+      .locator('[data-count]')
+      .evaluateAll((nodes) => nodes.map((n) => Number(n.getAttribute('data-count'))));
+    assert.equal(
+      cells.reduce((a, b) => a + b, 0),
+      records.length,
+    );
+    const when = await page.evaluate(
+      (times) =>
+        times.map((t) => {
+          const d = new Date(t);
+          return ((d.getDay() + 6) % 7) * 24 + d.getHours();
+        }),
+      records.map((r) => r.time),
+    );
     for (const index of when) assert.ok((cells[index] ?? 0) > 0, `cell ${index} counts its request`);
     assert.match(await page.getByText(/Cloud-equivalent cost uses the price table \(defaults dated/).innerText(), /Time saved is an estimate/);
   });
@@ -119,10 +138,21 @@ describe('Usage view in Chromium', { skip }, () => {
   it('narrows to a date range and exports that range as CSV', async () => {
     const page = await signedIn(keys.alice);
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
-    const csv = readFileSync((await download.path()) as string, 'utf8').trim().split('\r\n');
+    const csv = readFileSync((await download.path()) as string, 'utf8')
+      .trim()
+      .split('\r\n');
     assert.equal(csv[0]?.split(',').slice(0, 3).join(','), 'time,user,team');
     assert.equal(csv.length - 1, bridge.history.recent().length);
-    assert.deepEqual(csv.slice(1).map((row) => row.split(',')[1]).sort(), bridge.history.recent().map((r) => r.user).sort());
+    assert.deepEqual(
+      csv
+        .slice(1)
+        .map((row) => row.split(',')[1])
+        .sort(),
+      bridge.history
+        .recent()
+        .map((r) => r.user)
+        .sort(),
+    );
     // A range that ended before today holds none of them.
     await page.getByLabel('From').fill('2024-01-01');
     await page.getByLabel('To').fill('2024-01-31');

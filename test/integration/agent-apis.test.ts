@@ -81,7 +81,10 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
       const message = await stream.finalMessage();
       assert.equal(types[0], 'message_start');
       assert.equal(types[1], 'content_block_start');
-      assert.ok(types.slice(2, -3).every((t) => t === 'content_block_delta'), types.join(','));
+      assert.ok(
+        types.slice(2, -3).every((t) => t === 'content_block_delta'),
+        types.join(','),
+      );
       assert.deepEqual(types.slice(-3), ['content_block_stop', 'message_delta', 'message_stop']);
       const [block] = message.content;
       assert.ok(block?.type === 'text');
@@ -105,15 +108,29 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
         ],
         messages: [
           { role: 'user', content: 'What is in a.txt?' },
-          { role: 'assistant', content: [{ type: 'text', text: 'Reading it.' }, { type: 'tool_use', id: 'toolu_01', name: 'read_file', input: { path: 'a.txt' } }] },
-          { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [{ type: 'text', text: 'hello world' }], cache_control: { type: 'ephemeral' } }] },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'text', text: 'Reading it.' },
+              { type: 'tool_use', id: 'toolu_01', name: 'read_file', input: { path: 'a.txt' } },
+            ],
+          },
+          {
+            role: 'user',
+            content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [{ type: 'text', text: 'hello world' }], cache_control: { type: 'ephemeral' } }],
+          },
         ],
       });
       // The rig model has no thinking capability: Ollama would refuse `think`, so the bridge leaves it out.
       assert.equal(message.content[0]?.type, 'text');
       assert.equal(message.stop_reason, 'max_tokens');
       const raw = await anthropic.messages
-        .create({ model: RIG_MODELS.complex, max_tokens: 4, messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'web_search', type: 'web_search_20250305' } as unknown as Anthropic.Tool] })
+        .create({
+          model: RIG_MODELS.complex,
+          max_tokens: 4,
+          messages: [{ role: 'user', content: 'hi' }],
+          tools: [{ name: 'web_search', type: 'web_search_20250305' } as unknown as Anthropic.Tool],
+        })
         .withResponse();
       assert.match(raw.response.headers.get('x-bridge-route-reason') ?? '', /dropped server tools: web_search/);
     });
@@ -124,18 +141,27 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
     });
 
     it('an unknown model is a 404 not_found_error that says the model was not found', async () => {
-      await assert.rejects(anthropic.messages.create({ model: 'no-such-model', max_tokens: 4, messages: [{ role: 'user', content: 'hi' }] }), (error: unknown) => {
-        assert.ok(error instanceof Anthropic.NotFoundError, String(error));
-        assert.equal((error.error as { error: { type: string } }).error.type, 'not_found_error');
-        assert.match(error.message, /model .*not found/i);
-        return true;
-      });
+      await assert.rejects(
+        anthropic.messages.create({ model: 'no-such-model', max_tokens: 4, messages: [{ role: 'user', content: 'hi' }] }),
+        (error: unknown) => {
+          assert.ok(error instanceof Anthropic.NotFoundError, String(error));
+          assert.equal((error.error as { error: { type: string } }).error.type, 'not_found_error');
+          assert.match(error.message, /model .*not found/i);
+          return true;
+        },
+      );
     });
   });
 
   describe('openai responses', () => {
     it('responses.create: text output, incomplete at the token limit, usage', async () => {
-      const response = await openai.responses.create({ model: RIG_MODELS.complex, instructions: 'Be terse.', input: 'Say hello.', max_output_tokens: 16, store: false });
+      const response = await openai.responses.create({
+        model: RIG_MODELS.complex,
+        instructions: 'Be terse.',
+        input: 'Say hello.',
+        max_output_tokens: 16,
+        store: false,
+      });
       assert.equal(response.object, 'response');
       assert.equal(response.status, 'incomplete');
       assert.equal(response.incomplete_details?.reason, 'max_output_tokens');
@@ -147,7 +173,11 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
     });
 
     it('responses.stream: created, in_progress, item and part events, text deltas that add up to the final text', async () => {
-      const stream = openai.responses.stream({ model: 'auto', input: [{ role: 'user', content: [{ type: 'input_text', text: 'How would you architect it?' }] }], max_output_tokens: 12 });
+      const stream = openai.responses.stream({
+        model: 'auto',
+        input: [{ role: 'user', content: [{ type: 'input_text', text: 'How would you architect it?' }] }],
+        max_output_tokens: 12,
+      });
       const types: string[] = [];
       let deltas = '';
       for await (const event of stream) {
@@ -167,10 +197,7 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
           model: RIG_MODELS.complex,
           max_output_tokens: 8,
           reasoning: { effort: 'low', summary: 'auto' },
-          tools: [
-            { type: 'function', name: 'read_file', description: 'Read a file', parameters: READ_FILE_TOOL, strict: false },
-            { type: 'web_search' },
-          ],
+          tools: [{ type: 'function', name: 'read_file', description: 'Read a file', parameters: READ_FILE_TOOL, strict: false }, { type: 'web_search' }],
           input: [
             { type: 'message', role: 'developer', content: [{ type: 'input_text', text: 'You are a coding agent.' }] },
             { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'What is in a.txt?' }] },
@@ -189,7 +216,14 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
         model: RIG_MODELS.complex,
         input: 'Is the sky blue?',
         max_output_tokens: 64,
-        text: { format: { type: 'json_schema', name: 'answer', strict: true, schema: { type: 'object', properties: { yes: { type: 'boolean' } }, required: ['yes'], additionalProperties: false } } },
+        text: {
+          format: {
+            type: 'json_schema',
+            name: 'answer',
+            strict: true,
+            schema: { type: 'object', properties: { yes: { type: 'boolean' } }, required: ['yes'], additionalProperties: false },
+          },
+        },
       });
       const parsed = JSON.parse(response.output_text) as { yes: unknown };
       assert.equal(typeof parsed.yes, 'boolean');
@@ -201,10 +235,15 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
         assert.match(error.message, /store: true is not supported/);
         return true;
       });
-      await assert.rejects(openai.responses.create({ model: RIG_MODELS.complex, input: 'hi', previous_response_id: 'resp_1' }), /previous_response_id is not supported/);
+      await assert.rejects(
+        openai.responses.create({ model: RIG_MODELS.complex, input: 'hi', previous_response_id: 'resp_1' }),
+        /previous_response_id is not supported/,
+      );
       // Codex's WebSocket attempt: a plain error answer (not a hung upgrade) sends it to POST at once.
       const status = await new Promise<number | undefined>((resolve, reject) => {
-        const probe = request(`${bridge.url}/v1/responses`, { headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
+        const probe = request(`${bridge.url}/v1/responses`, {
+          headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+        });
         probe.once('response', (response) => {
           response.resume();
           resolve(response.statusCode);

@@ -97,12 +97,25 @@ describe('coding-agent CLIs through the bridge', () => {
     mkdirSync(codexHome, { recursive: true });
     writeFileSync(
       path.join(codexHome, 'config.toml'),
-      [`model = "${MODELS.large}"`, 'model_provider = "bridge"', '', '[model_providers.bridge]', 'name = "copilot-bridge"', `base_url = "${bridge.url}/v1"`, 'wire_api = "responses"', ''].join('\n'),
+      [
+        `model = "${MODELS.large}"`,
+        'model_provider = "bridge"',
+        '',
+        '[model_providers.bridge]',
+        'name = "copilot-bridge"',
+        `base_url = "${bridge.url}/v1"`,
+        'wire_api = "responses"',
+        '',
+      ].join('\n'),
     );
-    const result = await run([...cli.command, 'exec', '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'], work, {
-      HOME: path.dirname(codexHome),
-      CODEX_HOME: codexHome,
-    });
+    const result = await run(
+      [...cli.command, 'exec', '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'],
+      work,
+      {
+        HOME: path.dirname(codexHome),
+        CODEX_HOME: codexHome,
+      },
+    );
     assert.equal(result.code, 0, `codex exited ${result.code}: ${result.stdout}\n${result.stderr}`);
     assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'), `${result.stdout}\n${result.stderr}`);
     assert.ok(ollama.chats.some((chat) => chat.messages.some((m) => m.role === 'tool' && m.content.includes(MARKER))));
@@ -116,11 +129,26 @@ describe('coding-agent CLIs through the bridge', () => {
     if ('missing' in cli) return t.skip(cliUnavailable('codex', cli.missing));
     const codexHome = path.join(tempDir('codex-oss-home-'), '.codex');
     mkdirSync(codexHome, { recursive: true });
-    const result = await run([...cli.command, 'exec', '--oss', '--local-provider', 'ollama', '-m', MODELS.large, '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'What does notes.txt say?'], work, {
-      HOME: path.dirname(codexHome),
-      CODEX_HOME: codexHome,
-      CODEX_OSS_BASE_URL: `${bridge.url}/v1`,
-    });
+    const result = await run(
+      [
+        ...cli.command,
+        'exec',
+        '--oss',
+        '--local-provider',
+        'ollama',
+        '-m',
+        MODELS.large,
+        '--skip-git-repo-check',
+        '--dangerously-bypass-approvals-and-sandbox',
+        'What does notes.txt say?',
+      ],
+      work,
+      {
+        HOME: path.dirname(codexHome),
+        CODEX_HOME: codexHome,
+        CODEX_OSS_BASE_URL: `${bridge.url}/v1`,
+      },
+    );
     assert.equal(result.code, 0, `codex --oss exited ${result.code}: ${result.stdout}\n${result.stderr.slice(0, 2000)}`);
     assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'));
   });

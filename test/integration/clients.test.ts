@@ -63,11 +63,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
 
       const tags = (await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<Record<string, unknown>> };
       const ids = tags.models.map((m) => m.model as string);
-      for (const id of ['auto', 'bridge/simple', 'bridge/complex', RIG_MODELS.simple, RIG_MODELS.complex]) assert.ok(ids.includes(id), `${id} missing from /api/tags`);
+      for (const id of ['auto', 'bridge/simple', 'bridge/complex', RIG_MODELS.simple, RIG_MODELS.complex])
+        assert.ok(ids.includes(id), `${id} missing from /api/tags`);
       for (const model of tags.models) {
         for (const field of ['name', 'model', 'modified_at', 'size', 'digest', 'details']) assert.ok(field in model, `${String(model.model)} lacks ${field}`);
         const details = model.details as Record<string, unknown>;
-        for (const field of ['format', 'family', 'families', 'parameter_size', 'quantization_level']) assert.ok(field in details, `${String(model.model)} details lack ${field}`);
+        for (const field of ['format', 'family', 'families', 'parameter_size', 'quantization_level'])
+          assert.ok(field in details, `${String(model.model)} details lack ${field}`);
       }
 
       const basenames = new Set<string>();
@@ -100,7 +102,12 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
             ],
             stream: true,
             stream_options: { include_usage: true },
-            tools: [{ type: 'function', function: { name: 'read_file', description: 'read a file', parameters: { type: 'object', properties: { path: { type: 'string' } } } } }],
+            tools: [
+              {
+                type: 'function',
+                function: { name: 'read_file', description: 'read a file', parameters: { type: 'object', properties: { path: { type: 'string' } } } },
+              },
+            ],
             temperature: 0.1,
             top_p: 1,
             n: 1,
@@ -114,7 +121,14 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
         const events: string[] = [];
         for await (const event of readSseEvents(response)) events.push(event);
         assert.equal(events.at(-1), '[DONE]');
-        const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { model: string; choices: Array<{ delta: { content?: string; tool_calls?: unknown[] }; finish_reason: string | null }>; usage?: { completion_tokens: number } });
+        const chunks = events.slice(0, -1).map(
+          (e) =>
+            JSON.parse(e) as {
+              model: string;
+              choices: Array<{ delta: { content?: string; tool_calls?: unknown[] }; finish_reason: string | null }>;
+              usage?: { completion_tokens: number };
+            },
+        );
         assert.ok(chunks.every((c) => c.model === 'auto'));
         const finish = chunks.flatMap((c) => c.choices.map((x) => x.finish_reason)).filter((r) => r !== null);
         assert.equal(finish.length, 1);
@@ -204,7 +218,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       const show = (await (await post('/api/show', { name: RIG_MODELS.simple })).json()) as { template: string; parameters: string };
       assert.match(show.template, /\.Suffix/);
       assert.match(show.parameters, /num_ctx/);
-      const response = await post('/api/generate', { model: RIG_MODELS.simple, prompt: 'def f(', suffix: '):\n    pass', options: { num_predict: 12 }, keep_alive: '30m' });
+      const response = await post('/api/generate', {
+        model: RIG_MODELS.simple,
+        prompt: 'def f(',
+        suffix: '):\n    pass',
+        options: { num_predict: 12 },
+        keep_alive: '30m',
+      });
       assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
       const lines: Array<{ response: string; done: boolean; done_reason?: string }> = [];
       for await (const l of readLines(response)) lines.push(JSON.parse(l) as { response: string; done: boolean });
@@ -224,9 +244,17 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
     it('gets /api/show for every listed model, and strict NDJSON lines from /api/chat with keep_alive -1', async () => {
       const tags = (await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ name: string }> };
       const shows = await Promise.all(tags.models.map((m) => post('/api/show', { model: m.name })));
-      assert.deepEqual(shows.map((s) => s.status), tags.models.map(() => 200));
+      assert.deepEqual(
+        shows.map((s) => s.status),
+        tags.models.map(() => 200),
+      );
 
-      const response = await post('/api/chat', { model: 'bridge/simple', messages: [{ role: 'user', content: 'format this' }], keep_alive: -1, options: { num_predict: 30 } });
+      const response = await post('/api/chat', {
+        model: 'bridge/simple',
+        messages: [{ role: 'user', content: 'format this' }],
+        keep_alive: -1,
+        options: { num_predict: 30 },
+      });
       assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
       const lines: Array<Record<string, unknown>> = [];
       for await (const l of readLines(response)) lines.push(JSON.parse(l) as Record<string, unknown>);
@@ -246,7 +274,13 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
   describe('tools with the real model', () => {
     it('accepts and answers a request carrying tools, on both surfaces', async () => {
       const tools = [{ type: 'function', function: { name: 'list_files', description: 'list files', parameters: { type: 'object', properties: {} } } }];
-      const native = await post('/api/chat', { model: RIG_MODELS.complex, messages: [{ role: 'user', content: 'files?' }], tools, stream: false, options: { num_predict: 8 } });
+      const native = await post('/api/chat', {
+        model: RIG_MODELS.complex,
+        messages: [{ role: 'user', content: 'files?' }],
+        tools,
+        stream: false,
+        options: { num_predict: 8 },
+      });
       assert.equal(native.status, 200);
       assert.equal(((await native.json()) as { done: boolean }).done, true);
       const openai = await post('/v1/chat/completions', { model: RIG_MODELS.complex, messages: [{ role: 'user', content: 'files?' }], tools, max_tokens: 8 });
@@ -262,7 +296,8 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       assert.equal(created.status, 200);
       const copied = await post('/api/copy', { source: 'scratch:1', destination: 'scratch:2' });
       assert.equal(copied.status, 200);
-      const names = async (): Promise<string[]> => ((await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string }> }).models.map((m) => m.model);
+      const names = async (): Promise<string[]> =>
+        ((await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string }> }).models.map((m) => m.model);
       assert.ok((await names()).includes('scratch:1'));
       assert.ok((await names()).includes('scratch:2'));
       for (const model of ['scratch:1', 'scratch:2']) {
@@ -281,9 +316,14 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       // Asynchronous: the bridge answering the CLI runs in this process.
       const cli = (...args: string[]): Promise<{ status: number | null; out: string }> =>
         new Promise((resolve) => {
-          execFile(lookup.found, args, { env: { PATH: process.env.PATH, HOME: tempDir('ollama-cli-home-'), OLLAMA_HOST: bridge.url }, timeout: 60_000 }, (error, stdout, stderr) => {
-            resolve({ status: error === null ? 0 : typeof error.code === 'number' ? error.code : null, out: `${stdout}${stderr}` });
-          });
+          execFile(
+            lookup.found,
+            args,
+            { env: { PATH: process.env.PATH, HOME: tempDir('ollama-cli-home-'), OLLAMA_HOST: bridge.url }, timeout: 60_000 },
+            (error, stdout, stderr) => {
+              resolve({ status: error === null ? 0 : typeof error.code === 'number' ? error.code : null, out: `${stdout}${stderr}` });
+            },
+          );
         });
       const shown = await cli('show', RIG_MODELS.simple);
       assert.equal(shown.status, 0, shown.out);
@@ -333,11 +373,17 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
       assert.deepEqual([virtual.id, virtual.owned_by], ['bridge/complex', 'copilot-bridge']);
       const missing = await fetch(`${bridge.url}/v1/models/nope`);
       assert.equal(missing.status, 404);
-      assert.deepEqual(await missing.json(), { error: { message: "The model 'nope' does not exist", type: 'not_found_error', param: 'model', code: 'model_not_found' } });
+      assert.deepEqual(await missing.json(), {
+        error: { message: "The model 'nope' does not exist", type: 'not_found_error', param: 'model', code: 'model_not_found' },
+      });
     });
 
     it('serves /v1/completions streaming and not', async () => {
-      const whole = (await (await post('/v1/completions', { model: RIG_MODELS.simple, prompt: 'x', max_tokens: 5 })).json()) as { object: string; choices: Array<{ finish_reason: string }>; usage: { completion_tokens: number } };
+      const whole = (await (await post('/v1/completions', { model: RIG_MODELS.simple, prompt: 'x', max_tokens: 5 })).json()) as {
+        object: string;
+        choices: Array<{ finish_reason: string }>;
+        usage: { completion_tokens: number };
+      };
       assert.equal(whole.object, 'text_completion');
       assert.equal(whole.choices[0]?.finish_reason, 'length');
       assert.equal(whole.usage.completion_tokens, 5);

@@ -25,7 +25,10 @@ async function runMain(steps: unknown[]): Promise<{ reports: Report[]; code: num
   const upstream = await startStandIn((_req, res) => res.end('{}'), ['qwen2.5-coder:1.5b']);
   cleanups.push(() => upstream.close());
   const userData = tempDir('electron-main-');
-  writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}", gpu: 0 }\ngpu_monitor:\n  command: /nonexistent/nvidia-smi\n`);
+  writeFileSync(
+    path.join(userData, 'config.yaml'),
+    `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}", gpu: 0 }\ngpu_monitor:\n  command: /nonexistent/nvidia-smi\n`,
+  );
   const child = spawn(process.execPath, ['--import', REGISTER, MAIN], {
     env: { PATH: process.env.PATH, COPILOT_BRIDGE_USER_DATA: userData, FAKE_ELECTRON_SCRIPT: JSON.stringify(steps) },
   });
@@ -76,12 +79,26 @@ describe('electron/main.js with a stand-in Electron', () => {
     const window = reports.find((r) => r.fake === 'window') as Report & { url: string; webPreferences: Record<string, unknown> };
     assert.match(window.url, /^http:\/\/127\.0\.0\.1:\d+\/ui\/#token=[0-9a-f]{48}$/);
     assert.deepEqual(
-      { contextIsolation: window.webPreferences.contextIsolation, sandbox: window.webPreferences.sandbox, nodeIntegration: window.webPreferences.nodeIntegration, preload: window.webPreferences.preload },
+      {
+        contextIsolation: window.webPreferences.contextIsolation,
+        sandbox: window.webPreferences.sandbox,
+        nodeIntegration: window.webPreferences.nodeIntegration,
+        preload: window.webPreferences.preload,
+      },
       { contextIsolation: true, sandbox: true, nodeIntegration: false, preload: undefined },
     );
     // Navigation away is blocked; web links go to the browser, anything else nowhere.
-    assert.deepEqual(reports.filter((r) => r.fake === 'navigated').map((r) => [r.url, r.blocked]), [['https://example.com/docs', true], ['file:///etc/passwd', true]]);
-    assert.deepEqual(reports.filter((r) => r.fake === 'external').map((r) => r.url), ['https://example.com/docs', 'https://example.com/new']);
+    assert.deepEqual(
+      reports.filter((r) => r.fake === 'navigated').map((r) => [r.url, r.blocked]),
+      [
+        ['https://example.com/docs', true],
+        ['file:///etc/passwd', true],
+      ],
+    );
+    assert.deepEqual(
+      reports.filter((r) => r.fake === 'external').map((r) => r.url),
+      ['https://example.com/docs', 'https://example.com/new'],
+    );
     assert.deepEqual(reports.find((r) => r.fake === 'open')?.answer, { action: 'deny' });
     assert.equal(reports.find((r) => r.fake === 'permission')?.granted, false);
     // Closing hides: the app lives on in the tray.

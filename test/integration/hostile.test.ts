@@ -19,7 +19,9 @@ after(async () => {
 
 /** Resident memory of a process, from /proc (Linux). */
 function rssBytes(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'));
   return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) * 1024;
 }
 
@@ -83,14 +85,17 @@ function ndjson(res: ServerResponse, lines: unknown[]): void {
 describe('hostile upstreams and clients against copilot-bridge serve', () => {
   it('survives token counts and durations that are text, negative or not finite, and keeps them out of answers and metrics', async () => {
     const bad = { eval_count: '12', prompt_eval_count: -5, eval_duration: 'NaN', total_duration: -1 };
-    const upstream = await startStandIn((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      // 1e400 parses to Infinity.
-      res.end(
-        `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'hi' }, done: false })}\n` +
-          `{"model":"m","created_at":"${CREATED}","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","load_duration":1e400,${JSON.stringify(bad).slice(1)}\n`,
-      );
-    }, ['m:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        // 1e400 parses to Infinity.
+        res.end(
+          `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'hi' }, done: false })}\n` +
+            `{"model":"m","created_at":"${CREATED}","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","load_duration":1e400,${JSON.stringify(bad).slice(1)}\n`,
+        );
+      },
+      ['m:latest'],
+    );
     cleanups.push(() => upstream.close());
     const cli = await serve(upstream);
     const chat = (stream: boolean): Promise<Response> =>
@@ -117,7 +122,10 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     const last = JSON.parse((await streamed.text()).trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
     assert.equal(last.done, true);
     assert.equal(last.prompt_eval_count, undefined);
-    const openai = await fetch(`${cli.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }) });
+    const openai = await fetch(`${cli.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+    });
     assert.deepEqual(((await openai.json()) as { usage: unknown }).usage, { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
     // Each request was recorded after its answer: the process went through that path three times.
     await historyEvents(3);
@@ -188,7 +196,10 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
   });
 
   it('keeps answering while thousands of clients trickle request bodies, holding no more connections than its cap', async () => {
-    const upstream = await startStandIn((_req, res) => ndjson(res, [{ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop' }]), ['m:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => ndjson(res, [{ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop' }]),
+      ['m:latest'],
+    );
     cleanups.push(() => upstream.close());
     const cap = 50;
     const cli = await serve(upstream, `server:\n  max_connections: ${cap}\n`);
@@ -213,7 +224,10 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     const held = openSockets(pid);
     assert.ok(held <= cap + 10, `the bridge holds ${held} sockets with max_connections ${cap}`);
     await assertAlive(cli);
-    const chat = await fetch(`${cli.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+    const chat = await fetch(`${cli.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+    });
     assert.equal(chat.status, 200);
     assert.equal(((await chat.json()) as { message: { content: string } }).message.content, 'ok');
     assert.ok(rssBytes(pid) - before < 100 * 1024 * 1024, 'the bridge grew by more than 100 MiB');
@@ -222,28 +236,31 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
   it('cuts off an upstream line that never ends, fails that request cleanly and stays responsive', async () => {
     let endlessAnswers = 0;
     let closedByBridge = 0;
-    const upstream = await startStandIn((_req, res) => {
-      endlessAnswers += 1;
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.write(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'a' }, done: false })}\n`);
-      // Then one line without end: up to 300 MiB of it, as fast as the bridge takes it.
-      const piece = Buffer.alloc(64 * 1024, 'x');
-      let sent = 0;
-      const pump = (): void => {
-        while (sent < 300 * 1024 * 1024 && !res.destroyed) {
-          sent += piece.length;
-          if (!res.write(piece)) {
-            res.once('drain', pump);
-            return;
+    const upstream = await startStandIn(
+      (_req, res) => {
+        endlessAnswers += 1;
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'a' }, done: false })}\n`);
+        // Then one line without end: up to 300 MiB of it, as fast as the bridge takes it.
+        const piece = Buffer.alloc(64 * 1024, 'x');
+        let sent = 0;
+        const pump = (): void => {
+          while (sent < 300 * 1024 * 1024 && !res.destroyed) {
+            sent += piece.length;
+            if (!res.write(piece)) {
+              res.once('drain', pump);
+              return;
+            }
           }
-        }
-        res.end();
-      };
-      res.once('close', () => {
-        if (!res.writableFinished) closedByBridge += 1;
-      });
-      pump();
-    }, ['m:latest']);
+          res.end();
+        };
+        res.once('close', () => {
+          if (!res.writableFinished) closedByBridge += 1;
+        });
+        pump();
+      },
+      ['m:latest'],
+    );
     cleanups.push(() => upstream.close());
     const cli = await serve(upstream, 'routing:\n  thresholds:\n    max_line_mb: 1\n');
     const pid = cli.child.pid as number;
@@ -255,7 +272,10 @@ describe('hostile upstreams and clients against copilot-bridge serve', () => {
     try {
       const streamed = await chat(true);
       assert.equal(streamed.status, 200);
-      const lines = (await streamed.text()).trim().split('\n').map((line) => JSON.parse(line) as { error?: string });
+      const lines = (await streamed.text())
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { error?: string });
       assert.equal(lines.length, 2);
       assert.match(lines[1]?.error ?? '', /^local sent a line longer than 1 MiB \(routing\.thresholds\.max_line_mb\)/);
 

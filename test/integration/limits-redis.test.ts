@@ -44,7 +44,11 @@ describe('limits shared by two instances through Redis', { skip }, () => {
   });
 
   const generate = (bridge: BridgeHandle, prompt = 'hi'): Promise<Response> =>
-    fetch(`${bridge.url}/api/generate`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm-small', prompt, stream: true }) });
+    fetch(`${bridge.url}/api/generate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm-small', prompt, stream: true }),
+    });
 
   it('one concurrency slot: a request held on one instance makes the other answer 429', async () => {
     const [a, b] = bridges as [BridgeHandle, BridgeHandle];

@@ -58,7 +58,11 @@ routing:
 
   const instance = (name: string): BridgeState['ollama'][number] => bridge.state.ollama.find((i) => i.name === name) as BridgeState['ollama'][number];
   const action = (name: string, payload: unknown): Promise<Response> =>
-    fetch(`${bridge.url}/bridge/api/actions/${name}`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+    fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+      body: JSON.stringify(payload),
+    });
   async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
     const started = Date.now();
     while (!check()) {
@@ -100,7 +104,10 @@ routing:
     await until(() => bridge.state.backends.find((b) => b.name === 'gpu0')?.health.status === 'healthy', 'gpu0 healthy');
     await action('setDualGpu', { enabled: false });
     try {
-      const response = await fetch(`${bridge.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: RIG_MODELS.simple, prompt: 'x', stream: false, options: { num_predict: 3 } }) });
+      const response = await fetch(`${bridge.url}/api/generate`, {
+        method: 'POST',
+        body: JSON.stringify({ model: RIG_MODELS.simple, prompt: 'x', stream: false, options: { num_predict: 3 } }),
+      });
       assert.equal(response.status, 200);
       assert.equal(response.headers.get('x-bridge-backend'), 'gpu0');
     } finally {
@@ -116,7 +123,10 @@ routing:
     const ps = (await (await fetch(`http://127.0.0.1:${managedPort}/api/ps`)).json()) as { models: Array<{ model: string }> };
     assert.ok(ps.models.some((m) => m.model === RIG_MODELS.complex));
     const placement = bridge.state.placements.find((p) => p.backend === 'gpu0');
-    assert.deepEqual(placement?.models.map((m) => m.name), [RIG_MODELS.complex]);
+    assert.deepEqual(
+      placement?.models.map((m) => m.name),
+      [RIG_MODELS.complex],
+    );
     // No GPU here: nothing to place it on, and the fit check says why it could not judge.
     assert.equal(placement?.gpu, null);
     assert.match(((await loaded.json()) as { result: { fit: { message: string } } }).result.fit.message, /not checked$/);

@@ -52,7 +52,11 @@ describe('pass-through to a real Ollama', { skip }, () => {
   it('lists the registered models in /api/tags and describes them in /api/show', async () => {
     const tags = (await (await fetch(`${bridge.url}/api/tags`)).json()) as { models: Array<{ model: string; name: string }> };
     assert.deepEqual(tags.models.map((m) => m.model).sort(), [...VIRTUAL_NAMES, ...Object.values(RIG_MODELS)].sort());
-    const show = (await (await post('/api/show', { model: MODEL })).json()) as { capabilities: string[]; model_info: Record<string, unknown>; template: string };
+    const show = (await (await post('/api/show', { model: MODEL })).json()) as {
+      capabilities: string[];
+      model_info: Record<string, unknown>;
+      template: string;
+    };
     assert.deepEqual([...show.capabilities].sort(), ['completion', 'insert', 'tools']);
     assert.equal(show.model_info['general.architecture'], 'llama');
     assert.equal(show.model_info['llama.context_length'], 4096);
@@ -88,7 +92,13 @@ describe('pass-through to a real Ollama', { skip }, () => {
   });
 
   it('serves fill-in-the-middle (/api/generate with suffix)', async () => {
-    const response = await post('/api/generate', { model: MODEL, prompt: 'def f(x):\n    ', suffix: '\n    return y', stream: false, options: { num_predict: 6 } });
+    const response = await post('/api/generate', {
+      model: MODEL,
+      prompt: 'def f(x):\n    ',
+      suffix: '\n    return y',
+      stream: false,
+      options: { num_predict: 6 },
+    });
     assert.equal(response.status, 200);
     const body = (await response.json()) as NdjsonLine;
     assert.equal(body.done, true);
@@ -126,7 +136,11 @@ describe('pass-through to a real Ollama', { skip }, () => {
   it('serves /v1/chat/completions without streaming', async () => {
     const response = await post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 });
     assert.equal(response.status, 200);
-    const body = (await response.json()) as { object: string; choices: Array<{ message: { role: string }; finish_reason: string }>; usage: { completion_tokens: number } };
+    const body = (await response.json()) as {
+      object: string;
+      choices: Array<{ message: { role: string }; finish_reason: string }>;
+      usage: { completion_tokens: number };
+    };
     assert.equal(body.object, 'chat.completion');
     assert.equal(body.choices[0]?.message.role, 'assistant');
     assert.equal(body.choices[0]?.finish_reason, 'length');
@@ -222,9 +236,14 @@ describe('pass-through to a real Ollama', { skip }, () => {
     assert.equal(embedding.data.length, 2);
     assert.equal(embedding.data[0]?.embedding.length, 64);
     const floats = await client.embeddings.create({ model: MODEL, input: 'alpha', encoding_format: 'float' });
-    const direct = (await (await fetch(`${ollama.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: MODEL, input: 'alpha' }) })).json()) as { embeddings: number[][] };
+    const direct = (await (await fetch(`${ollama.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: MODEL, input: 'alpha' }) })).json()) as {
+      embeddings: number[][];
+    };
     assert.deepEqual(floats.data[0]?.embedding, direct.embeddings[0]);
-    assert.deepEqual(embedding.data[0]?.embedding.map((v) => Math.fround(v)), direct.embeddings[0]?.map((v) => Math.fround(v)));
+    assert.deepEqual(
+      embedding.data[0]?.embedding.map((v) => Math.fround(v)),
+      direct.embeddings[0]?.map((v) => Math.fround(v)),
+    );
   });
 
   it('works with the real ollama npm client: chat stream, generate, list, show and embed', async () => {

@@ -73,12 +73,21 @@ fallback:
     sent += 1;
     return fetch(`${bridge.url}/api/chat`, {
       method: 'POST',
-      body: JSON.stringify({ model: options.model ?? 'auto', stream: options.stream ?? false, messages: [{ role: 'user', content }], options: { num_predict: options.num_predict ?? 6 } }),
+      body: JSON.stringify({
+        model: options.model ?? 'auto',
+        stream: options.stream ?? false,
+        messages: [{ role: 'user', content }],
+        options: { num_predict: options.num_predict ?? 6 },
+      }),
       signal: options.signal,
     });
   };
   const action = async (name: string, payload: unknown): Promise<void> => {
-    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+      body: JSON.stringify(payload),
+    });
     assert.equal(response.status, 200, await response.clone().text());
   };
   const unloadEverywhere = async (): Promise<void> => {
@@ -93,7 +102,8 @@ fallback:
   async function waitFor(check: () => boolean, what: string, timeoutMs = 3000): Promise<number> {
     const started = performance.now();
     while (!check()) {
-      if (performance.now() - started > timeoutMs) assert.fail(`timed out waiting for: ${what}; backends: ${JSON.stringify(bridge.state.backends.map((b) => [b.name, b.health]))}`);
+      if (performance.now() - started > timeoutMs)
+        assert.fail(`timed out waiting for: ${what}; backends: ${JSON.stringify(bridge.state.backends.map((b) => [b.name, b.health]))}`);
       await sleep(50);
     }
     return performance.now() - started;
@@ -109,7 +119,10 @@ fallback:
     assert.equal(simple.headers.get('x-bridge-model'), RIG_MODELS.simple);
     assert.equal(simple.headers.get('x-bridge-backend'), 'gpu0');
     // Both cold and idle: the estimates tie, and the tier's preferred GPU decides.
-    assert.match(simple.headers.get('x-bridge-route-reason') ?? '', /^simple: keyword 'format'; gpu0: ~[\d.]+ s, cold load, idle; gpu1: ~[\d.]+ s, cold load, idle; tie: gpu0 is the preferred GPU$/);
+    assert.match(
+      simple.headers.get('x-bridge-route-reason') ?? '',
+      /^simple: keyword 'format'; gpu0: ~[\d.]+ s, cold load, idle; gpu1: ~[\d.]+ s, cold load, idle; tie: gpu0 is the preferred GPU$/,
+    );
     await simple.text();
 
     const complex = await chat('how should I architect the service?');
@@ -134,7 +147,10 @@ fallback:
     await waitFor(() => bridge.state.backends.find((b) => b.name === 'gpu1')?.loaded.includes(RIG_MODELS.simple) === true, 'gpu1 holding the simple model');
     const response = await chat('format this');
     assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
-    assert.match(response.headers.get('x-bridge-route-reason') ?? '', /^simple: keyword 'format'; gpu1: ~0\.0 s, resident, idle; gpu0: ~[\d.]+ s, cold load, idle$/);
+    assert.match(
+      response.headers.get('x-bridge-route-reason') ?? '',
+      /^simple: keyword 'format'; gpu1: ~0\.0 s, resident, idle; gpu0: ~[\d.]+ s, cold load, idle$/,
+    );
     await response.text();
   });
 
@@ -166,12 +182,20 @@ fallback:
         assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
         const lines: Array<{ done?: boolean; error?: string }> = [];
         for await (const line of readLines(response)) lines.push(JSON.parse(line) as { done?: boolean; error?: string });
-        assert.ok(lines.every((l) => l.error === undefined), JSON.stringify(lines));
+        assert.ok(
+          lines.every((l) => l.error === undefined),
+          JSON.stringify(lines),
+        );
         assert.equal(lines.at(-1)?.done, true);
       }
       await waitFor(() => status('gpu0') === 'down', 'gpu0 marked down', 1200);
       await until(() => (bridge.history.size >= recorded + 4 ? true : undefined), 'the four requests in the history');
-      assert.ok(bridge.history.recent().slice(-4).every((r) => r.outcome === 'ok' && r.backend === 'gpu1'));
+      assert.ok(
+        bridge.history
+          .recent()
+          .slice(-4)
+          .every((r) => r.outcome === 'ok' && r.backend === 'gpu1'),
+      );
 
       await gpu0.start();
       await waitFor(() => status('gpu0') === 'healthy', 'gpu0 healthy again', 1500);
@@ -249,6 +273,9 @@ fallback:
     assert.ok(before.length >= sent);
     await bridge.stop(100);
     bridge = await startTestBridge({ file: configFile, env });
-    assert.deepEqual(bridge.history.recent().map((r) => r.id), before);
+    assert.deepEqual(
+      bridge.history.recent().map((r) => r.id),
+      before,
+    );
   });
 });

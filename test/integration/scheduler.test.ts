@@ -57,11 +57,19 @@ routing:
     }
   }
   const action = async (name: string, payload: unknown): Promise<void> => {
-    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+      body: JSON.stringify(payload),
+    });
     assert.equal(response.status, 200, await response.clone().text());
   };
   const chat = (model: string, content: string, numPredict: number, signal?: AbortSignal): Promise<Response> =>
-    fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content }], options: { num_predict: numPredict } }), signal });
+    fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content }], options: { num_predict: numPredict } }),
+      signal,
+    });
   // The rig's model names are one file: Ollama runs them in one runner, so they share one queue per backend.
   const pool = (backend: string): BridgeState['scheduler']['pools'][number] | undefined => bridge.state.scheduler.pools.find((p) => p.backend === backend);
   /** The generation requests in Ollama's own log, in the order it finished them. */
@@ -90,7 +98,9 @@ routing:
       };
       // A chat that would run for ever holds the one slot until the queue behind it is built.
       const endless = new AbortController();
-      const running = chat(RIG_MODELS.simple, 'one', 100_000, endless.signal).then((r) => r.text()).catch(() => undefined);
+      const running = chat(RIG_MODELS.simple, 'one', 100_000, endless.signal)
+        .then((r) => r.text())
+        .catch(() => undefined);
       const done: Array<Promise<unknown>> = [running];
       await waitFor(() => pool('gpu0')?.running === 1, 'the first chat to run');
       for (const name of ['chat2', 'chat3', 'chat4']) done.push(timed(name, chat(RIG_MODELS.simple, name, 8)));
@@ -124,7 +134,9 @@ routing:
     try {
       const before = ollamaGenerations(gpu0).length;
       const endless = new AbortController();
-      const running = chat(RIG_MODELS.simple, 'running', 100_000, endless.signal).then((r) => r.text()).catch(() => undefined);
+      const running = chat(RIG_MODELS.simple, 'running', 100_000, endless.signal)
+        .then((r) => r.text())
+        .catch(() => undefined);
       await waitFor(() => pool('gpu0')?.running === 1, 'the first chat to run');
       const abort = new AbortController();
       const gone = chat(RIG_MODELS.simple, 'cancelled while queued', 8, abort.signal).catch((error: Error) => error.name);

@@ -60,7 +60,8 @@ export async function ensureAgentCli(cli: AgentCli): Promise<{ command: string[]
     const { pkg, version } = AGENT_CLIS[cli];
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const installed = await run([npm, 'install', '--no-audit', '--no-fund', '--ignore-scripts', '--no-package-lock', `${pkg}@${version}`], dir);
-    if (installed.code !== 0 || !existsSync(program)) return { missing: `npm install ${pkg}@${version} into ${dir} failed: ${installed.output.trim().split('\n').slice(-3).join(' | ')}` };
+    if (installed.code !== 0 || !existsSync(program))
+      return { missing: `npm install ${pkg}@${version} into ${dir} failed: ${installed.output.trim().split('\n').slice(-3).join(' | ')}` };
   }
   const probe = await run([...argv, '--version'], os.tmpdir());
   if (probe.code !== 0) return { missing: `${program} --version failed: ${probe.output.trim().slice(0, 300)}` };

@@ -36,7 +36,11 @@ export class Program {
   }
 
   start(): void {
-    const child = spawn(this.command, this.args, { cwd: this.options.cwd, env: { PATH: process.env.PATH ?? '', ...this.options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.command, this.args, {
+      cwd: this.options.cwd,
+      env: { PATH: process.env.PATH ?? '', ...this.options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child = child;
     children.add(child);
     const keep = (chunk: Buffer): void => {
@@ -144,7 +148,9 @@ export class BridgeProcess extends Program {
 }
 
 /** A webhook receiver standing in for the team's alert relay: keeps every notification. */
-export async function startWebhook(port: number): Promise<{ notifications: Array<{ status: string; alerts: Array<{ status: string; labels: Record<string, string> }> }>; close: () => Promise<void> }> {
+export async function startWebhook(
+  port: number,
+): Promise<{ notifications: Array<{ status: string; alerts: Array<{ status: string; labels: Record<string, string> }> }>; close: () => Promise<void> }> {
   const notifications: Array<{ status: string; alerts: Array<{ status: string; labels: Record<string, string> }> }> = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -194,7 +200,11 @@ export class LoadClient {
   }
 
   fetch(url: string, init: { method?: string; body?: string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<UndiciResponse> {
-    return undiciFetch(url, { ...init, dispatcher: this.agent, headers: { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', ...init.headers } });
+    return undiciFetch(url, {
+      ...init,
+      dispatcher: this.agent,
+      headers: { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', ...init.headers },
+    });
   }
 
   /** A whole chat answer (a simple-tier request). */
@@ -202,7 +212,12 @@ export class LoadClient {
     const outcome: Outcome = { kind: 'whole', userAgent, status: null, complete: false, error: null, hung: false };
     const signal = AbortSignal.timeout(HANG_MS);
     try {
-      const response = await this.fetch(`${base}/api/chat`, { method: 'POST', headers: { 'user-agent': userAgent }, signal, body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content: 'autocomplete this line' }] }) });
+      const response = await this.fetch(`${base}/api/chat`, {
+        method: 'POST',
+        headers: { 'user-agent': userAgent },
+        signal,
+        body: JSON.stringify({ model: 'auto', stream: false, messages: [{ role: 'user', content: 'autocomplete this line' }] }),
+      });
       outcome.status = response.status;
       const text = await response.text();
       const body = JSON.parse(text) as { done?: boolean; error?: unknown };
@@ -221,7 +236,12 @@ export class LoadClient {
     const signal = AbortSignal.timeout(HANG_MS);
     const url = surface === 'ollama' ? `${base}/api/chat` : `${base}/v1/chat/completions`;
     try {
-      const response = await this.fetch(url, { method: 'POST', headers: { 'user-agent': userAgent }, signal, body: JSON.stringify({ model: 'auto', stream: true, messages: [{ role: 'user', content: 'architect a billing service' }] }) });
+      const response = await this.fetch(url, {
+        method: 'POST',
+        headers: { 'user-agent': userAgent },
+        signal,
+        body: JSON.stringify({ model: 'auto', stream: true, messages: [{ role: 'user', content: 'architect a billing service' }] }),
+      });
       outcome.status = response.status;
       if (response.status !== 200 || response.body === null) {
         outcome.error = `${response.status}: ${(await response.text()).slice(0, 200)}`;
@@ -264,7 +284,10 @@ export class LoadClient {
         outcomes.push(kind === 'whole' ? await this.whole(base, userAgent) : await this.stream(base, userAgent, index % 2 === 0 ? 'ollama' : 'openai'));
       }
     };
-    await Promise.all([...Array.from({ length: workers.streams }, (_, i) => worker('stream', i)), ...Array.from({ length: workers.wholes }, (_, i) => worker('whole', i))]);
+    await Promise.all([
+      ...Array.from({ length: workers.streams }, (_, i) => worker('stream', i)),
+      ...Array.from({ length: workers.wholes }, (_, i) => worker('whole', i)),
+    ]);
     return outcomes;
   }
 

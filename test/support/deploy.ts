@@ -160,7 +160,29 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
   const certificate = at('tls', 'cert.pem');
   const key = at('tls', 'key.pem');
   mkdirSync(at('tls'), { recursive: true });
-  const openssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', certificate, '-days', '2', '-subj', '/CN=copilot-bridge.company.com', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:copilot-bridge.company.com'], { encoding: 'utf8' });
+  const openssl = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      certificate,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=copilot-bridge.company.com',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:copilot-bridge.company.com',
+    ],
+    { encoding: 'utf8' },
+  );
   if (openssl.status !== 0) throw new Error(`openssl failed: ${openssl.stderr}`);
   write(at('tls', 'haproxy.pem'), readFileSync(certificate, 'utf8') + readFileSync(key, 'utf8'));
 
@@ -199,7 +221,10 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
   const haproxyCfg = write(
     at('haproxy', 'haproxy.cfg'),
     renderText('haproxy/haproxy.cfg', [
-      ...INSTANCES.map((instance, i) => [`${instance.host}:${instance.port} check port ${METRICS_PORT}`, `127.0.0.1:${ports.bridges[i]} check port ${ports.metrics[i]}`] as const),
+      ...INSTANCES.map(
+        (instance, i) =>
+          [`${instance.host}:${instance.port} check port ${METRICS_PORT}`, `127.0.0.1:${ports.bridges[i]} check port ${ports.metrics[i]}`] as const,
+      ),
       ['bind :443 ssl crt /etc/haproxy/certs/copilot-bridge.pem', `bind 127.0.0.1:${ports.haproxyHttps} ssl crt ${at('tls', 'haproxy.pem')}`],
       ['bind :80\n', `bind 127.0.0.1:${ports.haproxyHttp}\n`],
       ['log /dev/log local0', 'log stderr local0'],
@@ -278,11 +303,29 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
     ]),
   );
 
-  return { dir, ports, apiKey, monitoringKey, controlToken, certificate, nginxConf, haproxyCfg, prometheusYml, prometheusDir, alertmanagerYml, unitsDir, bridges };
+  return {
+    dir,
+    ports,
+    apiKey,
+    monitoringKey,
+    controlToken,
+    certificate,
+    nginxConf,
+    haproxyCfg,
+    prometheusYml,
+    prometheusDir,
+    alertmanagerYml,
+    unitsDir,
+    bridges,
+  };
 }
 
 /** Runs a validator; its whole output goes into the failure message. */
-export function runTool(command: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): { status: number | null; output: string } {
+export function runTool(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): { status: number | null; output: string } {
   const result = spawnSync(command, args, { encoding: 'utf8', cwd: options.cwd, env: { ...process.env, ...options.env }, timeout: 60_000 });
   if (result.error) throw new Error(`${command} could not run: ${result.error.message} (installed by .ci/run)`);
   return { status: result.status, output: `${result.stdout}${result.stderr}` };

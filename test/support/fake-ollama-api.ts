@@ -20,7 +20,8 @@ export async function listingOllama(initial: ListedModels): Promise<{ url: strin
   const server: Server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url === '/api/tags') res.end(JSON.stringify({ models: models.tags.map(entry) }));
-    else if (req.url === '/api/ps') res.end(JSON.stringify({ models: models.ps.map((name) => ({ ...entry(name), size_vram: 1000, expires_at: '2099-01-01T00:00:00Z' })) }));
+    else if (req.url === '/api/ps')
+      res.end(JSON.stringify({ models: models.ps.map((name) => ({ ...entry(name), size_vram: 1000, expires_at: '2099-01-01T00:00:00Z' })) }));
     else if (req.url === '/api/show') {
       shows += 1;
       res.end(JSON.stringify({ capabilities: models.capabilities ?? ['completion'], model_info: { 'general.architecture': 'llama' } }));

@@ -328,10 +328,7 @@ export function tinyLlamaGguf(shape: TinyLlamaShape = TINY_LLAMA, seed = 42): Bu
       { name: `${p}.ffn_down.weight`, dims: [ff, e], data: layerOutput(ff) },
     );
   }
-  tensors.push(
-    { name: 'output_norm.weight', dims: [e], data: ones(e) },
-    { name: 'output.weight', dims: [e, vocab], data: output },
-  );
+  tensors.push({ name: 'output_norm.weight', dims: [e], data: ones(e) }, { name: 'output.weight', dims: [e, vocab], data: output });
 
   const metadata: Array<[string, GgufValue]> = [
     ['general.architecture', { type: 'string', value: 'llama' }],

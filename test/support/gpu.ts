@@ -7,7 +7,10 @@ export const H100 = path.join(FIXTURES, 'h100-driver-580');
 export const TWO_GPU = path.join(FIXTURES, 'two-gpu');
 
 /** The field list of the real fixtures' --query-gpu command (their README). */
-export const FIXTURE_GPU_FIELDS = 'index,uuid,name,pci.bus_id,driver_version,memory.total,memory.used,memory.free,memory.reserved,utilization.gpu,utilization.memory,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem,clocks.sm,fan.speed,pstate,compute_mode'.split(',');
+export const FIXTURE_GPU_FIELDS =
+  'index,uuid,name,pci.bus_id,driver_version,memory.total,memory.used,memory.free,memory.reserved,utilization.gpu,utilization.memory,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem,clocks.sm,fan.speed,pstate,compute_mode'.split(
+    ',',
+  );
 
 export interface StandInState {
   gpu: string;

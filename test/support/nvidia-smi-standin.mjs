@@ -16,10 +16,18 @@ const query = (args.find((a) => a.startsWith('--query-gpu=')) ?? '').slice('--qu
 const printGpus = (current) => {
   const text = readFileSync(current.gpu, 'utf8');
   if (!current.gpuFields) return process.stdout.write(text);
-  const lines = text.split('\n').filter((l) => l.trim() !== '').map((line) => {
-    const cells = line.split(',').map((c) => c.trim());
-    return query.map((field) => { const at = current.gpuFields.indexOf(field); return at < 0 ? '[N/A]' : cells[at]; }).join(', ');
-  });
+  const lines = text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((line) => {
+      const cells = line.split(',').map((c) => c.trim());
+      return query
+        .map((field) => {
+          const at = current.gpuFields.indexOf(field);
+          return at < 0 ? '[N/A]' : cells[at];
+        })
+        .join(', ');
+    });
   process.stdout.write(`${lines.join('\n')}\n`);
 };
 const now = state();

@@ -87,11 +87,23 @@ export class OllamaStandIn extends EventEmitter {
         return json(200, { models: [] });
       case 'GET /api/tags':
         return json(200, {
-          models: Object.keys(this.options.models).map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1_000_000, digest: 'd', details: {} })),
+          models: Object.keys(this.options.models).map((name) => ({
+            name,
+            model: name,
+            modified_at: '2025-01-01T00:00:00Z',
+            size: 1_000_000,
+            digest: 'd',
+            details: {},
+          })),
         });
       case 'POST /api/chat':
       case 'POST /api/generate':
-        return this.generate({ caller, model: '', userAgent: req.headers['user-agent'] ?? '', tokens: 0 }, route.endsWith('chat'), JSON.parse(Buffer.concat(chunks).toString()) as { model?: string }, res);
+        return this.generate(
+          { caller, model: '', userAgent: req.headers['user-agent'] ?? '', tokens: 0 },
+          route.endsWith('chat'),
+          JSON.parse(Buffer.concat(chunks).toString()) as { model?: string },
+          res,
+        );
       default:
         return json(404, { error: `stand-in has no ${route}` });
     }

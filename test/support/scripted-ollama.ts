@@ -4,7 +4,13 @@ import type { AddressInfo } from 'node:net';
 /** One /api/chat request as the stand-in saw it. */
 export interface ScriptedChat {
   model: string;
-  messages: Array<{ role: string; content: string; tool_calls?: Array<{ function: { name: string; arguments: Record<string, unknown> } }>; tool_name?: string; thinking?: string }>;
+  messages: Array<{
+    role: string;
+    content: string;
+    tool_calls?: Array<{ function: { name: string; arguments: Record<string, unknown> } }>;
+    tool_name?: string;
+    thinking?: string;
+  }>;
   tools?: Array<{ function: { name: string } }>;
   think?: unknown;
   options?: Record<string, unknown>;
@@ -36,7 +42,11 @@ export interface ScriptedOllama {
  * does what the test says. It lists `models` with the `tools` capability and answers what the
  * bridge asks besides (/api/tags, /api/ps, /api/show, /api/version).
  */
-export async function startScriptedOllama(models: readonly string[], script: (chat: ScriptedChat) => ScriptedTurn, capabilities = ['completion', 'tools']): Promise<ScriptedOllama> {
+export async function startScriptedOllama(
+  models: readonly string[],
+  script: (chat: ScriptedChat) => ScriptedTurn,
+  capabilities = ['completion', 'tools'],
+): Promise<ScriptedOllama> {
   const chats: ScriptedChat[] = [];
   let onAbandoned: () => void = () => undefined;
   const abandoned = new Promise<void>((resolve) => {
@@ -53,12 +63,19 @@ export async function startScriptedOllama(models: readonly string[], script: (ch
       if (req.url === '/api/version') return json(200, { version: '0.11.4' });
       if (req.url === '/api/ps') return json(200, { models: [] });
       if (req.url === '/api/tags') {
-        return json(200, { models: models.map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: { family: 'llama' } })) });
+        return json(200, {
+          models: models.map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: { family: 'llama' } })),
+        });
       }
       const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as ScriptedChat;
       if (req.url === '/api/show') {
         if (!models.includes(body.model)) return json(404, { error: `model '${body.model}' not found` });
-        return json(200, { capabilities, details: { family: 'llama' }, model_info: { 'general.architecture': 'llama', 'llama.context_length': 32768 }, template: '' });
+        return json(200, {
+          capabilities,
+          details: { family: 'llama' },
+          model_info: { 'general.architecture': 'llama', 'llama.context_length': 32768 },
+          template: '',
+        });
       }
       if (req.url !== '/api/chat') return json(404, { error: 'not found' });
       if (!models.includes(body.model)) return json(404, { error: `model '${body.model}' not found, try pulling it first` });

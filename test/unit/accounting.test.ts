@@ -22,13 +22,17 @@ after(async () => {
 /** GPU 0's power.draw in the two-GPU nvidia-smi capture (test/fixtures/nvidia-smi/two-gpu); GPU 1 reports [N/A]. */
 const FIXTURE_WATTS = 698.04;
 
-const close = (actual: number, expected: number, what: string): void => assert.ok(Math.abs(actual - expected) <= Math.abs(expected) * 1e-9 + 1e-9, `${what}: ${actual} != ${expected}`);
+const close = (actual: number, expected: number, what: string): void =>
+  assert.ok(Math.abs(actual - expected) <= Math.abs(expected) * 1e-9 + 1e-9, `${what}: ${actual} != ${expected}`);
 
 describe('energy metering', () => {
   it('charges each request its share of the sampled power: known watts x known time, split while two run', () => {
     let now = 0;
     const meter = new EnergyMeter(() => now);
-    meter.sample([{ index: 0, powerWatts: 200 }, { index: 1, powerWatts: null }]);
+    meter.sample([
+      { index: 0, powerWatts: 200 },
+      { index: 1, powerWatts: null },
+    ]);
     now = 1000;
     const a = meter.start(0);
     now = 3000; // a alone for 2 s at 200 W: 400 J
@@ -50,7 +54,9 @@ describe('energy metering', () => {
   it("on a running bridge, from the nvidia-smi stand-in's power figures: one request alone, and one running inside another", async () => {
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
     const gates = new Map<string, () => void>();
-    const upstream = await startChatUpstream({ hold: (body) => (String(body.prompt).startsWith('hold') ? new Promise<void>((resolve) => gates.set(String(body.prompt), resolve)) : Promise.resolve()) });
+    const upstream = await startChatUpstream({
+      hold: (body) => (String(body.prompt).startsWith('hold') ? new Promise<void>((resolve) => gates.set(String(body.prompt), resolve)) : Promise.resolve()),
+    });
     const key = generateKey();
     const file = path.join(tempDir('accounting-'), 'config.yaml');
     writeFileSync(
@@ -64,7 +70,10 @@ describe('energy metering', () => {
       }),
     );
     const bridge = await startTestBridge({ file });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     // Metering needs a power figure: wait for the monitor's first sample of GPU 0.
     while (bridge.gpuMonitor.status.gpus[0]?.powerWatts !== FIXTURE_WATTS) await new Promise((resolve) => bridge.gpuMonitor.once('sample', resolve));
 
@@ -80,7 +89,11 @@ describe('energy metering', () => {
         });
       });
     const generate = (prompt: string): Promise<Response> =>
-      fetch(`${bridge.url}/api/generate`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm-small', prompt, stream: true }) });
+      fetch(`${bridge.url}/api/generate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm-small', prompt, stream: true }),
+      });
     const gate = async (prompt: string): Promise<() => void> => {
       while (!gates.has(prompt)) await new Promise((resolve) => setImmediate(resolve));
       return gates.get(prompt) as () => void;
@@ -117,32 +130,63 @@ describe('energy metering', () => {
     const innerMs = innerRecord.gpuMs as number;
     assert.ok(innerMs < outerMs);
     assert.ok(Math.abs((innerRecord.energyJoules as number) - (FIXTURE_WATTS * innerMs) / 2 / 1000) <= tolerance, 'inner: half the power throughout');
-    assert.ok(Math.abs((outerRecord.energyJoules as number) - (FIXTURE_WATTS * (outerMs - innerMs / 2)) / 1000) <= 2 * tolerance, 'outer: all of it alone, half while shared');
-    assert.ok(Math.abs((outerRecord.energyJoules as number) + (innerRecord.energyJoules as number) - (FIXTURE_WATTS * outerMs) / 1000) <= tolerance, 'nothing counted twice');
+    assert.ok(
+      Math.abs((outerRecord.energyJoules as number) - (FIXTURE_WATTS * (outerMs - innerMs / 2)) / 1000) <= 2 * tolerance,
+      'outer: all of it alone, half while shared',
+    );
+    assert.ok(
+      Math.abs((outerRecord.energyJoules as number) + (innerRecord.energyJoules as number) - (FIXTURE_WATTS * outerMs) / 1000) <= tolerance,
+      'nothing counted twice',
+    );
 
     // The series Grafana reads, with bounded labels.
     const metrics = await (await fetch(`${bridge.url}/metrics`, { headers: { 'x-bridge-token': bridge.controlToken } })).text();
     const series = (name: string): number => Number(new RegExp(`^${name}\\{team="web",tier="none"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
     const all = [alone, outerRecord, innerRecord];
-    close(series('copilot_bridge_energy_joules_total'), all.reduce((sum, r) => sum + (r.energyJoules as number), 0), 'energy series');
-    close(series('copilot_bridge_cost_saved_dollars_total'), all.reduce((sum, r) => sum + (r.savedDollars as number), 0), 'savings series');
+    close(
+      series('copilot_bridge_energy_joules_total'),
+      all.reduce((sum, r) => sum + (r.energyJoules as number), 0),
+      'energy series',
+    );
+    close(
+      series('copilot_bridge_cost_saved_dollars_total'),
+      all.reduce((sum, r) => sum + (r.savedDollars as number), 0),
+      'savings series',
+    );
     assert.match(metrics, /^copilot_bridge_identity_requests_total\{team="web",tier="none",status="200"\} 3$/m);
     assert.match(metrics, /^copilot_bridge_tokens_total\{direction="out",model="m-small",team="web"\} 60$/m);
 
     // The Usage API adds the same records up; a day of a $1-a-day machine gives the ROI.
     const from = new Date(Date.now() - 12 * 3_600_000).toISOString();
     const to = new Date(Date.now() + 12 * 3_600_000).toISOString();
-    const usage = (await (await fetch(`${bridge.url}/bridge/api/usage?from=${from}&to=${to}`, { headers: { authorization: `Bearer ${key}` } })).json()) as UsageReport;
+    const usage = (await (
+      await fetch(`${bridge.url}/bridge/api/usage?from=${from}&to=${to}`, { headers: { authorization: `Bearer ${key}` } })
+    ).json()) as UsageReport;
     assert.equal(usage.totals.requests, 3);
     assert.equal(usage.totals.tokensOut, 60);
-    close(usage.totals.energyJoules, all.reduce((sum, r) => sum + (r.energyJoules as number), 0), 'usage energy');
+    close(
+      usage.totals.energyJoules,
+      all.reduce((sum, r) => sum + (r.energyJoules as number), 0),
+      'usage energy',
+    );
     close(usage.hardwareCostDollars, 1, 'a day of hardware');
     close(usage.roi ?? NaN, usage.totals.savedDollars - 1, 'ROI');
   });
 });
 
 function record(overrides: Partial<HistoryRecord>): HistoryRecord {
-  return sampleRecord({ tokensIn: 100, tokensOut: 50, user: 'ann', team: 'web', gpuMs: 1000, energyJoules: 300, cloudCostDollars: 0.01, energyCostDollars: 0.001, savedDollars: 0.009, ...overrides });
+  return sampleRecord({
+    tokensIn: 100,
+    tokensOut: 50,
+    user: 'ann',
+    team: 'web',
+    gpuMs: 1000,
+    energyJoules: 300,
+    cloudCostDollars: 0.01,
+    energyCostDollars: 0.001,
+    savedDollars: 0.009,
+    ...overrides,
+  });
 }
 
 describe('usage report', () => {
@@ -158,19 +202,35 @@ describe('usage report', () => {
     ];
     const report = usageReport(config, records, { from: new Date('2025-06-01T00:00:00Z'), to: new Date('2025-06-09T00:00:00Z'), utcOffsetMinutes: 120 });
     assert.equal(report.totals.requests, 4, 'the record outside the range is left out');
-    assert.deepEqual(report.byTeam.map((t) => [t.team, t.requests]), [['web', 2], ['ops', 2]]);
-    assert.deepEqual(report.byPerson.map((p) => p.name), ['ben', 'ann', 'cid', 'dee']);
+    assert.deepEqual(
+      report.byTeam.map((t) => [t.team, t.requests]),
+      [
+        ['web', 2],
+        ['ops', 2],
+      ],
+    );
+    assert.deepEqual(
+      report.byPerson.map((p) => p.name),
+      ['ben', 'ann', 'cid', 'dee'],
+    );
     // 2025-06-02 is a Monday: 09:30 UTC is 11:30 at UTC+2. Sunday 23:10 UTC is Monday 01:10 at UTC+2.
     assert.equal(report.heatmap[0]?.[11], 3);
     assert.equal(report.heatmap[0]?.[1], 1);
-    assert.equal(report.heatmap.flat().reduce((a, b) => a + b, 0), 4);
+    assert.equal(
+      report.heatmap.flat().reduce((a, b) => a + b, 0),
+      4,
+    );
     // Only local answers that succeeded count towards time saved: a, b at 50 tokens each.
     close(report.totals.timeSavedSeconds, 100 * config.accounting.seconds_saved_per_output_token, 'time saved');
     assert.equal(report.roi, null, 'no hardware cost configured');
   });
 
   it('exports CSV a spreadsheet cannot run: formula-like text stays text', () => {
-    const csv = usageCsv([record({ user: '=HYPERLINK("http://evil")', team: 'a,b' })], { from: new Date('2025-06-01'), to: new Date('2025-06-03'), utcOffsetMinutes: 0 });
+    const csv = usageCsv([record({ user: '=HYPERLINK("http://evil")', team: 'a,b' })], {
+      from: new Date('2025-06-01'),
+      to: new Date('2025-06-03'),
+      utcOffsetMinutes: 0,
+    });
     const [header, row] = csv.split('\r\n');
     assert.match(header ?? '', /^time,user,team,/);
     assert.match(row ?? '', /^2025-06-02T09:30:00.000Z,"'=HYPERLINK\(""http:\/\/evil""\)","a,b",/);

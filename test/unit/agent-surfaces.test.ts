@@ -44,10 +44,17 @@ function toolScript(chat: ScriptedChat): ScriptedTurn {
   return { text: ['Hello', ' there'] };
 }
 
-async function scriptedBridge(script: (chat: ScriptedChat) => ScriptedTurn, extra = '', capabilities?: string[]): Promise<{ ollama: ScriptedOllama; bridge: BridgeHandle }> {
+async function scriptedBridge(
+  script: (chat: ScriptedChat) => ScriptedTurn,
+  extra = '',
+  capabilities?: string[],
+): Promise<{ ollama: ScriptedOllama; bridge: BridgeHandle }> {
   const ollama = await startScriptedOllama(Object.values(MODELS), script, capabilities);
   const bridge = await startTestBridge({ file: configFile(extra), env: { OLLAMA_HOST: ollama.url } });
-  cleanups.push(() => ollama.close(), () => bridge.stop(100));
+  cleanups.push(
+    () => ollama.close(),
+    () => bridge.stop(100),
+  );
   return { ollama, bridge };
 }
 
@@ -112,7 +119,14 @@ describe('tool round trips through the real SDKs', () => {
         ...params,
         messages: [
           ...params.messages,
-          { role: 'assistant', content: first.content.map((b) => (b.type === 'tool_use' ? { type: 'tool_use' as const, id: b.id, name: b.name, input: b.input } : { type: 'text' as const, text: b.type === 'text' ? b.text : '' })) },
+          {
+            role: 'assistant',
+            content: first.content.map((b) =>
+              b.type === 'tool_use'
+                ? { type: 'tool_use' as const, id: b.id, name: b.name, input: b.input }
+                : { type: 'text' as const, text: b.type === 'text' ? b.text : '' },
+            ),
+          },
           { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'hello world', is_error: false }] },
         ],
       });
@@ -146,7 +160,11 @@ describe('tool round trips through the real SDKs', () => {
 
       const second = await openai.responses.create({
         ...params,
-        input: [...params.input, { type: 'function_call', call_id: call.call_id, name: call.name, arguments: call.arguments }, { type: 'function_call_output', call_id: call.call_id, output: 'hello world' }],
+        input: [
+          ...params.input,
+          { type: 'function_call', call_id: call.call_id, name: call.name, arguments: call.arguments },
+          { type: 'function_call_output', call_id: call.call_id, output: 'hello world' },
+        ],
       });
       assert.equal(second.output_text, 'The file says: hello world');
       assert.deepEqual(ollama.chats.at(-1)?.messages.slice(-2), [
@@ -166,13 +184,20 @@ describe('thinking on every surface', () => {
 
   it('Anthropic: thinking enabled is think: true, answered as a thinking block before the text; display omitted hides it', async () => {
     const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
-    const message = await anthropic.messages.stream({ model: MODELS.complex, max_tokens: 100, thinking: { type: 'enabled', budget_tokens: 2000 }, messages: [{ role: 'user', content: 'hi' }] }).finalMessage();
+    const message = await anthropic.messages
+      .stream({ model: MODELS.complex, max_tokens: 100, thinking: { type: 'enabled', budget_tokens: 2000 }, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage();
     assert.equal(ollama.chats.at(-1)?.think, true);
     assert.deepEqual(message.content, [
       { type: 'thinking', thinking: 'Consider it.', signature: '' },
       { type: 'text', text: 'Answer.' },
     ]);
-    const hidden = await anthropic.messages.create({ model: MODELS.complex, max_tokens: 100, thinking: { type: 'adaptive', display: 'omitted' } as never, messages: [{ role: 'user', content: 'hi' }] });
+    const hidden = await anthropic.messages.create({
+      model: MODELS.complex,
+      max_tokens: 100,
+      thinking: { type: 'adaptive', display: 'omitted' } as never,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     assert.deepEqual(hidden.content, [{ type: 'text', text: 'Answer.' }]);
   });
 
@@ -194,18 +219,27 @@ describe('thinking on every surface', () => {
   });
 
   it('chat completions: reasoning_effort is think, the thinking comes back as reasoning_content and reasoning', async () => {
-    const response = await post(`${bridge.url}/v1/chat/completions`, JSON.stringify({ model: MODELS.complex, reasoning_effort: 'low', messages: [{ role: 'user', content: 'hi' }] }));
+    const response = await post(
+      `${bridge.url}/v1/chat/completions`,
+      JSON.stringify({ model: MODELS.complex, reasoning_effort: 'low', messages: [{ role: 'user', content: 'hi' }] }),
+    );
     const body = (await response.json()) as { choices: Array<{ message: { reasoning_content: string; reasoning: string; content: string } }> };
     assert.equal(ollama.chats.at(-1)?.think, true);
     assert.equal(body.choices[0]?.message.reasoning_content, 'Consider it.');
     assert.equal(body.choices[0]?.message.reasoning, 'Consider it.');
-    const none = await post(`${bridge.url}/v1/chat/completions`, JSON.stringify({ model: MODELS.complex, reasoning_effort: 'none', messages: [{ role: 'user', content: 'hi' }] }));
+    const none = await post(
+      `${bridge.url}/v1/chat/completions`,
+      JSON.stringify({ model: MODELS.complex, reasoning_effort: 'none', messages: [{ role: 'user', content: 'hi' }] }),
+    );
     await none.arrayBuffer();
     assert.equal(ollama.chats.at(-1)?.think, false);
   });
 
   it('native /api/chat: think passes through, the thinking comes back as thinking', async () => {
-    const response = await post(`${bridge.url}/api/chat`, JSON.stringify({ model: MODELS.complex, think: 'high', stream: false, messages: [{ role: 'user', content: 'hi' }] }));
+    const response = await post(
+      `${bridge.url}/api/chat`,
+      JSON.stringify({ model: MODELS.complex, think: 'high', stream: false, messages: [{ role: 'user', content: 'hi' }] }),
+    );
     const body = (await response.json()) as { message: { thinking: string } };
     assert.equal(ollama.chats.at(-1)?.think, true);
     assert.equal(body.message.thinking, 'Consider it.');
@@ -232,13 +266,20 @@ describe('errors in each surface’s own shape', () => {
     assert.equal(((await missing.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
     const imageUrl = await post(
       `${bridge.url}/v1/messages`,
-      JSON.stringify({ model: MODELS.complex, max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/a.png' } }] }] }),
+      JSON.stringify({
+        model: MODELS.complex,
+        max_tokens: 5,
+        messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/a.png' } }] }],
+      }),
     );
     assert.equal(imageUrl.status, 400);
     const imageBody = (await imageUrl.json()) as { type: string; error: { type: string; message: string } };
     assert.equal(imageBody.error.type, 'invalid_request_error');
     assert.match(imageBody.error.message, /only base64 image sources/);
-    const badArguments = await post(`${bridge.url}/v1/responses`, JSON.stringify({ model: MODELS.complex, input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '{oops' }] }));
+    const badArguments = await post(
+      `${bridge.url}/v1/responses`,
+      JSON.stringify({ model: MODELS.complex, input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '{oops' }] }),
+    );
     assert.equal(badArguments.status, 400);
     assert.equal(((await badArguments.json()) as { error: { param: string } }).error.param, 'input.0.arguments');
   });
@@ -315,7 +356,10 @@ describe('errors in each surface’s own shape', () => {
 describe('routing with auto, cloud fallback and client signals', () => {
   it('auto classifies Messages and Responses requests; tools make them complex', async () => {
     const { bridge } = await scriptedBridge(toolScript);
-    const a = await post(`${bridge.url}/v1/messages`, JSON.stringify({ model: 'auto', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'Read', input_schema: READ_FILE }] }));
+    const a = await post(
+      `${bridge.url}/v1/messages`,
+      JSON.stringify({ model: 'auto', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], tools: [{ name: 'Read', input_schema: READ_FILE }] }),
+    );
     assert.equal(a.headers.get('x-bridge-tier'), 'complex');
     assert.equal(a.headers.get('x-bridge-model'), MODELS.complex);
     assert.match(a.headers.get('x-bridge-route-reason') ?? '', /tools present/);
@@ -331,17 +375,22 @@ describe('routing with auto, cloud fallback and client signals', () => {
   it('falls back to the cloud provider for both surfaces when no local backend answers', async () => {
     const cloud = await startStandIn((_req, res: ServerResponse) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-cloud', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-cloud', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
       res.write(chunk({ role: 'assistant', content: 'from ' }));
       res.write(chunk({ content: 'the cloud' }, 'stop'));
       res.end('data: [DONE]\n\n');
     });
     cleanups.push(() => cloud.close());
-    const file = configFile(`fallback:\n  enabled: true\n  providers:\n    - name: cloud-openai\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-cloud\n`);
+    const file = configFile(
+      `fallback:\n  enabled: true\n  providers:\n    - name: cloud-openai\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-cloud\n`,
+    );
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, OPENAI_API_KEY: 'sk-test' } });
     cleanups.push(() => bridge.stop(100));
     const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
-    const { data: message, response } = await anthropic.messages.create({ model: 'auto', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    const { data: message, response } = await anthropic.messages
+      .create({ model: 'auto', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] })
+      .withResponse();
     assert.deepEqual(message.content, [{ type: 'text', text: 'from the cloud' }]);
     assert.equal(response.headers.get('x-bridge-backend'), 'cloud-openai');
     const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
@@ -353,14 +402,25 @@ describe('routing with auto, cloud fallback and client signals', () => {
   it('records the client, its intent and the surface in the history', async () => {
     const { bridge } = await scriptedBridge(toolScript);
     const claude = nextRecord(bridge, '/v1/messages');
-    await (await post(`${bridge.url}/v1/messages?beta=true`, JSON.stringify({ model: MODELS.complex, max_tokens: 32000, messages: [{ role: 'user', content: 'hi' }] }), { 'user-agent': 'claude-cli/2.1.332 (external, sdk-cli)', 'anthropic-version': '2023-06-01' })).arrayBuffer();
+    await (
+      await post(
+        `${bridge.url}/v1/messages?beta=true`,
+        JSON.stringify({ model: MODELS.complex, max_tokens: 32000, messages: [{ role: 'user', content: 'hi' }] }),
+        { 'user-agent': 'claude-cli/2.1.332 (external, sdk-cli)', 'anthropic-version': '2023-06-01' },
+      )
+    ).arrayBuffer();
     const claudeRecord = await claude;
     assert.equal(claudeRecord.client, 'claude-code');
     assert.equal(claudeRecord.surface, 'anthropic');
     assert.equal(claudeRecord.userAgent, 'claude-cli/2.1.332 (external, sdk-cli)');
 
     const codex = nextRecord(bridge, '/v1/responses');
-    await (await post(`${bridge.url}/v1/responses`, JSON.stringify({ model: MODELS.complex, input: 'hi' }), { originator: 'codex_exec', 'user-agent': 'codex_exec/0.171.0 (Debian 12.0.0; x86_64)' })).arrayBuffer();
+    await (
+      await post(`${bridge.url}/v1/responses`, JSON.stringify({ model: MODELS.complex, input: 'hi' }), {
+        originator: 'codex_exec',
+        'user-agent': 'codex_exec/0.171.0 (Debian 12.0.0; x86_64)',
+      })
+    ).arrayBuffer();
     assert.equal((await codex).client, 'codex');
 
     const copilot = nextRecord(bridge, '/v1/chat/completions');

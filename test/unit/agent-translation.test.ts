@@ -23,7 +23,13 @@ describe('Messages request → Ollama chat', () => {
           { type: 'text', text: 'Be brief.' },
         ],
         messages: [
-          { role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } }] },
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'look' },
+              { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } },
+            ],
+          },
           { role: 'system', content: [{ type: 'text', text: '# Environment' }] },
           {
             role: 'assistant',
@@ -37,7 +43,14 @@ describe('Messages request → Ollama chat', () => {
           {
             role: 'user',
             content: [
-              { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'A' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } }] },
+              {
+                type: 'tool_result',
+                tool_use_id: 'toolu_1',
+                content: [
+                  { type: 'text', text: 'A' },
+                  { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } },
+                ],
+              },
               { type: 'tool_result', tool_use_id: 'toolu_2', content: 'no such dir', is_error: true, cache_control: { type: 'ephemeral' } },
               { type: 'text', text: 'go on' },
             ],
@@ -63,16 +76,15 @@ describe('Messages request → Ollama chat', () => {
         role: 'assistant',
         content: 'Reading.',
         thinking: 'I should read it.',
-        tool_calls: [
-          { function: { name: 'Read', arguments: { file_path: '/a' } } },
-          { function: { name: 'Bash', arguments: { command: 'ls' } } },
-        ],
+        tool_calls: [{ function: { name: 'Read', arguments: { file_path: '/a' } } }, { function: { name: 'Bash', arguments: { command: 'ls' } } }],
       },
       { role: 'tool', content: 'A', tool_name: 'Read', images: [PNG] },
       { role: 'tool', content: 'Error: no such dir', tool_name: 'Bash' },
       { role: 'user', content: 'go on' },
     ]);
-    assert.deepEqual(body.tools, [{ type: 'function', function: { name: 'Read', description: 'read', parameters: { type: 'object', properties: { file_path: { type: 'string' } } } } }]);
+    assert.deepEqual(body.tools, [
+      { type: 'function', function: { name: 'Read', description: 'read', parameters: { type: 'object', properties: { file_path: { type: 'string' } } } } },
+    ]);
     assert.deepEqual(notes, ['dropped deferred tools: Later', 'dropped server tools: web_search']);
     assert.deepEqual(body.options, { num_predict: 32000, temperature: 0.2, top_k: 40, stop: ['END'] });
   });
@@ -85,15 +97,28 @@ describe('Messages request → Ollama chat', () => {
     const none = messagesToOllama(parse({ model: 'm', messages: [{ role: 'user', content: 'x' }], tools, tool_choice: { type: 'none' } }));
     assert.equal(none.body.tools, undefined);
     const one = messagesToOllama(parse({ model: 'm', messages: [{ role: 'user', content: 'x' }], tools, tool_choice: { type: 'tool', name: 'b' } }));
-    assert.deepEqual((one.body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name), ['b']);
+    assert.deepEqual(
+      (one.body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name),
+      ['b'],
+    );
     const schema = { type: 'object', properties: { ok: { type: 'boolean' } } };
-    assert.deepEqual(messagesToOllama(parse({ model: 'm', messages: [{ role: 'user', content: 'x' }], output_config: { format: { type: 'json_schema', schema } } })).body.format, schema);
+    assert.deepEqual(
+      messagesToOllama(parse({ model: 'm', messages: [{ role: 'user', content: 'x' }], output_config: { format: { type: 'json_schema', schema } } })).body
+        .format,
+      schema,
+    );
   });
 
   it('refuses image URLs and binary documents with a message that names the block', () => {
     const url = parse({ model: 'm', messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }] }] });
-    assert.throws(() => messagesToOllama(url), (error: unknown) => error instanceof InvalidRequest && /messages\.0\.content\.0\.source: only base64/.test(error.message));
-    const pdf = parse({ model: 'm', messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBE' } }] }] });
+    assert.throws(
+      () => messagesToOllama(url),
+      (error: unknown) => error instanceof InvalidRequest && /messages\.0\.content\.0\.source: only base64/.test(error.message),
+    );
+    const pdf = parse({
+      model: 'm',
+      messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBE' } }] }],
+    });
     assert.throws(() => messagesToOllama(pdf), InvalidRequest);
   });
 
@@ -106,7 +131,13 @@ describe('Messages request → Ollama chat', () => {
 
   it('estimates input tokens from the translated conversation and tools', () => {
     const small = estimateInputTokens(parse({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(400) }] }));
-    const withTools = estimateInputTokens(parse({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(400) }], tools: [{ name: 't', description: 'd'.repeat(400), input_schema: { type: 'object' } }] }));
+    const withTools = estimateInputTokens(
+      parse({
+        model: 'm',
+        messages: [{ role: 'user', content: 'x'.repeat(400) }],
+        tools: [{ name: 't', description: 'd'.repeat(400), input_schema: { type: 'object' } }],
+      }),
+    );
     assert.equal(small, 100);
     assert.ok(withTools > small + 100);
   });
@@ -122,7 +153,14 @@ describe('Responses request → Ollama chat', () => {
         instructions: 'You are Codex.',
         input: [
           { type: 'message', id: 'msg_1', role: 'developer', content: [{ type: 'input_text', text: 'sandbox: read-only' }] },
-          { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'fix it' }, { type: 'input_image', image_url: `data:image/png;base64,${PNG}` }] },
+          {
+            type: 'message',
+            role: 'user',
+            content: [
+              { type: 'input_text', text: 'fix it' },
+              { type: 'input_image', image_url: `data:image/png;base64,${PNG}` },
+            ],
+          },
           { type: 'reasoning', id: 'rs_1', summary: [{ type: 'summary_text', text: 'Look first.' }], encrypted_content: null },
           { type: 'function_call', id: 'fc_1', call_id: 'call_1', name: 'exec_command', arguments: '{"cmd":"ls"}' },
           { type: 'function_call', call_id: 'call_2', name: 'exec_command', arguments: '{"cmd":"pwd"}' },
@@ -131,7 +169,13 @@ describe('Responses request → Ollama chat', () => {
           { role: 'assistant', content: [{ type: 'output_text', text: 'Done.' }] },
         ],
         tools: [
-          { type: 'function', name: 'exec_command', description: 'run', strict: false, parameters: { type: 'object', properties: { cmd: { type: 'string' } } } },
+          {
+            type: 'function',
+            name: 'exec_command',
+            description: 'run',
+            strict: false,
+            parameters: { type: 'object', properties: { cmd: { type: 'string' } } },
+          },
           { type: 'namespace', name: 'multi_agent_v1', description: 'agents', tools: [] },
           { type: 'web_search', external_web_access: false },
         ],
@@ -153,23 +197,26 @@ describe('Responses request → Ollama chat', () => {
         role: 'assistant',
         content: '',
         thinking: 'Look first.',
-        tool_calls: [
-          { function: { name: 'exec_command', arguments: { cmd: 'ls' } } },
-          { function: { name: 'exec_command', arguments: { cmd: 'pwd' } } },
-        ],
+        tool_calls: [{ function: { name: 'exec_command', arguments: { cmd: 'ls' } } }, { function: { name: 'exec_command', arguments: { cmd: 'pwd' } } }],
       },
       { role: 'tool', content: 'a.ts', tool_name: 'exec_command' },
       { role: 'tool', content: '/w', tool_name: 'exec_command' },
       { role: 'assistant', content: 'Done.' },
     ]);
-    assert.deepEqual((body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name), ['exec_command']);
+    assert.deepEqual(
+      (body.tools as Array<{ function: { name: string } }>).map((t) => t.function.name),
+      ['exec_command'],
+    );
     assert.deepEqual(notes, ['dropped tools: namespace multi_agent_v1, web_search']);
     assert.deepEqual(body.options, { num_predict: 500 });
   });
 
   it('text.format json_schema and json_object become Ollama format', () => {
     const schema = { type: 'object', properties: { a: { type: 'string' } } };
-    assert.deepEqual(responsesToOllama(parse({ model: 'm', input: 'x', text: { format: { type: 'json_schema', name: 'a', schema, strict: true } } })).body.format, schema);
+    assert.deepEqual(
+      responsesToOllama(parse({ model: 'm', input: 'x', text: { format: { type: 'json_schema', name: 'a', schema, strict: true } } })).body.format,
+      schema,
+    );
     assert.equal(responsesToOllama(parse({ model: 'm', input: 'x', text: { format: { type: 'json_object' } } })).body.format, 'json');
   });
 
@@ -177,7 +224,10 @@ describe('Responses request → Ollama chat', () => {
     assert.equal(statelessProblem(parse({ model: 'm', input: 'x', store: false })), undefined);
     assert.equal(statelessProblem(parse({ model: 'm', input: 'x', store: true }))?.param, 'store');
     assert.equal(statelessProblem(parse({ model: 'm', input: 'x', previous_response_id: 'resp_1' }))?.param, 'previous_response_id');
-    assert.throws(() => responsesToOllama(parse({ model: 'm', input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '{oops' }] })), InvalidRequest);
+    assert.throws(
+      () => responsesToOllama(parse({ model: 'm', input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '{oops' }] })),
+      InvalidRequest,
+    );
   });
 
   it('maps reasoning effort to think', () => {
@@ -204,9 +254,25 @@ describe('client signals', () => {
         ['curl/8.0', {}],
       ].map(([ua, extra]) => [ua as string, clientSignals({ 'user-agent': ua as string, ...(extra as Record<string, string>) }).name]),
     );
-    assert.deepEqual(Object.values(names), ['claude-code', 'codex', 'codex', 'copilot', 'continue', 'opencode', 'ollama', 'openai-sdk', 'anthropic-sdk', 'other']);
+    assert.deepEqual(Object.values(names), [
+      'claude-code',
+      'codex',
+      'codex',
+      'copilot',
+      'continue',
+      'opencode',
+      'ollama',
+      'openai-sdk',
+      'anthropic-sdk',
+      'other',
+    ]);
 
-    const copilot = clientSignals({ 'user-agent': 'GitHubCopilotChat/0.30.0', 'x-interaction-type': 'conversation-subagent', 'openai-intent': 'conversation-agent', 'x-request-id': 'r1' });
+    const copilot = clientSignals({
+      'user-agent': 'GitHubCopilotChat/0.30.0',
+      'x-interaction-type': 'conversation-subagent',
+      'openai-intent': 'conversation-agent',
+      'x-request-id': 'r1',
+    });
     assert.equal(copilot.interaction, 'conversation-subagent');
     assert.equal(copilot.intent, 'conversation-agent');
     assert.equal(copilot.requestId, 'r1');

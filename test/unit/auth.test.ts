@@ -48,8 +48,18 @@ const SURFACES = [
   { name: 'Ollama generate', path: '/api/generate', body: { model: 'm-small', prompt: 'hi', stream: false }, shape: 'ollama' },
   { name: 'OpenAI chat', path: '/v1/chat/completions', body: { model: 'm-small', messages: [{ role: 'user', content: 'hi' }] }, shape: 'openai' },
   { name: 'OpenAI completions', path: '/v1/completions', body: { model: 'm-small', prompt: 'hi' }, shape: 'openai' },
-  { name: 'Copilot ghost text', path: '/v1/engines/m-small/completions', body: { prompt: 'def f(', suffix: ')', max_tokens: 5, stream: false }, shape: 'openai' },
-  { name: 'Anthropic messages', path: '/v1/messages', body: { model: 'm-small', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }, shape: 'anthropic' },
+  {
+    name: 'Copilot ghost text',
+    path: '/v1/engines/m-small/completions',
+    body: { prompt: 'def f(', suffix: ')', max_tokens: 5, stream: false },
+    shape: 'openai',
+  },
+  {
+    name: 'Anthropic messages',
+    path: '/v1/messages',
+    body: { model: 'm-small', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] },
+    shape: 'anthropic',
+  },
   { name: 'OpenAI responses', path: '/v1/responses', body: { model: 'm-small', input: 'hi' }, shape: 'openai' },
 ] as const;
 
@@ -120,7 +130,10 @@ describe('API keys', () => {
       keys.gone = addKey(file, { name: 'gone', role: 'user' });
       revokeKey(file, 'gone');
       bridge = await startTestBridge({ file });
-      cleanups.push(() => bridge.stop(100), () => upstream.close());
+      cleanups.push(
+        () => bridge.stop(100),
+        () => upstream.close(),
+      );
     });
 
     it('takes a key from Authorization: Bearer, x-api-key and api-key, and records who asked but never the key', async () => {
@@ -149,10 +162,17 @@ describe('API keys', () => {
 
     it('holds a key to its model allow-list: 403 in the surface shape, recorded', async () => {
       const recorded = nextRecord(bridge);
-      const response = await call(bridge, 'POST', '/v1/chat/completions', bearer(keys.user as string), { model: 'm-big', messages: [{ role: 'user', content: 'hi' }] });
+      const response = await call(bridge, 'POST', '/v1/chat/completions', bearer(keys.user as string), {
+        model: 'm-big',
+        messages: [{ role: 'user', content: 'hi' }],
+      });
       assert.match(await assertShape(response, 'openai', 403, 'model_not_allowed'), /bob may not use the model 'm-big'/);
       assert.equal((await recorded).status, 403);
-      assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys.admin as string), { ...SURFACES[0].body, model: 'm-big' })).status, 200, 'no list: any model');
+      assert.equal(
+        (await call(bridge, 'POST', '/api/chat', bearer(keys.admin as string), { ...SURFACES[0].body, model: 'm-big' })).status,
+        200,
+        'no list: any model',
+      );
     });
 
     it('applies the role matrix to every surface and every control action', async () => {
@@ -163,7 +183,11 @@ describe('API keys', () => {
         await assertShape(await call(bridge, 'POST', surface.path, bearer(keys.viewer as string), surface.body), surface.shape, 403, 'forbidden');
       }
       // Model lists: users yes, viewers no.
-      for (const [method, pathname, body] of [['GET', '/api/tags'], ['GET', '/v1/models'], ['POST', '/api/show', { model: 'm-small' }]] as const) {
+      for (const [method, pathname, body] of [
+        ['GET', '/api/tags'],
+        ['GET', '/v1/models'],
+        ['POST', '/api/show', { model: 'm-small' }],
+      ] as const) {
         assert.equal((await call(bridge, method, pathname, bearer(keys.user as string), body)).status, 200, `${pathname} as user`);
         assert.equal((await call(bridge, method, pathname, bearer(keys.viewer as string), body)).status, 403, `${pathname} as viewer`);
       }
@@ -171,11 +195,16 @@ describe('API keys', () => {
       for (const pathname of ['/api/pull', '/api/delete', '/api/copy', '/api/create']) {
         const method = pathname === '/api/delete' ? 'DELETE' : 'POST';
         await assertShape(await call(bridge, method, pathname, bearer(keys.user as string), { model: 'm-small' }), 'ollama', 403);
-        assert.notEqual((await call(bridge, method, pathname, bearer(keys.admin as string), { model: 'm-small', source: 'm-small', destination: 'm-copy' })).status, 403, `${pathname} as admin`);
+        assert.notEqual(
+          (await call(bridge, method, pathname, bearer(keys.admin as string), { model: 'm-small', source: 'm-small', destination: 'm-copy' })).status,
+          403,
+          `${pathname} as admin`,
+        );
       }
       // Dashboard reads: every role; the health probes: no key at all.
       for (const pathname of ['/bridge/api/state', '/bridge/api/gpu/history', '/bridge/api/usage', '/metrics']) {
-        for (const role of ['admin', 'user', 'viewer']) assert.equal((await call(bridge, 'GET', pathname, bearer(keys[role] as string))).status, 200, `${pathname} as ${role}`);
+        for (const role of ['admin', 'user', 'viewer'])
+          assert.equal((await call(bridge, 'GET', pathname, bearer(keys[role] as string))).status, 200, `${pathname} as ${role}`);
         assert.equal((await call(bridge, 'GET', pathname)).status, 401, `${pathname} without a key`);
       }
       assert.equal((await call(bridge, 'GET', '/health/ready')).status, 200, 'health probes need no key');
@@ -198,15 +227,29 @@ describe('API keys', () => {
 
     it('says who is signed in and what the role may do; a user reads only their own history and usage', async () => {
       const whoami = async (key: string): Promise<unknown> => (await call(bridge, 'GET', '/bridge/api/whoami', bearer(key))).json();
-      assert.deepEqual(await whoami(keys.viewer as string), { name: 'vera', team: null, role: 'viewer', authRequired: true, cloud: 'allow', can: { actions: false, generate: false, everyonesUsage: true } });
+      assert.deepEqual(await whoami(keys.viewer as string), {
+        name: 'vera',
+        team: null,
+        role: 'viewer',
+        authRequired: true,
+        cloud: 'allow',
+        can: { actions: false, generate: false, everyonesUsage: true },
+      });
       assert.deepEqual(((await whoami(keys.user as string)) as { can: unknown }).can, { actions: false, generate: true, everyonesUsage: false });
-      const history = async (key: string): Promise<HistoryRecord[]> => ((await (await call(bridge, 'GET', '/bridge/api/history', bearer(key))).json()) as { records: HistoryRecord[] }).records;
+      const history = async (key: string): Promise<HistoryRecord[]> =>
+        ((await (await call(bridge, 'GET', '/bridge/api/history', bearer(key))).json()) as { records: HistoryRecord[] }).records;
       const mine = await history(keys.user as string);
       assert.ok(mine.length > 0 && mine.every((r) => r.user === 'bob'));
       assert.ok((await history(keys.admin as string)).some((r) => r.user === 'alice'));
-      const usage = (await (await call(bridge, 'GET', '/bridge/api/usage', bearer(keys.user as string))).json()) as { scope: string; byPerson: Array<{ name: string }> };
+      const usage = (await (await call(bridge, 'GET', '/bridge/api/usage', bearer(keys.user as string))).json()) as {
+        scope: string;
+        byPerson: Array<{ name: string }>;
+      };
       assert.equal(usage.scope, 'own');
-      assert.deepEqual(usage.byPerson.map((p) => p.name), ['bob']);
+      assert.deepEqual(
+        usage.byPerson.map((p) => p.name),
+        ['bob'],
+      );
 
       // The live stream (credential in the query: EventSource sends no headers) carries a user's own records only.
       assert.equal((await call(bridge, 'GET', '/bridge/api/events')).status, 401);
@@ -288,9 +331,18 @@ describe('JWT', () => {
     const ec = await generateKeyPair('ES256', { extractable: true });
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' };
     jwks.keys = [rsaJwk, { ...(await exportJWK(ec.publicKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' }];
-    const bridge = await bridgeWith(`jwks_url: ${jwks.url}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\njwks_refetch_cooldown_seconds: 0\nclaims:\n  name: email\n  team: groups\n  role: roles`);
+    const bridge = await bridgeWith(
+      `jwks_url: ${jwks.url}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\njwks_refetch_cooldown_seconds: 0\nclaims:\n  name: email\n  team: groups\n  role: roles`,
+    );
     const sign = (key: CryptoKey, alg: string, kid: string, claims: Record<string, unknown> = {}, expires: string | number = '5m', audience = AUDIENCE) =>
-      new SignJWT({ email: 'dana@example.test', groups: ['web', 'ops'], roles: ['user'], ...claims }).setProtectedHeader({ alg, kid }).setIssuer(ISSUER).setAudience(audience).setSubject('u-1').setIssuedAt().setExpirationTime(expires).sign(key);
+      new SignJWT({ email: 'dana@example.test', groups: ['web', 'ops'], roles: ['user'], ...claims })
+        .setProtectedHeader({ alg, kid })
+        .setIssuer(ISSUER)
+        .setAudience(audience)
+        .setSubject('u-1')
+        .setIssuedAt()
+        .setExpirationTime(expires)
+        .sign(key);
 
     const recorded = nextRecord(bridge);
     assert.equal((await chat(bridge, await sign(rsa.privateKey, 'RS256', 'rsa-1'))).status, 200, 'RS256');
@@ -308,7 +360,8 @@ describe('JWT', () => {
     assert.equal((await chat(bridge, await sign(rotated.privateKey, 'RS256', 'rsa-2'))).status, 200, 'rotated key');
     assert.equal(jwks.fetches, 2);
 
-    const refused = async (token: string, why: RegExp): Promise<void> => assert.match(await assertShape(await chat(bridge, token), 'openai', 401, 'invalid_token'), why);
+    const refused = async (token: string, why: RegExp): Promise<void> =>
+      assert.match(await assertShape(await chat(bridge, token), 'openai', 401, 'invalid_token'), why);
     await refused(await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, Math.floor(Date.now() / 1000) - 120), /expired/);
     await refused(await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, '5m', 'another-service'), /'aud' claim/);
     const payload = { email: 'mallory', roles: ['admin'], iss: ISSUER, aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 300 };
@@ -328,7 +381,14 @@ describe('JWT', () => {
     const secret = 'a-shared-secret-of-at-least-32-bytes!';
     writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
     const bridge = await bridgeWith(`secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}`);
-    const sign = (key: Uint8Array | CryptoKey, alg = 'HS256') => new SignJWT({ roles: 'admin' }).setProtectedHeader({ alg }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject('svc-ci').setExpirationTime('5m').sign(key);
+    const sign = (key: Uint8Array | CryptoKey, alg = 'HS256') =>
+      new SignJWT({ roles: 'admin' })
+        .setProtectedHeader({ alg })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setSubject('svc-ci')
+        .setExpirationTime('5m')
+        .sign(key);
     const recorded = nextRecord(bridge);
     assert.equal((await chat(bridge, await sign(new TextEncoder().encode(secret)))).status, 200);
     assert.equal((await recorded).user, 'svc-ci', 'sub is the default name claim');
@@ -346,13 +406,19 @@ describe('limits', () => {
 
   before(async () => {
     upstream = await startChatUpstream({
-      hold: (body) => (body.prompt === 'hold' || JSON.stringify(body.messages ?? '').includes('hold') ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve()),
+      hold: (body) =>
+        body.prompt === 'hold' || JSON.stringify(body.messages ?? '').includes('hold')
+          ? new Promise<void>((resolve) => (release = resolve))
+          : Promise.resolve(),
     });
     cleanups.push(() => upstream.close());
   });
 
   /** Two people of team web, each with `limits`, and the team's own `teamLimits`. */
-  async function limitedBridge(limits: Record<string, number> | undefined, teamLimits?: Record<string, number>): Promise<{ bridge: BridgeHandle; keys: string[] }> {
+  async function limitedBridge(
+    limits: Record<string, number> | undefined,
+    teamLimits?: Record<string, number>,
+  ): Promise<{ bridge: BridgeHandle; keys: string[] }> {
     const file = path.join(tempDir('limits-'), 'config.yaml');
     writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
     const keys = [addKey(file, { name: 'ann', team: 'web', role: 'user' }), addKey(file, { name: 'ben', team: 'web', role: 'user' })];
@@ -381,7 +447,10 @@ describe('limits', () => {
       assert.match(record.reason, /rate limit reached: rpm of ann/);
     }
     assert.equal((await call(bridge, 'POST', '/api/chat', bearer(keys[1] as string), SURFACES[0].body)).status, 200, 'another person has their own budget');
-    assert.match(await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(), new RegExp(`copilot_bridge_rate_limited_total\\{team="web"\\} ${SURFACES.length}`));
+    assert.match(
+      await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(),
+      new RegExp(`copilot_bridge_rate_limited_total\\{team="web"\\} ${SURFACES.length}`),
+    );
   });
 
   it('a team budget is shared by its people', async () => {
@@ -423,7 +492,9 @@ describe('never-cloud', () => {
   it('keeps a cloud: never team, the x-bridge-local-only header and fallback.never_models off the cloud, with the reason in history', async () => {
     const cloud = await startStandIn((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta: { role: 'assistant', content: 'from the cloud' }, finish_reason: 'stop' }] })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta: { role: 'assistant', content: 'from the cloud' }, finish_reason: 'stop' }] })}\n\n`,
+      );
       res.end('data: [DONE]\n\n');
     });
     const file = path.join(tempDir('never-cloud-'), 'config.yaml');
@@ -435,10 +506,19 @@ describe('never-cloud', () => {
     const open = addKey(file, { name: 'olga', team: 'web', role: 'user' });
     const legal = addKey(file, { name: 'lou', team: 'legal', role: 'user' });
     const bridge = await startTestBridge({ file, env: { OPENAI_API_KEY: 'sk-test' } });
-    cleanups.push(() => bridge.stop(100), () => cloud.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => cloud.close(),
+    );
     const ask = async (key: string, model: string, headers: Record<string, string> = {}): Promise<{ status: number; record: HistoryRecord }> => {
       const recorded = nextRecord(bridge);
-      const response = await call(bridge, 'POST', '/v1/chat/completions', { ...bearer(key), ...headers }, { model, messages: [{ role: 'user', content: 'hi' }] });
+      const response = await call(
+        bridge,
+        'POST',
+        '/v1/chat/completions',
+        { ...bearer(key), ...headers },
+        { model, messages: [{ role: 'user', content: 'hi' }] },
+      );
       await response.text();
       return { status: response.status, record: await recorded };
     };
@@ -468,8 +548,17 @@ describe('never-cloud', () => {
     const file = path.join(tempDir('never-cloud-'), 'config.yaml');
     writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
     const bridge = await startTestBridge({ file });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
-    const response = await call(bridge, 'POST', '/api/chat', { 'x-bridge-local-only': 'true' }, { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const response = await call(
+      bridge,
+      'POST',
+      '/api/chat',
+      { 'x-bridge-local-only': 'true' },
+      { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] },
+    );
     assert.match(await assertShape(response, 'ollama', 403), /runs in a cloud/);
     assert.equal(upstream.requests.length, 0);
   });

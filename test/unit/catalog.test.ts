@@ -41,20 +41,35 @@ describe('model catalog', () => {
 
   it('finds the holders of a model, and looks again once before saying none (a model pulled meanwhile)', async () => {
     const { catalog, a } = await catalogOver({ tags: ['llama3'], ps: [] }, { tags: [], ps: [] });
-    assert.deepEqual((await catalog.holders('llama3:latest')).map((b) => b.name), ['gpu0']);
+    assert.deepEqual(
+      (await catalog.holders('llama3:latest')).map((b) => b.name),
+      ['gpu0'],
+    );
     a.models.tags = ['llama3', 'new-model'];
-    assert.deepEqual((await catalog.holders('new-model')).map((b) => b.name), ['gpu0']);
+    assert.deepEqual(
+      (await catalog.holders('new-model')).map((b) => b.name),
+      ['gpu0'],
+    );
     assert.deepEqual(await catalog.holders('never-installed'), []);
   });
 
   it('keeps going when one backend is down, and rejects as unreachable only when none answers', async () => {
     const { catalog } = await catalogOver({ tags: ['llama3'], ps: ['llama3'] }, 'unreachable');
-    assert.deepEqual((await catalog.models()).map((m) => m.backends), [['gpu0']]);
-    assert.deepEqual((await catalog.loaded()).map((m) => [m.name, m.backend]), [['llama3', 'gpu0']]);
+    assert.deepEqual(
+      (await catalog.models()).map((m) => m.backends),
+      [['gpu0']],
+    );
+    assert.deepEqual(
+      (await catalog.loaded()).map((m) => [m.name, m.backend]),
+      [['llama3', 'gpu0']],
+    );
 
     const nobody = await catalogOver({ tags: [], ps: [] }, 'unreachable');
     await nobody.a.close();
-    await assert.rejects(nobody.catalog.models(true), (error: unknown) => error instanceof UpstreamError && error.status === 502 && /no backend is reachable/.test(error.message));
+    await assert.rejects(
+      nobody.catalog.models(true),
+      (error: unknown) => error instanceof UpstreamError && error.status === 502 && /no backend is reachable/.test(error.message),
+    );
   });
 
   it('asks /api/show once per backend and model until invalidated', async () => {

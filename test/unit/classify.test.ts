@@ -39,7 +39,10 @@ describe('classifier', () => {
 
   it('raises the tier for tools, long context and many turns', () => {
     assert.deepEqual(classifier.classify(chat('format this', { tools: true })), { tier: 'complex', reason: "complex: keyword 'format'; tools present" });
-    assert.deepEqual(classifier.classify(chat('format this', { approxTokens: 9000 })), { tier: 'complex', reason: "complex: keyword 'format'; long context (~9000 tokens)" });
+    assert.deepEqual(classifier.classify(chat('format this', { approxTokens: 9000 })), {
+      tier: 'complex',
+      reason: "complex: keyword 'format'; long context (~9000 tokens)",
+    });
     assert.deepEqual(classifier.classify(chat('format this', { turns: 12 })), { tier: 'moderate', reason: "moderate: keyword 'format'; 12 turns" });
   });
 

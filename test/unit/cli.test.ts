@@ -14,10 +14,7 @@ describe('copilot-bridge command', () => {
     const run = await runCliToEnd(['serve', '--config', file]);
     assert.equal(run.code, 2);
     assert.equal(run.stdout, '');
-    assert.equal(
-      run.stderr,
-      `copilot-bridge: invalid configuration\n  ${file}: server.port: Invalid input: expected number, received string (got "lots")\n`,
-    );
+    assert.equal(run.stderr, `copilot-bridge: invalid configuration\n  ${file}: server.port: Invalid input: expected number, received string (got "lots")\n`);
     assert.doesNotMatch(run.stderr, /\n\s+at /);
   });
 

@@ -11,7 +11,22 @@ import { tempDir } from '../support/temp.js';
 
 /** Anthropic's documented streaming sequence for a message with text and one tool call. */
 const ANTHROPIC_EVENTS: Array<[string, unknown]> = [
-  ['message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-test', stop_reason: null, stop_sequence: null, usage: { input_tokens: 25, output_tokens: 1 } } }],
+  [
+    'message_start',
+    {
+      type: 'message_start',
+      message: {
+        id: 'msg_1',
+        type: 'message',
+        role: 'assistant',
+        content: [],
+        model: 'claude-test',
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: 25, output_tokens: 1 },
+      },
+    },
+  ],
   ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
   ['ping', { type: 'ping' }],
   ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hello' } }],
@@ -35,14 +50,17 @@ function anthropicStream(res: ServerResponse, events = ANTHROPIC_EVENTS): void {
 /** An OpenAI-compatible stream whose tool call arrives in fragments, as OpenAI sends it. */
 function openAiStream(res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'text/event-stream' });
-  const chunk = (delta: unknown, finish: string | null = null): string => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  const chunk = (delta: unknown, finish: string | null = null): string =>
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
   res.write(chunk({ role: 'assistant', content: '' }));
   res.write(chunk({ content: 'Hi' }));
   res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '' } }] }));
   res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] }));
   res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '"Oslo"}' } }] }));
   res.write(chunk({}, 'tool_calls'));
-  res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [], usage: { prompt_tokens: 7, completion_tokens: 9, total_tokens: 16 } })}\n\n`);
+  res.write(
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [], usage: { prompt_tokens: 7, completion_tokens: 9, total_tokens: 16 } })}\n\n`,
+  );
   res.end('data: [DONE]\n\n');
 }
 
@@ -52,21 +70,34 @@ after(async () => {
 });
 
 /** A bridge whose only local backend is down, with one cloud provider served by a stand-in. */
-async function withProvider(type: 'anthropic' | 'openai', respond: (res: ServerResponse) => void, enabled = true): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
+async function withProvider(
+  type: 'anthropic' | 'openai',
+  respond: (res: ServerResponse) => void,
+  enabled = true,
+): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
   const cloud = await startStandIn((_req, res) => respond(res));
   const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
   writeFileSync(
     file,
     `fallback:\n  enabled: ${enabled}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
   );
-  const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' } });
-  cleanups.push(() => bridge.stop(100), () => cloud.close());
+  const bridge = await startTestBridge({
+    file,
+    env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
+  });
+  cleanups.push(
+    () => bridge.stop(100),
+    () => cloud.close(),
+  );
   return { cloud, bridge };
 }
 
-const post = (url: string, body: unknown): Promise<Response> => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+const post = (url: string, body: unknown): Promise<Response> =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
-const TOOLS = [{ type: 'function', function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+const TOOLS = [
+  { type: 'function', function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } },
+];
 
 describe('cloud fallback: Anthropic Messages API', () => {
   it('translates the request: system apart, tool calls and results as blocks, tools with input_schema, the key header', async () => {
@@ -118,7 +149,16 @@ describe('cloud fallback: Anthropic Messages API', () => {
     const events: string[] = [];
     for await (const event of readSseEvents(response)) events.push(event);
     assert.equal(events.at(-1), '[DONE]');
-    const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: Array<{ delta: { content?: string; tool_calls?: Array<{ function: { name: string; arguments: string } }> }; finish_reason: string | null }>; usage?: unknown });
+    const chunks = events.slice(0, -1).map(
+      (e) =>
+        JSON.parse(e) as {
+          choices: Array<{
+            delta: { content?: string; tool_calls?: Array<{ function: { name: string; arguments: string } }> };
+            finish_reason: string | null;
+          }>;
+          usage?: unknown;
+        },
+    );
     assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), 'Hello world');
     const call = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])[0];
     assert.equal(call?.function.name, 'get_weather');
@@ -131,10 +171,19 @@ describe('cloud fallback: Anthropic Messages API', () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
     const response = await post(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS });
     assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
-    const lines: Array<{ message?: { content: string; tool_calls?: unknown[] }; done: boolean; done_reason?: string; eval_count?: number; prompt_eval_count?: number }> = [];
+    const lines: Array<{
+      message?: { content: string; tool_calls?: unknown[] };
+      done: boolean;
+      done_reason?: string;
+      eval_count?: number;
+      prompt_eval_count?: number;
+    }> = [];
     for await (const l of readLines(response)) lines.push(JSON.parse(l) as (typeof lines)[number]);
     assert.equal(lines.map((l) => l.message?.content ?? '').join(''), 'Hello world');
-    assert.deepEqual(lines.flatMap((l) => l.message?.tool_calls ?? []), [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }]);
+    assert.deepEqual(
+      lines.flatMap((l) => l.message?.tool_calls ?? []),
+      [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }],
+    );
     const last = lines.at(-1);
     assert.equal(last?.done, true);
     assert.equal(last?.done_reason, 'stop');
@@ -149,12 +198,17 @@ describe('cloud fallback: Anthropic Messages API', () => {
   });
 
   it('turns Anthropic’s mid-stream error event into the surface’s error form', async () => {
-    const events: Array<[string, unknown]> = [...ANTHROPIC_EVENTS.slice(0, 4), ['error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }]];
+    const events: Array<[string, unknown]> = [
+      ...ANTHROPIC_EVENTS.slice(0, 4),
+      ['error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }],
+    ];
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
     const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
     const received: string[] = [];
     for await (const event of readSseEvents(response)) received.push(event);
-    assert.deepEqual(JSON.parse(received.at(-1) ?? ''), { error: { message: 'cloud-anthropic: Overloaded', type: 'api_error', param: null, code: 'upstream_error' } });
+    assert.deepEqual(JSON.parse(received.at(-1) ?? ''), {
+      error: { message: 'cloud-anthropic: Overloaded', type: 'api_error', param: null, code: 'upstream_error' },
+    });
   });
 });
 
@@ -202,10 +256,16 @@ describe('cloud fallback: credentials in provider errors', () => {
       res.end(`data: ${JSON.stringify({ error: { message: echo } })}\n\n`);
     });
     const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
-    writeFileSync(file, `fallback:\n  enabled: true\n  providers:\n    - name: cloud\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-test\n`);
+    writeFileSync(
+      file,
+      `fallback:\n  enabled: true\n  providers:\n    - name: cloud\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-test\n`,
+    );
     const { logger, lines } = memoryLogger();
     const bridge = await startTestBridge({ file, logger, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, OPENAI_API_KEY: key } });
-    cleanups.push(() => bridge.stop(100), () => cloud.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => cloud.close(),
+    );
 
     const refused = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(refused.status, 401);

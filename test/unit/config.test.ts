@@ -81,12 +81,18 @@ describe('config', () => {
   });
 
   it('lets GPU0_URL replace the file’s backend of the same name', () => {
-    const file = yamlFile('backends.yaml', 'backends:\n  - name: gpu0\n    url: http://10.0.0.5:11434\n  - name: big\n    url: http://10.0.0.6:11434\n    gpu: GPU-abc\n');
+    const file = yamlFile(
+      'backends.yaml',
+      'backends:\n  - name: gpu0\n    url: http://10.0.0.5:11434\n  - name: big\n    url: http://10.0.0.6:11434\n    gpu: GPU-abc\n',
+    );
     const config = loadConfig({ file, env: { GPU0_URL: 'http://127.0.0.1:9999' } });
-    assert.deepEqual(config.backends.map((b) => [b.name, b.url]), [
-      ['gpu0', 'http://127.0.0.1:9999'],
-      ['big', 'http://10.0.0.6:11434'],
-    ]);
+    assert.deepEqual(
+      config.backends.map((b) => [b.name, b.url]),
+      [
+        ['gpu0', 'http://127.0.0.1:9999'],
+        ['big', 'http://10.0.0.6:11434'],
+      ],
+    );
   });
 
   it('normalizes Ollama addresses the way OLLAMA_HOST is written', () => {
@@ -101,7 +107,10 @@ describe('config', () => {
   it('names the file, key path and expectation for a bad value in the file', () => {
     const file = yamlFile('bad.yaml', 'routing:\n  thresholds:\n    timeout_seconds: soon\n');
     const problems = problemsOf(() => loadConfig({ file }));
-    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [[file, 'routing.thresholds.timeout_seconds']]);
+    assert.deepEqual(
+      problems.map((p) => [p.source, p.keyPath]),
+      [[file, 'routing.thresholds.timeout_seconds']],
+    );
     assert.match(problems[0]?.expected ?? '', /expected number.*"soon"/);
   });
 
@@ -115,7 +124,10 @@ describe('config', () => {
 
   it('names the flag for a bad --port', () => {
     const problems = problemsOf(() => loadConfig({ flags: { port: '70000' } }));
-    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [['--port', 'server.port']]);
+    assert.deepEqual(
+      problems.map((p) => [p.source, p.keyPath]),
+      [['--port', 'server.port']],
+    );
   });
 
   it('reports a misspelt key instead of ignoring it', () => {
@@ -139,7 +151,10 @@ describe('config', () => {
 
   it('refuses to listen beyond loopback without API keys, and allows it with one', () => {
     const problems = problemsOf(() => loadConfig({ flags: { host: '0.0.0.0' } }));
-    assert.deepEqual(problems.map((p) => [p.source, p.keyPath]), [['--host', 'server.host']]);
+    assert.deepEqual(
+      problems.map((p) => [p.source, p.keyPath]),
+      [['--host', 'server.host']],
+    );
     const config = loadConfig({ flags: { host: '0.0.0.0' }, env: { BRIDGE_API_KEYS: 'k-0123456789abcdef, k-fedcba9876543210' } });
     assert.deepEqual(config.server.api_keys, ['k-0123456789abcdef', 'k-fedcba9876543210']);
   });
@@ -193,7 +208,10 @@ describe('secrets from files', () => {
 
   it('refuses a variable set both ways, and names an unreadable file without its content', () => {
     const both = problemsOf(() => loadConfig({ env: { CLOUD_API_KEY: 'sk-x', CLOUD_API_KEY_FILE: secretFile('cloud', 'sk-y') } }));
-    assert.deepEqual(both.map((p) => p.source), ['environment variables CLOUD_API_KEY and CLOUD_API_KEY_FILE']);
+    assert.deepEqual(
+      both.map((p) => p.source),
+      ['environment variables CLOUD_API_KEY and CLOUD_API_KEY_FILE'],
+    );
     const missing = path.join(secrets, 'not-there');
     const unreadable = problemsOf(() => loadConfig({ env: { BRIDGE_CONTROL_TOKEN_FILE: missing } }));
     assert.equal(unreadable[0]?.source, 'environment variable BRIDGE_CONTROL_TOKEN_FILE');

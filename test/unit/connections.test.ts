@@ -18,7 +18,10 @@ async function bridgeWith(yaml: string): Promise<BridgeHandle> {
   const file = path.join(tempDir('bridge-connections-'), 'config.yaml');
   writeFileSync(file, yaml);
   const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
-  cleanups.push(() => bridge.stop(100), () => upstream.close());
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
   return bridge;
 }
 

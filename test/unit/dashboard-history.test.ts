@@ -50,8 +50,14 @@ describe('dashboard history: filters and summary', () => {
   });
 
   it('offers each filter value once, sorted, without empty ones', () => {
-    assert.deepEqual(distinct(records, (r) => r.backend), ['gpu0', 'gpu1']);
-    assert.deepEqual(distinct(records, (r) => r.client), ['continue', 'copilot']);
+    assert.deepEqual(
+      distinct(records, (r) => r.backend),
+      ['gpu0', 'gpu1'],
+    );
+    assert.deepEqual(
+      distinct(records, (r) => r.client),
+      ['continue', 'copilot'],
+    );
   });
 
   it('counts requests per minute over the last five minutes only, and latency over the newest 1000', () => {

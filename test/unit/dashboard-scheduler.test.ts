@@ -38,7 +38,11 @@ describe('dashboard: scheduler figures', () => {
 
   it('marks estimates that are still the seed, and says when nothing was measured', () => {
     assert.deepEqual(estimateCells(pool('gpu0', 'a')), { service: '4.20 s (seed)', load: 'not measured', prompt: 'not measured' });
-    assert.deepEqual(estimateCells(pool('gpu0', 'a', { samples: 3, serviceMs: 350, loadMs: 2100, promptTokensPerSecond: 812 })), { service: '350 ms', load: '2.10 s', prompt: '812 tok/s' });
+    assert.deepEqual(estimateCells(pool('gpu0', 'a', { samples: 3, serviceMs: 350, loadMs: 2100, promptTokensPerSecond: 812 })), {
+      service: '350 ms',
+      load: '2.10 s',
+      prompt: '812 tok/s',
+    });
   });
 
   it('says how many requests never reached Ollama, and nothing when none', () => {

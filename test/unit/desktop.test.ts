@@ -124,18 +124,29 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
   });
 
   it('survives an upstream whose token counts are text or negative: the app keeps serving', async () => {
-    const upstream = await startStandIn((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.end('{"model":"m","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"x"},"done":true,"eval_count":"12","prompt_eval_count":-5}\n');
-    }, ['m:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(
+          '{"model":"m","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"x"},"done":true,"eval_count":"12","prompt_eval_count":-5}\n',
+        );
+      },
+      ['m:latest'],
+    );
     cleanups.push(() => upstream.close());
     const userData = tempDir('desktop-');
-    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`);
+    writeFileSync(
+      path.join(userData, 'config.yaml'),
+      `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
+    );
     const fake = new FakeElectron(userData);
     const desktop = await startDesktop(fake, {});
     assert.ok(desktop);
     const recorded = new Promise<void>((resolve) => desktop.bridge.history.onRecord(() => resolve()));
-    const chat = await fetch(`${desktop.bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }) });
+    const chat = await fetch(`${desktop.bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+    });
     assert.equal(chat.status, 200);
     await chat.text();
     // The request was recorded (history and metrics) after its answer: the process is still here to say so.
@@ -172,7 +183,11 @@ fallback:
     const desktop = await startDesktop(fake, {});
     assert.ok(desktop);
     const { bridge } = desktop;
-    cleanups.push(() => bridge.stop(100), () => upstream.close(), () => cloud.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+      () => cloud.close(),
+    );
 
     // Config, history, logs and the control token live in the app's folder.
     assert.equal(bridge.config.data_dir, userData);
@@ -182,7 +197,10 @@ fallback:
     assert.match(fake.tooltips.at(-1) ?? '', /^copilot-bridge: healthy\n0\.0 requests\/min\nno GPU figures\nToday: 0 requests, \$0\.000 saved vs cloud$/);
 
     // The model list arrives after the start; the tray shows it when it does.
-    await until(() => (fake.menu.find((i) => i.label === 'Simple model')?.submenu?.some((i) => i.label === 'qwen2.5-coder:7b-instruct-q8_0') ? true : undefined), 'the models in the tray');
+    await until(
+      () => (fake.menu.find((i) => i.label === 'Simple model')?.submenu?.some((i) => i.label === 'qwen2.5-coder:7b-instruct-q8_0') ? true : undefined),
+      'the models in the tray',
+    );
     await fake.click('Dual-GPU mode');
     assert.equal(bridge.state.settings.dualGpu, true);
     await fake.click('Dual-GPU mode');

@@ -27,13 +27,16 @@ async function heldUpstream(): Promise<{ standIn: StandIn; release: () => void; 
   const held: ServerResponse[] = [];
   let released = false;
   const events = new EventEmitter();
-  const standIn = await startStandIn((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-    res.write(line('first '));
-    if (released) res.end(line('', true));
-    else held.push(res);
-    events.emit('started');
-  }, ['m:latest']);
+  const standIn = await startStandIn(
+    (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write(line('first '));
+      if (released) res.end(line('', true));
+      else held.push(res);
+      events.emit('started');
+    },
+    ['m:latest'],
+  );
   const started = async (count: number): Promise<void> => {
     while (standIn.requests.length < count) await once(events, 'started');
   };
@@ -49,7 +52,10 @@ async function bridgeOver(standIn: StandIn): Promise<BridgeHandle> {
   const file = path.join(tempDir('bridge-drain-'), 'config.yaml');
   writeFileSync(file, `backends:\n  - { name: gpu0, url: "${standIn.url}", parallel: 3 }\n`);
   const bridge = await startTestBridge({ file, env: { PROMETHEUS_PORT: '0' } });
-  cleanups.push(() => bridge.stop(0), () => standIn.close());
+  cleanups.push(
+    () => bridge.stop(0),
+    () => standIn.close(),
+  );
   return bridge;
 }
 
@@ -69,38 +75,42 @@ function rawRequest(method: string, path: string, body = ''): string {
 }
 
 describe('graceful stop (SIGTERM)', () => {
-  it('drains: ready turns 503, new connections are refused, idle ones close, running answers finish, later ones say Connection: close', { timeout: 30_000 }, async () => {
-    const { standIn, release, started } = await heldUpstream();
-    const bridge = await bridgeOver(standIn);
+  it(
+    'drains: ready turns 503, new connections are refused, idle ones close, running answers finish, later ones say Connection: close',
+    { timeout: 30_000 },
+    async () => {
+      const { standIn, release, started } = await heldUpstream();
+      const bridge = await bridgeOver(standIn);
 
-    // A streamed chat on a raw kept-alive connection, running when the stop begins.
-    const busy = rawConnection(bridge.url);
-    busy.socket.write(rawRequest('POST', '/api/chat', chatBody(true)));
-    await started(1);
-    while (!busy.text().includes('first ')) await once(busy.socket, 'data');
-    // An idle kept-alive connection, as a balancer's pool holds them.
-    const idle = rawConnection(bridge.url);
-    idle.socket.write(rawRequest('GET', '/health'));
-    while (!idle.text().includes('"status":"ok"')) await once(idle.socket, 'data');
+      // A streamed chat on a raw kept-alive connection, running when the stop begins.
+      const busy = rawConnection(bridge.url);
+      busy.socket.write(rawRequest('POST', '/api/chat', chatBody(true)));
+      await started(1);
+      while (!busy.text().includes('first ')) await once(busy.socket, 'data');
+      // An idle kept-alive connection, as a balancer's pool holds them.
+      const idle = rawConnection(bridge.url);
+      idle.socket.write(rawRequest('GET', '/health'));
+      while (!idle.text().includes('"status":"ok"')) await once(idle.socket, 'data');
 
-    // A grace far longer than this test's timeout: everything below must happen because of draining, not the deadline.
-    const stopping = bridge.stop(10 * 60_000);
-    await idle.closed;
-    await assert.rejects(fetch(`${bridge.url}/health`), 'a new connection must be refused while draining');
-    const ready = await fetch(`${bridge.metricsUrl}/health/ready`);
-    assert.equal(ready.status, 503);
-    assert.equal(((await ready.json()) as { draining: boolean }).draining, true);
+      // A grace far longer than this test's timeout: everything below must happen because of draining, not the deadline.
+      const stopping = bridge.stop(10 * 60_000);
+      await idle.closed;
+      await assert.rejects(fetch(`${bridge.url}/health`), 'a new connection must be refused while draining');
+      const ready = await fetch(`${bridge.metricsUrl}/health/ready`);
+      assert.equal(ready.status, 503);
+      assert.equal(((await ready.json()) as { draining: boolean }).draining, true);
 
-    // The balancer sends one more request on the busy connection: it is answered, with Connection: close.
-    busy.socket.write(rawRequest('GET', '/health'));
-    release();
-    await busy.closed;
-    const [first, second] = busy.text().split(/(?=HTTP\/1\.1 )/);
-    assert.match(first ?? '', /"done":true/, 'the running stream finished normally');
-    assert.match(second ?? '', /^HTTP\/1\.1 200/);
-    assert.match(second ?? '', /\r\nconnection: close\r\n/i);
-    await stopping;
-  });
+      // The balancer sends one more request on the busy connection: it is answered, with Connection: close.
+      busy.socket.write(rawRequest('GET', '/health'));
+      release();
+      await busy.closed;
+      const [first, second] = busy.text().split(/(?=HTTP\/1\.1 )/);
+      assert.match(first ?? '', /"done":true/, 'the running stream finished normally');
+      assert.match(second ?? '', /^HTTP\/1\.1 200/);
+      assert.match(second ?? '', /\r\nconnection: close\r\n/i);
+      await stopping;
+    },
+  );
 
   it('at the deadline, running streams end with the surface’s in-band error and waiting whole answers get a 503', { timeout: 30_000 }, async () => {
     const { standIn, started } = await heldUpstream();

@@ -12,7 +12,10 @@ describe('dashboard event stream', () => {
   it('caps the number of open event streams and takes a new one when one closes', async () => {
     const upstream = await startStandIn((_req, res) => res.end());
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     const open = async (): Promise<Response> => fetch(`${bridge.url}/bridge/api/events`);
     const streams: Response[] = [];
     for (let i = 0; i < MAX_EVENT_SUBSCRIBERS; i++) {

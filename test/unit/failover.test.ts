@@ -28,13 +28,22 @@ function answer(res: ServerResponse, text: string): void {
 type Behaviour = (res: ServerResponse) => void;
 
 /** Two stand-in backends (gpu0, gpu1) that both list model m, with dual-GPU on. */
-async function twoBackends(gpu0: Behaviour, gpu1: Behaviour, extraEnv: Record<string, string> = {}, yaml = ''): Promise<{ a: StandIn; b: StandIn; bridge: BridgeHandle }> {
+async function twoBackends(
+  gpu0: Behaviour,
+  gpu1: Behaviour,
+  extraEnv: Record<string, string> = {},
+  yaml = '',
+): Promise<{ a: StandIn; b: StandIn; bridge: BridgeHandle }> {
   const a = await startStandIn((_req, res) => gpu0(res), ['m:latest']);
   const b = await startStandIn((_req, res) => gpu1(res), ['m:latest']);
   const file = path.join(tempDir('bridge-failover-'), 'config.yaml');
   writeFileSync(file, yaml);
   const bridge = await startTestBridge({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'true', ...extraEnv } });
-  cleanups.push(() => bridge.stop(100), () => a.close(), () => b.close());
+  cleanups.push(
+    () => bridge.stop(100),
+    () => a.close(),
+    () => b.close(),
+  );
   return { a, b, bridge };
 }
 
@@ -88,14 +97,20 @@ describe('retries and failover', () => {
   });
 
   it('keeps one failing model from closing its backend to the others, and asks no backend twice for one request', async () => {
-    const upstream = await startStandIn((_req, res, body) => {
-      if ((JSON.parse(body) as { model: string }).model === 'broken') {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end('{"error":"llama runner process has terminated: exit status 2"}');
-      } else answer(res, 'fine');
-    }, ['broken:latest', 'm:latest']);
+    const upstream = await startStandIn(
+      (_req, res, body) => {
+        if ((JSON.parse(body) as { model: string }).model === 'broken') {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end('{"error":"llama runner process has terminated: exit status 2"}');
+        } else answer(res, 'fine');
+      },
+      ['broken:latest', 'm:latest'],
+    );
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url, MAX_RETRIES: '3' } });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     const ask = (model: string): Promise<Response> =>
       fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model, stream: false, messages: [{ role: 'user', content: 'x' }] }) });
 
@@ -112,7 +127,10 @@ describe('retries and failover', () => {
     const state = backendState(bridge, 'local').health;
     assert.equal(state.circuit, 'closed');
     assert.equal(state.status, 'healthy');
-    assert.deepEqual(state.models.map((m) => [m.model, m.circuit]), [['broken:latest', 'open']]);
+    assert.deepEqual(
+      state.models.map((m) => [m.model, m.circuit]),
+      [['broken:latest', 'open']],
+    );
     // The broken model's circuit is open: no more requests reach the backend for it.
     const refused = await ask('broken');
     assert.equal(refused.status, 503);
@@ -132,14 +150,18 @@ describe('retries and failover', () => {
     const standby = await startStandIn((_req, res) => answer(res, 'standby'), ['m:latest']);
     const file = path.join(tempDir('bridge-hung-'), 'config.yaml');
     writeFileSync(file, 'routing:\n  health:\n    interval_seconds: 60\n    timeout_seconds: 0.2\n');
-    const bridge = await startTestBridge({ file, env: { GPU0_URL: `http://127.0.0.1:${(hung.address() as AddressInfo).port}`, GPU1_URL: standby.url, ENABLE_DUAL_GPU: 'false' } });
+    const bridge = await startTestBridge({
+      file,
+      env: { GPU0_URL: `http://127.0.0.1:${(hung.address() as AddressInfo).port}`, GPU1_URL: standby.url, ENABLE_DUAL_GPU: 'false' },
+    });
     cleanups.push(
       () => bridge.stop(100),
       () => standby.close(),
-      () => new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        hung.close(() => resolve());
-      }),
+      () =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy();
+          hung.close(() => resolve());
+        }),
     );
     assert.equal(backendState(bridge, 'gpu0').health.status, 'down');
     const checksAtStart = checks;
@@ -224,16 +246,27 @@ describe('retries and failover', () => {
 
 describe('control API', () => {
   it('switches dual-GPU mode with the control token, and routing follows', async () => {
-    const { a, b, bridge } = await twoBackends((res) => setTimeout(() => answer(res, 'gpu0'), 200), (res) => answer(res, 'gpu1'));
+    const { a, b, bridge } = await twoBackends(
+      (res) => setTimeout(() => answer(res, 'gpu0'), 200),
+      (res) => answer(res, 'gpu1'),
+    );
     const action = (token: string | undefined, body: unknown): Promise<Response> =>
-      fetch(`${bridge.url}/bridge/api/actions/setDualGpu`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { 'x-bridge-token': token } : {}) }, body: JSON.stringify(body) });
+      fetch(`${bridge.url}/bridge/api/actions/setDualGpu`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { 'x-bridge-token': token } : {}) },
+        body: JSON.stringify(body),
+      });
 
     assert.equal((await action(undefined, { enabled: false })).status, 401);
     assert.equal((await action('wrong-token-0123456789abcdef', { enabled: false })).status, 401);
     const invalid = await action(bridge.controlToken, { enabled: 'no' });
     assert.equal(invalid.status, 400);
     assert.match(((await invalid.json()) as { error: string }).error, /^setDualGpu: enabled: /);
-    const unknown = await fetch(`${bridge.url}/bridge/api/actions/launchRockets`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken }, body: '{}' });
+    const unknown = await fetch(`${bridge.url}/bridge/api/actions/launchRockets`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken },
+      body: '{}',
+    });
     assert.equal(unknown.status, 404);
 
     // Dual on: while gpu0 is busy with one request, the next goes to gpu1.
@@ -241,7 +274,10 @@ describe('control API', () => {
     await new Promise((resolve) => setTimeout(resolve, 80));
     const second = await chat(bridge);
     assert.equal(second.headers.get('x-bridge-backend'), 'gpu1');
-    assert.match(second.headers.get('x-bridge-route-reason') ?? '', /^model 'm' requested; gpu1: ~[\d.]+ s, cold load, idle; gpu0: ~[\d.]+ s, resident, 1 running$/);
+    assert.match(
+      second.headers.get('x-bridge-route-reason') ?? '',
+      /^model 'm' requested; gpu1: ~[\d.]+ s, cold load, idle; gpu0: ~[\d.]+ s, resident, 1 running$/,
+    );
     await (await first).text();
     assert.equal(a.requests.length, 1);
 
@@ -262,7 +298,10 @@ describe('control API', () => {
 
 describe('observability', () => {
   it('counts requests in /metrics, reports backend_up, and answers readiness with per-backend detail', async () => {
-    const { a, bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'));
+    const { a, bridge } = await twoBackends(
+      (res) => answer(res, 'a'),
+      (res) => answer(res, 'b'),
+    );
     for (let i = 0; i < 3; i++) await (await chat(bridge)).text();
     await new Promise((resolve) => setTimeout(resolve, 20));
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
@@ -279,12 +318,21 @@ describe('observability', () => {
     assert.equal(ready.status, 200);
     const body = (await ready.json()) as { ready: boolean; backends: Array<{ name: string; status: string; canTakeTraffic: boolean }> };
     assert.equal(body.ready, true);
-    assert.deepEqual(body.backends.map((x) => [x.name, x.canTakeTraffic]), [['gpu0', true], ['gpu1', true]]);
+    assert.deepEqual(
+      body.backends.map((x) => [x.name, x.canTakeTraffic]),
+      [
+        ['gpu0', true],
+        ['gpu1', true],
+      ],
+    );
     assert.ok(a.requests.length > 0);
   });
 
   it('exports copilot_bridge_errors_total at 0 for every tier and backend before any error, so error-rate rules have a series', async () => {
-    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'));
+    const { bridge } = await twoBackends(
+      (res) => answer(res, 'a'),
+      (res) => answer(res, 'b'),
+    );
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
     const zeroSeries = metrics.split('\n').filter((line) => line.startsWith('copilot_bridge_errors_total{') && line.endsWith(' 0'));
     const combinations = zeroSeries.map((line) => /tier="(\w+)".*backend="(\w+)"/.exec(line)?.slice(1).join('/')).sort();
@@ -300,7 +348,10 @@ describe('observability', () => {
       (res) => answer(res, 'b'),
     );
     for (let i = 0; i < 40; i++) {
-      const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: `made-up-${i}`, stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+      const response = await fetch(`${bridge.url}/api/chat`, {
+        method: 'POST',
+        body: JSON.stringify({ model: `made-up-${i}`, stream: false, messages: [{ role: 'user', content: 'x' }] }),
+      });
       await response.text();
     }
     await (await chat(bridge)).text();
@@ -321,7 +372,11 @@ describe('observability', () => {
   });
 
   it('serves /metrics on PROMETHEUS_PORT too', async () => {
-    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0' });
+    const { bridge } = await twoBackends(
+      (res) => answer(res, 'a'),
+      (res) => answer(res, 'b'),
+      { PROMETHEUS_PORT: '0' },
+    );
     assert.ok(bridge.metricsUrl);
     const metrics = await (await fetch(`${bridge.metricsUrl}/metrics`)).text();
     assert.match(metrics, /# TYPE copilot_bridge_requests_total counter/);
@@ -332,7 +387,11 @@ describe('observability', () => {
 
   it('asks for an API key on PROMETHEUS_PORT when keys are configured', async () => {
     const key = '0123456789abcdef0123';
-    const { bridge } = await twoBackends((res) => answer(res, 'a'), (res) => answer(res, 'b'), { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key });
+    const { bridge } = await twoBackends(
+      (res) => answer(res, 'a'),
+      (res) => answer(res, 'b'),
+      { PROMETHEUS_PORT: '0', BRIDGE_API_KEYS: key },
+    );
     const refused = await fetch(`${bridge.metricsUrl}/metrics`);
     assert.equal(refused.status, 401);
     assert.match(((await refused.json()) as { error: string }).error, /a valid API key or token is required/);

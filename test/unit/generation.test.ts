@@ -67,8 +67,27 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
   /** Resolves when the request now being served has closed. */
   const closed = new Promise<void>((resolve) => (onClosed = resolve));
   // The scheduler off: each try goes straight to the next candidate, as the router ordered them.
-  const scheduler = new Scheduler({ enabled: false, ageBoostMs: 10_000, fimMaxWaitMs: 1_500, fimReservedSlots: 0, slots: () => 1, resident: () => false, seed: () => ({ serviceMs: 1000, sizeBytes: undefined }) });
-  const policy: GenerationPolicy = { maxRetries, heartbeatMs: 60_000, fallback: () => fallback, scheduler, laneRules: [], prepare: (body) => body, deadline: new AbortController().signal, localOnly: () => null, isCloudModel: () => false, meter: () => undefined };
+  const scheduler = new Scheduler({
+    enabled: false,
+    ageBoostMs: 10_000,
+    fimMaxWaitMs: 1_500,
+    fimReservedSlots: 0,
+    slots: () => 1,
+    resident: () => false,
+    seed: () => ({ serviceMs: 1000, sizeBytes: undefined }),
+  });
+  const policy: GenerationPolicy = {
+    maxRetries,
+    heartbeatMs: 60_000,
+    fallback: () => fallback,
+    scheduler,
+    laneRules: [],
+    prepare: (body) => body,
+    deadline: new AbortController().signal,
+    localOnly: () => null,
+    isCloudModel: () => false,
+    meter: () => undefined,
+  };
   const app = express();
   app.post('/api/chat', async (req, res) => {
     beginRequest(req, 'test', req.path);
@@ -76,9 +95,26 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
       outcomes.push(requestOf(req).generation as GenerationOutcome);
       onClosed();
     });
-    const route: RouteDecision = { requestedModel: 'auto', model: 'm', candidates: candidates as unknown as Backend[], tier: 'simple', reason: 'simple: test', modelReason: 'simple: test', rankReason: '', spread: false, noRoom: [] };
+    const route: RouteDecision = {
+      requestedModel: 'auto',
+      model: 'm',
+      candidates: candidates as unknown as Backend[],
+      tier: 'simple',
+      reason: 'simple: test',
+      modelReason: 'simple: test',
+      rankReason: '',
+      spread: false,
+      noRoom: [],
+    };
     const input = { requestedModel: 'auto', signals: chatSignals([], false, clientSignals(req.headers)), needs: [] };
-    await serveGeneration(policy, req, res, route, { path: '/api/chat', bodies: [{ messages: [] }], stream: req.query.stream !== 'false', format: nativeFormat('chat', 'auto') }, input);
+    await serveGeneration(
+      policy,
+      req,
+      res,
+      route,
+      { path: '/api/chat', bodies: [{ messages: [] }], stream: req.query.stream !== 'false', format: nativeFormat('chat', 'auto') },
+      input,
+    );
   });
   app.use(((error, req, res, _next) => sendError(res, requestOf(req).surface, asBridgeError(error))) as express.ErrorRequestHandler);
   const server = app.listen(0, '127.0.0.1');
@@ -95,9 +131,18 @@ describe('the generation loop, with scripted sources', () => {
     const response = await fetch(url, { method: 'POST' });
     assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
     assert.equal(response.headers.get('x-bridge-backend'), 'gpu0');
-    const lines = (await response.text()).trim().split('\n').map((l) => JSON.parse(l) as OllamaChunk);
-    assert.deepEqual(lines.map((l) => l.message?.content), ['Hel', 'lo', '']);
-    assert.ok(lines.every((l) => l.model === 'auto'), 'the requested (virtual) model name is kept');
+    const lines = (await response.text())
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as OllamaChunk);
+    assert.deepEqual(
+      lines.map((l) => l.message?.content),
+      ['Hel', 'lo', ''],
+    );
+    assert.ok(
+      lines.every((l) => l.model === 'auto'),
+      'the requested (virtual) model name is kept',
+    );
     assert.equal(gpu0.requests[0]?.body.model, 'm');
     const [outcome] = outcomes;
     assert.equal(outcome?.source, 'gpu0');

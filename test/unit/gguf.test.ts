@@ -32,10 +32,13 @@ describe('GGUF writer (test support)', () => {
     assert.deepEqual(read.metadata.get('a.strings'), { type: 'strings', value: ['x', '', 'zz'] });
     assert.deepEqual(read.metadata.get('a.f32s'), { type: 'f32s', value: [0.25, -1] });
     assert.deepEqual(read.metadata.get('a.i32s'), { type: 'i32s', value: [1, -2, 3] });
-    assert.deepEqual(read.tensors.map((t) => [t.name, t.dims, t.type]), [
-      ['t.one', [3, 2], 0],
-      ['t.two', [1], 0],
-    ]);
+    assert.deepEqual(
+      read.tensors.map((t) => [t.name, t.dims, t.type]),
+      [
+        ['t.one', [3, 2], 0],
+        ['t.two', [1], 0],
+      ],
+    );
     assert.deepEqual(Array.from(read.tensors[0]?.data ?? []), Array.from(data));
     assert.deepEqual(Array.from(read.tensors[1]?.data ?? []), [9]);
     for (const tensor of read.tensors) assert.equal(tensor.offset % 32, 0);

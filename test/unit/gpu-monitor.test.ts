@@ -34,7 +34,10 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     const first = await until(() => (monitor.status.gpus.length === 2 ? monitor.status : undefined), 'two GPUs');
     assert.equal(first.live, true);
     assert.equal(first.source, 'nvidia-smi');
-    assert.deepEqual(first.gpus.map((g) => g.memoryUsedBytes), [28287 * MIB, 9650 * MIB]);
+    assert.deepEqual(
+      first.gpus.map((g) => g.memoryUsedBytes),
+      [28287 * MIB, 9650 * MIB],
+    );
 
     // The GPU changes: a single idle H100 now.
     smi.set({ gpu: path.join(H100, 'query-gpu.noheader-nounits.idle.txt'), gpuFields: FIXTURE_GPU_FIELDS });
@@ -48,12 +51,16 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.equal(points.at(-1)?.memoryUsedBytes, 0);
     assert.ok(points.every((p, i) => i === 0 || p.t >= (points[i - 1]?.t ?? 0)));
 
-    const launches = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('--query-gpu=') && l.includes('-lms'));
+    const launches = readFileSync(smi.log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('--query-gpu=') && l.includes('-lms'));
     assert.equal(launches.length, 1, 'one long-lived nvidia-smi, not one per poll');
     assert.match(launches[0] ?? '', /--query-gpu=index,uuid,name,pci\.bus_id,memory\.total,memory\.used,memory\.free,memory\.reserved,/);
     assert.match(launches[0] ?? '', /--format=csv,noheader,nounits -lms 100$/);
     // Per-process memory is asked for when used memory changes, not on every sample.
-    const appQueries = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('--query-compute-apps='));
+    const appQueries = readFileSync(smi.log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('--query-compute-apps='));
     assert.ok(appQueries.length >= 1 && appQueries.length <= 4, `${appQueries.length} compute-apps queries`);
     assert.deepEqual(monitor.status.processes.map((p) => p.pid).sort(), [4242, 707, 708]);
     // RAM and CPU come from systeminformation alongside.
@@ -64,7 +71,11 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
   });
 
   it('restarts a failing nvidia-smi with back-off and says so meanwhile', async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(H100, 'query-gpu.noheader-nounits.loaded.txt'), gpuFields: FIXTURE_GPU_FIELDS, apps: path.join(H100, 'compute-apps.noheader-nounits.loaded.txt') });
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(H100, 'query-gpu.noheader-nounits.loaded.txt'),
+      gpuFields: FIXTURE_GPU_FIELDS,
+      apps: path.join(H100, 'compute-apps.noheader-nounits.loaded.txt'),
+    });
     const monitor = monitorWith(smi.command);
     await monitor.start();
     await until(() => (monitor.status.live ? true : undefined), 'a first sample');
@@ -75,13 +86,24 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     smi.set({ exit: null });
     const back = await until(() => (monitor.status.live ? monitor.status : undefined), 'recovery', 4000);
     assert.equal(back.lastError, null);
-    const launches = readFileSync(smi.log, 'utf8').split('\n').filter((l) => l.includes('-lms'));
+    const launches = readFileSync(smi.log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('-lms'));
     assert.ok(launches.length >= 2);
   });
 
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
-    const controllers = (JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }).graphics.controllers;
-    const monitor = new GpuMonitor({ command: '/nonexistent/nvidia-smi', intervalMs: 100, historyPoints: 10, processesEveryMs: 1000, log: silent, listControllers: async () => controllers.map((c) => ({ vendor: c.vendor, model: c.model })) });
+    const controllers = (
+      JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }
+    ).graphics.controllers;
+    const monitor = new GpuMonitor({
+      command: '/nonexistent/nvidia-smi',
+      intervalMs: 100,
+      historyPoints: 10,
+      processesEveryMs: 1000,
+      log: silent,
+      listControllers: async () => controllers.map((c) => ({ vendor: c.vendor, model: c.model })),
+    });
     await monitor.start();
     const status: GpuStatus = monitor.status;
     assert.equal(status.live, false);
@@ -90,7 +112,14 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.deepEqual(status.controllers, [{ vendor: 'NVIDIA Corporation', model: 'NVIDIA H100 80GB HBM3' }]);
     assert.match(status.message, /^No live VRAM figures: \/nonexistent\/nvidia-smi not found/);
 
-    const none = new GpuMonitor({ command: '/nonexistent/nvidia-smi', intervalMs: 100, historyPoints: 10, processesEveryMs: 1000, log: silent, listControllers: async () => [] });
+    const none = new GpuMonitor({
+      command: '/nonexistent/nvidia-smi',
+      intervalMs: 100,
+      historyPoints: 10,
+      processesEveryMs: 1000,
+      log: silent,
+      listControllers: async () => [],
+    });
     await none.start();
     assert.equal(none.status.source, 'none');
     assert.match(none.status.message, /^No NVIDIA GPU found/);
@@ -108,12 +137,18 @@ describe('GPU figures in the bridge', () => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end('{"done":true,"done_reason":"load"}');
       },
-      [{ name: 'small:1b', size: 2 * GIB }, { name: 'huge:70b', size: 75 * GIB }],
+      [
+        { name: 'small:1b', size: 2 * GIB },
+        { name: 'huge:70b', size: 75 * GIB },
+      ],
     );
     const file = path.join(tempDir('bridge-gpu-'), 'config.yaml');
     writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nbackends:\n  - name: gpu1\n    url: ${upstream.url}\n    gpu: 1\n`);
     const bridge = await startTestBridge({ file });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     await until(() => (bridge.gpuMonitor.status.gpus.length === 2 ? true : undefined), 'GPU samples');
     return { bridge, upstream };
   }
@@ -143,11 +178,21 @@ describe('GPU figures in the bridge', () => {
     const a = await startStandIn((_req, res) => answer(res), models);
     const b = await startStandIn((_req, res) => answer(res), models);
     const file = path.join(tempDir('bridge-vram-'), 'config.yaml');
-    writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\ndual_gpu: true\nbackends:\n  - name: gpu0\n    url: ${a.url}\n    gpu: 0\n  - name: gpu1\n    url: ${b.url}\n    gpu: 1\n`);
+    writeFileSync(
+      file,
+      `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\ndual_gpu: true\nbackends:\n  - name: gpu0\n    url: ${a.url}\n    gpu: 0\n  - name: gpu1\n    url: ${b.url}\n    gpu: 1\n`,
+    );
     const bridge = await startTestBridge({ file });
-    cleanups.push(() => bridge.stop(100), () => a.close(), () => b.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => a.close(),
+      () => b.close(),
+    );
     await until(() => (bridge.state.placements.every((p) => p.gpu !== null) && bridge.gpuMonitor.status.gpus.length === 2 ? true : undefined), 'GPU placement');
-    const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'big:55b', stream: false, messages: [{ role: 'user', content: 'x' }] }) });
+    const response = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'big:55b', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+    });
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
     assert.match(response.headers.get('x-bridge-route-reason') ?? '', /gpu0 lacks VRAM for a cold load/);
@@ -157,7 +202,11 @@ describe('GPU figures in the bridge', () => {
   it('refuses to preload a model that will not fit in the GPU’s free memory, unless forced', async () => {
     const { bridge, upstream } = await bridgeOnGpu1();
     const preload = (payload: unknown): Promise<Response> =>
-      fetch(`${bridge.url}/bridge/api/actions/preloadModel`, { method: 'POST', headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+      fetch(`${bridge.url}/bridge/api/actions/preloadModel`, {
+        method: 'POST',
+        headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+        body: JSON.stringify(payload),
+      });
 
     const refused = await preload({ backend: 'gpu1', model: 'huge:70b' });
     assert.equal(refused.status, 409);
@@ -171,8 +220,16 @@ describe('GPU figures in the bridge', () => {
     assert.match(((await small.json()) as { result: { message: string } }).result.message, /small:1b loaded on gpu1/);
     const forced = await preload({ backend: 'gpu1', model: 'huge:70b', force: true });
     assert.equal(forced.status, 200);
-    const loads = upstream.requests.filter((r) => r.url === '/api/generate').map((r) => JSON.parse(r.body) as { model: string; prompt: string; keep_alive: string });
-    assert.deepEqual(loads.map((l) => [l.model, l.prompt, l.keep_alive]), [['small:1b', '', '30m'], ['huge:70b', '', '30m']]);
+    const loads = upstream.requests
+      .filter((r) => r.url === '/api/generate')
+      .map((r) => JSON.parse(r.body) as { model: string; prompt: string; keep_alive: string });
+    assert.deepEqual(
+      loads.map((l) => [l.model, l.prompt, l.keep_alive]),
+      [
+        ['small:1b', '', '30m'],
+        ['huge:70b', '', '30m'],
+      ],
+    );
   });
 });
 

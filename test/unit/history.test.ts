@@ -26,7 +26,10 @@ describe('history store', () => {
     for (let i = 0; i < 5; i++) first.add(record(i));
     await first.stop();
     const second = await openStore(options(dir));
-    assert.deepEqual(second.recent().map((r) => r.id), ['r00', 'r01', 'r02', 'r03', 'r04']);
+    assert.deepEqual(
+      second.recent().map((r) => r.id),
+      ['r00', 'r01', 'r02', 'r03', 'r04'],
+    );
     await second.stop();
   });
 
@@ -48,13 +51,19 @@ describe('history store', () => {
     appendFileSync(path.join(dir, 'history.jsonl'), '{"id":"r03","time":"20');
     const skipped: string[] = [];
     const reopened = await openStore({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
-    assert.deepEqual(reopened.recent().map((r) => r.id), ['r01', 'r02']);
+    assert.deepEqual(
+      reopened.recent().map((r) => r.id),
+      ['r01', 'r02'],
+    );
     assert.deepEqual(skipped, ['history.jsonl:3']);
     // The next record starts a line of its own, so it is not lost with the torn one.
     reopened.add(record(4));
     await reopened.stop();
     const third = await openStore(options(dir));
-    assert.deepEqual(third.recent().map((r) => r.id), ['r01', 'r02', 'r04']);
+    assert.deepEqual(
+      third.recent().map((r) => r.id),
+      ['r01', 'r02', 'r04'],
+    );
     await third.stop();
   });
 
@@ -83,7 +92,10 @@ describe('history store', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.2.jsonl', 'history.jsonl']);
     const reopened = await openStore({ dir, maxRecords: 1000, maxFileBytes: size * 3, keepFiles: 2 });
     // 3 files of 3 records: the 9 newest survive.
-    assert.deepEqual(reopened.recent().map((r) => r.id), ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11']);
+    assert.deepEqual(
+      reopened.recent().map((r) => r.id),
+      ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11'],
+    );
     await reopened.stop();
   });
 
@@ -98,7 +110,10 @@ describe('history store', () => {
     store.add(record(2));
     await store.flush();
     assert.equal(errors.length, 2);
-    assert.deepEqual(store.recent().map((r) => r.id), ['r01', 'r02']);
+    assert.deepEqual(
+      store.recent().map((r) => r.id),
+      ['r01', 'r02'],
+    );
     await store.stop();
   });
 
@@ -107,7 +122,10 @@ describe('history store', () => {
     const heard: string[] = [];
     store.onRecord((r) => heard.push(r.id));
     for (let i = 0; i < 5; i++) store.add(record(i));
-    assert.deepEqual(store.recent().map((r) => r.id), ['r02', 'r03', 'r04']);
+    assert.deepEqual(
+      store.recent().map((r) => r.id),
+      ['r02', 'r03', 'r04'],
+    );
     assert.deepEqual(heard, ['r00', 'r01', 'r02', 'r03', 'r04']);
     await store.stop();
   });

@@ -15,16 +15,24 @@ after(async () => {
 const CREATED = '2025-01-01T00:00:00Z';
 
 async function chatBridge(yaml: string): Promise<{ url: string; lines: () => Array<Record<string, unknown>> }> {
-  const upstream = await startStandIn((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-    res.end(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'the secret answer' }, done: true, done_reason: 'stop' })}\n`);
-  }, ['m:latest']);
+  const upstream = await startStandIn(
+    (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(
+        `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'the secret answer' }, done: true, done_reason: 'stop' })}\n`,
+      );
+    },
+    ['m:latest'],
+  );
   const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
   writeFileSync(file, yaml);
   const { logger, lines } = memoryLogger();
   const bridge = await startTestBridge({ file, logger, env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(() => upstream.close());
-  const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'the private question' }] }) });
+  const response = await fetch(`${bridge.url}/api/chat`, {
+    method: 'POST',
+    body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'the private question' }] }),
+  });
   await response.text();
   // Stopping waits for every connection to close, so the request's log line is written.
   await bridge.stop(100);
@@ -54,7 +62,10 @@ describe('logging', () => {
   it('has no logging.format setting any more: logs are JSON lines', () => {
     const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
     writeFileSync(file, 'monitoring:\n  logging:\n    format: json\n');
-    assert.throws(() => loadConfig({ file }), (error: unknown) => error instanceof ConfigError && /monitoring\.logging: .*"format"/.test(error.message));
+    assert.throws(
+      () => loadConfig({ file }),
+      (error: unknown) => error instanceof ConfigError && /monitoring\.logging: .*"format"/.test(error.message),
+    );
   });
 
   it('creates the log file readable by this user only, and tightens one an older version created', async () => {
@@ -75,7 +86,10 @@ describe('logging', () => {
   it('warns at start that a bind beyond loopback is plain HTTP', async () => {
     const upstream = await startStandIn((_req, res) => res.end('{}'));
     cleanups.push(() => upstream.close());
-    const config = loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-'), BRIDGE_API_KEYS: '0123456789abcdef0123' }, flags: { host: '0.0.0.0', port: '0' } });
+    const config = loadConfig({
+      env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-'), BRIDGE_API_KEYS: '0123456789abcdef0123' },
+      flags: { host: '0.0.0.0', port: '0' },
+    });
     const { logger, lines } = memoryLogger();
     const bridge = await startBridge(config, { logger });
     await bridge.stop(100);
@@ -84,7 +98,9 @@ describe('logging', () => {
     assert.equal(warning?.host, '0.0.0.0');
 
     const quiet = memoryLogger();
-    const local = await startBridge(loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-') }, flags: { port: '0' } }), { logger: quiet.logger });
+    const local = await startBridge(loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: tempDir('bridge-data-') }, flags: { port: '0' } }), {
+      logger: quiet.logger,
+    });
     await local.stop(100);
     assert.ok(quiet.lines().some((l) => l.msg === 'bridge listening'));
     assert.ok(!quiet.lines().some((l) => String(l.msg).includes('plain HTTP')));

@@ -9,7 +9,10 @@ const read = (dir: string, file: string): string => readFileSync(path.join(dir, 
 const MIB = 1024 * 1024;
 
 const FIXTURE_FIELDS = FIXTURE_GPU_FIELDS;
-const SI_FIELDS = 'driver_version,pci.sub_device_id,name,pci.bus_id,fan.speed,memory.total,memory.used,memory.free,utilization.gpu,utilization.memory,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem'.split(',');
+const SI_FIELDS =
+  'driver_version,pci.sub_device_id,name,pci.bus_id,fan.speed,memory.total,memory.used,memory.free,utilization.gpu,utilization.memory,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem'.split(
+    ',',
+  );
 
 function only(readings: GpuReading[]): GpuReading {
   assert.equal(readings.length, 1);
@@ -68,7 +71,9 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     assert.equal(numberOf('698.92 W'), 698.92);
     assert.equal(numberOf('100 %'), 100);
     const fields = [...FIXTURE_FIELDS];
-    const cells = read(H100, 'query-gpu.noheader-nounits.idle.txt').split(',').map((c) => c.trim());
+    const cells = read(H100, 'query-gpu.noheader-nounits.idle.txt')
+      .split(',')
+      .map((c) => c.trim());
     assert.equal(cells[fields.indexOf('fan.speed')], '[N/A]');
     const [second] = parseGpuQuery(read(TWO_GPU, 'query-gpu.noheader-nounits.txt')).slice(1);
     assert.equal(second?.powerWatts, null);
@@ -89,7 +94,10 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     for (const line of read(H100, 'query-gpu.loop-500ms.txt').split('\n')) splitter.line(line);
     splitter.flush();
     assert.equal(samples.length, 8);
-    assert.deepEqual(samples.map((s) => s[0]?.powerWatts), [697.46, 696.6, 700.5, 702.15, 698.64, 696.04, 698.19, 696.66]);
+    assert.deepEqual(
+      samples.map((s) => s[0]?.powerWatts),
+      [697.46, 696.6, 700.5, 702.15, 698.64, 696.04, 698.19, 696.66],
+    );
     assert.ok(samples.every((s) => s.length === 1 && s[0]?.memoryUsedBytes === 28287 * MIB && s[0]?.utilizationRatio === 1));
 
     const two: GpuReading[][] = [];
@@ -97,17 +105,26 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     const round = read(TWO_GPU, 'query-gpu.noheader-nounits.txt');
     for (const line of `${round}${round}`.split('\n')) twoSplitter.line(line);
     twoSplitter.flush();
-    assert.deepEqual(two.map((s) => s.map((r) => r.index)), [[0, 1], [0, 1]]);
+    assert.deepEqual(
+      two.map((s) => s.map((r) => r.index)),
+      [
+        [0, 1],
+        [0, 1],
+      ],
+    );
   });
 
   it('reads two GPUs in both formats alike', () => {
     const bare = parseGpuQuery(read(TWO_GPU, 'query-gpu.noheader-nounits.txt'));
     const withUnits = parseGpuQuery(read(TWO_GPU, 'query-gpu.csv.txt'));
     assert.deepEqual(withUnits, bare);
-    assert.deepEqual(bare.map((g) => [g.index, g.uuid, g.memoryUsedBytes]), [
-      [0, 'GPU-dcb97cc3-bfea-612d-75e8-f8d20ee6e2e0', 28287 * MIB],
-      [1, 'GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21', 9650 * MIB],
-    ]);
+    assert.deepEqual(
+      bare.map((g) => [g.index, g.uuid, g.memoryUsedBytes]),
+      [
+        [0, 'GPU-dcb97cc3-bfea-612d-75e8-f8d20ee6e2e0', 28287 * MIB],
+        [1, 'GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21', 9650 * MIB],
+      ],
+    );
   });
 
   it('reads compute apps: none (header only), and two with and without units', () => {
@@ -142,7 +159,10 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
 
   it('agrees with nvidia-smi’s other views of the same moments (table, -q, -q -x, dmon)', () => {
     // The human table: "28287MiB /  81559MiB" and the process list.
-    for (const [table, csv] of [['nvidia-smi.txt', 'query-gpu.csv.idle.txt'], ['nvidia-smi.loaded.txt', 'query-gpu.csv.loaded.txt']] as const) {
+    for (const [table, csv] of [
+      ['nvidia-smi.txt', 'query-gpu.csv.idle.txt'],
+      ['nvidia-smi.loaded.txt', 'query-gpu.csv.loaded.txt'],
+    ] as const) {
       const match = /(\d+)MiB \/\s+(\d+)MiB/.exec(read(H100, table));
       const reading = only(parseGpuQuery(read(H100, csv), FIXTURE_FIELDS));
       assert.equal(Number(match?.[1]) * MIB, reading.memoryUsedBytes, table);
@@ -158,7 +178,10 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     assert.doesNotMatch(read(H100, 'nvidia-smi-q-x.idle.xml'), /<process_info>/);
     assert.match(read(H100, 'nvidia-smi-q.idle.txt'), /Reserved\s+: 480 MiB/);
     // dmon under load: power near the loaded query's draw.
-    const dmonPower = read(H100, 'dmon.txt').split('\n').filter((l) => /^\s+0\s/.test(l)).map((l) => Number(l.trim().split(/\s+/)[1]));
+    const dmonPower = read(H100, 'dmon.txt')
+      .split('\n')
+      .filter((l) => /^\s+0\s/.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[1]));
     assert.equal(dmonPower.length, 3);
     for (const watts of dmonPower) assert.ok(Math.abs(watts - 699) <= 2);
   });

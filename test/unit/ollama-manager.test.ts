@@ -31,10 +31,16 @@ describe('Ollama manager', () => {
     const emptyPath = tempDir('empty-path-');
     assert.equal(findOllamaBinary(undefined, { PATH: emptyPath }, []), undefined);
     assert.equal(findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []), undefined);
-    const manager = new OllamaManager([{ name: 'gpu0', port: 1, device: undefined }], options({ findBinary: () => findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []) }));
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port: 1, device: undefined }],
+      options({ findBinary: () => findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []) }),
+    );
     await assert.rejects(manager.start('gpu0'), (error: unknown) => {
       assert.ok(error instanceof ManagerError);
-      assert.equal(error.message, 'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)');
+      assert.equal(
+        error.message,
+        'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)',
+      );
       return true;
     });
     assert.equal(manager.snapshot()[0]?.state, 'failed');

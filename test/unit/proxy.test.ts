@@ -23,13 +23,13 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function pair(
-  handler: Parameters<typeof startStandIn>[0],
-  options: TestBridgeOptions = {},
-): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+async function pair(handler: Parameters<typeof startStandIn>[0], options: TestBridgeOptions = {}): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
   const upstream = await startStandIn(handler);
   const bridge = await startTestBridge({ ...options, env: { OLLAMA_HOST: upstream.url, ...options.env } });
-  cleanups.push(() => bridge.stop(100), () => upstream.close());
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
   return { upstream, bridge };
 }
 
@@ -91,12 +91,18 @@ describe('malformed requests', () => {
   });
 
   it('answers an inline completion without "stream" as one JSON document, as OpenAI does', async () => {
-    const upstream = await startStandIn((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'sum', done: true, done_reason: 'stop' })}\n`);
-    }, ['m:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'sum', done: true, done_reason: 'stop' })}\n`);
+      },
+      ['m:latest'],
+    );
     const bridge = await startTestBridge({ file: configFile('models:\n  simple:\n    name: m\n'), env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     const answer = await rawRequest(bridge.url, 'POST', '/v1/engines/copilot-codex/completions', '{"prompt":"x"}');
     assert.equal(answer.status, 200);
     assert.match(answer.contentType, /^application\/json/);
@@ -106,10 +112,13 @@ describe('malformed requests', () => {
 
 describe('embeddings for virtual models', () => {
   it('embeds "auto" and "bridge/<tier>" with the tier\'s model, or models.embedding when set, on all three endpoints', async () => {
-    const upstream = await startStandIn((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ model: 'x', embeddings: [[0.5, 0.25]], embedding: [0.5, 0.25], prompt_eval_count: 2 }));
-    }, ['small:latest', 'large:latest', 'embedder:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ model: 'x', embeddings: [[0.5, 0.25]], embedding: [0.5, 0.25], prompt_eval_count: 2 }));
+      },
+      ['small:latest', 'large:latest', 'embedder:latest'],
+    );
     const start = async (yaml: string): Promise<BridgeHandle> => {
       const bridge = await startTestBridge({ file: configFile(yaml), env: { OLLAMA_HOST: upstream.url } });
       cleanups.push(() => bridge.stop(100));
@@ -119,7 +128,8 @@ describe('embeddings for virtual models', () => {
     const sentModels = (): string[] => upstream.requests.map((r) => (JSON.parse(r.body) as { model: string }).model);
 
     const tiers = await start('models:\n  simple:\n    name: small\n  complex:\n    name: large\n');
-    const post = (bridge: BridgeHandle, route: string, body: unknown): Promise<Response> => fetch(`${bridge.url}${route}`, { method: 'POST', body: JSON.stringify(body) });
+    const post = (bridge: BridgeHandle, route: string, body: unknown): Promise<Response> =>
+      fetch(`${bridge.url}${route}`, { method: 'POST', body: JSON.stringify(body) });
     assert.equal((await post(tiers, '/api/embed', { model: 'auto', input: 'a' })).status, 200);
     assert.equal((await post(tiers, '/api/embeddings', { model: 'bridge/complex', prompt: 'a' })).status, 200);
     const openai = await post(tiers, '/v1/embeddings', { model: 'bridge/simple', input: 'a', encoding_format: 'float' });
@@ -144,8 +154,10 @@ describe('model lists', () => {
     const upstream = createServer((req, res) => {
       if (req.url === '/api/tags') listings += 1;
       res.writeHead(200, { 'content-type': req.url === '/api/generate' ? 'application/x-ndjson' : 'application/json' });
-      if (req.url === '/api/tags') res.end(JSON.stringify({ models: [{ name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }] }));
-      else if (req.url === '/api/generate') res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'x', done: true, done_reason: 'stop' })}\n`);
+      if (req.url === '/api/tags')
+        res.end(JSON.stringify({ models: [{ name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} }] }));
+      else if (req.url === '/api/generate')
+        res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'x', done: true, done_reason: 'stop' })}\n`);
       else res.end('{"models":[]}');
     });
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
@@ -158,7 +170,10 @@ describe('model lists', () => {
     await (await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) })).text();
     const before = listings;
     for (let i = 0; i < 20; i++) {
-      const response = await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', stream: false }) });
+      const response = await fetch(`${bridge.url}/v1/engines/copilot-codex/completions`, {
+        method: 'POST',
+        body: JSON.stringify({ prompt: 'x', stream: false }),
+      });
       assert.equal(response.status, 200);
       await response.text();
     }
@@ -181,7 +196,10 @@ describe('pass-through proxy', () => {
     assert.equal(upstream.requests.length, 0);
     const inside = await rawGet(bridge.url, '/api/tokenize/%2e%2e/detokenize?x=1');
     assert.equal(inside.status, 200);
-    assert.deepEqual(upstream.requests.map((r) => r.url), ['/api/detokenize?x=1']);
+    assert.deepEqual(
+      upstream.requests.map((r) => r.url),
+      ['/api/detokenize?x=1'],
+    );
   });
   it('passes the rest of the native API through: method, path, query and body, the upstream Host, no hop-by-hop headers', async () => {
     const { upstream, bridge } = await pair((_req, res) => {
@@ -300,14 +318,20 @@ describe('pass-through proxy', () => {
     assert.deepEqual(await tags.json(), { error: `no backend is reachable: ${refused}` });
     const models = await fetch(`${bridge.url}/v1/models`);
     assert.equal(models.status, 502);
-    assert.deepEqual(await models.json(), { error: { message: `no backend is reachable: ${refused}`, type: 'api_error', param: null, code: 'upstream_unreachable' } });
+    assert.deepEqual(await models.json(), {
+      error: { message: `no backend is reachable: ${refused}`, type: 'api_error', param: null, code: 'upstream_unreachable' },
+    });
   });
 
   it('reads gzip bodies, refuses other charsets and non-object JSON, and limits chunked bodies too', async () => {
     const file = configFile('server:\n  body_limit_mb: 0.001\n');
     const { upstream, bridge } = await pair((_req, res) => res.end('{}'), { file });
     const small = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] });
-    const gzipped = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: gzipSync(small), headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    const gzipped = await fetch(`${bridge.url}/api/push`, {
+      method: 'POST',
+      body: gzipSync(small),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
     assert.equal(gzipped.status, 200);
     assert.deepEqual(JSON.parse(upstream.requests.at(-1)?.body ?? '{}'), JSON.parse(small));
 
@@ -357,9 +381,12 @@ describe('pass-through proxy', () => {
   });
 
   it('answers 504 when the upstream sends nothing within TIMEOUT_SECONDS', async () => {
-    const { bridge } = await pair(() => {
-      // never answers
-    }, { env: { TIMEOUT_SECONDS: '0.3', MAX_RETRIES: '0' } });
+    const { bridge } = await pair(
+      () => {
+        // never answers
+      },
+      { env: { TIMEOUT_SECONDS: '0.3', MAX_RETRIES: '0' } },
+    );
     const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m"}' });
     assert.equal(response.status, 504);
     assert.deepEqual(await response.json(), { error: 'backend local timed out while waiting for the first byte' });
@@ -374,7 +401,10 @@ describe('pass-through proxy', () => {
     const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m"}' });
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
-    const lines = (await readChunks(response)).trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = (await readChunks(response))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     assert.equal(lines.length, 2);
     assert.equal((lines[0]?.message as { content: string }).content, 'a');
     assert.deepEqual(Object.keys(lines[1] ?? {}), ['error']);
@@ -383,11 +413,17 @@ describe('pass-through proxy', () => {
 
   it('ends an SSE stream with a data: {"error"} event when the upstream stalls past the idle timeout', async () => {
     const file = configFile('routing:\n  thresholds:\n    idle_timeout_seconds: 0.3\n');
-    const { bridge } = await pair((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.write('{"model":"m","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant","content":"a"},"done":false}\n');
-    }, { file });
-    const response = await fetch(`${bridge.url}/v1/chat/completions`, { method: 'POST', body: '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}' });
+    const { bridge } = await pair(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write('{"model":"m","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant","content":"a"},"done":false}\n');
+      },
+      { file },
+    );
+    const response = await fetch(`${bridge.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}',
+    });
     assert.equal(response.status, 200);
     const events = (await readChunks(response)).split('\n\n').filter(Boolean);
     assert.equal(events.length, 2);
@@ -528,7 +564,12 @@ describe('request guards', () => {
     const none = await fetch(`${bridge.url}/v1/models`);
     assert.equal(none.status, 401);
     assert.deepEqual(await none.json(), {
-      error: { message: 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', type: 'authentication_error', param: null, code: 'invalid_api_key' },
+      error: {
+        message: 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)',
+        type: 'authentication_error',
+        param: null,
+        code: 'invalid_api_key',
+      },
     });
     const wrong = await fetch(`${bridge.url}/api/tokenize`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer team-key-0123456780' } });
     assert.equal(wrong.status, 401);
@@ -545,10 +586,13 @@ describe('request guards', () => {
 describe('logging', () => {
   it('logs each request with method, path, status and backend, and never the prompt', async () => {
     const memory = memoryLogger();
-    const { bridge } = await pair((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"response":"THE-ANSWER-TEXT"}');
-    }, { logger: memory.logger });
+    const { bridge } = await pair(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"response":"THE-ANSWER-TEXT"}');
+      },
+      { logger: memory.logger },
+    );
     const response = await fetch(`${bridge.url}/api/generate`, {
       method: 'POST',
       body: JSON.stringify({ model: 'm', prompt: 'SECRET-PROMPT-TEXT' }),

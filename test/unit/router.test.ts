@@ -19,7 +19,11 @@ after(async () => {
 });
 
 /** Two backends (gpu0, gpu1) over stand-ins listing the given models, checked once, and a router over them. */
-async function routerOver(gpu0: ListedModels, gpu1: ListedModels, options: { dualGpu?: boolean; yaml?: string; coldLoadFits?: (b: Backend, m: string) => boolean | null } = {}) {
+async function routerOver(
+  gpu0: ListedModels,
+  gpu1: ListedModels,
+  options: { dualGpu?: boolean; yaml?: string; coldLoadFits?: (b: Backend, m: string) => boolean | null } = {},
+) {
   const [a, b] = await Promise.all([listingOllama(gpu0), listingOllama(gpu1)]);
   closers.push(a.close, b.close);
   let file: string | undefined;

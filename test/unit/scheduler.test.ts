@@ -61,21 +61,24 @@ function harness(overrides: Partial<SchedulerOptions> = {}, slots: Record<string
 }
 
 /** One request: its outcome is recorded as it happens, without awaiting it. */
-function request(h: Harness, name: string, order: string[], over: Partial<AdmitRequest> = {}): { abort: AbortController; slot: () => Slot | undefined; error: () => unknown } {
+function request(
+  h: Harness,
+  name: string,
+  order: string[],
+  over: Partial<AdmitRequest> = {},
+): { abort: AbortController; slot: () => Slot | undefined; error: () => unknown } {
   const abort = new AbortController();
   let slot: Slot | undefined;
   let error: unknown;
-  h.scheduler
-    .admit({ model: 'm', choices: ['gpu0'], lane: 'interactive', client: null, promptTokens: 0, signal: abort.signal, ...over })
-    .then(
-      (granted) => {
-        slot = granted;
-        order.push(name);
-      },
-      (failure: unknown) => {
-        error = failure;
-      },
-    );
+  h.scheduler.admit({ model: 'm', choices: ['gpu0'], lane: 'interactive', client: null, promptTokens: 0, signal: abort.signal, ...over }).then(
+    (granted) => {
+      slot = granted;
+      order.push(name);
+    },
+    (failure: unknown) => {
+      error = failure;
+    },
+  );
   return { abort, slot: () => slot, error: () => error };
 }
 
@@ -105,7 +108,10 @@ describe('scheduler queues', () => {
     add('fim1', { lane: 'fim', client: 'editor' });
     await settled();
     for (let i = 0; i < 4; i++) {
-      handles.get(order.at(-1) as string)?.slot()?.release({ ok: true });
+      handles
+        .get(order.at(-1) as string)
+        ?.slot()
+        ?.release({ ok: true });
       await settled();
     }
     assert.deepEqual(order, ['running', 'fim1', 'chat1', 'chat2', 'bg1']);
@@ -221,7 +227,13 @@ describe('scheduler queues', () => {
     request(h, 'other', order, { model: 'other' });
     await settled();
     assert.deepEqual(order, ['m', 'other']);
-    assert.deepEqual(h.scheduler.snapshot().pools.map((p) => [p.model, p.running, p.queued.interactive]), [['m', 1, 1], ['other', 1, 0]]);
+    assert.deepEqual(
+      h.scheduler.snapshot().pools.map((p) => [p.model, p.running, p.queued.interactive]),
+      [
+        ['m', 1, 1],
+        ['other', 1, 0],
+      ],
+    );
   });
 
   it('keeps reserved slots for ghost text: chats wait while one is free, ghost text takes it at once', async () => {
@@ -265,13 +277,24 @@ describe('scheduler queues', () => {
     await settled();
     assert.deepEqual(order, ['a', 'b', 'c']);
     const pools = h.scheduler.snapshot().pools;
-    assert.deepEqual(pools.map((p) => [p.backend, p.running]), [['gpu1', 3]]);
+    assert.deepEqual(
+      pools.map((p) => [p.backend, p.running]),
+      [['gpu1', 3]],
+    );
   });
 });
 
 describe('scheduler backend choice', () => {
   const choose = async (h: Harness, over: Partial<AdmitRequest> = {}): Promise<Slot> =>
-    h.scheduler.admit({ model: 'm', choices: ['gpu0', 'gpu1'], lane: 'interactive', client: null, promptTokens: 0, signal: new AbortController().signal, ...over });
+    h.scheduler.admit({
+      model: 'm',
+      choices: ['gpu0', 'gpu1'],
+      lane: 'interactive',
+      client: null,
+      promptTokens: 0,
+      signal: new AbortController().signal,
+      ...over,
+    });
 
   it('keeps the resident backend while its queue is short', async () => {
     const h = harness();
@@ -304,7 +327,10 @@ describe('scheduler backend choice', () => {
     // ~1 s behind the running one beats a ~4.5 s cold load: it waits for gpu1.
     request(h, 'b', [], { choices: ['gpu0', 'gpu1'] });
     await settled();
-    assert.deepEqual(h.scheduler.snapshot().pools.map((p) => [p.backend, p.running, p.queued.interactive]), [['gpu1', 1, 1]]);
+    assert.deepEqual(
+      h.scheduler.snapshot().pools.map((p) => [p.backend, p.running, p.queued.interactive]),
+      [['gpu1', 1, 1]],
+    );
   });
 
   it('spreads a burst over both backends once waiting would cost more than a cold load', async () => {
@@ -390,10 +416,19 @@ describe('lanes', () => {
 describe('what the scheduler may choose from', () => {
   const b = (name: string): { name: string } => ({ name });
   it('leaves out GPUs without room for a cold load while another can take the request, and keeps them as the last resort', () => {
-    assert.deepEqual(schedulerChoices(true, ['gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0']);
-    assert.deepEqual(schedulerChoices(true, ['gpu0', 'gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0', 'gpu1']);
+    assert.deepEqual(
+      schedulerChoices(true, ['gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name),
+      ['gpu0'],
+    );
+    assert.deepEqual(
+      schedulerChoices(true, ['gpu0', 'gpu1'], [b('gpu0'), b('gpu1')]).map((x) => x.name),
+      ['gpu0', 'gpu1'],
+    );
   });
   it('offers only the first candidate with dual-GPU off', () => {
-    assert.deepEqual(schedulerChoices(false, [], [b('gpu0'), b('gpu1')]).map((x) => x.name), ['gpu0']);
+    assert.deepEqual(
+      schedulerChoices(false, [], [b('gpu0'), b('gpu1')]).map((x) => x.name),
+      ['gpu0'],
+    );
   });
 });

@@ -24,23 +24,35 @@ const DONE = (extra: Record<string, unknown> = {}): string =>
   `${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', response: 'x', message: { role: 'assistant', content: 'x' }, done: true, done_reason: 'stop', eval_count: 1, ...extra })}\n`;
 
 /** A stand-in whose answers wait until released, one per request, in arrival order. */
-async function holdingBackend(yaml = ''): Promise<{ upstream: StandIn; bridge: BridgeHandle; arrived: (n: number) => Promise<void>; releaseNext: () => void; bodies: () => Array<Record<string, unknown>> }> {
+async function holdingBackend(yaml = ''): Promise<{
+  upstream: StandIn;
+  bridge: BridgeHandle;
+  arrived: (n: number) => Promise<void>;
+  releaseNext: () => void;
+  bodies: () => Array<Record<string, unknown>>;
+}> {
   const held: ServerResponse[] = [];
   const waiters: Array<{ n: number; resolve: () => void }> = [];
-  const upstream = await startStandIn((req, res) => {
-    if (req.url === '/api/show') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ capabilities: ['completion', 'insert'] }));
-      return;
-    }
-    held.push(res);
-    for (const w of waiters.filter((x) => held.length + released >= x.n)) w.resolve();
-  }, ['m:latest']);
+  const upstream = await startStandIn(
+    (req, res) => {
+      if (req.url === '/api/show') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ capabilities: ['completion', 'insert'] }));
+        return;
+      }
+      held.push(res);
+      for (const w of waiters.filter((x) => held.length + released >= x.n)) w.resolve();
+    },
+    ['m:latest'],
+  );
   let released = 0;
   const file = path.join(tempDir('bridge-scheduling-'), 'config.yaml');
   writeFileSync(file, yaml);
   const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
-  cleanups.push(() => bridge.stop(100), () => upstream.close());
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
   return {
     upstream,
     bridge,
@@ -94,7 +106,10 @@ describe('scheduler in the bridge', () => {
     for await (const event of readSseEvents(dropped)) events.push(event);
     assert.equal(events.at(-1), '[DONE]');
     const choices = events.slice(0, -1).flatMap((e) => (JSON.parse(e) as { choices: Array<{ text: string; finish_reason: string | null }> }).choices);
-    assert.deepEqual(choices.map((c) => [c.text, c.finish_reason]), [['', 'stop']]);
+    assert.deepEqual(
+      choices.map((c) => [c.text, c.finish_reason]),
+      [['', 'stop']],
+    );
 
     releaseNext();
     await (await running).text();
@@ -104,7 +119,10 @@ describe('scheduler in the bridge', () => {
     assert.equal(served.headers.get('x-bridge-dropped'), null);
     await served.text();
     // Ollama saw the chat and the newest keystroke only.
-    assert.deepEqual(bodies().map((b) => b.prompt ?? 'chat'), ['chat', 'function ab(']);
+    assert.deepEqual(
+      bodies().map((b) => b.prompt ?? 'chat'),
+      ['chat', 'function ab('],
+    );
     assert.equal(bridge.state.scheduler.dropped.superseded, 1);
     await waitFor(() => bridge.history.recent().length === 3, 'three history records');
     const records = bridge.history.recent();
@@ -133,7 +151,10 @@ describe('scheduler in the bridge', () => {
     await arrived(2);
     releaseNext();
     await (await third).text();
-    assert.deepEqual(generations(upstream).map((r) => (JSON.parse(r.body) as { messages: Array<{ content: string }> }).messages[0]?.content), ['first', 'third']);
+    assert.deepEqual(
+      generations(upstream).map((r) => (JSON.parse(r.body) as { messages: Array<{ content: string }> }).messages[0]?.content),
+      ['first', 'third'],
+    );
   });
 
   it('answers ghost text that waited past fim_max_wait_ms empty instead of late, and serves chats in the meantime', async () => {
@@ -169,27 +190,48 @@ describe('scheduler in the bridge', () => {
     }
     releaseNext();
     await Promise.all([running, embedding, queuedChat, fim].map(async (r) => (await r).text()));
-    assert.deepEqual(bodies().map((b) => (b.prompt as string | undefined) ?? (b.input as string | undefined) ?? (b.messages as Array<{ content: string }>)[0]?.content), ['running', 'let y =', 'queued chat', 'text']);
+    assert.deepEqual(
+      bodies().map((b) => (b.prompt as string | undefined) ?? (b.input as string | undefined) ?? (b.messages as Array<{ content: string }>)[0]?.content),
+      ['running', 'let y =', 'queued chat', 'text'],
+    );
     const after = await (await fetch(`${bridge.url}/metrics`)).text();
     assert.match(after, /copilot_bridge_queue_wait_seconds_count\{lane="background"\} 1/);
     assert.match(after, /copilot_bridge_queue_wait_seconds_count\{lane="fim"\} 1/);
   });
 
   it('sends the tier’s keep_alive and num_ctx, and keeps a larger context the client asks for', async () => {
-    const upstream = await startStandIn((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.end(DONE());
-    }, ['m:latest']);
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(DONE());
+      },
+      ['m:latest'],
+    );
     const file = path.join(tempDir('bridge-residency-'), 'config.yaml');
     writeFileSync(file, 'models:\n  simple: { name: "m", keep_alive: "-1", num_ctx: 4096 }\n');
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(() => bridge.stop(100), () => upstream.close());
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
     for (const numCtx of [undefined, 2048, 8192]) {
       const options = numCtx === undefined ? {} : { num_ctx: numCtx };
-      await (await fetch(`${bridge.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'm', prompt: 'p', stream: false, keep_alive: '5m', options }) })).text();
+      await (
+        await fetch(`${bridge.url}/api/generate`, {
+          method: 'POST',
+          body: JSON.stringify({ model: 'm', prompt: 'p', stream: false, keep_alive: '5m', options }),
+        })
+      ).text();
     }
     const sent = upstream.requests.map((r) => JSON.parse(r.body) as { keep_alive: unknown; options: { num_ctx: number } });
-    assert.deepEqual(sent.map((b) => [b.keep_alive, b.options.num_ctx]), [['-1', 4096], ['-1', 4096], ['-1', 8192]]);
+    assert.deepEqual(
+      sent.map((b) => [b.keep_alive, b.options.num_ctx]),
+      [
+        ['-1', 4096],
+        ['-1', 4096],
+        ['-1', 8192],
+      ],
+    );
   });
 });
 

@@ -21,8 +21,19 @@ const line = (fields: Record<string, unknown>): string => `${JSON.stringify({ mo
 
 /** Ollama's streamed /api/chat answer with one tool call, as 0.11 sends it. */
 const TOOL_CALL_STREAM = [
-  line({ message: { role: 'assistant', content: '' , tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris', days: 2 } } }] }, done: false }),
-  line({ message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop', total_duration: 5000000, prompt_eval_count: 31, eval_count: 12, eval_duration: 1000000 }),
+  line({
+    message: { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris', days: 2 } } }] },
+    done: false,
+  }),
+  line({
+    message: { role: 'assistant', content: '' },
+    done: true,
+    done_reason: 'stop',
+    total_duration: 5000000,
+    prompt_eval_count: 31,
+    eval_count: 12,
+    eval_duration: 1000000,
+  }),
 ];
 
 const TEXT_STREAM = [
@@ -38,10 +49,16 @@ function ndjson(res: ServerResponse, lines: readonly string[], thenBreak = false
   else res.end();
 }
 
-async function pair(respond: (url: string, res: ServerResponse, body: string) => void, models: string[] = []): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+async function pair(
+  respond: (url: string, res: ServerResponse, body: string) => void,
+  models: string[] = [],
+): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
   const upstream = await startStandIn((req, res, body) => respond(req.url ?? '', res, body), models);
   const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-  cleanups.push(() => bridge.stop(100), () => upstream.close());
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
   return { upstream, bridge };
 }
 
@@ -63,7 +80,9 @@ describe('OpenAI chat translation', () => {
     const events: string[] = [];
     for await (const event of readSseEvents(response)) events.push(event);
     assert.equal(events.at(-1), '[DONE]');
-    const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: Array<{ delta: Record<string, unknown>; finish_reason: string | null }>; usage?: unknown });
+    const chunks = events
+      .slice(0, -1)
+      .map((e) => JSON.parse(e) as { object: string; choices: Array<{ delta: Record<string, unknown>; finish_reason: string | null }>; usage?: unknown });
     for (const chunk of chunks) assert.equal(chunk.object, 'chat.completion.chunk');
     assert.equal(chunks[0]?.choices[0]?.delta.role, 'assistant');
 
@@ -72,7 +91,11 @@ describe('OpenAI chat translation', () => {
     for (const chunk of chunks) {
       for (const call of (chunk.choices[0]?.delta.tool_calls ?? []) as Array<{ index: number; id?: string; function: { name?: string; arguments?: string } }>) {
         const known = calls.get(call.index) ?? { name: '', arguments: '' };
-        calls.set(call.index, { id: call.id ?? known.id, name: known.name + (call.function.name ?? ''), arguments: known.arguments + (call.function.arguments ?? '') });
+        calls.set(call.index, {
+          id: call.id ?? known.id,
+          name: known.name + (call.function.name ?? ''),
+          arguments: known.arguments + (call.function.arguments ?? ''),
+        });
       }
     }
     assert.equal(calls.size, 1);
@@ -110,8 +133,19 @@ describe('OpenAI chat translation', () => {
       model: 'qwen2.5-coder:7b',
       messages: [
         { role: 'developer', content: 'be brief' },
-        { role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }], copilot_references: [] },
-        { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is this' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } },
+          ],
+          copilot_references: [],
+        },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }],
+        },
         { role: 'tool', tool_call_id: 'call_1', content: '{"temp":21}', copilot_cache_control: { type: 'ephemeral' } },
       ],
       max_tokens: 7,
@@ -154,7 +188,12 @@ describe('OpenAI chat translation', () => {
     });
     assert.equal(remoteImage.status, 400);
     assert.deepEqual(await remoteImage.json(), {
-      error: { message: 'messages.0.content.0.image_url: only data: URLs with base64 images are supported', type: 'invalid_request_error', param: 'messages.0.content', code: 'invalid_request' },
+      error: {
+        message: 'messages.0.content.0.image_url: only data: URLs with base64 images are supported',
+        type: 'invalid_request_error',
+        param: 'messages.0.content',
+        code: 'invalid_request',
+      },
     });
     const badArguments = await post(`${bridge.url}/v1/chat/completions`, {
       model: 'm',
@@ -169,10 +208,19 @@ describe('OpenAI chat translation', () => {
 describe('native Ollama facade', () => {
   it('gathers a non-streamed chat with tool calls into one answer', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TOOL_CALL_STREAM));
-    const response = await post(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], stream: false, keep_alive: -1 });
+    const response = await post(`${bridge.url}/api/chat`, {
+      model: 'qwen2.5-coder:7b',
+      messages: [{ role: 'user', content: 'weather?' }],
+      stream: false,
+      keep_alive: -1,
+    });
     assert.equal(response.status, 200);
     const body = (await response.json()) as Record<string, unknown>;
-    assert.deepEqual(body.message, { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris', days: 2 } } }] });
+    assert.deepEqual(body.message, {
+      role: 'assistant',
+      content: '',
+      tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris', days: 2 } } }],
+    });
     assert.equal(body.done, true);
     assert.equal(body.eval_count, 12);
     assert.equal(body.model, 'qwen2.5-coder:7b');
@@ -214,12 +262,15 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
     ['Copilot inline completions', '/v1/engines/m/completions', { prompt: 'x', suffix: 'y', stream: true }],
   ] as const) {
     it(`${name}: a last data: {"error"} event, and no [DONE]`, async () => {
-      const { bridge } = await pair((url, res) => {
-        if (url === '/api/show') {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ capabilities: ['completion', 'insert'], model_info: {} }));
-        } else ndjson(res, broken);
-      }, ['m:latest']);
+      const { bridge } = await pair(
+        (url, res) => {
+          if (url === '/api/show') {
+            res.writeHead(200, { 'content-type': 'application/json' });
+            res.end(JSON.stringify({ capabilities: ['completion', 'insert'], model_info: {} }));
+          } else ndjson(res, broken);
+        },
+        ['m:latest'],
+      );
       const response = await post(`${bridge.url}${path}`, body);
       assert.equal(response.status, 200);
       const events: string[] = [];

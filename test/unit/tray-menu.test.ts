@@ -14,7 +14,15 @@ function backend(name: string, status: BackendSnapshot['health']['status'] = 'he
     inFlight: 0,
     requests: 0,
     failures: status === 'failing' ? 2 : 0,
-    health: { status, circuit: 'closed', consecutiveFailures: 0, lastError: status === 'healthy' ? null : 'ECONNREFUSED', lastCheckAt: null, latencyMs: null, models: [] },
+    health: {
+      status,
+      circuit: 'closed',
+      consecutiveFailures: 0,
+      lastError: status === 'healthy' ? null : 'ECONNREFUSED',
+      lastCheckAt: null,
+      latencyMs: null,
+      models: [],
+    },
     loaded: [],
   };
 }
@@ -50,7 +58,17 @@ function state(overrides: Partial<BridgeState> = {}): BridgeState {
     url: 'http://127.0.0.1:5000',
     settings: { dualGpu: true, fallbackEnabled: false, models: { simple: 'qwen2.5-coder:1.5b', moderate: 'qwen2.5-coder:7b', complex: 'qwen2.5-coder:7b' } },
     backends: [backend('gpu0', 'healthy', 0)],
-    gpu: { source: 'none', live: false, message: 'No NVIDIA GPU found', gpus: [], controllers: [], processes: [], lastSampleAt: null, lastError: null, system: null },
+    gpu: {
+      source: 'none',
+      live: false,
+      message: 'No NVIDIA GPU found',
+      gpus: [],
+      controllers: [],
+      processes: [],
+      lastSampleAt: null,
+      lastError: null,
+      system: null,
+    },
     placements: [],
     ollama: [],
     models: [
@@ -73,17 +91,38 @@ const item = (items: MenuItemSpec[], label: string): MenuItemSpec => {
   assert.ok(found, `no menu item "${label}" in ${JSON.stringify(labels(items))}`);
   return found;
 };
-const statusLines = (items: MenuItemSpec[]): string[] => items.slice(0, items.findIndex((i) => i.type === 'separator')).map((i) => i.label ?? '');
+const statusLines = (items: MenuItemSpec[]): string[] =>
+  items
+    .slice(
+      0,
+      items.findIndex((i) => i.type === 'separator'),
+    )
+    .map((i) => i.label ?? '');
 
 describe('tray menu, built from the state', () => {
   it('without a GPU: says so, and has every control', () => {
     const menu = buildTrayMenu({ state: state(), startAtLogin: false });
     assert.deepEqual(statusLines(menu), ['Backends: 1/1 healthy', 'No NVIDIA GPU: models run on the CPU']);
     for (const line of menu.slice(0, 2)) assert.equal(line.enabled, false);
-    assert.deepEqual(labels(menu).slice(2), ['Dual-GPU mode', 'Simple model', 'Complex model', 'Cloud fallback (no provider configured)', 'Open dashboard', 'Copy endpoint URL', 'Start at login', 'Quit copilot-bridge']);
+    assert.deepEqual(labels(menu).slice(2), [
+      'Dual-GPU mode',
+      'Simple model',
+      'Complex model',
+      'Cloud fallback (no provider configured)',
+      'Open dashboard',
+      'Copy endpoint URL',
+      'Start at login',
+      'Quit copilot-bridge',
+    ]);
     assert.deepEqual(item(menu, 'Dual-GPU mode').command, { kind: 'action', name: 'setDualGpu', payload: { enabled: false } });
     const simple = item(menu, 'Simple model').submenu ?? [];
-    assert.deepEqual(simple.map((m) => [m.label, m.type, m.checked]), [['qwen2.5-coder:1.5b', 'radio', true], ['qwen2.5-coder:7b', 'radio', false]]);
+    assert.deepEqual(
+      simple.map((m) => [m.label, m.type, m.checked]),
+      [
+        ['qwen2.5-coder:1.5b', 'radio', true],
+        ['qwen2.5-coder:7b', 'radio', false],
+      ],
+    );
     assert.deepEqual(simple[1]?.command, { kind: 'action', name: 'setTierModel', payload: { tier: 'simple', model: 'qwen2.5-coder:7b' } });
     assert.equal(item(menu, 'Cloud fallback (no provider configured)').enabled, false);
     assert.equal(item(menu, 'Start at login').checked, false);
@@ -107,26 +146,51 @@ describe('tray menu, built from the state', () => {
     const one = state({ gpu: { ...state().gpu, source: 'nvidia-smi', live: true, gpus: [gpu(0, 20)] } });
     assert.deepEqual(statusLines(buildTrayMenu({ state: one, startAtLogin: true })), ['Backends: 1/1 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM']);
     const two = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'healthy', 1)], gpu: { ...one.gpu, gpus: [gpu(0, 20), gpu(1, 64.5)] } });
-    assert.deepEqual(statusLines(buildTrayMenu({ state: two, startAtLogin: true })), ['Backends: 2/2 healthy', 'GPU 0: 20.0 / 80.0 GiB VRAM', 'GPU 1: 64.5 / 80.0 GiB VRAM']);
-    assert.equal(trayTooltip(two, 12.4), 'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB\nToday: 0 requests, $0.000 saved vs cloud');
+    assert.deepEqual(statusLines(buildTrayMenu({ state: two, startAtLogin: true })), [
+      'Backends: 2/2 healthy',
+      'GPU 0: 20.0 / 80.0 GiB VRAM',
+      'GPU 1: 64.5 / 80.0 GiB VRAM',
+    ]);
+    assert.equal(
+      trayTooltip(two, 12.4),
+      'copilot-bridge: healthy\n12.4 requests/min\nGPU 0: 20.0 / 80.0 GiB\nGPU 1: 64.5 / 80.0 GiB\nToday: 0 requests, $0.000 saved vs cloud',
+    );
     assert.equal(item(buildTrayMenu({ state: two, startAtLogin: true }), 'Start at login').checked, true);
   });
 
   it('with Ollama down: the managed instance can be started, not stopped; the icon says down', () => {
     const down = state({ backends: [backend('gpu0', 'down', 0)], ollama: [instance('gpu0', 'stopped')] });
     const menu = buildTrayMenu({ state: down, startAtLogin: false });
-    assert.deepEqual(statusLines(menu), ['Backends: 0/1 healthy', 'gpu0: down (ECONNREFUSED)', 'No NVIDIA GPU: models run on the CPU', 'Ollama on GPU 0: stopped']);
+    assert.deepEqual(statusLines(menu), [
+      'Backends: 0/1 healthy',
+      'gpu0: down (ECONNREFUSED)',
+      'No NVIDIA GPU: models run on the CPU',
+      'Ollama on GPU 0: stopped',
+    ]);
     const ollama = item(menu, 'Ollama on GPU 0').submenu ?? [];
-    assert.deepEqual(ollama.map((m) => [m.label, m.enabled]), [['Start', true], ['Stop', false], ['Restart', false]]);
+    assert.deepEqual(
+      ollama.map((m) => [m.label, m.enabled]),
+      [
+        ['Start', true],
+        ['Stop', false],
+        ['Restart', false],
+      ],
+    );
     assert.deepEqual(ollama[0]?.command, { kind: 'action', name: 'startOllama', payload: { backend: 'gpu0' } });
     assert.equal(trayIconState(down), 'down');
     const running = buildTrayMenu({ state: state({ ollama: [instance('gpu0', 'running')] }), startAtLogin: false });
-    assert.deepEqual((item(running, 'Ollama on GPU 0').submenu ?? []).map((m) => m.enabled), [false, true, true]);
+    assert.deepEqual(
+      (item(running, 'Ollama on GPU 0').submenu ?? []).map((m) => m.enabled),
+      [false, true, true],
+    );
   });
 
   it('with a degraded backend: named in the status, amber icon; busy when requests are in flight', () => {
     const degraded = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'failing', 1)] });
-    assert.deepEqual(statusLines(buildTrayMenu({ state: degraded, startAtLogin: false })).slice(0, 2), ['Backends: 1/2 healthy', 'gpu1: failing (ECONNREFUSED)']);
+    assert.deepEqual(statusLines(buildTrayMenu({ state: degraded, startAtLogin: false })).slice(0, 2), [
+      'Backends: 1/2 healthy',
+      'gpu1: failing (ECONNREFUSED)',
+    ]);
     assert.equal(trayIconState(degraded), 'degraded');
     assert.equal(trayIconState(state({ requests: { total: 3, inFlight: 1 } })), 'busy');
   });
@@ -139,9 +203,22 @@ describe('tray menu, built from the state', () => {
   });
 
   it('says in the tooltip how many requests wait in the bridge, per lane, and nothing when none wait', () => {
-    const pool = (backend: string, fim: number, interactive: number) => ({ backend, model: 'm', slots: 1, running: 1, queued: { fim, interactive, background: 0 }, serviceMs: 1000, loadMs: null, promptTokensPerSecond: null, samples: 0 });
+    const pool = (backend: string, fim: number, interactive: number) => ({
+      backend,
+      model: 'm',
+      slots: 1,
+      running: 1,
+      queued: { fim, interactive, background: 0 },
+      serviceMs: 1000,
+      loadMs: null,
+      promptTokensPerSecond: null,
+      samples: 0,
+    });
     const busy = state({ scheduler: { ...state().scheduler, queued: 4, pools: [pool('gpu0', 1, 2), pool('gpu1', 0, 1)] } });
-    assert.equal(trayTooltip(busy, 3), 'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures\nToday: 0 requests, $0.000 saved vs cloud');
+    assert.equal(
+      trayTooltip(busy, 3),
+      'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures\nToday: 0 requests, $0.000 saved vs cloud',
+    );
     assert.doesNotMatch(trayTooltip(state(), 3), /queued/);
   });
 });

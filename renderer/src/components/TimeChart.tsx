@@ -26,7 +26,11 @@ export function TimeChart({ times, series, height = 140, label }: { times: numbe
       const name = /^var\((--[\w-]+)\)$/.exec(value)?.[1];
       return name === undefined ? value : styles.getPropertyValue(name).trim() || '#888';
     };
-    const axis = { stroke: styles.getPropertyValue('--muted').trim() || '#888', grid: { stroke: styles.getPropertyValue('--grid').trim() || '#8883', width: 1 }, ticks: { show: false } };
+    const axis = {
+      stroke: styles.getPropertyValue('--muted').trim() || '#888',
+      grid: { stroke: styles.getPropertyValue('--grid').trim() || '#8883', width: 1 },
+      ticks: { show: false },
+    };
     const options: uPlot.Options = {
       width: Math.max(200, element.clientWidth),
       height,

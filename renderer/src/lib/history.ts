@@ -26,7 +26,9 @@ export function matches(record: HistoryRecord, f: HistoryFilters): boolean {
   if (f.client !== '' && record.client !== f.client) return false;
   if (f.text !== '') {
     const needle = f.text.toLowerCase();
-    const haystack = [record.id, record.reason, record.model, record.requestedModel, record.client, record.path, record.error, record.backend].join(' ').toLowerCase();
+    const haystack = [record.id, record.reason, record.model, record.requestedModel, record.client, record.path, record.error, record.backend]
+      .join(' ')
+      .toLowerCase();
     if (!haystack.includes(needle)) return false;
   }
   return true;

@@ -28,6 +28,10 @@ export function estimateCells(pool: SchedulerPool): { service: string; load: str
 /** "dropped: 3 superseded, 1 late, 2 cancelled while queued", or '' when nothing was. */
 export function droppedSummary(scheduler: SchedulerSnapshot): string {
   const { superseded, deadline, cancelled } = scheduler.dropped;
-  const parts = [superseded > 0 ? `${superseded} superseded` : '', deadline > 0 ? `${deadline} too late` : '', cancelled > 0 ? `${cancelled} cancelled while queued` : ''].filter(Boolean);
+  const parts = [
+    superseded > 0 ? `${superseded} superseded` : '',
+    deadline > 0 ? `${deadline} too late` : '',
+    cancelled > 0 ? `${cancelled} cancelled while queued` : '',
+  ].filter(Boolean);
   return parts.length === 0 ? '' : `Never sent to Ollama: ${parts.join(', ')}.`;
 }

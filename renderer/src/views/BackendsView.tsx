@@ -12,7 +12,9 @@ export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
     <div className="view">
       <div className="toolbar">
         <h1>Backends</h1>
-        <span className="muted">{state.settings.dualGpu ? 'Dual-GPU mode: work spreads over all healthy backends.' : 'Dual-GPU mode off: the primary serves everything.'}</span>
+        <span className="muted">
+          {state.settings.dualGpu ? 'Dual-GPU mode: work spreads over all healthy backends.' : 'Dual-GPU mode off: the primary serves everything.'}
+        </span>
       </div>
       {message !== null && (
         <p className="problem" role="alert">

@@ -43,15 +43,11 @@ function Toggle({ label, checked, onChange, testId }: { label: string; checked: 
 /** Who never reaches a cloud provider, whatever the global switch says. */
 function NeverCloud({ state }: { state: BridgeState }): JSX.Element {
   const { localOnlyTeams, localOnlyKeys, neverModels, header } = state.cloudPolicy;
-  const rules = [
-    ...localOnlyTeams.map((team) => `team ${team}`),
-    ...localOnlyKeys.map((key) => `key ${key}`),
-    ...neverModels.map((model) => `model ${model}`),
-  ];
+  const rules = [...localOnlyTeams.map((team) => `team ${team}`), ...localOnlyKeys.map((key) => `key ${key}`), ...neverModels.map((model) => `model ${model}`)];
   return (
     <p className="muted small" data-testid="never-cloud">
-      Never sent to a cloud: {rules.length === 0 ? 'no team, key or model is marked cloud: never' : rules.join(', ')}; any request with the {header}: 1 header; Ollama’s own cloud models count as
-      cloud.
+      Never sent to a cloud: {rules.length === 0 ? 'no team, key or model is marked cloud: never' : rules.join(', ')}; any request with the {header}: 1 header;
+      Ollama’s own cloud models count as cloud.
     </p>
   );
 }
@@ -67,7 +63,12 @@ export function ConnectView({ state, whoami }: { state: BridgeState; whoami: Who
       </div>
       <section className="card">
         <h2>Routing</h2>
-        <Toggle label="Dual-GPU mode" testId="toggle-dual" checked={state.settings.dualGpu} onChange={(enabled) => void act(() => runAction('setDualGpu', { enabled }))} />
+        <Toggle
+          label="Dual-GPU mode"
+          testId="toggle-dual"
+          checked={state.settings.dualGpu}
+          onChange={(enabled) => void act(() => runAction('setDualGpu', { enabled }))}
+        />
         <Toggle
           label={`Cloud fallback${state.fallbackProviders.length === 0 ? ' (no provider configured)' : ` (${state.fallbackProviders.join(', ')})`}`}
           testId="toggle-fallback"

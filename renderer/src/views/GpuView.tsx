@@ -49,7 +49,12 @@ function VramBar({ gpu, placements }: { gpu: GpuReading; placements: Placement[]
     <div className="vram">
       <div className="bar" role="meter" aria-label={`GPU ${gpu.index} memory`} aria-valuemin={0} aria-valuemax={total} aria-valuenow={used}>
         {models.map((m, i) => (
-          <span key={`${m.backend}-${m.name}`} className="segment" style={{ width: width(m.vramBytes), background: SEGMENT_COLORS[i % SEGMENT_COLORS.length] }} title={`${m.name} (${m.backend}): ${gib(m.vramBytes)}`} />
+          <span
+            key={`${m.backend}-${m.name}`}
+            className="segment"
+            style={{ width: width(m.vramBytes), background: SEGMENT_COLORS[i % SEGMENT_COLORS.length] }}
+            title={`${m.name} (${m.backend}): ${gib(m.vramBytes)}`}
+          />
         ))}
         {other > 0 && <span className="segment other" style={{ width: width(other) }} title={`other processes: ${gib(other)}`} />}
       </div>

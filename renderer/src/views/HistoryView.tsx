@@ -157,7 +157,14 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
         {select('backend', 'Backend', 'backends', options.backend)}
         {select('outcome', 'Status', 'outcomes', ['ok', 'error', 'cancelled', 'dropped'])}
         {select('client', 'Client', 'clients', options.client)}
-        <input type="search" placeholder="Search reason, model, client, id…" aria-label="Search history" value={filters.text} onChange={set('text')} data-testid="filter-text" />
+        <input
+          type="search"
+          placeholder="Search reason, model, client, id…"
+          aria-label="Search history"
+          value={filters.text}
+          onChange={set('text')}
+          data-testid="filter-text"
+        />
         <span className="muted small" data-testid="row-count">
           {rows.length} of {records.length}
         </span>
@@ -175,7 +182,15 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
         <span className="num">Tok/s</span>
         <span>Client</span>
       </div>
-      <div className="rows" ref={scroller} onScroll={(event) => setScrollTop(event.currentTarget.scrollTop)} data-testid="history-rows" role="table" aria-label="Routing history" tabIndex={0}>
+      <div
+        className="rows"
+        ref={scroller}
+        onScroll={(event) => setScrollTop(event.currentTarget.scrollTop)}
+        data-testid="history-rows"
+        role="table"
+        aria-label="Routing history"
+        tabIndex={0}
+      >
         <div style={{ height: rows.length * ROW_HEIGHT, position: 'relative' }}>
           {rows.slice(first, last).map((r, i) => (
             <button
@@ -198,7 +213,9 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
               <span>
                 <span className={`badge ${r.outcome}`}>{r.status}</span>
               </span>
-              <span className="num" data-testid="wait">{ms(r.queueMs)}</span>
+              <span className="num" data-testid="wait">
+                {ms(r.queueMs)}
+              </span>
               <span className="num">{ms(r.ttftMs)}</span>
               <span className="num">{ms(r.totalMs)}</span>
               <span className="num">{r.tokensPerSecond ?? '–'}</span>

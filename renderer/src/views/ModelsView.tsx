@@ -11,7 +11,9 @@ interface Problem {
 }
 
 function loadedOn(state: BridgeState, model: string): Array<{ backend: string; gpu: number | null; vramBytes: number }> {
-  return state.placements.flatMap((p) => p.models.filter((m) => sameModel(m.name, model)).map((m) => ({ backend: p.backend, gpu: p.gpu?.index ?? null, vramBytes: m.vramBytes })));
+  return state.placements.flatMap((p) =>
+    p.models.filter((m) => sameModel(m.name, model)).map((m) => ({ backend: p.backend, gpu: p.gpu?.index ?? null, vramBytes: m.vramBytes })),
+  );
 }
 
 export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
@@ -62,7 +64,11 @@ export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
           )}
         </td>
         <td data-testid={`loaded-${key}`}>
-          {loaded.length === 0 ? <span className="muted">not loaded</span> : loaded.map((l) => `${l.backend}${l.gpu === null ? '' : ` (GPU ${l.gpu})`} ${gib(l.vramBytes)}`).join(', ')}
+          {loaded.length === 0 ? (
+            <span className="muted">not loaded</span>
+          ) : (
+            loaded.map((l) => `${l.backend}${l.gpu === null ? '' : ` (GPU ${l.gpu})`} ${gib(l.vramBytes)}`).join(', ')
+          )}
         </td>
         <td className="actions">
           {state.backends

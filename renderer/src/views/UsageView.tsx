@@ -37,7 +37,15 @@ function FiguresRow({ label, sub, figures }: { label: string; sub?: string; figu
   );
 }
 
-function FiguresTable({ title, testId, rows }: { title: string; testId: string; rows: Array<{ key: string; label: string; sub?: string; figures: UsageFigures }> }): JSX.Element {
+function FiguresTable({
+  title,
+  testId,
+  rows,
+}: {
+  title: string;
+  testId: string;
+  rows: Array<{ key: string; label: string; sub?: string; figures: UsageFigures }>;
+}): JSX.Element {
   return (
     <section className="card">
       <h2>{title}</h2>
@@ -187,11 +195,19 @@ export function UsageView({ whoami, refresh }: { whoami: WhoAmI | null; refresh:
               <div className="value" data-testid="usage-roi">
                 {report.roi === null ? '–' : `${Math.round(report.roi * 100)} %`}
               </div>
-              <div className="muted small">{report.roi === null ? 'set accounting.hardware_cost_per_month' : `against ${dollars(report.hardwareCostDollars)} of hardware`}</div>
+              <div className="muted small">
+                {report.roi === null ? 'set accounting.hardware_cost_per_month' : `against ${dollars(report.hardwareCostDollars)} of hardware`}
+              </div>
             </div>
           </div>
-          {report.scope === 'everyone' && <FiguresTable title="Teams" testId="usage-teams" rows={report.byTeam.map((t) => ({ key: t.team, label: t.team, figures: t }))} />}
-          <FiguresTable title="People" testId="usage-people" rows={report.byPerson.map((p) => ({ key: `${p.name}/${p.team}`, label: p.name, sub: p.team, figures: p }))} />
+          {report.scope === 'everyone' && (
+            <FiguresTable title="Teams" testId="usage-teams" rows={report.byTeam.map((t) => ({ key: t.team, label: t.team, figures: t }))} />
+          )}
+          <FiguresTable
+            title="People"
+            testId="usage-people"
+            rows={report.byPerson.map((p) => ({ key: `${p.name}/${p.team}`, label: p.name, sub: p.team, figures: p }))}
+          />
           <section className="card">
             <h2>Top models</h2>
             <table className="table" data-testid="usage-models">
@@ -208,9 +224,9 @@ export function UsageView({ whoami, refresh }: { whoami: WhoAmI | null; refresh:
           </section>
           <Heatmap heatmap={report.heatmap} />
           <p className="muted small">
-            Cloud-equivalent cost uses the price table (defaults dated {report.prices.date}; accounting.prices overrides them), energy the GPUs’ measured power at $
-            {report.prices.kwhPrice}/kWh. *Time saved is an estimate: {report.prices.secondsSavedPerOutputToken} s per token generated locally (accounting.seconds_saved_per_output_token),
-            not a measurement.
+            Cloud-equivalent cost uses the price table (defaults dated {report.prices.date}; accounting.prices overrides them), energy the GPUs’ measured power
+            at ${report.prices.kwhPrice}/kWh. *Time saved is an estimate: {report.prices.secondsSavedPerOutputToken} s per token generated locally
+            (accounting.seconds_saved_per_output_token), not a measurement.
           </p>
         </>
       )}

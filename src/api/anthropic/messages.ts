@@ -137,7 +137,8 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           images.push(imageData(part.source, `${param}.source`));
           break;
         case 'document':
-          if (part.source?.type !== 'text' || part.source.data === undefined) throw new InvalidRequest(`${param}: only plain-text documents are supported`, param);
+          if (part.source?.type !== 'text' || part.source.data === undefined)
+            throw new InvalidRequest(`${param}: only plain-text documents are supported`, param);
           texts.push(part.source.data);
           break;
         case 'thinking':
@@ -205,7 +206,10 @@ export function toOllamaChat(request: MessagesRequest): { body: Record<string, u
 /** A rough count of input tokens (characters / 4): Ollama has no tokenizer endpoint for a model it has not loaded. */
 export function estimateInputTokens(request: CountTokensRequest): number {
   const messages = toOllamaMessages(request);
-  const chars = messages.reduce((sum, m) => sum + m.content.length + (m.thinking?.length ?? 0) + (m.tool_calls === undefined ? 0 : JSON.stringify(m.tool_calls).length), 0);
+  const chars = messages.reduce(
+    (sum, m) => sum + m.content.length + (m.thinking?.length ?? 0) + (m.tool_calls === undefined ? 0 : JSON.stringify(m.tool_calls).length),
+    0,
+  );
   const { tools: sent } = anthropicTools(request);
   const tools = sent.length === 0 ? 0 : JSON.stringify(sent).length;
   return Math.max(1, Math.ceil((chars + tools) / 4));
@@ -218,8 +222,18 @@ function stopReason(result: GenerationResult): StopReason {
   return result.final.done_reason === 'length' ? 'max_tokens' : 'end_turn';
 }
 
-function usage(result: GenerationResult | undefined): { input_tokens: number; output_tokens: number; cache_creation_input_tokens: 0; cache_read_input_tokens: 0 } {
-  return { input_tokens: result?.final.prompt_eval_count ?? 0, output_tokens: result?.final.eval_count ?? 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+function usage(result: GenerationResult | undefined): {
+  input_tokens: number;
+  output_tokens: number;
+  cache_creation_input_tokens: 0;
+  cache_read_input_tokens: 0;
+} {
+  return {
+    input_tokens: result?.final.prompt_eval_count ?? 0,
+    output_tokens: result?.final.eval_count ?? 0,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+  };
 }
 
 function sse(type: string, data: Record<string, unknown>): string {
@@ -249,7 +263,16 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
   const start = (): string => {
     if (started) return '';
     started = true;
-    const message = { id, type: 'message', role: 'assistant', model: requestedModel, content: [], stop_reason: null, stop_sequence: null, usage: usage(undefined) };
+    const message = {
+      id,
+      type: 'message',
+      role: 'assistant',
+      model: requestedModel,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: usage(undefined),
+    };
     return sse('message_start', { message });
   };
   const close = (): string => {
@@ -266,7 +289,8 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
     out += sse('content_block_start', { index: open.index, content_block: contentBlock });
     return out;
   };
-  const keep = (calls: readonly OllamaToolCall[], already: number): OllamaToolCall[] => (options.parallelToolCalls ? [...calls] : calls.slice(0, Math.max(0, 1 - already)));
+  const keep = (calls: readonly OllamaToolCall[], already: number): OllamaToolCall[] =>
+    options.parallelToolCalls ? [...calls] : calls.slice(0, Math.max(0, 1 - already));
   const toolId = (n: number): string => {
     while (toolIds.length <= n) toolIds.push(newId('toolu').replace('-', '_').slice(0, 30));
     return toolIds[n] as string;
@@ -302,18 +326,33 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
       const { input_tokens: inputTokens, output_tokens: outputTokens } = usage(result);
       return (
         out +
-        sse('message_delta', { delta: { stop_reason: stopReason(result), stop_sequence: null }, usage: { input_tokens: inputTokens, output_tokens: outputTokens } }) +
+        sse('message_delta', {
+          delta: { stop_reason: stopReason(result), stop_sequence: null },
+          usage: { input_tokens: inputTokens, output_tokens: outputTokens },
+        }) +
         sse('message_stop', {})
       );
     },
-    error: (message, code) => `event: error\ndata: ${JSON.stringify(errorBody('anthropic', new BridgeError(code === 'upstream_timeout' ? 504 : 502, message, { code })))}\n\n`,
+    error: (message, code) =>
+      `event: error\ndata: ${JSON.stringify(errorBody('anthropic', new BridgeError(code === 'upstream_timeout' ? 504 : 502, message, { code })))}\n\n`,
     whole(results) {
       const [result] = results as [GenerationResult];
       const content: Array<Record<string, unknown>> = [];
       if (result.thinking !== '' && options.showThinking) content.push({ type: 'thinking', thinking: result.thinking, signature: '' });
       if (result.content !== '') content.push({ type: 'text', text: result.content });
-      keep(result.toolCalls, 0).forEach((call, n) => content.push({ type: 'tool_use', id: toolId(n), name: call.function.name, input: call.function.arguments ?? {} }));
-      return { id, type: 'message', role: 'assistant', model: requestedModel, content, stop_reason: stopReason(result), stop_sequence: null, usage: usage(result) };
+      keep(result.toolCalls, 0).forEach((call, n) =>
+        content.push({ type: 'tool_use', id: toolId(n), name: call.function.name, input: call.function.arguments ?? {} }),
+      );
+      return {
+        id,
+        type: 'message',
+        role: 'assistant',
+        model: requestedModel,
+        content,
+        stop_reason: stopReason(result),
+        stop_sequence: null,
+        usage: usage(result),
+      };
     },
   };
 }

@@ -3,7 +3,15 @@ import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
 import { serveChat, type TranslatedChat } from '../chat-plan.js';
 import type { ApiContext } from '../context.js';
 import { parseBody } from '../validate.js';
-import { anthropicFormat, anthropicThink, countTokensSchema, estimateInputTokens, messagesRequestSchema, toOllamaChat, type MessagesRequest } from './messages.js';
+import {
+  anthropicFormat,
+  anthropicThink,
+  countTokensSchema,
+  estimateInputTokens,
+  messagesRequestSchema,
+  toOllamaChat,
+  type MessagesRequest,
+} from './messages.js';
 
 /** A Messages request as the bridge's chat: a plain function of the parsed body. Throws InvalidRequest. */
 export function translateMessages(request: MessagesRequest): TranslatedChat {

@@ -50,7 +50,6 @@ const generateRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
-
 function requiredModelName(body: unknown): string {
   const name = modelNamed(body);
   if (name === undefined) throw new BridgeError(400, 'model is required', { code: 'invalid_request', param: 'model' });
@@ -96,7 +95,11 @@ function completeTag(model: OllamaTagModel): OllamaTagModel {
 }
 
 function compareVersions(a: string, b: string): number {
-  const parts = (v: string): number[] => v.split(/[.-]/).slice(0, 3).map((p) => Number.parseInt(p, 10) || 0);
+  const parts = (v: string): number[] =>
+    v
+      .split(/[.-]/)
+      .slice(0, 3)
+      .map((p) => Number.parseInt(p, 10) || 0);
   const [x, y] = [parts(a), parts(b)];
   for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
   return 0;
@@ -123,11 +126,15 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
 
   /** A virtual model described from the real models behind it: their capabilities, the smallest context. */
   const showVirtual = async (name: string, tier: Tier | null): Promise<OllamaShowResponse> => {
-    const behind = await Promise.all(tiersBehind(tier).map(async (t) => ({ tier: t, show: await showReal(context.router.settings.models[t]).catch(() => undefined) })));
+    const behind = await Promise.all(
+      tiersBehind(tier).map(async (t) => ({ tier: t, show: await showReal(context.router.settings.models[t]).catch(() => undefined) })),
+    );
     const shows = behind.flatMap((b) => (b.show === undefined ? [] : [b.show]));
     const first = shows[0];
     const architecture = String(first?.model_info?.['general.architecture'] ?? 'llama');
-    const contexts = shows.map((s) => Number(s.model_info?.[`${String(s.model_info?.['general.architecture'])}.context_length`])).filter((n) => Number.isFinite(n) && n > 0);
+    const contexts = shows
+      .map((s) => Number(s.model_info?.[`${String(s.model_info?.['general.architecture'])}.context_length`]))
+      .filter((n) => Number.isFinite(n) && n > 0);
     // Fill-in-the-middle goes to the simple tier, so its template tells clients whether FIM works.
     const fimSource = behind.find((b) => b.tier === 'simple')?.show ?? first;
     return {
@@ -193,12 +200,19 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
     const body = parseBody(generateRequest, req);
     const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
     const needs = needsOf(signals);
-    await routeAndServe(context.router, context.policy, req, res, { requestedModel: body.model, signals, needs }, {
-      path: '/api/generate',
-      bodies: [body],
-      stream: body.stream !== false,
-      format: nativeFormat('generate', body.model),
-    });
+    await routeAndServe(
+      context.router,
+      context.policy,
+      req,
+      res,
+      { requestedModel: body.model, signals, needs },
+      {
+        path: '/api/generate',
+        bodies: [body],
+        stream: body.stream !== false,
+        format: nativeFormat('generate', body.model),
+      },
+    );
   };
 
   return [
@@ -227,7 +241,12 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
       return;
     }
     const versions = await Promise.all(
-      context.backends.map((b) => b.callJson<{ version?: string }>('GET', '/api/version').then((v) => v.version, () => undefined)),
+      context.backends.map((b) =>
+        b.callJson<{ version?: string }>('GET', '/api/version').then(
+          (v) => v.version,
+          () => undefined,
+        ),
+      ),
     );
     const known = versions.filter((v): v is string => typeof v === 'string');
     const lowest = known.sort(compareVersions)[0];
@@ -253,13 +272,21 @@ export function ollamaRoutes(context: ApiContext): ExpressRouter {
     passthrough(byModel),
   );
 
-  router.post(['/api/pull', '/api/create', '/api/copy', '/api/push'], passthrough(() => primary, invalidate));
+  router.post(
+    ['/api/pull', '/api/create', '/api/copy', '/api/push'],
+    passthrough(() => primary, invalidate),
+  );
 
   router.delete('/api/delete', async (req, res) => {
     const name = requiredModelName(req.body);
     const holders = await catalog.holders(name);
     const outcomes = await Promise.all(
-      holders.map((backend) => backend.callJson('DELETE', '/api/delete', { model: name }).then(() => true, () => false)),
+      holders.map((backend) =>
+        backend.callJson('DELETE', '/api/delete', { model: name }).then(
+          () => true,
+          () => false,
+        ),
+      ),
     );
     invalidate();
     if (!outcomes.some(Boolean)) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });

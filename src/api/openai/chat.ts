@@ -37,7 +37,9 @@ export const chatRequestSchema = z.looseObject({
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
   tools: z
-    .array(z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }))
+    .array(
+      z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }),
+    )
     .nullish(),
   temperature: optionalNumber,
   top_p: optionalNumber,
@@ -111,7 +113,8 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
         else if (part.type === 'image_url' && part.image_url !== undefined) {
           const url = typeof part.image_url === 'string' ? part.image_url : part.image_url.url;
           const match = /^data:[^;,]*;base64,(.*)$/s.exec(url);
-          if (match === null) throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
+          if (match === null)
+            throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
           images.push(match[1] as string);
         }
       });
@@ -121,7 +124,9 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
     if (m.tool_calls !== undefined && m.tool_calls !== null && m.tool_calls.length > 0) {
       out.tool_calls = m.tool_calls.map((call, j): OllamaToolCall => {
         if (call.id !== undefined) toolNames.set(call.id, call.function.name);
-        return { function: { name: call.function.name, arguments: parseArguments(call.function.arguments, `messages.${i}.tool_calls.${j}.function.arguments`) } };
+        return {
+          function: { name: call.function.name, arguments: parseArguments(call.function.arguments, `messages.${i}.tool_calls.${j}.function.arguments`) },
+        };
       });
     }
     if (role === 'tool') {

@@ -60,10 +60,16 @@ type Part = z.output<typeof part>;
 /** Why a request cannot be served when the bridge keeps no responses; undefined when it can. */
 export function statelessProblem(request: ResponsesRequest): { message: string; param: string } | undefined {
   if (request.previous_response_id !== undefined && request.previous_response_id !== null) {
-    return { message: 'previous_response_id is not supported: copilot-bridge keeps no responses; send the whole conversation in input (with store: false)', param: 'previous_response_id' };
+    return {
+      message: 'previous_response_id is not supported: copilot-bridge keeps no responses; send the whole conversation in input (with store: false)',
+      param: 'previous_response_id',
+    };
   }
   if (request.store === true) {
-    return { message: 'store: true is not supported: copilot-bridge keeps no responses; send store: false and the whole conversation in input', param: 'store' };
+    return {
+      message: 'store: true is not supported: copilot-bridge keeps no responses; send store: false and the whole conversation in input',
+      param: 'store',
+    };
   }
   return undefined;
 }
@@ -174,7 +180,10 @@ export function responsesTools(request: Pick<ResponsesRequest, 'tools' | 'tool_c
   for (const t of all) {
     if (t.type !== 'function' || t.name === undefined) dropped.push(t.name === undefined ? t.type : `${t.type} ${t.name}`);
     else if (only === undefined || only === t.name) {
-      tools.push({ type: 'function', function: { name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object', properties: {} } } });
+      tools.push({
+        type: 'function',
+        function: { name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object', properties: {} } },
+      });
     }
   }
   return { tools, notes: dropped.length > 0 ? [`dropped tools: ${dropped.join(', ')}`] : [] };
@@ -204,7 +213,13 @@ type OutputItem = Record<string, unknown> & { id: string; type: 'reasoning' | 'm
 function usageOf(result: GenerationResult | undefined): Record<string, unknown> {
   const input = result?.final.prompt_eval_count ?? 0;
   const output = result?.final.eval_count ?? 0;
-  return { input_tokens: input, input_tokens_details: { cached_tokens: 0 }, output_tokens: output, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: input + output };
+  return {
+    input_tokens: input,
+    input_tokens_details: { cached_tokens: 0 },
+    output_tokens: output,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: input + output,
+  };
 }
 
 function itemId(prefix: string): string {
@@ -247,8 +262,15 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
   let sequence = 0;
   let started = false;
 
-  const event = (type: string, data: Record<string, unknown>): string => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`;
-  const snapshot = (status: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ ...base, status, output: items, usage: null, ...extra });
+  const event = (type: string, data: Record<string, unknown>): string =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`;
+  const snapshot = (status: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+    ...base,
+    status,
+    output: items,
+    usage: null,
+    ...extra,
+  });
   const start = (): string => {
     if (started) return '';
     started = true;
@@ -282,14 +304,25 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
     let out = '';
     if (open?.item.type !== type) {
       out += close();
-      const item: OutputItem = type === 'reasoning' ? { id: itemId('rs'), type, summary: [] } : { id: itemId('msg'), type, status: 'in_progress', role: 'assistant', content: [] };
+      const item: OutputItem =
+        type === 'reasoning' ? { id: itemId('rs'), type, summary: [] } : { id: itemId('msg'), type, status: 'in_progress', role: 'assistant', content: [] };
       const outputIndex = items.push(item) - 1;
       open = { item, text: '' };
       out += event('response.output_item.added', { output_index: outputIndex, item: { ...item } });
       out +=
         type === 'reasoning'
-          ? event('response.reasoning_summary_part.added', { item_id: item.id, output_index: outputIndex, summary_index: 0, part: { type: 'summary_text', text: '' } })
-          : event('response.content_part.added', { item_id: item.id, output_index: outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+          ? event('response.reasoning_summary_part.added', {
+              item_id: item.id,
+              output_index: outputIndex,
+              summary_index: 0,
+              part: { type: 'summary_text', text: '' },
+            })
+          : event('response.content_part.added', {
+              item_id: item.id,
+              output_index: outputIndex,
+              content_index: 0,
+              part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
+            });
     }
     const current: { item: OutputItem; text: string } = open;
     current.text += delta;
@@ -311,7 +344,9 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
     arguments: JSON.stringify(call.function.arguments ?? {}),
   });
   const finalStatus = (result: GenerationResult | undefined): { status: string; incomplete_details: { reason: string } | null } =>
-    result?.final.done_reason === 'length' && result.toolCalls.length === 0 ? { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } } : { status: 'completed', incomplete_details: null };
+    result?.final.done_reason === 'length' && result.toolCalls.length === 0
+      ? { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } }
+      : { status: 'completed', incomplete_details: null };
 
   return {
     streamContentType: 'text/event-stream; charset=utf-8',
@@ -341,13 +376,20 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
       const response = snapshot(status, { incomplete_details, usage: usageOf(result) });
       return out + event(status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     },
-    error: (message, code) => event('response.failed', { response: snapshot('failed', { error: { code: code === 'upstream_timeout' ? 'timeout' : 'server_error', message } }) }),
+    error: (message, code) =>
+      event('response.failed', { response: snapshot('failed', { error: { code: code === 'upstream_timeout' ? 'timeout' : 'server_error', message } }) }),
     whole(results) {
       const [result] = results as [GenerationResult];
       const output: OutputItem[] = [];
       if (result.thinking !== '') output.push({ id: itemId('rs'), type: 'reasoning', summary: [{ type: 'summary_text', text: result.thinking }] });
       if (result.content !== '' || result.toolCalls.length === 0) {
-        output.push({ id: itemId('msg'), type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: result.content, annotations: [], logprobs: [] }] });
+        output.push({
+          id: itemId('msg'),
+          type: 'message',
+          status: 'completed',
+          role: 'assistant',
+          content: [{ type: 'output_text', text: result.content, annotations: [], logprobs: [] }],
+        });
       }
       for (const call of parallel ? result.toolCalls : result.toolCalls.slice(0, 1)) output.push(functionCall(call));
       const { status, incomplete_details } = finalStatus(result);

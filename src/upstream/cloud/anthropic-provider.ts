@@ -8,7 +8,10 @@ import { checkedLines, CloudProvider } from './provider.js';
 type Block = Record<string, unknown>;
 
 /** Ollama's conversation in the Messages API's form: system apart, tool calls and results as blocks. */
-export function toAnthropicMessages(messages: readonly OllamaMessage[]): { system: string | undefined; messages: Array<{ role: 'user' | 'assistant'; content: Block[] }> } {
+export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
+  system: string | undefined;
+  messages: Array<{ role: 'user' | 'assistant'; content: Block[] }>;
+} {
   const { callIds, resultIds } = toolCallIds(messages);
   const system: string[] = [];
   const out: Array<{ role: 'user' | 'assistant'; content: Block[] }> = [];
@@ -24,7 +27,9 @@ export function toAnthropicMessages(messages: readonly OllamaMessage[]): { syste
     const blocks: Block[] = [];
     if (message.content !== '') blocks.push({ type: 'text', text: message.content });
     for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: image } });
-    (message.tool_calls ?? []).forEach((call, j) => blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }));
+    (message.tool_calls ?? []).forEach((call, j) =>
+      blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }),
+    );
     if (blocks.length === 0) blocks.push({ type: 'text', text: '' });
     out.push({ role: message.role === 'assistant' ? 'assistant' : 'user', content: blocks });
   });
@@ -61,7 +66,12 @@ export class AnthropicProvider extends CloudProvider {
     const chat = request.path === '/api/chat';
     const conversation = chat
       ? toAnthropicMessages((body.messages ?? []) as OllamaMessage[])
-      : { system: body.system as string | undefined, messages: [{ role: 'user' as const, content: [{ type: 'text', text: completionAsMessage(String(body.prompt ?? ''), body.suffix as string | undefined) }] }] };
+      : {
+          system: body.system as string | undefined,
+          messages: [
+            { role: 'user' as const, content: [{ type: 'text', text: completionAsMessage(String(body.prompt ?? ''), body.suffix as string | undefined) }] },
+          ],
+        };
     const payload: Record<string, unknown> = {
       model: this.config.model,
       max_tokens: sampling.max_tokens ?? this.config.max_tokens,
@@ -141,7 +151,14 @@ export class AnthropicProvider extends CloudProvider {
           break;
       }
     }
-    const final: OllamaChunk = { model, created_at: now(), done: true, done_reason: STOP_REASONS[stopReason] ?? 'stop', prompt_eval_count: inputTokens, eval_count: outputTokens };
+    const final: OllamaChunk = {
+      model,
+      created_at: now(),
+      done: true,
+      done_reason: STOP_REASONS[stopReason] ?? 'stop',
+      prompt_eval_count: inputTokens,
+      eval_count: outputTokens,
+    };
     yield chat ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
   }
 }

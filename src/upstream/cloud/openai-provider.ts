@@ -65,7 +65,11 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Reco
 interface OpenAiStreamChunk {
   choices?: Array<{
     text?: string;
-    delta?: { content?: string | null; reasoning?: string; tool_calls?: Array<{ index: number; id?: string; function?: { name?: string; arguments?: string } }> };
+    delta?: {
+      content?: string | null;
+      reasoning?: string;
+      tool_calls?: Array<{ index: number; id?: string; function?: { name?: string; arguments?: string } }>;
+    };
     finish_reason?: string | null;
   }>;
   usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
@@ -99,7 +103,14 @@ export class OpenAiProvider extends CloudProvider {
       const response = await this.post('/chat/completions', payload, this.headers(), request.signal);
       return checkedLines(this.translate(response, 'chat'));
     }
-    const payload = { model: this.config.model, prompt: body.prompt ?? '', suffix: body.suffix, stream: true, stream_options: { include_usage: true }, ...sampling };
+    const payload = {
+      model: this.config.model,
+      prompt: body.prompt ?? '',
+      suffix: body.suffix,
+      stream: true,
+      stream_options: { include_usage: true },
+      ...sampling,
+    };
     const response = await this.post('/completions', payload, this.headers(), request.signal);
     return checkedLines(this.translate(response, 'generate'));
   }
@@ -130,7 +141,12 @@ export class OpenAiProvider extends CloudProvider {
           calls.set(call.index, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
         }
         if (delta.content || delta.reasoning) {
-          yield { model, created_at: now(), message: { role: 'assistant', content: delta.content ?? '', ...(delta.reasoning ? { thinking: delta.reasoning } : {}) }, done: false };
+          yield {
+            model,
+            created_at: now(),
+            message: { role: 'assistant', content: delta.content ?? '', ...(delta.reasoning ? { thinking: delta.reasoning } : {}) },
+            done: false,
+          };
         }
       }
     }

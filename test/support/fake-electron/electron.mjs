@@ -26,7 +26,12 @@ export const app = {
     report('login', { openAtLogin });
   },
   quit: () => {
-    const event = { defaultPrevented: false, preventDefault() { this.defaultPrevented = true; } };
+    const event = {
+      defaultPrevented: false,
+      preventDefault() {
+        this.defaultPrevented = true;
+      },
+    };
     appEvents.emit('before-quit', event);
     if (!event.defaultPrevented && !quitting) {
       quitting = true;
@@ -114,14 +119,24 @@ const waitForMenu = setInterval(async () => {
     await new Promise((resolve) => setTimeout(resolve, 150));
     if (step.click) click(step.click);
     if (step.navigate) {
-      const event = { defaultPrevented: false, preventDefault() { this.defaultPrevented = true; } };
+      const event = {
+        defaultPrevented: false,
+        preventDefault() {
+          this.defaultPrevented = true;
+        },
+      };
       windows[0].webContents.emit('will-navigate', event, step.navigate);
       report('navigated', { url: step.navigate, blocked: event.defaultPrevented });
     }
     if (step.open) report('open', { url: step.open, answer: windows[0].openHandler({ url: step.open }) });
     if (step.permission) windows[0].permissions(null, step.permission, (granted) => report('permission', { name: step.permission, granted }));
     if (step.close) {
-      const event = { defaultPrevented: false, preventDefault() { this.defaultPrevented = true; } };
+      const event = {
+        defaultPrevented: false,
+        preventDefault() {
+          this.defaultPrevented = true;
+        },
+      };
       windows[0].handlers.close(event);
       report('closed', { kept: event.defaultPrevented });
     }
