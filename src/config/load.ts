@@ -69,6 +69,9 @@ const SECRET_VARIABLES = ['CLOUD_API_KEY', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY'
 
 const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key', 'control.token']);
 
+/** Settings that existed once: a config that still has one is told what to do instead. */
+const REMOVED_SETTINGS: ReadonlyMap<string, string> = new Map([['monitoring.logging.format', 'removed: the log is always JSON lines (pino); delete this key']]);
+
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
 const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
 
@@ -288,6 +291,11 @@ export function loadConfig(sources: ConfigSources = {}): Config {
         if (keyPath === path || keyPath.startsWith(`${path}.`)) source = by;
       }
       const secret = [...SECRET_PATHS].some((p) => keyPath === p || keyPath.startsWith(`${p}.`)) || /\.api_key$/.test(keyPath);
+      if (issue.code === 'unrecognized_keys') {
+        const removed = issue.keys.map((key) => `${keyPath}.${key}`).filter((path) => REMOVED_SETTINGS.has(path));
+        for (const path of removed) problems.push({ source, keyPath: path, expected: REMOVED_SETTINGS.get(path) ?? '' });
+        if (removed.length === issue.keys.length) continue;
+      }
       const got = secret || !('input' in issue) ? '' : ` (got ${describeInput(issue.input)})`;
       problems.push({ source, keyPath, expected: `${issue.message}${got}` });
     }

@@ -59,12 +59,13 @@ describe('logging', () => {
     assert.equal(warning?.level, 40);
   });
 
-  it('has no logging.format setting any more: logs are JSON lines', () => {
+  it('has no logging.format setting any more: a config that has one is told to delete it', () => {
     const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
     writeFileSync(file, 'monitoring:\n  logging:\n    format: json\n');
     assert.throws(
       () => loadConfig({ file }),
-      (error: unknown) => error instanceof ConfigError && /monitoring\.logging: .*"format"/.test(error.message),
+      (error: unknown) =>
+        error instanceof ConfigError && /monitoring\.logging\.format: removed: the log is always JSON lines .*delete this key/.test(error.message),
     );
   });
 
