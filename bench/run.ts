@@ -303,6 +303,7 @@ async function main(): Promise<void> {
     'Run it again with `npm run bench` (`-- --runs 3` for several runs, `-- --quick` for a short one); `npm run bench:profile -- <label>` writes the CPU profile summary below.',
     '',
     ...profiles.flatMap((p) => [p, '']),
+    '',
   ].join('\n');
   writeFileSync('bench/results.json', `${JSON.stringify(summary, null, 2)}\n`);
   replaceSection('bench/results.md', '## Proxy cost', table);
