@@ -71,13 +71,10 @@ export interface GenerationPolicy {
   meter(source: GenerationSource): (() => EnergyUse) | undefined;
 }
 
-/** The outcome of a request refused before it was served (a limit, a forbidden model), so that history keeps it. */
-export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
+/** An outcome before anything was served: what was asked, where it was routed, nothing measured yet. */
+function pendingOutcome(route: Pick<GenerationOutcome, 'requestedModel' | 'tier' | 'reason' | 'model'>, lane: GenerationOutcome['lane']): GenerationOutcome {
   return {
-    requestedModel,
-    tier: null,
-    reason,
-    model: requestedModel,
+    ...route,
     source: null,
     retries: 0,
     fallback: null,
@@ -86,14 +83,19 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
     tokensOut: null,
     evalSeconds: null,
     answer: null,
-    error: reason,
-    lane: 'interactive',
+    error: null,
+    lane,
     queueMs: 0,
     dropped: null,
     localOnly: null,
     gpuMs: null,
     energyJoules: null,
   };
+}
+
+/** The outcome of a request refused before it was served (a limit, a forbidden model), so that history keeps it. */
+export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
+  return { ...pendingOutcome({ requestedModel, tier: null, reason, model: requestedModel }, 'interactive'), error: reason };
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
@@ -336,25 +338,8 @@ export async function serveGeneration(
   const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
   const lane = classifyLane(laneInput, policy.laneRules).lane;
   const outcome: GenerationOutcome = {
-    requestedModel: route.requestedModel,
-    tier: route.tier,
-    reason: route.reason,
-    model: route.model,
-    source: null,
-    retries: 0,
-    fallback: null,
-    firstTokenMs: null,
-    tokensIn: null,
-    tokensOut: null,
-    evalSeconds: null,
-    answer: null,
-    error: null,
-    lane,
-    queueMs: 0,
-    dropped: null,
+    ...pendingOutcome({ requestedModel: route.requestedModel, tier: route.tier, reason: route.reason, model: route.model }, lane),
     localOnly,
-    gpuMs: null,
-    energyJoules: null,
   };
   request.generation = outcome;
   const started = performance.now();
