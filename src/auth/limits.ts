@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Identity } from './identity.js';
@@ -100,32 +100,35 @@ type ScriptedRedis = Redis & {
   limitAcquire(key: string, max: number, lease: string, leaseMs: number): Promise<number>;
 };
 
+/** ioredis is loaded only when Redis is configured: most bridges never need it. */
 class RedisStore implements CounterStore {
-  private readonly redis: ScriptedRedis;
+  private readonly redis: Promise<ScriptedRedis>;
 
   constructor(url: string) {
-    const redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, commandTimeout: 1000, enableOfflineQueue: true });
-    redis.defineCommand('limitBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
-    redis.defineCommand('limitAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
-    // Errors surface on each command; this only keeps an unreachable Redis from being an unhandled event.
-    redis.on('error', () => undefined);
-    this.redis = redis as ScriptedRedis;
+    this.redis = import('ioredis').then(({ Redis }) => {
+      const redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, commandTimeout: 1000, enableOfflineQueue: true });
+      redis.defineCommand('limitBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
+      redis.defineCommand('limitAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
+      // Errors surface on each command; this only keeps an unreachable Redis from being an unhandled event.
+      redis.on('error', () => undefined);
+      return redis as ScriptedRedis;
+    });
   }
 
-  bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
-    return this.redis.limitBucket(key, capacity, perMs, cost, mode);
+  async bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
+    return (await this.redis).limitBucket(key, capacity, perMs, cost, mode);
   }
 
   async acquire(key: string, max: number, lease: string): Promise<boolean> {
-    return (await this.redis.limitAcquire(key, max, lease, LEASE_MS)) === 1;
+    return (await (await this.redis).limitAcquire(key, max, lease, LEASE_MS)) === 1;
   }
 
   async release(key: string, lease: string): Promise<void> {
-    await this.redis.zrem(key, lease);
+    await (await this.redis).zrem(key, lease);
   }
 
   async close(): Promise<void> {
-    this.redis.disconnect();
+    (await this.redis).disconnect();
   }
 }
 
