@@ -25,7 +25,7 @@ const KEYSTROKES_PER_BURST = 5;
 const TYPING_PAUSE_MS = 1200;
 const GHOST_TOKENS = 4;
 const CHAT_CLIENTS = 3;
-const CHAT_TOKENS = 24;
+const CHAT_TOKENS = 400;
 const EMBED_EVERY_MS = 1000;
 /** OLLAMA_NUM_PARALLEL of each instance: one slot for chats and one kept for ghost text (routing.scheduler.fim_reserved_slots). */
 const SLOTS = 2;
@@ -375,7 +375,7 @@ export async function runWorkload(): Promise<void> {
   if (process.env.WORKLOAD_OLLAMA !== undefined) {
     upstreams = process.env.WORKLOAD_OLLAMA.split(',').map((u) => new URL(u.trim()));
   } else {
-    rig = await startRig(2, SLOTS);
+    rig = await startRig(2, SLOTS, true);
     upstreams = rig.instances.map((i) => new URL(i.url));
   }
   const relays = upstreams.map((u, i) => new Relay(`gpu${i}`, u));
@@ -421,7 +421,7 @@ function writeResults(results: Record<string, Summary>): void {
   const section = [
     '## Workload: what users feel on two real Ollama instances',
     '',
-    `${machine}. Two Ollama ${process.env.WORKLOAD_OLLAMA === undefined ? `0.11.4 instances of the test rig (CPU, tiny random-weight model, one model file behind both tier names, OLLAMA_NUM_PARALLEL=${SLOTS})` : `instances at ${process.env.WORKLOAD_OLLAMA}`}; ${PHASE_SECONDS} s per configuration, one after the other in one run.`,
+    `${machine}. Two Ollama ${process.env.WORKLOAD_OLLAMA === undefined ? `0.11.4 instances of the test rig (CPU, each pinned to a core of its own with one runner thread, as a GPU of its own; tiny random-weight model, one model file behind both tier names, OLLAMA_NUM_PARALLEL=${SLOTS})` : `instances at ${process.env.WORKLOAD_OLLAMA}`}; ${PHASE_SECONDS} s per configuration, one after the other in one run.`,
     `Workload: ghost text (${GHOST_TOKENS} tokens) on every keystroke, ${KEYSTROKES_PER_BURST} keystrokes ${KEYSTROKE_MS} ms apart then a ${TYPING_PAUSE_MS} ms pause, each keystroke cancelling the request before; ${CHAT_CLIENTS} chat clients streaming ${CHAT_TOKENS}-token answers back to back; one client sending embeddings every ${EMBED_EVERY_MS / 1000} s. Both tiers prefer GPU 0, as in the seed deployment's config, and the model starts loaded on GPU 0 only. The bridge knows each instance's ${SLOTS} slots (\`parallel: ${SLOTS}\`) and keeps one for ghost text (\`fim_reserved_slots: 1\`, which only the scheduler uses).`,
     '',
     '| measure | (a) direct to one Ollama | (b) bridge, scheduler off | (c) bridge, scheduler on | target |',

@@ -124,8 +124,11 @@ async function postJson(url: string, body: unknown): Promise<unknown> {
   return text === '' ? undefined : JSON.parse(text);
 }
 
-/** Uploads the tiny model once per instance and registers it under every rig model name. */
-async function registerModels(url: string, gguf: Buffer, digest: string): Promise<void> {
+/**
+ * Uploads the tiny model once per instance and registers it under every rig model name. `threads`
+ * sets the runner's thread count for every request that does not ask for its own.
+ */
+async function registerModels(url: string, gguf: Buffer, digest: string, threads: number | undefined): Promise<void> {
   const upload = await fetch(`${url}/api/blobs/sha256:${digest}`, { method: 'POST', body: new Uint8Array(gguf) });
   if (!upload.ok) throw new Error(`blob upload to ${url} failed: ${upload.status} ${await upload.text()}`);
   for (const model of Object.values(RIG_MODELS)) {
@@ -134,13 +137,13 @@ async function registerModels(url: string, gguf: Buffer, digest: string): Promis
       files: { 'model.gguf': `sha256:${digest}` },
       template: RIG_TEMPLATE,
       // Copilot Chat sends no max_tokens and a random model never stops by itself.
-      parameters: { num_ctx: 2048, num_predict: 64 },
+      parameters: { num_ctx: 2048, num_predict: 64, ...(threads === undefined ? {} : { num_thread: threads }) },
       stream: false,
     });
   }
 }
 
-function createInstance(binary: string, name: string, root: string, port: number, numParallel: number): RigInstance {
+function createInstance(binary: string, name: string, root: string, port: number, numParallel: number, core: number | undefined): RigInstance {
   const home = path.join(root, name);
   const url = `http://127.0.0.1:${port}`;
   const logFile = path.join(root, `${name}.log`);
@@ -180,7 +183,8 @@ function createInstance(binary: string, name: string, root: string, port: number
       if (signalled) await gone;
       if (!exited()) return;
       const log = openSync(logFile, 'a');
-      const started = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', log, log] });
+      const [command, args] = core === undefined ? [binary, ['serve']] : ['taskset', ['-c', String(core), binary, 'serve']];
+      const started = spawn(command, args, { env, detached: true, stdio: ['ignore', log, log] });
       child = started;
       signalled = false;
       closeSync(log);
@@ -241,7 +245,12 @@ function createInstance(binary: string, name: string, root: string, port: number
  * Starts `count` real Ollama servers on free loopback ports, each with its own HOME and models
  * folder in a temp directory, and registers the tiny model under the rig's model names.
  */
-export async function startRig(count = 2, numParallel = 1): Promise<OllamaRig> {
+/**
+ * Starts `count` instances. `onePerCore` stands each instance for a GPU of its own: pinned to one
+ * core (taskset), its runners on one thread; without it, every runner's threads spin on every core,
+ * so two busy instances slow each other down far more than two GPUs would.
+ */
+export async function startRig(count = 2, numParallel = 1, onePerCore = false): Promise<OllamaRig> {
   const lookup = findOllama();
   if ('missing' in lookup) throw new Error(`cannot start the Ollama rig: ${lookup.missing}`);
   const root = mkdtempSync(path.join(os.tmpdir(), RIG_DIR_PREFIX));
@@ -254,12 +263,13 @@ export async function startRig(count = 2, numParallel = 1): Promise<OllamaRig> {
   };
   try {
     for (let i = 0; i < count; i++) {
-      instances.push(createInstance(lookup.found, `gpu${i}`, root, await freePort(), numParallel));
+      const core = onePerCore ? i % os.availableParallelism() : undefined;
+      instances.push(createInstance(lookup.found, `gpu${i}`, root, await freePort(), numParallel, core));
     }
     await Promise.all(
       instances.map(async (instance) => {
         await instance.start();
-        await registerModels(instance.url, gguf, digest);
+        await registerModels(instance.url, gguf, digest, onePerCore ? 1 : undefined);
       }),
     );
   } catch (error) {
