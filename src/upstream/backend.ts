@@ -1,11 +1,12 @@
 import type { Readable } from 'node:stream';
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
+import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth } from './health.js';
 import { canonicalModelName } from '../contract/index.js';
 import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
-import { readText } from './lines.js';
+import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
 export type { BackendSnapshot } from '../contract/index.js';
@@ -42,7 +43,15 @@ export interface UpstreamRequest {
   model?: string;
 }
 
-/** One Ollama instance the bridge can send requests to, with its own keep-alive connection pool. */
+/** How long an unused keep-alive connection to a backend stays open. */
+const IDLE_CONNECTION_MS = 10_000;
+
+/**
+ * One Ollama instance the bridge can send requests to, with its own keep-alive connections.
+ * Generations and the bridge's own small calls go over node:http (its parser is native, and it
+ * costs less per request than undici's dispatcher); requests relayed as they are, with their
+ * streamed bodies (pass-through, embeddings), go through an undici pool, loaded on first use.
+ */
 export class Backend implements GenerationSource {
   readonly kind = 'local';
   readonly name: string;
@@ -54,7 +63,9 @@ export class Backend implements GenerationSource {
   loaded: OllamaPsModel[] = [];
   /** The Host header this upstream expects: Ollama refuses non-local names on loopback. */
   readonly host: string;
-  private readonly pool: Pool;
+  private readonly origin: UpstreamOrigin;
+  private readonly timeouts: ExchangeTimeouts;
+  private pool: Promise<Pool> | undefined;
   private readonly basePath: string;
   private inFlight = 0;
   private requests = 0;
@@ -74,12 +85,22 @@ export class Backend implements GenerationSource {
     this.gpu = config.gpu ?? null;
     this.host = this.url.host;
     this.basePath = this.url.pathname.replace(/\/+$/, '');
-    this.pool = new Pool(this.url.origin, {
-      connect: { timeout: limits.connectMs },
-      headersTimeout: limits.firstByteMs,
-      bodyTimeout: limits.idleMs,
-      keepAliveTimeout: 10_000,
-    });
+    this.origin = new UpstreamOrigin(this.url, IDLE_CONNECTION_MS);
+    this.timeouts = { connectMs: limits.connectMs, firstByteMs: limits.firstByteMs, idleMs: limits.idleMs };
+  }
+
+  private relayPool(): Promise<Pool> {
+    const { limits } = this;
+    this.pool ??= import('undici').then(
+      ({ Pool }) =>
+        new Pool(this.url.origin, {
+          connect: { timeout: limits.connectMs },
+          headersTimeout: limits.firstByteMs,
+          bodyTimeout: limits.idleMs,
+          keepAliveTimeout: IDLE_CONNECTION_MS,
+        }),
+    );
+    return this.pool;
   }
 
   /**
@@ -90,7 +111,8 @@ export class Backend implements GenerationSource {
     const model = this.begin(request.model);
     const started = performance.now();
     try {
-      const response = await this.pool.request({
+      const pool = await this.relayPool();
+      const response = await pool.request({
         method: request.method,
         path: this.basePath + request.path,
         headers: { ...request.headers, host: this.host },
@@ -133,67 +155,59 @@ export class Backend implements GenerationSource {
   }
 
   /**
-   * Asks for a generation and resolves with its lines once the answer started. Dispatched with a
-   * handler of its own rather than as a request with a body stream: each chunk is parsed where it
-   * arrives, with back-pressure through the connection's pause and resume. Rejects like request(),
-   * and with UpstreamStatusError for an error status.
+   * Asks for a generation and resolves with its lines once the answer started. Each chunk is
+   * parsed where it arrives, with back-pressure through the connection's pause and resume.
+   * Rejects like request(), and with UpstreamStatusError for an error status.
    */
   generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
     const model = this.begin(String(request.body.model));
     const started = performance.now();
     const { signal } = request;
     const { maxLineBytes } = this.limits;
+    const body = JSON.stringify({ ...request.body, stream: true });
     return new Promise((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | undefined;
       let status = 0;
       let errorText = '';
-      let settled = false;
       const lines = new NdjsonLines(
         {
-          pause: () => controller?.pause(),
-          resume: () => controller?.resume(),
-          destroy: () => controller?.abort(new Error('the answer was not read to its end')),
+          pause: () => flow.pause(),
+          resume: () => flow.resume(),
+          destroy: () => flow.abort(new Error('the answer was not read to its end')),
         },
         maxLineBytes,
       );
-      const onAbort = (): void => controller?.abort(signal.reason as Error);
-      const finish = (): void => {
-        if (settled) return;
-        settled = true;
-        this.inFlight -= 1;
-        signal.removeEventListener('abort', onAbort);
-      };
       const statusError = (): UpstreamStatusError => new UpstreamStatusError(status, this.name, errorMessageOf(status, errorText));
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.pool.dispatch(
+      const flow = this.origin.exchange(
+        'POST',
+        this.basePath + request.path,
         {
-          method: 'POST',
-          path: this.basePath + request.path,
-          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent, host: this.host },
-          body: JSON.stringify({ ...request.body, stream: true }),
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          accept: 'application/x-ndjson',
+          'user-agent': request.userAgent,
+          host: this.host,
         },
+        body,
+        this.timeouts,
+        signal,
         {
-          onRequestStart: (dispatch) => {
-            controller = dispatch;
-            if (signal.aborted) dispatch.abort(signal.reason as Error);
+          response: (res) => {
+            status = res.statusCode ?? 0;
+            this.answered(status, started, model);
+            if (status < 400) resolve(lines);
           },
-          onResponseStart: (_dispatch, statusCode) => {
-            status = statusCode;
-            this.answered(statusCode, started, model);
-            if (statusCode < 400) resolve(lines);
-          },
-          onResponseData: (_dispatch, chunk) => {
+          data: (chunk) => {
             if (status < 400) lines.push(chunk);
             // An error answer is read for its message, up to the longest line taken.
             else if (errorText.length < maxLineBytes) errorText += chunk.toString();
           },
-          onResponseEnd: () => {
-            finish();
+          end: () => {
+            this.inFlight -= 1;
             if (status >= 400) reject(statusError());
             else lines.end();
           },
-          onResponseError: (_dispatch, error) => {
-            finish();
+          error: (error) => {
+            this.inFlight -= 1;
             if (status === 0) reject(this.unanswered(error, signal));
             else if (status >= 400) reject(statusError());
             else lines.fail(error);
@@ -263,27 +277,37 @@ export class Backend implements GenerationSource {
    * A small JSON call the bridge makes for itself (model lists, model details); not counted as a
    * client request. Rejects with UpstreamError or UpstreamStatusError.
    */
-  async callJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = 5000): Promise<T> {
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await this.pool.request({
-        method,
-        path: this.basePath + path,
-        headers: { host: this.host, 'content-type': 'application/json' },
-        body: body === undefined ? null : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
+  callJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = 5000): Promise<T> {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const headers = text === undefined ? { host: this.host } : { host: this.host, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+    const { maxLineBytes } = this.limits;
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let status = 0;
+      const flow = this.origin.exchange(method, this.basePath + path, headers, text, this.timeouts, AbortSignal.timeout(timeoutMs), {
+        response: (res) => {
+          status = res.statusCode ?? 0;
+        },
+        data: (chunk) => {
+          size += chunk.length;
+          if (size > maxLineBytes) flow.abort(new LineTooLongError(maxLineBytes));
+          else chunks.push(chunk);
+        },
+        end: () => {
+          const answer = Buffer.concat(chunks).toString('utf8');
+          if (status >= 400) reject(new UpstreamStatusError(status, this.name, errorMessageOf(status, answer)));
+          else {
+            try {
+              resolve((answer === '' ? {} : JSON.parse(answer)) as T);
+            } catch (error) {
+              reject(error as Error);
+            }
+          }
+        },
+        error: (error) => reject(toUpstreamError(error, this.name)),
       });
-    } catch (error) {
-      throw toUpstreamError(error, this.name);
-    }
-    let text: string;
-    try {
-      text = await readText(response.body, this.limits.maxLineBytes);
-    } catch (error) {
-      throw toUpstreamError(error, this.name);
-    }
-    if (response.statusCode >= 400) throw new UpstreamStatusError(response.statusCode, this.name, errorMessageOf(response.statusCode, text));
-    return (text === '' ? {} : JSON.parse(text)) as T;
+    });
   }
 
   snapshot(): BackendSnapshot {
@@ -301,6 +325,7 @@ export class Backend implements GenerationSource {
   }
 
   async close(): Promise<void> {
-    await this.pool.destroy();
+    this.origin.close();
+    await (await this.pool)?.destroy();
   }
 }

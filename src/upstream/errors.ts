@@ -25,7 +25,20 @@ export class UpstreamError extends BridgeError {
   }
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+/** A wait on an upstream connection that ran out (src/upstream/exchange.ts). */
+export class UpstreamTimeout extends Error {
+  constructor(
+    readonly code: 'UPSTREAM_CONNECT_TIMEOUT' | 'UPSTREAM_FIRST_BYTE_TIMEOUT' | 'UPSTREAM_IDLE_TIMEOUT',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UpstreamTimeout';
+  }
+}
+
+const CONNECT_TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UPSTREAM_CONNECT_TIMEOUT']);
+const IDLE_TIMEOUT_CODES = new Set(['UND_ERR_BODY_TIMEOUT', 'UPSTREAM_IDLE_TIMEOUT']);
+const TIMEOUT_CODES = new Set([...CONNECT_TIMEOUT_CODES, ...IDLE_TIMEOUT_CODES, 'UND_ERR_HEADERS_TIMEOUT', 'UPSTREAM_FIRST_BYTE_TIMEOUT', 'ETIMEDOUT']);
 const UNAVAILABLE_CODES = new Set(['UND_ERR_CLOSED', 'UND_ERR_DESTROYED']);
 
 function errorCode(error: unknown): string | undefined {
@@ -36,14 +49,14 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-/** Maps an undici or socket error to the gateway failure a client should see. */
+/** Maps a connection error (node:http's, undici's, a socket's) to the gateway failure a client should see. */
 export function toUpstreamError(error: unknown, backend: string): UpstreamError {
   if (error instanceof UpstreamError) return error;
   const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : (errorCode(error) ?? 'unknown');
   const detail = error instanceof Error ? error.message : String(error);
   if (TIMEOUT_CODES.has(code)) {
     const what =
-      code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connecting' : code === 'UND_ERR_BODY_TIMEOUT' ? 'waiting for the next chunk' : 'waiting for the first byte';
+      CONNECT_TIMEOUT_CODES.has(code) ? 'connecting' : IDLE_TIMEOUT_CODES.has(code) ? 'waiting for the next chunk' : 'waiting for the first byte';
     return new UpstreamError('timeout', backend, `backend ${backend} timed out while ${what}`, { cause: error });
   }
   if (UNAVAILABLE_CODES.has(code)) {
