@@ -134,10 +134,11 @@ export class Router {
     if (!available.some((b) => holders.has(b.name))) notes.push('no backend lists the model');
     const ordered = await this.ordered(model, tier, available);
     const chosen = ordered[0] as Backend;
-    if (chosen.hasLoaded(model)) notes.push(`${chosen.name} holds the model`);
+    const digest = this.catalog.digestOf(model);
+    if (chosen.hasLoaded(model, digest)) notes.push(`${chosen.name} holds the model`);
     else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
     else notes.push(`${chosen.name} chosen`);
-    const noRoom = ordered.filter((b) => !b.hasLoaded(model) && this.coldLoadFits(b, model) === false).map((b) => b.name);
+    const noRoom = ordered.filter((b) => !b.hasLoaded(model, digest) && this.coldLoadFits(b, model) === false).map((b) => b.name);
     for (const other of ordered.slice(1)) {
       if (noRoom.includes(other.name)) notes.push(`${other.name} lacks VRAM for a cold load`);
     }
@@ -153,10 +154,11 @@ export class Router {
     const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
+    const digest = this.catalog.digestOf(model);
     const score = (b: Backend): number[] => [
       b.health.status === 'failing' || b.modelFailing(model) ? 0 : 1,
-      b.hasLoaded(model) ? 1 : 0,
-      b.hasLoaded(model) || this.coldLoadFits(b, model) !== false ? 1 : 0,
+      b.hasLoaded(model, digest) ? 1 : 0,
+      b.hasLoaded(model, digest) || this.coldLoadFits(b, model) !== false ? 1 : 0,
       this.prefers(tier, b) ? 1 : 0,
       -b.inFlightCount,
       b.weight,

@@ -237,10 +237,19 @@ export class Backend implements GenerationSource {
     return this.health.modelFailing(canonicalModelName(model));
   }
 
-  /** Whether this backend has `model` in memory as of the last check. */
-  hasLoaded(model: string): boolean {
+  /**
+   * The entry of /api/ps (as of the last check) that holds `model` in memory. Ollama runs one
+   * runner per model file and lists it under the name that loaded it, so with the model's
+   * `digest` another name of the same file (a copy, a second tag) counts as loaded too.
+   */
+  loadedEntry(model: string, digest?: string): OllamaPsModel | undefined {
     const key = canonicalModelName(model);
-    return this.loaded.some((m) => canonicalModelName(m.model ?? m.name) === key);
+    return this.loaded.find((m) => canonicalModelName(m.model ?? m.name) === key || (digest !== undefined && m.digest === digest));
+  }
+
+  /** Whether this backend has `model` (or, given its digest, another name of its file) in memory as of the last check. */
+  hasLoaded(model: string, digest?: string): boolean {
+    return this.loadedEntry(model, digest) !== undefined;
   }
 
   /** One active health check: /api/ps answers liveness and what is loaded. */

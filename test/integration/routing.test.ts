@@ -125,6 +125,8 @@ fallback:
     );
     await simple.text();
 
+    // The rig's two model names are one file, which gpu0 now holds for both: start cold again.
+    await unloadEverywhere();
     const complex = await chat('how should I architect the service?');
     assert.equal(complex.headers.get('x-bridge-tier'), 'complex');
     assert.equal(complex.headers.get('x-bridge-model'), RIG_MODELS.complex);

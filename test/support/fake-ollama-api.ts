@@ -7,6 +7,8 @@ export interface ListedModels {
   ps: string[];
   /** Capabilities /api/show reports for every model. */
   capabilities?: string[];
+  /** Names that are one model file (e.g. a copy under a second tag): they share this digest. */
+  sameFile?: string[];
 }
 
 /**
@@ -16,7 +18,7 @@ export interface ListedModels {
 export async function listingOllama(initial: ListedModels): Promise<{ url: string; models: ListedModels; shows: () => number; close(): Promise<void> }> {
   const models = { ...initial };
   let shows = 0;
-  const entry = (name: string) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1000, digest: `sha-${name}`, details: { family: 'llama' } });
+  const entry = (name: string) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1000, digest: models.sameFile?.includes(name) === true ? 'sha-shared' : `sha-${name}`, details: { family: 'llama' } });
   const server: Server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url === '/api/tags') res.end(JSON.stringify({ models: models.tags.map(entry) }));

@@ -51,6 +51,13 @@ describe('router ranking', () => {
     assert.match(ranked.why, /gpu1 holds the model/);
   });
 
+  it('counts a model as held where another name of the same file is loaded: Ollama runs one runner for both', async () => {
+    const { router } = await routerOver({ tags: [SMALL, BIG], ps: [], sameFile: [SMALL, BIG] }, { tags: [SMALL, BIG], ps: [SMALL], sameFile: [SMALL, BIG] });
+    const ranked = await router.rank(BIG, null);
+    assert.deepEqual(names(ranked), ['gpu1', 'gpu0']);
+    assert.match(ranked.why, /gpu1 holds the model/);
+  });
+
   it('prefers a backend that has the model installed over one that does not', async () => {
     const { router } = await routerOver({ tags: [BIG], ps: [] }, { tags: [SMALL], ps: [] });
     assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1']);
