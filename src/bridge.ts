@@ -3,7 +3,8 @@ import { setMaxListeners } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import express, { type ErrorRequestHandler } from 'express';
+import type { ErrorRequestHandler } from 'express';
+import { mountRoutes } from './api/call.js';
 import { asBridgeError, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { Authenticator } from './auth/authenticate.js';
@@ -15,7 +16,6 @@ import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
 import { StateFeed } from './control/feed.js';
-import { controlRoutes } from './control/routes.js';
 import { GpuMonitor } from './gpu/monitor.js';
 import { placeModels, type Placement } from './gpu/placement.js';
 import { ListenerCache } from './gpu/procfs.js';
@@ -26,7 +26,6 @@ import { requireIdentity } from './http/auth.js';
 import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
-import { defaultUiDir, uiRoutes } from './http/ui.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager } from './ollama/manager.js';
@@ -297,7 +296,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       counters,
       authenticator,
       limiter,
-      control: controlRoutes({
+      control: {
         log,
         actions,
         state: snapshot,
@@ -307,8 +306,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         usage: (query) => usageReport(config, history.recent(), query),
         usageCsv: (query) => usageCsv(history.recent(), query),
         authRequired: authenticator.required,
-      }),
-      ui: uiRoutes(options.uiDir ?? defaultUiDir()),
+      },
+      uiDir: options.uiDir,
       observability: observabilityRoutes({
         backends,
         registry: prometheusEnabled ? metrics.registry : undefined,
@@ -347,11 +346,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
+    const { default: express } = await import('express');
     const metricsApp = express();
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
     metricsApp.use(guard(config), requireIdentity(authenticator));
-    metricsApp.use(
+    const routes = express.Router();
+    mountRoutes(
+      routes,
       observabilityRoutes({
         backends,
         registry: metrics.registry,
@@ -360,6 +362,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         draining: () => server.draining,
       }),
     );
+    metricsApp.use(routes);
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);

@@ -1,22 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import express, { type ErrorRequestHandler, type Express, type Router } from 'express';
+import type { Express } from 'express';
 import type { ApiRoute } from '../api/call.js';
-import { primaryOf, type ApiContext } from '../api/context.js';
-import { anthropicHotRoutes, anthropicRoutes } from '../api/anthropic/routes.js';
-import { copilotHotRoutes, copilotRoutes } from '../api/copilot/routes.js';
+import type { ApiContext } from '../api/context.js';
+import { anthropicHotRoutes } from '../api/anthropic/routes.js';
+import { copilotHotRoutes } from '../api/copilot/routes.js';
 import { asBridgeError, sendError } from '../api/errors.js';
-import { ollamaHotRoutes, ollamaRoutes } from '../api/ollama/routes.js';
-import { openAiHotRoutes, openAiRoutes } from '../api/openai/routes.js';
-import { passthrough } from '../api/passthrough.js';
+import { ollamaHotRoutes } from '../api/ollama/routes.js';
+import { openAiHotRoutes } from '../api/openai/routes.js';
 import type { Config } from '../config/schema.js';
+import type { ControlDeps } from '../control/routes.js';
 import type { Logger } from '../log.js';
-import { BodyError, bodyIdleTimeout, jsonBody } from './body.js';
+import { BodyError } from './body.js';
 import { fastPath } from './fast.js';
-import { guard, guardRequest } from './guard.js';
+import { guardRequest } from './guard.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import type { Limiter } from '../auth/limits.js';
-import { admit, authenticate, authorize, limits } from './auth.js';
+import { admit, authorize } from './auth.js';
 import { beginRequest, requestOf } from '../api/request.js';
 import { BridgeError, type RequestCounters, type RequestEnd, type RequestRecord } from '../contract/index.js';
 export type { RequestCounters } from '../contract/index.js';
@@ -37,7 +37,7 @@ function conversationOf(req: { body?: unknown }, request: RequestRecord): { prom
 }
 
 /** The parsed body is on the request by the time it closes (express's req.body, or set by the fast path). */
-type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string) => void;
+export type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string) => void;
 
 /** Starts each request's record, its id header and the counters; when it closes: history, metrics and the log line. */
 function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): BeginRequest {
@@ -93,7 +93,7 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
   }
 }
 
-type AnswerError = (thrown: unknown, req: IncomingMessage, res: ServerResponse) => void;
+export type AnswerError = (thrown: unknown, req: IncomingMessage, res: ServerResponse) => void;
 
 /**
  * A percent-encoding that does not decode (`%ZZ`, overlong UTF-8 such as `%c0%ae`): Express
@@ -127,11 +127,12 @@ function errorBoundary(config: Config, log: Logger): AnswerError {
 
 export interface AppParts {
   counters: RequestCounters;
-  /** The bridge's own API (state, actions) and liveness/readiness/metrics. */
-  control: Router;
-  observability: Router;
-  /** The dashboard's static files at /ui. */
-  ui: Router;
+  /** What the bridge's own API (state, actions, history) reads and runs. */
+  control: ControlDeps;
+  /** Liveness, readiness and metrics. */
+  observability: ApiRoute[];
+  /** The built dashboard, served at /ui; default: dist/ui. */
+  uiDir: string | undefined;
   onFinished: RequestFinished;
   authenticator: Authenticator;
   limiter: Limiter;
@@ -142,64 +143,30 @@ function hotRoutes(context: ApiContext): ApiRoute[] {
   return [...ollamaHotRoutes(context), ...openAiHotRoutes(context), ...anthropicHotRoutes(context), ...copilotHotRoutes(context)];
 }
 
-/** The express app: every route, the hot ones included, with the steps the fast path takes in the same order. */
-function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, answerError: AnswerError): Express {
-  const { config } = context;
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
-  app.use((req, res, next) => {
-    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
-    begin(req, res, req.path);
-    next();
-  });
-  app.use(guard(config));
-  app.use(authenticate(parts.authenticator));
-  const toPrimary = passthrough(
-    () => primaryOf(context),
-    () => context.catalog.invalidate(),
-  );
-  // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
-  app.all(
-    '/api/blobs/*digest',
-    (req, _res, next) => {
-      bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
-      next();
-    },
-    toPrimary,
-  );
-  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
-  app.use(limits(parts.limiter));
-  // The client APIs first: they carry every keystroke, and each router passed costs time.
-  app.use(ollamaRoutes(context));
-  app.use(openAiRoutes(context));
-  app.use(anthropicRoutes(context));
-  app.use(copilotRoutes(context));
-  app.use(parts.control);
-  app.use(parts.observability);
-  app.use(parts.ui);
-  // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
-  app.all('/api/*rest', toPrimary);
-
-  app.use((req) => {
-    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
-  });
-  app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
-  return app;
-}
-
 /**
  * The HTTP surface of the bridge: guards, the client APIs and error shapes. The hot client routes
- * go through the fast path (src/http/fast.ts), everything else through express; with `fastPath:
- * false` express serves every request (the two answer alike, which a test holds them to).
+ * and the health and metrics routes go through the fast path (src/http/fast.ts); everything else
+ * through express, which loads with the first request that needs it (a headless bridge serving
+ * editors, polled by a load balancer and scraped by Prometheus never does). With `fastPath: false`
+ * express serves every request (the two answer alike, which a test holds them to).
  */
 export function createRequestListener(context: ApiContext, parts: AppParts, options: { fastPath?: boolean } = {}): RequestListener {
   const { config, log } = context;
   const begin = requestLog(log, parts.counters, parts.onFinished, config.monitoring.logging.log_prompts);
   const answerError = errorBoundary(config, log);
-  const app = createApp(context, parts, begin, answerError);
-  if (options.fastPath === false) return app;
-  const fast = fastPath(hotRoutes(context), {
+  let app: Promise<Express> | undefined;
+  const viaExpress = (req: IncomingMessage, res: ServerResponse): void => {
+    app ??= import('./express-app.js').then(({ createApp }) => createApp(context, parts, begin, answerError));
+    app.then(
+      (handle) => handle(req, res),
+      (error: unknown) => {
+        log.error({ err: error }, 'could not load the HTTP app');
+        res.destroy();
+      },
+    );
+  };
+  if (options.fastPath === false) return viaExpress;
+  const fast = fastPath([...hotRoutes(context), ...parts.observability], {
     begin,
     allowed: guardRequest(config),
     authorize: (req, res, path) => authorize(parts.authenticator, req, res, path),
@@ -209,6 +176,6 @@ export function createRequestListener(context: ApiContext, parts: AppParts, opti
     answerError,
   });
   return (req, res) => {
-    if (!fast(req, res)) app(req, res);
+    if (!fast(req, res)) viaExpress(req, res);
   };
 }

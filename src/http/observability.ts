@@ -1,8 +1,11 @@
-import express, { type Router as ExpressRouter } from 'express';
 import type { Registry } from 'prom-client';
+import { sendJson, type ApiRoute } from '../api/call.js';
 import type { Backend } from '../upstream/backend.js';
 
-/** Liveness, readiness and Prometheus metrics. */
+/**
+ * Liveness, readiness and Prometheus metrics: plain routes, served by the fast path on the main
+ * port (load balancers and Prometheus call them all the time) and mounted on the metrics port.
+ */
 export function observabilityRoutes(deps: {
   backends: readonly Backend[];
   registry: Registry | undefined;
@@ -10,29 +13,40 @@ export function observabilityRoutes(deps: {
   startedAt: Date;
   /** True once a stop began: a load balancer must send new requests elsewhere. */
   draining: () => boolean;
-}): ExpressRouter {
-  const router = express.Router();
-
-  router.get('/health', (_req, res) => {
-    res.json({ status: 'ok', uptimeSeconds: Math.round((Date.now() - deps.startedAt.getTime()) / 1000) });
-  });
-
-  // Ready when not draining and at least one backend (or the cloud fallback) can take traffic;
-  // the per-backend detail says why not. Load balancers check this route.
-  router.get('/health/ready', (_req, res) => {
-    const backends = deps.backends.map((b) => ({ name: b.name, url: b.url.href, canTakeTraffic: b.health.canTake(), ...b.health.snapshot() }));
-    const draining = deps.draining();
-    const fallbackAvailable = deps.fallbackReady();
-    const ready = !draining && (backends.some((b) => b.canTakeTraffic) || fallbackAvailable);
-    res.status(ready ? 200 : 503).json({ ready, draining, backends, fallbackAvailable });
-  });
-
+}): ApiRoute[] {
+  const routes: ApiRoute[] = [
+    {
+      method: 'GET',
+      path: '/health',
+      handler: (_req, res) => sendJson(res, 200, { status: 'ok', uptimeSeconds: Math.round((Date.now() - deps.startedAt.getTime()) / 1000) }),
+    },
+    // Ready when not draining and at least one backend (or the cloud fallback) can take traffic;
+    // the per-backend detail says why not. Load balancers check this route.
+    {
+      method: 'GET',
+      path: '/health/ready',
+      handler: (_req, res) => {
+        const backends = deps.backends.map((b) => ({ name: b.name, url: b.url.href, canTakeTraffic: b.health.canTake(), ...b.health.snapshot() }));
+        const draining = deps.draining();
+        const fallbackAvailable = deps.fallbackReady();
+        const ready = !draining && (backends.some((b) => b.canTakeTraffic) || fallbackAvailable);
+        sendJson(res, ready ? 200 : 503, { ready, draining, backends, fallbackAvailable });
+      },
+    },
+  ];
   const registry = deps.registry;
   if (registry !== undefined) {
-    router.get('/metrics', async (_req, res) => {
-      res.setHeader('content-type', registry.contentType);
-      res.send(await registry.metrics());
+    routes.push({
+      method: 'GET',
+      path: '/metrics',
+      handler: async (_req, res) => {
+        const text = await registry.metrics();
+        res.statusCode = 200;
+        res.setHeader('Content-Type', registry.contentType);
+        res.setHeader('Content-Length', Buffer.byteLength(text));
+        res.end(text);
+      },
     });
   }
-  return router;
+  return routes;
 }

@@ -88,7 +88,7 @@ interface Answer {
 const VARYING_HEADERS = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
 const normalize = (text: string): string =>
   text
-    .replace(/"(id|created|created_at|modified_at|call_id|item_id|response_id)":("[^"]*"|\d+)/g, '"$1":"*"')
+    .replace(/"(id|created|created_at|modified_at|call_id|item_id|response_id|uptimeSeconds)":("[^"]*"|\d+)/g, '"$1":"*"')
     .replace(/\b(chatcmpl|cmpl|call|msg|resp|toolu|fc|rs)[-_][0-9A-Za-z]+/g, '$1-*');
 
 function send(base: string, exchange: Exchange): Promise<Answer> {
@@ -201,6 +201,28 @@ describe('the fast path and express answer alike', () => {
     // The last one is a path segment that does not decode, which the fast path leaves to express.
     const statuses = answers.slice(0, -1).map((a) => a.status);
     assert.deepEqual(statuses, [400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 404, 404, 404, 404, 403, 403, 413, 413, 415, 415, 400, 200, 404]);
+  });
+
+  it('on the health and metrics routes, which load balancers and Prometheus call all the time', async () => {
+    const pair = await bridges(`models:\n  simple: { name: "${MODEL}" }\n  complex: { name: "${MODEL}" }\n`);
+    const [health] = await assertSameAnswers(pair, [{ method: 'GET', path: '/health' }]);
+    assert.equal(health?.status, 200);
+    assert.match(health?.body ?? '', /^\{"status":"ok","uptimeSeconds":"\*"\}$/);
+    // Readiness and metrics carry each bridge's own figures: the same status and headers, bodies of the same shape.
+    for (const path of ['/health/ready', '/metrics']) {
+      const fast = await send(pair.fast.url, { method: 'GET', path });
+      const express = await send(pair.express.url, { method: 'GET', path });
+      assert.equal(fast.status, 200, path);
+      assert.deepEqual(
+        { status: fast.status, headers: fast.headers.filter((h) => !h.startsWith('Content-Length')) },
+        { status: express.status, headers: express.headers.filter((h) => !h.startsWith('Content-Length')) },
+        path,
+      );
+    }
+    const ready = JSON.parse((await send(pair.fast.url, { method: 'GET', path: '/health/ready' })).body) as { ready: boolean; backends: unknown[] };
+    assert.equal(ready.ready, true);
+    assert.equal(ready.backends.length, 1);
+    assert.match((await send(pair.fast.url, { method: 'GET', path: '/metrics' })).body, /^# HELP /m);
   });
 
   it('with API keys: a request without a key, with a wrong one and with the right one', async () => {

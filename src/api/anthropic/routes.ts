@@ -1,4 +1,4 @@
-import express, { type Router as ExpressRouter } from 'express';
+import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
 import { serveChat, type TranslatedChat } from '../chat-plan.js';
 import type { ApiContext } from '../context.js';
@@ -36,10 +36,8 @@ export function anthropicHotRoutes(context: ApiContext): ApiRoute[] {
   return [{ method: 'POST', path: '/v1/messages', handler: messages }];
 }
 
-/** Anthropic's Messages API: POST /v1/messages (Claude Code adds ?beta=true) and /v1/messages/count_tokens. */
-export function anthropicRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
-
+/** Anthropic's Messages API: POST /v1/messages (Claude Code adds ?beta=true) and /v1/messages/count_tokens; mounted on `router`. */
+export function anthropicRoutes(context: ApiContext, router: ExpressRouter): ExpressRouter {
   mountRoutes(router, anthropicHotRoutes(context));
 
   // An estimate (characters / 4): Ollama has no endpoint that counts a chat's tokens without running it.

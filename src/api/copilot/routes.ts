@@ -1,4 +1,4 @@
-import express, { type Router as ExpressRouter } from 'express';
+import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
 import { virtualModel } from '../../routing/router.js';
 import type { ApiContext } from '../context.js';
@@ -22,9 +22,8 @@ export function copilotHotRoutes(context: ApiContext): ApiRoute[] {
   return [{ method: 'POST', path: '/v1/engines/:engine/completions', handler: completions }];
 }
 
-/** GitHub Copilot's inline completions and what its language server asks besides. */
-export function copilotRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
+/** GitHub Copilot's inline completions and what its language server asks besides; mounted on `router`. */
+export function copilotRoutes(context: ApiContext, router: ExpressRouter): ExpressRouter {
   mountRoutes(router, copilotHotRoutes(context));
 
   // Harmless answers to what the Copilot language server asks besides completions (/health is the bridge's own).

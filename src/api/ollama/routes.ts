@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
+import type { Request, Response, Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
@@ -223,8 +223,8 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   ];
 }
 
-export function ollamaRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
+/** Every route of this surface, mounted on `router`. */
+export function ollamaRoutes(context: ApiContext, router: ExpressRouter): ExpressRouter {
   const { catalog } = context;
   const primary = primaryOf(context);
   const invalidate = (): void => catalog.invalidate();

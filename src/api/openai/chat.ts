@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
 import { BridgeError } from '../../contract/index.js';
@@ -150,8 +150,9 @@ export function toOllamaChat(request: ChatRequest): Record<string, unknown> & { 
   return body;
 }
 
+/** `prefix`-24 hex digits; from randomUUID, whose random bytes come from a cached batch rather than a call to the system per id. */
 export function newId(prefix: string): string {
-  return `${prefix}-${randomBytes(12).toString('hex')}`;
+  return `${prefix}-${randomUUID().replaceAll('-', '').slice(0, 24)}`;
 }
 
 export function finishReason(result: { toolCalls: readonly unknown[]; final: OllamaChunk }): 'tool_calls' | 'length' | 'stop' {

@@ -1,4 +1,4 @@
-import express, { type Router as ExpressRouter } from 'express';
+import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
@@ -100,8 +100,8 @@ export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
   ];
 }
 
-export function openAiRoutes(context: ApiContext): ExpressRouter {
-  const router = express.Router();
+/** Every route of this surface, mounted on `router`. */
+export function openAiRoutes(context: ApiContext, router: ExpressRouter): ExpressRouter {
   mountRoutes(router, openAiHotRoutes(context));
 
   router.get('/v1/models/*id', async (req, res) => {

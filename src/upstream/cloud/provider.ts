@@ -1,4 +1,4 @@
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
 import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError } from '../errors.js';
 import { readText } from '../lines.js';
@@ -10,11 +10,11 @@ export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGen
   for await (const line of lines) yield checkedChunk(line);
 }
 
-/** What every cloud provider shares: its connection pool, the POST with error mapping, closing. */
+/** What every cloud provider shares: its connection pool (undici, loaded with the first request), the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {
   readonly kind = 'cloud';
   readonly name: string;
-  private readonly pool: Pool;
+  private pool: Promise<Pool> | undefined;
   private readonly base: URL;
 
   constructor(
@@ -24,7 +24,12 @@ export abstract class CloudProvider implements GenerationSource {
   ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
-    this.pool = new Pool(this.base.origin, { headersTimeout: config.timeout_seconds * 1000, bodyTimeout: config.timeout_seconds * 1000 });
+  }
+
+  private connections(): Promise<Pool> {
+    const timeoutMs = this.config.timeout_seconds * 1000;
+    this.pool ??= import('undici').then(({ Pool }) => new Pool(this.base.origin, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs }));
+    return this.pool;
   }
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
@@ -35,7 +40,8 @@ export abstract class CloudProvider implements GenerationSource {
     url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
     let response: Dispatcher.ResponseData;
     try {
-      response = await this.pool.request({
+      const pool = await this.connections();
+      response = await pool.request({
         method: 'POST',
         path: url.pathname + url.search,
         headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
@@ -58,6 +64,6 @@ export abstract class CloudProvider implements GenerationSource {
   }
 
   async close(): Promise<void> {
-    await this.pool.destroy();
+    await (await this.pool)?.destroy();
   }
 }

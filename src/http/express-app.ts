@@ -1,0 +1,64 @@
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { mountRoutes } from '../api/call.js';
+import { primaryOf, type ApiContext } from '../api/context.js';
+import { anthropicRoutes } from '../api/anthropic/routes.js';
+import { copilotRoutes } from '../api/copilot/routes.js';
+import { ollamaRoutes } from '../api/ollama/routes.js';
+import { openAiRoutes } from '../api/openai/routes.js';
+import { passthrough } from '../api/passthrough.js';
+import { controlRoutes } from '../control/routes.js';
+import { BridgeError } from '../contract/index.js';
+import type { AnswerError, AppParts, BeginRequest } from './app.js';
+import { authenticate, limits } from './auth.js';
+import { bodyIdleTimeout, jsonBody } from './body.js';
+import { guard } from './guard.js';
+import { defaultUiDir, uiRoutes } from './ui.js';
+
+/** The express app: every route, the hot ones included, with the steps the fast path takes in the same order. */
+export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequest, answerError: AnswerError): Express {
+  const { config } = context;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((req, res, next) => {
+    // Mounted routers rewrite req.path on the way; the record keeps what the client asked for.
+    begin(req, res, req.path);
+    next();
+  });
+  app.use(guard(config));
+  app.use(authenticate(parts.authenticator));
+  const toPrimary = passthrough(
+    () => primaryOf(context),
+    () => context.catalog.invalidate(),
+  );
+  // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
+  app.all(
+    '/api/blobs/*digest',
+    (req, _res, next) => {
+      bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
+      next();
+    },
+    toPrimary,
+  );
+  app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
+  app.use(limits(parts.limiter));
+  // The client APIs first: they carry every keystroke, and each router passed costs time.
+  app.use(ollamaRoutes(context, express.Router()));
+  app.use(openAiRoutes(context, express.Router()));
+  app.use(anthropicRoutes(context, express.Router()));
+  app.use(copilotRoutes(context, express.Router()));
+  app.use(controlRoutes(parts.control));
+  const observability = express.Router();
+  mountRoutes(observability, parts.observability);
+  app.use(observability);
+  app.use(uiRoutes(parts.uiDir ?? defaultUiDir()));
+  // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
+  app.all('/api/*rest', toPrimary);
+
+  app.use((req) => {
+    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
+  });
+  app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
+  return app;
+}
+
