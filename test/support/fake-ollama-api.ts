@@ -18,7 +18,14 @@ export interface ListedModels {
 export async function listingOllama(initial: ListedModels): Promise<{ url: string; models: ListedModels; shows: () => number; close(): Promise<void> }> {
   const models = { ...initial };
   let shows = 0;
-  const entry = (name: string) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1000, digest: models.sameFile?.includes(name) === true ? 'sha-shared' : `sha-${name}`, details: { family: 'llama' } });
+  const entry = (name: string) => ({
+    name,
+    model: name,
+    modified_at: '2025-01-01T00:00:00Z',
+    size: 1000,
+    digest: models.sameFile?.includes(name) === true ? 'sha-shared' : `sha-${name}`,
+    details: { family: 'llama' },
+  });
   const server: Server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url === '/api/tags') res.end(JSON.stringify({ models: models.tags.map(entry) }));
