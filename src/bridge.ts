@@ -173,7 +173,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     fimMaxWaitMs: config.routing.scheduler.fim_max_wait_ms,
     fimReservedSlots: config.routing.scheduler.fim_reserved_slots,
     slots: (backend) => slotsOf.get(backend) ?? 1,
-    resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model, catalog.digestOf(model)) ?? false,
+    resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model, catalog.digestOf(model, backend)) ?? false,
     seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
     identity: (model) => catalog.digestOf(model) ?? canonicalModelName(model),
     onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
@@ -181,7 +181,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),
   });
   const loadedContext = (backend: string, model: string): number | undefined =>
-    backendNamed.get(backend)?.loadedEntry(model, catalog.digestOf(model))?.context_length;
+    backendNamed.get(backend)?.loadedEntry(model, catalog.digestOf(model, backend))?.context_length;
   // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
   const energy = new EnergyMeter();
   gpuMonitor.on('sample', (status) => energy.sample(status.gpus));

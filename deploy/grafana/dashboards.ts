@@ -249,6 +249,31 @@ function business(): Dashboard {
       stat('Tokens served', 'short', prom(`${tokens('in', '$__range')} + ${tokens('out', '$__range')}`), 'Prompt and generated tokens in the selected range.'),
     )
     .withPanel(timeseries('Cost saved per hour', 'currencyUSD', [prom(saved('1h'), 'USD saved in the last hour')]))
+    .withRow(new RowBuilder("By team (the bridges' own accounting)"))
+    .withPanel(
+      timeseries(
+        'Requests per minute by team',
+        'none',
+        [prom(`60 * sum by (team) (rate(copilot_bridge_identity_requests_total${INSTANCE}[$__rate_interval]))`, '{{team}}')],
+        'Every request, by the team of the key or token that sent it ("none": no team).',
+      ),
+    )
+    .withPanel(
+      timeseries(
+        'Saved by team',
+        'currencyUSD',
+        [prom(`sum by (team) (increase(copilot_bridge_cost_saved_dollars_total${INSTANCE}[1h]))`, '{{team}}')],
+        "Per hour: what the team's requests would have cost at the cloud prices of the bridges' accounting settings, less the measured GPU energy at accounting.kwh_price.",
+      ),
+    )
+    .withPanel(
+      timeseries(
+        'GPU energy by team',
+        'kwatth',
+        [prom(`sum by (team) (increase(copilot_bridge_energy_joules_total${INSTANCE}[1h])) / 3.6e6`, '{{team}}')],
+        "Per hour: each request's share of its GPU's measured power while it ran (zero where the bridges see no GPU).",
+      ),
+    )
     .withRow(new RowBuilder('Usage patterns'))
     .withPanel(
       timeseries(

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { ROLES, type JwtConfig, type Role } from '../config/schema.js';
+import { BridgeError } from '../contract/index.js';
 
 /** Public-key algorithms accepted from a JWKS: never an HS* one, so a public key can't be used as an HMAC secret. */
 const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'];
@@ -71,6 +72,12 @@ export class JwtVerifier {
       };
       ({ payload } = this.key instanceof Uint8Array ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options));
     } catch (error) {
+      // A key set that cannot be fetched says nothing about the token: the client may retry.
+      if (keySetUnavailable(error))
+        throw new BridgeError(503, `the token cannot be checked now: the issuer's key set (JWKS) ${unavailableWhy(error)}`, {
+          code: 'jwks_unavailable',
+          cause: error,
+        });
       throw new JwtRejected(describe(error), { cause: error });
     }
     const { claims } = this.config;
@@ -82,6 +89,22 @@ export class JwtVerifier {
   }
 }
 
+/**
+ * Whether verifying failed for want of the issuer's keys rather than because of the token: the
+ * JWKS fetch timed out, could not connect (fetch's TypeError), answered other than 200, or
+ * answered something that is not a key set.
+ */
+function keySetUnavailable(error: unknown): boolean {
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid || error instanceof TypeError) return true;
+  return error instanceof errors.JOSEError && error.code === 'ERR_JOSE_GENERIC' && /JSON Web Key Set/.test(error.message);
+}
+
+function unavailableWhy(error: unknown): string {
+  if (error instanceof errors.JWKSTimeout) return 'did not answer in time';
+  if (error instanceof TypeError) return `could not be fetched (${(error.cause as Error | undefined)?.message ?? error.message})`;
+  return `answered wrongly (${(error as Error).message})`;
+}
+
 /** Says why a token was refused without echoing the token. */
 function describe(error: unknown): string {
   if (error instanceof errors.JWTExpired) return 'the token has expired';
@@ -89,7 +112,6 @@ function describe(error: unknown): string {
   if (error instanceof errors.JOSEAlgNotAllowed) return 'the token is signed with an algorithm this bridge does not accept';
   if (error instanceof errors.JWKSNoMatchingKey) return 'no key of the issuer matches the token (kid)';
   if (error instanceof errors.JWSSignatureVerificationFailed) return 'the token signature is not valid';
-  if (error instanceof errors.JWKSTimeout) return "the issuer's key set (JWKS) did not answer in time";
   if (error instanceof errors.JOSEError) return `the token is not valid (${error.code})`;
   return 'the token is not valid';
 }

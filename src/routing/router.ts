@@ -134,11 +134,10 @@ export class Router {
     if (!available.some((b) => holders.has(b.name))) notes.push('no backend lists the model');
     const ordered = await this.ordered(model, tier, available);
     const chosen = ordered[0] as Backend;
-    const digest = this.catalog.digestOf(model);
-    if (chosen.hasLoaded(model, digest)) notes.push(`${chosen.name} holds the model`);
+    if (this.holds(chosen, model)) notes.push(`${chosen.name} holds the model`);
     else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
     else notes.push(`${chosen.name} chosen`);
-    const noRoom = ordered.filter((b) => !b.hasLoaded(model, digest) && this.coldLoadFits(b, model) === false).map((b) => b.name);
+    const noRoom = ordered.filter((b) => !this.holds(b, model) && this.coldLoadFits(b, model) === false).map((b) => b.name);
     for (const other of ordered.slice(1)) {
       if (noRoom.includes(other.name)) notes.push(`${other.name} lacks VRAM for a cold load`);
     }
@@ -149,16 +148,20 @@ export class Router {
     return { candidates: ordered, why: notes.join('; '), noRoom };
   }
 
+  /** Whether `backend` has `model` in memory, under its own name or another name of its file there. */
+  private holds(backend: Backend, model: string): boolean {
+    return backend.hasLoaded(model, this.catalog.digestOf(model, backend.name));
+  }
+
   /** Backends that have the model first (all, if none has it), then by the preference order above. */
   private async ordered(model: string, tier: Tier | null, available: readonly Backend[]): Promise<Backend[]> {
     const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
-    const digest = this.catalog.digestOf(model);
     const score = (b: Backend): number[] => [
       b.health.status === 'failing' || b.modelFailing(model) ? 0 : 1,
-      b.hasLoaded(model, digest) ? 1 : 0,
-      b.hasLoaded(model, digest) || this.coldLoadFits(b, model) !== false ? 1 : 0,
+      this.holds(b, model) ? 1 : 0,
+      this.holds(b, model) || this.coldLoadFits(b, model) !== false ? 1 : 0,
       this.prefers(tier, b) ? 1 : 0,
       -b.inFlightCount,
       b.weight,

@@ -119,10 +119,11 @@ export class ModelCatalog {
     return (this.listings ?? []).some((listing) => listing.models?.some((m) => canonicalModelName(m.model ?? m.name) === key) === true);
   }
 
-  /** A model as the last model lists gave it, without asking again. */
-  private listed(model: string): OllamaTagModel | undefined {
+  /** A model as the last model lists (of every backend, or of the one named) gave it, without asking again. */
+  private listed(model: string, backend?: string): OllamaTagModel | undefined {
     const key = canonicalModelName(model);
     for (const listing of this.listings ?? []) {
+      if (backend !== undefined && listing.backend.name !== backend) continue;
       const found = listing.models?.find((m) => canonicalModelName(m.model ?? m.name) === key);
       if (found !== undefined) return found;
     }
@@ -140,9 +141,12 @@ export class ModelCatalog {
     return this.listed(model)?.size;
   }
 
-  /** The digest of a model's file: names with one digest are one model to Ollama. */
-  digestOf(model: string): string | undefined {
-    return this.listed(model)?.digest;
+  /**
+   * The digest of a model: names with one digest are one model to Ollama. With `backend`, as that
+   * backend lists it: a model created on each instance (rather than pulled) has a digest per instance.
+   */
+  digestOf(model: string, backend?: string): string | undefined {
+    return this.listed(model, backend)?.digest;
   }
 
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */

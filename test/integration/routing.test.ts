@@ -82,14 +82,6 @@ fallback:
       signal: options.signal,
     });
   };
-  const action = async (name: string, payload: unknown): Promise<void> => {
-    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
-      method: 'POST',
-      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
-      body: JSON.stringify(payload),
-    });
-    assert.equal(response.status, 200, await response.clone().text());
-  };
   const unloadEverywhere = async (): Promise<void> => {
     for (const instance of [gpu0, gpu1]) {
       if (!instance.running) continue;
@@ -157,7 +149,7 @@ fallback:
   });
 
   it('sends everything to the primary while dual-GPU mode is off', async () => {
-    await action('setDualGpu', { enabled: false });
+    await bridge.actions.run('setDualGpu', { enabled: false });
     try {
       for (const text of ['format this', 'architect this', 'hello']) {
         const response = await chat(text);
@@ -165,13 +157,13 @@ fallback:
         await response.text();
       }
     } finally {
-      await action('setDualGpu', { enabled: true });
+      await bridge.actions.run('setDualGpu', { enabled: true });
     }
   });
 
   it('loses no request when a backend is SIGKILLed while loading, marks it down within the health interval, and takes it back after restart', async () => {
     await unloadEverywhere();
-    await action('setDualGpu', { enabled: false });
+    await bridge.actions.run('setDualGpu', { enabled: false });
     try {
       // gpu0 (the primary) has to load the model first: kill it in the middle of that.
       const recorded = bridge.history.size;
@@ -205,7 +197,7 @@ fallback:
       assert.equal(back.headers.get('x-bridge-backend'), 'gpu0');
       await back.text();
     } finally {
-      await action('setDualGpu', { enabled: true });
+      await bridge.actions.run('setDualGpu', { enabled: true });
     }
   });
 
@@ -239,7 +231,7 @@ fallback:
       const body = (await refused.json()) as { error: string };
       assert.match(body.error, /^no backend can serve this request \(simple: keyword 'format'; no backend can take traffic: gpu0 down .*; gpu1 down/);
 
-      await action('setFallback', { enabled: true });
+      await bridge.actions.run('setFallback', { enabled: true });
       const rescued = await chat('format this', { model: 'auto', num_predict: 5 });
       assert.equal(rescued.status, 200);
       assert.equal(rescued.headers.get('x-bridge-backend'), 'cloud');
@@ -252,7 +244,7 @@ fallback:
       await until(() => (bridge.history.size >= recorded + 2 ? true : undefined), 'both requests in the history');
       assert.equal(bridge.history.recent().at(-1)?.fallback, 'cloud');
     } finally {
-      await action('setFallback', { enabled: false });
+      await bridge.actions.run('setFallback', { enabled: false });
       await gpu0.start();
       await gpu1.start();
     }

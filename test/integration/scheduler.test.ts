@@ -56,14 +56,6 @@ routing:
       await sleep(20);
     }
   }
-  const action = async (name: string, payload: unknown): Promise<void> => {
-    const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
-      method: 'POST',
-      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
-      body: JSON.stringify(payload),
-    });
-    assert.equal(response.status, 200, await response.clone().text());
-  };
   const chat = (model: string, content: string, numPredict: number, signal?: AbortSignal): Promise<Response> =>
     fetch(`${bridge.url}/api/chat`, {
       method: 'POST',
@@ -88,7 +80,7 @@ routing:
   });
 
   it('serves a ghost-text request issued behind 3 queued chats on the same model first', async () => {
-    await action('setDualGpu', { enabled: false });
+    await bridge.actions.run('setDualGpu', { enabled: false });
     try {
       const firstByte = new Map<string, number>();
       const timed = async (name: string, request: Promise<Response>): Promise<void> => {
@@ -125,12 +117,12 @@ routing:
       const record = bridge.history.recent().find((r) => r.lane === 'fim');
       assert.ok(record !== undefined && (record.queueMs ?? 0) > 0);
     } finally {
-      await action('setDualGpu', { enabled: true });
+      await bridge.actions.run('setDualGpu', { enabled: true });
     }
   });
 
   it('never sends Ollama a request whose client hung up while it was queued', async () => {
-    await action('setDualGpu', { enabled: false });
+    await bridge.actions.run('setDualGpu', { enabled: false });
     try {
       const before = ollamaGenerations(gpu0).length;
       const endless = new AbortController();
@@ -152,7 +144,7 @@ routing:
       assert.equal(ollamaGenerations(gpu0).length, before + 2);
       assert.ok(bridge.state.scheduler.dropped.cancelled >= 1);
     } finally {
-      await action('setDualGpu', { enabled: true });
+      await bridge.actions.run('setDualGpu', { enabled: true });
     }
   });
 

@@ -11,14 +11,25 @@ export interface ListedModels {
   sameFile?: string[];
 }
 
+let instances = 0;
+
 /**
  * The read-only part of Ollama's API (tags, ps, show) from lists the test can change, so routing
  * and the model catalog can be tested against their real HTTP clients without a model server.
  */
 export async function listingOllama(initial: ListedModels): Promise<{ url: string; models: ListedModels; shows: () => number; close(): Promise<void> }> {
   const models = { ...initial };
+  // Like a model created on each Ollama (not pulled): the same file has another digest on each instance.
+  const instance = ++instances;
   let shows = 0;
-  const entry = (name: string) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1000, digest: models.sameFile?.includes(name) === true ? 'sha-shared' : `sha-${name}`, details: { family: 'llama' } });
+  const entry = (name: string) => ({
+    name,
+    model: name,
+    modified_at: '2025-01-01T00:00:00Z',
+    size: 1000,
+    digest: models.sameFile?.includes(name) === true ? `sha-shared-${instance}` : `sha-${name}`,
+    details: { family: 'llama' },
+  });
   const server: Server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url === '/api/tags') res.end(JSON.stringify({ models: models.tags.map(entry) }));

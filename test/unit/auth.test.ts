@@ -64,6 +64,8 @@ const SURFACES = [
 ] as const;
 
 const ERROR_TYPES: Record<number, string> = { 401: 'authentication_error', 403: 'permission_error', 429: 'rate_limit_error' };
+const ANTHROPIC_ERROR_TYPES: Record<number, string> = { ...ERROR_TYPES, 503: 'overloaded_error' };
+const OPENAI_ERROR_TYPES: Record<number, string> = { ...ERROR_TYPES, 503: 'api_error' };
 
 async function assertShape(response: Response, shape: 'ollama' | 'openai' | 'anthropic', status: number, code?: string): Promise<string> {
   assert.equal(response.status, status, `${response.url}: status`);
@@ -75,12 +77,12 @@ async function assertShape(response: Response, shape: 'ollama' | 'openai' | 'ant
   if (shape === 'anthropic') {
     const error = body.error as { type: string; message: string };
     assert.equal(body.type, 'error', `${response.url}: Anthropic's {"type": "error", "error": {type, message}}`);
-    assert.equal(error.type, ERROR_TYPES[status]);
+    assert.equal(error.type, ANTHROPIC_ERROR_TYPES[status]);
     return error.message;
   }
   const error = body.error as { message: string; type: string; code: string | null };
   assert.equal(typeof error.message, 'string', `${response.url}: OpenAI's {"error": {message, type, code}}`);
-  assert.equal(error.type, ERROR_TYPES[status]);
+  assert.equal(error.type, OPENAI_ERROR_TYPES[status]);
   if (code !== undefined) assert.equal(error.code, code);
   return error.message;
 }
@@ -278,11 +280,15 @@ describe('API keys', () => {
   });
 });
 
-/** A JWKS endpoint whose key set a test can change, counting fetches. */
-async function startJwks(): Promise<{ url: string; keys: JWK[]; fetches: number; close(): Promise<void> }> {
-  const state = { keys: [] as JWK[], fetches: 0 };
+/** A JWKS endpoint whose key set (or failure status) a test can change, counting fetches. */
+async function startJwks(): Promise<{ url: string; keys: JWK[]; fetches: number; failWith: number | null; close(): Promise<void> }> {
+  const state = { keys: [] as JWK[], fetches: 0, failWith: null as number | null };
   const server: Server = createServer((_req, res) => {
     state.fetches += 1;
+    if (state.failWith !== null) {
+      res.writeHead(state.failWith).end('the identity provider is down');
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ keys: state.keys }));
   });
@@ -298,8 +304,11 @@ async function startJwks(): Promise<{ url: string; keys: JWK[]; fetches: number;
     get fetches() {
       return state.fetches;
     },
+    set failWith(status: number | null) {
+      state.failWith = status;
+    },
     close: () => new Promise((resolve) => server.close(() => resolve())),
-  } as { url: string; keys: JWK[]; fetches: number; close(): Promise<void> };
+  } as { url: string; keys: JWK[]; fetches: number; failWith: number | null; close(): Promise<void> };
 }
 
 const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -374,6 +383,35 @@ describe('JWT', () => {
     await refused(confused, /algorithm/);
     // Within the clock skew an expiry just passed is still accepted.
     assert.equal((await chat(bridge, await sign(rsa.privateKey, 'RS256', 'rsa-1', {}, Math.floor(Date.now() / 1000) - 5))).status, 200);
+  });
+
+  it("answers 503, not 401, while the issuer's key set cannot be fetched, and accepts the token once it can", async () => {
+    const jwks = await startJwks();
+    cleanups.push(() => jwks.close());
+    const rsa = await generateKeyPair('RS256', { extractable: true });
+    jwks.keys = [{ ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' }];
+    jwks.failWith = 500;
+    const bridge = await bridgeWith(`jwks_url: ${jwks.url}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\njwks_refetch_cooldown_seconds: 0`);
+    const token = await new SignJWT({ sub: 'dana' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime('5m')
+      .sign(rsa.privateKey);
+    assert.match(await assertShape(await chat(bridge, token), 'openai', 503, 'jwks_unavailable'), /key set \(JWKS\) answered wrongly/);
+    assert.match(await assertShape(await call(bridge, 'POST', '/api/chat', bearer(token), SURFACES[0].body), 'ollama', 503), /JWKS/);
+    jwks.failWith = null;
+    assert.equal((await chat(bridge, token)).status, 200);
+    // A key the bridge has not cached yet, from an issuer that cannot be reached at all.
+    await jwks.close();
+    const rotated = await generateKeyPair('RS256', { extractable: true });
+    const unknownKid = await new SignJWT({ sub: 'dana' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-2' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime('5m')
+      .sign(rotated.privateKey);
+    assert.match(await assertShape(await chat(bridge, unknownKid), 'openai', 503, 'jwks_unavailable'), /could not be fetched/);
   });
 
   it('HS256 with a secret from a file; a token signed with another secret or an RS256 key is refused', async () => {
