@@ -61,4 +61,3 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
   return app;
 }
-

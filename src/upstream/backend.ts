@@ -288,7 +288,8 @@ export class Backend implements GenerationSource {
    */
   callJson<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = 5000): Promise<T> {
     const text = body === undefined ? undefined : JSON.stringify(body);
-    const headers = text === undefined ? { host: this.host } : { host: this.host, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+    const headers =
+      text === undefined ? { host: this.host } : { host: this.host, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
     const { maxLineBytes } = this.limits;
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];

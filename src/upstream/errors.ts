@@ -55,8 +55,7 @@ export function toUpstreamError(error: unknown, backend: string): UpstreamError 
   const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : (errorCode(error) ?? 'unknown');
   const detail = error instanceof Error ? error.message : String(error);
   if (TIMEOUT_CODES.has(code)) {
-    const what =
-      CONNECT_TIMEOUT_CODES.has(code) ? 'connecting' : IDLE_TIMEOUT_CODES.has(code) ? 'waiting for the next chunk' : 'waiting for the first byte';
+    const what = CONNECT_TIMEOUT_CODES.has(code) ? 'connecting' : IDLE_TIMEOUT_CODES.has(code) ? 'waiting for the next chunk' : 'waiting for the first byte';
     return new UpstreamError('timeout', backend, `backend ${backend} timed out while ${what}`, { cause: error });
   }
   if (UNAVAILABLE_CODES.has(code)) {

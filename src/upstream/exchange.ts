@@ -86,7 +86,10 @@ export class UpstreamOrigin {
     timer = setTimeout(() => fail(new UpstreamTimeout('UPSTREAM_FIRST_BYTE_TIMEOUT', `no answer within ${timeouts.firstByteMs} ms`)), timeouts.firstByteMs);
     req.once('socket', (socket) => {
       if (!socket.connecting) return;
-      const connecting = setTimeout(() => fail(new UpstreamTimeout('UPSTREAM_CONNECT_TIMEOUT', `no connection within ${timeouts.connectMs} ms`)), timeouts.connectMs);
+      const connecting = setTimeout(
+        () => fail(new UpstreamTimeout('UPSTREAM_CONNECT_TIMEOUT', `no connection within ${timeouts.connectMs} ms`)),
+        timeouts.connectMs,
+      );
       socket.once('connect', () => clearTimeout(connecting));
       socket.once('close', () => clearTimeout(connecting));
     });
