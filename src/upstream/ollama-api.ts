@@ -102,11 +102,12 @@ export function countOf(value: unknown): number | undefined {
 /**
  * One upstream answer line with every field the bridge reads checked: a field of the wrong type
  * (a count that is text or negative, a message that is not an object) is dropped, never passed on
- * to the client, the history or the metrics. Unknown fields pass through.
+ * to the client, the history or the metrics. Unknown fields pass through. Checked in place, with
+ * no copy per line: the value is the caller's own (just parsed, or just built by a translator).
  */
 export function checkedChunk(value: unknown): OllamaChunk {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new SyntaxError('an answer line is not a JSON object');
-  const chunk: Record<string, unknown> = { ...value };
+  const chunk = value as Record<string, unknown>;
   for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
   for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
   if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
@@ -115,9 +116,9 @@ export function checkedChunk(value: unknown): OllamaChunk {
     const message = chunk.message;
     if (typeof message !== 'object' || message === null || Array.isArray(message)) delete chunk.message;
     else {
-      const checked: Record<string, unknown> = { ...message };
-      checked.role = typeof checked.role === 'string' ? checked.role : 'assistant';
-      checked.content = typeof checked.content === 'string' ? checked.content : '';
+      const checked = message as Record<string, unknown>;
+      if (typeof checked.role !== 'string') checked.role = 'assistant';
+      if (typeof checked.content !== 'string') checked.content = '';
       if ('thinking' in checked && typeof checked.thinking !== 'string') delete checked.thinking;
       if ('tool_calls' in checked && !Array.isArray(checked.tool_calls)) delete checked.tool_calls;
       if (Array.isArray(checked.tool_calls)) {
@@ -125,7 +126,6 @@ export function checkedChunk(value: unknown): OllamaChunk {
           (call: unknown) => typeof call === 'object' && call !== null && typeof (call as { function?: { name?: unknown } }).function?.name === 'string',
         );
       }
-      chunk.message = checked;
     }
   }
   return chunk as OllamaChunk;
