@@ -207,7 +207,8 @@ interface Opened {
   source: GenerationSource;
   lines: AsyncIterableIterator<[number, OllamaChunk]>;
   first: [number, OllamaChunk] | undefined;
-  abort: AbortController;
+  /** Stops the answer upstream after a failure (the client leaving stops it through its signal). */
+  stop(): void;
 }
 
 /**
@@ -222,10 +223,18 @@ async function open(
   client: AbortSignal,
   prepare: GenerationPolicy['prepare'],
 ): Promise<Opened> {
-  // `client` aborts when the client leaves or the stop deadline passed: either way the upstream stops.
-  const abort = new AbortController();
-  const onClient = (): void => abort.abort();
-  client.addEventListener('abort', onClient, { once: true });
+  // `client` aborts when the client leaves or the stop deadline passed: either way the upstream
+  // stops. One choice (nearly every request) is sent with that signal as it is, and a failure
+  // stops it through its lines; several share a signal of their own, so that one failing stops
+  // the others even before they answered.
+  const abort = plan.bodies.length === 1 ? undefined : new AbortController();
+  const onClient = (): void => abort?.abort();
+  if (abort !== undefined) client.addEventListener('abort', onClient, { once: true });
+  let lines: AsyncIterableIterator<[number, OllamaChunk]> | undefined;
+  const stop = (): void => {
+    if (abort !== undefined) abort.abort();
+    else lines?.return?.().catch(() => undefined);
+  };
   try {
     const streams = await Promise.all(
       plan.bodies.map((body) =>
@@ -233,22 +242,21 @@ async function open(
           path: plan.path,
           body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model },
           userAgent: req.headers['user-agent'] ?? 'copilot-bridge',
-          signal: abort.signal,
+          signal: abort?.signal ?? client,
         }),
       ),
     );
-    const lines =
-      streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
+    lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
     if (!first.done && typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);
       throw new UpstreamStatusError(500, source.name, first.value[1].error);
     }
-    return { source, lines, first: first.done ? undefined : first.value, abort };
+    return { source, lines, first: first.done ? undefined : first.value, stop };
   } catch (error) {
     // On success the link stays: the client hanging up later must still stop this answer.
-    client.removeEventListener('abort', onClient);
-    abort.abort();
+    if (abort !== undefined) client.removeEventListener('abort', onClient);
+    stop();
     throw asFailure(error, source);
   }
 }
@@ -274,7 +282,7 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
     if (opened.first !== undefined) take(opened.first);
     for await (const entry of opened.lines) take(entry);
   } catch (error) {
-    opened.abort.abort();
+    opened.stop();
     throw asFailure(error, opened.source);
   }
   return results;
@@ -332,13 +340,13 @@ export async function serveGeneration(
   localOnly: string | null = null,
 ): Promise<void> {
   const client = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) client.abort();
-  });
   const { deadline } = policy;
   const onDeadline = (): void => client.abort();
   deadline.addEventListener('abort', onDeadline, { once: true });
-  res.once('close', () => deadline.removeEventListener('abort', onDeadline));
+  res.once('close', () => {
+    deadline.removeEventListener('abort', onDeadline);
+    if (!res.writableFinished) client.abort();
+  });
   if (deadline.aborted) client.abort();
   const request = requestOf(req);
   const laneInput = { kind: input.signals.kind, path: req.path, headers: req.headers, client: input.signals.client };
@@ -514,7 +522,7 @@ async function stream(
   heartbeatMs: number,
   deadline: AbortSignal,
 ): Promise<GenerationResult[] | null> {
-  const { source, lines, first, abort } = opened;
+  const { source, lines, first, stop } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
   res.statusCode = 200;
   res.setHeader('content-type', plan.format.streamContentType);
@@ -537,7 +545,7 @@ async function stream(
   };
   const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
     if (typeof event.error === 'string') {
-      abort.abort();
+      stop();
       source.noteFailure?.(event.error, route.model);
       fail(event.error, 'upstream_error');
       return false;
@@ -557,7 +565,7 @@ async function stream(
       if (!(await handle(index, event))) return null;
     }
   } catch (error) {
-    abort.abort();
+    stop();
     if (res.destroyed) return null;
     if (deadline.aborted) {
       fail(SHUT_DOWN_MESSAGE, 'shutting_down');
