@@ -38,6 +38,8 @@ const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 1;
 const SEQUENTIAL = quick ? 300 : 900;
 const CONCURRENT = quick ? 1500 : 4500;
 const CONCURRENCY = 32;
+/** Requests per target and surface at full load before anything is measured. */
+const WARMUP = quick ? 1500 : 4000;
 const ROUNDS = 3;
 const STREAM_ROUNDS = quick ? 10 : 40;
 const STREAM_PIECES = 10;
@@ -123,10 +125,13 @@ async function measure(): Promise<Run> {
     bridge: target('bridge', bridgePort, bridge.pid, CONCURRENCY),
   };
 
+  // Every path warmed on both surfaces at full load before anything is measured: the surface
+  // measured first otherwise carried each process's start-up (JIT compilation, heap growth), which
+  // made its CPU per request about twice the steady one, the floor's included.
+  for (const surface of SURFACES) for (const name of NAMES) await load(targets[name], surface, WARMUP, CONCURRENCY);
   const results = {} as Record<Surface, PathResults>;
   for (const surface of SURFACES) {
-    // Warm up every path, then measure in interleaved rounds so drift hits all of them alike.
-    for (const name of NAMES) await load(targets[name], surface, 500, 4);
+    // Interleaved rounds, so that drift hits every path alike.
     const sequential = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
     const concurrent = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
     const rates = new Map<Name, number[]>(NAMES.map((n) => [n, []]));
@@ -282,7 +287,7 @@ async function main(): Promise<void> {
     '',
     `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts).`,
-    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
+    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests of warm-up on each path at ${CONCURRENCY} clients: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
     '| measure | direct | floor | express + undici | copilot-bridge | bridge / floor | spread | target | |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
