@@ -48,6 +48,21 @@ function nestedDeeperThan(text: string, limit: number): boolean {
   return false;
 }
 
+/** A request body's text as JSON (an object or an array); undefined when it is empty. Throws a BodyError. */
+function parseJson(text: string): unknown {
+  const first = text.trimStart()[0];
+  if (first === undefined) return undefined;
+  if (nestedDeeperThan(text, MAX_JSON_DEPTH)) throw new BodyError('entity.parse.failed', `nested deeper than ${MAX_JSON_DEPTH} levels`);
+  if (first !== '{' && first !== '[') {
+    throw new BodyError('entity.parse.failed', `Unexpected token ${JSON.stringify(first)} at position 0: a JSON object is expected`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new BodyError('entity.parse.failed', (error as Error).message);
+  }
+}
+
 /**
  * Destroys a request whose streamed body (a model blob) stops arriving for `idleMs`; a long upload
  * is fine, a stalled one is not.
@@ -85,6 +100,18 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
   } catch (error) {
     return Promise.reject(error as Error);
   }
+  if (stream === req && length !== undefined && req.readableLength >= Number(length)) {
+    // The whole body came with the head (nearly every request): it is read at once, with no
+    // listeners, no deadline timer and no wait for the parser to report the message complete
+    // (which node does a turn of the event loop later). Resumed, so the end is consumed as usual.
+    const body = req.read() as Buffer | null;
+    req.resume();
+    try {
+      return Promise.resolve(parseJson(body === null ? '' : body.toString('utf8')));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -113,23 +140,10 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
     stream.on('end', () => {
       if (done) return;
       const text = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      const first = text.trimStart()[0];
-      if (first === undefined) {
-        finish(undefined);
-        return;
-      }
-      if (nestedDeeperThan(text, MAX_JSON_DEPTH)) {
-        finish(new BodyError('entity.parse.failed', `nested deeper than ${MAX_JSON_DEPTH} levels`));
-        return;
-      }
-      if (first !== '{' && first !== '[') {
-        finish(new BodyError('entity.parse.failed', `Unexpected token ${JSON.stringify(first)} at position 0: a JSON object is expected`));
-        return;
-      }
       try {
-        finish(undefined, JSON.parse(text) as unknown);
+        finish(undefined, parseJson(text));
       } catch (error) {
-        finish(new BodyError('entity.parse.failed', (error as Error).message));
+        finish(error as Error);
       }
     });
   });
