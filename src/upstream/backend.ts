@@ -307,13 +307,13 @@ export class Backend implements GenerationSource {
       const chunks: Buffer[] = [];
       let size = 0;
       let status = 0;
-      const flow = this.origin.exchange(method, this.basePath + path, headers, text, this.timeouts, AbortSignal.timeout(timeoutMs), {
+      const abort = this.origin.exchange(method, this.basePath + path, headers, text, this.timeouts, AbortSignal.timeout(timeoutMs), {
         response: (res) => {
           status = res.statusCode ?? 0;
         },
         data: (chunk) => {
           size += chunk.length;
-          if (size > maxLineBytes) flow.abort(new LineTooLongError(maxLineBytes));
+          if (size > maxLineBytes) abort(new LineTooLongError(maxLineBytes));
           else chunks.push(chunk);
         },
         end: () => {

@@ -19,14 +19,8 @@ export interface ExchangeHandlers {
   error(error: Error): void;
 }
 
-/** What the reader of an exchange may do to it. */
-export interface ExchangeFlow {
-  /** Stops reading the body (back-pressure): the idle timeout does not run meanwhile, the upstream waits. */
-  pause(): void;
-  resume(): void;
-  /** Ends it for good: the connection is closed, `handlers.error` gets `reason`. */
-  abort(reason: Error): void;
-}
+/** Ends an exchange for good: the connection is closed, `handlers.error` gets `reason`. */
+export type AbortExchange = (reason: Error) => void;
 
 /** Where an upstream listens, and the keep-alive connections kept to it. */
 export class UpstreamOrigin {
@@ -59,9 +53,12 @@ export class UpstreamOrigin {
     timeouts: ExchangeTimeouts,
     signal: AbortSignal | undefined,
     handlers: ExchangeHandlers,
-  ): ExchangeFlow {
+  ): AbortExchange {
+    if (signal?.aborted === true) {
+      queueMicrotask(() => handlers.error(signal.reason as Error));
+      return () => undefined;
+    }
     let timer: NodeJS.Timeout | undefined;
-    let response: IncomingMessage | undefined;
     let done = false;
     const req: ClientRequest = this.send({ agent: this.agent, hostname: this.hostname, port: this.port, method, path, headers });
     const finish = (): boolean => {
@@ -78,10 +75,6 @@ export class UpstreamOrigin {
     };
     const onAbort = (): void => fail(signal?.reason as Error);
     const idle = (): void => fail(new UpstreamTimeout('UPSTREAM_IDLE_TIMEOUT', `no data for ${timeouts.idleMs} ms`));
-    if (signal?.aborted === true) {
-      queueMicrotask(onAbort);
-      return { pause: () => undefined, resume: () => undefined, abort: fail };
-    }
     signal?.addEventListener('abort', onAbort, { once: true });
     timer = setTimeout(() => fail(new UpstreamTimeout('UPSTREAM_FIRST_BYTE_TIMEOUT', `no answer within ${timeouts.firstByteMs} ms`)), timeouts.firstByteMs);
     req.once('socket', (socket) => {
@@ -99,7 +92,6 @@ export class UpstreamOrigin {
         res.destroy();
         return;
       }
-      response = res;
       clearTimeout(timer);
       timer = setTimeout(idle, timeouts.idleMs);
       res.on('data', (chunk: Buffer) => {
@@ -116,19 +108,7 @@ export class UpstreamOrigin {
       handlers.response(res);
     });
     req.end(body);
-    return {
-      pause: () => {
-        if (done || response === undefined) return;
-        clearTimeout(timer);
-        response.pause();
-      },
-      resume: () => {
-        if (done || response === undefined) return;
-        timer = setTimeout(idle, timeouts.idleMs);
-        response.resume();
-      },
-      abort: fail,
-    };
+    return fail;
   }
 
   close(): void {
