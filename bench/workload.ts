@@ -43,6 +43,8 @@ class Relay {
   readonly tokens = new Map<number, number[]>();
   /** Request ids that reached Ollama. */
   readonly seen = new Set<number>();
+  /** When the caller hung up on a request before its answer ended, by request id: Ollama's connection closed then. */
+  readonly hungUp = new Map<number, number>();
 
   constructor(
     readonly name: string,
@@ -102,7 +104,10 @@ class Relay {
       });
       // The client (the bridge, or the bench itself) hung up: Ollama sees its connection close.
       res.on('close', () => {
-        if (!res.writableFinished) upstream.destroy();
+        if (!res.writableFinished) {
+          upstream.destroy();
+          if (counted) this.hungUp.set(id, performance.now());
+        }
         done();
       });
       upstream.end(body);
@@ -235,11 +240,16 @@ interface Summary {
   embeddings: number;
   /** Tokens Ollama generated after the client had cancelled, over all cancelled requests. */
   tokensAfterCancel: number;
-  /** Of those, for requests cancelled before their first token (waiting in Ollama or the bridge, or in prefill). */
-  tokensForCancelledUnanswered: number;
-  /** Requests cancelled before their first token that reached Ollama at all (the rest never left the bridge's queue). */
-  cancelledUnansweredSentToOllama: number;
-  cancelledUnanswered: number;
+  /** Requests cancelled before their first token while still in the bridge's queue: never sent to Ollama. */
+  cancelledInBridge: number;
+  /** Tokens Ollama generated for those (none can reach it; measured all the same). */
+  tokensForCancelledInBridge: number;
+  /** Requests cancelled before their first token after they were sent to Ollama (in its queue or in prefill). */
+  cancelledAtOllama: number;
+  /** Tokens Ollama generated for those after the client cancelled. */
+  tokensForCancelledAtOllama: number;
+  /** From a client's cancel to Ollama's connection closing, over every request cancelled while at Ollama: p50 and max, ms. */
+  cancelReachedOllamaMs: { p50: number | null; max: number | null };
   /** Per backend: share of the time it was idle while another backend had work waiting. */
   idleWhileOthersQueued: Record<string, number | null>;
 }
@@ -254,6 +264,15 @@ function summarize(sent: Sent[], samples: Array<{ busy: boolean[]; queued: numbe
   const cancelled = sent.filter((s) => s.cancelledAt !== null);
   const unanswered = cancelled.filter((s) => !answered(s));
   const after = (s: Sent): number => tokensOf(s.id).filter((t) => t > (s.cancelledAt as number)).length;
+  const reachedOllama = (s: Sent): boolean => relays.some((r) => r.seen.has(s.id));
+  const inBridge = unanswered.filter((s) => !reachedOllama(s));
+  const atOllama = unanswered.filter(reachedOllama);
+  const propagation = cancelled.flatMap((s) =>
+    relays.flatMap((r) => {
+      const closedAt = r.hungUp.get(s.id);
+      return closedAt === undefined ? [] : [closedAt - (s.cancelledAt as number)];
+    }),
+  );
   const idle: Record<string, number | null> = {};
   relays.forEach((relay, index) => {
     const othersWaiting = samples.filter((x) => x.queued.some((q, i) => i !== index && q > 0));
@@ -273,9 +292,11 @@ function summarize(sent: Sent[], samples: Array<{ busy: boolean[]; queued: numbe
     embeddings: sent.filter((s) => s.kind === 'embed' && s.endedAt !== null && !s.failed).length,
     errors: sent.filter((s) => s.failed).length,
     tokensAfterCancel: cancelled.reduce((sum, s) => sum + after(s), 0),
-    tokensForCancelledUnanswered: unanswered.reduce((sum, s) => sum + after(s), 0),
-    cancelledUnansweredSentToOllama: unanswered.filter((s) => relays.some((r) => r.seen.has(s.id))).length,
-    cancelledUnanswered: unanswered.length,
+    cancelledInBridge: inBridge.length,
+    tokensForCancelledInBridge: inBridge.reduce((sum, s) => sum + after(s), 0),
+    cancelledAtOllama: atOllama.length,
+    tokensForCancelledAtOllama: atOllama.reduce((sum, s) => sum + after(s), 0),
+    cancelReachedOllamaMs: { p50: round(percentile(propagation, 50)), max: round(percentile(propagation, 100)) },
     idleWhileOthersQueued: idle,
   };
 }
@@ -433,7 +454,9 @@ function writeResults(results: Record<string, Summary>): void {
     `| chat first token p95 | ${rows((s) => ms(s.chat.ttftP95))} | |`,
     `| chat answers / embeddings done / errors | ${rows((s) => `${s.chat.answered} / ${s.embeddings} / ${s.errors}`)} | |`,
     `| tokens Ollama generated after the client cancelled | ${rows((s) => String(s.tokensAfterCancel))} | |`,
-    `| requests cancelled before a first token: how many reached Ollama at all, tokens Ollama generated for them | ${rows((s) => `${s.cancelledUnansweredSentToOllama} of ${s.cancelledUnanswered}, ${s.tokensForCancelledUnanswered} tokens`)} | (c) 0 tokens |`,
+    `| requests cancelled before a first token: while queued in the bridge (never sent to Ollama) / after they were sent to Ollama | ${rows((s) => `${s.cancelledInBridge} / ${s.cancelledAtOllama}`)} | |`,
+    `| tokens Ollama generated for them after the cancel: queued in the bridge / sent to Ollama | ${rows((s) => `${s.tokensForCancelledInBridge} / ${s.tokensForCancelledAtOllama}`)} | (c) 0 for those cancelled while queued: ${c.tokensForCancelledInBridge} |`,
+    `| from a client's cancel to Ollama's connection closing, p50 / max (requests cancelled while at Ollama) | ${rows((s) => `${ms(s.cancelReachedOllamaMs.p50)} / ${ms(s.cancelReachedOllamaMs.max)}`)} | |`,
     `| share of time a backend sat idle while another had work waiting | ${rows(share)} | (c) <= 20%: worst ${Math.round(worstIdle * 100)}% |`,
     '',
     'The three configurations share the machine with whatever else runs on it (the load average above says how busy it was): compare the columns of one run, and count the answered ghost-text requests before trusting a percentile.',
