@@ -3,6 +3,7 @@ import { classifyLane } from '../routing/lanes.js';
 import { schedulerChoices } from '../routing/router.js';
 import { clientSignals } from '../routing/signals.js';
 import type { Backend } from '../upstream/backend.js';
+import { whenClosed } from './call.js';
 import { primaryOf, type ApiContext } from './context.js';
 import { BridgeError } from '../contract/index.js';
 
@@ -15,8 +16,7 @@ export async function admitRelayed(context: ApiContext, req: Request, res: Respo
   const { candidates, noRoom } = await context.router.rank(model, null);
   if (candidates.length === 0) return primaryOf(context);
   const abort = new AbortController();
-  const onClose = (): void => abort.abort();
-  res.once('close', onClose);
+  const stopWatching = whenClosed(res, () => abort.abort());
   const { lane } = classifyLane({ kind: 'embedding', path: req.path, headers: req.headers, client: clientSignals(req.headers) }, context.policy.laneRules);
   try {
     const slot = await context.policy.scheduler.admit({
@@ -27,8 +27,8 @@ export async function admitRelayed(context: ApiContext, req: Request, res: Respo
       promptTokens: 0,
       signal: abort.signal,
     });
-    res.off('close', onClose);
-    res.once('close', () => slot.release());
+    stopWatching();
+    whenClosed(res, () => slot.release());
     return candidates.find((b) => b.name === slot.backend);
   } catch (error) {
     // The client hung up while queued: nothing was sent upstream, and nobody is left to answer.

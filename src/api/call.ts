@@ -24,6 +24,20 @@ export interface ApiRoute {
   handler: ApiHandler;
 }
 
+/**
+ * Runs `onClose` when the response closes, or at once when it already has: a client can hang up
+ * during any await before, and a listener added after its 'close' would never run (a concurrency
+ * slot never given back, a generation never stopped). Returns what removes the listener.
+ */
+export function whenClosed(res: ServerResponse, onClose: () => void): () => void {
+  if (res.destroyed) {
+    onClose();
+    return () => undefined;
+  }
+  res.once('close', onClose);
+  return () => res.off('close', onClose);
+}
+
 /** Mounts client API routes on an express router: the same handlers the fast path calls. */
 export function mountRoutes(router: ExpressRouter, routes: readonly ApiRoute[]): void {
   for (const route of routes) {

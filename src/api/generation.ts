@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerResponse } from 'node:http';
-import { sendJson, type ApiRequest } from './call.js';
+import { sendJson, whenClosed, type ApiRequest } from './call.js';
 import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
 import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
@@ -343,7 +343,7 @@ export async function serveGeneration(
   const { deadline } = policy;
   const onDeadline = (): void => client.abort();
   deadline.addEventListener('abort', onDeadline, { once: true });
-  res.once('close', () => {
+  whenClosed(res, () => {
     deadline.removeEventListener('abort', onDeadline);
     if (!res.writableFinished) client.abort();
   });

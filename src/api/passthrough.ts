@@ -5,6 +5,7 @@ import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { modelNamed } from '../upstream/ollama-api.js';
 import { BridgeError } from '../contract/index.js';
+import { whenClosed } from './call.js';
 import { requestOf } from './request.js';
 
 /** Everything passed through is below Ollama's /api/. */
@@ -40,15 +41,14 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     }
     const backend = await choose(req, res);
     if (backend === undefined) return;
-    if (afterEach !== undefined) res.once('close', afterEach);
+    if (afterEach !== undefined) whenClosed(res, afterEach);
     const request = requestOf(req);
     request.backend = backend.name;
     const abort = new AbortController();
     // The client hanging up (Copilot cancels on every keystroke) must stop the generation at once.
-    const onClose = (): void => {
+    whenClosed(res, () => {
       if (!res.writableFinished) abort.abort();
-    };
-    res.once('close', onClose);
+    });
 
     const headers = upstreamRequestHeaders(req.headers);
     let body: string | Request | undefined;

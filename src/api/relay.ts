@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Response } from 'express';
 import type { Dispatcher } from 'undici';
+import { whenClosed } from './call.js';
 import { streamErrorTail, type Surface } from './errors.js';
 import type { RelayOutcome } from '../contract/index.js';
 import { toUpstreamError } from '../upstream/errors.js';
@@ -86,7 +87,7 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
       if (tail === undefined) res.destroy(error);
       else res.end(tail);
     });
-    res.once('close', () => {
+    whenClosed(res, () => {
       if (!res.writableFinished) {
         outcome.clientAborted = outcome.error === null;
         body.destroy();

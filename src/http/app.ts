@@ -5,7 +5,7 @@ import type { ApiRoute } from '../api/call.js';
 import type { ApiContext } from '../api/context.js';
 import { anthropicHotRoutes } from '../api/anthropic/routes.js';
 import { copilotHotRoutes } from '../api/copilot/routes.js';
-import { asBridgeError, sendError } from '../api/errors.js';
+import { asBridgeError, sendError, surfaceOf } from '../api/errors.js';
 import { ollamaHotRoutes } from '../api/ollama/routes.js';
 import { openAiHotRoutes } from '../api/openai/routes.js';
 import type { Config } from '../config/schema.js';
@@ -158,10 +158,15 @@ export function createRequestListener(context: ApiContext, parts: AppParts, opti
   const viaExpress = (req: IncomingMessage, res: ServerResponse): void => {
     app ??= import('./express-app.js').then(({ createApp }) => createApp(context, parts, begin, answerError));
     app.then(
-      (handle) => handle(req, res),
+      (handle) => {
+        // A client that left while express loaded is not served (its 'close' has passed unseen).
+        if (!res.destroyed) handle(req, res);
+      },
       (error: unknown) => {
+        // Tried again with the next request; this one gets a 500 in its surface's shape.
+        app = undefined;
         log.error({ err: error }, 'could not load the HTTP app');
-        res.destroy();
+        sendError(res, surfaceOf(req.url ?? '/'), new BridgeError(500, 'the HTTP app could not be loaded'));
       },
     );
   };

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
+import { whenClosed } from '../api/call.js';
 import { refusedOutcome } from '../api/generation.js';
 import { identityOf, requestOf } from '../api/request.js';
 import { allowed, isGeneration, rolesFor } from '../auth/access.js';
@@ -65,7 +66,7 @@ export async function admit(limiter: Limiter, req: IncomingMessage & { body?: un
     res.setHeader('retry-after', String(admission.retryAfterSeconds));
     throw new BridgeError(429, message, { code: 'rate_limit_exceeded' });
   }
-  res.once('close', () => admission.release());
+  whenClosed(res, () => admission.release());
 }
 
 /** authorize() as express middleware, for the routes the fast path does not serve. */

@@ -100,6 +100,9 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
   } catch (error) {
     return Promise.reject(error as Error);
   }
+  // A client that already hung up (during an await before this) is not served: nothing would
+  // notice it left, since its 'close' has passed.
+  if (req.destroyed) return Promise.reject(new BodyError('request.aborted', 'request aborted'));
   if (stream === req && length !== undefined && req.readableLength >= Number(length)) {
     // The whole body came with the head (nearly every request): it is read at once, with no
     // listeners, no deadline timer and no wait for the parser to report the message complete
