@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { ROLES, type JwtConfig, type Role } from '../config/schema.js';
 import { BridgeError } from '../contract/index.js';
 
@@ -72,12 +72,17 @@ export class JwtVerifier {
       };
       ({ payload } = this.key instanceof Uint8Array ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options));
     } catch (error) {
-      // A key set that cannot be fetched says nothing about the token: the client may retry.
-      if (keySetUnavailable(error))
+      if (keySetUnavailable(error)) {
+        // The key set is fetched before anything else is checked: a token that is bad on its own
+        // (expired, another issuer or audience) is refused as such, not answered "retry later".
+        const problem = claimsProblem(token, this.config);
+        if (problem !== undefined) throw new JwtRejected(problem, { cause: error });
+        // Otherwise the token may be fine: 503, which clients retry, rather than 401, which asks for a new login.
         throw new BridgeError(503, `the token cannot be checked now: the issuer's key set (JWKS) ${unavailableWhy(error)}`, {
           code: 'jwks_unavailable',
           cause: error,
         });
+      }
       throw new JwtRejected(describe(error), { cause: error });
     }
     const { claims } = this.config;
@@ -91,11 +96,12 @@ export class JwtVerifier {
 
 /**
  * Whether verifying failed for want of the issuer's keys rather than because of the token: the
- * JWKS fetch timed out, could not connect (fetch's TypeError), answered other than 200, or
- * answered something that is not a key set.
+ * JWKS fetch timed out, could not connect (fetch's "fetch failed"), answered other than 200, or
+ * answered something that is not a key set. (jose throws other TypeErrors for unusable keys.)
  */
 function keySetUnavailable(error: unknown): boolean {
-  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid || error instanceof TypeError) return true;
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) return true;
+  if (error instanceof TypeError) return error.message === 'fetch failed';
   return error instanceof errors.JOSEError && error.code === 'ERR_JOSE_GENERIC' && /JSON Web Key Set/.test(error.message);
 }
 
@@ -103,6 +109,22 @@ function unavailableWhy(error: unknown): string {
   if (error instanceof errors.JWKSTimeout) return 'did not answer in time';
   if (error instanceof TypeError) return `could not be fetched (${(error.cause as Error | undefined)?.message ?? error.message})`;
   return `answered wrongly (${(error as Error).message})`;
+}
+
+/** What is wrong with a token's own claims (expiry, issuer, audience), read without checking its signature; undefined when nothing is. */
+function claimsProblem(token: string, config: JwtConfig): string | undefined {
+  let payload: JWTPayload;
+  try {
+    payload = decodeJwt(token);
+  } catch {
+    return 'the token is not valid';
+  }
+  if (typeof payload.exp !== 'number') return "the token's 'exp' claim is not accepted (missing)";
+  if (payload.exp <= Date.now() / 1000 - config.clock_skew_seconds) return 'the token has expired';
+  if (payload.iss !== config.issuer) return "the token's 'iss' claim is not accepted (check_failed)";
+  const audiences = typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []);
+  if (!audiences.includes(config.audience)) return "the token's 'aud' claim is not accepted (check_failed)";
+  return undefined;
 }
 
 /** Says why a token was refused without echoing the token. */

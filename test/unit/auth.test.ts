@@ -400,6 +400,12 @@ describe('JWT', () => {
       .sign(rsa.privateKey);
     assert.match(await assertShape(await chat(bridge, token), 'openai', 503, 'jwks_unavailable'), /key set \(JWKS\) answered wrongly/);
     assert.match(await assertShape(await call(bridge, 'POST', '/api/chat', bearer(token), SURFACES[0].body), 'ollama', 503), /JWKS/);
+    // A token that is bad on its own is refused as such meanwhile, whatever its signature.
+    const unsigned = (claims: Record<string, unknown>): string =>
+      `${b64({ alg: 'RS256', kid: 'rsa-1' })}.${b64({ sub: 'dana', iss: ISSUER, aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 300, ...claims })}.c2ln`;
+    assert.match(await assertShape(await chat(bridge, unsigned({ exp: Math.floor(Date.now() / 1000) - 600 })), 'openai', 401, 'invalid_token'), /expired/);
+    assert.match(await assertShape(await chat(bridge, unsigned({ aud: 'another-service' })), 'openai', 401, 'invalid_token'), /'aud' claim/);
+    assert.match(await assertShape(await chat(bridge, unsigned({ iss: 'https://elsewhere.test' })), 'openai', 401, 'invalid_token'), /'iss' claim/);
     jwks.failWith = null;
     assert.equal((await chat(bridge, token)).status, 200);
     // A key the bridge has not cached yet, from an issuer that cannot be reached at all.
