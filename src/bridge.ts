@@ -175,7 +175,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     slots: (backend) => slotsOf.get(backend) ?? 1,
     resident: (backend, model) => backendNamed.get(backend)?.hasLoaded(model, catalog.digestOf(model, backend)) ?? false,
     seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
-    identity: (model) => catalog.digestOf(model) ?? canonicalModelName(model),
+    identity: (backend, model) => catalog.digestOf(model, backend) ?? canonicalModelName(model),
     onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
     // One /api/ps after a cold load, so the next choice knows the model is there now.
     onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),

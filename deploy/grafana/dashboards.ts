@@ -255,7 +255,7 @@ function business(): Dashboard {
         'Requests per minute by team',
         'none',
         [prom(`60 * sum by (team) (rate(copilot_bridge_identity_requests_total${INSTANCE}[$__rate_interval]))`, '{{team}}')],
-        'Every request, by the team of the key or token that sent it ("none": no team).',
+        'Requests for a model (each one the history records), by the team of the key or token that sent it ("none": no team, "other": a team the config does not list).',
       ),
     )
     .withPanel(
@@ -263,7 +263,7 @@ function business(): Dashboard {
         'Saved by team',
         'currencyUSD',
         [prom(`sum by (team) (increase(copilot_bridge_cost_saved_dollars_total${INSTANCE}[1h]))`, '{{team}}')],
-        "Per hour: what the team's requests would have cost at the cloud prices of the bridges' accounting settings, less the measured GPU energy at accounting.kwh_price.",
+        "Per hour: for each request, what its tokens would have cost at the cloud prices of the bridges' accounting settings, less its measured GPU energy at accounting.kwh_price (a request whose energy cost more adds nothing).",
       ),
     )
     .withPanel(

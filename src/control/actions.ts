@@ -96,7 +96,7 @@ function handlers(deps: ActionDeps): Handlers {
       return { message: `${model} loaded on ${name}`, fit };
     },
     async unloadModel({ backend: name, model }) {
-      await upstream(() => unloadModel(backendNamed(name), model));
+      await upstream(() => unloadModel(backendNamed(name), model, catalog.digestOf(model, name)));
       return { message: `${model} unloaded from ${name}` };
     },
     startOllama: ({ backend }) => managed(() => manager.start(backend)),

@@ -30,10 +30,10 @@ export interface SchedulerOptions {
   /** Before anything was measured: a service time (expected_latency_ms) and a size for the cold-load guess. */
   seed(model: string): { serviceMs: number; sizeBytes: number | undefined };
   /**
-   * What Ollama runs a model as: names of one model file (its digest) share one runner and its
-   * slots, so they share a queue here. Default: the name itself.
+   * What Ollama runs a model as on a backend: names of one model file (its digest there) share one
+   * runner and its slots, so they share a queue here. Default: the name itself.
    */
-  identity?(model: string): string;
+  identity?(backend: string, model: string): string;
   clock?: Clock;
   /** Told each time a request leaves a queue for upstream, with how long it waited. */
   onDispatch?(lane: Lane, waitMs: number): void;
@@ -292,7 +292,7 @@ export class Scheduler {
   }
 
   private key(backend: string, model: string): string {
-    return key(backend, this.options.identity?.(model) ?? model);
+    return key(backend, this.options.identity?.(backend, model) ?? model);
   }
 
   private pool(backend: string, model: string): Pool {
@@ -318,9 +318,9 @@ export class Scheduler {
   private loadEstimate(backend: string, model: string): number {
     const here = this.measured.get(this.key(backend, model))?.loadMs;
     if (here !== undefined && here !== null) return here;
-    const identity = this.options.identity?.(model) ?? model;
     for (const [k, m] of this.measured) {
-      if (k.endsWith(`\u0000${identity}`) && m.loadMs !== null) return m.loadMs;
+      const elsewhere = k.slice(0, k.indexOf('\u0000'));
+      if (m.loadMs !== null && k === this.key(elsewhere, model)) return m.loadMs;
     }
     return LOAD_BASE_MS + (this.options.seed(model).sizeBytes ?? 0) / LOAD_BYTES_PER_MS;
   }

@@ -220,7 +220,7 @@ describe('scheduler queues', () => {
   });
 
   it('queues two names of one model file together: Ollama runs them in one runner with one set of slots', async () => {
-    const h = harness({ identity: (model) => (model === 'alias' ? 'm' : model) });
+    const h = harness({ identity: (_backend, model) => (model === 'alias' ? 'm' : model) });
     const order: string[] = [];
     request(h, 'm', order);
     request(h, 'alias', order, { model: 'alias' });
@@ -367,6 +367,19 @@ describe('scheduler backend choice', () => {
     const estimate = h.scheduler.estimate('gpu1', 'm', 'interactive', 1000);
     assert.equal(estimate.loadMs, 2_000);
     assert.equal(Math.round(estimate.prefillMs), 1000);
+  });
+
+  it('knows a model file by its digest on each backend (created there, not pulled, it differs): one queue per backend, a load measured on one guides another', async () => {
+    const h = harness({ identity: (backend, model) => (model === 'alias' || model === 'm' ? `${backend}-digest` : model) });
+    const order: string[] = [];
+    request(h, 'm', order, { choices: ['gpu1'] });
+    request(h, 'alias', order, { model: 'alias', choices: ['gpu1'] });
+    await settled();
+    assert.deepEqual(order, ['m']);
+    const slot = await choose(h, { choices: ['gpu0'] });
+    h.clock.advance(1_000);
+    slot.release({ ok: true, loadDurationNs: 2_000_000_000 });
+    assert.equal(h.scheduler.estimate('gpu2', 'alias', 'interactive', 0).loadMs, 2_000);
   });
 
   it('a failed request teaches nothing', async () => {
