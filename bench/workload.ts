@@ -70,6 +70,8 @@ class Relay {
         this.seen.add(id);
       }
       let open = true;
+      // Set when the relay itself ends the answer because Ollama's side failed: not a hang-up.
+      let failedUpstream = false;
       const done = (): void => {
         if (open && counted) this.inFlight -= 1;
         open = false;
@@ -94,19 +96,21 @@ class Relay {
           });
           answer.on('error', () => {
             done();
+            failedUpstream = true;
             res.destroy();
           });
         },
       );
       upstream.on('error', () => {
         done();
+        failedUpstream = true;
         res.destroy();
       });
       // The client (the bridge, or the bench itself) hung up: Ollama sees its connection close.
       res.on('close', () => {
         if (!res.writableFinished) {
           upstream.destroy();
-          if (counted) this.hungUp.set(id, performance.now());
+          if (counted && !failedUpstream) this.hungUp.set(id, performance.now());
         }
         done();
       });
@@ -270,7 +274,7 @@ function summarize(sent: Sent[], samples: Array<{ busy: boolean[]; queued: numbe
   const propagation = cancelled.flatMap((s) =>
     relays.flatMap((r) => {
       const closedAt = r.hungUp.get(s.id);
-      return closedAt === undefined ? [] : [closedAt - (s.cancelledAt as number)];
+      return closedAt === undefined || closedAt < (s.cancelledAt as number) ? [] : [closedAt - (s.cancelledAt as number)];
     }),
   );
   const idle: Record<string, number | null> = {};
