@@ -89,20 +89,38 @@ describe('an exchange with an upstream over node:http', () => {
 
   it('closes the connection when its signal aborts, and fails with the abort reason', async () => {
     let closed: () => void = () => undefined;
+    let answering: () => void = () => undefined;
     const upstreamClosed = new Promise<void>((resolve) => (closed = resolve));
+    const upstreamAnswering = new Promise<void>((resolve) => (answering = resolve));
     const origin = await upstream((_req, res) => {
       res.writeHead(200);
       res.write('a');
       res.on('close', () => closed());
+      answering();
     });
     const controller = new AbortController();
     const reason = new Error('the client left');
     const pending = send(origin, generous, controller.signal);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await upstreamAnswering;
     controller.abort(reason);
     const outcome = await pending;
     assert.equal(outcome.error, reason);
     await upstreamClosed;
+    origin.close();
+  });
+
+  it('sends nothing when its signal aborted before it started', async () => {
+    let requests = 0;
+    const origin = await upstream((_req, res) => {
+      requests += 1;
+      res.end();
+    });
+    const reason = new Error('the client left while queued');
+    const outcome = await send(origin, generous, AbortSignal.abort(reason));
+    assert.equal(outcome.error, reason);
+    // The same origin still answers, and it saw only this second request.
+    assert.equal((await send(origin, generous)).status, 200);
+    assert.equal(requests, 1);
     origin.close();
   });
 });

@@ -239,3 +239,18 @@ describe('the fast path and express answer alike', () => {
     );
   });
 });
+
+describe('express, loaded with the first request that needs it', () => {
+  it('serves every request that arrives while it loads', async () => {
+    const bridge = await startTestBridge();
+    after(() => bridge.stop(100));
+    const headers = { 'x-bridge-token': bridge.controlToken };
+    const paths = ['/bridge/api/state', '/bridge/api/history', '/bridge/api/whoami'];
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => send(bridge.url, { method: 'GET', path: paths[i % 3] as string, headers })));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200, 200, 200, 200, 200],
+    );
+    assert.match(answers[0]?.body ?? '', /"backends"/);
+  });
+});
