@@ -22,12 +22,30 @@ export interface LoadedModel extends OllamaPsModel {
 
 const MAX_REMEMBERED_MISSES = 256;
 
+/** The entries of model lists by backend and canonical name, and by name alone for the first backend that lists it. */
+function indexed(listings: readonly BackendListing[]): Map<string, OllamaTagModel> {
+  const index = new Map<string, OllamaTagModel>();
+  for (const listing of listings) {
+    for (const model of listing.models ?? []) {
+      const name = canonicalModelName(model.model ?? model.name);
+      index.set(`${listing.backend.name}\u0000${name}`, model);
+      if (!index.has(`\u0000${name}`)) index.set(`\u0000${name}`, model);
+    }
+  }
+  return index;
+}
+
 /**
  * What models each backend has, from their /api/tags. Lists are cached for a short time and
  * refreshed in the background, so routing a request never waits on a model list it already has.
  */
 export class ModelCatalog {
   private listings: BackendListing[] | undefined;
+  /**
+   * The last lists by canonical name, for lookups on every request: "<backend>\0<name>" for one
+   * backend's entry, "\0<name>" for the first backend that lists it.
+   */
+  private listed = new Map<string, OllamaTagModel>();
   private fetchedAt = 0;
   private refreshing: Promise<BackendListing[]> | undefined;
   private readonly shows = new Map<string, Promise<OllamaShowResponse>>();
@@ -51,6 +69,7 @@ export class ModelCatalog {
       }),
     ).then((listings) => {
       this.listings = listings;
+      this.listed = indexed(listings);
       this.fetchedAt = Date.now();
       this.refreshing = undefined;
       return listings;
@@ -70,6 +89,7 @@ export class ModelCatalog {
     this.fetchedAt = 0;
     this.misses.clear();
     this.listings = undefined;
+    this.listed = new Map();
     this.shows.clear();
   }
 
@@ -115,30 +135,23 @@ export class ModelCatalog {
 
   /** Whether the last model lists (as they are, without asking again) have `model` on any backend. */
   lists(model: string): boolean {
-    const key = canonicalModelName(model);
-    return (this.listings ?? []).some((listing) => listing.models?.some((m) => canonicalModelName(m.model ?? m.name) === key) === true);
+    return this.entry(model) !== undefined;
   }
 
-  /** A model as the last model lists (of every backend, or of the one named) gave it, without asking again. */
-  private listed(model: string, backend?: string): OllamaTagModel | undefined {
-    const key = canonicalModelName(model);
-    for (const listing of this.listings ?? []) {
-      if (backend !== undefined && listing.backend.name !== backend) continue;
-      const found = listing.models?.find((m) => canonicalModelName(m.model ?? m.name) === key);
-      if (found !== undefined) return found;
-    }
-    return undefined;
+  /** A model as the last model lists (of the backend named, else the first that lists it) gave it, without asking again. */
+  private entry(model: string, backend?: string): OllamaTagModel | undefined {
+    return this.listed.get(`${backend ?? ''}\u0000${canonicalModelName(model)}`);
   }
 
   /** Whether an installed model is one of Ollama's cloud models (it has a remote_host), as the last lists said. */
   isRemote(model: string): boolean {
-    const remote = this.listed(model)?.remote_host;
+    const remote = this.entry(model)?.remote_host;
     return remote !== undefined && remote !== '';
   }
 
   /** The size of a model's files as the last model lists gave it. */
   sizeOf(model: string): number | undefined {
-    return this.listed(model)?.size;
+    return this.entry(model)?.size;
   }
 
   /**
@@ -146,7 +159,7 @@ export class ModelCatalog {
    * backend lists it: a model created on each instance (rather than pulled) has a digest per instance.
    */
   digestOf(model: string, backend?: string): string | undefined {
-    return this.listed(model, backend)?.digest;
+    return this.entry(model, backend)?.digest;
   }
 
   /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */
