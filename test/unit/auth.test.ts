@@ -392,12 +392,9 @@ describe('JWT', () => {
     jwks.keys = [{ ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' }];
     jwks.failWith = 500;
     const bridge = await bridgeWith(`jwks_url: ${jwks.url}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\njwks_refetch_cooldown_seconds: 0`);
-    const token = await new SignJWT({ sub: 'dana' })
-      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setExpirationTime('5m')
-      .sign(rsa.privateKey);
+    const signed = (key: CryptoKey, kid: string): Promise<string> =>
+      new SignJWT({ sub: 'dana' }).setProtectedHeader({ alg: 'RS256', kid }).setIssuer(ISSUER).setAudience(AUDIENCE).setExpirationTime('5m').sign(key);
+    const token = await signed(rsa.privateKey, 'rsa-1');
     assert.match(await assertShape(await chat(bridge, token), 'openai', 503, 'jwks_unavailable'), /key set \(JWKS\) answered wrongly/);
     assert.match(await assertShape(await call(bridge, 'POST', '/api/chat', bearer(token), SURFACES[0].body), 'ollama', 503), /JWKS/);
     // A token that is bad on its own is refused as such meanwhile, whatever its signature.
@@ -410,13 +407,7 @@ describe('JWT', () => {
     assert.equal((await chat(bridge, token)).status, 200);
     // A key the bridge has not cached yet, from an issuer that cannot be reached at all.
     await jwks.close();
-    const rotated = await generateKeyPair('RS256', { extractable: true });
-    const unknownKid = await new SignJWT({ sub: 'dana' })
-      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-2' })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setExpirationTime('5m')
-      .sign(rotated.privateKey);
+    const unknownKid = await signed((await generateKeyPair('RS256', { extractable: true })).privateKey, 'rsa-2');
     assert.match(await assertShape(await chat(bridge, unknownKid), 'openai', 503, 'jwks_unavailable'), /could not be fetched/);
   });
 
