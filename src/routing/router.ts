@@ -158,14 +158,17 @@ export class Router {
     const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
-    const score = (b: Backend): number[] => [
-      b.health.status === 'failing' || b.modelFailing(model) ? 0 : 1,
-      this.holds(b, model) ? 1 : 0,
-      this.holds(b, model) || this.coldLoadFits(b, model) !== false ? 1 : 0,
-      this.prefers(tier, b) ? 1 : 0,
-      -b.inFlightCount,
-      b.weight,
-    ];
+    const score = (b: Backend): number[] => {
+      const held = this.holds(b, model);
+      return [
+        b.health.status === 'failing' || b.modelFailing(model) ? 0 : 1,
+        held ? 1 : 0,
+        held || this.coldLoadFits(b, model) !== false ? 1 : 0,
+        this.prefers(tier, b) ? 1 : 0,
+        -b.inFlightCount,
+        b.weight,
+      ];
+    };
     return eligible
       .map((backend, index) => ({ backend, key: [...score(backend), -index] }))
       .sort((a, b) => {

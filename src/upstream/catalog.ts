@@ -22,8 +22,16 @@ export interface LoadedModel extends OllamaPsModel {
 
 const MAX_REMEMBERED_MISSES = 256;
 
-/** The entries of model lists by backend and canonical name, and by name alone for the first backend that lists it. */
-function indexed(listings: readonly BackendListing[]): Map<string, OllamaTagModel> {
+/**
+ * One round of model lists, and the same entries by canonical name for lookups on every request:
+ * "<backend>\0<name>" for one backend's entry, "\0<name>" for the first backend that lists it.
+ */
+interface Lists {
+  listings: BackendListing[];
+  index: Map<string, OllamaTagModel>;
+}
+
+function listsOf(listings: BackendListing[]): Lists {
   const index = new Map<string, OllamaTagModel>();
   for (const listing of listings) {
     for (const model of listing.models ?? []) {
@@ -32,7 +40,7 @@ function indexed(listings: readonly BackendListing[]): Map<string, OllamaTagMode
       if (!index.has(`\u0000${name}`)) index.set(`\u0000${name}`, model);
     }
   }
-  return index;
+  return { listings, index };
 }
 
 /**
@@ -40,14 +48,9 @@ function indexed(listings: readonly BackendListing[]): Map<string, OllamaTagMode
  * refreshed in the background, so routing a request never waits on a model list it already has.
  */
 export class ModelCatalog {
-  private listings: BackendListing[] | undefined;
-  /**
-   * The last lists by canonical name, for lookups on every request: "<backend>\0<name>" for one
-   * backend's entry, "\0<name>" for the first backend that lists it.
-   */
-  private listed = new Map<string, OllamaTagModel>();
+  private snapshot: Lists | undefined;
   private fetchedAt = 0;
-  private refreshing: Promise<BackendListing[]> | undefined;
+  private refreshing: Promise<Lists> | undefined;
   private readonly shows = new Map<string, Promise<OllamaShowResponse>>();
   /** When a name was last looked up in fresh lists and found nowhere. */
   private readonly misses = new Map<string, number>();
@@ -57,7 +60,7 @@ export class ModelCatalog {
     private readonly maxAgeMs = 5000,
   ) {}
 
-  private refresh(): Promise<BackendListing[]> {
+  private refresh(): Promise<Lists> {
     this.refreshing ??= Promise.all(
       this.backends.map(async (backend): Promise<BackendListing> => {
         try {
@@ -68,28 +71,31 @@ export class ModelCatalog {
         }
       }),
     ).then((listings) => {
-      this.listings = listings;
-      this.listed = indexed(listings);
+      this.snapshot = listsOf(listings);
       this.fetchedAt = Date.now();
       this.refreshing = undefined;
-      return listings;
+      return this.snapshot;
     });
     return this.refreshing;
   }
 
+  /** The model lists; waits only when there are none yet or `fresh` is asked for. */
+  private async current(fresh: boolean): Promise<Lists> {
+    if (this.snapshot === undefined || fresh) return this.refresh();
+    if (Date.now() - this.fetchedAt > this.maxAgeMs) void this.refresh();
+    return this.snapshot;
+  }
+
   /** Per-backend model lists; waits only when there is no list yet or `fresh` is asked for. */
   async perBackend(fresh = false): Promise<BackendListing[]> {
-    if (this.listings === undefined || fresh) return this.refresh();
-    if (Date.now() - this.fetchedAt > this.maxAgeMs) void this.refresh();
-    return this.listings;
+    return (await this.current(fresh)).listings;
   }
 
   /** Forget cached lists and details, after a pull, create, copy or delete. */
   invalidate(): void {
     this.fetchedAt = 0;
     this.misses.clear();
-    this.listings = undefined;
-    this.listed = new Map();
+    this.snapshot = undefined;
     this.shows.clear();
   }
 
@@ -118,12 +124,11 @@ export class ModelCatalog {
    */
   async holders(model: string): Promise<Backend[]> {
     const key = canonicalModelName(model);
-    const find = (listings: BackendListing[]): Backend[] =>
-      listings.filter((l) => l.models?.some((m) => canonicalModelName(m.model ?? m.name) === key)).map((l) => l.backend);
-    const cached = find(await this.perBackend());
+    const find = ({ listings, index }: Lists): Backend[] => listings.filter((l) => index.has(`${l.backend.name}\u0000${key}`)).map((l) => l.backend);
+    const cached = find(await this.current(false));
     const missedAt = this.misses.get(key);
     if (cached.length > 0 || (missedAt !== undefined && Date.now() - missedAt < this.maxAgeMs)) return cached;
-    const found = find(await this.perBackend(true));
+    const found = find(await this.current(true));
     this.misses.delete(key);
     if (found.length === 0) {
       // Names come from clients: only so many are remembered, the oldest go first.
@@ -140,7 +145,7 @@ export class ModelCatalog {
 
   /** A model as the last model lists (of the backend named, else the first that lists it) gave it, without asking again. */
   private entry(model: string, backend?: string): OllamaTagModel | undefined {
-    return this.listed.get(`${backend ?? ''}\u0000${canonicalModelName(model)}`);
+    return this.snapshot?.index.get(`${backend ?? ''}\u0000${canonicalModelName(model)}`);
   }
 
   /** Whether an installed model is one of Ollama's cloud models (it has a remote_host), as the last lists said. */
