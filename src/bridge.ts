@@ -187,7 +187,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
   const gpuIndexOf = (gpu: number | string): number | undefined =>
     typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
-  const authenticator = new Authenticator(config, controlToken);
+  // The JWT library is loaded only by a bridge that verifies JWTs: idle memory of the others.
+  const jwt = config.auth.jwt === undefined ? undefined : new (await import('./auth/jwt.js')).JwtVerifier(config.auth.jwt);
+  const authenticator = new Authenticator(config, controlToken, jwt);
   const limiter = new Limiter(config, log);
   // Aborted when a stop's grace period ran out; every running generation listens to it.
   const stopDeadline = new AbortController();

@@ -4,7 +4,7 @@ import { authConfigured } from '../config/load.js';
 import type { Config, KeyConfig, Role } from '../config/schema.js';
 import { BridgeError } from '../contract/index.js';
 import type { Identity } from './identity.js';
-import { JwtRejected, JwtVerifier } from './jwt.js';
+import type { JwtVerifier } from './jwt.js';
 import { hashKey } from './keys.js';
 
 /** Constant time whatever the lengths: both sides are hashed first. */
@@ -38,18 +38,17 @@ export function credentialOf(headers: IncomingHttpHeaders): string | undefined {
 export class Authenticator {
   readonly required: boolean;
   private readonly keys = new Map<string, Identity>();
-  private readonly jwt: JwtVerifier | undefined;
-
+  /** @param jwt The verifier of auth.jwt, when that is configured (its JWT library is loaded only then). */
   constructor(
     private readonly config: Config,
     private readonly controlToken: string,
+    private readonly jwt?: JwtVerifier,
   ) {
     this.required = authConfigured(config);
     config.server.api_keys.forEach((key, index) => {
       this.keys.set(hashKey(key), this.identity({ name: `server.api_keys[${index}]`, role: 'user', via: 'api_key' }));
     });
     for (const key of config.auth.keys) this.keys.set(key.hash, this.fromKey(key));
-    this.jwt = config.auth.jwt === undefined ? undefined : new JwtVerifier(config.auth.jwt);
   }
 
   /** Fills in what the team adds: its cloud policy and model allow-list. */
@@ -87,13 +86,8 @@ export class Authenticator {
     const byKey = this.keys.get(hashKey(credential));
     if (byKey !== undefined) return byKey;
     if (this.jwt !== undefined && JWT_SHAPE.test(credential)) {
-      try {
-        const claims = await this.jwt.verify(credential);
-        return this.identity({ ...claims, via: 'jwt' });
-      } catch (error) {
-        if (!(error instanceof JwtRejected)) throw error;
-        throw new BridgeError(401, error.message, { code: 'invalid_token' });
-      }
+      const claims = await this.jwt.verify(credential);
+      return this.identity({ ...claims, via: 'jwt' });
     }
     // Without auth configured, clients that send a placeholder key ("ollama", "sk-...") are the local user.
     if (!this.required) return this.anonymous();

@@ -12,8 +12,9 @@ export interface JwtClaims {
   role: Role;
 }
 
-export class JwtRejected extends Error {
-  override name = 'JwtRejected';
+/** A token refused on its own account: 401, which asks the client for a new one. */
+function rejected(message: string, cause?: unknown): BridgeError {
+  return new BridgeError(401, message, { code: 'invalid_token', cause });
 }
 
 /** A text claim, or the first text of a list claim (groups, roles). A dotted name reaches into objects ("realm_access.roles"). */
@@ -60,6 +61,7 @@ export class JwtVerifier {
     }
   }
 
+  /** The holder's claims; a refused token throws a 401 BridgeError (invalid_token), an unreachable key set a 503 (jwks_unavailable). */
   async verify(token: string): Promise<JwtClaims> {
     let payload: JWTPayload;
     try {
@@ -76,18 +78,18 @@ export class JwtVerifier {
         // The key set is fetched before anything else is checked: a token that is bad on its own
         // (expired, another issuer or audience) is refused as such, not answered "retry later".
         const problem = claimsProblem(token, this.config);
-        if (problem !== undefined) throw new JwtRejected(problem, { cause: error });
+        if (problem !== undefined) throw rejected(problem, error);
         // Otherwise the token may be fine: 503, which clients retry, rather than 401, which asks for a new login.
         throw new BridgeError(503, `the token cannot be checked now: the issuer's key set (JWKS) ${unavailableWhy(error)}`, {
           code: 'jwks_unavailable',
           cause: error,
         });
       }
-      throw new JwtRejected(describe(error), { cause: error });
+      throw rejected(describe(error), error);
     }
     const { claims } = this.config;
     const name = texts(claim(payload, claims.name))[0];
-    if (name === undefined) throw new JwtRejected(`the token has no '${claims.name}' claim to name its holder`);
+    if (name === undefined) throw rejected(`the token has no '${claims.name}' claim to name its holder`);
     const roles = texts(claim(payload, claims.role)).filter((r): r is Role => (ROLES as readonly string[]).includes(r));
     const role = ROLES.find((r) => roles.includes(r)) ?? this.config.default_role;
     return { name, team: texts(claim(payload, claims.team))[0] ?? null, role };
