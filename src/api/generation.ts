@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerResponse } from 'node:http';
 import { sendJson, whenClosed, type ApiRequest } from './call.js';
 import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
+import { printable } from '../routing/signals.js';
 import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
@@ -119,11 +120,10 @@ function noteResults(outcome: GenerationOutcome, results: readonly GenerationRes
 
 /** Response headers that say how the request was routed and who answered. */
 export function setRouteHeaders(res: ServerResponse, route: RouteDecision, source: string, model: string): void {
-  const safe = (text: string): string => text.replace(/[^\x20-\x7e]/g, '?');
-  res.setHeader('x-bridge-model', safe(model));
-  res.setHeader('x-bridge-backend', safe(source));
+  res.setHeader('x-bridge-model', printable(model));
+  res.setHeader('x-bridge-backend', printable(source));
   res.setHeader('x-bridge-tier', route.tier ?? 'none');
-  res.setHeader('x-bridge-route-reason', safe(route.reason));
+  res.setHeader('x-bridge-route-reason', printable(route.reason));
 }
 
 /** Yields [index, value] from several async iterators as each produces, until all are done. */

@@ -70,6 +70,16 @@ export function schedulerChoices<B extends { name: string }>(spread: boolean, no
   return roomy.length > 0 ? roomy : [...usable];
 }
 
+/** The backends for a model, best first, and why. */
+export interface Ranking {
+  candidates: Backend[];
+  why: string;
+  /** Backends whose GPU lacks the VRAM to load the model. */
+  noRoom: string[];
+  /** Whether any backend lists the model. */
+  installed: boolean;
+}
+
 /** No model or backend for the request; clients read it as an unknown model. */
 export class RouteError extends BridgeError {
   constructor(status: 400 | 404 | 503, message: string) {
@@ -111,28 +121,31 @@ export class Router {
    * requests in flight, the higher weight. With dual-GPU off the primary comes first and the
    * others follow only as failover for retries.
    */
-  async rank(model: string, tier: Tier | null): Promise<{ candidates: Backend[]; why: string; noRoom: string[] }> {
+  async rank(model: string, tier: Tier | null): Promise<Ranking> {
     const notes: string[] = [];
+    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
+    const installed = holders.size > 0;
     if (!this.settings.dualGpu) {
       const primary = await this.available([this.primary], model);
-      const standby = await this.ordered(model, tier, await this.available(this.backends.slice(1), model));
-      if (primary.length > 0) return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)`, noRoom: [] };
+      const standby = this.backends.length > 1 ? this.ordered(model, tier, await this.available(this.backends.slice(1), model), holders) : [];
+      if (primary.length > 0)
+        return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)`, noRoom: [], installed };
       if (standby.length > 0)
         return {
           candidates: standby,
           why: `primary ${this.primary.name} is ${this.stateOf(this.primary, model)}; failing over to ${standby[0]?.name}`,
           noRoom: [],
+          installed,
         };
     }
     const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
       const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
-      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [] };
+      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [], installed };
     }
 
-    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
     if (!available.some((b) => holders.has(b.name))) notes.push('no backend lists the model');
-    const ordered = await this.ordered(model, tier, available);
+    const ordered = this.ordered(model, tier, available, holders);
     const chosen = ordered[0] as Backend;
     if (this.holds(chosen, model)) notes.push(`${chosen.name} holds the model`);
     else if (this.prefers(tier, chosen)) notes.push(`${chosen.name} is the preferred GPU`);
@@ -145,7 +158,7 @@ export class Router {
       if (other.inFlightCount > chosen.inFlightCount) notes.push(`${other.name} busy (${other.inFlightCount} in flight)`);
     }
     for (const down of this.backends.filter((b) => !b.canTake(model))) notes.push(`${down.name} ${this.stateOf(down, model)}`);
-    return { candidates: ordered, why: notes.join('; '), noRoom };
+    return { candidates: ordered, why: notes.join('; '), noRoom, installed };
   }
 
   /** Whether `backend` has `model` in memory, under its own name or another name of its file there. */
@@ -154,8 +167,7 @@ export class Router {
   }
 
   /** Backends that have the model first (all, if none has it), then by the preference order above. */
-  private async ordered(model: string, tier: Tier | null, available: readonly Backend[]): Promise<Backend[]> {
-    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
+  private ordered(model: string, tier: Tier | null, available: readonly Backend[], holders: ReadonlySet<string>): Backend[] {
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
     const score = (b: Backend): number[] => {
@@ -243,8 +255,8 @@ export class Router {
       }
     }
     const model = this.settings.models[tier];
-    const { candidates, why, noRoom } = await this.rank(model, tier);
-    if (candidates.length > 0 && (await this.catalog.holders(model)).length === 0) {
+    const { candidates, why, noRoom, installed } = await this.rank(model, tier);
+    if (candidates.length > 0 && !installed) {
       throw new RouteError(
         404,
         `model '${model}' of the ${tier} tier (for '${input.requestedModel}') is not installed on any backend; pull it or change models.${tier}`,

@@ -199,6 +199,9 @@ export class Scheduler {
     const why = [best, ...estimates.filter((e) => e !== best)].map(describe).join('; ');
     const tie = estimates.some((e) => e !== best && e.ms - best.ms <= TIE_MS);
     const pool = this.pool(best.backend, request.model);
+    const arrival = { lane: request.lane, arrivedAt: this.clock.now(), client: request.client, weight, why, tie };
+    // Nothing waiting there and a slot free: its turn is now, without a place in the queue.
+    if (pool.queue.length === 0 && this.fits(pool, arrival)) return Promise.resolve(this.dispatch(pool, arrival));
 
     return new Promise<Slot>((resolve, reject) => {
       const onAbort = (): void => {
@@ -211,12 +214,7 @@ export class Scheduler {
         timer?.cancel();
       };
       const entry: Entry = {
-        lane: request.lane,
-        arrivedAt: this.clock.now(),
-        client: request.client,
-        weight,
-        why,
-        tie,
+        ...arrival,
         pool,
         grant: (slot) => {
           settle();
@@ -351,7 +349,7 @@ export class Scheduler {
   }
 
   /** Whether `entry` may start now: a free slot, and for other lanes than fim one outside the reserve. */
-  private fits(pool: Pool, entry: Entry): boolean {
+  private fits(pool: Pool, entry: Pick<Entry, 'lane' | 'weight'>): boolean {
     if (pool.running === 0) return true;
     if (pool.running + entry.weight > this.options.slots(pool.backend)) return false;
     return entry.lane === 'fim' || pool.runningOther + entry.weight <= this.capacity(pool.backend, entry.lane);

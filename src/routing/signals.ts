@@ -63,12 +63,20 @@ const CLIENT_PATTERNS: ReadonlyArray<[RegExp, ClientName]> = [
 const BACKGROUND_INTERACTIONS = new Set(['conversation-background', 'conversation-subagent']);
 const BACKGROUND_INTENTS = new Set(['summary', 'conversation-summary', 'title', 'conversation-title', 'progress-messages']);
 
+const NOT_PRINTABLE = /[^\x20-\x7e]/;
+const NOT_PRINTABLE_ALL = /[^\x20-\x7e]/g;
+
+/** Text fit for a header value: each character outside printable ASCII as '?'. */
+export function printable(text: string): string {
+  return NOT_PRINTABLE.test(text) ? text.replace(NOT_PRINTABLE_ALL, '?') : text;
+}
+
 /** At most 200 printable characters of one header, or null. */
 function header(headers: HeaderBag, name: string): string | null {
   const raw = headers[name];
   const value = Array.isArray(raw) ? raw[0] : raw;
   if (value === undefined || value === '') return null;
-  return value.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+  return printable(value.length > 200 ? value.slice(0, 200) : value);
 }
 
 /** The client's name from Codex's originator or the User-Agent. */
@@ -78,8 +86,20 @@ export function clientName(userAgent: string | null, originator: string | null):
   return CLIENT_PATTERNS.find(([pattern]) => pattern.test(userAgent))?.[1] ?? 'other';
 }
 
-/** The client signals of one request, read from its headers. */
+/** Signals already read, by the headers object of their request (several layers ask for them). */
+const readSignals = new WeakMap<HeaderBag, ClientSignals>();
+
+/** The client signals of one request, read from its headers once; the same object each time, not to be changed. */
 export function clientSignals(headers: HeaderBag): ClientSignals {
+  let signals = readSignals.get(headers);
+  if (signals === undefined) {
+    signals = readClientSignals(headers);
+    readSignals.set(headers, signals);
+  }
+  return signals;
+}
+
+function readClientSignals(headers: HeaderBag): ClientSignals {
   const userAgent = header(headers, 'user-agent');
   const originator = header(headers, 'originator');
   const interaction = header(headers, 'x-interaction-type');
