@@ -90,8 +90,16 @@ async function gpuPollingShare(seconds: number): Promise<number> {
   return ((used.user + used.system) / 1000 / elapsed) * 100;
 }
 
-type Name = 'direct' | 'floor' | 'express' | 'bridge';
-const NAMES: readonly Name[] = ['direct', 'floor', 'express', 'bridge'];
+type Name = 'direct' | 'floor' | 'express' | 'plumbing' | 'bridge';
+/** What each target is called in the tables, in their order. */
+const COLUMNS: Readonly<Record<Name, string>> = {
+  direct: 'direct',
+  floor: 'floor',
+  express: 'express + undici',
+  plumbing: 'plumbing',
+  bridge: 'copilot-bridge',
+};
+const NAMES = Object.keys(COLUMNS) as Name[];
 
 interface PathResults {
   /** Percentiles of the latency at 1 client (direct: absolute; proxies: added to the direct call's). */
@@ -110,10 +118,12 @@ async function measure(): Promise<Run> {
   const upstreamPort = await freePort();
   const floorPort = await freePort();
   const expressPort = await freePort();
+  const plumbingPort = await freePort();
   const bridgePort = await freePort();
   const upstream = await forkTs('bench/upstream.ts', [String(upstreamPort)]);
   const floor = await forkTs('bench/floor-proxy.ts', [String(floorPort), String(upstreamPort)]);
   const express = await forkTs('bench/express-proxy.ts', [String(expressPort), String(upstreamPort)]);
+  const plumbing = await forkTs('bench/plumbing-proxy.ts', [String(plumbingPort), String(upstreamPort)]);
   const bridge = await startBridgeProcess(bridgePort, upstreamPort);
   await sleep(1500);
   const idleRss = { bridge: rssMb(bridge.pid as number), floor: rssMb(floor.pid as number) };
@@ -122,6 +132,7 @@ async function measure(): Promise<Run> {
     direct: target('direct', upstreamPort, undefined, CONCURRENCY),
     floor: target('floor', floorPort, floor.pid, CONCURRENCY),
     express: target('express', expressPort, express.pid, CONCURRENCY),
+    plumbing: target('plumbing', plumbingPort, plumbing.pid, CONCURRENCY),
     bridge: target('bridge', bridgePort, bridge.pid, CONCURRENCY),
   };
 
@@ -249,9 +260,9 @@ async function main(): Promise<void> {
       return { ratio: ratio(values.bridge, values.floor), run: values };
     });
     const { ratio: r, run: values } = medianRun(each);
-    const show = (name: Name): string => (values[name] === null ? '' : String(values[name]));
+    const cells = NAMES.map((name) => (values[name] === null ? '' : String(values[name])));
     rows.push(
-      `| ${measure}, ${surface} (${unit}) | ${show('direct')} | ${show('floor')} | ${show('express')} | ${show('bridge')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`,
+      `| ${measure}, ${surface} (${unit}) | ${cells.join(' | ')} | **${Number.isNaN(r) ? 'n/a' : `${r}x`}** | ${spread(each.map((e) => e.ratio))} | <= ${limit}x | ${verdict(r, limit)} |`,
     );
   };
   for (const surface of SURFACES) {
@@ -266,15 +277,11 @@ async function main(): Promise<void> {
   const informative: string[] = [];
   for (const surface of SURFACES) {
     const r = (runs[Math.floor((runs.length - 1) / 2)] as Run).paths[surface];
-    informative.push(
-      `| added p50, 32 clients, ${surface} (ms) | ${r.c32.direct.p50} | ${r.c32.floor.p50} | ${r.c32.express.p50} | ${r.c32.bridge.p50} | ${ratio(r.c32.bridge.p50, r.c32.floor.p50)}x |`,
-    );
-    informative.push(
-      `| added p99, 1 client, ${surface} (ms) | ${r.c1.direct.p99} | ${r.c1.floor.p99} | ${r.c1.express.p99} | ${r.c1.bridge.p99} | ${ratio(r.c1.bridge.p99, r.c1.floor.p99)}x |`,
-    );
-    informative.push(
-      `| requests/s at 32 clients, ${surface} | ${r.rate.direct} | ${r.rate.floor} | ${r.rate.express} | ${r.rate.bridge} | ${ratio(r.rate.bridge, r.rate.floor)}x |`,
-    );
+    const line = (measure: string, values: Record<Name, number>): string =>
+      `| ${measure} | ${NAMES.map((name) => values[name]).join(' | ')} | ${ratio(values.bridge, values.floor)}x |`;
+    informative.push(line(`added p50, 32 clients, ${surface} (ms)`, byP(r.c32, 'p50')));
+    informative.push(line(`added p99, 1 client, ${surface} (ms)`, byP(r.c1, 'p99')));
+    informative.push(line(`requests/s at 32 clients, ${surface}`, r.rate));
   }
   const profiles = ['before', 'after']
     .map((label) => path.join('bench', `profile-${label}.md`))
@@ -286,19 +293,21 @@ async function main(): Promise<void> {
     `## Proxy cost against a fast upstream stand-in`,
     '',
     `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
-    `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts).`,
+    `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts), "plumbing" what the bridge is built from without any of its features: node:http, undici's dispatcher, the body and every answer line parsed and serialized again (bench/plumbing-proxy.ts).`,
     `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests of warm-up on each path at ${CONCURRENCY} clients: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
-    '| measure | direct | floor | express + undici | copilot-bridge | bridge / floor | spread | target | |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    `| measure | ${NAMES.map((name) => COLUMNS[name]).join(' | ')} | bridge / floor | spread | target | |`,
+    `|${' --- |'.repeat(NAMES.length + 5)}`,
     ...rows,
-    `| idle RSS, headless (MB) | | ${rss.run.floorIdle} | | ${rss.run.bridgeIdle} | | ${spread(runs.map((r) => r.rssMb.bridgeIdle))} | <= 60 MB | ${verdict(rss.run.bridgeIdle, 60)} |`,
-    `| client hang-up to upstream abort (ms) | | ${abort.run.floor} | never | ${abort.run.bridge} | | ${spread(runs.map((r) => r.abortMs.bridge))} | <= 20 ms | ${verdict(abort.run.bridge, 20)} |`,
+    `| idle RSS, headless (MB) | | ${rss.run.floorIdle} | | | ${rss.run.bridgeIdle} | | ${spread(runs.map((r) => r.rssMb.bridgeIdle))} | <= 60 MB | ${verdict(rss.run.bridgeIdle, 60)} |`,
+    `| client hang-up to upstream abort (ms) | | ${abort.run.floor} | never | | ${abort.run.bridge} | | ${spread(runs.map((r) => r.abortMs.bridge))} | <= 20 ms | ${verdict(abort.run.bridge, 20)} |`,
     '',
     'For information (the middle run):',
     '',
-    '| measure | direct (absolute) | floor | express + undici | copilot-bridge | bridge / floor |',
-    '| --- | --- | --- | --- | --- | --- |',
+    `| measure | direct (absolute) | ${NAMES.slice(1)
+      .map((name) => COLUMNS[name])
+      .join(' | ')} | bridge / floor |`,
+    `|${' --- |'.repeat(NAMES.length + 2)}`,
     ...informative,
     '',
     `Bridge RSS ${rss.run.bridgeAfterLoad} MB after the run.`,
