@@ -76,7 +76,7 @@ export interface Ranking {
   why: string;
   /** Backends whose GPU lacks the VRAM to load the model. */
   noRoom: string[];
-  /** Whether any backend lists the model. */
+  /** Whether any backend lists the model (not asked when no backend can take traffic). */
   installed: boolean;
 }
 
@@ -123,11 +123,16 @@ export class Router {
    */
   async rank(model: string, tier: Tier | null): Promise<Ranking> {
     const notes: string[] = [];
-    const holders = new Set((await this.catalog.holders(model)).map((b) => b.name));
-    const installed = holders.size > 0;
+    // Asked once, and only after the backends were checked: a check may bring one back, and a
+    // lookup while all are down would remember the model as missing.
+    let listed: ReadonlySet<string> | undefined;
+    const listing = async (): Promise<ReadonlySet<string>> => (listed ??= new Set((await this.catalog.holders(model)).map((b) => b.name)));
     if (!this.settings.dualGpu) {
       const primary = await this.available([this.primary], model);
-      const standby = this.backends.length > 1 ? this.ordered(model, tier, await this.available(this.backends.slice(1), model), holders) : [];
+      const spare = this.backends.length > 1 ? await this.available(this.backends.slice(1), model) : [];
+      const holders = await listing();
+      const standby = this.ordered(model, tier, spare, holders);
+      const installed = holders.size > 0;
       if (primary.length > 0)
         return { candidates: [this.primary, ...standby], why: `${this.primary.name} is the primary (dual-GPU off)`, noRoom: [], installed };
       if (standby.length > 0)
@@ -141,9 +146,11 @@ export class Router {
     const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
       const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
-      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [], installed };
+      return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [], installed: listed !== undefined && listed.size > 0 };
     }
 
+    const holders = await listing();
+    const installed = holders.size > 0;
     if (!available.some((b) => holders.has(b.name))) notes.push('no backend lists the model');
     const ordered = this.ordered(model, tier, available, holders);
     const chosen = ordered[0] as Backend;

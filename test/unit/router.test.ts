@@ -38,7 +38,7 @@ async function routerOver(
   const catalog = new ModelCatalog(backends);
   const router = new Router(config, backends, catalog, settingsFrom(config), options.coldLoadFits);
   const [gpu0Backend, gpu1Backend] = backends as [Backend, Backend];
-  return { router, gpu0: gpu0Backend, gpu1: gpu1Backend };
+  return { router, catalog, standIns: [a, b], gpu0: gpu0Backend, gpu1: gpu1Backend };
 }
 
 const names = (ranked: { candidates: Backend[] }): string[] => ranked.candidates.map((b) => b.name);
@@ -89,6 +89,22 @@ describe('router ranking', () => {
     gpu0.noteFailure('boom');
     gpu0.noteFailure('boom');
     assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1'], 'an open circuit takes no traffic');
+  });
+
+  it('asks for the model lists only when a backend can take traffic: a lookup while all are down would remember the model as missing', async () => {
+    const { router, catalog, standIns, gpu0, gpu1 } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [] });
+    let lookups = 0;
+    const holders = catalog.holders.bind(catalog);
+    catalog.holders = (model) => {
+      lookups += 1;
+      return holders(model);
+    };
+    for (const standIn of standIns) await standIn.close();
+    await Promise.all([gpu0.check(1000), gpu1.check(1000)]);
+    const ranked = await router.rank(SMALL, null);
+    assert.deepEqual(names(ranked), []);
+    assert.match(ranked.why, /no backend can take traffic/);
+    assert.equal(lookups, 0);
   });
 
   it('with dual-GPU off sends everything to the primary, the others only as failover', async () => {
