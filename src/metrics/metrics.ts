@@ -214,10 +214,7 @@ export class BridgeMetrics {
     if (record.savedDollars !== null && record.savedDollars > 0) this.saved.inc(who, record.savedDollars);
   }
 
-  /**
-   * The series one request counts in, looked up once per label combination: prom-client would
-   * otherwise check and hash the labels on every call, five times per request.
-   */
+  /** The series one request counts in, built once per label combination rather than a label object per call. */
   private seriesOf(tier: string, model: string, backend: string, status: string): Series {
     const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}`;
     let series = this.series.get(key);
