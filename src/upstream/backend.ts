@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
-import type { Dispatcher, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth } from './health.js';
+import { LazyPool } from './lazy-pool.js';
 import { canonicalModelName } from '../contract/index.js';
 import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
@@ -65,9 +66,7 @@ export class Backend implements GenerationSource {
   readonly host: string;
   private readonly origin: UpstreamOrigin;
   private readonly timeouts: ExchangeTimeouts;
-  private pool: Promise<Pool> | undefined;
-  /** The pool once loaded: a generation then dispatches without waiting a turn. */
-  private loadedPool: Pool | undefined;
+  private readonly pool: LazyPool;
   private readonly basePath: string;
   private inFlight = 0;
   private requests = 0;
@@ -89,20 +88,12 @@ export class Backend implements GenerationSource {
     this.basePath = this.url.pathname.replace(/\/+$/, '');
     this.origin = new UpstreamOrigin(this.url, IDLE_CONNECTION_MS);
     this.timeouts = { connectMs: limits.connectMs, firstByteMs: limits.firstByteMs, idleMs: limits.idleMs };
-  }
-
-  private connections(): Promise<Pool> {
-    const { limits } = this;
-    this.pool ??= import('undici').then(({ Pool }) => {
-      this.loadedPool = new Pool(this.url.origin, {
-        connect: { timeout: limits.connectMs },
-        headersTimeout: limits.firstByteMs,
-        bodyTimeout: limits.idleMs,
-        keepAliveTimeout: IDLE_CONNECTION_MS,
-      });
-      return this.loadedPool;
+    this.pool = new LazyPool(this.url.origin, {
+      connect: { timeout: limits.connectMs },
+      headersTimeout: limits.firstByteMs,
+      bodyTimeout: limits.idleMs,
+      keepAliveTimeout: IDLE_CONNECTION_MS,
     });
-    return this.pool;
   }
 
   /**
@@ -113,7 +104,7 @@ export class Backend implements GenerationSource {
     const model = this.begin(request.model);
     const started = performance.now();
     try {
-      const pool = await this.connections();
+      const pool = await this.pool.get();
       const response = await pool.request({
         method: request.method,
         path: this.basePath + request.path,
@@ -164,7 +155,7 @@ export class Backend implements GenerationSource {
    * less CPU per request than a node:http client with a keep-alive agent doing the same.)
    */
   async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
-    const pool = this.loadedPool ?? (await this.connections());
+    const pool = this.pool.made ?? (await this.pool.get());
     const model = this.begin(String(request.body.model));
     const started = performance.now();
     const { signal } = request;
@@ -348,6 +339,6 @@ export class Backend implements GenerationSource {
 
   async close(): Promise<void> {
     this.origin.close();
-    await (await this.pool)?.destroy();
+    await this.pool.destroy();
   }
 }

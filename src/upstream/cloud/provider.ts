@@ -1,6 +1,7 @@
-import type { Dispatcher, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
 import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import { LazyPool } from '../lazy-pool.js';
 import { readText } from '../lines.js';
 import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
@@ -14,7 +15,7 @@ export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGen
 export abstract class CloudProvider implements GenerationSource {
   readonly kind = 'cloud';
   readonly name: string;
-  private pool: Promise<Pool> | undefined;
+  private readonly pool: LazyPool;
   private readonly base: URL;
 
   constructor(
@@ -24,12 +25,8 @@ export abstract class CloudProvider implements GenerationSource {
   ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
-  }
-
-  private connections(): Promise<Pool> {
-    const timeoutMs = this.config.timeout_seconds * 1000;
-    this.pool ??= import('undici').then(({ Pool }) => new Pool(this.base.origin, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs }));
-    return this.pool;
+    const timeoutMs = config.timeout_seconds * 1000;
+    this.pool = new LazyPool(this.base.origin, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   }
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
@@ -40,7 +37,7 @@ export abstract class CloudProvider implements GenerationSource {
     url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
     let response: Dispatcher.ResponseData;
     try {
-      const pool = await this.connections();
+      const pool = await this.pool.get();
       response = await pool.request({
         method: 'POST',
         path: url.pathname + url.search,
@@ -64,6 +61,6 @@ export abstract class CloudProvider implements GenerationSource {
   }
 
   async close(): Promise<void> {
-    await (await this.pool)?.destroy();
+    await this.pool.destroy();
   }
 }
