@@ -353,9 +353,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
     metricsApp.use(guard(config), requireIdentity(authenticator));
-    const routes = express.Router();
     mountRoutes(
-      routes,
+      metricsApp,
       observabilityRoutes({
         backends,
         registry: metrics.registry,
@@ -364,7 +363,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         draining: () => server.draining,
       }),
     );
-    metricsApp.use(routes);
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);

@@ -38,8 +38,8 @@ export function whenClosed(res: ServerResponse, onClose: () => void): () => void
   return () => res.off('close', onClose);
 }
 
-/** Mounts client API routes on an express router: the same handlers the fast path calls. */
-export function mountRoutes(router: ExpressRouter, routes: readonly ApiRoute[]): void {
+/** Mounts client API routes on an express router or app: the same handlers the fast path calls. */
+export function mountRoutes(router: Pick<ExpressRouter, 'get' | 'post'>, routes: readonly ApiRoute[]): void {
   for (const route of routes) {
     if (route.method === 'GET') router.get(route.path, route.handler);
     else router.post(route.path, route.handler);

@@ -48,9 +48,7 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   app.use(anthropicRoutes(context, express.Router()));
   app.use(copilotRoutes(context, express.Router()));
   app.use(controlRoutes(parts.control));
-  const observability = express.Router();
-  mountRoutes(observability, parts.observability);
-  app.use(observability);
+  mountRoutes(app, parts.observability);
   app.use(uiRoutes(parts.uiDir ?? defaultUiDir()));
   // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
   app.all('/api/*rest', toPrimary);
