@@ -42,6 +42,8 @@ const CONCURRENCY = 32;
 const WARMUP = quick ? 1500 : 4000;
 const ROUNDS = 3;
 const STREAM_ROUNDS = quick ? 10 : 40;
+/** Streams per target and surface, 16 at a time, before streams are measured. */
+const STREAM_WARMUP = quick ? 160 : 480;
 const STREAM_PIECES = 10;
 const STREAM_GAP_MS = 5;
 
@@ -140,6 +142,14 @@ async function measure(): Promise<Run> {
   // measured first otherwise carried each process's start-up (JIT compilation, heap growth), which
   // made its CPU per request about twice the steady one, the floor's included.
   for (const surface of SURFACES) for (const name of NAMES) await load(targets[name], surface, WARMUP, CONCURRENCY);
+  // Streams as well: the floor and the plumbing pass a stream through the same code as a single
+  // answer, but the bridge writes streams with code of its own, which was otherwise measured
+  // before V8 had optimized it.
+  for (const surface of SURFACES) {
+    for (const name of NAMES) {
+      await Promise.all(Array.from({ length: 16 }, () => streamTimes(targets[name], surface, STREAM_WARMUP / 16, STREAM_PIECES, 0)));
+    }
+  }
   const results = {} as Record<Surface, PathResults>;
   for (const surface of SURFACES) {
     // Interleaved rounds, so that drift hits every path alike.
@@ -294,7 +304,7 @@ async function main(): Promise<void> {
     '',
     `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts), "plumbing" what the bridge is built from without any of its features: node:http, undici's dispatcher, the body and every answer line parsed and serialized again (bench/plumbing-proxy.ts).`,
-    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests of warm-up on each path at ${CONCURRENCY} clients: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
+    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests and ${STREAM_WARMUP} streams of warm-up on each path: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
     `| measure | ${NAMES.map((name) => COLUMNS[name]).join(' | ')} | bridge / floor | spread | target | |`,
     `|${' --- |'.repeat(NAMES.length + 5)}`,
