@@ -41,7 +41,7 @@ const CONCURRENCY = 32;
 /** Requests per target and surface at full load before anything is measured. */
 const WARMUP = quick ? 1500 : 4000;
 const ROUNDS = 3;
-const STREAM_ROUNDS = quick ? 10 : 60;
+const STREAMS = quick ? 10 : 60;
 /** Streams per target and surface, 16 at a time, before streams are measured. */
 const STREAM_WARMUP = quick ? 160 : 480;
 const STREAM_PIECES = 10;
@@ -171,7 +171,7 @@ async function measure(): Promise<Run> {
     const streams = new Map<Name, { firstByte: number[]; chunkDelay: number[] }>(NAMES.map((n) => [n, { firstByte: [], chunkDelay: [] }]));
     // One stream per target in turn: a single stream's figures move with how busy the machine is
     // at that moment, so that drift hits every target alike.
-    for (let streamIndex = 0; streamIndex < STREAM_ROUNDS; streamIndex++) {
+    for (let streamIndex = 0; streamIndex < STREAMS; streamIndex++) {
       for (const name of NAMES) {
         const times = await streamTimes(targets[name], surface, 1, STREAM_PIECES, STREAM_GAP_MS);
         streams.get(name)?.firstByte.push(...times.firstByte);
@@ -245,7 +245,7 @@ async function main(): Promise<void> {
       concurrent: CONCURRENT,
       concurrency: CONCURRENCY,
       rounds: ROUNDS,
-      streams: STREAM_ROUNDS,
+      streams: STREAMS,
       piecesPerStream: STREAM_PIECES,
       runs: RUNS,
     },
@@ -306,7 +306,7 @@ async function main(): Promise<void> {
     '',
     `${m.cpus} cores (${m.cpu}), Node ${m.node}, ${m.date}; ${RUNS} run${RUNS === 1 ? '' : 's'}, 1-minute load average at the end of each: ${runs.map((r) => r.loadAverage).join(', ')}. Client, proxies and upstream share the machine.`,
     `Upstream: a stand-in answering at once (one line, or a stream of ${STREAM_PIECES} pieces ${STREAM_GAP_MS} ms apart). Every figure of a proxy is what it adds to the direct call, measured in the same run; the floor is the thinnest node:http + pipe reverse proxy (bench/floor-proxy.ts), "express + undici" the framework alone (bench/express-proxy.ts), "plumbing" what the bridge is built from without any of its features: node:http, undici's dispatcher, the body and every answer line parsed and serialized again (bench/plumbing-proxy.ts).`,
-    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests and ${STREAM_WARMUP} streams of warm-up on each path: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAM_ROUNDS} streams, one per target in turn. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
+    `The bridge runs headless (\`copilot-bridge serve\`) with routing, history, metrics and GPU monitoring on; native = \`/api/chat\` with a named model, openai = \`/v1/chat/completions\` with \`auto\` (classified per request). Per run, path and target, after ${WARMUP} requests and ${STREAM_WARMUP} streams of warm-up on each path: ${CONCURRENT} requests at ${CONCURRENCY} clients and ${SEQUENTIAL} at 1 client, in ${ROUNDS} interleaved rounds, and ${STREAMS} streams, one per target in turn. CPU = user + system time of the proxy's process (all threads) over the 32-client rounds, divided by the requests. Each row shows the run with the median ratio; "spread" is the lowest and highest ratio of all runs.`,
     '',
     `| measure | ${NAMES.map((name) => COLUMNS[name]).join(' | ')} | bridge / floor | spread | target | |`,
     `|${' --- |'.repeat(NAMES.length + 5)}`,
