@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -9,7 +9,7 @@ import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 import { sampleRecord } from '../support/history.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The dashboard in real Chromium against a real bridge: two real Ollama instances as GPU0/GPU1 and
@@ -35,10 +35,7 @@ describe('dashboard in Chromium', { skip }, () => {
     for (const instance of [gpu0, gpu1])
       await (await fetch(`${instance.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: RIG_MODELS.simple, keep_alive: '30m' }) })).text();
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
-    const file = path.join(tempDir('bridge-e2e-'), 'config.yaml');
-    writeFileSync(
-      file,
-      `gpu_monitor:
+    const file = configFile(`gpu_monitor:
   command: ${smi.command}
   interval_seconds: 0.5
 dual_gpu: true
@@ -54,8 +51,7 @@ routing:
     complex_keywords: [architect]
   health:
     interval_seconds: 0.5
-`,
-    );
+`);
     bridge = await startTestBridge({ file });
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

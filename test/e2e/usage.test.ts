@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -11,7 +11,7 @@ import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The Usage view in real Chromium: people of two teams generate through a bridge on real Ollama
@@ -31,9 +31,7 @@ describe('Usage view in Chromium', { skip }, () => {
     rig = await startRig(1);
     const [gpu0] = rig.instances as [RigInstance];
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
-    const file = path.join(tempDir('usage-e2e-'), 'config.yaml');
-    writeFileSync(
-      file,
+    const file = configFile(
       YAML.stringify({
         gpu_monitor: { command: smi.command, interval_seconds: 0.5 },
         backends: [{ name: 'gpu0', url: gpu0.url, gpu: 0 }],

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The Anthropic Messages API and the OpenAI Responses API through the bridge in front of a real
@@ -38,8 +36,7 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
 
   before(async () => {
     rig = await startRig(1);
-    const file = path.join(tempDir('bridge-agent-apis-'), 'config.yaml');
-    writeFileSync(file, CONFIG);
+    const file = configFile(CONFIG);
     bridge = await startTestBridge({ file, env: { OLLAMA_HOST: (rig.instances[0] as RigInstance).url } });
     anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
     openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });

@@ -8,7 +8,7 @@ import type { HistoryRecord } from '../../src/history/store.js';
 import { cliUnavailable, ensureAgentCli } from '../support/agent-clis.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 
 /**
  * The real Claude Code and Codex CLIs, headless, against the bridge: each is asked about a file,
@@ -56,8 +56,7 @@ describe('coding-agent CLIs through the bridge', () => {
     file = path.join(work, 'notes.txt');
     writeFileSync(file, `${MARKER}\n`);
     ollama = await startScriptedOllama(Object.values(MODELS), script(file));
-    const config = path.join(tempDir('agent-cli-config-'), 'config.yaml');
-    writeFileSync(config, `models:\n  simple:\n    name: "${MODELS.small}"\n  complex:\n    name: "${MODELS.large}"\n`);
+    const config = configFile(`models:\n  simple:\n    name: "${MODELS.small}"\n  complex:\n    name: "${MODELS.large}"\n`);
     bridge = await startTestBridge({ file: config, env: { OLLAMA_HOST: ollama.url } });
     bridge.history.onRecord((record) => records.push(record));
   });

@@ -4,11 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 import { findOllama } from '../support/ollama-binary.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 
 /**
  * Each client's request sequence, replayed as the client's own source sends it (design §3),
@@ -44,8 +42,7 @@ describe('clients against the bridge and a real Ollama', { skip }, () => {
   before(async () => {
     rig = await startRig(1);
     ollama = rig.instances[0] as RigInstance;
-    const file = path.join(tempDir('bridge-clients-'), 'config.yaml');
-    writeFileSync(file, CONFIG);
+    const file = configFile(CONFIG);
     bridge = await startTestBridge({ file, env: { OLLAMA_HOST: ollama.url } });
   });
   after(async () => {

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 import { freePort, RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 
 const skip = rigSkipReason();
@@ -29,10 +27,7 @@ describe('Ollama instances managed by the bridge (real ollama serve)', { skip },
     rig = await startRig(1);
     existing = rig.instances[0] as RigInstance;
     managedPort = await freePort();
-    const file = path.join(tempDir('bridge-managed-'), 'config.yaml');
-    writeFileSync(
-      file,
-      `ollama:
+    const file = configFile(`ollama:
   binary: ${rig.binary}
   models_dir: ${existing.modelsDir}
   restart_window_seconds: 60
@@ -47,8 +42,7 @@ dual_gpu: true
 routing:
   health:
     interval_seconds: 0.3
-`,
-    );
+`);
     bridge = await startTestBridge({ file });
   });
   after(async () => {

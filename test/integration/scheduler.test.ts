@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The scheduler against two real Ollama instances standing in for GPU0 and GPU1 (one slot per
@@ -25,10 +23,7 @@ describe('scheduler on two real Ollama instances', { skip }, () => {
     rig = await startRig(2);
     gpu0 = rig.instances[0] as RigInstance;
     const gpu1 = rig.instances[1] as RigInstance;
-    const file = path.join(tempDir('bridge-scheduler-'), 'config.yaml');
-    writeFileSync(
-      file,
-      `dual_gpu: true
+    const file = configFile(`dual_gpu: true
 backends:
   - { name: gpu0, url: "${gpu0.url}", gpu: 0 }
   - { name: gpu1, url: "${gpu1.url}", gpu: 1 }
@@ -40,8 +35,7 @@ routing:
     interval_seconds: 0.5
   scheduler:
     fim_max_wait_ms: 120000
-`,
-    );
+`);
     bridge = await startTestBridge({ file });
   });
   after(async () => {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runCliToEnd } from '../support/cli.js';
 import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 
 const servers: Server[] = [];
 after(() => {
@@ -22,9 +22,7 @@ async function takenPort(): Promise<number> {
 
 /** A config with everything that starts a child process: a managed Ollama and the GPU monitor. */
 async function configWithChildren(dataDir: string): Promise<string> {
-  const file = path.join(tempDir('start-failure-config-'), 'config.yaml');
-  writeFileSync(file, `data_dir: ${dataDir}\n${await childProcessConfig()}`);
-  return file;
+  return configFile(`data_dir: ${dataDir}\n${await childProcessConfig()}`);
 }
 
 /** Runs `copilot-bridge serve`, which must give up by itself: a hang is killed after 10 s and fails. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -12,4 +12,11 @@ export function tempDir(prefix: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   created.push(dir);
   return dir;
+}
+
+/** A config file with this text (YAML) in a fresh temp folder; its path. */
+export function configFile(text: string): string {
+  const file = path.join(tempDir('bridge-config-'), 'config.yaml');
+  writeFileSync(file, text);
+  return file;
 }

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import YAML from 'yaml';
@@ -12,7 +11,7 @@ import { startTestBridge } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { sampleRecord } from '../support/history.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -58,9 +57,7 @@ describe('energy metering', () => {
       hold: (body) => (String(body.prompt).startsWith('hold') ? new Promise<void>((resolve) => gates.set(String(body.prompt), resolve)) : Promise.resolve()),
     });
     const key = generateKey();
-    const file = path.join(tempDir('accounting-'), 'config.yaml');
-    writeFileSync(
-      file,
+    const file = configFile(
       YAML.stringify({
         // Two requests at once on the one backend (OLLAMA_NUM_PARALLEL=2), so the scheduler lets both run.
         backends: [{ name: 'gpu0', url: upstream.url, gpu: 0, parallel: 2 }],

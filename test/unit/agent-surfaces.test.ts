@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
@@ -11,7 +9,7 @@ import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
 import { readLines } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The Messages and Responses surfaces against a scripted Ollama that calls tools, thinks, breaks
@@ -26,13 +24,11 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-function configFile(extra = ''): string {
-  const file = path.join(tempDir('bridge-agents-'), 'config.yaml');
-  writeFileSync(
-    file,
+/** The config of these tests, with `extra` YAML at its end; the file's path. */
+function agentConfig(extra = ''): string {
+  return configFile(
     `models:\n  simple:\n    name: "${MODELS.simple}"\n  complex:\n    name: "${MODELS.complex}"\nrouting:\n  classification:\n    complex_keywords: [architect]\n${extra}`,
   );
-  return file;
 }
 
 /** The stand-in's script: a tool call while the last turn is the user's, then text that quotes the tool result. */
@@ -50,7 +46,7 @@ async function scriptedBridge(
   capabilities?: string[],
 ): Promise<{ ollama: ScriptedOllama; bridge: BridgeHandle }> {
   const ollama = await startScriptedOllama(Object.values(MODELS), script, capabilities);
-  const bridge = await startTestBridge({ file: configFile(extra), env: { OLLAMA_HOST: ollama.url } });
+  const bridge = await startTestBridge({ file: agentConfig(extra), env: { OLLAMA_HOST: ollama.url } });
   cleanups.push(
     () => ollama.close(),
     () => bridge.stop(100),
@@ -297,7 +293,7 @@ describe('errors in each surface’s own shape', () => {
   });
 
   it('upstream down: a gateway status in each shape', async () => {
-    const bridge = await startTestBridge({ file: configFile(), env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
+    const bridge = await startTestBridge({ file: agentConfig(), env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
     cleanups.push(() => bridge.stop(100));
     const a = await post(`${bridge.url}/v1/messages`, messages(MODELS.complex));
     assert.ok(a.status >= 502 && a.status <= 503, String(a.status));
@@ -382,7 +378,7 @@ describe('routing with auto, cloud fallback and client signals', () => {
       res.end('data: [DONE]\n\n');
     });
     cleanups.push(() => cloud.close());
-    const file = configFile(
+    const file = agentConfig(
       `fallback:\n  enabled: true\n  providers:\n    - name: cloud-openai\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-cloud\n`,
     );
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, OPENAI_API_KEY: 'sk-test' } });

@@ -15,7 +15,7 @@ import { startTestBridge, startStandIn, type StandIn } from '../support/bridge.j
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { freePort } from '../support/ollama-rig.js';
 import { readLines } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -324,8 +324,7 @@ describe('JWT', () => {
   });
 
   async function bridgeWith(jwt: string): Promise<BridgeHandle> {
-    const file = path.join(tempDir('jwt-'), 'config.yaml');
-    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\nauth:\n  jwt:\n${jwt.replace(/^/gm, '    ')}\n  teams:\n    web: {}\n`);
+    const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\nauth:\n  jwt:\n${jwt.replace(/^/gm, '    ')}\n  teams:\n    web: {}\n`);
     const bridge = await startTestBridge({ file });
     cleanups.push(() => bridge.stop(100));
     return bridge;
@@ -454,8 +453,7 @@ describe('limits', () => {
     limits: Record<string, number> | undefined,
     teamLimits?: Record<string, number>,
   ): Promise<{ bridge: BridgeHandle; keys: string[] }> {
-    const file = path.join(tempDir('limits-'), 'config.yaml');
-    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+    const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
     const keys = [addKey(file, { name: 'ann', team: 'web', role: 'user' }), addKey(file, { name: 'ben', team: 'web', role: 'user' })];
     const config = YAML.parse(readFileSync(file, 'utf8')) as { auth: { keys: Array<Record<string, unknown>>; teams?: unknown } };
     if (limits !== undefined) for (const key of config.auth.keys) key.limits = limits;
@@ -580,8 +578,7 @@ describe('never-cloud', () => {
 
   it("treats Ollama's own cloud models as cloud: a local-only request for one is refused", async () => {
     const upstream = await startStandIn(() => undefined, ['gpt-oss:120b-cloud', 'm-small']);
-    const file = path.join(tempDir('never-cloud-'), 'config.yaml');
-    writeFileSync(file, `backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+    const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
     const bridge = await startTestBridge({ file });
     cleanups.push(
       () => bridge.stop(100),

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /** Anthropic's documented streaming sequence for a message with text and one tool call. */
 const ANTHROPIC_EVENTS: Array<[string, unknown]> = [
@@ -76,9 +74,7 @@ async function withProvider(
   enabled = true,
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
   const cloud = await startStandIn((_req, res) => respond(res));
-  const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
-  writeFileSync(
-    file,
+  const file = configFile(
     `fallback:\n  enabled: ${enabled}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
   );
   const bridge = await startTestBridge({
@@ -255,9 +251,7 @@ describe('cloud fallback: credentials in provider errors', () => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end(`data: ${JSON.stringify({ error: { message: echo } })}\n\n`);
     });
-    const file = path.join(tempDir('bridge-cloud-'), 'config.yaml');
-    writeFileSync(
-      file,
+    const file = configFile(
       `fallback:\n  enabled: true\n  providers:\n    - name: cloud\n      type: openai\n      base_url: ${cloud.url}/v1\n      model: gpt-test\n`,
     );
     const { logger, lines } = memoryLogger();

@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -15,8 +13,7 @@ after(async () => {
 
 async function bridgeWith(yaml: string): Promise<BridgeHandle> {
   const upstream = await startStandIn((_req, res) => res.end('{}'));
-  const file = path.join(tempDir('bridge-connections-'), 'config.yaml');
-  writeFileSync(file, yaml);
+  const file = configFile(yaml);
   const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(
     () => bridge.stop(100),

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
-import { writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -49,8 +47,7 @@ async function heldUpstream(): Promise<{ standIn: StandIn; release: () => void; 
 
 async function bridgeOver(standIn: StandIn): Promise<BridgeHandle> {
   // Three slots, so the scheduler sends every request of a test upstream at once instead of queueing them.
-  const file = path.join(tempDir('bridge-drain-'), 'config.yaml');
-  writeFileSync(file, `backends:\n  - { name: gpu0, url: "${standIn.url}", parallel: 3 }\n`);
+  const file = configFile(`backends:\n  - { name: gpu0, url: "${standIn.url}", parallel: 3 }\n`);
   const bridge = await startTestBridge({ file, env: { PROMETHEUS_PORT: '0' } });
   cleanups.push(
     () => bridge.stop(0),

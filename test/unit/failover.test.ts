@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -36,8 +34,7 @@ async function twoBackends(
 ): Promise<{ a: StandIn; b: StandIn; bridge: BridgeHandle }> {
   const a = await startStandIn((_req, res) => gpu0(res), ['m:latest']);
   const b = await startStandIn((_req, res) => gpu1(res), ['m:latest']);
-  const file = path.join(tempDir('bridge-failover-'), 'config.yaml');
-  writeFileSync(file, yaml);
+  const file = configFile(yaml);
   const bridge = await startTestBridge({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'true', ...extraEnv } });
   cleanups.push(
     () => bridge.stop(100),
@@ -148,8 +145,7 @@ describe('retries and failover', () => {
     });
     await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
     const standby = await startStandIn((_req, res) => answer(res, 'standby'), ['m:latest']);
-    const file = path.join(tempDir('bridge-hung-'), 'config.yaml');
-    writeFileSync(file, 'routing:\n  health:\n    interval_seconds: 60\n    timeout_seconds: 0.2\n');
+    const file = configFile('routing:\n  health:\n    interval_seconds: 60\n    timeout_seconds: 0.2\n');
     const bridge = await startTestBridge({
       file,
       env: { GPU0_URL: `http://127.0.0.1:${(hung.address() as AddressInfo).port}`, GPU1_URL: standby.url, ENABLE_DUAL_GPU: 'false' },

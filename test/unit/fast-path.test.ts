@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { request as httpRequest, type ServerResponse } from 'node:http';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The hot client routes are served by the fast path in front of express; with the fast path off
@@ -57,8 +55,7 @@ function ollama(url: string, res: ServerResponse, body: string): void {
 }
 
 async function bridges(configText: string): Promise<{ fast: BridgeHandle; express: BridgeHandle; upstream: StandIn }> {
-  const file = path.join(tempDir('fast-path-'), 'config.yaml');
-  writeFileSync(file, configText);
+  const file = configFile(configText);
   const upstream = await startStandIn((req, res, body) => ollama(req.url ?? '', res, body), [MODEL]);
   const env = { OLLAMA_HOST: upstream.url };
   const fast = await startTestBridge({ env, file });

@@ -11,7 +11,7 @@ import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { until } from '../support/wait.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 
 const MIB = 1024 * 1024;
 const silent = pino({ level: 'silent' });
@@ -142,8 +142,9 @@ describe('GPU figures in the bridge', () => {
         { name: 'huge:70b', size: 75 * GIB },
       ],
     );
-    const file = path.join(tempDir('bridge-gpu-'), 'config.yaml');
-    writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nbackends:\n  - name: gpu1\n    url: ${upstream.url}\n    gpu: 1\n`);
+    const file = configFile(
+      `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nbackends:\n  - name: gpu1\n    url: ${upstream.url}\n    gpu: 1\n`,
+    );
     const bridge = await startTestBridge({ file });
     cleanups.push(
       () => bridge.stop(100),
@@ -177,9 +178,7 @@ describe('GPU figures in the bridge', () => {
     };
     const a = await startStandIn((_req, res) => answer(res), models);
     const b = await startStandIn((_req, res) => answer(res), models);
-    const file = path.join(tempDir('bridge-vram-'), 'config.yaml');
-    writeFileSync(
-      file,
+    const file = configFile(
       `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\ndual_gpu: true\nbackends:\n  - name: gpu0\n    url: ${a.url}\n    gpu: 0\n  - name: gpu1\n    url: ${b.url}\n    gpu: 1\n`,
     );
     const bridge = await startTestBridge({ file });
@@ -256,8 +255,7 @@ http.createServer((req, res) => {
     const apps = path.join(tempDir('apps-'), 'apps.txt');
     writeFileSync(apps, `${serve.pid}, /usr/local/bin/ollama, 1843, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21\n`);
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps });
-    const file = path.join(tempDir('bridge-place-'), 'config.yaml');
-    writeFileSync(file, `gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nrouting:\n  health:\n    interval_seconds: 0.2\n`);
+    const file = configFile(`gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nrouting:\n  health:\n    interval_seconds: 0.2\n`);
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
     cleanups.push(() => bridge.stop(100));
     const placement = await until(() => {

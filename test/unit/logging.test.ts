@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
-import { tempDir } from '../support/temp.js';
+import { tempDir, configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -24,8 +24,7 @@ async function chatBridge(yaml: string): Promise<{ url: string; lines: () => Arr
     },
     ['m:latest'],
   );
-  const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
-  writeFileSync(file, yaml);
+  const file = configFile(yaml);
   const { logger, lines } = memoryLogger();
   const bridge = await startTestBridge({ file, logger, env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(() => upstream.close());
@@ -60,8 +59,7 @@ describe('logging', () => {
   });
 
   it('has no logging.format setting any more: a config that has one is told to delete it', () => {
-    const file = path.join(tempDir('bridge-logging-'), 'config.yaml');
-    writeFileSync(file, 'monitoring:\n  logging:\n    format: json\n');
+    const file = configFile('monitoring:\n  logging:\n    format: json\n');
     assert.throws(
       () => loadConfig({ file }),
       (error: unknown) =>

@@ -2,21 +2,12 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, startStandIn, startTestBridge, type StandIn, type TestBridgeOptions } from '../support/bridge.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 import { until } from '../support/wait.js';
-
-const dir = tempDir('bridge-proxy-');
-function configFile(text: string): string {
-  const file = path.join(dir, `${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { normalizeResidency } from '../../src/routing/residency.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readSseEvents } from '../support/streams.js';
-import { tempDir } from '../support/temp.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The scheduler inside a running bridge, against a stand-in Ollama that holds each answer until
@@ -46,8 +44,7 @@ async function holdingBackend(yaml = ''): Promise<{
     ['m:latest'],
   );
   let released = 0;
-  const file = path.join(tempDir('bridge-scheduling-'), 'config.yaml');
-  writeFileSync(file, yaml);
+  const file = configFile(yaml);
   const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(
     () => bridge.stop(100),
@@ -207,8 +204,7 @@ describe('scheduler in the bridge', () => {
       },
       ['m:latest'],
     );
-    const file = path.join(tempDir('bridge-residency-'), 'config.yaml');
-    writeFileSync(file, 'models:\n  simple: { name: "m", keep_alive: "-1", num_ctx: 4096 }\n');
+    const file = configFile('models:\n  simple: { name: "m", keep_alive: "-1", num_ctx: 4096 }\n');
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
     cleanups.push(
       () => bridge.stop(100),
