@@ -66,9 +66,16 @@ const BACKGROUND_INTENTS = new Set(['summary', 'conversation-summary', 'title', 
 const NOT_PRINTABLE = /[^\x20-\x7e]/;
 const NOT_PRINTABLE_ALL = /[^\x20-\x7e]/g;
 
-/** Text fit for a header value: each character outside printable ASCII as '?'. */
+/**
+ * The longest header value the bridge writes. It echoes names a client chose (a model of any
+ * length), and clients refuse a response head over 16 KB (node's and undici's limit).
+ */
+export const HEADER_VALUE_MAX = 1024;
+
+/** Text fit for a header value: each character outside printable ASCII as '?', at most HEADER_VALUE_MAX characters (a longer text cut, ending in "..."). */
 export function printable(text: string): string {
-  return NOT_PRINTABLE.test(text) ? text.replace(NOT_PRINTABLE_ALL, '?') : text;
+  const fitting = text.length > HEADER_VALUE_MAX ? `${text.slice(0, HEADER_VALUE_MAX - 3)}...` : text;
+  return NOT_PRINTABLE.test(fitting) ? fitting.replace(NOT_PRINTABLE_ALL, '?') : fitting;
 }
 
 /** At most 200 printable characters of one header, or null. */

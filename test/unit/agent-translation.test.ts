@@ -4,7 +4,7 @@ import { anthropicThink, estimateInputTokens, messagesRequestSchema, toOllamaCha
 import { InvalidRequest } from '../../src/api/openai/chat.js';
 import { responsesRequestSchema, responsesThink, statelessProblem, toOllamaChat as responsesToOllama } from '../../src/api/openai/responses.js';
 import { thinkFromEffort } from '../../src/api/thinking.js';
-import { clientSignals, printable } from '../../src/routing/signals.js';
+import { clientSignals, HEADER_VALUE_MAX, printable } from '../../src/routing/signals.js';
 
 /** Request shapes as Claude Code and Codex send them (fields and block types seen from the CLIs themselves). */
 
@@ -283,12 +283,14 @@ describe('client signals', () => {
     assert.equal(clientSignals({ 'user-agent': `bad\u0000${'x'.repeat(500)}` }).userAgent?.length, 200);
   });
 
-  it('keeps header text printable: every character outside printable ASCII becomes one "?", at most 200 kept', () => {
+  it('keeps header text printable: every character outside printable ASCII becomes one "?", at most 200 kept of a client\'s header, at most HEADER_VALUE_MAX written', () => {
     // Node gives non-ASCII header bytes as latin1 characters; a UTF-16 pair counts as two.
     assert.equal(clientSignals({ 'user-agent': 'Zed/1.0 caf\u00e9 \u{1F680}\ttab' }).userAgent, 'Zed/1.0 caf? ???tab');
     assert.equal(clientSignals({ 'user-agent': `${'\u00e9'.repeat(150)}${'x'.repeat(100)}` }).userAgent, `${'?'.repeat(150)}${'x'.repeat(50)}`);
     assert.equal(printable('plain text'), 'plain text');
     assert.equal(printable('model \u00e9\n'), 'model ??');
+    assert.equal(printable('m'.repeat(HEADER_VALUE_MAX)), 'm'.repeat(HEADER_VALUE_MAX));
+    assert.equal(printable(`${'m'.repeat(20_000)}\n`), `${'m'.repeat(HEADER_VALUE_MAX - 3)}...`);
   });
 
   it('reads the signals of one request once, and each request its own', () => {
