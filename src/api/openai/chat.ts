@@ -31,6 +31,9 @@ const message = z.looseObject({
 
 const optionalNumber = z.number().nullish();
 
+/** A token limit: Ollama reads 0 and below as none at all, so they are refused as OpenAI refuses them. */
+export const tokenLimit = z.number().int().min(1, 'must be at least 1').nullish();
+
 export const chatRequestSchema = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1, 'you must provide a model parameter'),
   messages: z.array(message).min(1, "'messages' must contain at least one message"),
@@ -43,8 +46,8 @@ export const chatRequestSchema = z.looseObject({
     .nullish(),
   temperature: optionalNumber,
   top_p: optionalNumber,
-  max_tokens: z.number().int().nullish(),
-  max_completion_tokens: z.number().int().nullish(),
+  max_tokens: tokenLimit,
+  max_completion_tokens: tokenLimit,
   stop: z.union([z.string(), z.array(z.string())]).nullish(),
   seed: z.number().int().nullish(),
   frequency_penalty: optionalNumber,

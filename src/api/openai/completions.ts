@@ -5,7 +5,7 @@ import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
-import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, usageOf } from './chat.js';
+import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, tokenLimit, usageOf } from './chat.js';
 
 /**
  * A prompt completion: OpenAI's /v1/completions, and Copilot's inline completions
@@ -15,7 +15,7 @@ export const completionRequestSchema = z.looseObject({
   model: z.string().min(1).optional(),
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]).default(''),
   suffix: z.string().nullish(),
-  max_tokens: z.number().int().nullish(),
+  max_tokens: tokenLimit,
   temperature: z.number().nullish(),
   top_p: z.number().nullish(),
   n: z.number().int().min(1).max(8).nullish(),

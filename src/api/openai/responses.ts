@@ -197,8 +197,11 @@ export function responsesThink(request: Pick<ResponsesRequest, 'reasoning'>): Th
 export function toOllamaChat(request: ResponsesRequest): { body: Record<string, unknown> & { messages: OllamaMessage[] }; notes: string[] } {
   const { tools, notes } = responsesTools(request);
   const options: Record<string, unknown> = { num_predict: request.max_output_tokens, temperature: request.temperature, top_p: request.top_p };
+  const messages = toOllamaMessages(request);
+  // Items passed over (reasoning alone, item references, types the bridge does not know) can leave nothing to answer.
+  if (!messages.some((message) => message.role !== 'system')) throw new InvalidRequest('input: there is no message to answer in it', 'input');
   const body: Record<string, unknown> & { messages: OllamaMessage[] } = {
-    messages: toOllamaMessages(request),
+    messages,
     options: Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined && value !== null)),
   };
   if (tools.length > 0) body.tools = tools;

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { BridgeHandle } from '../../src/bridge.js';
+import { HEADER_VALUE_MAX } from '../../src/routing/signals.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+
+/**
+ * Requests that are valid JSON but ask for something the bridge must not pass on as it is: a
+ * token limit Ollama would read as none, Responses input with nothing to answer, a model name too
+ * long to echo in a header.
+ */
+
+const FINAL = { created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop', eval_count: 1 };
+
+describe('requests checked before they go upstream', () => {
+  let upstream: StandIn;
+  let bridge: BridgeHandle;
+  before(async () => {
+    // Answers any model, as an Ollama with that name installed would.
+    upstream = await startStandIn(
+      (_req, res, body) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${JSON.stringify({ model: (JSON.parse(body) as { model: string }).model, ...FINAL })}\n`);
+      },
+      ['m:latest'],
+    );
+    bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+  });
+  after(async () => {
+    await bridge?.stop(100);
+    await upstream?.close();
+  });
+
+  const post = (path: string, body: unknown): Promise<Response> =>
+    fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const generations = (): number => upstream.requests.filter((r) => r.url === '/api/chat' || r.url === '/api/generate').length;
+
+  it('refuses OpenAI token limits below 1 (Ollama reads 0 and below as no limit) in OpenAI’s shape, sending nothing upstream', async () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    const cases: Array<[string, Record<string, unknown>, string]> = [
+      ['/v1/chat/completions', { model: 'm', messages, max_tokens: 0 }, 'max_tokens'],
+      ['/v1/chat/completions', { model: 'm', messages, max_tokens: -1, stream: true }, 'max_tokens'],
+      ['/v1/chat/completions', { model: 'm', messages, max_completion_tokens: -7 }, 'max_completion_tokens'],
+      ['/v1/completions', { model: 'm', prompt: 'x', max_tokens: 0 }, 'max_tokens'],
+      ['/v1/engines/m/completions', { prompt: 'x', max_tokens: -1 }, 'max_tokens'],
+    ];
+    const before = generations();
+    for (const [path, body, param] of cases) {
+      const response = await post(path, body);
+      assert.equal(response.status, 400, `${path} ${JSON.stringify(body)}`);
+      const { error } = (await response.json()) as { error: { param: string; code: string; message: string } };
+      assert.equal(error.param, param);
+      assert.equal(error.code, 'invalid_request');
+      assert.match(error.message, new RegExp(`^${param}: must be at least 1`));
+    }
+    assert.equal(generations(), before);
+    const allowed = await post('/v1/chat/completions', { model: 'm', messages, max_tokens: 1 });
+    assert.equal(allowed.status, 200);
+  });
+
+  it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {
+    const before = generations();
+    for (const input of [[], [{ type: 'item_reference', id: 'msg_1' }]]) {
+      const response = await post('/v1/responses', { model: 'm', input, instructions: 'Be brief.' });
+      assert.equal(response.status, 400, JSON.stringify(input));
+      const { error } = (await response.json()) as { error: { param: string; message: string } };
+      assert.equal(error.param, 'input');
+      assert.match(error.message, /no message to answer/);
+    }
+    assert.equal(generations(), before);
+  });
+
+  it('cuts what it echoes of a model name in a header to HEADER_VALUE_MAX characters, so the client can still read the answer', async () => {
+    const model = `m${'x'.repeat(20_000)}`;
+    for (const [path, body] of [
+      ['/api/chat', { model, messages: [{ role: 'user', content: 'hi' }], stream: false }],
+      ['/v1/chat/completions', { model, messages: [{ role: 'user', content: 'hi' }], stream: true }],
+    ] as const) {
+      const response = await post(path, body);
+      assert.equal(response.status, 200, path);
+      const echoed = response.headers.get('x-bridge-model') ?? '';
+      assert.equal(echoed, `${model.slice(0, HEADER_VALUE_MAX - 3)}...`);
+      assert.ok((response.headers.get('x-bridge-route-reason') ?? '').length <= HEADER_VALUE_MAX);
+      assert.match(await response.text(), /ok/);
+    }
+  });
+});
