@@ -145,7 +145,7 @@ export class Router {
     }
     const available = await this.available(this.settings.dualGpu ? this.backends : [this.primary], model);
     if (available.length === 0) {
-      const states = this.backends.map((b) => `${b.name} ${b.health.status}${b.health.snapshot().lastError ? ` (${b.health.snapshot().lastError})` : ''}`);
+      const states = this.backends.map((b) => `${b.name} ${b.refusal(model) ?? b.health.status}`);
       return { candidates: [], why: `no backend can take traffic: ${states.join('; ')}`, noRoom: [], installed: listed !== undefined && listed.size > 0 };
     }
 

@@ -235,6 +235,11 @@ export class Backend implements GenerationSource {
     return this.health.canTake(canonicalModelName(model));
   }
 
+  /** Why a request for `model` may not be sent here now ("down (...)", "circuit open ..."), or null when it may. */
+  refusal(model: string): string | null {
+    return this.health.refusal(canonicalModelName(model));
+  }
+
   /** Whether `model` answered errors here lately (short of opening its circuit). */
   modelFailing(model: string): boolean {
     return this.health.modelFailing(canonicalModelName(model));

@@ -49,6 +49,15 @@ class Circuit {
     this.probing = false;
   }
 
+  /** Why it lets no request through now, or null when it does. */
+  refusal(): string | null {
+    if (this.canTake()) return null;
+    const last = this.lastError === null ? '' : ` (last: ${this.lastError})`;
+    if (this.state === 'half-open') return `circuit half-open, its probe request still running${last}`;
+    const leftMs = this.options.cooldownMs - (this.now() - (this.openedAt as number));
+    return `circuit open after ${this.failures} failures in a row${last}, for ${Math.ceil(leftMs / 1000)} s more`;
+  }
+
   /** No failure for a whole cool-down. */
   get quiet(): boolean {
     return this.lastFailureAt === null || this.now() - this.lastFailureAt >= this.options.cooldownMs;
@@ -99,6 +108,15 @@ export class BackendHealth {
   canTake(model?: string): boolean {
     if (this.reachable === false || !this.backendCircuit.canTake()) return false;
     return model === undefined || (this.models.get(model)?.canTake() ?? true);
+  }
+
+  /** Why a request (for `model`, when given) may not be sent now, for a route reason; null when it may. */
+  refusal(model?: string): string | null {
+    if (this.reachable === false) return `down (${this.backendCircuit.lastError ?? 'unreachable'})`;
+    const backend = this.backendCircuit.refusal();
+    if (backend !== null) return backend;
+    const own = model === undefined ? null : (this.models.get(model)?.refusal() ?? null);
+    return own === null ? null : `${own} for ${model}`;
   }
 
   /** Whether `model` failed here lately without its circuit being open yet (it then ranks last). */

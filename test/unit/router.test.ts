@@ -91,6 +91,16 @@ describe('router ranking', () => {
     assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu1'], 'an open circuit takes no traffic');
   });
 
+  it('says why no backend can take a model whose circuit is open on each: not "healthy", but the circuit, its last error and how long it stays open', async () => {
+    const { router, gpu0, gpu1 } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [] });
+    for (const backend of [gpu0, gpu1]) for (let i = 0; i < 3; i++) backend.noteFailure('model runner crashed', SMALL);
+    const ranked = await router.rank(SMALL, null);
+    assert.deepEqual(names(ranked), []);
+    const circuit = `circuit open after 3 failures in a row \\(last: model runner crashed\\), for 60 s more for ${SMALL.replace('.', '\\.')}`;
+    assert.match(ranked.why, new RegExp(`^no backend can take traffic: gpu0 ${circuit}; gpu1 ${circuit}$`));
+    assert.deepEqual(names(await router.rank(BIG, null)), ['gpu0', 'gpu1'], 'another model is not affected');
+  });
+
   it('asks for the model lists only when a backend can take traffic: a lookup while all are down would remember the model as missing', async () => {
     const { router, catalog, standIns, gpu0, gpu1 } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [] });
     let lookups = 0;
