@@ -132,6 +132,11 @@ const LOAD_BASE_MS = 500;
 const LOAD_BYTES_PER_MS = (2 * 1024 ** 3) / 1000;
 /** Prompt evaluation rate assumed before one was measured. */
 const SEED_PROMPT_TPS = 1000;
+/**
+ * (backend, model) pairs whose figures are kept. A client may name any model the upstream answers
+ * to (every tag and alias of one), so without a limit the figures would grow with each new name.
+ */
+export const MAX_MEASURED = 256;
 /** Estimates closer than this are a tie, which the router's preference breaks. */
 const TIE_MS = 100;
 
@@ -416,6 +421,9 @@ export class Scheduler {
     if (count !== undefined && duration !== undefined && count > 0 && duration > 0 && Number.isFinite(count / duration)) {
       next.promptTps = ewma(next.promptTps, count / (duration / 1e9), next.promptTps === null ? 0 : 1);
     }
+    // Kept in the order last measured: past the limit, the model measured longest ago is forgotten.
+    this.measured.delete(k);
+    if (this.measured.size >= MAX_MEASURED) this.measured.delete(this.measured.keys().next().value as string);
     this.measured.set(k, next);
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { QueueDropped, Scheduler, type AdmitRequest, type Clock, type SchedulerOptions, type Slot } from '../../src/routing/scheduler.js';
+import { MAX_MEASURED, QueueDropped, Scheduler, type AdmitRequest, type Clock, type SchedulerOptions, type Slot } from '../../src/routing/scheduler.js';
 import type { Lane } from '../../src/contract/index.js';
 import { classifyLane, clientKey, type LaneInput, type LaneRule } from '../../src/routing/lanes.js';
 import { schedulerChoices } from '../../src/routing/router.js';
@@ -380,6 +380,19 @@ describe('scheduler backend choice', () => {
     h.clock.advance(1_000);
     slot.release({ ok: true, loadDurationNs: 2_000_000_000 });
     assert.equal(h.scheduler.estimate('gpu2', 'alias', 'interactive', 0).loadMs, 2_000);
+  });
+
+  it('keeps the figures of at most MAX_MEASURED models, forgetting the one measured longest ago: clients can name any number of models', async () => {
+    const h = harness();
+    const measure = async (model: string): Promise<void> => (await choose(h, { model, choices: ['gpu0'] })).release({ ok: true });
+    await measure('kept');
+    for (let i = 0; i < MAX_MEASURED - 1; i++) await measure(`m${i}`);
+    await measure('kept');
+    await measure('one-more');
+    const models = h.scheduler.snapshot().pools.map((p) => p.model);
+    assert.equal(models.length, MAX_MEASURED);
+    assert.ok(models.includes('kept') && models.includes('one-more'));
+    assert.ok(!models.includes('m0'), 'the model measured longest ago is forgotten');
   });
 
   it('a failed request teaches nothing', async () => {
