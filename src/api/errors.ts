@@ -10,8 +10,10 @@ import { sendJson } from './call.js';
 export type { Surface } from '../contract/index.js';
 
 export function surfaceOf(path: string): Surface {
-  if (path.startsWith('/v1/messages')) return 'anthropic';
-  return path.startsWith('/v1/') || path === '/v1' || path.startsWith('/chat/completions') ? 'openai' : 'ollama';
+  // Express matches routes in any letter case, so /V1/chat/completions is served as OpenAI's too.
+  const lower = path.toLowerCase();
+  if (lower.startsWith('/v1/messages')) return 'anthropic';
+  return lower.startsWith('/v1/') || lower === '/v1' || lower.startsWith('/chat/completions') ? 'openai' : 'ollama';
 }
 
 /** Anthropic's error types by status (its SDKs pick their exception class from the status, Claude Code its message from the type). */

@@ -70,6 +70,15 @@ describe('requests checked before they go upstream', () => {
     assert.equal(generations(), before);
   });
 
+  it('answers errors in the shape of the surface that serves the path, in any letter case', async () => {
+    const openai = await post('/V1/Chat/Completions', { model: 'm', messages: 'hi' });
+    assert.equal(openai.status, 400);
+    assert.equal(((await openai.json()) as { error: { param: string } }).error.param, 'messages');
+    const anthropic = await post('/V1/MESSAGES', { model: 'm', max_tokens: 5, messages: 'hi' });
+    assert.equal(anthropic.status, 400);
+    assert.equal(((await anthropic.json()) as { type: string }).type, 'error');
+  });
+
   it('cuts what it echoes of a model name in a header to HEADER_VALUE_MAX characters, so the client can still read the answer', async () => {
     const model = `m${'x'.repeat(20_000)}`;
     for (const [path, body] of [
