@@ -202,11 +202,24 @@ function asFailure(error: unknown, source: GenerationSource): UpstreamError | Up
   return toUpstreamError(error, source.name);
 }
 
+/**
+ * An answer whose connection closed cleanly before its last line (done: true) came: the upstream
+ * cut it off (a runner that died, a proxy that gave up), so it is a failure, not a short answer.
+ */
+function cutOff(source: GenerationSource): UpstreamError {
+  return new UpstreamError('incomplete', source.name, `${source.name} ended its answer without a final line`);
+}
+
+/** Whether every choice got its last line. */
+function finished(results: readonly GenerationResult[]): boolean {
+  return results.every((result) => result.final.done === true);
+}
+
 /** An answer that has started: its merged lines and the first one, already read. */
 interface Opened {
   source: GenerationSource;
   lines: AsyncIterableIterator<[number, OllamaChunk]>;
-  first: [number, OllamaChunk] | undefined;
+  first: [number, OllamaChunk];
   /** Stops the answer upstream after a failure (the client leaving stops it through its signal). */
   stop(): void;
 }
@@ -248,11 +261,17 @@ async function open(
     );
     lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next();
-    if (!first.done && typeof first.value[1].error === 'string') {
+    if (first.done === true) {
+      // Not a single line (a 200 with an empty body): nothing was sent yet, so another source may answer.
+      const failure = cutOff(source);
+      source.noteFailure?.(failure.message);
+      throw failure;
+    }
+    if (typeof first.value[1].error === 'string') {
       source.noteFailure?.(first.value[1].error, model);
       throw new UpstreamStatusError(500, source.name, first.value[1].error);
     }
-    return { source, lines, first: first.done ? undefined : first.value, stop };
+    return { source, lines, first: first.value, stop };
   } catch (error) {
     // On success the link stays: the client hanging up later must still stop this answer.
     if (abort !== undefined) client.removeEventListener('abort', onClient);
@@ -279,12 +298,13 @@ async function collect(opened: Opened, count: number): Promise<GenerationResult[
     accumulate(results[index] as GenerationResult, event);
   };
   try {
-    if (opened.first !== undefined) take(opened.first);
+    take(opened.first);
     for await (const entry of opened.lines) take(entry);
   } catch (error) {
     opened.stop();
     throw asFailure(error, opened.source);
   }
+  if (!finished(results)) throw cutOff(opened.source);
   return results;
 }
 
@@ -358,7 +378,7 @@ export async function serveGeneration(
 
   const failures: string[] = [];
   let lastError: UpstreamError | UpstreamStatusError | undefined;
-  // Health already counted the failure where it happened (the backend's request, a bad first line).
+  // Health already counted the failure where it happened (the backend's request, a bad or missing first line).
   const failed = (source: GenerationSource, error: unknown): void => {
     const failure = asFailure(error, source);
     lastError = failure;
@@ -506,7 +526,7 @@ export async function serveGeneration(
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */
 function modelOf(opened: Opened, route: RouteDecision): string {
-  return opened.source.kind === 'cloud' ? (opened.first?.[1].model ?? route.model) : route.model;
+  return opened.source.kind === 'cloud' ? (opened.first[1].model ?? route.model) : route.model;
 }
 
 /**
@@ -558,12 +578,14 @@ async function stream(
   };
 
   try {
-    if (first !== undefined && !(await handle(...first))) return null;
+    if (!(await handle(...first))) return null;
     // The head leaves with the first line's text, in one write; a first line without text must not hold it back.
     if (!res.headersSent) res.flushHeaders();
     for await (const [index, event] of lines) {
       if (!(await handle(index, event))) return null;
     }
+    // Ends like a stream that broke: the client must not take a cut-off answer for a whole one.
+    if (!finished(results)) throw cutOff(source);
   } catch (error) {
     stop();
     if (res.destroyed) return null;

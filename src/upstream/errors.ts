@@ -1,10 +1,14 @@
 import { BridgeError } from '../contract/index.js';
 
-/** Why an upstream could not give an answer; each maps to one gateway status. */
-export type UpstreamFailure = 'unreachable' | 'timeout' | 'unavailable';
+/**
+ * Why an upstream could not give an answer; each maps to one gateway status. `incomplete`: the
+ * connection closed cleanly, but before the answer's last line came.
+ */
+export type UpstreamFailure = 'unreachable' | 'incomplete' | 'timeout' | 'unavailable';
 
 const STATUS: Record<UpstreamFailure, 502 | 503 | 504> = {
   unreachable: 502,
+  incomplete: 502,
   unavailable: 503,
   timeout: 504,
 };

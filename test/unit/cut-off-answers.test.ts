@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { after, describe, it } from 'node:test';
+import type { BridgeHandle } from '../../src/bridge.js';
+import type { HistoryRecord } from '../../src/history/store.js';
+import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { readLines } from '../support/streams.js';
+import { configFile } from '../support/temp.js';
+
+/**
+ * Upstream answers that end cleanly (the HTTP answer is complete) but without their last line,
+ * done: true: a line or two and then nothing, or a 200 with an empty body. Each surface must report
+ * them as the upstream failure they are, never as a finished answer.
+ */
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+const CREATED = '2025-01-01T00:00:00Z';
+const textLine = (text: string): string =>
+  `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: text }, done: false })}\n`;
+const finalLine = `${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop', prompt_eval_count: 3, eval_count: 4 })}\n`;
+
+type Behaviour = (res: ServerResponse) => void;
+
+/** One line of text, then the answer ends: no line with done: true. */
+const cutOff: Behaviour = (res) => {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end(textLine('partial'));
+};
+/** A 200 without a single line. */
+const empty: Behaviour = (res) => {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end();
+};
+const whole: Behaviour = (res) => {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end(textLine('whole') + finalLine);
+};
+
+const CUT_OFF = /ended its answer without a final line/;
+
+/** A bridge with one stand-in backend ("local") that answers each generation as `behaviours` says, in turn (the last one from then on). */
+async function bridgeWith(...behaviours: Behaviour[]): Promise<BridgeHandle> {
+  let asked = 0;
+  const upstream = await startStandIn((_req, res) => (behaviours[Math.min(asked++, behaviours.length - 1)] as Behaviour)(res), ['m:latest']);
+  const bridge = await startTestBridge({ file: configFile(''), env: { OLLAMA_HOST: upstream.url } });
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
+  return bridge;
+}
+
+const post = (bridge: BridgeHandle, path: string, body: unknown): Promise<Response> =>
+  fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+const messages = [{ role: 'user', content: 'x' }];
+const nativeChat = (stream: boolean): unknown => ({ model: 'm', stream, messages });
+const openAiChat = (stream: boolean, n = 1): unknown => ({ model: 'm', stream, n, messages });
+
+/** SSE events as [event name ('' when unnamed), data as it came]. */
+async function sseEvents(response: Response): Promise<Array<[string, string]>> {
+  const events: Array<[string, string]> = [];
+  let name = '';
+  for await (const line of readLines(response)) {
+    if (line.startsWith('event: ')) name = line.slice(7);
+    else if (line.startsWith('data: ')) {
+      events.push([name, line.slice(6)]);
+      name = '';
+    }
+  }
+  return events;
+}
+
+function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
+  return new Promise((resolve) => {
+    const stop = bridge.history.onRecord((record) => {
+      stop();
+      resolve(record);
+    });
+  });
+}
+
+/** A 502 whose body, in the surface's shape, says the answer was cut off. */
+async function assertCutOffStatus(response: Response, message: (body: never) => string): Promise<void> {
+  assert.equal(response.status, 502);
+  assert.match(message((await response.json()) as never), CUT_OFF);
+}
+
+const ollamaMessage = (body: { error: string }): string => body.error;
+const openAiMessage = (body: { error: { message: string; code: string } }): string => {
+  assert.equal(body.error.code, 'upstream_incomplete');
+  return body.error.message;
+};
+const anthropicMessage = (body: { type: string; error: { type: string; message: string } }): string => {
+  assert.equal(body.type, 'error');
+  assert.equal(body.error.type, 'api_error');
+  return body.error.message;
+};
+
+describe('answers cut off upstream', () => {
+  it('native /api/chat stream: the partial lines, then an error line, not a silent end', async () => {
+    const bridge = await bridgeWith(cutOff);
+    const recorded = nextRecord(bridge);
+    const response = await post(bridge, '/api/chat', nativeChat(true));
+    assert.equal(response.status, 200);
+    const lines: Array<{ message?: { content: string }; error?: string }> = [];
+    for await (const line of readLines(response)) lines.push(JSON.parse(line) as (typeof lines)[number]);
+    assert.equal(lines.length, 2);
+    assert.equal(lines[0]?.message?.content, 'partial');
+    assert.match(String(lines[1]?.error), CUT_OFF);
+    // The history and the backend's health count it as the failure it is.
+    const record = await recorded;
+    assert.equal(record.outcome, 'error');
+    assert.match(String(record.error), CUT_OFF);
+    const backend = bridge.state.backends.find((b) => b.name === 'local');
+    assert.equal(backend?.failures, 1);
+    assert.match(String(backend?.health.lastError), CUT_OFF);
+  });
+
+  it('native /api/chat stream: an empty 200 is a 502, not a 0-byte success', async () => {
+    const bridge = await bridgeWith(empty);
+    await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(true)), ollamaMessage);
+    assert.equal(bridge.state.backends.find((b) => b.name === 'local')?.failures, 1);
+  });
+
+  it('native /api/chat whole answer: a cut-off answer and an empty one are 502s, not bodies without done', async () => {
+    const bridge = await bridgeWith(cutOff, empty);
+    await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(false)), ollamaMessage);
+    await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(false)), ollamaMessage);
+  });
+
+  it('/v1/chat/completions stream: ends with an error event, no finish_reason and no [DONE]', async () => {
+    const bridge = await bridgeWith(cutOff);
+    const response = await post(bridge, '/v1/chat/completions', openAiChat(true));
+    assert.equal(response.status, 200);
+    const events = (await sseEvents(response)).map(([, data]) => data);
+    assert.ok(!events.includes('[DONE]'), events.join('\n'));
+    const chunks = events.map((data) => JSON.parse(data) as { choices?: Array<{ finish_reason: string | null }>; error?: { message: string; code: string } });
+    assert.ok(chunks.every((chunk) => (chunk.choices ?? []).every((choice) => choice.finish_reason === null)));
+    const last = chunks.at(-1);
+    assert.equal(last?.error?.code, 'upstream_incomplete');
+    assert.match(String(last?.error?.message), CUT_OFF);
+  });
+
+  it('/v1/chat/completions stream: an empty 200 is a 502 in OpenAI’s shape', async () => {
+    const bridge = await bridgeWith(empty);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(true)), openAiMessage);
+  });
+
+  it('/v1/chat/completions whole answer: a cut-off answer and an empty one are 502s, not finish_reason "stop"', async () => {
+    const bridge = await bridgeWith(cutOff, empty);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+  });
+
+  it('/v1/chat/completions with n = 2: one choice cut off fails the answer, though the other finished', async () => {
+    const bridge = await bridgeWith(whole, cutOff);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false, 2)), openAiMessage);
+  });
+
+  it('/v1/messages stream: ends with an error event, not end_turn and message_stop', async () => {
+    const bridge = await bridgeWith(cutOff, empty);
+    const body = { model: 'm', max_tokens: 10, stream: true, messages };
+    const response = await post(bridge, '/v1/messages', body);
+    assert.equal(response.status, 200);
+    const events = await sseEvents(response);
+    assert.deepEqual(
+      events.map(([name]) => name),
+      ['message_start', 'content_block_start', 'content_block_delta', 'error'],
+    );
+    anthropicMessage(JSON.parse(events.at(-1)?.[1] ?? '{}') as never);
+    await assertCutOffStatus(await post(bridge, '/v1/messages', body), anthropicMessage);
+  });
+
+  it('/v1/responses stream: ends with response.failed, not response.completed', async () => {
+    const bridge = await bridgeWith(cutOff, empty);
+    const body = { model: 'm', stream: true, input: 'x' };
+    const response = await post(bridge, '/v1/responses', body);
+    assert.equal(response.status, 200);
+    const events = await sseEvents(response);
+    assert.ok(!events.some(([name]) => name === 'response.completed'));
+    const [name, data] = events.at(-1) ?? ['', '{}'];
+    assert.equal(name, 'response.failed');
+    const failed = (JSON.parse(data) as { response: { status: string; error: { message: string } } }).response;
+    assert.equal(failed.status, 'failed');
+    assert.match(failed.error.message, CUT_OFF);
+    await assertCutOffStatus(await post(bridge, '/v1/responses', body), openAiMessage);
+  });
+});
+
+describe('a cut-off first try', () => {
+  /** Two stand-in backends with dual-GPU on; whichever is asked first cuts its answer off, the other answers whole. */
+  async function firstCutThenWhole(first: Behaviour): Promise<BridgeHandle> {
+    let asked = 0;
+    const respond = (res: ServerResponse): void => (asked++ === 0 ? first : whole)(res);
+    const a = await startStandIn((_req, res) => respond(res), ['m:latest']);
+    const b = await startStandIn((_req, res) => respond(res), ['m:latest']);
+    const bridge = await startTestBridge({ file: configFile(''), env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'true' } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => a.close(),
+      () => b.close(),
+    );
+    return bridge;
+  }
+
+  it('is retried on the other backend before anything was sent (whole answer)', async () => {
+    const bridge = await firstCutThenWhole(cutOff);
+    const recorded = nextRecord(bridge);
+    const response = await post(bridge, '/api/chat', nativeChat(false));
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string }; done: boolean };
+    assert.equal(body.message.content, 'whole');
+    assert.equal(body.done, true);
+    const record = await recorded;
+    assert.equal(record.retries, 1);
+    assert.equal(record.outcome, 'ok');
+  });
+
+  it('is retried on the other backend when it sent no line at all (stream)', async () => {
+    const bridge = await firstCutThenWhole(empty);
+    const response = await post(bridge, '/v1/chat/completions', openAiChat(true));
+    assert.equal(response.status, 200);
+    const events = (await sseEvents(response)).map(([, data]) => data);
+    assert.equal(events.at(-1), '[DONE]');
+    const chunks = events.slice(0, -1).map((data) => JSON.parse(data) as { choices: Array<{ delta: { content?: string }; finish_reason: string | null }> });
+    assert.equal(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? '').join(''), 'whole');
+    assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'stop');
+  });
+});
