@@ -6,7 +6,7 @@ import { printable } from '../routing/signals.js';
 import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import type { OllamaChunk, OllamaToolCall } from '../upstream/ollama-api.js';
+import { LineNotObjectError, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
@@ -198,7 +198,8 @@ function write(res: ServerResponse, text: string): Promise<void> | undefined {
 function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
   if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
   if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
-  if (error instanceof LineTooLongError) return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
+  if (error instanceof LineTooLongError || error instanceof LineNotObjectError)
+    return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
   return toUpstreamError(error, source.name);
 }
 

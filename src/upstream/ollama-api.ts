@@ -99,6 +99,14 @@ export function countOf(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
 }
 
+/** An answer line that is valid JSON but not an object (`[1,2]`, `"text"`, `null`). */
+export class LineNotObjectError extends Error {
+  constructor() {
+    super('sent a line that is not a JSON object');
+    this.name = 'LineNotObjectError';
+  }
+}
+
 /**
  * One upstream answer line with every field the bridge reads checked: a field of the wrong type
  * (a count that is text or negative, a message that is not an object) is dropped, never passed on
@@ -106,7 +114,7 @@ export function countOf(value: unknown): number | undefined {
  * no copy per line: the value is the caller's own (just parsed, or just built by a translator).
  */
 export function checkedChunk(value: unknown): OllamaChunk {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new SyntaxError('an answer line is not a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LineNotObjectError();
   const chunk = value as Record<string, unknown>;
   for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
   for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];

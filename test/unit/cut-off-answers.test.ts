@@ -232,3 +232,15 @@ describe('a cut-off first try', () => {
     assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'stop');
   });
 });
+
+describe('a line that is not an answer line', () => {
+  it('is reported as not a JSON object when it is JSON but no object', async () => {
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end('[1,2]\n');
+    });
+    const response = await post(bridge, '/api/chat', nativeChat(false));
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { error: string }).error, /sent a line that is not a JSON object$/);
+  });
+});
