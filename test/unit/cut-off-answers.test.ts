@@ -4,6 +4,7 @@ import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/history/store.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { freePort } from '../support/ollama-rig.js';
 import { readLines } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -230,6 +231,52 @@ describe('a cut-off first try', () => {
     const chunks = events.slice(0, -1).map((data) => JSON.parse(data) as { choices: Array<{ delta: { content?: string }; finish_reason: string | null }> });
     assert.equal(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? '').join(''), 'whole');
     assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'stop');
+  });
+});
+
+describe('cloud answers cut off', () => {
+  /** A bridge whose only local backend is down, with one cloud provider of `type` that answers with these SSE events. */
+  async function cloudBridge(type: 'openai' | 'anthropic', events: readonly string[]): Promise<BridgeHandle> {
+    const cloud = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(events.join(''));
+    });
+    const file = configFile(
+      `fallback:\n  enabled: true\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
+    );
+    const bridge = await startTestBridge({
+      file,
+      env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => cloud.close(),
+    );
+    return bridge;
+  }
+
+  const openAiChunk = (content: string, finish: string | null = null): string =>
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
+  const anthropicEvent = (type: string, data: Record<string, unknown>): string => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+
+  it('OpenAI-compatible: a stream that ends before a finish_reason or [DONE] is a 502, one with a finish_reason but no [DONE] is whole', async () => {
+    const cut = await cloudBridge('openai', [openAiChunk('partial')]);
+    await assertCutOffStatus(await post(cut, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+    const noDone = await cloudBridge('openai', [openAiChunk('whole', 'stop')]);
+    const response = await post(noDone, '/v1/chat/completions', openAiChat(false));
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }> };
+    assert.equal(body.choices[0]?.message.content, 'whole');
+    assert.equal(body.choices[0]?.finish_reason, 'stop');
+  });
+
+  it('Anthropic: a stream that ends before its message stopped is a 502', async () => {
+    const bridge = await cloudBridge('anthropic', [
+      anthropicEvent('message_start', { message: { usage: { input_tokens: 3, output_tokens: 1 } } }),
+      anthropicEvent('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
+      anthropicEvent('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'partial' } }),
+    ]);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false)), openAiMessage);
   });
 });
 

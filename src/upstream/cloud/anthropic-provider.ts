@@ -104,6 +104,7 @@ export class AnthropicProvider extends CloudProvider {
     let inputTokens = 0;
     let outputTokens = 0;
     let stopReason = 'end_turn';
+    let stopped = false;
     for await (const sse of readSse(response.body, this.maxLineBytes)) {
       const event = JSON.parse(sse.data) as AnthropicEvent;
       switch (event.type) {
@@ -140,17 +141,25 @@ export class AnthropicProvider extends CloudProvider {
           break;
         }
         case 'message_delta':
-          if (event.delta?.stop_reason) stopReason = event.delta.stop_reason;
+          if (event.delta?.stop_reason) {
+            stopReason = event.delta.stop_reason;
+            stopped = true;
+          }
           outputTokens = countOf(event.usage?.output_tokens) ?? outputTokens;
+          break;
+        case 'message_stop':
+          stopped = true;
           break;
         case 'error':
           yield { error: `${this.name}: ${this.redact(String(event.error?.message ?? event.error?.type ?? 'error'))}` };
           return;
         default:
-          // ping, message_stop and event types added later carry nothing to forward.
+          // ping and event types added later carry nothing to forward.
           break;
       }
     }
+    // Cut off before the message stopped: no final line, so the answer counts as the failure it is.
+    if (!stopped) return;
     const final: OllamaChunk = {
       model,
       created_at: now(),

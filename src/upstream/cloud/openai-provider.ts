@@ -120,9 +120,13 @@ export class OpenAiProvider extends CloudProvider {
     const now = (): string => new Date().toISOString();
     const calls = new Map<number, { name: string; arguments: string }>();
     let finish: string | null = null;
+    let ended = false;
     let usage: OpenAiStreamChunk['usage'] = null;
     for await (const event of readSse(response.body, this.maxLineBytes)) {
-      if (event.data === '[DONE]') break;
+      if (event.data === '[DONE]') {
+        ended = true;
+        break;
+      }
       const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
       if (chunk.error !== undefined) {
         yield { error: `${this.name}: ${this.redact(String(chunk.error.message ?? 'error'))}` };
@@ -150,6 +154,9 @@ export class OpenAiProvider extends CloudProvider {
         }
       }
     }
+    // Cut off before the provider said it finished ([DONE], or a finish_reason from servers that
+    // send no [DONE]): no final line, so the answer counts as the failure it is.
+    if (!ended && finish === null) return;
     if (calls.size > 0) {
       const toolCalls = [...calls.values()].map((call) => {
         let args: Record<string, unknown> = {};
