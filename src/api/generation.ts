@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { sendJson, whenClosed, type ApiRequest } from './call.js';
 import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
 import { printable } from '../routing/signals.js';
@@ -103,6 +103,18 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
   const outcome = pendingOutcome({ requestedModel, tier: null, reason, model: requestedModel }, 'interactive');
   outcome.error = reason;
   return outcome;
+}
+
+/** A request refused with 403 before it was served, recorded so that history keeps it. */
+function refusal(req: IncomingMessage, requestedModel: string, reason: string, code: string): BridgeError {
+  requestOf(req).generation = refusedOutcome(requestedModel, reason);
+  return new BridgeError(403, reason, { code });
+}
+
+/** Throws 403 model_not_allowed unless the identity may use `model`, the real model the request would run. */
+export function requireModelAllowed(req: IncomingMessage, requestedModel: string, model: string): void {
+  const identity = identityOf(req);
+  if (!modelAllowed(identity, model)) throw refusal(req, requestedModel, `${identity.name} may not use the model '${model}'`, 'model_not_allowed');
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
@@ -619,14 +631,9 @@ export async function routeAndServe(
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
   const route = await router.route(input);
-  const identity = identityOf(req);
-  const refuse = (reason: string, code: string): BridgeError => {
-    requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
-    return new BridgeError(403, reason, { code });
-  };
-  if (!modelAllowed(identity, route.model)) throw refuse(`${identity.name} may not use the model '${route.model}'`, 'model_not_allowed');
-  const localOnly = policy.localOnly(req.headers, identity, route.model);
+  requireModelAllowed(req, input.requestedModel, route.model);
+  const localOnly = policy.localOnly(req.headers, identityOf(req), route.model);
   if (localOnly !== null && policy.isCloudModel(route.model))
-    throw refuse(`'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+    throw refusal(req, input.requestedModel, `'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
 }

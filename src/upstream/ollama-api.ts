@@ -90,6 +90,16 @@ export function modelNamed(body: unknown): string | undefined {
   return typeof name === 'string' && name !== '' ? name : undefined;
 }
 
+/**
+ * Every string Ollama would read as `field` of this body. Its JSON decoder (Go's) matches keys
+ * regardless of case, Unicode folds included ("ſource" is "source"), and the last match wins, so
+ * `body.model` alone may not be the model Ollama uses.
+ */
+export function valuesOllamaReads(body: unknown, field: string): string[] {
+  if (typeof body !== 'object' || body === null) return [];
+  return Object.entries(body).flatMap(([key, value]) => (key.toUpperCase().toLowerCase() === field && typeof value === 'string' ? [value] : []));
+}
+
 /** The counts and durations of an answer line; the bridge adds them up, relays them and counts them in metrics. */
 const COUNT_FIELDS = ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_count', 'eval_duration'] as const;
 const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason'] as const;

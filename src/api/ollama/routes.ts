@@ -8,12 +8,12 @@ import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel } from '../../contract/index.js';
-import { modelNamed, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { modelNamed, valuesOllamaReads, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
 import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
-import { routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
+import { requireModelAllowed, routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
 import { parseBody } from '../validate.js';
 
@@ -267,6 +267,7 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
       // A virtual model (both model lists show it) embeds with a real one; the body goes upstream with that name.
       const requested = modelNamed(req.body);
       if (requested !== undefined) (req.body as Record<string, unknown>).model = context.router.embeddingModel(requested);
+      for (const model of valuesOllamaReads(req.body, 'model')) requireModelAllowed(req, requested ?? model, model);
       next();
     },
     passthrough(byModel),

@@ -10,6 +10,7 @@ import { readText } from '../../upstream/lines.js';
 import { admitRelayed } from '../admit.js';
 import type { ApiContext } from '../context.js';
 import { serveChat } from '../chat-plan.js';
+import { requireModelAllowed } from '../generation.js';
 import { requestOf } from '../request.js';
 import { thinkFromEffort } from '../thinking.js';
 import { parseBody } from '../validate.js';
@@ -123,6 +124,7 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
   router.post('/v1/embeddings', async (req, res) => {
     const request = parseBody(embeddingRequest, req);
     const model = context.router.embeddingModel(request.model);
+    requireModelAllowed(req, request.model, model);
     const backend = await admitRelayed(context, req, res, model);
     if (backend === undefined) return;
     requestOf(req).backend = backend.name;
