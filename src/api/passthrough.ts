@@ -3,42 +3,55 @@ import type { Dispatcher } from 'undici';
 import { upstreamRequestHeaders, relayResponse } from './relay.js';
 import type { Backend } from '../upstream/backend.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { modelNamed } from '../upstream/ollama-api.js';
+import { modelNamed, ollamaMethods } from '../upstream/ollama-api.js';
 import { BridgeError } from '../contract/index.js';
 import { whenClosed } from './call.js';
 import { requestOf } from './request.js';
 
-/** Everything passed through is below Ollama's /api/. */
-const FORWARDED_PREFIX = '/api/';
+/**
+ * The path as the client sent it. The bridge's router matches paths undecoded and without regard
+ * to case, while Ollama (Go) decodes them ("/api/%63hat" is its /api/chat): only a path that is
+ * exactly one of Ollama's routes is safe to relay.
+ */
+function rawPathOf(req: Request): string {
+  const query = req.originalUrl.indexOf('?');
+  return query < 0 ? req.originalUrl : req.originalUrl.slice(0, query);
+}
+
+/** Whether Ollama's API has a route for this method on this path exactly. */
+function isOllamaRoute(method: string, rawPath: string): boolean {
+  return ollamaMethods(rawPath)?.includes(method) ?? false;
+}
+
+/** 405 (with Allow) for one of Ollama's paths asked with a method it does not take, 404 for anything else. */
+function notAnOllamaRoute(req: Request, res: Response, rawPath: string): BridgeError {
+  const methods = ollamaMethods(rawPath);
+  if (methods === undefined || methods.includes(req.method)) return new BridgeError(404, `no such endpoint: ${req.method} ${rawPath}`, { code: 'not_found' });
+  res.setHeader('allow', methods.join(', '));
+  return new BridgeError(405, `${req.method} is not allowed on ${rawPath}; it takes ${methods.join(', ')}`, { code: 'method_not_allowed' });
+}
 
 /**
- * The path and query to send upstream, with dot segments resolved (also percent-encoded ones,
- * "%2e%2e", which the upstream would resolve itself); undefined when that leaves /api/.
+ * For what reached /api/ without a route of the bridge's: the bridge serves or relays each of
+ * Ollama's routes itself, so anything else is answered here and never sent upstream, where it
+ * would skip model restrictions, routing and the scheduler.
  */
-function forwardedPath(originalUrl: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(originalUrl, 'http://bridge.invalid');
-  } catch {
-    return undefined;
-  }
-  if (url.origin !== 'http://bridge.invalid' || !url.pathname.startsWith(FORWARDED_PREFIX)) return undefined;
-  return url.pathname + url.search;
-}
+export const refuseUnrouted: RequestHandler = (req, res) => {
+  throw notAnOllamaRoute(req, res, rawPathOf(req));
+};
 
 /** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
 export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
 /**
- * Forwards the request to one backend as it is and streams the answer back.
+ * Forwards the request to one backend as it is and streams the answer back, when it is one of
+ * Ollama's routes exactly.
  * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams through.
  */
 export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
   return async (req: Request, res: Response) => {
-    const path = forwardedPath(req.originalUrl);
-    if (path === undefined) {
-      throw new BridgeError(400, `invalid path: only ${FORWARDED_PREFIX}... is forwarded, without dot segments that leave it`, { code: 'invalid_path' });
-    }
+    const rawPath = rawPathOf(req);
+    if (!isOllamaRoute(req.method, rawPath)) throw notAnOllamaRoute(req, res, rawPath);
     const backend = await choose(req, res);
     if (backend === undefined) return;
     if (afterEach !== undefined) whenClosed(res, afterEach);
@@ -68,7 +81,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     try {
       upstream = await backend.request({
         method: req.method as Dispatcher.HttpMethod,
-        path,
+        path: req.originalUrl,
         headers,
         body,
         signal: abort.signal,

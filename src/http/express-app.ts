@@ -5,7 +5,7 @@ import { anthropicRoutes } from '../api/anthropic/routes.js';
 import { copilotRoutes } from '../api/copilot/routes.js';
 import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
-import { passthrough } from '../api/passthrough.js';
+import { passthrough, refuseUnrouted } from '../api/passthrough.js';
 import { controlRoutes } from '../control/routes.js';
 import { BridgeError } from '../contract/index.js';
 import type { AnswerError, AppParts, BeginRequest } from './app.js';
@@ -50,8 +50,8 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   app.use(controlRoutes(parts.control));
   mountRoutes(app, parts.observability);
   app.use(uiRoutes(parts.uiDir ?? defaultUiDir()));
-  // The rest of Ollama's native API (push, tokenize, ...) goes to the primary as it is.
-  app.all('/api/*rest', toPrimary);
+  // Nothing else under /api/ goes upstream.
+  app.all('/api/*rest', refuseUnrouted);
 
   app.use((req) => {
     throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });

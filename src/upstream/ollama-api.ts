@@ -90,6 +90,32 @@ export function modelNamed(body: unknown): string | undefined {
   return typeof name === 'string' && name !== '' ? name : undefined;
 }
 
+/** Ollama's native API (0.11) by path: the methods each path takes. */
+const OLLAMA_ROUTES: ReadonlyMap<string, readonly string[]> = new Map([
+  ['/api/version', ['GET', 'HEAD']],
+  ['/api/tags', ['GET', 'HEAD']],
+  ['/api/ps', ['GET']],
+  ['/api/show', ['POST']],
+  ['/api/chat', ['POST']],
+  ['/api/generate', ['POST']],
+  ['/api/embed', ['POST']],
+  ['/api/embeddings', ['POST']],
+  ['/api/pull', ['POST']],
+  ['/api/push', ['POST']],
+  ['/api/create', ['POST']],
+  ['/api/copy', ['POST']],
+  ['/api/delete', ['DELETE']],
+]);
+
+/** A blob's path: one digest segment of plain characters, so that nothing in it decodes or resolves to another path. */
+const BLOB_PATH = /^\/api\/blobs\/[\w:-]+$/;
+const BLOB_METHODS: readonly string[] = ['HEAD', 'POST'];
+
+/** The methods Ollama's API takes on this path, as sent (not decoded); undefined when the path is not one of its routes. */
+export function ollamaMethods(rawPath: string): readonly string[] | undefined {
+  return BLOB_PATH.test(rawPath) ? BLOB_METHODS : OLLAMA_ROUTES.get(rawPath);
+}
+
 /**
  * Every string Ollama would read as `field` of this body. Its JSON decoder (Go's) matches keys
  * regardless of case, Unicode folds included ("ſource" is "source"), and the last match wins, so

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { addKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
@@ -96,5 +97,94 @@ describe('a key limited to some models', () => {
     const response = await fetch(`${bridge.url}/api/embed`, { method: 'POST', headers: { authorization: `Bearer ${user}` }, body });
     assert.match(await refusedModel(response, 'ollama'), /'m:latest'/);
     assert.equal(upstream.requests.length, before);
+  });
+});
+
+describe('the rest of /api/', () => {
+  let upstream: StandIn;
+  let bridge: BridgeHandle;
+
+  before(async () => {
+    upstream = await startStandIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"status":"success"}');
+    });
+    bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+  });
+
+  /** A request with the path exactly as given (fetch would normalize it). */
+  function rawRequest(method: string, rawPath: string, body?: string): Promise<{ status: number; allow: string | undefined; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(
+        `${bridge.url}${rawPath}`,
+        { method, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, allow: res.headers.allow, body: text }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  const generation = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], prompt: 'hi', stream: false });
+
+  it('answers another method on one of Ollama’s paths with 405 and what it takes, in Ollama’s shape, without the upstream', async () => {
+    for (const [method, pathname, allow] of [
+      ['PUT', '/api/chat', 'POST'],
+      ['GET', '/api/chat', 'POST'],
+      ['DELETE', '/api/generate', 'POST'],
+      ['POST', '/api/version', 'GET, HEAD'],
+      ['POST', '/api/tags', 'GET, HEAD'],
+      ['POST', '/api/ps', 'GET'],
+      ['GET', '/api/pull', 'POST'],
+      ['POST', '/api/delete', 'DELETE'],
+      ['GET', '/api/blobs/sha256:abc', 'HEAD, POST'],
+    ] as const) {
+      const answer = await rawRequest(method, pathname, method === 'GET' ? undefined : generation);
+      assert.equal(answer.status, 405, `${method} ${pathname}: ${answer.body}`);
+      assert.equal(answer.allow, allow, `${method} ${pathname}`);
+      assert.deepEqual(JSON.parse(answer.body), { error: `${method} is not allowed on ${pathname}; it takes ${allow}` });
+    }
+    assert.deepEqual(upstream.requests, []);
+  });
+
+  it('answers 404 to a path that is not exactly one of Ollama’s, also one Ollama would decode or fold into one', async () => {
+    for (const pathname of ['/api/%63hat', '/api/%67enerate', '/api/%70ull', '/api/PULL', '/api/tokenize', '/api/chat/x', '/api/blobs/sha256%3aabc']) {
+      const answer = await rawRequest('POST', pathname, generation);
+      assert.equal(answer.status, 404, pathname);
+      assert.deepEqual(JSON.parse(answer.body), { error: `no such endpoint: POST ${pathname}` });
+    }
+    assert.deepEqual(upstream.requests, []);
+  });
+
+  it('still relays Ollama’s model management and blobs as they are', async () => {
+    for (const [method, pathname] of [
+      ['POST', '/api/pull'],
+      ['POST', '/api/push'],
+      ['POST', '/api/create'],
+      ['POST', '/api/copy'],
+      ['POST', '/api/blobs/sha256:abc'],
+      ['HEAD', '/api/blobs/sha256:abc'],
+    ] as const) {
+      assert.equal((await rawRequest(method, `${pathname}?x=1`, method === 'HEAD' ? undefined : '{}')).status, 200, `${method} ${pathname}`);
+    }
+    assert.deepEqual(
+      upstream.requests.slice(-6).map((r) => `${r.method} ${r.url}`),
+      [
+        'POST /api/pull?x=1',
+        'POST /api/push?x=1',
+        'POST /api/create?x=1',
+        'POST /api/copy?x=1',
+        'POST /api/blobs/sha256:abc?x=1',
+        'HEAD /api/blobs/sha256:abc?x=1',
+      ],
+    );
   });
 });
