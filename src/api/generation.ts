@@ -11,7 +11,7 @@ import type { Backend } from '../upstream/backend.js';
 import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
 import type { IncomingHttpHeaders } from 'node:http';
-import { modelAllowed, type Identity } from '../auth/identity.js';
+import { modelAllowed, modelNotAllowed, type Identity } from '../auth/identity.js';
 import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
 import type { EnergyUse } from '../history/accounting.js';
 import { identityOf, requestOf } from './request.js';
@@ -105,16 +105,13 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
   return outcome;
 }
 
-/** A request refused with 403 before it was served, recorded so that history keeps it. */
-function refusal(req: IncomingMessage, requestedModel: string, reason: string, code: string): BridgeError {
-  requestOf(req).generation = refusedOutcome(requestedModel, reason);
-  return new BridgeError(403, reason, { code });
-}
-
-/** Throws 403 model_not_allowed unless the identity may use `model`, the real model the request would run. */
+/** Throws 403 model_not_allowed, recorded, unless the identity may use `model`, the real model the request would run. */
 export function requireModelAllowed(req: IncomingMessage, requestedModel: string, model: string): void {
   const identity = identityOf(req);
-  if (!modelAllowed(identity, model)) throw refusal(req, requestedModel, `${identity.name} may not use the model '${model}'`, 'model_not_allowed');
+  if (modelAllowed(identity, model)) return;
+  const refused = modelNotAllowed(identity, model);
+  requestOf(req).generation = refusedOutcome(requestedModel, refused.message);
+  throw refused;
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
@@ -633,7 +630,10 @@ export async function routeAndServe(
   const route = await router.route(input);
   requireModelAllowed(req, input.requestedModel, route.model);
   const localOnly = policy.localOnly(req.headers, identityOf(req), route.model);
-  if (localOnly !== null && policy.isCloudModel(route.model))
-    throw refusal(req, input.requestedModel, `'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`, 'cloud_not_allowed');
+  if (localOnly !== null && policy.isCloudModel(route.model)) {
+    const reason = `'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`;
+    requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
+    throw new BridgeError(403, reason, { code: 'cloud_not_allowed' });
+  }
   await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
 }

@@ -1,4 +1,4 @@
-import type { RequestIdentity } from '../contract/index.js';
+import { BridgeError, type RequestIdentity } from '../contract/index.js';
 
 /** Who sent a request, as far as the bridge knows (the request record's identity slot). */
 export type Identity = RequestIdentity;
@@ -16,4 +16,9 @@ export function matchesAny(patterns: readonly string[], name: string): boolean {
 /** Whether this identity may use the model (its own allow-list, or its team's). */
 export function modelAllowed(identity: Identity, model: string): boolean {
   return identity.models === undefined || matchesAny(identity.models, model);
+}
+
+/** The refusal of a model outside the identity's allow-list, as the client reads it. */
+export function modelNotAllowed(identity: Identity, model: string): BridgeError {
+  return new BridgeError(403, `${identity.name} may not use the model '${model}'`, { code: 'model_not_allowed' });
 }

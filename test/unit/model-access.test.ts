@@ -40,6 +40,8 @@ describe('a key limited to some models', () => {
   let upstream: StandIn;
   let bridge: BridgeHandle;
   let user: string;
+  let admin: string;
+  let unlimitedAdmin: string;
   const send = (method: string, pathname: string, body: unknown, key = user): Promise<Response> =>
     fetch(`${bridge.url}${pathname}`, {
       method,
@@ -58,6 +60,8 @@ describe('a key limited to some models', () => {
     // Virtual models embed with m:latest, which the key may not use.
     const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\nmodels:\n  embedding:\n    name: m:latest\n`);
     user = addKey(file, { name: 'ria', role: 'user', models: ['allowed*'] });
+    admin = addKey(file, { name: 'ada', role: 'admin', models: ['allowed*'] });
+    unlimitedAdmin = addKey(file, { name: 'root', role: 'admin' });
     bridge = await startTestBridge({ file });
     cleanups.push(
       () => bridge.stop(100),
@@ -97,6 +101,34 @@ describe('a key limited to some models', () => {
     const response = await fetch(`${bridge.url}/api/embed`, { method: 'POST', headers: { authorization: `Bearer ${user}` }, body });
     assert.match(await refusedModel(response, 'ollama'), /'m:latest'/);
     assert.equal(upstream.requests.length, before);
+  });
+
+  it('manages only models it may use: no pull, push, delete, copy or create from or to another one', async () => {
+    const before = upstream.requests.length;
+    for (const [method, pathname, body] of [
+      ['POST', '/api/pull', { model: 'm:latest' }],
+      ['POST', '/api/push', { name: 'm:latest' }],
+      ['DELETE', '/api/delete', { model: 'm:latest' }],
+      ['POST', '/api/copy', { source: 'm:latest', destination: 'allowed-copy' }],
+      ['POST', '/api/copy', { source: 'allowed:latest', destination: 'm:latest' }],
+      ['POST', '/api/create', { model: 'allowed-new', from: 'm:latest' }],
+      ['POST', '/api/create', { model: 'm:latest', from: 'allowed:latest' }],
+      ['POST', '/api/create', { model: 'allowed-new', from: 'allowed:latest', FROM: 'm:latest' }],
+    ] as const) {
+      const message = await refusedModel(await send(method, pathname, body, admin), 'ollama');
+      assert.equal(message, "ada may not use the model 'm:latest'", `${pathname} ${JSON.stringify(body)}`);
+    }
+    assert.equal(upstream.requests.length, before, 'nothing refused reached the upstream');
+
+    for (const [method, pathname, body] of [
+      ['POST', '/api/pull', { model: 'allowed:latest' }],
+      ['POST', '/api/copy', { source: 'allowed:latest', destination: 'allowed-copy' }],
+      ['POST', '/api/create', { model: 'allowed-new', from: 'allowed:latest' }],
+      ['DELETE', '/api/delete', { model: 'allowed:latest' }],
+    ] as const) {
+      assert.equal((await send(method, pathname, body, admin)).status, 200, `${pathname} ${JSON.stringify(body)}`);
+    }
+    assert.equal((await send('POST', '/api/copy', { source: 'm:latest', destination: 'x' }, unlimitedAdmin)).status, 200, 'no list: any model');
   });
 });
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Request, Response, Router as ExpressRouter } from 'express';
+import type { Request, RequestHandler, Response, Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
@@ -9,12 +9,14 @@ import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { sameModel } from '../../contract/index.js';
 import { modelNamed, valuesOllamaReads, type OllamaMessage, type OllamaShowResponse, type OllamaTagModel } from '../../upstream/ollama-api.js';
+import { modelAllowed, modelNotAllowed } from '../../auth/identity.js';
 import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
 import { requireModelAllowed, routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
+import { identityOf } from '../request.js';
 import { parseBody } from '../validate.js';
 
 /**
@@ -223,6 +225,30 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   ];
 }
 
+/**
+ * The fields of each model-management request that name a model (Ollama 0.11's request types).
+ * A key limited to some models may manage only those: a copy or a create from another model
+ * would give it that model under a name it may use, and a push would hand it out.
+ */
+const MANAGED_MODEL_FIELDS = {
+  '/api/pull': ['model', 'name'],
+  '/api/push': ['model', 'name'],
+  '/api/create': ['model', 'name', 'from'],
+  '/api/copy': ['source', 'destination'],
+  '/api/delete': ['model', 'name'],
+} as const satisfies Record<string, readonly string[]>;
+
+/** 403 model_not_allowed unless the identity may use every model these fields of the body name. */
+function requireManagedModelsAllowed(fields: readonly string[]): RequestHandler {
+  return (req, _res, next) => {
+    const identity = identityOf(req);
+    for (const model of fields.flatMap((field) => valuesOllamaReads(req.body, field))) {
+      if (!modelAllowed(identity, model)) throw modelNotAllowed(identity, model);
+    }
+    next();
+  };
+}
+
 /** Every route of this surface, mounted on `router`. */
 export function ollamaRoutes(context: ApiContext, router: ExpressRouter): ExpressRouter {
   const { catalog } = context;
@@ -273,12 +299,15 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     passthrough(byModel),
   );
 
-  router.post(
-    ['/api/pull', '/api/create', '/api/copy', '/api/push'],
-    passthrough(() => primary, invalidate),
-  );
+  for (const path of ['/api/pull', '/api/create', '/api/copy', '/api/push'] as const) {
+    router.post(
+      path,
+      requireManagedModelsAllowed(MANAGED_MODEL_FIELDS[path]),
+      passthrough(() => primary, invalidate),
+    );
+  }
 
-  router.delete('/api/delete', async (req, res) => {
+  router.delete('/api/delete', requireManagedModelsAllowed(MANAGED_MODEL_FIELDS['/api/delete']), async (req, res) => {
     const name = requiredModelName(req.body);
     const holders = await catalog.holders(name);
     const outcomes = await Promise.all(
