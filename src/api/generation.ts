@@ -6,7 +6,7 @@ import { printable } from '../routing/signals.js';
 import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import { LineNotObjectError, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
+import { LineNotObjectError, withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
@@ -263,7 +263,7 @@ async function open(
       plan.bodies.map((body) =>
         source.generate({
           path: plan.path,
-          body: source.kind === 'local' ? prepare({ ...body, model }, source.name, model) : { ...body, model },
+          body: source.kind === 'local' ? prepare(withModel(body, model), source.name, model) : withModel(body, model),
           userAgent: req.headers['user-agent'] ?? 'copilot-bridge',
           signal: abort?.signal ?? client,
         }),

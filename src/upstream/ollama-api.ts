@@ -117,13 +117,26 @@ export function ollamaMethods(rawPath: string): readonly string[] | undefined {
 }
 
 /**
- * Every string Ollama would read as `field` of this body. Its JSON decoder (Go's) matches keys
+ * Whether Ollama reads this key of a body as `field`. Its JSON decoder (Go's) matches keys
  * regardless of case, Unicode folds included ("ſource" is "source"), and the last match wins, so
  * `body.model` alone may not be the model Ollama uses.
  */
+function readsAs(key: string, field: string): boolean {
+  return key.toUpperCase().toLowerCase() === field;
+}
+
+/** Every string Ollama would read as `field` of this body. */
 export function valuesOllamaReads(body: unknown, field: string): string[] {
   if (typeof body !== 'object' || body === null) return [];
-  return Object.entries(body).flatMap(([key, value]) => (key.toUpperCase().toLowerCase() === field && typeof value === 'string' ? [value] : []));
+  return Object.entries(body).flatMap(([key, value]) => (readsAs(key, field) && typeof value === 'string' ? [value] : []));
+}
+
+/** The body with `model` set, and no other key that Ollama would read as the model instead. */
+export function withModel(body: Readonly<Record<string, unknown>>, model: string): Record<string, unknown> {
+  const sent: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(body)) if (!readsAs(key, 'model')) sent[key] = value;
+  sent.model = model;
+  return sent;
 }
 
 /** The counts and durations of an answer line; the bridge adds them up, relays them and counts them in metrics. */

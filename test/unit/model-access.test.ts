@@ -53,7 +53,8 @@ describe('a key limited to some models', () => {
     upstream = await startStandIn(
       (_req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ model: 'x', embeddings: [[0.5]], embedding: [0.5], prompt_eval_count: 1 }));
+        const done = { created_at: '2025-01-01T00:00:00Z', response: 'ok', message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop' };
+        res.end(JSON.stringify({ model: 'x', embeddings: [[0.5]], embedding: [0.5], prompt_eval_count: 1, ...done }));
       },
       ['allowed:latest', 'm:latest'],
     );
@@ -101,6 +102,24 @@ describe('a key limited to some models', () => {
     const response = await fetch(`${bridge.url}/api/embed`, { method: 'POST', headers: { authorization: `Bearer ${user}` }, body });
     assert.match(await refusedModel(response, 'ollama'), /'m:latest'/);
     assert.equal(upstream.requests.length, before);
+  });
+
+  it('sends chat and generate upstream with no second key Ollama would read as the model', async () => {
+    for (const [pathname, rest] of [
+      ['/api/chat', '"messages":[{"role":"user","content":"hi"}]'],
+      ['/api/generate', '"prompt":"hi"'],
+    ]) {
+      const body = `{"model":"allowed:latest","stream":false,${rest},"Model":"m:latest","MODEL":"m:latest"}`;
+      const response = await fetch(`${bridge.url}${pathname}`, { method: 'POST', headers: { authorization: `Bearer ${user}` }, body });
+      assert.equal(response.status, 200, pathname);
+      const sent = JSON.parse(upstream.requests.at(-1)?.body ?? '{}') as Record<string, unknown>;
+      assert.deepEqual(
+        Object.keys(sent).filter((key) => key.toLowerCase() === 'model'),
+        ['model'],
+        pathname,
+      );
+      assert.equal(sent.model, 'allowed:latest');
+    }
   });
 
   it('manages only models it may use: no pull, push, delete, copy or create from or to another one', async () => {
