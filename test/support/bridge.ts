@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { startBridge, type BridgeHandle } from '../../src/bridge.js';
+import type { HistoryRecord } from '../../src/contract/index.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
 import { tempDir } from './temp.js';
@@ -83,4 +84,14 @@ export async function startStandIn(
         server.close(() => resolve());
       }),
   };
+}
+
+/** The next history record the bridge writes, so a test waits on the record and not on time. */
+export function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
+  return new Promise((resolve) => {
+    const off = bridge.history.onRecord((record) => {
+      off();
+      resolve(record);
+    });
+  });
 }

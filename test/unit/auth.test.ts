@@ -11,7 +11,7 @@ import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { runCli } from '../../src/cli.js';
-import { startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
+import { nextRecord, startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { freePort } from '../support/ollama-rig.js';
 import { readLines } from '../support/streams.js';
@@ -21,16 +21,6 @@ const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
-
-/** The next history record the bridge writes, so a test waits on the record and not on time. */
-function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
-  return new Promise((resolve) => {
-    const off = bridge.history.onRecord((record) => {
-      off();
-      resolve(record);
-    });
-  });
-}
 
 function call(bridge: BridgeHandle, method: string, pathname: string, headers: Record<string, string> = {}, body?: unknown): Promise<Response> {
   return fetch(`${bridge.url}${pathname}`, {

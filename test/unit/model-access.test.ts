@@ -3,24 +3,13 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { addKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
-import type { HistoryRecord } from '../../src/contract/index.js';
-import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { nextRecord, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
-
-/** The next history record the bridge writes. */
-function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
-  return new Promise((resolve) => {
-    const off = bridge.history.onRecord((record) => {
-      off();
-      resolve(record);
-    });
-  });
-}
 
 /** The message of a 403 model_not_allowed in the surface's error shape. */
 async function refusedModel(response: Response, shape: 'ollama' | 'openai'): Promise<string> {
