@@ -6,7 +6,8 @@ import { startBridge, type BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
-import { tempDir } from './temp.js';
+import { freePort } from './ollama-rig.js';
+import { configFile, tempDir } from './temp.js';
 
 /** A logger that keeps its JSON lines in memory, so tests can read what was logged. */
 export function memoryLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
@@ -94,4 +95,31 @@ export function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
       resolve(record);
     });
   });
+}
+
+/**
+ * A bridge whose only local backend is down, with one cloud provider of `type` (named
+ * cloud-<type>, model <type>-test) served by a stand-in that answers with `respond`.
+ */
+export async function startCloudBridge(
+  type: 'anthropic' | 'openai',
+  respond: (res: ServerResponse) => void,
+  options: { enabled?: boolean } = {},
+): Promise<{ cloud: StandIn; bridge: BridgeHandle; close(): Promise<void> }> {
+  const cloud = await startStandIn((_req, res) => respond(res));
+  const file = configFile(
+    `fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
+  );
+  const bridge = await startTestBridge({
+    file,
+    env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
+  });
+  return {
+    cloud,
+    bridge,
+    close: async () => {
+      await bridge.stop(100);
+      await cloud.close();
+    },
+  };
 }

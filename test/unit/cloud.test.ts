@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
-import { memoryLogger, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { memoryLogger, startCloudBridge, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -67,25 +67,15 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** A bridge whose only local backend is down, with one cloud provider served by a stand-in. */
+/** A bridge whose only local backend is down, with one cloud provider served by a stand-in; stopped after the tests. */
 async function withProvider(
   type: 'anthropic' | 'openai',
   respond: (res: ServerResponse) => void,
   enabled = true,
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
-  const cloud = await startStandIn((_req, res) => respond(res));
-  const file = configFile(
-    `fallback:\n  enabled: ${enabled}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
-  );
-  const bridge = await startTestBridge({
-    file,
-    env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
-  });
-  cleanups.push(
-    () => bridge.stop(100),
-    () => cloud.close(),
-  );
-  return { cloud, bridge };
+  const started = await startCloudBridge(type, respond, { enabled });
+  cleanups.push(started.close);
+  return started;
 }
 
 const post = (url: string, body: unknown): Promise<Response> =>

@@ -3,8 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/history/store.js';
-import { startStandIn, startTestBridge } from '../support/bridge.js';
-import { freePort } from '../support/ollama-rig.js';
+import { startCloudBridge, startStandIn, startTestBridge } from '../support/bridge.js';
 import { readLines } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -237,22 +236,12 @@ describe('a cut-off first try', () => {
 describe('cloud answers cut off', () => {
   /** A bridge whose only local backend is down, with one cloud provider of `type` that answers with these SSE events. */
   async function cloudBridge(type: 'openai' | 'anthropic', events: readonly string[]): Promise<BridgeHandle> {
-    const cloud = await startStandIn((_req, res) => {
+    const started = await startCloudBridge(type, (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end(events.join(''));
     });
-    const file = configFile(
-      `fallback:\n  enabled: true\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
-    );
-    const bridge = await startTestBridge({
-      file,
-      env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
-    });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => cloud.close(),
-    );
-    return bridge;
+    cleanups.push(started.close);
+    return started.bridge;
   }
 
   const openAiChunk = (content: string, finish: string | null = null): string =>
