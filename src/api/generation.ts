@@ -270,7 +270,12 @@ async function open(
       ),
     );
     lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
-    const first = await lines.next();
+    const first = await lines.next().catch((error: unknown) => {
+      // A break before the first line (the connection lost right after the head): the backend's
+      // request counted its status as a success, so the failure is counted here, unless the client left.
+      if (!client.aborted) source.noteFailure?.(asFailure(error, source).message);
+      throw error;
+    });
     if (first.done === true) {
       // Not a single line (a 200 with an empty body): nothing was sent yet, so another source may answer.
       const failure = cutOff(source);

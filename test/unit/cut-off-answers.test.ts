@@ -35,6 +35,12 @@ const empty: Behaviour = (res) => {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
   res.end();
 };
+/** The head of a stream, then the connection is lost before any line. */
+const resetAfterHead: Behaviour = (res) => {
+  const socket = res.socket;
+  res.detachSocket(socket as NonNullable<typeof socket>);
+  socket?.write('HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n', () => socket.destroy());
+};
 const whole: Behaviour = (res) => {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
   res.end(textLine('whole') + finalLine);
@@ -124,6 +130,14 @@ describe('answers cut off upstream', () => {
   it('native /api/chat stream: an empty 200 is a 502, not a 0-byte success', async () => {
     const bridge = await bridgeWith(empty);
     await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(true)), ollamaMessage);
+    assert.equal(bridge.state.backends.find((b) => b.name === 'local')?.failures, 1);
+  });
+
+  it('native /api/chat stream: a connection lost after the head, before any line, is a 502 and counts against the backend', async () => {
+    const bridge = await bridgeWith(resetAfterHead);
+    const response = await post(bridge, '/api/chat', nativeChat(true));
+    assert.equal(response.status, 502);
+    assert.equal(typeof ((await response.json()) as { error?: unknown }).error, 'string');
     assert.equal(bridge.state.backends.find((b) => b.name === 'local')?.failures, 1);
   });
 
