@@ -48,8 +48,13 @@ function nestedDeeperThan(text: string, limit: number): boolean {
   return false;
 }
 
-/** A request body's text as JSON (an object or an array); undefined when it is empty. Throws a BodyError. */
-function parseJson(text: string): unknown {
+/**
+ * A request body's text as JSON (an object or an array); undefined when it is empty. Throws a
+ * BodyError. A byte order mark in front is passed over, as RFC 8259 allows: some tools (Windows
+ * PowerShell's UTF-8 files) write one.
+ */
+function parseJson(body: string): unknown {
+  const text = body.charCodeAt(0) === 0xfeff ? body.slice(1) : body;
   const first = text.trimStart()[0];
   if (first === undefined) return undefined;
   if (nestedDeeperThan(text, MAX_JSON_DEPTH)) throw new BodyError('entity.parse.failed', `nested deeper than ${MAX_JSON_DEPTH} levels`);

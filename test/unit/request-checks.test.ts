@@ -70,6 +70,13 @@ describe('requests checked before they go upstream', () => {
     assert.equal(generations(), before);
   });
 
+  it('reads a body that starts with a UTF-8 byte order mark, as RFC 8259 allows', async () => {
+    const body = `\ufeff${JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], stream: false })}`;
+    const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'ok');
+  });
+
   it('answers errors in the shape of the surface that serves the path, in any letter case', async () => {
     const openai = await post('/V1/Chat/Completions', { model: 'm', messages: 'hi' });
     assert.equal(openai.status, 400);
