@@ -29,6 +29,12 @@ interface Series {
   errors: { inc(): void };
   responseTime: { observe(value: number): void };
   firstToken: { observe(value: number): void };
+  tokensIn: { inc(value: number): void };
+  tokensOut: { inc(value: number): void };
+  identityRequests: { inc(): void };
+  energy: { inc(value: number): void };
+  cloudEquivalent: { inc(value: number): void };
+  saved: { inc(value: number): void };
 }
 
 export class BridgeMetrics {
@@ -192,38 +198,43 @@ export class BridgeMetrics {
   }
 
   observe(record: HistoryRecord): void {
-    const tier = record.tier ?? 'none';
-    const backend = record.backend ?? 'none';
     // Only configured or installed models become label values, so the series map stays bounded too.
     const model = this.knownModel(record.model) ? record.model : 'other';
-    const series = this.seriesOf(tier, model, backend, String(record.status));
+    const series = this.seriesOf(record.tier ?? 'none', model, record.backend ?? 'none', String(record.status), record.team, record.user);
     series.requests.inc();
     if (record.outcome === 'error') series.errors.inc();
     series.responseTime.observe(record.totalMs / 1000);
     if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
-    const team = this.labels.team(record.team);
-    if (record.tokensIn !== null) this.tokens.inc({ direction: 'in', model, team }, record.tokensIn);
-    if (record.tokensOut !== null) this.tokens.inc({ direction: 'out', model, team }, record.tokensOut);
+    if (record.tokensIn !== null) series.tokensIn.inc(record.tokensIn);
+    if (record.tokensOut !== null) series.tokensOut.inc(record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
-    const who: Record<string, string> = this.perUser ? { team, tier, user: this.labels.user(record.user) } : { team, tier };
-    this.identityRequests.inc({ ...who, status: String(record.status) });
-    if (record.status === 429) this.rateLimited.inc({ team });
-    if (record.energyJoules !== null) this.energy.inc(who, record.energyJoules);
-    if (record.cloudCostDollars !== null) this.cloudEquivalent.inc(who, record.cloudCostDollars);
+    series.identityRequests.inc();
+    if (record.status === 429) this.rateLimited.inc({ team: this.labels.team(record.team) });
+    if (record.energyJoules !== null) series.energy.inc(record.energyJoules);
+    if (record.cloudCostDollars !== null) series.cloudEquivalent.inc(record.cloudCostDollars);
     // A counter only goes up: a request whose energy cost more than its cloud equivalent adds nothing.
-    if (record.savedDollars !== null && record.savedDollars > 0) this.saved.inc(who, record.savedDollars);
+    if (record.savedDollars !== null && record.savedDollars > 0) series.saved.inc(record.savedDollars);
   }
 
-  /** The series one request counts in, built once per label combination rather than a label object per call. */
-  private seriesOf(tier: string, model: string, backend: string, status: string): Series {
-    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}`;
+  /** The series one request counts in, built once per label combination rather than label objects per call. */
+  private seriesOf(tier: string, model: string, backend: string, status: string, teamName: string | null, userName: string | null): Series {
+    const team = this.labels.team(teamName);
+    const user = this.perUser ? this.labels.user(userName) : '';
+    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}\u0000${team}\u0000${user}`;
     let series = this.series.get(key);
     if (series === undefined) {
+      const who: Record<string, string> = this.perUser ? { team, tier, user } : { team, tier };
       series = {
         requests: this.requests.labels({ tier, model, backend, status }),
         errors: this.errors.labels({ tier, model, backend, outcome: 'error' }),
         responseTime: this.responseTime.labels({ tier, backend }),
         firstToken: this.firstToken.labels({ tier, backend }),
+        tokensIn: this.tokens.labels({ direction: 'in', model, team }),
+        tokensOut: this.tokens.labels({ direction: 'out', model, team }),
+        identityRequests: this.identityRequests.labels({ ...who, status }),
+        energy: this.energy.labels(who),
+        cloudEquivalent: this.cloudEquivalent.labels(who),
+        saved: this.saved.labels(who),
       };
       this.series.set(key, series);
     }

@@ -177,6 +177,8 @@ export class Router {
   private ordered(model: string, tier: Tier | null, available: readonly Backend[], holders: ReadonlySet<string>): Backend[] {
     const withModel = available.filter((b) => holders.has(b.name));
     const eligible = withModel.length > 0 ? withModel : available;
+    // One backend (the common single-GPU setup) has no order to work out.
+    if (eligible.length < 2) return [...eligible];
     const score = (b: Backend): number[] => {
       const held = this.holds(b, model);
       return [

@@ -108,6 +108,8 @@ interface Entry {
 }
 
 interface Pool {
+  /** backend and model identity: the key of this pool and of its model's figures. */
+  key: string;
   backend: string;
   model: string;
   running: number;
@@ -244,16 +246,17 @@ export class Scheduler {
 
   /** Estimated time to first token of a new request of `lane` on `backend`. */
   estimate(backend: string, model: string, lane: Lane, promptTokens: number): Estimate {
-    const pool = this.pools.get(this.key(backend, model));
-    const measured = this.measuredFor(backend, model);
+    const k = this.key(backend, model);
+    const pool = this.pools.get(k);
+    const measured = this.measuredFor(k, model);
     const now = this.clock.now();
     const running = pool?.running ?? 0;
     const queued = pool?.queue.length ?? 0;
     const ahead = running + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
     const slots = this.capacity(backend, lane);
     const waitMs = ahead < slots ? 0 : ((ahead - slots + 1) * measured.serviceMs) / slots;
-    const resident = this.isResident(backend, model);
-    const loadMs = resident ? 0 : this.loadEstimate(backend, model);
+    const resident = this.isResident(backend, model, running);
+    const loadMs = resident ? 0 : this.loadEstimate(k, model);
     const prefillMs = (promptTokens / (measured.promptTps ?? SEED_PROMPT_TPS)) * 1000;
     return { backend, ms: waitMs + loadMs + prefillMs, waitMs, loadMs, prefillMs, resident, running, queued };
   }
@@ -265,7 +268,7 @@ export class Scheduler {
       const backend = k.slice(0, k.indexOf('\u0000'));
       // Several names of one model file share a row, named after the first one measured.
       const model = this.measured.get(k)?.model ?? (pool as Pool).model;
-      const measured = this.measuredFor(backend, model);
+      const measured = this.measuredFor(k, model);
       const queued = Object.fromEntries(LANES.map((lane) => [lane, pool?.queue.filter((e) => e.lane === lane).length ?? 0])) as Record<Lane, number>;
       return {
         backend,
@@ -302,28 +305,29 @@ export class Scheduler {
     const k = this.key(backend, model);
     let pool = this.pools.get(k);
     if (pool === undefined) {
-      pool = { backend, model, running: 0, runningOther: 0, queue: [] };
+      pool = { key: k, backend, model, running: 0, runningOther: 0, queue: [] };
       this.pools.set(k, pool);
     }
     return pool;
   }
 
-  private measuredFor(backend: string, model: string): Measured {
-    return this.measured.get(this.key(backend, model)) ?? { model, serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0 };
+  /** The figures under key `k` (see key()), or the seed for `model` before any were measured. */
+  private measuredFor(k: string, model: string): Measured {
+    return this.measured.get(k) ?? { model, serviceMs: this.options.seed(model).serviceMs, loadMs: null, promptTps: null, samples: 0 };
   }
 
-  /** Resident as of the backend's last report, or busy with the model right now. */
-  private isResident(backend: string, model: string): boolean {
-    return this.options.resident(backend, model) || (this.pools.get(this.key(backend, model))?.running ?? 0) > 0;
+  /** Resident as of the backend's last report, or busy with the model right now (`running` of its pool). */
+  private isResident(backend: string, model: string, running: number): boolean {
+    return running > 0 || this.options.resident(backend, model);
   }
 
-  /** A cold load measured there, else measured on another backend, else guessed from the size. */
-  private loadEstimate(backend: string, model: string): number {
-    const here = this.measured.get(this.key(backend, model))?.loadMs;
+  /** A cold load measured there (figures under key `k`), else measured on another backend, else guessed from the size. */
+  private loadEstimate(k: string, model: string): number {
+    const here = this.measured.get(k)?.loadMs;
     if (here !== undefined && here !== null) return here;
-    for (const [k, m] of this.measured) {
-      const elsewhere = k.slice(0, k.indexOf('\u0000'));
-      if (m.loadMs !== null && k === this.key(elsewhere, model)) return m.loadMs;
+    for (const [other, m] of this.measured) {
+      const elsewhere = other.slice(0, other.indexOf('\u0000'));
+      if (m.loadMs !== null && other === this.key(elsewhere, model)) return m.loadMs;
     }
     return LOAD_BASE_MS + (this.options.seed(model).sizeBytes ?? 0) / LOAD_BYTES_PER_MS;
   }
@@ -376,7 +380,7 @@ export class Scheduler {
 
   private dispatch(pool: Pool, entry: Omit<Entry, 'pool' | 'grant' | 'drop'>): Slot {
     const dispatchedAt = this.clock.now();
-    const resident = this.isResident(pool.backend, pool.model);
+    const resident = this.isResident(pool.backend, pool.model, pool.running);
     pool.running += entry.weight;
     const other = entry.lane === 'fim' ? 0 : entry.weight;
     pool.runningOther += other;
@@ -403,7 +407,7 @@ export class Scheduler {
   }
 
   private learn(pool: Pool, dispatchedAt: number, wasResident: boolean, completion: Completion): void {
-    const k = this.key(pool.backend, pool.model);
+    const k = pool.key;
     const now = this.clock.now();
     const old = this.measured.get(k);
     const samples = old?.samples ?? 0;
@@ -428,7 +432,7 @@ export class Scheduler {
   }
 
   private forgetIfIdle(pool: Pool): void {
-    if (pool.running === 0 && pool.queue.length === 0) this.pools.delete(this.key(pool.backend, pool.model));
+    if (pool.running === 0 && pool.queue.length === 0) this.pools.delete(pool.key);
   }
 }
 
