@@ -1,3 +1,4 @@
+import { Transform, type Readable } from 'node:stream';
 import type { Request, RequestHandler, Response } from 'express';
 import type { Dispatcher } from 'undici';
 import { upstreamRequestHeaders, relayResponse } from './relay.js';
@@ -40,15 +41,42 @@ export const refuseUnrouted: RequestHandler = (req, res) => {
   throw notAnOllamaRoute(req, res, rawPathOf(req));
 };
 
+/** A streamed request body that stopped arriving: answered 408, and the error boundary closes the connection. */
+class BodyStalled extends BridgeError {
+  constructor(idleMs: number) {
+    super(408, `the request body stopped arriving for ${idleMs / 1000} s (server.request_timeout_seconds)`, { code: 'request_timeout' });
+  }
+}
+
+/**
+ * The client's body as it streams upstream, aborting the upload when it stops arriving for
+ * `idleMs`: a long upload is fine, a stalled one is not. Watched as it passes through a stream of
+ * its own: a 'data' listener would start the body flowing before the upstream reads it.
+ */
+function stallWatched(req: Request, idleMs: number, abort: AbortController): Readable {
+  const timer = setTimeout(() => abort.abort(new BodyStalled(idleMs)), idleMs);
+  const watched = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      timer.refresh();
+      done(null, chunk);
+    },
+  });
+  // Not pipeline(): it would destroy the request, and with it the connection the 408 is written to.
+  req.pipe(watched);
+  watched.once('close', () => clearTimeout(timer));
+  return watched;
+}
+
 /** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
 export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
 /**
  * Forwards the request to one backend as it is and streams the answer back, when it is one of
  * Ollama's routes exactly.
- * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams through.
+ * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams
+ * through, and one that stops arriving for `bodyIdleMs` is answered 408 with the upload stopped.
  */
-export function passthrough(choose: BackendChoice, afterEach?: () => void): RequestHandler {
+export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyIdleMs?: number): RequestHandler {
   return async (req: Request, res: Response) => {
     const rawPath = rawPathOf(req);
     if (!isOllamaRoute(req.method, rawPath)) throw notAnOllamaRoute(req, res, rawPath);
@@ -64,7 +92,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
     });
 
     const headers = upstreamRequestHeaders(req.headers);
-    let body: string | Request | undefined;
+    let body: string | Readable | undefined;
     if (req.body !== undefined) {
       body = JSON.stringify(req.body);
       headers['content-type'] = 'application/json';
@@ -73,7 +101,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
       req.headers['content-length'] !== '0' &&
       (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)
     ) {
-      body = req;
+      body = bodyIdleMs === undefined ? req : stallWatched(req, bodyIdleMs, abort);
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
     }
 
@@ -88,6 +116,8 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void): Requ
         model: modelNamed(req.body),
       });
     } catch (error) {
+      // A stalled upload is answered (the error boundary closes the connection); a client that left is not.
+      if (abort.signal.reason instanceof BodyStalled) throw abort.signal.reason;
       if (abort.signal.aborted) return;
       const failure = error instanceof UpstreamError ? error : new BridgeError(502, 'upstream request failed', { cause: error });
       request.upstreamError = failure.code ?? 'internal';

@@ -69,17 +69,6 @@ function parseJson(body: string): unknown {
 }
 
 /**
- * Destroys a request whose streamed body (a model blob) stops arriving for `idleMs`; a long upload
- * is fine, a stalled one is not.
- */
-export function bodyIdleTimeout(req: IncomingMessage, idleMs: number): void {
-  const timer = setTimeout(() => req.destroy(), idleMs);
-  req.on('data', () => timer.refresh());
-  req.once('end', () => clearTimeout(timer));
-  req.once('close', () => clearTimeout(timer));
-}
-
-/**
  * Reads a JSON request body (an object or an array) of at most `limit` bytes, which must arrive
  * whole within `timeoutMs` (a client that trickles its body cannot hold a connection); undefined
  * when the request has none. Rejects with a BodyError. Written for the hot path: express.json()

@@ -10,7 +10,7 @@ import { controlRoutes } from '../control/routes.js';
 import { BridgeError } from '../contract/index.js';
 import type { AnswerError, AppParts, BeginRequest } from './app.js';
 import { authenticate, limits } from './auth.js';
-import { bodyIdleTimeout, jsonBody } from './body.js';
+import { jsonBody } from './body.js';
 import { guard } from './guard.js';
 import { defaultUiDir, uiRoutes } from './ui.js';
 
@@ -27,18 +27,14 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   });
   app.use(guard(config));
   app.use(authenticate(parts.authenticator));
-  const toPrimary = passthrough(
-    () => primaryOf(context),
-    () => context.catalog.invalidate(),
-  );
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all(
     '/api/blobs/*digest',
-    (req, _res, next) => {
-      bodyIdleTimeout(req, config.server.request_timeout_seconds * 1000);
-      next();
-    },
-    toPrimary,
+    passthrough(
+      () => primaryOf(context),
+      () => context.catalog.invalidate(),
+      config.server.request_timeout_seconds * 1000,
+    ),
   );
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   app.use(limits(parts.limiter));

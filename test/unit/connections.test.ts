@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
@@ -23,10 +26,10 @@ async function bridgeWith(yaml: string): Promise<BridgeHandle> {
 }
 
 /** A client that sends a request head announcing a body, then one byte of it, and stalls. */
-function slowBody(bridge: BridgeHandle): Socket {
+function slowBody(bridge: BridgeHandle, target = 'POST /api/chat', contentType = 'application/json'): Socket {
   const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
   socket.on('error', () => undefined);
-  socket.write('POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{');
+  socket.write(`${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${contentType}\r\nContent-Length: 1000\r\n\r\n{`);
   cleanups.push(async () => {
     socket.destroy();
   });
@@ -43,6 +46,86 @@ describe('client connections', () => {
     assert.match(answer, /^HTTP\/1\.1 408 /);
     assert.match(answer, /connection: close/i);
     assert.match(answer, /"error":"the request body did not arrive within 0.5 s/);
+  });
+
+  describe('a model blob upload (streamed through to Ollama)', () => {
+    /** An Ollama stand-in for /api/blobs: each upload's bytes as they arrived whole, or 'aborted' for one cut short. */
+    async function blobStore(): Promise<{ url: string; uploads: Array<Promise<Buffer | 'aborted'>> }> {
+      const uploads: Array<Promise<Buffer | 'aborted'>> = [];
+      const server = createServer((req: IncomingMessage, res) => {
+        if (!req.url?.startsWith('/api/blobs/')) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end('{"models":[]}');
+          return;
+        }
+        uploads.push(
+          new Promise((resolve) => {
+            const chunks: Buffer[] = [];
+            req.on('data', (chunk: Buffer) => chunks.push(chunk));
+            req.on('end', () => {
+              res.writeHead(201).end();
+              resolve(Buffer.concat(chunks));
+            });
+            req.on('close', () => {
+              if (!req.complete) resolve('aborted');
+            });
+          }),
+        );
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      cleanups.push(async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      });
+      return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, uploads };
+    }
+
+    async function bridgeFor(upstreamUrl: string): Promise<BridgeHandle> {
+      const bridge = await startTestBridge({
+        file: configFile(`backends:\n  - name: gpu0\n    url: ${upstreamUrl}\nserver:\n  request_timeout_seconds: 0.5\n`),
+      });
+      cleanups.push(() => bridge.stop(100));
+      return bridge;
+    }
+
+    it('reaches Ollama whole, byte for byte, even when it takes longer than the body timeout', { timeout: 20_000 }, async () => {
+      const store = await blobStore();
+      const bridge = await bridgeFor(store.url);
+      const blob = randomBytes(3 * 1024 * 1024);
+      const digest = createHash('sha256').update(blob).digest('hex');
+      // 8 pieces 150 ms apart: the upload takes longer than the 0.5 s timeout, and keeps arriving.
+      const pieces = 8;
+      let sent = 0;
+      const started = performance.now();
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent === pieces) return controller.close();
+          if (sent > 0) await new Promise((resolve) => setTimeout(resolve, 150));
+          controller.enqueue(blob.subarray((sent * blob.length) / pieces, ((sent + 1) * blob.length) / pieces));
+          sent += 1;
+        },
+      });
+      const answer = await fetch(`${bridge.url}/api/blobs/sha256:${digest}`, { method: 'POST', body, duplex: 'half' } as RequestInit);
+      assert.equal(answer.status, 201);
+      assert.ok(performance.now() - started > 500, 'the upload outlasted the body timeout');
+      const received = await store.uploads[0];
+      assert.ok(Buffer.isBuffer(received), 'the upload was not cut');
+      assert.equal(createHash('sha256').update(received).digest('hex'), digest);
+    });
+
+    it('that stalls is answered 408 in Ollama’s shape, closes the connection and stops the upload upstream', { timeout: 20_000 }, async () => {
+      const store = await blobStore();
+      const bridge = await bridgeFor(store.url);
+      const socket = slowBody(bridge, 'POST /api/blobs/sha256:0123', 'application/octet-stream');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      await once(socket, 'close');
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /connection: close/i);
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as unknown;
+      assert.deepEqual(body, { error: 'the request body stopped arriving for 0.5 s (server.request_timeout_seconds)' });
+      assert.equal(store.uploads.length, 1, 'the upload had started upstream');
+      assert.equal(await store.uploads[0], 'aborted');
+    });
   });
 
   it('closes the connection of a client refused for a missing API key', async () => {
