@@ -114,6 +114,31 @@ export function requireModelAllowed(req: IncomingMessage, requestedModel: string
   throw refused;
 }
 
+/** The first model a generation asked for `requested` could run that the identity may not use. */
+function forbiddenModelBehind(router: Router, identity: Identity, requested: string): string | undefined {
+  return router.modelsFor(requested).find((model) => !modelAllowed(identity, model));
+}
+
+/**
+ * Whether the model lists offer `name` to the identity: only when every model a generation with it
+ * could run is allowed, so that nothing a client picks from them ends in 403. For a virtual name
+ * that is every model it can be routed to ("auto": every tier's); an embedding is checked on its own.
+ */
+export function modelOffered(router: Router, identity: Identity, name: string): boolean {
+  return forbiddenModelBehind(router, identity, name) === undefined;
+}
+
+/**
+ * Throws 403 model_not_allowed on a lookup of a model that is not offered to the identity, as its
+ * generation would be refused; checked before the model is looked for, so the answer tells nothing
+ * of which models outside the allow-list are installed.
+ */
+export function requireModelOffered(req: IncomingMessage, router: Router, name: string): void {
+  const identity = identityOf(req);
+  const forbidden = forbiddenModelBehind(router, identity, name);
+  if (forbidden !== undefined) throw modelNotAllowed(identity, forbidden);
+}
+
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
 
 /** Token counts and the generation time of a finished answer, summed over its choices. */

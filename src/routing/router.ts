@@ -285,6 +285,17 @@ export class Router {
   }
 
   /**
+   * Every real model a generation asked for `requested` can run: the name itself, or for a virtual
+   * name the model of each tier it can end on. "auto" can be classified into any tier, and a
+   * request needing what its tier's model lacks (tools, images, fill-in-the-middle) moves up.
+   */
+  modelsFor(requested: string): string[] {
+    const virtual = virtualModel(requested);
+    if (virtual === undefined) return [requested];
+    return TIERS.slice(virtual.tier === null ? 0 : TIERS.indexOf(virtual.tier)).map((tier) => this.settings.models[tier]);
+  }
+
+  /**
    * The real model that computes embeddings for `requested`: a virtual name means models.embedding
    * when configured, else the model of its tier ("auto": the simple tier's). Always the same model
    * for one name, since vectors of different models cannot be compared.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import OpenAI from 'openai';
 import { addKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { nextRecord, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
@@ -137,6 +138,134 @@ describe('a key limited to some models', () => {
       assert.equal((await send(method, pathname, body, admin)).status, 200, `${pathname} ${JSON.stringify(body)}`);
     }
     assert.equal((await send('POST', '/api/copy', { source: 'm:latest', destination: 'x' }, unlimitedAdmin)).status, 200, 'no list: any model');
+  });
+});
+
+describe('model lists and lookups for a key limited to some models', () => {
+  // The simple tier runs small:latest, the moderate and complex tiers allowed:7b.
+  const INSTALLED = ['allowed:latest', 'allowed:7b', 'small:latest', 'm:latest'];
+  const LOADED = ['allowed:7b', 'm:latest'];
+  const VIRTUAL = ['auto', 'bridge/simple', 'bridge/moderate', 'bridge/complex'];
+  let upstream: StandIn;
+  const bridges: Array<{ path: string; bridge: BridgeHandle }> = [];
+  /** May use allowed*: the complex and moderate tiers' model, not the simple one's. */
+  let ria: string;
+  /** May use allowed* and small*: every tier's model. */
+  let sam: string;
+  /** May use small*: the simple tier's model, not those a request moves up to when it lacks tools or images. */
+  let tia: string;
+  let unlimited: string;
+
+  before(async () => {
+    upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ capabilities: ['completion'], model_info: { 'general.architecture': 'llama', 'llama.context_length': 8192 }, details: {} }));
+      },
+      INSTALLED,
+      LOADED,
+    );
+    const file = configFile(
+      `backends:\n  - name: gpu0\n    url: ${upstream.url}\nmodels:\n  simple:\n    name: small:latest\n  complex:\n    name: allowed:7b\n`,
+    );
+    ria = addKey(file, { name: 'ria', role: 'user', models: ['allowed*'] });
+    sam = addKey(file, { name: 'sam', role: 'user', models: ['allowed*', 'SMALL:*'] });
+    tia = addKey(file, { name: 'tia', role: 'user', models: ['small:*'] });
+    unlimited = addKey(file, { name: 'root', role: 'user' });
+    // The fast path serves /api/tags, /api/show and /v1/models; express the same handlers and the rest.
+    bridges.push({ path: 'fast path', bridge: await startTestBridge({ file }) }, { path: 'express', bridge: await startTestBridge({ file, fastPath: false }) });
+    cleanups.push(
+      ...bridges.map(
+        ({ bridge }) =>
+          () =>
+            bridge.stop(100),
+      ),
+      () => upstream.close(),
+    );
+  });
+
+  const ask = (bridge: BridgeHandle, key: string, method: string, pathname: string, body?: unknown): Promise<Response> =>
+    fetch(`${bridge.url}${pathname}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+
+  /** The names of /api/tags, /api/ps and (with the OpenAI SDK) /v1/models, as the key sees them. */
+  async function lists(bridge: BridgeHandle, key: string): Promise<{ tags: string[]; ps: string[]; openai: string[] }> {
+    const names = async (pathname: string): Promise<string[]> => {
+      const response = await ask(bridge, key, 'GET', pathname);
+      assert.equal(response.status, 200, pathname);
+      return ((await response.json()) as { models: Array<{ model: string }> }).models.map((m) => m.model);
+    };
+    const client = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: key, maxRetries: 0 });
+    return { tags: await names('/api/tags'), ps: await names('/api/ps'), openai: (await client.models.list()).data.map((m) => m.id) };
+  }
+
+  it('lists only the models the key may use, and a virtual name only when every model it can route to is allowed', async () => {
+    for (const { path, bridge } of bridges) {
+      const offered = ['bridge/moderate', 'bridge/complex', 'allowed:latest', 'allowed:7b'];
+      assert.deepEqual(await lists(bridge, ria), { tags: offered, ps: ['allowed:7b'], openai: offered }, `${path}: ria`);
+      const everyTier = [...VIRTUAL, 'allowed:latest', 'allowed:7b', 'small:latest'];
+      assert.deepEqual(await lists(bridge, sam), { tags: everyTier, ps: ['allowed:7b'], openai: everyTier }, `${path}: sam`);
+      assert.deepEqual(await lists(bridge, tia), { tags: ['small:latest'], ps: [], openai: ['small:latest'] }, `${path}: tia`);
+    }
+  });
+
+  it('lists every model, virtual ones first, for a key without a list', async () => {
+    for (const { path, bridge } of bridges) {
+      const everything = [...VIRTUAL, ...INSTALLED];
+      assert.deepEqual(await lists(bridge, unlimited), { tags: everything, ps: LOADED, openai: everything }, path);
+    }
+  });
+
+  it('describes a model the key may use, and refuses any other with 403 model_not_allowed before looking for it', async () => {
+    for (const { path, bridge } of bridges) {
+      for (const body of [{ model: 'allowed:7b' }, { name: 'allowed:latest' }, { model: 'bridge/complex' }]) {
+        const response = await ask(bridge, ria, 'POST', '/api/show', body);
+        assert.equal(response.status, 200, `${path}: ${JSON.stringify(body)}`);
+        assert.deepEqual(((await response.json()) as { capabilities: string[] }).capabilities, ['completion']);
+      }
+      assert.equal((await ask(bridge, ria, 'POST', '/api/show', { model: 'allowed:missing' })).status, 404, `${path}: an allowed name nobody has`);
+
+      const asked = upstream.requests.length;
+      for (const [body, model] of [
+        [{ model: 'm:latest' }, 'm:latest'],
+        [{ name: 'M:latest' }, 'M:latest'],
+        [{ model: 'nowhere:1b' }, 'nowhere:1b'],
+        [{ model: 'auto' }, 'small:latest'],
+        [{ model: 'bridge/simple' }, 'small:latest'],
+      ] as const) {
+        const message = await refusedModel(await ask(bridge, ria, 'POST', '/api/show', body), 'ollama');
+        assert.equal(message, `ria may not use the model '${model}'`, `${path}: ${JSON.stringify(body)}`);
+      }
+      const escalated = await refusedModel(await ask(bridge, tia, 'POST', '/api/show', { model: 'bridge/simple' }), 'ollama');
+      assert.equal(escalated, "tia may not use the model 'allowed:7b'", path);
+      assert.equal(upstream.requests.length, asked, `${path}: nothing refused was looked up upstream`);
+      assert.equal((await ask(bridge, unlimited, 'POST', '/api/show', { model: 'm:latest' })).status, 200, `${path}: no list`);
+    }
+  });
+
+  it('retrieves a model the key may use with the OpenAI SDK, and refuses any other with 403 model_not_allowed', async () => {
+    for (const { path, bridge } of bridges) {
+      const client = (key: string): OpenAI => new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: key, maxRetries: 0 });
+      assert.equal((await client(ria).models.retrieve('allowed:7b')).id, 'allowed:7b', path);
+      assert.equal((await client(ria).models.retrieve('allowed')).id, 'allowed:latest', path);
+      for (const [id, model] of [
+        ['m:latest', 'm:latest'],
+        ['nowhere:1b', 'nowhere:1b'],
+        ['auto', 'small:latest'],
+      ] as const) {
+        await assert.rejects(client(ria).models.retrieve(id), (error: unknown) => {
+          assert.ok(error instanceof OpenAI.PermissionDeniedError, `${path}: ${id}: ${String(error)}`);
+          assert.equal(error.code, 'model_not_allowed');
+          assert.equal(error.message, `403 ria may not use the model '${model}'`);
+          return true;
+        });
+      }
+      assert.equal((await client(sam).models.retrieve('auto')).id, 'auto', path);
+      assert.equal((await client(unlimited).models.retrieve('m:latest')).id, 'm:latest', path);
+    }
   });
 });
 

@@ -14,7 +14,7 @@ import { admitRelayed } from '../admit.js';
 import { primaryOf, type ApiContext } from '../context.js';
 import { BridgeError } from '../../contract/index.js';
 import { serveChat } from '../chat-plan.js';
-import { requireModelAllowed, routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
+import { modelOffered, requireModelAllowed, requireModelOffered, routeAndServe, type GenerationResult, type ResponseFormat } from '../generation.js';
 import { passthrough } from '../passthrough.js';
 import { identityOf } from '../request.js';
 import { parseBody } from '../validate.js';
@@ -155,7 +155,7 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
     };
   };
 
-  const tags: ApiHandler = async (_req, res) => {
+  const tags: ApiHandler = async (req, res) => {
     const listed = await catalog.models(true).catch((error: unknown) => {
       throw toUpstreamError(error, 'all');
     });
@@ -172,11 +172,13 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
         details: { ...EMPTY_DETAILS, ...behind?.details, parent_model: '' },
       };
     });
-    sendJson(res, 200, { models: [...virtual, ...models] });
+    const identity = identityOf(req);
+    sendJson(res, 200, { models: [...virtual, ...models].filter((m) => modelOffered(context.router, identity, m.model)) });
   };
 
   const showModel: ApiHandler = async (req, res) => {
     const name = requiredModelName(req.body);
+    requireModelOffered(req, context.router, name);
     const virtual = virtualModel(name);
     const show = await (virtual === undefined ? showReal(name) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
       throw error instanceof UpstreamStatusError ? error : toUpstreamError(error, 'catalog');
@@ -279,8 +281,10 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     res.json({ version: lowest === undefined || compareVersions(lowest, BRIDGE_OLLAMA_API_LEVEL) < 0 ? BRIDGE_OLLAMA_API_LEVEL : lowest });
   });
 
-  router.get('/api/ps', async (_req, res) => {
-    res.json({ models: await catalog.loaded() });
+  router.get('/api/ps', async (req, res) => {
+    const identity = identityOf(req);
+    const loaded = await catalog.loaded();
+    res.json({ models: loaded.filter((m) => modelOffered(context.router, identity, m.model)) });
   });
 
   const byModel = async (req: Request, res: Response): Promise<Backend | undefined> => {

@@ -10,8 +10,8 @@ import { readText } from '../../upstream/lines.js';
 import { admitRelayed } from '../admit.js';
 import type { ApiContext } from '../context.js';
 import { serveChat } from '../chat-plan.js';
-import { requireModelAllowed } from '../generation.js';
-import { requestOf } from '../request.js';
+import { modelOffered, requireModelAllowed, requireModelOffered } from '../generation.js';
+import { identityOf, requestOf } from '../request.js';
 import { thinkFromEffort } from '../thinking.js';
 import { parseBody } from '../validate.js';
 import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
@@ -55,8 +55,10 @@ async function modelList(context: ApiContext): Promise<ListedModel[]> {
 
 /** The routes every editor calls all the time: generations and the model list. */
 export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
-  const models: ApiHandler = async (_req, res) => {
-    sendJson(res, 200, { object: 'list', data: await modelList(context) });
+  const models: ApiHandler = async (req, res) => {
+    const identity = identityOf(req);
+    const offered = (await modelList(context)).filter((m) => modelOffered(context.router, identity, m.id));
+    sendJson(res, 200, { object: 'list', data: offered });
   };
 
   const chat: ApiHandler = async (req, res) => {
@@ -107,6 +109,7 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
 
   router.get('/v1/models/*id', async (req, res) => {
     const id = (req.params as { id: string[] }).id.join('/');
+    requireModelOffered(req, context.router, id);
     const found = (await modelList(context)).find((m) => m.id === id || m.id === `${id}:latest`);
     if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
     res.json(found);
