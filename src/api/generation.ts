@@ -116,6 +116,7 @@ export function requireModelAllowed(req: IncomingMessage, requestedModel: string
 
 /** The first model a generation asked for `requested` could run that the identity may not use. */
 function forbiddenModelBehind(router: Router, identity: Identity, requested: string): string | undefined {
+  if (identity.models === undefined) return undefined;
   return router.modelsFor(requested).find((model) => !modelAllowed(identity, model));
 }
 
