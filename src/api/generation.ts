@@ -12,7 +12,7 @@ import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { modelAllowed, modelNotAllowed, type Identity } from '../auth/identity.js';
-import { BridgeError, type DropReason, type GenerationOutcome } from '../contract/index.js';
+import { BridgeError, Cancel, type DropReason, type GenerationOutcome } from '../contract/index.js';
 import type { EnergyUse } from '../history/accounting.js';
 import { identityOf, requestOf } from './request.js';
 
@@ -269,16 +269,16 @@ async function open(
   plan: GenerationPlan,
   model: string,
   req: ApiRequest,
-  client: AbortSignal,
+  client: Cancel,
   prepare: GenerationPolicy['prepare'],
 ): Promise<Opened> {
   // `client` aborts when the client leaves or the stop deadline passed: either way the upstream
   // stops. One choice (nearly every request) is sent with that signal as it is, and a failure
   // stops it through its lines; several share a signal of their own, so that one failing stops
   // the others even before they answered.
-  const abort = plan.bodies.length === 1 ? undefined : new AbortController();
+  const abort = plan.bodies.length === 1 ? undefined : new Cancel();
   const onClient = (): void => abort?.abort();
-  if (abort !== undefined) client.addEventListener('abort', onClient, { once: true });
+  if (abort !== undefined) client.addEventListener('abort', onClient);
   let lines: AsyncIterableIterator<[number, OllamaChunk]> | undefined;
   const stop = (): void => {
     if (abort !== undefined) abort.abort();
@@ -291,7 +291,7 @@ async function open(
           path: plan.path,
           body: source.kind === 'local' ? prepare(withModel(body, model), source.name, model) : withModel(body, model),
           userAgent: req.headers['user-agent'] ?? 'copilot-bridge',
-          signal: abort?.signal ?? client,
+          cancel: abort ?? client,
         }),
       ),
     );
@@ -400,7 +400,7 @@ export async function serveGeneration(
   input: RouteInput,
   localOnly: string | null = null,
 ): Promise<void> {
-  const client = new AbortController();
+  const client = new Cancel();
   const { deadline } = policy;
   const onDeadline = (): void => client.abort();
   deadline.addEventListener('abort', onDeadline, { once: true });
@@ -447,10 +447,10 @@ export async function serveGeneration(
     answered = null;
     let opened: Opened;
     try {
-      opened = await open(source, plan, route.model, req, client.signal, policy.prepare);
+      opened = await open(source, plan, route.model, req, client, policy.prepare);
     } catch (error) {
       // Stopped by the deadline: not the source's fault, and the client still gets an answer below.
-      if (client.signal.aborted) return !deadline.aborted;
+      if (client.aborted) return !deadline.aborted;
       failed(source, error);
       return false;
     }
@@ -470,7 +470,7 @@ export async function serveGeneration(
       sendJson(res, 200, plan.format.whole(results));
       return true;
     } catch (error) {
-      if (client.signal.aborted) return !deadline.aborted;
+      if (client.aborted) return !deadline.aborted;
       const failure = asFailure(error, source);
       source.noteFailure?.(failure.message, failure instanceof UpstreamStatusError ? route.model : undefined);
       failed(source, error);
@@ -489,7 +489,7 @@ export async function serveGeneration(
     if (retry > 0) {
       outcome.retries = retry;
       await sleep(backoffMs(retry), undefined, { signal: client.signal }).catch(() => undefined);
-      if (client.signal.aborted) break;
+      if (client.aborted) break;
     }
     const choices = schedulerChoices(route.spread, route.noRoom, usable).map((b) => b.name);
     let slot: Slot;
@@ -501,12 +501,12 @@ export async function serveGeneration(
         client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
         promptTokens: input.signals.approxTokens,
         weight: plan.bodies.length,
-        signal: client.signal,
+        signal: client,
       });
     } catch (error) {
       // The stop deadline: the answer below says so.
       if (deadline.aborted) break;
-      if (client.signal.aborted || res.destroyed) return;
+      if (client.aborted || res.destroyed) return;
       if (error instanceof QueueDropped && error.reason !== 'stopping') {
         outcome.dropped = error.reason;
         answerEmpty(res, route, plan, error.reason);
@@ -532,14 +532,14 @@ export async function serveGeneration(
       slot.release(completionOf(answered));
     }
     if (served) return;
-    if (client.signal.aborted || (lastError !== undefined && !retriable(lastError))) break;
+    if (client.aborted || (lastError !== undefined && !retriable(lastError))) break;
   }
 
   const providers = policy.fallback();
   if (localOnly !== null && providers.length > 0) {
     route.reason += `; cloud fallback skipped: ${localOnly}`;
     outcome.reason = route.reason;
-  } else if (!client.signal.aborted && (lastError === undefined || retriable(lastError))) {
+  } else if (!client.aborted && (lastError === undefined || retriable(lastError))) {
     for (const provider of providers) {
       outcome.fallback = provider.name;
       const why = failures.length > 0 ? failures.join('; ') : 'no local backend can take traffic';
@@ -547,7 +547,7 @@ export async function serveGeneration(
       outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
-      if (client.signal.aborted) break;
+      if (client.aborted) break;
     }
   }
 
@@ -555,7 +555,7 @@ export async function serveGeneration(
     outcome.error = SHUT_DOWN_MESSAGE;
     throw new BridgeError(503, SHUT_DOWN_MESSAGE, { code: 'shutting_down' });
   }
-  if (client.signal.aborted || res.destroyed) return;
+  if (client.aborted || res.destroyed) return;
   if (lastError === undefined) {
     outcome.error = route.reason;
     throw new BridgeError(503, `no backend can serve this request (${route.reason})`, { code: 'no_backend_available' });

@@ -9,3 +9,4 @@ export * from './health.js';
 export * from './gpu.js';
 export * from './request.js';
 export * from './errors.js';
+export * from './cancel.js';

@@ -1,4 +1,4 @@
-import { dropMessage, LANES, type DropReason, type Lane, type SchedulerPool, type SchedulerSnapshot } from '../contract/index.js';
+import { dropMessage, LANES, type CancelSignal, type DropReason, type Lane, type SchedulerPool, type SchedulerSnapshot } from '../contract/index.js';
 import { laneRank } from './lanes.js';
 
 /** Time and timers, injected so tests drive the scheduler without waiting. */
@@ -59,7 +59,7 @@ export interface AdmitRequest {
   promptTokens: number;
   /** Slots it takes at once (n > 1 choices run side by side). */
   weight?: number;
-  signal: AbortSignal;
+  signal: CancelSignal;
 }
 
 /** What a finished request tells the estimates (Ollama's own figures from its last line). */
@@ -232,7 +232,7 @@ export class Scheduler {
           reject(error);
         },
       };
-      request.signal.addEventListener('abort', onAbort, { once: true });
+      request.signal.addEventListener('abort', onAbort);
       if (request.lane === 'fim') {
         timer = this.clock.setTimer(() => {
           this.dropped.deadline += 1;

@@ -5,7 +5,7 @@ import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.j
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth } from './health.js';
 import { LazyPool } from './lazy-pool.js';
-import { canonicalModelName } from '../contract/index.js';
+import { canonicalModelName, type CancelSignal } from '../contract/index.js';
 import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
@@ -139,8 +139,8 @@ export class Backend implements GenerationSource {
   }
 
   /** Counts a request that got no answer and returns what to throw: the abort as it is, anything else as an UpstreamError. */
-  private unanswered(error: unknown, signal: AbortSignal): unknown {
-    if (signal.aborted) return error;
+  private unanswered(error: unknown, cancel: CancelSignal): unknown {
+    if (cancel.aborted) return error;
     const failure = toUpstreamError(error, this.name);
     this.failures += 1;
     this.health.recordFailure(failure.message, failure.failure === 'unreachable');
@@ -158,7 +158,7 @@ export class Backend implements GenerationSource {
     const pool = this.pool.made ?? (await this.pool.get());
     const model = this.begin(String(request.body.model));
     const started = performance.now();
-    const { signal } = request;
+    const { cancel } = request;
     const { maxLineBytes } = this.limits;
     return new Promise((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined;
@@ -173,15 +173,15 @@ export class Backend implements GenerationSource {
         },
         maxLineBytes,
       );
-      const onAbort = (): void => controller?.abort(signal.reason as Error);
+      const onAbort = (): void => controller?.abort(cancel.reason as Error);
       const finish = (): void => {
         if (settled) return;
         settled = true;
         this.inFlight -= 1;
-        signal.removeEventListener('abort', onAbort);
+        cancel.removeEventListener('abort', onAbort);
       };
       const statusError = (): UpstreamStatusError => new UpstreamStatusError(status, this.name, errorMessageOf(status, errorText));
-      signal.addEventListener('abort', onAbort, { once: true });
+      cancel.addEventListener('abort', onAbort);
       pool.dispatch(
         {
           method: 'POST',
@@ -192,7 +192,7 @@ export class Backend implements GenerationSource {
         {
           onRequestStart: (dispatch) => {
             controller = dispatch;
-            if (signal.aborted) dispatch.abort(signal.reason as Error);
+            if (cancel.aborted) dispatch.abort(cancel.reason as Error);
           },
           onResponseStart: (_dispatch, statusCode) => {
             status = statusCode;
@@ -211,7 +211,7 @@ export class Backend implements GenerationSource {
           },
           onResponseError: (_dispatch, error) => {
             finish();
-            if (status === 0) reject(this.unanswered(error, signal));
+            if (status === 0) reject(this.unanswered(error, cancel));
             else if (status >= 400) reject(statusError());
             else lines.fail(error);
           },

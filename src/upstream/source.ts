@@ -1,3 +1,4 @@
+import type { Cancel } from '../contract/index.js';
 import type { OllamaChunk } from './ollama-api.js';
 
 export interface GenerationRequest {
@@ -5,7 +6,8 @@ export interface GenerationRequest {
   /** A native Ollama body with the model set. */
   body: Record<string, unknown>;
   userAgent: string;
-  signal: AbortSignal;
+  /** Aborts when the client left or the bridge stopped: the answer upstream stops. */
+  cancel: Cancel;
 }
 
 /**

@@ -6,7 +6,7 @@ import { asBridgeError, sendError } from '../../src/api/errors.js';
 import { serveGeneration, type GenerationPolicy } from '../../src/api/generation.js';
 import { nativeFormat } from '../../src/api/ollama/routes.js';
 import { beginRequest, requestOf } from '../../src/api/request.js';
-import type { GenerationOutcome } from '../../src/contract/index.js';
+import { Cancel, type GenerationOutcome } from '../../src/contract/index.js';
 import type { RouteDecision } from '../../src/routing/router.js';
 import { Scheduler } from '../../src/routing/scheduler.js';
 import { chatSignals, clientSignals } from '../../src/routing/signals.js';
@@ -37,7 +37,7 @@ class FakeSource implements GenerationSource {
 
   async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
     this.requests.push(request);
-    request.signal.addEventListener('abort', () => (this.aborted = true));
+    request.cancel.addEventListener('abort', () => (this.aborted = true));
     if (this.script.failBeforeFirstLine === true) throw new UpstreamError('unreachable', this.name, `${this.name} refused the connection`);
     const { lines = [], breakAfter, hang } = this.script;
     return (async function* () {
@@ -46,7 +46,7 @@ class FakeSource implements GenerationSource {
         yield line;
       }
       // Waits for the client to go away (the abort), as a slow generation would.
-      if (hang === true) await new Promise((resolve) => request.signal.addEventListener('abort', resolve));
+      if (hang === true) await new Promise<void>((resolve) => request.cancel.addEventListener('abort', resolve));
     })();
   }
 }
@@ -196,5 +196,38 @@ describe('the generation loop, with scripted sources', () => {
     client.abort();
     await closed;
     assert.equal(gpu0.aborted, true);
+  });
+});
+
+describe('a generation’s cancellation', () => {
+  it('calls each listener still registered once, at the abort, and none added after it', () => {
+    const cancel = new Cancel();
+    const calls: string[] = [];
+    const removed = (): number => calls.push('removed');
+    cancel.addEventListener('abort', () => calls.push('first'));
+    cancel.addEventListener('abort', removed);
+    cancel.addEventListener('abort', () => calls.push('second'));
+    cancel.removeEventListener('abort', removed);
+    const reason = new Error('client left');
+    cancel.abort(reason);
+    cancel.abort(new Error('again'));
+    cancel.addEventListener('abort', () => calls.push('late'));
+    assert.deepEqual(calls, ['first', 'second']);
+    assert.equal(cancel.aborted, true);
+    assert.equal(cancel.reason, reason);
+  });
+
+  it('gives an AbortSignal that aborts with it, made before or after the abort', () => {
+    const early = new Cancel();
+    const signal = early.signal;
+    assert.equal(signal.aborted, false);
+    early.abort();
+    assert.equal(signal.aborted, true);
+    assert.equal((signal.reason as DOMException).name, 'AbortError');
+    const late = new Cancel();
+    const reason = new Error('stopped');
+    late.abort(reason);
+    assert.equal(late.signal.aborted, true);
+    assert.equal(late.signal.reason, reason);
   });
 });

@@ -89,7 +89,12 @@ export class AnthropicProvider extends CloudProvider {
         input_schema: tool.function.parameters ?? { type: 'object', properties: {} },
       }));
     }
-    const response = await this.post('/messages', payload, { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' }, request.signal);
+    const response = await this.post(
+      '/messages',
+      payload,
+      { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' },
+      request.cancel.signal,
+    );
     return checkedLines(this.translate(response, chat));
   }
 

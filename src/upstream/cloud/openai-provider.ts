@@ -100,7 +100,7 @@ export class OpenAiProvider extends CloudProvider {
         ...sampling,
       };
       if (Array.isArray(body.tools) && body.tools.length > 0) payload.tools = body.tools;
-      const response = await this.post('/chat/completions', payload, this.headers(), request.signal);
+      const response = await this.post('/chat/completions', payload, this.headers(), request.cancel.signal);
       return checkedLines(this.translate(response, 'chat'));
     }
     const payload = {
@@ -111,7 +111,7 @@ export class OpenAiProvider extends CloudProvider {
       stream_options: { include_usage: true },
       ...sampling,
     };
-    const response = await this.post('/completions', payload, this.headers(), request.signal);
+    const response = await this.post('/completions', payload, this.headers(), request.cancel.signal);
     return checkedLines(this.translate(response, 'generate'));
   }
 
