@@ -6,8 +6,8 @@ import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.j
 
 /**
  * Requests that are valid JSON but ask for something the bridge must not pass on as it is: a
- * token limit Ollama would read as none, Responses input with nothing to answer, a model name too
- * long to echo in a header.
+ * token limit Ollama would read as none, values outside the ranges the client's own API accepts,
+ * Responses input with nothing to answer, a model name too long to echo in a header.
  */
 
 const FINAL = { created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true, done_reason: 'stop', eval_count: 1 };
@@ -35,6 +35,21 @@ describe('requests checked before they go upstream', () => {
     fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const generations = (): number => upstream.requests.filter((r) => r.url === '/api/chat' || r.url === '/api/generate').length;
 
+  /** Posts each case, expects 400 in OpenAI's shape naming `param`, and that nothing went upstream. */
+  const expectOpenAiRefusals = async (cases: ReadonlyArray<[string, Record<string, unknown>, string, RegExp]>): Promise<void> => {
+    const before = generations();
+    for (const [path, body, param, message] of cases) {
+      const response = await post(path, body);
+      assert.equal(response.status, 400, `${path} ${JSON.stringify(body)}`);
+      const { error } = (await response.json()) as { error: { param: string; code: string; type: string; message: string } };
+      assert.equal(error.param, param, JSON.stringify(body));
+      assert.equal(error.code, 'invalid_request');
+      assert.equal(error.type, 'invalid_request_error');
+      assert.match(error.message, message);
+    }
+    assert.equal(generations(), before);
+  };
+
   it('refuses OpenAI token limits below 1 (Ollama reads 0 and below as no limit) in OpenAI’s shape, sending nothing upstream', async () => {
     const messages = [{ role: 'user', content: 'hi' }];
     const cases: Array<[string, Record<string, unknown>, string]> = [
@@ -56,6 +71,59 @@ describe('requests checked before they go upstream', () => {
     assert.equal(generations(), before);
     const allowed = await post('/v1/chat/completions', { model: 'm', messages, max_tokens: 1 });
     assert.equal(allowed.status, 200);
+  });
+
+  it('refuses OpenAI sampling values outside the ranges OpenAI accepts, naming the field, on chat, completions and Responses', async () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    const outOfRange = (param: string): [string, RegExp] => [param, new RegExp(`^${param}: must be between`)];
+    await expectOpenAiRefusals(
+      (
+        [
+          ['/v1/chat/completions', { model: 'm', messages, temperature: 2.01 }, 'temperature'],
+          ['/v1/chat/completions', { model: 'm', messages, temperature: -0.5, stream: true }, 'temperature'],
+          ['/v1/chat/completions', { model: 'm', messages, top_p: 1.5 }, 'top_p'],
+          ['/v1/chat/completions', { model: 'm', messages, top_p: -0.1 }, 'top_p'],
+          ['/v1/chat/completions', { model: 'm', messages, presence_penalty: -2.5 }, 'presence_penalty'],
+          ['/v1/chat/completions', { model: 'm', messages, frequency_penalty: 3 }, 'frequency_penalty'],
+          ['/v1/chat/completions', { model: 'm', messages, logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
+          ['/chat/completions', { model: 'm', messages, temperature: 100 }, 'temperature'],
+          ['/v1/completions', { model: 'm', prompt: 'x', temperature: 2.5 }, 'temperature'],
+          ['/v1/completions', { model: 'm', prompt: 'x', top_p: 2 }, 'top_p'],
+          ['/v1/completions', { model: 'm', prompt: 'x', presence_penalty: 2.5 }, 'presence_penalty'],
+          ['/v1/completions', { model: 'm', prompt: 'x', frequency_penalty: -3 }, 'frequency_penalty'],
+          ['/v1/completions', { model: 'm', prompt: 'x', logprobs: 6 }, 'logprobs'],
+          ['/v1/engines/m/completions', { prompt: 'x', temperature: -1 }, 'temperature'],
+          ['/v1/responses', { model: 'm', input: 'hi', temperature: 3 }, 'temperature'],
+          ['/v1/responses', { model: 'm', input: 'hi', top_p: 1.01 }, 'top_p'],
+          ['/v1/responses', { model: 'm', input: 'hi', top_logprobs: -1 }, 'top_logprobs'],
+        ] as const
+      ).map(([path, body, param]) => [path, body, ...outOfRange(param)]),
+    );
+    // Whole numbers only, where OpenAI's field is an integer.
+    await expectOpenAiRefusals([
+      ['/v1/chat/completions', { model: 'm', messages, top_logprobs: 1.5 }, 'top_logprobs', /^top_logprobs: /],
+      ['/v1/completions', { model: 'm', prompt: 'x', logprobs: 0.5 }, 'logprobs', /^logprobs: /],
+      ['/v1/chat/completions', { model: 'm', messages, logprobs: 1 }, 'logprobs', /^logprobs: /],
+    ]);
+
+    // The bounds themselves are OpenAI's own values, which clients send (temperature 0, top_p 1).
+    const edges = [
+      [
+        '/v1/chat/completions',
+        { model: 'm', messages, temperature: 2, top_p: 0, presence_penalty: -2, frequency_penalty: 2, logprobs: true, top_logprobs: 20 },
+      ],
+      ['/v1/chat/completions', { model: 'm', messages, temperature: 0, top_p: 1, presence_penalty: 2, frequency_penalty: -2, top_logprobs: 0 }],
+      ['/v1/completions', { model: 'm', prompt: 'x', temperature: 2, top_p: 1, presence_penalty: -2, frequency_penalty: 2, logprobs: 5 }],
+      ['/v1/completions', { model: 'm', prompt: 'x', temperature: 0, top_p: 0, logprobs: 0 }],
+      ['/v1/responses', { model: 'm', input: 'hi', temperature: 2, top_p: 1, top_logprobs: 20 }],
+      ['/v1/responses', { model: 'm', input: 'hi', temperature: 0, top_p: 0, top_logprobs: 0 }],
+    ] as const;
+    for (const [path, body] of edges) {
+      const response = await post(path, body);
+      assert.equal(response.status, 200, `${path} ${JSON.stringify(body)}: ${await response.text()}`);
+    }
+    const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/chat').at(-1)?.body ?? '{}') as { options: Record<string, unknown> };
+    assert.deepEqual(sent.options, { temperature: 0, top_p: 0 });
   });
 
   it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {

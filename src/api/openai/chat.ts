@@ -29,10 +29,25 @@ const message = z.looseObject({
   name: z.string().optional(),
 });
 
-const optionalNumber = z.number().nullish();
-
 /** A token limit: Ollama reads 0 and below as none at all, so they are refused as OpenAI refuses them. */
 export const tokenLimit = z.number().int().min(1, 'must be at least 1').nullish();
+
+/** `schema` limited to OpenAI's documented range for the field, bounds included: OpenAI answers 400 outside it. */
+export function inRange(schema: z.ZodNumber, min: number, max: number): z.ZodOptional<z.ZodNullable<z.ZodNumber>> {
+  const message = `must be between ${min} and ${max}`;
+  return schema.min(min, message).max(max, message).nullish();
+}
+
+/** Sampling fields of chat, completions and Responses requests, in OpenAI's ranges. */
+export const samplingFields = {
+  temperature: inRange(z.number(), 0, 2),
+  top_p: inRange(z.number(), 0, 1),
+  frequency_penalty: inRange(z.number(), -2, 2),
+  presence_penalty: inRange(z.number(), -2, 2),
+};
+
+/** Log probabilities are not returned (Ollama has none to give), but values OpenAI refuses are refused alike. */
+export const topLogprobs = inRange(z.number().int(), 0, 20);
 
 export const chatRequestSchema = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1, 'you must provide a model parameter'),
@@ -44,14 +59,13 @@ export const chatRequestSchema = z.looseObject({
       z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }),
     )
     .nullish(),
-  temperature: optionalNumber,
-  top_p: optionalNumber,
+  ...samplingFields,
   max_tokens: tokenLimit,
   max_completion_tokens: tokenLimit,
   stop: z.union([z.string(), z.array(z.string())]).nullish(),
   seed: z.number().int().nullish(),
-  frequency_penalty: optionalNumber,
-  presence_penalty: optionalNumber,
+  logprobs: z.boolean().nullish(),
+  top_logprobs: topLogprobs,
   n: z.number().int().min(1).max(8).nullish(),
   reasoning_effort: z.string().nullish(),
   response_format: z.looseObject({ type: z.string(), json_schema: z.looseObject({ schema: z.unknown() }).nullish() }).nullish(),

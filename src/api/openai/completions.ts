@@ -5,7 +5,7 @@ import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
-import { finishReason, newId, ollamaOptions, SSE_DONE, sseError, sseEvent, tokenLimit, usageOf } from './chat.js';
+import { finishReason, inRange, newId, ollamaOptions, samplingFields, SSE_DONE, sseError, sseEvent, tokenLimit, usageOf } from './chat.js';
 
 /**
  * A prompt completion: OpenAI's /v1/completions, and Copilot's inline completions
@@ -16,13 +16,12 @@ export const completionRequestSchema = z.looseObject({
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]).default(''),
   suffix: z.string().nullish(),
   max_tokens: tokenLimit,
-  temperature: z.number().nullish(),
-  top_p: z.number().nullish(),
+  ...samplingFields,
   n: z.number().int().min(1).max(8).nullish(),
   stop: z.union([z.string(), z.array(z.string())]).nullish(),
   seed: z.number().int().nullish(),
-  frequency_penalty: z.number().nullish(),
-  presence_penalty: z.number().nullish(),
+  // Not returned (see topLogprobs); OpenAI's maximum here is 5.
+  logprobs: inRange(z.number().int(), 0, 5),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
 });

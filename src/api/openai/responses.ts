@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { thinkFromEffort, type Think } from '../thinking.js';
-import { InvalidRequest, newId } from './chat.js';
+import { InvalidRequest, newId, samplingFields, topLogprobs } from './chat.js';
 
 /**
  * OpenAI's Responses API as Codex and the openai SDK send it. The bridge keeps no responses:
@@ -45,8 +45,9 @@ export const responsesRequestSchema = z.looseObject({
   parallel_tool_calls: z.boolean().nullish(),
   reasoning: z.looseObject({ effort: z.string().nullish(), summary: z.string().nullish() }).nullish(),
   max_output_tokens: z.number().int().positive().nullish(),
-  temperature: z.number().nullish(),
-  top_p: z.number().nullish(),
+  temperature: samplingFields.temperature,
+  top_p: samplingFields.top_p,
+  top_logprobs: topLogprobs,
   text: z.looseObject({ format: textFormat.nullish() }).nullish(),
   stream: z.boolean().nullish(),
   store: z.boolean().nullish(),
