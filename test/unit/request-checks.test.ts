@@ -126,6 +126,28 @@ describe('requests checked before they go upstream', () => {
     assert.deepEqual(sent.options, { temperature: 0, top_p: 0 });
   });
 
+  it('refuses an OpenAI chat message without the content its role requires; an assistant turn may carry tool calls alone', async () => {
+    const hi = { role: 'user', content: 'hi' };
+    const required = (index: number, role: string): RegExp => new RegExp(`^messages\\.${index}\\.content: required in a ${role} message`);
+    await expectOpenAiRefusals([
+      ['/v1/chat/completions', { model: 'm', messages: [{ role: 'user' }] }, 'messages.0.content', required(0, 'user')],
+      ['/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: null }], stream: true }, 'messages.0.content', required(0, 'user')],
+      ['/v1/chat/completions', { model: 'm', messages: [{ role: 'system', content: null }, hi] }, 'messages.0.content', required(0, 'system')],
+      ['/v1/chat/completions', { model: 'm', messages: [{ role: 'developer' }, hi] }, 'messages.0.content', required(0, 'developer')],
+      ['/v1/chat/completions', { model: 'm', messages: [hi, { role: 'tool', tool_call_id: 'call_1' }] }, 'messages.1.content', required(1, 'tool')],
+    ]);
+    const toolRound = await post('/v1/chat/completions', {
+      model: 'm',
+      messages: [
+        hi,
+        { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+        { role: 'tool', tool_call_id: 'call_1', content: '' },
+        { role: 'user', content: [{ type: 'text', text: 'and now?' }] },
+      ],
+    });
+    assert.equal(toolRound.status, 200, await toolRound.text());
+  });
+
   it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {
     const before = generations();
     for (const input of [[], [{ type: 'item_reference', id: 'msg_1' }]]) {

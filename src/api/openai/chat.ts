@@ -21,13 +21,22 @@ const toolCall = z.looseObject({
   }),
 });
 
-const message = z.looseObject({
-  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
-  content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
-  tool_calls: z.array(toolCall).nullish(),
-  tool_call_id: z.string().optional(),
-  name: z.string().optional(),
-});
+/** Roles OpenAI refuses without content: an assistant turn may carry only tool calls, and a function result may be null. */
+const CONTENT_REQUIRED: ReadonlySet<string> = new Set(['system', 'developer', 'user', 'tool']);
+
+const message = z
+  .looseObject({
+    role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
+    content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
+    tool_calls: z.array(toolCall).nullish(),
+    tool_call_id: z.string().optional(),
+    name: z.string().optional(),
+  })
+  .superRefine((m, ctx) => {
+    if (CONTENT_REQUIRED.has(m.role) && (m.content === undefined || m.content === null)) {
+      ctx.addIssue({ code: 'custom', path: ['content'], message: `required in a ${m.role} message` });
+    }
+  });
 
 /** A token limit: Ollama reads 0 and below as none at all, so they are refused as OpenAI refuses them. */
 export const tokenLimit = z.number().int().min(1, 'must be at least 1').nullish();
