@@ -94,30 +94,36 @@ describe('Anthropic Messages and OpenAI Responses on a real Ollama', { skip }, (
     });
 
     it('the second leg of a tool round trip: tool_use and tool_result blocks, tools with input_schema, thinking asked of a model without it', async () => {
-      const message = await anthropic.messages.create({
-        model: RIG_MODELS.complex,
-        max_tokens: 8,
-        thinking: { type: 'enabled', budget_tokens: 1024 },
-        tools: [
-          { name: 'read_file', description: 'Read a file', input_schema: READ_FILE_TOOL as Anthropic.Tool.InputSchema },
-          // Claude Code marks tools it loads on demand; no local model can search for them.
-          { name: 'deferred_tool', description: 'loaded on demand', input_schema: { type: 'object' }, defer_loading: true } as Anthropic.Tool,
-        ],
-        messages: [
-          { role: 'user', content: 'What is in a.txt?' },
-          {
-            role: 'assistant',
-            content: [
-              { type: 'text', text: 'Reading it.' },
-              { type: 'tool_use', id: 'toolu_01', name: 'read_file', input: { path: 'a.txt' } },
-            ],
-          },
-          {
-            role: 'user',
-            content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [{ type: 'text', text: 'hello world' }], cache_control: { type: 'ephemeral' } }],
-          },
-        ],
-      });
+      const message = await anthropic.messages.create(
+        {
+          model: RIG_MODELS.complex,
+          max_tokens: 8,
+          thinking: { type: 'enabled', budget_tokens: 1024 },
+          tools: [
+            { name: 'read_file', description: 'Read a file', input_schema: READ_FILE_TOOL as Anthropic.Tool.InputSchema },
+            // Claude Code marks tools it loads on demand; no local model can search for them.
+            { name: 'deferred_tool', description: 'loaded on demand', input_schema: { type: 'object' }, defer_loading: true } as Anthropic.Tool,
+          ],
+          messages: [
+            { role: 'user', content: 'What is in a.txt?' },
+            {
+              role: 'assistant',
+              content: [
+                { type: 'text', text: 'Reading it.' },
+                { type: 'tool_use', id: 'toolu_01', name: 'read_file', input: { path: 'a.txt' } },
+              ],
+            },
+            {
+              role: 'user',
+              content: [
+                { type: 'tool_result', tool_use_id: 'toolu_01', content: [{ type: 'text', text: 'hello world' }], cache_control: { type: 'ephemeral' } },
+              ],
+            },
+          ],
+        },
+        // As Claude Code sends it: with interleaved thinking the budget may exceed max_tokens, kept small here.
+        { headers: { 'anthropic-beta': 'interleaved-thinking-2025-05-14' } },
+      );
       // The rig model has no thinking capability: Ollama would refuse `think`, so the bridge leaves it out.
       assert.equal(message.content[0]?.type, 'text');
       assert.equal(message.stop_reason, 'max_tokens');

@@ -181,7 +181,7 @@ describe('thinking on every surface', () => {
   it('Anthropic: thinking enabled is think: true, answered as a thinking block before the text; display omitted hides it', async () => {
     const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
     const message = await anthropic.messages
-      .stream({ model: MODELS.complex, max_tokens: 100, thinking: { type: 'enabled', budget_tokens: 2000 }, messages: [{ role: 'user', content: 'hi' }] })
+      .stream({ model: MODELS.complex, max_tokens: 4000, thinking: { type: 'enabled', budget_tokens: 2000 }, messages: [{ role: 'user', content: 'hi' }] })
       .finalMessage();
     assert.equal(ollama.chats.at(-1)?.think, true);
     assert.deepEqual(message.content, [

@@ -31,8 +31,8 @@ describe('requests checked before they go upstream', () => {
     await upstream?.close();
   });
 
-  const post = (path: string, body: unknown): Promise<Response> =>
-    fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> =>
+    fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
   const generations = (): number => upstream.requests.filter((r) => r.url === '/api/chat' || r.url === '/api/generate').length;
 
   /** Posts each case, expects 400 in OpenAI's shape naming `param`, and that nothing went upstream. */
@@ -46,6 +46,20 @@ describe('requests checked before they go upstream', () => {
       assert.equal(error.code, 'invalid_request');
       assert.equal(error.type, 'invalid_request_error');
       assert.match(error.message, message);
+    }
+    assert.equal(generations(), before);
+  };
+
+  /** Posts each Messages body, expects 400 in Anthropic's shape with a message that starts with the field, and nothing upstream. */
+  const expectAnthropicRefusals = async (cases: ReadonlyArray<[Record<string, unknown>, RegExp]>, headers: Record<string, string> = {}): Promise<void> => {
+    const before = generations();
+    for (const [body, message] of cases) {
+      const response = await post('/v1/messages', body, headers);
+      assert.equal(response.status, 400, JSON.stringify(body));
+      const answer = (await response.json()) as { type: string; error: { type: string; message: string } };
+      assert.equal(answer.type, 'error');
+      assert.equal(answer.error.type, 'invalid_request_error');
+      assert.match(answer.error.message, message, JSON.stringify(body));
     }
     assert.equal(generations(), before);
   };
@@ -146,6 +160,55 @@ describe('requests checked before they go upstream', () => {
       ],
     });
     assert.equal(toolRound.status, 200, await toolRound.text());
+  });
+
+  it('refuses a thinking budget Anthropic refuses: below 1024, not a whole number, missing, or not below max_tokens', async () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    const enabled = (budget_tokens: unknown, max_tokens = 32_000): Record<string, unknown> => ({
+      model: 'm',
+      max_tokens,
+      messages,
+      thinking: budget_tokens === undefined ? { type: 'enabled' } : { type: 'enabled', budget_tokens },
+    });
+    await expectAnthropicRefusals([
+      [enabled(-1), /^thinking\.budget_tokens: must be at least 1024/],
+      [enabled(1023), /^thinking\.budget_tokens: must be at least 1024/],
+      [enabled(1500.5), /^thinking\.budget_tokens: /],
+      [enabled('2048'), /^thinking\.budget_tokens: /],
+      [enabled(undefined), /^thinking\.budget_tokens: required when thinking is enabled/],
+      [enabled(1e12), /^thinking\.budget_tokens: must be less than max_tokens \(32000\)/],
+      [enabled(2048, 2048), /^thinking\.budget_tokens: must be less than max_tokens \(2048\)/],
+      [{ ...enabled(2048, 2048), stream: true }, /^thinking\.budget_tokens: must be less than max_tokens/],
+    ]);
+    // Claude Code's own request, the smallest budget, and a budget over max_tokens with interleaved
+    // thinking, where the budget covers every thinking block of the turn.
+    for (const [body, headers] of [
+      [enabled(31_999, 32_000), {}],
+      [enabled(1024, 1025), {}],
+      [{ ...enabled(2000, 100), stream: true }, { 'anthropic-beta': 'claude-code-20250219,interleaved-thinking-2025-05-14' }],
+      [{ model: 'm', max_tokens: 100, messages, thinking: { type: 'adaptive' } }, {}],
+      [{ model: 'm', max_tokens: 100, messages, thinking: { type: 'disabled' } }, {}],
+    ] as const) {
+      const response = await post('/v1/messages', body, headers);
+      assert.equal(response.status, 200, `${JSON.stringify(body)}: ${await response.text()}`);
+    }
+  });
+
+  it('refuses an Anthropic tool_choice that names no tool of the request', async () => {
+    const base = { model: 'm', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] };
+    const tools = [{ name: 'read_file', description: 'Read a file', input_schema: { type: 'object', properties: {} } }];
+    await expectAnthropicRefusals([
+      [{ ...base, tools, tool_choice: { type: 'tool', name: 'write_file' } }, /^tool_choice\.name: no tool named 'write_file' in tools/],
+      [{ ...base, tool_choice: { type: 'tool', name: 'read_file' } }, /^tool_choice\.name: no tool named 'read_file' in tools/],
+      [{ ...base, tools, tool_choice: { type: 'tool' } }, /^tool_choice\.name: required when tool_choice.type is tool/],
+    ]);
+    const named = await post('/v1/messages', { ...base, tools, tool_choice: { type: 'tool', name: 'read_file' } });
+    assert.equal(named.status, 200, await named.text());
+    const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/chat').at(-1)?.body ?? '{}') as { tools: Array<{ function: { name: string } }> };
+    assert.deepEqual(
+      sent.tools.map((t) => t.function.name),
+      ['read_file'],
+    );
   });
 
   it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {

@@ -43,6 +43,20 @@ const toolSchema = z.looseObject({
   defer_loading: z.boolean().optional(),
 });
 
+/** Anthropic's floor for a thinking budget; it refuses a smaller one with 400. */
+const MIN_THINKING_BUDGET = 1024;
+
+const thinkingSchema = z
+  .looseObject({
+    type: z.string(),
+    budget_tokens: z.number().int('must be a whole number').min(MIN_THINKING_BUDGET, `must be at least ${MIN_THINKING_BUDGET}`).optional(),
+    display: z.string().optional(),
+  })
+  .refine((thinking) => thinking.type !== 'enabled' || thinking.budget_tokens !== undefined, {
+    path: ['budget_tokens'],
+    message: 'required when thinking is enabled',
+  });
+
 const countTokensFields = {
   model: z.string({ error: 'model: Field required' }).min(1, 'model: Field required'),
   messages: z.array(messageSchema).min(1, 'messages: at least one message is required'),
@@ -61,7 +75,7 @@ export const messagesRequestSchema = z.looseObject({
   top_k: z.number().int().optional(),
   stop_sequences: z.array(z.string()).optional(),
   tool_choice: z.looseObject({ type: z.string(), name: z.string().optional(), disable_parallel_tool_use: z.boolean().optional() }).optional(),
-  thinking: z.looseObject({ type: z.string(), budget_tokens: z.number().optional(), display: z.string().optional() }).optional(),
+  thinking: thinkingSchema.optional(),
   output_config: z.looseObject({ effort: z.string().optional(), format: jsonSchemaFormat.optional() }).optional(),
   output_format: jsonSchemaFormat.optional(),
 });
@@ -87,6 +101,28 @@ function textAndImages(content: string | readonly InnerBlock[] | undefined, para
     else if (part.type === 'image') images.push(imageData(part.source, `${param}.${i}.source`));
   });
   return { text: texts.join('\n'), images };
+}
+
+/** Whether anthropic-beta asks for interleaved thinking, whose budget covers every thinking block of the turn and so may exceed max_tokens. */
+function interleavedThinking(betas: string | string[] | undefined): boolean {
+  return [betas ?? []].flat().some((header) => header.split(',').some((beta) => beta.trim().startsWith('interleaved-thinking-')));
+}
+
+/**
+ * The rules across fields that Anthropic answers with 400: a thinking budget below max_tokens, and a
+ * tool_choice of type tool that names a tool of the request. Throws InvalidRequest.
+ */
+export function checkAcrossFields(request: MessagesRequest, betas: string | string[] | undefined): void {
+  const budget = request.thinking?.type === 'enabled' ? request.thinking.budget_tokens : undefined;
+  if (budget !== undefined && request.max_tokens !== undefined && budget >= request.max_tokens && !interleavedThinking(betas)) {
+    throw new InvalidRequest(`thinking.budget_tokens: must be less than max_tokens (${request.max_tokens})`, 'thinking.budget_tokens');
+  }
+  const choice = request.tool_choice;
+  if (choice?.type !== 'tool') return;
+  if (choice.name === undefined) throw new InvalidRequest('tool_choice.name: required when tool_choice.type is tool', 'tool_choice.name');
+  if (!(request.tools ?? []).some((tool) => tool.name === choice.name)) {
+    throw new InvalidRequest(`tool_choice.name: no tool named '${choice.name}' in tools`, 'tool_choice.name');
+  }
 }
 
 /** The tools Ollama gets, and a note for each one left out. */

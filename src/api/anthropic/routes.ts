@@ -6,6 +6,7 @@ import { parseBody } from '../validate.js';
 import {
   anthropicFormat,
   anthropicThink,
+  checkAcrossFields,
   countTokensSchema,
   estimateInputTokens,
   messagesRequestSchema,
@@ -31,6 +32,7 @@ export function translateMessages(request: MessagesRequest): TranslatedChat {
 export function anthropicHotRoutes(context: ApiContext): ApiRoute[] {
   const messages: ApiHandler = async (req, res) => {
     const request = parseBody(messagesRequestSchema, req);
+    checkAcrossFields(request, req.headers['anthropic-beta']);
     await serveChat(context, req, res, () => translateMessages(request));
   };
   return [{ method: 'POST', path: '/v1/messages', handler: messages }];
