@@ -211,6 +211,26 @@ describe('requests checked before they go upstream', () => {
     );
   });
 
+  it('refuses an Ollama embedding request whose model is not a string, in Ollama’s shape, sending nothing upstream', async () => {
+    const embeds = (): number => upstream.requests.filter((r) => r.url === '/api/embed' || r.url === '/api/embeddings').length;
+    const before = embeds();
+    for (const [path, body] of [
+      ['/api/embed', { model: 5, input: 'hi' }],
+      ['/api/embed', { model: { name: 'm' }, input: 'hi' }],
+      ['/api/embed', { model: ['m'], input: ['hi'] }],
+      ['/api/embeddings', { model: true, prompt: 'hi' }],
+    ] as const) {
+      const response = await post(path, body);
+      assert.equal(response.status, 400, `${path} ${JSON.stringify(body)}`);
+      const answer = (await response.json()) as { error: string };
+      assert.match(answer.error, /^model: must be a string/);
+    }
+    assert.equal(embeds(), before);
+    const named = await post('/api/embed', { model: 'm', input: 'hi' });
+    assert.equal(named.status, 200);
+    assert.equal(embeds(), before + 1);
+  });
+
   it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {
     const before = generations();
     for (const input of [[], [{ type: 'item_reference', id: 'msg_1' }]]) {

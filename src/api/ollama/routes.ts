@@ -52,6 +52,9 @@ const generateRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
+/** Ollama decodes an embedding request's model as a string; another type is refused here, naming the field, rather than relayed. */
+const embedRequest = z.looseObject({ model: z.string({ error: 'must be a string' }).nullish() });
+
 function requiredModelName(body: unknown): string {
   const name = modelNamed(body);
   if (name === undefined) throw new BridgeError(400, 'model is required', { code: 'invalid_request', param: 'model' });
@@ -294,6 +297,7 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
   router.post(
     ['/api/embed', '/api/embeddings'],
     (req, _res, next) => {
+      parseBody(embedRequest, req);
       // A virtual model (both model lists show it) embeds with a real one; the body goes upstream with that name.
       const requested = modelNamed(req.body);
       if (requested !== undefined) (req.body as Record<string, unknown>).model = context.router.embeddingModel(requested);
