@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { after, describe, it } from 'node:test';
+import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { freePort } from '../support/ollama-rig.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+interface ActionAnswer {
+  status: number;
+  body: { ok?: true; result?: { message: string }; state?: BridgeState; error?: string };
+}
+
+async function action(bridge: BridgeHandle, name: string, payload: unknown): Promise<ActionAnswer> {
+  const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+    method: 'POST',
+    headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+    body: JSON.stringify(payload),
+  });
+  return { status: response.status, body: (await response.json()) as ActionAnswer['body'] };
+}
+
+/** A bridge on one stand-in Ollama (backend "local") that lists m:7b and holds `loaded` in memory. */
+async function bridgeOn(handler: (res: ServerResponse, body: string) => void, loaded: string[] = []): Promise<{ bridge: BridgeHandle; upstream: StandIn }> {
+  const upstream = await startStandIn((_req, res, body) => handler(res, body), ['m:7b'], loaded);
+  const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
+  return { bridge, upstream };
+}
+
+const loadedOn = (state: BridgeState | undefined, backend: string): string[] | undefined => state?.backends.find((b) => b.name === backend)?.loaded;
+
+describe('model actions of the control API', () => {
+  it('unloads a model and answers once Ollama no longer holds it in memory', async () => {
+    const loaded = ['m:7b'];
+    const { bridge, upstream } = await bridgeOn((res, body) => {
+      const request = JSON.parse(body) as { keep_alive?: unknown };
+      // Like Ollama: the answer comes first, the runner leaves a moment later.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ model: 'm:7b', created_at: '2025-01-01T00:00:00Z', response: '', done: true, done_reason: 'unload' }));
+      if (request.keep_alive === 0) setImmediate(() => loaded.splice(0));
+    }, loaded);
+
+    const unloaded = await action(bridge, 'unloadModel', { backend: 'local', model: 'm:7b' });
+    assert.equal(unloaded.status, 200);
+    assert.equal(unloaded.body.result?.message, 'm:7b unloaded from local');
+    assert.deepEqual(loadedOn(unloaded.body.state, 'local'), [], 'the state that comes with the answer shows the model gone');
+    assert.deepEqual(
+      upstream.requests.map((r) => [r.url, JSON.parse(r.body) as unknown]),
+      [['/api/generate', { model: 'm:7b', prompt: '', keep_alive: 0, stream: false }]],
+    );
+  });
+
+  it('answers 404 for a backend it does not know, without calling any', async () => {
+    const { bridge, upstream } = await bridgeOn((res) => res.end());
+    const unknown = await action(bridge, 'unloadModel', { backend: 'gpu7', model: 'm:7b' });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error, "no backend named 'gpu7'");
+    assert.equal(upstream.requests.length, 0);
+  });
+
+  it("passes Ollama's own refusal on as 404 and any other upstream failure as 502", async () => {
+    const { bridge } = await bridgeOn((res, body) => {
+      const { model } = JSON.parse(body) as { model: string };
+      const [status, error] = model === 'gone:1b' ? [404, `model '${model}' not found`] : [500, 'llama runner process has terminated'];
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error }));
+    });
+    const missing = await action(bridge, 'unloadModel', { backend: 'local', model: 'gone:1b' });
+    assert.equal(missing.status, 404);
+    assert.match(missing.body.error ?? '', /model 'gone:1b' not found/);
+    const broken = await action(bridge, 'preloadModel', { backend: 'local', model: 'm:7b', force: true });
+    assert.equal(broken.status, 502);
+    assert.match(broken.body.error ?? '', /llama runner process has terminated/);
+  });
+
+  it('answers 502 when the backend cannot be reached', async () => {
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
+    cleanups.push(() => bridge.stop(100));
+    const unreachable = await action(bridge, 'unloadModel', { backend: 'local', model: 'm:7b' });
+    assert.equal(unreachable.status, 502);
+    assert.match(unreachable.body.error ?? '', /local/);
+  });
+});
