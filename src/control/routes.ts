@@ -95,9 +95,11 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
       res.status(400).json({ error: query });
       return;
     }
-    const day = (d: Date): string => d.toISOString().slice(0, 10);
+    // The days the user picked, in their time zone: `to` is the start of the day after the last.
+    const day = (ms: number): string => new Date(ms + query.utcOffsetMinutes * 60_000).toISOString().slice(0, 10);
+    const name = `copilot-bridge-usage-${day(query.from.getTime())}-${day(Math.max(query.from.getTime(), query.to.getTime() - 1))}.csv`;
     res.setHeader('content-type', 'text/csv; charset=utf-8');
-    res.setHeader('content-disposition', `attachment; filename="copilot-bridge-usage-${day(query.from)}-${day(query.to)}.csv"`);
+    res.setHeader('content-disposition', `attachment; filename="${name}"`);
     res.send(deps.usageCsv(query));
   });
 
