@@ -45,20 +45,28 @@ export interface StandIn {
 
 /**
  * A hand-written upstream for fault injection: the handler decides what to answer. The bridge's
- * own health checks (GET /api/ps, with `loaded` in memory) and model lists (GET /api/tags) are
- * answered here, from `models`, and not recorded.
+ * own health checks (GET /api/ps, with `loaded` in memory, read at each check when a function)
+ * and model lists (GET /api/tags) are answered here, from `models`, and not recorded.
  */
 export async function startStandIn(
   handler: (req: IncomingMessage, res: ServerResponse, body: string) => unknown,
   models: ReadonlyArray<string | { name: string; size: number }> = [],
-  loaded: readonly string[] = [],
+  loaded: readonly string[] | (() => readonly string[]) = [],
 ): Promise<StandIn> {
   const requests: StandIn['requests'] = [];
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/api/ps' || req.url === '/api/tags')) {
       const listed =
         req.url === '/api/ps'
-          ? loaded.map((name) => ({ name, model: name, size: 1, size_vram: 1, digest: 'd', details: {}, expires_at: '2030-01-01T00:00:00Z' }))
+          ? (typeof loaded === 'function' ? loaded() : loaded).map((name) => ({
+              name,
+              model: name,
+              size: 1,
+              size_vram: 1,
+              digest: 'd',
+              details: {},
+              expires_at: '2030-01-01T00:00:00Z',
+            }))
           : models.map((entry) => {
               const { name, size } = typeof entry === 'string' ? { name: entry, size: 1 } : entry;
               return { name, model: name, modified_at: '2025-01-01T00:00:00Z', size, digest: 'd', details: {} };

@@ -25,7 +25,10 @@ async function action(bridge: BridgeHandle, name: string, payload: unknown): Pro
 }
 
 /** A bridge on one stand-in Ollama (backend "local") that lists m:7b and holds `loaded` in memory. */
-async function bridgeOn(handler: (res: ServerResponse, body: string) => void, loaded: string[] = []): Promise<{ bridge: BridgeHandle; upstream: StandIn }> {
+async function bridgeOn(
+  handler: (res: ServerResponse, body: string) => void,
+  loaded: () => readonly string[] = () => [],
+): Promise<{ bridge: BridgeHandle; upstream: StandIn }> {
   const upstream = await startStandIn((_req, res, body) => handler(res, body), ['m:7b'], loaded);
   const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
   cleanups.push(
@@ -39,13 +42,17 @@ const loadedOn = (state: BridgeState | undefined, backend: string): string[] | u
 
 describe('model actions of the control API', () => {
   it('unloads a model and answers once Ollama no longer holds it in memory', async () => {
-    const loaded = ['m:7b'];
+    // Like Ollama: the answer comes first, and the runner is still listed by the next two looks at /api/ps.
+    let looksUntilGone: number | undefined;
+    const loaded = (): string[] => {
+      if (looksUntilGone === undefined) return ['m:7b'];
+      looksUntilGone -= 1;
+      return looksUntilGone >= 0 ? ['m:7b'] : [];
+    };
     const { bridge, upstream } = await bridgeOn((res, body) => {
-      const request = JSON.parse(body) as { keep_alive?: unknown };
-      // Like Ollama: the answer comes first, the runner leaves a moment later.
+      if ((JSON.parse(body) as { keep_alive?: unknown }).keep_alive === 0) looksUntilGone = 2;
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ model: 'm:7b', created_at: '2025-01-01T00:00:00Z', response: '', done: true, done_reason: 'unload' }));
-      if (request.keep_alive === 0) setImmediate(() => loaded.splice(0));
     }, loaded);
 
     const unloaded = await action(bridge, 'unloadModel', { backend: 'local', model: 'm:7b' });
