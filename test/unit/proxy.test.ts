@@ -399,6 +399,33 @@ describe('pass-through proxy', () => {
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
   });
 
+  it('ends a relayed NDJSON stream (a model pull) with an {"error"} line when the upstream breaks mid-way', async () => {
+    const { bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write('{"status":"pulling manifest"}\n', () => res.socket?.destroy());
+    });
+    const response = await fetch(`${bridge.url}/api/pull`, { method: 'POST', body: '{"model":"m:7b"}' });
+    assert.equal(response.status, 200);
+    const lines = (await response.text())
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.deepEqual(lines[0], { status: 'pulling manifest' });
+    assert.equal(lines.length, 2, 'a pull that broke must not end like one that finished');
+    assert.match(String(lines[1]?.error), /^backend local is unreachable/);
+  });
+
+  it('cuts a relayed answer of known length that breaks mid-way, so the client sees it incomplete', async () => {
+    const { bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"model":"m:7b","embeddings":[[0.1,', () => res.socket?.destroy());
+    });
+    // Cut at once, not left hanging until some timeout ends the connection.
+    const response = await fetch(`${bridge.url}/api/embed`, { method: 'POST', body: '{"model":"m:7b","input":"x"}', signal: AbortSignal.timeout(5000) });
+    assert.equal(response.status, 200);
+    await assert.rejects(response.text(), /terminated/);
+  });
+
   it('ends an SSE stream with a data: {"error"} event when the upstream stalls past the idle timeout', async () => {
     const file = configFile('routing:\n  thresholds:\n    idle_timeout_seconds: 0.3\n');
     const { bridge } = await pair(
