@@ -175,8 +175,10 @@ export class OllamaManager {
 
   async start(name: string): Promise<InstanceSnapshot> {
     const instance = this.get(name);
-    if (instance.state === 'running' || instance.state === 'starting' || instance.state === 'adopted') return this.describe(name);
+    if (instance.state === 'running' || instance.state === 'starting') return this.describe(name);
+    // An adopted instance is looked at again: once it has gone, the bridge starts its own.
     if (await this.options.isListening(instance.spec.port)) {
+      if (instance.state === 'adopted') return this.describe(name);
       instance.state = 'adopted';
       instance.message = `an Ollama already listens on port ${instance.spec.port}; using it as it is`;
       this.options.log.info({ backend: name, port: instance.spec.port }, 'adopted a running Ollama');

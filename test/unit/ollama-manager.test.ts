@@ -3,8 +3,10 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
-import { findOllamaBinary, ManagerError, OllamaManager, type ManagerOptions } from '../../src/ollama/manager.js';
-import { tempDir } from '../support/temp.js';
+import { findOllamaBinary, ManagerError, OllamaManager, type InstanceSnapshot, type ManagerOptions } from '../../src/ollama/manager.js';
+import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { fakeOllamaBinary } from '../support/fake-ollama.js';
+import { configFile, tempDir } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
 function options(overrides: Partial<ManagerOptions>): ManagerOptions {
@@ -67,5 +69,40 @@ describe('Ollama manager', () => {
   it('refuses unknown instances clearly', async () => {
     const manager = new OllamaManager([], options({}));
     await assert.rejects(manager.start('gpu7'), /no managed Ollama instance for backend 'gpu7'/);
+  });
+});
+
+describe('an Ollama the bridge did not start, on a managed port', () => {
+  it('is adopted and left alone, and once it is gone, Start runs the bridge’s own', async (t) => {
+    const foreign = await startStandIn((_req, res) => res.end('{"version":"0.11.4"}'));
+    const port = new URL(foreign.url).port;
+    const file = configFile(`ollama:\n  binary: ${fakeOllamaBinary()}\nbackends:\n  - { name: gpu0, url: "${foreign.url}", gpu: 0, manage: true }\n`);
+    const bridge = await startTestBridge({ file });
+    t.after(async () => {
+      await bridge.stop(100);
+      await foreign.close();
+    });
+    const instance = (): InstanceSnapshot | undefined => bridge.state.ollama.find((i) => i.name === 'gpu0');
+    const action = async (name: string): Promise<{ status: number; body: { error?: string } }> => {
+      const response = await fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+        method: 'POST',
+        headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+        body: JSON.stringify({ backend: 'gpu0' }),
+      });
+      return { status: response.status, body: (await response.json()) as { error?: string } };
+    };
+
+    assert.equal(instance()?.state, 'adopted');
+    assert.equal(instance()?.pid, null);
+    const stop = await action('stopOllama');
+    assert.equal(stop.status, 409);
+    assert.equal(stop.body.error, `the Ollama on port ${port} was not started by the bridge; stop it where it was started`);
+
+    await foreign.close();
+    const start = await action('startOllama');
+    assert.equal(start.status, 200);
+    assert.equal(instance()?.state, 'running');
+    assert.notEqual(instance()?.pid, null);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/api/version`)).status, 200, 'the bridge’s own Ollama answers on the port');
   });
 });
