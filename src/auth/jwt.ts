@@ -33,6 +33,15 @@ function texts(value: unknown): string[] {
   return [];
 }
 
+/** A file named by auth.jwt; one that cannot be read is reported with the setting that names it. */
+function readKeyFile(setting: 'secret_file' | 'jwks_file', file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`auth.jwt.${setting}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+}
+
 /**
  * Verifies bearer JWTs: the signature (HS256 with a shared secret, or a public key from a JWKS),
  * `iss`, `aud`, `exp` and `nbf` with a small clock skew, and maps claims to a name, team and role.
@@ -44,7 +53,7 @@ export class JwtVerifier {
 
   constructor(private readonly config: JwtConfig) {
     if (config.secret_file !== undefined) {
-      const secret = readFileSync(config.secret_file, 'utf8').trim();
+      const secret = readKeyFile('secret_file', config.secret_file).trim();
       if (Buffer.byteLength(secret) < 32) throw new Error(`auth.jwt.secret_file: the HS256 secret must be at least 32 bytes`);
       this.key = new TextEncoder().encode(secret);
       this.algorithms = ['HS256'];
@@ -56,7 +65,13 @@ export class JwtVerifier {
       });
       this.algorithms = ASYMMETRIC;
     } else {
-      this.key = createLocalJWKSet(JSON.parse(readFileSync(config.jwks_file as string, 'utf8')) as Parameters<typeof createLocalJWKSet>[0]);
+      const file = config.jwks_file as string;
+      const text = readKeyFile('jwks_file', file);
+      try {
+        this.key = createLocalJWKSet(JSON.parse(text) as Parameters<typeof createLocalJWKSet>[0]);
+      } catch (error) {
+        throw new Error(`auth.jwt.jwks_file: ${file} is not a JSON Web Key Set (${(error as Error).message})`);
+      }
       this.algorithms = ASYMMETRIC;
     }
   }

@@ -422,6 +422,49 @@ describe('JWT', () => {
     const rsa = await generateKeyPair('RS256');
     await assertShape(await chat(bridge, await sign(rsa.privateKey, 'RS256')), 'openai', 401, 'invalid_token');
   });
+
+  it('RS256 from a key set in a file; a token of another key is refused', async () => {
+    const rsa = await generateKeyPair('RS256', { extractable: true });
+    const jwksFile = path.join(tempDir('jwks-file-'), 'jwks.json');
+    writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' }] }));
+    const bridge = await bridgeWith(`jwks_file: ${jwksFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}`);
+    const sign = (key: CryptoKey) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setSubject('erin')
+        .setExpirationTime('5m')
+        .sign(key);
+    const recorded = nextRecord(bridge);
+    assert.equal((await chat(bridge, await sign(rsa.privateKey))).status, 200);
+    assert.equal((await recorded).user, 'erin');
+    const other = await generateKeyPair('RS256');
+    await assertShape(await chat(bridge, await sign(other.privateKey)), 'openai', 401, 'invalid_token');
+  });
+
+  it('will not start on a key file it cannot use, and says which setting and file', async () => {
+    const dir = tempDir('jwt-files-');
+    const cases = [
+      ['jwks_file', path.join(dir, 'cut.json'), '{"keys": [', /^auth\.jwt\.jwks_file: .*cut\.json is not a JSON Web Key Set \(.+\)$/],
+      ['jwks_file', path.join(dir, 'no-keys.json'), '{"key": []}', /^auth\.jwt\.jwks_file: .*no-keys\.json is not a JSON Web Key Set \(.+\)$/],
+      ['jwks_file', path.join(dir, 'missing.json'), undefined, /^auth\.jwt\.jwks_file: cannot read .*missing\.json \(ENOENT\)$/],
+      ['secret_file', path.join(dir, 'missing-secret'), undefined, /^auth\.jwt\.secret_file: cannot read .*missing-secret \(ENOENT\)$/],
+    ] as const;
+    for (const [setting, file, text, message] of cases) {
+      if (text !== undefined) writeFileSync(file, text);
+      const config = configFile(`auth:\n  jwt:\n    ${setting}: ${file}\n    issuer: ${ISSUER}\n    audience: ${AUDIENCE}\n`);
+      let stderr = '';
+      const code = await runCli({
+        argv: ['serve', '--port', '0', '--config', config],
+        env: { BRIDGE_DATA_DIR: tempDir('jwt-files-data-') },
+        stdout: () => undefined,
+        stderr: (text) => (stderr += text),
+      });
+      assert.equal(code, 1, `${file}: refused at start`);
+      assert.match(stderr.replace(/^copilot-bridge: /, '').trimEnd(), message);
+    }
+  });
 });
 
 describe('limits', () => {
