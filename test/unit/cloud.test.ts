@@ -198,6 +198,72 @@ describe('cloud fallback: Anthropic Messages API', () => {
   });
 });
 
+describe('cloud fallback to Anthropic with stop sequences of whitespace', () => {
+  /** A text answer in Anthropic's events, one text delta per piece. */
+  const textEvents = (pieces: readonly string[]): Array<[string, unknown]> => [
+    ANTHROPIC_EVENTS[0] as [string, unknown],
+    ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+    ...pieces.map((text): [string, unknown] => ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }]),
+    ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+    ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 12 } }],
+    ['message_stop', { type: 'message_stop' }],
+  ];
+
+  /** Answers `pieces`, and refuses stop sequences as the Messages API does: none may be empty or only whitespace. */
+  async function anthropicAnswering(pieces: readonly string[]): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
+    const provider: { cloud?: StandIn } = {};
+    const started = await withProvider('anthropic', (res) => {
+      const { stop_sequences: stops = [] } = JSON.parse(provider.cloud?.requests.at(-1)?.body ?? '{}') as { stop_sequences?: string[] };
+      if (stops.some((stop) => stop.trim() === '')) {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            type: 'error',
+            error: { type: 'invalid_request_error', message: 'stop_sequences: each stop sequence must contain non-whitespace' },
+          }),
+        );
+        return;
+      }
+      anthropicStream(res, textEvents(pieces));
+    });
+    provider.cloud = started.cloud;
+    return started;
+  }
+
+  it('serves single-line ghost text (stop "\\n"): the stop is applied by the bridge, the others are sent', async () => {
+    const { cloud, bridge } = await anthropicAnswering(['    return a', ' + b\n', '\ndef sub(a, b):\n']);
+    const response = await post(`${bridge.url}/v1/engines/copilot-codex/completions`, {
+      prompt: 'def add(a, b):\n',
+      suffix: '\n',
+      max_tokens: 40,
+      stop: ['\n', '```'],
+      stream: false,
+    });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ text: string; finish_reason: string }> };
+    assert.deepEqual(
+      body.choices.map((c) => [c.text, c.finish_reason]),
+      [['    return a + b', 'stop']],
+    );
+    assert.deepEqual((JSON.parse(cloud.requests[0]?.body ?? '{}') as { stop_sequences?: string[] }).stop_sequences, ['```']);
+  });
+
+  it('applies a stop that arrives split over two deltas, and lets through text that only began like it', async () => {
+    const { bridge } = await anthropicAnswering(['one\n', 'two\n', '\nthree']);
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: 'm',
+      stream: true,
+      stop: ['\n\n'],
+      messages: [{ role: 'user', content: 'count' }],
+    });
+    assert.equal(response.status, 200);
+    const chunks: Array<{ choices: Array<{ delta: { content?: string }; finish_reason: string | null }> }> = [];
+    for await (const event of readSseEvents(response)) if (event !== '[DONE]') chunks.push(JSON.parse(event) as (typeof chunks)[number]);
+    assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), 'one\ntwo');
+    assert.deepEqual(chunks.flatMap((c) => c.choices.map((x) => x.finish_reason)).filter(Boolean), ['stop']);
+  });
+});
+
 describe('cloud fallback: OpenAI-compatible provider', () => {
   it('joins tool-call fragments, sends the bearer key, and passes usage on', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream);

@@ -44,6 +44,47 @@ function completionAsMessage(prompt: string, suffix: string | undefined): string
 
 const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'stop', max_tokens: 'length' };
 
+/**
+ * Cuts streamed text at the first of `stops`. The Messages API refuses stop sequences that are
+ * only whitespace ("\n" is what single-line ghost text sends), so those are applied here. A tail
+ * that may be the start of a stop is held back until the next piece tells.
+ */
+class StopCutter {
+  private held = '';
+  stopped = false;
+
+  constructor(private readonly stops: readonly string[]) {}
+
+  /** The text that may be sent now. */
+  push(text: string): string {
+    const all = this.held + text;
+    const at = Math.min(...this.stops.map((stop) => all.indexOf(stop)).filter((i) => i >= 0));
+    if (Number.isFinite(at)) {
+      this.stopped = true;
+      this.held = '';
+      return all.slice(0, at);
+    }
+    let keep = 0;
+    for (const stop of this.stops) {
+      for (let n = Math.min(stop.length - 1, all.length); n > keep; n--) {
+        if (all.endsWith(stop.slice(0, n))) {
+          keep = n;
+          break;
+        }
+      }
+    }
+    this.held = all.slice(all.length - keep);
+    return all.slice(0, all.length - keep);
+  }
+
+  /** What was held back, once the answer ends. */
+  rest(): string {
+    const rest = this.held;
+    this.held = '';
+    return rest;
+  }
+}
+
 interface AnthropicEvent {
   type: string;
   index?: number;
@@ -81,7 +122,9 @@ export class AnthropicProvider extends CloudProvider {
     if (conversation.system !== undefined) payload.system = conversation.system;
     if (sampling.temperature !== undefined) payload.temperature = sampling.temperature;
     if (sampling.top_p !== undefined) payload.top_p = sampling.top_p;
-    if (sampling.stop !== undefined) payload.stop_sequences = sampling.stop;
+    const stops = (sampling.stop ?? []).filter((stop) => stop !== '');
+    const sentStops = stops.filter((stop) => stop.trim() !== '');
+    if (sentStops.length > 0) payload.stop_sequences = sentStops;
     if (chat && Array.isArray(body.tools) && body.tools.length > 0) {
       payload.tools = (body.tools as Array<{ function: { name: string; description?: string; parameters?: unknown } }>).map((tool) => ({
         name: tool.function.name,
@@ -95,10 +138,10 @@ export class AnthropicProvider extends CloudProvider {
       { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' },
       request.cancel.signal,
     );
-    return checkedLines(this.translate(response, chat));
+    return checkedLines(this.translate(response, chat, new StopCutter(stops.filter((stop) => stop.trim() === ''))));
   }
 
-  private async *translate(response: Dispatcher.ResponseData, chat: boolean): AsyncGenerator<OllamaChunk, void, undefined> {
+  private async *translate(response: Dispatcher.ResponseData, chat: boolean, cutter: StopCutter): AsyncGenerator<OllamaChunk, void, undefined> {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
     const text = (content: string, thinking?: string): OllamaChunk =>
@@ -112,6 +155,18 @@ export class AnthropicProvider extends CloudProvider {
     let stopped = false;
     for await (const sse of readSse(response.body, this.maxLineBytes)) {
       const event = JSON.parse(sse.data) as AnthropicEvent;
+      const delta = event.delta ?? {};
+      const newText = event.type === 'content_block_start' ? event.content_block?.text : delta.type === 'text_delta' ? delta.text : undefined;
+      if (newText) {
+        const sendable = cutter.push(newText);
+        if (sendable !== '') yield text(sendable);
+        if (cutter.stopped) {
+          // Ends the answer as a stop of Anthropic's own would; the rest of the stream is left unread.
+          stopped = true;
+          break;
+        }
+        continue;
+      }
       switch (event.type) {
         case 'message_start':
           inputTokens = countOf(event.message?.usage?.input_tokens) ?? 0;
@@ -119,12 +174,9 @@ export class AnthropicProvider extends CloudProvider {
           break;
         case 'content_block_start':
           if (event.content_block?.type === 'tool_use') toolBlocks.set(event.index ?? 0, { name: event.content_block.name ?? '', json: '' });
-          else if (event.content_block?.text) yield text(event.content_block.text);
           break;
         case 'content_block_delta': {
-          const delta = event.delta ?? {};
-          if (delta.type === 'text_delta' && delta.text) yield text(delta.text);
-          else if (delta.type === 'thinking_delta' && delta.thinking) yield text('', delta.thinking);
+          if (delta.type === 'thinking_delta' && delta.thinking) yield text('', delta.thinking);
           else if (delta.type === 'input_json_delta') {
             const block = toolBlocks.get(event.index ?? 0);
             if (block !== undefined) block.json += delta.partial_json ?? '';
@@ -132,6 +184,8 @@ export class AnthropicProvider extends CloudProvider {
           break;
         }
         case 'content_block_stop': {
+          const held = cutter.rest();
+          if (held !== '') yield text(held);
           const block = toolBlocks.get(event.index ?? 0);
           if (block !== undefined && chat) {
             let args: Record<string, unknown> = {};
@@ -165,6 +219,8 @@ export class AnthropicProvider extends CloudProvider {
     }
     // Cut off before the message stopped: no final line, so the answer counts as the failure it is.
     if (!stopped) return;
+    const held = cutter.rest();
+    if (held !== '') yield text(held);
     const final: OllamaChunk = {
       model,
       created_at: now(),
