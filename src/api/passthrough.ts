@@ -51,19 +51,27 @@ class BodyStalled extends BridgeError {
 /**
  * The client's body as it streams upstream, aborting the upload when it stops arriving for
  * `idleMs`: a long upload is fine, a stalled one is not. Watched as it passes through a stream of
- * its own: a 'data' listener would start the body flowing before the upstream reads it.
+ * its own (a 'data' listener would start the body flowing before the upstream reads it). While
+ * pieces wait for the upstream to take them, the client is not what is slow, and it is given time.
  */
 function stallWatched(req: Request, idleMs: number, abort: AbortController): Readable {
-  const timer = setTimeout(() => abort.abort(new BodyStalled(idleMs)), idleMs);
   const watched = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       timer.refresh();
       done(null, chunk);
     },
   });
+  const waitingForUpstream = (): boolean => watched.writableLength > 0 || watched.readableLength > 0 || req.readableLength > 0;
+  const timer = setTimeout(() => {
+    if (waitingForUpstream()) timer.refresh();
+    else abort.abort(new BodyStalled(idleMs));
+  }, idleMs);
+  const stop = (): void => clearTimeout(timer);
+  req.once('end', stop);
+  req.once('close', stop);
+  watched.once('close', stop);
   // Not pipeline(): it would destroy the request, and with it the connection the 408 is written to.
   req.pipe(watched);
-  watched.once('close', () => clearTimeout(timer));
   return watched;
 }
 
@@ -105,6 +113,11 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyI
       if (req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
     }
 
+    // An upstream that answers (or fails) before it read the whole body leaves the rest unread on
+    // the client's connection: that connection cannot carry another request.
+    const closeIfUnread = (): void => {
+      if (body !== undefined && typeof body !== 'string' && !req.readableEnded && !res.headersSent) res.setHeader('connection', 'close');
+    };
     let upstream: Dispatcher.ResponseData;
     try {
       upstream = await backend.request({
@@ -119,10 +132,12 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyI
       // A stalled upload is answered (the error boundary closes the connection); a client that left is not.
       if (abort.signal.reason instanceof BodyStalled) throw abort.signal.reason;
       if (abort.signal.aborted) return;
+      closeIfUnread();
       const failure = error instanceof UpstreamError ? error : new BridgeError(502, 'upstream request failed', { cause: error });
       request.upstreamError = failure.code ?? 'internal';
       throw failure;
     }
+    closeIfUnread();
     request.relay = await relayResponse(upstream, res, request.surface, backend.name);
   };
 }

@@ -49,17 +49,31 @@ describe('client connections', () => {
   });
 
   describe('a model blob upload (streamed through to Ollama)', () => {
-    /** An Ollama stand-in for /api/blobs: each upload's bytes as they arrived whole, or 'aborted' for one cut short. */
-    async function blobStore(): Promise<{ url: string; uploads: Array<Promise<Buffer | 'aborted'>> }> {
+    /**
+     * An Ollama stand-in for /api/blobs: each upload's bytes as they arrived whole, or 'aborted' for
+     * one cut short. `slowDiskMs`: it stops reading that long after the first piece, as Ollama
+     * does when the disk it writes to falls behind; `exists`: it answers at once without reading,
+     * as Ollama does for a blob it already has.
+     */
+    async function blobStore(behavior: { slowDiskMs?: number; exists?: boolean } = {}): Promise<{ url: string; uploads: Array<Promise<Buffer | 'aborted'>> }> {
       const uploads: Array<Promise<Buffer | 'aborted'>> = [];
       const server = createServer((req: IncomingMessage, res) => {
         if (!req.url?.startsWith('/api/blobs/')) {
           res.writeHead(200, { 'content-type': 'application/json' }).end('{"models":[]}');
           return;
         }
+        if (behavior.exists === true) {
+          res.writeHead(200).end();
+          return;
+        }
         uploads.push(
           new Promise((resolve) => {
             const chunks: Buffer[] = [];
+            req.once('data', () => {
+              if (behavior.slowDiskMs === undefined) return;
+              req.pause();
+              setTimeout(() => req.resume(), behavior.slowDiskMs);
+            });
             req.on('data', (chunk: Buffer) => chunks.push(chunk));
             req.on('end', () => {
               res.writeHead(201).end();
@@ -110,6 +124,33 @@ describe('client connections', () => {
       const received = await store.uploads[0];
       assert.ok(Buffer.isBuffer(received), 'the upload was not cut');
       assert.equal(createHash('sha256').update(received).digest('hex'), digest);
+    });
+
+    it('is not taken for a stalled one while Ollama is the one not reading', { timeout: 20_000 }, async () => {
+      const store = await blobStore({ slowDiskMs: 1500 });
+      const bridge = await bridgeFor(store.url);
+      const blob = randomBytes(16 * 1024 * 1024);
+      const answer = await fetch(`${bridge.url}/api/blobs/sha256:${createHash('sha256').update(blob).digest('hex')}`, { method: 'POST', body: blob });
+      assert.equal(answer.status, 201);
+      const received = await store.uploads[0];
+      assert.ok(Buffer.isBuffer(received) && received.equals(blob), 'the upload reached Ollama whole');
+    });
+
+    it('that Ollama answers before reading it closes the connection, whose rest of the body is unread', { timeout: 20_000 }, async () => {
+      const store = await blobStore({ exists: true });
+      const bridge = await bridgeFor(store.url);
+      const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      cleanups.push(async () => {
+        socket.destroy();
+      });
+      socket.write('POST /api/blobs/sha256:0123 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\n');
+      socket.write(Buffer.alloc(64 * 1024));
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      await once(socket, 'close');
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.match(answer, /connection: close/i);
     });
 
     it('that stalls is answered 408 in Ollama’s shape, closes the connection and stops the upload upstream', { timeout: 20_000 }, async () => {
