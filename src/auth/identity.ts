@@ -1,12 +1,19 @@
-import { BridgeError, type RequestIdentity } from '../contract/index.js';
+import { BridgeError, canonicalModelName, type RequestIdentity } from '../contract/index.js';
 
 /** Who sent a request, as far as the bridge knows (the request record's identity slot). */
 export type Identity = RequestIdentity;
 
-/** "qwen2.5-coder:*" style patterns: "*" stands for any text; everything else is literal. */
+/**
+ * "qwen2.5-coder:*" style patterns of model names: "*" stands for any text, everything else is
+ * literal, letter case aside. A name without a tag is its ":latest", on either side, as Ollama
+ * reads it: "llama3" matches "llama3:latest", and "llama3:latest" or "llama3:*" match "llama3".
+ */
 export function matchesPattern(pattern: string, name: string): boolean {
   const escaped = pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
-  return new RegExp(`^${escaped.join('.*')}$`, 'i').test(name);
+  const matcher = new RegExp(`^${escaped.join('.*')}$`, 'i');
+  const canonical = canonicalModelName(name);
+  if (matcher.test(name) || matcher.test(canonical)) return true;
+  return !pattern.includes('*') && canonicalModelName(pattern).toLowerCase() === canonical.toLowerCase();
 }
 
 export function matchesAny(patterns: readonly string[], name: string): boolean {

@@ -154,6 +154,8 @@ describe('model lists and lookups for a key limited to some models', () => {
   let sam: string;
   /** May use small*: the simple tier's model, not those a request moves up to when it lacks tools or images. */
   let tia: string;
+  /** May use "m", written without its tag: the m:latest Ollama lists. */
+  let uma: string;
   let unlimited: string;
 
   before(async () => {
@@ -171,6 +173,7 @@ describe('model lists and lookups for a key limited to some models', () => {
     ria = addKey(file, { name: 'ria', role: 'user', models: ['allowed*'] });
     sam = addKey(file, { name: 'sam', role: 'user', models: ['allowed*', 'SMALL:*'] });
     tia = addKey(file, { name: 'tia', role: 'user', models: ['small:*'] });
+    uma = addKey(file, { name: 'uma', role: 'user', models: ['m'] });
     unlimited = addKey(file, { name: 'root', role: 'user' });
     // The fast path serves /api/tags, /api/show and /v1/models; express the same handlers and the rest.
     bridges.push({ path: 'fast path', bridge: await startTestBridge({ file }) }, { path: 'express', bridge: await startTestBridge({ file, fastPath: false }) });
@@ -209,6 +212,15 @@ describe('model lists and lookups for a key limited to some models', () => {
       const everyTier = [...VIRTUAL, 'allowed:latest', 'allowed:7b', 'small:latest'];
       assert.deepEqual(await lists(bridge, sam), { tags: everyTier, ps: ['allowed:7b'], openai: everyTier }, `${path}: sam`);
       assert.deepEqual(await lists(bridge, tia), { tags: ['small:latest'], ps: [], openai: ['small:latest'] }, `${path}: tia`);
+    }
+  });
+
+  it('reads a model name without a tag as its :latest, as Ollama does, in the key’s list and in what is asked', async () => {
+    for (const { path, bridge } of bridges) {
+      assert.deepEqual(await lists(bridge, uma), { tags: ['m:latest'], ps: ['m:latest'], openai: ['m:latest'] }, path);
+      for (const model of ['m', 'm:latest'])
+        assert.equal((await ask(bridge, uma, 'POST', '/api/show', { model })).status, 200, `${path}: ${model}`);
+      assert.equal((await ask(bridge, uma, 'POST', '/api/show', { model: 'm:7b' })).status, 403, `${path}: another tag`);
     }
   });
 
