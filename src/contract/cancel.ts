@@ -19,15 +19,25 @@ export class Cancel implements CancelSignal {
   private listeners: Array<() => void> = [];
   private controller: AbortController | undefined;
 
-  /** Aborts once, with the reason an AbortController would give by default. */
+  /**
+   * Aborts once, with the reason an AbortController would give by default. As with an AbortSignal,
+   * a listener removed by an earlier one is not called, and one that throws keeps none of the
+   * others from running: its error is thrown again outside, as an uncaught exception.
+   */
   abort(reason: unknown = new DOMException('This operation was aborted', 'AbortError')): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = reason;
     this.controller?.abort(reason);
-    const listeners = this.listeners;
-    this.listeners = [];
-    for (const listener of listeners) listener();
+    for (let listener = this.listeners.shift(); listener !== undefined; listener = this.listeners.shift()) {
+      try {
+        listener();
+      } catch (error) {
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 
   /** Like an AbortSignal's: a listener added after the abort is never called. */

@@ -200,12 +200,17 @@ describe('the generation loop, with scripted sources', () => {
 });
 
 describe('a generation’s cancellation', () => {
-  it('calls each listener still registered once, at the abort, and none added after it', () => {
+  it('calls each listener still registered when its turn comes, once, and none added after the abort', () => {
     const cancel = new Cancel();
     const calls: string[] = [];
     const removed = (): number => calls.push('removed');
-    cancel.addEventListener('abort', () => calls.push('first'));
+    const removedByFirst = (): number => calls.push('removed by first');
+    cancel.addEventListener('abort', () => {
+      calls.push('first');
+      cancel.removeEventListener('abort', removedByFirst);
+    });
     cancel.addEventListener('abort', removed);
+    cancel.addEventListener('abort', removedByFirst);
     cancel.addEventListener('abort', () => calls.push('second'));
     cancel.removeEventListener('abort', removed);
     const reason = new Error('client left');
