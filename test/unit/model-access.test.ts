@@ -218,8 +218,7 @@ describe('model lists and lookups for a key limited to some models', () => {
   it('reads a model name without a tag as its :latest, as Ollama does, in the key’s list and in what is asked', async () => {
     for (const { path, bridge } of bridges) {
       assert.deepEqual(await lists(bridge, uma), { tags: ['m:latest'], ps: ['m:latest'], openai: ['m:latest'] }, path);
-      for (const model of ['m', 'm:latest'])
-        assert.equal((await ask(bridge, uma, 'POST', '/api/show', { model })).status, 200, `${path}: ${model}`);
+      for (const model of ['m', 'm:latest']) assert.equal((await ask(bridge, uma, 'POST', '/api/show', { model })).status, 200, `${path}: ${model}`);
       assert.equal((await ask(bridge, uma, 'POST', '/api/show', { model: 'm:7b' })).status, 403, `${path}: another tag`);
     }
   });
