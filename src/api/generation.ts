@@ -215,9 +215,8 @@ function accumulate(result: GenerationResult, event: OllamaChunk): void {
   result.final = event;
 }
 
-function write(res: ServerResponse, text: string): Promise<void> | undefined {
-  if (text === '' || res.write(text)) return undefined;
-  // Back-pressure: stop pulling from the upstream until the client socket drains.
+/** Resolves when the client socket drained (or closed): until then no more is pulled from the upstream (back-pressure). */
+function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done);
@@ -604,7 +603,8 @@ async function stream(
     outcome.error = message;
     if (!res.destroyed) res.end(plan.format.error(message, code));
   };
-  const handle = async (index: number, event: OllamaChunk): Promise<boolean> => {
+  /** Writes one line in the surface's format, in the same turn it arrived; false when the stream is over (an error line, the client gone). */
+  const handle = (index: number, event: OllamaChunk): boolean => {
     if (typeof event.error === 'string') {
       stop();
       source.noteFailure?.(event.error, route.model);
@@ -613,17 +613,21 @@ async function stream(
     }
     accumulate(results[index] as GenerationResult, event);
     const text = plan.format.chunk(event, index);
-    if (text !== '') wrote = performance.now();
-    await write(res, text);
+    if (text !== '') {
+      wrote = performance.now();
+      res.write(text);
+    }
     return !res.destroyed;
   };
 
   try {
-    if (!(await handle(...first))) return null;
+    if (!handle(...first)) return null;
     // The head leaves with the first line's text, in one write; a first line without text must not hold it back.
     if (!res.headersSent) res.flushHeaders();
+    if (res.writableNeedDrain) await drained(res);
     for await (const [index, event] of lines) {
-      if (!(await handle(index, event))) return null;
+      if (!handle(index, event)) return null;
+      if (res.writableNeedDrain) await drained(res);
     }
     // Ends like a stream that broke: the client must not take a cut-off answer for a whole one.
     if (!finished(results)) throw cutOff(source);
