@@ -64,9 +64,9 @@ function handlers(deps: ActionDeps): Handlers {
     return backend;
   };
   const managed = async (run: () => Promise<{ state: string }>): Promise<ActionResult> => ({ message: `Ollama is ${(await run()).state}` });
-  const upstream = async (run: () => Promise<void>): Promise<void> => {
+  const upstream = async <T>(run: () => Promise<T>): Promise<T> => {
     try {
-      await run();
+      return await run();
     } catch (error) {
       if (error instanceof UpstreamStatusError) throw new ActionError(error.status === 404 ? 404 : 502, error.message);
       if (error instanceof UpstreamError) throw new ActionError(502, error.message);
@@ -96,8 +96,9 @@ function handlers(deps: ActionDeps): Handlers {
       return { message: `${model} loaded on ${name}`, fit };
     },
     async unloadModel({ backend: name, model }) {
-      await upstream(() => unloadModel(backendNamed(name), model, catalog.digestOf(model, name)));
-      return { message: `${model} unloaded from ${name}` };
+      const gone = await upstream(() => unloadModel(backendNamed(name), model, catalog.digestOf(model, name)));
+      if (gone) return { message: `${model} unloaded from ${name}` };
+      return { message: `${model} is still in memory on ${name}: requests are using it, and Ollama unloads it once they end` };
     },
     startOllama: ({ backend }) => managed(() => manager.start(backend)),
     stopOllama: ({ backend }) => managed(() => manager.stop(backend)),

@@ -50,14 +50,16 @@ export async function preloadModel(backend: Backend, model: string, keepAlive: s
 /**
  * Unloads a model (Ollama: an empty prompt with keep_alive 0). Ollama answers before the runner has
  * gone, so this waits (up to `waitMs`) until /api/ps no longer lists it: under its own name, or,
- * given its `digest` there, under another name of its file.
+ * given its `digest` there, under another name of its file. False when it is still listed then:
+ * Ollama keeps a model that requests are using until they end.
  */
-export async function unloadModel(backend: Backend, model: string, digest?: string, waitMs = 5000): Promise<void> {
+export async function unloadModel(backend: Backend, model: string, digest?: string, waitMs = 5000): Promise<boolean> {
   await backend.callJson('POST', '/api/generate', { model, prompt: '', keep_alive: 0, stream: false }, 60_000);
   const deadline = Date.now() + waitMs;
   do {
     await backend.check(2000);
-    if (!backend.hasLoaded(model, digest)) return;
+    if (!backend.hasLoaded(model, digest)) return true;
     await new Promise((resolve) => setTimeout(resolve, 100));
   } while (Date.now() < deadline);
+  return false;
 }

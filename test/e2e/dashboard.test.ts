@@ -264,4 +264,16 @@ routing:
     assert.doesNotMatch(html, /https?:\/\//);
     assert.deepEqual(pageErrors, []);
   });
+
+  // Last: the model leaves gpu1's memory.
+  it('unloads a model from a GPU and says what it did', async () => {
+    await tab('Models').click();
+    const row = page.getByTestId('tier-simple');
+    await row.getByRole('button', { name: 'Unload from gpu1' }).click();
+    await page.getByTestId('notice-simple').waitFor();
+    assert.equal(await page.getByTestId('notice-simple').innerText(), `${RIG_MODELS.simple} unloaded from gpu1`);
+    await row.getByRole('button', { name: 'Preload on gpu1' }).waitFor();
+    assert.doesNotMatch(await page.getByTestId('loaded-simple').innerText(), /gpu1/);
+    assert.deepEqual(pageErrors, []);
+  });
 });

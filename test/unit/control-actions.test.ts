@@ -65,6 +65,20 @@ describe('model actions of the control API', () => {
     );
   });
 
+  it('says so when Ollama still holds the model after the wait, as it does while requests use it', { timeout: 20_000 }, async () => {
+    const { bridge } = await bridgeOn(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ model: 'm:7b', created_at: '2025-01-01T00:00:00Z', response: '', done: true, done_reason: 'unload' }));
+      },
+      () => ['m:7b'],
+    );
+    const answer = await action(bridge, 'unloadModel', { backend: 'local', model: 'm:7b' });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.result?.message, 'm:7b is still in memory on local: requests are using it, and Ollama unloads it once they end');
+    assert.deepEqual(loadedOn(answer.body.state, 'local'), ['m:7b']);
+  });
+
   it('answers 404 for a backend it does not know, without calling any', async () => {
     const { bridge, upstream } = await bridgeOn((res) => res.end());
     const unknown = await action(bridge, 'unloadModel', { backend: 'gpu7', model: 'm:7b' });

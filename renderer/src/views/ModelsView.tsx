@@ -1,5 +1,5 @@
 import { useState, type JSX } from 'react';
-import { sameModel, TIERS, type BridgeState, type FitCheck, type Tier } from '../../../src/contract';
+import { sameModel, TIERS, type ActionResponse, type BridgeState, type FitCheck, type Tier } from '../../../src/contract';
 import { ActionFailure, runAction } from '../api';
 import { gib } from '../format';
 
@@ -18,13 +18,16 @@ function loadedOn(state: BridgeState, model: string): Array<{ backend: string; g
 
 export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
   const [problem, setProblem] = useState<Problem | null>(null);
+  /** What the last action on a row said it did (a model that stays in memory while in use says so). */
+  const [notice, setNotice] = useState<{ key: string; message: string } | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
 
-  const act = async (key: string, run: () => Promise<unknown>, force?: () => Promise<unknown>): Promise<void> => {
+  const act = async (key: string, run: () => Promise<ActionResponse>, force?: () => Promise<ActionResponse>): Promise<void> => {
     setBusy(key);
     setProblem(null);
+    setNotice(null);
     try {
-      await run();
+      setNotice({ key, message: (await run()).result.message });
     } catch (error) {
       const failure = error instanceof ActionFailure ? error : new ActionFailure(0, String(error));
       setProblem({ key, message: failure.message, fit: failure.fit, retry: failure.status === 409 && force !== undefined ? () => act(key, force) : undefined });
@@ -94,6 +97,11 @@ export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
                 </button>
               ),
             )}
+          {notice?.key === key && (
+            <div className="notice" role="status" data-testid={`notice-${key}`}>
+              {notice.message}
+            </div>
+          )}
           {problem?.key === key && (
             <div className="problem" role="alert" data-testid={`problem-${key}`}>
               {problem.message}
