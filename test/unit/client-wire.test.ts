@@ -1,0 +1,284 @@
+import assert from 'node:assert/strict';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import OpenAI from 'openai';
+import type { BridgeHandle } from '../../src/bridge.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { readLines, readSseEvents } from '../support/streams.js';
+import { configFile } from '../support/temp.js';
+
+/**
+ * Details of each client's wire format that a demanding user notices: answers cut by the token
+ * limit, thinking in a stream, usage when asked for, several choices, the endpoints agents call
+ * besides generations, and a tier model that lacks what a request uses.
+ */
+
+const SMALL = 'wire-small:1b';
+const LARGE = 'wire-large:7b';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** What one generation of the stand-in answers: its lines before the last, and the last line's done_reason. */
+interface Script {
+  thinking?: string[];
+  text: string[];
+  doneReason?: 'stop' | 'length';
+}
+
+/** Capabilities /api/show reports per model. */
+const CAPABILITIES: Record<string, string[]> = { [SMALL]: ['completion', 'insert'], [LARGE]: ['completion', 'tools', 'thinking'] };
+
+/** An Ollama stand-in that answers /api/chat and /api/generate from `script`, /api/embed with fixed vectors, /api/version with `version`. */
+function startWireUpstream(script: (path: string, body: Record<string, unknown>) => Script, version = '0.11.4'): Promise<StandIn> {
+  return startStandIn(
+    (req: IncomingMessage, res: ServerResponse, text: string) => {
+      const body = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
+      const json = (status: number, answer: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(answer));
+      };
+      if (req.url === '/api/version') return json(200, { version });
+      if (req.url === '/api/show') {
+        const capabilities = CAPABILITIES[String(body.model)];
+        if (capabilities === undefined) return json(404, { error: `model '${String(body.model)}' not found` });
+        return json(200, { capabilities, details: {}, model_info: { 'general.architecture': 'llama' }, template: '{{ .Prompt }}{{ .Suffix }}' });
+      }
+      if (req.url === '/api/embed') return json(200, { model: body.model, embeddings: [[0.25, -1.5, 3]], prompt_eval_count: 2 });
+      const path = req.url ?? '';
+      const chat = path === '/api/chat';
+      const { thinking = [], text: pieces, doneReason = 'stop' } = script(path, body);
+      const line = (fields: Record<string, unknown>): string => `${JSON.stringify({ model: body.model, created_at: '2025-01-01T00:00:00Z', ...fields })}\n`;
+      const piece = (content: string, thought = ''): string =>
+        line({ ...(chat ? { message: { role: 'assistant', content, ...(thought === '' ? {} : { thinking: thought }) } } : { response: content }), done: false });
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      for (const thought of thinking) res.write(piece('', thought));
+      for (const content of pieces) res.write(piece(content));
+      res.end(
+        line({
+          ...(chat ? { message: { role: 'assistant', content: '' } } : { response: '' }),
+          done: true,
+          done_reason: doneReason,
+          prompt_eval_count: 5,
+          eval_count: pieces.length,
+          eval_duration: 1_000_000,
+        }),
+      );
+      return undefined;
+    },
+    [SMALL, LARGE],
+  );
+}
+
+async function wireBridge(script: (path: string, body: Record<string, unknown>) => Script, version?: string): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+  const upstream = await startWireUpstream(script, version);
+  const file = configFile(`models:\n  simple:\n    name: "${SMALL}"\n  complex:\n    name: "${LARGE}"\n`);
+  const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
+  return { upstream, bridge };
+}
+
+const post = (url: string, body: unknown): Promise<Response> =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+/** The JSON payloads of an SSE stream, up to (not including) [DONE], and whether [DONE] came. */
+async function dataEvents(response: Response): Promise<{ events: Array<Record<string, unknown>>; done: boolean }> {
+  const events: Array<Record<string, unknown>> = [];
+  let done = false;
+  for await (const data of readSseEvents(response)) {
+    if (data === '[DONE]') done = true;
+    else events.push(JSON.parse(data) as Record<string, unknown>);
+  }
+  return { events, done };
+}
+
+/** SSE events as [event name, parsed data]. */
+async function namedEvents(response: Response): Promise<Array<[string, Record<string, unknown>]>> {
+  const events: Array<[string, Record<string, unknown>]> = [];
+  let name = '';
+  for await (const line of readLines(response)) {
+    if (line.startsWith('event: ')) name = line.slice(7);
+    else if (line.startsWith('data: ')) events.push([name, JSON.parse(line.slice(6)) as Record<string, unknown>]);
+  }
+  return events;
+}
+
+interface ChatChoice {
+  index: number;
+  delta: { role?: string; content?: string; reasoning_content?: string; reasoning?: string };
+  finish_reason: string | null;
+}
+
+describe('answers cut by the token limit, in each client’s words', () => {
+  let bridge: BridgeHandle;
+  before(async () => {
+    ({ bridge } = await wireBridge(() => ({ text: ['a', 'b'], doneReason: 'length' })));
+  });
+
+  it('chat completions stream: finish_reason length, then the usage chunk asked for, then [DONE]', async () => {
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: LARGE,
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 2,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    const { events, done } = await dataEvents(response);
+    assert.ok(done);
+    const choices = events.flatMap((e) => e.choices as ChatChoice[]);
+    assert.equal(choices.map((c) => c.delta.content ?? '').join(''), 'ab');
+    assert.deepEqual(
+      choices.filter((c) => c.finish_reason !== null).map((c) => c.finish_reason),
+      ['length'],
+    );
+    const last = events.at(-1);
+    assert.deepEqual(last?.choices, []);
+    assert.deepEqual(last?.usage, { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 });
+  });
+
+  it('Copilot ghost text with n = 3: each choice streams its text and ends with finish_reason length, then usage and [DONE]', async () => {
+    const response = await post(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, {
+      prompt: 'def add(a, b):\n    return',
+      suffix: '\n',
+      max_tokens: 2,
+      n: 3,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    assert.equal(response.status, 200);
+    const { events, done } = await dataEvents(response);
+    assert.ok(done);
+    const choices = events.flatMap((e) => e.choices as Array<{ text: string; index: number; finish_reason: string | null }>);
+    for (const index of [0, 1, 2]) {
+      const mine = choices.filter((c) => c.index === index);
+      assert.equal(mine.map((c) => c.text).join(''), 'ab', `choice ${index}`);
+      assert.deepEqual(
+        mine.filter((c) => c.finish_reason !== null).map((c) => c.finish_reason),
+        ['length'],
+        `choice ${index}`,
+      );
+    }
+    assert.deepEqual(events.at(-1)?.usage, { prompt_tokens: 15, completion_tokens: 6, total_tokens: 21 });
+  });
+
+  it('Messages: stop_reason max_tokens, streamed and whole', async () => {
+    const request = { model: LARGE, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] };
+    const whole = (await (await post(`${bridge.url}/v1/messages`, request)).json()) as { stop_reason: string; content: unknown };
+    assert.equal(whole.stop_reason, 'max_tokens');
+    assert.deepEqual(whole.content, [{ type: 'text', text: 'ab' }]);
+    const events = await namedEvents(await post(`${bridge.url}/v1/messages?beta=true`, { ...request, stream: true }));
+    const delta = events.find(([name]) => name === 'message_delta')?.[1] as { delta: { stop_reason: string } } | undefined;
+    assert.equal(delta?.delta.stop_reason, 'max_tokens');
+    assert.equal(events.at(-1)?.[0], 'message_stop');
+  });
+
+  it('Responses: status incomplete for max_output_tokens, streamed as response.incomplete and whole', async () => {
+    const request = { model: LARGE, max_output_tokens: 16, input: 'hi' };
+    const whole = (await (await post(`${bridge.url}/v1/responses`, request)).json()) as { status: string; incomplete_details: unknown };
+    assert.equal(whole.status, 'incomplete');
+    assert.deepEqual(whole.incomplete_details, { reason: 'max_output_tokens' });
+    const events = await namedEvents(await post(`${bridge.url}/v1/responses`, { ...request, stream: true }));
+    const [name, last] = events.at(-1) as [string, { response: { status: string; incomplete_details: unknown } }];
+    assert.equal(name, 'response.incomplete');
+    assert.equal(last.response.status, 'incomplete');
+    assert.deepEqual(last.response.incomplete_details, { reason: 'max_output_tokens' });
+    assert.ok(!events.some(([event]) => event === 'response.completed'));
+  });
+});
+
+describe('thinking in an OpenAI chat stream', () => {
+  it('comes as reasoning_content and reasoning deltas before the content, and the content carries none', async () => {
+    const { bridge } = await wireBridge(() => ({ thinking: ['Let me ', 'see.'], text: ['Four.'] }));
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: LARGE,
+      stream: true,
+      reasoning_effort: 'low',
+      messages: [{ role: 'user', content: '2+2?' }],
+    });
+    const { events, done } = await dataEvents(response);
+    assert.ok(done);
+    const deltas = events.flatMap((e) => e.choices as ChatChoice[]).map((c) => c.delta);
+    assert.equal(deltas[0]?.role, 'assistant');
+    assert.equal(deltas.map((d) => d.reasoning_content ?? '').join(''), 'Let me see.');
+    assert.equal(deltas.map((d) => d.reasoning ?? '').join(''), 'Let me see.');
+    assert.equal(deltas.map((d) => d.content ?? '').join(''), 'Four.');
+    const firstContent = deltas.findIndex((d) => (d.content ?? '') !== '');
+    const lastThought = deltas.map((d) => d.reasoning_content !== undefined).lastIndexOf(true);
+    assert.ok(lastThought < firstContent, 'the thinking comes before the answer');
+  });
+});
+
+describe('what agents call besides generations', () => {
+  let bridge: BridgeHandle;
+  let upstream: StandIn;
+  before(async () => {
+    ({ bridge, upstream } = await wireBridge(() => ({ text: ['x'] })));
+  });
+
+  it('Claude Code’s count_tokens (?beta=true) answers an estimate from the system prompt, messages and tools, without a generation', async () => {
+    const generations = upstream.requests.length;
+    const count = async (body: Record<string, unknown>): Promise<number> => {
+      const response = await post(`${bridge.url}/v1/messages/count_tokens?beta=true`, { model: LARGE, ...body });
+      assert.equal(response.status, 200);
+      return ((await response.json()) as { input_tokens: number }).input_tokens;
+    };
+    const messages = [{ role: 'user', content: 'x'.repeat(400) }];
+    const alone = await count({ messages });
+    assert.equal(alone, 100);
+    assert.ok((await count({ messages, system: [{ type: 'text', text: 'y'.repeat(400) }] })) > alone);
+    assert.ok((await count({ messages, tools: [{ name: 'Read', input_schema: { type: 'object' } }] })) > alone);
+    assert.equal(upstream.requests.length, generations);
+    const bad = await post(`${bridge.url}/v1/messages/count_tokens`, { model: LARGE });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
+  });
+
+  it('Codex’s WebSocket try on GET /v1/responses gets a plain 404, so it posts instead', async () => {
+    const response = await fetch(`${bridge.url}/v1/responses`);
+    assert.equal(response.status, 404);
+    assert.equal(response.headers.get('connection'), 'close');
+    const body = (await response.json()) as { error: { message: string } };
+    assert.match(body.error.message, /POST \/v1\/responses/);
+  });
+
+  it('OpenAI SDK embeddings (base64 on the wire by default) decode to the backend’s vectors', async () => {
+    const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const answer = await openai.embeddings.create({ model: SMALL, input: 'hello' });
+    assert.deepEqual(answer.data[0]?.embedding, [0.25, -1.5, 3]);
+    assert.deepEqual(answer.usage, { prompt_tokens: 2, total_tokens: 2 });
+    const floats = (await (await post(`${bridge.url}/v1/embeddings`, { model: SMALL, input: ['hello'], encoding_format: 'float' })).json()) as {
+      data: Array<{ embedding: number[] }>;
+    };
+    assert.deepEqual(floats.data[0]?.embedding, [0.25, -1.5, 3]);
+  });
+});
+
+describe('GET /api/version without a configured version', () => {
+  it('answers the lowest version among the backends, raised to the API level the bridge implements', async () => {
+    const { bridge: old } = await wireBridge(() => ({ text: [] }), '0.11.4');
+    assert.deepEqual(await (await fetch(`${old.url}/api/version`)).json(), { version: '0.13.4' });
+    const { bridge: recent } = await wireBridge(() => ({ text: [] }), '0.14.10');
+    assert.deepEqual(await (await fetch(`${recent.url}/api/version`)).json(), { version: '0.14.10' });
+  });
+});
+
+describe('a tier whose model lacks what the request uses', () => {
+  it('moves a request with tools from bridge/simple to the next tier whose model has tools, and says why', async () => {
+    const { upstream, bridge } = await wireBridge(() => ({ text: ['ok'] }));
+    const response = await post(`${bridge.url}/v1/chat/completions`, {
+      model: 'bridge/simple',
+      messages: [{ role: 'user', content: 'hi' }],
+      tools: [{ type: 'function', function: { name: 'read', parameters: { type: 'object', properties: {} } } }],
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-bridge-model'), LARGE);
+    assert.match(response.headers.get('x-bridge-route-reason') ?? '', /simple model lacks tools, using moderate/);
+    const sent = upstream.requests.filter((r) => r.url === '/api/chat').at(-1);
+    assert.equal((JSON.parse(sent?.body ?? '{}') as { model: string }).model, LARGE);
+  });
+});
