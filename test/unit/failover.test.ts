@@ -238,6 +238,43 @@ describe('retries and failover', () => {
     assert.match(String(lines[1]?.error), /^backend gpu0 is unreachable/);
     assert.equal(b.requests.length, 0);
   });
+  it('retries a non-streamed answer whose backend sent an error line half-way, and the client gets the other backend’s whole answer', async () => {
+    const { a, b, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${okLines('partial')[0]}${JSON.stringify({ error: 'model runner has unexpectedly stopped' })}\n`);
+      },
+      (res) => answer(res, 'whole'),
+    );
+    const response = await chat(bridge);
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'whole');
+    assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+    assert.equal(a.requests.length, 1);
+    assert.equal(b.requests.length, 1);
+    // The runner's error is the model's there, not the backend's.
+    assert.deepEqual(
+      backendState(bridge, 'gpu0').health.models.map((m) => [m.model, m.lastError]),
+      [['m:latest', 'model runner has unexpectedly stopped']],
+    );
+  });
+
+  it('when every backend failed, the error names each one tried and what it said, in the surface’s shape', async () => {
+    const fail = (message: string) => (res: ServerResponse) => {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: message }));
+    };
+    const { bridge } = await twoBackends(fail('out of memory'), fail('runner crashed'));
+    const response = await fetch(`${bridge.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(response.status, 500);
+    const { error } = (await response.json()) as { error: { message: string; type: string } };
+    assert.match(error.message, /gpu0: [^;]*out of memory/);
+    assert.match(error.message, /gpu1: [^;]*runner crashed/);
+    assert.equal(typeof error.type, 'string');
+  });
 });
 
 describe('control API', () => {
