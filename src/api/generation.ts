@@ -296,8 +296,8 @@ async function open(
     );
     lines = streams.length === 1 ? indexed(streams[0] as AsyncIterable<OllamaChunk>) : mergeStreams(streams.map((stream) => stream[Symbol.asyncIterator]()));
     const first = await lines.next().catch((error: unknown) => {
-      // A break before the first line (the connection lost right after the head): the backend's
-      // request counted its status as a success, so the failure is counted here, unless the client left.
+      // A break before the first line (the connection lost right after the head): the backend
+      // counts no status below 400 by itself, so the failure is counted here, unless the client left.
       if (!client.aborted) source.noteFailure?.(asFailure(error, source).message);
       throw error;
     });

@@ -115,7 +115,7 @@ export class Backend implements GenerationSource {
       response.body.once('close', () => {
         this.inFlight -= 1;
       });
-      this.answered(response.statusCode, started, model);
+      this.answered(response.statusCode, performance.now() - started, model);
       return response;
     } catch (error) {
       this.inFlight -= 1;
@@ -133,9 +133,9 @@ export class Backend implements GenerationSource {
   }
 
   /** Counts an answer by its status: 5xx is a failure; 503 is Ollama's "server busy" (its queue is full), the whole backend's. */
-  private answered(status: number, started: number, model: string | undefined): void {
+  private answered(status: number, latencyMs: number, model: string | undefined): void {
     if (status >= 500) this.noteFailure(`answered ${status}`, status === 503 ? undefined : model);
-    else this.health.recordSuccess(performance.now() - started, model);
+    else this.health.recordSuccess(latencyMs, model);
   }
 
   /** Counts a request that got no answer and returns what to throw: the abort as it is, anything else as an UpstreamError. */
@@ -163,6 +163,7 @@ export class Backend implements GenerationSource {
     return new Promise((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined;
       let status = 0;
+      let headMs = 0;
       let errorText = '';
       let settled = false;
       const lines = new NdjsonLines(
@@ -196,8 +197,11 @@ export class Backend implements GenerationSource {
           },
           onResponseStart: (_dispatch, statusCode) => {
             status = statusCode;
-            this.answered(statusCode, started, model);
+            headMs = performance.now() - started;
+            // A 200 head promises nothing yet: Ollama reports a runner that fails to load or
+            // crashes as an error line after it. Such an answer counts once it ended well.
             if (statusCode < 400) resolve(lines);
+            else this.answered(statusCode, headMs, model);
           },
           onResponseData: (_dispatch, chunk) => {
             if (status < 400) lines.push(chunk);
@@ -207,7 +211,10 @@ export class Backend implements GenerationSource {
           onResponseEnd: () => {
             finish();
             if (status >= 400) reject(statusError());
-            else lines.end();
+            else {
+              lines.end();
+              if (lines.complete) this.answered(status, headMs, model);
+            }
           },
           onResponseError: (_dispatch, error) => {
             finish();

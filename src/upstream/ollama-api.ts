@@ -216,6 +216,7 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
   private ended = false;
   private paused = false;
   private failure: Error | undefined;
+  private last: OllamaChunk | undefined;
   private waiting: { resolve: (result: IteratorResult<OllamaChunk>) => void; reject: (error: Error) => void } | undefined;
 
   constructor(
@@ -286,6 +287,11 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
     return this;
   }
 
+  /** Whether the answer ended with its final line (done: true): not cut off, not ended by an error line. */
+  get complete(): boolean {
+    return this.ended && this.failure === undefined && this.last?.done === true;
+  }
+
   /** A whole line: the pieces held so far and its tail. */
   private line(tail: string): string {
     if (this.parts.length === 0) return tail;
@@ -303,7 +309,8 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
     const trimmed = line.trim();
     if (trimmed === '') return true;
     try {
-      this.ready.push(checkedChunk(JSON.parse(trimmed)));
+      this.last = checkedChunk(JSON.parse(trimmed));
+      this.ready.push(this.last);
       return true;
     } catch (error) {
       this.refuse(error as Error);

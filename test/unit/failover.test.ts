@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines } from '../support/streams.js';
+import { until } from '../support/wait.js';
 import { configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -206,6 +207,71 @@ describe('retries and failover', () => {
     assert.equal(a.requests.length, 2);
     const last = await chat(bridge);
     assert.match(last.headers.get('x-bridge-route-reason') ?? '', /primary gpu0 is failing; failing over to gpu1/);
+  });
+
+  it('opens the circuit of a model whose runner fails every answer after a 200 (Ollama’s error line), and stops sending it there', async () => {
+    const { a, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${JSON.stringify({ error: 'model runner has unexpectedly stopped, this may be due to resource limitations' })}\n`);
+      },
+      (res) => answer(res, 'ok'),
+      { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+      'routing:\n  circuit_breaker:\n    failure_threshold: 2\n    cooldown_seconds: 60\n',
+    );
+    for (let i = 0; i < 4; i++) {
+      const response = await chat(bridge, i % 2 === 1);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+      await response.arrayBuffer();
+    }
+    assert.deepEqual(
+      backendState(bridge, 'gpu0').health.models.map((m) => [m.model, m.circuit, m.consecutiveFailures]),
+      [['m:latest', 'open', 2]],
+    );
+    // With the model's circuit open after two failures, gpu0 was not asked for it again.
+    assert.equal(a.requests.length, 2);
+  });
+
+  it('lets one probe through a half-open model circuit after the cool-down, and a whole answer from it closes the circuit', async () => {
+    let runnerCrashes = true;
+    const { bridge } = await twoBackends(
+      (res) => {
+        if (!runnerCrashes) return answer(res, 'from gpu0');
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${JSON.stringify({ error: 'model runner has unexpectedly stopped' })}\n`);
+      },
+      (res) => answer(res, 'from gpu1'),
+      { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+      'routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n',
+    );
+    const modelCircuit = (): string | undefined => backendState(bridge, 'gpu0').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    assert.equal((await chat(bridge)).headers.get('x-bridge-backend'), 'gpu1');
+    assert.equal(modelCircuit(), 'open');
+    await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
+    runnerCrashes = false;
+    const probe = await chat(bridge);
+    assert.equal(((await probe.json()) as { message: { content: string } }).message.content, 'from gpu0');
+    assert.equal(modelCircuit(), undefined);
+  });
+
+  it('opens the circuit of a backend whose answers keep breaking after they started', async () => {
+    const { a, bridge } = await twoBackends(
+      (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(okLines('partial')[0], () => res.socket?.destroy());
+      },
+      (res) => answer(res, 'ok'),
+      { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+      'routing:\n  circuit_breaker:\n    failure_threshold: 2\n    cooldown_seconds: 60\n',
+    );
+    for (let i = 0; i < 4; i++) {
+      const response = await chat(bridge);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-bridge-backend'), 'gpu1');
+    }
+    assert.equal(backendState(bridge, 'gpu0').health.circuit, 'open');
+    assert.equal(a.requests.length, 2);
   });
 
   it('retries a non-streamed answer that broke half-way, since the client has seen nothing yet', async () => {
