@@ -21,7 +21,7 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** What one generation of the stand-in answers: its lines before the last, and the last line's done_reason. */
+/** What every generation of the stand-in answers: its lines before the last, and the last line's done_reason. */
 interface Script {
   thinking?: string[];
   text: string[];
@@ -32,7 +32,7 @@ interface Script {
 const CAPABILITIES: Record<string, string[]> = { [SMALL]: ['completion', 'insert'], [LARGE]: ['completion', 'tools', 'thinking'] };
 
 /** An Ollama stand-in that answers /api/chat and /api/generate from `script`, /api/embed with fixed vectors, /api/version with `version`. */
-function startWireUpstream(script: (path: string, body: Record<string, unknown>) => Script, version = '0.11.4'): Promise<StandIn> {
+function startWireUpstream(script: Script, version = '0.11.4'): Promise<StandIn> {
   return startStandIn(
     (req: IncomingMessage, res: ServerResponse, text: string) => {
       const body = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
@@ -47,12 +47,14 @@ function startWireUpstream(script: (path: string, body: Record<string, unknown>)
         return json(200, { capabilities, details: {}, model_info: { 'general.architecture': 'llama' }, template: '{{ .Prompt }}{{ .Suffix }}' });
       }
       if (req.url === '/api/embed') return json(200, { model: body.model, embeddings: [[0.25, -1.5, 3]], prompt_eval_count: 2 });
-      const path = req.url ?? '';
-      const chat = path === '/api/chat';
-      const { thinking = [], text: pieces, doneReason = 'stop' } = script(path, body);
+      const chat = req.url === '/api/chat';
+      const { thinking = [], text: pieces, doneReason = 'stop' } = script;
       const line = (fields: Record<string, unknown>): string => `${JSON.stringify({ model: body.model, created_at: '2025-01-01T00:00:00Z', ...fields })}\n`;
       const piece = (content: string, thought = ''): string =>
-        line({ ...(chat ? { message: { role: 'assistant', content, ...(thought === '' ? {} : { thinking: thought }) } } : { response: content }), done: false });
+        line({
+          ...(chat ? { message: { role: 'assistant', content, ...(thought === '' ? {} : { thinking: thought }) } } : { response: content }),
+          done: false,
+        });
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
       for (const thought of thinking) res.write(piece('', thought));
       for (const content of pieces) res.write(piece(content));
@@ -72,7 +74,7 @@ function startWireUpstream(script: (path: string, body: Record<string, unknown>)
   );
 }
 
-async function wireBridge(script: (path: string, body: Record<string, unknown>) => Script, version?: string): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+async function wireBridge(script: Script, version?: string): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
   const upstream = await startWireUpstream(script, version);
   const file = configFile(`models:\n  simple:\n    name: "${SMALL}"\n  complex:\n    name: "${LARGE}"\n`);
   const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
@@ -117,7 +119,7 @@ interface ChatChoice {
 describe('answers cut by the token limit, in each client’s words', () => {
   let bridge: BridgeHandle;
   before(async () => {
-    ({ bridge } = await wireBridge(() => ({ text: ['a', 'b'], doneReason: 'length' })));
+    ({ bridge } = await wireBridge({ text: ['a', 'b'], doneReason: 'length' }));
   });
 
   it('chat completions stream: finish_reason length, then the usage chunk asked for, then [DONE]', async () => {
@@ -192,8 +194,8 @@ describe('answers cut by the token limit, in each client’s words', () => {
 });
 
 describe('thinking in an OpenAI chat stream', () => {
-  it('comes as reasoning_content and reasoning deltas before the content, and the content carries none', async () => {
-    const { bridge } = await wireBridge(() => ({ thinking: ['Let me ', 'see.'], text: ['Four.'] }));
+  it('comes as reasoning_content and reasoning deltas before the content', async () => {
+    const { bridge } = await wireBridge({ thinking: ['Let me ', 'see.'], text: ['Four.'] });
     const response = await post(`${bridge.url}/v1/chat/completions`, {
       model: LARGE,
       stream: true,
@@ -217,7 +219,7 @@ describe('what agents call besides generations', () => {
   let bridge: BridgeHandle;
   let upstream: StandIn;
   before(async () => {
-    ({ bridge, upstream } = await wireBridge(() => ({ text: ['x'] })));
+    ({ bridge, upstream } = await wireBridge({ text: ['x'] }));
   });
 
   it('Claude Code’s count_tokens (?beta=true) answers an estimate from the system prompt, messages and tools, without a generation', async () => {
@@ -260,16 +262,16 @@ describe('what agents call besides generations', () => {
 
 describe('GET /api/version without a configured version', () => {
   it('answers the lowest version among the backends, raised to the API level the bridge implements', async () => {
-    const { bridge: old } = await wireBridge(() => ({ text: [] }), '0.11.4');
+    const { bridge: old } = await wireBridge({ text: [] }, '0.11.4');
     assert.deepEqual(await (await fetch(`${old.url}/api/version`)).json(), { version: '0.13.4' });
-    const { bridge: recent } = await wireBridge(() => ({ text: [] }), '0.14.10');
+    const { bridge: recent } = await wireBridge({ text: [] }, '0.14.10');
     assert.deepEqual(await (await fetch(`${recent.url}/api/version`)).json(), { version: '0.14.10' });
   });
 });
 
 describe('a tier whose model lacks what the request uses', () => {
   it('moves a request with tools from bridge/simple to the next tier whose model has tools, and says why', async () => {
-    const { upstream, bridge } = await wireBridge(() => ({ text: ['ok'] }));
+    const { upstream, bridge } = await wireBridge({ text: ['ok'] });
     const response = await post(`${bridge.url}/v1/chat/completions`, {
       model: 'bridge/simple',
       messages: [{ role: 'user', content: 'hi' }],
@@ -280,5 +282,28 @@ describe('a tier whose model lacks what the request uses', () => {
     assert.match(response.headers.get('x-bridge-route-reason') ?? '', /simple model lacks tools, using moderate/);
     const sent = upstream.requests.filter((r) => r.url === '/api/chat').at(-1);
     assert.equal((JSON.parse(sent?.body ?? '{}') as { model: string }).model, LARGE);
+  });
+});
+
+describe('Copilot’s model details from an Ollama that predates capabilities', () => {
+  it('answers /api/show with capabilities as an empty array and a display name, never without them', async () => {
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ details: { family: 'llama' }, model_info: { 'general.architecture': 'llama', 'llama.context_length': 8192 }, template: '' }));
+      },
+      ['old-model:7b'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const response = await post(`${bridge.url}/api/show`, { model: 'old-model:7b' });
+    assert.equal(response.status, 200);
+    const show = (await response.json()) as { capabilities: unknown; model_info: Record<string, unknown> };
+    assert.deepEqual(show.capabilities, []);
+    assert.equal(show.model_info['general.basename'], 'old-model');
+    assert.equal(show.model_info['llama.context_length'], 8192);
   });
 });
