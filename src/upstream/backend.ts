@@ -218,6 +218,8 @@ export class Backend implements GenerationSource {
           },
           onResponseError: (_dispatch, error) => {
             finish();
+            // The client left: nothing was learnt of the backend, and a probe of a half-open circuit must not hold it shut.
+            if (cancel.aborted) this.health.release(model);
             if (status === 0) reject(this.unanswered(error, cancel));
             else if (status >= 400) reject(statusError());
             else lines.fail(error);

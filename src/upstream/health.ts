@@ -41,6 +41,11 @@ class Circuit {
     if (this.state === 'half-open') this.probing = true;
   }
 
+  /** A request ended with no verdict (its client left): a half-open circuit lets the next one probe. */
+  release(): void {
+    this.probing = false;
+  }
+
   recordFailure(error: string): void {
     this.failures += 1;
     this.lastFailureAt = this.now();
@@ -128,6 +133,12 @@ export class BackendHealth {
   begin(model?: string): void {
     this.backendCircuit.begin();
     if (model !== undefined) this.models.get(model)?.begin();
+  }
+
+  /** A request that ended with no verdict on the backend (its client left before the answer did). */
+  release(model?: string): void {
+    this.backendCircuit.release();
+    if (model !== undefined) this.models.get(model)?.release();
   }
 
   recordCheck(ok: boolean, error?: string): void {

@@ -255,6 +255,57 @@ describe('retries and failover', () => {
     assert.equal(modelCircuit(), undefined);
   });
 
+  it('lets the next request probe a half-open circuit at once when the client of the probe left', async () => {
+    let gpu0: 'crash' | 'slow' | 'answer' = 'crash';
+    let slowAnswerClosed: () => void = () => undefined;
+    const probeStopped = new Promise<void>((resolve) => (slowAnswerClosed = resolve));
+    // gpu0 holds the model in memory: no look at /api/ps after a cold load gives the circuit back.
+    const a = await startStandIn(
+      (_req, res) => {
+        if (gpu0 === 'answer') return answer(res, 'from gpu0');
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        if (gpu0 === 'slow') {
+          // A slow answer: its first line, then nothing until the bridge stops it.
+          res.once('close', slowAnswerClosed);
+          return void res.write(okLines('thinking')[0]);
+        }
+        res.end(`${JSON.stringify({ error: 'model runner has unexpectedly stopped' })}\n`);
+      },
+      ['m:latest'],
+      ['m:latest'],
+    );
+    const b = await startStandIn((_req, res) => answer(res, 'from gpu1'), ['m:latest']);
+    const bridge = await startTestBridge({
+      file: configFile('routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n'),
+      env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => a.close(),
+      () => b.close(),
+    );
+    const modelCircuit = (): string | undefined => backendState(bridge, 'gpu0').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    assert.equal((await chat(bridge)).headers.get('x-bridge-backend'), 'gpu1');
+    await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
+    gpu0 = 'slow';
+    const leaving = new AbortController();
+    const probe = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+      signal: leaving.signal,
+    });
+    assert.equal(probe.headers.get('x-bridge-backend'), 'gpu0');
+    await (probe.body as ReadableStream<Uint8Array>).getReader().read();
+    leaving.abort();
+    await probeStopped;
+    gpu0 = 'answer';
+    // The probe's client left without a verdict: the next request is the probe, on gpu0.
+    const next = await chat(bridge);
+    assert.equal(next.headers.get('x-bridge-backend'), 'gpu0');
+    assert.equal(((await next.json()) as { message: { content: string } }).message.content, 'from gpu0');
+    assert.equal(modelCircuit(), undefined);
+  });
+
   it('opens the circuit of a backend whose answers keep breaking after they started', async () => {
     const { a, bridge } = await twoBackends(
       (res) => {
