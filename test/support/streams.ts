@@ -22,3 +22,14 @@ export async function* readSseEvents(response: Response): AsyncGenerator<string,
     if (line.startsWith('data: ')) yield line.slice(6);
   }
 }
+
+/** An SSE stream's events as [event name, parsed data], for APIs that name their events (Messages, Responses). */
+export async function namedSseEvents(response: Response): Promise<Array<[string, Record<string, unknown>]>> {
+  const events: Array<[string, Record<string, unknown>]> = [];
+  let name = '';
+  for await (const line of readLines(response)) {
+    if (line.startsWith('event: ')) name = line.slice(7);
+    else if (line.startsWith('data: ')) events.push([name, JSON.parse(line.slice(6)) as Record<string, unknown>]);
+  }
+  return events;
+}

@@ -8,7 +8,7 @@ import type { HistoryRecord } from '../../src/history/store.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
-import { readLines } from '../support/streams.js';
+import { namedSseEvents, readLines } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
 /**
@@ -58,17 +58,6 @@ const READ_FILE = { type: 'object' as const, properties: { path: { type: 'string
 
 const post = (url: string, body: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> =>
   fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body, signal });
-
-/** SSE events as [event name, parsed data]. */
-async function sseEvents(response: Response): Promise<Array<[string, Record<string, unknown>]>> {
-  const events: Array<[string, Record<string, unknown>]> = [];
-  let name = '';
-  for await (const line of readLines(response)) {
-    if (line.startsWith('event: ')) name = line.slice(7);
-    else if (line.startsWith('data: ')) events.push([name, JSON.parse(line.slice(6)) as Record<string, unknown>]);
-  }
-  return events;
-}
 
 function nextRecord(bridge: BridgeHandle, path: string): Promise<HistoryRecord> {
   return new Promise((resolve) => {
@@ -307,13 +296,13 @@ describe('errors in each surface’s own shape', () => {
 
   it('mid-stream failure: Anthropic error event, Responses response.failed', async () => {
     const { bridge } = await scriptedBridge(() => ({ text: ['partial'], afterFirstLine: 'die' }));
-    const a = await sseEvents(await post(`${bridge.url}/v1/messages`, messages(MODELS.complex, true)));
+    const a = await namedSseEvents(await post(`${bridge.url}/v1/messages`, messages(MODELS.complex, true)));
     assert.deepEqual(
       a.map(([name]) => name),
       ['message_start', 'content_block_start', 'content_block_delta', 'error'],
     );
     assert.equal((a.at(-1)?.[1].error as { type: string }).type, 'api_error');
-    const o = await sseEvents(await post(`${bridge.url}/v1/responses`, responses(MODELS.complex, true)));
+    const o = await namedSseEvents(await post(`${bridge.url}/v1/responses`, responses(MODELS.complex, true)));
     assert.equal(o.at(-1)?.[0], 'response.failed');
     const failed = o.at(-1)?.[1].response as { status: string; error: { message: string } };
     assert.equal(failed.status, 'failed');

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
-import { readLines, readSseEvents } from '../support/streams.js';
+import { namedSseEvents, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
 /**
@@ -99,17 +99,6 @@ async function dataEvents(response: Response): Promise<{ events: Array<Record<st
   return { events, done };
 }
 
-/** SSE events as [event name, parsed data]. */
-async function namedEvents(response: Response): Promise<Array<[string, Record<string, unknown>]>> {
-  const events: Array<[string, Record<string, unknown>]> = [];
-  let name = '';
-  for await (const line of readLines(response)) {
-    if (line.startsWith('event: ')) name = line.slice(7);
-    else if (line.startsWith('data: ')) events.push([name, JSON.parse(line.slice(6)) as Record<string, unknown>]);
-  }
-  return events;
-}
-
 interface ChatChoice {
   index: number;
   delta: { role?: string; content?: string; reasoning_content?: string; reasoning?: string };
@@ -173,7 +162,7 @@ describe('answers cut by the token limit, in each client’s words', () => {
     const whole = (await (await post(`${bridge.url}/v1/messages`, request)).json()) as { stop_reason: string; content: unknown };
     assert.equal(whole.stop_reason, 'max_tokens');
     assert.deepEqual(whole.content, [{ type: 'text', text: 'ab' }]);
-    const events = await namedEvents(await post(`${bridge.url}/v1/messages?beta=true`, { ...request, stream: true }));
+    const events = await namedSseEvents(await post(`${bridge.url}/v1/messages?beta=true`, { ...request, stream: true }));
     const delta = events.find(([name]) => name === 'message_delta')?.[1] as { delta: { stop_reason: string } } | undefined;
     assert.equal(delta?.delta.stop_reason, 'max_tokens');
     assert.equal(events.at(-1)?.[0], 'message_stop');
@@ -184,7 +173,7 @@ describe('answers cut by the token limit, in each client’s words', () => {
     const whole = (await (await post(`${bridge.url}/v1/responses`, request)).json()) as { status: string; incomplete_details: unknown };
     assert.equal(whole.status, 'incomplete');
     assert.deepEqual(whole.incomplete_details, { reason: 'max_output_tokens' });
-    const events = await namedEvents(await post(`${bridge.url}/v1/responses`, { ...request, stream: true }));
+    const events = await namedSseEvents(await post(`${bridge.url}/v1/responses`, { ...request, stream: true }));
     const [name, last] = events.at(-1) as [string, { response: { status: string; incomplete_details: unknown } }];
     assert.equal(name, 'response.incomplete');
     assert.equal(last.response.status, 'incomplete');
