@@ -115,13 +115,24 @@ function setPath(root: Tree, path: readonly string[], value: unknown): void {
 }
 
 /**
- * Accepts what people write for an Ollama address, as Ollama's own OLLAMA_HOST does:
- * "host", "host:port", "http://host:port". A wildcard bind address means "this machine".
+ * Accepts what people write for an Ollama address, as Ollama's own OLLAMA_HOST does: "host",
+ * "host:port", ":port" (this machine), a bare IPv6 address, "http(s)://host[:port][/path]". A
+ * wildcard bind address means "this machine".
  */
 export function normalizeOllamaUrl(text: string): string | undefined {
-  let candidate = text.trim();
+  // Spaces and quotes around it are dropped, as Ollama does (a quoted value in a unit file).
+  let candidate = text
+    .trim()
+    .replace(/^["']+|["']+$/g, '')
+    .trim();
   if (candidate === '') return undefined;
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(candidate)) candidate = `http://${candidate}`;
+  const schemed = /^[a-z][a-z0-9+.-]*:\/\//i.test(candidate);
+  if (!schemed) {
+    // ":11434" is this machine; a bare IPv6 address takes brackets.
+    if (isIP(candidate) === 6) candidate = `[${candidate}]`;
+    else if (candidate.startsWith(':')) candidate = `127.0.0.1${candidate}`;
+    candidate = `http://${candidate}`;
+  }
   let url: URL;
   try {
     url = new URL(candidate);
@@ -130,9 +141,9 @@ export function normalizeOllamaUrl(text: string): string | undefined {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
   if (url.hostname === '0.0.0.0' || url.hostname === '[::]') url.hostname = '127.0.0.1';
-  // Ollama's rule: plain http without an explicit port means its default port.
+  // Ollama's rule: without a scheme, its own port; with one, the scheme's (80, 443), as URLs have it.
   const authority = candidate.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').split('/')[0] ?? '';
-  if (url.protocol === 'http:' && !/:\d+$/.test(authority)) url.port = '11434';
+  if (!schemed && !/:\d+$/.test(authority)) url.port = '11434';
   return url.origin + url.pathname.replace(/\/+$/, '');
 }
 

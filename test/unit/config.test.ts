@@ -102,6 +102,22 @@ describe('config', () => {
     assert.equal(normalizeOllamaUrl('http://[::1]:7000/'), 'http://[::1]:7000');
     assert.equal(normalizeOllamaUrl('ftp://x'), undefined);
     assert.equal(normalizeOllamaUrl(''), undefined);
+    // Ollama's own reading of OLLAMA_HOST: ":port" is this machine, quotes and spaces around it go,
+    // a bare IPv6 address is a host, an explicit scheme brings its own default port.
+    assert.equal(normalizeOllamaUrl(':8080'), 'http://127.0.0.1:8080');
+    assert.equal(normalizeOllamaUrl(' "127.0.0.1:11500" '), 'http://127.0.0.1:11500');
+    assert.equal(normalizeOllamaUrl("'gpu-box'"), 'http://gpu-box:11434');
+    assert.equal(normalizeOllamaUrl('::1'), 'http://[::1]:11434');
+    assert.equal(normalizeOllamaUrl('0.0.0.0'), 'http://127.0.0.1:11434');
+    assert.equal(normalizeOllamaUrl('http://gpu-box'), 'http://gpu-box');
+    assert.equal(normalizeOllamaUrl('http://gpu-box:11434/ollama/'), 'http://gpu-box:11434/ollama');
+  });
+
+  it('reaches the Ollama of OLLAMA_HOST=":port" on this machine', () => {
+    assert.deepEqual(
+      loadConfig({ env: { OLLAMA_HOST: ':11500' } }).backends.map((b) => [b.name, b.url]),
+      [['local', 'http://127.0.0.1:11500']],
+    );
   });
 
   it('names the file, key path and expectation for a bad value in the file', () => {
