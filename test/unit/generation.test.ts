@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import express from 'express';
@@ -220,6 +222,22 @@ describe('a generation’s cancellation', () => {
     assert.deepEqual(calls, ['first', 'second']);
     assert.equal(cancel.aborted, true);
     assert.equal(cancel.reason, reason);
+  });
+
+  it('runs the other listeners when one throws, and throws its error outside, as an uncaught exception, as an AbortSignal does', () => {
+    const cancel = fileURLToPath(new URL('../../src/contract/cancel.ts', import.meta.url));
+    const script = [
+      `import { Cancel } from ${JSON.stringify(pathToFileURL(cancel).href)};`,
+      'const cancel = new Cancel();',
+      "cancel.addEventListener('abort', () => { throw new Error('listener bug'); });",
+      "cancel.addEventListener('abort', () => console.log('second listener ran'));",
+      'cancel.abort();',
+      "console.log('abort returned');",
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(run.stdout, 'second listener ran\nabort returned\n');
+    assert.match(run.stderr, /Error: listener bug/);
+    assert.equal(run.status, 1);
   });
 
   it('gives an AbortSignal that aborts with it, made before or after the abort', () => {
