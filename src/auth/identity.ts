@@ -9,11 +9,11 @@ export type Identity = RequestIdentity;
  * reads it: "llama3" matches "llama3:latest", and "llama3:latest" or "llama3:*" match "llama3".
  */
 export function matchesPattern(pattern: string, name: string): boolean {
-  const escaped = pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
+  // A pattern without "*" names one model: its tagless form is its ":latest" too.
+  const literal = pattern.includes('*') ? pattern : canonicalModelName(pattern);
+  const escaped = literal.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
   const matcher = new RegExp(`^${escaped.join('.*')}$`, 'i');
-  const canonical = canonicalModelName(name);
-  if (matcher.test(name) || matcher.test(canonical)) return true;
-  return !pattern.includes('*') && canonicalModelName(pattern).toLowerCase() === canonical.toLowerCase();
+  return matcher.test(name) || matcher.test(canonicalModelName(name));
 }
 
 export function matchesAny(patterns: readonly string[], name: string): boolean {
