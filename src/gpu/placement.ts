@@ -2,7 +2,7 @@ import { isLoopbackHost } from '../config/load.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GpuStatus } from './monitor.js';
 import type { GpuReading } from './nvidia-smi.js';
-import { processTree, type ListenerCache } from './procfs.js';
+import { descendsFrom, type ListenerCache } from './procfs.js';
 import type { PlacedModel, Placement } from '../contract/index.js';
 export type { PlacedModel, Placement } from '../contract/index.js';
 
@@ -31,13 +31,8 @@ export function placeModels(
       contextLength: m.context_length ?? null,
       expiresAt: m.expires_at,
     }));
-    let pids: Set<number> | undefined;
-    if (gpu.processes.length > 0 && isLoopbackHost(backend.url.hostname)) {
-      const port = Number(backend.url.port || 80);
-      const server = listeners.pidOf(port);
-      if (server !== undefined) pids = new Set(processTree(server));
-    }
-    const apps = pids === undefined ? [] : gpu.processes.filter((p) => pids?.has(p.pid));
+    const server = gpu.processes.length > 0 && isLoopbackHost(backend.url.hostname) ? listeners.pidOf(Number(backend.url.port || 80)) : undefined;
+    const apps = server === undefined ? [] : gpu.processes.filter((p) => descendsFrom(p.pid, server));
     const processVramBytes = apps.length === 0 ? null : apps.reduce((sum, p) => sum + (p.usedMemoryBytes ?? 0), 0);
 
     const managed = managedDevice(backend.name);

@@ -34,10 +34,8 @@ function pids(): number[] {
   }
 }
 
-/** The process that listens on a local TCP port, if this user can see it. */
-export function listeningPid(port: number): number | undefined {
-  const inode = socketInode(port);
-  if (inode === undefined) return undefined;
+/** The process holding a socket, if this user can see it: a scan of every process's open files. */
+function pidHolding(inode: string): number | undefined {
   const target = `socket:[${inode}]`;
   for (const pid of pids()) {
     let fds: string[];
@@ -57,39 +55,52 @@ export function listeningPid(port: number): number | undefined {
   return undefined;
 }
 
-/** A process and everything it started, transitively. */
-export function processTree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const pid of pids()) {
-    try {
-      // The command name may hold spaces or parentheses: the parent pid follows the last ")".
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), pid]);
-    } catch {
-      // gone
-    }
+/** A process's parent, from /proc/<pid>/stat; undefined once it is gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    // The command name may hold spaces or parentheses: the parent pid follows the last ")".
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
   }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i] as number) ?? []));
-  return tree;
+}
+
+/** Deeper than any process tree a server starts: a bound on the walk, whatever /proc says. */
+const MAX_TREE_DEPTH = 64;
+
+/**
+ * Whether `pid` is `root` or was started by it, transitively. Walks up from `pid` through its
+ * parents, so only the few processes asked about are read on each GPU sample, never all of /proc
+ * (a scan of every process blocked the event loop for longer the more processes the host ran).
+ */
+export function descendsFrom(pid: number, root: number): boolean {
+  let current: number | undefined = pid;
+  for (let depth = 0; current !== undefined && depth < MAX_TREE_DEPTH; depth++) {
+    if (current === root) return true;
+    if (current <= 1) return false;
+    current = parentOf(current);
+  }
+  return false;
 }
 
 /**
- * Remembers which process listens on a port: finding it scans every process's open files, too
- * much to repeat on every GPU sample. An answer is kept until its process is gone or `maxAgeMs` passed.
+ * Remembers which process listens on a port. Finding it scans every process's open files, too much
+ * to repeat on every GPU sample: an answer is kept while its process lives, and checked every
+ * `recheckMs` against the socket listening on the port; only another socket is looked for again.
  */
 export class ListenerCache {
-  private readonly known = new Map<number, { pid: number | undefined; at: number }>();
+  private readonly known = new Map<number, { inode: string | undefined; pid: number | undefined; at: number }>();
 
-  constructor(private readonly maxAgeMs = 30_000) {}
+  constructor(private readonly recheckMs = 30_000) {}
 
   pidOf(port: number): number | undefined {
     const hit = this.known.get(port);
-    const fresh = hit !== undefined && Date.now() - hit.at < this.maxAgeMs && (hit.pid === undefined || existsSync(`/proc/${hit.pid}`));
-    if (fresh) return hit.pid;
-    const pid = listeningPid(port);
-    this.known.set(port, { pid, at: Date.now() });
+    const alive = hit !== undefined && (hit.pid === undefined || existsSync(`/proc/${hit.pid}`));
+    if (alive && Date.now() - hit.at < this.recheckMs) return hit.pid;
+    const inode = socketInode(port);
+    const pid = inode === undefined ? undefined : alive && hit.inode === inode ? hit.pid : pidHolding(inode);
+    this.known.set(port, { inode, pid, at: Date.now() });
     return pid;
   }
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { fork } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
+import { ListenerCache } from '../../src/gpu/procfs.js';
 import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
@@ -233,27 +235,39 @@ describe('GPU figures in the bridge', () => {
 });
 
 describe('placement of instances the bridge did not start', () => {
-  it('finds the GPU of an Ollama from its processes in the compute-apps list', async () => {
-    // A stand-in "ollama serve" in its own process, holding one model.
+  it('finds the GPU of an Ollama from the processes it started in the compute-apps list, and counts only theirs', async () => {
+    // A stand-in "ollama serve" in its own process, holding one model, with a runner it started.
     const port = await freePort();
     const script = path.join(tempDir('fake-ollama-'), 'serve.mjs');
     writeFileSync(
       script,
       `import http from 'node:http';
+import { spawn } from 'node:child_process';
+const runner = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
 http.createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'application/json' });
   if (req.url === '/api/ps') res.end(JSON.stringify({ models: [{ name: 'm:1b', model: 'm:1b', size: 2000, size_vram: 1500, digest: 'd', expires_at: '2030-01-01T00:00:00Z', context_length: 4096 }] }));
   else res.end(JSON.stringify({ models: [{ name: 'm:1b', model: 'm:1b', modified_at: '2025-01-01T00:00:00Z', size: 2000, digest: 'd', details: {} }] }));
-}).listen(${port}, '127.0.0.1', () => process.send('ready'));
+}).listen(${port}, '127.0.0.1', () => process.send({ runner: runner.pid }));
 `,
     );
     const serve = fork(script, [], { stdio: 'ignore' });
+    const { runner } = await new Promise<{ runner: number }>((resolve) => serve.once('message', resolve));
     cleanups.push(async () => {
+      process.kill(runner, 'SIGKILL');
       serve.kill('SIGKILL');
     });
-    await new Promise((resolve) => serve.once('message', resolve));
     const apps = path.join(tempDir('apps-'), 'apps.txt');
-    writeFileSync(apps, `${serve.pid}, /usr/local/bin/ollama, 1843, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21\n`);
+    // The server, its runner, and a process of someone else's on the same GPU.
+    writeFileSync(
+      apps,
+      [
+        `${serve.pid}, /usr/local/bin/ollama, 10, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21`,
+        `${runner}, /usr/local/bin/ollama, 1843, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21`,
+        `${process.pid}, /usr/bin/python3, 999, GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21`,
+        '',
+      ].join('\n'),
+    );
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps });
     const file = configFile(`gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nrouting:\n  health:\n    interval_seconds: 0.2\n`);
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
@@ -267,7 +281,32 @@ http.createServer((req, res) => {
       gpu: { index: 1, uuid: 'GPU-5f3e2a10-7c44-4b1e-9d2a-0c6b1e8f7a21', name: 'NVIDIA H100 80GB HBM3' },
       gpuFrom: 'processes',
       models: [{ name: 'm:1b', sizeBytes: 2000, vramBytes: 1500, contextLength: 4096, expiresAt: '2030-01-01T00:00:00Z' }],
-      processVramBytes: 1843 * MIB,
+      processVramBytes: (10 + 1843) * MIB,
     });
+  });
+});
+
+describe('the process listening on a port', () => {
+  it('is remembered while it listens, and found again once another process listens there', async () => {
+    const port = await freePort();
+    const listen = async (): Promise<ChildProcess> => {
+      const server = spawn(process.execPath, ['-e', `require('net').createServer().listen(${port}, '127.0.0.1', () => console.log('up'))`], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      cleanups.push(async () => {
+        server.kill('SIGKILL');
+      });
+      await once(server.stdout as NodeJS.ReadableStream, 'data');
+      return server;
+    };
+    const cache = new ListenerCache(0);
+    const first = await listen();
+    assert.equal(cache.pidOf(port), first.pid);
+    assert.equal(cache.pidOf(port), first.pid);
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    assert.equal(cache.pidOf(port), undefined);
+    const second = await listen();
+    assert.equal(cache.pidOf(port), second.pid);
   });
 });
