@@ -61,7 +61,8 @@ export class ModelCatalog {
   ) {}
 
   private refresh(): Promise<Lists> {
-    this.refreshing ??= Promise.all(
+    if (this.refreshing !== undefined) return this.refreshing;
+    const refreshing = Promise.all(
       this.backends.map(async (backend): Promise<BackendListing> => {
         try {
           const { models } = await backend.callJson<{ models?: OllamaTagModel[] }>('GET', '/api/tags');
@@ -71,12 +72,17 @@ export class ModelCatalog {
         }
       }),
     ).then((listings) => {
-      this.snapshot = listsOf(listings);
-      this.fetchedAt = Date.now();
-      this.refreshing = undefined;
-      return this.snapshot;
+      const lists = listsOf(listings);
+      // Lists asked for before an invalidate() may predate the change it was for: they answer only their own callers.
+      if (this.refreshing === refreshing) {
+        this.snapshot = lists;
+        this.fetchedAt = Date.now();
+        this.refreshing = undefined;
+      }
+      return lists;
     });
-    return this.refreshing;
+    this.refreshing = refreshing;
+    return refreshing;
   }
 
   /** The model lists; waits only when there are none yet or `fresh` is asked for. */
@@ -96,6 +102,7 @@ export class ModelCatalog {
     this.fetchedAt = 0;
     this.misses.clear();
     this.snapshot = undefined;
+    this.refreshing = undefined;
     this.shows.clear();
   }
 

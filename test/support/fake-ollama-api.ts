@@ -17,11 +17,19 @@ let instances = 0;
  * The read-only part of Ollama's API (tags, ps, show) from lists the test can change, so routing
  * and the model catalog can be tested against their real HTTP clients without a model server.
  */
-export async function listingOllama(initial: ListedModels): Promise<{ url: string; models: ListedModels; shows: () => number; close(): Promise<void> }> {
+export async function listingOllama(initial: ListedModels): Promise<{
+  url: string;
+  models: ListedModels;
+  shows: () => number;
+  /** Holds the next /api/tags answer, with the list as it was when the request came, until release(). */
+  holdNextTags(): { arrived: Promise<void>; release(): void };
+  close(): Promise<void>;
+}> {
   const models = { ...initial };
   // Like a model created on each Ollama (not pulled): the same file has another digest on each instance.
   const instance = ++instances;
   let shows = 0;
+  let hold: { arrived: () => void; released: Promise<void> } | undefined;
   const entry = (name: string) => ({
     name,
     model: name,
@@ -32,8 +40,16 @@ export async function listingOllama(initial: ListedModels): Promise<{ url: strin
   });
   const server: Server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
-    if (req.url === '/api/tags') res.end(JSON.stringify({ models: models.tags.map(entry) }));
-    else if (req.url === '/api/ps')
+    if (req.url === '/api/tags') {
+      const answer = JSON.stringify({ models: models.tags.map(entry) });
+      const held = hold;
+      hold = undefined;
+      if (held === undefined) res.end(answer);
+      else {
+        held.arrived();
+        void held.released.then(() => res.end(answer));
+      }
+    } else if (req.url === '/api/ps')
       res.end(JSON.stringify({ models: models.ps.map((name) => ({ ...entry(name), size_vram: 1000, expires_at: '2099-01-01T00:00:00Z' })) }));
     else if (req.url === '/api/show') {
       shows += 1;
@@ -48,6 +64,12 @@ export async function listingOllama(initial: ListedModels): Promise<{ url: strin
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     models,
     shows: () => shows,
+    holdNextTags: () => {
+      let release = (): void => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const arrived = new Promise<void>((resolve) => (hold = { arrived: resolve, released }));
+      return { arrived, release };
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();

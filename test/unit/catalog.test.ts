@@ -72,6 +72,27 @@ describe('model catalog', () => {
     );
   });
 
+  it('does not keep lists that were on the way when it was invalidated (a pull that ended meanwhile)', async () => {
+    const { catalog, a } = await catalogOver({ tags: ['llama3'], ps: [] }, { tags: [], ps: [] });
+    await catalog.models();
+    const held = a.holdNextTags();
+    const beforePull = catalog.models(true);
+    await held.arrived;
+    a.models.tags = ['llama3', 'pulled'];
+    catalog.invalidate();
+    const afterPull = catalog.models(true);
+    held.release();
+    assert.deepEqual(
+      (await beforePull).map((m) => m.model),
+      ['llama3'],
+    );
+    assert.deepEqual(
+      (await afterPull).map((m) => m.model),
+      ['llama3', 'pulled'],
+    );
+    assert.ok(catalog.lists('pulled'), 'the lists kept are the ones asked for after the invalidation');
+  });
+
   it('asks /api/show once per backend and model until invalidated', async () => {
     const { catalog, backends, a } = await catalogOver({ tags: ['llama3'], ps: [], capabilities: ['completion', 'tools'] }, { tags: [], ps: [] });
     const [gpu0] = backends;
