@@ -531,6 +531,28 @@ describe('pass-through proxy', () => {
     assert.equal(received.events, lines);
   });
 
+  it('passes on why Ollama could not delete a model it has, rather than saying it is not there', async () => {
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end('{"error":"remove /models/blobs/sha256-abc: permission denied"}');
+      },
+      ['m:7b'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: '{"model":"m:7b"}' });
+    assert.deepEqual(
+      upstream.requests.map((r) => `${r.method} ${r.url}`),
+      ['DELETE /api/delete'],
+    );
+    assert.equal(deleted.status, 500);
+    assert.deepEqual(await deleted.json(), { error: 'remove /models/blobs/sha256-abc: permission denied' });
+  });
+
   it('answers unknown paths with 404 in the surface’s shape', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
     const native = await fetch(`${bridge.url}/nothing/here`);

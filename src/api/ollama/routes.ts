@@ -318,17 +318,15 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
   router.delete('/api/delete', requireManagedModelsAllowed(MANAGED_MODEL_FIELDS['/api/delete']), async (req, res) => {
     const name = requiredModelName(req.body);
     const holders = await catalog.holders(name);
-    const outcomes = await Promise.all(
-      holders.map((backend) =>
-        backend.callJson('DELETE', '/api/delete', { model: name }).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    );
+    const outcomes = await Promise.allSettled(holders.map((backend) => backend.callJson('DELETE', '/api/delete', { model: name })));
     invalidate();
-    if (!outcomes.some(Boolean)) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
-    res.status(200).end();
+    // Deleted once any holder did (with a shared model store the others then find it gone); else Ollama's reason, not a guess.
+    if (outcomes.some((outcome) => outcome.status === 'fulfilled')) {
+      res.status(200).end();
+      return;
+    }
+    const refusal = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    throw refusal?.reason ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
   });
 
   return router;
