@@ -104,6 +104,8 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyI
     if (req.body !== undefined) {
       body = JSON.stringify(req.body);
       headers['content-type'] = 'application/json';
+      // Decoded when it was read (gzip, deflate, br): it goes on as the plain JSON it now is.
+      delete headers['content-encoding'];
     } else if (
       req.readable &&
       req.headers['content-length'] !== '0' &&

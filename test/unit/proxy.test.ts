@@ -322,6 +322,8 @@ describe('pass-through proxy', () => {
     });
     assert.equal(gzipped.status, 200);
     assert.deepEqual(JSON.parse(upstream.requests.at(-1)?.body ?? '{}'), JSON.parse(small));
+    // Sent on as the plain JSON it was read as: a gzip label on it would make the upstream decode it again.
+    assert.equal(upstream.requests.at(-1)?.headers['content-encoding'], undefined);
 
     const latin1 = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: small, headers: { 'content-type': 'application/json; charset=latin1' } });
     assert.equal(latin1.status, 415);
