@@ -78,13 +78,25 @@ function stallWatched(req: Request, idleMs: number, abort: AbortController): Rea
 /** Chooses the backend for one request; undefined when it has already been answered (the client left while it waited). */
 export type BackendChoice = (req: Request, res: Response) => Backend | undefined | Promise<Backend | undefined>;
 
+export interface PassthroughOptions {
+  /** Runs when each answer has closed (a model changed: the catalog is asked again). */
+  afterEach?: () => void;
+  /** A streamed body (a model blob) that stops arriving for this long is answered 408. */
+  bodyIdleMs?: number;
+  /**
+   * Model management: without streaming, Ollama answers once a pull, push or create is done, minutes
+   * later; the client, which can hang up, decides how long to wait, not the first-byte timeout.
+   */
+  answersWhenDone?: boolean;
+}
+
 /**
  * Forwards the request to one backend as it is and streams the answer back, when it is one of
  * Ollama's routes exactly.
  * A JSON body parsed by the bridge is sent again as JSON; anything else (model blobs) streams
  * through, and one that stops arriving for `bodyIdleMs` is answered 408 with the upload stopped.
  */
-export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyIdleMs?: number): RequestHandler {
+export function passthrough(choose: BackendChoice, { afterEach, bodyIdleMs, answersWhenDone }: PassthroughOptions = {}): RequestHandler {
   return async (req: Request, res: Response) => {
     const rawPath = rawPathOf(req);
     if (!isOllamaRoute(req.method, rawPath)) throw notAnOllamaRoute(req, res, rawPath);
@@ -129,6 +141,7 @@ export function passthrough(choose: BackendChoice, afterEach?: () => void, bodyI
         body,
         signal: abort.signal,
         model: modelNamed(req.body),
+        answersWhenDone,
       });
     } catch (error) {
       // A stalled upload is answered (the error boundary closes the connection); a client that left is not.

@@ -30,11 +30,10 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all(
     '/api/blobs/*digest',
-    passthrough(
-      () => primaryOf(context),
-      () => context.catalog.invalidate(),
-      config.server.request_timeout_seconds * 1000,
-    ),
+    passthrough(() => primaryOf(context), {
+      afterEach: () => context.catalog.invalidate(),
+      bodyIdleMs: config.server.request_timeout_seconds * 1000,
+    }),
   );
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   app.use(limits(parts.limiter));

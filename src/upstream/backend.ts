@@ -42,6 +42,8 @@ export interface UpstreamRequest {
   signal: AbortSignal;
   /** The model the request is for: an error answer then counts against this (backend, model) only. */
   model?: string;
+  /** Ollama may answer only once the work is done (a model pull without streaming): no limit on the wait for the head then. */
+  answersWhenDone?: boolean;
 }
 
 /** How long an unused keep-alive connection to a backend stays open. */
@@ -111,6 +113,8 @@ export class Backend implements GenerationSource {
         headers: { ...request.headers, host: this.host },
         body: request.body ?? null,
         signal: request.signal,
+        // 0: no limit; undefined: the pool's first-byte timeout.
+        headersTimeout: request.answersWhenDone === true ? 0 : undefined,
       });
       response.body.once('close', () => {
         this.inFlight -= 1;

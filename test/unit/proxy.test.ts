@@ -382,6 +382,30 @@ describe('pass-through proxy', () => {
     assert.deepEqual(await response.json(), { error: 'backend local timed out while waiting for the first byte' });
   });
 
+  it('waits on a pull, push or create asked without streaming for as long as Ollama works on it, not for TIMEOUT_SECONDS', async () => {
+    const { bridge } = await pair(
+      (_req, res) => {
+        // Without streaming, Ollama answers once the whole model is pulled, pushed or quantized: here a second after being asked.
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{"status":"success"}');
+        }, 1000);
+      },
+      { env: { TIMEOUT_SECONDS: '0.2', MAX_RETRIES: '0' } },
+    );
+    const answers = await Promise.all(
+      ['/api/pull', '/api/push', '/api/create'].map(async (path) => {
+        const response = await fetch(`${bridge.url}${path}`, { method: 'POST', body: '{"model":"m:7b","stream":false}' });
+        return [path, response.status, await response.json()];
+      }),
+    );
+    assert.deepEqual(answers, [
+      ['/api/pull', 200, { status: 'success' }],
+      ['/api/push', 200, { status: 'success' }],
+      ['/api/create', 200, { status: 'success' }],
+    ]);
+  });
+
   it('ends an NDJSON stream with an {"error"} line when the upstream breaks mid-way', async () => {
     const { bridge } = await pair((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });

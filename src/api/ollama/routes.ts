@@ -311,7 +311,7 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     router.post(
       path,
       requireManagedModelsAllowed(MANAGED_MODEL_FIELDS[path]),
-      passthrough(() => primary, invalidate),
+      passthrough(() => primary, { afterEach: invalidate, answersWhenDone: true }),
     );
   }
 
