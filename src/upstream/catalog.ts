@@ -186,18 +186,18 @@ export class ModelCatalog {
     return pending;
   }
 
-  /** The models loaded in memory on every reachable backend right now (/api/ps). */
+  /** The models loaded in memory on every reachable backend right now (/api/ps). Rejects when no backend answers. */
   async loaded(): Promise<LoadedModel[]> {
-    const lists = await Promise.all(
+    const lists = await Promise.allSettled(
       this.backends.map(async (backend) => {
-        try {
-          const { models } = await backend.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps');
-          return (models ?? []).map((m) => ({ ...m, backend: backend.name, gpu: backend.gpu }));
-        } catch {
-          return [];
-        }
+        const { models } = await backend.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps');
+        return (models ?? []).map((m) => ({ ...m, backend: backend.name, gpu: backend.gpu }));
       }),
     );
-    return lists.flat();
+    const failures = lists.filter((list): list is PromiseRejectedResult => list.status === 'rejected');
+    if (failures.length > 0 && failures.length === lists.length) {
+      throw new UpstreamError('unreachable', 'all', `no backend is reachable: ${failures.map((f) => (f.reason as Error).message).join('; ')}`);
+    }
+    return lists.flatMap((list) => (list.status === 'fulfilled' ? list.value : []));
   }
 }

@@ -70,6 +70,11 @@ describe('model catalog', () => {
       nobody.catalog.models(true),
       (error: unknown) => error instanceof UpstreamError && error.status === 502 && /no backend is reachable/.test(error.message),
     );
+    // Not an empty list: `ollama ps` would say nothing is loaded where nobody could be asked.
+    await assert.rejects(
+      nobody.catalog.loaded(),
+      (error: unknown) => error instanceof UpstreamError && error.status === 502 && /no backend is reachable/.test(error.message),
+    );
   });
 
   it('does not keep lists that were on the way when it was invalidated (a pull that ended meanwhile)', async () => {

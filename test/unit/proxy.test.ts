@@ -304,6 +304,9 @@ describe('pass-through proxy', () => {
     const tags = await fetch(`${bridge.url}/api/tags`);
     assert.equal(tags.status, 502);
     assert.deepEqual(await tags.json(), { error: `no backend is reachable: ${refused}` });
+    const loaded = await fetch(`${bridge.url}/api/ps`);
+    assert.equal(loaded.status, 502);
+    assert.deepEqual(await loaded.json(), { error: `no backend is reachable: ${refused}` });
     const models = await fetch(`${bridge.url}/v1/models`);
     assert.equal(models.status, 502);
     assert.deepEqual(await models.json(), {
