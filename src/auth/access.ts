@@ -18,8 +18,18 @@ const GENERATION = new Set([
   '/v1/responses',
 ]);
 
+/**
+ * The path as express's router matches it: letter case aside, and a trailing slash ignored
+ * ("/API/Delete/" runs /api/delete). Roles and limits are checked on this form, or another
+ * spelling of a path would reach its handler without them.
+ */
+function routed(path: string): string {
+  return path.toLowerCase().replace(/(.)\/+$/, '$1');
+}
+
 export function isGeneration(method: string, path: string): boolean {
-  return method === 'POST' && (GENERATION.has(path) || /^\/v1\/engines\/[^/]+\/completions$/.test(path));
+  const route = routed(path);
+  return method === 'POST' && (GENERATION.has(route) || /^\/v1\/engines\/[^/]+\/completions$/.test(route));
 }
 
 const ADMIN: readonly Role[] = ['admin'];
@@ -33,7 +43,8 @@ const CLIENTS: readonly Role[] = ['admin', 'user'];
  * - user: generation and model lists, and the dashboard's reads (history and usage: their own);
  * - viewer: the dashboard's reads and metrics, nothing that runs a model.
  */
-export function rolesFor(method: string, path: string): readonly Role[] | null {
+export function rolesFor(method: string, requested: string): readonly Role[] | null {
+  const path = routed(requested);
   if (path === '/health' || path.startsWith('/health/')) return null;
   if (path === '/' || path === '/ui' || path.startsWith('/ui/')) return null;
   if (path.startsWith('/bridge/api/actions/')) return ADMIN;
@@ -47,7 +58,7 @@ export function allowed(identity: Identity, method: string, path: string): boole
   const roles = rolesFor(method, path);
   if (roles === null) return true;
   // Changing the bridge needs proof (the control token or an admin identity), never just "it came from this machine".
-  if (roles === ADMIN && path.startsWith('/bridge/api/actions/') && identity.via === 'anonymous') return false;
+  if (roles === ADMIN && routed(path).startsWith('/bridge/api/actions/') && identity.via === 'anonymous') return false;
   return roles.includes(identity.role);
 }
 

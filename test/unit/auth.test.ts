@@ -217,6 +217,25 @@ describe('API keys', () => {
       assert.equal(bridge.state.settings.dualGpu, true);
     });
 
+    it('checks the role on the path as the router reads it: another letter case or a trailing slash is no way around it', async () => {
+      for (const pathname of ['/BRIDGE/api/actions/setFallback', '/Bridge/Api/Actions/setFallback', '/bridge/api/actions/setFallback/']) {
+        await assertShape(await call(bridge, 'POST', pathname, bearer(keys.user as string), { enabled: true }), 'ollama', 403);
+        assert.equal((await call(bridge, 'POST', pathname, bearer(keys.admin as string), {})).status, 400, `${pathname} as admin reaches the action`);
+      }
+      const deletes = (): number => upstream.requests.filter((request) => request.url === '/api/delete').length;
+      const deletesBefore = deletes();
+      for (const pathname of ['/API/delete', '/api/Delete', '/api/delete/']) {
+        await assertShape(await call(bridge, 'DELETE', pathname, bearer(keys.user as string), { model: 'm-small' }), 'ollama', 403);
+      }
+      assert.equal(bridge.state.settings.fallbackEnabled, false);
+      assert.equal(deletes(), deletesBefore, 'no model was deleted');
+      // Without keys the local user is an admin, but changing the bridge still needs the control token.
+      const open = await startTestBridge({ file: configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`) });
+      cleanups.push(() => open.stop(100));
+      assert.equal((await call(open, 'POST', '/BRIDGE/api/actions/setFallback', {}, { enabled: true })).status, 401);
+      assert.equal(open.state.settings.fallbackEnabled, false);
+    });
+
     it('says who is signed in and what the role may do; a user reads only their own history and usage', async () => {
       const whoami = async (key: string): Promise<unknown> => (await call(bridge, 'GET', '/bridge/api/whoami', bearer(key))).json();
       assert.deepEqual(await whoami(keys.viewer as string), {
@@ -517,6 +536,20 @@ describe('limits', () => {
       await (await call(bridge, 'GET', '/metrics', { 'x-bridge-token': bridge.controlToken })).text(),
       new RegExp(`copilot_bridge_rate_limited_total\\{team="web"\\} ${SURFACES.length}`),
     );
+  });
+
+  it('counts a request whatever the letter case or trailing slash of its path, as the router serves it', async () => {
+    const { bridge, keys } = await limitedBridge({ rpm: 1 });
+    const key = keys[0] as string;
+    assert.equal((await call(bridge, 'POST', '/api/chat', bearer(key), SURFACES[0].body)).status, 200);
+    for (const [pathname, surface] of [
+      ['/API/chat', SURFACES[0]],
+      ['/api/chat/', SURFACES[0]],
+      ['/V1/Chat/Completions', SURFACES[2]],
+      ['/v1/engines/m-small/completions/', SURFACES[4]],
+    ] as const) {
+      assert.match(await assertShape(await call(bridge, 'POST', pathname, bearer(key), surface.body), surface.shape, 429), /rpm of ann/, pathname);
+    }
   });
 
   it('a team budget is shared by its people', async () => {
