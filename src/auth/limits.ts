@@ -198,10 +198,14 @@ export class Limiter {
           held.push(`copilot-bridge:concurrency:${key}`);
         }
       }
-      for (const { key, label, limits } of subjects) {
-        if (limits.rpm === undefined) continue;
-        const wait = await this.store.bucket(`copilot-bridge:rpm:${key}`, limits.rpm, limits.rpm / 60_000, 1, 'take');
-        if (wait > 0) return this.refuse(release, `rpm of ${label}`, wait);
+      // Every rpm bucket is checked before any is taken from: a request the team's budget refuses
+      // must not spend the person's own.
+      for (const mode of ['check', 'take'] as const) {
+        for (const { key, label, limits } of subjects) {
+          if (limits.rpm === undefined) continue;
+          const wait = await this.store.bucket(`copilot-bridge:rpm:${key}`, limits.rpm, limits.rpm / 60_000, 1, mode);
+          if (wait > 0) return this.refuse(release, `rpm of ${label}`, wait);
+        }
       }
     } catch (error) {
       this.failed(error as Error);

@@ -7,11 +7,15 @@ import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { ACTION_PAYLOADS } from '../../src/control/actions.js';
+import type { Identity } from '../../src/auth/identity.js';
 import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
+import { isRefusal, Limiter } from '../../src/auth/limits.js';
+import type { LimitsConfig } from '../../src/config/schema.js';
+import { loadConfig } from '../../src/config/load.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { runCli } from '../../src/cli.js';
-import { nextRecord, startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
+import { memoryLogger, nextRecord, startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { freePort } from '../support/ollama-rig.js';
 import { readLines } from '../support/streams.js';
@@ -550,6 +554,45 @@ describe('limits', () => {
     ] as const) {
       assert.match(await assertShape(await call(bridge, 'POST', pathname, bearer(key), surface.body), surface.shape, 429), /rpm of ann/, pathname);
     }
+  });
+
+  describe('the counters themselves, on a clock of the test', () => {
+    let now = 0;
+    /** A limiter for team web with `teamLimits`, in this process. */
+    function limiter(teamLimits: LimitsConfig): Limiter {
+      const config = loadConfig({ env: {} });
+      const limited = new Limiter(
+        { ...config, auth: { ...config.auth, teams: { web: { cloud: 'allow', limits: teamLimits } } } },
+        memoryLogger().logger,
+        () => now,
+      );
+      cleanups.push(() => limited.close());
+      return limited;
+    }
+    const person = (name: string, limits?: LimitsConfig): Identity => ({
+      name,
+      team: 'web',
+      role: 'user',
+      via: 'key',
+      models: undefined,
+      cloud: 'allow',
+      limits,
+    });
+    const refusal = async (limits: Limiter, identity: Identity): Promise<string | null> => {
+      const result = await limits.admit(identity);
+      return isRefusal(result) ? result.limit : null;
+    };
+
+    it("a request the team's budget refuses takes nothing from the person's own", async () => {
+      now = 0;
+      const limits = limiter({ rpm: 6 });
+      const ann = person('ann', { rpm: 3 });
+      for (let i = 0; i < 6; i++) assert.equal(await refusal(limits, person('ben')), null);
+      for (let i = 0; i < 3; i++) assert.equal(await refusal(limits, ann), 'rpm of team web');
+      // 10 s later the team has one request again; ann has made none, so hers are all there.
+      now = 10_000;
+      assert.equal(await refusal(limits, ann), null);
+    });
   });
 
   it('a team budget is shared by its people', async () => {
