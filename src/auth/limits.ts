@@ -193,9 +193,11 @@ export class Limiter {
           if (wait > 0) return this.refuse(release, `tpm of ${label}`, wait);
         }
         if (limits.concurrency !== undefined) {
-          if (!(await this.store.acquire(`copilot-bridge:concurrency:${key}`, limits.concurrency, lease)))
-            return this.refuse(release, `concurrency of ${label}`, 1000);
-          held.push(`copilot-bridge:concurrency:${key}`);
+          const slots = `copilot-bridge:concurrency:${key}`;
+          // Counted as held before the answer: a call to Redis that times out may still take the slot
+          // there, and the release (sent after it on the same connection) must give it back.
+          held.push(slots);
+          if (!(await this.store.acquire(slots, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
         }
       }
       // Every rpm bucket is checked before any is taken from: a request the team's budget refuses

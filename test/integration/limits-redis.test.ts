@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import YAML from 'yaml';
+import type { Identity } from '../../src/auth/identity.js';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
+import { isRefusal, Limiter } from '../../src/auth/limits.js';
 import type { BridgeHandle } from '../../src/bridge.js';
+import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger, startTestBridge, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { redisSkipReason, startRedis, type RedisServer } from '../support/redis.js';
@@ -83,5 +87,47 @@ describe('limits shared by two instances through Redis', { skip }, () => {
     assert.equal(response.status, 200);
     await response.text();
     assert.ok(log.lines().some((line) => String(line.msg).startsWith('limits: the counter store failed')));
+  });
+});
+
+describe('a Redis too slow to answer in time', { skip }, () => {
+  let redis: RedisServer;
+  const log = memoryLogger();
+  let limiter: Limiter;
+
+  before(async () => {
+    redis = await startRedis();
+    const config = loadConfig({ env: {} });
+    limiter = new Limiter({ ...config, limits: { ...config.limits, redis_url: redis.url } }, log.logger);
+  });
+
+  after(async () => {
+    await limiter.close();
+    await redis.stop();
+  });
+
+  const ann: Identity = { name: 'ann', team: null, role: 'user', via: 'key', models: undefined, cloud: 'allow', limits: { concurrency: 1 } };
+
+  it('leaves no concurrency slot taken by a request it let through when the answer came too late', async () => {
+    const warmUp = await limiter.admit(ann);
+    assert.ok(!isRefusal(warmUp));
+    warmUp.release();
+    const pauser = new Redis(redis.url);
+    try {
+      // Redis holds every command for 2 s: longer than the bridge waits (1 s), so the request is let through,
+      // while the slot it asked for is still taken in Redis once the pause ends.
+      await pauser.call('CLIENT', 'PAUSE', '2000', 'ALL');
+      const letThrough = await limiter.admit(ann);
+      assert.ok(!isRefusal(letThrough));
+      assert.ok(log.lines().some((line) => String(line.msg).startsWith('limits: the counter store failed')));
+      letThrough.release();
+      await pauser.ping();
+    } finally {
+      pauser.disconnect();
+    }
+    const next = await limiter.admit(ann);
+    assert.ok(!isRefusal(next), `refused for ${isRefusal(next) ? next.limit : ''}: nothing is running`);
+    assert.deepEqual(await limiter.admit(ann), { limit: 'concurrency of ann', retryAfterSeconds: 1 }, 'the store answers again and counts');
+    next.release();
   });
 });
