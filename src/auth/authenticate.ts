@@ -86,8 +86,11 @@ export class Authenticator {
     const byKey = this.keys.get(hashKey(credential));
     if (byKey !== undefined) return byKey;
     if (this.jwt !== undefined && JWT_SHAPE.test(credential)) {
-      const claims = await this.jwt.verify(credential);
-      return this.identity({ ...claims, via: 'jwt' });
+      const { name, teams, role } = await this.jwt.verify(credential);
+      // A groups claim lists whatever the issuer knows: the first configured team, so its policy and
+      // limits apply; with none configured, the first group still names the team in history.
+      const team = teams.find((group) => Object.hasOwn(this.config.auth.teams, group)) ?? teams[0] ?? null;
+      return this.identity({ name, team, role, via: 'jwt' });
     }
     // Without auth configured, clients that send a placeholder key ("ollama", "sk-...") are the local user.
     if (!this.required) return this.anonymous();

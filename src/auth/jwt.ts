@@ -8,7 +8,8 @@ const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA
 
 export interface JwtClaims {
   name: string;
-  team: string | null;
+  /** Every text of the team claim, in the issuer's order: which of them is a team is the config's to say. */
+  teams: string[];
   role: Role;
 }
 
@@ -107,7 +108,7 @@ export class JwtVerifier {
     if (name === undefined) throw rejected(`the token has no '${claims.name}' claim to name its holder`);
     const roles = texts(claim(payload, claims.role)).filter((r): r is Role => (ROLES as readonly string[]).includes(r));
     const role = ROLES.find((r) => roles.includes(r)) ?? this.config.default_role;
-    return { name, team: texts(claim(payload, claims.team))[0] ?? null, role };
+    return { name, teams: texts(claim(payload, claims.team)), role };
   }
 }
 

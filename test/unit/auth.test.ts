@@ -446,6 +446,27 @@ describe('JWT', () => {
     await assertShape(await chat(bridge, await sign(rsa.privateKey, 'RS256')), 'openai', 401, 'invalid_token');
   });
 
+  it('takes the team from the first group that is a configured team, whatever groups the issuer lists before it', async () => {
+    const secretFile = path.join(tempDir('jwt-secret-'), 'secret');
+    const secret = new TextEncoder().encode('a-shared-secret-of-at-least-32-bytes!');
+    writeFileSync(secretFile, 'a-shared-secret-of-at-least-32-bytes!', { mode: 0o600 });
+    const bridge = await bridgeWith(`secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}`);
+    const teamOf = async (groups: unknown): Promise<unknown> => {
+      const token = await new SignJWT({ groups })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setSubject('dana')
+        .setExpirationTime('5m')
+        .sign(secret);
+      return ((await (await call(bridge, 'GET', '/bridge/api/whoami', bearer(token))).json()) as { team: unknown }).team;
+    };
+    assert.equal(await teamOf(['Domain Users', 'web']), 'web', 'the configured team, not the group listed first');
+    assert.equal(await teamOf(['constructor', 'web']), 'web', 'a name every object has is no configured team');
+    assert.equal(await teamOf(['Domain Users', 'ops']), 'Domain Users', 'no configured team: the first group, as before');
+    assert.equal(await teamOf('web'), 'web');
+  });
+
   it('RS256 from a key set in a file; a token of another key is refused', async () => {
     const rsa = await generateKeyPair('RS256', { extractable: true });
     const jwksFile = path.join(tempDir('jwks-file-'), 'jwks.json');
