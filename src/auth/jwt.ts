@@ -18,8 +18,12 @@ function rejected(message: string, cause?: unknown): BridgeError {
   return new BridgeError(401, message, { code: 'invalid_token', cause });
 }
 
-/** A text claim, or the first text of a list claim (groups, roles). A dotted name reaches into objects ("realm_access.roles"). */
+/**
+ * The claim of that name. A claim whose own name has dots (Auth0's "https://example.com/roles") is
+ * taken as it is; otherwise a dotted name reaches into objects ("realm_access.roles").
+ */
 function claim(payload: JWTPayload, path: string): unknown {
+  if (Object.hasOwn(payload, path)) return payload[path];
   let value: unknown = payload;
   for (const part of path.split('.')) {
     if (typeof value !== 'object' || value === null) return undefined;

@@ -467,6 +467,25 @@ describe('JWT', () => {
     assert.equal(await teamOf('web'), 'web');
   });
 
+  it("reads a claim named with dots (an Auth0 namespace) as that claim, and a dotted path into an object (Keycloak's)", async () => {
+    const secretFile = path.join(tempDir('jwt-secret-'), 'secret');
+    const secret = new TextEncoder().encode('a-shared-secret-of-at-least-32-bytes!');
+    writeFileSync(secretFile, 'a-shared-secret-of-at-least-32-bytes!', { mode: 0o600 });
+    const bridge = await bridgeWith(
+      `secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\nclaims:\n  role: https://bridge.example.test/roles\n  team: realm_access.groups`,
+    );
+    const token = await new SignJWT({ 'https://bridge.example.test/roles': ['admin'], realm_access: { groups: ['web'] } })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('dana')
+      .setExpirationTime('5m')
+      .sign(secret);
+    const whoami = (await (await call(bridge, 'GET', '/bridge/api/whoami', bearer(token))).json()) as { role: string; team: string | null };
+    assert.equal(whoami.role, 'admin');
+    assert.equal(whoami.team, 'web');
+  });
+
   it('RS256 from a key set in a file; a token of another key is refused', async () => {
     const rsa = await generateKeyPair('RS256', { extractable: true });
     const jwksFile = path.join(tempDir('jwks-file-'), 'jwks.json');
