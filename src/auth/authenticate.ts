@@ -16,18 +16,20 @@ function sameSecret(given: string, expected: string): boolean {
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /**
- * The credential a client sent, wherever its kind of client puts it: `Authorization: Bearer`
+ * The credentials a client sent, wherever its kind of client puts them: `Authorization: Bearer`
  * (OpenAI, Ollama clients), `x-api-key` (Anthropic clients), `api-key` (Azure-style clients),
- * `x-bridge-token` (the dashboard and tray).
+ * `x-bridge-token` (the dashboard and tray). A client may send more than one (an Anthropic SDK
+ * given both an API key and an auth token), one of them a placeholder.
  */
-export function credentialOf(headers: IncomingHttpHeaders): string | undefined {
+function credentialsOf(headers: IncomingHttpHeaders): string[] {
+  const credentials: string[] = [];
   const authorization = headers.authorization;
-  if (authorization !== undefined && /^bearer\s+\S/i.test(authorization)) return authorization.replace(/^bearer\s+/i, '').trim();
+  if (authorization !== undefined && /^bearer\s+\S/i.test(authorization)) credentials.push(authorization.replace(/^bearer\s+/i, '').trim());
   for (const name of ['x-api-key', 'api-key', 'x-bridge-token']) {
     const value = headers[name];
-    if (typeof value === 'string' && value.trim() !== '') return value.trim();
+    if (typeof value === 'string' && value.trim() !== '') credentials.push(value.trim());
   }
-  return undefined;
+  return credentials;
 }
 
 /**
@@ -76,17 +78,21 @@ export class Authenticator {
 
   /** Resolves the request's identity or throws a BridgeError (401) when one is required and missing or wrong. */
   async identify(headers: IncomingHttpHeaders): Promise<Identity> {
-    const credential = credentialOf(headers);
-    if (credential === undefined) {
+    const credentials = credentialsOf(headers);
+    if (credentials.length === 0) {
       if (this.required)
         throw new BridgeError(401, 'a valid API key or token is required (Authorization: Bearer <key>, x-api-key or api-key)', { code: 'invalid_api_key' });
       return this.anonymous();
     }
-    if (sameSecret(credential, this.controlToken)) return this.identity({ name: 'control', role: 'admin', via: 'control' });
-    const byKey = this.keys.get(hashKey(credential));
-    if (byKey !== undefined) return byKey;
-    if (this.jwt !== undefined && JWT_SHAPE.test(credential)) {
-      const { name, teams, role } = await this.jwt.verify(credential);
+    // Whichever credential is the control token or a known key, in the order above; else the first token shaped like a JWT.
+    for (const credential of credentials) {
+      if (sameSecret(credential, this.controlToken)) return this.identity({ name: 'control', role: 'admin', via: 'control' });
+      const byKey = this.keys.get(hashKey(credential));
+      if (byKey !== undefined) return byKey;
+    }
+    const token = credentials.find((credential) => JWT_SHAPE.test(credential));
+    if (this.jwt !== undefined && token !== undefined) {
+      const { name, teams, role } = await this.jwt.verify(token);
       // A groups claim lists whatever the issuer knows: the first configured team, so its policy and
       // limits apply; with none configured, the first group still names the team in history.
       const team = teams.find((group) => Object.hasOwn(this.config.auth.teams, group)) ?? teams[0] ?? null;

@@ -146,6 +146,16 @@ describe('API keys', () => {
       for (const key of Object.values(keys)) assert.ok(!stored.includes(key));
     });
 
+    it('takes the key among several credentials when another is a placeholder (Authorization and x-api-key both sent)', async () => {
+      const headers = { authorization: 'Bearer sk-placeholder', 'x-api-key': keys.user as string };
+      const recorded = nextRecord(bridge);
+      const response = await call(bridge, 'POST', '/api/chat', headers, SURFACES[0].body);
+      assert.equal(response.status, 200);
+      assert.equal((await recorded).user, 'bob');
+      const wrongOnly = await call(bridge, 'POST', '/api/chat', { authorization: 'Bearer sk-placeholder', 'x-api-key': 'also-wrong' }, SURFACES[0].body);
+      assert.equal(wrongOnly.status, 401);
+    });
+
     it('refuses a missing, wrong or revoked key with 401 in each surface shape', async () => {
       for (const surface of SURFACES) {
         for (const headers of [{}, bearer('cbk_not-a-key-at-all-aaaaaaaaaaaaaaaaaaaaaaaaaaa'), bearer(keys.gone as string)]) {
