@@ -87,7 +87,7 @@ export type Role = (typeof ROLES)[number];
 /** Limits of one identity or team; a missing figure means no limit. */
 const limitsSchema = z.strictObject({
   /** Requests per minute (a token bucket: bursts up to this many, refilled evenly over the minute). */
-  rpm: z.number().positive().optional(),
+  rpm: z.number().min(1, 'at least 1: a bucket smaller than one request never admits one').optional(),
   /** Prompt + generated tokens per minute (a token bucket charged with each answer's counts). */
   tpm: z.number().positive().optional(),
   /** Requests running at once. */

@@ -175,6 +175,15 @@ describe('config', () => {
     assert.deepEqual(config.server.api_keys, ['k-0123456789abcdef', 'k-fedcba9876543210']);
   });
 
+  it('refuses an rpm below 1, which would refuse every request', () => {
+    const problems = problemsOf(() => loadConfig({ file: yamlFile('rpm.yaml', 'limits:\n  default: { rpm: 0.5 }\n') }));
+    assert.deepEqual(
+      problems.map((p) => p.keyPath),
+      ['limits.default.rpm'],
+    );
+    assert.equal(loadConfig({ file: yamlFile('rpm1.yaml', 'limits:\n  default: { rpm: 1.5 }\n') }).limits.default?.rpm, 1.5);
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
