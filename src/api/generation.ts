@@ -142,10 +142,10 @@ export function requireModelOffered(req: IncomingMessage, router: Router, name: 
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';
 
-/** Token counts and the generation time of a finished answer, summed over its choices. */
+/** Token counts and the generation time of a finished answer, summed over its choices; a count no choice gave is unknown (null). */
 function noteResults(outcome: GenerationOutcome, results: readonly GenerationResult[]): void {
   const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
-    results.length === 0 ? null : results.reduce((total, r) => total + (pick(r) ?? 0), 0);
+    results.some((r) => pick(r) !== undefined) ? results.reduce((total, r) => total + (pick(r) ?? 0), 0) : null;
   outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
   outcome.tokensOut = sum((r) => r.final.eval_count);
   const evalNs = results[0]?.final.eval_duration;

@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
-import { memoryLogger, startCloudBridge, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -280,6 +280,27 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.equal(sent.model, 'openai-test');
     assert.equal(sent.stream, true);
     assert.deepEqual(sent.tools, TOOLS);
+  });
+
+  it('records the token counts as unknown, not as 0, when the provider sent no usage', async () => {
+    // A server that ignores stream_options.include_usage: the answer finishes, but no usage chunk comes.
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'Hi' }, finish_reason: 'stop' }] })}\n\n`,
+      );
+      res.end('data: [DONE]\n\n');
+    });
+    const recorded = nextRecord(bridge);
+    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string }; done: boolean; eval_count?: number; prompt_eval_count?: number };
+    assert.equal(body.message.content, 'Hi');
+    assert.equal(body.done, true);
+    assert.equal(body.eval_count, undefined);
+    assert.equal(body.prompt_eval_count, undefined);
+    const record = await recorded;
+    assert.deepEqual([record.tokensIn, record.tokensOut], [null, null]);
   });
 
   it('is not used while fallback is off: the client gets a clear 503', async () => {

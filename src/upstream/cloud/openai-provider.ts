@@ -169,8 +169,15 @@ export class OpenAiProvider extends CloudProvider {
       });
       yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };
     }
-    const stats = { prompt_eval_count: countOf(usage?.prompt_tokens) ?? 0, eval_count: countOf(usage?.completion_tokens) ?? 0 };
-    const final: OllamaChunk = { model, created_at: now(), done: true, done_reason: finish === 'length' ? 'length' : 'stop', ...stats };
+    // Counts the provider did not send (a server that ignores include_usage) stay unknown, not 0.
+    const final: OllamaChunk = {
+      model,
+      created_at: now(),
+      done: true,
+      done_reason: finish === 'length' ? 'length' : 'stop',
+      prompt_eval_count: countOf(usage?.prompt_tokens),
+      eval_count: countOf(usage?.completion_tokens),
+    };
     yield kind === 'chat' ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
   }
 }
