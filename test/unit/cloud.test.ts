@@ -282,6 +282,26 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.deepEqual(sent.tools, TOOLS);
   });
 
+  it('keeps parallel tool calls apart when the deltas carry no index (Gemini’s OpenAI-compatible API)', async () => {
+    // Each call starts with its id; its further argument fragments come without index or id.
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.write(chunk({ tool_calls: [{ id: 'function-call-1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
+      res.write(chunk({ tool_calls: [{ function: { arguments: '"Oslo"}' } }] }));
+      res.write(chunk({ tool_calls: [{ id: 'function-call-2', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Rome"}' } }] }));
+      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+    });
+    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
+    assert.deepEqual(body.message.tool_calls, [
+      { function: { name: 'get_weather', arguments: { city: 'Oslo' } } },
+      { function: { name: 'get_weather', arguments: { city: 'Rome' } } },
+    ]);
+  });
+
   it('records the token counts as unknown, not as 0, when the provider sent no usage', async () => {
     // A server that ignores stream_options.include_usage: the answer finishes, but no usage chunk comes.
     const { bridge } = await withProvider('openai', (res) => {

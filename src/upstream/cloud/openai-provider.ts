@@ -68,7 +68,8 @@ interface OpenAiStreamChunk {
     delta?: {
       content?: string | null;
       reasoning?: string;
-      tool_calls?: Array<{ index: number; id?: string; function?: { name?: string; arguments?: string } }>;
+      /** Gemini's OpenAI-compatible API sends no index. */
+      tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>;
     };
     finish_reason?: string | null;
   }>;
@@ -118,7 +119,9 @@ export class OpenAiProvider extends CloudProvider {
   private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate'): AsyncGenerator<OllamaChunk, void, undefined> {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
-    const calls = new Map<number, { name: string; arguments: string }>();
+    /** The calls by their index, or by their id for a provider that sends no index. */
+    const calls = new Map<number | string, { name: string; arguments: string }>();
+    let lastCall: number | string | undefined;
     let finish: string | null = null;
     let ended = false;
     let usage: OpenAiStreamChunk['usage'] = null;
@@ -141,8 +144,11 @@ export class OpenAiProvider extends CloudProvider {
         }
         const delta = choice.delta ?? {};
         for (const call of delta.tool_calls ?? []) {
-          const known = calls.get(call.index) ?? { name: '', arguments: '' };
-          calls.set(call.index, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
+          // Without an index, a fragment with a new id starts a call; one with neither continues the last.
+          const key = call.index ?? call.id ?? lastCall ?? 0;
+          lastCall = key;
+          const known = calls.get(key) ?? { name: '', arguments: '' };
+          calls.set(key, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
         }
         if (delta.content || delta.reasoning) {
           yield {
