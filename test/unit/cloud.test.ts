@@ -323,6 +323,16 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.deepEqual([record.tokensIn, record.tokensOut], [null, null]);
   });
 
+  it('relays the error of a provider that answers 200 with a JSON error instead of a stream', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: 'You exceeded your current quota', type: 'insufficient_quota' } }));
+    });
+    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { error: string }).error, /cloud-openai.*You exceeded your current quota/);
+  });
+
   it('is not used while fallback is off: the client gets a clear 503', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream, false);
     const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });

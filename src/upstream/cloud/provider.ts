@@ -31,7 +31,7 @@ export abstract class CloudProvider implements GenerationSource {
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
 
-  /** POSTs JSON below the base URL (keeping its query, e.g. Azure's api-version); an error status rejects. */
+  /** POSTs JSON below the base URL (keeping its query, e.g. Azure's api-version); an error status, or JSON instead of a stream, rejects. */
   protected async post(path: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     const url = new URL(this.base.href);
     url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
@@ -48,9 +48,14 @@ export abstract class CloudProvider implements GenerationSource {
     } catch (error) {
       throw toUpstreamError(error, this.name);
     }
-    if (response.statusCode >= 400) {
+    // Some gateways answer an error (a quota, a policy) as 200 with a JSON body: read as a stream it
+    // would only look cut off, and its reason would be lost.
+    const jsonInsteadOfStream = response.statusCode < 400 && /^application\/json\b/i.test(String(response.headers['content-type'] ?? ''));
+    if (response.statusCode >= 400 || jsonInsteadOfStream) {
       const text = await readText(response.body, this.maxLineBytes).catch(() => '');
-      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${this.redact(errorMessageOf(response.statusCode, text))}`);
+      const reason = this.redact(errorMessageOf(response.statusCode, text));
+      if (jsonInsteadOfStream) throw new UpstreamStatusError(502, this.name, `${this.name} answered JSON instead of an event stream: ${reason}`);
+      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`);
     }
     return response;
   }
