@@ -302,6 +302,22 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     ]);
   });
 
+  it('passes on reasoning under either name: reasoning_content (DeepSeek, vLLM) and reasoning', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.write(chunk({ role: 'assistant', content: null, reasoning_content: 'First ' }));
+      res.write(chunk({ reasoning: 'think.' }));
+      res.end(chunk({ content: 'Answer' }, 'stop') + 'data: [DONE]\n\n');
+    });
+    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string; thinking?: string } };
+    assert.equal(body.message.content, 'Answer');
+    assert.equal(body.message.thinking, 'First think.');
+  });
+
   it('records the token counts as unknown, not as 0, when the provider sent no usage', async () => {
     // A server that ignores stream_options.include_usage: the answer finishes, but no usage chunk comes.
     const { bridge } = await withProvider('openai', (res) => {

@@ -67,7 +67,10 @@ interface OpenAiStreamChunk {
     text?: string;
     delta?: {
       content?: string | null;
+      /** Reasoning, as OpenRouter and Ollama name it... */
       reasoning?: string;
+      /** ...and as DeepSeek, vLLM and llama.cpp do. */
+      reasoning_content?: string;
       /** Gemini's OpenAI-compatible API sends no index. */
       tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>;
     };
@@ -150,13 +153,9 @@ export class OpenAiProvider extends CloudProvider {
           const known = calls.get(key) ?? { name: '', arguments: '' };
           calls.set(key, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
         }
-        if (delta.content || delta.reasoning) {
-          yield {
-            model,
-            created_at: now(),
-            message: { role: 'assistant', content: delta.content ?? '', ...(delta.reasoning ? { thinking: delta.reasoning } : {}) },
-            done: false,
-          };
+        const thinking = delta.reasoning || delta.reasoning_content;
+        if (delta.content || thinking) {
+          yield { model, created_at: now(), message: { role: 'assistant', content: delta.content ?? '', ...(thinking ? { thinking } : {}) }, done: false };
         }
       }
     }
