@@ -349,6 +349,22 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.match(((await response.json()) as { error: string }).error, /cloud-openai.*You exceeded your current quota/);
   });
 
+  it('asks for the JSON or the schema a client’s format names (response_format)', async () => {
+    const { cloud, bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(
+        `data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta: { content: '{"city":"Oslo"}' }, finish_reason: 'stop' }] })}\n\ndata: [DONE]\n\n`,
+      );
+    });
+    const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] };
+    for (const format of ['json', schema]) {
+      const response = await post(`${bridge.url}/api/chat`, { model: 'm', format, messages: [{ role: 'user', content: 'city as JSON' }], stream: false });
+      assert.equal(response.status, 200);
+    }
+    const sent = cloud.requests.map((request) => (JSON.parse(request.body) as { response_format?: unknown }).response_format);
+    assert.deepEqual(sent, [{ type: 'json_object' }, { type: 'json_schema', json_schema: { name: 'response', schema } }]);
+  });
+
   it('is not used while fallback is off: the client gets a clear 503', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream, false);
     const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });

@@ -18,6 +18,13 @@ export function samplingOf(body: Record<string, unknown>): { temperature?: numbe
   };
 }
 
+/** Ollama's `format` (`"json"`, or a JSON schema) as a chat request's response_format; undefined for free text. */
+function responseFormatOf(format: unknown): Record<string, unknown> | undefined {
+  if (format === 'json') return { type: 'json_object' };
+  if (typeof format === 'object' && format !== null) return { type: 'json_schema', json_schema: { name: 'response', schema: format } };
+  return undefined;
+}
+
 /** Gives every tool call of a conversation an id, and each tool result the id of the call it answers. */
 export function toolCallIds(messages: readonly OllamaMessage[]): { callIds: string[][]; resultIds: Array<string | undefined> } {
   const pending: Array<{ id: string; name: string }> = [];
@@ -104,6 +111,8 @@ export class OpenAiProvider extends CloudProvider {
         ...sampling,
       };
       if (Array.isArray(body.tools) && body.tools.length > 0) payload.tools = body.tools;
+      const responseFormat = responseFormatOf(body.format);
+      if (responseFormat !== undefined) payload.response_format = responseFormat;
       const response = await this.post('/chat/completions', payload, this.headers(), request.cancel.signal);
       return checkedLines(this.translate(response, 'chat'));
     }
