@@ -248,6 +248,19 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
     assert.deepEqual((JSON.parse(cloud.requests[0]?.body ?? '{}') as { stop_sequences?: string[] }).stop_sequences, ['```']);
   });
 
+  it('records the output tokens as unknown when the bridge ended the answer at its stop, not message_start’s placeholder', async () => {
+    const { bridge } = await anthropicAnswering(['    return a + b\n', 'def sub(a, b):\n']);
+    const recorded = nextRecord(bridge);
+    const response = await post(`${bridge.url}/api/generate`, { model: 'm', prompt: 'def add(a, b):\n', options: { stop: ['\n'] }, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { response: string; prompt_eval_count?: number; eval_count?: number };
+    assert.equal(body.response, '    return a + b');
+    assert.equal(body.prompt_eval_count, 25);
+    assert.equal(body.eval_count, undefined);
+    const record = await recorded;
+    assert.deepEqual([record.tokensIn, record.tokensOut], [25, null]);
+  });
+
   it('applies a stop that arrives split over two deltas, and lets through text that only began like it', async () => {
     const { bridge } = await anthropicAnswering(['one\n', 'two\n', '\nthree']);
     const response = await post(`${bridge.url}/v1/chat/completions`, {

@@ -149,8 +149,8 @@ export class AnthropicProvider extends CloudProvider {
         ? { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false }
         : { model, created_at: now(), response: content, ...(thinking ? { thinking } : {}), done: false };
     const toolBlocks = new Map<number, { name: string; json: string }>();
-    let inputTokens = 0;
-    let outputTokens = 0;
+    let inputTokens: number | undefined;
+    let outputTokens: number | undefined;
     let stopReason = 'end_turn';
     let stopped = false;
     for await (const sse of readSse(response.body, this.maxLineBytes)) {
@@ -169,8 +169,9 @@ export class AnthropicProvider extends CloudProvider {
       }
       switch (event.type) {
         case 'message_start':
-          inputTokens = countOf(event.message?.usage?.input_tokens) ?? 0;
-          outputTokens = countOf(event.message?.usage?.output_tokens) ?? 0;
+          // Its output_tokens is a placeholder: the count comes with message_delta, and stays
+          // unknown when the bridge ends the answer at a stop of its own before that.
+          inputTokens = countOf(event.message?.usage?.input_tokens);
           break;
         case 'content_block_start':
           if (event.content_block?.type === 'tool_use') toolBlocks.set(event.index ?? 0, { name: event.content_block.name ?? '', json: '' });
