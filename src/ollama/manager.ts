@@ -112,6 +112,8 @@ interface Instance {
   message: string | null;
   retryTimer: NodeJS.Timeout | undefined;
   log: RotatingLog | undefined;
+  /** The start, stop or restart under way: the next one waits for it, so two never interleave. */
+  turn: Promise<unknown>;
 }
 
 /**
@@ -140,6 +142,7 @@ export class OllamaManager {
         message: null,
         retryTimer: undefined,
         log: undefined,
+        turn: Promise.resolve(),
       });
     }
   }
@@ -173,8 +176,24 @@ export class OllamaManager {
     return path.join(this.options.logDir, `ollama-${name}.log`);
   }
 
-  async start(name: string): Promise<InstanceSnapshot> {
+  /**
+   * Runs a start, stop or restart once the previous one of that instance has ended: two starts at
+   * once (a double click) would otherwise both spawn, and the one left without the port would take
+   * the other's place, leaving it running untracked.
+   */
+  private async inTurn(name: string, operation: (instance: Instance) => Promise<InstanceSnapshot>): Promise<InstanceSnapshot> {
     const instance = this.get(name);
+    const done = instance.turn.then(() => operation(instance));
+    instance.turn = done.catch(() => undefined);
+    return done;
+  }
+
+  start(name: string): Promise<InstanceSnapshot> {
+    return this.inTurn(name, (instance) => this.startNow(instance));
+  }
+
+  private async startNow(instance: Instance): Promise<InstanceSnapshot> {
+    const { name } = instance.spec;
     if (instance.state === 'running' || instance.state === 'starting') return this.describe(name);
     // An adopted instance is looked at again: once it has gone, the bridge starts its own.
     if (await this.options.isListening(instance.spec.port)) {
@@ -276,8 +295,12 @@ export class OllamaManager {
     instance.retryTimer.unref();
   }
 
-  async stop(name: string): Promise<InstanceSnapshot> {
-    const instance = this.get(name);
+  stop(name: string): Promise<InstanceSnapshot> {
+    return this.inTurn(name, (instance) => this.stopNow(instance));
+  }
+
+  private async stopNow(instance: Instance): Promise<InstanceSnapshot> {
+    const { name } = instance.spec;
     if (instance.state === 'adopted')
       throw new ManagerError(409, `the Ollama on port ${instance.spec.port} was not started by the bridge; stop it where it was started`);
     instance.wanted = false;
@@ -304,9 +327,11 @@ export class OllamaManager {
     return this.describe(name);
   }
 
-  async restart(name: string): Promise<InstanceSnapshot> {
-    if (this.get(name).state !== 'adopted') await this.stop(name);
-    return this.start(name);
+  restart(name: string): Promise<InstanceSnapshot> {
+    return this.inTurn(name, async (instance) => {
+      if (instance.state !== 'adopted') await this.stopNow(instance);
+      return this.startNow(instance);
+    });
   }
 
   /** Starts every managed instance; one that cannot start is logged and left to the user (tray, dashboard). */

@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { findOllamaBinary, ManagerError, OllamaManager, type InstanceSnapshot, type ManagerOptions } from '../../src/ollama/manager.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
+import { freePort } from '../support/ollama-rig.js';
 import { configFile, tempDir } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
@@ -64,6 +65,30 @@ describe('Ollama manager', () => {
     // Pinned to its GPU, on its own port, with the shared model store protected from pruning.
     assert.match(log, /address already in use \(GPU-abc 127\.0\.0\.1:45678 1\)/);
     await manager.stopAll();
+  });
+
+  it('runs one start or stop of an instance at a time: a double click starts one ollama serve, and a stop while it starts stops it', async (t) => {
+    const port = await freePort();
+    const listening = async (): Promise<boolean> => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+      } catch {
+        return false;
+      }
+    };
+    const manager = new OllamaManager([{ name: 'gpu0', port, device: undefined }], options({ binary: fakeOllamaBinary(), isListening: listening }));
+    t.after(() => manager.stopAll());
+
+    const [first, second] = await Promise.all([manager.start('gpu0'), manager.start('gpu0')]);
+    assert.equal(first.state, 'running');
+    assert.equal(second.state, 'running');
+    assert.equal(second.pid, first.pid, 'one ollama serve');
+    await manager.stop('gpu0');
+    assert.equal(await listening(), false, 'the stop ended the only ollama serve there was');
+
+    const [, stopped] = await Promise.all([manager.start('gpu0'), manager.stop('gpu0')]);
+    assert.equal(stopped.state, 'stopped');
+    assert.equal(await listening(), false, 'the stop came after the start, and ended what it started');
   });
 
   it('refuses unknown instances clearly', async () => {
