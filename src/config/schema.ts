@@ -21,7 +21,11 @@ export const logLevelSchema = z.preprocess((value) => {
 
 const portSchema = z.number().int().min(0).max(65535);
 
-const keepAliveSchema = z.union([z.string().regex(/^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$/, 'a duration such as "5m", "1h", "-1" (forever) or "0"'), z.number()]);
+/** Ollama's keep_alive: a Go duration or a number of seconds; the preloadModel action takes the same. */
+export const keepAliveSchema = z.union([
+  z.string().regex(/^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$/, 'a duration such as "5m", "1h", "-1" (forever) or "0"'),
+  z.number(),
+]);
 
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keepAliveSchema } from '../config/schema.js';
 import type { Placement } from '../gpu/placement.js';
 import type { GpuStatus } from '../gpu/monitor.js';
 import type { OllamaManager } from '../ollama/manager.js';
@@ -22,7 +23,7 @@ export const ACTION_PAYLOADS = {
   preloadModel: z.strictObject({
     backend: z.string().min(1),
     model: z.string().min(1),
-    keepAlive: z.union([z.string(), z.number()]).default('30m'),
+    keepAlive: keepAliveSchema.default('30m'),
     force: z.boolean().default(false),
   }),
   unloadModel: z.strictObject({ backend: z.string().min(1), model: z.string().min(1) }),

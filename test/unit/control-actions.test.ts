@@ -102,6 +102,22 @@ describe('model actions of the control API', () => {
     assert.match(broken.body.error ?? '', /llama runner process has terminated/);
   });
 
+  it('refuses a keep-alive that is not a duration with 400, before asking Ollama, which would refuse it as well', async () => {
+    const { bridge, upstream } = await bridgeOn((res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ model: 'm:7b', created_at: '2025-01-01T00:00:00Z', response: '', done: true, done_reason: 'load' }));
+    });
+    for (const keepAlive of ['forever', '30 minutes', '']) {
+      const refused = await action(bridge, 'preloadModel', { backend: 'local', model: 'm:7b', keepAlive, force: true });
+      assert.equal(refused.status, 400, JSON.stringify(keepAlive));
+      assert.match(refused.body.error ?? '', /^preloadModel: keepAlive: /);
+    }
+    assert.equal(upstream.requests.length, 0);
+    const loaded = await action(bridge, 'preloadModel', { backend: 'local', model: 'm:7b', keepAlive: '45m', force: true });
+    assert.equal(loaded.status, 200);
+    assert.deepEqual(JSON.parse(upstream.requests[0]?.body ?? '{}'), { model: 'm:7b', prompt: '', keep_alive: '45m', stream: false });
+  });
+
   it('answers 502 when the backend cannot be reached', async () => {
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
     cleanups.push(() => bridge.stop(100));
