@@ -330,7 +330,11 @@ export class OllamaManager {
   restart(name: string): Promise<InstanceSnapshot> {
     return this.inTurn(name, async (instance) => {
       if (instance.state !== 'adopted') await this.stopNow(instance);
-      return this.startNow(instance);
+      // An adopted instance that has gone is replaced by the bridge's own; one still there was not restarted.
+      const started = await this.startNow(instance);
+      if (started.state === 'adopted')
+        throw new ManagerError(409, `the Ollama on port ${instance.spec.port} was not started by the bridge; restart it where it was started`);
+      return started;
     });
   }
 

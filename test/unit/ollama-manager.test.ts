@@ -122,6 +122,9 @@ describe('an Ollama the bridge did not start, on a managed port', () => {
     const stop = await action('stopOllama');
     assert.equal(stop.status, 409);
     assert.equal(stop.body.error, `the Ollama on port ${port} was not started by the bridge; stop it where it was started`);
+    const restart = await action('restartOllama');
+    assert.equal(restart.status, 409, 'a restart the bridge cannot do is not answered as done');
+    assert.equal(restart.body.error, `the Ollama on port ${port} was not started by the bridge; restart it where it was started`);
 
     await foreign.close();
     const start = await action('startOllama');
