@@ -21,11 +21,20 @@ export const logLevelSchema = z.preprocess((value) => {
 
 const portSchema = z.number().int().min(0).max(65535);
 
-/** Ollama's keep_alive: a Go duration or a number of seconds; the preloadModel action takes the same. */
-export const keepAliveSchema = z.union([
-  z.string().regex(/^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$/, 'a duration such as "5m", "1h", "-1" (forever) or "0"'),
-  z.number(),
-]);
+/** A whole number of seconds as text ("-1", "300"). */
+const SECONDS_TEXT = /^[-+]?\d+$/;
+/** That, or what Go's time.ParseDuration reads: numbers with units ("5m", "1h30m", "1.5h", "-1s"). */
+const KEEP_ALIVE_TEXT = /^[-+]?(\d+|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$/;
+
+/**
+ * Ollama's keep_alive, as the tiers and the preloadModel action take it: seconds (negative: for
+ * good) or a Go duration. In a request body Ollama reads text only as a Go duration, so text that
+ * is a number of seconds ("-1", as YAML keeps it when quoted) goes to it as that number; it would
+ * otherwise refuse every request that carries it.
+ */
+export const keepAliveSchema = z
+  .union([z.number(), z.string().regex(KEEP_ALIVE_TEXT, 'a duration such as "5m", "1h30m", "-1" (for good) or "0"')])
+  .transform((value) => (typeof value === 'string' && SECONDS_TEXT.test(value) ? Number(value) : value));
 
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),

@@ -184,6 +184,19 @@ describe('config', () => {
     assert.equal(loadConfig({ file: yamlFile('rpm1.yaml', 'limits:\n  default: { rpm: 1.5 }\n') }).limits.default?.rpm, 1.5);
   });
 
+  it('sends a tier keep_alive given as seconds in text ("-1") as the number Ollama reads, and takes Go durations', () => {
+    const config = loadConfig({
+      file: yamlFile('keep-alive.yaml', 'models:\n  simple: { name: "a:1b", keep_alive: "-1" }\n  moderate: { name: "b:7b", keep_alive: "1h30m" }\n'),
+    });
+    assert.equal(config.models.simple.keep_alive, -1);
+    assert.equal(config.models.moderate.keep_alive, '1h30m');
+    const problems = problemsOf(() => loadConfig({ file: yamlFile('keep-alive-bad.yaml', 'models:\n  simple: { name: "a:1b", keep_alive: "30 minutes" }\n') }));
+    assert.deepEqual(
+      problems.map((p) => p.keyPath),
+      ['models.simple.keep_alive'],
+    );
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
