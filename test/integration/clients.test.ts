@@ -15,10 +15,12 @@ import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance }
 
 const skip = rigSkipReason();
 
+// The simple tier pinned as the README suggests for ghost text: "-1" as text, which Ollama itself refuses in a request.
 const CONFIG = `
 models:
   simple:
     name: "${RIG_MODELS.simple}"
+    keep_alive: "-1"
   complex:
     name: "${RIG_MODELS.complex}"
 routing:
