@@ -25,6 +25,7 @@ const portSchema = z.number().int().min(0).max(65535);
 const SECONDS_TEXT = /^[-+]?\d+$/;
 /** That, or what Go's time.ParseDuration reads: numbers with units ("5m", "1h30m", "1.5h", "-1s"). */
 const KEEP_ALIVE_TEXT = /^[-+]?(\d+|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$/;
+const KEEP_ALIVE_EXPECTED = 'a duration such as "5m", "1h30m", "-1" (for good) or "0"';
 
 /**
  * Ollama's keep_alive, as the tiers and the preloadModel action take it: seconds (negative: for
@@ -33,7 +34,7 @@ const KEEP_ALIVE_TEXT = /^[-+]?(\d+|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)
  * otherwise refuse every request that carries it.
  */
 export const keepAliveSchema = z
-  .union([z.number(), z.string().regex(KEEP_ALIVE_TEXT, 'a duration such as "5m", "1h30m", "-1" (for good) or "0"')])
+  .union([z.number(), z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED)])
   .transform((value) => (typeof value === 'string' && SECONDS_TEXT.test(value) ? Number(value) : value));
 
 const modelTierSchema = z.strictObject({
@@ -308,7 +309,8 @@ export const configSchema = z.strictObject({
       autostart: z.boolean().default(true),
       /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
       models_dir: z.string().min(1).optional(),
-      keep_alive: z.string().min(1).default('5m'),
+      // OLLAMA_KEEP_ALIVE: Ollama takes seconds or a duration there, and silently uses 5m for anything else.
+      keep_alive: z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED).default('5m'),
       num_parallel: z.number().int().positive().default(1),
       max_loaded_models: z.number().int().positive().default(3),
       max_queue: z.number().int().positive().default(512),
