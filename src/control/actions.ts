@@ -121,9 +121,12 @@ export function createActions(deps: ActionDeps, onChange: (name: ActionName) => 
       const issue = parsed.error.issues[0];
       throw new ActionError(400, `${name}: ${issue?.path.join('.') || 'payload'}: ${issue?.message ?? 'invalid'}`);
     }
-    const result = await (table[name] as (p: unknown) => Promise<ActionResult>)(parsed.data);
-    onChange(name);
-    return result;
+    try {
+      return await (table[name] as (p: unknown) => Promise<ActionResult>)(parsed.data);
+    } finally {
+      // A failed action may have changed what runs too (an Ollama left failed): the dashboard hears of it now.
+      onChange(name);
+    }
   };
   return {
     run: (name, payload) => run(name, payload),

@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { findOllamaBinary, ManagerError, OllamaManager, type InstanceSnapshot, type ManagerOptions } from '../../src/ollama/manager.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { readSseEvents } from '../support/streams.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
 import { freePort } from '../support/ollama-rig.js';
 import { configFile, tempDir } from '../support/temp.js';
@@ -98,6 +99,37 @@ describe('Ollama manager', () => {
 });
 
 describe('an Ollama the bridge did not start, on a managed port', () => {
+  it('tells the dashboard at once when a Start fails, not at the next health round', { timeout: 10_000 }, async (t) => {
+    const dir = tempDir('failing-ollama-');
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, '#!/bin/sh\necho "Error: no GPU for you" >&2\nexit 1\n');
+    chmodSync(binary, 0o755);
+    const port = await freePort();
+    const file = configFile(
+      `ollama:\n  binary: ${binary}\n  autostart: false\n  restart_limit: 0\nbackends:\n  - { name: gpu0, url: "http://127.0.0.1:${port}", gpu: 0, manage: true }\nrouting:\n  health:\n    interval_seconds: 3600\n`,
+    );
+    const bridge = await startTestBridge({ file });
+    const events = await fetch(`${bridge.url}/bridge/api/events`, { headers: { 'x-bridge-token': bridge.controlToken } });
+    t.after(async () => {
+      await events.body?.cancel();
+      await bridge.stop(100);
+    });
+    const states = readSseEvents(events);
+    const instanceIn = (data: string): string | undefined =>
+      (JSON.parse(data) as { ollama?: Array<{ name: string; state: string }> }).ollama?.find((i) => i.name === 'gpu0')?.state;
+    assert.equal(instanceIn(((await states.next()).value ?? '{}') as string), 'stopped');
+
+    const start = await fetch(`${bridge.url}/bridge/api/actions/startOllama`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+      body: JSON.stringify({ backend: 'gpu0' }),
+    });
+    assert.equal(start.status, 500);
+    // The next state event says so; without it the dashboard would show "stopped" until the next health round, an hour away.
+    for await (const data of states) if (instanceIn(data) === 'failed') return;
+    assert.fail('the event stream ended without the failed start');
+  });
+
   it('is adopted and left alone, and once it is gone, Start runs the bridge’s own', async (t) => {
     const foreign = await startStandIn((_req, res) => res.end('{"version":"0.11.4"}'));
     const port = new URL(foreign.url).port;
