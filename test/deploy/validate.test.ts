@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import YAML from 'yaml';
 import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../../deploy/grafana/dashboards.js';
 import { memoryLogger, startTestBridge } from '../support/bridge.js';
+import { eventually, LoadClient, Program, waitForPort } from '../support/cluster.js';
 import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
 import { TWO_GPU, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
@@ -169,4 +171,74 @@ describe('log shipping (Grafana Alloy)', () => {
       assert.ok(alloy.includes(`eq .level_number \\"${number}\\" }}${name}{{`), `level ${number} -> ${name}`);
     }
   });
+});
+
+describe('nginx and HAProxy apply their path rules to every spelling the bridge routes', () => {
+  // The bridge's express router ignores letter case and a trailing slash (src/auth/access.ts says
+  // so too): "/METRICS" is /metrics and "/Bridge/Api/Actions/x" a control action.
+  const metricsSpellings = ['/metrics', '/METRICS', '/Metrics/'];
+  const actionSpellings = ['/bridge/api/actions/stopOllama', '/Bridge/Api/Actions/stopOllama'];
+
+  it('the bridge answers each spelling as the route it spells', async () => {
+    const bridge = await startTestBridge({ env: { GPU0_URL: `http://127.0.0.1:${await freePort()}`, BRIDGE_CONTROL_TOKEN: rendered.controlToken } });
+    try {
+      for (const spelling of metricsSpellings) {
+        const answer = await fetch(`${bridge.url}${spelling}`);
+        assert.equal(answer.status, 200, spelling);
+        assert.match(await answer.text(), /^# TYPE copilot_bridge_requests_total counter$/m, spelling);
+      }
+      for (const spelling of actionSpellings) {
+        const answer = await fetch(`${bridge.url}${spelling}`, { method: 'POST', headers: { 'x-bridge-token': rendered.controlToken } });
+        assert.notEqual(answer.status, 404, `${spelling}: ${await answer.text()}`);
+      }
+    } finally {
+      await bridge.stop(0);
+    }
+  });
+
+  for (const balancer of ['nginx', 'HAProxy'] as const) {
+    it(`${balancer}: /metrics stays refused outside the monitoring network, and an action is never sent twice, however spelt`, async () => {
+      // Stand-ins for the three bridges: ready on the metrics port, a 502 (retried on the generation
+      // paths) for everything else, each request counted.
+      const seen: string[] = [];
+      const ports = [...rendered.ports.bridges, ...rendered.ports.metrics];
+      const servers = ports.map((port) =>
+        createServer((req, res) => {
+          if (req.url === '/health/ready') return res.end('{"ready":true}');
+          seen.push(req.url ?? '');
+          res.writeHead(req.url === '/api/tags' ? 200 : 502).end();
+        }).listen(port, '127.0.0.1'),
+      );
+      const { ports: p, nginxConf, haproxyCfg, monitoringKey } = rendered;
+      const program =
+        balancer === 'nginx'
+          ? new Program('nginx', 'nginx', ['-c', nginxConf, '-p', path.dirname(nginxConf), '-g', 'daemon off;'])
+          : new Program('haproxy', 'haproxy', ['-f', haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: monitoringKey } });
+      const base = `https://127.0.0.1:${balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps}`;
+      const client = new LoadClient(rendered.certificate, rendered.apiKey);
+      program.start();
+      try {
+        await waitForPort(balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps, program);
+        await eventually(`${balancer} to reach the stand-ins`, async () => ((await client.fetch(`${base}/api/tags`)).status === 200 ? true : undefined));
+        for (const spelling of metricsSpellings) {
+          seen.length = 0;
+          assert.equal((await client.fetch(`${base}${spelling}`)).status, 403, `${spelling} from outside 192.168.1.0/24`);
+          assert.deepEqual(seen, [], spelling);
+        }
+        for (const spelling of actionSpellings) {
+          seen.length = 0;
+          assert.equal((await client.fetch(`${base}${spelling}`, { method: 'POST', body: '{}' })).status, 502, spelling);
+          assert.deepEqual(seen, [spelling], `${spelling} reached a bridge once`);
+        }
+        // The stand-ins do show retries: a failed generation is sent on.
+        seen.length = 0;
+        await client.fetch(`${base}/api/chat`, { method: 'POST', body: '{}' });
+        assert.ok(seen.length > 1, `a generation that failed is retried: ${JSON.stringify(seen)}`);
+      } finally {
+        await client.close();
+        await program.stop();
+        await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      }
+    });
+  }
 });
