@@ -197,15 +197,18 @@ describe('nginx and HAProxy in front of stand-in bridges: path rules in any lett
   });
 
   for (const balancer of ['nginx', 'HAProxy'] as const) {
-    it(`${balancer}: /metrics stays refused outside the monitoring network and an action is never sent twice, however spelt; a failed generation is retried`, async () => {
+    it(`${balancer}: /metrics stays refused outside the monitoring network and an action is never sent twice, however spelt; one client's model management stays on one instance; a failed generation is retried`, async () => {
       // Stand-ins for the three bridges: ready on the metrics port, a 502 (retried on the generation
       // paths) for everything else, each request counted.
       const seen: string[] = [];
+      /** The stand-in (by port) each request reached. */
+      const reachedPorts: number[] = [];
       const ports = [...rendered.ports.bridges, ...rendered.ports.metrics];
       const servers = ports.map((port) =>
         createServer((req, res) => {
           if (req.url === '/health/ready') return res.end('{"ready":true}');
           seen.push(req.url ?? '');
+          reachedPorts.push(port);
           res.writeHead(req.url === '/api/tags' ? 200 : 502).end();
         }).listen(port, '127.0.0.1'),
       );
@@ -230,6 +233,14 @@ describe('nginx and HAProxy in front of stand-in bridges: path rules in any lett
           assert.equal((await client.fetch(`${base}${spelling}`, { method: 'POST', body: '{}' })).status, 502, spelling);
           assert.deepEqual(seen, [spelling], `${spelling} reached a bridge once`);
         }
+        // An `ollama create` uploads its blobs, then creates from them: one client's model
+        // management reaches one instance, or the create finds no blobs.
+        reachedPorts.length = 0;
+        for (const step of ['/api/blobs/sha256:aa', '/api/blobs/sha256:bb', '/api/create', '/api/blobs/sha256:cc', '/api/create']) {
+          await client.fetch(`${base}${step}`, { method: 'POST', body: '{}' });
+        }
+        assert.equal(reachedPorts.length, 5);
+        assert.equal(new Set(reachedPorts).size, 1, `model management from one client went to ports ${reachedPorts.join(', ')}`);
         // A failed generation is sent on; through nginx a long prompt (1 MiB) too. HAProxy retries
         // only a request that fits its buffer (16 KiB, see deploy/README.md).
         for (const promptBytes of balancer === 'nginx' ? [10, 1 << 20] : [10]) {
