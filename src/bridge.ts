@@ -262,9 +262,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   gpuMonitor.on('sample', changed);
   history.onRecord((record) => {
+    const countedDay = todayTotals.day;
     today();
-    todayTotals.requests += 1;
-    todayTotals.savedDollars += record.savedDollars ?? 0;
+    // A fresh count (the first since start, or of a new day) read this record from the history already.
+    if (todayTotals.day === countedDay) {
+      todayTotals.requests += 1;
+      todayTotals.savedDollars += record.savedDollars ?? 0;
+    }
     stateFeed.record(record);
   });
   const modelRefresher = new ModelRefresher(catalog, 5000, changed);

@@ -84,6 +84,13 @@ describe('usage export', () => {
     assert.deepEqual(rows.map((row) => row.split(',')[1]).sort(), ['ann', 'ann', 'bob']);
   });
 
+  it("gives the tray today's figures, each request counted once", () => {
+    // The three requests are the bridge's first: the first of them started the day's count.
+    const records = bridge.history.recent();
+    assert.equal(records.length, 3);
+    assert.deepEqual(bridge.state.today, { requests: 3, savedDollars: records.reduce((sum, r) => sum + (r.savedDollars ?? 0), 0) });
+  });
+
   it('answers 400 with the reason for a range it cannot read, in the report and the export alike', async () => {
     const cases = [
       ['from=last%20week', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
