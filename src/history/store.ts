@@ -47,7 +47,7 @@ export class HistoryStore {
   private pending: HistoryRecord[] = [];
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
-  /** The current file ends in a torn line (a crash mid-write): the next write starts a new line. */
+  /** The current file may end in a torn line (a crash or a failed write): the next write starts a new line. */
   private tornTail = false;
   private readonly listeners = new Set<(record: HistoryRecord) => void>();
 
@@ -140,7 +140,9 @@ export class HistoryStore {
         await appendFile(this.fileAt(0), this.tornTail ? `\n${text}` : text, { mode: FILE_MODE });
         this.tornTail = false;
       } catch (error) {
-        // A failed write must not stop the bridge, nor every write after it.
+        // A failed write must not stop the bridge, nor every write after it. It may have written part
+        // of a line (disk full): the next write starts a new one, or its first record is lost with it.
+        this.tornTail = true;
         this.options.onWriteError?.(error as Error);
       }
     });

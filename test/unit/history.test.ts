@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
+import { describe, it, mock } from 'node:test';
 import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
 import { sampleRecord } from '../support/history.js';
 import { tempDir } from '../support/temp.js';
@@ -115,6 +117,41 @@ describe('history store', () => {
       ['r01', 'r02'],
     );
     await store.stop();
+  });
+
+  it('starts a new line after a write that failed part way (disk full), so the next records are not lost with it', async (t) => {
+    const dir = tempDir('history-');
+    const errors: string[] = [];
+    const store = await openStore({ ...options(dir), onWriteError: (error) => errors.push(error.message) });
+    store.add(record(1));
+    await store.flush();
+    // The disk fills up mid-write: part of the record reaches the file, then the write fails.
+    const { appendFile: append } = fsPromises;
+    const appendFile = mock.method(fsPromises, 'appendFile', async (file: string, text: string) => {
+      await append(file, text.slice(0, 20));
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    });
+    syncBuiltinESMExports();
+    t.after(() => {
+      appendFile.mock.restore();
+      syncBuiltinESMExports();
+    });
+    store.add(record(2));
+    await store.flush();
+    assert.deepEqual(errors, ['ENOSPC: no space left on device, write']);
+    // Space again: the next record is written whole, on a line of its own.
+    appendFile.mock.restore();
+    syncBuiltinESMExports();
+    store.add(record(3));
+    await store.stop();
+    const skipped: number[] = [];
+    const reopened = await openStore({ ...options(dir), onCorruptLine: (_file, line) => skipped.push(line) });
+    assert.deepEqual(
+      reopened.recent().map((r) => r.id),
+      ['r01', 'r03'],
+    );
+    assert.deepEqual(skipped, [2], 'only the torn record is skipped');
+    await reopened.stop();
   });
 
   it('keeps a bounded ring in memory and tells listeners about each record', async () => {
