@@ -26,21 +26,27 @@ export interface ControlDeps {
 }
 
 const DAY_MS = 86_400_000;
+const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 
-/** ?from=&to= (dates or times; default: the last 30 days) and ?tz= (minutes east of UTC); a user is held to their own records. */
+/**
+ * ?from=&to= (dates or times; default: the last 30 days) and ?tz= (minutes east of UTC); a user is
+ * held to their own records. A date is the start of that day in the tz, so `to` is the day after the last.
+ */
 function usageQuery(req: Request, identity: Identity): UsageQuery | string {
+  const tz = Number(req.query.tz ?? 0);
+  if (!Number.isFinite(tz) || Math.abs(tz) > 14 * 60) return 'tz must be minutes east of UTC (-840 to 840)';
+  const utcOffsetMinutes = Math.round(tz);
   const parse = (value: unknown, fallback: Date): Date | undefined => {
     if (typeof value !== 'string' || value === '') return fallback;
-    const date = new Date(value);
+    // JavaScript reads a date alone as UTC midnight; the caller means their own day, as the CSV's name says.
+    const date = new Date(DATE_ONLY.test(value) ? Date.parse(value) - utcOffsetMinutes * 60_000 : value);
     return Number.isNaN(date.getTime()) ? undefined : date;
   };
   const to = parse(req.query.to, new Date());
   const from = parse(req.query.from, new Date(Date.now() - 30 * DAY_MS));
   if (to === undefined || from === undefined) return 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)';
   if (from.getTime() > to.getTime()) return 'from must not be after to';
-  const tz = Number(req.query.tz ?? 0);
-  if (!Number.isFinite(tz) || Math.abs(tz) > 14 * 60) return 'tz must be minutes east of UTC (-840 to 840)';
-  return { from, to, utcOffsetMinutes: Math.round(tz), ...(seesEveryone(identity) ? {} : { user: identity.name }) };
+  return { from, to, utcOffsetMinutes, ...(seesEveryone(identity) ? {} : { user: identity.name }) };
 }
 
 /**

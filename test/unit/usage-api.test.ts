@@ -3,6 +3,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { addKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
+import type { UsageReport } from '../../src/contract/index.js';
 import { nextRecord, startStandIn, startTestBridge } from '../support/bridge.js';
 import { tempDir } from '../support/temp.js';
 
@@ -82,6 +83,14 @@ describe('usage export', () => {
     const { query } = todayIn(0);
     const rows = (await (await get(`/bridge/api/usage.csv?${query}`, keys.admin)).text()).trimEnd().split('\r\n').slice(1);
     assert.deepEqual(rows.map((row) => row.split(',')[1]).sort(), ['ann', 'ann', 'bob']);
+  });
+
+  it('reads dates as days in the asked time zone: from the start of the first to the start of the day `to` names', async () => {
+    const query = 'from=2025-06-01&to=2025-06-08&tz=-300';
+    const report = (await (await get(`/bridge/api/usage?${query}`, keys.ann)).json()) as UsageReport;
+    assert.deepEqual([report.from, report.to], ['2025-06-01T05:00:00.000Z', '2025-06-08T05:00:00.000Z']);
+    const csv = await get(`/bridge/api/usage.csv?${query}`, keys.ann);
+    assert.equal(csv.headers.get('content-disposition'), 'attachment; filename="copilot-bridge-usage-2025-06-01-2025-06-07.csv"');
   });
 
   it("gives the tray today's figures, each request counted once", () => {
