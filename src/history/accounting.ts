@@ -24,16 +24,21 @@ export function priceOf(config: Config, model: string, tier: Tier | null): Price
 
 const JOULES_PER_KWH = 3_600_000;
 
-/** The money figures of one request. A cloud-served answer saved nothing: its cloud cost was real. */
+/**
+ * The money figures of one request. A cloud-served answer saved nothing: its cloud cost was real.
+ * One whose token counts never came (cancelled, failed mid-answer) has no cloud equivalent, but
+ * the energy it drew was spent all the same.
+ */
 export function costOf(
   config: Config,
   record: Pick<HistoryRecord, 'model' | 'tier' | 'tokensIn' | 'tokensOut' | 'fallback' | 'energyJoules'>,
 ): Pick<HistoryRecord, 'cloudCostDollars' | 'energyCostDollars' | 'savedDollars'> {
-  if (record.tokensIn === null && record.tokensOut === null) return { cloudCostDollars: null, energyCostDollars: null, savedDollars: null };
+  const tokensKnown = record.tokensIn !== null || record.tokensOut !== null;
+  if (!tokensKnown && record.energyJoules === null) return { cloudCostDollars: null, energyCostDollars: null, savedDollars: null };
   const price = priceOf(config, record.model, record.tier);
-  const cloud = ((record.tokensIn ?? 0) * price.input + (record.tokensOut ?? 0) * price.output) / 1e6;
+  const cloud = tokensKnown ? ((record.tokensIn ?? 0) * price.input + (record.tokensOut ?? 0) * price.output) / 1e6 : null;
   const energy = ((record.energyJoules ?? 0) / JOULES_PER_KWH) * config.accounting.kwh_price;
-  return { cloudCostDollars: cloud, energyCostDollars: energy, savedDollars: record.fallback === null ? cloud - energy : 0 };
+  return { cloudCostDollars: cloud, energyCostDollars: energy, savedDollars: record.fallback === null ? (cloud ?? 0) - energy : 0 };
 }
 
 /** Time on a GPU and the energy it drew for one request. */

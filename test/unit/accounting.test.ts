@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { HistoryRecord, UsageReport } from '../../src/contract/index.js';
-import { EnergyMeter } from '../../src/history/accounting.js';
+import { costOf, EnergyMeter } from '../../src/history/accounting.js';
 import { usageCsv, usageReport } from '../../src/history/usage.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
@@ -168,6 +168,21 @@ describe('energy metering', () => {
     );
     close(usage.hardwareCostDollars, 1, 'a day of hardware');
     close(usage.roi ?? NaN, usage.totals.savedDollars - 1, 'ROI');
+  });
+});
+
+describe('request costs', () => {
+  const config = loadConfig({ env: {} });
+
+  it('charges the energy of an answer whose token counts never came (cancelled, or failed mid-answer): it saved nothing', () => {
+    const cost = costOf(config, { model: 'm', tier: 'simple', tokensIn: null, tokensOut: null, fallback: null, energyJoules: 7_200_000 });
+    const energy = 2 * config.accounting.kwh_price;
+    assert.deepEqual(cost, { cloudCostDollars: null, energyCostDollars: energy, savedDollars: -energy });
+    assert.deepEqual(
+      costOf(config, { model: 'm', tier: 'simple', tokensIn: null, tokensOut: null, fallback: null, energyJoules: null }),
+      { cloudCostDollars: null, energyCostDollars: null, savedDollars: null },
+      'nothing known, nothing charged',
+    );
   });
 });
 
