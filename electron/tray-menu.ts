@@ -1,5 +1,6 @@
 import {
   describeQueued,
+  dollarsOf,
   gibOf,
   healthyBackendCount,
   queuedPerLane,
@@ -107,10 +108,6 @@ function neverCloudLines(state: BridgeState): MenuItemSpec[] {
 }
 
 /** Dollars with cents, or tenths of a cent under a dollar (local savings per request are small). */
-export function dollars(amount: number): string {
-  return Math.abs(amount) < 1 ? `$${amount.toFixed(3)}` : `$${amount.toFixed(2)}`;
-}
-
 export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[] {
   return [
     ...statusLines(state),
@@ -155,6 +152,6 @@ export function trayTooltip(state: BridgeState, requestsPerMinute: number): stri
   if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
   for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
   if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
-  lines.push(`Today: ${state.today.requests} requests, ${dollars(state.today.savedDollars)} saved vs cloud`);
+  lines.push(`Today: ${state.today.requests} requests, ${dollarsOf(state.today.savedDollars, 3)} saved vs cloud`);
   return lines.join('\n');
 }

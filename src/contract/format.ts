@@ -4,3 +4,12 @@ export const GIB = 1024 ** 3;
 export function gibOf(bytes: number | null | undefined, digits = 1): string | null {
   return bytes === null || bytes === undefined ? null : (bytes / GIB).toFixed(digits);
 }
+
+/**
+ * Dollars for people: `smallDigits` decimals below a dollar ("$0.0042"), cents above ("$12.35").
+ * The sign goes before the dollar, and a figure that rounds to nothing has none ("$0.000", not "$-0.000").
+ */
+export function dollarsOf(amount: number, smallDigits: number): string {
+  const digits = Math.abs(amount).toFixed(Math.abs(amount) < 1 ? smallDigits : 2);
+  return `${amount < 0 && Number(digits) !== 0 ? '-' : ''}$${digits}`;
+}

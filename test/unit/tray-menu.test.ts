@@ -136,6 +136,10 @@ describe('tray menu, built from the state', () => {
       cloudPolicy: { header: 'x-bridge-local-only', neverModels: ['secret-*'], localOnlyTeams: ['legal'], localOnlyKeys: ['bob'] },
     });
     assert.match(trayTooltip(withPolicy, 1), /\nToday: 42 requests, \$12\.35 saved vs cloud$/);
+    // Savings go below zero when the energy cost more than the cloud would have: the sign before the
+    // dollar, and none on a figure that rounds to nothing.
+    assert.match(trayTooltip(state({ today: { requests: 3, savedDollars: -2.5 } }), 1), /\nToday: 3 requests, -\$2\.50 saved vs cloud$/);
+    assert.match(trayTooltip(state({ today: { requests: 3, savedDollars: -0.0001 } }), 1), /\nToday: 3 requests, \$0\.000 saved vs cloud$/);
     const names = labels(buildTrayMenu({ state: withPolicy, startAtLogin: false }));
     assert.equal(names[names.indexOf('Cloud fallback') + 1], 'Never cloud: teams legal; keys bob; models secret-*');
     assert.equal(item(buildTrayMenu({ state: withPolicy, startAtLogin: false }), 'Never cloud: teams legal; keys bob; models secret-*').enabled, false);

@@ -1,5 +1,5 @@
 import { useEffect, useState, type JSX } from 'react';
-import type { UsageFigures, UsageReport, WhoAmI } from '../../../src/contract';
+import { dollarsOf, type UsageFigures, type UsageReport, type WhoAmI } from '../../../src/contract';
 import { downloadUsageCsv, getUsage } from '../api';
 
 const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
@@ -9,9 +9,7 @@ function isoDay(date: Date): string {
   return local.toISOString().slice(0, 10);
 }
 
-export function dollars(amount: number): string {
-  return Math.abs(amount) < 1 ? `$${amount.toFixed(4)}` : `$${amount.toFixed(2)}`;
-}
+const dollars = (amount: number): string => dollarsOf(amount, 4);
 
 function kwh(joules: number): string {
   return `${(joules / 3_600_000).toFixed(3)} kWh`;
