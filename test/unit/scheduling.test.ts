@@ -220,12 +220,13 @@ describe('scheduler in the bridge', () => {
       ).text();
     }
     const sent = upstream.requests.map((r) => JSON.parse(r.body) as { keep_alive: unknown; options: { num_ctx: number } });
+    // "-1" as text goes as the number: Ollama reads text in a request only as a Go duration.
     assert.deepEqual(
       sent.map((b) => [b.keep_alive, b.options.num_ctx]),
       [
-        ['-1', 4096],
-        ['-1', 4096],
-        ['-1', 8192],
+        [-1, 4096],
+        [-1, 4096],
+        [-1, 8192],
       ],
     );
   });
