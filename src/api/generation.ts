@@ -524,6 +524,15 @@ export async function serveGeneration(
     }
     const source = usable.find((b) => b.name === slot.backend) as Backend;
     untried.splice(untried.indexOf(source), 1);
+    // Its circuit may have opened (or it went down) while this request waited for its turn there:
+    // sent anyway, it would fail the same way, or wait out the same timeout.
+    const refusal = source.refusal(route.model);
+    if (refusal !== null) {
+      slot.release();
+      route.reason += `; ${source.name} ${refusal} when its turn came`;
+      outcome.reason = route.reason;
+      continue;
+    }
     let served = false;
     try {
       served = await serveFrom(source);

@@ -209,6 +209,29 @@ describe('retries and failover', () => {
     assert.match(last.headers.get('x-bridge-route-reason') ?? '', /primary gpu0 is failing; failing over to gpu1/);
   });
 
+  it('does not send a request that queued for a backend there once its circuit opened meanwhile: it goes to the next candidate', async () => {
+    // gpu0 accepts requests and never answers them (a wedged runner); it has one slot, so the
+    // second request queues behind the first in the bridge.
+    const { a, bridge } = await twoBackends(
+      () => undefined,
+      (res) => answer(res, 'from gpu1'),
+      { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
+      'routing:\n  thresholds:\n    timeout_seconds: 0.3\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 60\n',
+    );
+    const first = chat(bridge);
+    await until(() => (a.requests.length === 1 ? true : undefined), 'the first request on gpu0');
+    const second = chat(bridge);
+    await until(() => (bridge.state.scheduler.queued === 1 ? true : undefined), 'the second request queued for gpu0');
+    // The first one times out on gpu0, which opens its circuit, and is answered by gpu1.
+    assert.equal((await first).headers.get('x-bridge-backend'), 'gpu1');
+    assert.equal(backendState(bridge, 'gpu0').health.circuit, 'open');
+    const answered = await second;
+    assert.equal(answered.status, 200);
+    assert.equal(answered.headers.get('x-bridge-backend'), 'gpu1');
+    // Its turn on gpu0 came after the circuit opened: it was not sent there to wait out the timeout too.
+    assert.equal(a.requests.length, 1);
+  });
+
   it('opens the circuit of a model whose runner fails every answer after a 200 (Ollama’s error line), and stops sending it there', async () => {
     const { a, bridge } = await twoBackends(
       (res) => {

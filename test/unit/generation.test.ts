@@ -33,6 +33,10 @@ class FakeSource implements GenerationSource {
     return true;
   }
 
+  refusal(): string | null {
+    return null;
+  }
+
   noteFailure(message: string): void {
     this.failures.push(message);
   }
