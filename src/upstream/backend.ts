@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
+import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth } from './health.js';
 import { LazyPool } from './lazy-pool.js';
@@ -147,7 +147,7 @@ export class Backend implements GenerationSource {
     if (cancel.aborted) return error;
     const failure = toUpstreamError(error, this.name);
     this.failures += 1;
-    this.health.recordFailure(failure.message, failure.failure === 'unreachable');
+    this.health.recordFailure(failure.message, connectionRefused(error));
     return failure;
   }
 

@@ -53,6 +53,17 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
+/** Codes of a connection that could not be made at all: nothing listens there, or there is no route to it. */
+const REFUSED_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/**
+ * Whether `error` says the upstream could not be connected to at all. A connection it accepted and
+ * then lost (a reset, a socket closed before the answer) says it is up, so it is not one.
+ */
+export function connectionRefused(error: unknown): boolean {
+  return REFUSED_CODES.has(errorCode(error) ?? '');
+}
+
 /** Maps a connection error (node:http's, undici's, a socket's) to the gateway failure a client should see. */
 export function toUpstreamError(error: unknown, backend: string): UpstreamError {
   if (error instanceof UpstreamError) return error;

@@ -171,6 +171,44 @@ describe('retries and failover', () => {
     assert.ok(checks - checksAtStart <= 1, `the hung primary was checked ${checks - checksAtStart} times for 6 requests`);
   });
 
+  it('counts a connection reset after the request was sent against the circuit, without marking the backend down as a refused connection does', async () => {
+    // Two requests in a row lose their connection (a proxy in between restarting, a keep-alive
+    // race); the backend itself is up all along and answers its checks.
+    let resets = 2;
+    const upstream = await startStandIn(
+      (_req, res) => {
+        if (resets === 0) return answer(res, 'fine');
+        resets -= 1;
+        res.socket?.destroy();
+      },
+      ['m:latest'],
+      // Held in memory: no look at /api/ps after a cold load tells the bridge it is up.
+      ['m:latest'],
+    );
+    const bridge = await startTestBridge({
+      file: configFile('routing:\n  health:\n    interval_seconds: 600\n'),
+      env: { OLLAMA_HOST: upstream.url },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    for (let i = 0; i < 2; i++) {
+      const broken = await chat(bridge);
+      assert.equal(broken.status, 502);
+      await broken.arrayBuffer();
+      assert.equal(backendState(bridge, 'local').health.status, 'failing');
+    }
+    // Two failures, short of the threshold (3): the backend still takes the next request.
+    const next = await chat(bridge);
+    assert.equal(next.status, 200);
+    assert.equal(((await next.json()) as { message: { content: string } }).message.content, 'fine');
+    // A refused connection still marks it down at once.
+    await upstream.close();
+    assert.equal((await chat(bridge)).status, 502);
+    assert.equal(backendState(bridge, 'local').health.status, 'down');
+  });
+
   it('does not retry the client’s own mistakes (4xx)', async () => {
     const { b, bridge } = await twoBackends(
       (res) => {
