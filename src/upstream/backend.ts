@@ -123,6 +123,8 @@ export class Backend implements GenerationSource {
       return response;
     } catch (error) {
       this.inFlight -= 1;
+      // The client left before the answer: nothing was learnt of the backend, and a probe of a half-open circuit must not hold it shut.
+      if (request.signal.aborted) this.health.release(model);
       throw this.unanswered(error, request.signal);
     }
   }

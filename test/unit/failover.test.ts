@@ -367,6 +367,48 @@ describe('retries and failover', () => {
     assert.equal(modelCircuit(), undefined);
   });
 
+  it('lets the next request probe a half-open circuit at once when the client of a relayed probe (embeddings) left before the answer', async () => {
+    let phase: 'crash' | 'slow' | 'answer' = 'crash';
+    let slowAnswerClosed: () => void = () => undefined;
+    const probeStopped = new Promise<void>((resolve) => (slowAnswerClosed = resolve));
+    const upstream = await startStandIn(
+      (_req, res) => {
+        if (phase === 'answer') return answer(res, 'fine');
+        if (phase === 'slow') return void res.once('close', slowAnswerClosed);
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end('{"error":"llama runner process has terminated"}');
+      },
+      ['m:latest'],
+      ['m:latest'],
+    );
+    const bridge = await startTestBridge({
+      file: configFile('routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n'),
+      env: { OLLAMA_HOST: upstream.url },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const embed = (signal?: AbortSignal): Promise<Response> =>
+      fetch(`${bridge.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'x' }), signal });
+    const modelCircuit = (): string | undefined => backendState(bridge, 'local').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    assert.equal((await embed()).status, 500);
+    await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
+    phase = 'slow';
+    const leaving = new AbortController();
+    const probe = embed(leaving.signal).catch(() => undefined);
+    await until(() => (upstream.requests.length === 2 ? true : undefined), 'the probe upstream');
+    leaving.abort();
+    await probe;
+    await probeStopped;
+    phase = 'answer';
+    // The probe's client left before any answer: no verdict, so the next request is the probe.
+    const next = await chat(bridge);
+    assert.equal(next.status, 200);
+    assert.equal(((await next.json()) as { message: { content: string } }).message.content, 'fine');
+    assert.equal(modelCircuit(), undefined);
+  });
+
   it('opens the circuit of a backend whose answers keep breaking after they started', async () => {
     const { a, bridge } = await twoBackends(
       (res) => {
