@@ -209,6 +209,29 @@ describe('retries and failover', () => {
     assert.equal(backendState(bridge, 'local').health.status, 'down');
   });
 
+  it('does not send embeddings to a backend whose circuit is open: they are refused with 503 naming it, as generations are', async () => {
+    // Accepts embedding requests and never answers them (a wedged runner).
+    const upstream = await startStandIn(() => undefined, ['m:latest'], ['m:latest']);
+    const bridge = await startTestBridge({
+      file: configFile(
+        'routing:\n  thresholds:\n    timeout_seconds: 0.3\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 60\n',
+      ),
+      env: { OLLAMA_HOST: upstream.url },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const embed = (): Promise<Response> => fetch(`${bridge.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'x' }) });
+    assert.equal((await embed()).status, 504);
+    assert.equal(backendState(bridge, 'local').health.circuit, 'open');
+    const refused = await embed();
+    assert.equal(refused.status, 503);
+    assert.match(((await refused.json()) as { error: string }).error, /local circuit open/);
+    // Not sent to wait out the timeout again.
+    assert.equal(upstream.requests.length, 1);
+  });
+
   it('does not retry the client’s own mistakes (4xx)', async () => {
     const { b, bridge } = await twoBackends(
       (res) => {
