@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
-import { BackendHealth } from './health.js';
+import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
 import { canonicalModelName, type CancelSignal } from '../contract/index.js';
 import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
@@ -103,7 +103,7 @@ export class Backend implements GenerationSource {
    * 5xx answers count as failures. Rejects with an UpstreamError (or the abort reason).
    */
   async request(request: UpstreamRequest): Promise<Dispatcher.ResponseData> {
-    const model = this.begin(request.model);
+    const { model, probes } = this.begin(request.model);
     const started = performance.now();
     try {
       const pool = await this.pool.get();
@@ -124,18 +124,17 @@ export class Backend implements GenerationSource {
     } catch (error) {
       this.inFlight -= 1;
       // The client left before the answer: nothing was learnt of the backend, and a probe of a half-open circuit must not hold it shut.
-      if (request.signal.aborted) this.health.release(model);
+      if (request.signal.aborted) this.health.release(model, probes);
       throw this.unanswered(error, request.signal);
     }
   }
 
-  /** Counts a request that is about to be sent; returns its model's canonical name. */
-  private begin(requested: string | undefined): string | undefined {
+  /** Counts a request that is about to be sent; returns its model's canonical name, and which circuits it probes. */
+  private begin(requested: string | undefined): { model: string | undefined; probes: Probes } {
     this.inFlight += 1;
     this.requests += 1;
     const model = requested === undefined ? undefined : canonicalModelName(requested);
-    this.health.begin(model);
-    return model;
+    return { model, probes: this.health.begin(model) };
   }
 
   /** Counts an answer by its status: 5xx is a failure; 503 is Ollama's "server busy" (its queue is full), the whole backend's. */
@@ -162,7 +161,7 @@ export class Backend implements GenerationSource {
    */
   async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
     const pool = this.pool.made ?? (await this.pool.get());
-    const model = this.begin(String(request.body.model));
+    const { model, probes } = this.begin(String(request.body.model));
     const started = performance.now();
     const { cancel } = request;
     const { maxLineBytes } = this.limits;
@@ -225,7 +224,7 @@ export class Backend implements GenerationSource {
           onResponseError: (_dispatch, error) => {
             finish();
             // The client left: nothing was learnt of the backend, and a probe of a half-open circuit must not hold it shut.
-            if (cancel.aborted) this.health.release(model);
+            if (cancel.aborted) this.health.release(model, probes);
             if (status === 0) reject(this.unanswered(error, cancel));
             else if (status >= 400) reject(statusError());
             else lines.fail(error);

@@ -14,6 +14,12 @@ export interface HealthOptions {
  */
 const MAX_MODEL_CIRCUITS = 64;
 
+/** Which circuits a request sent is the half-open probe of, from begin(): only a probe's end releases its circuit. */
+export interface Probes {
+  backend: boolean;
+  model: boolean;
+}
+
 /** Consecutive failures that open a circuit, and the one probe a half-open circuit lets through. */
 class Circuit {
   failures = 0;
@@ -37,11 +43,14 @@ class Circuit {
     return state === 'closed' || (state === 'half-open' && !this.probing);
   }
 
-  begin(): void {
-    if (this.state === 'half-open') this.probing = true;
+  /** Call when a request is sent; true when it is the probe of a half-open circuit. */
+  begin(): boolean {
+    if (this.state !== 'half-open') return false;
+    this.probing = true;
+    return true;
   }
 
-  /** A request ended with no verdict (its client left): a half-open circuit lets the next one probe. */
+  /** The probe ended with no verdict (its client left): the next request may probe. */
   release(): void {
     this.probing = false;
   }
@@ -130,15 +139,18 @@ export class BackendHealth {
   }
 
   /** Call when a request is actually sent: in half-open state it becomes the probe. */
-  begin(model?: string): void {
-    this.backendCircuit.begin();
-    if (model !== undefined) this.models.get(model)?.begin();
+  begin(model?: string): Probes {
+    return { backend: this.backendCircuit.begin(), model: model !== undefined && (this.models.get(model)?.begin() ?? false) };
   }
 
-  /** A request that ended with no verdict on the backend (its client left before the answer did). */
-  release(model?: string): void {
-    this.backendCircuit.release();
-    if (model !== undefined) this.models.get(model)?.release();
+  /**
+   * A request that ended with no verdict on the backend (its client left before the answer did):
+   * the circuits it was the probe of let the next request probe. Any other request's end says
+   * nothing about a probe still running.
+   */
+  release(model: string | undefined, probes: Probes): void {
+    if (probes.backend) this.backendCircuit.release();
+    if (probes.model && model !== undefined) this.models.get(model)?.release();
   }
 
   recordCheck(ok: boolean, error?: string): void {

@@ -74,6 +74,23 @@ describe('backend health and circuit breaker', () => {
     assert.equal(health.snapshot().latencyMs, 12);
   });
 
+  it('keeps the probe the only request through a half-open circuit when an older request, sent while it was closed, ends without a verdict', () => {
+    const { health, advance } = clocked();
+    health.recordCheck(true);
+    // A long answer, sent before the circuit opened.
+    const older = health.begin();
+    for (let i = 0; i < 3; i++) health.recordFailure('timeout');
+    advance(10_000);
+    const probe = health.begin();
+    assert.equal(health.canTake(), false);
+    // The older request's client leaves: that says nothing about the probe, still running.
+    health.release(undefined, older);
+    assert.equal(health.canTake(), false, 'a second probe was let through');
+    // The probe's own client leaving lets the next request probe.
+    health.release(undefined, probe);
+    assert.equal(health.canTake(), true);
+  });
+
   it('marks a refused connection down at once, and a recovered check clears the failures it caused', () => {
     const { health } = clocked();
     health.recordCheck(true);
