@@ -1,5 +1,6 @@
-import { appendFile, chmod, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import type { HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
 
@@ -33,6 +34,23 @@ function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
     savedDollars: null,
     ...record,
   } as HistoryRecord;
+}
+
+/** One line of the file as a record; undefined for a line that does not parse (a torn write). */
+function parseLine(line: string): HistoryRecord | undefined {
+  try {
+    return withAccountingFields(JSON.parse(line) as Partial<HistoryRecord>);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records picked from the history, and how far back the history they were picked from reaches. */
+export interface HistorySelection {
+  /** Oldest first. */
+  records: HistoryRecord[];
+  /** Time of the oldest record held (in the ring, or in the files when they were read); null when none is. */
+  oldest: string | null;
 }
 
 /**
@@ -83,11 +101,9 @@ export class HistoryStore {
       if (generation === 0) this.tornTail = text !== '' && !text.endsWith('\n');
       text.split('\n').forEach((line, index) => {
         if (line.trim() === '') return;
-        try {
-          this.remember(withAccountingFields(JSON.parse(line) as Partial<HistoryRecord>));
-        } catch {
-          this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
-        }
+        const record = parseLine(line);
+        if (record === undefined) this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
+        else this.remember(record);
       });
     }
   }
@@ -110,6 +126,52 @@ export class HistoryStore {
     const { maxRecords } = this.options;
     const kept = this.ring.length > maxRecords ? this.ring.slice(this.ring.length - maxRecords) : this.ring;
     return kept.slice(-limit);
+  }
+
+  /**
+   * The records `keep` picks among those from `from` on. The ring answers when it reaches back to
+   * `from` or has never dropped a record; else the files are read, all kept generations line by line
+   * (a range of weeks can be far more than the ring holds), plus the records not yet written.
+   */
+  async select(from: Date, keep: (record: HistoryRecord) => boolean): Promise<HistorySelection> {
+    const kept = this.recent();
+    const oldest = kept[0]?.time ?? null;
+    const ringReachesBack = oldest !== null && Date.parse(oldest) <= from.getTime();
+    if (this.options.dir === undefined || ringReachesBack || this.ring.length < this.options.maxRecords) {
+      return { records: kept.filter(keep), oldest };
+    }
+    // Taken now, and read after the writes queued before: together exactly the records held now.
+    // Writes queued meanwhile wait for the read, so no rotation renames a file while it is read.
+    const unwritten = this.pending.slice();
+    const reading = this.writing.then(() => this.selectFromFiles(unwritten, keep));
+    this.writing = reading.then(
+      () => undefined,
+      () => undefined,
+    );
+    return reading;
+  }
+
+  private async selectFromFiles(unwritten: readonly HistoryRecord[], keep: (record: HistoryRecord) => boolean): Promise<HistorySelection> {
+    const records: HistoryRecord[] = [];
+    let oldest: string | null = null;
+    const take = (record: HistoryRecord): void => {
+      oldest ??= record.time;
+      if (keep(record)) records.push(record);
+    };
+    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+      const file = await open(this.fileAt(generation)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw error;
+      });
+      if (file === undefined) continue;
+      // Unreadable lines were reported when the bridge started (a torn write is only made by a crash).
+      for await (const line of createInterface({ input: file.createReadStream({ encoding: 'utf8' }), crlfDelay: Infinity })) {
+        const record = line.trim() === '' ? undefined : parseLine(line);
+        if (record !== undefined) take(record);
+      }
+    }
+    unwritten.forEach(take);
+    return { records, oldest };
   }
 
   get size(): number {

@@ -154,6 +154,55 @@ describe('history store', () => {
     await reopened.stop();
   });
 
+  it('picks records older than the ring holds from all kept files and the records not yet written, oldest first', async () => {
+    const dir = tempDir('history-');
+    const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
+    const store = await openStore({ dir, maxRecords: 3, maxFileBytes: size * 3, keepFiles: 2 });
+    for (let i = 0; i < 12; i++) {
+      store.add(record(i));
+      await store.flush();
+    }
+    appendFileSync(path.join(dir, 'history.1.jsonl'), '{"id":"torn\n');
+    store.add(record(12));
+    store.add(record(13));
+    const everything = (): boolean => true;
+    // A write queued while the files are read waits for the read: nothing is read twice or missed.
+    store.add(record(14));
+    const [selection] = await Promise.all([store.select(new Date(0), everything), store.flush()]);
+    // r00-r02 were rotated away; r03-r11 are in 3 files of 3; r12-r14 were not written yet when asked.
+    assert.deepEqual(
+      selection.records.map((r) => r.id),
+      ['r03', 'r04', 'r05', 'r06', 'r07', 'r08', 'r09', 'r10', 'r11', 'r12', 'r13', 'r14'],
+    );
+    assert.equal(selection.oldest, record(3).time);
+    // Writing r12-r14 rotated r03-r05 away.
+    const odd = await store.select(new Date(0), (r) => Number(r.id.slice(1)) % 2 === 1);
+    assert.deepEqual(
+      odd.records.map((r) => r.id),
+      ['r07', 'r09', 'r11', 'r13'],
+    );
+    assert.equal(odd.oldest, record(6).time);
+    // A range the ring reaches back to is answered from the ring.
+    const recent = await store.select(new Date(record(12).time), everything);
+    assert.deepEqual(
+      recent.records.map((r) => r.id),
+      ['r12', 'r13', 'r14'],
+    );
+    await store.stop();
+  });
+
+  it('picks from the ring alone when history lives in memory', async () => {
+    const store = await openStore({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
+    for (let i = 0; i < 5; i++) store.add(record(i));
+    const selection = await store.select(new Date(0), () => true);
+    assert.deepEqual(
+      selection.records.map((r) => r.id),
+      ['r02', 'r03', 'r04'],
+    );
+    assert.equal(selection.oldest, record(2).time);
+    await store.stop();
+  });
+
   it('keeps a bounded ring in memory and tells listeners about each record', async () => {
     const store = await openStore({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
     const heard: string[] = [];
