@@ -11,7 +11,7 @@ import { Authenticator } from './auth/authenticate.js';
 import { Limiter } from './auth/limits.js';
 import { isOllamaCloudModel, LOCAL_ONLY_HEADER, localOnlyReason } from './auth/policy.js';
 import { EnergyMeter } from './history/accounting.js';
-import { usageCsv, usageReport } from './history/usage.js';
+import { usageCsv, usageRecords, usageReport } from './history/usage.js';
 import { isLoopbackHost } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createActions, type Actions } from './control/actions.js';
@@ -309,8 +309,11 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         feed: stateFeed,
         history: (limit) => history.recent(limit),
         gpuHistory: (sinceMs) => Object.fromEntries(gpuMonitor.status.gpus.map((g) => [g.index, gpuMonitor.history(g.index, sinceMs)])),
-        usage: (query) => usageReport(config, history.recent(), query),
-        usageCsv: (query) => usageCsv(history.recent(), query),
+        usage: async (query) => {
+          const { records, oldest } = await usageRecords(history, query);
+          return usageReport(config, records, query, oldest);
+        },
+        usageCsv: async (query) => usageCsv((await usageRecords(history, query)).records, query),
         authRequired: authenticator.required,
       },
       uiDir: options.uiDir,

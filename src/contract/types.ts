@@ -156,6 +156,12 @@ export interface UsageReport {
   to: string;
   /** "everyone" for admins and viewers; a user sees their own requests only. */
   scope: 'everyone' | 'own';
+  /**
+   * Time of the oldest request the bridge still has a record of, when that is after `from` (older
+   * records were rotated out of the history files, or the history began later): the figures cover
+   * the range from then on only. Null when the history reaches back to `from`.
+   */
+  coversSince: string | null;
   totals: UsageFigures;
   /** accounting.hardware_cost_per_month for the days of the range. */
   hardwareCostDollars: number;

@@ -1,4 +1,4 @@
-import express, { type Request, type Router as ExpressRouter } from 'express';
+import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { identityOf } from '../api/request.js';
 import { seesEveryone } from '../auth/access.js';
 import type { Identity } from '../auth/identity.js';
@@ -20,8 +20,9 @@ export interface ControlDeps {
   feed: StateFeed;
   history: (limit: number) => HistoryRecord[];
   gpuHistory: (sinceMs: number) => Record<number, GpuPoint[]>;
-  usage: (query: UsageQuery) => UsageReport;
-  usageCsv: (query: UsageQuery) => string;
+  /** Both may read the history files: a range can reach back further than the records in memory. */
+  usage: (query: UsageQuery) => Promise<UsageReport>;
+  usageCsv: (query: UsageQuery) => Promise<string>;
   authRequired: boolean;
 }
 
@@ -86,27 +87,41 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     res.json(whoami);
   });
 
-  router.get('/bridge/api/usage', (req, res) => {
+  /** The answer of `compute`, or 500 in the control API's shape when the history could not be read (the log says why). */
+  const readingHistory = async <T>(compute: () => Promise<T>, res: Response): Promise<T | undefined> => {
+    try {
+      return await compute();
+    } catch (error) {
+      deps.log.error({ err: error }, 'could not read the history for a usage report');
+      res.status(500).json({ error: 'could not read the usage history; the bridge log says why' });
+      return undefined;
+    }
+  };
+
+  router.get('/bridge/api/usage', async (req, res) => {
     const query = usageQuery(req, identityOf(req));
     if (typeof query === 'string') {
       res.status(400).json({ error: query });
       return;
     }
-    res.json(deps.usage(query));
+    const report = await readingHistory(() => deps.usage(query), res);
+    if (report !== undefined) res.json(report);
   });
 
-  router.get('/bridge/api/usage.csv', (req, res) => {
+  router.get('/bridge/api/usage.csv', async (req, res) => {
     const query = usageQuery(req, identityOf(req));
     if (typeof query === 'string') {
       res.status(400).json({ error: query });
       return;
     }
+    const csv = await readingHistory(() => deps.usageCsv(query), res);
+    if (csv === undefined) return;
     // The days the user picked, in their time zone: `to` is the start of the day after the last.
     const day = (ms: number): string => new Date(ms + query.utcOffsetMinutes * 60_000).toISOString().slice(0, 10);
     const name = `copilot-bridge-usage-${day(query.from.getTime())}-${day(Math.max(query.from.getTime(), query.to.getTime() - 1))}.csv`;
     res.setHeader('content-type', 'text/csv; charset=utf-8');
     res.setHeader('content-disposition', `attachment; filename="${name}"`);
-    res.send(deps.usageCsv(query));
+    res.send(csv);
   });
 
   router.get('/bridge/api/gpu/history', (req, res) => {

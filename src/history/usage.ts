@@ -1,6 +1,7 @@
 import type { Config } from '../config/schema.js';
 import type { HistoryRecord, UsageFigures, UsageReport } from '../contract/index.js';
 import { PRICES_DATE } from './accounting.js';
+import type { HistorySelection, HistoryStore } from './store.js';
 
 const DAY_MS = 86_400_000;
 const MONTH_DAYS = 365.25 / 12;
@@ -43,17 +44,26 @@ export interface UsageQuery {
   utcOffsetMinutes: number;
 }
 
-export function inRange(records: readonly HistoryRecord[], query: UsageQuery): HistoryRecord[] {
-  const from = query.from.getTime();
-  const to = query.to.getTime();
-  return records.filter((r) => {
-    const t = Date.parse(r.time);
-    return t >= from && t < to && (query.user === undefined || r.user === query.user);
-  });
+/** Whether the record belongs to the query: in its range, and the asking user's own when it names one. */
+function matchesQuery(record: HistoryRecord, query: UsageQuery): boolean {
+  const time = Date.parse(record.time);
+  return time >= query.from.getTime() && time < query.to.getTime() && (query.user === undefined || record.user === query.user);
 }
 
-/** Adds up the history for the Usage view: totals, per team, per person, top models, the week heatmap. */
-export function usageReport(config: Config, records: readonly HistoryRecord[], query: UsageQuery): UsageReport {
+function inRange(records: readonly HistoryRecord[], query: UsageQuery): HistoryRecord[] {
+  return records.filter((record) => matchesQuery(record, query));
+}
+
+/** The query's records from the history, from its files when the range reaches back further than memory. */
+export function usageRecords(history: HistoryStore, query: UsageQuery): Promise<HistorySelection> {
+  return history.select(query.from, (record) => matchesQuery(record, query));
+}
+
+/**
+ * Adds up the history for the Usage view: totals, per team, per person, top models, the week heatmap.
+ * `oldestHeld` is the time of the oldest record the history still holds: a range starting before it is covered from there on only.
+ */
+export function usageReport(config: Config, records: readonly HistoryRecord[], query: UsageQuery, oldestHeld: string | null): UsageReport {
   const secondsPerToken = config.accounting.seconds_saved_per_output_token;
   const totals = emptyFigures();
   const teams = new Map<string, UsageFigures & { team: string }>();
@@ -87,6 +97,7 @@ export function usageReport(config: Config, records: readonly HistoryRecord[], q
     from: query.from.toISOString(),
     to: query.to.toISOString(),
     scope: query.user === undefined ? 'everyone' : 'own',
+    coversSince: oldestHeld !== null && Date.parse(oldestHeld) > query.from.getTime() ? oldestHeld : null,
     totals,
     hardwareCostDollars,
     roi: hardwareCostDollars > 0 ? (totals.savedDollars - hardwareCostDollars) / hardwareCostDollars : null,

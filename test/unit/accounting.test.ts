@@ -212,7 +212,8 @@ describe('usage report', () => {
       record({ id: 'd', user: 'dee', team: 'ops', fallback: 'cloud', savedDollars: 0 }),
       record({ id: 'old', time: '2025-05-01T00:00:00.000Z' }),
     ];
-    const report = usageReport(config, records, { from: new Date('2025-06-01T00:00:00Z'), to: new Date('2025-06-09T00:00:00Z'), utcOffsetMinutes: 120 });
+    const query = { from: new Date('2025-06-01T00:00:00Z'), to: new Date('2025-06-09T00:00:00Z'), utcOffsetMinutes: 120 };
+    const report = usageReport(config, records, query, '2025-05-01T00:00:00.000Z');
     assert.equal(report.totals.requests, 4, 'the record outside the range is left out');
     assert.deepEqual(
       report.byTeam.map((t) => [t.team, t.requests]),
@@ -235,6 +236,8 @@ describe('usage report', () => {
     // Only local answers that succeeded count towards time saved: a, b at 50 tokens each.
     close(report.totals.timeSavedSeconds, 100 * config.accounting.seconds_saved_per_output_token, 'time saved');
     assert.equal(report.roi, null, 'no hardware cost configured');
+    assert.equal(report.coversSince, null, 'the history reaches back before the range');
+    assert.equal(usageReport(config, records, query, '2025-06-02T09:30:00.000Z').coversSince, '2025-06-02T09:30:00.000Z', 'its oldest record is in the range');
   });
 
   it('exports CSV a spreadsheet cannot run: formula-like text stays text', () => {
