@@ -151,6 +151,12 @@ export function UsageView({ whoami, refresh }: { whoami: WhoAmI | null; refresh:
         <p className="empty">Loading usage…</p>
       ) : (
         <>
+          {report.coversSince !== null && (
+            <p className="muted small" data-testid="usage-coverage">
+              Covers requests since {new Date(report.coversSince).toLocaleString()}, the oldest the history still holds (history.max_file_mb,
+              history.keep_files).
+            </p>
+          )}
           <div className="tiles" data-testid="usage-totals">
             <div className="tile">
               <div className="label">Requests</div>
