@@ -174,7 +174,13 @@ function readConfigFile(file: string): Tree {
       }),
     );
   }
-  const content: unknown = document.toJS();
+  let content: unknown;
+  try {
+    content = document.toJS();
+  } catch (error) {
+    // The yaml library refuses to expand aliases past a limit (billion laughs) by throwing here.
+    throw new ConfigError([{ source: file, keyPath: '', expected: `valid YAML (${(error as Error).message})` }]);
+  }
   if (content === null || content === undefined) return {};
   if (!isTree(content)) {
     throw new ConfigError([{ source: file, keyPath: '', expected: 'a mapping of keys at the top level' }]);

@@ -18,6 +18,21 @@ describe('copilot-bridge command', () => {
     assert.doesNotMatch(run.stderr, /\n\s+at /);
   });
 
+  it('refuses a YAML alias bomb (billion laughs) as invalid configuration, exit 2, without a stack trace', async () => {
+    const file = path.join(dir, 'bomb.yaml');
+    const levels = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
+    const lines = levels.map((level, i) => {
+      const item = i === 0 ? '"lol"' : `*${levels[i - 1] ?? ''}`;
+      return `${level}: &${level} [${Array(9).fill(item).join(', ')}]`;
+    });
+    writeFileSync(file, `${lines.join('\n')}\n`);
+    const run = await runCliToEnd(['serve', '--config', file]);
+    assert.equal(run.code, 2);
+    assert.ok(run.stderr.startsWith(`copilot-bridge: invalid configuration\n  ${file}: valid YAML (`), run.stderr);
+    assert.match(run.stderr, /alias/i);
+    assert.doesNotMatch(run.stderr, /\n\s+at /);
+  });
+
   it('names the environment variable that holds a bad value', async () => {
     const run = await runCliToEnd(['serve'], { TIMEOUT_SECONDS: '-5' });
     assert.equal(run.code, 2);
