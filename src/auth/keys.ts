@@ -36,9 +36,19 @@ export class KeyFileError extends Error {
   override name = 'KeyFileError';
 }
 
+/** A file-system failure on the config file, told as the file and the error code instead of a stack trace. */
+function fileError(action: 'read' | 'write', file: string, error: unknown): KeyFileError {
+  return new KeyFileError(`cannot ${action} ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+}
+
 /** The config file as a YAML document, so comments and layout survive an edit. */
 function readDocument(file: string): YAML.Document {
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  let text = '';
+  try {
+    if (existsSync(file)) text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw fileError('read', file, error);
+  }
   const document = YAML.parseDocument(text);
   if (document.errors.length > 0) throw new KeyFileError(`${file} is not valid YAML: ${document.errors[0]?.message ?? ''}`);
   if (document.contents === null) document.contents = document.createNode({}) as unknown as typeof document.contents;
@@ -61,8 +71,12 @@ function keysOf(document: YAML.Document): YAMLSeq {
 
 function write(file: string, document: YAML.Document): void {
   // The file names who may use the bridge: keep it private to its owner.
-  writeFileSync(file, document.toString(), { mode: 0o600 });
-  chmodSync(file, 0o600);
+  try {
+    writeFileSync(file, document.toString(), { mode: 0o600 });
+    chmodSync(file, 0o600);
+  } catch (error) {
+    throw fileError('write', file, error);
+  }
 }
 
 /** Adds a key to the config file; returns the key, which exists nowhere else from then on. */

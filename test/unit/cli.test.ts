@@ -59,6 +59,17 @@ describe('copilot-bridge command', () => {
     }
   });
 
+  it('keys: a config path that cannot be read or written exits 2 naming the file and why, without a stack trace', async () => {
+    const list = await runCliToEnd(['keys', 'list', '--config', dir]);
+    assert.equal(list.code, 2);
+    assert.equal(list.stderr, `copilot-bridge keys: cannot read ${dir} (EISDIR)\n`);
+    const missingFolder = path.join(dir, 'no-such-folder', 'config.yaml');
+    const add = await runCliToEnd(['keys', 'add', '--name', 'alice', '--config', missingFolder]);
+    assert.equal(add.code, 2);
+    assert.equal(add.stderr, `copilot-bridge keys: cannot write ${missingFolder} (ENOENT)\n`);
+    assert.equal(add.stdout, '', 'no key is shown that was never stored');
+  });
+
   it('prints usage for --help and for an unknown command', async () => {
     const help = await runCliToEnd(['--help']);
     assert.equal(help.code, 0);
