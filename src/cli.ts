@@ -122,14 +122,19 @@ function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
         const role = options.role ?? 'user';
         if (!(ROLES as readonly string[]).includes(role)) return fail(`--role must be one of ${ROLES.join(', ')}`);
         if (options.cloud !== undefined && options.cloud !== 'allow' && options.cloud !== 'never') return fail('--cloud must be allow or never');
+        // An empty team would make the config invalid; an empty model list would store a key without the limit asked for.
+        const team = options.team?.trim();
+        if (team === '') return fail('--team must not be empty');
+        const models = options.models
+          ?.split(',')
+          .map((m) => m.trim())
+          .filter((m) => m !== '');
+        if (models?.length === 0) return fail('--models needs at least one model name or pattern');
         const key = addKey(file, {
           name: options.name.trim(),
-          team: options.team,
+          team,
           role: role as Role,
-          models: options.models
-            ?.split(',')
-            .map((m) => m.trim())
-            .filter((m) => m !== ''),
+          models,
           cloud: options.cloud as 'allow' | 'never' | undefined,
         });
         io.stderr(`Added key '${options.name.trim()}' to ${file} (only its SHA-256 is stored). This is the only time it is shown:\n`);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliToEnd } from '../support/cli.js';
@@ -68,6 +68,17 @@ describe('copilot-bridge command', () => {
     assert.equal(add.code, 2);
     assert.equal(add.stderr, `copilot-bridge keys: cannot write ${missingFolder} (ENOENT)\n`);
     assert.equal(add.stdout, '', 'no key is shown that was never stored');
+  });
+
+  it('keys add: refuses an empty --team or --models instead of storing a key serve refuses or one without the asked-for limit', async () => {
+    const file = path.join(dir, 'empty-options.yaml');
+    const team = await runCliToEnd(['keys', 'add', '--name', 'alice', '--team', ' ', '--config', file]);
+    assert.equal(team.code, 2);
+    assert.equal(team.stderr, 'copilot-bridge keys: --team must not be empty\n');
+    const models = await runCliToEnd(['keys', 'add', '--name', 'alice', '--models', ' , ', '--config', file]);
+    assert.equal(models.code, 2);
+    assert.equal(models.stderr, 'copilot-bridge keys: --models needs at least one model name or pattern\n');
+    assert.equal(existsSync(file), false, 'no key was stored');
   });
 
   it('prints usage for --help and for an unknown command', async () => {
