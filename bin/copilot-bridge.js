@@ -11,6 +11,25 @@ const GROWTH_FLAG = '--semi-space-growth-factor';
 const tuned = process.execArgv.some((arg) => arg.replaceAll('_', '-').startsWith(GROWTH_FLAG));
 if (!tuned) v8.setFlagsFromString(`${GROWTH_FLAG}=1`);
 
+// Signals are taken from the start: while the bridge starts (a managed Ollama may take seconds to
+// answer) the default action would end this process at once and leave the Ollama instances it
+// started running. A stop asked for then happens as soon as the bridge has started.
+let bridge;
+let stopRequested = false;
+const stop = (signal) => {
+  if (bridge === undefined) {
+    stopRequested = true;
+    process.stderr.write(`copilot-bridge: ${signal} while starting; stopping once started\n`);
+    return;
+  }
+  bridge.stop().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.once('SIGINT', stop);
+process.once('SIGTERM', stop);
+
 const { runCli } = await import('../dist/cli.js');
 const result = await runCli({
   argv: process.argv.slice(2),
@@ -24,12 +43,6 @@ if (!tuned) v8.setFlagsFromString(`${GROWTH_FLAG}=2`);
 if (typeof result === 'number') {
   process.exitCode = result;
 } else {
-  const shutdown = () => {
-    result.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once('SIGINT', shutdown);
-  process.once('SIGTERM', shutdown);
+  bridge = result;
+  if (stopRequested) stop();
 }

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { runCliToEnd } from '../support/cli.js';
+import { CLI, runCliToEnd } from '../support/cli.js';
+import { fakeOllamaBinary } from '../support/fake-ollama.js';
+import { freePort } from '../support/ollama-rig.js';
 import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
 import { tempDir, configFile } from '../support/temp.js';
 
@@ -54,5 +58,47 @@ describe('a failed start', () => {
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /EISDIR.*history\.jsonl/);
     assert.deepEqual(markedProcesses(mark), []);
+  });
+});
+
+describe('a stop asked for during start', () => {
+  it('SIGTERM while a managed Ollama starts: stops it once started, exits 0, and leaves no child process', async () => {
+    const mark = processMark();
+    const gate = createServer();
+    servers.push(gate);
+    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve));
+    const ollamaStarting = once(gate, 'connection') as Promise<[Socket]>;
+    const config = configFile(`data_dir: ${tempDir('start-stop-data-')}
+ollama:
+  binary: ${fakeOllamaBinary({ startGate: (gate.address() as { port: number }).port })}
+backends:
+  - { name: gpu0, url: "http://127.0.0.1:${await freePort()}", manage: true }
+gpu_monitor:
+  enabled: false
+`);
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--config', config], {
+      env: { PATH: process.env.PATH, LOG_LEVEL: 'error', ...mark.env },
+    });
+    let stderr = '';
+    const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+    const [ollama] = await ollamaStarting;
+    const stopNoted = new Promise<void>((resolve) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (stderr.includes('stopping once started')) resolve();
+      });
+    });
+    try {
+      // The bridge is waiting for its Ollama to answer.
+      child.kill('SIGTERM');
+      await Promise.race([stopNoted, exited]);
+      ollama.write('start');
+      const [code, signal] = await exited;
+      assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderr);
+      assert.match(stderr, /^copilot-bridge: SIGTERM while starting; stopping once started\n/);
+      assert.deepEqual(markedProcesses(mark), []);
+    } finally {
+      ollama.destroy();
+    }
   });
 });
