@@ -33,13 +33,19 @@ const MIB = 1024 * 1024;
 
 const NOT_AVAILABLE = /^\[?(N\/A|Not Supported|Unknown Error|Insufficient Permissions|Requested functionality has been deprecated)\]?$/i;
 
-/** Splits CSV lines (nvidia-smi never quotes; product names have no commas) into trimmed cells. */
-function rows(text: string): string[][] {
+/**
+ * Splits CSV lines (nvidia-smi never quotes; product names have no commas) into trimmed cells,
+ * keeping only lines with one cell per field asked for: nvidia-smi prints an error line in place of
+ * a GPU it lost ("Unable to determine the device handle for GPU0000:07:00.0: Unknown Error"), and
+ * one killed mid-line leaves a line cut short; neither is a reading.
+ */
+function rows(text: string, fields: readonly string[]): string[][] {
   return text
     .split(/\r?\n/)
     .map((line) => line.trim())
     .filter((line) => line !== '')
-    .map((line) => line.split(',').map((cell) => cell.trim()));
+    .map((line) => line.split(',').map((cell) => cell.trim()))
+    .filter((cells) => cells.length === fields.length);
 }
 
 /** A number with or without its unit; null for "[N/A]" and the like. */
@@ -64,7 +70,7 @@ function hasHeader(firstRow: readonly string[], fields: readonly string[]): bool
 
 /** Maps each line of a `--query-gpu=<fields>` answer to a reading; fields not asked for stay null. */
 export function parseGpuQuery(text: string, fields: readonly string[] = GPU_FIELDS): GpuReading[] {
-  const table = rows(text);
+  const table = rows(text, fields);
   const body = table.length > 0 && hasHeader(table[0] as string[], fields) ? table.slice(1) : table;
   return body.map((cells) => {
     const get = (field: string): string | undefined => {
@@ -102,7 +108,7 @@ export function parseGpuQuery(text: string, fields: readonly string[] = GPU_FIEL
 
 /** Maps a `--query-compute-apps=<fields>` answer (an empty list prints nothing, or only the header). */
 export function parseComputeApps(text: string, fields: readonly string[] = COMPUTE_APP_FIELDS): ComputeApp[] {
-  const table = rows(text);
+  const table = rows(text, fields);
   const body = table.length > 0 && hasHeader(table[0] as string[], fields) ? table.slice(1) : table;
   const at = (name: string, ...aliases: string[]): number => [name, ...aliases].map((n) => fields.indexOf(n)).find((i) => i >= 0) ?? -1;
   return body.map((cells) => {

@@ -127,6 +127,22 @@ describe('nvidia-smi parsers against real driver-580 output', () => {
     );
   });
 
+  it('takes only whole lines for readings: an error line of a GPU that fell off the bus, or a line cut short, is none', () => {
+    const [gpu0, gpu1] = read(TWO_GPU, 'query-gpu.noheader-nounits.txt').split('\n');
+    // What nvidia-smi prints in place of a GPU it lost, and the start of a line of a killed nvidia-smi.
+    const lost = 'Unable to determine the device handle for GPU0000:00:07.0: Unknown Error';
+    const cut = (gpu1 ?? '').slice(0, (gpu1 ?? '').indexOf(', 81559') + ', 815'.length);
+    assert.deepEqual(
+      parseGpuQuery([gpu0, lost, cut].join('\n')).map((g) => [g.index, g.memoryTotalBytes]),
+      [[0, 81559 * MIB]],
+    );
+    const [app] = read(TWO_GPU, 'compute-apps.noheader-nounits.txt').split('\n');
+    assert.deepEqual(
+      parseComputeApps([app, lost].join('\n')).map((a) => a.pid),
+      [708],
+    );
+  });
+
   it('reads compute apps: none (header only), and two with and without units', () => {
     assert.deepEqual(parseComputeApps(read(H100, 'compute-apps.idle.txt'), ['pid', 'process_name', 'used_memory', 'gpu_uuid', 'gpu_bus_id']), []);
     const expected = [
