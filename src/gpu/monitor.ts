@@ -199,7 +199,11 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.once('error', (error) => this.failed(error.message));
     child.once('close', (code, signal) => {
-      if (this.child === child) this.failed(`nvidia-smi exited (${code ?? signal}): ${stderr.trim().slice(0, 300)}`);
+      if (this.child !== child) return;
+      // Its last round counts, but before the failure: a flush timer firing later said "live" again.
+      clearTimeout(this.flushTimer);
+      splitter.flush();
+      this.failed(`nvidia-smi exited (${code ?? signal}): ${stderr.trim().slice(0, 300)}`);
     });
   }
 

@@ -18,7 +18,10 @@ export interface StandInState {
   gpuFields?: string[] | null;
   apps: string;
   help?: string;
+  /** Ends a `-lms` loop before its next round, with this exit code. */
   exit?: number | null;
+  /** Ends a `-lms` loop right after printing a round, as nvidia-smi does when a GPU is lost. */
+  exitAfterRound?: number | null;
 }
 
 /**

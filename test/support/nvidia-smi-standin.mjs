@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // An `nvidia-smi` for tests: answers from fixture files named in a JSON state file
-// ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null}),
+// ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null,
+// "exitAfterRound": code|null}: `exit` ends a loop before its next round, `exitAfterRound` right after printing one),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG.
@@ -43,6 +44,7 @@ if (args.includes('--help-query-gpu')) {
       const current = state();
       if (typeof current.exit === 'number') process.exit(current.exit);
       printGpus(current);
+      if (typeof current.exitAfterRound === 'number') process.exit(current.exitAfterRound);
     };
     round();
     setInterval(round, Number(args[loop + 1]));

@@ -94,6 +94,35 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.ok(launches.length >= 2);
   });
 
+  it('says nvidia-smi failed, not live, when it dies right after printing a round', async () => {
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
+      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      exitAfterRound: 15,
+    });
+    const monitor = monitorWith(smi.command);
+    const seen: GpuStatus[] = [];
+    const failures = (): number => seen.filter((s) => s.lastError !== null).length;
+    monitor.on('sample', (status) => {
+      seen.push(status);
+      // The restart (a back-off later) fails before printing anything: its failure ends the test.
+      if (failures() === 1) smi.set({ exitAfterRound: null, exit: 9 });
+    });
+    await monitor.start();
+    await until(() => (failures() === 2 ? true : undefined), 'the restart to fail too', 4000);
+    const first = seen.findIndex((s) => s.lastError !== null);
+    assert.match(seen[first]?.lastError ?? '', /nvidia-smi exited \(15\)/);
+    assert.ok(
+      seen.slice(first).every((s) => !s.live),
+      `live again after the failure: ${seen.map((s) => s.live).join(', ')}`,
+    );
+    assert.deepEqual(
+      seen.slice(0, first).map((s) => s.gpus.length),
+      [2],
+      'the round printed before the exit still counts',
+    );
+  });
+
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
     const controllers = (
       JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }
