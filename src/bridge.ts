@@ -231,7 +231,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   };
   const metrics = new BridgeMetrics(
     backends,
-    () => gpuMonitor.status.gpus,
+    // Only live samples: while nvidia-smi is down its last one would pass for the GPUs' state.
+    () => (gpuMonitor.status.live ? gpuMonitor.status.gpus : []),
     (model) => Object.values(settings.models).some((configured) => sameModel(configured, model)) || catalog.lists(model),
     () => scheduler.snapshot(),
     settings.models,

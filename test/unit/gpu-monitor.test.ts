@@ -199,6 +199,20 @@ describe('GPU figures in the bridge', () => {
     assert.ok(!metrics.includes(`gpu_power_watts{${gpu1}}`), 'no power figure for GPU 1');
   });
 
+  it('drops the gpu_* metrics while nvidia-smi is down, rather than repeat its last sample', async () => {
+    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const file = configFile(`gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\n`);
+    const bridge = await startTestBridge({ file });
+    cleanups.push(() => bridge.stop(100));
+    await until(() => (bridge.gpuMonitor.status.live ? true : undefined), 'GPU samples');
+    const gpuLines = async (): Promise<string[]> => (await (await fetch(`${bridge.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('gpu_'));
+    assert.ok((await gpuLines()).some((l) => l.startsWith('gpu_memory_used_bytes{gpu="1"')));
+    // The GPUs fell off the bus: every restart of nvidia-smi fails.
+    smi.set({ exit: 9 });
+    await until(() => (bridge.gpuMonitor.status.live ? undefined : true), 'the failure');
+    assert.deepEqual(await gpuLines(), []);
+  });
+
   it('sends a cold load to the GPU that can hold it, not to the one without room', async () => {
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
     // 55 GiB with the allowance is 66 GiB: GPU 0 has 51.6 GiB free, GPU 1 69.8 GiB.
