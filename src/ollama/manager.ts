@@ -226,7 +226,11 @@ export class OllamaManager {
       OLLAMA_MAX_LOADED_MODELS: String(this.options.maxLoadedModels),
       OLLAMA_MAX_QUEUE: String(this.options.maxQueue),
     };
-    if (spec.device !== undefined) env.CUDA_VISIBLE_DEVICES = spec.device;
+    if (spec.device !== undefined) {
+      env.CUDA_VISIBLE_DEVICES = spec.device;
+      // An index means nvidia-smi's, which counts by PCI bus; CUDA's default counts fastest first.
+      env.CUDA_DEVICE_ORDER = 'PCI_BUS_ID';
+    }
     if (this.options.modelsDir !== undefined) {
       env.OLLAMA_MODELS = this.options.modelsDir;
       env.OLLAMA_NOPRUNE = '1';

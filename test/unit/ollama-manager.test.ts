@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -66,6 +66,19 @@ describe('Ollama manager', () => {
     // Pinned to its GPU, on its own port, with the shared model store protected from pruning.
     assert.match(log, /address already in use \(GPU-abc 127\.0\.0\.1:45678 1\)/);
     await manager.stopAll();
+  });
+
+  it('pins an instance to the GPU that nvidia-smi numbers so: CUDA counts devices by PCI bus, as nvidia-smi does', async () => {
+    const dir = tempDir('pinned-ollama-');
+    const binary = path.join(dir, 'ollama');
+    const seen = path.join(dir, 'env');
+    // CUDA's own order is fastest first: with two unlike GPUs its device 1 is nvidia-smi's GPU 0.
+    writeFileSync(binary, `#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER" > ${seen}\nexec sleep 30\n`);
+    chmodSync(binary, 0o755);
+    const manager = new OllamaManager([{ name: 'gpu1', port: 45679, device: '1' }], options({ binary, isListening: async () => existsSync(seen) }));
+    await manager.start('gpu1');
+    await manager.stopAll();
+    assert.equal(readFileSync(seen, 'utf8').trim(), '1 PCI_BUS_ID');
   });
 
   it('runs one start or stop of an instance at a time: a double click starts one ollama serve, and a stop while it starts stops it', async (t) => {
