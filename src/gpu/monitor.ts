@@ -25,6 +25,8 @@ export interface GpuMonitorOptions {
 }
 
 const MAX_BACKOFF_MS = 60_000;
+/** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
+const SILENT_ROUNDS = 10;
 
 /** Runs a command to completion and returns its stdout; rejects with its stderr or spawn error. */
 function run(command: string, args: string[], timeoutMs = 10_000): Promise<string> {
@@ -99,7 +101,7 @@ async function systeminformationControllers(): Promise<GpuController[]> {
  * process: a fresh nvidia-smi costs about 26 ms of CPU per call (real driver 580 figures), which
  * at 1 Hz alone would exceed the 1%-of-a-core budget. Per-process memory comes from a one-shot
  * `--query-compute-apps` when used memory changes, and at least every `processesEveryMs`.
- * When the tool dies it is restarted with an exponential back-off. Without nvidia-smi it lists
+ * When the tool dies or falls silent it is restarted with an exponential back-off. Without nvidia-smi it lists
  * what systeminformation sees and says plainly that there are no live figures.
  */
 export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
@@ -183,22 +185,39 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
 
   private launch(): void {
     if (this.stopped) return;
-    const seconds = Math.max(100, Math.round(this.options.intervalMs));
-    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(seconds)], {
+    const roundMs = Math.max(100, Math.round(this.options.intervalMs));
+    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(roundMs)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
     const splitter = new SampleSplitter(this.fields, (readings) => this.onSample(readings));
+    const silentMs = roundMs * SILENT_ROUNDS;
+    let silence: NodeJS.Timeout | undefined;
+    const watchSilence = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => {
+        if (this.child !== child) return;
+        // Given up on at once: one stuck in the driver may not even die of SIGKILL soon.
+        this.child = undefined;
+        child.kill('SIGKILL');
+        this.failed(`nvidia-smi printed nothing for ${silentMs / 1000} s; killed it`);
+      }, silentMs);
+      silence.unref();
+    };
+    watchSilence();
     createInterface({ input: child.stdout }).on('line', (line) => {
+      if (this.child !== child) return;
+      watchSilence();
       splitter.line(line);
       // The last GPU of a round is only known when the next round starts: flush soon after.
       clearTimeout(this.flushTimer);
-      this.flushTimer = setTimeout(() => splitter.flush(), Math.min(200, seconds / 4));
+      this.flushTimer = setTimeout(() => splitter.flush(), Math.min(200, roundMs / 4));
     });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.once('error', (error) => this.failed(error.message));
     child.once('close', (code, signal) => {
+      clearTimeout(silence);
       if (this.child !== child) return;
       // Its last round counts, but before the failure: a flush timer firing later said "live" again.
       clearTimeout(this.flushTimer);

@@ -22,6 +22,8 @@ export interface StandInState {
   exit?: number | null;
   /** Ends a `-lms` loop right after printing a round, as nvidia-smi does when a GPU is lost. */
   exitAfterRound?: number | null;
+  /** Keeps a `-lms` loop running without printing, as an nvidia-smi stuck in a wedged driver does. */
+  hang?: boolean;
 }
 
 /**

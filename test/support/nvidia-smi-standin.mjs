@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // An `nvidia-smi` for tests: answers from fixture files named in a JSON state file
 // ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null,
-// "exitAfterRound": code|null}: `exit` ends a loop before its next round, `exitAfterRound` right after printing one),
+// "exitAfterRound": code|null, "hang": boolean}: `exit` ends a loop before its next round, `exitAfterRound` right
+// after printing one, and `hang` keeps it running without printing, as a wedged driver does),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG.
@@ -43,6 +44,7 @@ if (args.includes('--help-query-gpu')) {
     const round = () => {
       const current = state();
       if (typeof current.exit === 'number') process.exit(current.exit);
+      if (current.hang === true) return;
       printGpus(current);
       if (typeof current.exitAfterRound === 'number') process.exit(current.exitAfterRound);
     };

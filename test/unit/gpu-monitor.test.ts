@@ -123,6 +123,22 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('restarts an nvidia-smi that stops printing without exiting', async () => {
+    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.live ? true : undefined), 'a first sample');
+    smi.set({ hang: true });
+    const down = await until(() => (monitor.status.live ? undefined : monitor.status), 'the silence to be noticed', 4000);
+    assert.match(down.lastError ?? '', /^nvidia-smi printed nothing for 1 s/);
+    smi.set({ hang: false });
+    await until(() => (monitor.status.live ? true : undefined), 'a sample from the restarted nvidia-smi', 4000);
+    const launches = readFileSync(smi.log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('-lms'));
+    assert.equal(launches.length, 2);
+  });
+
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
     const controllers = (
       JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }
