@@ -22,7 +22,8 @@ export function checkFit(model: string, backend: Backend, sizeBytes: number | un
     return { fits: true, needBytes: null, freeBytes: null, gpu: gpuIndex, message: `${model} is already loaded on ${backend.name}` };
   }
   const reading = gpuIndex === null ? undefined : gpu.gpus.find((g) => g.index === gpuIndex);
-  const free = reading?.memoryFreeBytes ?? null;
+  // Figures from before nvidia-smi went down are no measure of the GPU now.
+  const free = gpu.live ? (reading?.memoryFreeBytes ?? null) : null;
   const need = sizeBytes === undefined ? null : Math.round(sizeBytes * OVERHEAD);
   if (free === null || need === null) {
     const why = need === null ? `the size of ${model} is unknown` : `no live VRAM figures for ${backend.name}`;

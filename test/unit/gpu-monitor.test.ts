@@ -177,7 +177,11 @@ describe('GPU figures in the bridge', () => {
   const GIB = 1024 ** 3;
 
   /** A bridge whose backend gpu1 (on GPU 1, 71429 MiB free) lists a small and a huge model. */
-  async function bridgeOnGpu1(): Promise<{ bridge: BridgeHandle; upstream: Awaited<ReturnType<typeof startStandIn>> }> {
+  async function bridgeOnGpu1(): Promise<{
+    bridge: BridgeHandle;
+    upstream: Awaited<ReturnType<typeof startStandIn>>;
+    smi: ReturnType<typeof nvidiaSmiStandIn>;
+  }> {
     const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
     const upstream = await startStandIn(
       (_req, res) => {
@@ -198,7 +202,7 @@ describe('GPU figures in the bridge', () => {
       () => upstream.close(),
     );
     await until(() => (bridge.gpuMonitor.status.gpus.length === 2 ? true : undefined), 'GPU samples');
-    return { bridge, upstream };
+    return { bridge, upstream, smi };
   }
 
   it('exposes gpu_* metrics per GPU from the live samples', async () => {
@@ -290,6 +294,19 @@ describe('GPU figures in the bridge', () => {
         ['huge:70b', '', '30m'],
       ],
     );
+  });
+  it('does not weigh a load against the last figures of an nvidia-smi that is down', async () => {
+    const { bridge, smi } = await bridgeOnGpu1();
+    smi.set({ exit: 9 });
+    await until(() => (bridge.gpuMonitor.status.live ? undefined : true), 'the failure');
+    const response = await fetch(`${bridge.url}/bridge/api/actions/preloadModel`, {
+      method: 'POST',
+      headers: { 'x-bridge-token': bridge.controlToken, 'content-type': 'application/json' },
+      body: JSON.stringify({ backend: 'gpu1', model: 'huge:70b' }),
+    });
+    assert.equal(response.status, 200);
+    const { fit } = ((await response.json()) as { result: { fit: { fits: boolean | null; freeBytes: number | null; message: string } } }).result;
+    assert.deepEqual([fit.fits, fit.freeBytes, fit.message], [null, null, 'no live VRAM figures for gpu1; not checked']);
   });
 });
 
