@@ -211,6 +211,22 @@ describe('requests checked before they go upstream', () => {
     );
   });
 
+  it('refuses a Responses tool_choice that names no function tool of the request, as OpenAI does', async () => {
+    const base = { model: 'm', input: 'hi' };
+    const tools = [{ type: 'function', name: 'read_file', parameters: { type: 'object', properties: {} } }];
+    await expectOpenAiRefusals([
+      ['/v1/responses', { ...base, tools, tool_choice: { type: 'function', name: 'write_file' } }, 'tool_choice.name', /no tool named 'write_file' in tools/],
+      ['/v1/responses', { ...base, tool_choice: { type: 'function', name: 'read_file' } }, 'tool_choice.name', /no tool named 'read_file' in tools/],
+    ]);
+    const named = await post('/v1/responses', { ...base, tools, tool_choice: { type: 'function', name: 'read_file' } });
+    assert.equal(named.status, 200, await named.text());
+    const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/chat').at(-1)?.body ?? '{}') as { tools: Array<{ function: { name: string } }> };
+    assert.deepEqual(
+      sent.tools.map((t) => t.function.name),
+      ['read_file'],
+    );
+  });
+
   it('refuses an Ollama embedding request whose model is not a string, in Ollama’s shape, sending nothing upstream', async () => {
     const embeds = (): number => upstream.requests.filter((r) => r.url === '/api/embed' || r.url === '/api/embeddings').length;
     const before = embeds();

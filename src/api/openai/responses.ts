@@ -170,12 +170,18 @@ export function toOllamaMessages(request: Pick<ResponsesRequest, 'instructions' 
   return out;
 }
 
-/** Function tools for Ollama; other tool types (web_search, namespace, hosted tools) are left out with a note. */
+/**
+ * Function tools for Ollama; other tool types (web_search, namespace, hosted tools) are left out with a note.
+ * Throws InvalidRequest for a tool_choice naming a function the request does not offer, which OpenAI refuses.
+ */
 export function responsesTools(request: Pick<ResponsesRequest, 'tools' | 'tool_choice'>): { tools: Array<Record<string, unknown>>; notes: string[] } {
   const all = request.tools ?? [];
   const choice = request.tool_choice;
   if (choice === 'none') return { tools: [], notes: all.length > 0 ? ['tool_choice none: no tools sent'] : [] };
   const only = typeof choice === 'object' && choice !== null && choice.type === 'function' ? choice.name : undefined;
+  if (only !== undefined && !all.some((t) => t.type === 'function' && t.name === only)) {
+    throw new InvalidRequest(`tool_choice.name: no tool named '${only}' in tools`, 'tool_choice.name');
+  }
   const dropped: string[] = [];
   const tools: Array<Record<string, unknown>> = [];
   for (const t of all) {
