@@ -109,6 +109,45 @@ describe('Messages request → Ollama chat', () => {
     );
   });
 
+  it('passes over server tool blocks whose content is an object (a fetched page, a search error), but refuses such a tool_result', () => {
+    const { body } = messagesToOllama(
+      parse({
+        model: 'm',
+        messages: [
+          { role: 'user', content: 'read https://example.com' },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_fetch', input: { url: 'https://example.com' } },
+              {
+                type: 'web_fetch_tool_result',
+                tool_use_id: 'srvtoolu_1',
+                content: { type: 'web_fetch_result', url: 'https://example.com', content: { type: 'document', source: { type: 'text', data: 'hi' } } },
+              },
+              { type: 'web_search_tool_result', tool_use_id: 'srvtoolu_2', content: { type: 'web_search_tool_result_error', error_code: 'max_uses_exceeded' } },
+              { type: 'text', text: 'It says hi.' },
+            ],
+          },
+          { role: 'user', content: 'thanks' },
+        ],
+      }),
+    );
+    assert.deepEqual(body.messages, [
+      { role: 'user', content: 'read https://example.com' },
+      { role: 'assistant', content: 'It says hi.' },
+      { role: 'user', content: 'thanks' },
+    ]);
+    const objectResult = parse({
+      model: 'm',
+      messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: { type: 'text', text: 'x' } }] }],
+    });
+    assert.throws(
+      () => messagesToOllama(objectResult),
+      (error: unknown) =>
+        error instanceof InvalidRequest && /^messages\.0\.content\.0\.content: must be a string or an array of content blocks/.test(error.message),
+    );
+  });
+
   it('refuses image URLs and binary documents with a message that names the block', () => {
     const url = parse({ model: 'm', messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }] }] });
     assert.throws(

@@ -23,10 +23,14 @@ const block = z.looseObject({
   name: z.string().optional(),
   input: z.unknown().optional(),
   tool_use_id: z.string().optional(),
-  content: z.union([z.string(), z.array(innerBlock)]).optional(),
+  // Read only for a tool_result (toolResultContent); server tool results carry objects here, and are passed over.
+  content: z.unknown().optional(),
   is_error: z.boolean().optional(),
   thinking: z.string().optional(),
 });
+
+/** A tool_result's content: text, or text and image blocks. */
+const toolResultContent = z.union([z.string(), z.array(innerBlock)]).optional();
 
 const messageSchema = z.looseObject({
   role: z.enum(['user', 'assistant', 'system']),
@@ -188,7 +192,9 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           break;
         }
         case 'tool_result': {
-          const result = textAndImages(part.content, `${param}.content`);
+          const content = toolResultContent.safeParse(part.content);
+          if (!content.success) throw new InvalidRequest(`${param}.content: must be a string or an array of content blocks`, `${param}.content`);
+          const result = textAndImages(content.data, `${param}.content`);
           const tool: OllamaMessage = { role: 'tool', content: part.is_error === true ? `Error: ${result.text}` : result.text };
           const name = part.tool_use_id === undefined ? undefined : toolNames.get(part.tool_use_id);
           if (name !== undefined) tool.tool_name = name;
