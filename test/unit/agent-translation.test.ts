@@ -250,6 +250,32 @@ describe('Responses request → Ollama chat', () => {
     assert.deepEqual(body.options, { num_predict: 500 });
   });
 
+  it('passes over hosted tool items whose output is null or an object, but refuses such a function_call_output', () => {
+    const { body } = responsesToOllama(
+      parse({
+        model: 'm',
+        input: [
+          { role: 'user', content: 'list the files' },
+          { type: 'mcp_call', id: 'mcp_1', server_label: 'fs', name: 'list', arguments: '{}', output: null, error: 'server down' },
+          { type: 'computer_call_output', call_id: 'call_9', output: { type: 'computer_screenshot', image_url: `data:image/png;base64,${PNG}` } },
+          { role: 'assistant', content: [{ type: 'output_text', text: 'The server is down.' }] },
+          { role: 'user', content: 'try again' },
+        ],
+      }),
+    );
+    assert.deepEqual(body.messages, [
+      { role: 'user', content: 'list the files' },
+      { role: 'assistant', content: 'The server is down.' },
+      { role: 'user', content: 'try again' },
+    ]);
+    const objectOutput = parse({ model: 'm', input: [{ type: 'function_call_output', call_id: 'c', output: { text: 'x' } }] });
+    assert.throws(
+      () => responsesToOllama(objectOutput),
+      (error: unknown) =>
+        error instanceof InvalidRequest && error.param === 'input.0.output' && /must be a string or an array of content parts/.test(error.message),
+    );
+  });
+
   it('text.format json_schema and json_object become Ollama format', () => {
     const schema = { type: 'object', properties: { a: { type: 'string' } } };
     assert.deepEqual(

@@ -22,9 +22,13 @@ const item = z.looseObject({
   call_id: z.string().optional(),
   name: z.string().optional(),
   arguments: z.string().optional(),
-  output: z.union([z.string(), z.array(part)]).optional(),
+  // Read only for a function_call_output (functionOutput); hosted tool items carry null or objects here, and are passed over.
+  output: z.unknown().optional(),
   summary: z.array(z.looseObject({ text: z.string().optional() })).optional(),
 });
+
+/** A function_call_output's output: text, or content parts. */
+const functionOutput = z.union([z.string(), z.array(part)]).optional();
 
 const tool = z.looseObject({
   type: z.string(),
@@ -149,7 +153,9 @@ export function toOllamaMessages(request: Pick<ResponsesRequest, 'instructions' 
         break;
       }
       case 'function_call_output': {
-        const { text, images } = partsText(entry.output, `${param}.output`);
+        const output = functionOutput.safeParse(entry.output);
+        if (!output.success) throw new InvalidRequest(`${param}.output: must be a string or an array of content parts`, `${param}.output`);
+        const { text, images } = partsText(output.data, `${param}.output`);
         const message: OllamaMessage = { role: 'tool', content: text };
         const name = entry.call_id === undefined ? undefined : toolNames.get(entry.call_id);
         if (name !== undefined) message.tool_name = name;
