@@ -309,6 +309,24 @@ describe('errors in each surface’s own shape', () => {
     assert.ok(failed.error.message.length > 0);
   });
 
+  it('an upstream that goes silent: Anthropic timeout_error, before the answer (504) and in the stream', async () => {
+    const thresholds = '  thresholds:\n    timeout_seconds: 0.3\n    idle_timeout_seconds: 0.3\n    max_retries: 0\n';
+    const { bridge } = await scriptedBridge(() => ({ text: ['first'], afterFirstLine: 'hold' }), thresholds);
+    const events = await namedSseEvents(await post(`${bridge.url}/v1/messages`, messages(MODELS.complex, true)));
+    assert.equal(events.at(-1)?.[0], 'error');
+    assert.deepEqual(events.at(-1)?.[1].error, { type: 'timeout_error', message: `backend local timed out while waiting for the next chunk` });
+
+    const silent = await startStandIn(() => undefined, [MODELS.complex]);
+    const quiet = await startTestBridge({ file: agentConfig(thresholds), env: { OLLAMA_HOST: silent.url } });
+    cleanups.push(
+      () => silent.close(),
+      () => quiet.stop(100),
+    );
+    const refused = await post(`${quiet.url}/v1/messages`, messages(MODELS.complex));
+    assert.equal(refused.status, 504);
+    assert.equal(((await refused.json()) as { error: { type: string } }).error.type, 'timeout_error');
+  });
+
   for (const [surface, url, body] of [
     ['Messages', '/v1/messages', messages(MODELS.complex, true)],
     ['Responses', '/v1/responses', responses(MODELS.complex, true)],
