@@ -227,6 +227,28 @@ describe('requests checked before they go upstream', () => {
     );
   });
 
+  it('holds chat completions to tool_choice: none sends no tools, a named function only that one, a name not offered is refused', async () => {
+    const base = { model: 'm', messages: [{ role: 'user', content: 'hi' }] };
+    const tools = ['read_file', 'write_file'].map((name) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: {} } } }));
+    await expectOpenAiRefusals([
+      [
+        '/v1/chat/completions',
+        { ...base, tools, tool_choice: { type: 'function', function: { name: 'delete_file' } } },
+        'tool_choice',
+        /no tool named 'delete_file' in tools/,
+      ],
+    ]);
+    const sentTools = async (toolChoice: unknown): Promise<string[] | undefined> => {
+      const response = await post('/v1/chat/completions', { ...base, tools, tool_choice: toolChoice });
+      assert.equal(response.status, 200, await response.text());
+      const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/chat').at(-1)?.body ?? '{}') as { tools?: Array<{ function: { name: string } }> };
+      return sent.tools?.map((t) => t.function.name);
+    };
+    assert.equal(await sentTools('none'), undefined);
+    assert.deepEqual(await sentTools({ type: 'function', function: { name: 'write_file' } }), ['write_file']);
+    assert.deepEqual(await sentTools('auto'), ['read_file', 'write_file']);
+  });
+
   it('refuses an Ollama embedding request whose model is not a string, in Ollama’s shape, sending nothing upstream', async () => {
     const embeds = (): number => upstream.requests.filter((r) => r.url === '/api/embed' || r.url === '/api/embeddings').length;
     const before = embeds();

@@ -68,6 +68,8 @@ export const chatRequestSchema = z.looseObject({
       z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }),
     )
     .nullish(),
+  // "none", "auto", "required", or a function the model must call; newer forms pass as "auto".
+  tool_choice: z.union([z.string(), z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).nullish() })]).nullish(),
   ...samplingFields,
   max_tokens: tokenLimit,
   max_completion_tokens: tokenLimit,
@@ -163,13 +165,29 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
   });
 }
 
+/**
+ * The tools Ollama gets. Ollama has no tool_choice: "none" sends none, and a function the model
+ * must call is the only one it sees (a name the request does not offer is refused, as OpenAI does).
+ */
+function chatTools(request: Pick<ChatRequest, 'tools' | 'tool_choice'>): NonNullable<ChatRequest['tools']> {
+  const tools = request.tools ?? [];
+  const choice = request.tool_choice;
+  if (choice === 'none') return [];
+  if (typeof choice !== 'object' || choice === null || choice.type !== 'function' || choice.function === undefined || choice.function === null) return tools;
+  const { name } = choice.function;
+  const only = tools.filter((tool) => tool.function.name === name);
+  if (only.length === 0) throw new InvalidRequest(`tool_choice.function.name: no tool named '${name}' in tools`, 'tool_choice');
+  return only;
+}
+
 /** The native /api/chat body for an OpenAI chat request. */
 export function toOllamaChat(request: ChatRequest): Record<string, unknown> & { messages: OllamaMessage[] } {
   const body: Record<string, unknown> & { messages: OllamaMessage[] } = {
     messages: toOllamaMessages(request.messages),
     options: ollamaOptions(request),
   };
-  if (request.tools !== undefined && request.tools !== null && request.tools.length > 0) body.tools = request.tools;
+  const tools = chatTools(request);
+  if (tools.length > 0) body.tools = tools;
   const format = request.response_format;
   if (format?.type === 'json_object') body.format = 'json';
   else if (format?.type === 'json_schema' && format.json_schema?.schema !== undefined) body.format = format.json_schema.schema;
