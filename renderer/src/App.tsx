@@ -36,11 +36,16 @@ export function App(): JSX.Element {
     };
     getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
     getState().then((s) => !cancelled && setState(s), refused);
-    getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
+    const loadHistory = (): void => {
+      getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
+    };
+    loadHistory();
     const unsubscribe = subscribe({
       onState: setState,
       onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
       onConnection: setConnected,
+      // Records written during the drop never came down the stream; mergeRecords keeps each id once.
+      onReconnect: loadHistory,
     });
     return () => {
       cancelled = true;

@@ -116,6 +116,11 @@ export interface Subscription {
   onState: (state: BridgeState) => void;
   onHistory: (record: HistoryRecord) => void;
   onConnection: (connected: boolean) => void;
+  /**
+   * The stream is back after a drop. The bridge sends the state again on its own, but not the
+   * history records written while the page was not listening: those must be read again.
+   */
+  onReconnect: () => void;
 }
 
 /** Live updates; the browser reconnects by itself after a drop. */
@@ -125,7 +130,15 @@ export function subscribe(handlers: Subscription): () => void {
   const source = new EventSource(token === null ? '/bridge/api/events' : `/bridge/api/events?access_token=${encodeURIComponent(token)}`);
   source.addEventListener('state', (event) => handlers.onState(JSON.parse((event as MessageEvent<string>).data) as BridgeState));
   source.addEventListener('history', (event) => handlers.onHistory(JSON.parse((event as MessageEvent<string>).data) as HistoryRecord));
-  source.addEventListener('open', () => handlers.onConnection(true));
-  source.addEventListener('error', () => handlers.onConnection(false));
+  let dropped = false;
+  source.addEventListener('open', () => {
+    handlers.onConnection(true);
+    if (dropped) handlers.onReconnect();
+    dropped = false;
+  });
+  source.addEventListener('error', () => {
+    dropped = true;
+    handlers.onConnection(false);
+  });
   return () => source.close();
 }

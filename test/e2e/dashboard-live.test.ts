@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Browser } from 'playwright-core';
+import type { BridgeHandle } from '../../src/bridge.js';
+import { startTestBridge } from '../support/bridge.js';
+import { browserSkipReason, launchChromium } from '../support/browser.js';
+import { sampleRecord } from '../support/history.js';
+import { freePort } from '../support/ollama-rig.js';
+
+/**
+ * The dashboard's live updates in real Chromium, against a bridge with no Ollama at all (history
+ * is seeded straight into the store, which feeds the event stream as a request would).
+ */
+
+const skip = browserSkipReason();
+
+describe('dashboard live updates in Chromium', { skip }, () => {
+  let bridge: BridgeHandle;
+  let browser: Browser;
+  const pageErrors: string[] = [];
+
+  before(async () => {
+    bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await bridge?.stop(100);
+    assert.deepEqual(pageErrors, []);
+  });
+
+  it('after the event stream drops and reconnects, shows the requests made meanwhile, each once', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    // While `dropped`, every event stream the page opens ends at once, as when the connection
+    // breaks: the page keeps reconnecting and hears nothing the bridge sends meanwhile.
+    let dropped = true;
+    await page.route('**/bridge/api/events**', (route) =>
+      dropped ? route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: 'retry: 50\n\n' }) : route.continue(),
+    );
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByRole('tab', { name: 'History' }).click();
+    await page
+      .getByTestId('row-count')
+      .filter({ hasText: /^0 of 0$/ })
+      .waitFor();
+
+    bridge.history.add(sampleRecord({ id: 'during-the-drop', time: new Date().toISOString(), client: 'while-dropped' }));
+    dropped = false;
+    // Reconnected: the request made while the stream was down is there without a reload.
+    await page.getByTestId('history-row').filter({ hasText: 'while-dropped' }).waitFor({ timeout: 10_000 });
+    await page.locator('[aria-label="live updates on"]').waitFor();
+
+    // A live one after that arrives once, and the one from the drop is not doubled.
+    bridge.history.add(sampleRecord({ id: 'after-the-drop', time: new Date().toISOString(), client: 'after-reconnect' }));
+    await page.getByTestId('history-row').filter({ hasText: 'after-reconnect' }).waitFor();
+    assert.equal(await page.getByTestId('row-count').innerText(), '2 of 2');
+    await page.close();
+  });
+});
