@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
+import { mayRunActions } from './lib/access';
 import { mergeRecords } from './lib/history';
 import { healthyBackendCount, type BridgeState, type HistoryRecord, type WhoAmI } from '../../src/contract';
 import { getHistory, getState, getWhoAmI, ReadFailure, setControlToken, subscribe } from './api';
@@ -122,15 +123,15 @@ export function App(): JSX.Element {
         ) : view === 'GPUs' ? (
           <GpuView state={state} />
         ) : view === 'Models' ? (
-          <ModelsView state={state} />
+          <ModelsView state={state} readOnly={!mayRunActions(whoami)} />
         ) : view === 'History' ? (
           <HistoryView records={records} />
         ) : view === 'Usage' ? (
           <UsageView whoami={whoami} refresh={records.length} />
         ) : view === 'Backends' ? (
-          <BackendsView state={state} />
+          <BackendsView state={state} readOnly={!mayRunActions(whoami)} />
         ) : (
-          <ConnectView state={state} whoami={whoami} />
+          <ConnectView state={state} whoami={whoami} readOnly={!mayRunActions(whoami)} />
         )}
       </main>
     </div>

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
+import YAML from 'yaml';
+import { generateKey, hashKey } from '../../src/auth/keys.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { sampleRecord } from '../support/history.js';
 import { freePort } from '../support/ollama-rig.js';
+import { configFile } from '../support/temp.js';
 
 /**
  * The dashboard's live updates in real Chromium, against a bridge with no Ollama at all (history
@@ -55,6 +58,37 @@ describe('dashboard live updates in Chromium', { skip }, () => {
     bridge.history.add(sampleRecord({ id: 'after-the-drop', time: new Date().toISOString(), client: 'after-reconnect' }));
     await page.getByTestId('history-row').filter({ hasText: 'after-reconnect' }).waitFor();
     assert.equal(await page.getByTestId('row-count').innerText(), '2 of 2');
+    await page.close();
+  });
+});
+
+describe('dashboard for a role that may not change settings, in Chromium', { skip }, () => {
+  let bridge: BridgeHandle;
+  let browser: Browser;
+  const user = generateKey();
+
+  before(async () => {
+    const file = configFile(YAML.stringify({ auth: { keys: [{ name: 'carol', team: 'web', role: 'user', hash: hashKey(user) }] } }));
+    bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await bridge?.stop(100);
+  });
+
+  it('offers a user no control the bridge would refuse: tier models and switches are read only', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(`${bridge.url}/ui/#models`);
+    await page.getByTestId('sign-in').getByLabel('API key, token or control token').fill(user);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signed-in').filter({ hasText: 'carol · user' }).waitFor();
+    await page.getByTestId('tier-simple').waitFor();
+    assert.equal(await page.getByLabel('Model of the simple tier').isDisabled(), true, 'a user cannot switch a tier’s model');
+    await page.getByRole('tab', { name: 'Connect' }).click();
+    await page.getByTestId('read-only').waitFor();
+    assert.equal(await page.getByTestId('toggle-dual').isDisabled(), true, 'a user cannot switch dual-GPU mode');
+    assert.equal(await page.getByTestId('toggle-fallback').isDisabled(), true, 'a user cannot switch the cloud fallback');
     await page.close();
   });
 });

@@ -5,7 +5,8 @@ import { useAction } from '../useAction';
 import { ms } from '../format';
 import { backendQueue, droppedSummary, estimateCells } from '../lib/scheduler';
 
-export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
+/** `readOnly`: the signed-in role may not run actions, so managed Ollama instances show their state only. */
+export function BackendsView({ state, readOnly }: { state: BridgeState; readOnly: boolean }): JSX.Element {
   const { error: message, act } = useAction();
   const ollama = new Map(state.ollama.map((i) => [i.name, i]));
   return (
@@ -66,9 +67,13 @@ export function BackendsView({ state }: { state: BridgeState }): JSX.Element {
                     ) : (
                       <>
                         <span className={`badge ${managed.state}`}>{managed.state}</span>
-                        <button onClick={() => void act(() => runAction('startOllama', { backend: b.name }))}>Start</button>
-                        <button onClick={() => void act(() => runAction('stopOllama', { backend: b.name }))}>Stop</button>
-                        <button onClick={() => void act(() => runAction('restartOllama', { backend: b.name }))}>Restart</button>
+                        {!readOnly && (
+                          <>
+                            <button onClick={() => void act(() => runAction('startOllama', { backend: b.name }))}>Start</button>
+                            <button onClick={() => void act(() => runAction('stopOllama', { backend: b.name }))}>Stop</button>
+                            <button onClick={() => void act(() => runAction('restartOllama', { backend: b.name }))}>Restart</button>
+                          </>
+                        )}
                       </>
                     )}
                   </td>

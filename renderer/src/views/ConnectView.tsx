@@ -30,10 +30,22 @@ function CopyField({ label, value, hint }: { label: string; value: string; hint:
   );
 }
 
-function Toggle({ label, checked, onChange, testId }: { label: string; checked: boolean; onChange: (next: boolean) => void; testId: string }): JSX.Element {
+function Toggle({
+  label,
+  checked,
+  disabled,
+  onChange,
+  testId,
+}: {
+  label: string;
+  checked: boolean;
+  disabled: boolean;
+  onChange: (next: boolean) => void;
+  testId: string;
+}): JSX.Element {
   return (
     <label className="toggle">
-      <input type="checkbox" role="switch" checked={checked} onChange={(event) => onChange(event.target.checked)} data-testid={testId} />
+      <input type="checkbox" role="switch" checked={checked} disabled={disabled} onChange={(event) => onChange(event.target.checked)} data-testid={testId} />
       <span className="track" aria-hidden="true" />
       {label}
     </label>
@@ -52,7 +64,8 @@ function NeverCloud({ state }: { state: BridgeState }): JSX.Element {
   );
 }
 
-export function ConnectView({ state, whoami }: { state: BridgeState; whoami: WhoAmI | null }): JSX.Element {
+/** `readOnly`: the signed-in role may not run actions, so the switches only show the settings. */
+export function ConnectView({ state, whoami, readOnly }: { state: BridgeState; whoami: WhoAmI | null; readOnly: boolean }): JSX.Element {
   const { error, act } = useAction();
   const [hasToken, setHasToken] = useState(controlToken() !== null);
   const origin = window.location.origin;
@@ -67,16 +80,18 @@ export function ConnectView({ state, whoami }: { state: BridgeState; whoami: Who
           label="Dual-GPU mode"
           testId="toggle-dual"
           checked={state.settings.dualGpu}
+          disabled={readOnly}
           onChange={(enabled) => void act(() => runAction('setDualGpu', { enabled }))}
         />
         <Toggle
           label={`Cloud fallback${state.fallbackProviders.length === 0 ? ' (no provider configured)' : ` (${state.fallbackProviders.join(', ')})`}`}
           testId="toggle-fallback"
           checked={state.settings.fallbackEnabled}
+          disabled={readOnly}
           onChange={(enabled) => void act(() => runAction('setFallback', { enabled }))}
         />
         <NeverCloud state={state} />
-        {whoami !== null && whoami.authRequired && !whoami.can.actions && (
+        {readOnly && whoami !== null && (
           <p className="muted small" data-testid="read-only">
             Signed in as {whoami.name} ({whoami.role}): settings are read only; an admin key or the control token can change them.
           </p>

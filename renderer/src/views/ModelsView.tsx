@@ -16,7 +16,8 @@ function loadedOn(state: BridgeState, model: string): Array<{ backend: string; g
   );
 }
 
-export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
+/** `readOnly`: the signed-in role may not run actions, so nothing here can be changed. */
+export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: boolean }): JSX.Element {
   const [problem, setProblem] = useState<Problem | null>(null);
   /** What the last action on a row said it did (a model that stays in memory while in use says so). */
   const [notice, setNotice] = useState<{ key: string; message: string } | null>(null);
@@ -54,7 +55,7 @@ export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
             <select
               aria-label={`Model of the ${tier} tier`}
               value={model}
-              disabled={busy !== null}
+              disabled={readOnly || busy !== null}
               onChange={(event) => void act(key, () => runAction('setTierModel', { tier, model: event.target.value }))}
             >
               {!state.models.some((m) => m.name === model) && <option value={model}>{model} (not installed)</option>}
@@ -74,29 +75,30 @@ export function ModelsView({ state }: { state: BridgeState }): JSX.Element {
           )}
         </td>
         <td className="actions">
-          {state.backends
-            .filter((b) => installedOn.includes(b.name))
-            .map((b) =>
-              loaded.some((l) => l.backend === b.name) ? (
-                <button key={b.name} disabled={busy !== null} onClick={() => void act(key, () => runAction('unloadModel', { backend: b.name, model }))}>
-                  Unload from {b.name}
-                </button>
-              ) : (
-                <button
-                  key={b.name}
-                  disabled={busy !== null}
-                  onClick={() =>
-                    void act(
-                      key,
-                      () => runAction('preloadModel', { backend: b.name, model }),
-                      () => runAction('preloadModel', { backend: b.name, model, force: true }),
-                    )
-                  }
-                >
-                  Preload on {b.name}
-                </button>
-              ),
-            )}
+          {!readOnly &&
+            state.backends
+              .filter((b) => installedOn.includes(b.name))
+              .map((b) =>
+                loaded.some((l) => l.backend === b.name) ? (
+                  <button key={b.name} disabled={busy !== null} onClick={() => void act(key, () => runAction('unloadModel', { backend: b.name, model }))}>
+                    Unload from {b.name}
+                  </button>
+                ) : (
+                  <button
+                    key={b.name}
+                    disabled={readOnly || busy !== null}
+                    onClick={() =>
+                      void act(
+                        key,
+                        () => runAction('preloadModel', { backend: b.name, model }),
+                        () => runAction('preloadModel', { backend: b.name, model, force: true }),
+                      )
+                    }
+                  >
+                    Preload on {b.name}
+                  </button>
+                ),
+              )}
           {notice?.key === key && (
             <div className="notice" role="status" data-testid={`notice-${key}`}>
               {notice.message}
