@@ -41,6 +41,11 @@ export function limitConnections(server: Server, max: number): void {
     };
     if (req.complete) serve();
     else req.once('end', serve);
-    res.once('close', () => wait(socket));
+    res.once('close', () => {
+      // A body left unread is drained by node after the answer: its end must not count the idle
+      // connection as serving again.
+      req.off('end', serve);
+      wait(socket);
+    });
   });
 }

@@ -195,4 +195,59 @@ describe('client connections', () => {
     for (let i = 0; i < 3; i++) assert.equal((await fetch(`${bridge.url}/health`)).status, 200);
     assert.equal((stalled[4] as Socket).destroyed, false, 'the newest stalled connection is still held');
   });
+
+  it(
+    'over max_connections, lets go of kept-alive connections idle after their answer, also when the request body was left unread',
+    { timeout: 20_000 },
+    async () => {
+      const bridge = await bridgeWith('server:\n  max_connections: 3\n');
+      const port = Number(new URL(bridge.url).port);
+      // One whole answer read from a raw connection (Content-Length framed), or what came before it closed.
+      const answerOn = (socket: Socket, request: string): Promise<string> =>
+        new Promise((resolve) => {
+          let answer = '';
+          const done = (): void => {
+            socket.off('data', onData);
+            socket.off('close', done);
+            resolve(answer);
+          };
+          const onData = (chunk: Buffer): void => {
+            answer += chunk.toString();
+            const head = answer.indexOf('\r\n\r\n');
+            const length = /content-length: (\d+)/i.exec(answer)?.[1];
+            if (head >= 0 && length !== undefined && answer.length - head - 4 >= Number(length)) done();
+          };
+          socket.on('data', onData);
+          socket.once('close', done);
+          socket.write(request);
+        });
+      const open = async (): Promise<Socket> => {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        cleanups.push(async () => {
+          socket.destroy();
+        });
+        await once(socket, 'connect');
+        return socket;
+      };
+      // Each keeps its connection after a whole answer: a health check, a body refused before it is
+      // read (415) and a GET that carries a body, as some clients send; node reads those after the answer.
+      const requests = [
+        'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n',
+        'POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json; charset=latin1\r\nContent-Length: 2\r\n\r\n{}',
+        'GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}',
+      ];
+      const idle: Socket[] = [];
+      for (const request of requests) {
+        const socket = await open();
+        assert.match(await answerOn(socket, request), /^HTTP\/1\.1 (200|415) /);
+        idle.push(socket);
+      }
+      const closedFirst = once(idle[0] as Socket, 'close');
+      const next = await open();
+      assert.match(await answerOn(next, 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'), /^HTTP\/1\.1 200 /, 'the new client is served');
+      await closedFirst;
+      assert.equal((idle[2] as Socket).destroyed, false, 'the newest idle connection is still held');
+    },
+  );
 });
