@@ -85,6 +85,7 @@ function bodyError(error: BodyError, limitMb: number): BridgeError {
     case 'entity.too.large':
       return new BridgeError(413, `request body is larger than ${limitMb} MiB (server.body_limit_mb)`, { code: 'request_too_large', cause: error });
     case 'entity.parse.failed':
+    case 'entity.decode.failed':
       return new BridgeError(400, `request body is not valid JSON: ${error.message}`, { code: 'invalid_json', cause: error });
     case 'request.timeout':
       return new BridgeError(408, `${error.message} (server.request_timeout_seconds)`, { code: 'request_timeout', cause: error });
@@ -119,8 +120,10 @@ function errorBoundary(config: Config, log: Logger): AnswerError {
     const error = thrown instanceof BodyError ? bodyError(thrown, config.server.body_limit_mb) : (malformedUrl(thrown) ?? asBridgeError(thrown));
     if (!(thrown instanceof BridgeError) && !(thrown instanceof BodyError) && error.status >= 500)
       log.error({ err: thrown, path: requestOf(req).path }, 'unhandled error');
-    // The rest of an oversized or trickling body is not worth reading: the connection goes.
-    if (error.status === 413 || error.status === 408) res.setHeader('connection', 'close');
+    // The rest of an oversized, trickling or undecodable body is not worth reading: the connection
+    // goes (left open, a later request on it would wait behind bytes nobody reads).
+    if (error.status === 413 || error.status === 408 || (thrown instanceof BodyError && thrown.type === 'entity.decode.failed'))
+      res.setHeader('connection', 'close');
     sendError(res, requestOf(req).surface, error);
   };
 }

@@ -6,7 +6,14 @@ import type { NextFunction, Request, Response } from 'express';
 /** An error the body reader raises; `type` follows body-parser's names, which the error handler maps. */
 export class BodyError extends Error {
   constructor(
-    readonly type: 'entity.too.large' | 'entity.parse.failed' | 'encoding.unsupported' | 'charset.unsupported' | 'request.aborted' | 'request.timeout',
+    readonly type:
+      | 'entity.too.large'
+      | 'entity.parse.failed'
+      | 'entity.decode.failed'
+      | 'encoding.unsupported'
+      | 'charset.unsupported'
+      | 'request.aborted'
+      | 'request.timeout',
     message: string,
   ) {
     super(message);
@@ -130,7 +137,8 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
       }
       chunks.push(chunk);
     });
-    stream.on('error', () => finish(new BodyError('entity.parse.failed', 'the body could not be decoded')));
+    // The reader stops there, before the end of the body, whose rest stays unread on the connection.
+    stream.on('error', () => finish(new BodyError('entity.decode.failed', 'the body could not be decoded')));
     req.on('close', () => {
       if (!req.complete) finish(new BodyError('request.aborted', 'request aborted'));
     });

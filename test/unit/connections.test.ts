@@ -36,6 +36,27 @@ function slowBody(bridge: BridgeHandle, target = 'POST /api/chat', contentType =
   return socket;
 }
 
+/** Writes `request` and reads one whole answer (Content-Length framed), or what came before the connection closed. */
+function answerOn(socket: Socket, request: string | Buffer): Promise<string> {
+  return new Promise((resolve) => {
+    let answer = '';
+    const done = (): void => {
+      socket.off('data', onData);
+      socket.off('close', done);
+      resolve(answer);
+    };
+    const onData = (chunk: Buffer): void => {
+      answer += chunk.toString();
+      const head = answer.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(answer)?.[1];
+      if (head >= 0 && length !== undefined && answer.length - head - 4 >= Number(length)) done();
+    };
+    socket.on('data', onData);
+    socket.once('close', done);
+    socket.write(request);
+  });
+}
+
 describe('client connections', () => {
   it('answers a body that does not arrive in time with 408 and closes the connection', { timeout: 20_000 }, async () => {
     const bridge = await bridgeWith('server:\n  request_timeout_seconds: 0.5\n');
@@ -169,6 +190,22 @@ describe('client connections', () => {
     });
   });
 
+  it('closes the connection after refusing a gzip body that does not decode while the rest of it still arrives', { timeout: 20_000 }, async () => {
+    const bridge = await bridgeWith('');
+    const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    cleanups.push(async () => {
+      socket.destroy();
+    });
+    // Not gzip, and more of it announced than sent: nothing will read the rest, so a request sent
+    // next on this connection would wait forever.
+    const head = 'POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\nContent-Length: 4000000\r\n\r\n';
+    const answer = await answerOn(socket, Buffer.concat([Buffer.from(head), Buffer.alloc(64 * 1024, 'x')]));
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    await once(socket, 'close');
+  });
+
   it('closes the connection of a client refused for a missing API key', async () => {
     const bridge = await bridgeWith('server:\n  api_keys: ["0123456789abcdef0123"]\n');
     const refused = await fetch(`${bridge.url}/api/tags`);
@@ -202,25 +239,6 @@ describe('client connections', () => {
     async () => {
       const bridge = await bridgeWith('server:\n  max_connections: 3\n');
       const port = Number(new URL(bridge.url).port);
-      // One whole answer read from a raw connection (Content-Length framed), or what came before it closed.
-      const answerOn = (socket: Socket, request: string): Promise<string> =>
-        new Promise((resolve) => {
-          let answer = '';
-          const done = (): void => {
-            socket.off('data', onData);
-            socket.off('close', done);
-            resolve(answer);
-          };
-          const onData = (chunk: Buffer): void => {
-            answer += chunk.toString();
-            const head = answer.indexOf('\r\n\r\n');
-            const length = /content-length: (\d+)/i.exec(answer)?.[1];
-            if (head >= 0 && length !== undefined && answer.length - head - 4 >= Number(length)) done();
-          };
-          socket.on('data', onData);
-          socket.once('close', done);
-          socket.write(request);
-        });
       const open = async (): Promise<Socket> => {
         const socket = connect(port, '127.0.0.1');
         socket.on('error', () => undefined);
