@@ -88,7 +88,8 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
     return Promise.resolve(undefined);
   }
   if (length !== undefined && Number(length) > limit) return Promise.reject(new BodyError('entity.too.large', 'request entity too large'));
-  const charset = /charset=([^;]+)/i
+  // The value may be a quoted string (charset="utf-8"), as HTTP allows for any parameter.
+  const charset = /charset="?([^;"]+)/i
     .exec(req.headers['content-type'] ?? '')?.[1]
     ?.trim()
     .toLowerCase();

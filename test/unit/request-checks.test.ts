@@ -288,6 +288,18 @@ describe('requests checked before they go upstream', () => {
     assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'ok');
   });
 
+  it('reads a charset given as a quoted string (charset="utf-8"), as HTTP allows, and still refuses other charsets', async () => {
+    const body = { model: 'm', messages: [{ role: 'user', content: 'hi' }], stream: false };
+    for (const contentType of ['application/json; charset="utf-8"', 'application/json;charset="UTF-8"']) {
+      const response = await post('/api/chat', body, { 'content-type': contentType });
+      assert.equal(response.status, 200, contentType);
+      assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'ok');
+    }
+    const latin1 = await post('/api/chat', body, { 'content-type': 'application/json; charset="latin1"' });
+    assert.equal(latin1.status, 415);
+    assert.deepEqual(await latin1.json(), { error: 'unsupported charset "latin1"' });
+  });
+
   it('answers errors in the shape of the surface that serves the path, in any letter case', async () => {
     const openai = await post('/V1/Chat/Completions', { model: 'm', messages: 'hi' });
     assert.equal(openai.status, 400);
