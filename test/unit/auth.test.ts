@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
 import YAML from 'yaml';
 import { ACTION_PAYLOADS } from '../../src/control/actions.js';
 import type { Identity } from '../../src/auth/identity.js';
@@ -456,21 +456,21 @@ describe('JWT', () => {
     await assertShape(await chat(bridge, await sign(rsa.privateKey, 'RS256')), 'openai', 401, 'invalid_token');
   });
 
-  it('takes the team from the first group that is a configured team, whatever groups the issuer lists before it', async () => {
+  /** A bridge taking HS256 tokens of a shared secret, with `claims` settings, and a signer of tokens for "dana". */
+  const sharedSecretBridge = async (claims = ''): Promise<{ bridge: BridgeHandle; sign: (payload: JWTPayload) => Promise<string> }> => {
     const secretFile = path.join(tempDir('jwt-secret-'), 'secret');
     const secret = new TextEncoder().encode('a-shared-secret-of-at-least-32-bytes!');
     writeFileSync(secretFile, 'a-shared-secret-of-at-least-32-bytes!', { mode: 0o600 });
-    const bridge = await bridgeWith(`secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}`);
-    const teamOf = async (groups: unknown): Promise<unknown> => {
-      const token = await new SignJWT({ groups })
-        .setProtectedHeader({ alg: 'HS256' })
-        .setIssuer(ISSUER)
-        .setAudience(AUDIENCE)
-        .setSubject('dana')
-        .setExpirationTime('5m')
-        .sign(secret);
-      return ((await (await call(bridge, 'GET', '/bridge/api/whoami', bearer(token))).json()) as { team: unknown }).team;
-    };
+    const bridge = await bridgeWith(`secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}${claims}`);
+    const sign = (payload: JWTPayload): Promise<string> =>
+      new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject('dana').setExpirationTime('5m').sign(secret);
+    return { bridge, sign };
+  };
+
+  it('takes the team from the first group that is a configured team, whatever groups the issuer lists before it', async () => {
+    const { bridge, sign } = await sharedSecretBridge();
+    const teamOf = async (groups: unknown): Promise<unknown> =>
+      ((await (await call(bridge, 'GET', '/bridge/api/whoami', bearer(await sign({ groups })))).json()) as { team: unknown }).team;
     assert.equal(await teamOf(['Domain Users', 'web']), 'web', 'the configured team, not the group listed first');
     assert.equal(await teamOf(['constructor', 'web']), 'web', 'a name every object has is no configured team');
     assert.equal(await teamOf(['Domain Users', 'ops']), 'Domain Users', 'no configured team: the first group, as before');
@@ -478,19 +478,8 @@ describe('JWT', () => {
   });
 
   it("reads a claim named with dots (an Auth0 namespace) as that claim, and a dotted path into an object (Keycloak's)", async () => {
-    const secretFile = path.join(tempDir('jwt-secret-'), 'secret');
-    const secret = new TextEncoder().encode('a-shared-secret-of-at-least-32-bytes!');
-    writeFileSync(secretFile, 'a-shared-secret-of-at-least-32-bytes!', { mode: 0o600 });
-    const bridge = await bridgeWith(
-      `secret_file: ${secretFile}\nissuer: ${ISSUER}\naudience: ${AUDIENCE}\nclaims:\n  role: https://bridge.example.test/roles\n  team: realm_access.groups`,
-    );
-    const token = await new SignJWT({ 'https://bridge.example.test/roles': ['admin'], realm_access: { groups: ['web'] } })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setSubject('dana')
-      .setExpirationTime('5m')
-      .sign(secret);
+    const { bridge, sign } = await sharedSecretBridge('\nclaims:\n  role: https://bridge.example.test/roles\n  team: realm_access.groups');
+    const token = await sign({ 'https://bridge.example.test/roles': ['admin'], realm_access: { groups: ['web'] } });
     const whoami = (await (await call(bridge, 'GET', '/bridge/api/whoami', bearer(token))).json()) as { role: string; team: string | null };
     assert.equal(whoami.role, 'admin');
     assert.equal(whoami.team, 'web');
