@@ -211,6 +211,9 @@ export class OllamaManager {
     }
     instance.wanted = true;
     instance.crashes = [];
+    // This start replaces an automatic restart still waiting (after a crash): both would spawn, and
+    // the second, finding the port taken, would take the first one's place, leaving it untracked.
+    clearTimeout(instance.retryTimer);
     this.spawn(instance, binary);
     await this.waitReady(instance);
     return this.describe(name);

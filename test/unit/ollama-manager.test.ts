@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -112,6 +113,44 @@ describe('Ollama manager', () => {
 });
 
 describe('an Ollama the bridge did not start, on a managed port', () => {
+  it('a Start while a crashed instance waits for its automatic restart replaces that restart', async (t) => {
+    // The manager's timers are mocked so that the restart's back-off passes at once; process events stay real.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const dir = tempDir('flaky-ollama-');
+    const [crashedOnce, ready, binary] = ['crashed-once', 'ready', 'ollama'].map((name) => path.join(dir, name)) as [string, string, string];
+    // Exits at once the first time; later runs stay up (their command line names `dir`, to be found afterwards).
+    writeFileSync(
+      binary,
+      `#!/bin/sh\nif [ ! -e "${crashedOnce}" ]; then touch "${crashedOnce}"; exit 1; fi\ntouch "${ready}"\nexec "${process.execPath}" -e "setInterval(() => {}, 1000)" "${dir}"\n`,
+    );
+    chmodSync(binary, 0o755);
+    t.after(() => {
+      spawnSync('pkill', ['-f', dir]);
+    });
+    const manager = new OllamaManager([{ name: 'gpu0', port: 1, device: undefined }], options({ binary, isListening: async () => existsSync(ready) }));
+    /** Settles a manager call, moving the mocked clock on while it waits for its process. */
+    const settled = async <T>(call: Promise<T>): Promise<T> => {
+      let done = false;
+      call.then(
+        () => (done = true),
+        () => (done = true),
+      );
+      while (!done) {
+        t.mock.timers.tick(100);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      return call;
+    };
+
+    await assert.rejects(settled(manager.start('gpu0')), /exited at start/);
+    assert.equal(manager.snapshot()[0]?.state, 'crashed');
+    assert.equal((await settled(manager.start('gpu0'))).state, 'running');
+    t.mock.timers.tick(60_000);
+    assert.equal(manager.snapshot()[0]?.restarts, 0, 'the automatic restart ran as well, a second ollama serve');
+    t.mock.timers.reset();
+    assert.equal((await manager.stop('gpu0')).state, 'stopped');
+  });
+
   it('tells the dashboard at once when a Start fails, not at the next health round', { timeout: 10_000 }, async (t) => {
     const dir = tempDir('failing-ollama-');
     const binary = path.join(dir, 'ollama');
