@@ -3,6 +3,7 @@ import {
   dollarsOf,
   gibOf,
   healthyBackendCount,
+  ollamaControls,
   queuedPerLane,
   type ActionName,
   type ActionPayloads,
@@ -80,16 +81,15 @@ function tierSubmenu(state: BridgeState, tier: Tier, label: string): MenuItemSpe
 
 function ollamaSubmenus(state: BridgeState): MenuItemSpec[] {
   return state.ollama.map((instance) => {
-    const running = instance.state === 'running' || instance.state === 'starting' || instance.state === 'crashed';
-    const adopted = instance.state === 'adopted';
+    const controls = ollamaControls(instance.state);
     return {
       label: `Ollama on ${gpuLabel(state, instance.name)}`,
       type: 'submenu',
       submenu: [
-        { label: 'Start', enabled: !running && !adopted, command: { kind: 'action', name: 'startOllama', payload: { backend: instance.name } } },
-        { label: 'Stop', enabled: running, command: { kind: 'action', name: 'stopOllama', payload: { backend: instance.name } } },
-        { label: 'Restart', enabled: running, command: { kind: 'action', name: 'restartOllama', payload: { backend: instance.name } } },
-        ...(adopted ? [{ label: 'Started outside the bridge', enabled: false }] : []),
+        { label: 'Start', enabled: controls.start, command: { kind: 'action', name: 'startOllama', payload: { backend: instance.name } } },
+        { label: 'Stop', enabled: controls.stop, command: { kind: 'action', name: 'stopOllama', payload: { backend: instance.name } } },
+        { label: 'Restart', enabled: controls.restart, command: { kind: 'action', name: 'restartOllama', payload: { backend: instance.name } } },
+        ...(instance.state === 'adopted' ? [{ label: 'Started outside the bridge', enabled: false }] : []),
       ],
     };
   });

@@ -10,3 +10,4 @@ export * from './gpu.js';
 export * from './request.js';
 export * from './errors.js';
 export * from './cancel.js';
+export * from './ollama.js';

@@ -9,6 +9,7 @@ import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { sampleRecord } from '../support/history.js';
 import { freePort } from '../support/ollama-rig.js';
 import { configFile } from '../support/temp.js';
+import { fakeOllamaBinary } from '../support/fake-ollama.js';
 
 /**
  * The dashboard's live updates in real Chromium, against a bridge with no Ollama at all (history
@@ -89,6 +90,42 @@ describe('dashboard for a role that may not change settings, in Chromium', { ski
     await page.getByTestId('read-only').waitFor();
     assert.equal(await page.getByTestId('toggle-dual').isDisabled(), true, 'a user cannot switch dual-GPU mode');
     assert.equal(await page.getByTestId('toggle-fallback').isDisabled(), true, 'a user cannot switch the cloud fallback');
+    await page.close();
+  });
+});
+
+describe('dashboard Ollama controls in Chromium', { skip }, () => {
+  let bridge: BridgeHandle;
+  let browser: Browser;
+
+  before(async () => {
+    // A managed instance the bridge has not started (autostart off): it can be started, not stopped.
+    const port = await freePort();
+    const file = configFile(
+      YAML.stringify({
+        ollama: { binary: fakeOllamaBinary(), autostart: false },
+        backends: [{ name: 'gpu0', url: `http://127.0.0.1:${port}`, gpu: 0, manage: true }],
+      }),
+    );
+    bridge = await startTestBridge({ file });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await bridge?.stop(100);
+  });
+
+  it('offers only the Ollama actions that do something in the instance’s state, as the tray does', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByRole('tab', { name: 'Backends' }).click();
+    const button = (name: string): ReturnType<typeof page.getByRole> => page.getByRole('button', { name, exact: true });
+    await button('Start').waitFor();
+    assert.deepEqual(
+      [await button('Start').isDisabled(), await button('Stop').isDisabled(), await button('Restart').isDisabled()],
+      [false, true, true],
+      'a stopped instance: Start only',
+    );
     await page.close();
   });
 });

@@ -1,5 +1,5 @@
 import type { JSX } from 'react';
-import type { BridgeState } from '../../../src/contract';
+import { ollamaControls, type BridgeState } from '../../../src/contract';
 import { runAction } from '../api';
 import { useAction } from '../useAction';
 import { ms } from '../format';
@@ -69,9 +69,21 @@ export function BackendsView({ state, readOnly }: { state: BridgeState; readOnly
                         <span className={`badge ${managed.state}`}>{managed.state}</span>
                         {!readOnly && (
                           <>
-                            <button onClick={() => void act(() => runAction('startOllama', { backend: b.name }))}>Start</button>
-                            <button onClick={() => void act(() => runAction('stopOllama', { backend: b.name }))}>Stop</button>
-                            <button onClick={() => void act(() => runAction('restartOllama', { backend: b.name }))}>Restart</button>
+                            <button
+                              disabled={!ollamaControls(managed.state).start}
+                              onClick={() => void act(() => runAction('startOllama', { backend: b.name }))}
+                            >
+                              Start
+                            </button>
+                            <button disabled={!ollamaControls(managed.state).stop} onClick={() => void act(() => runAction('stopOllama', { backend: b.name }))}>
+                              Stop
+                            </button>
+                            <button
+                              disabled={!ollamaControls(managed.state).restart}
+                              onClick={() => void act(() => runAction('restartOllama', { backend: b.name }))}
+                            >
+                              Restart
+                            </button>
                           </>
                         )}
                       </>
