@@ -269,6 +269,27 @@ describe('requests checked before they go upstream', () => {
     assert.equal(embeds(), before + 1);
   });
 
+  it('takes null in an Ollama chat or generate field as the field left out, as Ollama’s JSON decoding does', async () => {
+    const before = generations();
+    for (const [path, body] of [
+      ['/api/chat', { model: 'm', messages: [{ role: 'user', content: 'hi', images: null }], stream: null, think: null, tools: null }],
+      ['/api/chat', { model: 'm', messages: [{ role: 'user', content: null }], stream: false }],
+      ['/api/chat', { model: 'm', messages: null, stream: false }],
+      ['/api/generate', { model: 'm', prompt: null, suffix: null, system: null, images: null, stream: null }],
+    ] as const) {
+      const response = await post(path, body);
+      assert.equal(response.status, 200, `${path} ${JSON.stringify(body)}`);
+      // stream: null streams, as an absent stream does.
+      assert.equal(
+        response.headers.get('content-type'),
+        body.stream === false ? 'application/json; charset=utf-8' : 'application/x-ndjson',
+        JSON.stringify(body),
+      );
+      await response.text();
+    }
+    assert.equal(generations(), before + 4);
+  });
+
   it('refuses Responses input with no message to answer in it (empty, or only items the bridge passes over)', async () => {
     const before = generations();
     for (const input of [[], [{ type: 'item_reference', id: 'msg_1' }]]) {

@@ -27,29 +27,34 @@ export const BRIDGE_OLLAMA_API_LEVEL = '0.13.4';
 
 const modelField = z.string({ error: 'model is required' }).min(1, 'model is required');
 
+/** An optional field as Ollama decodes it: Go's encoding/json reads JSON null as the field left out. */
+function optionalField<T extends z.ZodType>(schema: T) {
+  return schema.nullish().transform((value) => value ?? undefined);
+}
+
 const chatRequest = z.looseObject({
   model: modelField,
-  messages: z
-    .array(
+  messages: optionalField(
+    z.array(
       z.looseObject({
         role: z.string(),
-        content: z.string().optional(),
-        images: z.array(z.string()).optional(),
+        content: optionalField(z.string()),
+        images: optionalField(z.array(z.string())),
       }),
-    )
-    .optional(),
-  tools: z.array(z.unknown()).optional(),
-  stream: z.boolean().optional(),
-  think: z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).optional(),
+    ),
+  ),
+  tools: optionalField(z.array(z.unknown())),
+  stream: optionalField(z.boolean()),
+  think: optionalField(z.union([z.boolean(), z.enum(['low', 'medium', 'high'])])),
 });
 
 const generateRequest = z.looseObject({
   model: modelField,
-  prompt: z.string().optional(),
-  suffix: z.string().optional(),
-  system: z.string().optional(),
-  images: z.array(z.string()).optional(),
-  stream: z.boolean().optional(),
+  prompt: optionalField(z.string()),
+  suffix: optionalField(z.string()),
+  system: optionalField(z.string()),
+  images: optionalField(z.array(z.string())),
+  stream: optionalField(z.boolean()),
 });
 
 /** Ollama decodes an embedding request's model as a string; another type is refused here, naming the field, rather than relayed. */
