@@ -174,8 +174,12 @@ export class ModelCatalog {
     return this.entry(model, backend)?.digest;
   }
 
-  /** /api/show of a model, asked of one backend that has it and remembered until invalidated. */
-  async show(model: string, backend: Backend): Promise<OllamaShowResponse> {
+  /**
+   * /api/show of a model, asked of one backend that has it and remembered until invalidated.
+   * A verbose answer (whole token lists: megabytes, asked by `ollama show --verbose`) is not remembered.
+   */
+  async show(model: string, backend: Backend, verbose = false): Promise<OllamaShowResponse> {
+    if (verbose) return backend.callJson<OllamaShowResponse>('POST', '/api/show', { model, verbose });
     const key = `${backend.name}\u0000${canonicalModelName(model)}`;
     let pending = this.shows.get(key);
     if (pending === undefined) {

@@ -296,3 +296,39 @@ describe('Copilot’s model details from an Ollama that predates capabilities', 
     assert.equal(show.model_info['llama.context_length'], 8192);
   });
 });
+
+describe('ollama show --verbose', () => {
+  it('asks the backend for the verbose details (whole token lists), even after a plain /api/show of the same model', async () => {
+    const tokens = ['<s>', '</s>', 'a', 'b', 'c', 'd'];
+    const upstream = await startStandIn(
+      (_req, res, body) => {
+        const { verbose } = JSON.parse(body) as { verbose?: boolean };
+        // As Ollama answers: an array of more than 5 values is emptied unless verbose.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            details: {},
+            model_info: { 'general.architecture': 'llama', 'tokenizer.ggml.tokens': verbose === true ? tokens : [] },
+            capabilities: ['completion'],
+          }),
+        );
+      },
+      ['m:latest'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const tokensShown = async (body: Record<string, unknown>): Promise<unknown> => {
+      const response = await post(`${bridge.url}/api/show`, body);
+      assert.equal(response.status, 200);
+      return ((await response.json()) as { model_info: Record<string, unknown> }).model_info['tokenizer.ggml.tokens'];
+    };
+    assert.deepEqual(await tokensShown({ model: 'm' }), []);
+    assert.deepEqual(await tokensShown({ name: 'm', verbose: true }), tokens);
+    assert.deepEqual(await tokensShown({ model: 'm', verbose: null }), []);
+    // Ollama decodes verbose as a bool: another type is a 400.
+    assert.equal((await post(`${bridge.url}/api/show`, { model: 'm', verbose: 'yes' })).status, 400);
+  });
+});

@@ -57,6 +57,9 @@ const generateRequest = z.looseObject({
   stream: optionalField(z.boolean()),
 });
 
+/** The model is read by requiredModelName (`model` or `name`); Ollama decodes verbose as a bool. */
+const showRequest = z.looseObject({ verbose: optionalField(z.boolean()) });
+
 /** Ollama decodes an embedding request's model as a string; another type is refused here, naming the field, rather than relayed. */
 const embedRequest = z.looseObject({ model: z.string({ error: 'must be a string' }).nullish() });
 
@@ -125,10 +128,10 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   const { catalog } = context;
 
   /** /api/show of a real model from a backend that has it, with the fields clients rely on always present. */
-  const showReal = async (model: string): Promise<OllamaShowResponse | undefined> => {
+  const showReal = async (model: string, verbose = false): Promise<OllamaShowResponse | undefined> => {
     const holder = (await catalog.holders(model))[0];
     if (holder === undefined) return undefined;
-    const show = await catalog.show(model, holder);
+    const show = await catalog.show(model, holder, verbose);
     const info = { ...show.model_info };
     if (typeof info['general.basename'] !== 'string') info['general.basename'] = model.split(':')[0];
     return { ...show, capabilities: show.capabilities ?? [], model_info: info };
@@ -185,10 +188,11 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
   };
 
   const showModel: ApiHandler = async (req, res) => {
+    const { verbose } = parseBody(showRequest, req);
     const name = requiredModelName(req.body);
     requireModelOffered(req, context.router, name);
     const virtual = virtualModel(name);
-    const show = await (virtual === undefined ? showReal(name) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
+    const show = await (virtual === undefined ? showReal(name, verbose) : showVirtual(virtual.name, virtual.tier)).catch((error: unknown) => {
       throw error instanceof UpstreamStatusError ? error : toUpstreamError(error, 'catalog');
     });
     if (show === undefined) throw new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
