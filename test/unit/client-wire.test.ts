@@ -332,3 +332,40 @@ describe('ollama show --verbose', () => {
     assert.equal((await post(`${bridge.url}/api/show`, { model: 'm', verbose: 'yes' })).status, 400);
   });
 });
+
+describe('Copilot ghost text at the end of a file, where its suffix is empty', () => {
+  let bridge: BridgeHandle;
+  let upstream: StandIn;
+  before(async () => {
+    ({ bridge, upstream } = await wireBridge({ text: ['    return a + b'] }));
+  });
+
+  /** The /api/generate body of the last generation. */
+  const lastGenerate = (): Record<string, unknown> =>
+    JSON.parse(upstream.requests.filter((r) => r.url === '/api/generate').at(-1)?.body ?? '{}') as Record<string, unknown>;
+
+  it('stays on the simple tier however long the file above the cursor is, as fill-in-the-middle does', async () => {
+    // Past long_context_tokens (6000, about 4 characters each), which moves a plain completion to complex.
+    const prompt = `${'x = 1\n'.repeat(5000)}def add(a, b):\n`;
+    const response = await post(`${bridge.url}/v1/engines/copilot-codex/completions`, { prompt, suffix: '', max_tokens: 500, stream: true });
+    assert.equal(response.status, 200);
+    await response.text();
+    assert.equal(response.headers.get('x-bridge-tier'), 'simple');
+    assert.equal(response.headers.get('x-bridge-model'), SMALL);
+  });
+
+  for (const [name, suffix] of [
+    ['empty', { suffix: '' }],
+    ['absent', {}],
+  ] as const) {
+    it(`sends the code before the cursor raw (suffix ${name}), not wrapped in the model's chat template`, async () => {
+      const response = await post(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, { prompt: 'def add(a, b):\n', ...suffix, stream: true });
+      assert.equal(response.status, 200);
+      await response.text();
+      const sent = lastGenerate();
+      assert.equal(sent.raw, true);
+      assert.equal(sent.suffix, undefined);
+      assert.equal(sent.prompt, 'def add(a, b):\n');
+    });
+  }
+});

@@ -17,7 +17,7 @@ export function copilotHotRoutes(context: ApiContext): ApiRoute[] {
     // The path parameter arrives percent-decoded: "qwen2.5-coder%3A7b" as "qwen2.5-coder:7b".
     const engine = String(req.params.engine);
     const installed = virtualModel(engine) !== undefined || (await context.catalog.holders(engine)).length > 0;
-    await serveCompletion(context, req, res, installed ? engine : 'auto', request);
+    await serveCompletion(context, req, res, installed ? engine : 'auto', request, true);
   };
   return [{ method: 'POST', path: '/v1/engines/:engine/completions', handler: completions }];
 }

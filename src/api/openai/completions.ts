@@ -65,6 +65,9 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
 /**
  * Serves a completion: fill-in-the-middle through /api/generate with `suffix` when the chosen model
  * can insert, otherwise `raw` on the prefix alone (Ollama would refuse the suffix with 400).
+ * Ghost text (Copilot's inline completions) is fill-in-the-middle even where its suffix is empty,
+ * at the end of a file: routed as such, and sent `raw`, because Ollama's templates take a prompt
+ * without a suffix for a chat turn and would wrap the code in it.
  */
 export async function serveCompletion(
   deps: { router: Router; catalog: ModelCatalog; policy: GenerationPolicy },
@@ -72,20 +75,24 @@ export async function serveCompletion(
   res: ServerResponse,
   requestedModel: string,
   request: CompletionRequest,
+  ghostText: boolean,
 ): Promise<void> {
   const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
-  const suffix = request.suffix ?? undefined;
-  const signals = completionSignals(clientSignals(req.headers), prompt, suffix);
-  const plan = async (route: RouteDecision): Promise<GenerationPlan> => {
-    let canInsert = false;
+  const suffix = request.suffix ?? '';
+  const completion = completionSignals(clientSignals(req.headers), prompt, suffix);
+  const signals = ghostText ? { ...completion, kind: 'fim' as const } : completion;
+  const canInsert = async (route: RouteDecision): Promise<boolean> => {
     const backend = route.candidates[0];
-    if (signals.kind === 'fim' && backend !== undefined) {
-      const show = await deps.catalog.show(route.model, backend).catch(() => undefined);
-      canInsert = show?.capabilities?.includes('insert') ?? false;
-    }
+    if (backend === undefined) return false;
+    const show = await deps.catalog.show(route.model, backend).catch(() => undefined);
+    return show?.capabilities?.includes('insert') ?? false;
+  };
+  const plan = async (route: RouteDecision): Promise<GenerationPlan> => {
     const body: Record<string, unknown> = { prompt, options: ollamaOptions(request) };
-    if (signals.kind === 'fim' && canInsert) body.suffix = suffix;
-    else if (signals.kind === 'fim') body.raw = true;
+    if (signals.kind === 'fim') {
+      if (suffix !== '' && (await canInsert(route))) body.suffix = suffix;
+      else body.raw = true;
+    }
     return {
       path: '/api/generate',
       bodies: Array.from({ length: request.n ?? 1 }, () => body),

@@ -90,7 +90,7 @@ export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
   const completions: ApiHandler = async (req, res) => {
     const request = parseBody(completionRequestSchema, req);
     if (request.model === undefined) throw new BridgeError(400, 'you must provide a model parameter', { code: 'invalid_request', param: 'model' });
-    await serveCompletion(context, req, res, request.model, request);
+    await serveCompletion(context, req, res, request.model, request, false);
   };
 
   return [
