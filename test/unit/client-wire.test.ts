@@ -369,3 +369,19 @@ describe('Copilot ghost text at the end of a file, where its suffix is empty', (
     });
   }
 });
+
+describe('OpenAI completions with echo', () => {
+  it('answers the prompt before each choice’s completion, streamed and whole (the openai SDK)', async () => {
+    const { bridge } = await wireBridge({ text: ['a', 'b'] });
+    const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const whole = await openai.completions.create({ model: SMALL, prompt: 'def add(', echo: true, n: 2 });
+    assert.deepEqual(
+      whole.choices.map((c) => c.text),
+      ['def add(ab', 'def add(ab'],
+    );
+    const stream = await openai.completions.create({ model: SMALL, prompt: 'def add(', echo: true, n: 2, stream: true });
+    const texts = ['', ''];
+    for await (const chunk of stream) for (const choice of chunk.choices) texts[choice.index] += choice.text;
+    assert.deepEqual(texts, ['def add(ab', 'def add(ab']);
+  });
+});

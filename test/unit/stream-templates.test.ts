@@ -39,7 +39,7 @@ describe('token events from templates', () => {
   });
 
   it('OpenAI completions: a text piece is the event the object path writes, for any text', () => {
-    const format = completionFormat('copilot-codex', false);
+    const format = completionFormat('copilot-codex', false, '');
     const last = eventJson(format.chunk({ response: '', done: true, done_reason: 'stop' }, 0));
     for (const text of TEXTS) {
       const event = eventJson(format.chunk({ response: text, done: false }, 2));

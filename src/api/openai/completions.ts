@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
+import type { OllamaChunk } from '../../upstream/ollama-api.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
 import { finishReason, inRange, newId, ollamaOptions, samplingFields, SSE_DONE, sseError, sseEvent, tokenLimit, usageOf } from './chat.js';
 
@@ -22,6 +23,7 @@ export const completionRequestSchema = z.looseObject({
   seed: z.number().int().nullish(),
   // Not returned (see topLogprobs); OpenAI's maximum here is 5.
   logprobs: inRange(z.number().int(), 0, 5),
+  echo: z.boolean().nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
 });
@@ -31,23 +33,31 @@ export type CompletionRequest = z.output<typeof completionRequestSchema>;
 /**
  * text_completion events as Copilot's parsers read them: `data: ` with the space, `\n\n` after
  * each event, one choice per event with its index, a final choice with finish_reason, then [DONE].
+ * `echo` (the prompt, when the client asked for it back; else '') comes before each choice's text.
  */
-export function completionFormat(requestedModel: string, includeUsage: boolean): ResponseFormat {
+export function completionFormat(requestedModel: string, includeUsage: boolean, echo: string): ResponseFormat {
   const id = newId('cmpl');
   const created = Math.floor(Date.now() / 1000);
   const event = (choices: unknown[], extra: Record<string, unknown> = {}): string =>
     sseEvent({ id, object: 'text_completion', created, model: requestedModel, choices, ...extra });
   // The event of nearly every token, a piece of text, from a template: the same bytes as event() writes.
   const textHead = `data: ${JSON.stringify({ id, object: 'text_completion', created, model: requestedModel }).slice(0, -1)},"choices":[{"text":`;
+  const piece = (chunk: OllamaChunk, index: number): string => {
+    const text = chunk.response ?? '';
+    if (text !== '' && chunk.done !== true) return `${textHead}${JSON.stringify(text)},"index":${index},"finish_reason":null,"logprobs":null}]}\n\n`;
+    let out = '';
+    if (text !== '') out += event([{ text, index, finish_reason: null, logprobs: null }]);
+    if (chunk.done === true) out += event([{ text: '', index, finish_reason: chunk.done_reason === 'length' ? 'length' : 'stop', logprobs: null }]);
+    return out;
+  };
+  // Choices whose stream has its echoed prompt already: it goes once, in the first event of each.
+  const echoed = new Set<number>();
   return {
     streamContentType: 'text/event-stream; charset=utf-8',
     chunk(chunk, index) {
-      const text = chunk.response ?? '';
-      if (text !== '' && chunk.done !== true) return `${textHead}${JSON.stringify(text)},"index":${index},"finish_reason":null,"logprobs":null}]}\n\n`;
-      let out = '';
-      if (text !== '') out += event([{ text, index, finish_reason: null, logprobs: null }]);
-      if (chunk.done === true) out += event([{ text: '', index, finish_reason: chunk.done_reason === 'length' ? 'length' : 'stop', logprobs: null }]);
-      return out;
+      if (echo === '' || echoed.has(index)) return piece(chunk, index);
+      echoed.add(index);
+      return event([{ text: echo, index, finish_reason: null, logprobs: null }]) + piece(chunk, index);
     },
     end: (results) => (includeUsage ? event([], { usage: usageOf(results) }) : '') + SSE_DONE,
     error: sseError,
@@ -56,7 +66,7 @@ export function completionFormat(requestedModel: string, includeUsage: boolean):
       object: 'text_completion',
       created,
       model: requestedModel,
-      choices: results.map((result, index) => ({ text: result.content, index, finish_reason: finishReason(result), logprobs: null })),
+      choices: results.map((result, index) => ({ text: echo + result.content, index, finish_reason: finishReason(result), logprobs: null })),
       usage: usageOf(results),
     }),
   };
@@ -98,7 +108,7 @@ export async function serveCompletion(
       bodies: Array.from({ length: request.n ?? 1 }, () => body),
       // OpenAI's default; Copilot always asks for a stream.
       stream: request.stream ?? false,
-      format: completionFormat(requestedModel, request.stream_options?.include_usage === true),
+      format: completionFormat(requestedModel, request.stream_options?.include_usage === true, request.echo === true ? prompt : ''),
     };
   };
   await routeAndServe(deps.router, deps.policy, req, res, { requestedModel, signals, needs: [] }, plan);
