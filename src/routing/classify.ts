@@ -78,7 +78,8 @@ export class Classifier {
       tier = 'complex';
       reasons.push('tools present');
     }
-    if (signals.approxTokens > this.longContextTokens && tier !== 'complex') {
+    // long_context_tokens is where long starts (as many_turns is where many starts), so >=.
+    if (signals.approxTokens >= this.longContextTokens && tier !== 'complex') {
       tier = 'complex';
       reasons.push(`long context (~${signals.approxTokens} tokens)`);
     }

@@ -46,6 +46,14 @@ describe('classifier', () => {
     assert.deepEqual(classifier.classify(chat('format this', { turns: 12 })), { tier: 'moderate', reason: "moderate: keyword 'format'; 12 turns" });
   });
 
+  it('takes both thresholds as "from": long_context_tokens tokens are long, many_turns turns are many', () => {
+    const { long_context_tokens: long, many_turns: many } = classification;
+    assert.equal(classifier.classify(chat('format this', { approxTokens: long })).tier, 'complex');
+    assert.equal(classifier.classify(chat('format this', { approxTokens: long - 1 })).tier, 'simple');
+    assert.equal(classifier.classify(chat('format this', { turns: many })).tier, 'moderate');
+    assert.equal(classifier.classify(chat('format this', { turns: many - 1 })).tier, 'simple');
+  });
+
   it('uses the default tier for a chat and simple for a plain completion without keywords', () => {
     assert.equal(classifier.classify(chat('hi')).tier, 'moderate');
     assert.deepEqual(classifier.classify({ ...chat('x = 1'), kind: 'completion' }), { tier: 'simple', reason: 'simple: plain completion' });
