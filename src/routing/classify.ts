@@ -28,8 +28,9 @@ export interface Classification {
 }
 
 function keywordPattern(words: readonly string[]): RegExp | undefined {
-  if (words.length === 0) return undefined;
   const escaped = words.map((w) => w.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).filter(Boolean);
+  // Blank words trim away; an empty alternation would match every request.
+  if (escaped.length === 0) return undefined;
   // Word boundaries that also work for keywords such as "c++" or "ci/cd".
   return new RegExp(`(?<![\\p{L}\\p{N}_])(?:${escaped.join('|')})(?![\\p{L}\\p{N}_])`, 'iu');
 }

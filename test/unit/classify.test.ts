@@ -29,6 +29,11 @@ describe('classifier', () => {
     assert.equal(classifier.classify(chat('port this to C++ please')).tier, 'complex');
   });
 
+  it('ignores a keyword list of only blank words instead of matching every request', () => {
+    const blank = new Classifier({ ...classification, complex_keywords: [' '] });
+    assert.deepEqual(blank.classify(chat('hi')), { tier: 'moderate', reason: 'moderate: no keyword' });
+  });
+
   it('reads the latest user turn and the system prompt', () => {
     assert.equal(classifier.classify(chat('hello', { systemText: 'You help people design systems.' })).reason, "complex: keyword 'design'");
   });
