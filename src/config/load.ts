@@ -263,7 +263,9 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   const providerKeyVariables = (isTree(raw.fallback) && Array.isArray(raw.fallback.providers) ? raw.fallback.providers : [])
     .map((p: unknown) => (isTree(p) && typeof p.api_key_env === 'string' ? p.api_key_env : undefined))
     .filter((name): name is string => name !== undefined);
-  const env = withSecretFiles(sources.env ?? {}, [...new Set([...SECRET_VARIABLES, ...providerKeyVariables])], problems);
+  // A variable set to nothing counts as not set: Docker Compose passes `${VAR}` of an unset VAR as "".
+  const given = Object.fromEntries(Object.entries(sources.env ?? {}).filter(([, value]) => value !== undefined && value.trim() !== ''));
+  const env = withSecretFiles(given, [...new Set([...SECRET_VARIABLES, ...providerKeyVariables])], problems);
 
   const apply = (override: Override, text: string | undefined, source: string): void => {
     if (text === undefined) return;

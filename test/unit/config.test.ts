@@ -196,6 +196,15 @@ describe('config', () => {
     assert.deepEqual(problems.map((p) => p.keyPath).sort(), ['models.simple.keep_alive', 'ollama.keep_alive']);
   });
 
+  it('takes a variable set to nothing as not set, as Docker Compose passes an unset ${VAR}', () => {
+    const keyFile = path.join(dir, 'cloud-key');
+    writeFileSync(keyFile, 'sk-from-the-file\n', { mode: 0o600 });
+    const config = loadConfig({ env: { LOG_LEVEL: '', TIMEOUT_SECONDS: ' ', CLOUD_API_KEY: '', CLOUD_API_KEY_FILE: keyFile } });
+    assert.equal(config.monitoring.logging.level, loadConfig({}).monitoring.logging.level);
+    assert.equal(config.routing.thresholds.timeout_seconds, loadConfig({}).routing.thresholds.timeout_seconds);
+    assert.equal(config.fallback.cloud_api_key, 'sk-from-the-file');
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
