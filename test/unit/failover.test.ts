@@ -66,6 +66,13 @@ const backendState = (bridge: BridgeHandle, name: string): BridgeState['backends
   return found;
 };
 
+/** The state of m:latest's own circuit on a backend; undefined while it has none (closed, never failed). */
+const modelCircuitOf = (bridge: BridgeHandle, backend: string): string | undefined =>
+  backendState(bridge, backend).health.models.find((m) => m.model === 'm:latest')?.circuit;
+
+/** Health checks out of the way, one failure opens a circuit, its cool-down short. */
+const ONE_FAILURE_OPENS = 'routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n';
+
 describe('retries and failover', () => {
   it('retries a 5xx on the other backend before anything was sent, and says so', async () => {
     const { a, b, bridge } = await twoBackends(
@@ -327,9 +334,9 @@ describe('retries and failover', () => {
       },
       (res) => answer(res, 'from gpu1'),
       { ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
-      'routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n',
+      ONE_FAILURE_OPENS,
     );
-    const modelCircuit = (): string | undefined => backendState(bridge, 'gpu0').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    const modelCircuit = (): string | undefined => modelCircuitOf(bridge, 'gpu0');
     assert.equal((await chat(bridge)).headers.get('x-bridge-backend'), 'gpu1');
     assert.equal(modelCircuit(), 'open');
     await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
@@ -360,7 +367,7 @@ describe('retries and failover', () => {
     );
     const b = await startStandIn((_req, res) => answer(res, 'from gpu1'), ['m:latest']);
     const bridge = await startTestBridge({
-      file: configFile('routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n'),
+      file: configFile(ONE_FAILURE_OPENS),
       env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: 'false', MAX_RETRIES: '1' },
     });
     cleanups.push(
@@ -368,7 +375,7 @@ describe('retries and failover', () => {
       () => a.close(),
       () => b.close(),
     );
-    const modelCircuit = (): string | undefined => backendState(bridge, 'gpu0').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    const modelCircuit = (): string | undefined => modelCircuitOf(bridge, 'gpu0');
     assert.equal((await chat(bridge)).headers.get('x-bridge-backend'), 'gpu1');
     await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
     gpu0 = 'slow';
@@ -405,7 +412,7 @@ describe('retries and failover', () => {
       ['m:latest'],
     );
     const bridge = await startTestBridge({
-      file: configFile('routing:\n  health:\n    interval_seconds: 600\n  circuit_breaker:\n    failure_threshold: 1\n    cooldown_seconds: 0.2\n'),
+      file: configFile(ONE_FAILURE_OPENS),
       env: { OLLAMA_HOST: upstream.url },
     });
     cleanups.push(
@@ -414,7 +421,7 @@ describe('retries and failover', () => {
     );
     const embed = (signal?: AbortSignal): Promise<Response> =>
       fetch(`${bridge.url}/api/embed`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'x' }), signal });
-    const modelCircuit = (): string | undefined => backendState(bridge, 'local').health.models.find((m) => m.model === 'm:latest')?.circuit;
+    const modelCircuit = (): string | undefined => modelCircuitOf(bridge, 'local');
     assert.equal((await embed()).status, 500);
     await until(() => (modelCircuit() === 'half-open' ? true : undefined), 'the cool-down of the model circuit');
     phase = 'slow';
