@@ -36,6 +36,11 @@ export async function startTestBridge(options: TestBridgeOptions = {}): Promise<
   return startBridge(config, { logger: options.logger ?? pino({ level: 'silent' }), fastPath: options.fastPath });
 }
 
+/** POSTs `body` as JSON. */
+export function postJson(url: string, body: unknown): Promise<Response> {
+  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
 export interface StandIn {
   url: string;
   /** Every request it received, in order. */

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { namedSseEvents, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -85,9 +85,6 @@ async function wireBridge(script: Script, version?: string): Promise<{ upstream:
   return { upstream, bridge };
 }
 
-const post = (url: string, body: unknown): Promise<Response> =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-
 /** The JSON payloads of an SSE stream, up to (not including) [DONE], and whether [DONE] came. */
 async function dataEvents(response: Response): Promise<{ events: Array<Record<string, unknown>>; done: boolean }> {
   const events: Array<Record<string, unknown>> = [];
@@ -112,7 +109,7 @@ describe('answers cut by the token limit, in each client’s words', () => {
   });
 
   it('chat completions stream: finish_reason length, then the usage chunk asked for, then [DONE]', async () => {
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: LARGE,
       stream: true,
       stream_options: { include_usage: true },
@@ -133,7 +130,7 @@ describe('answers cut by the token limit, in each client’s words', () => {
   });
 
   it('Copilot ghost text with n = 3: each choice streams its text and ends with finish_reason length, then usage and [DONE]', async () => {
-    const response = await post(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, {
+    const response = await postJson(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, {
       prompt: 'def add(a, b):\n    return',
       suffix: '\n',
       max_tokens: 2,
@@ -159,10 +156,10 @@ describe('answers cut by the token limit, in each client’s words', () => {
 
   it('Messages: stop_reason max_tokens, streamed and whole', async () => {
     const request = { model: LARGE, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] };
-    const whole = (await (await post(`${bridge.url}/v1/messages`, request)).json()) as { stop_reason: string; content: unknown };
+    const whole = (await (await postJson(`${bridge.url}/v1/messages`, request)).json()) as { stop_reason: string; content: unknown };
     assert.equal(whole.stop_reason, 'max_tokens');
     assert.deepEqual(whole.content, [{ type: 'text', text: 'ab' }]);
-    const events = await namedSseEvents(await post(`${bridge.url}/v1/messages?beta=true`, { ...request, stream: true }));
+    const events = await namedSseEvents(await postJson(`${bridge.url}/v1/messages?beta=true`, { ...request, stream: true }));
     const delta = events.find(([name]) => name === 'message_delta')?.[1] as { delta: { stop_reason: string } } | undefined;
     assert.equal(delta?.delta.stop_reason, 'max_tokens');
     assert.equal(events.at(-1)?.[0], 'message_stop');
@@ -170,10 +167,10 @@ describe('answers cut by the token limit, in each client’s words', () => {
 
   it('Responses: status incomplete for max_output_tokens, streamed as response.incomplete and whole', async () => {
     const request = { model: LARGE, max_output_tokens: 16, input: 'hi' };
-    const whole = (await (await post(`${bridge.url}/v1/responses`, request)).json()) as { status: string; incomplete_details: unknown };
+    const whole = (await (await postJson(`${bridge.url}/v1/responses`, request)).json()) as { status: string; incomplete_details: unknown };
     assert.equal(whole.status, 'incomplete');
     assert.deepEqual(whole.incomplete_details, { reason: 'max_output_tokens' });
-    const events = await namedSseEvents(await post(`${bridge.url}/v1/responses`, { ...request, stream: true }));
+    const events = await namedSseEvents(await postJson(`${bridge.url}/v1/responses`, { ...request, stream: true }));
     const [name, last] = events.at(-1) as [string, { response: { status: string; incomplete_details: unknown } }];
     assert.equal(name, 'response.incomplete');
     assert.equal(last.response.status, 'incomplete');
@@ -185,7 +182,7 @@ describe('answers cut by the token limit, in each client’s words', () => {
 describe('thinking in an OpenAI chat stream', () => {
   it('comes as reasoning_content and reasoning deltas before the content', async () => {
     const { bridge } = await wireBridge({ thinking: ['Let me ', 'see.'], text: ['Four.'] });
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: LARGE,
       stream: true,
       reasoning_effort: 'low',
@@ -214,7 +211,7 @@ describe('what agents call besides generations', () => {
   it('Claude Code’s count_tokens (?beta=true) answers an estimate from the system prompt, messages and tools, without a generation', async () => {
     const generations = upstream.requests.length;
     const count = async (body: Record<string, unknown>): Promise<number> => {
-      const response = await post(`${bridge.url}/v1/messages/count_tokens?beta=true`, { model: LARGE, ...body });
+      const response = await postJson(`${bridge.url}/v1/messages/count_tokens?beta=true`, { model: LARGE, ...body });
       assert.equal(response.status, 200);
       return ((await response.json()) as { input_tokens: number }).input_tokens;
     };
@@ -224,7 +221,7 @@ describe('what agents call besides generations', () => {
     assert.ok((await count({ messages, system: [{ type: 'text', text: 'y'.repeat(400) }] })) > alone);
     assert.ok((await count({ messages, tools: [{ name: 'Read', input_schema: { type: 'object' } }] })) > alone);
     assert.equal(upstream.requests.length, generations);
-    const bad = await post(`${bridge.url}/v1/messages/count_tokens`, { model: LARGE });
+    const bad = await postJson(`${bridge.url}/v1/messages/count_tokens`, { model: LARGE });
     assert.equal(bad.status, 400);
     assert.equal(((await bad.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
   });
@@ -242,7 +239,7 @@ describe('what agents call besides generations', () => {
     const answer = await openai.embeddings.create({ model: SMALL, input: 'hello' });
     assert.deepEqual(answer.data[0]?.embedding, [0.25, -1.5, 3]);
     assert.deepEqual(answer.usage, { prompt_tokens: 2, total_tokens: 2 });
-    const floats = (await (await post(`${bridge.url}/v1/embeddings`, { model: SMALL, input: ['hello'], encoding_format: 'float' })).json()) as {
+    const floats = (await (await postJson(`${bridge.url}/v1/embeddings`, { model: SMALL, input: ['hello'], encoding_format: 'float' })).json()) as {
       data: Array<{ embedding: number[] }>;
     };
     assert.deepEqual(floats.data[0]?.embedding, [0.25, -1.5, 3]);
@@ -261,7 +258,7 @@ describe('GET /api/version without a configured version', () => {
 describe('a tier whose model lacks what the request uses', () => {
   it('moves a request with tools from bridge/simple to the next tier whose model has tools, and says why', async () => {
     const { upstream, bridge } = await wireBridge({ text: ['ok'] });
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'bridge/simple',
       messages: [{ role: 'user', content: 'hi' }],
       tools: [{ type: 'function', function: { name: 'read', parameters: { type: 'object', properties: {} } } }],
@@ -288,7 +285,7 @@ describe('Copilot’s model details from an Ollama that predates capabilities', 
       () => bridge.stop(100),
       () => upstream.close(),
     );
-    const response = await post(`${bridge.url}/api/show`, { model: 'old-model:7b' });
+    const response = await postJson(`${bridge.url}/api/show`, { model: 'old-model:7b' });
     assert.equal(response.status, 200);
     const show = (await response.json()) as { capabilities: unknown; model_info: Record<string, unknown> };
     assert.deepEqual(show.capabilities, []);
@@ -321,7 +318,7 @@ describe('ollama show --verbose', () => {
       () => upstream.close(),
     );
     const tokensShown = async (body: Record<string, unknown>): Promise<unknown> => {
-      const response = await post(`${bridge.url}/api/show`, body);
+      const response = await postJson(`${bridge.url}/api/show`, body);
       assert.equal(response.status, 200);
       return ((await response.json()) as { model_info: Record<string, unknown> }).model_info['tokenizer.ggml.tokens'];
     };
@@ -329,7 +326,7 @@ describe('ollama show --verbose', () => {
     assert.deepEqual(await tokensShown({ name: 'm', verbose: true }), tokens);
     assert.deepEqual(await tokensShown({ model: 'm', verbose: null }), []);
     // Ollama decodes verbose as a bool: another type is a 400.
-    assert.equal((await post(`${bridge.url}/api/show`, { model: 'm', verbose: 'yes' })).status, 400);
+    assert.equal((await postJson(`${bridge.url}/api/show`, { model: 'm', verbose: 'yes' })).status, 400);
   });
 });
 
@@ -347,7 +344,7 @@ describe('Copilot ghost text at the end of a file, where its suffix is empty', (
   it('stays on the simple tier however long the file above the cursor is, as fill-in-the-middle does', async () => {
     // Past long_context_tokens (6000, about 4 characters each), which moves a plain completion to complex.
     const prompt = `${'x = 1\n'.repeat(5000)}def add(a, b):\n`;
-    const response = await post(`${bridge.url}/v1/engines/copilot-codex/completions`, { prompt, suffix: '', max_tokens: 500, stream: true });
+    const response = await postJson(`${bridge.url}/v1/engines/copilot-codex/completions`, { prompt, suffix: '', max_tokens: 500, stream: true });
     assert.equal(response.status, 200);
     await response.text();
     assert.equal(response.headers.get('x-bridge-tier'), 'simple');
@@ -359,7 +356,11 @@ describe('Copilot ghost text at the end of a file, where its suffix is empty', (
     ['absent', {}],
   ] as const) {
     it(`sends the code before the cursor raw (suffix ${name}), not wrapped in the model's chat template`, async () => {
-      const response = await post(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, { prompt: 'def add(a, b):\n', ...suffix, stream: true });
+      const response = await postJson(`${bridge.url}/v1/engines/${encodeURIComponent(SMALL)}/completions`, {
+        prompt: 'def add(a, b):\n',
+        ...suffix,
+        stream: true,
+      });
       assert.equal(response.status, 200);
       await response.text();
       const sent = lastGenerate();

@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
-import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -78,9 +78,6 @@ async function withProvider(
   return started;
 }
 
-const post = (url: string, body: unknown): Promise<Response> =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-
 const TOOLS = [
   { type: 'function', function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } },
 ];
@@ -88,7 +85,7 @@ const TOOLS = [
 describe('cloud fallback: Anthropic Messages API', () => {
   it('translates the request: system apart, tool calls and results as blocks, tools with input_schema, the key header', async () => {
     const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'qwen2.5-coder:7b',
       max_tokens: 300,
       temperature: 0.3,
@@ -122,7 +119,7 @@ describe('cloud fallback: Anthropic Messages API', () => {
 
   it('streams Anthropic’s events to an OpenAI client: text deltas, the tool call, stop reason and usage', async () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'qwen2.5-coder:7b',
       stream: true,
       stream_options: { include_usage: true },
@@ -155,7 +152,7 @@ describe('cloud fallback: Anthropic Messages API', () => {
 
   it('answers a native /api/chat client in NDJSON, and records the fallback in history', async () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
-    const response = await post(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS });
     assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
     const lines: Array<{
       message?: { content: string; tool_calls?: unknown[] };
@@ -189,7 +186,7 @@ describe('cloud fallback: Anthropic Messages API', () => {
       ['error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }],
     ];
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
-    const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
     const received: string[] = [];
     for await (const event of readSseEvents(response)) received.push(event);
     assert.deepEqual(JSON.parse(received.at(-1) ?? ''), {
@@ -232,7 +229,7 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
 
   it('serves single-line ghost text (stop "\\n"): the stop is applied by the bridge, the others are sent', async () => {
     const { cloud, bridge } = await anthropicAnswering(['    return a', ' + b\n', '\ndef sub(a, b):\n']);
-    const response = await post(`${bridge.url}/v1/engines/copilot-codex/completions`, {
+    const response = await postJson(`${bridge.url}/v1/engines/copilot-codex/completions`, {
       prompt: 'def add(a, b):\n',
       suffix: '\n',
       max_tokens: 40,
@@ -251,7 +248,7 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
   it('records the output tokens as unknown when the bridge ended the answer at its stop, not message_start’s placeholder', async () => {
     const { bridge } = await anthropicAnswering(['    return a + b\n', 'def sub(a, b):\n']);
     const recorded = nextRecord(bridge);
-    const response = await post(`${bridge.url}/api/generate`, { model: 'm', prompt: 'def add(a, b):\n', options: { stop: ['\n'] }, stream: false });
+    const response = await postJson(`${bridge.url}/api/generate`, { model: 'm', prompt: 'def add(a, b):\n', options: { stop: ['\n'] }, stream: false });
     assert.equal(response.status, 200);
     const body = (await response.json()) as { response: string; prompt_eval_count?: number; eval_count?: number };
     assert.equal(body.response, '    return a + b');
@@ -263,7 +260,7 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
 
   it('applies a stop that arrives split over two deltas, and lets through text that only began like it', async () => {
     const { bridge } = await anthropicAnswering(['one\n', 'two\n', '\nthree']);
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'm',
       stream: true,
       stop: ['\n\n'],
@@ -280,7 +277,7 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
 describe('cloud fallback: OpenAI-compatible provider', () => {
   it('joins tool-call fragments, sends the bearer key, and passes usage on', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream);
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
     assert.equal(response.status, 200);
     const body = (await response.json()) as { message: { content: string; tool_calls: unknown[] }; eval_count: number; prompt_eval_count: number };
     assert.equal(body.message.content, 'Hi');
@@ -306,7 +303,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
       res.write(chunk({ tool_calls: [{ id: 'function-call-2', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Rome"}' } }] }));
       res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
     });
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
     assert.equal(response.status, 200);
     const body = (await response.json()) as { message: { tool_calls: unknown[] } };
     assert.deepEqual(body.message.tool_calls, [
@@ -324,7 +321,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
       res.write(chunk({ reasoning: 'think.' }));
       res.end(chunk({ content: 'Answer' }, 'stop') + 'data: [DONE]\n\n');
     });
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
     assert.equal(response.status, 200);
     const body = (await response.json()) as { message: { content: string; thinking?: string } };
     assert.equal(body.message.content, 'Answer');
@@ -341,7 +338,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
       res.end('data: [DONE]\n\n');
     });
     const recorded = nextRecord(bridge);
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
     assert.equal(response.status, 200);
     const body = (await response.json()) as { message: { content: string }; done: boolean; eval_count?: number; prompt_eval_count?: number };
     assert.equal(body.message.content, 'Hi');
@@ -357,7 +354,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { message: 'You exceeded your current quota', type: 'insufficient_quota' } }));
     });
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
     assert.equal(response.status, 502);
     assert.match(((await response.json()) as { error: string }).error, /cloud-openai.*You exceeded your current quota/);
   });
@@ -371,7 +368,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     });
     const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] };
     for (const format of ['json', schema]) {
-      const response = await post(`${bridge.url}/api/chat`, { model: 'm', format, messages: [{ role: 'user', content: 'city as JSON' }], stream: false });
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', format, messages: [{ role: 'user', content: 'city as JSON' }], stream: false });
       assert.equal(response.status, 200);
     }
     const sent = cloud.requests.map((request) => (JSON.parse(request.body) as { response_format?: unknown }).response_format);
@@ -380,7 +377,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
 
   it('is not used while fallback is off: the client gets a clear 503', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream, false);
-    const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(response.status, 503);
     const body = (await response.json()) as { error: { message: string; code: string } };
     assert.equal(body.error.code, 'no_backend_available');
@@ -413,12 +410,12 @@ describe('cloud fallback: credentials in provider errors', () => {
       () => cloud.close(),
     );
 
-    const refused = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const refused = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(refused.status, 401);
     const refusedText = await refused.text();
     assert.match(refusedText, /Incorrect API key provided: \[redacted\]/);
     mode = 'stream';
-    const streamed = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const streamed = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     const streamedText = await streamed.text();
     assert.match(streamedText, /Bearer \[redacted\]/);
     await bridge.stop(100);

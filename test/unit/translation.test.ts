@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 
 /**
@@ -62,13 +62,10 @@ async function pair(
   return { upstream, bridge };
 }
 
-const post = (url: string, body: unknown): Promise<Response> =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-
 describe('OpenAI chat translation', () => {
   it('streams Ollama tool calls as OpenAI deltas a client can concatenate, with finish_reason tool_calls', async () => {
     const { bridge } = await pair((_url, res) => ndjson(res, TOOL_CALL_STREAM));
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'qwen2.5-coder:7b',
       messages: [{ role: 'user', content: 'weather?' }],
       tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }],
@@ -129,7 +126,7 @@ describe('OpenAI chat translation', () => {
 
   it('sends the conversation back to Ollama in its own form: tool calls with object arguments, tool results named, images as base64', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TEXT_STREAM));
-    const response = await post(`${bridge.url}/v1/chat/completions`, {
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'qwen2.5-coder:7b',
       messages: [
         { role: 'developer', content: 'be brief' },
@@ -174,15 +171,15 @@ describe('OpenAI chat translation', () => {
 
   it('rejects malformed requests with OpenAI’s error shape and the offending param', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TEXT_STREAM));
-    const noMessages = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [] });
+    const noMessages = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [] });
     assert.equal(noMessages.status, 400);
     assert.deepEqual(await noMessages.json(), {
       error: { message: "messages: 'messages' must contain at least one message", type: 'invalid_request_error', param: 'messages', code: 'invalid_request' },
     });
-    const badRole = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'wizard', content: 'x' }] });
+    const badRole = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'wizard', content: 'x' }] });
     assert.equal(badRole.status, 400);
     assert.equal(((await badRole.json()) as { error: { param: string } }).error.param, 'messages.0.role');
-    const remoteImage = await post(`${bridge.url}/v1/chat/completions`, {
+    const remoteImage = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'm',
       messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] }],
     });
@@ -195,7 +192,7 @@ describe('OpenAI chat translation', () => {
         code: 'invalid_request',
       },
     });
-    const badArguments = await post(`${bridge.url}/v1/chat/completions`, {
+    const badArguments = await postJson(`${bridge.url}/v1/chat/completions`, {
       model: 'm',
       messages: [{ role: 'assistant', tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: '{oops' } }] }],
     });
@@ -208,7 +205,7 @@ describe('OpenAI chat translation', () => {
 describe('native Ollama facade', () => {
   it('gathers a non-streamed chat with tool calls into one answer', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TOOL_CALL_STREAM));
-    const response = await post(`${bridge.url}/api/chat`, {
+    const response = await postJson(`${bridge.url}/api/chat`, {
       model: 'qwen2.5-coder:7b',
       messages: [{ role: 'user', content: 'weather?' }],
       stream: false,
@@ -231,11 +228,11 @@ describe('native Ollama facade', () => {
   it('rejects a request without a model in Ollama’s own words', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TEXT_STREAM));
     for (const path of ['/api/chat', '/api/generate']) {
-      const response = await post(`${bridge.url}${path}`, { messages: [] });
+      const response = await postJson(`${bridge.url}${path}`, { messages: [] });
       assert.equal(response.status, 400);
       assert.deepEqual(await response.json(), { error: 'model: model is required' });
     }
-    const wrongType = await post(`${bridge.url}/api/chat`, { model: 'm', messages: 'hi' });
+    const wrongType = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: 'hi' });
     assert.equal(wrongType.status, 400);
     assert.match(((await wrongType.json()) as { error: string }).error, /^messages: /);
     assert.equal(upstream.requests.length, 0);
@@ -247,7 +244,7 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
 
   it('native /api/chat: a last {"error"} line', async () => {
     const { bridge } = await pair((_url, res) => ndjson(res, broken));
-    const response = await post(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'application/x-ndjson');
     const lines: string[] = [];
@@ -271,7 +268,7 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
         },
         ['m:latest'],
       );
-      const response = await post(`${bridge.url}${path}`, body);
+      const response = await postJson(`${bridge.url}${path}`, body);
       assert.equal(response.status, 200);
       const events: string[] = [];
       for await (const event of readSseEvents(response)) events.push(event);
@@ -284,7 +281,7 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
 
   it('a break before any line arrived is still a proper status', async () => {
     const { bridge } = await pair((_url, res) => res.socket?.destroy());
-    const response = await post(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
     assert.equal(response.status, 502);
     const body = (await response.json()) as { error: { code: string } };
     assert.equal(body.error.code, 'upstream_unreachable');
