@@ -1,9 +1,11 @@
 // CPU profile of the headless bridge under the 32-client load on both generation surfaces
 // (`node --cpu-prof`), summarized as the 10 frames with the most self time.
 // Writes bench/profile-<label>.md, which bench/results.md quotes. Usage: npm run bench:profile -- <label>
-import { readdirSync, readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { forkTs, freePort, load, round, startBridgeProcess, SURFACES, target } from './harness.js';
 
 const label = process.argv[2] ?? 'now';
@@ -11,13 +13,29 @@ const REQUESTS = 6000;
 
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
   hitCount?: number;
 }
 interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
+}
+
+const sourceMaps = new Map<string, SourceMap | null>();
+
+/**
+ * Where a frame's code was written: the bridge runs as a minified bundle, whose source maps lead
+ * back to src/ (and to the packages' own files); code without a map is named where it ran.
+ */
+function sourceOf(url: string, lineNumber: number, columnNumber: number): string {
+  if (url === '') return '';
+  const file = url.startsWith('file://') ? fileURLToPath(url) : url;
+  if (!sourceMaps.has(file)) sourceMaps.set(file, existsSync(`${file}.map`) ? new SourceMap(JSON.parse(readFileSync(`${file}.map`, 'utf8'))) : null);
+  const entry = sourceMaps.get(file)?.findEntry(lineNumber, columnNumber);
+  const [where, line] =
+    entry !== undefined && 'originalSource' in entry ? [path.resolve(path.dirname(file), entry.originalSource), entry.originalLine] : [file, lineNumber];
+  return ` ${path.relative(process.cwd(), where).replace(/^.*node_modules\//, '')}:${line + 1}`;
 }
 
 /** Self time per frame (function, file, line), largest first, as shares of all samples. */
@@ -28,10 +46,8 @@ function topFrames(profile: CpuProfile, count: number): Array<{ frame: string; s
     const node = byId.get(id);
     // Idle samples are time the process waited: the shares are of the time it worked.
     if (node === undefined || node.callFrame.functionName === '(idle)') return;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const file = url.replace(/^file:\/\//, '').replace(`${process.cwd()}/`, '');
-    const where = file === '' ? '' : ` ${file.replace(/^.*node_modules\//, '')}:${lineNumber + 1}`;
-    const key = `${functionName || '(anonymous)'}${where}`;
+    const { functionName, url, lineNumber, columnNumber } = node.callFrame;
+    const key = `${functionName || '(anonymous)'}${sourceOf(url, lineNumber, columnNumber)}`;
     self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0));
   });
   const total = [...self.values()].reduce((a, b) => a + b, 0);

@@ -1,15 +1,24 @@
 #!/usr/bin/env node
-// Entry of the `copilot-bridge` command: runs the compiled CLI and handles process signals.
+// Entry of the `copilot-bridge` command: runs the bundled CLI (scripts/bundle-cli.mjs) and handles process signals.
 import v8 from 'node:v8';
 
-// Start-up moves some 12 MB of module code and config through V8's young generation, which makes
-// V8 grow that generation to 16 MB and keep it: memory an idle bridge never uses. Its growth is
-// held off until the bridge has started, so that it grows with traffic only, unless the user set
-// the flag on node's command line (V8 takes it with - or _). Measured on Node 20; a V8 that floors
-// the factor at 2 keeps its own sizing, with no harm done.
-const GROWTH_FLAG = '--semi-space-growth-factor';
-const tuned = process.execArgv.some((arg) => arg.replaceAll('_', '-').startsWith(GROWTH_FLAG));
-if (!tuned) v8.setFlagsFromString(`${GROWTH_FLAG}=1`);
+// V8 settings for start-up only, each back to V8's default once the bridge has started, unless the
+// user set it on node's command line or in NODE_OPTIONS (V8 takes flags with - or _). Measured on
+// Node 20 (bench/results.md, idle RSS):
+// - the young generation does not grow: start-up moves some 12 MB of module code and config
+//   through it, which made V8 grow it to 16 MB and keep it, memory an idle bridge never uses (a V8
+//   that floors the factor at 2 keeps its own sizing, with no harm done);
+// - no optimizing compilers: start-up code runs once, and compiling it paged in compiler code and
+//   memory that an idle bridge then kept (~4 MB). Traffic has them from the first request.
+const START_UP_ONLY = [
+  { names: ['--semi-space-growth-factor'], during: '--semi-space-growth-factor=1', after: '--semi-space-growth-factor=2' },
+  { names: ['--opt', '--turbofan', '--max-opt', '--jitless'], during: '--no-opt', after: '--opt' },
+  { names: ['--sparkplug', '--jitless'], during: '--no-sparkplug', after: '--sparkplug' },
+];
+const userFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((arg) => arg.replaceAll('_', '-'));
+const setByUser = (name) => userFlags.some((arg) => arg.startsWith(name) || arg.startsWith(name.replace(/^--/, '--no-')));
+const startUpFlags = START_UP_ONLY.filter(({ names }) => !names.some(setByUser));
+for (const { during } of startUpFlags) v8.setFlagsFromString(during);
 
 // Signals are taken from the start: while the bridge starts (a managed Ollama may take seconds to
 // answer) the default action would end this process at once and leave the Ollama instances it
@@ -30,15 +39,14 @@ const stop = (signal) => {
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);
 
-const { runCli } = await import('../dist/cli.js');
+const { runCli } = await import('../dist/cli.bundle.js');
 const result = await runCli({
   argv: process.argv.slice(2),
   env: process.env,
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
 });
-// V8's default again.
-if (!tuned) v8.setFlagsFromString(`${GROWTH_FLAG}=2`);
+for (const { after } of startUpFlags) v8.setFlagsFromString(after);
 
 if (typeof result === 'number') {
   process.exitCode = result;

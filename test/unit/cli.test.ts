@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { runCliToEnd } from '../support/cli.js';
+import { CLI, runCliToEnd } from '../support/cli.js';
 import { tempDir } from '../support/temp.js';
 
 const dir = tempDir('bridge-cli-');
@@ -88,5 +91,48 @@ describe('copilot-bridge command', () => {
     const unknown = await runCliToEnd(['launch']);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "launch"/);
+  });
+
+  it('prints the version in package.json (the bundle finds it from where it was built)', async () => {
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    const run = await runCliToEnd(['--version']);
+    assert.equal(run.code, 0);
+    assert.equal(run.stdout, `${version}\n`);
+  });
+
+  it('starts without the optimizing compiler (idle memory) and optimizes once it serves traffic', async () => {
+    // --trace-opt prints V8's decisions between the JSON log lines.
+    const child = spawn(process.execPath, ['--trace-opt', CLI, 'serve', '--port', '0'], {
+      env: { PATH: process.env.PATH, BRIDGE_DATA_DIR: tempDir('bridge-cli-opt-'), OLLAMA_HOST: 'http://127.0.0.1:9' },
+    });
+    try {
+      const optimized = /for optimization to TURBOFAN/;
+      let listening: ((url: string) => void) | undefined;
+      const url = new Promise<string>((resolve) => (listening = resolve));
+      let optimizedBeforeListening = false;
+      let optimizedSince: (() => void) | undefined;
+      const optimizedLater = new Promise<void>((resolve) => (optimizedSince = resolve));
+      let served = false;
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.startsWith('{')) {
+          const entry = JSON.parse(line) as { msg?: string; url?: string };
+          if (entry.msg === 'bridge listening') {
+            served = true;
+            listening?.(String(entry.url));
+          }
+        } else if (optimized.test(line)) {
+          if (served) optimizedSince?.();
+          else optimizedBeforeListening = true;
+        }
+      });
+      const base = await Promise.race([url, once(child, 'close').then(() => assert.fail('copilot-bridge exited before listening'))]);
+      assert.equal(optimizedBeforeListening, false, 'V8 optimized code while the bridge started');
+      let done = false;
+      void optimizedLater.then(() => (done = true));
+      for (let request = 0; request < 20_000 && !done; request++) await (await fetch(`${base}/health`)).text();
+      assert.ok(done, 'V8 optimized nothing after 20000 requests: the optimizing compiler stayed off');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
