@@ -24,8 +24,8 @@ await build({
   platform: 'node',
   target: 'node20',
   minify: true,
-  // Error class names stay readable in logs (pino's serializer writes the constructor's name).
-  keepNames: true,
+  // No keepNames: it names every function as it is created, on the request path too (~18 µs of
+  // CPU per proxied request). The bridge's errors carry their names in `name`.
   sourcemap: true,
   external: [...LOADED_ON_FIRST_USE, ...LOADED_BY_PATH],
   // The CommonJS packages in the bundle call require(); an ES module has none of its own.
