@@ -23,19 +23,33 @@ interface CpuProfile {
 }
 
 const sourceMaps = new Map<string, SourceMap | null>();
+const sourceLines = new Map<string, string[]>();
+
+/** A function's name as written on the line where it starts (the bundle's own names are minified). */
+function nameOn(line: string): string {
+  const found =
+    /function\*?\s+([\w$]+)/.exec(line) ??
+    /(?:const|let|var)\s+([\w$]+)\s*=/.exec(line) ??
+    /^\s*(?:(?:private|static|async|get|set)\s+)*([\w$]+)\s*[(<]/.exec(line);
+  const name = found?.[1];
+  return name === undefined || ['if', 'for', 'while', 'return', 'new', 'await'].includes(name) ? '(anonymous)' : name;
+}
 
 /**
- * Where a frame's code was written: the bridge runs as a minified bundle, whose source maps lead
- * back to src/ (and to the packages' own files); code without a map is named where it ran.
+ * A frame as "function file:line", where its code was written: the bridge runs as a minified
+ * bundle, whose source maps lead back to src/ (and to the packages' own files).
  */
-function sourceOf(url: string, lineNumber: number, columnNumber: number): string {
-  if (url === '') return '';
+function frameOf(functionName: string, url: string, lineNumber: number, columnNumber: number): string {
+  const named = functionName === '' ? '(anonymous)' : functionName;
+  if (url === '') return named;
   const file = url.startsWith('file://') ? fileURLToPath(url) : url;
   if (!sourceMaps.has(file)) sourceMaps.set(file, existsSync(`${file}.map`) ? new SourceMap(JSON.parse(readFileSync(`${file}.map`, 'utf8'))) : null);
   const entry = sourceMaps.get(file)?.findEntry(lineNumber, columnNumber);
-  const [where, line] =
-    entry !== undefined && 'originalSource' in entry ? [path.resolve(path.dirname(file), entry.originalSource), entry.originalLine] : [file, lineNumber];
-  return ` ${path.relative(process.cwd(), where).replace(/^.*node_modules\//, '')}:${line + 1}`;
+  if (entry === undefined || !('originalSource' in entry))
+    return `${named} ${path.relative(process.cwd(), file).replace(/^.*node_modules\//, '')}:${lineNumber + 1}`;
+  const source = path.resolve(path.dirname(file), entry.originalSource);
+  if (!sourceLines.has(source)) sourceLines.set(source, existsSync(source) ? readFileSync(source, 'utf8').split('\n') : []);
+  return `${nameOn(sourceLines.get(source)?.[entry.originalLine] ?? '')} ${path.relative(process.cwd(), source).replace(/^.*node_modules\//, '')}:${entry.originalLine + 1}`;
 }
 
 /** Self time per frame (function, file, line), largest first, as shares of all samples. */
@@ -47,7 +61,7 @@ function topFrames(profile: CpuProfile, count: number): Array<{ frame: string; s
     // Idle samples are time the process waited: the shares are of the time it worked.
     if (node === undefined || node.callFrame.functionName === '(idle)') return;
     const { functionName, url, lineNumber, columnNumber } = node.callFrame;
-    const key = `${functionName || '(anonymous)'}${sourceOf(url, lineNumber, columnNumber)}`;
+    const key = frameOf(functionName, url, lineNumber, columnNumber);
     self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0));
   });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
