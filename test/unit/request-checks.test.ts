@@ -194,6 +194,18 @@ describe('requests checked before they go upstream', () => {
     }
   });
 
+  it('names a missing Messages field once, as Anthropic does ("model: Field required"), on /v1/messages and count_tokens', async () => {
+    const messages = [{ role: 'user', content: 'hi' }];
+    await expectAnthropicRefusals([
+      [{ max_tokens: 10, messages }, /^model: Field required$/],
+      [{ model: '', max_tokens: 10, messages }, /^model: Field required$/],
+      [{ model: 'm', max_tokens: 10, messages: [] }, /^messages: at least one message is required$/],
+    ]);
+    const counted = await post('/v1/messages/count_tokens', { messages });
+    assert.equal(counted.status, 400);
+    assert.equal(((await counted.json()) as { error: { message: string } }).error.message, 'model: Field required');
+  });
+
   it('refuses an Anthropic tool_choice that names no tool of the request', async () => {
     const base = { model: 'm', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] };
     const tools = [{ name: 'read_file', description: 'Read a file', input_schema: { type: 'object', properties: {} } }];

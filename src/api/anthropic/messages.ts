@@ -61,9 +61,10 @@ const thinkingSchema = z
     message: 'required when thinking is enabled',
   });
 
+/** Messages name no field: the error names it in front ("model: Field required", as Anthropic words it). */
 const countTokensFields = {
-  model: z.string({ error: 'model: Field required' }).min(1, 'model: Field required'),
-  messages: z.array(messageSchema).min(1, 'messages: at least one message is required'),
+  model: z.string({ error: 'Field required' }).min(1, 'Field required'),
+  messages: z.array(messageSchema).min(1, 'at least one message is required'),
   system: z.union([z.string(), z.array(innerBlock)]).optional(),
   tools: z.array(toolSchema).optional(),
 };
