@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
@@ -232,6 +233,24 @@ describe('what agents call besides generations', () => {
     assert.equal(response.headers.get('connection'), 'close');
     const body = (await response.json()) as { error: { message: string } };
     assert.match(body.error.message, /POST \/v1\/responses/);
+  });
+
+  it('the model list in the Anthropic SDK’s shape for a client that sends anthropic-version (Claude Code’s gateway model discovery), OpenAI’s for others', async () => {
+    const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
+    const page = await anthropic.models.list({ limit: 1000 });
+    const small = page.data.find((model) => model.id === SMALL);
+    assert.deepEqual(small, { type: 'model', id: SMALL, display_name: SMALL, created_at: '2025-01-01T00:00:00.000Z' });
+    assert.ok(page.data.every((model) => model.type === 'model' && model.display_name === model.id && !Number.isNaN(Date.parse(model.created_at))));
+    const raw = (await (await fetch(`${bridge.url}/v1/models`, { headers: { 'anthropic-version': '2023-06-01' } })).json()) as Record<string, unknown>;
+    assert.equal(raw.has_more, false);
+    assert.equal(raw.first_id, page.data[0]?.id);
+    assert.equal(raw.last_id, page.data.at(-1)?.id);
+    assert.deepEqual(await anthropic.models.retrieve(SMALL), small);
+
+    const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const listed = (await openai.models.list()).data.find((model) => model.id === SMALL);
+    assert.deepEqual(listed, { id: SMALL, object: 'model', created: Date.parse('2025-01-01T00:00:00Z') / 1000, owned_by: 'library' });
+    assert.deepEqual(await openai.models.retrieve(SMALL), listed);
   });
 
   it('OpenAI SDK embeddings (base64 on the wire by default) decode to the backend’s vectors', async () => {
