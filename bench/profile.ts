@@ -29,10 +29,10 @@ const sourceLines = new Map<string, string[]>();
 function nameOn(line: string): string {
   const found =
     /function\*?\s+([\w$]+)/.exec(line) ??
-    /(?:const|let|var)\s+([\w$]+)\s*=/.exec(line) ??
-    /^\s*(?:(?:private|static|async|get|set)\s+)*([\w$]+)\s*[(<]/.exec(line);
+    /(?:const|let|var|readonly)\s+([\w$]+)\s*(?::[^=]+)?=\s*(?:async\s*)?(?:function|\(|[\w$]+\s*=>)/.exec(line) ??
+    /^\s*(?:(?:public|private|protected|static|async|get|set)\s+)*\*?\s*([\w$]+)\s*[(<]/.exec(line);
   const name = found?.[1];
-  return name === undefined || ['if', 'for', 'while', 'return', 'new', 'await'].includes(name) ? '(anonymous)' : name;
+  return name === undefined || ['if', 'for', 'while', 'switch', 'catch', 'return', 'new', 'await'].includes(name) ? '(anonymous)' : name;
 }
 
 /**
@@ -49,7 +49,8 @@ function frameOf(functionName: string, url: string, lineNumber: number, columnNu
     return `${named} ${path.relative(process.cwd(), file).replace(/^.*node_modules\//, '')}:${lineNumber + 1}`;
   const source = path.resolve(path.dirname(file), entry.originalSource);
   if (!sourceLines.has(source)) sourceLines.set(source, existsSync(source) ? readFileSync(source, 'utf8').split('\n') : []);
-  return `${nameOn(sourceLines.get(source)?.[entry.originalLine] ?? '')} ${path.relative(process.cwd(), source).replace(/^.*node_modules\//, '')}:${entry.originalLine + 1}`;
+  const name = 'name' in entry && typeof entry.name === 'string' ? entry.name : nameOn(sourceLines.get(source)?.[entry.originalLine] ?? '');
+  return `${name} ${path.relative(process.cwd(), source).replace(/^.*node_modules\//, '')}:${entry.originalLine + 1}`;
 }
 
 /** Self time per frame (function, file, line), largest first, as shares of all samples. */

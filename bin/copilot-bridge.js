@@ -10,13 +10,14 @@ import v8 from 'node:v8';
 //   that floors the factor at 2 keeps its own sizing, with no harm done);
 // - no optimizing compilers: start-up code runs once, and compiling it paged in compiler code and
 //   memory that an idle bridge then kept (~4 MB). Traffic has them from the first request.
+//   Sparkplug is on by default only on x64 and arm64; Maglev (on by default from Node 22) is left be.
 const START_UP_ONLY = [
   { names: ['--semi-space-growth-factor'], during: '--semi-space-growth-factor=1', after: '--semi-space-growth-factor=2' },
   { names: ['--opt', '--turbofan', '--max-opt', '--jitless'], during: '--no-opt', after: '--opt' },
-  { names: ['--sparkplug', '--jitless'], during: '--no-sparkplug', after: '--sparkplug' },
+  ...(['x64', 'arm64'].includes(process.arch) ? [{ names: ['--sparkplug', '--jitless'], during: '--no-sparkplug', after: '--sparkplug' }] : []),
 ];
-const userFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((arg) => arg.replaceAll('_', '-'));
-const setByUser = (name) => userFlags.some((arg) => arg.startsWith(name) || arg.startsWith(name.replace(/^--/, '--no-')));
+const userFlags = new Set([...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((arg) => arg.split('=')[0].replaceAll('_', '-')));
+const setByUser = (name) => userFlags.has(name) || userFlags.has(name.replace(/^--/, '--no-'));
 const startUpFlags = START_UP_ONLY.filter(({ names }) => !names.some(setByUser));
 for (const { during } of startUpFlags) v8.setFlagsFromString(during);
 

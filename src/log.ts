@@ -1,6 +1,6 @@
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { pino, type Logger } from 'pino';
+import { pino, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from './config/schema.js';
 
 export type { Logger } from 'pino';
@@ -8,17 +8,32 @@ export type { Logger } from 'pino';
 const LOG_FILE_MODE = 0o600;
 
 /**
+ * An error as pino writes it, with its `name` as its type: pino takes the constructor's name,
+ * which the minified bundle the command runs has renamed; the bridge's errors name themselves.
+ */
+function serializedError(error: unknown): unknown {
+  const serialized = pino.stdSerializers.err(error as Error);
+  return error instanceof Error ? { ...serialized, type: error.name } : serialized;
+}
+
+/** What every logger of the bridge writes: its name, level, redactions and error form. */
+export function logOptions(level: string): LoggerOptions {
+  return {
+    name: 'copilot-bridge',
+    level,
+    // A key leaking into a log line is worse than a missing field.
+    redact: { paths: ['headers.authorization', 'headers["x-api-key"]', '*.api_key', '*.cloud_api_key'], censor: '[redacted]' },
+    serializers: { err: serializedError },
+  };
+}
+
+/**
  * JSON logs, one line per event. Request logs carry method, path, status, backend and timings,
  * never request or answer text (monitoring.logging.log_prompts opts in).
  */
 export function createLogger(config: Config): Logger {
   const { level, destination } = config.monitoring.logging;
-  const options = {
-    name: 'copilot-bridge',
-    level,
-    // A key leaking into a log line is worse than a missing field.
-    redact: { paths: ['headers.authorization', 'headers["x-api-key"]', '*.api_key', '*.cloud_api_key'], censor: '[redacted]' },
-  };
+  const options = logOptions(level);
   if (destination === 'stdout') return pino(options);
   mkdirSync(destination, { recursive: true });
   const file = path.join(destination, 'copilot-bridge.log');

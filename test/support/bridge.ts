@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { startBridge, type BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { loadConfig } from '../../src/config/load.js';
-import type { Logger } from '../../src/log.js';
+import { logOptions, type Logger } from '../../src/log.js';
 import { freePort } from './ollama-rig.js';
 import { configFile, tempDir } from './temp.js';
 
@@ -18,7 +18,7 @@ export function memoryLogger(): { logger: Logger; lines: () => Array<Record<stri
       done();
     },
   });
-  return { logger: pino({ level: 'debug' }, sink), lines: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
+  return { logger: pino(logOptions('debug'), sink), lines: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
 }
 
 export interface TestBridgeOptions {

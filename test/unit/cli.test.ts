@@ -100,39 +100,42 @@ describe('copilot-bridge command', () => {
     assert.equal(run.stdout, `${version}\n`);
   });
 
-  it('starts without the optimizing compiler (idle memory) and optimizes once it serves traffic', async () => {
-    // --trace-opt prints V8's decisions between the JSON log lines.
-    const child = spawn(process.execPath, ['--trace-opt', CLI, 'serve', '--port', '0'], {
-      env: { PATH: process.env.PATH, BRIDGE_DATA_DIR: tempDir('bridge-cli-opt-'), OLLAMA_HOST: 'http://127.0.0.1:9' },
-    });
-    try {
-      const optimized = /for optimization to TURBOFAN/;
-      let listening: ((url: string) => void) | undefined;
-      const url = new Promise<string>((resolve) => (listening = resolve));
-      let optimizedBeforeListening = false;
-      let optimizedSince: (() => void) | undefined;
-      const optimizedLater = new Promise<void>((resolve) => (optimizedSince = resolve));
-      let served = false;
-      createInterface({ input: child.stdout }).on('line', (line) => {
-        if (line.startsWith('{')) {
-          const entry = JSON.parse(line) as { msg?: string; url?: string };
-          if (entry.msg === 'bridge listening') {
-            served = true;
-            listening?.(String(entry.url));
-          }
-        } else if (optimized.test(line)) {
-          if (served) optimizedSince?.();
-          else optimizedBeforeListening = true;
-        }
+  // --optimize-for-size only shares its first letters with --opt, which the user may set to keep V8's own choice.
+  for (const nodeFlags of [[], ['--optimize-for-size']]) {
+    it(`starts without the optimizing compiler (idle memory) and optimizes once it serves traffic${nodeFlags.length > 0 ? `, with ${nodeFlags.join(' ')}` : ''}`, async () => {
+      // --trace-opt prints V8's decisions between the JSON log lines.
+      const child = spawn(process.execPath, ['--trace-opt', ...nodeFlags, CLI, 'serve', '--port', '0'], {
+        env: { PATH: process.env.PATH, BRIDGE_DATA_DIR: tempDir('bridge-cli-opt-'), OLLAMA_HOST: 'http://127.0.0.1:9' },
       });
-      const base = await Promise.race([url, once(child, 'close').then(() => assert.fail('copilot-bridge exited before listening'))]);
-      assert.equal(optimizedBeforeListening, false, 'V8 optimized code while the bridge started');
-      let done = false;
-      void optimizedLater.then(() => (done = true));
-      for (let request = 0; request < 20_000 && !done; request++) await (await fetch(`${base}/health`)).text();
-      assert.ok(done, 'V8 optimized nothing after 20000 requests: the optimizing compiler stayed off');
-    } finally {
-      child.kill('SIGKILL');
-    }
-  });
+      try {
+        const optimized = /for optimization to TURBOFAN/;
+        let listening: ((url: string) => void) | undefined;
+        const url = new Promise<string>((resolve) => (listening = resolve));
+        let optimizedBeforeListening = false;
+        let optimizedSince: (() => void) | undefined;
+        const optimizedLater = new Promise<void>((resolve) => (optimizedSince = resolve));
+        let served = false;
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          if (line.startsWith('{')) {
+            const entry = JSON.parse(line) as { msg?: string; url?: string };
+            if (entry.msg === 'bridge listening') {
+              served = true;
+              listening?.(String(entry.url));
+            }
+          } else if (optimized.test(line)) {
+            if (served) optimizedSince?.();
+            else optimizedBeforeListening = true;
+          }
+        });
+        const base = await Promise.race([url, once(child, 'close').then(() => assert.fail('copilot-bridge exited before listening'))]);
+        assert.equal(optimizedBeforeListening, false, 'V8 optimized code while the bridge started');
+        let done = false;
+        void optimizedLater.then(() => (done = true));
+        for (let request = 0; request < 20_000 && !done; request++) await (await fetch(`${base}/health`)).text();
+        assert.ok(done, 'V8 optimized nothing after 20000 requests: the optimizing compiler stayed off');
+      } finally {
+        child.kill('SIGKILL');
+      }
+    });
+  }
 });

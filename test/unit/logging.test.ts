@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
+import { UpstreamError } from '../../src/upstream/errors.js';
 import { tempDir, configFile } from '../support/temp.js';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -39,6 +40,16 @@ async function chatBridge(yaml: string): Promise<{ url: string; lines: () => Arr
 }
 
 describe('logging', () => {
+  it("names a logged error by its own name, not its class's (which the minified bundle renames)", () => {
+    // A subclass named as the bundle names classes: one or two letters.
+    class Xe extends UpstreamError {}
+    const { logger, lines } = memoryLogger();
+    logger.error({ err: new Xe('timeout', 'gpu0', 'no first byte') }, 'upstream failed');
+    const [line] = lines();
+    assert.equal((line?.err as { type?: unknown } | undefined)?.type, 'UpstreamError');
+    assert.equal((line?.err as { message?: unknown } | undefined)?.message, 'no first byte');
+  });
+
   it('keeps prompt and answer text out of the log by default', async () => {
     const { lines } = await chatBridge('');
     const request = lines().find((l) => l.msg === 'request' && l.path === '/api/chat');
