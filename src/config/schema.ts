@@ -21,6 +21,16 @@ export const logLevelSchema = z.preprocess((value) => {
 
 const portSchema = z.number().int().min(0).max(65535);
 
+/**
+ * Node's timers wait at most 2^31-1 ms (about 24.8 days) and fire a longer one after 1 ms, so a
+ * timeout set very high to mean "never" would fail every request at once.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_TIMER_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
+const TIMER_LIMIT = "about 24 days, the longest wait Node's timers take";
+/** A number of seconds a timer waits for. */
+const timerSeconds = (): z.ZodNumber => z.number().max(MAX_TIMER_SECONDS, `at most ${MAX_TIMER_SECONDS}: ${TIMER_LIMIT}`);
+
 /** A whole number of seconds as text ("-1", "300"). */
 const SECONDS_TEXT = /^[-+]?\d+$/;
 /** That, or what Go's time.ParseDuration reads: numbers with units ("5m", "1h30m", "1.5h", "-1s"). */
@@ -92,7 +102,7 @@ const providerSchema = z.strictObject({
   api_key: z.string().min(1).optional(),
   /** Anthropic requires max_tokens; used when the client sets none. */
   max_tokens: z.number().int().positive().default(4096),
-  timeout_seconds: z.number().positive().default(120),
+  timeout_seconds: timerSeconds().positive().default(120),
 });
 
 export const ROLES = ['admin', 'user', 'viewer'] as const;
@@ -178,7 +188,7 @@ export const configSchema = z.strictObject({
       port: portSchema.default(5000),
       body_limit_mb: z.number().positive().max(1024).default(32),
       /** Time a client has to send a request's head, and its JSON body; answers may take as long as they need. */
-      request_timeout_seconds: z.number().positive().default(30),
+      request_timeout_seconds: timerSeconds().positive().default(30),
       /** Open client connections; over it, the one waiting longest without a request in progress is closed. */
       max_connections: z.number().int().min(1).default(1024),
       /** Bearer keys clients must send; required before listening beyond loopback. */
@@ -191,7 +201,7 @@ export const configSchema = z.strictObject({
        * On SIGTERM, how long running requests may take to finish; streams still running then end
        * with the surface's in-band error. Keep systemd's TimeoutStopSec above it.
        */
-      shutdown_grace_seconds: z.number().nonnegative().default(10),
+      shutdown_grace_seconds: timerSeconds().nonnegative().default(10),
       /**
        * What GET /api/version answers. Unset: the lowest version among the backends, raised to the
        * Ollama API level the bridge implements itself (clients such as Codex --oss gate on it).
@@ -231,22 +241,22 @@ export const configSchema = z.strictObject({
       thresholds: z
         .strictObject({
           /** Longest wait for an upstream's first byte; cold model loads are slow. */
-          timeout_seconds: z.number().positive().default(180),
+          timeout_seconds: timerSeconds().positive().default(180),
           max_retries: z.number().int().min(0).max(10).default(3),
-          connect_timeout_seconds: z.number().positive().default(5),
+          connect_timeout_seconds: timerSeconds().positive().default(5),
           /** Longest silence between two chunks of a streaming answer. */
-          idle_timeout_seconds: z.number().positive().default(120),
+          idle_timeout_seconds: timerSeconds().positive().default(120),
           /** Longest line of an upstream's streamed answer (and largest JSON answer); longer fails that request. */
           max_line_mb: z.number().positive().max(1024).default(16),
           /** Silence after which a started Anthropic or Responses stream gets a ping / keep-alive comment. */
-          heartbeat_seconds: z.number().positive().default(10),
+          heartbeat_seconds: timerSeconds().positive().default(10),
         })
         .prefault({}),
       health: z
         .strictObject({
           /** How often each backend is asked for /api/ps (liveness and loaded models). */
-          interval_seconds: z.number().positive().default(5),
-          timeout_seconds: z.number().positive().default(2),
+          interval_seconds: timerSeconds().positive().default(5),
+          timeout_seconds: timerSeconds().positive().default(2),
         })
         .prefault({}),
       scheduler: z
@@ -255,7 +265,7 @@ export const configSchema = z.strictObject({
           enabled: z.boolean().default(true),
           lane_rules: z.array(laneRuleSchema).default([]),
           /** Ghost text that waited this long in the queue is answered empty instead of late. */
-          fim_max_wait_ms: z.number().int().positive().default(1500),
+          fim_max_wait_ms: z.number().int().positive().max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS}: ${TIMER_LIMIT}`).default(1500),
           /** Each time a request waits this long it moves up one lane, so no lane starves. */
           age_boost_ms: z.number().int().positive().default(10_000),
           /** Slots per backend and model only ghost text may use (give Ollama that many more with backends[].parallel). */
@@ -316,7 +326,7 @@ export const configSchema = z.strictObject({
       max_queue: z.number().int().positive().default(512),
       restart_limit: z.number().int().min(0).default(5),
       restart_window_seconds: z.number().positive().default(600),
-      stop_grace_seconds: z.number().positive().default(5),
+      stop_grace_seconds: timerSeconds().positive().default(5),
       log_max_mb: z.number().positive().default(5),
     })
     .prefault({}),

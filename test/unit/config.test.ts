@@ -184,6 +184,31 @@ describe('config', () => {
     assert.equal(loadConfig({ file: yamlFile('rpm1.yaml', 'limits:\n  default: { rpm: 1.5 }\n') }).limits.default?.rpm, 1.5);
   });
 
+  it('refuses a wait longer than Node’s timers take, which would fire after 1 ms and fail every request', () => {
+    const problems = problemsOf(() =>
+      loadConfig({
+        file: yamlFile(
+          'timers.yaml',
+          'server:\n  request_timeout_seconds: 3000000\nrouting:\n  thresholds:\n    idle_timeout_seconds: 1e9\n  scheduler:\n    fim_max_wait_ms: 3000000000\nollama:\n  stop_grace_seconds: 2147484\n',
+        ),
+        env: { TIMEOUT_SECONDS: '3000000', SHUTDOWN_GRACE_SECONDS: '2147484' },
+      }),
+    );
+    assert.deepEqual(
+      problems.map((p) => [p.source.replace(dir, '<dir>'), p.keyPath]),
+      [
+        ['<dir>/timers.yaml', 'server.request_timeout_seconds'],
+        ['environment variable SHUTDOWN_GRACE_SECONDS', 'server.shutdown_grace_seconds'],
+        ['environment variable TIMEOUT_SECONDS', 'routing.thresholds.timeout_seconds'],
+        ['<dir>/timers.yaml', 'routing.thresholds.idle_timeout_seconds'],
+        ['<dir>/timers.yaml', 'routing.scheduler.fim_max_wait_ms'],
+        ['<dir>/timers.yaml', 'ollama.stop_grace_seconds'],
+      ],
+    );
+    assert.equal(problems[1]?.expected, "at most 2147483: about 24 days, the longest wait Node's timers take (got 2147484)");
+    assert.equal(loadConfig({ env: { TIMEOUT_SECONDS: '2147483' } }).routing.thresholds.timeout_seconds, 2147483);
+  });
+
   it('sends a tier keep_alive given as seconds in text ("-1") as the number Ollama reads, and takes Go durations', () => {
     const config = loadConfig({
       file: yamlFile('keep-alive.yaml', 'models:\n  simple: { name: "a:1b", keep_alive: "-1" }\n  moderate: { name: "b:7b", keep_alive: "1h30m" }\n'),
