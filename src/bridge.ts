@@ -123,7 +123,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
-      .map((b) => ({ name: b.name, port: Number(new URL(b.url).port || 11434), device: b.gpu === undefined ? undefined : String(b.gpu) })),
+      .map((b) => ({ name: b.name, port: Number(new URL(b.url).port), device: b.gpu === undefined ? undefined : String(b.gpu) })),
     {
       binary: config.ollama.binary,
       modelsDir: config.ollama.models_dir,

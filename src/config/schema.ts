@@ -73,18 +73,34 @@ const laneRuleSchema = z
   })
   .refine((rule) => rule.header !== undefined || rule.client !== undefined, 'a lane rule needs header or client');
 
-const backendSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"'),
-  url: z.url({ protocol: /^https?$/ }),
-  /** GPU index or UUID the instance runs on, when known. */
-  gpu: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
-  /** Among otherwise equal backends, a higher weight is chosen first. */
-  weight: z.number().positive().default(1),
-  /** Let the bridge start and stop this instance (`ollama serve` on the URL's loopback port, pinned to `gpu`). */
-  manage: z.boolean().default(false),
-  /** Requests Ollama runs at once per model here (its OLLAMA_NUM_PARALLEL); default: ollama.num_parallel when managed, else 1. */
-  parallel: z.number().int().positive().optional(),
-});
+/** Whether `url` reaches the `ollama serve` the bridge starts for a managed backend: plain HTTP on 127.0.0.1 (OLLAMA_HOST) at the URL's own port, at the root. */
+function isManagedOllamaUrl(url: string): boolean {
+  const { protocol, hostname, port, pathname } = new URL(url);
+  return protocol === 'http:' && (hostname === '127.0.0.1' || hostname === 'localhost') && port !== '' && pathname === '/';
+}
+
+const backendSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"'),
+    url: z.url({ protocol: /^https?$/ }),
+    /** GPU index or UUID the instance runs on, when known. */
+    gpu: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
+    /** Among otherwise equal backends, a higher weight is chosen first. */
+    weight: z.number().positive().default(1),
+    /** Let the bridge start and stop this instance (`ollama serve` on the URL's loopback port, pinned to `gpu`). */
+    manage: z.boolean().default(false),
+    /** Requests Ollama runs at once per model here (its OLLAMA_NUM_PARALLEL); default: ollama.num_parallel when managed, else 1. */
+    parallel: z.number().int().positive().optional(),
+  })
+  .superRefine((backend, ctx) => {
+    if (!backend.manage || isManagedOllamaUrl(backend.url)) return;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['url'],
+      input: backend.url,
+      message: 'with manage: true, http://127.0.0.1:<port> or http://localhost:<port>: the bridge starts ollama serve on 127.0.0.1 at that port',
+    });
+  });
 
 const providerSchema = z.strictObject({
   name: z.string().min(1),

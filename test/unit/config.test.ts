@@ -95,6 +95,27 @@ describe('config', () => {
     );
   });
 
+  it('refuses a managed backend whose URL is not where the ollama serve it starts listens (http://127.0.0.1:<port>)', () => {
+    const urls = ['http://127.0.0.1', 'https://127.0.0.1:11500', 'http://10.0.0.5:11434', 'http://[::1]:11500', 'http://127.0.0.1:11500/ollama'];
+    const file = yamlFile('managed.yaml', `backends:\n${urls.map((url, i) => `  - { name: b${i}, url: "${url}", manage: true }\n`).join('')}`);
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.deepEqual(
+      problems.map((p) => p.keyPath),
+      urls.map((_, i) => `backends.${i}.url`),
+    );
+    assert.match(problems[0]?.expected ?? '', /^with manage: true, http:\/\/127\.0\.0\.1:<port> or http:\/\/localhost:<port>/);
+    const managed = loadConfig({
+      file: yamlFile(
+        'managed-ok.yaml',
+        'backends:\n  - { name: a, url: "http://127.0.0.1:11500/", manage: true }\n  - { name: b, url: "http://localhost:11501", manage: true }\n',
+      ),
+    });
+    assert.deepEqual(
+      managed.backends.map((b) => b.url),
+      ['http://127.0.0.1:11500/', 'http://localhost:11501'],
+    );
+  });
+
   it('normalizes Ollama addresses the way OLLAMA_HOST is written', () => {
     assert.equal(normalizeOllamaUrl('localhost'), 'http://localhost:11434');
     assert.equal(normalizeOllamaUrl('127.0.0.1:8080'), 'http://127.0.0.1:8080');
