@@ -123,12 +123,16 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const manager = new OllamaManager(
     config.backends
       .filter((b) => b.manage)
-      .map((b) => ({ name: b.name, port: Number(new URL(b.url).port), device: b.gpu === undefined ? undefined : String(b.gpu) })),
+      .map((b) => ({
+        name: b.name,
+        port: Number(new URL(b.url).port),
+        device: b.gpu === undefined ? undefined : String(b.gpu),
+        numParallel: b.parallel ?? config.ollama.num_parallel,
+      })),
     {
       binary: config.ollama.binary,
       modelsDir: config.ollama.models_dir,
       keepAlive: config.ollama.keep_alive,
-      numParallel: config.ollama.num_parallel,
       maxLoadedModels: config.ollama.max_loaded_models,
       maxQueue: config.ollama.max_queue,
       logDir: path.join(dataDir, 'logs'),

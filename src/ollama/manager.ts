@@ -12,6 +12,8 @@ export interface ManagedSpec {
   port: number;
   /** CUDA_VISIBLE_DEVICES: a GPU UUID (preferred, stable across reboots) or index. */
   device: string | undefined;
+  /** OLLAMA_NUM_PARALLEL: the slots per model the scheduler fills on this backend. */
+  numParallel: number;
 }
 
 export interface ManagerOptions {
@@ -19,7 +21,6 @@ export interface ManagerOptions {
   /** Shared model store; OLLAMA_NOPRUNE=1 is set then, so one instance never prunes another's blobs. */
   modelsDir: string | undefined;
   keepAlive: string;
-  numParallel: number;
   maxLoadedModels: number;
   maxQueue: number;
   logDir: string;
@@ -225,7 +226,7 @@ export class OllamaManager {
       ...process.env,
       OLLAMA_HOST: `127.0.0.1:${spec.port}`,
       OLLAMA_KEEP_ALIVE: this.options.keepAlive,
-      OLLAMA_NUM_PARALLEL: String(this.options.numParallel),
+      OLLAMA_NUM_PARALLEL: String(spec.numParallel),
       OLLAMA_MAX_LOADED_MODELS: String(this.options.maxLoadedModels),
       OLLAMA_MAX_QUEUE: String(this.options.maxQueue),
     };

@@ -17,7 +17,6 @@ function options(overrides: Partial<ManagerOptions>): ManagerOptions {
     binary: undefined,
     modelsDir: undefined,
     keepAlive: '5m',
-    numParallel: 1,
     maxLoadedModels: 3,
     maxQueue: 512,
     logDir: tempDir('manager-logs-'),
@@ -37,7 +36,7 @@ describe('Ollama manager', () => {
     assert.equal(findOllamaBinary(undefined, { PATH: emptyPath }, []), undefined);
     assert.equal(findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []), undefined);
     const manager = new OllamaManager(
-      [{ name: 'gpu0', port: 1, device: undefined }],
+      [{ name: 'gpu0', port: 1, device: undefined, numParallel: 1 }],
       options({ findBinary: () => findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []) }),
     );
     await assert.rejects(manager.start('gpu0'), (error: unknown) => {
@@ -56,7 +55,7 @@ describe('Ollama manager', () => {
     const binary = path.join(dir, 'ollama');
     writeFileSync(binary, '#!/bin/sh\necho "Error: listen tcp: address already in use ($CUDA_VISIBLE_DEVICES $OLLAMA_HOST $OLLAMA_NOPRUNE)" >&2\nexit 1\n');
     chmodSync(binary, 0o755);
-    const manager = new OllamaManager([{ name: 'gpu0', port: 45678, device: 'GPU-abc' }], options({ binary, modelsDir: dir }));
+    const manager = new OllamaManager([{ name: 'gpu0', port: 45678, device: 'GPU-abc', numParallel: 1 }], options({ binary, modelsDir: dir }));
     await assert.rejects(manager.start('gpu0'), /exited at start/);
     await until(() => (manager.snapshot()[0]?.state === 'failed' ? true : undefined), 'the instance to be given up', 8000);
     const instance = manager.snapshot()[0];
@@ -76,7 +75,10 @@ describe('Ollama manager', () => {
     // CUDA's own order is fastest first: with two unlike GPUs its device 1 is nvidia-smi's GPU 0.
     writeFileSync(binary, `#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER" > ${seen}\nexec sleep 30\n`);
     chmodSync(binary, 0o755);
-    const manager = new OllamaManager([{ name: 'gpu1', port: 45679, device: '1' }], options({ binary, isListening: async () => existsSync(seen) }));
+    const manager = new OllamaManager(
+      [{ name: 'gpu1', port: 45679, device: '1', numParallel: 1 }],
+      options({ binary, isListening: async () => existsSync(seen) }),
+    );
     await manager.start('gpu1');
     await manager.stopAll();
     assert.equal(readFileSync(seen, 'utf8').trim(), '1 PCI_BUS_ID');
@@ -91,7 +93,10 @@ describe('Ollama manager', () => {
         return false;
       }
     };
-    const manager = new OllamaManager([{ name: 'gpu0', port, device: undefined }], options({ binary: fakeOllamaBinary(), isListening: listening }));
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({ binary: fakeOllamaBinary(), isListening: listening }),
+    );
     t.after(() => manager.stopAll());
 
     const [first, second] = await Promise.all([manager.start('gpu0'), manager.start('gpu0')]);
@@ -104,6 +109,21 @@ describe('Ollama manager', () => {
     const [, stopped] = await Promise.all([manager.start('gpu0'), manager.stop('gpu0')]);
     assert.equal(stopped.state, 'stopped');
     assert.equal(await listening(), false, 'the stop came after the start, and ended what it started');
+  });
+
+  it('gives each instance its backend’s parallel as OLLAMA_NUM_PARALLEL, the slots the scheduler fills there', async (t) => {
+    const dir = tempDir('parallel-ollama-');
+    const binary = path.join(dir, 'ollama');
+    const seen = path.join(dir, 'env');
+    writeFileSync(binary, `#!/bin/sh\necho "$OLLAMA_HOST $OLLAMA_NUM_PARALLEL" >> ${seen}\nexec ${fakeOllamaBinary()} "$@"\n`);
+    chmodSync(binary, 0o755);
+    const [reserved, plain] = [await freePort(), await freePort()];
+    const file = configFile(
+      `ollama:\n  binary: ${binary}\n  num_parallel: 2\nbackends:\n  - { name: gpu0, url: "http://127.0.0.1:${reserved}", manage: true, parallel: 3 }\n  - { name: gpu1, url: "http://127.0.0.1:${plain}", manage: true }\n`,
+    );
+    const bridge = await startTestBridge({ file });
+    t.after(() => bridge.stop(100));
+    assert.deepEqual(readFileSync(seen, 'utf8').trim().split('\n').sort(), [`127.0.0.1:${plain} 2`, `127.0.0.1:${reserved} 3`].sort());
   });
 
   it('refuses unknown instances clearly', async () => {
@@ -127,7 +147,10 @@ describe('an Ollama the bridge did not start, on a managed port', () => {
     t.after(() => {
       spawnSync('pkill', ['-f', dir]);
     });
-    const manager = new OllamaManager([{ name: 'gpu0', port: 1, device: undefined }], options({ binary, isListening: async () => existsSync(ready) }));
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port: 1, device: undefined, numParallel: 1 }],
+      options({ binary, isListening: async () => existsSync(ready) }),
+    );
     /** Settles a manager call, moving the mocked clock on while it waits for its process. */
     const settled = async <T>(call: Promise<T>): Promise<T> => {
       let done = false;
