@@ -228,7 +228,16 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .prefault({}),
-  backends: z.array(backendSchema).default([]),
+  backends: z
+    .array(backendSchema)
+    // The name is how the managed instance, the scheduler's slots, placement and control actions find a backend.
+    .superRefine((backends, ctx) => {
+      backends.forEach((backend, index) => {
+        if (backends.findIndex((other) => other.name === backend.name) === index) return;
+        ctx.addIssue({ code: 'custom', path: [index, 'name'], input: backend.name, message: 'a name no other backend has' });
+      });
+    })
+    .default([]),
   dual_gpu: z.boolean().default(false),
   models: z
     .strictObject({

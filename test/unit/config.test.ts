@@ -95,6 +95,18 @@ describe('config', () => {
     );
   });
 
+  it('refuses two backends of one name, which name the managed instance, the scheduler’s slots and control actions', () => {
+    const file = yamlFile(
+      'same-name.yaml',
+      'backends:\n  - { name: gpu0, url: "http://127.0.0.1:11500", manage: true }\n  - { name: gpu1, url: "http://127.0.0.1:11501" }\n  - { name: gpu0, url: "http://127.0.0.1:11502", manage: true }\n',
+    );
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.deepEqual(
+      problems.map((p) => [p.keyPath, p.expected]),
+      [['backends.2.name', 'a name no other backend has (got "gpu0")']],
+    );
+  });
+
   it('refuses a managed backend whose URL is not where the ollama serve it starts listens (http://127.0.0.1:<port>)', () => {
     const urls = ['http://127.0.0.1', 'https://127.0.0.1:11500', 'http://10.0.0.5:11434', 'http://[::1]:11500', 'http://127.0.0.1:11500/ollama'];
     const file = yamlFile('managed.yaml', `backends:\n${urls.map((url, i) => `  - { name: b${i}, url: "${url}", manage: true }\n`).join('')}`);
