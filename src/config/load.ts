@@ -332,6 +332,18 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     ]);
   }
 
+  // The metrics server listens on server.host too: on the same port the bridge would find it taken by itself.
+  const metricsPort = parsed.monitoring.prometheus.port;
+  if (parsed.monitoring.prometheus.enabled && metricsPort !== undefined && metricsPort !== 0 && metricsPort === parsed.server.port) {
+    throw new ConfigError([
+      {
+        source: setBy.get('monitoring.prometheus.port') ?? fileSource,
+        keyPath: 'monitoring.prometheus.port',
+        expected: `a port other than server.port (got ${metricsPort})`,
+      },
+    ]);
+  }
+
   // Cloud keys come from the environment: the provider's own variable, then CLOUD_API_KEY.
   for (const provider of parsed.fallback.providers) {
     const variable = provider.api_key_env ?? (provider.type === 'openai' ? 'OPENAI_API_KEY' : 'ANTHROPIC_API_KEY');

@@ -208,6 +208,17 @@ describe('config', () => {
     assert.deepEqual(config.server.api_keys, ['k-0123456789abcdef', 'k-fedcba9876543210']);
   });
 
+  it('refuses a metrics port equal to the server’s, which the bridge would then find in use by itself', () => {
+    const problems = problemsOf(() => loadConfig({ env: { PROMETHEUS_PORT: '5000' } }));
+    assert.deepEqual(
+      problems.map((p) => [p.source, p.keyPath, p.expected]),
+      [['environment variable PROMETHEUS_PORT', 'monitoring.prometheus.port', 'a port other than server.port (got 5000)']],
+    );
+    const file = yamlFile('metrics-port.yaml', 'server:\n  port: 0\nmonitoring:\n  prometheus: { port: 0 }\n');
+    assert.equal(loadConfig({ file }).monitoring.prometheus.port, 0, 'two free ports are two ports');
+    assert.equal(loadConfig({ env: { PROMETHEUS_PORT: '9090' }, flags: { port: '9091' } }).monitoring.prometheus.port, 9090);
+  });
+
   it('refuses an rpm below 1, which would refuse every request', () => {
     const problems = problemsOf(() => loadConfig({ file: yamlFile('rpm.yaml', 'limits:\n  default: { rpm: 0.5 }\n') }));
     assert.deepEqual(
