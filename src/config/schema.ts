@@ -74,8 +74,7 @@ const laneRuleSchema = z
   .refine((rule) => rule.header !== undefined || rule.client !== undefined, 'a lane rule needs header or client');
 
 /** Whether `url` reaches the `ollama serve` the bridge starts for a managed backend: plain HTTP on 127.0.0.1 (OLLAMA_HOST) at the URL's own port, at the root. */
-function isManagedOllamaUrl(url: string): boolean {
-  const { protocol, hostname, port, pathname } = new URL(url);
+function isManagedOllamaUrl({ protocol, hostname, port, pathname }: URL): boolean {
   return protocol === 'http:' && (hostname === '127.0.0.1' || hostname === 'localhost') && port !== '' && pathname === '/';
 }
 
@@ -93,7 +92,14 @@ const backendSchema = z
     parallel: z.number().int().positive().optional(),
   })
   .superRefine((backend, ctx) => {
-    if (!backend.manage || isManagedOllamaUrl(backend.url)) return;
+    const url = new URL(backend.url);
+    // Requests go to the origin and path only: credentials and a query would be dropped without a word.
+    if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+      const shown = `${url.protocol}//${url.username !== '' || url.password !== '' ? '[redacted]@' : ''}${url.host}${url.pathname}${url.search === '' ? '' : '?[redacted]'}${url.hash}`;
+      ctx.addIssue({ code: 'custom', path: ['url'], input: shown, message: 'a URL without user, password, query or fragment: the bridge sends none of them' });
+      return;
+    }
+    if (!backend.manage || isManagedOllamaUrl(url)) return;
     ctx.addIssue({
       code: 'custom',
       path: ['url'],

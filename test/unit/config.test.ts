@@ -95,6 +95,20 @@ describe('config', () => {
     );
   });
 
+  it('refuses a backend URL with credentials, a query or a fragment, which would never be sent, without echoing the password', () => {
+    const urls = ['http://proxy:s3cret@gpu-box:11434', 'http://gpu-box:11434/?token=abc', 'http://gpu-box:11434/#x'];
+    const file = yamlFile('url-parts.yaml', `backends:\n${urls.map((url, i) => `  - { name: b${i}, url: "${url}" }\n`).join('')}`);
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.deepEqual(
+      problems.map((p) => [p.keyPath, p.expected]),
+      [
+        ['backends.0.url', 'a URL without user, password, query or fragment: the bridge sends none of them (got "http://[redacted]@gpu-box:11434/")'],
+        ['backends.1.url', 'a URL without user, password, query or fragment: the bridge sends none of them (got "http://gpu-box:11434/?[redacted]")'],
+        ['backends.2.url', 'a URL without user, password, query or fragment: the bridge sends none of them (got "http://gpu-box:11434/#x")'],
+      ],
+    );
+  });
+
   it('refuses two backends of one name, which name the managed instance, the scheduler’s slots and control actions', () => {
     const file = yamlFile(
       'same-name.yaml',
