@@ -350,8 +350,11 @@ export const configSchema = z.strictObject({
       autostart: z.boolean().default(true),
       /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
       models_dir: z.string().min(1).optional(),
-      // OLLAMA_KEEP_ALIVE: Ollama takes seconds or a duration there, and silently uses 5m for anything else.
-      keep_alive: z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED).default('5m'),
+      // OLLAMA_KEEP_ALIVE: Ollama takes whole seconds or a duration there, and silently uses 5m for anything else.
+      keep_alive: z
+        .union([z.number().int(), z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED)], KEEP_ALIVE_EXPECTED)
+        .transform(String)
+        .default('5m'),
       num_parallel: z.number().int().positive().default(1),
       max_loaded_models: z.number().int().positive().default(3),
       max_queue: z.number().int().positive().default(512),

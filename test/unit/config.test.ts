@@ -279,6 +279,17 @@ describe('config', () => {
     assert.deepEqual(problems.map((p) => p.keyPath).sort(), ['models.simple.keep_alive', 'ollama.keep_alive']);
   });
 
+  it('takes ollama.keep_alive as seconds written as a YAML number, as README says, and passes it on as text', () => {
+    assert.equal(loadConfig({ file: yamlFile('ollama-keep-alive.yaml', 'ollama:\n  keep_alive: -1\n') }).ollama.keep_alive, '-1');
+    assert.equal(loadConfig({ file: yamlFile('ollama-keep-alive-300.yaml', 'ollama:\n  keep_alive: 300\n') }).ollama.keep_alive, '300');
+    // Ollama reads neither "1.5" (no unit) nor a fraction of a second: it would silently use 5m.
+    const problems = problemsOf(() => loadConfig({ file: yamlFile('ollama-keep-alive-fraction.yaml', 'ollama:\n  keep_alive: 1.5\n') }));
+    assert.deepEqual(
+      problems.map((p) => p.keyPath),
+      ['ollama.keep_alive'],
+    );
+  });
+
   it('takes a variable set to nothing as not set, as Docker Compose passes an unset ${VAR}', () => {
     const keyFile = path.join(dir, 'cloud-key');
     writeFileSync(keyFile, 'sk-from-the-file\n', { mode: 0o600 });
