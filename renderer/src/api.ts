@@ -123,22 +123,42 @@ export interface Subscription {
   onReconnect: () => void;
 }
 
-/** Live updates; the browser reconnects by itself after a drop. */
+/**
+ * How long to wait before opening the stream again after the bridge refused it (the bridge's own
+ * `retry:` for dropped connections is the same).
+ */
+const REOPEN_AFTER_MS = 2000;
+
+/**
+ * Live updates. The browser reconnects by itself after a drop, but gives up for good on an answer
+ * that is not an event stream (the bridge's 503 when too many are open, a proxy's 502 while the
+ * bridge restarts): the stream is then opened again here.
+ */
 export function subscribe(handlers: Subscription): () => void {
   // EventSource sends no headers: the credential rides in the query (the bridge logs paths, never queries).
   const token = controlToken();
-  const source = new EventSource(token === null ? '/bridge/api/events' : `/bridge/api/events?access_token=${encodeURIComponent(token)}`);
-  source.addEventListener('state', (event) => handlers.onState(JSON.parse((event as MessageEvent<string>).data) as BridgeState));
-  source.addEventListener('history', (event) => handlers.onHistory(JSON.parse((event as MessageEvent<string>).data) as HistoryRecord));
+  const url = token === null ? '/bridge/api/events' : `/bridge/api/events?access_token=${encodeURIComponent(token)}`;
+  let source: EventSource;
+  let reopen: ReturnType<typeof setTimeout> | undefined;
   let dropped = false;
-  source.addEventListener('open', () => {
-    handlers.onConnection(true);
-    if (dropped) handlers.onReconnect();
-    dropped = false;
-  });
-  source.addEventListener('error', () => {
-    dropped = true;
-    handlers.onConnection(false);
-  });
-  return () => source.close();
+  const open = (): void => {
+    source = new EventSource(url);
+    source.addEventListener('state', (event) => handlers.onState(JSON.parse((event as MessageEvent<string>).data) as BridgeState));
+    source.addEventListener('history', (event) => handlers.onHistory(JSON.parse((event as MessageEvent<string>).data) as HistoryRecord));
+    source.addEventListener('open', () => {
+      handlers.onConnection(true);
+      if (dropped) handlers.onReconnect();
+      dropped = false;
+    });
+    source.addEventListener('error', () => {
+      dropped = true;
+      handlers.onConnection(false);
+      if (source.readyState === EventSource.CLOSED) reopen = setTimeout(open, REOPEN_AFTER_MS);
+    });
+  };
+  open();
+  return () => {
+    clearTimeout(reopen);
+    source.close();
+  };
 }

@@ -61,6 +61,22 @@ describe('dashboard live updates in Chromium', { skip }, () => {
     assert.equal(await page.getByTestId('row-count').innerText(), '2 of 2');
     await page.close();
   });
+
+  it('reconnects when the event stream is refused with an error status, as when too many are open', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    // EventSource gives up for good on an answer that is not an event stream (the bridge's 503 when
+    // MAX_EVENT_SUBSCRIBERS are open, a proxy's 502 while the bridge restarts): the page must try again.
+    let refused = true;
+    await page.route('**/bridge/api/events**', (route) =>
+      refused ? route.fulfill({ status: 503, headers: { 'retry-after': '1' }, json: { error: 'too many event streams' } }) : route.continue(),
+    );
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.locator('[aria-label="live updates reconnecting"]').waitFor();
+    refused = false;
+    await page.locator('[aria-label="live updates on"]').waitFor({ timeout: 10_000 });
+    await page.close();
+  });
 });
 
 describe('dashboard for a role that may not change settings, in Chromium', { skip }, () => {
