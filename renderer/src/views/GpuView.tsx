@@ -59,7 +59,8 @@ function VramBar({ gpu, placements }: { gpu: GpuReading; placements: Placement[]
         {other > 0 && <span className="segment other" style={{ width: width(other) }} title={`other processes: ${gib(other)}`} />}
       </div>
       <div className="bar-label" data-testid={`vram-${gpu.index}`}>
-        <strong>{gib(used)}</strong> used of {gib(total)}
+        {/* The figures as reported: one nvidia-smi cannot read is unknown ('–'), not 0 GiB. */}
+        <strong>{gib(gpu.memoryUsedBytes)}</strong> used of {gib(gpu.memoryTotalBytes)}
         {gpu.memoryReservedBytes ? <span className="muted"> · {gib(gpu.memoryReservedBytes)} reserved</span> : null}
       </div>
       {models.length > 0 && (

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import type { BridgeHandle } from '../../src/bridge.js';
+import type { BridgeState, GpuReading } from '../../src/contract/index.js';
+import { startTestBridge } from '../support/bridge.js';
+import { browserSkipReason, launchChromium } from '../support/browser.js';
+import { freePort } from '../support/ollama-rig.js';
+
+/**
+ * The dashboard in real Chromium on states a test bridge cannot easily be brought into: the page is
+ * served by a bridge without Ollama, and its state (read and streamed) is replaced by the test's.
+ */
+
+const skip = browserSkipReason();
+
+function gpuReading(index: number, fields: Partial<GpuReading> = {}): GpuReading {
+  return {
+    index,
+    uuid: `GPU-${index}`,
+    name: 'NVIDIA H100',
+    busId: null,
+    memoryTotalBytes: 80 * 1024 ** 3,
+    memoryUsedBytes: 20 * 1024 ** 3,
+    memoryFreeBytes: 60 * 1024 ** 3,
+    memoryReservedBytes: null,
+    utilizationRatio: 0.5,
+    memoryUtilizationRatio: 0.1,
+    temperatureCelsius: 50,
+    powerWatts: 300,
+    powerLimitWatts: 700,
+    graphicsClockMhz: 1000,
+    memoryClockMhz: 1000,
+    pstate: 'P0',
+    ...fields,
+  };
+}
+
+describe('dashboard on unusual states in Chromium', { skip }, () => {
+  let bridge: BridgeHandle;
+  let browser: Browser;
+  let real: BridgeState;
+  const pageErrors: string[] = [];
+
+  before(async () => {
+    bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
+    browser = await launchChromium();
+    real = (await (await fetch(`${bridge.url}/bridge/api/state`)).json()) as BridgeState;
+  });
+  after(async () => {
+    await browser?.close();
+    await bridge?.stop(100);
+    assert.deepEqual(pageErrors, []);
+  });
+
+  /** The dashboard with `change` applied to the bridge's state, in `view`, `width` pixels wide. */
+  async function showing(view: string, change: (state: BridgeState) => void, width = 1280): Promise<Page> {
+    const state = structuredClone(real);
+    change(state);
+    const page = await browser.newPage({ viewport: { width, height: 800 } });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await page.route('**/bridge/api/state', (route) => route.fulfill({ json: state }));
+    await page.route('**/bridge/api/events**', (route) =>
+      route.fulfill({ headers: { 'content-type': 'text/event-stream' }, body: `retry: 60000\n\nevent: state\ndata: ${JSON.stringify(state)}\n\n` }),
+    );
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByRole('tab', { name: view }).click();
+    return page;
+  }
+
+  it('shows GPU memory nvidia-smi does not report as unknown, not as 0 GiB', async () => {
+    const page = await showing('GPUs', (state) => {
+      state.gpu = {
+        ...state.gpu,
+        source: 'nvidia-smi',
+        live: true,
+        gpus: [gpuReading(0, { memoryTotalBytes: null, memoryUsedBytes: null, memoryFreeBytes: null })],
+        lastSampleAt: new Date().toISOString(),
+      };
+    });
+    assert.equal(await page.getByTestId('vram-0').innerText(), '– used of –');
+    await page.close();
+  });
+});
