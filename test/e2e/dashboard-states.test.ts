@@ -81,4 +81,20 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     assert.equal(await page.getByTestId('vram-0').innerText(), '– used of –');
     await page.close();
   });
+
+  it('shows a tier model named without its tag as the installed model it is', async () => {
+    const page = await showing('Models', (state) => {
+      // Ollama lists llama3 as llama3:latest; the config may name it either way.
+      state.settings.models.simple = 'llama3';
+      state.models = [
+        { name: 'llama3:latest', sizeBytes: 4e9, backends: [state.backends[0]?.name ?? ''] },
+        { name: 'qwen2.5-coder:7b', sizeBytes: 5e9, backends: [state.backends[0]?.name ?? ''] },
+      ];
+    });
+    const select = page.getByLabel('Model of the simple tier');
+    await select.waitFor();
+    assert.equal(await select.evaluate((element: HTMLSelectElement) => element.selectedOptions[0]?.textContent), 'llama3:latest');
+    assert.deepEqual(await select.locator('option').allInnerTexts(), ['llama3:latest', 'qwen2.5-coder:7b']);
+    await page.close();
+  });
 });

@@ -40,7 +40,9 @@ export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: 
   const modelRow = (model: string, tier: Tier | null): JSX.Element => {
     const key = tier ?? model;
     const loaded = loadedOn(state, model);
-    const installedOn = state.models.find((m) => sameModel(m.name, model))?.backends ?? [];
+    // As Ollama lists it: a tier set to "llama3" uses the installed "llama3:latest".
+    const installed = state.models.find((m) => sameModel(m.name, model));
+    const installedOn = installed?.backends ?? [];
     return (
       <tr key={key} data-testid={tier === null ? `model-${model}` : `tier-${tier}`}>
         {tier !== null && (
@@ -54,11 +56,11 @@ export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: 
           ) : (
             <select
               aria-label={`Model of the ${tier} tier`}
-              value={model}
+              value={installed?.name ?? model}
               disabled={readOnly || busy !== null}
               onChange={(event) => void act(key, () => runAction('setTierModel', { tier, model: event.target.value }))}
             >
-              {!state.models.some((m) => m.name === model) && <option value={model}>{model} (not installed)</option>}
+              {installed === undefined && <option value={model}>{model} (not installed)</option>}
               {state.models.map((m) => (
                 <option key={m.name} value={m.name}>
                   {m.name}
