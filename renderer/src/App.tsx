@@ -127,7 +127,7 @@ export function App(): JSX.Element {
         ) : view === 'History' ? (
           <HistoryView records={records} />
         ) : view === 'Usage' ? (
-          <UsageView whoami={whoami} refresh={records.length} />
+          <UsageView whoami={whoami} history={records} />
         ) : view === 'Backends' ? (
           <BackendsView state={state} readOnly={!mayRunActions(whoami)} />
         ) : (

@@ -77,6 +77,29 @@ describe('dashboard live updates in Chromium', { skip }, () => {
     await page.locator('[aria-label="live updates on"]').waitFor({ timeout: 10_000 });
     await page.close();
   });
+
+  it('keeps the Usage figures live once the page holds as many history rows as it keeps', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    // The page keeps 20,000 rows: a full page, from an hour ago.
+    const start = Date.now() - 60 * 60_000;
+    const full = Array.from({ length: 20_000 }, (_, i) => sampleRecord({ id: `full-${i}`, time: new Date(start + i * 100).toISOString() }));
+    await page.route('**/bridge/api/history?**', (route) => route.fulfill({ json: { records: full } }));
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByRole('tab', { name: 'History' }).click();
+    await page
+      .getByTestId('row-count')
+      .filter({ hasText: /^20000 of 20000$/ })
+      .waitFor();
+    await page.getByRole('tab', { name: 'Usage' }).click();
+    await page.locator('[aria-label="live updates on"]').waitFor();
+    const requests = page.getByTestId('usage-requests');
+    const before = Number(await requests.innerText());
+
+    bridge.history.add(sampleRecord({ id: 'past-the-cap', time: new Date().toISOString() }));
+    await requests.filter({ hasText: new RegExp(`^${before + 1}$`) }).waitFor({ timeout: 5000 });
+    await page.close();
+  });
 });
 
 describe('dashboard for a role that may not change settings, in Chromium', { skip }, () => {

@@ -1,5 +1,5 @@
 import { useEffect, useState, type JSX } from 'react';
-import { dollarsOf, type UsageFigures, type UsageReport, type WhoAmI } from '../../../src/contract';
+import { dollarsOf, type HistoryRecord, type UsageFigures, type UsageReport, type WhoAmI } from '../../../src/contract';
 import { downloadUsageCsv, getUsage } from '../api';
 
 const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
@@ -107,8 +107,11 @@ function Heatmap({ heatmap }: { heatmap: number[][] }): JSX.Element {
   );
 }
 
-/** Usage per team and person for a date range: what the local GPUs served, what it saved, when. */
-export function UsageView({ whoami, refresh }: { whoami: WhoAmI | null; refresh: number }): JSX.Element {
+/**
+ * Usage per team and person for a date range: what the local GPUs served, what it saved, when.
+ * `history` is the page's history: a new list whenever a request is recorded, and the figures are read again.
+ */
+export function UsageView({ whoami, history }: { whoami: WhoAmI | null; history: readonly HistoryRecord[] }): JSX.Element {
   const [from, setFrom] = useState(() => isoDay(new Date(Date.now() - 6 * 86_400_000)));
   const [to, setTo] = useState(() => isoDay(new Date()));
   const [report, setReport] = useState<UsageReport | null>(null);
@@ -127,7 +130,7 @@ export function UsageView({ whoami, refresh }: { whoami: WhoAmI | null; refresh:
     return () => {
       cancelled = true;
     };
-  }, [from, to, refresh]);
+  }, [from, to, history]);
 
   const totals = report?.totals;
   return (
