@@ -43,9 +43,15 @@ export class ReadFailure extends Error {
   }
 }
 
+/** The refusal as the bridge words it ({"error": "..."}); `what` and the status when the body says nothing. */
+async function readFailure(response: Response, what: string): Promise<ReadFailure> {
+  const body = (await response.json().catch(() => undefined)) as { error?: unknown } | undefined;
+  return new ReadFailure(response.status, typeof body?.error === 'string' ? body.error : `${what} answered ${response.status}`);
+}
+
 async function getJson<T>(path: string): Promise<T> {
   const response = await fetch(path, { headers: credentialHeaders() });
-  if (!response.ok) throw new ReadFailure(response.status, `${path} answered ${response.status}`);
+  if (!response.ok) throw await readFailure(response, path.split('?')[0] ?? path);
   return (await response.json()) as T;
 }
 
@@ -64,7 +70,7 @@ export const getUsage = (from: string, to: string): Promise<UsageReport> => getJ
 /** Fetches the CSV with the credential (a plain link could not send it) and hands it to the browser as a download. */
 export async function downloadUsageCsv(from: string, to: string): Promise<void> {
   const response = await fetch(`/bridge/api/usage.csv?${usageParams(from, to)}`, { headers: credentialHeaders() });
-  if (!response.ok) throw new ReadFailure(response.status, `the CSV export answered ${response.status}`);
+  if (!response.ok) throw await readFailure(response, 'the CSV export');
   const name = /filename="([^"]+)"/.exec(response.headers.get('content-disposition') ?? '')?.[1] ?? 'copilot-bridge-usage.csv';
   const url = URL.createObjectURL(await response.blob());
   const link = document.createElement('a');

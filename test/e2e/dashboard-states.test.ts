@@ -97,4 +97,14 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     assert.deepEqual(await select.locator('option').allInnerTexts(), ['llama3:latest', 'qwen2.5-coder:7b']);
     await page.close();
   });
+
+  it('says why the bridge refused a usage range', async () => {
+    const page = await showing('Usage', () => undefined);
+    await page.getByTestId('usage-totals').waitFor();
+    const to = await page.getByLabel('To').inputValue();
+    // A date typed in past the picker's max: the bridge answers 400 and says why.
+    await page.getByLabel('From').fill(`${Number(to.slice(0, 4)) + 1}${to.slice(4)}`);
+    await page.getByRole('alert').filter({ hasText: 'from must not be after to' }).waitFor({ timeout: 5000 });
+    await page.close();
+  });
 });
