@@ -107,4 +107,17 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.getByRole('alert').filter({ hasText: 'from must not be after to' }).waitFor({ timeout: 5000 });
     await page.close();
   });
+
+  it('selects an endpoint for copying by hand where the page may not use the clipboard', async () => {
+    const page = await showing('Connect', () => undefined);
+    // Opened over plain http from another machine, the page is no secure context: no navigator.clipboard.
+    await page.evaluate(() => Object.defineProperty(navigator, 'clipboard', { value: undefined }));
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.getByRole('button', { name: 'Copy Prometheus' }).click();
+    await page.getByRole('button', { name: 'Copy Prometheus' }).filter({ hasText: 'Selected: copy it' }).waitFor({ timeout: 2000 });
+    assert.equal(await page.evaluate(() => window.getSelection()?.toString()), `${bridge.url}/metrics`);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
 });

@@ -1,30 +1,38 @@
-import { useState, type JSX } from 'react';
+import { useRef, useState, type JSX } from 'react';
 import type { BridgeState, WhoAmI } from '../../../src/contract';
 import { controlToken, runAction, setControlToken } from '../api';
 import { useAction } from '../useAction';
 
 function CopyField({ label, value, hint }: { label: string; value: string; hint: string }): JSX.Element {
-  const [copied, setCopied] = useState(false);
+  const [done, setDone] = useState<'copied' | 'selected' | null>(null);
+  const shown = useRef<HTMLElement>(null);
+  const say = (what: 'copied' | 'selected'): void => {
+    setDone(what);
+    setTimeout(() => setDone(null), 1500);
+  };
+  // Without the clipboard (a page opened over plain http from another machine is no secure context,
+  // and has no navigator.clipboard) the value is selected, to be copied by hand.
+  const select = (): void => {
+    if (shown.current === null) return;
+    window.getSelection()?.selectAllChildren(shown.current);
+    say('selected');
+  };
   return (
     <div className="copy-field">
       <div>
         <div className="label">{label}</div>
         <div className="muted small">{hint}</div>
       </div>
-      <code>{value}</code>
+      <code ref={shown}>{value}</code>
       <button
         aria-label={`Copy ${label}`}
         onClick={() =>
-          void navigator.clipboard.writeText(value).then(
-            () => {
-              setCopied(true);
-              setTimeout(() => setCopied(false), 1500);
-            },
-            () => setCopied(false),
-          )
+          void Promise.resolve()
+            .then(() => navigator.clipboard.writeText(value))
+            .then(() => say('copied'), select)
         }
       >
-        {copied ? 'Copied' : 'Copy'}
+        {done === 'copied' ? 'Copied' : done === 'selected' ? 'Selected: copy it' : 'Copy'}
       </button>
     </div>
   );
