@@ -120,4 +120,21 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
     await page.close();
   });
+
+  it('fits the tabs and a GPU card into a narrow window', async () => {
+    const width = 420;
+    const page = await showing(
+      'GPUs',
+      (state) => {
+        state.gpu = { ...state.gpu, source: 'nvidia-smi', live: true, gpus: [gpuReading(0)], lastSampleAt: new Date().toISOString() };
+      },
+      width,
+    );
+    await page.getByTestId('gpu-0').waitFor();
+    for (const element of [...(await page.getByRole('tab').all()), page.getByTestId('health'), page.getByTestId('gpu-0')]) {
+      const box = await element.boundingBox();
+      assert.ok(box !== null && box.x + box.width <= width, `${await element.innerText()} ends at ${box?.x ?? 0} + ${box?.width ?? 0}, past ${width}`);
+    }
+    await page.close();
+  });
 });
