@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { BackendConfig, Config } from '../config/schema.js';
-import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamStatusError } from './errors.js';
+import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamError, UpstreamStatusError } from './errors.js';
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
@@ -31,6 +31,17 @@ export function limitsFrom(config: Config): UpstreamLimits {
     idleMs: t.idle_timeout_seconds * 1000,
     maxLineBytes: Math.round(t.max_line_mb * 1024 * 1024),
   };
+}
+
+/** A JSON answer's text as an object (an empty answer, as Ollama's delete sends, is `{}`); undefined when it is not JSON or not an object. */
+function jsonObjectOf(text: string): Record<string, unknown> | undefined {
+  if (text === '') return {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface UpstreamRequest {
@@ -330,11 +341,10 @@ export class Backend implements GenerationSource {
           const answer = Buffer.concat(chunks).toString('utf8');
           if (status >= 400) reject(new UpstreamStatusError(status, this.name, errorMessageOf(status, answer)));
           else {
-            try {
-              resolve((answer === '' ? {} : JSON.parse(answer)) as T);
-            } catch (error) {
-              reject(error as Error);
-            }
+            const parsed = jsonObjectOf(answer);
+            // Every answer read here is an object: anything else (a proxy's HTML page, NDJSON, null) is a broken upstream, not the bridge's fault.
+            if (parsed === undefined) reject(new UpstreamError('unreachable', this.name, `${this.name} sent an answer that is not a JSON object`));
+            else resolve(parsed as T);
           }
         },
         error: (error) => reject(toUpstreamError(error, this.name)),

@@ -582,6 +582,31 @@ describe('pass-through proxy', () => {
     assert.deepEqual(await deleted.json(), { error: 'remove /models/blobs/sha256-abc: permission denied' });
   });
 
+  it('answers 502 naming the backend, not 500, when Ollama answers a delete or model details with something that is not a JSON object', async () => {
+    let answer = '';
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(answer);
+      },
+      ['m:7b'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    for (const sent of ['{"status":"success"}\n{"status":"success"}\n', 'null', '[1]', '<html>proxy error</html>']) {
+      answer = sent;
+      const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: '{"model":"m:7b"}' });
+      assert.equal(deleted.status, 502, sent);
+      assert.deepEqual(await deleted.json(), { error: 'local sent an answer that is not a JSON object' }, sent);
+      const shown = await fetch(`${bridge.url}/api/show`, { method: 'POST', body: '{"model":"m:7b"}' });
+      assert.equal(shown.status, 502, sent);
+      assert.deepEqual(await shown.json(), { error: 'local sent an answer that is not a JSON object' }, sent);
+    }
+  });
+
   it('answers unknown paths with 404 in the surface’s shape', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
     const native = await fetch(`${bridge.url}/nothing/here`);
