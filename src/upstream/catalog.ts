@@ -1,7 +1,7 @@
 import type { Backend } from './backend.js';
 import { UpstreamError } from './errors.js';
 import { canonicalModelName } from '../contract/index.js';
-import type { OllamaPsModel, OllamaShowResponse, OllamaTagModel } from './ollama-api.js';
+import { checkedShow, type OllamaPsModel, type OllamaShowResponse, type OllamaTagModel } from './ollama-api.js';
 
 export interface BackendListing {
   backend: Backend;
@@ -179,11 +179,11 @@ export class ModelCatalog {
    * A verbose answer (whole token lists: megabytes, asked by `ollama show --verbose`) is not remembered.
    */
   async show(model: string, backend: Backend, verbose = false): Promise<OllamaShowResponse> {
-    if (verbose) return backend.callJson<OllamaShowResponse>('POST', '/api/show', { model, verbose });
+    if (verbose) return checkedShow(await backend.callJson<Record<string, unknown>>('POST', '/api/show', { model, verbose }));
     const key = `${backend.name}\u0000${canonicalModelName(model)}`;
     let pending = this.shows.get(key);
     if (pending === undefined) {
-      pending = backend.callJson<OllamaShowResponse>('POST', '/api/show', { model });
+      pending = backend.callJson<Record<string, unknown>>('POST', '/api/show', { model }).then(checkedShow);
       this.shows.set(key, pending);
       pending.catch(() => this.shows.delete(key));
     }

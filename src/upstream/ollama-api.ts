@@ -188,6 +188,23 @@ export function checkedChunk(value: unknown): OllamaChunk {
   return chunk as OllamaChunk;
 }
 
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * A model's details (/api/show) with every field the bridge reads checked, as checkedChunk does for
+ * answer lines: a field of the wrong type (capabilities that are not a list of names, model_info
+ * that is not an object) is dropped, so routing, thinking and fill-in-the-middle checks read
+ * nothing of the wrong type and /api/show answers in Ollama's shape. Checked in place.
+ */
+export function checkedShow(show: Record<string, unknown>): OllamaShowResponse {
+  for (const field of ['template', 'parameters', 'modelfile', 'modified_at'] as const) if (field in show && typeof show[field] !== 'string') delete show[field];
+  for (const field of ['details', 'model_info'] as const) if (field in show && !isPlainObject(show[field])) delete show[field];
+  if ('capabilities' in show && !(Array.isArray(show.capabilities) && show.capabilities.every((name) => typeof name === 'string'))) delete show.capabilities;
+  return show as OllamaShowResponse;
+}
+
 /** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
 const PAUSE_AT_LINES = 64;
 

@@ -607,6 +607,40 @@ describe('pass-through proxy', () => {
     }
   });
 
+  it('drops model-detail fields of the wrong type: generations that read them do not fail, /api/show keeps its shape', async () => {
+    const upstream = await startStandIn(
+      (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        if (req.url === '/api/show') {
+          res.end(JSON.stringify({ capabilities: 5, model_info: 'abc', details: 'x', template: 7 }));
+          return;
+        }
+        const text = req.url === '/api/chat' ? { message: { role: 'assistant', content: 'ok' } } : { response: 'ok' };
+        res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', ...text, done: true, done_reason: 'stop' })}\n`);
+      },
+      ['m:latest'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const shown = await fetch(`${bridge.url}/api/show`, { method: 'POST', body: '{"model":"m"}' });
+    assert.equal(shown.status, 200);
+    assert.deepEqual(await shown.json(), { capabilities: [], model_info: { 'general.basename': 'm' } });
+    // Each of these reads the model's capabilities (thinking, fill-in-the-middle) before it goes upstream.
+    const generations: Array<[string, unknown]> = [
+      ['/api/chat', { model: 'm', stream: false, think: true, messages: [{ role: 'user', content: 'x' }] }],
+      ['/v1/messages', { model: 'm', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'x' }] }],
+      ['/v1/completions', { model: 'm', prompt: 'a', suffix: 'b' }],
+      ['/v1/engines/m/completions', { prompt: 'a', suffix: 'b', stream: false }],
+    ];
+    for (const [path, body] of generations) {
+      const answer = await fetch(`${bridge.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+      assert.equal(answer.status, 200, `${path}: ${await answer.clone().text()}`);
+    }
+  });
+
   it('answers unknown paths with 404 in the surface’s shape', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
     const native = await fetch(`${bridge.url}/nothing/here`);
