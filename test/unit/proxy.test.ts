@@ -137,6 +137,40 @@ describe('embeddings for virtual models', () => {
     assert.equal((await post(dedicated, '/api/embed', { model: 'small', input: 'a' })).status, 200);
     assert.deepEqual(sentModels().slice(3), ['embedder', 'embedder', 'small']);
   });
+
+  it('answers /v1/embeddings with 502 naming the backend when Ollama answers 200 without embeddings', async () => {
+    let answer = '';
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(answer);
+      },
+      ['m:latest'],
+    );
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    for (const sent of [
+      '',
+      '<html>proxy error</html>',
+      'null',
+      '{"error":"runner crashed"}',
+      '{"embeddings":"x"}',
+      '{"embeddings":[[0.5,"a"]]}',
+      '{"embeddings":[null]}',
+    ]) {
+      answer = sent;
+      const embedded = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'a' }) });
+      assert.equal(embedded.status, 502, sent);
+      assert.deepEqual(
+        await embedded.json(),
+        { error: { message: 'local sent an embedding answer without embeddings', type: 'api_error', param: null, code: 'upstream_unreachable' } },
+        sent,
+      );
+    }
+  });
 });
 
 describe('model lists', () => {

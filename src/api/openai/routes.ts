@@ -4,7 +4,7 @@ import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.j
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { BridgeError } from '../../contract/index.js';
-import { errorMessageOf, toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
+import { errorMessageOf, toUpstreamError, UpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { countOf } from '../../upstream/ollama-api.js';
 import { limitsFrom } from '../../upstream/backend.js';
 import { readText } from '../../upstream/lines.js';
@@ -29,6 +29,24 @@ const embeddingRequest = z.looseObject({
 /** Float32 little-endian bytes in base64: what OpenAI SDKs decode when they asked for base64 (their default). */
 function toBase64(vector: readonly number[]): string {
   return Buffer.from(Float32Array.from(vector).buffer).toString('base64');
+}
+
+interface EmbedAnswer {
+  embeddings: number[][];
+  prompt_eval_count?: unknown;
+}
+
+/** Ollama's /api/embed answer, or undefined when it is not one (not JSON, no list of number vectors). */
+function embedAnswerOf(text: string): EmbedAnswer | undefined {
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const embeddings = (answer as { embeddings?: unknown } | null)?.embeddings;
+  const vectors = Array.isArray(embeddings) && embeddings.every((vector) => Array.isArray(vector) && vector.every((x) => typeof x === 'number'));
+  return vectors ? (answer as EmbedAnswer) : undefined;
 }
 
 interface ListedModel {
@@ -171,7 +189,8 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
       });
       const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
-      const answer = JSON.parse(text) as { embeddings: number[][]; prompt_eval_count?: number };
+      const answer = embedAnswerOf(text);
+      if (answer === undefined) throw new UpstreamError('unreachable', backend.name, `${backend.name} sent an embedding answer without embeddings`);
       const base64 = request.encoding_format === 'base64';
       res.json({
         object: 'list',
