@@ -6,7 +6,7 @@ import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
 import { canonicalModelName, type CancelSignal } from '../contract/index.js';
-import { NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { listedModels, NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
@@ -288,8 +288,8 @@ export class Backend implements GenerationSource {
   /** One active health check: /api/ps answers liveness and what is loaded. */
   async check(timeoutMs: number): Promise<void> {
     try {
-      const { models } = await this.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps', undefined, timeoutMs);
-      this.loaded = models ?? [];
+      const { models } = await this.callJson<{ models?: unknown }>('GET', '/api/ps', undefined, timeoutMs);
+      this.loaded = listedModels<OllamaPsModel>(models);
       this.health.recordCheck(true);
     } catch (error) {
       this.loaded = [];

@@ -1,7 +1,7 @@
 import type { Backend } from './backend.js';
 import { UpstreamError } from './errors.js';
 import { canonicalModelName } from '../contract/index.js';
-import { checkedShow, type OllamaPsModel, type OllamaShowResponse, type OllamaTagModel } from './ollama-api.js';
+import { checkedShow, listedModels, type OllamaPsModel, type OllamaShowResponse, type OllamaTagModel } from './ollama-api.js';
 
 export interface BackendListing {
   backend: Backend;
@@ -194,8 +194,8 @@ export class ModelCatalog {
   async loaded(): Promise<LoadedModel[]> {
     const lists = await Promise.allSettled(
       this.backends.map(async (backend) => {
-        const { models } = await backend.callJson<{ models?: OllamaPsModel[] }>('GET', '/api/ps');
-        return (models ?? []).map((m) => ({ ...m, backend: backend.name, gpu: backend.gpu }));
+        const { models } = await backend.callJson<{ models?: unknown }>('GET', '/api/ps');
+        return listedModels<OllamaPsModel>(models).map((m) => ({ ...m, backend: backend.name, gpu: backend.gpu }));
       }),
     );
     const failures = lists.filter((list): list is PromiseRejectedResult => list.status === 'rejected');

@@ -205,6 +205,23 @@ export function checkedShow(show: Record<string, unknown>): OllamaShowResponse {
   return show as OllamaShowResponse;
 }
 
+/**
+ * The entries of a model list (/api/ps, /api/tags) that name a model, each with both `name` and
+ * `model` as text (older Ollamas send only one): a list that is not an array, and entries of
+ * another shape (null, a number, a name that is not text), are dropped, so nothing that looks
+ * models up by name meets one.
+ */
+export function listedModels<T extends { name: string; model: string }>(models: unknown): T[] {
+  if (!Array.isArray(models)) return [];
+  return models.flatMap((entry: unknown) => {
+    if (!isPlainObject(entry)) return [];
+    const name = typeof entry.name === 'string' && entry.name !== '' ? entry.name : undefined;
+    const model = typeof entry.model === 'string' && entry.model !== '' ? entry.model : undefined;
+    if (name === undefined && model === undefined) return [];
+    return [{ ...entry, name: name ?? model, model: model ?? name } as T];
+  });
+}
+
 /** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
 const PAUSE_AT_LINES = 64;
 

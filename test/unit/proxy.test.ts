@@ -205,6 +205,32 @@ describe('model lists', () => {
     // At most the background refresh of a list older than 5 s, not one round per request.
     assert.ok(listings - before <= 1, `20 requests cost ${listings - before} model lists`);
   });
+
+  it('starts and serves when /api/ps lists entries that are not models (null, a number, a name that is not text)', async () => {
+    const entry = { name: 'm:latest', model: 'm:latest', size: 1, size_vram: 1, digest: 'd', details: {}, expires_at: '2030-01-01T00:00:00Z' };
+    const upstream = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/api/ps') res.end(JSON.stringify({ models: [null, 5, { name: 5 }, entry] }));
+      else if (req.url === '/api/tags') res.end(JSON.stringify({ models: [entry] }));
+      else res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true })}\n`);
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
+    // The first health round (GET /api/ps) runs while the bridge starts.
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` } });
+    cleanups.push(() => bridge.stop(100));
+    const ps = await fetch(`${bridge.url}/api/ps`);
+    assert.equal(ps.status, 200);
+    assert.deepEqual(
+      ((await ps.json()) as { models: Array<{ name: string }> }).models.map((m) => m.name),
+      ['m:latest'],
+    );
+    const chat = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(chat.status, 200);
+  });
 });
 
 describe('pass-through proxy', () => {
