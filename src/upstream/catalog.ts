@@ -65,8 +65,8 @@ export class ModelCatalog {
     const refreshing = Promise.all(
       this.backends.map(async (backend): Promise<BackendListing> => {
         try {
-          const { models } = await backend.callJson<{ models?: OllamaTagModel[] }>('GET', '/api/tags');
-          return { backend, models: models ?? [] };
+          const { models } = await backend.callJson<{ models?: unknown }>('GET', '/api/tags');
+          return { backend, models: listedModels<OllamaTagModel>(models) };
         } catch (error) {
           return { backend, models: null, error: (error as Error).message };
         }

@@ -231,6 +231,32 @@ describe('model lists', () => {
     });
     assert.equal(chat.status, 200);
   });
+
+  it('lists and routes to the models of an /api/tags answer that also has entries that are not models', async () => {
+    const entry = { name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} };
+    const upstream = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/api/tags') res.end(JSON.stringify({ models: [null, 5, { name: 5 }, { size: 1 }, entry] }));
+      else if (req.url === '/api/ps') res.end('{"models":[]}');
+      else res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true })}\n`);
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` } });
+    cleanups.push(() => bridge.stop(100));
+    const tags = await fetch(`${bridge.url}/api/tags`);
+    assert.equal(tags.status, 200);
+    const names = ((await tags.json()) as { models: Array<{ name: string }> }).models.map((m) => m.name);
+    assert.deepEqual(
+      names.filter((name) => !name.startsWith('bridge/') && name !== 'auto'),
+      ['m:latest'],
+    );
+    const chat = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(chat.status, 200);
+  });
 });
 
 describe('pass-through proxy', () => {
