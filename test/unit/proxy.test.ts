@@ -14,14 +14,46 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function pair(handler: Parameters<typeof startStandIn>[0], options: TestBridgeOptions = {}): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
-  const upstream = await startStandIn(handler);
+/** A bridge over a stand-in Ollama answering with `handler`, listing `models`. */
+async function pair(
+  handler: Parameters<typeof startStandIn>[0],
+  { models = [], ...options }: TestBridgeOptions & { models?: string[] } = {},
+): Promise<{ upstream: StandIn; bridge: BridgeHandle }> {
+  const upstream = await startStandIn(handler, models);
   const bridge = await startTestBridge({ ...options, env: { OLLAMA_HOST: upstream.url, ...options.env } });
   cleanups.push(
     () => bridge.stop(100),
     () => upstream.close(),
   );
   return { upstream, bridge };
+}
+
+/** A bridge whose Ollama lists `models` and answers every other request 200 with the JSON text last given to `answer`. */
+async function answering(models: string[]): Promise<{ bridge: BridgeHandle; answer: (text: string) => void }> {
+  let text = '';
+  const { bridge } = await pair(
+    (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(text);
+    },
+    { models },
+  );
+  return { bridge, answer: (next) => (text = next) };
+}
+
+/** A bridge over an Ollama that lists `ps` and `tags` as its loaded and installed models, as they are, and answers chats with "ok". */
+async function bridgeOverLists(lists: { ps: unknown[]; tags: unknown[] }): Promise<BridgeHandle> {
+  const upstream = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (req.url === '/api/ps') res.end(JSON.stringify({ models: lists.ps }));
+    else if (req.url === '/api/tags') res.end(JSON.stringify({ models: lists.tags }));
+    else res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true })}\n`);
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
+  const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` } });
+  cleanups.push(() => bridge.stop(100));
+  return bridge;
 }
 
 /** Reads a streamed body and notes when each chunk arrived. */
@@ -139,19 +171,7 @@ describe('embeddings for virtual models', () => {
   });
 
   it('answers /v1/embeddings with 502 naming the backend when Ollama answers 200 without embeddings', async () => {
-    let answer = '';
-    const upstream = await startStandIn(
-      (_req, res) => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(answer);
-      },
-      ['m:latest'],
-    );
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
-    );
+    const { bridge, answer } = await answering(['m:latest']);
     for (const sent of [
       '',
       '<html>proxy error</html>',
@@ -161,7 +181,7 @@ describe('embeddings for virtual models', () => {
       '{"embeddings":[[0.5,"a"]]}',
       '{"embeddings":[null]}',
     ]) {
-      answer = sent;
+      answer(sent);
       const embedded = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'a' }) });
       assert.equal(embedded.status, 502, sent);
       assert.deepEqual(
@@ -208,17 +228,8 @@ describe('model lists', () => {
 
   it('starts and serves when /api/ps lists entries that are not models (null, a number, a name that is not text)', async () => {
     const entry = { name: 'm:latest', model: 'm:latest', size: 1, size_vram: 1, digest: 'd', details: {}, expires_at: '2030-01-01T00:00:00Z' };
-    const upstream = createServer((req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      if (req.url === '/api/ps') res.end(JSON.stringify({ models: [null, 5, { name: 5 }, entry] }));
-      else if (req.url === '/api/tags') res.end(JSON.stringify({ models: [entry] }));
-      else res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true })}\n`);
-    });
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
     // The first health round (GET /api/ps) runs while the bridge starts.
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` } });
-    cleanups.push(() => bridge.stop(100));
+    const bridge = await bridgeOverLists({ ps: [null, 5, { name: 5 }, entry], tags: [entry] });
     const ps = await fetch(`${bridge.url}/api/ps`);
     assert.equal(ps.status, 200);
     assert.deepEqual(
@@ -234,16 +245,7 @@ describe('model lists', () => {
 
   it('lists and routes to the models of an /api/tags answer that also has entries that are not models', async () => {
     const entry = { name: 'm:latest', model: 'm:latest', modified_at: '2025-01-01T00:00:00Z', size: 1, digest: 'd', details: {} };
-    const upstream = createServer((req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      if (req.url === '/api/tags') res.end(JSON.stringify({ models: [null, 5, { name: 5 }, { size: 1 }, entry] }));
-      else if (req.url === '/api/ps') res.end('{"models":[]}');
-      else res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'ok' }, done: true })}\n`);
-    });
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => upstream.close(() => resolve())));
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(upstream.address() as AddressInfo).port}` } });
-    cleanups.push(() => bridge.stop(100));
+    const bridge = await bridgeOverLists({ ps: [], tags: [null, 5, { name: 5 }, { size: 1 }, entry] });
     const tags = await fetch(`${bridge.url}/api/tags`);
     assert.equal(tags.status, 200);
     const names = ((await tags.json()) as { models: Array<{ name: string }> }).models.map((m) => m.name);
@@ -647,17 +649,12 @@ describe('pass-through proxy', () => {
   });
 
   it('passes on why Ollama could not delete a model it has, rather than saying it is not there', async () => {
-    const upstream = await startStandIn(
+    const { upstream, bridge } = await pair(
       (_req, res) => {
         res.writeHead(500, { 'content-type': 'application/json' });
         res.end('{"error":"remove /models/blobs/sha256-abc: permission denied"}');
       },
-      ['m:7b'],
-    );
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
+      { models: ['m:7b'] },
     );
     const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: '{"model":"m:7b"}' });
     assert.deepEqual(
@@ -669,21 +666,9 @@ describe('pass-through proxy', () => {
   });
 
   it('answers 502 naming the backend, not 500, when Ollama answers a delete or model details with something that is not a JSON object', async () => {
-    let answer = '';
-    const upstream = await startStandIn(
-      (_req, res) => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(answer);
-      },
-      ['m:7b'],
-    );
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
-    );
+    const { bridge, answer } = await answering(['m:7b']);
     for (const sent of ['{"status":"success"}\n{"status":"success"}\n', 'null', '[1]', '<html>proxy error</html>']) {
-      answer = sent;
+      answer(sent);
       const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: '{"model":"m:7b"}' });
       assert.equal(deleted.status, 502, sent);
       assert.deepEqual(await deleted.json(), { error: 'local sent an answer that is not a JSON object' }, sent);
@@ -694,7 +679,7 @@ describe('pass-through proxy', () => {
   });
 
   it('drops model-detail fields of the wrong type: generations that read them do not fail, /api/show keeps its shape', async () => {
-    const upstream = await startStandIn(
+    const { bridge } = await pair(
       (req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
         if (req.url === '/api/show') {
@@ -704,12 +689,7 @@ describe('pass-through proxy', () => {
         const text = req.url === '/api/chat' ? { message: { role: 'assistant', content: 'ok' } } : { response: 'ok' };
         res.end(`${JSON.stringify({ model: 'm', created_at: '2025-01-01T00:00:00Z', ...text, done: true, done_reason: 'stop' })}\n`);
       },
-      ['m:latest'],
-    );
-    const bridge = await startTestBridge({ env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
+      { models: ['m:latest'] },
     );
     const shown = await fetch(`${bridge.url}/api/show`, { method: 'POST', body: '{"model":"m"}' });
     assert.equal(shown.status, 200);
