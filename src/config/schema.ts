@@ -369,7 +369,9 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
       /** The nvidia-smi to run: a path, or a name looked up on PATH. */
       command: z.string().min(1).default('nvidia-smi'),
-      interval_seconds: z.number().min(0.1).default(1),
+      // Live figures: an hour between samples is already no monitor, and ten rounds of silence (the
+      // watchdog on a hung nvidia-smi) must stay within what Node's timers wait.
+      interval_seconds: z.number().min(0.1).max(3600).default(1),
       /** How much history each GPU keeps for the charts. */
       history_minutes: z.number().positive().default(60),
     })

@@ -233,6 +233,15 @@ describe('config', () => {
     assert.equal(loadConfig({ env: { PROMETHEUS_PORT: '9090' }, flags: { port: '9091' } }).monitoring.prometheus.port, 9090);
   });
 
+  it('refuses a GPU sampling interval over an hour, whose nvidia-smi silence timer (ten rounds) would overflow', () => {
+    const problems = problemsOf(() => loadConfig({ file: yamlFile('gpu-interval.yaml', 'gpu_monitor:\n  interval_seconds: 300000\n') }));
+    assert.deepEqual(
+      problems.map((p) => [p.keyPath, p.expected]),
+      [['gpu_monitor.interval_seconds', 'Too big: expected number to be <=3600 (got 300000)']],
+    );
+    assert.equal(loadConfig({ file: yamlFile('gpu-interval-ok.yaml', 'gpu_monitor:\n  interval_seconds: 3600\n') }).gpu_monitor.interval_seconds, 3600);
+  });
+
   it('refuses an rpm below 1, which would refuse every request', () => {
     const problems = problemsOf(() => loadConfig({ file: yamlFile('rpm.yaml', 'limits:\n  default: { rpm: 0.5 }\n') }));
     assert.deepEqual(
