@@ -36,13 +36,33 @@ function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
   } as HistoryRecord;
 }
 
-/** One line of the file as a record; undefined for a line that does not parse (a torn write). */
+/** The figures usage reports add up: a string among them would be joined to the totals, not added. */
+const COUNTED_FIELDS = ['tokensIn', 'tokensOut', 'gpuMs', 'energyJoules', 'cloudCostDollars', 'energyCostDollars', 'savedDollars'] as const;
+
+/** Whether a parsed line can be read as a record: reports select by its time and user and add up its figures. */
+function isRecord(value: unknown): value is Partial<HistoryRecord> & { time: string } {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const fields = value as Record<string, unknown>;
+  const numberOrNull = (field: unknown): boolean => field === undefined || field === null || (typeof field === 'number' && Number.isFinite(field));
+  const textOrNull = (field: unknown): boolean => field === undefined || field === null || typeof field === 'string';
+  return (
+    typeof fields.time === 'string' &&
+    !Number.isNaN(Date.parse(fields.time)) &&
+    textOrNull(fields.user) &&
+    textOrNull(fields.team) &&
+    COUNTED_FIELDS.every((name) => numberOrNull(fields[name]))
+  );
+}
+
+/** One line of the file as a record; undefined for a line that does not parse (a torn write) or is no record (a damaged file). */
 function parseLine(line: string): HistoryRecord | undefined {
+  let value: unknown;
   try {
-    return withAccountingFields(JSON.parse(line) as Partial<HistoryRecord>);
+    value = JSON.parse(line);
   } catch {
     return undefined;
   }
+  return isRecord(value) ? withAccountingFields(value) : undefined;
 }
 
 /** Records picked from the history, and how far back the history they were picked from reaches. */

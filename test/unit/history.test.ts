@@ -69,6 +69,33 @@ describe('history store', () => {
     await third.stop();
   });
 
+  it('skips lines that parse but are no record (not an object, no time, a count that is no number), and reads the rest', async () => {
+    const dir = tempDir('history-');
+    const line = (overrides: Record<string, unknown>): string => JSON.stringify({ ...record(1), ...overrides });
+    const lines = [
+      line({ id: 'a' }),
+      '5',
+      'null',
+      '[]',
+      '"text"',
+      line({ id: 'b', time: 'yesterday' }),
+      line({ id: 'c', time: 1_700_000_000_000 }),
+      line({ id: 'd', tokensIn: '12' }),
+      line({ id: 'e', savedDollars: '0.5' }),
+      // Older records have no accounting fields, or null ones: they are records all the same.
+      line({ id: 'f', savedDollars: null, gpuMs: undefined }),
+    ];
+    writeFileSync(path.join(dir, 'history.jsonl'), `${lines.join('\n')}\n`);
+    const skipped: number[] = [];
+    const store = await openStore({ ...options(dir), onCorruptLine: (_file, line) => skipped.push(line) });
+    assert.deepEqual(
+      store.recent().map((r) => r.id),
+      ['a', 'f'],
+    );
+    assert.deepEqual(skipped, [2, 3, 4, 5, 6, 7, 8, 9]);
+    await store.stop();
+  });
+
   it('creates its file readable by this user only, and tightens one an older version created', async () => {
     const dir = tempDir('history-');
     const store = await openStore(options(dir));
