@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { ErrorRequestHandler } from 'express';
@@ -398,8 +398,18 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     { name: 'limits', start: async () => undefined, stop: () => limiter.close() },
     {
       name: 'control token',
-      // The tray and a dashboard opened from it read the token here; only this user may.
-      start: async () => writeFileSync(controlTokenFile, controlToken, { mode: 0o600 }),
+      // The tray and a dashboard opened from it read the token here; only this user may. The mode
+      // applies to a new file only: one an older version left readable by everyone is tightened
+      // before the token is in it.
+      start: async () => {
+        const file = await open(controlTokenFile, 'w', 0o600);
+        try {
+          await file.chmod(0o600);
+          await file.writeFile(controlToken);
+        } finally {
+          await file.close();
+        }
+      },
       stop: async () => undefined,
     },
     ...servers,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
@@ -90,6 +90,21 @@ describe('logging', () => {
     assert.equal(statSync(file).mode & 0o777, 0o600);
     chmodSync(file, 0o644);
     await (await startBridge(withLogFile)).stop(100);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  });
+
+  it('writes the control token readable by this user only, and tightens the file an older version left', async () => {
+    const upstream = await startStandIn((_req, res) => res.end('{}'));
+    cleanups.push(() => upstream.close());
+    const dataDir = tempDir('bridge-data-');
+    const file = path.join(dataDir, 'control-token');
+    writeFileSync(file, 'an older token', { mode: 0o644 });
+    chmodSync(file, 0o644);
+    const bridge = await startBridge(loadConfig({ env: { OLLAMA_HOST: upstream.url, BRIDGE_DATA_DIR: dataDir }, flags: { port: '0' } }), {
+      logger: memoryLogger().logger,
+    });
+    cleanups.push(() => bridge.stop(100));
+    assert.equal(readFileSync(file, 'utf8'), bridge.controlToken);
     assert.equal(statSync(file).mode & 0o777, 0o600);
   });
 
