@@ -1,6 +1,5 @@
-import { appendFile, chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
 
@@ -65,6 +64,45 @@ function parseLine(line: string): HistoryRecord | undefined {
   return isRecord(value) ? withAccountingFields(value) : undefined;
 }
 
+/** A record is some 650 bytes; a line past this is damage, dropped as it is read rather than held in memory. */
+const MAX_LINE_BYTES = 1024 * 1024;
+const NEWLINE = 0x0a;
+
+interface FileLine {
+  /** Counted from 1. */
+  number: number;
+  /** null for a line longer than MAX_LINE_BYTES. */
+  text: string | null;
+  /** false for a last line without its newline (a torn write). */
+  terminated: boolean;
+}
+
+/** The lines of a file, read in chunks: memory stays bounded however long a line or the file is. */
+async function* linesOf(file: FileHandle): AsyncGenerator<FileLine> {
+  let parts: Buffer[] = [];
+  let length = 0;
+  let number = 0;
+  const line = (terminated: boolean): FileLine => {
+    const text = length > MAX_LINE_BYTES ? null : Buffer.concat(parts).toString('utf8');
+    parts = [];
+    length = 0;
+    return { number: ++number, text, terminated };
+  };
+  for await (const chunk of file.createReadStream() as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let end = chunk.indexOf(NEWLINE); end !== -1; end = chunk.indexOf(NEWLINE, start)) {
+      if (length <= MAX_LINE_BYTES) parts.push(chunk.subarray(start, end));
+      length += end - start;
+      yield line(true);
+      start = end + 1;
+    }
+    // The rest of the chunk starts the next line; of one already too long only its length is kept.
+    if (length <= MAX_LINE_BYTES) parts.push(chunk.subarray(start));
+    length += chunk.length - start;
+  }
+  if (length > 0) yield line(false);
+}
+
 /** Records picked from the history, and how far back the history they were picked from reaches. */
 export interface HistorySelection {
   /** Oldest first. */
@@ -109,22 +147,28 @@ export class HistoryStore {
 
   private async load(dir: string): Promise<void> {
     for (let generation = this.options.keepFiles; generation >= 0; generation--) {
-      const file = this.fileAt(generation);
-      let text: string;
+      const name = this.fileAt(generation);
+      let file: FileHandle;
       try {
-        text = await readFile(file, 'utf8');
+        file = await open(name);
       } catch {
         continue;
       }
-      // Older versions created it readable by everyone; what was asked of which model is this user's only.
-      await chmod(file, FILE_MODE).catch(() => undefined);
-      if (generation === 0) this.tornTail = text !== '' && !text.endsWith('\n');
-      text.split('\n').forEach((line, index) => {
-        if (line.trim() === '') return;
-        const record = parseLine(line);
-        if (record === undefined) this.options.onCorruptLine?.(path.relative(dir, file), index + 1);
-        else this.remember(record);
-      });
+      try {
+        // Older versions created it readable by everyone; what was asked of which model is this user's only.
+        await file.chmod(FILE_MODE).catch(() => undefined);
+        for await (const line of linesOf(file)) {
+          if (generation === 0) this.tornTail = !line.terminated;
+          if (line.text?.trim() === '') continue;
+          const record = line.text === null ? undefined : parseLine(line.text);
+          if (record === undefined) this.options.onCorruptLine?.(path.relative(dir, name), line.number);
+          else this.remember(record);
+        }
+      } catch {
+        // A file that cannot be read (a folder, an I/O error) is skipped like a missing one.
+      } finally {
+        await file.close();
+      }
     }
   }
 
@@ -185,8 +229,8 @@ export class HistoryStore {
       });
       if (file === undefined) continue;
       // Unreadable lines were reported when the bridge started (a torn write is only made by a crash).
-      for await (const line of createInterface({ input: file.createReadStream({ encoding: 'utf8' }), crlfDelay: Infinity })) {
-        const record = line.trim() === '' ? undefined : parseLine(line);
+      for await (const line of linesOf(file)) {
+        const record = line.text === null || line.text.trim() === '' ? undefined : parseLine(line.text);
         if (record !== undefined) take(record);
       }
     }

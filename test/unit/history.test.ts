@@ -96,6 +96,26 @@ describe('history store', () => {
     await store.stop();
   });
 
+  it('skips a line far longer than any record without holding it, at start and in a report read from the files', async () => {
+    const dir = tempDir('history-');
+    // A record is some 650 bytes; a line of megabytes is damage (hundreds of them would exhaust memory or end the process).
+    const huge = JSON.stringify({ ...record(2), reason: 'x'.repeat(3 * 1024 * 1024) });
+    writeFileSync(path.join(dir, 'history.jsonl'), `${JSON.stringify(record(1))}\n${huge}\n${JSON.stringify(record(3))}\n`);
+    const skipped: number[] = [];
+    const store = await openStore({ dir, maxRecords: 1, maxFileBytes: 16 * 1024 * 1024, keepFiles: 0, onCorruptLine: (_file, line) => skipped.push(line) });
+    assert.deepEqual(
+      store.recent().map((r) => r.id),
+      ['r03'],
+    );
+    assert.deepEqual(skipped, [2]);
+    const selection = await store.select(new Date(0), () => true);
+    assert.deepEqual(
+      selection.records.map((r) => r.id),
+      ['r01', 'r03'],
+    );
+    await store.stop();
+  });
+
   it('creates its file readable by this user only, and tightens one an older version created', async () => {
     const dir = tempDir('history-');
     const store = await openStore(options(dir));
