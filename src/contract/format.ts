@@ -13,3 +13,12 @@ export function dollarsOf(amount: number, smallDigits: number): string {
   const digits = Math.abs(amount).toFixed(Math.abs(amount) < 1 ? smallDigits : 2);
   return `${amount < 0 && Number(digits) !== 0 ? '-' : ''}$${digits}`;
 }
+
+/** A text's JSON value, or undefined when it is not JSON (JSON.parse itself never gives undefined). */
+export function jsonOf(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,6 +1,6 @@
 import { appendFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { HistoryRecord } from '../contract/index.js';
+import { jsonOf, type HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
 
 export interface HistoryOptions {
@@ -55,12 +55,7 @@ function isRecord(value: unknown): value is Partial<HistoryRecord> & { time: str
 
 /** One line of the file as a record; undefined for a line that does not parse (a torn write) or is no record (a damaged file). */
 function parseLine(line: string): HistoryRecord | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
+  const value = jsonOf(line);
   return isRecord(value) ? withAccountingFields(value) : undefined;
 }
 

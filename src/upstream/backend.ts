@@ -5,7 +5,7 @@ import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamError, Upst
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
-import { canonicalModelName, type CancelSignal } from '../contract/index.js';
+import { canonicalModelName, jsonOf, type CancelSignal } from '../contract/index.js';
 import { listedModels, NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
@@ -36,12 +36,8 @@ export function limitsFrom(config: Config): UpstreamLimits {
 /** A JSON answer's text as an object (an empty answer, as Ollama's delete sends, is `{}`); undefined when it is not JSON or not an object. */
 function jsonObjectOf(text: string): Record<string, unknown> | undefined {
   if (text === '') return {};
-  try {
-    const parsed: unknown = JSON.parse(text);
-    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
+  const parsed = jsonOf(text);
+  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
 }
 
 export interface UpstreamRequest {

@@ -3,7 +3,7 @@ import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
-import { BridgeError } from '../../contract/index.js';
+import { BridgeError, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, toUpstreamError, UpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
 import { countOf } from '../../upstream/ollama-api.js';
 import { limitsFrom } from '../../upstream/backend.js';
@@ -38,12 +38,7 @@ interface EmbedAnswer {
 
 /** Ollama's /api/embed answer, or undefined when it is not one (not JSON, no list of number vectors). */
 function embedAnswerOf(text: string): EmbedAnswer | undefined {
-  let answer: unknown;
-  try {
-    answer = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
+  const answer = jsonOf(text);
   const embeddings = (answer as { embeddings?: unknown } | null)?.embeddings;
   const vectors = Array.isArray(embeddings) && embeddings.every((vector) => Array.isArray(vector) && vector.every((x) => typeof x === 'number'));
   return vectors ? (answer as EmbedAnswer) : undefined;
