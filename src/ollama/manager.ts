@@ -73,31 +73,50 @@ export function findOllamaBinary(
 
 /** An append-only log file that is rotated to `<file>.1` once it passes `maxBytes`. */
 class RotatingLog {
-  private fd: number;
-  private size: number;
+  private fd: number | undefined;
+  private size = 0;
 
   constructor(
     private readonly file: string,
     private readonly maxBytes: number,
   ) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    this.fd = openSync(file, 'a');
-    this.size = statSync(file).size;
+    this.open();
   }
 
+  private open(): void {
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    this.fd = openSync(this.file, 'a');
+    this.size = statSync(this.file).size;
+  }
+
+  /**
+   * Writes in the handlers of Ollama's output, where a throw would end the bridge: a log that
+   * cannot be written (a full disk, its folder removed) drops the output, and the next write opens
+   * the file again.
+   */
   write(chunk: Buffer): void {
-    if (this.size + chunk.length > this.maxBytes && this.size > 0) {
-      closeSync(this.fd);
-      renameSync(this.file, `${this.file}.1`);
-      this.fd = openSync(this.file, 'a');
-      this.size = 0;
+    try {
+      if (this.fd === undefined) this.open();
+      else if (this.size + chunk.length > this.maxBytes && this.size > 0) {
+        this.close();
+        renameSync(this.file, `${this.file}.1`);
+        this.open();
+      }
+      writeSync(this.fd as number, chunk);
+      this.size += chunk.length;
+    } catch {
+      this.close();
     }
-    writeSync(this.fd, chunk);
-    this.size += chunk.length;
   }
 
   close(): void {
-    closeSync(this.fd);
+    if (this.fd === undefined) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // Closed already, or its file is gone: nothing left to release.
+    }
+    this.fd = undefined;
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -66,6 +66,27 @@ describe('Ollama manager', () => {
     // Pinned to its GPU, on its own port, with the shared model store protected from pruning.
     assert.match(log, /address already in use \(GPU-abc 127\.0\.0\.1:45678 1\)/);
     await manager.stopAll();
+  });
+
+  it('keeps running when its log cannot be written (a full disk): the output is dropped, not the bridge', async () => {
+    const dir = tempDir('full-disk-ollama-');
+    const logDir = path.join(dir, 'logs');
+    mkdirSync(logDir);
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    symlinkSync('/dev/full', path.join(logDir, 'ollama-gpu0.log'));
+    const said = path.join(dir, 'said');
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\necho "starting"\necho "warming up" >&2\ntouch "${said}"\nexec sleep 60\n`);
+    chmodSync(binary, 0o755);
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port: 45680, device: undefined, numParallel: 1 }],
+      options({ binary, logDir, isListening: async () => existsSync(said) }),
+    );
+    await manager.start('gpu0');
+    assert.equal(manager.snapshot()[0]?.state, 'running');
+    // A stop waits for the instance's output to close: every line of it went through the log by then.
+    await manager.stopAll();
+    assert.equal(manager.snapshot()[0]?.state, 'stopped');
   });
 
   it('pins an instance to the GPU that nvidia-smi numbers so: CUDA counts devices by PCI bus, as nvidia-smi does', async () => {
