@@ -252,7 +252,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     gpu: gpuMonitor.status,
     placements,
     ollama: manager.snapshot(),
-    models: modelRefresher.models.map((m) => ({ name: m.model ?? m.name, sizeBytes: m.size, backends: m.backends })),
+    models: modelRefresher.models.map((m) => ({ name: m.model, sizeBytes: m.size, backends: m.backends })),
     fallbackProviders: providers.map((p) => p.name),
     requests: { ...counters },
     historyRecords: history.size,

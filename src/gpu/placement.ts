@@ -25,7 +25,7 @@ export function placeModels(
 ): Placement[] {
   return backends.map((backend) => {
     const models: PlacedModel[] = backend.loaded.map((m) => ({
-      name: m.model ?? m.name,
+      name: m.model,
       sizeBytes: m.size,
       vramBytes: m.size_vram,
       contextLength: m.context_length ?? null,

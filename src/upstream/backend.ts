@@ -273,7 +273,7 @@ export class Backend implements GenerationSource {
    */
   loadedEntry(model: string, digest?: string): OllamaPsModel | undefined {
     const key = canonicalModelName(model);
-    return this.loaded.find((m) => canonicalModelName(m.model ?? m.name) === key || (digest !== undefined && m.digest === digest));
+    return this.loaded.find((m) => canonicalModelName(m.model) === key || (digest !== undefined && m.digest === digest));
   }
 
   /** Whether this backend has `model` (or, given its digest, another name of its file) in memory as of the last check. */
@@ -358,7 +358,7 @@ export class Backend implements GenerationSource {
       requests: this.requests,
       failures: this.failures,
       health: this.health.snapshot(),
-      loaded: this.loaded.map((m) => m.model ?? m.name),
+      loaded: this.loaded.map((m) => m.model),
     };
   }
 

@@ -35,7 +35,7 @@ function listsOf(listings: BackendListing[]): Lists {
   const index = new Map<string, OllamaTagModel>();
   for (const listing of listings) {
     for (const model of listing.models ?? []) {
-      const name = canonicalModelName(model.model ?? model.name);
+      const name = canonicalModelName(model.model);
       index.set(`${listing.backend.name}\u0000${name}`, model);
       if (!index.has(`\u0000${name}`)) index.set(`\u0000${name}`, model);
     }
@@ -115,7 +115,7 @@ export class ModelCatalog {
     }
     for (const listing of listings) {
       for (const model of listing.models ?? []) {
-        const key = canonicalModelName(model.model ?? model.name);
+        const key = canonicalModelName(model.model);
         const known = merged.get(key);
         if (known === undefined) merged.set(key, { ...model, backends: [listing.backend.name] });
         else known.backends.push(listing.backend.name);

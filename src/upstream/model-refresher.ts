@@ -25,7 +25,7 @@ export class ModelRefresher {
   refresh(): void {
     void this.catalog.models().then(
       (models) => {
-        const names = (list: readonly CatalogModel[]): string => JSON.stringify(list.map((m) => [m.model ?? m.name, m.backends]));
+        const names = (list: readonly CatalogModel[]): string => JSON.stringify(list.map((m) => [m.model, m.backends]));
         const changed = names(models) !== names(this.last);
         this.last = models;
         if (changed) this.onChange();

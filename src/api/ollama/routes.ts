@@ -98,11 +98,9 @@ const EMPTY_DETAILS = { parent_model: '', format: 'gguf', family: '', families: 
 function completeTag(model: OllamaTagModel): OllamaTagModel {
   return {
     ...model,
-    name: model.name ?? model.model,
-    model: model.model ?? model.name,
     modified_at: model.modified_at ?? new Date(0).toISOString(),
     size: model.size ?? 0,
-    digest: model.digest ?? digestOf(model.name ?? model.model),
+    digest: model.digest ?? digestOf(model.name),
     details: { ...EMPTY_DETAILS, ...model.details, families: model.details?.families ?? [] },
   };
 }

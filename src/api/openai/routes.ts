@@ -79,7 +79,7 @@ async function modelList(context: ApiContext): Promise<ListedModel[]> {
     throw toUpstreamError(error, 'all');
   });
   const real = listed.map((m) => ({
-    id: m.model ?? m.name,
+    id: m.model,
     object: 'model' as const,
     created: Math.floor((Date.parse(m.modified_at) || 0) / 1000),
     owned_by: 'library',
