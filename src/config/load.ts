@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
+import { isJsonObject } from '../contract/index.js';
 import { configSchema, type BackendConfig, type Config } from './schema.js';
 
 /** One problem in the configuration, named by where it came from and which key it is. */
@@ -100,15 +101,11 @@ function convert(text: string, kind: ValueKind): unknown {
 
 type Tree = Record<string, unknown>;
 
-function isTree(value: unknown): value is Tree {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function setPath(root: Tree, path: readonly string[], value: unknown): void {
   let node = root;
   for (const key of path.slice(0, -1)) {
     const next = node[key];
-    if (!isTree(next)) node[key] = {};
+    if (!isJsonObject(next)) node[key] = {};
     node = node[key] as Tree;
   }
   node[path[path.length - 1] as string] = value;
@@ -182,7 +179,7 @@ function readConfigFile(file: string): Tree {
     throw new ConfigError([{ source: file, keyPath: '', expected: `valid YAML (${(error as Error).message})` }]);
   }
   if (content === null || content === undefined) return {};
-  if (!isTree(content)) {
+  if (!isJsonObject(content)) {
     throw new ConfigError([{ source: file, keyPath: '', expected: 'a mapping of keys at the top level' }]);
   }
   return content;
@@ -260,8 +257,8 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   const setBy = new Map<string, string>();
   const problems: ConfigProblem[] = [];
   // Providers may name their own key variable; it gets the same file forms as the standard ones.
-  const providerKeyVariables = (isTree(raw.fallback) && Array.isArray(raw.fallback.providers) ? raw.fallback.providers : [])
-    .map((p: unknown) => (isTree(p) && typeof p.api_key_env === 'string' ? p.api_key_env : undefined))
+  const providerKeyVariables = (isJsonObject(raw.fallback) && Array.isArray(raw.fallback.providers) ? raw.fallback.providers : [])
+    .map((p: unknown) => (isJsonObject(p) && typeof p.api_key_env === 'string' ? p.api_key_env : undefined))
     .filter((name): name is string => name !== undefined);
   // A variable set to nothing counts as not set: Docker Compose passes `${VAR}` of an unset VAR as "".
   const given = Object.fromEntries(Object.entries(sources.env ?? {}).filter(([, value]) => value !== undefined && value.trim() !== ''));
@@ -293,7 +290,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   }
   if (envBackends.length > 0) {
     const listed = Array.isArray(raw.backends) ? (raw.backends as unknown[]) : [];
-    const kept = listed.filter((entry) => !envBackends.some((b) => isTree(entry) && entry.name === b.name));
+    const kept = listed.filter((entry) => !envBackends.some((b) => isJsonObject(entry) && entry.name === b.name));
     raw.backends = [...envBackends, ...kept];
   }
 

@@ -14,6 +14,11 @@ export function dollarsOf(amount: number, smallDigits: number): string {
   return `${amount < 0 && Number(digits) !== 0 ? '-' : ''}$${digits}`;
 }
 
+/** Whether a value is a JSON object: not null, not an array. */
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /** A text's JSON value, or undefined when it is not JSON (JSON.parse itself never gives undefined). */
 export function jsonOf(text: string): unknown {
   try {

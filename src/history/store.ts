@@ -1,6 +1,6 @@
 import { appendFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { jsonOf, type HistoryRecord } from '../contract/index.js';
+import { isJsonObject, jsonOf, type HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
 
 export interface HistoryOptions {
@@ -40,16 +40,15 @@ const COUNTED_FIELDS = ['tokensIn', 'tokensOut', 'gpuMs', 'energyJoules', 'cloud
 
 /** Whether a parsed line can be read as a record: reports select by its time and user and add up its figures. */
 function isRecord(value: unknown): value is Partial<HistoryRecord> & { time: string } {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const fields = value as Record<string, unknown>;
+  if (!isJsonObject(value)) return false;
   const numberOrNull = (field: unknown): boolean => field === undefined || field === null || (typeof field === 'number' && Number.isFinite(field));
   const textOrNull = (field: unknown): boolean => field === undefined || field === null || typeof field === 'string';
   return (
-    typeof fields.time === 'string' &&
-    !Number.isNaN(Date.parse(fields.time)) &&
-    textOrNull(fields.user) &&
-    textOrNull(fields.team) &&
-    COUNTED_FIELDS.every((name) => numberOrNull(fields[name]))
+    typeof value.time === 'string' &&
+    !Number.isNaN(Date.parse(value.time)) &&
+    textOrNull(value.user) &&
+    textOrNull(value.team) &&
+    COUNTED_FIELDS.every((name) => numberOrNull(value[name]))
   );
 }
 

@@ -5,7 +5,7 @@ import { connectionRefused, errorMessageOf, toUpstreamError, UpstreamError, Upst
 import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
-import { canonicalModelName, jsonOf, type CancelSignal } from '../contract/index.js';
+import { canonicalModelName, isJsonObject, jsonOf, type CancelSignal } from '../contract/index.js';
 import { listedModels, NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
@@ -37,7 +37,7 @@ export function limitsFrom(config: Config): UpstreamLimits {
 function jsonObjectOf(text: string): Record<string, unknown> | undefined {
   if (text === '') return {};
   const parsed = jsonOf(text);
-  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+  return isJsonObject(parsed) ? parsed : undefined;
 }
 
 export interface UpstreamRequest {

@@ -1,4 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
+import { isJsonObject } from '../contract/index.js';
 import { redactSecrets } from './errors.js';
 import { LineTooLongError } from './lines.js';
 
@@ -162,16 +163,15 @@ export class LineNotObjectError extends Error {
  * to the client, the history or the metrics. Unknown fields pass through. Checked in place, with
  * no copy per line: the value is the caller's own (just parsed, or just built by a translator).
  */
-export function checkedChunk(value: unknown): OllamaChunk {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LineNotObjectError();
-  const chunk = value as Record<string, unknown>;
+export function checkedChunk(chunk: unknown): OllamaChunk {
+  if (!isJsonObject(chunk)) throw new LineNotObjectError();
   for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
   for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
   if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
   if ('error' in chunk) chunk.error = redactSecrets(typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error).slice(0, 500));
   if ('message' in chunk) {
     const message = chunk.message;
-    if (typeof message !== 'object' || message === null || Array.isArray(message)) delete chunk.message;
+    if (!isJsonObject(message)) delete chunk.message;
     else {
       const checked = message as Record<string, unknown>;
       if (typeof checked.role !== 'string') checked.role = 'assistant';
@@ -188,10 +188,6 @@ export function checkedChunk(value: unknown): OllamaChunk {
   return chunk as OllamaChunk;
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /**
  * A model's details (/api/show) with every field the bridge reads checked, as checkedChunk does for
  * answer lines: a field of the wrong type (capabilities that are not a list of names, model_info
@@ -200,7 +196,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  */
 export function checkedShow(show: Record<string, unknown>): OllamaShowResponse {
   for (const field of ['template', 'parameters', 'modelfile', 'modified_at'] as const) if (field in show && typeof show[field] !== 'string') delete show[field];
-  for (const field of ['details', 'model_info'] as const) if (field in show && !isPlainObject(show[field])) delete show[field];
+  for (const field of ['details', 'model_info'] as const) if (field in show && !isJsonObject(show[field])) delete show[field];
   if ('capabilities' in show && !(Array.isArray(show.capabilities) && show.capabilities.every((name) => typeof name === 'string'))) delete show.capabilities;
   return show as OllamaShowResponse;
 }
@@ -214,7 +210,7 @@ export function checkedShow(show: Record<string, unknown>): OllamaShowResponse {
 export function listedModels<T extends { name: string; model: string }>(models: unknown): T[] {
   if (!Array.isArray(models)) return [];
   return models.flatMap((entry: unknown) => {
-    if (!isPlainObject(entry)) return [];
+    if (!isJsonObject(entry)) return [];
     const name = typeof entry.name === 'string' && entry.name !== '' ? entry.name : undefined;
     const model = typeof entry.model === 'string' && entry.model !== '' ? entry.model : undefined;
     if (name === undefined && model === undefined) return [];

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
-import { BridgeError } from '../../contract/index.js';
+import { BridgeError, isJsonObject } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { InvalidRequest, newId } from '../openai/chat.js';
@@ -187,9 +187,9 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           break;
         case 'tool_use': {
           const input = part.input ?? {};
-          if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new InvalidRequest(`${param}.input: must be an object`, param);
+          if (!isJsonObject(input)) throw new InvalidRequest(`${param}.input: must be an object`, param);
           if (part.id !== undefined && part.name !== undefined) toolNames.set(part.id, part.name);
-          toolCalls.push({ function: { name: part.name ?? '', arguments: input as Record<string, unknown> } });
+          toolCalls.push({ function: { name: part.name ?? '', arguments: input } });
           break;
         }
         case 'tool_result': {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
-import { BridgeError } from '../../contract/index.js';
+import { BridgeError, isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 
@@ -118,12 +118,8 @@ export function ollamaOptions(request: {
 function parseArguments(text: string | Record<string, unknown> | undefined, param: string): Record<string, unknown> {
   if (text === undefined || text === '') return {};
   if (typeof text !== 'string') return text;
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
-  } catch {
-    // reported below
-  }
+  const value = jsonOf(text);
+  if (isJsonObject(value)) return value;
   throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }
 

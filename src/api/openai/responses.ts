@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isJsonObject, jsonOf } from '../../contract/index.js';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { thinkFromEffort, type Think } from '../thinking.js';
@@ -98,12 +99,8 @@ function partsText(parts: string | readonly Part[] | null | undefined, param: st
 
 function parseArguments(text: string | undefined, param: string): Record<string, unknown> {
   if (text === undefined || text.trim() === '') return {};
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
-  } catch {
-    // reported below
-  }
+  const value = jsonOf(text);
+  if (isJsonObject(value)) return value;
   throw new InvalidRequest(`${param}: function call arguments must be a JSON object`, param);
 }
 
