@@ -152,7 +152,8 @@ describe('answers cut by the token limit, in each client’s words', () => {
         `choice ${index}`,
       );
     }
-    assert.deepEqual(events.at(-1)?.usage, { prompt_tokens: 15, completion_tokens: 6, total_tokens: 21 });
+    // The prompt counted once, as OpenAI counts it, however many choices ran it.
+    assert.deepEqual(events.at(-1)?.usage, { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 });
   });
 
   it('Messages: stop_reason max_tokens, streamed and whole', async () => {
@@ -403,5 +404,17 @@ describe('OpenAI completions with echo', () => {
     const texts = ['', ''];
     for await (const chunk of stream) for (const choice of chunk.choices) texts[choice.index] += choice.text;
     assert.deepEqual(texts, ['def add(ab', 'def add(ab']);
+  });
+});
+
+describe('OpenAI completions with several choices', () => {
+  it('counts the prompt once in usage with n = 2, as OpenAI does, and both choices’ completions, streamed and whole', async () => {
+    const { bridge } = await wireBridge({ text: ['a', 'b'] });
+    const request = { model: SMALL, prompt: 'def add(', n: 2 };
+    const usage = { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 };
+    const whole = (await (await postJson(`${bridge.url}/v1/completions`, request)).json()) as { usage: unknown };
+    assert.deepEqual(whole.usage, usage);
+    const { events } = await dataEvents(await postJson(`${bridge.url}/v1/completions`, { ...request, stream: true, stream_options: { include_usage: true } }));
+    assert.deepEqual(events.at(-1)?.usage, usage);
   });
 });

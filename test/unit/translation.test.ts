@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
+import { nextRecord, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 
 /**
@@ -122,6 +122,31 @@ describe('OpenAI chat translation', () => {
     assert.equal(toolCall.function.name, 'get_weather');
     assert.deepEqual(JSON.parse(toolCall.function.arguments), { city: 'Paris', days: 2 });
     assert.equal(completion.usage?.total_tokens, 43);
+  });
+
+  it('with n = 2 counts the prompt once in usage, as OpenAI does, and every choice’s completion, streamed and whole', async () => {
+    // Each choice is its own Ollama request; a later one may find the prompt in Ollama's cache and count fewer tokens.
+    const promptCounts = [31, 1, 31, 1];
+    const { upstream, bridge } = await pair((_url, res) =>
+      ndjson(res, [
+        line({ message: { role: 'assistant', content: 'Hi' }, done: false }),
+        line({ message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop', prompt_eval_count: promptCounts.shift(), eval_count: 3 }),
+      ]),
+    );
+    const request = { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'hi' }], n: 2 };
+    const usage = { prompt_tokens: 31, completion_tokens: 6, total_tokens: 37 };
+    const recorded = nextRecord(bridge);
+    const whole = (await (await postJson(`${bridge.url}/v1/chat/completions`, request)).json()) as { choices: unknown[]; usage: unknown };
+    assert.equal(whole.choices.length, 2);
+    assert.deepEqual(whole.usage, usage);
+    // The history counts what each choice ran on the GPU.
+    const record = await recorded;
+    assert.deepEqual([record.tokensIn, record.tokensOut], [32, 6]);
+    const streamed = await postJson(`${bridge.url}/v1/chat/completions`, { ...request, stream: true, stream_options: { include_usage: true } });
+    const events: string[] = [];
+    for await (const event of readSseEvents(streamed)) events.push(event);
+    assert.deepEqual((JSON.parse(events.at(-2) ?? '{}') as { usage: unknown }).usage, usage);
+    assert.equal(upstream.requests.length, 4);
   });
 
   it('sends the conversation back to Ollama in its own form: tool calls with object arguments, tool results named, images as base64', async () => {

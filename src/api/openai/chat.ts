@@ -200,8 +200,13 @@ export function finishReason(result: { toolCalls: readonly unknown[]; final: Oll
   return result.final.done_reason === 'length' ? 'length' : 'stop';
 }
 
+/**
+ * OpenAI's usage for `results`, one per choice: the prompt counted once, as OpenAI counts it with
+ * n > 1, and the completions of every choice. Each choice ran the prompt as a request of its own;
+ * the largest count is the whole prompt, as a later choice may have found part of it in Ollama's cache.
+ */
 export function usageOf(results: readonly GenerationResult[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
-  const prompt = results.reduce((sum, r) => sum + (r.final.prompt_eval_count ?? 0), 0);
+  const prompt = Math.max(0, ...results.map((r) => r.final.prompt_eval_count ?? 0));
   const completion = results.reduce((sum, r) => sum + (r.final.eval_count ?? 0), 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
