@@ -81,7 +81,11 @@ describe('OpenAI chat translation', () => {
       .slice(0, -1)
       .map((e) => JSON.parse(e) as { object: string; choices: Array<{ delta: Record<string, unknown>; finish_reason: string | null }>; usage?: unknown });
     for (const chunk of chunks) assert.equal(chunk.object, 'chat.completion.chunk');
-    assert.equal(chunks[0]?.choices[0]?.delta.role, 'assistant');
+    // As OpenAI opens an answer that is only tool calls: the role, content null, the call.
+    const opening = chunks[0]?.choices[0]?.delta;
+    assert.deepEqual(Object.keys(opening ?? {}), ['role', 'content', 'tool_calls']);
+    assert.equal(opening?.role, 'assistant');
+    assert.equal(opening?.content, null);
 
     // What a client does: concatenate arguments per tool-call index.
     const calls = new Map<number, { id?: string; name: string; arguments: string }>();
@@ -116,6 +120,8 @@ describe('OpenAI chat translation', () => {
     });
     const choice = completion.choices[0];
     assert.equal(choice?.finish_reason, 'tool_calls');
+    // OpenAI's content of an answer that is only tool calls.
+    assert.equal(choice?.message.content, null);
     const toolCall = choice?.message.tool_calls?.[0];
     assert.equal(toolCall?.type, 'function');
     assert.ok(toolCall !== undefined && toolCall.type === 'function');

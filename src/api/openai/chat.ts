@@ -261,13 +261,15 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         roleSent.add(index);
       }
       const content = event.message?.content ?? '';
-      if (content !== '' || delta.role !== undefined) delta.content = content;
+      const calls = event.message?.tool_calls ?? [];
+      // OpenAI opens a text answer with content "", one that starts with tool calls with null.
+      if (content !== '') delta.content = content;
+      else if (delta.role !== undefined) delta.content = calls.length > 0 ? null : '';
       if (event.message?.thinking) {
         // Clients read one or the other: DeepSeek's name, and the one Ollama's own OpenAI API uses.
         delta.reasoning_content = event.message.thinking;
         delta.reasoning = event.message.thinking;
       }
-      const calls = event.message?.tool_calls ?? [];
       if (calls.length > 0) {
         const first = toolCount.get(index) ?? 0;
         delta.tool_calls = openAiToolCalls(calls, first);
@@ -292,7 +294,8 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         index,
         message: {
           role: 'assistant',
-          content: result.content,
+          // OpenAI's content of an answer that is only tool calls.
+          content: result.content === '' && result.toolCalls.length > 0 ? null : result.content,
           ...(result.thinking === '' ? {} : { reasoning_content: result.thinking, reasoning: result.thinking }),
           ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
         },
