@@ -120,8 +120,9 @@ describe('OpenAI chat translation', () => {
     });
     const choice = completion.choices[0];
     assert.equal(choice?.finish_reason, 'tool_calls');
-    // OpenAI's content of an answer that is only tool calls.
+    // OpenAI's content of an answer that is only tool calls, and its refusal, a field every message has.
     assert.equal(choice?.message.content, null);
+    assert.equal(choice?.message.refusal, null);
     const toolCall = choice?.message.tool_calls?.[0];
     assert.equal(toolCall?.type, 'function');
     assert.ok(toolCall !== undefined && toolCall.type === 'function');

@@ -296,6 +296,8 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
           role: 'assistant',
           // OpenAI's content of an answer that is only tool calls.
           content: result.content === '' && result.toolCalls.length > 0 ? null : result.content,
+          // Required in OpenAI's message; a local model never refuses in a field of its own.
+          refusal: null,
           ...(result.thinking === '' ? {} : { reasoning_content: result.thinking, reasoning: result.thinking }),
           ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
         },
