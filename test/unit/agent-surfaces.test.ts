@@ -304,9 +304,20 @@ describe('errors in each surface’s own shape', () => {
     assert.equal((a.at(-1)?.[1].error as { type: string }).type, 'api_error');
     const o = await namedSseEvents(await post(`${bridge.url}/v1/responses`, responses(MODELS.complex, true)));
     assert.equal(o.at(-1)?.[0], 'response.failed');
-    const failed = o.at(-1)?.[1].response as { status: string; error: { message: string } };
+    const failed = o.at(-1)?.[1].response as { status: string; error: { code: string; message: string } };
     assert.equal(failed.status, 'failed');
+    assert.equal(failed.error.code, 'server_error');
     assert.ok(failed.error.message.length > 0);
+  });
+
+  it('Responses: a stream whose upstream goes silent fails with server_error, a code of openai-node’s ResponseError, and says why', async () => {
+    const thresholds = '  thresholds:\n    timeout_seconds: 0.3\n    idle_timeout_seconds: 0.3\n    max_retries: 0\n';
+    const { bridge } = await scriptedBridge(() => ({ text: ['first'], afterFirstLine: 'hold' }), thresholds);
+    const events = await namedSseEvents(await post(`${bridge.url}/v1/responses`, responses(MODELS.complex, true)));
+    assert.equal(events.at(-1)?.[0], 'response.failed');
+    const failed = events.at(-1)?.[1].response as { status: string; error: unknown };
+    assert.equal(failed.status, 'failed');
+    assert.deepEqual(failed.error, { code: 'server_error', message: 'backend local timed out while waiting for the next chunk' });
   });
 
   it('an upstream that goes silent: Anthropic timeout_error, before the answer (504) and in the stream', async () => {

@@ -389,8 +389,10 @@ export function responsesFormat(request: ResponsesRequest): ResponseFormat {
       const response = snapshot(status, { incomplete_details, usage: usageOf(result) });
       return out + event(status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     },
-    error: (message, code) =>
-      event('response.failed', { response: snapshot('failed', { error: { code: code === 'upstream_timeout' ? 'timeout' : 'server_error', message } }) }),
+    // Whatever breaks a started answer (an upstream that broke off or went silent, a stopping bridge)
+    // is the server's fault: server_error is the code of OpenAI's ResponseError enum that says so;
+    // the others name a client over its rate limit, a bad prompt or image, or a vector store.
+    error: (message) => event('response.failed', { response: snapshot('failed', { error: { code: 'server_error', message } }) }),
     whole(results) {
       const [result] = results as [GenerationResult];
       const output: OutputItem[] = [];
