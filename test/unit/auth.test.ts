@@ -18,6 +18,7 @@ import { runCli } from '../../src/cli.js';
 import { memoryLogger, nextRecord, startTestBridge, startStandIn, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
 import { freePort } from '../support/ollama-rig.js';
+import { documentedErrors } from '../support/readme.js';
 import { readLines } from '../support/streams.js';
 import { tempDir, configFile } from '../support/temp.js';
 
@@ -77,7 +78,10 @@ async function assertShape(response: Response, shape: 'ollama' | 'openai' | 'ant
   const error = body.error as { message: string; type: string; code: string | null };
   assert.equal(typeof error.message, 'string', `${response.url}: OpenAI's {"error": {message, type, code}}`);
   assert.equal(error.type, OPENAI_ERROR_TYPES[status]);
-  if (code !== undefined) assert.equal(error.code, code);
+  if (code !== undefined) {
+    assert.equal(error.code, code);
+    assert.ok(documentedErrors().has(`${status} ${code}`), `README's error table lists ${status} ${code}`);
+  }
   return error.message;
 }
 
@@ -732,14 +736,11 @@ describe('never-cloud', () => {
       () => bridge.stop(100),
       () => upstream.close(),
     );
-    const response = await call(
-      bridge,
-      'POST',
-      '/api/chat',
-      { 'x-bridge-local-only': 'true' },
-      { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] },
-    );
+    const body = { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] };
+    const response = await call(bridge, 'POST', '/api/chat', { 'x-bridge-local-only': 'true' }, body);
     assert.match(await assertShape(response, 'ollama', 403), /runs in a cloud/);
+    const openAi = await call(bridge, 'POST', '/v1/chat/completions', { 'x-bridge-local-only': 'true' }, body);
+    assert.match(await assertShape(openAi, 'openai', 403, 'cloud_not_allowed'), /runs in a cloud/);
     assert.equal(upstream.requests.length, 0);
   });
 });

@@ -4,6 +4,7 @@ import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
+import { documentedErrors } from '../support/readme.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
 
@@ -381,6 +382,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.equal(response.status, 503);
     const body = (await response.json()) as { error: { message: string; code: string } };
     assert.equal(body.error.code, 'no_backend_available');
+    assert.ok(documentedErrors().has('503 no_backend_available'), "README's error table lists 503 no_backend_available");
     assert.match(body.error.message, /^no backend can serve this request \(model 'm' requested; no backend can take traffic: local down/);
     assert.equal(cloud.requests.length, 0);
   });

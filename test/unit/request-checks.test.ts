@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
+import { gzipSync } from 'node:zlib';
 import { HEADER_VALUE_MAX } from '../../src/routing/signals.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { documentedErrors } from '../support/readme.js';
 
 /**
  * Requests that are valid JSON but ask for something the bridge must not pass on as it is: a
@@ -331,6 +333,26 @@ describe('requests checked before they go upstream', () => {
     const latin1 = await post('/api/chat', body, { 'content-type': 'application/json; charset="latin1"' });
     assert.equal(latin1.status, 415);
     assert.deepEqual(await latin1.json(), { error: 'unsupported charset "latin1"' });
+  });
+
+  it('answers a body it cannot read or a request it cannot keep with a status and code the README error table lists', async () => {
+    const chat = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] });
+    const cases: ReadonlyArray<[string, RequestInit, number, string]> = [
+      ['/v1/chat/completions', { headers: { 'content-encoding': 'zstd' }, body: chat }, 415, 'unsupported_encoding'],
+      ['/v1/chat/completions', { headers: { 'content-type': 'application/json; charset=latin1' }, body: chat }, 415, 'unsupported_encoding'],
+      ['/v1/chat/completions', { headers: { 'content-encoding': 'gzip' }, body: 'not gzip' }, 400, 'invalid_json'],
+      ['/v1/chat/completions', { body: gzipSync('"just a string"'), headers: { 'content-encoding': 'gzip' } }, 400, 'invalid_json'],
+      ['/v1/responses', { body: JSON.stringify({ model: 'm', input: 'hi', previous_response_id: 'resp_1' }) }, 400, 'unsupported_parameter'],
+    ];
+    const documented = documentedErrors();
+    const before = generations();
+    for (const [path, init, status, code] of cases) {
+      const response = await fetch(`${bridge.url}${path}`, { method: 'POST', ...init });
+      const { error } = (await response.json()) as { error: { code: string } };
+      assert.deepEqual([response.status, error.code], [status, code], `${path} ${JSON.stringify(init.headers)}`);
+      assert.ok(documented.has(`${status} ${code}`), `README's error table lists ${status} ${code}`);
+    }
+    assert.equal(generations(), before);
   });
 
   it('answers errors in the shape of the surface that serves the path, in any letter case', async () => {
