@@ -1,11 +1,22 @@
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from './config/schema.js';
 
 export type { Logger } from 'pino';
 
-const LOG_FILE_MODE = 0o600;
+/** Logs name models, clients and errors (and prompts with log_prompts): this user's only. */
+export const LOG_FILE_MODE = 0o600;
+
+/**
+ * Tightens a log an older version created readable by everyone. One that is a device (a log
+ * pointed at /dev/null) is left alone: its mode is the system's, and a bridge run as root would
+ * change it for every user.
+ */
+export function keepLogPrivate(file: string): void {
+  const stat = statSync(file, { throwIfNoEntry: false });
+  if (stat?.isFile() === true && (stat.mode & 0o777) !== LOG_FILE_MODE) chmodSync(file, LOG_FILE_MODE);
+}
 
 /**
  * An error as pino writes it, with its `name` as its type: pino takes the constructor's name,
@@ -37,8 +48,6 @@ export function createLogger(config: Config): Logger {
   if (destination === 'stdout') return pino(options);
   mkdirSync(destination, { recursive: true });
   const file = path.join(destination, 'copilot-bridge.log');
-  // The log names models, clients and errors (and prompts with log_prompts): this user's only.
-  // An older version created it readable by everyone.
-  if (existsSync(file)) chmodSync(file, LOG_FILE_MODE);
+  keepLogPrivate(file);
   return pino(options, pino.destination({ dest: file, mkdir: true, sync: false, mode: LOG_FILE_MODE }));
 }

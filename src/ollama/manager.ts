@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import type { Logger } from '../log.js';
+import { keepLogPrivate, LOG_FILE_MODE, type Logger } from '../log.js';
 import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
 export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
 
@@ -71,7 +71,11 @@ export function findOllamaBinary(
   return candidates.find((file): file is string => file !== undefined && file !== '' && isExecutable(file));
 }
 
-/** An append-only log file that is rotated to `<file>.1` once it passes `maxBytes`. */
+/**
+ * An append-only log file that is rotated to `<file>.1` once it passes `maxBytes`. Ollama's output
+ * names the models asked for and what failed, so both files are this user's only, as the bridge's
+ * own log is.
+ */
 class RotatingLog {
   private fd: number | undefined;
   private size = 0;
@@ -80,13 +84,15 @@ class RotatingLog {
     private readonly file: string,
     private readonly maxBytes: number,
   ) {
+    keepLogPrivate(`${file}.1`);
     this.open();
   }
 
   private open(): void {
     mkdirSync(path.dirname(this.file), { recursive: true });
-    this.fd = openSync(this.file, 'a');
-    this.size = statSync(this.file).size;
+    this.fd = openSync(this.file, 'a', LOG_FILE_MODE);
+    keepLogPrivate(this.file);
+    this.size = fstatSync(this.fd).size;
   }
 
   /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -68,12 +68,48 @@ describe('Ollama manager', () => {
     await manager.stopAll();
   });
 
+  it('creates its log readable by this user only, rotated ones too, and tightens those an older version created', async () => {
+    const dir = tempDir('private-log-ollama-');
+    const said = path.join(dir, 'said');
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\necho "ollama serve is starting"\ntouch "${said}"\nexec sleep 60\n`);
+    chmodSync(binary, 0o755);
+    const spec = { name: 'gpu0', port: 45681, device: undefined, numParallel: 1 };
+    /** Runs the instance once in `logDir`; a stop waits for its output to close, so all of it went through the log. */
+    const runIn = async (logDir: string, logMaxBytes: number): Promise<void> => {
+      const manager = new OllamaManager([spec], options({ binary, logDir, logMaxBytes, isListening: async () => existsSync(said) }));
+      await manager.start('gpu0');
+      await manager.stopAll();
+      // Else the next run would find "it" listening, and adopt it.
+      rmSync(said);
+    };
+    const log = (logDir: string, name: string): { text: string; mode: number } => ({
+      text: readFileSync(path.join(logDir, name), 'utf8'),
+      mode: statSync(path.join(logDir, name)).mode & 0o777,
+    });
+
+    // A new log, beside a rotated one an older version left readable by everyone.
+    const fresh = tempDir('manager-logs-');
+    writeFileSync(path.join(fresh, 'ollama-gpu0.log.1'), 'oldest output\n', { mode: 0o644 });
+    await runIn(fresh, 1024 * 1024);
+    assert.deepEqual(log(fresh, 'ollama-gpu0.log'), { text: 'ollama serve is starting\n', mode: 0o600 });
+    assert.deepEqual(log(fresh, 'ollama-gpu0.log.1'), { text: 'oldest output\n', mode: 0o600 });
+
+    // An older version's log, tightened, then rotated by the new output: the file it starts is this user's only too.
+    const older = tempDir('manager-logs-');
+    writeFileSync(path.join(older, 'ollama-gpu0.log'), 'older output\n', { mode: 0o644 });
+    await runIn(older, 16);
+    assert.deepEqual(log(older, 'ollama-gpu0.log'), { text: 'ollama serve is starting\n', mode: 0o600 });
+    assert.deepEqual(log(older, 'ollama-gpu0.log.1'), { text: 'older output\n', mode: 0o600 });
+  });
+
   it('keeps running when its log cannot be written (a full disk): the output is dropped, not the bridge', async () => {
     const dir = tempDir('full-disk-ollama-');
     const logDir = path.join(dir, 'logs');
     mkdirSync(logDir);
     // Every write to /dev/full fails with ENOSPC, as on a full disk.
     symlinkSync('/dev/full', path.join(logDir, 'ollama-gpu0.log'));
+    const fullMode = statSync('/dev/full').mode & 0o777;
     const said = path.join(dir, 'said');
     const binary = path.join(dir, 'ollama');
     writeFileSync(binary, `#!/bin/sh\necho "starting"\necho "warming up" >&2\ntouch "${said}"\nexec sleep 60\n`);
@@ -87,6 +123,8 @@ describe('Ollama manager', () => {
     // A stop waits for the instance's output to close: every line of it went through the log by then.
     await manager.stopAll();
     assert.equal(manager.snapshot()[0]?.state, 'stopped');
+    // The log is a device, whose mode is the system's: a bridge running as root leaves it as it was.
+    assert.equal(statSync('/dev/full').mode & 0o777, fullMode);
   });
 
   it('pins an instance to the GPU that nvidia-smi numbers so: CUDA counts devices by PCI bus, as nvidia-smi does', async () => {
