@@ -33,19 +33,54 @@ const timerSeconds = (): z.ZodNumber => z.number().max(MAX_TIMER_SECONDS, `at mo
 
 /** A whole number of seconds as text ("-1", "300"). */
 const SECONDS_TEXT = /^[-+]?\d+$/;
-/** That, or what Go's time.ParseDuration reads: numbers with units ("5m", "1h30m", "1.5h", "-1s"). */
-const KEEP_ALIVE_TEXT = /^[-+]?(\d+|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$/;
+/** One number with its unit, as Go's time.ParseDuration reads it ("5m", "1.5h"). */
+const DURATION_PART = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g;
+/** A Go duration: such parts one after the other, with a sign in front ("1h30m", "-1s"). */
+const DURATION_TEXT = new RegExp(`^[-+]?(${DURATION_PART.source})+$`);
+const SECONDS_PER_UNIT: Record<string, number> = { ns: 1e-9, us: 1e-6, µs: 1e-6, μs: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 };
 const KEEP_ALIVE_EXPECTED = 'a duration such as "5m", "1h30m", "-1" (for good) or "0"';
+/**
+ * The longest keep_alive Ollama counts: it holds one in nanoseconds in 64 bits. A number past it
+ * wraps around (on x86-64, 1e308 seconds reads as 0: the model is unloaded at once), and a
+ * duration past it is refused by Ollama, or in OLLAMA_KEEP_ALIVE silently read as 5m.
+ */
+const MAX_KEEP_ALIVE_SECONDS = 9_223_372_036;
+const KEEP_ALIVE_LIMIT = `at most ${MAX_KEEP_ALIVE_SECONDS} seconds either way (about 292 years), the longest Ollama counts; -1 keeps a model for good`;
+
+/** How long a Go duration is, in seconds, either way. */
+function durationSeconds(text: string): number {
+  let seconds = 0;
+  for (const [, amount, unit] of text.matchAll(DURATION_PART)) seconds += Number(amount) * (SECONDS_PER_UNIT[unit as string] as number);
+  return seconds;
+}
 
 /**
- * Ollama's keep_alive, as the tiers and the preloadModel action take it: seconds (negative: for
- * good) or a Go duration. In a request body Ollama reads text only as a Go duration, so text that
- * is a number of seconds ("-1", as YAML keeps it when quoted) goes to it as that number; it would
- * otherwise refuse every request that carries it.
+ * Ollama's keep_alive, as the tiers, the preloadModel action and the managed instances take it:
+ * whole seconds (negative: for good) or a Go duration, no longer than Ollama counts. In a request
+ * body Ollama reads text only as a Go duration, so text that is a number of seconds ("-1", as YAML
+ * keeps it when quoted) is read as that number; it would otherwise refuse every request that
+ * carries it. A fraction of a second is refused: Ollama drops it from a number in a request, and
+ * reads no number with one in OLLAMA_KEEP_ALIVE (it uses 5m instead).
  */
 export const keepAliveSchema = z
-  .union([z.number(), z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED)])
-  .transform((value) => (typeof value === 'string' && SECONDS_TEXT.test(value) ? Number(value) : value));
+  .union([z.number(), z.string()], KEEP_ALIVE_EXPECTED)
+  .transform((value) => (typeof value === 'string' && SECONDS_TEXT.test(value) ? Number(value) : value))
+  .pipe(
+    z.union(
+      [
+        z
+          .number()
+          .min(-MAX_KEEP_ALIVE_SECONDS, KEEP_ALIVE_LIMIT)
+          .max(MAX_KEEP_ALIVE_SECONDS, KEEP_ALIVE_LIMIT)
+          .refine(Number.isInteger, 'whole seconds: Ollama drops a fraction of a second'),
+        z
+          .string()
+          .regex(DURATION_TEXT, KEEP_ALIVE_EXPECTED)
+          .refine((text) => durationSeconds(text) <= MAX_KEEP_ALIVE_SECONDS, KEEP_ALIVE_LIMIT),
+      ],
+      KEEP_ALIVE_EXPECTED,
+    ),
+  );
 
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),
@@ -351,10 +386,7 @@ export const configSchema = z.strictObject({
       /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
       models_dir: z.string().min(1).optional(),
       // OLLAMA_KEEP_ALIVE: Ollama takes whole seconds or a duration there, and silently uses 5m for anything else.
-      keep_alive: z
-        .union([z.number().int(), z.string().regex(KEEP_ALIVE_TEXT, KEEP_ALIVE_EXPECTED)], KEEP_ALIVE_EXPECTED)
-        .transform(String)
-        .default('5m'),
+      keep_alive: keepAliveSchema.transform(String).default('5m'),
       num_parallel: z.number().int().positive().default(1),
       max_loaded_models: z.number().int().positive().default(3),
       max_queue: z.number().int().positive().default(512),

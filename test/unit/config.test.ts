@@ -299,6 +299,31 @@ describe('config', () => {
     );
   });
 
+  it('refuses a keep_alive longer than Ollama counts (nanoseconds in 64 bits) or a fraction of a second, for a tier as for ollama.keep_alive', () => {
+    const problems = problemsOf(() =>
+      loadConfig({
+        file: yamlFile(
+          'keep-alive-too-long.yaml',
+          'models:\n  simple: { name: "a:1b", keep_alive: 1.5 }\n  moderate: { name: "b:7b", keep_alive: 1e12 }\nollama:\n  keep_alive: 100000000000\n',
+        ),
+      }),
+    );
+    assert.deepEqual(
+      problems.map((p) => [p.keyPath, p.expected]),
+      [
+        ['models.simple.keep_alive', 'whole seconds: Ollama drops a fraction of a second (got 1.5)'],
+        [
+          'models.moderate.keep_alive',
+          'at most 9223372036 seconds either way (about 292 years), the longest Ollama counts; -1 keeps a model for good (got 1000000000000)',
+        ],
+        [
+          'ollama.keep_alive',
+          'at most 9223372036 seconds either way (about 292 years), the longest Ollama counts; -1 keeps a model for good (got 100000000000)',
+        ],
+      ],
+    );
+  });
+
   it('takes a variable set to nothing as not set, as Docker Compose passes an unset ${VAR}', () => {
     const keyFile = path.join(dir, 'cloud-key');
     writeFileSync(keyFile, 'sk-from-the-file\n', { mode: 0o600 });

@@ -118,6 +118,33 @@ describe('model actions of the control API', () => {
     assert.deepEqual(JSON.parse(upstream.requests[0]?.body ?? '{}'), { model: 'm:7b', prompt: '', keep_alive: '45m', stream: false });
   });
 
+  it('refuses a keep-alive Ollama cannot mean as it reads: a fraction of a second, or longer than it counts (1e308 s would unload at once)', async () => {
+    const { bridge, upstream } = await bridgeOn((res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ model: 'm:7b', created_at: '2025-01-01T00:00:00Z', response: '', done: true, done_reason: 'load' }));
+    });
+    const preload = (keepAlive: unknown): Promise<ActionAnswer> => action(bridge, 'preloadModel', { backend: 'local', model: 'm:7b', keepAlive, force: true });
+    for (const [keepAlive, why] of [
+      [1.5, /^preloadModel: keepAlive: whole seconds/],
+      [-0.5, /^preloadModel: keepAlive: whole seconds/],
+      [1e308, /^preloadModel: keepAlive: at most 9223372036 seconds/],
+      [-1e308, /^preloadModel: keepAlive: at most 9223372036 seconds/],
+      ['9223372037', /^preloadModel: keepAlive: at most 9223372036 seconds/],
+      ['2562048h', /^preloadModel: keepAlive: at most 9223372036 seconds/],
+    ] as const) {
+      const refused = await preload(keepAlive);
+      assert.equal(refused.status, 400, String(keepAlive));
+      assert.match(refused.body.error ?? '', why);
+    }
+    assert.equal(upstream.requests.length, 0);
+    // For good, and the longest Ollama counts, in seconds and as a duration.
+    for (const keepAlive of [-1, 9223372036, '2562047h']) assert.equal((await preload(keepAlive)).status, 200, String(keepAlive));
+    assert.deepEqual(
+      upstream.requests.map((r) => (JSON.parse(r.body) as { keep_alive: unknown }).keep_alive),
+      [-1, 9223372036, '2562047h'],
+    );
+  });
+
   it('answers 502 when the backend cannot be reached', async () => {
     const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
     cleanups.push(() => bridge.stop(100));
