@@ -109,7 +109,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     maxRecords: config.history.max_records,
     maxFileBytes: config.history.max_file_mb * 1024 * 1024,
     keepFiles: config.history.keep_files,
-    onCorruptLine: (file, line) => log.warn({ file, line }, 'skipped an unreadable history line'),
+    onUnreadableLines: (file, count, firstLines) => log.warn({ file, skippedLines: count, firstLines }, 'skipped unreadable history lines'),
     onWriteError: (error) => log.error({ error: error.message }, 'could not write the history file'),
   });
   const gpuMonitor = new GpuMonitor({

@@ -10,8 +10,11 @@ export interface HistoryOptions {
   maxFileBytes: number;
   keepFiles: number;
   flushIntervalMs?: number;
-  /** Told about lines that could not be read back (a torn write at a crash). */
-  onCorruptLine?: (file: string, line: number) => void;
+  /**
+   * Told once per file of the lines that could not be read back (a torn write at a crash, a
+   * damaged file): how many, and the numbers of the first few.
+   */
+  onUnreadableLines?: (file: string, count: number, firstLines: number[]) => void;
   /** Told when the file cannot be written (disk full, folder gone); the records stay in memory. */
   onWriteError?: (error: Error) => void;
 }
@@ -19,6 +22,8 @@ export interface HistoryOptions {
 const FILE = 'history.jsonl';
 /** History says what was asked of which model when: readable by this user only. */
 const FILE_MODE = 0o600;
+/** Line numbers told of a file's unreadable lines: enough to find the damage, however much there is. */
+const FIRST_LINES_TOLD = 5;
 
 /** Records written before identities and accounting existed read back with those fields empty. */
 function withAccountingFields(record: Partial<HistoryRecord>): HistoryRecord {
@@ -148,6 +153,8 @@ export class HistoryStore {
       } catch {
         continue;
       }
+      let unreadable = 0;
+      const firstUnreadable: number[] = [];
       try {
         // Older versions created it readable by everyone; what was asked of which model is this user's only.
         await file.chmod(FILE_MODE).catch(() => undefined);
@@ -155,14 +162,18 @@ export class HistoryStore {
           if (generation === 0) this.tornTail = !line.terminated;
           if (line.text?.trim() === '') continue;
           const record = line.text === null ? undefined : parseLine(line.text);
-          if (record === undefined) this.options.onCorruptLine?.(path.relative(dir, name), line.number);
-          else this.remember(record);
+          if (record !== undefined) this.remember(record);
+          else {
+            unreadable += 1;
+            if (firstUnreadable.length < FIRST_LINES_TOLD) firstUnreadable.push(line.number);
+          }
         }
       } catch {
         // A file that cannot be read (a folder, an I/O error) is skipped like a missing one.
       } finally {
         await file.close();
       }
+      if (unreadable > 0) this.options.onUnreadableLines?.(path.relative(dir, name), unreadable, firstUnreadable);
     }
   }
 

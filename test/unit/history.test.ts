@@ -5,7 +5,9 @@ import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { describe, it, mock } from 'node:test';
 import { HistoryStore, type HistoryOptions, type HistoryRecord } from '../../src/history/store.js';
+import { memoryLogger, startTestBridge } from '../support/bridge.js';
 import { sampleRecord } from '../support/history.js';
+import { freePort } from '../support/ollama-rig.js';
 import { tempDir } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
@@ -51,13 +53,13 @@ describe('history store', () => {
     store.add(record(2));
     await store.stop();
     appendFileSync(path.join(dir, 'history.jsonl'), '{"id":"r03","time":"20');
-    const skipped: string[] = [];
-    const reopened = await openStore({ ...options(dir), onCorruptLine: (file, line) => skipped.push(`${file}:${line}`) });
+    const told: unknown[] = [];
+    const reopened = await openStore({ ...options(dir), onUnreadableLines: (...report) => told.push(report) });
     assert.deepEqual(
       reopened.recent().map((r) => r.id),
       ['r01', 'r02'],
     );
-    assert.deepEqual(skipped, ['history.jsonl:3']);
+    assert.deepEqual(told, [['history.jsonl', 1, [3]]]);
     // The next record starts a line of its own, so it is not lost with the torn one.
     reopened.add(record(4));
     await reopened.stop();
@@ -86,13 +88,14 @@ describe('history store', () => {
       line({ id: 'f', savedDollars: null, gpuMs: undefined }),
     ];
     writeFileSync(path.join(dir, 'history.jsonl'), `${lines.join('\n')}\n`);
-    const skipped: number[] = [];
-    const store = await openStore({ ...options(dir), onCorruptLine: (_file, line) => skipped.push(line) });
+    const told: unknown[] = [];
+    const store = await openStore({ ...options(dir), onUnreadableLines: (...report) => told.push(report) });
     assert.deepEqual(
       store.recent().map((r) => r.id),
       ['a', 'f'],
     );
-    assert.deepEqual(skipped, [2, 3, 4, 5, 6, 7, 8, 9]);
+    // Eight lines, told once: how many, and where the first few are.
+    assert.deepEqual(told, [['history.jsonl', 8, [2, 3, 4, 5, 6]]]);
     await store.stop();
   });
 
@@ -101,13 +104,13 @@ describe('history store', () => {
     // A record is some 650 bytes; a line of megabytes is damage (hundreds of them would exhaust memory or end the process).
     const huge = JSON.stringify({ ...record(2), reason: 'x'.repeat(3 * 1024 * 1024) });
     writeFileSync(path.join(dir, 'history.jsonl'), `${JSON.stringify(record(1))}\n${huge}\n${JSON.stringify(record(3))}\n`);
-    const skipped: number[] = [];
-    const store = await openStore({ dir, maxRecords: 1, maxFileBytes: 16 * 1024 * 1024, keepFiles: 0, onCorruptLine: (_file, line) => skipped.push(line) });
+    const told: unknown[] = [];
+    const store = await openStore({ dir, maxRecords: 1, maxFileBytes: 16 * 1024 * 1024, keepFiles: 0, onUnreadableLines: (...report) => told.push(report) });
     assert.deepEqual(
       store.recent().map((r) => r.id),
       ['r03'],
     );
-    assert.deepEqual(skipped, [2]);
+    assert.deepEqual(told, [['history.jsonl', 1, [2]]]);
     const selection = await store.select(new Date(0), () => true);
     assert.deepEqual(
       selection.records.map((r) => r.id),
@@ -191,13 +194,13 @@ describe('history store', () => {
     syncBuiltinESMExports();
     store.add(record(3));
     await store.stop();
-    const skipped: number[] = [];
-    const reopened = await openStore({ ...options(dir), onCorruptLine: (_file, line) => skipped.push(line) });
+    const told: unknown[] = [];
+    const reopened = await openStore({ ...options(dir), onUnreadableLines: (...report) => told.push(report) });
     assert.deepEqual(
       reopened.recent().map((r) => r.id),
       ['r01', 'r03'],
     );
-    assert.deepEqual(skipped, [2], 'only the torn record is skipped');
+    assert.deepEqual(told, [['history.jsonl', 1, [2]]], 'only the torn record is skipped');
     await reopened.stop();
   });
 
@@ -261,5 +264,29 @@ describe('history store', () => {
     );
     assert.deepEqual(heard, ['r00', 'r01', 'r02', 'r03', 'r04']);
     await store.stop();
+  });
+});
+
+describe('history files read at start', () => {
+  it('logs one warning per damaged file, with how many lines it skipped and the first few, not one per line', async () => {
+    const dataDir = tempDir('bridge-data-');
+    const garbage = Array.from({ length: 3000 }, (_, i) => `garbage ${i}`);
+    writeFileSync(path.join(dataDir, 'history.jsonl'), `${JSON.stringify(record(2))}\n${garbage.join('\n')}\n`);
+    writeFileSync(path.join(dataDir, 'history.1.jsonl'), `{"id":"r00","time":"20\n${JSON.stringify(record(1))}\n`);
+    const { logger, lines } = memoryLogger();
+    const bridge = await startTestBridge({ env: { BRIDGE_DATA_DIR: dataDir, OLLAMA_HOST: `127.0.0.1:${await freePort()}` }, logger });
+    assert.deepEqual(
+      bridge.history.recent().map((r) => r.id),
+      ['r01', 'r02'],
+    );
+    await bridge.stop(100);
+    const warnings = lines().filter((line) => line.level === 40 && String(line.msg).includes('history'));
+    assert.deepEqual(
+      warnings.map(({ msg, file, skippedLines, firstLines }) => ({ msg, file, skippedLines, firstLines })),
+      [
+        { msg: 'skipped unreadable history lines', file: 'history.1.jsonl', skippedLines: 1, firstLines: [1] },
+        { msg: 'skipped unreadable history lines', file: 'history.jsonl', skippedLines: 3000, firstLines: [2, 3, 4, 5, 6] },
+      ],
+    );
   });
 });
