@@ -102,8 +102,9 @@ class RotatingLog {
    */
   write(chunk: Buffer): void {
     try {
+      // Closed by a stop or a failed write: opened again, then rotated like any other write would be.
       if (this.fd === undefined) this.open();
-      else if (this.size + chunk.length > this.maxBytes && this.size > 0) {
+      if (this.size + chunk.length > this.maxBytes && this.size > 0) {
         this.close();
         renameSync(this.file, `${this.file}.1`);
         this.open();

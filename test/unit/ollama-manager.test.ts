@@ -103,6 +103,29 @@ describe('Ollama manager', () => {
     assert.deepEqual(log(older, 'ollama-gpu0.log.1'), { text: 'older output\n', mode: 0o600 });
   });
 
+  it('rotates the log of an instance started again when the last run left it full', async () => {
+    const dir = tempDir('restarted-ollama-');
+    const said = path.join(dir, 'said');
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\necho "run $(cat "${dir}/run")"\ntouch "${said}"\nexec sleep 60\n`);
+    chmodSync(binary, 0o755);
+    const logDir = tempDir('manager-logs-');
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port: 45682, device: undefined, numParallel: 1 }],
+      options({ binary, logDir, logMaxBytes: 8, isListening: async () => existsSync(said) }),
+    );
+    for (const run of ['one', 'two']) {
+      writeFileSync(path.join(dir, 'run'), run);
+      await manager.start('gpu0');
+      // A stop waits for the instance's output to close: all of it went through the log.
+      await manager.stopAll();
+      rmSync(said);
+    }
+    // The second run's output did not fit beside the first's: the first was rotated away.
+    assert.equal(readFileSync(path.join(logDir, 'ollama-gpu0.log'), 'utf8'), 'run two\n');
+    assert.equal(readFileSync(path.join(logDir, 'ollama-gpu0.log.1'), 'utf8'), 'run one\n');
+  });
+
   it('keeps running when its log cannot be written (a full disk): the output is dropped, not the bridge', async () => {
     const dir = tempDir('full-disk-ollama-');
     const logDir = path.join(dir, 'logs');
