@@ -156,8 +156,9 @@ export class HistoryStore {
       let unreadable = 0;
       const firstUnreadable: number[] = [];
       try {
-        // Older versions created it readable by everyone; what was asked of which model is this user's only.
-        await file.chmod(FILE_MODE).catch(() => undefined);
+        // Older versions created it readable by everyone; what was asked of which model is this user's
+        // only. A name that leads to something else (a device, a folder) keeps that thing's mode.
+        if ((await file.stat()).isFile()) await file.chmod(FILE_MODE).catch(() => undefined);
         for await (const line of linesOf(file)) {
           if (generation === 0) this.tornTail = !line.terminated;
           if (line.text?.trim() === '') continue;

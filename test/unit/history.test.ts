@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
@@ -130,6 +130,17 @@ describe('history store', () => {
     const reopened = await openStore(options(dir));
     assert.equal(statSync(file).mode & 0o777, 0o600);
     await reopened.stop();
+  });
+
+  it('tightens only files of its own: a history name that leads elsewhere (a link to a folder, a device) keeps its mode', async () => {
+    const dir = tempDir('history-');
+    // Run as root, a chmod through such a link would change what it leads to for every user (/dev/null).
+    const elsewhere = tempDir('not-history-');
+    chmodSync(elsewhere, 0o755);
+    symlinkSync(elsewhere, path.join(dir, 'history.1.jsonl'));
+    const store = await openStore(options(dir));
+    await store.stop();
+    assert.equal(statSync(elsewhere).mode & 0o777, 0o755);
   });
 
   it('rotates by size, keeps the configured number of old files, and reads them back', async () => {
