@@ -19,6 +19,12 @@ interface CounterStore {
 /** A slot held longer than this (a process that died mid-request) no longer counts. */
 const LEASE_MS = 15 * 60_000;
 
+/**
+ * After the counter store failed, requests are let through without asking it for this long: a
+ * Redis that is down or hung would otherwise hold every request for its command timeout.
+ */
+export const STORE_RETRY_MS = 5_000;
+
 /** The token bucket: refills evenly up to `capacity`; debt (negative tokens) is paid back by waiting. */
 export function refill(tokens: number, elapsedMs: number, capacity: number, perMs: number): number {
   return Math.min(capacity, tokens + Math.max(0, elapsedMs) * perMs);
@@ -156,17 +162,25 @@ interface Subject {
  * only known after the answer, so a request is admitted while the bucket is not in debt and its
  * tokens are charged when it ends. With `limits.redis_url` the counters are shared by every
  * instance; when Redis cannot be reached, requests are let through and the failure is logged
- * (limits protect capacity, they are not the access control).
+ * (limits protect capacity, they are not the access control), and it is asked again only after
+ * STORE_RETRY_MS.
  */
 export class Limiter {
   private readonly store: CounterStore;
+  /** Until when the store is not asked, after it failed (0: it answers). */
+  private storeFailedUntil = 0;
 
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
-    now: () => number = Date.now,
+    private readonly now: () => number = Date.now,
   ) {
     this.store = config.limits.redis_url === undefined ? new MemoryStore(now) : new RedisStore(config.limits.redis_url);
+  }
+
+  /** Whether the store failed lately: then limits are let go rather than every request waiting for it to time out again. */
+  private storeResting(): boolean {
+    return this.now() < this.storeFailedUntil;
   }
 
   private subjects(identity: Identity): Subject[] {
@@ -180,7 +194,7 @@ export class Limiter {
   /** Admits the request or says which limit refused it. */
   async admit(identity: Identity): Promise<Admission | LimitRefusal> {
     const subjects = this.subjects(identity);
-    if (subjects.length === 0) return { release: () => undefined };
+    if (subjects.length === 0 || this.storeResting()) return { release: () => undefined };
     const lease = randomUUID();
     const held: string[] = [];
     const release = (): void => {
@@ -226,7 +240,7 @@ export class Limiter {
 
   /** Charges the tokens of a finished answer to the identity's and the team's per-minute budget. */
   async charge(identity: Identity, tokens: number): Promise<void> {
-    if (tokens <= 0) return;
+    if (tokens <= 0 || this.storeResting()) return;
     try {
       for (const { key, limits } of this.subjects(identity)) {
         if (limits.tpm !== undefined) await this.store.bucket(`copilot-bridge:tpm:${key}`, limits.tpm, limits.tpm / 60_000, tokens, 'charge');
@@ -242,7 +256,14 @@ export class Limiter {
   }
 
   private failed(error: Error): void {
-    this.log.warn({ error: error.message }, 'limits: the counter store failed; the request is let through');
+    // Requests failing together (or while it rests) are one failure of the store: one log line.
+    const first = !this.storeResting();
+    this.storeFailedUntil = this.now() + STORE_RETRY_MS;
+    if (first)
+      this.log.warn(
+        { error: error.message, retryInSeconds: STORE_RETRY_MS / 1000 },
+        'limits: the counter store failed; requests are let through without limits until it is asked again',
+      );
   }
 
   close(): Promise<void> {

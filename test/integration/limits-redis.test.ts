@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import YAML from 'yaml';
 import type { Identity } from '../../src/auth/identity.js';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
-import { isRefusal, Limiter } from '../../src/auth/limits.js';
+import { isRefusal, Limiter, STORE_RETRY_MS } from '../../src/auth/limits.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger, startTestBridge, type StandIn } from '../support/bridge.js';
@@ -94,11 +94,12 @@ describe('a Redis too slow to answer in time', { skip }, () => {
   let redis: RedisServer;
   const log = memoryLogger();
   let limiter: Limiter;
+  let now = 0;
 
   before(async () => {
     redis = await startRedis();
     const config = loadConfig({ env: {} });
-    limiter = new Limiter({ ...config, limits: { ...config.limits, redis_url: redis.url } }, log.logger);
+    limiter = new Limiter({ ...config, limits: { ...config.limits, redis_url: redis.url } }, log.logger, () => now);
   });
 
   after(async () => {
@@ -125,6 +126,8 @@ describe('a Redis too slow to answer in time', { skip }, () => {
     } finally {
       pauser.disconnect();
     }
+    // Once the store has rested after its failure, it is asked again.
+    now += STORE_RETRY_MS;
     const next = await limiter.admit(ann);
     assert.ok(!isRefusal(next), `refused for ${isRefusal(next) ? next.limit : ''}: nothing is running`);
     assert.deepEqual(await limiter.admit(ann), { limit: 'concurrency of ann', retryAfterSeconds: 1 }, 'the store answers again and counts');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
@@ -9,7 +9,7 @@ import YAML from 'yaml';
 import { ACTION_PAYLOADS } from '../../src/control/actions.js';
 import type { Identity } from '../../src/auth/identity.js';
 import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
-import { isRefusal, Limiter } from '../../src/auth/limits.js';
+import { isRefusal, Limiter, STORE_RETRY_MS } from '../../src/auth/limits.js';
 import type { LimitsConfig } from '../../src/config/schema.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { BridgeHandle } from '../../src/bridge.js';
@@ -625,6 +625,39 @@ describe('limits', () => {
       const result = await limits.admit(identity);
       return isRefusal(result) ? result.limit : null;
     };
+
+    it('a counter store that stopped answering holds one request per retry period, not every request', async () => {
+      // A Redis that takes connections and answers the client's ready check, then nothing more
+      // (hung, or cut off by the network): it counts the limit scripts it is sent.
+      let scriptsSent = 0;
+      const silent = createNetServer((socket) => {
+        socket.on('data', (chunk: Buffer) => {
+          for (const command of chunk.toString().match(/^\*\d+\r\n\$\d+\r\n[A-Za-z]+/gm) ?? []) {
+            const name = command.split('\r\n')[2]?.toUpperCase();
+            if (name === 'EVALSHA' || name === 'EVAL') scriptsSent += 1;
+            else socket.write(name === 'INFO' ? '$11\r\nloading:0\r\n\r\n' : '+OK\r\n');
+          }
+        });
+      });
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      cleanups.push(() => new Promise((resolve) => silent.close(() => resolve())));
+      const config = loadConfig({ env: {} });
+      const log = memoryLogger();
+      now = 0;
+      const limits = new Limiter(
+        { ...config, limits: { ...config.limits, redis_url: `redis://127.0.0.1:${(silent.address() as AddressInfo).port}` } },
+        log.logger,
+        () => now,
+      );
+      cleanups.push(() => limits.close());
+      const ann = person('ann', { rpm: 60 });
+      for (let i = 0; i < 4; i++) assert.equal(await refusal(limits, ann), null, 'let through: limits are not the access control');
+      assert.equal(scriptsSent, 1, 'only the first request waited for the store');
+      assert.equal(log.lines().filter((line) => String(line.msg).startsWith('limits: the counter store failed')).length, 1);
+      now = STORE_RETRY_MS;
+      assert.equal(await refusal(limits, ann), null);
+      assert.equal(scriptsSent, 2, 'the store is asked again once the retry period is over');
+    });
 
     it("a request the team's budget refuses takes nothing from the person's own", async () => {
       now = 0;
