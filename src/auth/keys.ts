@@ -116,13 +116,13 @@ export function listKeys(file: string): ListedKey[] {
   });
 }
 
-/** Removes the named key; false when there was none. */
+/** Removes every key of the name (a hand edit may have given it twice); false when there was none. */
 export function revokeKey(file: string, name: string): boolean {
   const document = readDocument(file);
   const keys = keysOf(document);
-  const index = keys.items.findIndex((item) => isMap(item) && item.get('name') === name);
-  if (index < 0) return false;
-  keys.items.splice(index, 1);
+  const kept = keys.items.filter((item) => !(isMap(item) && item.get('name') === name));
+  if (kept.length === keys.items.length) return false;
+  keys.items = kept;
   write(file, document);
   return true;
 }

@@ -422,7 +422,18 @@ export const configSchema = z.strictObject({
     .prefault({}),
   auth: z
     .strictObject({
-      keys: z.array(keySchema).default([]),
+      keys: z
+        .array(keySchema)
+        // One key as two entries would be whoever comes last, with that entry's role.
+        .superRefine((keys, ctx) => {
+          keys.forEach((key, index) => {
+            const first = keys.findIndex((other) => other.hash === key.hash);
+            if (first === index) return;
+            const other = `auth.keys.${first}, ${keys[first]?.name ?? ''},`;
+            ctx.addIssue({ code: 'custom', path: [index, 'hash'], input: key.hash, message: `a hash no other key has (${other} has it)` });
+          });
+        })
+        .default([]),
       jwt: jwtSchema.optional(),
       /** Cloud policy and limits that apply to everybody in a team. */
       teams: z.record(z.string().min(1), teamSchema).default({}),

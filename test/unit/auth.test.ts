@@ -11,7 +11,7 @@ import type { Identity } from '../../src/auth/identity.js';
 import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
 import { isRefusal, Limiter, STORE_RETRY_MS } from '../../src/auth/limits.js';
 import type { LimitsConfig } from '../../src/config/schema.js';
-import { loadConfig } from '../../src/config/load.js';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { runCli } from '../../src/cli.js';
@@ -112,6 +112,31 @@ describe('API keys', () => {
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 0);
     assert.deepEqual(listKeys(file), []);
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 2);
+  });
+
+  it('revokes every key of the name, also one a hand edit or a merge gave the name twice', () => {
+    const file = path.join(tempDir('keys-'), 'config.yaml');
+    addKey(file, { name: 'alice', role: 'user' });
+    addKey(file, { name: 'bob', role: 'user' });
+    const config = YAML.parse(readFileSync(file, 'utf8')) as { auth: { keys: Array<Record<string, unknown>> } };
+    config.auth.keys.push({ name: 'alice', role: 'admin', hash: hashKey('another key of alice') });
+    writeFileSync(file, YAML.stringify(config));
+    assert.equal(revokeKey(file, 'alice'), true);
+    assert.deepEqual(
+      listKeys(file).map((key) => key.name),
+      ['bob'],
+      'no key of alice is left to work',
+    );
+  });
+
+  it('will not start on one key given to two entries, which would leave who it is to the order of the file', () => {
+    const hash = hashKey('one key');
+    const file = configFile(`auth:\n  keys:\n    - { name: alice, role: user, hash: "${hash}" }\n    - { name: root, role: admin, hash: "${hash}" }\n`);
+    assert.throws(
+      () => loadConfig({ file, env: {} }),
+      (error: Error) =>
+        error instanceof ConfigError && error.problems.some((p) => p.keyPath === 'auth.keys.1.hash' && /auth\.keys\.0, alice, has it/.test(p.expected)),
+    );
   });
 
   describe('on a running bridge', () => {
