@@ -27,7 +27,21 @@ export interface ControlDeps {
 }
 
 const DAY_MS = 86_400_000;
-const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
+/** An ISO 8601 date, or date and time with an optional offset ("2025-06-01", "2025-06-01T09:00", "2025-06-01 09:00:00+02:00"). */
+const ISO_TIME = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?)(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * The instant an ISO date or time names; a date is the start of that day, and a date or time
+ * without an offset is read at `utcOffsetMinutes` (JavaScript's Date would read a time in the
+ * zone the bridge runs in, and accept "1" as the year 2001).
+ */
+function instantOf(text: string, utcOffsetMinutes: number): Date | undefined {
+  const match = ISO_TIME.exec(text);
+  if (match === null) return undefined;
+  const [, date, time = '00:00', offset] = match;
+  const ms = offset === undefined ? Date.parse(`${date}T${time}Z`) - utcOffsetMinutes * 60_000 : Date.parse(`${date}T${time}${offset.toUpperCase()}`);
+  return Number.isNaN(ms) ? undefined : new Date(ms);
+}
 
 /**
  * ?from=&to= (dates or times; default: the last 30 days) and ?tz= (minutes east of UTC); a user is
@@ -37,12 +51,8 @@ function usageQuery(req: Request, identity: Identity): UsageQuery | string {
   const tz = Number(req.query.tz ?? 0);
   if (!Number.isFinite(tz) || Math.abs(tz) > 14 * 60) return 'tz must be minutes east of UTC (-840 to 840)';
   const utcOffsetMinutes = Math.round(tz);
-  const parse = (value: unknown, fallback: Date): Date | undefined => {
-    if (typeof value !== 'string' || value === '') return fallback;
-    // JavaScript reads a date alone as UTC midnight; the caller means their own day, as the CSV's name says.
-    const date = new Date(DATE_ONLY.test(value) ? Date.parse(value) - utcOffsetMinutes * 60_000 : value);
-    return Number.isNaN(date.getTime()) ? undefined : date;
-  };
+  const parse = (value: unknown, fallback: Date): Date | undefined =>
+    typeof value !== 'string' || value === '' ? fallback : instantOf(value, utcOffsetMinutes);
   const to = parse(req.query.to, new Date());
   const from = parse(req.query.from, new Date(Date.now() - 30 * DAY_MS));
   if (to === undefined || from === undefined) return 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)';

@@ -113,6 +113,17 @@ describe('usage export', () => {
     assert.equal(csv.headers.get('content-disposition'), 'attachment; filename="copilot-bridge-usage-2025-06-01-2025-06-07.csv"');
   });
 
+  it('reads a time without an offset in the asked time zone too, not in the zone the bridge runs in', async () => {
+    // An offset the bridge's own zone does not have on that day, so the two readings differ.
+    const tz = -new Date('2025-06-01T09:00:00').getTimezoneOffset() + 180;
+    const query = `from=2025-06-01T09:00&to=2025-06-01 17:30:00&tz=${tz}`;
+    const report = (await (await get(`/bridge/api/usage?${query}`, keys.ann)).json()) as UsageReport;
+    const utc = (time: string): string => new Date(Date.parse(`${time}Z`) - tz * 60_000).toISOString();
+    assert.deepEqual([report.from, report.to], [utc('2025-06-01T09:00:00'), utc('2025-06-01T17:30:00')]);
+    const withOffset = (await (await get(`/bridge/api/usage?from=2025-06-01T09:00:00%2B02:00&tz=${tz}`, keys.ann)).json()) as UsageReport;
+    assert.equal(withOffset.from, '2025-06-01T07:00:00.000Z', 'a time that says its offset is read with it');
+  });
+
   it("gives the tray today's figures, each request counted once", () => {
     // The three requests are the bridge's first: the first of them started the day's count.
     const records = bridge.history.recent();
@@ -123,6 +134,9 @@ describe('usage export', () => {
   it('answers 400 with the reason for a range it cannot read, in the report and the export alike', async () => {
     const cases = [
       ['from=last%20week', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
+      // What JavaScript's Date would still read, each in the bridge's own zone: 2001-01-01, and a local midnight.
+      ['from=1', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
+      ['to=2025/06/01', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
       ['from=2025-06-09&to=2025-06-01', 'from must not be after to'],
       ['from=2025-06-01&to=2025-06-09&tz=900', 'tz must be minutes east of UTC (-840 to 840)'],
       ['tz=east', 'tz must be minutes east of UTC (-840 to 840)'],
