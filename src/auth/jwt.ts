@@ -133,7 +133,7 @@ function unavailableWhy(error: unknown): string {
   return `answered wrongly (${(error as Error).message})`;
 }
 
-/** What is wrong with a token's own claims (expiry, issuer, audience), read without checking its signature; undefined when nothing is. */
+/** What is wrong with a token's own claims (expiry, not-before, issuer, audience), read without checking its signature; undefined when nothing is. */
 function claimsProblem(token: string, config: JwtConfig): string | undefined {
   let payload: JWTPayload;
   try {
@@ -141,8 +141,10 @@ function claimsProblem(token: string, config: JwtConfig): string | undefined {
   } catch {
     return 'the token is not valid';
   }
+  const now = Date.now() / 1000;
   if (typeof payload.exp !== 'number') return "the token's 'exp' claim is not accepted (missing)";
-  if (payload.exp <= Date.now() / 1000 - config.clock_skew_seconds) return 'the token has expired';
+  if (payload.exp <= now - config.clock_skew_seconds) return 'the token has expired';
+  if (typeof payload.nbf === 'number' && payload.nbf > now + config.clock_skew_seconds) return "the token's 'nbf' claim is not accepted (check_failed)";
   if (payload.iss !== config.issuer) return "the token's 'iss' claim is not accepted (check_failed)";
   const audiences = typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []);
   if (!audiences.includes(config.audience)) return "the token's 'aud' claim is not accepted (check_failed)";

@@ -454,6 +454,7 @@ describe('JWT', () => {
     assert.match(await assertShape(await chat(bridge, unsigned({ exp: Math.floor(Date.now() / 1000) - 600 })), 'openai', 401, 'invalid_token'), /expired/);
     assert.match(await assertShape(await chat(bridge, unsigned({ aud: 'another-service' })), 'openai', 401, 'invalid_token'), /'aud' claim/);
     assert.match(await assertShape(await chat(bridge, unsigned({ iss: 'https://elsewhere.test' })), 'openai', 401, 'invalid_token'), /'iss' claim/);
+    assert.match(await assertShape(await chat(bridge, unsigned({ nbf: Math.floor(Date.now() / 1000) + 600 })), 'openai', 401, 'invalid_token'), /'nbf' claim/);
     jwks.failWith = null;
     assert.equal((await chat(bridge, token)).status, 200);
     // A key the bridge has not cached yet, from an issuer that cannot be reached at all.
