@@ -32,10 +32,10 @@ function claim(payload: JWTPayload, path: string): unknown {
   return value;
 }
 
+/** The texts of a claim, one or a list; a blank one names nothing (holders without an email must not all be one person ""). */
 function texts(value: unknown): string[] {
-  if (typeof value === 'string') return [value];
-  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string');
-  return [];
+  const values: unknown[] = Array.isArray(value) ? value : [value];
+  return values.filter((v): v is string => typeof v === 'string' && v.trim() !== '');
 }
 
 /** A file named by auth.jwt; one that cannot be read is reported with the setting that names it. */

@@ -507,6 +507,21 @@ describe('JWT', () => {
     assert.equal(await teamOf('web'), 'web');
   });
 
+  it('takes a blank name or group for none: holders without an email are not one person "", nor is "" a team', async () => {
+    const { bridge, sign } = await sharedSecretBridge('\nclaims:\n  name: email');
+    for (const email of ['', '  ', ['', 'dana@example.test']]) {
+      const response = await call(bridge, 'GET', '/bridge/api/whoami', bearer(await sign({ email, groups: ['web'] })));
+      if (Array.isArray(email)) assert.equal(((await response.json()) as { name: string }).name, 'dana@example.test', 'the first name that says something');
+      else assert.match(await assertShape(response, 'ollama', 401), /no 'email' claim/, JSON.stringify(email));
+    }
+    const whoami = (await (
+      await call(bridge, 'GET', '/bridge/api/whoami', bearer(await sign({ email: 'dana@example.test', groups: ['', 'ops'] })))
+    ).json()) as {
+      team: string | null;
+    };
+    assert.equal(whoami.team, 'ops');
+  });
+
   it("reads a claim named with dots (an Auth0 namespace) as that claim, and a dotted path into an object (Keycloak's)", async () => {
     const { bridge, sign } = await sharedSecretBridge('\nclaims:\n  role: https://bridge.example.test/roles\n  team: realm_access.groups');
     const token = await sign({ 'https://bridge.example.test/roles': ['admin'], realm_access: { groups: ['web'] } });
