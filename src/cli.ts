@@ -157,9 +157,11 @@ function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
         return 0;
       }
       case 'revoke': {
-        if (options.name === undefined) return fail('--name is required');
-        if (!revokeKey(file, options.name)) return fail(`no key named '${options.name}' in ${file}`);
-        io.stdout(`revoked '${options.name}' in ${file}; restart running bridges to apply\n`);
+        // Trimmed as `add` trims it.
+        const name = options.name?.trim();
+        if (name === undefined || name === '') return fail('--name is required');
+        if (!revokeKey(file, name)) return fail(`no key named '${name}' in ${file}`);
+        io.stdout(`revoked '${name}' in ${file}; restart running bridges to apply\n`);
         return 0;
       }
       default:

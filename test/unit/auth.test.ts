@@ -112,6 +112,15 @@ describe('API keys', () => {
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 0);
     assert.deepEqual(listKeys(file), []);
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 2);
+
+    // A name is taken without the spaces around it, by add and revoke alike.
+    assert.equal(await runCli({ ...io, argv: ['keys', 'add', '--name', ' bob ', '--config', file] }), 0);
+    assert.deepEqual(
+      listKeys(file).map((k) => k.name),
+      ['bob'],
+    );
+    assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', ' bob ', '--config', file] }), 0);
+    assert.deepEqual(listKeys(file), []);
   });
 
   it('revokes every key of the name, also one a hand edit or a merge gave the name twice', () => {
