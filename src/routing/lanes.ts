@@ -51,10 +51,13 @@ export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { la
 /**
  * Who typed a ghost-text request, so a newer one from the same editor supersedes it: the
  * editor session when the client names one (VS Code sends vscode-sessionid), else its address
- * and User-Agent.
+ * and User-Agent. Behind nginx or HAProxy every request comes from the balancer's address, so the
+ * X-Forwarded-For chain counts too; it only tells clients apart (the balancer appends the real
+ * address, and the socket's is in the key), never makes one client another.
  */
 export function clientKey(input: LaneInput, remoteAddress: string | undefined): string {
   const session = header(input, 'vscode-sessionid') ?? header(input, 'x-client-session-id');
   if (session !== undefined) return `session:${session}`;
-  return `${remoteAddress ?? '?'}|${input.client.userAgent ?? ''}`;
+  const forwardedFor = header(input, 'x-forwarded-for');
+  return `${remoteAddress ?? '?'}${forwardedFor === undefined ? '' : ` for ${forwardedFor}`}|${input.client.userAgent ?? ''}`;
 }

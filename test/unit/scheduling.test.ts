@@ -131,6 +131,40 @@ describe('scheduler in the bridge', () => {
     assert.ok((servedRecord?.queueMs ?? 0) > 0, `queued ${servedRecord?.queueMs} ms`);
   });
 
+  it('behind a load balancer, ghost text of two developers with the same editor is told apart by X-Forwarded-For: neither supersedes the other', async () => {
+    const { bridge, arrived, releaseNext, bodies } = await holdingBackend();
+    // What nginx and HAProxy send: every request from the balancer's address, the client's in X-Forwarded-For.
+    const ghostVia = (forwardedFor: string, prompt: string): Promise<Response> =>
+      fetch(`${bridge.url}/v1/engines/m/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': 'Continue/1.0', 'x-forwarded-for': forwardedFor },
+        body: JSON.stringify({ prompt, suffix: '\n}', max_tokens: 20, stream: true, n: 1 }),
+      });
+    const running = chat(bridge, 'a long chat');
+    await arrived(1);
+    const alice = ghostVia('10.0.0.1', 'alice(');
+    await waitFor(() => bridge.state.scheduler.queued === 1, "alice's ghost text to queue");
+    const bob = ghostVia('10.0.0.2', 'bob(');
+    await waitFor(() => bridge.state.scheduler.queued === 2, "bob's ghost text to queue beside it");
+    assert.equal(bridge.state.scheduler.dropped.superseded, 0);
+    for (const n of [2, 3]) {
+      releaseNext();
+      await arrived(n);
+    }
+    releaseNext();
+    await (await running).text();
+    for (const answer of await Promise.all([alice, bob])) {
+      assert.equal(answer.headers.get('x-bridge-dropped'), null);
+      await answer.text();
+    }
+    assert.deepEqual(
+      bodies()
+        .map((b) => b.prompt ?? 'chat')
+        .sort(),
+      ['alice(', 'bob(', 'chat'],
+    );
+  });
+
   it('a client that hangs up while queued leaves the queue and is never sent upstream', async () => {
     const { bridge, arrived, releaseNext, upstream } = await holdingBackend();
     const running = chat(bridge, 'first');
