@@ -101,6 +101,36 @@ describe('the committed deployment files pass the programs that read them', () =
   });
 });
 
+describe('the bridge unit lets the service write where it writes', () => {
+  const unit = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge@.service'), 'utf8');
+  const settings = (key: string): string[] =>
+    [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].flatMap((m) => (m[1] as string).split(/\s+/)).map((v) => v.replaceAll('%i', '5000'));
+  const environment = Object.fromEntries(settings('Environment').map((a) => a.split('=', 2) as [string, string]));
+  // ProtectSystem=strict: the whole file system is read-only but for these (systemd.exec(5)).
+  const writable = [
+    ...settings('StateDirectory').map((d) => `/var/lib/${d}`),
+    ...settings('LogsDirectory').map((d) => `/var/log/${d}`),
+    ...settings('CacheDirectory').map((d) => `/var/cache/${d}`),
+    ...settings('RuntimeDirectory').map((d) => `/run/${d}`),
+    ...settings('ReadWritePaths'),
+  ];
+  const isWritable = (dir: string): boolean => writable.some((w) => dir === w || dir.startsWith(`${w}/`));
+
+  it('the data dir', () => {
+    assert.ok(unit.includes('\nProtectSystem=strict\n'));
+    assert.ok(isWritable(environment.BRIDGE_DATA_DIR ?? ''), `BRIDGE_DATA_DIR ${environment.BRIDGE_DATA_DIR} outside ${writable.join(', ')}`);
+  });
+
+  it('its home, where a managed Ollama (backends[].manage) creates ~/.ollama and cannot start without it', () => {
+    // systemd sets HOME to the user's home (the sysusers entry) unless the unit sets it.
+    const sysusers = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge.sysusers.conf'), 'utf8');
+    const user = /^u\s+(\S+)\s+\S+\s+"[^"]*"\s+(\S+)/m.exec(sysusers);
+    assert.equal(user?.[1], settings('User')[0]);
+    const home = environment.HOME ?? user?.[2] ?? '';
+    assert.ok(isWritable(home), `HOME ${home} outside ${writable.join(', ')}`);
+  });
+});
+
 describe('Grafana', () => {
   it('the committed dashboard JSON is what deploy/grafana/dashboards.ts generates (npm run deploy:dashboards)', () => {
     for (const [file, model] of Object.entries(dashboards())) {
