@@ -55,7 +55,7 @@ export class HttpServer {
     return new Promise((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException): void => {
         const why = error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use` : error.message;
-        reject(new Error(`cannot listen on ${host}:${port}: ${why}`, { cause: error }));
+        reject(new Error(`${this.name} cannot listen on ${host}:${port}: ${why}`, { cause: error }));
       };
       server.once('error', onError);
       server.listen(port, host, () => {

@@ -57,6 +57,10 @@ describe('copilot-bridge command', () => {
       const run = await runCliToEnd(['serve', '--port', String(port)]);
       assert.equal(run.code, 1);
       assert.match(run.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} on 127\\.0\\.0\\.1 is already in use`));
+      // The metrics port (PROMETHEUS_PORT) taken: the message says which of the two ports it is.
+      const metrics = await runCliToEnd(['serve', '--port', '0'], { PROMETHEUS_PORT: String(port) });
+      assert.equal(metrics.code, 1);
+      assert.equal(metrics.stderr, `copilot-bridge: metrics server cannot listen on 127.0.0.1:${port}: port ${port} on 127.0.0.1 is already in use\n`);
     } finally {
       server.close();
     }
