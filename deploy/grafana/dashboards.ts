@@ -145,8 +145,8 @@ function performance(): Dashboard {
       timeseries(
         'Response time by complexity tier (p95)',
         's',
-        [prom('histogram_quantile(0.95, sum by (tier, le) (tier:copilot_bridge_response_time_seconds_bucket:rate5m))', '{{tier}}')],
-        'Whole-answer time per tier, all instances (5 minute window).',
+        [prom(`histogram_quantile(0.95, sum by (tier, le) (instance_tier:copilot_bridge_response_time_seconds_bucket:rate5m${INSTANCE}))`, '{{tier}}')],
+        'Whole-answer time per tier (5 minute window).',
       ),
     )
     .withPanel(
@@ -177,8 +177,8 @@ function performance(): Dashboard {
       timeseries(
         'Tokens generated per second',
         'none',
-        [prom('sum by (model) (model:copilot_bridge_tokens:rate5m{direction="out"})', '{{model}}')],
-        'Generated tokens per second per model, all instances.',
+        [prom('sum by (model) (instance_model:copilot_bridge_tokens:rate5m{instance=~"$instance", direction="out"})', '{{model}}')],
+        'Generated tokens per second per model.',
       ),
     )
     .withPanel(

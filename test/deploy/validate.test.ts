@@ -159,6 +159,31 @@ describe('Grafana', () => {
     }
     assert.ok(logsPanels > 0, 'a logs panel reads Loki');
   });
+
+  it('every Prometheus query follows the Instance picked, recorded series included', () => {
+    const recording = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/recording.yml'), 'utf8')) as {
+      groups: Array<{ rules: Array<{ record: string; expr: string }> }>;
+    };
+    const rules = new Map(recording.groups.flatMap((g) => g.rules.map((r) => [r.record, r.expr] as const)));
+    let selectors = 0;
+    for (const [file, model] of Object.entries(dashboards())) {
+      for (const panel of model.panels ?? []) {
+        for (const target of 'targets' in panel ? (panel.targets ?? []) : []) {
+          const { expr, datasource } = target as { expr?: string; datasource?: { type?: string } };
+          if (datasource?.type !== 'prometheus' || expr === undefined) continue;
+          // Series selectors: a metric name (the bridge's, the GPUs', up, or a recorded one) and its matchers.
+          for (const [, name = '', matchers = ''] of expr.matchAll(/\b((?:copilot_bridge_|gpu_|up\b|[a-z_]+:)[\w:]*)(\{[^}]*\})?/g)) {
+            const where = `${file} "${'title' in panel ? panel.title : ''}": ${name}`;
+            assert.match(matchers, /instance=~"\$instance"/, `${where} ignores the Instance picked`);
+            const recorded = rules.get(name);
+            if (recorded !== undefined) assert.match(recorded, /by \(instance\b/, `${where}: the recording rule drops the instance label`);
+            selectors += 1;
+          }
+        }
+      }
+    }
+    assert.ok(selectors >= 20, `checked ${selectors} selectors`);
+  });
 });
 
 describe('log shipping (Grafana Alloy)', () => {
