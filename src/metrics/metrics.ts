@@ -102,7 +102,7 @@ export class BridgeMetrics {
     });
     this.errors = new Counter({
       name: 'copilot_bridge_errors_total',
-      help: 'Routed requests that ended in an error',
+      help: 'Routed requests that failed on the serving side (5xx, or an answer that broke after it started); a client error (4xx) is not one',
       labelNames: ['tier', 'model', 'backend', 'outcome'],
       registers,
     });
@@ -202,7 +202,9 @@ export class BridgeMetrics {
     const model = this.knownModel(record.model) ? record.model : 'other';
     const series = this.seriesOf(record.tier ?? 'none', model, record.backend ?? 'none', String(record.status), record.team, record.user);
     series.requests.inc();
-    if (record.outcome === 'error') series.errors.inc();
+    // A failure on the serving side: a client's own 4xx (a rate limit, a request Ollama refused) is
+    // counted by its status in requests_total, and must not make error-rate alerts fire.
+    if (record.outcome === 'error' && !(record.status >= 400 && record.status < 500)) series.errors.inc();
     series.responseTime.observe(record.totalMs / 1000);
     if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
     if (record.tokensIn !== null) series.tokensIn.inc(record.tokensIn);

@@ -48,6 +48,27 @@ async function twoBackends(
 const chat = (bridge: BridgeHandle, stream = false): Promise<Response> =>
   fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream, messages: [{ role: 'user', content: 'x' }] }) });
 
+/** Resolves once the history holds `count` records: a request is recorded when its connection closes, which may be just after the client read it. */
+function recorded(bridge: BridgeHandle, count: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const check = (): void => {
+      if (bridge.history.size < count) return;
+      stop();
+      resolve();
+    };
+    const stop = bridge.history.onRecord(check);
+    check();
+  });
+}
+
+/** The sum of a counter's series in a /metrics text. */
+function counterSum(metrics: string, name: string): number {
+  return metrics
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`))
+    .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+}
+
 /** The status of a GET sent with a chosen Host header (fetch sets its own). */
 function statusWithHost(url: string, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -586,13 +607,9 @@ describe('observability', () => {
       (res) => answer(res, 'b'),
     );
     for (let i = 0; i < 3; i++) await (await chat(bridge)).text();
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await recorded(bridge, 3);
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
-    const total = metrics
-      .split('\n')
-      .filter((line) => line.startsWith('copilot_bridge_requests_total{'))
-      .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
-    assert.equal(total, 3);
+    assert.equal(counterSum(metrics, 'copilot_bridge_requests_total'), 3);
     assert.match(metrics, /copilot_bridge_backend_up\{backend="gpu0"\} 1/);
     assert.match(metrics, /copilot_bridge_tokens_total\{direction="out",model="m",team="none"\} 12/);
     assert.match(metrics, /copilot_bridge_time_to_first_token_seconds_count\{tier="none",backend="gpu\d"\} \d/);
@@ -622,6 +639,28 @@ describe('observability', () => {
     assert.deepEqual(combinations, ['complex/gpu0', 'complex/gpu1', 'moderate/gpu0', 'moderate/gpu1', 'simple/gpu0', 'simple/gpu1']);
   });
 
+  it("counts in copilot_bridge_errors_total what failed on the serving side, not a client's own 4xx (HighErrorRate must not fire for them)", async () => {
+    let failure: { status: number; error: string } = { status: 400, error: 'invalid options' };
+    const fail = (res: ServerResponse): void => {
+      res.writeHead(failure.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: failure.error }));
+    };
+    const { bridge } = await twoBackends(fail, fail);
+    // Refused by Ollama for what the client sent, on two surfaces: the client's mistakes.
+    assert.equal((await chat(bridge)).status, 400);
+    const openAi = await fetch(`${bridge.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(openAi.status, 400);
+    failure = { status: 500, error: 'the runner crashed' };
+    assert.equal((await chat(bridge)).status, 500);
+    await recorded(bridge, 3);
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    assert.equal(counterSum(metrics, 'copilot_bridge_requests_total'), 3);
+    assert.equal(counterSum(metrics, 'copilot_bridge_errors_total'), 1);
+  });
+
   it('labels metrics only with configured or installed models: made-up names count as "other"', async () => {
     const { bridge } = await twoBackends(
       (res) => {
@@ -638,16 +677,7 @@ describe('observability', () => {
       await response.text();
     }
     await (await chat(bridge)).text();
-    // A request is recorded when its connection closes, which may be just after the client read it.
-    await new Promise<void>((resolve) => {
-      const check = (): void => {
-        if (bridge.history.size < 41) return;
-        stop();
-        resolve();
-      };
-      const stop = bridge.history.onRecord(check);
-      check();
-    });
+    await recorded(bridge, 41);
     const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
     assert.doesNotMatch(metrics, /made-up/);
     const models = new Set([...metrics.matchAll(/copilot_bridge_requests_total\{[^}]*model="([^"]+)"/g)].map((m) => m[1]));
