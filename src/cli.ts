@@ -142,6 +142,8 @@ function keysCommand(io: CliIo, args: string[], options: KeyOptions): number {
         return 0;
       }
       case 'list': {
+        // `add` creates the file; listing one that is not there is a mistyped path.
+        if (!existsSync(file)) return fail(`${file} does not exist`);
         const keys = listKeys(file);
         if (keys.length === 0) io.stdout(`no keys in ${file}\n`);
         for (const key of keys) {

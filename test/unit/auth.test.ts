@@ -113,6 +113,11 @@ describe('API keys', () => {
     assert.deepEqual(listKeys(file), []);
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', 'alice', '--config', file] }), 2);
 
+    // A file that is not there (a mistyped --config) is said, not listed as having no keys.
+    err.length = 0;
+    assert.equal(await runCli({ ...io, argv: ['keys', 'list', '--config', path.join(dir, 'confg.yaml')] }), 2);
+    assert.match(err.join(''), /confg\.yaml does not exist/);
+
     // A name is taken without the spaces around it, by add and revoke alike.
     assert.equal(await runCli({ ...io, argv: ['keys', 'add', '--name', ' bob ', '--config', file] }), 0);
     assert.deepEqual(
