@@ -118,11 +118,12 @@ export function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
 export async function startCloudBridge(
   type: 'anthropic' | 'openai',
   respond: (res: ServerResponse) => void,
-  options: { enabled?: boolean } = {},
+  options: { enabled?: boolean; timeoutSeconds?: number } = {},
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle; close(): Promise<void> }> {
   const cloud = await startStandIn((_req, res) => respond(res));
+  const timeout = options.timeoutSeconds === undefined ? '' : `      timeout_seconds: ${options.timeoutSeconds}\n`;
   const file = configFile(
-    `fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n`,
+    `fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n${timeout}`,
   );
   const bridge = await startTestBridge({
     file,

@@ -72,9 +72,9 @@ after(async () => {
 async function withProvider(
   type: 'anthropic' | 'openai',
   respond: (res: ServerResponse) => void,
-  enabled = true,
+  options: { enabled?: boolean; timeoutSeconds?: number } = {},
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
-  const started = await startCloudBridge(type, respond, { enabled });
+  const started = await startCloudBridge(type, respond, options);
   cleanups.push(started.close);
   return started;
 }
@@ -377,7 +377,7 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
   });
 
   it('is not used while fallback is off: the client gets a clear 503', async () => {
-    const { cloud, bridge } = await withProvider('openai', openAiStream, false);
+    const { cloud, bridge } = await withProvider('openai', openAiStream, { enabled: false });
     const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(response.status, 503);
     const body = (await response.json()) as { error: { message: string; code: string } };
@@ -385,6 +385,49 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.ok(documentedErrors().has('503 no_backend_available'), "README's error table lists 503 no_backend_available");
     assert.match(body.error.message, /^no backend can serve this request \(model 'm' requested; no backend can take traffic: local down/);
     assert.equal(cloud.requests.length, 0);
+  });
+});
+
+/** Writes `line` every few milliseconds until the bridge hangs up: a provider that keeps the connection busy but never answers. */
+function keepAliveForever(res: ServerResponse, line: string): void {
+  const beat = setInterval(() => res.write(line), 20);
+  res.on('close', () => clearInterval(beat));
+}
+
+describe('cloud fallback: a provider that sends only keep-alives', () => {
+  it('ends a started stream with a timeout when only Anthropic pings follow', async () => {
+    const { bridge } = await withProvider(
+      'anthropic',
+      (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const [event, data] of ANTHROPIC_EVENTS.slice(0, 4)) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        keepAliveForever(res, 'event: ping\ndata: {"type": "ping"}\n\n');
+      },
+      { timeoutSeconds: 0.3 },
+    );
+    const recorded = nextRecord(bridge);
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    const received: string[] = [];
+    for await (const event of readSseEvents(response)) received.push(event);
+    assert.match(received[0] ?? '', /Hello/);
+    const last = JSON.parse(received.at(-1) ?? '{}') as { error?: { message: string; code: string } };
+    assert.equal(last.error?.code, 'upstream_timeout');
+    assert.match((await recorded).error ?? '', /cloud-anthropic timed out/);
+  });
+
+  it('answers 504 when an OpenAI-compatible provider sends only comments, never an event', async () => {
+    const { bridge } = await withProvider(
+      'openai',
+      (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        keepAliveForever(res, ': PROCESSING\n\n');
+      },
+      { timeoutSeconds: 0.3 },
+    );
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 504);
+    assert.match(((await response.json()) as { error: string }).error, /cloud-openai timed out/);
   });
 });
 

@@ -42,6 +42,9 @@ function completionAsMessage(prompt: string, suffix: string | undefined): string
   return `Write only the code that belongs at <CURSOR>, with no explanation and no code fences.\n\n${prompt}<CURSOR>${suffix}`;
 }
 
+/** The events that carry part of an answer; ping, and event types added later, do not. */
+const ANSWER_EVENTS = new Set(['message_start', 'content_block_start', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+
 const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'stop', max_tokens: 'length' };
 
 /**
@@ -153,8 +156,10 @@ export class AnthropicProvider extends CloudProvider {
     let outputTokens: number | undefined;
     let stopReason = 'end_turn';
     let stopped = false;
-    for await (const sse of readSse(response.body, this.maxLineBytes)) {
+    const progress = this.progressTimeout(response);
+    for await (const sse of progress.over(readSse(response.body, this.maxLineBytes))) {
       const event = JSON.parse(sse.data) as AnthropicEvent;
+      if (ANSWER_EVENTS.has(event.type)) progress.progressed();
       const delta = event.delta ?? {};
       const newText = event.type === 'content_block_start' ? event.content_block?.text : delta.type === 'text_delta' ? delta.text : undefined;
       if (newText) {

@@ -137,7 +137,8 @@ export class OpenAiProvider extends CloudProvider {
     let finish: string | null = null;
     let ended = false;
     let usage: OpenAiStreamChunk['usage'] = null;
-    for await (const event of readSse(response.body, this.maxLineBytes)) {
+    const progress = this.progressTimeout(response);
+    for await (const event of progress.over(readSse(response.body, this.maxLineBytes))) {
       if (event.data === '[DONE]') {
         ended = true;
         break;
@@ -147,8 +148,13 @@ export class OpenAiProvider extends CloudProvider {
         yield { error: `${this.name}: ${this.redact(String(chunk.error.message ?? 'error'))}` };
         return;
       }
-      if (chunk.usage) usage = chunk.usage;
+      if (chunk.usage) {
+        usage = chunk.usage;
+        progress.progressed();
+      }
       for (const choice of chunk.choices ?? []) {
+        // A chunk with an empty delta (a keep-alive of some servers) is no progress.
+        if (choice.finish_reason || choice.text || Object.values(choice.delta ?? {}).some(Boolean)) progress.progressed();
         if (choice.finish_reason) finish = choice.finish_reason;
         if (kind === 'generate') {
           if (choice.text) yield { model, created_at: now(), response: choice.text, done: false };

@@ -1,6 +1,7 @@
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
-import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError } from '../errors.js';
+import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
 import { readText } from '../lines.js';
 import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
@@ -11,12 +12,42 @@ export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGen
   for await (const line of lines) yield checkedChunk(line);
 }
 
+/**
+ * The longest wait for an event that moves an answer on. undici's body timeout is reset by any
+ * byte, so a provider that sends only keep-alives (Anthropic's pings, SSE comments, empty chunks)
+ * would otherwise hold the request, and the client, for good.
+ */
+class ProgressTimeout {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly body: Readable,
+    private readonly ms: number,
+  ) {}
+
+  /** The events of `events`, while the wait runs; when it runs out, the body is destroyed with an idle timeout. */
+  async *over<T>(events: AsyncIterable<T>): AsyncGenerator<T, void, undefined> {
+    this.timer = setTimeout(() => this.body.destroy(new UpstreamTimeout('UPSTREAM_IDLE_TIMEOUT', `no progress for ${this.ms} ms, only keep-alives`)), this.ms);
+    try {
+      yield* events;
+    } finally {
+      clearTimeout(this.timer);
+    }
+  }
+
+  /** An event carried part of the answer: the wait starts again. */
+  progressed(): void {
+    this.timer?.refresh();
+  }
+}
+
 /** What every cloud provider shares: its connection pool (undici, loaded with the first request), the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {
   readonly kind = 'cloud';
   readonly name: string;
   private readonly pool: LazyPool;
   private readonly base: URL;
+  private readonly timeoutMs: number;
 
   constructor(
     protected readonly config: ProviderConfig,
@@ -25,8 +56,8 @@ export abstract class CloudProvider implements GenerationSource {
   ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
-    const timeoutMs = config.timeout_seconds * 1000;
-    this.pool = new LazyPool(this.base.origin, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    this.timeoutMs = config.timeout_seconds * 1000;
+    this.pool = new LazyPool(this.base.origin, { headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
   }
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
@@ -58,6 +89,11 @@ export abstract class CloudProvider implements GenerationSource {
       throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`);
     }
     return response;
+  }
+
+  /** The wait for progress on this answer (timeout_seconds). */
+  protected progressTimeout(response: Dispatcher.ResponseData): ProgressTimeout {
+    return new ProgressTimeout(response.body, this.timeoutMs);
   }
 
   /** An error text from the provider without its key, which some providers echo back. */
