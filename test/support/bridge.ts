@@ -118,12 +118,13 @@ export function nextRecord(bridge: BridgeHandle): Promise<HistoryRecord> {
 export async function startCloudBridge(
   type: 'anthropic' | 'openai',
   respond: (res: ServerResponse) => void,
-  options: { enabled?: boolean; timeoutSeconds?: number } = {},
+  options: { enabled?: boolean; timeoutSeconds?: number; maxLineMb?: number } = {},
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle; close(): Promise<void> }> {
   const cloud = await startStandIn((_req, res) => respond(res));
   const timeout = options.timeoutSeconds === undefined ? '' : `      timeout_seconds: ${options.timeoutSeconds}\n`;
+  const routing = options.maxLineMb === undefined ? '' : `routing:\n  thresholds:\n    max_line_mb: ${options.maxLineMb}\n`;
   const file = configFile(
-    `fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n${timeout}`,
+    `${routing}fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n${timeout}`,
   );
   const bridge = await startTestBridge({
     file,

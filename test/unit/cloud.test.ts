@@ -72,7 +72,7 @@ after(async () => {
 async function withProvider(
   type: 'anthropic' | 'openai',
   respond: (res: ServerResponse) => void,
-  options: { enabled?: boolean; timeoutSeconds?: number } = {},
+  options: { enabled?: boolean; timeoutSeconds?: number; maxLineMb?: number } = {},
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle }> {
   const started = await startCloudBridge(type, respond, options);
   cleanups.push(started.close);
@@ -428,6 +428,48 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
     assert.equal(response.status, 504);
     assert.match(((await response.json()) as { error: string }).error, /cloud-openai timed out/);
+  });
+});
+
+describe('cloud fallback: a tool call that never ends', () => {
+  // 0.01 MiB: a tool call's pieces may hold about 10 KB; each provider below sends 100 KB.
+  const piece = 'x'.repeat(1000);
+
+  it('fails the answer once an OpenAI-compatible provider’s argument fragments pass the line limit', async () => {
+    const { bridge } = await withProvider(
+      'openai',
+      (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: unknown, finish: string | null = null): string =>
+          `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.write(chunk({ content: 'Writing the file.' }));
+        res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'write', arguments: '{"text":"' } }] }));
+        for (let i = 0; i < 100; i++) res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: piece } }] }));
+        res.end(chunk({ tool_calls: [{ index: 0, function: { arguments: '"}' } }] }) + chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+      },
+      { maxLineMb: 0.01 },
+    );
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { error: string }).error, /cloud-openai sent a line longer than 10486 bytes/);
+  });
+
+  it('fails the answer once an Anthropic tool_use block’s input_json_delta pieces pass the line limit', async () => {
+    const events: Array<[string, unknown]> = [
+      ...ANTHROPIC_EVENTS.slice(0, 6),
+      ANTHROPIC_EVENTS[6] as [string, unknown],
+      ...Array.from({ length: 100 }, (): [string, unknown] => [
+        'content_block_delta',
+        { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: piece } },
+      ]),
+      ...ANTHROPIC_EVENTS.slice(10),
+    ];
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events), { maxLineMb: 0.01 });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], tools: TOOLS });
+    assert.equal(response.status, 200);
+    const lines = (await response.text()).trim().split('\n');
+    assert.match(lines[0] ?? '', /Hello/);
+    assert.deepEqual(JSON.parse(lines.at(-1) ?? ''), { error: 'cloud-anthropic sent a line longer than 10486 bytes (routing.thresholds.max_line_mb)' });
   });
 });
 

@@ -1,9 +1,9 @@
 import type { Dispatcher } from 'undici';
-import { countOf, type OllamaChunk, type OllamaMessage, type OllamaToolCall } from '../ollama-api.js';
+import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
 import { samplingOf, toolCallIds } from './openai-provider.js';
-import { checkedLines, CloudProvider } from './provider.js';
+import { checkedLines, CloudProvider, HeldToolCalls } from './provider.js';
 
 type Block = Record<string, unknown>;
 
@@ -151,7 +151,7 @@ export class AnthropicProvider extends CloudProvider {
       chat
         ? { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false }
         : { model, created_at: now(), response: content, ...(thinking ? { thinking } : {}), done: false };
-    const toolBlocks = new Map<number, { name: string; json: string }>();
+    const toolBlocks = new HeldToolCalls(this.maxLineBytes);
     let inputTokens: number | undefined;
     let outputTokens: number | undefined;
     let stopReason = 'end_turn';
@@ -179,30 +179,18 @@ export class AnthropicProvider extends CloudProvider {
           inputTokens = countOf(event.message?.usage?.input_tokens);
           break;
         case 'content_block_start':
-          if (event.content_block?.type === 'tool_use') toolBlocks.set(event.index ?? 0, { name: event.content_block.name ?? '', json: '' });
+          if (event.content_block?.type === 'tool_use') toolBlocks.add(event.index ?? 0, event.content_block.name ?? '', '');
           break;
         case 'content_block_delta': {
           if (delta.type === 'thinking_delta' && delta.thinking) yield text('', delta.thinking);
-          else if (delta.type === 'input_json_delta') {
-            const block = toolBlocks.get(event.index ?? 0);
-            if (block !== undefined) block.json += delta.partial_json ?? '';
-          }
+          else if (delta.type === 'input_json_delta' && toolBlocks.has(event.index ?? 0)) toolBlocks.add(event.index ?? 0, '', delta.partial_json ?? '');
           break;
         }
         case 'content_block_stop': {
           const held = cutter.rest();
           if (held !== '') yield text(held);
-          const block = toolBlocks.get(event.index ?? 0);
-          if (block !== undefined && chat) {
-            let args: Record<string, unknown> = {};
-            try {
-              args = JSON.parse(block.json === '' ? '{}' : block.json) as Record<string, unknown>;
-            } catch {
-              args = { _raw: block.json };
-            }
-            const call: OllamaToolCall = { function: { name: block.name, arguments: args } };
-            yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: [call] }, done: false };
-          }
+          const call = toolBlocks.take(event.index ?? 0);
+          if (call !== undefined && chat) yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: [call] }, done: false };
           break;
         }
         case 'message_delta':

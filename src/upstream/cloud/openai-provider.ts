@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
-import { checkedLines, CloudProvider } from './provider.js';
+import { checkedLines, CloudProvider, HeldToolCalls } from './provider.js';
 
 /** Native Ollama options in the names OpenAI-style APIs use. */
 export function samplingOf(body: Record<string, unknown>): { temperature?: number; top_p?: number; max_tokens?: number; stop?: string[]; seed?: number } {
@@ -132,7 +132,7 @@ export class OpenAiProvider extends CloudProvider {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
     /** The calls by their index, or by their id for a provider that sends no index. */
-    const calls = new Map<number | string, { name: string; arguments: string }>();
+    const calls = new HeldToolCalls(this.maxLineBytes);
     let lastCall: number | string | undefined;
     let finish: string | null = null;
     let ended = false;
@@ -165,8 +165,7 @@ export class OpenAiProvider extends CloudProvider {
           // Without an index, a fragment with a new id starts a call; one with neither continues the last.
           const key = call.index ?? call.id ?? lastCall ?? 0;
           lastCall = key;
-          const known = calls.get(key) ?? { name: '', arguments: '' };
-          calls.set(key, { name: known.name + (call.function?.name ?? ''), arguments: known.arguments + (call.function?.arguments ?? '') });
+          calls.add(key, call.function?.name ?? '', call.function?.arguments ?? '');
         }
         const thinking = delta.reasoning || delta.reasoning_content;
         if (delta.content || thinking) {
@@ -177,16 +176,8 @@ export class OpenAiProvider extends CloudProvider {
     // Cut off before the provider said it finished ([DONE], or a finish_reason from servers that
     // send no [DONE]): no final line, so the answer counts as the failure it is.
     if (!ended && finish === null) return;
-    if (calls.size > 0) {
-      const toolCalls = [...calls.values()].map((call) => {
-        let args: Record<string, unknown> = {};
-        try {
-          args = JSON.parse(call.arguments === '' ? '{}' : call.arguments) as Record<string, unknown>;
-        } catch {
-          args = { _raw: call.arguments };
-        }
-        return { function: { name: call.name, arguments: args } };
-      });
+    const toolCalls = calls.takeAll();
+    if (toolCalls.length > 0) {
       yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };
     }
     // Counts the provider did not send (a server that ignores include_usage) stay unknown, not 0.

@@ -1,15 +1,62 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
+import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
-import { readText } from '../lines.js';
-import { checkedChunk, type OllamaChunk } from '../ollama-api.js';
+import { LineTooLongError, readText } from '../lines.js';
+import { checkedChunk, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
 /** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
 export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGenerator<OllamaChunk, void, undefined> {
   for await (const line of lines) yield checkedChunk(line);
+}
+
+/** What a call adds to its line beyond its name and arguments: `{"function":{"name":"","arguments":{}}}`. */
+const CALL_FRAME_SIZE = 39;
+
+/**
+ * Tool calls whose name and JSON arguments arrive in pieces, held until they are complete. What
+ * they hold may not grow past the line limit (a call leaves as one line): a provider that never
+ * ends a call must not fill the bridge's memory.
+ */
+export class HeldToolCalls {
+  private readonly calls = new Map<number | string, { name: string; json: string }>();
+  private size = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** Adds pieces to the call under `key`, which starts when it is new. */
+  add(key: number | string, name: string, json: string): void {
+    const call = this.calls.get(key);
+    this.size += name.length + json.length + (call === undefined ? CALL_FRAME_SIZE : 0);
+    if (this.size > this.maxBytes) throw new LineTooLongError(this.maxBytes);
+    if (call === undefined) this.calls.set(key, { name, json });
+    else {
+      call.name += name;
+      call.json += json;
+    }
+  }
+
+  has(key: number | string): boolean {
+    return this.calls.has(key);
+  }
+
+  /** The call under `key` as Ollama sends it, no longer held; arguments that are not valid JSON are kept as `_raw`. */
+  take(key: number | string): OllamaToolCall | undefined {
+    const call = this.calls.get(key);
+    if (call === undefined) return undefined;
+    this.calls.delete(key);
+    this.size -= call.name.length + call.json.length + CALL_FRAME_SIZE;
+    const parsed = jsonOf(call.json === '' ? '{}' : call.json);
+    return { function: { name: call.name, arguments: isJsonObject(parsed) ? parsed : { _raw: call.json } } };
+  }
+
+  /** Every call still held, in the order they started. */
+  takeAll(): OllamaToolCall[] {
+    return [...this.calls.keys()].flatMap((key) => this.take(key) ?? []);
+  }
 }
 
 /**
