@@ -473,6 +473,68 @@ describe('cloud fallback: a tool call that never ends', () => {
   });
 });
 
+describe('cloud fallback: a provider that sends the wrong types', () => {
+  it('skips the fields of the wrong type an OpenAI-compatible provider sends, and keeps the rest of its answer', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const data = (chunk: unknown): string => `data: ${JSON.stringify(chunk)}\n\n`;
+      res.write(data({ error: null, choices: [{ index: 0, delta: { role: 'assistant', content: 'Hi' }, finish_reason: null }] }));
+      res.write(data({ choices: 5, usage: 'none' }));
+      res.write(data({ choices: [null, { delta: 'text' }, { delta: { content: 7, tool_calls: 'call' } }] }));
+      res.write(data({ choices: [{ delta: { tool_calls: [null, { index: 0, function: { name: 'get_weather', arguments: 42 } }] } }] }));
+      res.write(data({ choices: [{ delta: { tool_calls: [{ index: 1, function: { name: 'get_weather', arguments: '["Oslo"]' } }] } }] }));
+      res.end(data({ choices: [{ delta: {}, finish_reason: 'tool_calls' }], usage: { prompt_tokens: 'many', completion_tokens: 3 } }) + 'data: [DONE]\n\n');
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string; tool_calls: unknown[] }; eval_count?: number; prompt_eval_count?: number };
+    assert.equal(body.message.content, 'Hi');
+    // Arguments that are JSON but not an object reach no client as such: Ollama's own are always an object.
+    assert.deepEqual(body.message.tool_calls, [
+      { function: { name: 'get_weather', arguments: {} } },
+      { function: { name: 'get_weather', arguments: { _raw: '["Oslo"]' } } },
+    ]);
+    assert.deepEqual([body.prompt_eval_count, body.eval_count], [undefined, 3]);
+  });
+
+  it('skips the fields of the wrong type Anthropic’s events carry, and keeps the rest of the answer', async () => {
+    const events: Array<[string, unknown]> = [
+      ['message_start', { type: 'message_start', message: { usage: 'lots' } }],
+      ['content_block_start', { type: 'content_block_start', index: 0, content_block: 5 }],
+      ['content_block_delta', { type: 'content_block_delta', index: 0, delta: 'Hello' }],
+      ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hello' } }],
+      ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: { nested: true } } }],
+      ['content_block_stop', { type: 'content_block_stop', index: '0' }],
+      ['content_block_start', { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'toolu_1', name: 9 } }],
+      ['content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: ['{'] } }],
+      ['content_block_stop', { type: 'content_block_stop', index: 1 }],
+      ['message_delta', { type: 'message_delta', delta: null, usage: null }],
+      ['message_delta', { type: 'message_delta', delta: { stop_reason: 7 }, usage: { output_tokens: 'x' } }],
+      ['message_stop', { type: 'message_stop' }],
+    ];
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string; tool_calls?: unknown[] }; done_reason: string; eval_count?: number };
+    assert.equal(body.message.content, 'Hello');
+    assert.deepEqual(body.message.tool_calls, [{ function: { name: '', arguments: {} } }]);
+    assert.equal(body.done_reason, 'stop');
+    assert.equal(body.eval_count, undefined);
+  });
+
+  for (const type of ['openai', 'anthropic'] as const) {
+    it(`ends the answer with a clear error when ${type === 'openai' ? 'an OpenAI-compatible provider' : 'Anthropic'} sends an event that is not a JSON object`, async () => {
+      const { bridge } = await withProvider(type, (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end('data: null\n\n');
+      });
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+      assert.equal(response.status, 502);
+      assert.equal(((await response.json()) as { error: string }).error, `cloud-${type} sent a line that is not a JSON object`);
+    });
+  }
+});
+
 describe('cloud fallback: credentials in provider errors', () => {
   it('redacts the key and anything that looks like a credential from error answers, in the answer, history and log', async () => {
     const key = 'azure0123456789abcdef0123';

@@ -3,7 +3,7 @@ import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js'
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
 import { samplingOf, toolCallIds } from './openai-provider.js';
-import { checkedLines, CloudProvider, HeldToolCalls } from './provider.js';
+import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, textOf } from './provider.js';
 
 type Block = Record<string, unknown>;
 
@@ -88,16 +88,6 @@ class StopCutter {
   }
 }
 
-interface AnthropicEvent {
-  type: string;
-  index?: number;
-  message?: { usage?: { input_tokens?: number; output_tokens?: number } };
-  content_block?: { type: string; id?: string; name?: string; text?: string };
-  delta?: { type?: string; text?: string; thinking?: string; partial_json?: string; stop_reason?: string | null };
-  usage?: { output_tokens?: number };
-  error?: { type?: string; message?: string };
-}
-
 /**
  * Anthropic's Messages API as a generation source. Its SSE events (message_start, content_block_*,
  * message_delta, message_stop, ping, error) become Ollama lines: text and thinking deltas as they
@@ -157,11 +147,16 @@ export class AnthropicProvider extends CloudProvider {
     let stopReason = 'end_turn';
     let stopped = false;
     const progress = this.progressTimeout(response);
+    // Fields of the wrong type read as absent (objectOf, textOf): a provider's mistake in one field
+    // costs that field, not the answer.
     for await (const sse of progress.over(readSse(response.body, this.maxLineBytes))) {
-      const event = JSON.parse(sse.data) as AnthropicEvent;
-      if (ANSWER_EVENTS.has(event.type)) progress.progressed();
-      const delta = event.delta ?? {};
-      const newText = event.type === 'content_block_start' ? event.content_block?.text : delta.type === 'text_delta' ? delta.text : undefined;
+      const event = eventObject(sse.data);
+      const type = textOf(event.type);
+      if (ANSWER_EVENTS.has(type)) progress.progressed();
+      const delta = objectOf(event.delta);
+      const block = objectOf(event.content_block);
+      const index = typeof event.index === 'number' ? event.index : 0;
+      const newText = type === 'content_block_start' ? textOf(block.text) : delta.type === 'text_delta' ? textOf(delta.text) : '';
       if (newText) {
         const sendable = cutter.push(newText);
         if (sendable !== '') yield text(sendable);
@@ -172,40 +167,45 @@ export class AnthropicProvider extends CloudProvider {
         }
         continue;
       }
-      switch (event.type) {
+      switch (type) {
         case 'message_start':
           // Its output_tokens is a placeholder: the count comes with message_delta, and stays
           // unknown when the bridge ends the answer at a stop of its own before that.
-          inputTokens = countOf(event.message?.usage?.input_tokens);
+          inputTokens = countOf(objectOf(objectOf(event.message).usage).input_tokens);
           break;
         case 'content_block_start':
-          if (event.content_block?.type === 'tool_use') toolBlocks.add(event.index ?? 0, event.content_block.name ?? '', '');
+          if (block.type === 'tool_use') toolBlocks.add(index, textOf(block.name), '');
           break;
         case 'content_block_delta': {
-          if (delta.type === 'thinking_delta' && delta.thinking) yield text('', delta.thinking);
-          else if (delta.type === 'input_json_delta' && toolBlocks.has(event.index ?? 0)) toolBlocks.add(event.index ?? 0, '', delta.partial_json ?? '');
+          const thinking = delta.type === 'thinking_delta' ? textOf(delta.thinking) : '';
+          if (thinking) yield text('', thinking);
+          else if (delta.type === 'input_json_delta' && toolBlocks.has(index)) toolBlocks.add(index, '', textOf(delta.partial_json));
           break;
         }
         case 'content_block_stop': {
           const held = cutter.rest();
           if (held !== '') yield text(held);
-          const call = toolBlocks.take(event.index ?? 0);
+          const call = toolBlocks.take(index);
           if (call !== undefined && chat) yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: [call] }, done: false };
           break;
         }
-        case 'message_delta':
-          if (event.delta?.stop_reason) {
-            stopReason = event.delta.stop_reason;
+        case 'message_delta': {
+          const stop = textOf(delta.stop_reason);
+          if (stop) {
+            stopReason = stop;
             stopped = true;
           }
-          outputTokens = countOf(event.usage?.output_tokens) ?? outputTokens;
+          outputTokens = countOf(objectOf(event.usage).output_tokens) ?? outputTokens;
           break;
+        }
         case 'message_stop':
           stopped = true;
           break;
-        case 'error':
-          yield { error: `${this.name}: ${this.redact(String(event.error?.message ?? event.error?.type ?? 'error'))}` };
+        case 'error': {
+          const error = objectOf(event.error);
+          yield { error: `${this.name}: ${this.redact(textOf(error.message) || textOf(error.type) || 'error')}` };
           return;
+        }
         default:
           // ping and event types added later carry nothing to forward.
           break;

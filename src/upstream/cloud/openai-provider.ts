@@ -1,8 +1,9 @@
 import type { Dispatcher } from 'undici';
+import { isJsonObject } from '../../contract/index.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
-import { checkedLines, CloudProvider, HeldToolCalls } from './provider.js';
+import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, objectsOf, textOf } from './provider.js';
 
 /** Native Ollama options in the names OpenAI-style APIs use. */
 export function samplingOf(body: Record<string, unknown>): { temperature?: number; top_p?: number; max_tokens?: number; stop?: string[]; seed?: number } {
@@ -69,24 +70,6 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Reco
   });
 }
 
-interface OpenAiStreamChunk {
-  choices?: Array<{
-    text?: string;
-    delta?: {
-      content?: string | null;
-      /** Reasoning, as OpenRouter and Ollama name it... */
-      reasoning?: string;
-      /** ...and as DeepSeek, vLLM and llama.cpp do. */
-      reasoning_content?: string;
-      /** Gemini's OpenAI-compatible API sends no index. */
-      tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>;
-    };
-    finish_reason?: string | null;
-  }>;
-  usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
-  error?: { message?: string };
-}
-
 /**
  * An OpenAI-compatible provider (OpenAI, Azure OpenAI, or any compatible server) as a generation
  * source: native chat goes to /chat/completions and native generate to /completions, and the SSE
@@ -134,48 +117,57 @@ export class OpenAiProvider extends CloudProvider {
     /** The calls by their index, or by their id for a provider that sends no index. */
     const calls = new HeldToolCalls(this.maxLineBytes);
     let lastCall: number | string | undefined;
-    let finish: string | null = null;
+    let finish = '';
     let ended = false;
-    let usage: OpenAiStreamChunk['usage'] = null;
+    let usage: Record<string, unknown> = {};
     const progress = this.progressTimeout(response);
+    // Fields of the wrong type read as absent (objectOf, textOf): a provider's mistake in one field
+    // costs that field, not the answer.
     for await (const event of progress.over(readSse(response.body, this.maxLineBytes))) {
       if (event.data === '[DONE]') {
         ended = true;
         break;
       }
-      const chunk = JSON.parse(event.data) as OpenAiStreamChunk;
-      if (chunk.error !== undefined) {
-        yield { error: `${this.name}: ${this.redact(String(chunk.error.message ?? 'error'))}` };
+      const chunk = eventObject(event.data);
+      // "error": null is no error: some servers send it on every chunk.
+      if (chunk.error !== undefined && chunk.error !== null) {
+        const message = typeof chunk.error === 'string' ? chunk.error : textOf(objectOf(chunk.error).message);
+        yield { error: `${this.name}: ${this.redact(message || 'error')}` };
         return;
       }
-      if (chunk.usage) {
+      if (isJsonObject(chunk.usage)) {
         usage = chunk.usage;
         progress.progressed();
       }
-      for (const choice of chunk.choices ?? []) {
+      for (const choice of objectsOf(chunk.choices)) {
+        const delta = objectOf(choice.delta);
+        const finishReason = textOf(choice.finish_reason);
+        const text = textOf(choice.text);
         // A chunk with an empty delta (a keep-alive of some servers) is no progress.
-        if (choice.finish_reason || choice.text || Object.values(choice.delta ?? {}).some(Boolean)) progress.progressed();
-        if (choice.finish_reason) finish = choice.finish_reason;
+        if (finishReason || text || Object.values(delta).some(Boolean)) progress.progressed();
+        if (finishReason) finish = finishReason;
         if (kind === 'generate') {
-          if (choice.text) yield { model, created_at: now(), response: choice.text, done: false };
+          if (text) yield { model, created_at: now(), response: text, done: false };
           continue;
         }
-        const delta = choice.delta ?? {};
-        for (const call of delta.tool_calls ?? []) {
-          // Without an index, a fragment with a new id starts a call; one with neither continues the last.
-          const key = call.index ?? call.id ?? lastCall ?? 0;
+        for (const call of objectsOf(delta.tool_calls)) {
+          // Gemini's OpenAI-compatible API sends no index: a fragment with a new id starts a call, one with neither continues the last.
+          const key = typeof call.index === 'number' ? call.index : typeof call.id === 'string' ? call.id : (lastCall ?? 0);
           lastCall = key;
-          calls.add(key, call.function?.name ?? '', call.function?.arguments ?? '');
+          const fragment = objectOf(call.function);
+          calls.add(key, textOf(fragment.name), textOf(fragment.arguments));
         }
-        const thinking = delta.reasoning || delta.reasoning_content;
-        if (delta.content || thinking) {
-          yield { model, created_at: now(), message: { role: 'assistant', content: delta.content ?? '', ...(thinking ? { thinking } : {}) }, done: false };
+        const content = textOf(delta.content);
+        // Reasoning as OpenRouter and Ollama name it, and as DeepSeek, vLLM and llama.cpp do.
+        const thinking = textOf(delta.reasoning) || textOf(delta.reasoning_content);
+        if (content || thinking) {
+          yield { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false };
         }
       }
     }
     // Cut off before the provider said it finished ([DONE], or a finish_reason from servers that
     // send no [DONE]): no final line, so the answer counts as the failure it is.
-    if (!ended && finish === null) return;
+    if (!ended && finish === '') return;
     const toolCalls = calls.takeAll();
     if (toolCalls.length > 0) {
       yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };
@@ -186,8 +178,8 @@ export class OpenAiProvider extends CloudProvider {
       created_at: now(),
       done: true,
       done_reason: finish === 'length' ? 'length' : 'stop',
-      prompt_eval_count: countOf(usage?.prompt_tokens),
-      eval_count: countOf(usage?.completion_tokens),
+      prompt_eval_count: countOf(usage.prompt_tokens),
+      eval_count: countOf(usage.completion_tokens),
     };
     yield kind === 'chat' ? { ...final, message: { role: 'assistant', content: '' } } : { ...final, response: '' };
   }

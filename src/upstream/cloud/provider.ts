@@ -5,12 +5,34 @@ import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
 import { LineTooLongError, readText } from '../lines.js';
-import { checkedChunk, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
+import { checkedChunk, LineNotObjectError, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
 /** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
 export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGenerator<OllamaChunk, void, undefined> {
   for await (const line of lines) yield checkedChunk(line);
+}
+
+/** An SSE event's data as the JSON object every provider event is; anything else fails the answer. */
+export function eventObject(data: string): Record<string, unknown> {
+  const event = JSON.parse(data) as unknown;
+  if (!isJsonObject(event)) throw new LineNotObjectError();
+  return event;
+}
+
+/** A provider's field read as an object; one of another type (null, text, a list) reads as empty. */
+export function objectOf(value: unknown): Record<string, unknown> {
+  return isJsonObject(value) ? value : {};
+}
+
+/** A provider's field read as text; one of another type reads as empty. */
+export function textOf(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+/** A provider's field read as a list of objects; entries of another type are left out. */
+export function objectsOf(value: unknown): Array<Record<string, unknown>> {
+  return Array.isArray(value) ? value.filter(isJsonObject) : [];
 }
 
 /** What a call adds to its line beyond its name and arguments: `{"function":{"name":"","arguments":{}}}`. */
