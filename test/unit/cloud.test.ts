@@ -275,6 +275,35 @@ describe('cloud fallback to Anthropic with stop sequences of whitespace', () => 
   });
 });
 
+describe('cloud fallback to Anthropic: sampling options in Anthropic’s ranges and types', () => {
+  it('takes a lone stop text from a native client as one stop', async () => {
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const response = await postJson(`${bridge.url}/api/generate`, { model: 'm', prompt: 'x', options: { stop: ' ' }, stream: false });
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { response: string }).response, 'Hello');
+  });
+
+  it('asks for temperature 1 when a client asks more (OpenAI’s range ends at 2, Anthropic’s at 1), and drops options of the wrong type', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const asked = [
+      { temperature: 1.5, top_p: 0.9 },
+      { temperature: 'hot', top_p: '0.9', num_predict: 'many' },
+    ];
+    for (const options of asked) {
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', options, messages: [{ role: 'user', content: 'x' }], stream: false });
+      assert.equal(response.status, 200);
+    }
+    const sent = cloud.requests.map((request) => JSON.parse(request.body) as { temperature?: unknown; top_p?: unknown; max_tokens?: unknown });
+    assert.deepEqual(
+      sent.map((body) => [body.temperature, body.top_p, body.max_tokens]),
+      [
+        [1, 0.9, 4096],
+        [undefined, undefined, 4096],
+      ],
+    );
+  });
+});
+
 describe('cloud fallback: OpenAI-compatible provider', () => {
   it('joins tool-call fragments, sends the bearer key, and passes usage on', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream);

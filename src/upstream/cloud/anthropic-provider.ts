@@ -113,7 +113,8 @@ export class AnthropicProvider extends CloudProvider {
       stream: true,
     };
     if (conversation.system !== undefined) payload.system = conversation.system;
-    if (sampling.temperature !== undefined) payload.temperature = sampling.temperature;
+    // The Messages API refuses a temperature above 1, where OpenAI's and Ollama's go to 2: the nearest it takes.
+    if (sampling.temperature !== undefined) payload.temperature = Math.min(Math.max(sampling.temperature, 0), 1);
     if (sampling.top_p !== undefined) payload.top_p = sampling.top_p;
     const stops = (sampling.stop ?? []).filter((stop) => stop !== '');
     const sentStops = stops.filter((stop) => stop.trim() !== '');

@@ -5,17 +5,21 @@ import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
 import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, objectsOf, textOf } from './provider.js';
 
-/** Native Ollama options in the names OpenAI-style APIs use. */
+/**
+ * Native Ollama options in the names OpenAI-style APIs use. An option of the wrong type is left
+ * out (a native client's body is not checked before it gets here); a lone stop text is one stop.
+ */
 export function samplingOf(body: Record<string, unknown>): { temperature?: number; top_p?: number; max_tokens?: number; stop?: string[]; seed?: number } {
-  const options = (body.options ?? {}) as Record<string, unknown>;
-  const pick = <T>(key: string): T | undefined => (options[key] === undefined ? undefined : (options[key] as T));
-  const maxTokens = pick<number>('num_predict');
+  const options = objectOf(body.options);
+  const numberAt = (key: string): number | undefined => (typeof options[key] === 'number' ? options[key] : undefined);
+  const maxTokens = numberAt('num_predict');
+  const stop = typeof options.stop === 'string' ? [options.stop] : Array.isArray(options.stop) ? options.stop.filter((s) => typeof s === 'string') : undefined;
   return {
-    temperature: pick('temperature'),
-    top_p: pick('top_p'),
+    temperature: numberAt('temperature'),
+    top_p: numberAt('top_p'),
     max_tokens: maxTokens !== undefined && maxTokens > 0 ? maxTokens : undefined,
-    stop: pick('stop'),
-    seed: pick('seed'),
+    stop,
+    seed: numberAt('seed'),
   };
 }
 
