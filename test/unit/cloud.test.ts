@@ -405,6 +405,27 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.deepEqual(sent, [{ type: 'json_object' }, { type: 'json_schema', json_schema: { name: 'response', schema } }]);
   });
 
+  it('answers 502, not the provider’s own 401, 403 or 404: the key and the model are the bridge’s, not the client’s', async () => {
+    const refusals: Array<[number, string]> = [
+      [401, 'Incorrect API key provided'],
+      [403, 'Project does not have access to model'],
+      [404, 'The model `openai-test` does not exist'],
+    ];
+    let next = 0;
+    const { bridge } = await withProvider('openai', (res) => {
+      const [status, message] = refusals[next++] ?? [500, 'unexpected'];
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message, type: 'invalid_request_error', code: null } }));
+    });
+    for (const [status, message] of refusals) {
+      const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'x' }] });
+      assert.equal(response.status, 502);
+      const body = (await response.json()) as { error: { message: string; code: string | null } };
+      assert.equal(body.error.message, `cloud-openai answered ${status}: ${message}`);
+      assert.notEqual(body.error.code, 'model_not_found');
+    }
+  });
+
   it('is not used while fallback is off: the client gets a clear 503', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream, { enabled: false });
     const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
@@ -589,7 +610,7 @@ describe('cloud fallback: credentials in provider errors', () => {
     );
 
     const refused = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
-    assert.equal(refused.status, 401);
+    assert.equal(refused.status, 502);
     const refusedText = await refused.text();
     assert.match(refusedText, /Incorrect API key provided: \[redacted\]/);
     mode = 'stream';

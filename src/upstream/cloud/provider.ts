@@ -110,6 +110,13 @@ class ProgressTimeout {
   }
 }
 
+/**
+ * Statuses that refuse what the bridge itself chose: its key (401, 403) and its configured model or
+ * URL (404). To the client they are the gateway's failure (502): passed on, they would send it
+ * after its own key or model, which are fine.
+ */
+const REFUSALS_OF_THE_BRIDGE = new Set([401, 403, 404]);
+
 /** What every cloud provider shares: its connection pool (undici, loaded with the first request), the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {
   readonly kind = 'cloud';
@@ -155,6 +162,8 @@ export abstract class CloudProvider implements GenerationSource {
       const text = await readText(response.body, this.maxLineBytes).catch(() => '');
       const reason = this.redact(errorMessageOf(response.statusCode, text));
       if (jsonInsteadOfStream) throw new UpstreamStatusError(502, this.name, `${this.name} answered JSON instead of an event stream: ${reason}`);
+      if (REFUSALS_OF_THE_BRIDGE.has(response.statusCode))
+        throw new UpstreamStatusError(502, this.name, `${this.name} answered ${response.statusCode}: ${reason}`);
       throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`);
     }
     return response;
