@@ -283,6 +283,38 @@ describe('requests checked before they go upstream', () => {
     assert.equal(embeds(), before + 1);
   });
 
+  it('refuses Ollama chat tools and tool calls of a shape no model call can carry, in Ollama’s shape naming the field, and takes those it can', async () => {
+    const before = generations();
+    const call = { function: { name: 'read_file', arguments: { path: 'a.ts' } } };
+    const tool = { type: 'function', function: { name: 'read_file', parameters: { type: 'object' } } };
+    for (const [body, field] of [
+      [{ tools: [5] }, 'tools.0'],
+      [{ tools: 'read_file' }, 'tools'],
+      [{ tools: [{ type: 'function' }] }, 'tools.0.function'],
+      [{ messages: [{ role: 'assistant', content: '', tool_calls: 'x' }] }, 'messages.0.tool_calls'],
+      [{ messages: [{ role: 'assistant', content: '', tool_calls: [5] }] }, 'messages.0.tool_calls.0'],
+      [
+        { messages: [{ role: 'assistant', content: '', tool_calls: [{ function: { name: 'f', arguments: '{"path":"a"}' } }] }] },
+        'messages.0.tool_calls.0.function.arguments',
+      ],
+    ] as const) {
+      const response = await post('/api/chat', { model: 'm', stream: false, messages: [{ role: 'user', content: 'hi' }], ...body });
+      assert.equal(response.status, 400, JSON.stringify(body));
+      const answer = (await response.json()) as { error: string };
+      assert.ok(answer.error.startsWith(`${field}: `), `${JSON.stringify(body)}: ${answer.error}`);
+    }
+    assert.equal(generations(), before);
+    const conversation = [
+      { role: 'user', content: 'read a.ts' },
+      { role: 'assistant', content: '', tool_calls: [call] },
+      { role: 'tool', content: 'export {}' },
+    ];
+    const taken = await post('/api/chat', { model: 'm', stream: false, messages: conversation, tools: [tool] });
+    assert.equal(taken.status, 200);
+    await taken.text();
+    assert.equal(generations(), before + 1);
+  });
+
   it('takes null in an Ollama chat or generate field as the field left out, as Ollama’s JSON decoding does', async () => {
     const before = generations();
     for (const [path, body] of [

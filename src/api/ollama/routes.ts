@@ -32,6 +32,14 @@ function optionalField<T extends z.ZodType>(schema: T) {
   return schema.nullish().transform((value) => value ?? undefined);
 }
 
+/**
+ * A tool call in a message, as Ollama reads one (its arguments an object) and as the cloud
+ * translations write one (a function with a name); the rest passes as it came.
+ */
+const toolCall = z.looseObject({
+  function: z.looseObject({ name: z.string(), arguments: optionalField(z.record(z.string(), z.unknown())) }),
+});
+
 const chatRequest = z.looseObject({
   model: modelField,
   messages: optionalField(
@@ -40,10 +48,11 @@ const chatRequest = z.looseObject({
         role: z.string(),
         content: optionalField(z.string()),
         images: optionalField(z.array(z.string())),
+        tool_calls: optionalField(z.array(toolCall)),
       }),
     ),
   ),
-  tools: optionalField(z.array(z.unknown())),
+  tools: optionalField(z.array(z.looseObject({ function: z.looseObject({ name: z.string() }) }))),
   stream: optionalField(z.boolean()),
   think: optionalField(z.union([z.boolean(), z.enum(['low', 'medium', 'high'])])),
 });
