@@ -61,6 +61,7 @@ export function sendError(res: ServerResponse, surface: Surface, error: BridgeEr
     res.destroy();
     return;
   }
+  if (error.retryAfterSeconds !== null) res.setHeader('retry-after', String(error.retryAfterSeconds));
   sendJson(res, error.status, errorBody(surface, error));
 }
 

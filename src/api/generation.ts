@@ -570,7 +570,7 @@ export async function serveGeneration(
   }
   outcome.error = lastError.message;
   const message = failures.length > 1 ? `${lastError.message} (tried ${failures.join('; ')})` : lastError.message;
-  throw new BridgeError(lastError.status, message, { code: lastError.code, cause: lastError });
+  throw new BridgeError(lastError.status, message, { code: lastError.code, retryAfterSeconds: lastError.retryAfterSeconds, cause: lastError });
 }
 
 /** A cloud provider answers with its own model name; a local backend with the routed one. */

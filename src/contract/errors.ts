@@ -3,6 +3,8 @@ export interface BridgeErrorOptions {
   code?: string | null;
   /** The request field at fault, e.g. "messages.0.content". */
   param?: string | null;
+  /** How long the client should wait before it asks again (a rate limit): sent as Retry-After. */
+  retryAfterSeconds?: number | null;
   cause?: unknown;
 }
 
@@ -15,6 +17,7 @@ export interface BridgeErrorOptions {
 export class BridgeError extends Error {
   readonly code: string | null;
   readonly param: string | null;
+  readonly retryAfterSeconds: number | null;
 
   constructor(
     readonly status: number,
@@ -25,5 +28,6 @@ export class BridgeError extends Error {
     this.name = 'BridgeError';
     this.code = options.code ?? null;
     this.param = options.param ?? null;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? null;
   }
 }

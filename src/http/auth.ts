@@ -63,8 +63,7 @@ export async function admit(limiter: Limiter, req: IncomingMessage & { body?: un
   if (isRefusal(admission)) {
     const message = `rate limit reached: ${admission.limit}; retry in ${admission.retryAfterSeconds} s`;
     requestOf(req).generation = refusedOutcome(requestedModel(req.body, path), message);
-    res.setHeader('retry-after', String(admission.retryAfterSeconds));
-    throw new BridgeError(429, message, { code: 'rate_limit_exceeded' });
+    throw new BridgeError(429, message, { code: 'rate_limit_exceeded', retryAfterSeconds: admission.retryAfterSeconds });
   }
   whenClosed(res, () => admission.release());
 }

@@ -85,10 +85,22 @@ export class UpstreamStatusError extends BridgeError {
     status: number,
     readonly backend: string,
     message: string,
+    options: { retryAfterSeconds?: number | null } = {},
   ) {
-    super(status, message, { code: status === 404 ? 'model_not_found' : null });
+    super(status, message, { code: status === 404 ? 'model_not_found' : null, retryAfterSeconds: options.retryAfterSeconds });
     this.name = 'UpstreamStatusError';
   }
+}
+
+/**
+ * An upstream's Retry-After (RFC 9110 §10.2.3: whole seconds, or an HTTP date) as seconds from
+ * `now`; null for anything else, which is not passed on.
+ */
+export function retryAfterSecondsOf(value: string | string[] | undefined, now = Date.now()): number | null {
+  const text = (Array.isArray(value) ? value[0] : value)?.trim() ?? '';
+  if (/^\d{1,9}$/.test(text)) return Number(text);
+  const date = /[a-z]/i.test(text) ? Date.parse(text) : NaN;
+  return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - now) / 1000));
 }
 
 /** What credentials look like in an error text: bearer tokens, OpenAI- and Anthropic-style keys, key=value pairs. */

@@ -426,6 +426,26 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     }
   });
 
+  it('passes on a provider’s 429 with its Retry-After, in seconds or as a date, so the client waits as long as the provider asks', async () => {
+    const retryAfters = ['7', new Date(Date.now() + 90_000).toUTCString(), 'soon'];
+    let next = 0;
+    const { bridge } = await withProvider('anthropic', (res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': retryAfters[next++] ?? '' });
+      res.end(JSON.stringify({ type: 'error', error: { type: 'rate_limit_error', message: 'Number of requests has exceeded your rate limit' } }));
+    });
+    const asked = async (): Promise<string | null> => {
+      const response = await postJson(`${bridge.url}/v1/messages`, { model: 'qwen2.5-coder:7b', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+      assert.equal(response.status, 429);
+      assert.equal(((await response.json()) as { error: { type: string } }).error.type, 'rate_limit_error');
+      return response.headers.get('retry-after');
+    };
+    assert.equal(await asked(), '7');
+    const fromDate = Number(await asked());
+    assert.ok(fromDate >= 85 && fromDate <= 90, `Retry-After ${fromDate}`);
+    // A value that is neither is not passed on.
+    assert.equal(await asked(), null);
+  });
+
   it('is not used while fallback is off: the client gets a clear 503', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream, { enabled: false });
     const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
 import { isJsonObject, jsonOf } from '../../contract/index.js';
-import { errorMessageOf, redactSecrets, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
+import { errorMessageOf, redactSecrets, retryAfterSecondsOf, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
 import { LineTooLongError, readText } from '../lines.js';
 import { checkedChunk, LineNotObjectError, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
@@ -164,7 +164,10 @@ export abstract class CloudProvider implements GenerationSource {
       if (jsonInsteadOfStream) throw new UpstreamStatusError(502, this.name, `${this.name} answered JSON instead of an event stream: ${reason}`);
       if (REFUSALS_OF_THE_BRIDGE.has(response.statusCode))
         throw new UpstreamStatusError(502, this.name, `${this.name} answered ${response.statusCode}: ${reason}`);
-      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`);
+      // A rate limit says how long to wait: the client, which gets the 429, waits that long.
+      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`, {
+        retryAfterSeconds: retryAfterSecondsOf(response.headers['retry-after']),
+      });
     }
     return response;
   }
