@@ -80,6 +80,9 @@ export function toUpstreamError(error: unknown, backend: string): UpstreamError 
 }
 
 /** The upstream answered, but with an error status; `message` is Ollama's own {"error"} text when it sent one. */
+/** The codes of upstream statuses a client acts on: a model to pull or pick, a rate limit to wait out. */
+const CODE_OF_STATUS: Readonly<Record<number, string>> = { 404: 'model_not_found', 429: 'rate_limit_exceeded' };
+
 export class UpstreamStatusError extends BridgeError {
   constructor(
     status: number,
@@ -87,7 +90,7 @@ export class UpstreamStatusError extends BridgeError {
     message: string,
     options: { retryAfterSeconds?: number | null } = {},
   ) {
-    super(status, message, { code: status === 404 ? 'model_not_found' : null, retryAfterSeconds: options.retryAfterSeconds });
+    super(status, message, { code: CODE_OF_STATUS[status] ?? null, retryAfterSeconds: options.retryAfterSeconds });
     this.name = 'UpstreamStatusError';
   }
 }

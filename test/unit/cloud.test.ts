@@ -444,6 +444,10 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.ok(fromDate >= 85 && fromDate <= 90, `Retry-After ${fromDate}`);
     // A value that is neither is not passed on.
     assert.equal(await asked(), null);
+    // An OpenAI client reads the code OpenAI gives a 429.
+    const openAi = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(openAi.status, 429);
+    assert.equal(((await openAi.json()) as { error: { code: string } }).error.code, 'rate_limit_exceeded');
   });
 
   it('is not used while fallback is off: the client gets a clear 503', async () => {
