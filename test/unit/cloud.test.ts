@@ -389,6 +389,28 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.match(((await response.json()) as { error: string }).error, /cloud-openai.*You exceeded your current quota/);
   });
 
+  it('says a provider answered a web page instead of a stream (a captive portal, a wrong base_url)', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><title>Sign in to the guest network</title>');
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 502);
+    assert.equal(((await response.json()) as { error: string }).error, 'cloud-openai answered a web page (text/html) instead of an event stream');
+  });
+
+  it('ends the answer as failed when an OpenAI-compatible provider finishes with finish_reason "error" (OpenRouter)', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null): string =>
+        `data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.end(`${chunk({ content: 'Hal' }, null)}${chunk({}, 'error')}data: [DONE]\n\n`);
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 500);
+    assert.match(((await response.json()) as { error: string }).error, /^cloud-openai: the provider ended the answer with an error/);
+  });
+
   it('asks for the JSON or the schema a client’s format names (response_format)', async () => {
     const { cloud, bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

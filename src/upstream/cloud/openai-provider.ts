@@ -149,6 +149,11 @@ export class OpenAiProvider extends CloudProvider {
         const text = textOf(choice.text);
         // A chunk with an empty delta (a keep-alive of some servers) is no progress.
         if (finishReason || text || Object.values(delta).some(Boolean)) progress.progressed();
+        // OpenRouter's word for a generation that failed on the way, with no error object to say more.
+        if (finishReason === 'error') {
+          yield { error: `${this.name}: the provider ended the answer with an error (finish_reason "error")` };
+          return;
+        }
         if (finishReason) finish = finishReason;
         if (kind === 'generate') {
           if (text) yield { model, created_at: now(), response: text, done: false };

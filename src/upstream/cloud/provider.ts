@@ -157,7 +157,8 @@ export abstract class CloudProvider implements GenerationSource {
     }
     // Some gateways answer an error (a quota, a policy) as 200 with a JSON body: read as a stream it
     // would only look cut off, and its reason would be lost.
-    const jsonInsteadOfStream = response.statusCode < 400 && /^application\/json\b/i.test(String(response.headers['content-type'] ?? ''));
+    const contentType = String(response.headers['content-type'] ?? '');
+    const jsonInsteadOfStream = response.statusCode < 400 && /^application\/json\b/i.test(contentType);
     if (response.statusCode >= 400 || jsonInsteadOfStream) {
       const text = await readText(response.body, this.maxLineBytes).catch(() => '');
       const reason = this.redact(errorMessageOf(response.statusCode, text));
@@ -168,6 +169,12 @@ export abstract class CloudProvider implements GenerationSource {
       throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`, {
         retryAfterSeconds: retryAfterSecondsOf(response.headers['retry-after']),
       });
+    }
+    // A captive portal or a wrong base_url answers a page: read as a stream it would only look cut off.
+    if (/^text\/html\b/i.test(contentType)) {
+      // Read up to undici's dump limit, then the connection is let go: a portal's page is of no use.
+      await response.body.dump().catch(() => undefined);
+      throw new UpstreamStatusError(502, this.name, `${this.name} answered a web page (text/html) instead of an event stream`);
     }
     return response;
   }
