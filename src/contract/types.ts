@@ -325,7 +325,8 @@ export function describeQueued(queued: Record<Lane, number>): string {
 export interface BridgeState {
   startedAt: string;
   url: string;
-  settings: RoutingSettings;
+  /** A tier's model is null where the identity reading the state may not use it (its model allow-list). */
+  settings: Omit<RoutingSettings, 'models'> & { models: Record<Tier, string | null> };
   backends: BackendSnapshot[];
   gpu: GpuStatus;
   placements: Placement[];

@@ -37,11 +37,12 @@ export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: 
     }
   };
 
-  const modelRow = (model: string, tier: Tier | null): JSX.Element => {
-    const key = tier ?? model;
-    const loaded = loadedOn(state, model);
+  /** `model` null: a tier set to a model outside the signed-in identity's allow-list, which the state does not name. */
+  const modelRow = (model: string | null, tier: Tier | null): JSX.Element => {
+    const key = tier ?? model ?? '';
+    const loaded = model === null ? [] : loadedOn(state, model);
     // As Ollama lists it: a tier set to "llama3" uses the installed "llama3:latest".
-    const installed = state.models.find((m) => sameModel(m.name, model));
+    const installed = model === null ? undefined : state.models.find((m) => sameModel(m.name, model));
     const installedOn = installed?.backends ?? [];
     return (
       <tr key={key} data-testid={tier === null ? `model-${model}` : `tier-${tier}`}>
@@ -56,11 +57,13 @@ export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: 
           ) : (
             <select
               aria-label={`Model of the ${tier} tier`}
-              value={installed?.name ?? model}
+              value={installed?.name ?? model ?? ''}
               disabled={readOnly || busy !== null}
               onChange={(event) => void act(key, () => runAction('setTierModel', { tier, model: event.target.value }))}
             >
-              {installed === undefined && <option value={model}>{model} (not installed)</option>}
+              {installed === undefined && (
+                <option value={model ?? ''}>{model === null ? 'a model outside your allow-list' : `${model} (not installed)`}</option>
+              )}
               {state.models.map((m) => (
                 <option key={m.name} value={m.name}>
                   {m.name}
@@ -78,6 +81,7 @@ export function ModelsView({ state, readOnly }: { state: BridgeState; readOnly: 
         </td>
         <td className="actions">
           {!readOnly &&
+            model !== null &&
             state.backends
               .filter((b) => installedOn.includes(b.name))
               .map((b) =>
