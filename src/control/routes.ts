@@ -4,9 +4,10 @@ import { seesEveryone } from '../auth/access.js';
 import type { Identity } from '../auth/identity.js';
 import type { UsageQuery } from '../history/usage.js';
 import type { Logger } from '../log.js';
-import { BridgeError, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
+import { BridgeError, type BridgeState, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
 import { ActionError, type Actions } from './actions.js';
 import type { StateFeed } from './feed.js';
+import { stateVisibleTo } from './visible-state.js';
 
 /** Dashboards, tray and scripts together; each open window holds one. */
 export const MAX_EVENT_SUBSCRIBERS = 32;
@@ -16,7 +17,7 @@ const STALLED_SUBSCRIBER_MS = 10_000;
 export interface ControlDeps {
   log: Logger;
   actions: Actions;
-  state: () => unknown;
+  state: () => BridgeState;
   feed: StateFeed;
   history: (limit: number) => HistoryRecord[];
   gpuHistory: (sinceMs: number) => Record<number, GpuPoint[]>;
@@ -63,13 +64,14 @@ function usageQuery(req: Request, identity: Identity): UsageQuery | string {
 /**
  * The bridge's own API for the dashboard and the tray: the state, its live event stream, history,
  * GPU history, usage and the actions. Who may call what is decided before (src/auth/access.ts):
- * actions need an admin (or the control token); a user reads only their own history and usage.
+ * actions need an admin (or the control token); a user reads only their own history and usage;
+ * the state leaves out what the caller may not see (./visible-state.ts).
  */
 export function controlRoutes(deps: ControlDeps): ExpressRouter {
   const router = express.Router();
 
-  router.get('/bridge/api/state', (_req, res) => {
-    res.json(deps.state());
+  router.get('/bridge/api/state', (req, res) => {
+    res.json(stateVisibleTo(identityOf(req), deps.state()));
   });
 
   router.get('/bridge/api/history', (req, res) => {
@@ -141,7 +143,8 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
 
   // Server-Sent Events: the state now, then every change, and each new history record.
   let subscribers = 0;
-  // One serialization per event, whatever the number of subscribers.
+  // One serialization per event object, however many subscribers it goes to: each history record,
+  // and a state that stateVisibleTo hands on as it is (to all who may see all of it).
   const serialized = new WeakMap<object, string>();
   const frame = (event: string, data: unknown): string => {
     const key = typeof data === 'object' && data !== null ? data : undefined;
@@ -163,6 +166,9 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     // A subscriber that does not read must not make the bridge buffer for it: while its socket is
     // full, history records are dropped (they stay in /bridge/api/history) and only the newest
     // state is sent once it drains; one that stays full for STALLED_SUBSCRIBER_MS is disconnected.
+    const identity = identityOf(req);
+    const everyone = seesEveryone(identity);
+    const stateFrame = (state: BridgeState): string => frame('state', stateVisibleTo(identity, state));
     let stalled: NodeJS.Timeout | undefined;
     let stateDue = false;
     const write = (text: string): void => {
@@ -178,15 +184,13 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
       stalled = undefined;
       if (stateDue) {
         stateDue = false;
-        write(frame('state', deps.state()));
+        write(stateFrame(deps.state()));
       }
     });
-    const identity = identityOf(req);
-    const everyone = seesEveryone(identity);
     const send = (event: string, data: unknown): void => {
       // A user's live history is their own requests, as in /bridge/api/history.
       if (event === 'history' && !everyone && (data as HistoryRecord).user !== identity.name) return;
-      if (stalled === undefined) write(frame(event, data));
+      if (stalled === undefined) write(event === 'state' ? stateFrame(data as BridgeState) : frame(event, data));
       else if (event === 'state') stateDue = true;
     };
     write('retry: 2000\n\n');
@@ -204,7 +208,7 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
   router.post('/bridge/api/actions/:name', async (req, res) => {
     try {
       const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
-      res.json({ ok: true, result, state: deps.state() });
+      res.json({ ok: true, result, state: stateVisibleTo(identityOf(req), deps.state()) });
     } catch (error) {
       // The control API's own error shape: {error, fit?}.
       if (!(error instanceof BridgeError)) throw error;

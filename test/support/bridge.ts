@@ -55,7 +55,7 @@ export interface StandIn {
  */
 export async function startStandIn(
   handler: (req: IncomingMessage, res: ServerResponse, body: string) => unknown,
-  models: ReadonlyArray<string | { name: string; size: number }> = [],
+  models: ReadonlyArray<string | { name: string; size: number; digest?: string }> = [],
   loaded: readonly string[] | (() => readonly string[]) = [],
 ): Promise<StandIn> {
   const requests: StandIn['requests'] = [];
@@ -73,8 +73,8 @@ export async function startStandIn(
               expires_at: '2030-01-01T00:00:00Z',
             }))
           : models.map((entry) => {
-              const { name, size } = typeof entry === 'string' ? { name: entry, size: 1 } : entry;
-              return { name, model: name, modified_at: '2025-01-01T00:00:00Z', size, digest: 'd', details: {} };
+              const { name, size, digest = 'd' } = typeof entry === 'string' ? { name: entry, size: 1 } : entry;
+              return { name, model: name, modified_at: '2025-01-01T00:00:00Z', size, digest, details: {} };
             });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ models: listed }));

@@ -1,8 +1,19 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { Identity } from '../../src/auth/identity.js';
-import type { BackendSnapshot, BridgeState, SchedulerPool } from '../../src/contract/index.js';
+import { addKey } from '../../src/auth/keys.js';
+import type { BridgeHandle } from '../../src/bridge.js';
+import type { ActionResponse, BackendSnapshot, BridgeState, SchedulerPool } from '../../src/contract/index.js';
 import { stateVisibleTo } from '../../src/control/visible-state.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
+import { readLines } from '../support/streams.js';
+import { configFile } from '../support/temp.js';
+import { until } from '../support/wait.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
 
 const GIB = 1024 ** 3;
 
@@ -176,5 +187,141 @@ describe('the dashboard state as an identity may read it', () => {
     );
     assert.deepEqual(seen.settings.models, { simple: null, moderate: 'llama3', complex: null });
     assert.deepEqual(seen.cloudPolicy.neverModels, ['*']);
+  });
+});
+
+describe('the dashboard state over HTTP, for keys with and without an allow-list', () => {
+  let upstream: StandIn;
+  let bridge: BridgeHandle;
+  const keys = { user: '', teamViewer: '', admin: '', unlistedUser: '', root: '' };
+  const get = (path: string, key: string): Promise<Response> => fetch(`${bridge.url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+  const state = async (key: string): Promise<BridgeState> => (await get('/bridge/api/state', key)).json() as Promise<BridgeState>;
+  const generate = async (key: string, model: string): Promise<void> => {
+    const response = await fetch(`${bridge.url}/api/generate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, prompt: 'x', stream: false }),
+    });
+    assert.equal(response.status, 200, await response.text());
+  };
+
+  before(async () => {
+    upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ model: 'x', created_at: '2025-01-01T00:00:00Z', response: 'ok', done: true, done_reason: 'stop' }));
+      },
+      // Two model files: the scheduler keeps one queue for the names of one file.
+      [
+        { name: 'allowed:latest', size: 1, digest: 'a' },
+        { name: 'secret:latest', size: 1, digest: 's' },
+      ],
+      ['allowed:latest', 'secret:latest'],
+    );
+    const file = configFile(
+      [
+        `backends:\n  - name: gpu0\n    url: ${upstream.url}`,
+        'models:\n  simple:\n    name: allowed:latest\n  moderate:\n    name: secret:latest\n  complex:\n    name: secret:latest',
+        'fallback:\n  never_models: ["secret*", "allowed*"]',
+        'auth:\n  teams:\n    ops: { models: ["allowed*"] }\n    legal: { cloud: never }',
+        '',
+      ].join('\n'),
+    );
+    keys.user = addKey(file, { name: 'ria', team: 'legal', role: 'user', models: ['allowed*'] });
+    keys.teamViewer = addKey(file, { name: 'vic', team: 'ops', role: 'viewer' });
+    keys.admin = addKey(file, { name: 'ada', role: 'admin', models: ['allowed*'] });
+    keys.unlistedUser = addKey(file, { name: 'bob', role: 'user', cloud: 'never' });
+    keys.root = addKey(file, { name: 'root', role: 'admin' });
+    bridge = await startTestBridge({ file });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    await until(() => (bridge.state.backends[0]?.loaded.length === 2 && bridge.state.models.length === 2 ? true : undefined), 'the models and what is loaded');
+    // A queue of each model in the scheduler.
+    await generate(keys.root, 'secret:latest');
+    await generate(keys.root, 'allowed:latest');
+  });
+
+  /** Asserts that `seen` names only the allowed model (and the never-cloud rules ria or the team may see). */
+  function assertOnlyAllowed(seen: BridgeState, what: string): void {
+    assert.deepEqual(
+      seen.models.map((m) => m.name),
+      ['allowed:latest'],
+      what,
+    );
+    assert.deepEqual(seen.settings.models, { simple: 'allowed:latest', moderate: null, complex: null }, what);
+    assert.deepEqual(seen.backends[0]?.loaded, ['allowed:latest'], what);
+    assert.deepEqual(
+      seen.placements[0]?.models.map((m) => m.name),
+      ['allowed:latest'],
+      what,
+    );
+    assert.deepEqual(
+      seen.scheduler.pools.map((p) => p.model),
+      ['allowed:latest'],
+      what,
+    );
+    assert.deepEqual(seen.cloudPolicy.neverModels, ['allowed*'], what);
+    assert.doesNotMatch(JSON.stringify(seen), /secret/, what);
+  }
+
+  it('shows a key without an allow-list, and the control token, every model as before', async () => {
+    for (const key of [keys.root, bridge.controlToken]) {
+      const seen = await state(key);
+      assert.deepEqual(seen.models.map((m) => m.name).sort(), ['allowed:latest', 'secret:latest']);
+      assert.equal(seen.settings.models.complex, 'secret:latest');
+      assert.deepEqual(seen.scheduler.pools.map((p) => p.model).sort(), ['allowed:latest', 'secret:latest']);
+      assert.deepEqual(seen.cloudPolicy.localOnlyKeys, ['bob']);
+      assert.deepEqual(seen.cloudPolicy.localOnlyTeams, ['legal']);
+    }
+  });
+
+  it("leaves out the models outside a key's own allow-list or its team's, for a user, a viewer and an admin", async () => {
+    for (const [who, key] of [
+      ['user', keys.user],
+      ['viewer of a team with a list', keys.teamViewer],
+      ['admin', keys.admin],
+    ] as const) {
+      assertOnlyAllowed(await state(key), who);
+    }
+  });
+
+  it('shows a user only itself and its own team among the never-cloud keys and teams, as its history is its own', async () => {
+    assert.deepEqual((await state(keys.user)).cloudPolicy.localOnlyKeys, []);
+    assert.deepEqual((await state(keys.user)).cloudPolicy.localOnlyTeams, ['legal']);
+    assert.deepEqual((await state(keys.unlistedUser)).cloudPolicy, { ...(await state(keys.root)).cloudPolicy, localOnlyTeams: [] });
+    assert.deepEqual((await state(keys.teamViewer)).cloudPolicy.localOnlyKeys, ['bob'], "a viewer reads everyone, as it reads everyone's history");
+  });
+
+  it("sends an allow-listed key's event stream only its models, in the first state frame and in those that follow", async () => {
+    const abort = new AbortController();
+    cleanups.push(async () => abort.abort());
+    const events = await fetch(`${bridge.url}/bridge/api/events?access_token=${encodeURIComponent(keys.user)}`, { signal: abort.signal });
+    const lines = readLines(events);
+    const nextState = async (): Promise<BridgeState> => {
+      // Read with next(): leaving a for-await loop would end the stream.
+      let event = '';
+      for (let next = await lines.next(); next.done !== true; next = await lines.next()) {
+        if (next.value.startsWith('event: ')) event = next.value.slice(7);
+        else if (event === 'state' && next.value.startsWith('data: ')) return JSON.parse(next.value.slice(6)) as BridgeState;
+      }
+      assert.fail('the event stream ended');
+    };
+    assertOnlyAllowed(await nextState(), 'the first frame');
+    // Another key's request changes the state: the frame sent for it is filtered as well.
+    await generate(keys.root, 'secret:latest');
+    assertOnlyAllowed(await nextState(), 'a later frame');
+    abort.abort();
+  });
+
+  it("answers an allow-listed admin's action with the state it may see", async () => {
+    const response = await fetch(`${bridge.url}/bridge/api/actions/setDualGpu`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${keys.admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ enabled: false }),
+    });
+    assert.equal(response.status, 200);
+    assertOnlyAllowed(((await response.json()) as ActionResponse).state, 'the state of an action');
   });
 });
