@@ -98,6 +98,20 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('shows a tier set to a model outside the allow-list of whoever is signed in without naming it', async () => {
+    const page = await showing('Models', (state) => {
+      // The state an allow-listed identity gets: the tier's model is null, and only its models are listed.
+      state.settings.models.complex = null;
+      state.models = [{ name: 'qwen2.5-coder:7b', sizeBytes: 5e9, backends: [state.backends[0]?.name ?? ''] }];
+    });
+    const select = page.getByLabel('Model of the complex tier');
+    await select.waitFor();
+    assert.equal(await select.evaluate((element: HTMLSelectElement) => element.selectedOptions[0]?.textContent), 'a model outside your allow-list');
+    assert.equal(await page.getByTestId('loaded-complex').innerText(), 'not loaded');
+    await page.getByTestId('model-qwen2.5-coder:7b').waitFor();
+    await page.close();
+  });
+
   it('says why the bridge refused a usage range', async () => {
     const page = await showing('Usage', () => undefined);
     await page.getByTestId('usage-totals').waitFor();
