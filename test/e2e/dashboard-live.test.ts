@@ -106,9 +106,19 @@ describe('dashboard for a role that may not change settings, in Chromium', { ski
   let bridge: BridgeHandle;
   let browser: Browser;
   const user = generateKey();
+  const listedUser = generateKey();
 
   before(async () => {
-    const file = configFile(YAML.stringify({ auth: { keys: [{ name: 'carol', team: 'web', role: 'user', hash: hashKey(user) }] } }));
+    const file = configFile(
+      YAML.stringify({
+        auth: {
+          keys: [
+            { name: 'carol', team: 'web', role: 'user', hash: hashKey(user) },
+            { name: 'dave', team: 'web', role: 'user', hash: hashKey(listedUser), models: ['qwen2.5-coder:1.5b'] },
+          ],
+        },
+      }),
+    );
     bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}` } });
     browser = await launchChromium();
   });
@@ -129,6 +139,25 @@ describe('dashboard for a role that may not change settings, in Chromium', { ski
     await page.getByTestId('read-only').waitFor();
     assert.equal(await page.getByTestId('toggle-dual').isDisabled(), true, 'a user cannot switch dual-GPU mode');
     assert.equal(await page.getByTestId('toggle-fallback').isDisabled(), true, 'a user cannot switch the cloud fallback');
+    await page.close();
+  });
+
+  it('shows a user with a model allow-list its tiers, and a tier set to another model without naming it', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await page.goto(`${bridge.url}/ui/#models`);
+    await page.getByTestId('sign-in').getByLabel('API key, token or control token').fill(listedUser);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signed-in').filter({ hasText: 'dave · user' }).waitFor();
+    // The default tiers: simple qwen2.5-coder:1.5b, on the list; complex qwen2.5-coder:7b-instruct-q8_0, not.
+    const selected = (tier: string): Promise<string | null | undefined> =>
+      page.getByLabel(`Model of the ${tier} tier`).evaluate((element: HTMLSelectElement) => element.selectedOptions[0]?.textContent);
+    await page.getByTestId('tier-complex').waitFor();
+    assert.equal(await selected('simple'), 'qwen2.5-coder:1.5b (not installed)');
+    assert.equal(await selected('complex'), 'a model outside your allow-list');
+    assert.doesNotMatch(await page.locator('body').innerText(), /7b-instruct/);
+    assert.deepEqual(pageErrors, []);
     await page.close();
   });
 });
