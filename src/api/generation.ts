@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { sendJson, whenClosed, type ApiRequest } from './call.js';
 import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
 import { printable } from '../routing/signals.js';
-import { schedulerChoices, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
+import { schedulerChoices, virtualModel, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import { LineNotObjectError, withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
@@ -105,11 +105,20 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
   return outcome;
 }
 
+/**
+ * The refusal of `asked`, which runs (or can run) `model`, outside the identity's allow-list. A
+ * virtual name is refused as itself: the model behind it is one the model lists and the dashboard
+ * do not name to this identity.
+ */
+function refusalOf(identity: Identity, asked: string, model: string): BridgeError {
+  return virtualModel(asked) === undefined ? modelNotAllowed(identity, model) : modelNotAllowed(identity, asked, 'it can be routed to a model outside the allow-list');
+}
+
 /** Throws 403 model_not_allowed, recorded, unless the identity may use `model`, the real model the request would run. */
 export function requireModelAllowed(req: IncomingMessage, requestedModel: string, model: string): void {
   const identity = identityOf(req);
   if (modelAllowed(identity, model)) return;
-  const refused = modelNotAllowed(identity, model);
+  const refused = refusalOf(identity, requestedModel, model);
   requestOf(req).generation = refusedOutcome(requestedModel, refused.message);
   throw refused;
 }
@@ -137,7 +146,7 @@ export function modelOffered(router: Router, identity: Identity, name: string): 
 export function requireModelOffered(req: IncomingMessage, router: Router, name: string): void {
   const identity = identityOf(req);
   const forbidden = forbiddenModelBehind(router, identity, name);
-  if (forbidden !== undefined) throw modelNotAllowed(identity, forbidden);
+  if (forbidden !== undefined) throw refusalOf(identity, name, forbidden);
 }
 
 const SHUT_DOWN_MESSAGE = 'copilot-bridge stopped before this answer was complete; send the request again';

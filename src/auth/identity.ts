@@ -25,7 +25,7 @@ export function modelAllowed(identity: Identity, model: string): boolean {
   return identity.models === undefined || matchesAny(identity.models, model);
 }
 
-/** The refusal of a model outside the identity's allow-list, as the client reads it. */
-export function modelNotAllowed(identity: Identity, model: string): BridgeError {
-  return new BridgeError(403, `${identity.name} may not use the model '${model}'`, { code: 'model_not_allowed' });
+/** The refusal of a model outside the identity's allow-list, as the client reads it, with why when the name alone does not say. */
+export function modelNotAllowed(identity: Identity, model: string, why?: string): BridgeError {
+  return new BridgeError(403, `${identity.name} may not use the model '${model}'${why === undefined ? '' : `: ${why}`}`, { code: 'model_not_allowed' });
 }

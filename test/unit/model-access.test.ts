@@ -82,7 +82,11 @@ describe('a key limited to some models', () => {
 
   it('checks the model a virtual name embeds with, not the name asked for', async () => {
     for (const { path, shape } of EMBEDDINGS) {
-      assert.match(await refusedModel(await send('POST', path, { model: 'auto', input: 'x', prompt: 'x' }), shape), /'m:latest'/);
+      // Refused as the name asked for: the model behind it is not named to this key.
+      assert.equal(
+        await refusedModel(await send('POST', path, { model: 'auto', input: 'x', prompt: 'x' }), shape),
+        "ria may not use the model 'auto': it can be routed to a model outside the allow-list",
+      );
     }
   });
 
@@ -240,18 +244,21 @@ describe('model lists and lookups for a key limited to some models', () => {
       assert.equal((await ask(bridge, ria, 'POST', '/api/show', { model: 'allowed:missing' })).status, 404, `${path}: an allowed name nobody has`);
 
       const asked = upstream.requests.length;
-      for (const [body, model] of [
-        [{ model: 'm:latest' }, 'm:latest'],
-        [{ name: 'M:latest' }, 'M:latest'],
-        [{ model: 'nowhere:1b' }, 'nowhere:1b'],
-        [{ model: 'auto' }, 'small:latest'],
-        [{ model: 'bridge/simple' }, 'small:latest'],
+      // A virtual name is refused as itself: the tier model behind it is not named to this key.
+      const behind = 'it can be routed to a model outside the allow-list';
+      for (const [body, refusal] of [
+        [{ model: 'm:latest' }, "'m:latest'"],
+        [{ name: 'M:latest' }, "'M:latest'"],
+        [{ model: 'nowhere:1b' }, "'nowhere:1b'"],
+        [{ model: 'auto' }, `'auto': ${behind}`],
+        [{ model: 'bridge/simple' }, `'bridge/simple': ${behind}`],
       ] as const) {
         const message = await refusedModel(await ask(bridge, ria, 'POST', '/api/show', body), 'ollama');
-        assert.equal(message, `ria may not use the model '${model}'`, `${path}: ${JSON.stringify(body)}`);
+        assert.equal(message, `ria may not use the model ${refusal}`, `${path}: ${JSON.stringify(body)}`);
       }
+      // tia may use the simple tier's model, not the one a request needing more moves up to.
       const escalated = await refusedModel(await ask(bridge, tia, 'POST', '/api/show', { model: 'bridge/simple' }), 'ollama');
-      assert.equal(escalated, "tia may not use the model 'allowed:7b'", path);
+      assert.equal(escalated, `tia may not use the model 'bridge/simple': ${behind}`, path);
       assert.equal(upstream.requests.length, asked, `${path}: nothing refused was looked up upstream`);
       assert.equal((await ask(bridge, unlimited, 'POST', '/api/show', { model: 'm:latest' })).status, 200, `${path}: no list`);
     }
@@ -262,15 +269,15 @@ describe('model lists and lookups for a key limited to some models', () => {
       const client = (key: string): OpenAI => new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: key, maxRetries: 0 });
       assert.equal((await client(ria).models.retrieve('allowed:7b')).id, 'allowed:7b', path);
       assert.equal((await client(ria).models.retrieve('allowed')).id, 'allowed:latest', path);
-      for (const [id, model] of [
-        ['m:latest', 'm:latest'],
-        ['nowhere:1b', 'nowhere:1b'],
-        ['auto', 'small:latest'],
+      for (const [id, refusal] of [
+        ['m:latest', "'m:latest'"],
+        ['nowhere:1b', "'nowhere:1b'"],
+        ['auto', "'auto': it can be routed to a model outside the allow-list"],
       ] as const) {
         await assert.rejects(client(ria).models.retrieve(id), (error: unknown) => {
           assert.ok(error instanceof OpenAI.PermissionDeniedError, `${path}: ${id}: ${String(error)}`);
           assert.equal(error.code, 'model_not_allowed');
-          assert.equal(error.message, `403 ria may not use the model '${model}'`);
+          assert.equal(error.message, `403 ria may not use the model ${refusal}`);
           return true;
         });
       }
