@@ -111,7 +111,9 @@ export function refusedOutcome(requestedModel: string, reason: string): Generati
  * do not name to this identity.
  */
 function refusalOf(identity: Identity, asked: string, model: string): BridgeError {
-  return virtualModel(asked) === undefined ? modelNotAllowed(identity, model) : modelNotAllowed(identity, asked, 'it can be routed to a model outside the allow-list');
+  return virtualModel(asked) === undefined
+    ? modelNotAllowed(identity, model)
+    : modelNotAllowed(identity, asked, 'it can be routed to a model outside the allow-list');
 }
 
 /** Throws 403 model_not_allowed, recorded, unless the identity may use `model`, the real model the request would run. */
