@@ -1,7 +1,7 @@
 import express, { type Request, type Response, type Router as ExpressRouter } from 'express';
 import { identityOf } from '../api/request.js';
 import { seesEveryone } from '../auth/access.js';
-import type { Identity } from '../auth/identity.js';
+import { modelAllowed, modelNotAllowed, type Identity } from '../auth/identity.js';
 import type { UsageQuery } from '../history/usage.js';
 import type { Logger } from '../log.js';
 import { BridgeError, type BridgeState, type GpuPoint, type HistoryRecord, type UsageReport, type WhoAmI } from '../contract/index.js';
@@ -207,8 +207,12 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
 
   router.post('/bridge/api/actions/:name', async (req, res) => {
     try {
+      // An admin with a model allow-list acts on the models on it only, as it pulls and deletes only those.
+      const identity = identityOf(req);
+      const model = (req.body as { model?: unknown } | undefined)?.model;
+      if (typeof model === 'string' && !modelAllowed(identity, model)) throw modelNotAllowed(identity, model);
       const result = await deps.actions.runUnknown(req.params.name, req.body ?? {});
-      res.json({ ok: true, result, state: stateVisibleTo(identityOf(req), deps.state()) });
+      res.json({ ok: true, result, state: stateVisibleTo(identity, deps.state()) });
     } catch (error) {
       // The control API's own error shape: {error, fit?}.
       if (!(error instanceof BridgeError)) throw error;

@@ -315,6 +315,28 @@ describe('the dashboard state over HTTP, for keys with and without an allow-list
     abort.abort();
   });
 
+  it('refuses an allow-listed admin the actions on a model outside its list (set a tier, preload, unload), as it refuses it a pull', async () => {
+    const act = (key: string, name: string, payload: Record<string, unknown>): Promise<Response> =>
+      fetch(`${bridge.url}/bridge/api/actions/${name}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(payload),
+      });
+    for (const [name, payload] of [
+      ['setTierModel', { tier: 'simple', model: 'secret:latest' }],
+      ['preloadModel', { backend: 'gpu0', model: 'secret:latest' }],
+      ['unloadModel', { backend: 'gpu0', model: 'Secret' }],
+    ] as const) {
+      const response = await act(keys.admin, name, payload);
+      assert.equal(response.status, 403, name);
+      assert.match(((await response.json()) as { error: string }).error, /^ada may not use the model '(secret:latest|Secret)'$/, name);
+    }
+    assert.equal(bridge.state.settings.models.simple, 'allowed:latest');
+    // Within its list it may; an admin without one may set any.
+    assert.equal((await act(keys.admin, 'setTierModel', { tier: 'simple', model: 'allowed:latest' })).status, 200);
+    assert.equal((await act(keys.root, 'setTierModel', { tier: 'moderate', model: 'secret:latest' })).status, 200);
+  });
+
   it("answers an allow-listed admin's action with the state it may see", async () => {
     const response = await fetch(`${bridge.url}/bridge/api/actions/setDualGpu`, {
       method: 'POST',
