@@ -348,6 +348,8 @@ export class Scheduler {
     if (index < 0) return;
     entry.pool.queue.splice(index, 1);
     entry.drop(error instanceof Error ? error : new Error(String(error)));
+    // It may have held back the ones after it.
+    this.pump(entry.pool);
     this.forgetIfIdle(entry.pool);
   }
 
@@ -364,18 +366,34 @@ export class Scheduler {
     return entry.lane === 'fim' || pool.runningOther + entry.weight <= this.capacity(pool.backend, entry.lane);
   }
 
-  /** Hands free slots to queued requests, best first: the first in lane order (then arrival) that fits. */
+  /**
+   * Hands free slots to queued requests, best first: lane order, then arrival. The best one that
+   * does not fit yet (n > 1 asks for several slots at once) holds back every one after it, or
+   * single requests would overtake it for as long as they keep coming; only ghost text that takes a
+   * reserved slot, one the held-back request could not use anyway, still goes by.
+   */
   private pump(pool: Pool): void {
-    for (;;) {
+    while (!this.stopped) {
       const now = this.clock.now();
-      const next = pool.queue
+      const [head, ...rest] = pool.queue
         .map((entry) => ({ entry, rank: this.rankOf(entry, now) }))
         .sort((a, b) => a.rank - b.rank || a.entry.arrivedAt - b.entry.arrivedAt)
-        .find(({ entry }) => this.fits(pool, entry))?.entry;
-      if (next === undefined) return;
+        .map(({ entry }) => entry);
+      if (head === undefined) return;
+      const next = this.fits(pool, head) ? head : rest.find((entry) => entry.lane === 'fim');
+      if (next === undefined || (next !== head && !this.passes(pool, head, next))) return;
       pool.queue.splice(pool.queue.indexOf(next), 1);
       next.grant(this.dispatch(pool, next));
     }
+  }
+
+  /** Whether ghost text `fim` may start before `held`, a request of another lane waiting for a slot: only in the reserve, which `held` cannot use. */
+  private passes(pool: Pool, held: Entry, fim: Entry): boolean {
+    const slots = this.options.slots(pool.backend);
+    const shared = this.capacity(pool.backend, held.lane);
+    // A request wider than the shared slots waits for an idle backend: any ghost text would delay it.
+    if (held.lane === 'fim' || held.weight > shared || !this.fits(pool, fim)) return false;
+    return slots - pool.running - fim.weight >= shared - pool.runningOther;
   }
 
   private dispatch(pool: Pool, entry: Omit<Entry, 'pool' | 'grant' | 'drop'>): Slot {

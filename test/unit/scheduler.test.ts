@@ -251,6 +251,66 @@ describe('scheduler queues', () => {
     assert.deepEqual(order, ['chat1', 'fim', 'chat2']);
   });
 
+  it('a request taking several slots (n > 1) is not overtaken forever by single ones arriving after it', async () => {
+    const h = harness({}, { gpu0: 2 });
+    const order: string[] = [];
+    let running = request(h, 'a', order);
+    await settled();
+    request(h, 'heavy', order, { weight: 2 });
+    // A steady stream of single chats, each arriving while the one before still runs.
+    for (const name of ['b', 'c', 'd']) {
+      const next = request(h, name, order);
+      running.slot()?.release({ ok: true });
+      await settled();
+      running = next;
+    }
+    assert.equal(order[1], 'heavy');
+  });
+
+  it('a request taking more slots than the backend has starts once the backend is idle, and holds back later ones until then', async () => {
+    const h = harness({}, { gpu0: 2 });
+    const order: string[] = [];
+    const first = request(h, 'a', order);
+    await settled();
+    const heavy = request(h, 'heavy', order, { weight: 3 });
+    request(h, 'b', order);
+    await settled();
+    assert.deepEqual(order, ['a']);
+    first.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'heavy']);
+    heavy.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'heavy', 'b']);
+  });
+
+  it('a request holding back others leaves the queue when its client hangs up, and the next one starts', async () => {
+    const h = harness({}, { gpu0: 2 });
+    const order: string[] = [];
+    request(h, 'a', order);
+    await settled();
+    const heavy = request(h, 'heavy', order, { weight: 2 });
+    request(h, 'b', order);
+    await settled();
+    assert.deepEqual(order, ['a']);
+    heavy.abort.abort();
+    await settled();
+    assert.deepEqual(order, ['a', 'b']);
+  });
+
+  it('ghost text still takes a reserved slot while an older chat waits for a shared one', async () => {
+    const h = harness({ fimReservedSlots: 1, ageBoostMs: 1_000 }, { gpu0: 2 });
+    const order: string[] = [];
+    request(h, 'chat1', order);
+    await settled();
+    request(h, 'chat2', order);
+    // Aged into the fim lane, chat2 ranks ahead of new ghost text, yet cannot use the reserved slot.
+    h.clock.advance(5_000);
+    request(h, 'fim', order, { lane: 'fim', client: 'alice' });
+    await settled();
+    assert.deepEqual(order, ['chat1', 'fim']);
+  });
+
   it('with one slot, a reservation still lets chats run', async () => {
     const h = harness({ fimReservedSlots: 1 }, { gpu0: 1 });
     const order: string[] = [];
