@@ -252,8 +252,11 @@ export class Scheduler {
     const now = this.clock.now();
     const running = pool?.running ?? 0;
     const queued = pool?.queue.length ?? 0;
-    const ahead = running + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
     const slots = this.capacity(backend, lane);
+    // Other lanes than fim count what runs in their slots: ghost text in the reserve is not in their way.
+    const reserved = this.options.slots(backend) - slots;
+    const busy = lane === 'fim' ? running : Math.max(running - reserved, pool?.runningOther ?? 0);
+    const ahead = busy + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
     const waitMs = ahead < slots ? 0 : ((ahead - slots + 1) * measured.serviceMs) / slots;
     const resident = this.isResident(backend, model, running);
     const loadMs = resident ? 0 : this.loadEstimate(k, model);

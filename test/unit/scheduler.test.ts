@@ -407,6 +407,18 @@ describe('scheduler backend choice', () => {
     );
   });
 
+  it('does not count ghost text in a reserved slot as a wait for chats', async () => {
+    // 5 s per request: counted as a wait, the ghost text would send the chat to a 2.5 s cold load on gpu1.
+    const h = harness({ fimReservedSlots: 1, seed: () => ({ serviceMs: 5_000, sizeBytes: 4 * 1024 ** 3 }) }, { gpu0: 2 });
+    h.resident.add('gpu0/m');
+    await choose(h, { choices: ['gpu0'], lane: 'fim', client: 'alice' });
+    assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 0);
+    const chat = await choose(h);
+    assert.equal(chat.backend, 'gpu0');
+    // Now the chat's one slot is taken: the next chat would wait.
+    assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 5_000);
+  });
+
   it('breaks a tie by the router’s order', async () => {
     const h = harness();
     const slot = await choose(h, { choices: ['gpu1', 'gpu0'] });
