@@ -63,11 +63,13 @@ export class Classifier {
     if (signals.kind === 'fim') return { tier: 'simple', reason: 'simple: fill-in-the-middle completion' };
     const reasons: string[] = [];
     let tier: Tier | undefined;
-    for (const { tier: candidate, pattern } of this.patterns) {
-      const match = pattern.exec(signals.userText) ?? pattern.exec(signals.systemText);
-      if (match !== null) {
-        tier = candidate;
-        reasons.push(`keyword '${match[0].toLowerCase()}'`);
+    // The user's own turn first: a client sends one system prompt with every request, and its words
+    // (Copilot's mention "implement") would otherwise put every question in one tier.
+    for (const text of [signals.userText, signals.systemText]) {
+      const found = this.match(text);
+      if (found !== undefined) {
+        tier = found.tier;
+        reasons.push(`keyword '${found.keyword}'`);
         break;
       }
     }
@@ -89,5 +91,14 @@ export class Classifier {
       reasons.push(`${signals.turns} turns`);
     }
     return { tier, reason: `${tier}: ${reasons.join('; ')}` };
+  }
+
+  /** The highest tier with a keyword in `text`, and the keyword. */
+  private match(text: string): { tier: Tier; keyword: string } | undefined {
+    for (const { tier, pattern } of this.patterns) {
+      const match = pattern.exec(text);
+      if (match !== null) return { tier, keyword: match[0].toLowerCase() };
+    }
+    return undefined;
   }
 }

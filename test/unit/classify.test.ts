@@ -38,6 +38,12 @@ describe('classifier', () => {
     assert.equal(classifier.classify(chat('hello', { systemText: 'You help people design systems.' })).reason, "complex: keyword 'design'");
   });
 
+  it('lets a keyword of the user’s own turn decide over one in the system prompt, which a client sends the same with every request', () => {
+    const copilotLike = 'You are an expert AI programming assistant. Implement what the user asks.';
+    assert.deepEqual(classifier.classify(chat('please format this file', { systemText: copilotLike })), { tier: 'simple', reason: "simple: keyword 'format'" });
+    assert.equal(classifier.classify(chat('hello', { systemText: copilotLike })).reason, "complex: keyword 'implement'");
+  });
+
   it('puts fill-in-the-middle on the simple tier whatever the words', () => {
     assert.deepEqual(classifier.classify({ ...chat('architect'), kind: 'fim' }), { tier: 'simple', reason: 'simple: fill-in-the-middle completion' });
   });
