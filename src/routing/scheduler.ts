@@ -432,15 +432,17 @@ export class Scheduler {
     const now = this.clock.now();
     const old = this.measured.get(k);
     const samples = old?.samples ?? 0;
+    const load = completion.loadDurationNs;
+    const loadMs = load !== undefined && Number.isFinite(load) && load > 0 ? load / 1e6 : 0;
     const next: Measured = {
       model: old?.model ?? pool.model,
-      serviceMs: ewma(old?.serviceMs ?? null, now - dispatchedAt, samples),
+      // Without its load: a cold load is estimated on its own, and only for a backend that lacks the model.
+      serviceMs: ewma(old?.serviceMs ?? null, Math.max(0, now - dispatchedAt - loadMs), samples),
       loadMs: old?.loadMs ?? null,
       promptTps: old?.promptTps ?? null,
       samples: samples + 1,
     };
-    const load = completion.loadDurationNs;
-    if (!wasResident && load !== undefined && Number.isFinite(load) && load > 0) next.loadMs = ewma(next.loadMs, load / 1e6, next.loadMs === null ? 0 : 1);
+    if (!wasResident && loadMs > 0) next.loadMs = ewma(next.loadMs, loadMs, next.loadMs === null ? 0 : 1);
     const count = completion.promptEvalCount;
     const duration = completion.promptEvalDurationNs;
     if (count !== undefined && duration !== undefined && count > 0 && duration > 0 && Number.isFinite(count / duration)) {

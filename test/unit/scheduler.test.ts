@@ -429,7 +429,8 @@ describe('scheduler backend choice', () => {
     const coldLoads: string[] = [];
     const h = harness({ onColdLoad: (backend) => coldLoads.push(backend) });
     const slot = await choose(h, { choices: ['gpu0'] });
-    h.clock.advance(3_000);
+    // 2 s of loading, 3 s of answering.
+    h.clock.advance(5_000);
     slot.release({ ok: true, loadDurationNs: 2_000_000_000, promptEvalCount: 500, promptEvalDurationNs: 250_000_000 });
     // The backend is asked again what it holds, so the next choice sees the model there.
     assert.deepEqual(coldLoads, ['gpu0']);
@@ -465,6 +466,15 @@ describe('scheduler backend choice', () => {
     assert.equal(models.length, MAX_MEASURED);
     assert.ok(models.includes('kept') && models.includes('one-more'));
     assert.ok(!models.includes('m0'), 'the model measured longest ago is forgotten');
+  });
+
+  it('does not count a cold load in the time per request: it is estimated on its own, once', async () => {
+    const h = harness();
+    const cold = await choose(h, { choices: ['gpu0'] });
+    h.clock.advance(23_000);
+    cold.release({ ok: true, loadDurationNs: 20_000_000_000 });
+    const pool = h.scheduler.snapshot().pools.find((p) => p.backend === 'gpu0');
+    assert.deepEqual([pool?.serviceMs, pool?.loadMs], [3_000, 20_000]);
   });
 
   it('a failed request teaches nothing', async () => {
