@@ -14,9 +14,12 @@ export const VIRTUAL_MODELS: ReadonlyArray<{ name: string; tier: Tier | null; de
   ...TIERS.map((tier) => ({ name: `bridge/${tier}`, tier, description: `always the ${tier} tier's model` })),
 ];
 
-/** The virtual model a name refers to ("auto", "auto:latest", "bridge/simple"), if any. */
+/** The virtual model a name refers to ("auto", "Auto", "auto:latest", "bridge/simple"), if any: a name a user typed may differ in case or spaces. */
 export function virtualModel(name: string): (typeof VIRTUAL_MODELS)[number] | undefined {
-  const bare = name.replace(/:latest$/, '');
+  const bare = name
+    .trim()
+    .toLowerCase()
+    .replace(/:latest$/, '');
   return VIRTUAL_MODELS.find((v) => v.name === bare);
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { Router, settingsFrom } from '../../src/routing/router.js';
+import { Router, settingsFrom, virtualModel } from '../../src/routing/router.js';
 import { Backend, limitsFrom } from '../../src/upstream/backend.js';
 import { ModelCatalog } from '../../src/upstream/catalog.js';
 import { BackendHealth } from '../../src/upstream/health.js';
@@ -126,5 +126,15 @@ describe('router ranking', () => {
     const failover = await router.rank(SMALL, null);
     assert.deepEqual(names(failover), ['gpu1']);
     assert.match(failover.why, /failing over to gpu1/);
+  });
+});
+
+describe('virtual model names', () => {
+  it('knows them in any case and with stray spaces, as a user may type them in a client’s settings', () => {
+    assert.equal(virtualModel('Auto')?.name, 'auto');
+    assert.equal(virtualModel(' auto:latest ')?.name, 'auto');
+    assert.equal(virtualModel('Bridge/Complex:Latest')?.tier, 'complex');
+    assert.equal(virtualModel('autox'), undefined);
+    assert.equal(virtualModel('bridge/huge'), undefined);
   });
 });
