@@ -201,7 +201,7 @@ export class Scheduler {
     }
     if (request.lane === 'fim' && request.client !== null) this.supersede(request.client);
 
-    const estimates = request.choices.map((backend) => this.estimate(backend, request.model, request.lane, request.promptTokens));
+    const estimates = request.choices.map((backend) => this.estimate(backend, request.model, request.lane, request.promptTokens, weight));
     const best = estimates.reduce((a, b) => (b.ms < a.ms - TIE_MS ? b : a));
     const why = [best, ...estimates.filter((e) => e !== best)].map(describe).join('; ');
     const tie = estimates.some((e) => e !== best && e.ms - best.ms <= TIE_MS);
@@ -244,8 +244,8 @@ export class Scheduler {
     });
   }
 
-  /** Estimated time to first token of a new request of `lane` on `backend`. */
-  estimate(backend: string, model: string, lane: Lane, promptTokens: number): Estimate {
+  /** Estimated time to first token of a new request of `lane` on `backend`, taking `weight` slots. */
+  estimate(backend: string, model: string, lane: Lane, promptTokens: number, weight = 1): Estimate {
     const k = this.key(backend, model);
     const pool = this.pools.get(k);
     const measured = this.measuredFor(k, model);
@@ -256,8 +256,10 @@ export class Scheduler {
     // Other lanes than fim count what runs in their slots: ghost text in the reserve is not in their way.
     const reserved = this.options.slots(backend) - slots;
     const busy = lane === 'fim' ? running : Math.max(running - reserved, pool?.runningOther ?? 0);
-    const ahead = busy + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).length ?? 0);
-    const waitMs = ahead < slots ? 0 : ((ahead - slots + 1) * measured.serviceMs) / slots;
+    // In slots: a request with n choices takes n of them.
+    const ahead = busy + (pool?.queue.filter((e) => this.rankOf(e, now) <= laneRank(lane)).reduce((sum, e) => sum + e.weight, 0) ?? 0);
+    // An idle backend takes a request of any width.
+    const waitMs = ahead === 0 || ahead + weight <= slots ? 0 : ((ahead + weight - slots) * measured.serviceMs) / slots;
     const resident = this.isResident(backend, model, running);
     const loadMs = resident ? 0 : this.loadEstimate(k, model);
     const prefillMs = (promptTokens / (measured.promptTps ?? SEED_PROMPT_TPS)) * 1000;

@@ -419,6 +419,21 @@ describe('scheduler backend choice', () => {
     assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 5_000);
   });
 
+  it('counts the slots a request takes, its own and those of the ones ahead, in the wait', async () => {
+    const h = harness({ seed: () => ({ serviceMs: 10_000, sizeBytes: 4 * 1024 ** 3 }) }, { gpu0: 2, gpu1: 2 });
+    h.resident.add('gpu0/m');
+    await choose(h, { choices: ['gpu0'] });
+    // One slot of two is free: enough for one choice, not for two.
+    assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 0);
+    assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0, 2).waitMs, 5_000);
+    const wide = await choose(h, { weight: 2 });
+    assert.equal(wide.backend, 'gpu1');
+    request(h, 'queued', [], { choices: ['gpu0'], weight: 2 });
+    await settled();
+    // Behind a request waiting for two slots, one more waits for three.
+    assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 10_000);
+  });
+
   it('breaks a tie by the router’s order', async () => {
     const h = harness();
     const slot = await choose(h, { choices: ['gpu1', 'gpu0'] });
