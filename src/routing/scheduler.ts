@@ -434,12 +434,14 @@ export class Scheduler {
     const now = this.clock.now();
     const old = this.measured.get(k);
     const samples = old?.samples ?? 0;
+    const elapsed = now - dispatchedAt;
     const load = completion.loadDurationNs;
-    const loadMs = load !== undefined && Number.isFinite(load) && load > 0 ? load / 1e6 : 0;
+    // The load happened within the request: a longer one is an upstream's wrong figure.
+    const loadMs = load !== undefined && Number.isFinite(load) && load > 0 ? Math.min(load / 1e6, elapsed) : 0;
     const next: Measured = {
       model: old?.model ?? pool.model,
       // Without its load: a cold load is estimated on its own, and only for a backend that lacks the model.
-      serviceMs: ewma(old?.serviceMs ?? null, Math.max(0, now - dispatchedAt - loadMs), samples),
+      serviceMs: ewma(old?.serviceMs ?? null, elapsed - loadMs, samples),
       loadMs: old?.loadMs ?? null,
       promptTps: old?.promptTps ?? null,
       samples: samples + 1,
@@ -447,9 +449,8 @@ export class Scheduler {
     if (!wasResident && loadMs > 0) next.loadMs = ewma(next.loadMs, loadMs, next.loadMs === null ? 0 : 1);
     const count = completion.promptEvalCount;
     const duration = completion.promptEvalDurationNs;
-    if (count !== undefined && duration !== undefined && count > 0 && duration > 0 && Number.isFinite(count / duration)) {
-      next.promptTps = ewma(next.promptTps, count / (duration / 1e9), next.promptTps === null ? 0 : 1);
-    }
+    const rate = count !== undefined && duration !== undefined && count > 0 && duration > 0 ? count / (duration / 1e9) : NaN;
+    if (Number.isFinite(rate)) next.promptTps = ewma(next.promptTps, rate, next.promptTps === null ? 0 : 1);
     // Kept in the order last measured: past the limit, the model measured longest ago is forgotten.
     this.measured.delete(k);
     if (this.measured.size >= MAX_MEASURED) this.measured.delete(this.measured.keys().next().value as string);

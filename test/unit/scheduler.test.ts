@@ -465,7 +465,7 @@ describe('scheduler backend choice', () => {
     await settled();
     assert.deepEqual(order, ['m']);
     const slot = await choose(h, { choices: ['gpu0'] });
-    h.clock.advance(1_000);
+    h.clock.advance(3_000);
     slot.release({ ok: true, loadDurationNs: 2_000_000_000 });
     assert.equal(h.scheduler.estimate('gpu2', 'alias', 'interactive', 0).loadMs, 2_000);
   });
@@ -490,6 +490,16 @@ describe('scheduler backend choice', () => {
     cold.release({ ok: true, loadDurationNs: 20_000_000_000 });
     const pool = h.scheduler.snapshot().pools.find((p) => p.backend === 'gpu0');
     assert.deepEqual([pool?.serviceMs, pool?.loadMs], [3_000, 20_000]);
+  });
+
+  it('takes no figure from an upstream that cannot be true: a load longer than the whole request, a prompt rate beyond any number', async () => {
+    const h = harness();
+    const slot = await choose(h, { choices: ['gpu0'] });
+    h.clock.advance(3_000);
+    slot.release({ ok: true, loadDurationNs: 1e18, promptEvalCount: 1e300, promptEvalDurationNs: 1 });
+    const pool = h.scheduler.snapshot().pools.find((p) => p.backend === 'gpu0');
+    assert.deepEqual([pool?.loadMs, pool?.promptTokensPerSecond], [3_000, null]);
+    assert.equal(h.scheduler.estimate('gpu1', 'm', 'interactive', 0).loadMs, 3_000);
   });
 
   it('a failed request teaches nothing', async () => {
