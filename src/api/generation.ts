@@ -72,6 +72,12 @@ export interface GenerationPolicy {
   meter(source: GenerationSource): (() => EnergyUse) | undefined;
 }
 
+/** The name of who sent a request, for telling ghost-text clients apart; null for the anonymous local user. */
+function clientIdentity(req: IncomingMessage): string | null {
+  const identity = identityOf(req);
+  return identity.via === 'anonymous' ? null : identity.name;
+}
+
 /** An outcome before anything was served: what was asked, where it was routed, nothing measured yet. */
 function pendingOutcome(route: Pick<GenerationOutcome, 'requestedModel' | 'tier' | 'reason' | 'model'>, lane: GenerationOutcome['lane']): GenerationOutcome {
   // Every field written out: a spread into a literal this size measured ~25 µs per request in V8.
@@ -508,7 +514,7 @@ export async function serveGeneration(
         model: route.model,
         choices,
         lane,
-        client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress) : null,
+        client: lane === 'fim' ? clientKey(laneInput, req.socket.remoteAddress, clientIdentity(req)) : null,
         promptTokens: input.signals.approxTokens,
         weight: plan.bodies.length,
         signal: client,

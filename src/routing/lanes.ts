@@ -53,11 +53,14 @@ export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { la
  * editor session when the client names one (VS Code sends vscode-sessionid), else its address
  * and User-Agent. Behind nginx or HAProxy every request comes from the balancer's address, so the
  * X-Forwarded-For chain counts too; it only tells clients apart (the balancer appends the real
- * address, and the socket's is in the key), never makes one client another.
+ * address, and the socket's is in the key), never makes one client another. With keys, who the
+ * client is (`identity`, null for the anonymous local user) is part of it: a session id is the
+ * client's to send, and one user's must not drop another's ghost text.
  */
-export function clientKey(input: LaneInput, remoteAddress: string | undefined): string {
+export function clientKey(input: LaneInput, remoteAddress: string | undefined, identity: string | null): string {
+  const who = identity === null ? '' : `${identity}|`;
   const session = header(input, 'vscode-sessionid') ?? header(input, 'x-client-session-id');
-  if (session !== undefined) return `session:${session}`;
+  if (session !== undefined) return `${who}session:${session}`;
   const forwardedFor = header(input, 'x-forwarded-for');
-  return `${remoteAddress ?? '?'}${forwardedFor === undefined ? '' : ` for ${forwardedFor}`}|${input.client.userAgent ?? ''}`;
+  return `${who}${remoteAddress ?? '?'}${forwardedFor === undefined ? '' : ` for ${forwardedFor}`}|${input.client.userAgent ?? ''}`;
 }

@@ -541,8 +541,9 @@ describe('lanes', () => {
 
   it('knows a ghost-text client by its editor session, else by address and User-Agent', () => {
     const input = (headers: LaneInput['headers']): LaneInput => ({ kind: 'fim', path: '/', headers, client: clientSignals(headers) });
-    assert.equal(clientKey(input({ 'vscode-sessionid': 's1', 'user-agent': 'x' }), '127.0.0.1'), 'session:s1');
-    assert.equal(clientKey(input({ 'user-agent': 'GithubCopilot/1.0' }), '127.0.0.1'), '127.0.0.1|GithubCopilot/1.0');
+    assert.equal(clientKey(input({ 'vscode-sessionid': 's1', 'user-agent': 'x' }), '127.0.0.1', null), 'session:s1');
+    assert.equal(clientKey(input({ 'user-agent': 'GithubCopilot/1.0' }), '127.0.0.1', null), '127.0.0.1|GithubCopilot/1.0');
+    assert.equal(clientKey(input({ 'vscode-sessionid': 's1' }), '127.0.0.1', 'alice'), 'alice|session:s1');
   });
 });
 

@@ -165,6 +165,45 @@ describe('scheduler in the bridge', () => {
     );
   });
 
+  it('in a team, one user’s ghost text is never superseded by another’s that names the same editor session', async () => {
+    const [alice, bob] = ['alice-key-0123456789abcdef', 'bob-key-0123456789abcdefgh'];
+    const { bridge, arrived, releaseNext, bodies } = await holdingBackend(`server:\n  api_keys: ["${alice}", "${bob}"]\n`);
+    // The session id is the client's to send: bob's editor (or bob) may send alice's.
+    const ghostAs = (key: string, prompt: string): Promise<Response> =>
+      fetch(`${bridge.url}/v1/engines/m/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'vscode-sessionid': 'editor-1', 'user-agent': 'GithubCopilot/1.300' },
+        body: JSON.stringify({ prompt, suffix: '\n}', max_tokens: 20, stream: true, n: 1 }),
+      });
+    const running = fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice}` },
+      body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'a long chat' }] }),
+    });
+    await arrived(1);
+    const fromAlice = ghostAs(alice, 'alice(');
+    await waitFor(() => bridge.state.scheduler.queued === 1, "alice's ghost text to queue");
+    const fromBob = ghostAs(bob, 'bob(');
+    await waitFor(() => bridge.state.scheduler.queued === 2, "bob's ghost text to queue beside it");
+    assert.equal(bridge.state.scheduler.dropped.superseded, 0);
+    for (const n of [2, 3]) {
+      releaseNext();
+      await arrived(n);
+    }
+    releaseNext();
+    await (await running).text();
+    for (const answer of await Promise.all([fromAlice, fromBob])) {
+      assert.equal(answer.headers.get('x-bridge-dropped'), null);
+      await answer.text();
+    }
+    assert.deepEqual(
+      bodies()
+        .map((b) => b.prompt ?? 'chat')
+        .sort(),
+      ['alice(', 'bob(', 'chat'],
+    );
+  });
+
   it('a client that hangs up while queued leaves the queue and is never sent upstream', async () => {
     const { bridge, arrived, releaseNext, upstream } = await holdingBackend();
     const running = chat(bridge, 'first');
