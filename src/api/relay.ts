@@ -4,6 +4,7 @@ import type { Dispatcher } from 'undici';
 import { whenClosed } from './call.js';
 import { streamErrorTail, type Surface } from './errors.js';
 import type { RelayOutcome } from '../contract/index.js';
+import { CREDENTIAL_HEADERS } from '../auth/authenticate.js';
 import { toUpstreamError } from '../upstream/errors.js';
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded. */
@@ -19,8 +20,8 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Client headers that belong to the bridge, not to the upstream. */
-const CLIENT_ONLY = new Set(['host', 'content-length', 'authorization', 'cookie', 'expect', 'origin', 'x-api-key']);
+/** Client headers that belong to the bridge, not to the upstream: its credentials above all. */
+const CLIENT_ONLY = new Set(['host', 'content-length', 'cookie', 'expect', 'origin', ...CREDENTIAL_HEADERS]);
 
 type HeaderBag = IncomingHttpHeaders | Record<string, string | string[] | undefined>;
 

@@ -15,17 +15,22 @@ function sameSecret(given: string, expected: string): boolean {
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
+/** Headers that carry a key besides `Authorization`: `x-api-key` (Anthropic clients), `api-key` (Azure-style clients), `x-bridge-token` (the dashboard and tray). */
+const KEY_HEADERS = ['x-api-key', 'api-key', 'x-bridge-token'] as const;
+
+/** Every header a client's credentials arrive in: the bridge's own, never passed on upstream. */
+export const CREDENTIAL_HEADERS: readonly string[] = ['authorization', ...KEY_HEADERS];
+
 /**
  * The credentials a client sent, wherever its kind of client puts them: `Authorization: Bearer`
- * (OpenAI, Ollama clients), `x-api-key` (Anthropic clients), `api-key` (Azure-style clients),
- * `x-bridge-token` (the dashboard and tray). A client may send more than one (an Anthropic SDK
- * given both an API key and an auth token), one of them a placeholder.
+ * (OpenAI, Ollama clients) or one of KEY_HEADERS. A client may send more than one (an Anthropic
+ * SDK given both an API key and an auth token), one of them a placeholder.
  */
 function credentialsOf(headers: IncomingHttpHeaders): string[] {
   const credentials: string[] = [];
   const authorization = headers.authorization;
   if (authorization !== undefined && /^bearer\s+\S/i.test(authorization)) credentials.push(authorization.replace(/^bearer\s+/i, '').trim());
-  for (const name of ['x-api-key', 'api-key', 'x-bridge-token']) {
+  for (const name of KEY_HEADERS) {
     const value = headers[name];
     if (typeof value === 'string' && value.trim() !== '') credentials.push(value.trim());
   }

@@ -333,6 +333,15 @@ describe('pass-through proxy', () => {
     assert.deepEqual(JSON.parse(seen.body), { model: 'm', messages: [{ role: 'user', content: 'hi', copilot_cache_control: { type: 'ephemeral' } }] });
   });
 
+  it('sends none of the credentials a client may carry upstream, wherever its kind of client puts them', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
+    const credentials = { authorization: 'Bearer a', 'x-api-key': 'b', 'api-key': 'c', 'x-bridge-token': 'd', cookie: 'e=f' };
+    await (await fetch(`${bridge.url}/api/pull`, { method: 'POST', headers: credentials, body: '{"model":"m","stream":false}' })).text();
+    const seen = upstream.requests[0];
+    assert.ok(seen);
+    for (const name of Object.keys(credentials)) assert.equal(seen.headers[name], undefined, `${name} must not reach the upstream`);
+  });
+
   it('answers GET / and HEAD / itself, as Ollama does', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
     const get = await fetch(`${bridge.url}/`);
