@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
@@ -672,6 +672,26 @@ describe('pass-through proxy', () => {
     );
     assert.equal(deleted.status, 500);
     assert.deepEqual(await deleted.json(), { error: 'remove /models/blobs/sha256-abc: permission denied' });
+  });
+
+  it('answers a delete that one backend found nothing to do for with why another, which still has the model, could not', async () => {
+    const refusals = {
+      notFound: (res: ServerResponse) => res.writeHead(404, { 'content-type': 'application/json' }).end(`{"error":"model 'm:7b' not found"}`),
+      denied: (res: ServerResponse) =>
+        res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"remove /models/blobs/sha256-abc: permission denied"}'),
+      down: (res: ServerResponse) => res.socket?.destroy(),
+    };
+    const cases: Array<[Array<keyof typeof refusals>, number, string]> = [
+      [['notFound', 'denied'], 500, 'remove /models/blobs/sha256-abc: permission denied'],
+      [['notFound', 'down'], 502, 'backend gpu1 is unreachable (ECONNRESET: socket hang up)'],
+    ];
+    for (const [answers, status, error] of cases) {
+      const upstreams = await Promise.all(answers.map((answer) => startStandIn((_req, res) => refusals[answer](res), ['m:7b'])));
+      const bridge = await startTestBridge({ file: configFile(`backends:\n${upstreams.map((u, i) => `  - name: gpu${i}\n    url: ${u.url}\n`).join('')}`) });
+      cleanups.push(() => bridge.stop(100), ...upstreams.map((u) => () => u.close()));
+      const deleted = await fetch(`${bridge.url}/api/delete`, { method: 'DELETE', body: '{"model":"m:7b"}' });
+      assert.deepEqual({ status: deleted.status, body: await deleted.json() }, { status, body: { error } }, answers.join(', '));
+    }
   });
 
   it('answers 502 naming the backend, not 500, when Ollama answers a delete or model details with something that is not a JSON object', async () => {

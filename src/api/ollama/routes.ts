@@ -341,8 +341,10 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
       res.status(200).end();
       return;
     }
-    const refusal = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
-    throw refusal?.reason ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
+    const refusals = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
+    // A backend that answered 404 holds nothing more, one that failed otherwise still has the model: its reason is the one that counts.
+    const stillThere = refusals.find((reason) => !(reason instanceof BridgeError && reason.status === 404));
+    throw stillThere ?? refusals[0] ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
   });
 
   return router;
