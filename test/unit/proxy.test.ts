@@ -193,6 +193,43 @@ describe('embeddings for virtual models', () => {
   });
 });
 
+describe('/v1/embeddings', () => {
+  it('answers 502 naming the backend when Ollama sends embeddings that do not match the inputs (another count, vectors of different widths)', async () => {
+    const { bridge, answer } = await answering(['m:latest']);
+    const cases: Array<[unknown, string, string]> = [
+      [['a', 'b'], '{"embeddings":[[0.5,0.25]]}', 'local sent 1 embeddings for 2 inputs'],
+      ['a', '{"embeddings":[]}', 'local sent 0 embeddings for 1 inputs'],
+      ['a', '{"embeddings":[[0.5],[0.25]]}', 'local sent 2 embeddings for 1 inputs'],
+      [['a', 'b'], '{"embeddings":[[0.5,0.25],[0.5]]}', 'local sent embeddings of different widths or none'],
+      ['a', '{"embeddings":[[]]}', 'local sent embeddings of different widths or none'],
+    ];
+    for (const [input, sent, message] of cases) {
+      answer(sent);
+      const embedded = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input }) });
+      assert.deepEqual(
+        { status: embedded.status, body: await embedded.json() },
+        { status: 502, body: { error: { message, type: 'api_error', param: null, code: 'upstream_unreachable' } } },
+        sent,
+      );
+    }
+  });
+
+  it('refuses an empty input text with 400 in OpenAI’s shape, as OpenAI does, without asking Ollama (which embeds it as nothing)', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{"embeddings":[]}'), { models: ['m:latest'] });
+    for (const [input, param] of [
+      ['', 'input'],
+      [['a', ''], 'input.1'],
+    ]) {
+      const refused = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input }) });
+      assert.equal(refused.status, 400, JSON.stringify(input));
+      assert.deepEqual(await refused.json(), {
+        error: { message: `${param}: must not be an empty text`, type: 'invalid_request_error', param, code: 'invalid_request' },
+      });
+    }
+    assert.equal(upstream.requests.length, 0);
+  });
+});
+
 describe('model lists', () => {
   it('does not ask every backend for its models again on each request for a name none has', async () => {
     let listings = 0;

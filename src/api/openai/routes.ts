@@ -21,7 +21,10 @@ import { responsesFormat, responsesRequestSchema, responsesThink, statelessProbl
 
 const embeddingRequest = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
-  input: z.union([z.string(), z.array(z.string()).min(1)], { error: 'input must be a string or an array of strings' }),
+  // Not empty, as OpenAI requires: Ollama embeds an empty text as no vector at all.
+  input: z.union([z.string().min(1, 'must not be an empty text'), z.array(z.string().min(1, 'must not be an empty text')).min(1)], {
+    error: 'input must be a string or an array of strings',
+  }),
   encoding_format: z.enum(['float', 'base64']).nullish(),
   dimensions: z.number().int().positive().nullish(),
 });
@@ -42,6 +45,13 @@ function embedAnswerOf(text: string): EmbedAnswer | undefined {
   const embeddings = (answer as { embeddings?: unknown } | null)?.embeddings;
   const vectors = Array.isArray(embeddings) && embeddings.every((vector) => Array.isArray(vector) && vector.every((x) => typeof x === 'number'));
   return vectors ? (answer as EmbedAnswer) : undefined;
+}
+
+/** What is wrong with embeddings answered for `inputs` texts: one vector each, all of one width. */
+function mismatchOf(embeddings: readonly number[][], inputs: number): string | undefined {
+  if (embeddings.length !== inputs) return `sent ${embeddings.length} embeddings for ${inputs} inputs`;
+  const width = embeddings[0]?.length ?? 0;
+  return width > 0 && embeddings.every((vector) => vector.length === width) ? undefined : 'sent embeddings of different widths or none';
 }
 
 interface ListedModel {
@@ -186,6 +196,9 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = embedAnswerOf(text);
       if (answer === undefined) throw new UpstreamError('unreachable', backend.name, `${backend.name} sent an embedding answer without embeddings`);
+      const mismatch = mismatchOf(answer.embeddings, typeof request.input === 'string' ? 1 : request.input.length);
+      // The client pairs vectors with its texts by index: a short or ragged list would pair them wrongly.
+      if (mismatch !== undefined) throw new UpstreamError('unreachable', backend.name, `${backend.name} ${mismatch}`);
       const base64 = request.encoding_format === 'base64';
       res.json({
         object: 'list',
