@@ -214,6 +214,41 @@ describe('/v1/embeddings', () => {
     }
   });
 
+  it('answers vectors of the dimensions asked for, cut and scaled to unit length, also from an Ollama that ignores dimensions (0.11)', async () => {
+    const { bridge, answer } = await answering(['m:latest']);
+    answer('{"embeddings":[[3,4,12],[0,0,5]]}');
+    const embed = async (body: object): Promise<Response> =>
+      fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input: ['a', 'b'], ...body }) });
+    const vectors = async (response: Response): Promise<unknown[]> =>
+      ((await response.json()) as { data: Array<{ embedding: unknown }> }).data.map((d) => d.embedding);
+    assert.deepEqual(await vectors(await embed({ dimensions: 2 })), [
+      [0.6, 0.8],
+      [0, 0],
+    ]);
+    assert.deepEqual(await vectors(await embed({ dimensions: 3 })), [
+      [3, 4, 12],
+      [0, 0, 5],
+    ]);
+    const base64 = await vectors(await embed({ dimensions: 2, encoding_format: 'base64' }));
+    assert.deepEqual(
+      base64.map((text) => [...new Float32Array(new Uint8Array(Buffer.from(String(text), 'base64')).buffer)]),
+      [
+        [Math.fround(0.6), Math.fround(0.8)],
+        [0, 0],
+      ],
+    );
+    const tooMany = await embed({ dimensions: 4 });
+    assert.equal(tooMany.status, 400);
+    assert.deepEqual(await tooMany.json(), {
+      error: {
+        message: 'dimensions: m has 3 dimensions, fewer than the 4 asked for',
+        type: 'invalid_request_error',
+        param: 'dimensions',
+        code: 'invalid_request',
+      },
+    });
+  });
+
   it('refuses an empty input text with 400 in OpenAI’s shape, as OpenAI does, without asking Ollama (which embeds it as nothing)', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{"embeddings":[]}'), { models: ['m:latest'] });
     for (const [input, param] of [

@@ -54,6 +54,28 @@ function mismatchOf(embeddings: readonly number[][], inputs: number): string | u
   return width > 0 && embeddings.every((vector) => vector.length === width) ? undefined : 'sent embeddings of different widths or none';
 }
 
+/** A vector cut to its first `dimensions` values and scaled back to unit length, as OpenAI and newer Ollama answer `dimensions`. */
+function cutTo(vector: readonly number[], dimensions: number): number[] {
+  const cut = vector.slice(0, dimensions);
+  const length = Math.sqrt(cut.reduce((sum, x) => sum + x * x, 0));
+  return length === 0 ? cut : cut.map((x) => x / length);
+}
+
+/**
+ * The vectors at the width the client asked for. Ollama 0.11 ignores `dimensions` and answers the
+ * model's whole width; a model narrower than asked is the client's mistake, as it is at OpenAI.
+ */
+function atDimensions(embeddings: number[][], dimensions: number | null | undefined, model: string): number[][] {
+  const width = embeddings[0]?.length ?? 0;
+  if (dimensions === null || dimensions === undefined || dimensions === width) return embeddings;
+  if (dimensions > width)
+    throw new BridgeError(400, `dimensions: ${model} has ${width} dimensions, fewer than the ${dimensions} asked for`, {
+      code: 'invalid_request',
+      param: 'dimensions',
+    });
+  return embeddings.map((vector) => cutTo(vector, dimensions));
+}
+
 interface ListedModel {
   id: string;
   object: 'model';
@@ -202,7 +224,11 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
       const base64 = request.encoding_format === 'base64';
       res.json({
         object: 'list',
-        data: answer.embeddings.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : vector })),
+        data: atDimensions(answer.embeddings, request.dimensions, request.model).map((vector, index) => ({
+          object: 'embedding',
+          index,
+          embedding: base64 ? toBase64(vector) : vector,
+        })),
         model: request.model,
         usage: { prompt_tokens: countOf(answer.prompt_eval_count) ?? 0, total_tokens: countOf(answer.prompt_eval_count) ?? 0 },
       });
