@@ -249,6 +249,33 @@ describe('/v1/embeddings', () => {
     });
   });
 
+  it('relays the answer to a batch of texts however many vectors it carries, up to OpenAI’s 2048 texts; more are a 400', async () => {
+    const width = 8192;
+    const vector = Array.from({ length: width }, (_, i) => -0.012345678 + i * 1e-9);
+    const texts = 8;
+    const { upstream, bridge } = await pair((_req, res) => res.end(JSON.stringify({ model: 'm', embeddings: Array.from({ length: texts }, () => vector) })), {
+      models: ['m:latest'],
+      // An answer of about 1 MB: twice this, as a batch from a wide model is many times the default.
+      file: configFile('routing:\n  thresholds:\n    max_line_mb: 0.5\n'),
+    });
+    const input = Array.from({ length: texts }, (_, i) => `text ${i}`);
+    const embedded = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input }) });
+    assert.equal(embedded.status, 200, await embedded.clone().text());
+    const { data } = (await embedded.json()) as { data: Array<{ embedding: number[] }> };
+    assert.deepEqual(
+      data.map((d) => d.embedding.length),
+      input.map(() => width),
+    );
+
+    const tooMany = await fetch(`${bridge.url}/v1/embeddings`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', input: Array.from({ length: 2049 }, () => 'x') }),
+    });
+    assert.equal(tooMany.status, 400);
+    assert.equal(((await tooMany.json()) as { error: { param: string } }).error.param, 'input');
+    assert.equal(upstream.requests.length, 1);
+  });
+
   it('refuses an empty input text with 400 in OpenAI’s shape, as OpenAI does, without asking Ollama (which embeds it as nothing)', async () => {
     const { upstream, bridge } = await pair((_req, res) => res.end('{"embeddings":[]}'), { models: ['m:latest'] });
     for (const [input, param] of [

@@ -19,10 +19,16 @@ import { chatRequestSchema, openAiChatFormat, toOllamaChat } from './chat.js';
 import { completionRequestSchema, serveCompletion } from './completions.js';
 import { responsesFormat, responsesRequestSchema, responsesThink, statelessProblem, toOllamaChat as responsesToOllama } from './responses.js';
 
+/** OpenAI's limit on the texts of one embedding request. */
+const MAX_EMBEDDING_INPUTS = 2048;
+
+/** Room in Ollama's answer for one vector: up to 8192 float32 values as Go writes them (15 characters at most, and a comma). */
+const VECTOR_ANSWER_BYTES = 8192 * 16;
+
 const embeddingRequest = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
   // Not empty, as OpenAI requires: Ollama embeds an empty text as no vector at all.
-  input: z.union([z.string().min(1, 'must not be an empty text'), z.array(z.string().min(1, 'must not be an empty text')).min(1)], {
+  input: z.union([z.string().min(1, 'must not be an empty text'), z.array(z.string().min(1, 'must not be an empty text')).min(1).max(MAX_EMBEDDING_INPUTS)], {
     error: 'input must be a string or an array of strings',
   }),
   encoding_format: z.enum(['float', 'base64']).nullish(),
@@ -203,6 +209,7 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
     const backend = await admitRelayed(context, req, res, model);
     if (backend === undefined) return;
     requestOf(req).backend = backend.name;
+    const inputs = typeof request.input === 'string' ? 1 : request.input.length;
     const abort = new AbortController();
     res.once('close', () => abort.abort());
     try {
@@ -214,11 +221,12 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
         signal: abort.signal,
         model,
       });
-      const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes);
+      // The answer grows with the texts: a batch from a wide model is many times max_line_mb, and bounded by the count of texts.
+      const text = await readText(upstream.body, limitsFrom(context.config).maxLineBytes + inputs * VECTOR_ANSWER_BYTES);
       if (upstream.statusCode >= 400) throw new UpstreamStatusError(upstream.statusCode, backend.name, errorMessageOf(upstream.statusCode, text));
       const answer = embedAnswerOf(text);
       if (answer === undefined) throw new UpstreamError('unreachable', backend.name, `${backend.name} sent an embedding answer without embeddings`);
-      const mismatch = mismatchOf(answer.embeddings, typeof request.input === 'string' ? 1 : request.input.length);
+      const mismatch = mismatchOf(answer.embeddings, inputs);
       // The client pairs vectors with its texts by index: a short or ragged list would pair them wrongly.
       if (mismatch !== undefined) throw new UpstreamError('unreachable', backend.name, `${backend.name} ${mismatch}`);
       const base64 = request.encoding_format === 'base64';
