@@ -49,7 +49,7 @@ export interface UpstreamRequest {
   signal: AbortSignal;
   /** The model the request is for: an error answer then counts against this (backend, model) only. */
   model?: string;
-  /** Ollama may answer only once the work is done (a model pull without streaming): no limit on the wait for the head then. */
+  /** Ollama may answer only once the work is done (a model pull without streaming), or fall silent while it works: no limit on the waits then. */
   answersWhenDone?: boolean;
 }
 
@@ -120,8 +120,10 @@ export class Backend implements GenerationSource {
         headers: { ...request.headers, host: this.host },
         body: request.body ?? null,
         signal: request.signal,
-        // 0: no limit; undefined: the pool's first-byte timeout.
+        // 0: no limit; undefined: the pool's first-byte and idle timeouts. A model pull, create or
+        // push may be silent for minutes (converting, hashing): the client, which can hang up, decides.
         headersTimeout: request.answersWhenDone === true ? 0 : undefined,
+        bodyTimeout: request.answersWhenDone === true ? 0 : undefined,
       });
       response.body.once('close', () => {
         this.inFlight -= 1;

@@ -673,6 +673,28 @@ describe('pass-through proxy', () => {
     });
   });
 
+  it('waits out a model pull, create or push that goes quiet past the idle timeout (Ollama converting or hashing): the client decides how long', async () => {
+    const file = configFile('routing:\n  thresholds:\n    idle_timeout_seconds: 0.3\n');
+    const { bridge } = await pair(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write('{"status":"converting model"}\n');
+        // Silent for twice the idle timeout, as a long conversion is.
+        setTimeout(() => res.end('{"status":"success"}\n'), 1500);
+      },
+      { file },
+    );
+    const response = await fetch(`${bridge.url}/api/create`, { method: 'POST', body: '{"model":"mine","from":"m"}' });
+    assert.equal(response.status, 200);
+    assert.deepEqual(
+      (await response.text())
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as unknown),
+      [{ status: 'converting model' }, { status: 'success' }],
+    );
+  });
+
   it('aborts the upstream request as soon as the client disconnects', async () => {
     let upstreamClosedAt = 0;
     const { bridge } = await pair((req, res) => {
