@@ -91,6 +91,7 @@ function pendingOutcome(route: Pick<GenerationOutcome, 'requestedModel' | 'tier'
     fallback: null,
     firstTokenMs: null,
     tokensIn: null,
+    promptTokens: null,
     tokensOut: null,
     evalSeconds: null,
     answer: null,
@@ -164,6 +165,8 @@ function noteResults(outcome: GenerationOutcome, results: readonly GenerationRes
   const sum = (pick: (r: GenerationResult) => number | undefined): number | null =>
     results.some((r) => pick(r) !== undefined) ? results.reduce((total, r) => total + (pick(r) ?? 0), 0) : null;
   outcome.tokensIn = sum((r) => r.final.prompt_eval_count);
+  const prompts = results.flatMap((r) => r.final.prompt_eval_count ?? []);
+  outcome.promptTokens = prompts.length === 0 ? null : Math.max(...prompts);
   outcome.tokensOut = sum((r) => r.final.eval_count);
   const evalNs = results[0]?.final.eval_duration;
   outcome.evalSeconds = evalNs === undefined ? null : evalNs / 1e9;

@@ -64,7 +64,10 @@ export interface GenerationOutcome {
   fallback: string | null;
   /** Milliseconds until the first answer line. */
   firstTokenMs: number | null;
+  /** Prompt tokens of every choice's run (n choices run the prompt n times). */
   tokensIn: number | null;
+  /** The prompt counted once, as a cloud bills n choices: the largest count of a choice's run. */
+  promptTokens: number | null;
   tokensOut: number | null;
   /** Seconds the source spent generating, as it measured them (Ollama's eval_duration). */
   evalSeconds: number | null;

@@ -27,16 +27,18 @@ const JOULES_PER_KWH = 3_600_000;
 /**
  * The money figures of one request. A cloud-served answer saved nothing: its cloud cost was real.
  * One whose token counts never came (cancelled, failed mid-answer) has no cloud equivalent, but
- * the energy it drew was spent all the same.
+ * the energy it drew was spent all the same. `promptTokens` is the prompt counted once, as a cloud
+ * bills a request with n choices (the record's tokensIn counts each choice's run).
  */
 export function costOf(
   config: Config,
   record: Pick<HistoryRecord, 'model' | 'tier' | 'tokensIn' | 'tokensOut' | 'fallback' | 'energyJoules'>,
+  promptTokens: number | null = record.tokensIn,
 ): Pick<HistoryRecord, 'cloudCostDollars' | 'energyCostDollars' | 'savedDollars'> {
   const tokensKnown = record.tokensIn !== null || record.tokensOut !== null;
   if (!tokensKnown && record.energyJoules === null) return { cloudCostDollars: null, energyCostDollars: null, savedDollars: null };
   const price = priceOf(config, record.model, record.tier);
-  const cloud = tokensKnown ? ((record.tokensIn ?? 0) * price.input + (record.tokensOut ?? 0) * price.output) / 1e6 : null;
+  const cloud = tokensKnown ? ((promptTokens ?? 0) * price.input + (record.tokensOut ?? 0) * price.output) / 1e6 : null;
   const energy = ((record.energyJoules ?? 0) / JOULES_PER_KWH) * config.accounting.kwh_price;
   return { cloudCostDollars: cloud, energyCostDollars: energy, savedDollars: record.fallback === null ? (cloud ?? 0) - energy : 0 };
 }

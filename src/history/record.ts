@@ -52,5 +52,5 @@ export function historyRecord(
     energyCostDollars: null,
     savedDollars: null,
   };
-  return { ...record, ...costOf(config, record) };
+  return { ...record, ...costOf(config, record, generation.promptTokens) };
 }

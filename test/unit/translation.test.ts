@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
+import { priceOf } from '../../src/history/accounting.js';
 import { nextRecord, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 
@@ -149,6 +150,9 @@ describe('OpenAI chat translation', () => {
     // The history counts what each choice ran on the GPU.
     const record = await recorded;
     assert.deepEqual([record.tokensIn, record.tokensOut], [32, 6]);
+    // What a cloud would have charged: the prompt once, as OpenAI bills n choices.
+    const price = priceOf(bridge.config, record.model, record.tier);
+    assert.equal(record.cloudCostDollars, (31 * price.input + 6 * price.output) / 1e6);
     const streamed = await postJson(`${bridge.url}/v1/chat/completions`, { ...request, stream: true, stream_options: { include_usage: true } });
     const events: string[] = [];
     for await (const event of readSseEvents(streamed)) events.push(event);
