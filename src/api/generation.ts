@@ -6,9 +6,8 @@ import { printable } from '../routing/signals.js';
 import { schedulerChoices, virtualModel, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import { LineNotObjectError, withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
+import { withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
-import { LineTooLongError } from '../upstream/lines.js';
 import type { GenerationSource } from '../upstream/source.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { modelAllowed, modelNotAllowed, type Identity } from '../auth/identity.js';
@@ -250,11 +249,7 @@ function drained(res: ServerResponse): Promise<void> {
 
 /** Any failure while talking to a source, as the typed error the retry logic understands. */
 function asFailure(error: unknown, source: GenerationSource): UpstreamError | UpstreamStatusError {
-  if (error instanceof UpstreamStatusError || error instanceof UpstreamError) return error;
-  if (error instanceof SyntaxError) return new UpstreamError('unreachable', source.name, `${source.name} sent a line that is not JSON`);
-  if (error instanceof LineTooLongError || error instanceof LineNotObjectError)
-    return new UpstreamError('unreachable', source.name, `${source.name} ${error.message}`);
-  return toUpstreamError(error, source.name);
+  return error instanceof UpstreamStatusError ? error : toUpstreamError(error, source.name);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { BridgeError } from '../contract/index.js';
+import { LineNotObjectError, LineTooLongError } from './lines.js';
 
 /**
  * Why an upstream could not give an answer; each maps to one gateway status. `incomplete`: the
@@ -64,9 +65,15 @@ export function connectionRefused(error: unknown): boolean {
   return REFUSED_CODES.has(errorCode(error) ?? '');
 }
 
-/** Maps a connection error (node:http's, undici's, a socket's) to the gateway failure a client should see. */
+/**
+ * Maps a connection error (node:http's, undici's, a socket's), or an answer the bridge could not
+ * take (not JSON, a line too long), to the gateway failure a client should see.
+ */
 export function toUpstreamError(error: unknown, backend: string): UpstreamError {
   if (error instanceof UpstreamError) return error;
+  if (error instanceof SyntaxError) return new UpstreamError('unreachable', backend, `${backend} sent a line that is not JSON`, { cause: error });
+  if (error instanceof LineTooLongError || error instanceof LineNotObjectError)
+    return new UpstreamError('unreachable', backend, `${backend} ${error.message}`, { cause: error });
   const code = error instanceof Error && error.name === 'TimeoutError' ? 'ETIMEDOUT' : (errorCode(error) ?? 'unknown');
   const detail = error instanceof Error ? error.message : String(error);
   if (TIMEOUT_CODES.has(code)) {

@@ -9,6 +9,14 @@ export class LineTooLongError extends Error {
   }
 }
 
+/** An answer line that is valid JSON but not an object (`[1,2]`, `"text"`, `null`). */
+export class LineNotObjectError extends Error {
+  constructor() {
+    super('sent a line that is not a JSON object');
+    this.name = 'LineNotObjectError';
+  }
+}
+
 function formatSize(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${Math.round((bytes / 1048576) * 10) / 10} MiB` : `${bytes} bytes`;
 }

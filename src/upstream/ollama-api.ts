@@ -1,7 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { isJsonObject } from '../contract/index.js';
 import { redactSecrets } from './errors.js';
-import { LineTooLongError } from './lines.js';
+import { LineNotObjectError, LineTooLongError } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
 
@@ -147,14 +147,6 @@ const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason
 /** A count or duration from an upstream: a whole number from 0 up, or nothing (text, negative, NaN, Infinity are dropped). */
 export function countOf(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
-}
-
-/** An answer line that is valid JSON but not an object (`[1,2]`, `"text"`, `null`). */
-export class LineNotObjectError extends Error {
-  constructor() {
-    super('sent a line that is not a JSON object');
-    this.name = 'LineNotObjectError';
-  }
 }
 
 /**

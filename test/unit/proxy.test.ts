@@ -214,6 +214,23 @@ describe('/v1/embeddings', () => {
     }
   });
 
+  it('says what was wrong with an embedding answer too long to take, not that the backend is unreachable', async () => {
+    const file = configFile('routing:\n  thresholds:\n    max_line_mb: 0.01\n');
+    const { bridge } = await pair(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        // Well past max_line_mb and the room for one vector.
+        res.end(`{"embeddings":[[${'0.5,'.repeat(100_000)}0.5]]}`);
+      },
+      { file, models: ['m:latest'] },
+    );
+    const embedded = await fetch(`${bridge.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'm', input: 'a' }) });
+    assert.equal(embedded.status, 502);
+    const { error } = (await embedded.json()) as { error: { message: string; code: string } };
+    assert.match(error.message, /^local sent a line longer than [\d.]+ (KiB|MiB|bytes) \(routing\.thresholds\.max_line_mb\)$/);
+    assert.equal(error.code, 'upstream_unreachable');
+  });
+
   it('answers vectors of the dimensions asked for, cut and scaled to unit length, also from an Ollama that ignores dimensions (0.11)', async () => {
     const { bridge, answer } = await answering(['m:latest']);
     answer('{"embeddings":[[3,4,12],[0,0,5]]}');

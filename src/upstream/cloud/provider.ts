@@ -4,8 +4,8 @@ import type { ProviderConfig } from '../../config/schema.js';
 import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, redactSecrets, retryAfterSecondsOf, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
-import { LineTooLongError, readText } from '../lines.js';
-import { checkedChunk, LineNotObjectError, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
+import { LineNotObjectError, LineTooLongError, readText } from '../lines.js';
+import { checkedChunk, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
 /** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
