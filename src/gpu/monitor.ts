@@ -25,6 +25,8 @@ export interface GpuMonitorOptions {
 }
 
 const MAX_BACKOFF_MS = 60_000;
+/** How long a stop waits for nvidia-smi to end after SIGTERM, then after SIGKILL. */
+const STOP_GRACE_MS = 1000;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
 const SILENT_ROUNDS = 10;
 
@@ -48,6 +50,29 @@ function run(command: string, args: string[], timeoutMs = 10_000): Promise<strin
       else reject(new Error(`${command} exited ${code}: ${(err || out).trim().slice(0, 300)}`));
     });
   });
+}
+
+/**
+ * Ends a child within a bounded time: SIGTERM, then SIGKILL. One blocked inside a wedged driver
+ * outlives both for as long as the driver holds it; the bridge's stop (which stops the Ollama
+ * instances after this) does not wait for it then, and its pipes no longer keep the event loop alive.
+ */
+async function end(child: ChildProcessByStdio<null, Readable, Readable>): Promise<void> {
+  const exited = new Promise<boolean>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(true);
+    else child.once('exit', () => resolve(true));
+  });
+  const within = (ms: number): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([exited, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]).finally(() => clearTimeout(timer));
+  };
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    child.kill(signal);
+    if (await within(STOP_GRACE_MS)) return;
+  }
+  child.stdout.destroy();
+  child.stderr.destroy();
+  child.unref();
 }
 
 /** Busy and total CPU time of all cores so far, in ms. */
@@ -303,11 +328,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     clearTimeout(this.systemTimer);
     const child = this.child;
     this.child = undefined;
-    if (child !== undefined && child.exitCode === null) {
-      const closed = new Promise((resolve) => child.once('close', resolve));
-      child.kill('SIGTERM');
-      await closed;
-    }
+    if (child !== undefined) await end(child);
     // A per-process query is short: let it end rather than leave a child behind.
     await this.processesQuery;
   }

@@ -1,4 +1,4 @@
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { tempDir } from './temp.js';
 
@@ -24,13 +24,22 @@ export interface StandInState {
   exitAfterRound?: number | null;
   /** Keeps a `-lms` loop running without printing, as an nvidia-smi stuck in a wedged driver does. */
   hang?: boolean;
+  /** Read when a `-lms` loop starts: it outlives SIGTERM, as one blocked inside the driver does. */
+  ignoreTerm?: boolean;
 }
 
 /**
  * A folder with an `nvidia-smi` stand-in to put first on PATH (or to name as the command), and
  * the state file that steers it.
  */
-export function nvidiaSmiStandIn(initial: StandInState): { command: string; dir: string; log: string; set: (state: Partial<StandInState>) => void } {
+export function nvidiaSmiStandIn(initial: StandInState): {
+  command: string;
+  dir: string;
+  log: string;
+  set: (state: Partial<StandInState>) => void;
+  /** The pid of the last `-lms` loop started. */
+  loopPid: () => number;
+} {
   const dir = tempDir('nvidia-smi-');
   const stateFile = path.join(dir, 'state.json');
   const log = path.join(dir, 'invocations.log');
@@ -53,5 +62,6 @@ export function nvidiaSmiStandIn(initial: StandInState): { command: string; dir:
       current = { ...current, ...state };
       write();
     },
+    loopPid: () => Number(readFileSync(`${stateFile}.lms-pid`, 'utf8')),
   };
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // An `nvidia-smi` for tests: answers from fixture files named in a JSON state file
 // ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null,
-// "exitAfterRound": code|null, "hang": boolean}: `exit` ends a loop before its next round, `exitAfterRound` right
-// after printing one, and `hang` keeps it running without printing, as a wedged driver does),
+// "exitAfterRound": code|null, "hang": boolean, "ignoreTerm": boolean}: `exit` ends a loop before its next round,
+// `exitAfterRound` right after printing one, `hang` keeps it running without printing, as a wedged driver does, and
+// `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
-// Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG.
-import { appendFileSync, readFileSync } from 'node:fs';
+// Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG; a loop writes its pid to <state file>.lms-pid.
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
 const state = () => JSON.parse(readFileSync(process.env.NVIDIA_SMI_STANDIN_STATE, 'utf8'));
@@ -41,6 +42,8 @@ if (args.includes('--help-query-gpu')) {
   const loop = args.indexOf('-lms');
   if (loop < 0) printGpus(now);
   else {
+    writeFileSync(`${process.env.NVIDIA_SMI_STANDIN_STATE}.lms-pid`, String(process.pid));
+    if (now.ignoreTerm === true) process.on('SIGTERM', () => undefined);
     const round = () => {
       const current = state();
       if (typeof current.exit === 'number') process.exit(current.exit);

@@ -139,6 +139,21 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.equal(launches.length, 2);
   });
 
+  it('stops an nvidia-smi that outlives SIGTERM: a quit never waits on a wedged driver', { timeout: 15_000 }, async () => {
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
+      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ignoreTerm: true,
+    });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.live ? true : undefined), 'a first sample');
+    const pid = smi.loopPid();
+    // Before the stop ends, the stand-in must be gone: the bridge stops its Ollama instances only after this.
+    await monitor.stop();
+    assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
+  });
+
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
     const controllers = (
       JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }
