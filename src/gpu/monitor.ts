@@ -25,6 +25,9 @@ export interface GpuMonitorOptions {
 }
 
 const MAX_BACKOFF_MS = 60_000;
+/** The most of nvidia-smi's last words that a failure message quotes: lines, and characters. */
+const REASON_LINES = 3;
+const REASON_CHARS = 300;
 /** How long a stop waits for nvidia-smi to end after SIGTERM, then after SIGKILL. */
 const STOP_GRACE_MS = 1000;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
@@ -230,16 +233,20 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       silence.unref();
     };
     watchSilence();
+    // Why it ends: nvidia-smi prints its errors ("No devices were found", "Failed to initialize
+    // NVML: ...") on stdout; stderr is kept as a bounded tail, which a long life would grow otherwise.
+    let said: string[] = [];
+    let stderr = '';
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (this.child !== child) return;
       watchSilence();
-      splitter.line(line);
+      if (splitter.line(line)) said = [];
+      else if (line.trim() !== '') said = [...said, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
       // The last GPU of a round is only known when the next round starts: flush soon after.
       clearTimeout(this.flushTimer);
       this.flushTimer = setTimeout(() => splitter.flush(), Math.min(200, roundMs / 4));
     });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-REASON_CHARS * REASON_LINES)));
     child.once('error', (error) => this.failed(error.message));
     child.once('close', (code, signal) => {
       clearTimeout(silence);
@@ -247,7 +254,8 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       // Its last round counts, but before the failure: a flush timer firing later said "live" again.
       clearTimeout(this.flushTimer);
       splitter.flush();
-      this.failed(`nvidia-smi exited (${code ?? signal}): ${stderr.trim().slice(0, 300)}`);
+      const reason = (said.length > 0 ? said : stderr.trim().split(/\r?\n/).slice(-REASON_LINES)).join(' ').slice(-REASON_CHARS);
+      this.failed(`nvidia-smi exited (${code ?? signal})${reason === '' ? '' : `: ${reason}`}`);
     });
   }
 

@@ -144,11 +144,13 @@ export class SampleSplitter {
     private readonly onSample: (readings: GpuReading[]) => void,
   ) {}
 
-  line(text: string): void {
+  /** Takes one line; false when it is no reading (an error nvidia-smi printed in its place). */
+  line(text: string): boolean {
     const [reading] = parseGpuQuery(text, this.fields);
-    if (reading === undefined) return;
+    if (reading === undefined) return false;
     if (this.batch.some((r) => r.index === reading.index)) this.flush();
     this.batch.push(reading);
+    return true;
   }
 
   flush(): void {

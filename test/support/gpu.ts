@@ -20,6 +20,10 @@ export interface StandInState {
   help?: string;
   /** Ends a `-lms` loop before its next round, with this exit code. */
   exit?: number | null;
+  /** Printed on stdout before `exit` ends the loop, as nvidia-smi says "No devices were found" there. */
+  say?: string | null;
+  /** Printed on stderr every round of a `-lms` loop. */
+  warn?: string | null;
   /** Ends a `-lms` loop right after printing a round, as nvidia-smi does when a GPU is lost. */
   exitAfterRound?: number | null;
   /** Keeps a `-lms` loop running without printing, as an nvidia-smi stuck in a wedged driver does. */

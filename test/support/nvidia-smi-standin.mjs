@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // An `nvidia-smi` for tests: answers from fixture files named in a JSON state file
 // ($NVIDIA_SMI_STANDIN_STATE: {"gpu": file, "gpuFields": [...], "apps": file, "help": file, "exit": code|null,
-// "exitAfterRound": code|null, "hang": boolean, "ignoreTerm": boolean}: `exit` ends a loop before its next round,
-// `exitAfterRound` right after printing one, `hang` keeps it running without printing, as a wedged driver does, and
-// `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does),
+// "exitAfterRound": code|null, "hang": boolean, "ignoreTerm": boolean, "say": text|null, "warn": text|null}: `exit`
+// ends a loop before its next round (printing `say` on stdout first, as nvidia-smi prints "No devices were found"),
+// `exitAfterRound` right after printing one, `hang` keeps it running without printing, as a wedged driver does,
+// `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does, and `warn` is
+// printed on stderr every round),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG; a loop writes its pid to <state file>.lms-pid.
@@ -46,8 +48,12 @@ if (args.includes('--help-query-gpu')) {
     if (now.ignoreTerm === true) process.on('SIGTERM', () => undefined);
     const round = () => {
       const current = state();
-      if (typeof current.exit === 'number') process.exit(current.exit);
+      if (typeof current.exit === 'number') {
+        if (current.say) process.stdout.write(current.say);
+        process.exit(current.exit);
+      }
       if (current.hang === true) return;
+      if (current.warn) process.stderr.write(current.warn);
       printGpus(current);
       if (typeof current.exitAfterRound === 'number') process.exit(current.exitAfterRound);
     };

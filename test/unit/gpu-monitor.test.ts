@@ -139,6 +139,26 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.equal(launches.length, 2);
   });
 
+  it('says why nvidia-smi ended, from what it printed on stdout, not from warnings on stderr long before', async () => {
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
+      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      warn: 'WARNING: infoROM is corrupted at gpu 0000:00:07.0\n',
+    });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    // Warnings of many rounds, more than the reason may take, come before the end.
+    await until(() => (monitor.history(0).length >= 10 ? true : undefined), 'ten rounds');
+    // nvidia-smi says why on stdout: a GPU lost from the bus, a driver updated under a running system.
+    smi.set({ exit: 6, say: 'No devices were found\n', warn: null });
+    const gone = await until(() => (monitor.status.lastError === null ? undefined : monitor.status.lastError), 'the failure');
+    assert.equal(gone, 'nvidia-smi exited (6): No devices were found');
+
+    smi.set({ exit: 18, say: 'Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 535.161\n' });
+    const mismatch = await until(() => (monitor.status.lastError?.includes('(18)') === true ? monitor.status.lastError : undefined), 'the next failure', 4000);
+    assert.equal(mismatch, 'nvidia-smi exited (18): Failed to initialize NVML: Driver/library version mismatch NVML library version: 535.161');
+  });
+
   it('stops an nvidia-smi that outlives SIGTERM: a quit never waits on a wedged driver', { timeout: 15_000 }, async () => {
     const smi = nvidiaSmiStandIn({
       gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
