@@ -277,7 +277,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     stateFeed.record(record);
   });
   const modelRefresher = new ModelRefresher(catalog, 5000, changed);
-  const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, changed);
+  const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, () => {
+    for (const backend of backends) if (backend.health.status === 'down') manager.unreachable(backend.name);
+    changed();
+  });
   const actions = createActions({ settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status }, (name) => {
     log.info({ action: name, settings }, 'control action');
     modelRefresher.refresh();

@@ -361,6 +361,19 @@ export class OllamaManager {
     return this.describe(name);
   }
 
+  /**
+   * Called when the backend of `name` does not answer: an adopted instance that has gone is nobody's
+   * now. It is shown as stopped, so the tray and the dashboard offer Start (which runs the bridge's
+   * own, or adopts again one that answers by then) instead of a dead "started outside the bridge".
+   */
+  unreachable(name: string): void {
+    const instance = this.instances.get(name);
+    if (instance?.state !== 'adopted') return;
+    instance.state = 'stopped';
+    instance.message = `the Ollama started outside the bridge on port ${instance.spec.port} has gone`;
+    this.options.log.info({ backend: name, port: instance.spec.port }, 'the adopted Ollama has gone');
+  }
+
   restart(name: string): Promise<InstanceSnapshot> {
     return this.inTurn(name, async (instance) => {
       if (instance.state !== 'adopted') await this.stopNow(instance);

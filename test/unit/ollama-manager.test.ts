@@ -4,6 +4,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symli
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
+import { ollamaControls } from '../../src/contract/index.js';
 import { findOllamaBinary, ManagerError, OllamaManager, type InstanceSnapshot, type ManagerOptions } from '../../src/ollama/manager.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { readSseEvents } from '../support/streams.js';
@@ -321,5 +322,28 @@ describe('an Ollama the bridge did not start, on a managed port', () => {
     assert.equal(instance()?.state, 'running');
     assert.notEqual(instance()?.pid, null);
     assert.equal((await fetch(`http://127.0.0.1:${port}/api/version`)).status, 200, 'the bridge’s own Ollama answers on the port');
+  });
+});
+
+describe('an adopted Ollama that goes away', () => {
+  it('is no longer shown as adopted, and the tray and the dashboard offer Start again', async (t) => {
+    const foreign = await startStandIn((_req, res) => res.end('{"version":"0.11.4"}'));
+    const file = configFile(
+      `ollama:\n  binary: ${fakeOllamaBinary()}\nbackends:\n  - { name: gpu0, url: "${foreign.url}", gpu: 0, manage: true }\nrouting:\n  health:\n    interval_seconds: 0.1\n`,
+    );
+    const bridge = await startTestBridge({ file });
+    t.after(async () => {
+      await bridge.stop(100);
+      await foreign.close();
+    });
+    const instance = (): InstanceSnapshot | undefined => bridge.state.ollama.find((i) => i.name === 'gpu0');
+    assert.equal(instance()?.state, 'adopted');
+    assert.deepEqual(ollamaControls('adopted'), { start: false, stop: false, restart: false });
+
+    await foreign.close();
+    const gone = await until(() => (instance()?.state === 'adopted' ? undefined : instance()), 'the bridge to notice the Ollama has gone');
+    assert.equal(gone.state, 'stopped');
+    assert.match(gone.message ?? '', /^the Ollama started outside the bridge on port \d+ has gone/);
+    assert.equal(ollamaControls(gone.state).start, true);
   });
 });
