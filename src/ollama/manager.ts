@@ -127,6 +127,16 @@ class RotatingLog {
   }
 }
 
+/** Signals `ollama serve` and its runners: started detached, serve leads a process group they share. */
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
 interface Instance {
   spec: ManagedSpec;
   state: InstanceState;
@@ -273,6 +283,9 @@ export class OllamaManager {
     instance.message = null;
     child.stdout?.on('data', (chunk: Buffer) => log.write(chunk));
     child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
+    // Runners share serve's stdout (Ollama hands them its own), so once serve is gone its output
+    // closes, and its exit counts, only when they are gone too: without serve they only hold VRAM.
+    child.once('exit', () => signalGroup(child, 'SIGKILL'));
     instance.exited = new Promise((resolve) => {
       child.once('error', (error) => {
         instance.message = error.message;
@@ -342,20 +355,10 @@ export class OllamaManager {
     const child = instance.child;
     if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
       instance.state = 'stopping';
-      const group = -child.pid;
-      const signal = (which: NodeJS.Signals): void => {
-        try {
-          process.kill(group, which);
-        } catch {
-          // already gone
-        }
-      };
-      signal('SIGTERM');
-      const timer = setTimeout(() => signal('SIGKILL'), this.options.stopGraceMs);
+      signalGroup(child, 'SIGTERM');
+      const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), this.options.stopGraceMs);
       await instance.exited;
       clearTimeout(timer);
-      // Runners live in the same group: none may outlive serve.
-      signal('SIGKILL');
     }
     instance.state = 'stopped';
     return this.describe(name);

@@ -347,3 +347,62 @@ describe('an adopted Ollama that goes away', () => {
     assert.equal(ollamaControls(gone.state).start, true);
   });
 });
+
+describe('an ollama serve that dies while its runners live', () => {
+  it('is noticed and restarted, and its runners, which hold its output, do not outlive it', async (t) => {
+    // A real runner gets serve's own stdout (Ollama sets cmd.Stdout = os.Stdout) and its process group.
+    const dir = tempDir('orphaning-ollama-');
+    const runnerFile = path.join(dir, 'runner');
+    const serve = path.join(dir, 'serve.mjs');
+    writeFileSync(
+      serve,
+      `import http from 'node:http';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+const runner = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'inherit', 'ignore'] });
+writeFileSync(${JSON.stringify(runnerFile)}, String(runner.pid));
+const [host, port] = process.env.OLLAMA_HOST.split(':');
+http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(port), host);
+`,
+    );
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\nexec "${process.execPath}" "${serve}"\n`);
+    chmodSync(binary, 0o755);
+    const port = await freePort();
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({
+        binary,
+        isListening: async () => {
+          try {
+            return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+          } catch {
+            return false;
+          }
+        },
+      }),
+    );
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    t.after(async () => {
+      await manager.stopAll();
+      const runner = Number(readFileSync(runnerFile, 'utf8'));
+      if (alive(runner)) process.kill(runner, 'SIGKILL');
+    });
+
+    const started = await manager.start('gpu0');
+    const runner = Number(readFileSync(runnerFile, 'utf8'));
+    // A crash of serve alone (a segfault, the OOM killer).
+    process.kill(started.pid as number, 'SIGKILL');
+    const crashed = await until(() => manager.snapshot()[0]?.lastExit ?? undefined, 'the crash to be noticed');
+    assert.match(crashed, /SIGKILL$/);
+    await until(() => (alive(runner) ? undefined : true), 'the orphaned runner to be ended');
+    await until(() => (manager.snapshot()[0]?.restarts === 1 ? true : undefined), 'the automatic restart');
+  });
+});
