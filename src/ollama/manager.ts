@@ -18,7 +18,7 @@ export interface ManagedSpec {
 
 export interface ManagerOptions {
   binary: string | undefined;
-  /** Shared model store; OLLAMA_NOPRUNE=1 is set then, so one instance never prunes another's blobs. */
+  /** Shared model store; OLLAMA_NOPRUNE=1 is set then (and with two instances or more), so one instance never prunes another's blobs. */
   modelsDir: string | undefined;
   keepAlive: string;
   maxLoadedModels: number;
@@ -271,10 +271,10 @@ export class OllamaManager {
       // An index means nvidia-smi's, which counts by PCI bus; CUDA's default counts fastest first.
       env.CUDA_DEVICE_ORDER = 'PCI_BUS_ID';
     }
-    if (this.options.modelsDir !== undefined) {
-      env.OLLAMA_MODELS = this.options.modelsDir;
-      env.OLLAMA_NOPRUNE = '1';
-    }
+    if (this.options.modelsDir !== undefined) env.OLLAMA_MODELS = this.options.modelsDir;
+    // A store shared by two instances (models_dir, or the same default one): a serve that prunes at
+    // start would delete what the other is pulling, its partial files and its blobs not yet listed.
+    if (this.options.modelsDir !== undefined || this.instances.size > 1) env.OLLAMA_NOPRUNE = '1';
     instance.log ??= new RotatingLog(this.logFile(spec.name), this.options.logMaxBytes);
     const log = instance.log;
     const child = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

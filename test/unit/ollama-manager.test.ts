@@ -209,6 +209,26 @@ describe('Ollama manager', () => {
     assert.deepEqual(readFileSync(seen, 'utf8').trim().split('\n').sort(), [`127.0.0.1:${plain} 2`, `127.0.0.1:${reserved} 3`].sort());
   });
 
+  it('keeps two instances from pruning each other’s downloads: their default model store is one and the same', async () => {
+    const dir = tempDir('two-stores-ollama-');
+    const seen = path.join(dir, 'env');
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\necho "$OLLAMA_HOST \${OLLAMA_NOPRUNE:-unset}" >> "${seen}"\nexec sleep 30\n`);
+    chmodSync(binary, 0o755);
+    const started = (port: number): boolean => existsSync(seen) && readFileSync(seen, 'utf8').includes(`:${port} `);
+    const manager = new OllamaManager(
+      [
+        { name: 'gpu0', port: 45683, device: '0', numParallel: 1 },
+        { name: 'gpu1', port: 45684, device: '1', numParallel: 1 },
+      ],
+      options({ binary, isListening: async (port) => started(port) }),
+    );
+    await manager.startAll();
+    await manager.stopAll();
+    // Without OLLAMA_MODELS both use ~/.ollama/models: a start that prunes deletes the other's partial pull.
+    assert.deepEqual(readFileSync(seen, 'utf8').trim().split('\n').sort(), ['127.0.0.1:45683 1', '127.0.0.1:45684 1']);
+  });
+
   it('refuses unknown instances clearly', async () => {
     const manager = new OllamaManager([], options({}));
     await assert.rejects(manager.start('gpu7'), /no managed Ollama instance for backend 'gpu7'/);
