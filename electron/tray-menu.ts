@@ -8,6 +8,7 @@ import {
   type ActionName,
   type ActionPayloads,
   type BridgeState,
+  type GpuStatus,
   type Tier,
 } from '../src/contract/index.js';
 
@@ -49,14 +50,25 @@ function gpuLabel(state: BridgeState, backend: string): string {
   return configured === null || configured === undefined ? backend : `GPU ${configured}`;
 }
 
+/**
+ * VRAM per GPU while nvidia-smi answers. Once it fails, its last figures are no measure of the GPUs
+ * now, and a GPU it cannot read (or nvidia-smi missing beside a GPU systeminformation lists) may
+ * still be the one Ollama uses: the line says why there are no figures instead.
+ */
+function gpuLines(gpu: GpuStatus): string[] {
+  if (gpu.live)
+    return gpu.gpus.length === 0 ? ['No GPU'] : gpu.gpus.map((g) => `GPU ${g.index}: ${gib(g.memoryUsedBytes)} / ${gib(g.memoryTotalBytes)} GiB VRAM`);
+  if (gpu.source === 'none') return ['No NVIDIA GPU: models run on the CPU'];
+  return [`No live GPU figures: ${gpu.lastError ?? gpu.message}`.slice(0, 120)];
+}
+
 function statusLines(state: BridgeState): MenuItemSpec[] {
   const up = healthyBackendCount(state.backends);
   const lines = [`Backends: ${up}/${state.backends.length} healthy`];
   for (const backend of state.backends.filter((b) => b.health.status === 'failing' || b.health.status === 'down')) {
     lines.push(`${backend.name}: ${backend.health.status}${backend.health.lastError ? ` (${backend.health.lastError.slice(0, 60)})` : ''}`);
   }
-  if (state.gpu.gpus.length === 0) lines.push(state.gpu.live ? 'No GPU' : 'No NVIDIA GPU: models run on the CPU');
-  for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB VRAM`);
+  lines.push(...gpuLines(state.gpu));
   for (const instance of state.ollama) lines.push(`Ollama on ${gpuLabel(state, instance.name)}: ${instance.state}`);
   return lines.map((label) => ({ label, enabled: false }));
 }
@@ -150,8 +162,9 @@ export function trayTooltip(state: BridgeState, requestsPerMinute: number): stri
   const lines = [`copilot-bridge: ${trayIconState(state)}`, `${requestsPerMinute.toFixed(1)} requests/min`];
   // Requests waiting in the bridge for a free Ollama slot.
   if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
-  for (const gpu of state.gpu.gpus) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
-  if (state.gpu.gpus.length === 0) lines.push('no GPU figures');
+  const figures = state.gpu.live ? state.gpu.gpus : [];
+  for (const gpu of figures) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
+  if (figures.length === 0) lines.push('no GPU figures');
   lines.push(`Today: ${state.today.requests} requests, ${dollarsOf(state.today.savedDollars, 3)} saved vs cloud`);
   return lines.join('\n');
 }

@@ -162,6 +162,23 @@ describe('tray menu, built from the state', () => {
     assert.equal(item(buildTrayMenu({ state: two, startAtLogin: true }), 'Start at login').checked, true);
   });
 
+  it('with nvidia-smi down: says why, shows no stale VRAM figures, and does not claim there is no GPU', () => {
+    const down = { ...state().gpu, source: 'nvidia-smi' as const, live: false, message: 'nvidia-smi failed; retrying in 2 s' };
+    const lost = state({ gpu: { ...down, gpus: [gpu(0, 20)], lastError: 'nvidia-smi exited (6): No devices were found' } });
+    assert.deepEqual(statusLines(buildTrayMenu({ state: lost, startAtLogin: false })), [
+      'Backends: 1/1 healthy',
+      'No live GPU figures: nvidia-smi exited (6): No devices were found',
+    ]);
+    assert.doesNotMatch(trayTooltip(lost, 1), /GPU 0/);
+    assert.match(trayTooltip(lost, 1), /\nno GPU figures\n/);
+    // Failing from its first run (a driver/library mismatch): the GPU is there, and Ollama may use it.
+    const never = state({ gpu: { ...down, lastError: 'nvidia-smi exited (18): Failed to initialize NVML: Driver/library version mismatch' } });
+    assert.deepEqual(statusLines(buildTrayMenu({ state: never, startAtLogin: false })), [
+      'Backends: 1/1 healthy',
+      'No live GPU figures: nvidia-smi exited (18): Failed to initialize NVML: Driver/library version mismatch',
+    ]);
+  });
+
   it('with Ollama down: the managed instance can be started, not stopped; the icon says down', () => {
     const down = state({ backends: [backend('gpu0', 'down', 0)], ollama: [instance('gpu0', 'stopped')] });
     const menu = buildTrayMenu({ state: down, startAtLogin: false });
