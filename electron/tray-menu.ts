@@ -50,6 +50,13 @@ function gpuLabel(state: BridgeState, backend: string): string {
   return configured === null || configured === undefined ? backend : `GPU ${configured}`;
 }
 
+/** "Ollama on GPU 1" per managed instance; with two on one GPU, each also says which backend it serves. */
+function instanceLabels(state: BridgeState): Map<string, string> {
+  const onGpu = state.ollama.map((i) => [i.name, `Ollama on ${gpuLabel(state, i.name)}`] as const);
+  const shared = (label: string): boolean => onGpu.filter(([, l]) => l === label).length > 1;
+  return new Map(onGpu.map(([name, label]) => [name, shared(label) ? `${label} (${name})` : label]));
+}
+
 /**
  * VRAM per GPU while nvidia-smi answers. Once it fails, its last figures are no measure of the GPUs
  * now, and a GPU it cannot read (or nvidia-smi missing beside a GPU systeminformation lists) may
@@ -69,7 +76,8 @@ function statusLines(state: BridgeState): MenuItemSpec[] {
     lines.push(`${backend.name}: ${backend.health.status}${backend.health.lastError ? ` (${backend.health.lastError.slice(0, 60)})` : ''}`);
   }
   lines.push(...gpuLines(state.gpu));
-  for (const instance of state.ollama) lines.push(`Ollama on ${gpuLabel(state, instance.name)}: ${instance.state}`);
+  const instances = instanceLabels(state);
+  for (const instance of state.ollama) lines.push(`${instances.get(instance.name)}: ${instance.state}`);
   return lines.map((label) => ({ label, enabled: false }));
 }
 
@@ -92,10 +100,11 @@ function tierSubmenu(state: BridgeState, tier: Tier, label: string): MenuItemSpe
 }
 
 function ollamaSubmenus(state: BridgeState): MenuItemSpec[] {
+  const labels = instanceLabels(state);
   return state.ollama.map((instance) => {
     const controls = ollamaControls(instance.state);
     return {
-      label: `Ollama on ${gpuLabel(state, instance.name)}`,
+      label: labels.get(instance.name),
       type: 'submenu',
       submenu: [
         { label: 'Start', enabled: controls.start, command: { kind: 'action', name: 'startOllama', payload: { backend: instance.name } } },

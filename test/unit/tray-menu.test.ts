@@ -206,6 +206,18 @@ describe('tray menu, built from the state', () => {
     );
   });
 
+  it('with two instances on one GPU: each has its own name, so Stop stops the one meant', () => {
+    const shared = state({
+      backends: [backend('chat', 'healthy', 0), backend('fim', 'healthy', 0)],
+      ollama: [instance('chat', 'running'), instance('fim', 'stopped')],
+    });
+    const menu = buildTrayMenu({ state: shared, startAtLogin: false });
+    assert.deepEqual(statusLines(menu).slice(-2), ['Ollama on GPU 0 (chat): running', 'Ollama on GPU 0 (fim): stopped']);
+    assert.deepEqual(item(menu, 'Ollama on GPU 0 (fim)').submenu?.[0]?.command, { kind: 'action', name: 'startOllama', payload: { backend: 'fim' } });
+    // One instance per GPU keeps the short label.
+    assert.ok(labels(buildTrayMenu({ state: state({ ollama: [instance('gpu0', 'running')] }), startAtLogin: false })).includes('Ollama on GPU 0'));
+  });
+
   it('with a degraded backend: named in the status, amber icon; busy when requests are in flight', () => {
     const degraded = state({ backends: [backend('gpu0', 'healthy', 0), backend('gpu1', 'failing', 1)] });
     assert.deepEqual(statusLines(buildTrayMenu({ state: degraded, startAtLogin: false })).slice(0, 2), [
