@@ -80,6 +80,41 @@ async function waitFor(check: () => boolean, what: string): Promise<void> {
 const chat = (bridge: BridgeHandle, content: string, signal?: AbortSignal): Promise<Response> =>
   fetch(`${bridge.url}/api/chat`, { method: 'POST', body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content }] }), signal });
 
+type Developer = 'alice' | 'bob';
+
+/**
+ * Behind `running` (a chat holding the backend's one slot), ghost text of alice and then of bob
+ * queues; neither supersedes the other: both reach Ollama once the chat is done.
+ */
+async function neitherSupersedes(
+  { bridge, arrived, releaseNext, bodies }: Awaited<ReturnType<typeof holdingBackend>>,
+  running: Promise<Response>,
+  ghost: (who: Developer, prompt: string) => Promise<Response>,
+): Promise<void> {
+  await arrived(1);
+  const alice = ghost('alice', 'alice(');
+  await waitFor(() => bridge.state.scheduler.queued === 1, "alice's ghost text to queue");
+  const bob = ghost('bob', 'bob(');
+  await waitFor(() => bridge.state.scheduler.queued === 2, "bob's ghost text to queue beside it");
+  assert.equal(bridge.state.scheduler.dropped.superseded, 0);
+  for (const n of [2, 3]) {
+    releaseNext();
+    await arrived(n);
+  }
+  releaseNext();
+  await (await running).text();
+  for (const answer of await Promise.all([alice, bob])) {
+    assert.equal(answer.headers.get('x-bridge-dropped'), null);
+    await answer.text();
+  }
+  assert.deepEqual(
+    bodies()
+      .map((b) => b.prompt ?? 'chat')
+      .sort(),
+    ['alice(', 'bob(', 'chat'],
+  );
+}
+
 /** Copilot's ghost-text request as it sends it, from one editor session. */
 const ghost = (bridge: BridgeHandle, prompt: string, session = 'editor-1'): Promise<Response> =>
   fetch(`${bridge.url}/v1/engines/m/completions`, {
@@ -132,76 +167,38 @@ describe('scheduler in the bridge', () => {
   });
 
   it('behind a load balancer, ghost text of two developers with the same editor is told apart by X-Forwarded-For: neither supersedes the other', async () => {
-    const { bridge, arrived, releaseNext, bodies } = await holdingBackend();
+    const held = await holdingBackend();
     // What nginx and HAProxy send: every request from the balancer's address, the client's in X-Forwarded-For.
-    const ghostVia = (forwardedFor: string, prompt: string): Promise<Response> =>
-      fetch(`${bridge.url}/v1/engines/m/completions`, {
+    const ghostVia = (who: Developer, prompt: string): Promise<Response> =>
+      fetch(`${held.bridge.url}/v1/engines/m/completions`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'user-agent': 'Continue/1.0', 'x-forwarded-for': forwardedFor },
+        headers: { 'content-type': 'application/json', 'user-agent': 'Continue/1.0', 'x-forwarded-for': who === 'alice' ? '10.0.0.1' : '10.0.0.2' },
         body: JSON.stringify({ prompt, suffix: '\n}', max_tokens: 20, stream: true, n: 1 }),
       });
-    const running = chat(bridge, 'a long chat');
-    await arrived(1);
-    const alice = ghostVia('10.0.0.1', 'alice(');
-    await waitFor(() => bridge.state.scheduler.queued === 1, "alice's ghost text to queue");
-    const bob = ghostVia('10.0.0.2', 'bob(');
-    await waitFor(() => bridge.state.scheduler.queued === 2, "bob's ghost text to queue beside it");
-    assert.equal(bridge.state.scheduler.dropped.superseded, 0);
-    for (const n of [2, 3]) {
-      releaseNext();
-      await arrived(n);
-    }
-    releaseNext();
-    await (await running).text();
-    for (const answer of await Promise.all([alice, bob])) {
-      assert.equal(answer.headers.get('x-bridge-dropped'), null);
-      await answer.text();
-    }
-    assert.deepEqual(
-      bodies()
-        .map((b) => b.prompt ?? 'chat')
-        .sort(),
-      ['alice(', 'bob(', 'chat'],
-    );
+    await neitherSupersedes(held, chat(held.bridge, 'a long chat'), ghostVia);
   });
 
   it('in a team, one user’s ghost text is never superseded by another’s that names the same editor session', async () => {
-    const [alice, bob] = ['alice-key-0123456789abcdef', 'bob-key-0123456789abcdefgh'];
-    const { bridge, arrived, releaseNext, bodies } = await holdingBackend(`server:\n  api_keys: ["${alice}", "${bob}"]\n`);
+    const keys: Record<Developer, string> = { alice: 'alice-key-0123456789abcdef', bob: 'bob-key-0123456789abcdefgh' };
+    const held = await holdingBackend(`server:\n  api_keys: ["${keys.alice}", "${keys.bob}"]\n`);
     // The session id is the client's to send: bob's editor (or bob) may send alice's.
-    const ghostAs = (key: string, prompt: string): Promise<Response> =>
-      fetch(`${bridge.url}/v1/engines/m/completions`, {
+    const ghostAs = (who: Developer, prompt: string): Promise<Response> =>
+      fetch(`${held.bridge.url}/v1/engines/m/completions`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'vscode-sessionid': 'editor-1', 'user-agent': 'GithubCopilot/1.300' },
+        headers: {
+          authorization: `Bearer ${keys[who]}`,
+          'content-type': 'application/json',
+          'vscode-sessionid': 'editor-1',
+          'user-agent': 'GithubCopilot/1.300',
+        },
         body: JSON.stringify({ prompt, suffix: '\n}', max_tokens: 20, stream: true, n: 1 }),
       });
-    const running = fetch(`${bridge.url}/api/chat`, {
+    const running = fetch(`${held.bridge.url}/api/chat`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${alice}` },
+      headers: { authorization: `Bearer ${keys.alice}` },
       body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'a long chat' }] }),
     });
-    await arrived(1);
-    const fromAlice = ghostAs(alice, 'alice(');
-    await waitFor(() => bridge.state.scheduler.queued === 1, "alice's ghost text to queue");
-    const fromBob = ghostAs(bob, 'bob(');
-    await waitFor(() => bridge.state.scheduler.queued === 2, "bob's ghost text to queue beside it");
-    assert.equal(bridge.state.scheduler.dropped.superseded, 0);
-    for (const n of [2, 3]) {
-      releaseNext();
-      await arrived(n);
-    }
-    releaseNext();
-    await (await running).text();
-    for (const answer of await Promise.all([fromAlice, fromBob])) {
-      assert.equal(answer.headers.get('x-bridge-dropped'), null);
-      await answer.text();
-    }
-    assert.deepEqual(
-      bodies()
-        .map((b) => b.prompt ?? 'chat')
-        .sort(),
-      ['alice(', 'bob(', 'chat'],
-    );
+    await neitherSupersedes(held, running, ghostAs);
   });
 
   it('a client that hangs up while queued leaves the queue and is never sent upstream', async () => {
