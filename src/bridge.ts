@@ -345,7 +345,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   // noDelay: a streamed token must leave at once, not wait for Nagle. headersTimeout bounds a slow
   // request head; a slow body is bounded by the body reader (JSON) or its idle timer (model blobs,
   // which may take long but never stall). Node's own requestTimeout would also cut a long blob
-  // upload, so it is off. Answers may take as long as they need.
+  // upload, so it is off. Answers may take as long as they need. Node enforces headersTimeout only
+  // when it checks its connections, every 30 s by default: a head would be cut up to 30 s late.
   const server = new HttpServer(
     'HTTP server',
     config.server.host,
@@ -355,6 +356,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
       noDelay: true,
       keepAliveTimeout: 65_000,
       headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
       requestTimeout: 0,
       maxConnections: config.server.max_connections,
     },

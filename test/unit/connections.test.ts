@@ -69,6 +69,30 @@ describe('client connections', () => {
     assert.match(answer, /"error":"the request body did not arrive within 0.5 s/);
   });
 
+  it(
+    'answers a request head that does not arrive whole in time with 408 and closes the connection, also one that never starts',
+    { timeout: 10_000 },
+    async () => {
+      // Node checks its head deadline only every connectionsCheckingInterval (30 s by default): at
+      // that pace these would still be open when the test gives up.
+      const bridge = await bridgeWith('server:\n  request_timeout_seconds: 0.5\n');
+      const port = Number(new URL(bridge.url).port);
+      const answers = ['GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:', ''].map(async (sent) => {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        cleanups.push(async () => {
+          socket.destroy();
+        });
+        socket.write(sent);
+        let answer = '';
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+        await once(socket, 'close');
+        return answer;
+      });
+      for (const answer of await Promise.all(answers)) assert.match(answer, /^HTTP\/1\.1 408 /);
+    },
+  );
+
   describe('a model blob upload (streamed through to Ollama)', () => {
     /**
      * An Ollama stand-in for /api/blobs: each upload's bytes as they arrived whole, or 'aborted' for
