@@ -347,21 +347,17 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   // which may take long but never stall). Node's own requestTimeout would also cut a long blob
   // upload, so it is off. Answers may take as long as they need. Node enforces headersTimeout only
   // when it checks its connections, every 30 s by default: a head would be cut up to 30 s late.
-  const server = new HttpServer(
-    'HTTP server',
-    config.server.host,
-    config.server.port,
-    listener,
-    {
-      noDelay: true,
-      keepAliveTimeout: 65_000,
-      headersTimeout: requestTimeoutMs,
-      connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
-      requestTimeout: 0,
-      maxConnections: config.server.max_connections,
-    },
-    () => stopDeadline.abort(),
-  );
+  // The metrics port takes the same: without a cap of its own, connections to it could use up the
+  // process's file descriptors and so lock out the main port too.
+  const serverOptions = {
+    noDelay: true,
+    keepAliveTimeout: 65_000,
+    headersTimeout: requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
+    requestTimeout: 0,
+    maxConnections: config.server.max_connections,
+  };
+  const server = new HttpServer('HTTP server', config.server.host, config.server.port, listener, serverOptions, () => stopDeadline.abort());
   const metricsPort = config.monitoring.prometheus.port;
   let metricsServer: HttpServer | undefined;
   if (prometheusEnabled && metricsPort !== undefined) {
@@ -382,7 +378,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     );
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
-    metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp);
+    metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp, serverOptions);
   }
 
   // Start order: what fails most often and costs least first; ports are bound before any child

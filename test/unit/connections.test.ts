@@ -257,6 +257,28 @@ describe('client connections', () => {
     assert.equal((stalled[4] as Socket).destroyed, false, 'the newest stalled connection is still held');
   });
 
+  it('holds the metrics port to the same connection cap and head deadline as the main one', { timeout: 10_000 }, async () => {
+    const bridge = await bridgeWith('server:\n  max_connections: 3\n  request_timeout_seconds: 0.5\nmonitoring:\n  prometheus:\n    port: 0\n');
+    const metricsUrl = new URL(bridge.metricsUrl ?? assert.fail('no metrics port'));
+    const stalled: Socket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const socket = connect(Number(metricsUrl.port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      cleanups.push(async () => {
+        socket.destroy();
+      });
+      socket.resume();
+      await once(socket, 'connect');
+      stalled.push(socket);
+    }
+    // The cap: a new client takes the place of the oldest stalled one.
+    const closedFirst = once(stalled[0] as Socket, 'close');
+    assert.equal((await fetch(`${metricsUrl.origin}/health`)).status, 200);
+    await closedFirst;
+    // The head deadline: the others, which never sent a byte, are cut too.
+    await once(stalled[2] as Socket, 'close');
+  });
+
   it(
     'over max_connections, lets go of kept-alive connections idle after their answer, also when the request body was left unread',
     { timeout: 20_000 },
