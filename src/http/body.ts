@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { NextFunction, Request, Response } from 'express';
@@ -19,6 +19,23 @@ export class BodyError extends Error {
     super(message);
     this.name = 'BodyError';
   }
+}
+
+/** Answers whose client waits for `100 Continue` before it sends its body. */
+const owedContinue = new WeakSet<ServerResponse>();
+
+/**
+ * For node's 'checkContinue': the client is told to send its body only when a reader wants it, so
+ * a refusal before that (Host, Origin, key, size, encoding) costs it no upload. Node closes the
+ * connection after an answer that never sent the `100 Continue`: the client may send the body yet.
+ */
+export function deferContinue(res: ServerResponse): void {
+  owedContinue.add(res);
+}
+
+/** Tells a client that waits for `100 Continue` to send its body; nothing for any other. */
+export function sendContinue(res: ServerResponse): void {
+  if (owedContinue.delete(res)) res.writeContinue();
 }
 
 function decoded(req: IncomingMessage): Readable {
@@ -82,7 +99,7 @@ function parseJson(body: string): unknown {
  * measured about 0.2 ms per request here, as much as the rest of the bridge's own work on a small
  * request.
  */
-export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: number): Promise<unknown> {
+export function readJsonBody(req: IncomingMessage, res: ServerResponse, limit: number, timeoutMs: number): Promise<unknown> {
   const length = req.headers['content-length'];
   if (req.method === 'GET' || req.method === 'HEAD' || (length === undefined && req.headers['transfer-encoding'] === undefined) || length === '0') {
     return Promise.resolve(undefined);
@@ -105,6 +122,7 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
   // A client that already hung up (during an await before this) is not served: nothing would
   // notice it left, since its 'close' has passed.
   if (req.destroyed) return Promise.reject(new BodyError('request.aborted', 'request aborted'));
+  sendContinue(res);
   if (stream === req && length !== undefined && req.readableLength >= Number(length)) {
     // The whole body came with the head (nearly every request): it is read at once, with no
     // listeners, no deadline timer and no wait for the parser to report the message complete
@@ -157,8 +175,8 @@ export function readJsonBody(req: IncomingMessage, limit: number, timeoutMs: num
 
 /** The body reader as express middleware: the parsed body in req.body. */
 export function jsonBody(limit: number, timeoutMs: number) {
-  return (req: Request, _res: Response, next: NextFunction): void => {
-    readJsonBody(req, limit, timeoutMs).then(
+  return (req: Request, res: Response, next: NextFunction): void => {
+    readJsonBody(req, res, limit, timeoutMs).then(
       (body) => {
         if (body !== undefined) req.body = body;
         next();

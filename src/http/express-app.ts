@@ -10,7 +10,7 @@ import { controlRoutes } from '../control/routes.js';
 import { BridgeError } from '../contract/index.js';
 import type { AnswerError, AppParts, BeginRequest } from './app.js';
 import { authenticate, limits } from './auth.js';
-import { jsonBody } from './body.js';
+import { jsonBody, sendContinue } from './body.js';
 import { guard } from './guard.js';
 import { defaultUiDir, uiRoutes } from './ui.js';
 
@@ -30,6 +30,10 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   // Model blobs (ollama create) are large binaries: streamed through, never parsed or size-limited.
   app.all(
     '/api/blobs/*digest',
+    (_req, res, next) => {
+      sendContinue(res);
+      next();
+    },
     passthrough(() => primaryOf(context), {
       afterEach: () => context.catalog.invalidate(),
       bodyIdleMs: config.server.request_timeout_seconds * 1000,

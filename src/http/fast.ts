@@ -59,7 +59,7 @@ export function fastPath(routes: readonly ApiRoute[], steps: FastPathSteps): (re
     try {
       if (!steps.allowed(req, res)) return;
       await steps.authorize(req, res, path);
-      const body = await readJsonBody(req, steps.bodyLimit, steps.bodyTimeoutMs);
+      const body = await readJsonBody(req, res, steps.bodyLimit, steps.bodyTimeoutMs);
       const call = Object.assign(req, { body, path, params });
       await steps.admit(call, res, path);
       await route.handler(call, res);

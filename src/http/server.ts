@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { deferContinue } from './body.js';
 import { limitConnections } from './connections.js';
 
 function urlOf(address: AddressInfo): string {
@@ -31,6 +32,11 @@ export class HttpServer {
   ) {
     this.server = createServer(options, handler);
     if (maxConnections !== undefined) limitConnections(this.server, maxConnections);
+    // Node would answer `100 Continue` before any check: the body reader sends it when it reads.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      deferContinue(res);
+      this.server.emit('request', req, res);
+    });
     // Before the handler: while draining, answers tell the client (or balancer) not to reuse the
     // connection, and a connection whose running answer finished closes at once.
     this.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {

@@ -93,6 +93,38 @@ describe('client connections', () => {
     },
   );
 
+  it('tells a client that waits for 100 Continue to send its body only once it is wanted, never before a refusal', { timeout: 20_000 }, async () => {
+    const bridge = await bridgeWith('server:\n  body_limit_mb: 1\n');
+    const port = Number(new URL(bridge.url).port);
+    const waiting = (path: string, headers: string): Socket => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      cleanups.push(async () => {
+        socket.destroy();
+      });
+      socket.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n${headers}\r\n`);
+      return socket;
+    };
+    // Refused before the body is read (too large, a foreign page, no control token): the answer comes first, not a
+    // 100 Continue that makes the client upload what nobody reads.
+    for (const [path, headers, status] of [
+      ['/api/chat', 'Content-Length: 5000000\r\n', 413],
+      ['/api/chat', 'Origin: http://evil.example\r\nContent-Length: 2\r\n', 403],
+      ['/api/chat/', 'Content-Length: 5000000\r\n', 413],
+      ['/bridge/api/actions/dual-gpu', 'Content-Length: 2\r\n', 401],
+    ] as const) {
+      const answer = await answerOn(waiting(path, headers), '');
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), `${path} ${headers}`);
+    }
+    // Wanted, on the fast path and through express: 100 Continue, then the answer to the body sent.
+    for (const path of ['/api/chat', '/api/chat/']) {
+      const socket = waiting(path, 'Content-Length: 2\r\n');
+      const [interim] = (await once(socket, 'data')) as [Buffer];
+      assert.match(interim.toString(), /^HTTP\/1\.1 100 Continue\r\n\r\n$/, path);
+      assert.match(await answerOn(socket, '{}'), /^HTTP\/1\.1 (400|404) /, path);
+    }
+  });
+
   describe('a model blob upload (streamed through to Ollama)', () => {
     /**
      * An Ollama stand-in for /api/blobs: each upload's bytes as they arrived whole, or 'aborted' for

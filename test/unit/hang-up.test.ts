@@ -36,8 +36,8 @@ async function afterHangUp(check: (req: IncomingMessage, res: ServerResponse) =>
 
 describe('a client that hung up during an await', () => {
   it('is not served: reading its body, though it all arrived, rejects as aborted', async () => {
-    await afterHangUp(async (req) => {
-      await assert.rejects(readJsonBody(req, 1_000_000, 5_000), (error: unknown) => error instanceof BodyError && error.type === 'request.aborted');
+    await afterHangUp(async (req, res) => {
+      await assert.rejects(readJsonBody(req, res, 1_000_000, 5_000), (error: unknown) => error instanceof BodyError && error.type === 'request.aborted');
     });
   });
 
