@@ -13,6 +13,11 @@ function hostName(hostHeader: string): string {
   return (match?.[1] ?? hostHeader).toLowerCase();
 }
 
+/** The host name of an http(s) origin ("https://bridge.lan:8443" -> "bridge.lan"); undefined for any other. */
+function originHostName(origin: string): string | undefined {
+  return /^https?:\/\/(\[[^\]]+\]|[^:/]+)(:\d+)?$/i.exec(origin)?.[1]?.toLowerCase();
+}
+
 /** A refused client gets its connection closed after the answer: it holds no place it may not use. */
 function refuse(res: ServerResponse): void {
   res.setHeader('connection', 'close');
@@ -41,7 +46,10 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
-      if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin)) {
+      // A page under one of the bridge's own names is its own dashboard there: a browser sends
+      // Origin on its POSTs (the control actions) even to the same site.
+      const ownName = hosts.has(originHostName(origin) ?? '');
+      if (!TRUSTED_ORIGIN.test(origin) && !origins.has(origin) && !ownName) {
         refuse(res);
         throw new BridgeError(403, `origin ${JSON.stringify(origin)} is not allowed; add it to server.cors_origins`, { code: 'origin_not_allowed' });
       }

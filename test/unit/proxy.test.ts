@@ -916,6 +916,18 @@ describe('request guards', () => {
     assert.equal(upstream.requests.length, 1);
   });
 
+  it('allows pages served under a name of server.allowed_hosts (its dashboard there), and no other name’s', async () => {
+    const { bridge } = await pair((_req, res) => res.end('{}'), { file: configFile('server:\n  allowed_hosts: [bridge.lan]\n') });
+    for (const origin of ['http://bridge.lan:5000', 'https://BRIDGE.lan']) {
+      const own = await fetch(`${bridge.url}/api/version`, { headers: { origin } });
+      assert.equal(own.status, 200, origin);
+      assert.equal(own.headers.get('access-control-allow-origin'), origin);
+    }
+    for (const origin of ['http://bridge.lan.evil.example', 'http://evil.example', 'chrome-extension://bridge.lan', 'null']) {
+      assert.equal((await fetch(`${bridge.url}/api/version`, { headers: { origin } })).status, 403, origin);
+    }
+  });
+
   it('requires one of the API keys when keys are configured', async () => {
     const key = 'team-key-0123456789';
     const { upstream, bridge } = await pair((_req, res) => res.end('{"models":[]}'), { env: { BRIDGE_API_KEYS: key } });
