@@ -158,11 +158,32 @@ export function completionSignals(client: ClientSignals, prompt: string, suffix:
   };
 }
 
-/** The model capabilities a request uses: a virtual model escalates to a tier whose model has them. */
+/**
+ * The prefix and suffix markers of the fill-in-the-middle prompts clients build themselves and
+ * send raw (Continue's autocomplete templates, used where a model's Ollama template has no .Suffix).
+ */
+const FIM_MARKERS: ReadonlyArray<readonly [string, string]> = [
+  ['<|fim_prefix|>', '<|fim_suffix|>'], // Qwen2.5-Coder, CodeGemma
+  ['<fim_prefix>', '<fim_suffix>'], // StarCoder, Stable Code
+  ['<｜fim▁begin｜>', '<｜fim▁hole｜>'], // DeepSeek Coder
+  ['<PRE>', '<SUF>'], // Code Llama
+  ['[PREFIX]', '[SUFFIX]'], // Codestral
+  ['<|code_prefix|>', '<|code_suffix|>'], // CodeGeeX
+];
+
+/** Whether a prompt is a fill-in-the-middle template already filled in: it holds both markers of one model family. */
+export function isFimPrompt(prompt: string): boolean {
+  return FIM_MARKERS.some(([prefix, suffix]) => prompt.includes(prefix) && prompt.includes(suffix));
+}
+
+/**
+ * The model capabilities a request uses: a virtual model escalates to a tier whose model has them.
+ * Fill-in-the-middle needs `insert` only with a suffix that has text (as Ollama checks it), so the
+ * surfaces that take a suffix add that need themselves.
+ */
 export function needsOf(signals: RequestSignals): Capability[] {
   const needs: Capability[] = [];
   if (signals.tools) needs.push('tools');
   if (signals.images) needs.push('vision');
-  if (signals.kind === 'fim') needs.push('insert');
   return needs;
 }

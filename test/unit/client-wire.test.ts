@@ -418,3 +418,84 @@ describe('OpenAI completions with several choices', () => {
     assert.deepEqual(events.at(-1)?.usage, usage);
   });
 });
+
+describe('Continue autocomplete through /api/generate', () => {
+  let bridge: BridgeHandle;
+  let upstream: StandIn;
+  before(async () => {
+    ({ bridge, upstream } = await wireBridge({ text: ['    return a + b'] }));
+  });
+
+  // Past long_context_tokens (6000, about 4 characters each), which moves a plain completion to complex.
+  const longPrefix = `${'x = 1\n'.repeat(5000)}def add(a, b):\n`;
+
+  /** Sends one autocomplete request; the tier, route reason and lane it got, and the body Ollama got. */
+  const complete = async (
+    body: Record<string, unknown>,
+  ): Promise<{ tier: string | null; reason: string; lane: string | undefined; sent: Record<string, unknown> }> => {
+    const response = await postJson(`${bridge.url}/api/generate`, { options: { num_predict: 24 }, keep_alive: 1800, ...body });
+    assert.equal(response.status, 200);
+    await response.text();
+    const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/generate').at(-1)?.body ?? '{}') as Record<string, unknown>;
+    return {
+      tier: response.headers.get('x-bridge-tier'),
+      reason: response.headers.get('x-bridge-route-reason') ?? '',
+      lane: bridge.history.recent().at(-1)?.lane ?? undefined,
+      sent,
+    };
+  };
+
+  it('is fill-in-the-middle at the end of a file, where Continue sends suffix "": the ghost-text lane, the simple tier however long the prefix', async () => {
+    const atEnd = await complete({ model: 'auto', prompt: longPrefix, suffix: '' });
+    assert.equal(atEnd.tier, 'simple');
+    assert.match(atEnd.reason, /^simple: fill-in-the-middle/);
+    assert.equal(atEnd.lane, 'fim');
+    // Passed on as Continue sent it: Ollama reads an empty suffix as none.
+    assert.equal(atEnd.sent.suffix, '');
+    assert.equal((await complete({ model: SMALL, prompt: 'def add(a, b):\n', suffix: '' })).lane, 'fim');
+  });
+
+  it('is fill-in-the-middle when Continue sends its own FIM template raw (a model whose Ollama template has no .Suffix)', async () => {
+    for (const prompt of [
+      `<fim_prefix>${longPrefix}<fim_suffix>\n<fim_middle>`,
+      `<|fim_prefix|>${longPrefix}<|fim_suffix|>\n<|fim_middle|>`,
+      `<PRE> ${longPrefix} <SUF>\n <MID>`,
+      `[SUFFIX]\n[PREFIX]${longPrefix}`,
+      `<｜fim▁begin｜>${longPrefix}<｜fim▁hole｜>\n<｜fim▁end｜>`,
+    ]) {
+      const raw = await complete({ model: 'auto', prompt, raw: true });
+      assert.equal(raw.tier, 'simple', prompt.slice(0, 12));
+      assert.equal(raw.lane, 'fim', prompt.slice(0, 12));
+      assert.equal(raw.sent.raw, true);
+    }
+  });
+
+  it('stays a plain completion without a suffix or FIM markers', async () => {
+    const plain = await complete({ model: 'auto', prompt: longPrefix });
+    assert.equal(plain.tier, 'complex');
+    assert.equal(plain.lane, 'interactive');
+    const rawText = await complete({ model: 'auto', prompt: 'Once upon a time', raw: true });
+    assert.equal(rawText.lane, 'interactive');
+  });
+});
+
+describe('fill-in-the-middle on a simple tier whose model cannot insert', () => {
+  it('keeps an empty suffix on the simple tier (Ollama needs insert only for a suffix with text), and escalates one with text', async () => {
+    const upstream = await startWireUpstream({ text: ['x'] });
+    // The stand-in's LARGE has no insert capability; SMALL has.
+    const file = configFile(`models:\n  simple:\n    name: "${LARGE}"\n  complex:\n    name: "${SMALL}"\n`);
+    const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const modelFor = async (suffix: string): Promise<string | null> => {
+      const response = await postJson(`${bridge.url}/api/generate`, { model: 'auto', prompt: 'def add(a, b):\n', suffix });
+      assert.equal(response.status, 200);
+      await response.text();
+      return response.headers.get('x-bridge-model');
+    };
+    assert.equal(await modelFor(''), LARGE);
+    assert.equal(await modelFor('\n'), SMALL);
+  });
+});

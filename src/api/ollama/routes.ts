@@ -3,7 +3,7 @@ import type { Request, RequestHandler, Response, Router as ExpressRouter } from 
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
-import { clientSignals, completionSignals, needsOf } from '../../routing/signals.js';
+import { clientSignals, completionSignals, isFimPrompt, needsOf } from '../../routing/signals.js';
 import { TIERS, type Tier } from '../../routing/classify.js';
 import type { Backend } from '../../upstream/backend.js';
 import { toUpstreamError, UpstreamStatusError } from '../../upstream/errors.js';
@@ -62,6 +62,7 @@ const generateRequest = z.looseObject({
   prompt: optionalField(z.string()),
   suffix: optionalField(z.string()),
   system: optionalField(z.string()),
+  raw: optionalField(z.boolean()),
   images: optionalField(z.array(z.string())),
   stream: optionalField(z.boolean()),
 });
@@ -221,8 +222,14 @@ export function ollamaHotRoutes(context: ApiContext): ApiRoute[] {
 
   const generate: ApiHandler = async (req, res) => {
     const body = parseBody(generateRequest, req);
-    const signals = { ...completionSignals(clientSignals(req.headers), body.prompt ?? '', body.suffix, body.system), images: (body.images?.length ?? 0) > 0 };
+    const prompt = body.prompt ?? '';
+    const completion = completionSignals(clientSignals(req.headers), prompt, body.suffix, body.system);
+    // Ghost text even where the suffix is empty (Continue at the end of a file) or the client filled in a FIM template itself.
+    const fillInTheMiddle = body.suffix !== undefined || (body.raw === true && isFimPrompt(prompt));
+    const signals = { ...completion, kind: fillInTheMiddle ? ('fim' as const) : completion.kind, images: (body.images?.length ?? 0) > 0 };
     const needs = needsOf(signals);
+    // As Ollama checks it: a suffix with text needs a model that can insert.
+    if (body.suffix !== undefined && body.suffix !== '') needs.push('insert');
     await routeAndServe(
       context.router,
       context.policy,
