@@ -479,6 +479,30 @@ describe('Continue autocomplete through /api/generate', () => {
   });
 });
 
+describe('an OpenAI-compatible autocomplete sending its own FIM template to /v1/completions', () => {
+  let bridge: BridgeHandle;
+  let upstream: StandIn;
+  before(async () => {
+    ({ bridge, upstream } = await wireBridge({ text: ['    return a + b'] }));
+  });
+
+  it('is ghost text sent raw, so Ollama does not wrap the markers in its chat template; a plain prompt is not', async () => {
+    const complete = async (prompt: string): Promise<{ lane: string | undefined; sent: Record<string, unknown> }> => {
+      const response = await postJson(`${bridge.url}/v1/completions`, { model: 'auto', prompt, max_tokens: 24 });
+      assert.equal(response.status, 200);
+      await response.text();
+      const sent = JSON.parse(upstream.requests.filter((r) => r.url === '/api/generate').at(-1)?.body ?? '{}') as Record<string, unknown>;
+      return { lane: bridge.history.recent().at(-1)?.lane ?? undefined, sent };
+    };
+    const template = await complete('<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n<|fim_middle|>');
+    assert.equal(template.lane, 'fim');
+    assert.equal(template.sent.raw, true);
+    const plain = await complete('Once upon a time');
+    assert.equal(plain.lane, 'interactive');
+    assert.equal(plain.sent.raw, undefined);
+  });
+});
+
 describe('fill-in-the-middle on a simple tier whose model cannot insert', () => {
   it('keeps an empty suffix on the simple tier (Ollama needs insert only for a suffix with text), and escalates one with text', async () => {
     const upstream = await startWireUpstream({ text: ['x'] });

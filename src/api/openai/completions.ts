@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { ApiRequest } from '../call.js';
 import { z } from 'zod';
 import type { RouteDecision, Router } from '../../routing/router.js';
-import { clientSignals, completionSignals } from '../../routing/signals.js';
+import { clientSignals, completionSignals, isFimPrompt } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import type { OllamaChunk } from '../../upstream/ollama-api.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
@@ -90,7 +90,8 @@ export async function serveCompletion(
   const prompt = Array.isArray(request.prompt) ? (request.prompt[0] ?? '') : request.prompt;
   const suffix = request.suffix ?? '';
   const completion = completionSignals(clientSignals(req.headers), prompt, suffix);
-  const signals = ghostText ? { ...completion, kind: 'fim' as const } : completion;
+  // A FIM template the client filled in itself is ghost text too, and goes to Ollama raw, not wrapped in a chat template.
+  const signals = ghostText || isFimPrompt(prompt) ? { ...completion, kind: 'fim' as const } : completion;
   const canInsert = async (route: RouteDecision): Promise<boolean> => {
     const backend = route.candidates[0];
     if (backend === undefined) return false;
