@@ -5,6 +5,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/history/store.js';
+import { anthropicFormat } from '../../src/api/anthropic/messages.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
@@ -308,6 +309,29 @@ describe('errors in each surface’s own shape', () => {
     assert.equal(failed.status, 'failed');
     assert.equal(failed.error.code, 'server_error');
     assert.ok(failed.error.message.length > 0);
+  });
+
+  it('Anthropic: a stream cut because the bridge stops (a 503 before the answer) ends with overloaded_error, as the SDK reads it', async () => {
+    const { bridge } = await scriptedBridge(() => ({ text: ['first'], afterFirstLine: 'hold' }));
+    const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
+    const stream = anthropic.messages.stream({ model: MODELS.complex, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] });
+    const firstText = new Promise((resolve) => stream.once('text', resolve));
+    const failure = stream.finalMessage().then(
+      () => assert.fail('a cut stream must not complete'),
+      (error: unknown) => error,
+    );
+    await firstText;
+    await bridge.stop(50);
+    const error = await failure;
+    assert.ok(error instanceof Anthropic.APIError, String(error));
+    assert.equal(error.type, 'overloaded_error');
+    assert.match(String(error.message), /stopped before this answer was complete/);
+    // The same failure of the upstream itself: one type whether it strikes before the stream or in it.
+    const unavailable = anthropicFormat(MODELS.complex, { showThinking: true, parallelToolCalls: true }).error(
+      'backend local is shutting down',
+      'upstream_unavailable',
+    );
+    assert.match(unavailable, /"type":"overloaded_error"/);
   });
 
   it('Responses: a stream whose upstream goes silent fails with server_error, a code of openai-node’s ResponseError, and says why', async () => {

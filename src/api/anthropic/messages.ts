@@ -279,6 +279,16 @@ function usage(result: GenerationResult | undefined): {
   };
 }
 
+/**
+ * The status a stream's failure would have had before the answer started, so its error event has
+ * the same type: an upstream going away or the bridge stopping is a 503, overloaded_error (worth a
+ * retry; the SDK's error of a stream carries only the type, no status), a timeout a 504, the rest 502.
+ */
+function streamFailureStatus(code: string): 502 | 503 | 504 {
+  if (code === 'upstream_timeout') return 504;
+  return code === 'upstream_unavailable' || code === 'shutting_down' ? 503 : 502;
+}
+
 function sse(type: string, data: Record<string, unknown>): string {
   return `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 }
@@ -377,7 +387,7 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
       );
     },
     error: (message, code) =>
-      `event: error\ndata: ${JSON.stringify(errorBody('anthropic', new BridgeError(code === 'upstream_timeout' ? 504 : 502, message, { code })))}\n\n`,
+      `event: error\ndata: ${JSON.stringify(errorBody('anthropic', new BridgeError(streamFailureStatus(code), message, { code })))}\n\n`,
     whole(results) {
       const [result] = results as [GenerationResult];
       const content: Array<Record<string, unknown>> = [];
