@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type Anthropic from '@anthropic-ai/sdk';
 import { anthropicThink, estimateInputTokens, messagesRequestSchema, toOllamaChat as messagesToOllama } from '../../src/api/anthropic/messages.js';
 import { InvalidRequest } from '../../src/api/openai/chat.js';
 import { responsesRequestSchema, responsesThink, statelessProblem, toOllamaChat as responsesToOllama } from '../../src/api/openai/responses.js';
@@ -158,7 +159,49 @@ describe('Messages request → Ollama chat', () => {
       model: 'm',
       messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBE' } }] }],
     });
-    assert.throws(() => messagesToOllama(pdf), InvalidRequest);
+    assert.throws(
+      () => messagesToOllama(pdf),
+      (error: unknown) => error instanceof InvalidRequest && /messages\.0\.content\.0: only plain-text and content documents/.test(error.message),
+    );
+  });
+
+  it('reads documents of text or content blocks and search results, in a message or a tool result; a PDF in a tool result becomes a note', () => {
+    const request: Anthropic.MessageCreateParamsNonStreaming = {
+      model: 'm',
+      max_tokens: 100,
+      messages: [
+        { role: 'user', content: [{ type: 'search_result', source: 'https://docs/a', title: 'A', content: [{ type: 'text', text: 'a is 1' }] }] },
+        {
+          role: 'user',
+          content: [
+            {
+              type: 'document',
+              source: {
+                type: 'content',
+                content: [
+                  { type: 'text', text: 'page one' },
+                  { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } },
+                ],
+              },
+            },
+            {
+              type: 'tool_result',
+              tool_use_id: 'toolu_1',
+              content: [
+                { type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'notes' } },
+                { type: 'search_result', source: 'https://docs/b', title: 'B', content: [{ type: 'text', text: 'b is 2' }] },
+                { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBE' } },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    assert.deepEqual(messagesToOllama(parse(request)).body.messages, [
+      { role: 'user', content: 'A\nhttps://docs/a\na is 1' },
+      { role: 'tool', content: 'notes\nB\nhttps://docs/b\nb is 2\n[a document (application/pdf) was left out: this model cannot read it]' },
+      { role: 'user', content: 'page one', images: [PNG] },
+    ]);
   });
 
   it('maps thinking to think: enabled and adaptive on (the effort sets a level), disabled off, absent unsent', () => {

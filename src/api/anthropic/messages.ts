@@ -11,26 +11,40 @@ import { thinkFromEffort, type Think } from '../thinking.js';
  * fields the bridge does not use (cache_control, citations, context_management, metadata, ...)
  * are accepted and ignored, as are content blocks of types it does not know.
  */
-const sourceSchema = z.looseObject({ type: z.string(), media_type: z.string().optional(), data: z.string().optional(), url: z.string().optional() });
+/** An image's or a document's source; read where the block is used, as a search_result's `source` is a plain string (its URL). */
+const sourceSchema = z.looseObject({
+  type: z.string(),
+  media_type: z.string().optional(),
+  data: z.string().optional(),
+  url: z.string().optional(),
+  content: z.unknown().optional(),
+});
 
-const innerBlock = z.looseObject({ type: z.string(), text: z.string().optional(), source: sourceSchema.optional() });
+const innerBlock = z.looseObject({
+  type: z.string(),
+  text: z.string().optional(),
+  title: z.string().optional(),
+  source: z.unknown().optional(),
+  content: z.unknown().optional(),
+});
 
 const block = z.looseObject({
   type: z.string(),
   text: z.string().optional(),
-  source: sourceSchema.optional(),
+  title: z.string().optional(),
+  source: z.unknown().optional(),
   id: z.string().optional(),
   name: z.string().optional(),
   input: z.unknown().optional(),
   tool_use_id: z.string().optional(),
-  // Read only for a tool_result (toolResultContent); server tool results carry objects here, and are passed over.
+  // Read only for a tool_result and a search_result (blocksContent); server tool results carry objects here, and are passed over.
   content: z.unknown().optional(),
   is_error: z.boolean().optional(),
   thinking: z.string().optional(),
 });
 
-/** A tool_result's content: text, or text and image blocks. */
-const toolResultContent = z.union([z.string(), z.array(innerBlock)]).optional();
+/** The content of a tool_result or of a content document: text, or blocks (text, image, document, search_result). */
+const blocksContent = z.union([z.string(), z.array(innerBlock)]).optional();
 
 const messageSchema = z.looseObject({
   role: z.enum(['user', 'assistant', 'system']),
@@ -90,20 +104,61 @@ type CountTokensRequest = z.output<typeof countTokensSchema>;
 type Block = z.output<typeof block>;
 type InnerBlock = z.output<typeof innerBlock>;
 
-function imageData(source: z.output<typeof sourceSchema> | undefined, param: string): string {
-  if (source?.type === 'base64' && source.data !== undefined) return source.data;
+function imageData(source: unknown, param: string): string {
+  const parsed = sourceSchema.safeParse(source);
+  if (parsed.success && parsed.data.type === 'base64' && parsed.data.data !== undefined) return parsed.data.data;
   throw new InvalidRequest(`${param}: only base64 image sources are supported`, param);
 }
 
-/** Text and images of a system prompt, a tool result or a document's inner blocks. */
-function textAndImages(content: string | readonly InnerBlock[] | undefined, param: string): { text: string; images: string[] } {
+interface TextAndImages {
+  text: string;
+  images: string[];
+}
+
+/** A document's text (a text source) or text and images (a content source); undefined for a PDF, a URL or a file, which a local model cannot read. */
+function documentContent(source: unknown, param: string): TextAndImages | undefined {
+  const parsed = sourceSchema.safeParse(source);
+  if (!parsed.success) return undefined;
+  if (parsed.data.type === 'text' && parsed.data.data !== undefined) return { text: parsed.data.data, images: [] };
+  if (parsed.data.type !== 'content') return undefined;
+  const content = blocksContent.safeParse(parsed.data.content);
+  return content.success ? textAndImages(content.data, `${param}.source.content`) : undefined;
+}
+
+/**
+ * What the model reads in place of a document in a tool's result that it cannot read (a tool that
+ * read a PDF): refusing it would refuse every later turn of the agent's conversation, which repeats it.
+ */
+function unreadableDocument(source: unknown): string {
+  const parsed = sourceSchema.safeParse(source);
+  const kind = parsed.success ? (parsed.data.media_type ?? parsed.data.type) : 'unknown';
+  return `[a document (${kind}) was left out: this model cannot read it]`;
+}
+
+/** A search result as the model reads it: its title, its source (a URL) and its text. */
+function searchResultText(part: InnerBlock, param: string): string {
+  const content = blocksContent.safeParse(part.content);
+  if (!content.success) throw new InvalidRequest(`${param}.content: must be an array of text blocks`, `${param}.content`);
+  const source = typeof part.source === 'string' ? part.source : undefined;
+  return [part.title, source, textAndImages(content.data, `${param}.content`).text].filter((line) => line !== undefined && line !== '').join('\n');
+}
+
+/** Text and images of a system prompt, a tool result or a content document: their text, image, document and search_result blocks. */
+function textAndImages(content: string | readonly InnerBlock[] | undefined, param: string): TextAndImages {
   if (content === undefined) return { text: '', images: [] };
   if (typeof content === 'string') return { text: content, images: [] };
   const texts: string[] = [];
   const images: string[] = [];
   content.forEach((part, i) => {
+    const at = `${param}.${i}`;
     if (part.type === 'text' && part.text !== undefined) texts.push(part.text);
-    else if (part.type === 'image') images.push(imageData(part.source, `${param}.${i}.source`));
+    else if (part.type === 'image') images.push(imageData(part.source, `${at}.source`));
+    else if (part.type === 'search_result') texts.push(searchResultText(part, at));
+    else if (part.type === 'document') {
+      const document = documentContent(part.source, at) ?? { text: unreadableDocument(part.source), images: [] };
+      texts.push(document.text);
+      images.push(...document.images);
+    }
   });
   return { text: texts.join('\n'), images };
 }
@@ -177,10 +232,15 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
         case 'image':
           images.push(imageData(part.source, `${param}.source`));
           break;
-        case 'document':
-          if (part.source?.type !== 'text' || part.source.data === undefined)
-            throw new InvalidRequest(`${param}: only plain-text documents are supported`, param);
-          texts.push(part.source.data);
+        case 'document': {
+          const document = documentContent(part.source, param);
+          if (document === undefined) throw new InvalidRequest(`${param}: only plain-text and content documents are supported`, param);
+          texts.push(document.text);
+          images.push(...document.images);
+          break;
+        }
+        case 'search_result':
+          texts.push(searchResultText(part, param));
           break;
         case 'thinking':
           if (part.thinking !== undefined && part.thinking !== '') thinking.push(part.thinking);
@@ -193,7 +253,7 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           break;
         }
         case 'tool_result': {
-          const content = toolResultContent.safeParse(part.content);
+          const content = blocksContent.safeParse(part.content);
           if (!content.success) throw new InvalidRequest(`${param}.content: must be a string or an array of content blocks`, `${param}.content`);
           const result = textAndImages(content.data, `${param}.content`);
           const tool: OllamaMessage = { role: 'tool', content: part.is_error === true ? `Error: ${result.text}` : result.text };
