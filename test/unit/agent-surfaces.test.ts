@@ -187,6 +187,20 @@ describe('thinking on every surface', () => {
     assert.deepEqual(hidden.content, [{ type: 'text', text: 'Answer.' }]);
   });
 
+  it('Anthropic: a request that did not turn thinking on gets no thinking block, though the model thinks by itself', async () => {
+    const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
+    const params = { model: MODELS.complex, max_tokens: 100, messages: [{ role: 'user' as const, content: 'hi' }] };
+    const whole = await anthropic.messages.create(params);
+    assert.deepEqual(whole.content, [{ type: 'text', text: 'Answer.' }]);
+    const stream = anthropic.messages.stream(params);
+    const started: string[] = [];
+    stream.on('streamEvent', (event) => {
+      if (event.type === 'content_block_start') started.push(`${event.index}:${event.content_block.type}`);
+    });
+    assert.deepEqual((await stream.finalMessage()).content, [{ type: 'text', text: 'Answer.' }]);
+    assert.deepEqual(started, ['0:text']);
+  });
+
   it('Responses: reasoning.effort is think, the thinking a reasoning item whose summary streams', async () => {
     const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const stream = openai.responses.stream({ model: MODELS.complex, input: 'hi', reasoning: { effort: 'high', summary: 'auto' } });

@@ -16,13 +16,16 @@ import {
 
 /** A Messages request as the bridge's chat: a plain function of the parsed body. Throws InvalidRequest. */
 export function translateMessages(request: MessagesRequest): TranslatedChat {
+  const think = anthropicThink(request);
   return {
     requestedModel: request.model,
     ...toOllamaChat(request),
-    think: anthropicThink(request),
+    think,
     stream: request.stream === true,
     format: anthropicFormat(request.model, {
-      showThinking: request.thinking?.display !== 'omitted',
+      // Thinking blocks only when the request turned thinking on, as Anthropic answers: a model that
+      // thinks by itself must not put a block before the text a plain client reads as content[0].
+      showThinking: think !== undefined && think !== false && request.thinking?.display !== 'omitted',
       parallelToolCalls: request.tool_choice?.disable_parallel_tool_use !== true,
     }),
   };
