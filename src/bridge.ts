@@ -96,7 +96,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     (backend) => new Backend(backend, limits, new BackendHealth({ failureThreshold: breaker.failure_threshold, cooldownMs: breaker.cooldown_seconds * 1000 })),
   );
   const providers: CloudProvider[] = config.fallback.providers.map((p) =>
-    p.type === 'openai' ? new OpenAiProvider(p, limits.maxLineBytes) : new AnthropicProvider(p, limits.maxLineBytes),
+    p.type === 'openai' ? new OpenAiProvider(p, limits) : new AnthropicProvider(p, limits),
   );
   const counters: RequestCounters = { total: 0, inFlight: 0 };
   const started = new Date();

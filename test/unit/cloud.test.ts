@@ -6,6 +6,7 @@ import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { documentedErrors } from '../support/readme.js';
 import { readLines, readSseEvents } from '../support/streams.js';
+import { startSynHole } from '../support/syn-hole.js';
 import { configFile } from '../support/temp.js';
 
 /** Anthropic's documented streaming sequence for a message with text and one tool call. */
@@ -524,6 +525,28 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
     assert.equal(response.status, 504);
     assert.match(((await response.json()) as { error: string }).error, /cloud-openai timed out/);
+  });
+});
+
+describe('cloud fallback: a provider that never answers the connection', () => {
+  it('gives up connecting after routing.thresholds.connect_timeout_seconds, as for a local backend, not undici’s 10 s', async () => {
+    const hole = await startSynHole();
+    const file = configFile(
+      `routing:\n  thresholds:\n    connect_timeout_seconds: 0.2\nfallback:\n  enabled: true\n  providers:\n    - name: cloud-openai\n      type: openai\n      base_url: http://127.0.0.1:${hole.port}/v1\n      model: gpt-test\n      timeout_seconds: 60\n`,
+    );
+    const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, OPENAI_API_KEY: 'sk-oai-test' } });
+    try {
+      const started = performance.now();
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+      const waited = performance.now() - started;
+      assert.equal(response.status, 504);
+      assert.match(((await response.json()) as { error: string }).error, /cloud-openai timed out while connecting/);
+      // undici's own connect timeout is 10 s; the configured one is 0.2 s.
+      assert.ok(waited < 5000, `gave up connecting after ${Math.round(waited)} ms`);
+    } finally {
+      await bridge.stop(100);
+      await hole.close();
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ProviderConfig } from '../../config/schema.js';
+import type { UpstreamLimits } from '../backend.js';
 import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, redactSecrets, retryAfterSecondsOf, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
@@ -125,15 +126,19 @@ export abstract class CloudProvider implements GenerationSource {
   private readonly base: URL;
   private readonly timeoutMs: number;
 
+  /** Longest SSE line or event the provider may send. */
+  protected readonly maxLineBytes: number;
+
   constructor(
     protected readonly config: ProviderConfig,
-    /** Longest SSE line or event the provider may send. */
-    protected readonly maxLineBytes: number,
+    /** The bridge's connect wait and line limit, as its local backends have them. */
+    limits: Pick<UpstreamLimits, 'connectMs' | 'maxLineBytes'>,
   ) {
     this.name = config.name;
     this.base = new URL(config.base_url);
     this.timeoutMs = config.timeout_seconds * 1000;
-    this.pool = new LazyPool(this.base.origin, { headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+    this.maxLineBytes = limits.maxLineBytes;
+    this.pool = new LazyPool(this.base.origin, { connect: { timeout: limits.connectMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
   }
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
