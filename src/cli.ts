@@ -29,6 +29,14 @@ GPU1_URL, OLLAMA_HOST, PROMETHEUS_PORT, LOG_LEVEL, TIMEOUT_SECONDS, MAX_RETRIES,
 FALLBACK_ENABLED, SHUTDOWN_GRACE_SECONDS, CLOUD_API_KEY, BRIDGE_API_KEYS; each secret can
 also come from a file (NAME_FILE, or a systemd credential NAME).`;
 
+/** The flags each command takes; parseArgs knows them all, so a flag of another command would pass it unnoticed. */
+const COMMAND_OPTIONS: ReadonlyMap<string, readonly string[]> = new Map([
+  ['serve', ['port', 'host', 'config']],
+  ['keys add', ['name', 'team', 'role', 'models', 'cloud', 'config']],
+  ['keys list', ['config']],
+  ['keys revoke', ['name', 'config']],
+]);
+
 export interface CliIo {
   argv: string[];
   env: Readonly<Record<string, string | undefined>>;
@@ -48,6 +56,7 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
     parsed = parseArgs({
       args: io.argv,
       allowPositionals: true,
+      tokens: true,
       options: {
         port: { type: 'string' },
         host: { type: 'string' },
@@ -65,7 +74,7 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
     io.stderr(`copilot-bridge: ${(error as Error).message}\n\n${USAGE}\n`);
     return 2;
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   if (values.help === true) {
     io.stdout(`${USAGE}\n`);
     return 0;
@@ -73,6 +82,13 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
   if (values.version === true) {
     io.stdout(`${version()}\n`);
     return 0;
+  }
+  const command = positionals.join(' ');
+  const allowed = COMMAND_OPTIONS.get(command);
+  const stray = allowed === undefined ? undefined : tokens.find((token) => token.kind === 'option' && !allowed.includes(token.name));
+  if (stray?.kind === 'option') {
+    io.stderr(`copilot-bridge: ${stray.rawName} is not an option of ${command}\n\n${USAGE}\n`);
+    return 2;
   }
   if (positionals[0] === 'keys') return keysCommand(io, positionals.slice(1), values);
   if (positionals.length !== 1 || positionals[0] !== 'serve') {

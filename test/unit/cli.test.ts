@@ -97,6 +97,28 @@ describe('copilot-bridge command', () => {
     assert.match(unknown.stderr, /unknown command "launch"/);
   });
 
+  it('refuses, exit 2 with usage, a flag of another command or a mistyped one instead of ignoring it', async () => {
+    const file = path.join(dir, 'stray-flags.yaml');
+    for (const [args, flag] of [
+      [['serve', '--port', '0', '--name', 'alice'], '--name'],
+      [['serve', '--role', 'admin'], '--role'],
+      [['keys', 'add', '--name', 'alice', '--port', '5000', '--config', file], '--port'],
+      [['keys', 'list', '--host', '0.0.0.0', '--config', file], '--host'],
+      [['keys', 'revoke', '--name', 'alice', '--team', 'core', '--config', file], '--team'],
+    ] as const) {
+      const run = await runCliToEnd([...args], {}, 10_000);
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+      assert.equal(run.stdout, '');
+      assert.match(run.stderr, new RegExp(`^copilot-bridge: ${flag} is not an option of ${args[0]}`));
+      assert.match(run.stderr, /\nUsage: copilot-bridge serve/);
+    }
+    assert.equal(existsSync(file), false, 'no key was stored');
+    const typo = await runCliToEnd(['serve', '--prot', '0'], {}, 10_000);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /^copilot-bridge: Unknown option '--prot'/);
+    assert.match(typo.stderr, /\nUsage: copilot-bridge serve/);
+  });
+
   it('prints the version in package.json (the bundle finds it from where it was built)', async () => {
     const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
     const run = await runCliToEnd(['--version']);
