@@ -2,8 +2,21 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startBridge, type BridgeHandle } from './bridge.js';
 import { addKey, KeyFileError, listKeys, revokeKey } from './auth/keys.js';
-import { ConfigError, loadConfig } from './config/load.js';
+import { ConfigError, ENVIRONMENT_VARIABLES, loadConfig, SECRET_VARIABLES } from './config/load.js';
 import { ROLES, type Role } from './config/schema.js';
+
+/** `text` broken into lines of at most 92 characters at spaces, each after `indent`. */
+function wrapped(text: string, indent: string): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && indent.length + line.length + 1 + word.length > 92) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  return [...lines, line].map((l) => indent + l).join('\n');
+}
 
 const USAGE = `Usage: copilot-bridge serve [--port 5000] [--host 127.0.0.1] [--config config.yaml]
        copilot-bridge keys add --name <who> [--team <team>] [--role admin|user|viewer]
@@ -24,10 +37,10 @@ Options:
   -h, --help       show this help
   -v, --version    print the version
 
-Environment (overrides config.yaml; flags override both): ENABLE_DUAL_GPU, GPU0_URL,
-GPU1_URL, OLLAMA_HOST, PROMETHEUS_PORT, LOG_LEVEL, TIMEOUT_SECONDS, MAX_RETRIES,
-FALLBACK_ENABLED, SHUTDOWN_GRACE_SECONDS, CLOUD_API_KEY, BRIDGE_API_KEYS; each secret can
-also come from a file (NAME_FILE, or a systemd credential NAME).`;
+Environment (overrides config.yaml, where ollama.binary wins over OLLAMA_BIN; flags
+override both):
+${wrapped(ENVIRONMENT_VARIABLES.join(', '), '  ')}
+${wrapped(`Secrets (${SECRET_VARIABLES.join(', ')}) can also come from a file (NAME_FILE, or a systemd credential NAME).`, '')}`;
 
 /** The flags each command takes; parseArgs knows them all, so a flag of another command would pass it unnoticed. */
 const COMMAND_OPTIONS: ReadonlyMap<string, readonly string[]> = new Map([

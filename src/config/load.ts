@@ -66,7 +66,15 @@ const GPU_URL_VARS = [
 ] as const;
 
 /** Secret variables; each may instead come from a file (NAME_FILE, or a systemd credential named NAME). */
-const SECRET_VARIABLES = ['CLOUD_API_KEY', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY', 'BRIDGE_API_KEYS', 'BRIDGE_CONTROL_TOKEN'] as const;
+export const SECRET_VARIABLES = ['CLOUD_API_KEY', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY', 'BRIDGE_API_KEYS', 'BRIDGE_CONTROL_TOKEN'] as const;
+
+/**
+ * Every environment variable the bridge reads for its settings, in the order --help lists them.
+ * OLLAMA_BIN is read where the Ollama binary is looked for (src/ollama/manager.ts).
+ */
+export const ENVIRONMENT_VARIABLES: readonly string[] = [
+  ...new Set([...GPU_URL_VARS.map((v) => v.name), 'OLLAMA_HOST', 'OLLAMA_BIN', ...ENV_OVERRIDES.map((o) => o.name), ...SECRET_VARIABLES]),
+];
 
 const SECRET_PATHS = new Set(['server.api_keys', 'fallback.cloud_api_key', 'control.token']);
 

@@ -20,3 +20,19 @@ export function documentedErrors(): Set<string> {
   }
   return pairs;
 }
+
+const CONFIG_TABLE_HEADER = '| key | default | env var | meaning |';
+
+/** The environment variables the README's configuration table names in its "env var" column. */
+export function documentedEnvironmentVariables(): Set<string> {
+  const lines = readFileSync('README.md', 'utf8').split('\n');
+  const header = lines.indexOf(CONFIG_TABLE_HEADER);
+  if (header === -1) throw new Error(`README.md has no table headed ${CONFIG_TABLE_HEADER}`);
+  const names = new Set<string>();
+  for (const row of lines.slice(header + 2)) {
+    if (!row.startsWith('|')) break;
+    const column = row.split('|').map((cell) => cell.trim())[3] ?? '';
+    for (const [, name] of column.matchAll(/`([A-Z][A-Z0-9_]*)`/g)) names.add(name as string);
+  }
+  return names;
+}

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
+import { ENVIRONMENT_VARIABLES, SECRET_VARIABLES } from '../../src/config/load.js';
 import { CLI, runCliToEnd } from '../support/cli.js';
+import { documentedEnvironmentVariables } from '../support/readme.js';
 import { tempDir } from '../support/temp.js';
 
 const dir = tempDir('bridge-cli-');
@@ -117,6 +119,28 @@ describe('copilot-bridge command', () => {
     assert.equal(typo.code, 2);
     assert.match(typo.stderr, /^copilot-bridge: Unknown option '--prot'/);
     assert.match(typo.stderr, /\nUsage: copilot-bridge serve/);
+  });
+
+  it('--help and the README name every environment variable the bridge reads', async () => {
+    const help = await runCliToEnd(['--help']);
+    const environment = help.stdout.slice(help.stdout.indexOf('\nEnvironment'));
+    const inHelp = new Set(environment.match(/\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\b[A-Z]{4,}\b/g));
+    for (const name of ENVIRONMENT_VARIABLES) assert.ok(inHelp.has(name), `--help leaves out ${name}`);
+    for (const name of SECRET_VARIABLES) assert.match(environment, new RegExp(`${name}[^]*_FILE`), `--help says ${name} can come from a file`);
+    assert.deepEqual(
+      [...documentedEnvironmentVariables()].sort(),
+      [...ENVIRONMENT_VARIABLES].sort(),
+      'the README’s configuration table names the same variables',
+    );
+    // A variable read by name anywhere in src/ is one of them, or one of the system's own.
+    const system = new Set(['PATH', 'XDG_DATA_HOME', 'CREDENTIALS_DIRECTORY']);
+    for (const file of readdirSync('src', { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'))) {
+      const source = readFileSync(path.join('src', file), 'utf8');
+      for (const [, dotted, indexed] of source.matchAll(/\benv(?:\.([A-Z][A-Z0-9_]*)\b|\[['"`]([A-Z][A-Z0-9_]*)['"`]\])(?!\s*=[^=])/g)) {
+        const name = dotted ?? indexed ?? '';
+        assert.ok(system.has(name) || ENVIRONMENT_VARIABLES.includes(name), `src/${file} reads ${name}, which --help and the README do not name`);
+      }
+    }
   });
 
   it('prints the version in package.json (the bundle finds it from where it was built)', async () => {
