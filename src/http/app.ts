@@ -36,6 +36,15 @@ function conversationOf(req: { body?: unknown }, request: RequestRecord): { prom
   return { ...(Object.keys(prompt).length > 0 ? { prompt } : {}), ...(answer ? { answer } : {}) };
 }
 
+/** What a request id from outside may be: nginx's $request_id, HAProxy's unique-id, a UUID; nothing that could forge a log line. */
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The balancer's or client's X-Request-Id when it is sane, so its log and the bridge's can be joined; else one of the bridge's own. */
+function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
 /** The parsed body is on the request by the time it closes (express's req.body, or set by the fast path). */
 export type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, path: string) => void;
 
@@ -43,7 +52,7 @@ export type BeginRequest = (req: IncomingMessage & { body?: unknown }, res: Serv
 function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestFinished, logPrompts: boolean): BeginRequest {
   return (req, res, path) => {
     const started = performance.now();
-    const request = beginRequest(req, randomUUID(), path);
+    const request = beginRequest(req, requestIdOf(req), path);
     counters.total += 1;
     counters.inFlight += 1;
     res.setHeader('x-request-id', request.id);

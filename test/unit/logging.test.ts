@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
-import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
+import { memoryLogger, nextRecord, startStandIn, startTestBridge } from '../support/bridge.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import { tempDir, configFile } from '../support/temp.js';
 
@@ -58,6 +58,49 @@ describe('logging', () => {
     assert.ok(!text.includes('the private question'));
     assert.ok(!text.includes('the secret answer'));
     assert.ok(!lines().some((l) => String(l.msg).includes('log_prompts')));
+  });
+
+  it('takes a balancer’s or client’s sane X-Request-Id as the request’s id in the answer, the log and history, and makes one otherwise', async () => {
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end(`${JSON.stringify({ model: 'm', created_at: CREATED, message: { role: 'assistant', content: 'hi' }, done: true, done_reason: 'stop' })}\n`);
+      },
+      ['m:latest'],
+    );
+    cleanups.push(() => upstream.close());
+    const { logger, lines } = memoryLogger();
+    const bridge = await startTestBridge({ logger, env: { OLLAMA_HOST: upstream.url } });
+    const send = async (requestId: string | undefined): Promise<{ answered: string | null; recorded: string }> => {
+      const recorded = nextRecord(bridge);
+      const response = await fetch(`${bridge.url}/api/chat`, {
+        method: 'POST',
+        headers: requestId === undefined ? {} : { 'x-request-id': requestId },
+        body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+      });
+      await response.text();
+      return { answered: response.headers.get('x-request-id'), recorded: (await recorded).id };
+    };
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    // nginx's $request_id, HAProxy's unique-id, a client's UUID, 128 characters.
+    const taken = [
+      '4f0c1b9e8d7a6f5e4d3c2b1a09f8e7d6',
+      '7F000001:C1A4_0A000005:1F90_6650E3A1_0001:1A2B',
+      'b5e3c1d2-0f4a-4e8b-9c7d-112233445566',
+      'a'.repeat(128),
+    ];
+    const refused = ['a'.repeat(129), 'two words', 'id;drop', 'a,b', '<script>', 'a/b%20'];
+    for (const id of taken) assert.deepEqual(await send(id), { answered: id, recorded: id }, id);
+    for (const id of [...refused, undefined, '']) {
+      const { answered, recorded } = await send(id);
+      assert.match(answered ?? '', uuid, `${String(id)} is replaced by an id of the bridge's own`);
+      assert.equal(recorded, answered);
+    }
+    await bridge.stop(100);
+    const logged = lines()
+      .filter((l) => l.msg === 'request' && l.path === '/api/chat')
+      .map((l) => l.id);
+    assert.deepEqual(logged.slice(0, taken.length), taken);
   });
 
   it('logs prompt and answer text with monitoring.logging.log_prompts, and warns about it at start', async () => {
