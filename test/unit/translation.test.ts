@@ -104,7 +104,7 @@ describe('OpenAI chat translation', () => {
     const call = calls.get(0);
     assert.equal(call?.name, 'get_weather');
     assert.deepEqual(JSON.parse(call?.arguments ?? ''), { city: 'Paris', days: 2 });
-    assert.match(call?.id ?? '', /^call-[0-9a-f]+$/);
+    assert.match(call?.id ?? '', /^call_[0-9a-f]{24}$/);
     const finishes = chunks.flatMap((c) => c.choices.map((choice) => choice.finish_reason)).filter((r) => r !== null);
     assert.deepEqual(finishes, ['tool_calls']);
     assert.deepEqual(chunks.at(-1)?.usage, { prompt_tokens: 31, completion_tokens: 12, total_tokens: 43 });

@@ -190,9 +190,9 @@ export function toOllamaChat(request: ChatRequest): Record<string, unknown> & { 
   return body;
 }
 
-/** `prefix`-24 hex digits; from randomUUID, whose random bytes come from a cached batch rather than a call to the system per id. */
-export function newId(prefix: string): string {
-  return `${prefix}-${randomUUID().replaceAll('-', '').slice(0, 24)}`;
+/** `prefix`, `separator`, 24 hex digits; from randomUUID, whose random bytes come from a cached batch rather than a call to the system per id. */
+export function newId(prefix: string, separator: '-' | '_' = '-'): string {
+  return `${prefix}${separator}${randomUUID().replaceAll('-', '').slice(0, 24)}`;
 }
 
 export function finishReason(result: { toolCalls: readonly unknown[]; final: OllamaChunk }): 'tool_calls' | 'length' | 'stop' {
@@ -225,7 +225,8 @@ export function sseError(message: string, code: string): string {
 function openAiToolCalls(calls: readonly OllamaToolCall[], firstIndex: number): Array<Record<string, unknown>> {
   return calls.map((call, i) => ({
     index: firstIndex + i,
-    id: newId('call').slice(0, 29),
+    // OpenAI's tool-call ids read call_…, where its completion ids read chatcmpl-….
+    id: newId('call', '_'),
     type: 'function',
     function: { name: call.function.name, arguments: JSON.stringify(call.function.arguments ?? {}) },
   }));

@@ -236,7 +236,7 @@ function usageOf(result: GenerationResult | undefined): Record<string, unknown> 
 }
 
 function itemId(prefix: string): string {
-  return newId(prefix).replace('-', '_');
+  return newId(prefix, '_');
 }
 
 /**
