@@ -160,6 +160,18 @@ describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
     }
   });
 
+  it('each balancer gives a request its id, which the bridge answers, logs and records under', async () => {
+    // nginx's $request_id: 32 hex digits; HAProxy's unique-id-format: hex address:port pairs, time and counter.
+    for (const [base, balancerId] of [
+      [nginxUrl, /^[0-9a-f]{32}$/],
+      [haproxyUrl, /^[0-9A-F]+:[0-9A-F]+_[0-9A-F]+:[0-9A-F]+_[0-9A-F]+_[0-9A-F]+:[0-9A-F]+$/],
+    ] as const) {
+      const response = await client.fetch(`${base}/api/tags`);
+      await response.arrayBuffer();
+      assert.match(response.headers.get('x-request-id') ?? '', balancerId, base);
+    }
+  });
+
   it('nginx: under 30 s of load a SIGKILLed bridge costs only the streams it was running, each a visible error', { timeout: 120_000 }, async () => {
     assertSurvivedKill(await killUnderLoad(nginxUrl, 'nginx-kill'));
   });

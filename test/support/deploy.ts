@@ -199,6 +199,7 @@ export async function renderDeploy(options: RenderOptions): Promise<RenderedDepl
       ['listen [::]:443 ssl http2;', ''],
       ['listen 80;', `listen 127.0.0.1:${ports.nginxHttp};`],
       ['listen [::]:80;', ''],
+      ['/var/log/nginx/access.log', at('nginx', 'access.log')],
     ]),
   );
   const nginxConf = write(
