@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { HistoryRecord } from '../../src/contract/index.js';
-import { distinct, matches, mergeRecords, NO_FILTERS, summarize } from '../../renderer/src/lib/history.js';
+import { distinct, matches, mergeRecords, NO_FILTERS, recordKey, summarize } from '../../renderer/src/lib/history.js';
 import { sampleRecord } from '../support/history.js';
 
 const NOW = Date.parse('2026-01-01T12:00:00Z');
@@ -100,6 +100,12 @@ describe('dashboard history: filters and summary', () => {
     assert.deepEqual(
       mergeRecords(loaded, [at('c', 3), at('d', 4)], 3).map((r) => r.id),
       ['b', 'c', 'd'],
+    );
+    // A request id comes from the client or balancer when it sends one: a client that sends one
+    // again (a retry) makes a second request, not a duplicate.
+    assert.deepEqual(
+      mergeRecords(loaded, [at('b', 5)], 10).map((r) => recordKey(r)),
+      [at('a', 1), at('b', 2), at('b', 5)].map((r) => recordKey(r)),
     );
   });
 });

@@ -75,10 +75,18 @@ export function summarize(records: readonly HistoryRecord[], now: number): Histo
   };
 }
 
-/** Appends new records (by id), oldest first, keeping the newest `maxRows`. */
+/**
+ * What tells one record from another: its id and its time. An id is the client's or balancer's
+ * X-Request-Id when it sends one, and a client may send one again (a retry): another request.
+ */
+export function recordKey(record: HistoryRecord): string {
+  return `${record.id} ${record.time}`;
+}
+
+/** Appends new records (by recordKey), oldest first, keeping the newest `maxRows`. */
 export function mergeRecords(current: HistoryRecord[], incoming: readonly HistoryRecord[], maxRows: number): HistoryRecord[] {
-  const seen = new Set(current.map((r) => r.id));
-  const added = incoming.filter((r) => !seen.has(r.id));
+  const seen = new Set(current.map(recordKey));
+  const added = incoming.filter((r) => !seen.has(recordKey(r)));
   if (added.length === 0) return current;
   const merged = [...current, ...added].sort((a, b) => a.time.localeCompare(b.time));
   return merged.length > maxRows ? merged.slice(-maxRows) : merged;

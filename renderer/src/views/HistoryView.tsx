@@ -1,7 +1,7 @@
 import { useLayoutEffect, useMemo, useRef, useState, type JSX } from 'react';
 import { LANE_LABELS, type HistoryRecord } from '../../../src/contract';
 import { ms, time } from '../format';
-import { distinct, matches, NO_FILTERS, summarize, type HistoryFilters } from '../lib/history';
+import { distinct, matches, NO_FILTERS, recordKey, summarize, type HistoryFilters } from '../lib/history';
 
 const ROW_HEIGHT = 34;
 const OVERSCAN = 12;
@@ -112,14 +112,14 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
   );
 
   // New rows enter at the top: keep what the reader is looking at where it is.
-  const newestId = rows[0]?.id;
+  const newestId = rows[0] === undefined ? undefined : recordKey(rows[0]);
   const previous = useRef<{ newest: string | undefined; count: number }>({ newest: newestId, count: rows.length });
   useLayoutEffect(() => {
     const element = scroller.current;
     const before = previous.current;
     previous.current = { newest: newestId, count: rows.length };
     if (element === null || before.newest === undefined || before.newest === newestId) return;
-    const added = rows.findIndex((r) => r.id === before.newest);
+    const added = rows.findIndex((r) => recordKey(r) === before.newest);
     if (added > 0 && element.scrollTop > 0) element.scrollTop += added * ROW_HEIGHT;
   }, [newestId, rows]);
 
@@ -194,7 +194,7 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
         <div style={{ height: rows.length * ROW_HEIGHT, position: 'relative' }}>
           {rows.slice(first, last).map((r, i) => (
             <button
-              key={r.id}
+              key={recordKey(r)}
               className={`row ${r.outcome}`}
               style={{ top: (first + i) * ROW_HEIGHT, height: ROW_HEIGHT }}
               onClick={() => setSelected(r)}
