@@ -366,7 +366,7 @@ export interface AnthropicFormatOptions {
  * and usage, and message_stop. A broken stream ends with an error event.
  */
 export function anthropicFormat(requestedModel: string, options: AnthropicFormatOptions): ResponseFormat {
-  const id = newId('msg').replace('-', '_');
+  const id = newId('msg', '_');
   let started = false;
   let open: { kind: 'text' | 'thinking'; index: number } | null = null;
   let nextIndex = 0;
@@ -405,7 +405,7 @@ export function anthropicFormat(requestedModel: string, options: AnthropicFormat
   const keep = (calls: readonly OllamaToolCall[], already: number): OllamaToolCall[] =>
     options.parallelToolCalls ? [...calls] : calls.slice(0, Math.max(0, 1 - already));
   const toolId = (n: number): string => {
-    while (toolIds.length <= n) toolIds.push(newId('toolu').replace('-', '_').slice(0, 30));
+    while (toolIds.length <= n) toolIds.push(newId('toolu', '_'));
     return toolIds[n] as string;
   };
 
