@@ -37,8 +37,8 @@ Options:
   -h, --help       show this help
   -v, --version    print the version
 
-Environment (overrides config.yaml, where ollama.binary wins over OLLAMA_BIN; flags
-override both):
+Environment (overrides config.yaml, where ollama.binary wins over OLLAMA_BIN and a
+cloud provider's own api_key over its key variable; flags override both):
 ${wrapped(ENVIRONMENT_VARIABLES.join(', '), '  ')}
 ${wrapped(`Secrets (${SECRET_VARIABLES.join(', ')}) can also come from a file (NAME_FILE, or a systemd credential NAME).`, '')}`;
 

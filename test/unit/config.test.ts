@@ -333,6 +333,18 @@ describe('config', () => {
     assert.equal(config.fallback.cloud_api_key, 'sk-from-the-file');
   });
 
+  it("takes a cloud provider's key from its own api_key in the file, else its variable, else CLOUD_API_KEY", () => {
+    const file = yamlFile(
+      'provider-keys.yaml',
+      'fallback:\n  providers:\n    - {name: own, type: openai, base_url: "https://llm.example/v1", model: m, api_key: sk-own-in-the-file}\n    - {name: openai, type: openai, base_url: "https://api.openai.com/v1", model: gpt-4o}\n    - {name: claude, type: anthropic, base_url: "https://api.anthropic.com/v1", model: claude}\n',
+    );
+    const config = loadConfig({ file, env: { OPENAI_API_KEY: 'sk-openai-env', CLOUD_API_KEY: 'sk-cloud-env' } });
+    assert.deepEqual(
+      config.fallback.providers.map((p) => p.api_key),
+      ['sk-own-in-the-file', 'sk-openai-env', 'sk-cloud-env'],
+    );
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
