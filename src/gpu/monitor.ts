@@ -22,6 +22,8 @@ export interface GpuMonitorOptions {
   listControllers?: () => Promise<GpuController[]>;
   /** How often RAM and CPU are read; 0 turns it off. */
   systemEveryMs?: number;
+  /** How long a one-off query (per-process memory, supported fields) may take; default 10 s. */
+  queryTimeoutMs?: number;
 }
 
 const MAX_BACKOFF_MS = 60_000;
@@ -33,12 +35,16 @@ const STOP_GRACE_MS = 1000;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
 const SILENT_ROUNDS = 10;
 
-/** Runs a command to completion and returns its stdout; rejects with its stderr or spawn error. */
-function run(command: string, args: string[], timeoutMs = 10_000): Promise<string> {
+/**
+ * Runs a command to completion and returns its stdout; rejects with its stderr or spawn error, or
+ * once it has run past `timeoutMs`: it is ended then as a stop ends the loop, within a bounded
+ * time, since one stuck in the driver (or whose pipes a child of its own holds) may never close.
+ */
+function run(command: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     // Our own timer, cleared on every outcome: spawn's `timeout` option outlives a failed spawn.
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => void end(child).then(() => reject(new Error(`${command} gave no answer within ${timeoutMs / 1000} s`))), timeoutMs);
     let out = '';
     let err = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
@@ -58,7 +64,8 @@ function run(command: string, args: string[], timeoutMs = 10_000): Promise<strin
 /**
  * Ends a child within a bounded time: SIGTERM, then SIGKILL. One blocked inside a wedged driver
  * outlives both for as long as the driver holds it; the bridge's stop (which stops the Ollama
- * instances after this) does not wait for it then, and its pipes no longer keep the event loop alive.
+ * instances after this) does not wait for it then. Its pipes are released either way (a child of
+ * its own may hold them after it exited), so they no longer keep the event loop alive.
  */
 async function end(child: ChildProcessByStdio<null, Readable, Readable>): Promise<void> {
   const exited = new Promise<boolean>((resolve) => {
@@ -71,7 +78,7 @@ async function end(child: ChildProcessByStdio<null, Readable, Readable>): Promis
   };
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     child.kill(signal);
-    if (await within(STOP_GRACE_MS)) return;
+    if (await within(STOP_GRACE_MS)) break;
   }
   child.stdout.destroy();
   child.stderr.destroy();
@@ -163,6 +170,10 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     super();
   }
 
+  private get queryTimeoutMs(): number {
+    return this.options.queryTimeoutMs ?? 10_000;
+  }
+
   get status(): GpuStatus {
     return this.current;
   }
@@ -177,7 +188,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     void this.readSystem();
     let help: string;
     try {
-      help = await run(this.options.command, ['--help-query-gpu']);
+      help = await run(this.options.command, ['--help-query-gpu'], this.queryTimeoutMs);
     } catch (error) {
       await this.withoutNvidiaSmi(error as NodeJS.ErrnoException);
       return;
@@ -317,7 +328,11 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private refreshProcesses(): void {
     if (this.processesQuery !== undefined) return;
     this.lastProcessesAt = Date.now();
-    this.processesQuery = run(this.options.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'])
+    this.processesQuery = run(
+      this.options.command,
+      [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'],
+      this.queryTimeoutMs,
+    )
       .then(
         (text) => {
           this.current = { ...this.current, processes: parseComputeApps(text) };
@@ -337,7 +352,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     const child = this.child;
     this.child = undefined;
     if (child !== undefined) await end(child);
-    // A per-process query is short: let it end rather than leave a child behind.
+    // A per-process query is short, or ended within a bounded time: let it end rather than leave a child behind.
     await this.processesQuery;
   }
 }

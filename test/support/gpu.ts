@@ -30,6 +30,8 @@ export interface StandInState {
   hang?: boolean;
   /** Read when a `-lms` loop starts: it outlives SIGTERM, as one blocked inside the driver does. */
   ignoreTerm?: boolean;
+  /** Makes a per-process query never end: it outlives SIGTERM, and a child it leaves holds its stdout past a SIGKILL. */
+  appsStuck?: boolean;
 }
 
 /**
@@ -43,6 +45,8 @@ export function nvidiaSmiStandIn(initial: StandInState): {
   set: (state: Partial<StandInState>) => void;
   /** The pid of the last `-lms` loop started. */
   loopPid: () => number;
+  /** The pid of the child a stuck per-process query left holding its stdout. */
+  stuckPid: () => number;
 } {
   const dir = tempDir('nvidia-smi-');
   const stateFile = path.join(dir, 'state.json');
@@ -67,5 +71,6 @@ export function nvidiaSmiStandIn(initial: StandInState): {
       write();
     },
     loopPid: () => Number(readFileSync(`${stateFile}.lms-pid`, 'utf8')),
+    stuckPid: () => Number(readFileSync(`${stateFile}.stuck-pid`, 'utf8')),
   };
 }

@@ -5,10 +5,13 @@
 // ends a loop before its next round (printing `say` on stdout first, as nvidia-smi prints "No devices were found"),
 // `exitAfterRound` right after printing one, `hang` keeps it running without printing, as a wedged driver does,
 // `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does, and `warn` is
-// printed on stderr every round),
+// printed on stderr every round, "appsStuck": boolean makes a per-process query never end, as one stuck in the driver:
+// it outlives SIGTERM, and a child it leaves behind (pid in <state file>.stuck-pid, living a minute) holds its
+// stdout past a SIGKILL),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG; a loop writes its pid to <state file>.lms-pid.
+import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
@@ -39,7 +42,12 @@ const now = state();
 if (args.includes('--help-query-gpu')) {
   print(now.help);
 } else if (args.some((a) => a.startsWith('--query-compute-apps='))) {
-  print(now.apps);
+  if (now.appsStuck === true) {
+    process.on('SIGTERM', () => undefined);
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    writeFileSync(`${process.env.NVIDIA_SMI_STANDIN_STATE}.stuck-pid`, String(holder.pid));
+    setInterval(() => undefined, 1000);
+  } else print(now.apps);
 } else if (args.some((a) => a.startsWith('--query-gpu='))) {
   const loop = args.indexOf('-lms');
   if (loop < 0) printGpus(now);

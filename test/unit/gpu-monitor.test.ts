@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -10,7 +10,7 @@ import type { BridgeHandle } from '../../src/bridge.js';
 import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
 import { ListenerCache } from '../../src/gpu/procfs.js';
 import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
-import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { until } from '../support/wait.js';
 import { tempDir, configFile } from '../support/temp.js';
@@ -172,6 +172,30 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     // Before the stop ends, the stand-in must be gone: the bridge stops its Ollama instances only after this.
     await monitor.stop();
     assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
+  });
+
+  it('gives up on a per-process query that never ends, so later ones and a stop do not wait on it', { timeout: 15_000 }, async () => {
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
+      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      appsStuck: true,
+    });
+    const { logger, lines } = memoryLogger();
+    // A query on every sample, and a short timeout on it.
+    const monitor = new GpuMonitor({ command: smi.command, intervalMs: 100, historyPoints: 10, processesEveryMs: 0, queryTimeoutMs: 300, log: logger });
+    cleanups.push(async () => {
+      await monitor.stop();
+      process.kill(smi.stuckPid(), 'SIGKILL');
+    });
+    await monitor.start();
+    await until(() => (existsSync(`${smi.dir}/state.json.stuck-pid`) ? true : undefined), 'the stuck query');
+    smi.set({ appsStuck: false });
+    const processes = await until(() => (monitor.status.processes.length > 0 ? monitor.status.processes : undefined), 'a later query to answer');
+    assert.deepEqual(processes.map((p) => p.pid).sort(), [4242, 707, 708]);
+    assert.ok(
+      lines().some((line) => line.msg === 'GPU monitor: compute-apps query failed' && line.error === `${smi.command} gave no answer within 0.3 s`),
+      'the stuck query is reported',
+    );
   });
 
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
