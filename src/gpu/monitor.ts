@@ -186,11 +186,21 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
 
   async start(): Promise<void> {
     void this.readSystem();
+    await this.queryFields();
+  }
+
+  /**
+   * Asks which fields this driver knows, then starts the loop. Only a missing nvidia-smi means
+   * there is none; any other failure (NVML not ready yet, a driver being reloaded) is retried.
+   */
+  private async queryFields(): Promise<void> {
+    if (this.stopped) return;
     let help: string;
     try {
       help = await run(this.options.command, ['--help-query-gpu'], this.queryTimeoutMs);
     } catch (error) {
-      await this.withoutNvidiaSmi(error as NodeJS.ErrnoException);
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') await this.withoutNvidiaSmi();
+      else this.failed((error as Error).message, () => void this.queryFields());
       return;
     }
     // Ask only for fields this driver knows; an older one would refuse the whole query.
@@ -200,8 +210,8 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     this.launch();
   }
 
-  private async withoutNvidiaSmi(error: NodeJS.ErrnoException): Promise<void> {
-    const reason = error.code === 'ENOENT' ? `${this.options.command} not found` : error.message;
+  private async withoutNvidiaSmi(): Promise<void> {
+    const reason = `${this.options.command} not found`;
     let controllers: GpuController[] = [];
     try {
       controllers = await (this.options.listControllers ?? systeminformationControllers)();
@@ -270,14 +280,15 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     });
   }
 
-  private failed(message: string): void {
+  /** Says why nvidia-smi failed and runs `retry` (by default, the loop again) after the back-off. */
+  private failed(message: string, retry: () => void = () => this.launch()): void {
     this.child = undefined;
     if (this.stopped) return;
     this.current = { ...this.current, live: false, lastError: message, message: `nvidia-smi failed; retrying in ${Math.round(this.backoffMs / 1000)} s` };
     this.options.log.warn({ error: message, retryInMs: this.backoffMs }, 'GPU monitor: nvidia-smi failed');
     this.emit('sample', this.current);
     clearTimeout(this.restartTimer);
-    this.restartTimer = setTimeout(() => this.launch(), this.backoffMs);
+    this.restartTimer = setTimeout(retry, this.backoffMs);
     this.restartTimer.unref();
     this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
   }

@@ -32,6 +32,8 @@ export interface StandInState {
   ignoreTerm?: boolean;
   /** Makes a per-process query never end: it outlives SIGTERM, and a child it leaves holds its stdout past a SIGKILL. */
   appsStuck?: boolean;
+  /** How many `--help-query-gpu` fail first, as when NVML is not ready yet at boot. */
+  helpFails?: number;
 }
 
 /**

@@ -7,7 +7,7 @@
 // `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does, and `warn` is
 // printed on stderr every round, "appsStuck": boolean makes a per-process query never end, as one stuck in the driver:
 // it outlives SIGTERM, and a child it leaves behind (pid in <state file>.stuck-pid, living a minute) holds its
-// stdout past a SIGKILL),
+// stdout past a SIGKILL), and "helpFails": n fails the first n `--help-query-gpu` (counted in the log below)),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG; a loop writes its pid to <state file>.lms-pid.
@@ -40,6 +40,13 @@ const printGpus = (current) => {
 };
 const now = state();
 if (args.includes('--help-query-gpu')) {
+  const asked = readFileSync(process.env.NVIDIA_SMI_STANDIN_LOG, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('--help-query-gpu')).length;
+  if (asked <= (now.helpFails ?? 0)) {
+    process.stdout.write('Failed to initialize NVML: Unknown Error\n');
+    process.exit(255);
+  }
   print(now.help);
 } else if (args.some((a) => a.startsWith('--query-compute-apps='))) {
   if (now.appsStuck === true) {

@@ -198,6 +198,24 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('asks again which fields the driver knows when nvidia-smi fails that first question, rather than go without it', async () => {
+    const smi = nvidiaSmiStandIn({
+      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
+      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      helpFails: 1,
+    });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    assert.equal(monitor.status.live, false);
+    assert.match(monitor.status.lastError ?? '', /exited 255: Failed to initialize NVML: Unknown Error$/);
+    assert.match(monitor.status.message, /^nvidia-smi failed; retrying in 1 s/);
+    await until(() => (monitor.status.live ? true : undefined), 'a sample after the retry', 4000);
+    const helpQueries = readFileSync(smi.log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('--help-query-gpu'));
+    assert.equal(helpQueries.length, 2);
+  });
+
   it('says plainly when there are no live VRAM figures, listing what systeminformation sees', async () => {
     const controllers = (
       JSON.parse(readFileSync(path.join(H100, 'si-graphics.loaded.json'), 'utf8')) as { graphics: { controllers: Array<{ vendor: string; model: string }> } }
