@@ -28,6 +28,8 @@ export interface ManagerOptions {
   restartLimit: number;
   restartWindowMs: number;
   stopGraceMs: number;
+  /** How long a started `ollama serve` may take to listen; default 30 s. */
+  startTimeoutMs?: number;
   log: Logger;
   /** Whether something already answers on the port (an instance the bridge did not start). */
   isListening: (port: number) => Promise<boolean>;
@@ -300,7 +302,13 @@ export class OllamaManager {
     this.options.log.info({ backend: spec.name, pid: child.pid, port: spec.port, device: spec.device }, 'started ollama serve');
   }
 
-  private async waitReady(instance: Instance, timeoutMs = 30_000): Promise<void> {
+  /**
+   * Waits for the serve just started to listen. One that lives but never does (stuck at start) is
+   * killed, so it counts as a crash like any other, rather than stay "starting" for good.
+   */
+  private async waitReady(instance: Instance): Promise<void> {
+    const child = instance.child;
+    const timeoutMs = this.options.startTimeoutMs ?? 30_000;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (instance.child === undefined)
@@ -311,7 +319,12 @@ export class OllamaManager {
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    throw new ManagerError(500, `ollama serve for ${instance.spec.name} did not answer within ${timeoutMs / 1000} s; see ${this.logFile(instance.spec.name)}`);
+    const message = `ollama serve for ${instance.spec.name} did not answer within ${timeoutMs / 1000} s; killed it (see ${this.logFile(instance.spec.name)})`;
+    if (instance.child === child && child !== undefined) {
+      this.options.log.warn({ backend: instance.spec.name, pid: child.pid }, message);
+      signalGroup(child, 'SIGKILL');
+    }
+    throw new ManagerError(500, message);
   }
 
   private onExit(instance: Instance, binary: string): void {

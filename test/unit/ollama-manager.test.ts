@@ -277,6 +277,35 @@ describe('an Ollama the bridge did not start, on a managed port', () => {
     assert.equal((await manager.stop('gpu0')).state, 'stopped');
   });
 
+  it('gives up on an automatic restart that lives but never listens, and Start and Stop work on it as usual', async () => {
+    const dir = tempDir('silent-ollama-');
+    const [runs, ready, binary] = ['runs', 'ready', 'ollama'].map((name) => path.join(dir, name)) as [string, string, string];
+    // Every run but the second (the automatic restart) says it listens; all of them stay up.
+    writeFileSync(
+      binary,
+      `#!/bin/sh\nn=$(( $(cat "${runs}" 2>/dev/null || echo 0) + 1 ))\necho $n > "${runs}"\nif [ $n -ne 2 ]; then touch "${ready}"; fi\nexec sleep 60\n`,
+    );
+    chmodSync(binary, 0o755);
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port: 1, device: undefined, numParallel: 1 }],
+      options({ binary, restartLimit: 1, startTimeoutMs: 500, isListening: async () => existsSync(ready) }),
+    );
+    const first = await manager.start('gpu0');
+    assert.equal(first.state, 'running');
+    // It crashes; what restarts it never listens.
+    rmSync(ready);
+    process.kill(first.pid ?? 0, 'SIGKILL');
+    await until(() => (manager.snapshot()[0]?.restarts === 1 ? true : undefined), 'the automatic restart');
+    const given = await until(() => {
+      const instance = manager.snapshot()[0];
+      return instance?.state === 'failed' ? instance : undefined;
+    }, 'the silent restart to be given up');
+    assert.equal(given.pid, null);
+    assert.match(given.message ?? '', /^crashed 2 times within 60 s; not restarting/);
+    assert.equal((await manager.start('gpu0')).state, 'running');
+    assert.equal((await manager.stop('gpu0')).state, 'stopped');
+  });
+
   it('tells the dashboard at once when a Start fails, not at the next health round', { timeout: 10_000 }, async (t) => {
     const dir = tempDir('failing-ollama-');
     const binary = path.join(dir, 'ollama');
