@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
-import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../test/support/gpu.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -68,7 +68,7 @@ export const BENCH_MODEL = 'bench:1b';
 export async function startBridgeProcess(port: number, upstreamPort: number, nodeArgs: string[] = []): Promise<ChildProcess> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
   const configFile = path.join(dataDir, 'config.yaml');
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   writeFileSync(
     configFile,
     [

@@ -13,7 +13,7 @@ import { loadConfig } from '../src/config/load.js';
 import { GpuMonitor } from '../src/gpu/monitor.js';
 import { Classifier } from '../src/routing/classify.js';
 import { chatSignals, clientSignals } from '../src/routing/signals.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../test/support/gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../test/support/gpu.js';
 import {
   abortTimes,
   forkTs,
@@ -72,7 +72,7 @@ function classificationMicros(): number {
  * nvidia-smi's own cost on a real driver is not part of this figure.
  */
 async function gpuPollingShare(seconds: number): Promise<number> {
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   const monitor = new GpuMonitor({
     command: smi.command,
     intervalMs: 1000,

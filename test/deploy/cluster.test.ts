@@ -7,7 +7,7 @@ import type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
 import { DASHBOARD_DIR } from '../../deploy/grafana/dashboards.js';
 import { BridgeProcess, describeOutcomes, eventually, LoadClient, Program, startWebhook, waitForPort, type Outcome } from '../support/cluster.js';
 import { bridgeOfCaller, renderDeploy, type RenderedDeploy } from '../support/deploy.js';
-import { TWO_GPU, nvidiaSmiStandIn } from '../support/gpu.js';
+import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn, type Generation } from '../support/ollama-standin.js';
 
 /**
@@ -34,7 +34,7 @@ let nginxUrl: string;
 let haproxyUrl: string;
 
 before(async () => {
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   deploy = await renderDeploy({ nvidiaSmi: smi.command, ollamaBinary: process.execPath });
   const { ports, dir } = deploy;
   ollamas = ports.ollama.map((port) => new OllamaStandIn(port, { models: { [SIMPLE]: { tokens: 4, tokenMs: 30 }, [COMPLEX]: { tokens: 40, tokenMs: 50 } } }));

@@ -9,13 +9,13 @@ import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../.
 import { memoryLogger, startTestBridge } from '../support/bridge.js';
 import { eventually, LoadClient, Program, waitForPort } from '../support/cluster.js';
 import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
-import { TWO_GPU, nvidiaSmiStandIn } from '../support/gpu.js';
+import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
 import { freePort } from '../support/ollama-rig.js';
 
 let rendered: RenderedDeploy;
 before(async () => {
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   rendered = await renderDeploy({ nvidiaSmi: smi.command, ollamaBinary: process.execPath });
 });
 

@@ -6,7 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 import { sampleRecord } from '../support/history.js';
 import { configFile } from '../support/temp.js';
@@ -34,7 +34,7 @@ describe('dashboard in Chromium', { skip }, () => {
     // model names are one file, so a cold GPU would lose every request to the one that holds it.)
     for (const instance of [gpu0, gpu1])
       await (await fetch(`${instance.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: RIG_MODELS.simple, keep_alive: '30m' }) })).text();
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const file = configFile(`gpu_monitor:
   command: ${smi.command}
   interval_seconds: 0.5

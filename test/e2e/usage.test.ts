@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import YAML from 'yaml';
@@ -9,7 +8,7 @@ import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/contract/index.js';
 import { startTestBridge } from '../support/bridge.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { RIG_MODELS, rigSkipReason, startRig, type OllamaRig, type RigInstance } from '../support/ollama-rig.js';
 import { configFile } from '../support/temp.js';
 
@@ -30,7 +29,7 @@ describe('Usage view in Chromium', { skip }, () => {
   before(async () => {
     rig = await startRig(1);
     const [gpu0] = rig.instances as [RigInstance];
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const file = configFile(
       YAML.stringify({
         gpu_monitor: { command: smi.command, interval_seconds: 0.5 },

@@ -5,6 +5,8 @@ import { tempDir } from './temp.js';
 export const FIXTURES = path.resolve('test/fixtures/nvidia-smi');
 export const H100 = path.join(FIXTURES, 'h100-driver-580');
 export const TWO_GPU = path.join(FIXTURES, 'two-gpu');
+/** The two-GPU capture as a stand-in plays it back: its --query-gpu rounds and its per-process list. */
+export const TWO_GPU_REPLIES = { gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') };
 
 /** The field list of the real fixtures' --query-gpu command (their README). */
 export const FIXTURE_GPU_FIELDS =

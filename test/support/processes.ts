@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
 import { fakeOllamaBinary } from './fake-ollama.js';
-import { nvidiaSmiStandIn, TWO_GPU } from './gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from './gpu.js';
 import { freePort } from './ollama-rig.js';
 
 /** An environment variable to hand a process under test: every process it starts inherits it. */
@@ -33,7 +32,7 @@ export function markedProcesses(mark: { name: string; value: string }): string[]
  * binary) on a free port and the GPU monitor (the nvidia-smi stand-in).
  */
 export async function childProcessConfig(): Promise<string> {
-  const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+  const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   return `ollama:
   binary: ${fakeOllamaBinary()}
 backends:

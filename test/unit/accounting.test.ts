@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
@@ -9,7 +8,7 @@ import { costOf, EnergyMeter } from '../../src/history/accounting.js';
 import { usageCsv, usageReport } from '../../src/history/usage.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
-import { nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { sampleRecord } from '../support/history.js';
 import { configFile } from '../support/temp.js';
 
@@ -51,7 +50,7 @@ describe('energy metering', () => {
   });
 
   it("on a running bridge, from the nvidia-smi stand-in's power figures: one request alone, and one running inside another", async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const gates = new Map<string, () => void>();
     const upstream = await startChatUpstream({
       hold: (body) => (String(body.prompt).startsWith('hold') ? new Promise<void>((resolve) => gates.set(String(body.prompt), resolve)) : Promise.resolve()),

@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
 import { ListenerCache } from '../../src/gpu/procfs.js';
-import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU } from '../support/gpu.js';
+import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
 import { until } from '../support/wait.js';
@@ -30,7 +30,7 @@ function monitorWith(command: string, historyPoints = 50): GpuMonitor {
 
 describe('GPU monitor against an nvidia-smi stand-in', () => {
   it('samples two GPUs from one long-lived process, follows changes, and keeps a bounded history', async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command, 12);
     await monitor.start();
     const first = await until(() => (monitor.status.gpus.length === 2 ? monitor.status : undefined), 'two GPUs');
@@ -96,8 +96,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 
   it('says nvidia-smi failed, not live, when it dies right after printing a round', async () => {
     const smi = nvidiaSmiStandIn({
-      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
-      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ...TWO_GPU_REPLIES,
       exitAfterRound: 15,
     });
     const monitor = monitorWith(smi.command);
@@ -124,7 +123,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
   });
 
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
     await monitor.start();
     await until(() => (monitor.status.live ? true : undefined), 'a first sample');
@@ -141,8 +140,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 
   it('says why nvidia-smi ended, from what it printed on stdout, not from warnings on stderr long before', async () => {
     const smi = nvidiaSmiStandIn({
-      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
-      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ...TWO_GPU_REPLIES,
       warn: 'WARNING: infoROM is corrupted at gpu 0000:00:07.0\n',
     });
     const monitor = monitorWith(smi.command);
@@ -161,8 +159,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 
   it('stops an nvidia-smi that outlives SIGTERM: a quit never waits on a wedged driver', { timeout: 15_000 }, async () => {
     const smi = nvidiaSmiStandIn({
-      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
-      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ...TWO_GPU_REPLIES,
       ignoreTerm: true,
     });
     const monitor = monitorWith(smi.command);
@@ -176,8 +173,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 
   it('gives up on a per-process query that never ends, so later ones and a stop do not wait on it', { timeout: 15_000 }, async () => {
     const smi = nvidiaSmiStandIn({
-      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
-      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ...TWO_GPU_REPLIES,
       appsStuck: true,
     });
     const { logger, lines } = memoryLogger();
@@ -200,8 +196,7 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 
   it('asks again which fields the driver knows when nvidia-smi fails that first question, rather than go without it', async () => {
     const smi = nvidiaSmiStandIn({
-      gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'),
-      apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt'),
+      ...TWO_GPU_REPLIES,
       helpFails: 1,
     });
     const monitor = monitorWith(smi.command);
@@ -259,7 +254,7 @@ describe('GPU figures in the bridge', () => {
     upstream: Awaited<ReturnType<typeof startStandIn>>;
     smi: ReturnType<typeof nvidiaSmiStandIn>;
   }> {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const upstream = await startStandIn(
       (_req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -297,7 +292,7 @@ describe('GPU figures in the bridge', () => {
   });
 
   it('drops the gpu_* metrics while nvidia-smi is down, rather than repeat its last sample', async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const file = configFile(`gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\n`);
     const bridge = await startTestBridge({ file });
     cleanups.push(() => bridge.stop(100));
@@ -311,7 +306,7 @@ describe('GPU figures in the bridge', () => {
   });
 
   it('sends a cold load to the GPU that can hold it, not to the one without room', async () => {
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps: path.join(TWO_GPU, 'compute-apps.noheader-nounits.txt') });
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     // 55 GiB with the allowance is 66 GiB: GPU 0 has 51.6 GiB free, GPU 1 69.8 GiB.
     const models = [{ name: 'big:55b', size: 55 * GIB }];
     const answer = (res: import('node:http').ServerResponse): void => {
@@ -421,7 +416,7 @@ http.createServer((req, res) => {
         '',
       ].join('\n'),
     );
-    const smi = nvidiaSmiStandIn({ gpu: path.join(TWO_GPU, 'query-gpu.noheader-nounits.txt'), apps });
+    const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, apps });
     const file = configFile(`gpu_monitor:\n  command: ${smi.command}\n  interval_seconds: 0.1\nrouting:\n  health:\n    interval_seconds: 0.2\n`);
     const bridge = await startTestBridge({ file, env: { OLLAMA_HOST: `127.0.0.1:${port}` } });
     cleanups.push(() => bridge.stop(100));
