@@ -434,6 +434,49 @@ describe('scheduler backend choice', () => {
     assert.equal(h.scheduler.estimate('gpu0', 'm', 'interactive', 0).waitMs, 10_000);
   });
 
+  it('moves a queued request to another backend it may use when a slot frees there first, with the model in memory', async () => {
+    const h = harness();
+    const order: string[] = [];
+    // 1 s per request (seed) against a 2.5 s cold load: gpu0 takes a, b and c, d goes to gpu1.
+    const either = (name: string): ReturnType<typeof request> => request(h, name, order, { choices: ['gpu0', 'gpu1'] });
+    const [a, b, c, d] = [either('a'), either('b'), either('c'), either('d')];
+    const onlyGpu0 = request(h, 'only-gpu0', order, { choices: ['gpu0'] });
+    await settled();
+    assert.deepEqual(order, ['a', 'd']);
+    // gpu1 answered d, so it holds the model now, while a still runs on gpu0: b, which waited
+    // longest, starts there rather than waiting behind a; then c.
+    d.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'd', 'b']);
+    assert.equal(b.slot()?.backend, 'gpu1');
+    assert.match(b.slot()?.why ?? '', /; moved to gpu1: a slot freed there first$/);
+    b.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'd', 'b', 'c']);
+    // A request that may only use gpu0 stays there.
+    c.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'd', 'b', 'c']);
+    a.slot()?.release({ ok: true });
+    await settled();
+    assert.deepEqual(order, ['a', 'd', 'b', 'c', 'only-gpu0']);
+    assert.equal(onlyGpu0.slot()?.backend, 'gpu0');
+  });
+
+  it('moves no queued request to a backend whose request failed, unless the backend reports the model in memory', async () => {
+    for (const resident of [false, true]) {
+      const h = harness();
+      const order: string[] = [];
+      const requests = ['a', 'b', 'c', 'd'].map((name) => request(h, name, order, { choices: ['gpu0', 'gpu1'] }));
+      await settled();
+      if (resident) h.resident.add('gpu1/m');
+      // A failed answer says nothing of the model being in memory there.
+      requests[3]?.slot()?.release({ ok: false });
+      await settled();
+      assert.deepEqual(order, resident ? ['a', 'd', 'b'] : ['a', 'd']);
+    }
+  });
+
   it('breaks a tie by the router’s order', async () => {
     const h = harness();
     const slot = await choose(h, { choices: ['gpu1', 'gpu0'] });
