@@ -97,6 +97,8 @@ export interface Estimate {
 
 interface Entry {
   lane: Lane;
+  /** Backends it may run on (its pool's is one of them). */
+  choices: readonly string[];
   arrivedAt: number;
   client: string | null;
   weight: number;
@@ -197,7 +199,9 @@ export class Scheduler {
     if (!this.options.enabled) {
       const backend = request.choices[0] as string;
       const pool = this.pool(backend, request.model);
-      return Promise.resolve(this.dispatch(pool, { lane: request.lane, arrivedAt: this.clock.now(), client: request.client, weight, why: '', tie: false }));
+      return Promise.resolve(
+        this.dispatch(pool, { lane: request.lane, choices: request.choices, arrivedAt: this.clock.now(), client: request.client, weight, why: '', tie: false }),
+      );
     }
     if (request.lane === 'fim' && request.client !== null) this.supersede(request.client);
 
@@ -206,7 +210,7 @@ export class Scheduler {
     const why = [best, ...estimates.filter((e) => e !== best)].map(describe).join('; ');
     const tie = estimates.some((e) => e !== best && e.ms - best.ms <= TIE_MS);
     const pool = this.pool(best.backend, request.model);
-    const arrival = { lane: request.lane, arrivedAt: this.clock.now(), client: request.client, weight, why, tie };
+    const arrival = { lane: request.lane, choices: request.choices, arrivedAt: this.clock.now(), client: request.client, weight, why, tie };
     // Nothing waiting there and a slot free: its turn is now, without a place in the queue.
     if (pool.queue.length === 0 && this.fits(pool, arrival)) return Promise.resolve(this.dispatch(pool, arrival));
 
@@ -379,16 +383,45 @@ export class Scheduler {
    */
   private pump(pool: Pool): void {
     while (!this.stopped) {
-      const now = this.clock.now();
-      const [head, ...rest] = pool.queue
-        .map((entry) => ({ entry, rank: this.rankOf(entry, now) }))
-        .sort((a, b) => a.rank - b.rank || a.entry.arrivedAt - b.entry.arrivedAt)
-        .map(({ entry }) => entry);
+      const [head, ...rest] = this.inTurn(pool.queue);
       if (head === undefined) return;
       const next = this.fits(pool, head) ? head : rest.find((entry) => entry.lane === 'fim');
       if (next === undefined || (next !== head && !this.passes(pool, head, next))) return;
       pool.queue.splice(pool.queue.indexOf(next), 1);
       next.grant(this.dispatch(pool, next));
+    }
+  }
+
+  /** Queued requests best first: lane order (age boost included), then arrival. */
+  private inTurn(entries: readonly Entry[]): Entry[] {
+    const now = this.clock.now();
+    return entries
+      .map((entry) => ({ entry, rank: this.rankOf(entry, now) }))
+      .sort((a, b) => a.rank - b.rank || a.entry.arrivedAt - b.entry.arrivedAt)
+      .map(({ entry }) => entry);
+  }
+
+  /**
+   * A slot freed on `pool`'s backend with nothing of its own waiting: requests queued for the same
+   * model on another backend they may use start here now, best first, rather than wait there.
+   * Called only while the model is in memory here, so moving never costs a cold load.
+   */
+  private takeOver(pool: Pool): void {
+    while (!this.stopped && pool.queue.length === 0) {
+      const elsewhere = [...this.pools.values()].filter((other) => other.backend !== pool.backend).flatMap((other) => other.queue);
+      const entry = this.inTurn(elsewhere).find(
+        (waiting) => waiting.choices.includes(pool.backend) && this.key(pool.backend, waiting.pool.model) === pool.key && this.fits(pool, waiting),
+      );
+      if (entry === undefined) return;
+      const from = entry.pool;
+      from.queue.splice(from.queue.indexOf(entry), 1);
+      entry.pool = pool;
+      entry.why += `; moved to ${pool.backend}: a slot freed there first`;
+      entry.tie = false;
+      entry.grant(this.dispatch(pool, entry));
+      // It may have held back the ones after it there.
+      this.pump(from);
+      this.forgetIfIdle(from);
     }
   }
 
@@ -424,6 +457,8 @@ export class Scheduler {
         if (completion?.ok === true) this.learn(pool, dispatchedAt, resident, completion);
         if (!resident) this.options.onColdLoad?.(pool.backend);
         this.pump(pool);
+        // An answer proves the model is in memory here; a failure does not, the backend's report may.
+        if (completion?.ok === true || this.options.resident(pool.backend, pool.model)) this.takeOver(pool);
         this.forgetIfIdle(pool);
       },
     };
