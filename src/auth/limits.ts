@@ -4,12 +4,29 @@ import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Identity } from './identity.js';
 
-/** How a bucket is used: take `cost` if there is that much; only check; or charge even into debt (tokens counted after the answer). */
+/**
+ * How token buckets are used together: take `cost` from each if every one has that much, else
+ * from none; only check; or charge each even into debt (tokens counted after the answer).
+ */
 type BucketMode = 'take' | 'check' | 'charge';
 
-/** Where the counters live: this process, or Redis shared by every instance. Both answer the milliseconds to wait (0: go). */
+/** A token bucket: up to `capacity`, refilled at `perMs` per millisecond. */
+interface Bucket {
+  key: string;
+  capacity: number;
+  perMs: number;
+}
+
+/** The first bucket (index in the list) that lacked the cost, and how long until it has it. */
+interface BucketShort {
+  index: number;
+  waitMs: number;
+}
+
+/** Where the counters live: this process, or Redis shared by every instance. */
 interface CounterStore {
-  bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number>;
+  /** One step, all or nothing: a request that one budget refuses spends none of the others. */
+  buckets(buckets: readonly Bucket[], cost: number, mode: BucketMode): Promise<BucketShort | null>;
   /** Takes one of `max` slots for `lease`; false when all are taken. */
   acquire(key: string, max: number, lease: string): Promise<boolean>;
   release(key: string, lease: string): Promise<void>;
@@ -31,21 +48,24 @@ export function refill(tokens: number, elapsedMs: number, capacity: number, perM
 }
 
 class MemoryStore implements CounterStore {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly state = new Map<string, { tokens: number; at: number }>();
   private readonly slots = new Map<string, Set<string>>();
 
   constructor(private readonly now: () => number) {}
 
-  async bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
+  async buckets(buckets: readonly Bucket[], cost: number, mode: BucketMode): Promise<BucketShort | null> {
     const now = this.now();
-    const state = this.buckets.get(key) ?? { tokens: capacity, at: now };
-    let tokens = refill(state.tokens, now - state.at, capacity, perMs);
-    let wait = 0;
-    if (mode === 'charge') tokens -= cost;
-    else if (tokens >= cost) tokens -= mode === 'take' ? cost : 0;
-    else wait = Math.ceil((cost - tokens) / perMs);
-    this.buckets.set(key, { tokens, at: now });
-    return wait;
+    const tokens = buckets.map(({ key, capacity, perMs }) => {
+      const state = this.state.get(key);
+      return state === undefined ? capacity : refill(state.tokens, now - state.at, capacity, perMs);
+    });
+    if (mode !== 'charge') {
+      const index = tokens.findIndex((held) => held < cost);
+      const short = buckets[index];
+      if (short !== undefined) return { index, waitMs: Math.ceil((cost - (tokens[index] as number)) / short.perMs) };
+    }
+    buckets.forEach(({ key }, i) => this.state.set(key, { tokens: (tokens[i] as number) - (mode === 'check' ? 0 : cost), at: now }));
+    return null;
   }
 
   async acquire(key: string, max: number, lease: string): Promise<boolean> {
@@ -65,29 +85,33 @@ class MemoryStore implements CounterStore {
   async close(): Promise<void> {}
 }
 
-// Redis' own clock (TIME) so that instances with drifting clocks agree.
-const BUCKET_SCRIPT = `
-local capacity = tonumber(ARGV[1])
-local per_ms = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local mode = ARGV[4]
+// Redis' own clock (TIME) so that instances with drifting clocks agree. KEYS: the buckets; ARGV:
+// cost, mode, then capacity and refill per ms of each bucket. Returns 0, or {index (from 1), wait}.
+const BUCKETS_SCRIPT = `
+local cost = tonumber(ARGV[1])
+local mode = ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or capacity
-local at = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - at) * per_ms)
-local wait = 0
-if mode == 'charge' then
-  tokens = tokens - cost
-elseif tokens >= cost then
-  if mode == 'take' then tokens = tokens - cost end
-else
-  wait = math.ceil((cost - tokens) / per_ms)
+local tokens = {}
+for i, key in ipairs(KEYS) do
+  local capacity = tonumber(ARGV[1 + 2 * i])
+  local per_ms = tonumber(ARGV[2 + 2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local held = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  held = math.min(capacity, held + math.max(0, now - at) * per_ms)
+  if mode ~= 'charge' and held < cost then return {i, math.ceil((cost - held) / per_ms)} end
+  tokens[i] = held
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_ms) + 1000)
-return wait
+for i, key in ipairs(KEYS) do
+  local capacity = tonumber(ARGV[1 + 2 * i])
+  local per_ms = tonumber(ARGV[2 + 2 * i])
+  local left = tokens[i]
+  if mode ~= 'check' then left = left - cost end
+  redis.call('HSET', key, 'tokens', tostring(left), 'at', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil((capacity - left) / per_ms) + 1000)
+end
+return 0
 `;
 
 const ACQUIRE_SCRIPT = `
@@ -102,7 +126,7 @@ return 1
 `;
 
 type ScriptedRedis = Redis & {
-  limitBucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number>;
+  limitBuckets(keyCount: number, ...args: Array<string | number>): Promise<0 | [number, number]>;
   limitAcquire(key: string, max: number, lease: string, leaseMs: number): Promise<number>;
 };
 
@@ -113,7 +137,8 @@ class RedisStore implements CounterStore {
   constructor(url: string) {
     this.redis = import('ioredis').then(({ Redis }) => {
       const redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, commandTimeout: 1000, enableOfflineQueue: true });
-      redis.defineCommand('limitBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
+      // Without a fixed number of keys: the count comes first in each call.
+      redis.defineCommand('limitBuckets', { lua: BUCKETS_SCRIPT });
       redis.defineCommand('limitAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
       // Errors surface on each command; this only keeps an unreachable Redis from being an unhandled event.
       redis.on('error', () => undefined);
@@ -121,8 +146,10 @@ class RedisStore implements CounterStore {
     });
   }
 
-  async bucket(key: string, capacity: number, perMs: number, cost: number, mode: BucketMode): Promise<number> {
-    return (await this.redis).limitBucket(key, capacity, perMs, cost, mode);
+  async buckets(buckets: readonly Bucket[], cost: number, mode: BucketMode): Promise<BucketShort | null> {
+    const args = [...buckets.map((b) => b.key), cost, mode, ...buckets.flatMap((b) => [b.capacity, b.perMs])];
+    const short = await (await this.redis).limitBuckets(buckets.length, ...args);
+    return short === 0 ? null : { index: short[0] - 1, waitMs: short[1] };
   }
 
   async acquire(key: string, max: number, lease: string): Promise<boolean> {
@@ -201,28 +228,19 @@ export class Limiter {
       for (const key of held) void this.store.release(key, lease).catch((error: Error) => this.failed(error));
     };
     try {
+      const tpm = await this.perMinute('tpm', subjects, 1, 'check');
+      if (tpm !== null) return this.refuse(release, tpm.limit, tpm.waitMs);
       for (const { key, label, limits } of subjects) {
-        if (limits.tpm !== undefined) {
-          const wait = await this.store.bucket(`copilot-bridge:tpm:${key}`, limits.tpm, limits.tpm / 60_000, 1, 'check');
-          if (wait > 0) return this.refuse(release, `tpm of ${label}`, wait);
-        }
-        if (limits.concurrency !== undefined) {
-          const slots = `copilot-bridge:concurrency:${key}`;
-          // Counted as held before the answer: a call to Redis that times out may still take the slot
-          // there, and the release (sent after it on the same connection) must give it back.
-          held.push(slots);
-          if (!(await this.store.acquire(slots, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
-        }
+        if (limits.concurrency === undefined) continue;
+        const slots = `copilot-bridge:concurrency:${key}`;
+        // Counted as held before the answer: a call to Redis that times out may still take the slot
+        // there, and the release (sent after it on the same connection) must give it back.
+        held.push(slots);
+        if (!(await this.store.acquire(slots, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
       }
-      // Every rpm bucket is checked before any is taken from: a request the team's budget refuses
-      // must not spend the person's own.
-      for (const mode of ['check', 'take'] as const) {
-        for (const { key, label, limits } of subjects) {
-          if (limits.rpm === undefined) continue;
-          const wait = await this.store.bucket(`copilot-bridge:rpm:${key}`, limits.rpm, limits.rpm / 60_000, 1, mode);
-          if (wait > 0) return this.refuse(release, `rpm of ${label}`, wait);
-        }
-      }
+      // All or nothing: a request the team's budget refuses must not spend the person's own.
+      const rpm = await this.perMinute('rpm', subjects, 1, 'take');
+      if (rpm !== null) return this.refuse(release, rpm.limit, rpm.waitMs);
     } catch (error) {
       this.failed(error as Error);
       release();
@@ -242,12 +260,26 @@ export class Limiter {
   async charge(identity: Identity, tokens: number): Promise<void> {
     if (tokens <= 0 || this.storeResting()) return;
     try {
-      for (const { key, limits } of this.subjects(identity)) {
-        if (limits.tpm !== undefined) await this.store.bucket(`copilot-bridge:tpm:${key}`, limits.tpm, limits.tpm / 60_000, tokens, 'charge');
-      }
+      await this.perMinute('tpm', this.subjects(identity), tokens, 'charge');
     } catch (error) {
       this.failed(error as Error);
     }
+  }
+
+  /** The buckets of one per-minute limit, of every subject that has it, asked together: the one short, if any. */
+  private async perMinute(
+    limit: 'rpm' | 'tpm',
+    subjects: readonly Subject[],
+    cost: number,
+    mode: BucketMode,
+  ): Promise<{ limit: string; waitMs: number } | null> {
+    const buckets = subjects.flatMap(({ key, label, limits }) => {
+      const perMinute = limits[limit];
+      return perMinute === undefined ? [] : [{ key: `copilot-bridge:${limit}:${key}`, label, capacity: perMinute, perMs: perMinute / 60_000 }];
+    });
+    if (buckets.length === 0) return null;
+    const short = await this.store.buckets(buckets, cost, mode);
+    return short === null ? null : { limit: `${limit} of ${buckets[short.index]?.label}`, waitMs: short.waitMs };
   }
 
   private refuse(release: () => void, limit: string, waitMs: number): LimitRefusal {

@@ -134,3 +134,40 @@ describe('a Redis too slow to answer in time', { skip }, () => {
     next.release();
   });
 });
+
+describe("a person's and the team's budgets in Redis", { skip }, () => {
+  let redis: RedisServer;
+  let limiter: Limiter;
+
+  before(async () => {
+    redis = await startRedis();
+    const config = loadConfig({ env: {} });
+    limiter = new Limiter(
+      { ...config, auth: { ...config.auth, teams: { web: { cloud: 'allow', limits: { rpm: 1 } } } }, limits: { ...config.limits, redis_url: redis.url } },
+      memoryLogger().logger,
+    );
+  });
+
+  after(async () => {
+    await limiter.close();
+    await redis.stop();
+  });
+
+  it("are taken from together or not at all: a request the team's budget refuses spends none of the person's", async () => {
+    const ann: Identity = { name: 'ann', team: 'web', role: 'user', via: 'key', models: undefined, cloud: 'allow', limits: { rpm: 5 } };
+    // Two at once: each is checked against both budgets before either is taken from.
+    const results = await Promise.all([limiter.admit(ann), limiter.admit(ann)]);
+    assert.deepEqual(
+      results.filter(isRefusal).map((refusal) => refusal.limit),
+      ['rpm of team web'],
+    );
+    const reader = new Redis(redis.url);
+    try {
+      // One request admitted: four of ann's five are left (and a few ms of refill), not three.
+      const left = Number(await reader.hget('copilot-bridge:rpm:user:ann', 'tokens'));
+      assert.ok(left >= 4 && left < 4.1, `ann's bucket holds ${left}`);
+    } finally {
+      reader.disconnect();
+    }
+  });
+});

@@ -724,6 +724,22 @@ describe('limits', () => {
       now = 10_000;
       assert.equal(await refusal(limits, ann), null);
     });
+
+    it("requests arriving together: one the team's budget refuses still takes nothing from the person's own", async () => {
+      now = 0;
+      const limits = limiter({ rpm: 2 });
+      const ben = person('ben', { rpm: 1 });
+      // Three at once against a team budget of two: one is refused, whichever came last.
+      const refusals = await Promise.all([refusal(limits, ben), refusal(limits, person('ann')), refusal(limits, person('ann'))]);
+      assert.deepEqual(
+        refusals.filter((limit) => limit !== null),
+        ['rpm of team web'],
+      );
+      // 30 s later the team has one request again; ben's own one is there only if his was refused.
+      now = 30_000;
+      const benRefused = refusals[0] !== null;
+      assert.equal(await refusal(limits, ben), benRefused ? null : 'rpm of ben');
+    });
   });
 
   it('a team budget is shared by its people', async () => {
