@@ -162,12 +162,16 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const settings = settingsFrom(config);
   /** The model's size for a cold load: Ollama's, else the tier's vram_gb. */
   const sizeOf = (model: string): number | undefined => seedFor(config, settings, model, catalog.sizeOf(model)).sizeBytes;
+  // A backend's or a tier's GPU is its index or UUID in the config; nvidia-smi knows both.
+  const gpuIndexOf = (gpu: number | string): number | undefined =>
+    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
   const router = new Router(
     config,
     backends,
     catalog,
     settings,
     (backend, model) => checkFit(model, backend, sizeOf(model), placementOf(backend.name), gpuMonitor.status).fits,
+    gpuIndexOf,
   );
   const backendNamed = new Map(backends.map((b) => [b.name, b]));
   const slotsOf = new Map(config.backends.map((b) => [b.name, b.parallel ?? (b.manage ? config.ollama.num_parallel : 1)]));
@@ -189,8 +193,6 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   // Each GPU's power samples, split between the requests running on it (a backend's GPU is its configured index or UUID).
   const energy = new EnergyMeter();
   gpuMonitor.on('sample', (status) => energy.sample(status.gpus));
-  const gpuIndexOf = (gpu: number | string): number | undefined =>
-    typeof gpu === 'number' ? gpu : gpuMonitor.status.gpus.find((g) => g.uuid === gpu || String(g.index) === gpu)?.index;
   // The JWT library is loaded only by a bridge that verifies JWTs: idle memory of the others.
   const jwt = config.auth.jwt === undefined ? undefined : new (await import('./auth/jwt.js')).JwtVerifier(config.auth.jwt);
   const authenticator = new Authenticator(config, controlToken, jwt);

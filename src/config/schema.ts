@@ -88,7 +88,8 @@ const modelTierSchema = z.strictObject({
   vram_gb: z.number().positive().optional(),
   /** Seed of the scheduler's service-time estimate for this model, until requests are measured. */
   expected_latency_ms: z.number().nonnegative().optional(),
-  gpu_preference: z.number().int().nonnegative().optional(),
+  /** GPU index or UUID this tier's model should run on, among otherwise equal backends. */
+  gpu_preference: z.union([z.number().int().nonnegative(), z.string().min(1)]).optional(),
   /** keep_alive sent with every request for this model ("-1" pins it in memory). */
   keep_alive: keepAliveSchema.optional(),
   /** Context size for this model unless a client asks for more; one size per model stops reloads. */

@@ -102,6 +102,8 @@ export class Router {
     readonly settings: RoutingSettings,
     /** Whether a cold load of the model fits in the backend's free VRAM (null: no figures). */
     private readonly coldLoadFits: (backend: Backend, model: string) => boolean | null = () => null,
+    /** A GPU's index from its index or UUID (the GPU monitor knows both), when known. */
+    private readonly gpuIndexOf: (gpu: number | string) => number | undefined = (gpu) => (typeof gpu === 'number' ? gpu : undefined),
   ) {
     this.classifier = new Classifier(config.routing.classification);
   }
@@ -110,11 +112,17 @@ export class Router {
     return this.backends[0] as Backend;
   }
 
-  /** The GPU a tier prefers, matched against a backend's gpu index or its "gpuN" name. */
+  /**
+   * The GPU a tier prefers (index or UUID): a backend's `gpu`, the same GPU named the other way
+   * (one by index, the other by UUID), or its "gpuN" name.
+   */
   private prefers(tier: Tier | null, backend: Backend): boolean {
     if (tier === null) return false;
     const preference = (tier === 'moderate' ? (this.config.models.moderate ?? this.config.models.complex) : this.config.models[tier]).gpu_preference;
-    return preference !== undefined && (backend.gpu === preference || backend.name === `gpu${preference}`);
+    if (preference === undefined) return false;
+    if (backend.gpu === preference || backend.name === `gpu${preference}`) return true;
+    const index = backend.gpu === null ? undefined : this.gpuIndexOf(backend.gpu);
+    return index !== undefined && index === this.gpuIndexOf(preference);
   }
 
   /**

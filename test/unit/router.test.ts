@@ -22,7 +22,13 @@ after(async () => {
 async function routerOver(
   gpu0: ListedModels,
   gpu1: ListedModels,
-  options: { dualGpu?: boolean; yaml?: string; coldLoadFits?: (b: Backend, m: string) => boolean | null } = {},
+  options: {
+    dualGpu?: boolean;
+    yaml?: string;
+    coldLoadFits?: (b: Backend, m: string) => boolean | null;
+    /** The backends' `gpu` in place of 0 and 1, and what the GPU monitor says each is. */
+    gpus?: { ids: [number | string, number | string]; indexOf: (gpu: number | string) => number | undefined };
+  } = {},
 ) {
   const [a, b] = await Promise.all([listingOllama(gpu0), listingOllama(gpu1)]);
   closers.push(a.close, b.close);
@@ -32,11 +38,12 @@ async function routerOver(
     writeFileSync(file, options.yaml);
   }
   const config: Config = loadConfig({ file, env: { GPU0_URL: a.url, GPU1_URL: b.url, ENABLE_DUAL_GPU: String(options.dualGpu ?? true) } });
+  options.gpus?.ids.forEach((gpu, i) => Object.assign(config.backends[i] ?? {}, { name: `card-${i}`, gpu }));
   const backends = config.backends.map((backend) => new Backend(backend, limitsFrom(config), new BackendHealth({ failureThreshold: 3, cooldownMs: 60_000 })));
   closers.push(async () => void (await Promise.all(backends.map((backend) => backend.close()))));
   await Promise.all(backends.map((backend) => backend.check(1000)));
   const catalog = new ModelCatalog(backends);
-  const router = new Router(config, backends, catalog, settingsFrom(config), options.coldLoadFits);
+  const router = new Router(config, backends, catalog, settingsFrom(config), options.coldLoadFits, options.gpus?.indexOf);
   const [gpu0Backend, gpu1Backend] = backends as [Backend, Backend];
   return { router, catalog, standIns: [a, b], gpu0: gpu0Backend, gpu1: gpu1Backend };
 }
@@ -73,6 +80,18 @@ describe('router ranking', () => {
     assert.deepEqual(names(await router.rank(BIG, 'complex')), ['gpu0', 'gpu1']);
     // Without a tier (a concrete model asked for) nothing is preferred: the configured order stands.
     assert.deepEqual(names(await router.rank(SMALL, null)), ['gpu0', 'gpu1']);
+  });
+
+  it("finds the tier's preferred GPU behind a backend named by its GPU's UUID, and a preference given as a UUID", async () => {
+    const uuids = ['GPU-6f1d2b0e-0000-4000-8000-000000000000', 'GPU-6f1d2b0e-1111-4000-8000-111111111111'];
+    const gpus = { ids: [uuids[0], uuids[1]] as [string, string], indexOf: (gpu: number | string) => (typeof gpu === 'number' ? gpu : uuids.indexOf(gpu)) };
+    for (const preference of ['1', `"${uuids[1]}"`]) {
+      const yaml = `models:\n  simple: { name: "${SMALL}", gpu_preference: ${preference} }\n`;
+      const { router } = await routerOver({ tags: [SMALL], ps: [] }, { tags: [SMALL], ps: [] }, { yaml, gpus });
+      const simple = await router.rank(SMALL, 'simple');
+      assert.deepEqual(names(simple), ['card-1', 'card-0'], `gpu_preference: ${preference}`);
+      assert.match(simple.why, /card-1 is the preferred GPU/);
+    }
   });
 
   it('puts a backend where a cold load does not fit behind one where it does', async () => {
