@@ -136,6 +136,8 @@ const LOAD_BASE_MS = 500;
 const LOAD_BYTES_PER_MS = (2 * 1024 ** 3) / 1000;
 /** Prompt evaluation rate assumed before one was measured. */
 const SEED_PROMPT_TPS = 1000;
+/** Beyond any GPU's prompt evaluation (the fastest reach tens of thousands of tokens per second). */
+const MAX_PROMPT_TPS = 1e6;
 /**
  * (backend, model) pairs whose figures are kept. A client may name any model the upstream answers
  * to (every tag and alias of one), so without a limit the figures would grow with each new name.
@@ -484,8 +486,10 @@ export class Scheduler {
     if (!wasResident && loadMs > 0) next.loadMs = ewma(next.loadMs, loadMs, next.loadMs === null ? 0 : 1);
     const count = completion.promptEvalCount;
     const duration = completion.promptEvalDurationNs;
-    const rate = count !== undefined && duration !== undefined && count > 0 && duration > 0 ? count / (duration / 1e9) : NaN;
-    if (Number.isFinite(rate)) next.promptTps = ewma(next.promptTps, rate, next.promptTps === null ? 0 : 1);
+    // Only a prompt evaluated within the request, at a rate a GPU reaches: one absurd figure would
+    // make prefill look free (or endless) in the moving average for many requests after it.
+    const rate = count !== undefined && duration !== undefined && count > 0 && duration > 0 && duration / 1e6 <= elapsed ? count / (duration / 1e9) : NaN;
+    if (rate <= MAX_PROMPT_TPS) next.promptTps = ewma(next.promptTps, rate, next.promptTps === null ? 0 : 1);
     // Kept in the order last measured: past the limit, the model measured longest ago is forgotten.
     this.measured.delete(k);
     if (this.measured.size >= MAX_MEASURED) this.measured.delete(this.measured.keys().next().value as string);

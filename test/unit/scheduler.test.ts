@@ -545,6 +545,20 @@ describe('scheduler backend choice', () => {
     assert.equal(h.scheduler.estimate('gpu1', 'm', 'interactive', 0).loadMs, 3_000);
   });
 
+  it('takes no prompt rate no GPU reaches, nor one from a prompt evaluation longer than the request: either would skew every later estimate', async () => {
+    for (const [count, durationNs] of [
+      [1e6, 1],
+      [1e4, 1e12],
+    ] as const) {
+      const h = harness();
+      const slot = await choose(h, { choices: ['gpu0'] });
+      h.clock.advance(3_000);
+      slot.release({ ok: true, promptEvalCount: count, promptEvalDurationNs: durationNs });
+      const pool = h.scheduler.snapshot().pools.find((p) => p.backend === 'gpu0');
+      assert.equal(pool?.promptTokensPerSecond, null, `${count} tokens in ${durationNs} ns`);
+    }
+  });
+
   it('a failed request teaches nothing', async () => {
     const h = harness();
     const slot = await choose(h, { choices: ['gpu0'] });
