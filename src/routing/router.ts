@@ -264,16 +264,18 @@ export class Router {
     let tier = classified.tier;
     let reason = classified.reason;
     // Escalate while the tier's model lacks what the request uses (tools, images).
-    for (let i = TIERS.indexOf(tier); i < TIERS.length; i++) {
+    let capable = false;
+    for (let i = TIERS.indexOf(tier); i < TIERS.length && !capable; i++) {
       const candidate = TIERS[i] as Tier;
       const capabilities = await this.capabilitiesOf(this.settings.models[candidate]);
-      const missing = input.needs.filter((need) => capabilities !== undefined && !capabilities.includes(need));
-      if (missing.length === 0) {
-        if (candidate !== tier) reason += `; ${tier} model lacks ${input.needs.join(', ')}, using ${candidate}`;
+      capable = input.needs.every((need) => capabilities === undefined || capabilities.includes(need));
+      if (capable && candidate !== tier) {
+        reason += `; ${tier} model lacks ${input.needs.join(', ')}, using ${candidate}`;
         tier = candidate;
-        break;
       }
     }
+    // Ollama's refusal that follows then has its explanation.
+    if (!capable) reason += `; no model from the ${tier} tier up has ${input.needs.join(', ')}, staying on ${tier}`;
     const model = this.settings.models[tier];
     const { candidates, why, noRoom, installed } = await this.rank(model, tier);
     if (candidates.length > 0 && !installed) {

@@ -289,6 +289,17 @@ describe('a tier whose model lacks what the request uses', () => {
     const sent = upstream.requests.filter((r) => r.url === '/api/chat').at(-1);
     assert.equal((JSON.parse(sent?.body ?? '{}') as { model: string }).model, LARGE);
   });
+
+  it('keeps a request on its tier when no tier’s model has what it uses, and says so', async () => {
+    const { bridge } = await wireBridge({ text: ['ok'] });
+    const response = await postJson(`${bridge.url}/api/chat`, {
+      model: 'bridge/simple',
+      messages: [{ role: 'user', content: 'what is this?', images: ['aGk='] }],
+      stream: false,
+    });
+    assert.equal(response.headers.get('x-bridge-model'), SMALL);
+    assert.match(response.headers.get('x-bridge-route-reason') ?? '', /; no model from the simple tier up has vision, staying on simple;/);
+  });
 });
 
 describe('Copilot’s model details from an Ollama that predates capabilities', () => {
