@@ -51,7 +51,8 @@ export class ModelCatalog {
   private snapshot: Lists | undefined;
   private fetchedAt = 0;
   private refreshing: Promise<Lists> | undefined;
-  private readonly shows = new Map<string, Promise<OllamaShowResponse>>();
+  /** /api/show per backend and model, with the digest the lists gave when it was asked. */
+  private readonly shows = new Map<string, { digest: string | undefined; show: Promise<OllamaShowResponse> }>();
   /** When a name was last looked up in fresh lists and found nowhere. */
   private readonly misses = new Map<string, number>();
 
@@ -175,19 +176,23 @@ export class ModelCatalog {
   }
 
   /**
-   * /api/show of a model, asked of one backend that has it and remembered until invalidated.
+   * /api/show of a model, asked of one backend that has it and remembered until invalidated, or
+   * until the model lists show another file under the name (pulled again with ollama itself).
    * A verbose answer (whole token lists: megabytes, asked by `ollama show --verbose`) is not remembered.
    */
   async show(model: string, backend: Backend, verbose = false): Promise<OllamaShowResponse> {
     if (verbose) return checkedShow(await backend.callJson<Record<string, unknown>>('POST', '/api/show', { model, verbose }));
     const key = `${backend.name}\u0000${canonicalModelName(model)}`;
-    let pending = this.shows.get(key);
-    if (pending === undefined) {
-      pending = backend.callJson<Record<string, unknown>>('POST', '/api/show', { model }).then(checkedShow);
-      this.shows.set(key, pending);
-      pending.catch(() => this.shows.delete(key));
-    }
-    return pending;
+    const digest = this.digestOf(model, backend.name);
+    const known = this.shows.get(key);
+    if (known !== undefined && known.digest === digest) return known.show;
+    const show = backend.callJson<Record<string, unknown>>('POST', '/api/show', { model }).then(checkedShow);
+    const asked = { digest, show };
+    this.shows.set(key, asked);
+    show.catch(() => {
+      if (this.shows.get(key) === asked) this.shows.delete(key);
+    });
+    return show;
   }
 
   /** The models loaded in memory on every reachable backend right now (/api/ps). Rejects when no backend answers. */

@@ -9,6 +9,8 @@ export interface ListedModels {
   capabilities?: string[];
   /** Names that are one model file (e.g. a copy under a second tag): they share this digest. */
   sameFile?: string[];
+  /** A model's digest in place of the one made up from its name (a model pulled again). */
+  digests?: Record<string, string>;
 }
 
 let instances = 0;
@@ -35,7 +37,7 @@ export async function listingOllama(initial: ListedModels): Promise<{
     model: name,
     modified_at: '2025-01-01T00:00:00Z',
     size: 1000,
-    digest: models.sameFile?.includes(name) === true ? `sha-shared-${instance}` : `sha-${name}`,
+    digest: models.digests?.[name] ?? (models.sameFile?.includes(name) === true ? `sha-shared-${instance}` : `sha-${name}`),
     details: { family: 'llama' },
   });
   const server: Server = createServer((req, res) => {

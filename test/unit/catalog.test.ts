@@ -108,4 +108,18 @@ describe('model catalog', () => {
     await catalog.show('llama3', gpu0);
     assert.equal(a.shows(), 2);
   });
+
+  it('asks /api/show again when the model lists show another file under the name (pulled again with ollama itself)', async () => {
+    const { catalog, backends, a } = await catalogOver({ tags: ['llama3'], ps: [], capabilities: ['completion'] }, { tags: [], ps: [] });
+    const [gpu0] = backends;
+    await catalog.models();
+    assert.deepEqual((await catalog.show('llama3', gpu0)).capabilities, ['completion']);
+    a.models.capabilities = ['completion', 'tools'];
+    a.models.digests = { llama3: 'sha-updated' };
+    await catalog.models(true);
+    assert.deepEqual((await catalog.show('llama3', gpu0)).capabilities, ['completion', 'tools']);
+    assert.equal(a.shows(), 2);
+    await catalog.show('llama3', gpu0);
+    assert.equal(a.shows(), 2, 'the new details are remembered in turn');
+  });
 });
