@@ -5,22 +5,23 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/history/store.js';
-import { cliUnavailable, ensureAgentCli } from '../support/agent-clis.js';
+import { AGENT_CLIS, cliUnavailable, ensureAgentCli } from '../support/agent-clis.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startScriptedOllama, type ScriptedChat, type ScriptedOllama, type ScriptedTurn } from '../support/scripted-ollama.js';
 import { tempDir, configFile } from '../support/temp.js';
 
 /**
- * The real Claude Code and Codex CLIs, headless, against the bridge: each is asked about a file,
- * the scripted model behind the bridge answers with a call to the CLI's own file tool, the CLI
- * runs it and sends the result back, and the model's answer quotes it. The marker in the CLI's
- * final output proves the whole round trip went through the Messages / Responses translation.
+ * The real Claude Code, Codex and opencode CLIs, headless, against the bridge: each is asked about
+ * a file, the scripted model behind the bridge answers with a call to the CLI's own file tool, the
+ * CLI runs it and sends the result back, and the model's answer quotes it. The marker in the CLI's
+ * final output proves the whole round trip went through the Messages / Responses / Chat
+ * Completions translation.
  */
 
 const MODELS = { small: 'scripted-small:1b', large: 'scripted-large:7b' };
 const MARKER = 'MARKER-7f3a9c';
 
-/** Calls the CLI's file tool (Claude Code: Read; Codex: exec_command or shell) once, then quotes what it returned. */
+/** Calls the CLI's file tool (Claude Code: Read; Codex: exec_command or shell; opencode: read) once, then quotes what it returned. */
 function script(file: string) {
   return (chat: ScriptedChat): ScriptedTurn => {
     const toolResult = [...chat.messages].reverse().find((m) => m.role === 'tool');
@@ -29,6 +30,7 @@ function script(file: string) {
     if (tools.has('Read')) return { toolCalls: [{ name: 'Read', arguments: { file_path: file } }] };
     if (tools.has('exec_command')) return { toolCalls: [{ name: 'exec_command', arguments: { cmd: `cat ${file}` } }] };
     if (tools.has('shell')) return { toolCalls: [{ name: 'shell', arguments: { command: ['cat', file] } }] };
+    if (tools.has('read')) return { toolCalls: [{ name: 'read', arguments: { filePath: file } }] };
     return { text: ['ok'] };
   };
 }
@@ -150,5 +152,49 @@ describe('coding-agent CLIs through the bridge', () => {
     );
     assert.equal(result.code, 0, `codex --oss exited ${result.code}: ${result.stdout}\n${result.stderr.slice(0, 2000)}`);
     assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'));
+  });
+
+  it('opencode (opencode run) reads a file through a tool call and answers', async (t) => {
+    const cli = await ensureAgentCli('opencode');
+    if ('missing' in cli) return t.skip(cliUnavailable('opencode', cli.missing));
+    const earlier = records.length;
+    const home = tempDir('opencode-home-');
+    // opencode installs its plugin package (from npm) into each config folder that lacks it; this
+    // one's package files say it is there, so nothing is fetched.
+    const configDir = path.join(home, '.config', 'opencode');
+    mkdirSync(path.join(configDir, 'node_modules'), { recursive: true });
+    const dependencies = { '@opencode-ai/plugin': AGENT_CLIS.opencode.version };
+    writeFileSync(path.join(configDir, 'package.json'), JSON.stringify({ dependencies }));
+    writeFileSync(path.join(configDir, 'package-lock.json'), JSON.stringify({ packages: { '': { dependencies } } }));
+    const model = (name: string) => ({ name, tool_call: true, limit: { context: 32768, output: 4096 } });
+    const config = {
+      $schema: 'https://opencode.ai/config.json',
+      provider: {
+        bridge: {
+          npm: '@ai-sdk/openai-compatible',
+          name: 'copilot-bridge',
+          options: { baseURL: `${bridge.url}/v1`, apiKey: 'unused' },
+          models: { [MODELS.large]: model(MODELS.large), [MODELS.small]: model(MODELS.small) },
+        },
+      },
+      model: `bridge/${MODELS.large}`,
+      small_model: `bridge/${MODELS.small}`,
+      autoupdate: false,
+      share: 'disabled',
+    };
+    const result = await run([...cli.command, 'run', 'What does notes.txt say?'], work, {
+      HOME: home,
+      OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
+      OPENCODE_DISABLE_MODELS_FETCH: '1',
+      OPENCODE_DISABLE_AUTOUPDATE: '1',
+      OPENCODE_DISABLE_DEFAULT_PLUGINS: '1',
+      OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
+    });
+    assert.equal(result.code, 0, `opencode exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, new RegExp(`The file says: .*${MARKER}`, 's'), `${result.stdout}\n${result.stderr}`);
+    assert.ok(ollama.chats.some((chat) => chat.messages.some((m) => m.role === 'tool' && m.content.includes(MARKER))));
+    const opencode = records.slice(earlier).filter((r) => r.path === '/v1/chat/completions');
+    assert.ok(opencode.length >= 2, `opencode made ${opencode.length} Chat Completions requests`);
+    assert.ok(opencode.every((r) => r.client === 'opencode'));
   });
 });
