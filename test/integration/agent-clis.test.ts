@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
@@ -15,11 +15,14 @@ import { tempDir, configFile } from '../support/temp.js';
  * a file, the scripted model behind the bridge answers with a call to the CLI's own file tool, the
  * CLI runs it and sends the result back, and the model's answer quotes it. The marker in the CLI's
  * final output proves the whole round trip went through the Messages / Responses / Chat
- * Completions translation.
+ * Completions translation. aider has no tools: it sends the file's text in its prompt and applies
+ * the edit the model answers in its own format, so the file's new text (quoting the old) proves
+ * its round trip.
  */
 
 const MODELS = { small: 'scripted-small:1b', large: 'scripted-large:7b' };
 const MARKER = 'MARKER-7f3a9c';
+const AIDER_MARKER = 'MARKER-a1d3e5';
 
 /** Calls the CLI's file tool (Claude Code: Read; Codex: exec_command or shell; opencode: read) once, then quotes what it returned. */
 function script(file: string) {
@@ -31,6 +34,8 @@ function script(file: string) {
     if (tools.has('exec_command')) return { toolCalls: [{ name: 'exec_command', arguments: { cmd: `cat ${file}` } }] };
     if (tools.has('shell')) return { toolCalls: [{ name: 'shell', arguments: { command: ['cat', file] } }] };
     if (tools.has('read')) return { toolCalls: [{ name: 'read', arguments: { filePath: file } }] };
+    // aider (no tools; it sent the file's text): its whole-file edit format, the file's new text quoting the old.
+    if (chat.messages.some((m) => m.content.includes(AIDER_MARKER))) return { text: ['todo.txt\n```\n', `seen ${AIDER_MARKER}\n`, '```\n'] };
     return { text: ['ok'] };
   };
 }
@@ -196,5 +201,65 @@ describe('coding-agent CLIs through the bridge', () => {
     const opencode = records.slice(earlier).filter((r) => r.path === '/v1/chat/completions');
     assert.ok(opencode.length >= 2, `opencode made ${opencode.length} Chat Completions requests`);
     assert.ok(opencode.every((r) => r.client === 'opencode'));
+  });
+
+  it('aider (aider --message) edits a file with what the model answered', async (t) => {
+    const cli = await ensureAgentCli('aider');
+    if ('missing' in cli) return t.skip(cliUnavailable('aider', cli.missing));
+    const earlier = records.length;
+    const aiderWork = realpathSync(tempDir('aider-work-'));
+    const todo = path.join(aiderWork, 'todo.txt');
+    writeFileSync(todo, `${AIDER_MARKER}\n`);
+    const home = tempDir('aider-home-');
+    // Metadata for the models, so aider does not fetch litellm's model catalogue to look them up.
+    const metadata = path.join(home, 'models.json');
+    const info = {
+      max_input_tokens: 32768,
+      max_output_tokens: 4096,
+      input_cost_per_token: 0,
+      output_cost_per_token: 0,
+      litellm_provider: 'openai',
+      mode: 'chat',
+    };
+    writeFileSync(metadata, JSON.stringify({ [`openai/${MODELS.large}`]: info, [`openai/${MODELS.small}`]: info }));
+    const result = await run(
+      [
+        ...cli.command,
+        '--model',
+        `openai/${MODELS.large}`,
+        '--weak-model',
+        `openai/${MODELS.small}`,
+        '--openai-api-base',
+        `${bridge.url}/v1`,
+        '--openai-api-key',
+        'unused',
+        '--edit-format',
+        'whole',
+        '--message',
+        'Say in todo.txt that you have seen it.',
+        '--yes-always',
+        '--no-git',
+        '--analytics-disable',
+        '--no-check-update',
+        '--no-show-release-notes',
+        '--no-show-model-warnings',
+        '--no-pretty',
+        '--no-fancy-input',
+        '--map-tokens',
+        '0',
+        '--model-metadata-file',
+        metadata,
+        'todo.txt',
+      ],
+      aiderWork,
+      { HOME: home, LITELLM_LOCAL_MODEL_COST_MAP: 'True' },
+    );
+    assert.equal(result.code, 0, `aider exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+    // The model only answers with this edit when the file's text reached it; aider wrote the answer back.
+    assert.equal(readFileSync(todo, 'utf8'), `seen ${AIDER_MARKER}\n`, `${result.stdout}\n${result.stderr}`);
+    // aider talks through litellm, which sends the OpenAI Python SDK's User-Agent and nothing naming aider.
+    const aider = records.slice(earlier).filter((r) => r.path === '/v1/chat/completions');
+    assert.ok(aider.length >= 1, 'aider made no Chat Completions request');
+    assert.ok(aider.every((r) => r.client === 'openai-sdk' && r.requestedModel === MODELS.large && r.status === 200));
   });
 });
