@@ -185,8 +185,13 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     seed: (model) => seedFor(config, settings, model, catalog.sizeOf(model)),
     identity: (backend, model) => catalog.digestOf(model, backend) ?? canonicalModelName(model),
     onDispatch: (lane, waitMs) => metrics.observeQueueWait(lane, waitMs),
-    // One /api/ps after a cold load, so the next choice knows the model is there now.
-    onColdLoad: (backend) => void backendNamed.get(backend)?.check(config.routing.health.timeout_seconds * 1000),
+    // One /api/ps after a cold load, so the next choice knows the model is there now, and requests
+    // waiting for it elsewhere may move there.
+    onColdLoad: (backend) =>
+      void backendNamed
+        .get(backend)
+        ?.check(config.routing.health.timeout_seconds * 1000)
+        .then(() => scheduler.rebalance()),
   });
   const loadedContext = (backend: string, model: string): number | undefined =>
     backendNamed.get(backend)?.loadedEntry(model, catalog.digestOf(model, backend))?.context_length;
@@ -281,6 +286,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const modelRefresher = new ModelRefresher(catalog, 5000, changed);
   const healthMonitor = new HealthMonitor(backends, config.routing.health.interval_seconds * 1000, config.routing.health.timeout_seconds * 1000, () => {
     for (const backend of backends) if (backend.health.status === 'down') manager.unreachable(backend.name);
+    scheduler.rebalance();
     changed();
   });
   const actions = createActions({ settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status }, (name) => {

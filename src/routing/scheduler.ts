@@ -250,6 +250,21 @@ export class Scheduler {
     });
   }
 
+  /**
+   * Moves queued requests to another backend they may use that now holds their model with a slot
+   * free: told when the backends' reports of what they hold came in (a load finished, a preload).
+   */
+  rebalance(): void {
+    for (const entry of [...this.pools.values()].flatMap((pool) => pool.queue)) {
+      for (const backend of entry.choices) {
+        if (backend === entry.pool.backend || !this.options.resident(backend, entry.pool.model)) continue;
+        const pool = this.pool(backend, entry.pool.model);
+        if (pool.queue.length === 0) this.takeOver(pool);
+        this.forgetIfIdle(pool);
+      }
+    }
+  }
+
   /** Estimated time to first token of a new request of `lane` on `backend`, taking `weight` slots. */
   estimate(backend: string, model: string, lane: Lane, promptTokens: number, weight = 1): Estimate {
     const k = this.key(backend, model);

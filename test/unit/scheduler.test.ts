@@ -463,6 +463,30 @@ describe('scheduler backend choice', () => {
     assert.equal(onlyGpu0.slot()?.backend, 'gpu0');
   });
 
+  it('moves queued requests to a backend that reports their model in memory with a slot free (a preload), when told the reports changed', async () => {
+    const h = harness();
+    h.resident.add('gpu0/m');
+    const order: string[] = [];
+    // Resident on gpu0: a, b and c queue there rather than wait for a 2.5 s cold load on gpu1.
+    for (const name of ['a', 'b', 'c']) request(h, name, order, { choices: ['gpu0', 'gpu1'] });
+    await settled();
+    assert.deepEqual(order, ['a']);
+    h.scheduler.rebalance();
+    await settled();
+    assert.deepEqual(order, ['a'], 'gpu1 does not hold the model: nothing moves');
+    h.resident.add('gpu1/m');
+    h.scheduler.rebalance();
+    await settled();
+    assert.deepEqual(order, ['a', 'b']);
+    assert.deepEqual(
+      h.scheduler.snapshot().pools.map((p) => [p.backend, p.running, p.queued.interactive]),
+      [
+        ['gpu0', 1, 1],
+        ['gpu1', 1, 0],
+      ],
+    );
+  });
+
   it('moves no queued request to a backend whose request failed, unless the backend reports the model in memory', async () => {
     for (const resident of [false, true]) {
       const h = harness();
