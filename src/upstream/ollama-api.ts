@@ -252,7 +252,10 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
     let start = 0;
     let newline = text.indexOf('\n');
     while (newline >= 0) {
-      if (!this.take(this.line(text.slice(start, newline)))) return;
+      if (!this.take(this.line(text.slice(start, newline)))) {
+        this.settle();
+        return;
+      }
       start = newline + 1;
       newline = text.indexOf('\n', start);
     }
@@ -323,6 +326,7 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
     return line;
   }
 
+  /** Takes one line; false when nothing after it is read (the final line, or a line refused). */
   private take(line: string): boolean {
     if (line.length > this.maxLineBytes) {
       this.refuse(new LineTooLongError(this.maxLineBytes));
@@ -333,11 +337,20 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
     try {
       this.last = checkedChunk(JSON.parse(trimmed));
       this.ready.push(this.last);
-      return true;
     } catch (error) {
       this.refuse(error as Error);
       return false;
     }
+    if (this.last.done !== true) return true;
+    // The final line ends the answer: whatever an upstream sends after it (more text, a second
+    // final line, a reset) is not read, so the client gets one ending, after the text it ends.
+    this.ended = true;
+    if (this.paused) {
+      // Nothing is held back any more, and a consumer that stops now must not leave the connection paused.
+      this.paused = false;
+      this.flow.resume();
+    }
+    return false;
   }
 
   private refuse(error: Error): void {

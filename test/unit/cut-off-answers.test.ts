@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { HistoryRecord } from '../../src/history/store.js';
+import { NdjsonLines } from '../../src/upstream/ollama-api.js';
 import { startCloudBridge, startStandIn, startTestBridge } from '../support/bridge.js';
 import { readLines } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
@@ -280,6 +281,61 @@ describe('cloud answers cut off', () => {
       anthropicEvent('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'partial' } }),
     ]);
     await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+  });
+});
+
+describe('lines after the final line', () => {
+  /** The final line, then more text and a second final line, as a misbehaving upstream might send. */
+  const trailing: Behaviour = (res) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.end(textLine('whole') + finalLine + textLine('late') + finalLine);
+  };
+
+  it('are not read: the native stream ends with its one final line', async () => {
+    const bridge = await bridgeWith(trailing);
+    const response = await post(bridge, '/api/chat', nativeChat(true));
+    const lines: Array<{ message?: { content: string }; done: boolean }> = [];
+    for await (const line of readLines(response)) lines.push(JSON.parse(line) as (typeof lines)[number]);
+    assert.deepEqual(
+      lines.map((line) => [line.message?.content, line.done]),
+      [
+        ['whole', false],
+        ['', true],
+      ],
+    );
+  });
+
+  it('are not read: an OpenAI stream has one finish_reason, no text after it, and ends with usage and [DONE]', async () => {
+    const bridge = await bridgeWith(trailing);
+    const recorded = nextRecord(bridge);
+    const response = await post(bridge, '/v1/chat/completions', { ...(openAiChat(true) as object), stream_options: { include_usage: true } });
+    const events = (await sseEvents(response)).map(([, data]) => data);
+    assert.equal(events.at(-1), '[DONE]');
+    const chunks = events
+      .slice(0, -1)
+      .map((data) => JSON.parse(data) as { choices: Array<{ delta: { content?: string }; finish_reason: string | null }>; usage?: unknown });
+    assert.deepEqual(
+      chunks.flatMap((chunk) => chunk.choices.map((choice) => [choice.delta.content, choice.finish_reason])),
+      [
+        ['whole', null],
+        [undefined, 'stop'],
+      ],
+    );
+    assert.deepEqual(chunks.at(-1)?.usage, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+    assert.equal((await recorded).outcome, 'ok');
+  });
+
+  it('leave no connection paused: a reader that paused for a slow consumer resumes at the final line, and is not destroyed', async () => {
+    const calls: string[] = [];
+    const lines = new NdjsonLines({ pause: () => calls.push('pause'), resume: () => calls.push('resume'), destroy: () => calls.push('destroy') }, 1 << 20);
+    lines.push(Buffer.from(textLine('x').repeat(100)));
+    assert.deepEqual(calls, ['pause']);
+    lines.push(Buffer.from(finalLine + textLine('late')));
+    assert.deepEqual(calls, ['pause', 'resume']);
+    // The consumer stops early: the answer already ended, so its connection is left to finish and be reused.
+    await lines.return();
+    assert.deepEqual(calls, ['pause', 'resume']);
+    assert.equal(lines.complete, true);
   });
 });
 
