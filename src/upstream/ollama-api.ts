@@ -1,5 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
-import { isJsonObject } from '../contract/index.js';
+import { isJsonObject, jsonOf } from '../contract/index.js';
 import { redactSecrets } from './errors.js';
 import { LineNotObjectError, LineTooLongError } from './lines.js';
 
@@ -150,6 +150,19 @@ export function countOf(value: unknown): number | undefined {
 }
 
 /**
+ * A tool call's arguments as the object every surface sends on: JSON text of an object (as
+ * OpenAI-style servers send them) parsed, anything else kept as `_raw` text, as a cloud
+ * provider's arguments that are not JSON are; none at all is an empty object.
+ */
+function argumentsOf(value: unknown): Record<string, unknown> {
+  if (isJsonObject(value)) return value;
+  if (value === undefined || value === null) return {};
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  const parsed = jsonOf(text);
+  return isJsonObject(parsed) ? parsed : { _raw: text };
+}
+
+/**
  * One upstream answer line with every field the bridge reads checked: a field of the wrong type
  * (a count that is text or negative, a message that is not an object) is dropped, never passed on
  * to the client, the history or the metrics. Unknown fields pass through. Checked in place, with
@@ -174,6 +187,7 @@ export function checkedChunk(chunk: unknown): OllamaChunk {
         checked.tool_calls = checked.tool_calls.filter(
           (call: unknown) => typeof call === 'object' && call !== null && typeof (call as { function?: { name?: unknown } }).function?.name === 'string',
         );
+        for (const call of checked.tool_calls as OllamaToolCall[]) call.function.arguments = argumentsOf(call.function.arguments);
       }
     }
   }

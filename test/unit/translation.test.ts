@@ -238,6 +238,54 @@ describe('OpenAI chat translation', () => {
   });
 });
 
+describe('tool calls whose arguments are not an object', () => {
+  // Ollama sends arguments as an object; an upstream that sends JSON text, or something else, must
+  // still give clients an object: OpenAI's arguments are the text of one, Anthropic's input is one.
+  const stream = [
+    line({
+      message: {
+        role: 'assistant',
+        content: '',
+        tool_calls: [
+          { function: { name: 'as_text', arguments: '{"city":"Oslo"}' } },
+          { function: { name: 'not_json', arguments: 'Oslo' } },
+          { function: { name: 'a_number', arguments: 7 } },
+          { function: { name: 'none', arguments: null } },
+        ],
+      },
+      done: false,
+    }),
+    line({ message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop' }),
+  ];
+  const expected = [{ city: 'Oslo' }, { _raw: 'Oslo' }, { _raw: '7' }, {}];
+  const messages = [{ role: 'user', content: 'weather?' }];
+
+  it('answers them as objects on every surface', async () => {
+    const { bridge } = await pair((_url, res) => ndjson(res, stream));
+    const openAi = (await (await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages })).json()) as {
+      choices: Array<{ message: { tool_calls: Array<{ function: { arguments: string } }> } }>;
+    };
+    assert.deepEqual(
+      openAi.choices[0]?.message.tool_calls.map((call) => JSON.parse(call.function.arguments) as unknown),
+      expected,
+    );
+    const anthropic = (await (await postJson(`${bridge.url}/v1/messages`, { model: 'm', max_tokens: 100, messages })).json()) as {
+      content: Array<{ input: unknown }>;
+    };
+    assert.deepEqual(
+      anthropic.content.map((block) => block.input),
+      expected,
+    );
+    const native = (await (await postJson(`${bridge.url}/api/chat`, { model: 'm', messages, stream: false })).json()) as {
+      message: { tool_calls: Array<{ function: { arguments: unknown } }> };
+    };
+    assert.deepEqual(
+      native.message.tool_calls.map((call) => call.function.arguments),
+      expected,
+    );
+  });
+});
+
 describe('native Ollama facade', () => {
   it('gathers a non-streamed chat with tool calls into one answer', async () => {
     const { upstream, bridge } = await pair((_url, res) => ndjson(res, TOOL_CALL_STREAM));
