@@ -17,8 +17,15 @@ export async function* readSse(body: Readable, maxLineBytes: number): AsyncGener
     data = [];
     size = 0;
   };
+  let first = true;
   for await (const raw of readLines(body, maxLineBytes)) {
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    let line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (first) {
+      // A byte order mark before the stream is no part of its first field (the SSE spec drops it):
+      // kept, it hid a first "data:" line, and that event's text was lost.
+      first = false;
+      if (line.startsWith('\uFEFF')) line = line.slice(1);
+    }
     if (line === '') yield* flush();
     else if (line.startsWith('data:')) {
       const value = line.slice(5).replace(/^ /, '');

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
+import { readSse } from '../../src/upstream/sse.js';
 import { freePort } from '../support/ollama-rig.js';
 import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { documentedErrors } from '../support/readme.js';
@@ -692,5 +694,15 @@ describe('cloud fallback: credentials in provider errors', () => {
     assert.equal(bridge.history.recent().length, 2);
     assert.ok(!everything.includes(key), 'the key is still in an answer, the history or the log');
     assert.ok(!everything.includes('sk-proj-abcdefghijklmnop'), 'a key-like token is still in an answer, the history or the log');
+  });
+});
+
+describe('a provider’s event stream that starts with a byte order mark', () => {
+  it('keeps its first event: the mark is not part of the first field name', async () => {
+    // Split inside the mark's three bytes too, as a network may deliver them.
+    const bytes = Buffer.from('\uFEFFdata: {"n":1}\n\ndata: {"n":2}\n\n');
+    const events: string[] = [];
+    for await (const event of readSse(Readable.from([bytes.subarray(0, 2), bytes.subarray(2)]), 1 << 20)) events.push(event.data);
+    assert.deepEqual(events, ['{"n":1}', '{"n":2}']);
   });
 });
