@@ -515,6 +515,24 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     assert.match((await recorded).error ?? '', /cloud-anthropic timed out/);
   });
 
+  it('answers at Anthropic’s message_stop, without waiting for a provider that keeps the stream open after it', async () => {
+    const { bridge } = await withProvider(
+      'anthropic',
+      (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const [event, data] of ANTHROPIC_EVENTS) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        keepAliveForever(res, 'event: ping\ndata: {"type": "ping"}\n\n');
+      },
+      { timeoutSeconds: 0.3 },
+    );
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }>; usage: { completion_tokens: number } };
+    assert.equal(body.choices[0]?.message.content, 'Hello world');
+    assert.equal(body.choices[0]?.finish_reason, 'tool_calls');
+    assert.equal(body.usage.completion_tokens, 89);
+  });
+
   it('answers 504 when an OpenAI-compatible provider sends only comments, never an event', async () => {
     const { bridge } = await withProvider(
       'openai',

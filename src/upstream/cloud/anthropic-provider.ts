@@ -152,6 +152,12 @@ export class AnthropicProvider extends CloudProvider {
     // costs that field, not the answer.
     for await (const sse of progress.over(readSse(response.body, this.maxLineBytes))) {
       const event = eventObject(sse.data);
+      // The message is over, as [DONE] says for OpenAI: a provider that keeps the stream open
+      // after it (a proxy's keep-alives) must not hold the answer until its timeout.
+      if (event.type === 'message_stop') {
+        stopped = true;
+        break;
+      }
       const type = textOf(event.type);
       if (ANSWER_EVENTS.has(type)) progress.progressed();
       const delta = objectOf(event.delta);
@@ -199,9 +205,6 @@ export class AnthropicProvider extends CloudProvider {
           outputTokens = countOf(objectOf(event.usage).output_tokens) ?? outputTokens;
           break;
         }
-        case 'message_stop':
-          stopped = true;
-          break;
         case 'error': {
           const error = objectOf(event.error);
           yield { error: `${this.name}: ${this.redact(textOf(error.message) || textOf(error.type) || 'error')}` };
