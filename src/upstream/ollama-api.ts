@@ -289,7 +289,12 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
   }
 
   end(): void {
-    if (this.failure === undefined && !this.ended && this.take(this.line(this.decoder.end()))) this.ended = true;
+    if (this.failure === undefined && !this.ended) {
+      const tail = this.line(this.decoder.end());
+      // A last line without its newline that is not JSON was cut off on its way: the answer ends
+      // before it, so it reads as cut off (no final line), not as a line the upstream got wrong.
+      if (jsonOf(tail) === undefined || this.take(tail)) this.ended = true;
+    }
     this.settle();
   }
 

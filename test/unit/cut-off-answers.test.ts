@@ -128,6 +128,16 @@ describe('answers cut off upstream', () => {
     assert.match(String(backend?.health.lastError), CUT_OFF);
   });
 
+  it('native /api/chat and /v1/chat/completions: an answer that ends in the middle of a line is cut off, not a line that is not JSON', async () => {
+    const midLine: Behaviour = (res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(textLine('partial') + finalLine.slice(0, 40));
+    };
+    const bridge = await bridgeWith(midLine);
+    await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(false)), ollamaMessage);
+    await assertCutOffStatus(await post(bridge, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+  });
+
   it('native /api/chat stream: an empty 200 is a 502, not a 0-byte success', async () => {
     const bridge = await bridgeWith(empty);
     await assertCutOffStatus(await post(bridge, '/api/chat', nativeChat(true)), ollamaMessage);
