@@ -25,6 +25,7 @@ function formatSize(bytes: number): string {
  * Splits a body into lines as it arrives, without the newline. A line may not grow past
  * `maxLineBytes` (counted in characters, at most as many as its bytes): an upstream that never
  * ends a line must not fill the bridge's memory. Each chunk is searched once, however long the line.
+ * A last piece without its newline is no line: the body was cut off in it, and it is left out.
  */
 export async function* readLines(body: Readable, maxLineBytes: number): AsyncGenerator<string, void, undefined> {
   const decoder = new StringDecoder('utf8');
@@ -52,8 +53,6 @@ export async function* readLines(body: Readable, maxLineBytes: number): AsyncGen
       if (pendingLength > maxLineBytes) throw new LineTooLongError(maxLineBytes);
     }
   }
-  const last = take(decoder.end());
-  if (last !== '') yield last;
 }
 
 /** A whole body as text, of at most `maxBytes`: a JSON answer is one line too. */

@@ -284,6 +284,16 @@ describe('cloud answers cut off', () => {
     assert.equal(body.choices[0]?.finish_reason, 'stop');
   });
 
+  it('OpenAI-compatible and Anthropic: a stream that ends in the middle of a line is cut off, not a line that is not JSON', async () => {
+    const openAi = await cloudBridge('openai', [openAiChunk('partial'), openAiChunk('whole', 'stop').slice(0, 40)]);
+    await assertCutOffStatus(await post(openAi, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+    const anthropic = await cloudBridge('anthropic', [
+      anthropicEvent('message_start', { message: { usage: { input_tokens: 3, output_tokens: 1 } } }),
+      anthropicEvent('message_delta', { delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 2 } }).slice(0, 50),
+    ]);
+    await assertCutOffStatus(await post(anthropic, '/v1/chat/completions', openAiChat(false)), openAiMessage);
+  });
+
   it('Anthropic: a stream that ends before its message stopped is a 502', async () => {
     const bridge = await cloudBridge('anthropic', [
       anthropicEvent('message_start', { message: { usage: { input_tokens: 3, output_tokens: 1 } } }),
