@@ -178,7 +178,9 @@ export class Backend implements GenerationSource {
       let controller: Dispatcher.DispatchController | undefined;
       let status = 0;
       let headMs = 0;
-      let errorText = '';
+      // An error answer's bytes, decoded once whole: a character may arrive split over two chunks.
+      const errorChunks: Buffer[] = [];
+      let errorBytes = 0;
       let settled = false;
       const lines = new NdjsonLines(
         {
@@ -195,7 +197,8 @@ export class Backend implements GenerationSource {
         this.inFlight -= 1;
         cancel.removeEventListener('abort', onAbort);
       };
-      const statusError = (): UpstreamStatusError => new UpstreamStatusError(status, this.name, errorMessageOf(status, errorText));
+      const statusError = (): UpstreamStatusError =>
+        new UpstreamStatusError(status, this.name, errorMessageOf(status, Buffer.concat(errorChunks).toString('utf8')));
       cancel.addEventListener('abort', onAbort);
       pool.dispatch(
         {
@@ -220,7 +223,10 @@ export class Backend implements GenerationSource {
           onResponseData: (_dispatch, chunk) => {
             if (status < 400) lines.push(chunk);
             // An error answer is read for its message, up to the longest line taken.
-            else if (errorText.length < maxLineBytes) errorText += chunk.toString();
+            else if (errorBytes < maxLineBytes) {
+              errorChunks.push(chunk);
+              errorBytes += chunk.length;
+            }
           },
           onResponseEnd: () => {
             finish();

@@ -363,6 +363,19 @@ describe('a mid-stream upstream failure ends each surface’s stream in its own 
     });
   }
 
+  it('an error answer whose characters arrive split over chunks keeps its message whole', async () => {
+    const body = Buffer.from(JSON.stringify({ error: "model 'модель' not found" }));
+    const { bridge } = await pair((_url, res) => {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      // One byte per chunk: every two-byte letter is cut in two.
+      for (const byte of body) res.write(Buffer.of(byte));
+      res.end();
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 404);
+    assert.deepEqual(await response.json(), { error: "model 'модель' not found" });
+  });
+
   it('a break before any line arrived is still a proper status', async () => {
     const { bridge } = await pair((_url, res) => res.socket?.destroy());
     const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
