@@ -173,7 +173,11 @@ export function checkedChunk(chunk: unknown): OllamaChunk {
   for (const field of COUNT_FIELDS) if (field in chunk && countOf(chunk[field]) === undefined) delete chunk[field];
   for (const field of TEXT_FIELDS) if (field in chunk && typeof chunk[field] !== 'string') delete chunk[field];
   if ('done' in chunk && typeof chunk.done !== 'boolean') chunk.done = chunk.done === 'true';
-  if ('error' in chunk) chunk.error = redactSecrets(typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error).slice(0, 500));
+  if ('error' in chunk) {
+    // null or "" is no error, as Ollama's own client reads a line (it fails only on an error text).
+    if (chunk.error === null || chunk.error === '') delete chunk.error;
+    else chunk.error = redactSecrets(typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error).slice(0, 500));
+  }
   if ('message' in chunk) {
     const message = chunk.message;
     if (!isJsonObject(message)) delete chunk.message;

@@ -359,6 +359,25 @@ describe('lines after the final line', () => {
   });
 });
 
+describe('an answer line with an empty error field', () => {
+  it('is no error ("error": null or ""), as Ollama’s own client reads it: the answer is served whole', async () => {
+    const withError = (line: string, error: unknown): string => `${JSON.stringify({ ...(JSON.parse(line) as object), error })}\n`;
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(withError(textLine('whole'), null) + withError(finalLine, ''));
+    });
+    const native = await post(bridge, '/api/chat', nativeChat(false));
+    assert.equal(native.status, 200);
+    const body = (await native.json()) as { message: { content: string }; done: boolean; error?: unknown };
+    assert.equal(body.message.content, 'whole');
+    assert.equal(body.done, true);
+    assert.equal('error' in body, false);
+    const openAi = await post(bridge, '/v1/chat/completions', openAiChat(false));
+    assert.equal(openAi.status, 200);
+    assert.equal(((await openAi.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content, 'whole');
+  });
+});
+
 describe('a line that is not an answer line', () => {
   it('is reported as not a JSON object when it is JSON but no object', async () => {
     const bridge = await bridgeWith((res) => {
