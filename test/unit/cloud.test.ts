@@ -121,6 +121,29 @@ describe('cloud fallback: Anthropic Messages API', () => {
     });
   });
 
+  it('sends no text block that is empty or only whitespace, which the Messages API refuses with 400, and no turn left empty by that', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const response = await postJson(`${bridge.url}/api/chat`, {
+      model: 'm',
+      stream: false,
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: '' },
+        { role: 'user', content: ' \n' },
+        { role: 'assistant', content: '\n\n', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }] },
+        { role: 'tool', content: '21C' },
+        { role: 'user', content: 'and now?' },
+      ],
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual((JSON.parse(cloud.requests[0]?.body ?? '{}') as { messages: unknown }).messages, [
+      { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'call_0', name: 'get_weather', input: { city: 'Oslo' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: '21C' }] },
+      { role: 'user', content: [{ type: 'text', text: 'and now?' }] },
+    ]);
+  });
+
   it('streams Anthropic’s events to an OpenAI client: text deltas, the tool call, stop reason and usage', async () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
     const response = await postJson(`${bridge.url}/v1/chat/completions`, {

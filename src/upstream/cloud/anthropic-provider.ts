@@ -25,13 +25,14 @@ export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
       return;
     }
     const blocks: Block[] = [];
-    if (message.content !== '') blocks.push({ type: 'text', text: message.content });
+    // The Messages API refuses a text block that is empty or only whitespace (400).
+    if (message.content.trim() !== '') blocks.push({ type: 'text', text: message.content });
     for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: image } });
     (message.tool_calls ?? []).forEach((call, j) =>
       blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }),
     );
-    if (blocks.length === 0) blocks.push({ type: 'text', text: '' });
-    out.push({ role: message.role === 'assistant' ? 'assistant' : 'user', content: blocks });
+    // A turn with nothing in it is left out: the API joins the turns of one role that then meet.
+    if (blocks.length > 0) out.push({ role: message.role === 'assistant' ? 'assistant' : 'user', content: blocks });
   });
   return { system: system.length > 0 ? system.join('\n\n') : undefined, messages: out };
 }
