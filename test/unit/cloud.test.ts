@@ -311,10 +311,7 @@ describe('cloud fallback to Anthropic: sampling options in Anthropic’s ranges 
 
   it('asks for temperature 1 when a client asks more (OpenAI’s range ends at 2, Anthropic’s at 1), and drops options of the wrong type', async () => {
     const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
-    const asked = [
-      { temperature: 1.5, top_p: 0.9 },
-      { temperature: 'hot', top_p: '0.9', num_predict: 'many' },
-    ];
+    const asked = [{ temperature: 1.5 }, { temperature: 'hot', top_p: '0.9', num_predict: 'many' }];
     for (const options of asked) {
       const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', options, messages: [{ role: 'user', content: 'x' }], stream: false });
       assert.equal(response.status, 200);
@@ -323,8 +320,24 @@ describe('cloud fallback to Anthropic: sampling options in Anthropic’s ranges 
     assert.deepEqual(
       sent.map((body) => [body.temperature, body.top_p, body.max_tokens]),
       [
-        [1, 0.9, 4096],
+        [1, undefined, 4096],
         [undefined, undefined, 4096],
+      ],
+    );
+  });
+
+  it('sends temperature or top_p, never both, which current Claude models refuse with 400 (Copilot’s ghost text sends both)', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    for (const options of [{ temperature: 0.2, top_p: 0.9 }, { top_p: 0.9 }]) {
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', options, messages: [{ role: 'user', content: 'x' }], stream: false });
+      assert.equal(response.status, 200);
+    }
+    const sent = cloud.requests.map((request) => JSON.parse(request.body) as { temperature?: unknown; top_p?: unknown });
+    assert.deepEqual(
+      sent.map((body) => [body.temperature, body.top_p]),
+      [
+        [0.2, undefined],
+        [undefined, 0.9],
       ],
     );
   });

@@ -115,8 +115,9 @@ export class AnthropicProvider extends CloudProvider {
     };
     if (conversation.system !== undefined) payload.system = conversation.system;
     // The Messages API refuses a temperature above 1, where OpenAI's and Ollama's go to 2: the nearest it takes.
+    // Current Claude models refuse temperature and top_p together (400): top_p goes only without a temperature.
     if (sampling.temperature !== undefined) payload.temperature = Math.min(Math.max(sampling.temperature, 0), 1);
-    if (sampling.top_p !== undefined) payload.top_p = sampling.top_p;
+    else if (sampling.top_p !== undefined) payload.top_p = sampling.top_p;
     const stops = (sampling.stop ?? []).filter((stop) => stop !== '');
     const sentStops = stops.filter((stop) => stop.trim() !== '');
     if (sentStops.length > 0) payload.stop_sequences = sentStops;
