@@ -144,6 +144,30 @@ describe('cloud fallback: Anthropic Messages API', () => {
     ]);
   });
 
+  it('names each image’s own type, which the Messages API checks against its bytes (400 on a mismatch)', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
+    const image = (...bytes: number[]): string => Buffer.from([...bytes, 0, 0, 0, 0, 0, 0, 0, 0]).toString('base64');
+    const images = {
+      'image/jpeg': image(0xff, 0xd8, 0xff, 0xe0),
+      'image/png': image(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a),
+      'image/gif': image(...Buffer.from('GIF89a')),
+      'image/webp': image(...Buffer.from('RIFF\0\0\0\0WEBP')),
+    };
+    const response = await postJson(`${bridge.url}/api/chat`, {
+      model: 'm',
+      stream: false,
+      messages: [{ role: 'user', content: 'what is in these?', images: Object.values(images) }],
+    });
+    assert.equal(response.status, 200);
+    const sent = JSON.parse(cloud.requests[0]?.body ?? '{}') as {
+      messages: Array<{ content: Array<{ type: string; source?: { media_type: string; data: string } }> }>;
+    };
+    assert.deepEqual(
+      sent.messages[0]?.content.flatMap((block) => (block.source === undefined ? [] : [[block.source.media_type, block.source.data]])),
+      Object.entries(images),
+    );
+  });
+
   it('streams Anthropic’s events to an OpenAI client: text deltas, the tool call, stop reason and usage', async () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
     const response = await postJson(`${bridge.url}/v1/chat/completions`, {

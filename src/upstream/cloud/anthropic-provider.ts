@@ -7,6 +7,21 @@ import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, text
 
 type Block = Record<string, unknown>;
 
+/** How each image type the Messages API takes begins in base64 (its file signature). */
+const IMAGE_SIGNATURES: ReadonlyArray<[string, string]> = [
+  ['/9j/', 'image/jpeg'],
+  ['R0lGOD', 'image/gif'],
+  ['UklGR', 'image/webp'],
+];
+
+/**
+ * The media type of a base64 image, read from its first bytes: Ollama's images carry none, and the
+ * Messages API refuses an image whose bytes are not of the type it is named (400). PNG otherwise.
+ */
+function imageMediaType(base64: string): string {
+  return IMAGE_SIGNATURES.find(([start]) => base64.startsWith(start))?.[1] ?? 'image/png';
+}
+
 /** Ollama's conversation in the Messages API's form: system apart, tool calls and results as blocks. */
 export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
   system: string | undefined;
@@ -27,7 +42,7 @@ export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
     const blocks: Block[] = [];
     // The Messages API refuses a text block that is empty or only whitespace (400).
     if (message.content.trim() !== '') blocks.push({ type: 'text', text: message.content });
-    for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: image } });
+    for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: imageMediaType(image), data: image } });
     (message.tool_calls ?? []).forEach((call, j) =>
       blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }),
     );
