@@ -368,6 +368,23 @@ describe('cloud fallback to Anthropic: sampling options in Anthropic’s ranges 
 });
 
 describe('cloud fallback: OpenAI-compatible provider', () => {
+  it('sends at most 4 stop sequences, OpenAI’s limit (more is a 400), and applies the others itself', async () => {
+    const { cloud, bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      // The sixth stop arrives split over two pieces.
+      res.end(chunk({ role: 'assistant', content: 'one <|fi' }) + chunk({ content: 'le_sep|> two' }) + chunk({}, 'stop') + 'data: [DONE]\n\n');
+    });
+    const stop = ['<|endoftext|>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>', '<|file_sep|>'];
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', stream: false, options: { stop }, messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string }; done_reason: string };
+    assert.equal(body.message.content, 'one ');
+    assert.equal(body.done_reason, 'stop');
+    assert.deepEqual((JSON.parse(cloud.requests[0]?.body ?? '{}') as { stop: unknown }).stop, stop.slice(0, 4));
+  });
+
   it('joins tool-call fragments, sends the bearer key, and passes usage on', async () => {
     const { cloud, bridge } = await withProvider('openai', openAiStream);
     const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });

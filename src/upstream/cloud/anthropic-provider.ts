@@ -3,7 +3,7 @@ import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js'
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
 import { samplingOf, toolCallIds } from './openai-provider.js';
-import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, textOf } from './provider.js';
+import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, StopCutter, textOf } from './provider.js';
 
 type Block = Record<string, unknown>;
 
@@ -64,47 +64,6 @@ const ANSWER_EVENTS = new Set(['message_start', 'content_block_start', 'content_
 const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'stop', max_tokens: 'length' };
 
 /**
- * Cuts streamed text at the first of `stops`. The Messages API refuses stop sequences that are
- * only whitespace ("\n" is what single-line ghost text sends), so those are applied here. A tail
- * that may be the start of a stop is held back until the next piece tells.
- */
-class StopCutter {
-  private held = '';
-  stopped = false;
-
-  constructor(private readonly stops: readonly string[]) {}
-
-  /** The text that may be sent now. */
-  push(text: string): string {
-    const all = this.held + text;
-    const at = Math.min(...this.stops.map((stop) => all.indexOf(stop)).filter((i) => i >= 0));
-    if (Number.isFinite(at)) {
-      this.stopped = true;
-      this.held = '';
-      return all.slice(0, at);
-    }
-    let keep = 0;
-    for (const stop of this.stops) {
-      for (let n = Math.min(stop.length - 1, all.length); n > keep; n--) {
-        if (all.endsWith(stop.slice(0, n))) {
-          keep = n;
-          break;
-        }
-      }
-    }
-    this.held = all.slice(all.length - keep);
-    return all.slice(0, all.length - keep);
-  }
-
-  /** What was held back, once the answer ends. */
-  rest(): string {
-    const rest = this.held;
-    this.held = '';
-    return rest;
-  }
-}
-
-/**
  * Anthropic's Messages API as a generation source. Its SSE events (message_start, content_block_*,
  * message_delta, message_stop, ping, error) become Ollama lines: text and thinking deltas as they
  * come, each tool_use block as one tool call once its JSON is complete, usage and stop reason last.
@@ -149,6 +108,7 @@ export class AnthropicProvider extends CloudProvider {
       { 'x-api-key': this.config.api_key ?? '', 'anthropic-version': '2023-06-01' },
       request.cancel.signal,
     );
+    // The Messages API refuses stop sequences that are only whitespace ("\n" is what single-line ghost text sends): those are applied here.
     return checkedLines(this.translate(response, chat, new StopCutter(stops.filter((stop) => stop.trim() === ''))));
   }
 

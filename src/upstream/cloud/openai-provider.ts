@@ -3,7 +3,7 @@ import { isJsonObject } from '../../contract/index.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
-import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, objectsOf, textOf } from './provider.js';
+import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, objectsOf, StopCutter, textOf } from './provider.js';
 
 /**
  * Native Ollama options in the names OpenAI-style APIs use. An option of the wrong type is left
@@ -74,6 +74,9 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Reco
   });
 }
 
+/** The stop sequences OpenAI and Azure take (more is a 400); the others are applied by the bridge. */
+const MAX_STOPS = 4;
+
 /**
  * An OpenAI-compatible provider (OpenAI, Azure OpenAI, or any compatible server) as a generation
  * source: native chat goes to /chat/completions and native generate to /completions, and the SSE
@@ -88,7 +91,11 @@ export class OpenAiProvider extends CloudProvider {
 
   async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
     const { body } = request;
-    const sampling = samplingOf(body);
+    const { stop: asked, ...options } = samplingOf(body);
+    // An empty stop stops nothing (applied here, it would cut the whole answer).
+    const stop = asked?.filter((text) => text !== '');
+    const sampling = stop === undefined ? options : { ...options, stop: stop.slice(0, MAX_STOPS) };
+    const cutter = stop !== undefined && stop.length > MAX_STOPS ? new StopCutter(stop.slice(MAX_STOPS)) : undefined;
     if (request.path === '/api/chat') {
       const payload: Record<string, unknown> = {
         model: this.config.model,
@@ -101,7 +108,7 @@ export class OpenAiProvider extends CloudProvider {
       const responseFormat = responseFormatOf(body.format);
       if (responseFormat !== undefined) payload.response_format = responseFormat;
       const response = await this.post('/chat/completions', payload, this.headers(), request.cancel.signal);
-      return checkedLines(this.translate(response, 'chat'));
+      return checkedLines(this.translate(response, 'chat', cutter));
     }
     const payload = {
       model: this.config.model,
@@ -112,10 +119,10 @@ export class OpenAiProvider extends CloudProvider {
       ...sampling,
     };
     const response = await this.post('/completions', payload, this.headers(), request.cancel.signal);
-    return checkedLines(this.translate(response, 'generate'));
+    return checkedLines(this.translate(response, 'generate', cutter));
   }
 
-  private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate'): AsyncGenerator<OllamaChunk, void, undefined> {
+  private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate', cutter?: StopCutter): AsyncGenerator<OllamaChunk, void, undefined> {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
     /** The calls by their index, or by their id for a provider that sends no index. */
@@ -156,7 +163,9 @@ export class OpenAiProvider extends CloudProvider {
         }
         if (finishReason) finish = finishReason;
         if (kind === 'generate') {
-          if (text) yield { model, created_at: now(), response: text, done: false };
+          const piece = cutter === undefined || !text ? text : cutter.push(text);
+          if (piece) yield { model, created_at: now(), response: piece, done: false };
+          if (cutter?.stopped === true) break;
           continue;
         }
         for (const call of objectsOf(delta.tool_calls)) {
@@ -166,17 +175,30 @@ export class OpenAiProvider extends CloudProvider {
           const fragment = objectOf(call.function);
           calls.add(key, textOf(fragment.name), textOf(fragment.arguments));
         }
-        const content = textOf(delta.content);
+        const said = textOf(delta.content);
+        const content = cutter === undefined || !said ? said : cutter.push(said);
         // Reasoning as OpenRouter and Ollama name it, and as DeepSeek, vLLM and llama.cpp do.
         const thinking = textOf(delta.reasoning) || textOf(delta.reasoning_content);
         if (content || thinking) {
           yield { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false };
         }
+        if (cutter?.stopped === true) break;
+      }
+      // One of the stops applied here came: the answer ends there, as at a stop of the provider's own.
+      if (cutter?.stopped === true) {
+        ended = true;
+        finish = 'stop';
+        break;
       }
     }
     // Cut off before the provider said it finished ([DONE], or a finish_reason from servers that
     // send no [DONE]): no final line, so the answer counts as the failure it is.
     if (!ended && finish === '') return;
+    const held = cutter?.rest();
+    if (held)
+      yield kind === 'chat'
+        ? { model, created_at: now(), message: { role: 'assistant', content: held }, done: false }
+        : { model, created_at: now(), response: held, done: false };
     const toolCalls = calls.takeAll();
     if (toolCalls.length > 0) {
       yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: toolCalls }, done: false };

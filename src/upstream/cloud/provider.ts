@@ -83,6 +83,46 @@ export class HeldToolCalls {
 }
 
 /**
+ * Cuts streamed text at the first of `stops`, for stop sequences a provider does not take. A tail
+ * that may be the start of a stop is held back until the next piece tells.
+ */
+export class StopCutter {
+  private held = '';
+  stopped = false;
+
+  constructor(private readonly stops: readonly string[]) {}
+
+  /** The text that may be sent now. */
+  push(text: string): string {
+    const all = this.held + text;
+    const at = Math.min(...this.stops.map((stop) => all.indexOf(stop)).filter((i) => i >= 0));
+    if (Number.isFinite(at)) {
+      this.stopped = true;
+      this.held = '';
+      return all.slice(0, at);
+    }
+    let keep = 0;
+    for (const stop of this.stops) {
+      for (let n = Math.min(stop.length - 1, all.length); n > keep; n--) {
+        if (all.endsWith(stop.slice(0, n))) {
+          keep = n;
+          break;
+        }
+      }
+    }
+    this.held = all.slice(all.length - keep);
+    return all.slice(0, all.length - keep);
+  }
+
+  /** What was held back, once the answer ends. */
+  rest(): string {
+    const rest = this.held;
+    this.held = '';
+    return rest;
+  }
+}
+
+/**
  * The longest wait for an event that moves an answer on. undici's body timeout is reset by any
  * byte, so a provider that sends only keep-alives (Anthropic's pings, SSE comments, empty chunks)
  * would otherwise hold the request, and the client, for good.
