@@ -422,6 +422,27 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     ]);
   });
 
+  it('keeps parallel tool calls apart when every one comes at index 0 with an id of its own (Ollama’s OpenAI API, vLLM, Grok)', async () => {
+    // The first call's fragments repeat its id, as vLLM sends them; the second call starts with another id.
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
+      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', function: { arguments: '"Oslo"}' } }] }));
+      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_b', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
+      res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '"Rome"}' } }] }));
+      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
+    assert.deepEqual(body.message.tool_calls, [
+      { function: { name: 'get_weather', arguments: { city: 'Oslo' } } },
+      { function: { name: 'get_weather', arguments: { city: 'Rome' } } },
+    ]);
+  });
+
   it('passes on reasoning under either name: reasoning_content (DeepSeek, vLLM) and reasoning', async () => {
     const { bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

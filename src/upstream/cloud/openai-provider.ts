@@ -127,6 +127,9 @@ export class OpenAiProvider extends CloudProvider {
     const now = (): string => new Date().toISOString();
     /** The calls by their index, or by their id for a provider that sends no index. */
     const calls = new HeldToolCalls(this.maxLineBytes);
+    /** By index: the id of the call it holds now, and that call's key (an index that held another call keys by id). */
+    const idAt = new Map<number, string>();
+    const keyAt = new Map<number, string>();
     let lastCall: number | string | undefined;
     let finish = '';
     let ended = false;
@@ -169,8 +172,17 @@ export class OpenAiProvider extends CloudProvider {
           continue;
         }
         for (const call of objectsOf(delta.tool_calls)) {
+          const id = textOf(call.id) || undefined;
+          let key: number | string;
+          if (typeof call.index === 'number') {
+            const held = idAt.get(call.index);
+            // Ollama's OpenAI API, vLLM and Grok give every parallel call index 0: another id there is another call.
+            if (id !== undefined && held !== undefined && id !== held) keyAt.set(call.index, id);
+            if (id !== undefined) idAt.set(call.index, id);
+            key = keyAt.get(call.index) ?? call.index;
+          }
           // Gemini's OpenAI-compatible API sends no index: a fragment with a new id starts a call, one with neither continues the last.
-          const key = typeof call.index === 'number' ? call.index : typeof call.id === 'string' ? call.id : (lastCall ?? 0);
+          else key = id ?? lastCall ?? 0;
           lastCall = key;
           const fragment = objectOf(call.function);
           calls.add(key, textOf(fragment.name), textOf(fragment.arguments));
