@@ -443,6 +443,21 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     ]);
   });
 
+  it('takes a tool name sent again with every fragment as the name, not as pieces of it (MiniMax through NVIDIA NIM, newer GPT models)', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (delta: unknown, finish: string | null = null): string =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
+      res.write(chunk({ tool_calls: [{ index: 0, function: { name: 'get_weather', arguments: '"Oslo"}' } }] }));
+      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
+    assert.deepEqual(body.message.tool_calls, [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }]);
+  });
+
   it('passes on reasoning under either name: reasoning_content (DeepSeek, vLLM) and reasoning', async () => {
     const { bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -50,14 +50,19 @@ export class HeldToolCalls {
 
   constructor(private readonly maxBytes: number) {}
 
-  /** Adds pieces to the call under `key`, which starts when it is new. */
+  /**
+   * Adds a piece of JSON to the call under `key`, which starts when it is new. A name replaces the
+   * one held, as the OpenAI SDK reads it: some servers (MiniMax through NVIDIA NIM, newer GPT
+   * models) send the whole name again with every fragment.
+   */
   add(key: number | string, name: string, json: string): void {
     const call = this.calls.get(key);
-    this.size += name.length + json.length + (call === undefined ? CALL_FRAME_SIZE : 0);
+    const named = name === '' ? (call?.name ?? '') : name;
+    this.size += named.length + json.length + (call === undefined ? CALL_FRAME_SIZE : -call.name.length);
     if (this.size > this.maxBytes) throw new LineTooLongError(this.maxBytes);
-    if (call === undefined) this.calls.set(key, { name, json });
+    if (call === undefined) this.calls.set(key, { name: named, json });
     else {
-      call.name += name;
+      call.name = named;
       call.json += json;
     }
   }
