@@ -144,6 +144,20 @@ describe('cloud fallback: Anthropic Messages API', () => {
     ]);
   });
 
+  it('takes a tool call’s input from its content_block_start when no input_json_delta follows (gateways that send it whole), as the Anthropic SDK does', async () => {
+    const events = ANTHROPIC_EVENTS.filter(([name, data]) => name !== 'content_block_delta' || (data as { index: number }).index !== 1).map(
+      ([name, data]): [string, unknown] =>
+        name === 'content_block_start' && (data as { index: number }).index === 1
+          ? [name, { type: name, index: 1, content_block: { type: 'tool_use', id: 'toolu_01', name: 'get_weather', input: { city: 'Oslo' } } }]
+          : [name, data],
+    );
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', stream: false, tools: TOOLS, messages: [{ role: 'user', content: 'weather?' }] });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
+    assert.deepEqual(body.message.tool_calls, [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }]);
+  });
+
   it('names each image’s own type, which the Messages API checks against its bytes (400 on a mismatch)', async () => {
     const { cloud, bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
     const image = (...bytes: number[]): string => Buffer.from([...bytes, 0, 0, 0, 0, 0, 0, 0, 0]).toString('base64');

@@ -120,6 +120,8 @@ export class AnthropicProvider extends CloudProvider {
         ? { model, created_at: now(), message: { role: 'assistant', content, ...(thinking ? { thinking } : {}) }, done: false }
         : { model, created_at: now(), response: content, ...(thinking ? { thinking } : {}), done: false };
     const toolBlocks = new HeldToolCalls(this.maxLineBytes);
+    /** The input a tool_use block started with, where it was not empty: used when no input_json_delta follows, as the Anthropic SDK does (gateways that send it whole). */
+    const startInputs = new Map<number, Record<string, unknown>>();
     let inputTokens: number | undefined;
     let outputTokens: number | undefined;
     let stopReason = 'end_turn';
@@ -158,7 +160,11 @@ export class AnthropicProvider extends CloudProvider {
           inputTokens = countOf(objectOf(objectOf(event.message).usage).input_tokens);
           break;
         case 'content_block_start':
-          if (block.type === 'tool_use') toolBlocks.add(index, textOf(block.name), '');
+          if (block.type === 'tool_use') {
+            toolBlocks.add(index, textOf(block.name), '');
+            const input = objectOf(block.input);
+            if (Object.keys(input).length > 0) startInputs.set(index, input);
+          }
           break;
         case 'content_block_delta': {
           const thinking = delta.type === 'thinking_delta' ? textOf(delta.thinking) : '';
@@ -170,6 +176,11 @@ export class AnthropicProvider extends CloudProvider {
           const held = cutter.rest();
           if (held !== '') yield text(held);
           const call = toolBlocks.take(index);
+          const startInput = startInputs.get(index);
+          if (startInput !== undefined) {
+            startInputs.delete(index);
+            if (call !== undefined && Object.keys(call.function.arguments).length === 0) call.function.arguments = startInput;
+          }
           if (call !== undefined && chat) yield { model, created_at: now(), message: { role: 'assistant', content: '', tool_calls: [call] }, done: false };
           break;
         }
