@@ -260,6 +260,44 @@ describe('cloud fallback: Anthropic Messages API', () => {
   });
 });
 
+describe('cloud fallback to Anthropic: a max_tokens over the model’s own limit', () => {
+  it('asks again within the limit the 400 names, and from then on at once (Claude Code asks 32000 of any model)', async () => {
+    const { cloud, bridge } = await withProvider('anthropic', (res) => {
+      const sent = JSON.parse(cloud.requests.at(-1)?.body ?? '{}') as { max_tokens: number };
+      if (sent.max_tokens <= 8192) return anthropicStream(res);
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          type: 'error',
+          error: {
+            type: 'invalid_request_error',
+            message: `max_tokens: ${sent.max_tokens} > 8192, which is the maximum allowed number of output tokens for claude-3-5-haiku-20241022`,
+          },
+        }),
+      );
+    });
+    const ask = async (maxTokens: number): Promise<void> => {
+      const response = await postJson(`${bridge.url}/v1/messages`, {
+        model: 'qwen2.5-coder:7b',
+        max_tokens: maxTokens,
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      assert.equal(response.status, 200);
+    };
+    await ask(32000);
+    assert.deepEqual(
+      cloud.requests.map((r) => (JSON.parse(r.body) as { max_tokens: number }).max_tokens),
+      [32000, 8192],
+    );
+    await ask(32000);
+    await ask(100);
+    assert.deepEqual(
+      cloud.requests.slice(2).map((r) => (JSON.parse(r.body) as { max_tokens: number }).max_tokens),
+      [8192, 100],
+    );
+  });
+});
+
 describe('cloud fallback to Anthropic with stop sequences of whitespace', () => {
   /** A text answer in Anthropic's events, one text delta per piece. */
   const textEvents = (pieces: readonly string[]): Array<[string, unknown]> => [
@@ -600,6 +638,65 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     const openAi = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(openAi.status, 429);
     assert.equal(((await openAi.json()) as { error: { code: string } }).error.code, 'rate_limit_exceeded');
+  });
+
+  it('leaves out what the provider’s model refuses, learnt from its 400 once: max_tokens as max_completion_tokens, a temperature it does not take (OpenAI’s reasoning models)', async () => {
+    const { cloud, bridge } = await withProvider('openai', (res) => {
+      const sent = JSON.parse(cloud.requests.at(-1)?.body ?? '{}') as Record<string, unknown>;
+      const refuse = (param: string, code: string, message: string): void => {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message, type: 'invalid_request_error', param, code } }));
+      };
+      if ('max_tokens' in sent)
+        refuse(
+          'max_tokens',
+          'unsupported_parameter',
+          "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        );
+      else if ('temperature' in sent)
+        refuse(
+          'temperature',
+          'unsupported_value',
+          "Unsupported value: 'temperature' does not support 0.1 with this model. Only the default (1) value is supported.",
+        );
+      else openAiStream(res);
+    });
+    const ask = async (): Promise<void> => {
+      const response = await postJson(`${bridge.url}/v1/chat/completions`, {
+        model: 'qwen2.5-coder:7b',
+        max_tokens: 100,
+        temperature: 0.1,
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      assert.equal(response.status, 200);
+      assert.equal(((await response.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content, 'Hi');
+    };
+    await ask();
+    const sent = cloud.requests.map((r) => JSON.parse(r.body) as Record<string, unknown>);
+    assert.equal(sent.length, 3);
+    assert.deepEqual([sent[2]?.max_completion_tokens, 'max_tokens' in (sent[2] ?? {}), 'temperature' in (sent[2] ?? {})], [100, false, false]);
+    // Learnt: the next request goes as the model takes it, at once.
+    await ask();
+    assert.equal(cloud.requests.length, 4);
+  });
+
+  it('still answers a 400 it cannot learn from as the provider’s error, without asking again', async () => {
+    const { cloud, bridge } = await withProvider('openai', (res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          error: { message: "Invalid value for 'temperature': must be at most 2", type: 'invalid_request_error', param: 'temperature', code: 'invalid_value' },
+        }),
+      );
+    });
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
+      model: 'qwen2.5-coder:7b',
+      temperature: 0.1,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    assert.equal(response.status, 400);
+    assert.match(((await response.json()) as { error: { message: string } }).error.message, /must be at most 2/);
+    assert.equal(cloud.requests.length, 1);
   });
 
   it('is not used while fallback is off: the client gets a clear 503', async () => {

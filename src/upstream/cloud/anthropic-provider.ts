@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { errorMessageOf } from '../errors.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
@@ -69,6 +70,23 @@ const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 
  * come, each tool_use block as one tool call once its JSON is complete, usage and stop reason last.
  */
 export class AnthropicProvider extends CloudProvider {
+  /** The most output tokens the model takes, as its 400 said ("max_tokens: 32000 > 8192, which is the maximum ..."). */
+  private maxTokensCap: number | undefined;
+
+  protected override adapted(payload: Record<string, unknown>): Record<string, unknown> {
+    const cap = this.maxTokensCap;
+    return cap !== undefined && typeof payload.max_tokens === 'number' && payload.max_tokens > cap ? { ...payload, max_tokens: cap } : payload;
+  }
+
+  /** Claude Code asks 32000 output tokens of any model; a smaller one refuses with its own limit, which is asked for from then on. */
+  protected override learn(sent: Record<string, unknown>, refusal: string): boolean {
+    const limit = /max_tokens: \d+ > (\d+)/.exec(errorMessageOf(400, refusal));
+    const cap = Number(limit?.[1]);
+    if (!(cap > 0) || typeof sent.max_tokens !== 'number' || sent.max_tokens <= cap) return false;
+    this.maxTokensCap = cap;
+    return true;
+  }
+
   async generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>> {
     const { body } = request;
     const sampling = samplingOf(body);

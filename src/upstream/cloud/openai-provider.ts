@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import { isJsonObject } from '../../contract/index.js';
+import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
@@ -22,6 +22,9 @@ export function samplingOf(body: Record<string, unknown>): { temperature?: numbe
     seed: numberAt('seed'),
   };
 }
+
+/** What the bridge adds to a request on its own and may leave out where a model refuses it (never what the client's request means). */
+const LEAVABLE_PARAMS = new Set(['temperature', 'top_p', 'stop', 'seed', 'max_tokens', 'max_completion_tokens', 'stream_options']);
 
 /** Ollama's `format` (`"json"`, or a JSON schema) as a chat request's response_format; undefined for free text. */
 function responseFormatOf(format: unknown): Record<string, unknown> | undefined {
@@ -83,6 +86,11 @@ const MAX_STOPS = 4;
  * answer comes back as Ollama lines. Tool-call fragments are joined and sent as one call, as Ollama does.
  */
 export class OpenAiProvider extends CloudProvider {
+  /** Sampling parameters the provider's model refused: left out from then on. */
+  private readonly refused = new Set<string>();
+  /** Whether the model takes the output limit as max_completion_tokens (OpenAI's reasoning models). */
+  private completionTokens = false;
+
   private headers(): Record<string, string> {
     const key = this.config.api_key ?? '';
     // Azure reads api-key, everyone else the bearer token.
@@ -95,7 +103,6 @@ export class OpenAiProvider extends CloudProvider {
     // An empty stop stops nothing (applied here, it would cut the whole answer).
     const stop = asked?.filter((text) => text !== '');
     const sampling = stop === undefined ? options : { ...options, stop: stop.slice(0, MAX_STOPS) };
-    const cutter = stop !== undefined && stop.length > MAX_STOPS ? new StopCutter(stop.slice(MAX_STOPS)) : undefined;
     if (request.path === '/api/chat') {
       const payload: Record<string, unknown> = {
         model: this.config.model,
@@ -108,7 +115,7 @@ export class OpenAiProvider extends CloudProvider {
       const responseFormat = responseFormatOf(body.format);
       if (responseFormat !== undefined) payload.response_format = responseFormat;
       const response = await this.post('/chat/completions', payload, this.headers(), request.cancel.signal);
-      return checkedLines(this.translate(response, 'chat', cutter));
+      return checkedLines(this.translate(response, 'chat', this.cutterFor(stop)));
     }
     const payload = {
       model: this.config.model,
@@ -119,7 +126,39 @@ export class OpenAiProvider extends CloudProvider {
       ...sampling,
     };
     const response = await this.post('/completions', payload, this.headers(), request.cancel.signal);
-    return checkedLines(this.translate(response, 'generate', cutter));
+    return checkedLines(this.translate(response, 'generate', this.cutterFor(stop)));
+  }
+
+  /** The stops the provider was not sent, applied here: those past OpenAI's 4, or all where its model takes none (known once the request was taken). */
+  private cutterFor(stop: string[] | undefined): StopCutter | undefined {
+    const applied = this.refused.has('stop') ? stop : stop?.slice(MAX_STOPS);
+    return applied === undefined || applied.length === 0 ? undefined : new StopCutter(applied);
+  }
+
+  protected override adapted(payload: Record<string, unknown>): Record<string, unknown> {
+    if (this.refused.size === 0 && !this.completionTokens) return payload;
+    const adapted = { ...payload };
+    for (const param of this.refused) delete adapted[param];
+    if (this.completionTokens && adapted.max_tokens !== undefined) {
+      adapted.max_completion_tokens = adapted.max_tokens;
+      delete adapted.max_tokens;
+    }
+    return adapted;
+  }
+
+  /**
+   * OpenAI's reasoning models (o-series, gpt-5) refuse max_tokens (they take max_completion_tokens)
+   * and any temperature but their own, with a 400 naming the parameter; other servers refuse what
+   * they lack so too. Such a sampling parameter is left out (or renamed) from then on.
+   */
+  protected override learn(sent: Record<string, unknown>, refusal: string): boolean {
+    const error = objectOf(objectOf(jsonOf(refusal)).error);
+    const param = error.param;
+    if (typeof param !== 'string' || !LEAVABLE_PARAMS.has(param) || !(param in sent)) return false;
+    if (error.code !== 'unsupported_parameter' && error.code !== 'unsupported_value') return false;
+    if (param === 'max_tokens' && textOf(error.message).includes('max_completion_tokens')) this.completionTokens = true;
+    else this.refused.add(param);
+    return true;
   }
 
   private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate', cutter?: StopCutter): AsyncGenerator<OllamaChunk, void, undefined> {

@@ -163,6 +163,9 @@ class ProgressTimeout {
  */
 const REFUSALS_OF_THE_BRIDGE = new Set([401, 403, 404]);
 
+/** Refusals one request learns from before its 400 is the answer (each leaves out or changes one parameter). */
+const MAX_LEARNT_REFUSALS = 3;
+
 /** What every cloud provider shares: its connection pool (undici, loaded with the first request), the POST with error mapping, closing. */
 export abstract class CloudProvider implements GenerationSource {
   readonly kind = 'cloud';
@@ -188,45 +191,63 @@ export abstract class CloudProvider implements GenerationSource {
 
   abstract generate(request: GenerationRequest): Promise<AsyncIterable<OllamaChunk>>;
 
-  /** POSTs JSON below the base URL (keeping its query, e.g. Azure's api-version); an error status, or JSON instead of a stream, rejects. */
-  protected async post(path: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+  /**
+   * POSTs JSON below the base URL (keeping its query, e.g. Azure's api-version); an error status, or
+   * JSON instead of a stream, rejects. A 400 the provider learns from (a parameter its model does not
+   * take) is asked again as adapted, a few times at most.
+   */
+  protected async post(path: string, payload: Record<string, unknown>, headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     const url = new URL(this.base.href);
     url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
-    let response: Dispatcher.ResponseData;
-    try {
-      const pool = await this.pool.get();
-      response = await pool.request({
-        method: 'POST',
-        path: url.pathname + url.search,
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
-        body: JSON.stringify(body),
-        signal,
-      });
-    } catch (error) {
-      throw toUpstreamError(error, this.name);
+    for (let learnt = 0; ; learnt++) {
+      const body = this.adapted(payload);
+      let response: Dispatcher.ResponseData;
+      try {
+        const pool = await this.pool.get();
+        response = await pool.request({
+          method: 'POST',
+          path: url.pathname + url.search,
+          headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
+          body: JSON.stringify(body),
+          signal,
+        });
+      } catch (error) {
+        throw toUpstreamError(error, this.name);
+      }
+      // Some gateways answer an error (a quota, a policy) as 200 with a JSON body: read as a stream it
+      // would only look cut off, and its reason would be lost.
+      const contentType = String(response.headers['content-type'] ?? '');
+      const jsonInsteadOfStream = response.statusCode < 400 && /^application\/json\b/i.test(contentType);
+      if (response.statusCode >= 400 || jsonInsteadOfStream) {
+        const text = await readText(response.body, this.maxLineBytes).catch(() => '');
+        if (response.statusCode === 400 && learnt < MAX_LEARNT_REFUSALS && this.learn(body, text)) continue;
+        const reason = this.redact(errorMessageOf(response.statusCode, text));
+        if (jsonInsteadOfStream) throw new UpstreamStatusError(502, this.name, `${this.name} answered JSON instead of an event stream: ${reason}`);
+        if (REFUSALS_OF_THE_BRIDGE.has(response.statusCode))
+          throw new UpstreamStatusError(502, this.name, `${this.name} answered ${response.statusCode}: ${reason}`);
+        // A rate limit says how long to wait: the client, which gets the 429, waits that long.
+        throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`, {
+          retryAfterSeconds: retryAfterSecondsOf(response.headers['retry-after']),
+        });
+      }
+      // A captive portal or a wrong base_url answers a page: read as a stream it would only look cut off.
+      if (/^text\/html\b/i.test(contentType)) {
+        // Read up to undici's dump limit, then the connection is let go: a portal's page is of no use.
+        await response.body.dump().catch(() => undefined);
+        throw new UpstreamStatusError(502, this.name, `${this.name} answered a web page (text/html) instead of an event stream`);
+      }
+      return response;
     }
-    // Some gateways answer an error (a quota, a policy) as 200 with a JSON body: read as a stream it
-    // would only look cut off, and its reason would be lost.
-    const contentType = String(response.headers['content-type'] ?? '');
-    const jsonInsteadOfStream = response.statusCode < 400 && /^application\/json\b/i.test(contentType);
-    if (response.statusCode >= 400 || jsonInsteadOfStream) {
-      const text = await readText(response.body, this.maxLineBytes).catch(() => '');
-      const reason = this.redact(errorMessageOf(response.statusCode, text));
-      if (jsonInsteadOfStream) throw new UpstreamStatusError(502, this.name, `${this.name} answered JSON instead of an event stream: ${reason}`);
-      if (REFUSALS_OF_THE_BRIDGE.has(response.statusCode))
-        throw new UpstreamStatusError(502, this.name, `${this.name} answered ${response.statusCode}: ${reason}`);
-      // A rate limit says how long to wait: the client, which gets the 429, waits that long.
-      throw new UpstreamStatusError(response.statusCode, this.name, `${this.name}: ${reason}`, {
-        retryAfterSeconds: retryAfterSecondsOf(response.headers['retry-after']),
-      });
-    }
-    // A captive portal or a wrong base_url answers a page: read as a stream it would only look cut off.
-    if (/^text\/html\b/i.test(contentType)) {
-      // Read up to undici's dump limit, then the connection is let go: a portal's page is of no use.
-      await response.body.dump().catch(() => undefined);
-      throw new UpstreamStatusError(502, this.name, `${this.name} answered a web page (text/html) instead of an event stream`);
-    }
-    return response;
+  }
+
+  /** The payload with what the provider refused before left out or changed; as it is by default. */
+  protected adapted(payload: Record<string, unknown>): Record<string, unknown> {
+    return payload;
+  }
+
+  /** Learns from a 400's body what of `sent` the provider refuses; true when asking again would differ. Nothing by default. */
+  protected learn(_sent: Record<string, unknown>, _refusal: string): boolean {
+    return false;
   }
 
   /** The wait for progress on this answer (timeout_seconds). */
