@@ -694,5 +694,18 @@ export async function routeAndServe(
     requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
     throw new BridgeError(403, reason, { code: 'cloud_not_allowed' });
   }
-  await serveGeneration(policy, req, res, route, typeof plan === 'function' ? await plan(route) : plan, input, localOnly);
+  const resolved = typeof plan === 'function' ? await plan(route) : plan;
+  await serveGeneration(policy, req, res, route, resolved, input, localOnly ?? loadOnly(resolved));
+}
+
+/**
+ * A native request with nothing to generate loads the model (with keep_alive 0: unloads it), as
+ * Ollama reads it: only a local backend can do that, a cloud provider would answer or refuse it.
+ */
+function loadOnly(plan: GenerationPlan): string | null {
+  const body = plan.bodies[0] ?? {};
+  const empty = (field: string): boolean => body[field] === undefined || body[field] === '';
+  const nothing =
+    plan.path === '/api/chat' ? Array.isArray(body.messages) && body.messages.length === 0 : ['prompt', 'suffix', 'system', 'template'].every(empty);
+  return nothing ? 'a model load or unload is for a local backend' : null;
 }

@@ -709,6 +709,20 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.match(body.error.message, /^no backend can serve this request \(model 'm' requested; no backend can take traffic: local down/);
     assert.equal(cloud.requests.length, 0);
   });
+
+  it('sends no model load or unload to a provider (a native request with nothing to generate): it would answer one, or refuse it', async () => {
+    const { cloud, bridge } = await withProvider('openai', openAiStream);
+    for (const [path, body] of [
+      ['/api/generate', { model: 'm' }],
+      ['/api/generate', { model: 'm', prompt: '', keep_alive: 0 }],
+      ['/api/chat', { model: 'm', messages: [] }],
+    ] as const) {
+      const response = await postJson(`${bridge.url}${path}`, body);
+      assert.equal(response.status, 503, `${path} ${JSON.stringify(body)}`);
+      assert.match(((await response.json()) as { error: string }).error, /cloud fallback skipped: a model load or unload is for a local backend/);
+    }
+    assert.equal(cloud.requests.length, 0);
+  });
 });
 
 /** Writes `line` every few milliseconds until the bridge hangs up: a provider that keeps the connection busy but never answers. */
