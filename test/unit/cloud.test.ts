@@ -49,11 +49,13 @@ function anthropicStream(res: ServerResponse, events = ANTHROPIC_EVENTS): void {
   res.end();
 }
 
+/** One event of an OpenAI-compatible chat stream. */
+const chunk = (delta: unknown, finish: string | null = null): string =>
+  `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+
 /** An OpenAI-compatible stream whose tool call arrives in fragments, as OpenAI sends it. */
 function openAiStream(res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'text/event-stream' });
-  const chunk = (delta: unknown, finish: string | null = null): string =>
-    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
   res.write(chunk({ role: 'assistant', content: '' }));
   res.write(chunk({ content: 'Hi' }));
   res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '' } }] }));
@@ -80,6 +82,18 @@ async function withProvider(
   const started = await startCloudBridge(type, respond, options);
   cleanups.push(started.close);
   return started;
+}
+
+/** The tool calls a native client gets (a whole answer) when an OpenAI-compatible provider streams these deltas, then finish_reason tool_calls. */
+async function toolCallsFrom(deltas: unknown[]): Promise<unknown[]> {
+  const { bridge } = await withProvider('openai', (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    for (const delta of deltas) res.write(chunk(delta));
+    res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+  });
+  const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
+  assert.equal(response.status, 200);
+  return ((await response.json()) as { message: { tool_calls: unknown[] } }).message.tool_calls;
 }
 
 const TOOLS = [
@@ -423,8 +437,6 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
   it('sends at most 4 stop sequences, OpenAI’s limit (more is a 400), and applies the others itself', async () => {
     const { cloud, bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string =>
-        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-test', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
       // The sixth stop arrives split over two pieces.
       res.end(chunk({ role: 'assistant', content: 'one <|fi' }) + chunk({ content: 'le_sep|> two' }) + chunk({}, 'stop') + 'data: [DONE]\n\n');
     });
@@ -456,19 +468,12 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
 
   it('keeps parallel tool calls apart when the deltas carry no index (Gemini’s OpenAI-compatible API)', async () => {
     // Each call starts with its id; its further argument fragments come without index or id.
-    const { bridge } = await withProvider('openai', (res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string =>
-        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-      res.write(chunk({ tool_calls: [{ id: 'function-call-1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
-      res.write(chunk({ tool_calls: [{ function: { arguments: '"Oslo"}' } }] }));
-      res.write(chunk({ tool_calls: [{ id: 'function-call-2', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Rome"}' } }] }));
-      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
-    });
-    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
-    assert.equal(response.status, 200);
-    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
-    assert.deepEqual(body.message.tool_calls, [
+    const toolCalls = await toolCallsFrom([
+      { tool_calls: [{ id: 'function-call-1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] },
+      { tool_calls: [{ function: { arguments: '"Oslo"}' } }] },
+      { tool_calls: [{ id: 'function-call-2', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Rome"}' } }] },
+    ]);
+    assert.deepEqual(toolCalls, [
       { function: { name: 'get_weather', arguments: { city: 'Oslo' } } },
       { function: { name: 'get_weather', arguments: { city: 'Rome' } } },
     ]);
@@ -476,45 +481,29 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
 
   it('keeps parallel tool calls apart when every one comes at index 0 with an id of its own (Ollama’s OpenAI API, vLLM, Grok)', async () => {
     // The first call's fragments repeat its id, as vLLM sends them; the second call starts with another id.
-    const { bridge } = await withProvider('openai', (res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string =>
-        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
-      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', function: { arguments: '"Oslo"}' } }] }));
-      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_b', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
-      res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: '"Rome"}' } }] }));
-      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
-    });
-    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
-    assert.equal(response.status, 200);
-    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
-    assert.deepEqual(body.message.tool_calls, [
+    const toolCalls = await toolCallsFrom([
+      { tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] },
+      { tool_calls: [{ index: 0, id: 'call_a', function: { arguments: '"Oslo"}' } }] },
+      { tool_calls: [{ index: 0, id: 'call_b', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] },
+      { tool_calls: [{ index: 0, function: { arguments: '"Rome"}' } }] },
+    ]);
+    assert.deepEqual(toolCalls, [
       { function: { name: 'get_weather', arguments: { city: 'Oslo' } } },
       { function: { name: 'get_weather', arguments: { city: 'Rome' } } },
     ]);
   });
 
   it('takes a tool name sent again with every fragment as the name, not as pieces of it (MiniMax through NVIDIA NIM, newer GPT models)', async () => {
-    const { bridge } = await withProvider('openai', (res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string =>
-        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }));
-      res.write(chunk({ tool_calls: [{ index: 0, function: { name: 'get_weather', arguments: '"Oslo"}' } }] }));
-      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
-    });
-    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS, stream: false });
-    assert.equal(response.status, 200);
-    const body = (await response.json()) as { message: { tool_calls: unknown[] } };
-    assert.deepEqual(body.message.tool_calls, [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }]);
+    const toolCalls = await toolCallsFrom([
+      { tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] },
+      { tool_calls: [{ index: 0, function: { name: 'get_weather', arguments: '"Oslo"}' } }] },
+    ]);
+    assert.deepEqual(toolCalls, [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }]);
   });
 
   it('passes on reasoning under either name: reasoning_content (DeepSeek, vLLM) and reasoning', async () => {
     const { bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (delta: unknown, finish: string | null = null): string =>
-        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
       res.write(chunk({ role: 'assistant', content: null, reasoning_content: 'First ' }));
       res.write(chunk({ reasoning: 'think.' }));
       res.end(chunk({ content: 'Answer' }, 'stop') + 'data: [DONE]\n\n');
@@ -817,8 +806,6 @@ describe('cloud fallback: a tool call that never ends', () => {
       'openai',
       (res) => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        const chunk = (delta: unknown, finish: string | null = null): string =>
-          `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
         res.write(chunk({ content: 'Writing the file.' }));
         res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'write', arguments: '{"text":"' } }] }));
         for (let i = 0; i < 100; i++) res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: piece } }] }));
