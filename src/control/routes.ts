@@ -156,6 +156,9 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     return text;
   };
   router.get('/bridge/api/events', (req, res) => {
+    // A client that hung up while its credential was checked (a JWT's key set fetched) has had its
+    // 'close' already: a stream opened for it would hold its place and its feed listener for good.
+    if (res.destroyed) return;
     if (subscribers >= MAX_EVENT_SUBSCRIBERS) {
       res.setHeader('retry-after', '10');
       res.status(503).json({ error: `${MAX_EVENT_SUBSCRIBERS} event streams are open already; close a dashboard window or tab` });
