@@ -5,6 +5,7 @@ import {
   healthyBackendCount,
   ollamaControls,
   queuedPerLane,
+  sameModel,
   type ActionName,
   type ActionPayloads,
   type BridgeState,
@@ -81,21 +82,27 @@ function statusLines(state: BridgeState): MenuItemSpec[] {
   return lines.map((label) => ({ label, enabled: false }));
 }
 
+/**
+ * The installed models, the tier's ticked as Ollama names it ("llama3" is "llama3:latest"); a tier
+ * set to a model not installed names it first, ticked and disabled, as the dashboard does.
+ */
 function tierSubmenu(state: BridgeState, tier: Tier, label: string): MenuItemSpec {
   const current = state.settings.models[tier];
   const names = state.models.map((m) => m.name);
+  const missing: MenuItemSpec[] =
+    current === null || names.some((model) => sameModel(model, current))
+      ? []
+      : [{ label: `${current} (not installed)`, type: 'radio', checked: true, enabled: false }];
+  const choices: MenuItemSpec[] = names.map((model) => ({
+    label: model,
+    type: 'radio',
+    checked: current !== null && sameModel(model, current),
+    command: { kind: 'action', name: 'setTierModel', payload: { tier, model } },
+  }));
   return {
     label,
     type: 'submenu',
-    submenu:
-      names.length === 0
-        ? [{ label: 'No models installed', enabled: false }]
-        : names.map((model) => ({
-            label: model,
-            type: 'radio',
-            checked: model === current,
-            command: { kind: 'action', name: 'setTierModel', payload: { tier, model } },
-          })),
+    submenu: [...missing, ...(names.length === 0 ? [{ label: 'No models installed', enabled: false }] : choices)],
   };
 }
 

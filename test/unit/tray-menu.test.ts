@@ -129,6 +129,35 @@ describe('tray menu, built from the state', () => {
     assert.equal(trayIconState(state()), 'healthy');
   });
 
+  it('ticks the model a tier uses as Ollama names it, and names one that is not installed rather than ticking none', () => {
+    // A config says "llama3"; Ollama lists it as "llama3:latest": the same model.
+    const untagged = state({
+      settings: { ...state().settings, models: { simple: 'llama3', moderate: 'llama3', complex: 'qwen2.5-coder:14b' } },
+      models: [
+        { name: 'llama3:latest', sizeBytes: 5 * GIB, backends: ['gpu0'] },
+        { name: 'qwen2.5-coder:7b', sizeBytes: 8 * GIB, backends: ['gpu0'] },
+      ],
+    });
+    const menu = buildTrayMenu({ state: untagged, startAtLogin: false });
+    assert.deepEqual(
+      (item(menu, 'Simple model').submenu ?? []).map((m) => [m.label, m.checked]),
+      [
+        ['llama3:latest', true],
+        ['qwen2.5-coder:7b', false],
+      ],
+    );
+    const complex = item(menu, 'Complex model').submenu ?? [];
+    assert.deepEqual(
+      complex.map((m) => [m.label, m.checked, m.enabled ?? true]),
+      [
+        ['qwen2.5-coder:14b (not installed)', true, false],
+        ['llama3:latest', false, true],
+        ['qwen2.5-coder:7b', false, true],
+      ],
+    );
+    assert.equal(complex[0]?.command, undefined);
+  });
+
   it("shows today's savings in the tooltip and the never-cloud policy next to the global Cloud fallback switch", () => {
     const withPolicy = state({
       fallbackProviders: ['openai'],
