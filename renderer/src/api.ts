@@ -1,4 +1,15 @@
-import type { ActionName, ActionPayloads, ActionResponse, BridgeState, FitCheck, GpuPoint, HistoryRecord, UsageReport, WhoAmI } from '../../src/contract';
+import {
+  isJsonObject,
+  type ActionName,
+  type ActionPayloads,
+  type ActionResponse,
+  type BridgeState,
+  type FitCheck,
+  type GpuPoint,
+  type HistoryRecord,
+  type UsageReport,
+  type WhoAmI,
+} from '../../src/contract';
 
 /**
  * The dashboard's only way to the bridge: its control API over HTTP and Server-Sent Events, on the
@@ -110,12 +121,15 @@ export async function runAction<N extends ActionName>(name: N, payload: ActionPa
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify(payload),
   });
-  const body = (await response.json()) as ActionResponse | { error: string; fit?: FitCheck };
-  if (!response.ok || !('ok' in body)) {
-    const failure = body as { error: string; fit?: FitCheck };
-    throw new ActionFailure(response.status, failure.error, failure.fit);
-  }
-  return body;
+  // Not JSON when something in front of the bridge answered (a proxy's 502 page while it restarts).
+  const body: unknown = await response.json().catch(() => undefined);
+  if (response.ok && isJsonObject(body) && body.ok === true) return body as unknown as ActionResponse;
+  const failure = isJsonObject(body) ? body : {};
+  throw new ActionFailure(
+    response.status,
+    typeof failure.error === 'string' ? failure.error : `${name} answered ${response.status}`,
+    failure.fit as FitCheck | undefined,
+  );
 }
 
 export interface Subscription {

@@ -122,6 +122,19 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('says what went wrong when an action is answered by something other than the bridge (a proxy in front of it)', async () => {
+    const page = await showing('Connect', () => undefined);
+    // nginx's page while the bridge behind it restarts: HTML, not the control API's {"error": ...}.
+    await page.route('**/bridge/api/actions/**', (route) =>
+      route.fulfill({ status: 502, contentType: 'text/html', body: '<html><body><h1>502 Bad Gateway</h1></body></html>' }),
+    );
+    await page.getByText('Dual-GPU mode').click();
+    const alert = page.getByRole('alert');
+    await alert.waitFor({ timeout: 5000 });
+    assert.equal(await alert.innerText(), 'setDualGpu answered 502');
+    await page.close();
+  });
+
   it('selects an endpoint for copying by hand where the page may not use the clipboard', async () => {
     const page = await showing('Connect', () => undefined);
     // Opened over plain http from another machine, the page is no secure context: no navigator.clipboard.
