@@ -45,8 +45,8 @@ export function App(): JSX.Element {
       onState: setState,
       onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
       onConnection: setConnected,
-      // Records written during the drop never came down the stream; mergeRecords keeps each id once.
-      onReconnect: loadHistory,
+      // Records written during a drop or a gap never came down the stream; mergeRecords keeps each id once.
+      onMissedHistory: loadHistory,
     });
     return () => {
       cancelled = true;

@@ -137,10 +137,11 @@ export interface Subscription {
   onHistory: (record: HistoryRecord) => void;
   onConnection: (connected: boolean) => void;
   /**
-   * The stream is back after a drop. The bridge sends the state again on its own, but not the
-   * history records written while the page was not listening: those must be read again.
+   * History records were written that never came down the stream: it is back after a drop, or the
+   * bridge dropped them while the page did not keep up (it says so with `history-gap`). The bridge
+   * sends the state again on its own, but those records must be read again.
    */
-  onReconnect: () => void;
+  onMissedHistory: () => void;
 }
 
 /**
@@ -165,9 +166,10 @@ export function subscribe(handlers: Subscription): () => void {
     source = new EventSource(url);
     source.addEventListener('state', (event) => handlers.onState(JSON.parse((event as MessageEvent<string>).data) as BridgeState));
     source.addEventListener('history', (event) => handlers.onHistory(JSON.parse((event as MessageEvent<string>).data) as HistoryRecord));
+    source.addEventListener('history-gap', () => handlers.onMissedHistory());
     source.addEventListener('open', () => {
       handlers.onConnection(true);
-      if (dropped) handlers.onReconnect();
+      if (dropped) handlers.onMissedHistory();
       dropped = false;
     });
     source.addEventListener('error', () => {

@@ -174,6 +174,8 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     const stateFrame = (state: BridgeState): string => frame('state', stateVisibleTo(identity, state));
     let stalled: NodeJS.Timeout | undefined;
     let stateDue = false;
+    // Told once the stream reads again, so the page reads the records it missed from /bridge/api/history.
+    let historyMissed = false;
     const write = (text: string): void => {
       if (res.write(text) || stalled !== undefined) return;
       stalled = setTimeout(() => {
@@ -189,12 +191,17 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
         stateDue = false;
         write(stateFrame(deps.state()));
       }
+      if (historyMissed && stalled === undefined) {
+        historyMissed = false;
+        write('event: history-gap\ndata: {}\n\n');
+      }
     });
     const send = (event: string, data: unknown): void => {
       // A user's live history is their own requests, as in /bridge/api/history.
       if (event === 'history' && !everyone && (data as HistoryRecord).user !== identity.name) return;
       if (stalled === undefined) write(event === 'state' ? stateFrame(data as BridgeState) : frame(event, data));
       else if (event === 'state') stateDue = true;
+      else historyMissed = true;
     };
     write('retry: 2000\n\n');
     send('state', deps.state());

@@ -135,6 +135,30 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('reads the history again when the bridge says the page missed records it could not keep up with', { timeout: 20_000 }, async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    let reads = 0;
+    const readAgain = new Promise<void>((resolve) => {
+      void page.route('**/bridge/api/history**', (route) => {
+        reads += 1;
+        if (reads === 2) resolve();
+        return route.fulfill({ json: { records: [] } });
+      });
+    });
+    await page.route('**/bridge/api/events**', (route) =>
+      route.fulfill({
+        headers: { 'content-type': 'text/event-stream' },
+        // No reconnect (which reads the history again too) within the test.
+        body: `retry: 3600000\n\nevent: state\ndata: ${JSON.stringify(real)}\n\nevent: history-gap\ndata: {}\n\n`,
+      }),
+    );
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await readAgain;
+    assert.equal(reads, 2);
+    await page.close();
+  });
+
   it('selects an endpoint for copying by hand where the page may not use the clipboard', async () => {
     const page = await showing('Connect', () => undefined);
     // Opened over plain http from another machine, the page is no secure context: no navigator.clipboard.
