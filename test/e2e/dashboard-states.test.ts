@@ -4,6 +4,8 @@ import type { Browser, Page } from 'playwright-core';
 import type { BridgeHandle } from '../../src/bridge.js';
 import type { BridgeState, GpuReading } from '../../src/contract/index.js';
 import { startTestBridge } from '../support/bridge.js';
+import { USAGE_REFRESH_MS } from '../../renderer/src/lib/history.js';
+import { sampleRecord } from '../support/history.js';
 import { browserSkipReason, launchChromium } from '../support/browser.js';
 import { freePort } from '../support/ollama-rig.js';
 
@@ -156,6 +158,56 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
     await readAgain;
     assert.equal(reads, 2);
+    await page.close();
+  });
+
+  it('reads the usage report again as requests come in, but not once for each of a run of them', async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    let reports = 0;
+    await page.route('**/bridge/api/usage?**', (route) => {
+      reports += 1;
+      return route.continue();
+    });
+    // One record per stream (each ends at once, and the page opens the next), so the page takes
+    // each in on its own, as it does requests recorded one after another.
+    const run = Array.from({ length: 20 }, (_, i) => sampleRecord({ id: `run-${i}`, time: new Date(Date.now() - i).toISOString() }));
+    // The last stream's state tells the test when the page has taken in every record before it.
+    const after = structuredClone(real);
+    for (const backend of after.backends) backend.health.status = 'healthy';
+    let shown: () => void = () => undefined;
+    const usageShown = new Promise<void>((resolve) => {
+      shown = resolve;
+    });
+    let streams = 0;
+    await page.route('**/bridge/api/events**', async (route) => {
+      streams += 1;
+      const record = run[streams - 2];
+      const events =
+        streams === 1
+          ? `retry: 1\n\nevent: state\ndata: ${JSON.stringify(real)}\n\n`
+          : record !== undefined
+            ? `retry: 1\n\nevent: history\ndata: ${JSON.stringify(record)}\n\n`
+            : `retry: 3600000\n\nevent: state\ndata: ${JSON.stringify(after)}\n\n`;
+      // The records come once the view has its first report.
+      if (streams === 2) await usageShown;
+      await route.fulfill({ headers: { 'content-type': 'text/event-stream' }, body: events });
+    });
+    await page.goto(`${bridge.url}/ui/#usage`);
+    await page.getByTestId('usage-totals').waitFor();
+    const started = Date.now();
+    shown();
+    await page
+      .getByTestId('health')
+      .filter({ hasText: `${after.backends.length}/${after.backends.length} backends healthy` })
+      .waitFor();
+    const readAgain = page.waitForRequest('**/bridge/api/usage?**');
+    // The first, then at most one for each USAGE_REFRESH_MS the run took (and one it began in).
+    const most = 2 + Math.floor((Date.now() - started) / USAGE_REFRESH_MS);
+    assert.ok(reports <= most, `${reports} usage reports for a run of ${run.length} requests`);
+    // And the figures do come again for the run.
+    if (reports < 2) await readAgain;
+    else void readAgain.catch(() => undefined);
     await page.close();
   });
 

@@ -1,5 +1,12 @@
 import type { HistoryRecord } from '../../../src/contract/index.js';
 
+/**
+ * The Usage view reads its report again when records come in: at once after a quiet while, else
+ * once this long after the last read (a busy bridge records many a second, and a report may read
+ * the history files).
+ */
+export const USAGE_REFRESH_MS = 2000;
+
 /** What the history table is narrowed to; '' means any. */
 export interface HistoryFilters {
   tier: string;

@@ -1,6 +1,7 @@
-import { useEffect, useState, type JSX } from 'react';
+import { useEffect, useRef, useState, type JSX } from 'react';
 import { dollarsOf, type HistoryRecord, type UsageFigures, type UsageReport, type WhoAmI } from '../../../src/contract';
 import { downloadUsageCsv, getUsage } from '../api';
+import { USAGE_REFRESH_MS } from '../lib/history';
 
 const WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
 
@@ -109,16 +110,36 @@ function Heatmap({ heatmap }: { heatmap: number[][] }): JSX.Element {
 
 /**
  * Usage per team and person for a date range: what the local GPUs served, what it saved, when.
- * `history` is the page's history: a new list whenever a request is recorded, and the figures are read again.
+ * `history` is the page's history: a new list whenever a request is recorded, and the figures are read again (at most every USAGE_REFRESH_MS).
  */
 export function UsageView({ whoami, history }: { whoami: WhoAmI | null; history: readonly HistoryRecord[] }): JSX.Element {
   const [from, setFrom] = useState(() => isoDay(new Date(Date.now() - 6 * 86_400_000)));
   const [to, setTo] = useState(() => isoDay(new Date()));
   const [report, setReport] = useState<UsageReport | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
+  // New records mark the figures stale; stale figures are read again at most every USAGE_REFRESH_MS.
+  const [stale, setStale] = useState(false);
+  const [refreshes, setRefreshes] = useState(0);
+  const mountedWith = useRef(history);
+  const readAt = useRef(0);
+  useEffect(() => {
+    if (history !== mountedWith.current) setStale(true);
+  }, [history]);
+  useEffect(() => {
+    if (!stale) return undefined;
+    const timer = setTimeout(
+      () => {
+        setStale(false);
+        setRefreshes((n) => n + 1);
+      },
+      Math.max(0, readAt.current + USAGE_REFRESH_MS - Date.now()),
+    );
+    return () => clearTimeout(timer);
+  }, [stale]);
 
   useEffect(() => {
     let cancelled = false;
+    readAt.current = Date.now();
     getUsage(from, to).then(
       (r) => {
         if (cancelled) return;
@@ -130,7 +151,7 @@ export function UsageView({ whoami, history }: { whoami: WhoAmI | null; history:
     return () => {
       cancelled = true;
     };
-  }, [from, to, history]);
+  }, [from, to, refreshes]);
 
   const totals = report?.totals;
   return (
