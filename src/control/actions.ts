@@ -9,7 +9,7 @@ import type { RoutingSettings } from '../routing/router.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ModelCatalog } from '../upstream/catalog.js';
 import { UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
-import { BridgeError, type ActionName, type ActionPayloads, type ActionResult } from '../contract/index.js';
+import { BridgeError, type ActionName, type ActionPayloads, type ActionResult, type Tier } from '../contract/index.js';
 export type { ActionResult } from '../contract/index.js';
 
 /**
@@ -59,6 +59,10 @@ type Handlers = { [N in ActionName]: (payload: z.output<(typeof ACTION_PAYLOADS)
 
 function handlers(deps: ActionDeps): Handlers {
   const { settings, catalog, manager } = deps;
+  // Tier changes are numbered as they arrive: one whose lookup asked Ollama again (a model just
+  // pulled) must not land over a change that came after it and was applied meanwhile.
+  let tierChanges = 0;
+  const tierAppliedAt = new Map<Tier, number>();
   const backendNamed = (name: string): Backend => {
     const backend = deps.backends.find((b) => b.name === name);
     if (backend === undefined) throw new ActionError(404, `no backend named '${name}'`);
@@ -84,7 +88,13 @@ function handlers(deps: ActionDeps): Handlers {
       return { message: `cloud fallback ${enabled ? 'on' : 'off'}` };
     },
     async setTierModel({ tier, model }) {
+      const arrival = ++tierChanges;
       if ((await catalog.holders(model)).length === 0) throw new ActionError(404, `model '${model}' is not installed on any backend`);
+      if ((tierAppliedAt.get(tier) ?? 0) > arrival) {
+        const current = settings.models[tier];
+        throw new ActionError(409, `the ${tier} tier was changed to ${current} after this change to ${model} was asked for: ${current} stays`);
+      }
+      tierAppliedAt.set(tier, arrival);
       settings.models[tier] = model;
       return { message: `${tier} tier now uses ${model}` };
     },

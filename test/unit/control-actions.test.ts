@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import type { ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle, BridgeState } from '../../src/bridge.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
@@ -151,5 +153,62 @@ describe('model actions of the control API', () => {
     const unreachable = await action(bridge, 'unloadModel', { backend: 'local', model: 'm:7b' });
     assert.equal(unreachable.status, 502);
     assert.match(unreachable.body.error ?? '', /local/);
+  });
+});
+
+describe('tier actions of the control API', () => {
+  it('keeps the later of two changes of a tier when the earlier one had to ask Ollama again and ends last', async () => {
+    // An Ollama whose model list answers at once, or, once `hold` is set, only when the test lets it.
+    const installed = ['a:7b'];
+    let hold: { asked: () => void; answer: Promise<void> } | undefined;
+    const server = createServer((req, res) => {
+      const list = (): void => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const models =
+          req.url === '/api/tags'
+            ? installed.map((name) => ({ name, model: name, modified_at: '2025-01-01T00:00:00Z', size: 1, digest: name, details: {} }))
+            : [];
+        res.end(JSON.stringify({ models }));
+      };
+      if (req.url !== '/api/tags' || hold === undefined) return list();
+      hold.asked();
+      void hold.answer.then(list);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const bridge = await startTestBridge({ env: { OLLAMA_HOST: `127.0.0.1:${(server.address() as AddressInfo).port}` } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    // The bridge knows the installed models before the user picks one.
+    await new Promise<void>((resolve) => {
+      if (bridge.state.models.length > 0) return resolve();
+      const stop = bridge.onStateChange((state) => {
+        if (state.models.length === 0) return;
+        stop();
+        resolve();
+      });
+    });
+    // A model pulled a moment ago: the bridge's list lacks it, and it asks Ollama again (held).
+    installed.push('b:7b');
+    let release: () => void = () => undefined;
+    const asked = new Promise<void>((resolve) => {
+      hold = { asked: resolve, answer: new Promise((answer) => (release = answer)) };
+    });
+    const first = action(bridge, 'setTierModel', { tier: 'simple', model: 'b:7b' });
+    await asked;
+    // Meanwhile, from the tray or another window, the user picks a model the list has.
+    const second = await action(bridge, 'setTierModel', { tier: 'simple', model: 'a:7b' });
+    assert.equal(second.status, 200);
+    release();
+    const superseded = await first;
+    assert.equal(superseded.status, 409);
+    assert.equal(superseded.body.error, 'the simple tier was changed to a:7b after this change to b:7b was asked for: a:7b stays');
+    assert.equal(bridge.state.settings.models.simple, 'a:7b', 'the later choice stands');
   });
 });
