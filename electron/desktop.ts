@@ -69,9 +69,13 @@ export async function startDesktopBridge(userData: string, env: NodeJS.ProcessEn
   }
 }
 
+/** Over the last five minutes: every record in memory from then on (oldest first), not a fixed number of the newest. */
 function requestsPerMinute(bridge: BridgeHandle): number {
   const since = Date.now() - 5 * 60_000;
-  return bridge.history.recent(2000).filter((r) => Date.parse(r.time) >= since).length / 5;
+  const records = bridge.history.recent();
+  let count = 0;
+  while (count < records.length && Date.parse(records.at(-1 - count)?.time ?? '') >= since) count += 1;
+  return count / 5;
 }
 
 export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessEnv = process.env): Promise<Desktop | undefined> {

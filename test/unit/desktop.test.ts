@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { startDesktop, type DesktopAdapter, type WindowHandle } from '../../electron/desktop.js';
 import type { MenuItemSpec, TrayCommand, TrayIconState } from '../../electron/tray-menu.js';
 import { startStandIn } from '../support/bridge.js';
+import { sampleRecord } from '../support/history.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
 import { freePort } from '../support/ollama-rig.js';
 import { childProcessConfig, markedProcesses, processMark } from '../support/processes.js';
@@ -156,6 +157,25 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     // The counts that were not numbers were dropped, not added up: they are unknown.
     assert.deepEqual([record?.tokensIn, record?.tokensOut], [null, null]);
     await fake.cleanup();
+  });
+
+  it('counts every request of the last five minutes in the tooltip, however many there were', async () => {
+    const upstream = await startStandIn((_req, res) => res.end(), ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const userData = tempDir('desktop-');
+    writeFileSync(
+      path.join(userData, 'config.yaml'),
+      `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
+    );
+    const fake = new FakeElectron(userData);
+    const desktop = await startDesktop(fake, {});
+    assert.ok(desktop);
+    cleanups.push(() => fake.cleanup());
+    // A busy morning: 3000 requests in the last minute, 600 a minute over five.
+    const now = Date.now();
+    for (let i = 0; i < 3000; i++) desktop.bridge.history.add(sampleRecord({ id: `r${i}`, time: new Date(now - i * 10).toISOString() }));
+    await fake.click('Start at login');
+    assert.match(fake.tooltips.at(-1) ?? '', /\n600\.0 requests\/min\n/);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {
