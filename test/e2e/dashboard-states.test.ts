@@ -84,6 +84,26 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('shows no figures from before nvidia-smi failed as if they were live', async () => {
+    const page = await showing('GPUs', (state) => {
+      // nvidia-smi stopped answering: the state keeps its last reading, marked not live.
+      state.gpu = {
+        ...state.gpu,
+        source: 'nvidia-smi',
+        live: false,
+        message: 'nvidia-smi failed; retrying in 2 s',
+        lastError: 'nvidia-smi exited (6): No devices were found',
+        gpus: [gpuReading(0)],
+        lastSampleAt: new Date(Date.now() - 60_000).toISOString(),
+      };
+    });
+    await page.getByTestId('gpu-0').waitFor();
+    assert.equal(await page.getByTestId('vram-0').innerText(), '– used of 80.0 GiB');
+    assert.deepEqual(await Promise.all(['util-0', 'temp-0'].map((id) => page.getByTestId(id).innerText())), ['–', '–']);
+    assert.match(await page.getByTestId('power-0').innerText(), /^n\/a/);
+    await page.close();
+  });
+
   it('shows a tier model named without its tag as the installed model it is', async () => {
     const page = await showing('Models', (state) => {
       // Ollama lists llama3 as llama3:latest; the config may name it either way.

@@ -123,6 +123,27 @@ function GpuCard({ gpu, placements, points }: { gpu: GpuReading; placements: Pla
   );
 }
 
+/**
+ * A reading as it may be shown: once nvidia-smi fails its last figures are no measure of the GPU
+ * now (the tray and the metrics leave them out too), so only what does not change stays.
+ */
+function shown(reading: GpuReading, live: boolean): GpuReading {
+  if (live) return reading;
+  return {
+    ...reading,
+    memoryUsedBytes: null,
+    memoryFreeBytes: null,
+    memoryReservedBytes: null,
+    utilizationRatio: null,
+    memoryUtilizationRatio: null,
+    temperatureCelsius: null,
+    powerWatts: null,
+    graphicsClockMhz: null,
+    memoryClockMhz: null,
+    pstate: null,
+  };
+}
+
 export function GpuView({ state }: { state: BridgeState }): JSX.Element {
   const [windowMinutes, setWindowMinutes] = useState(10);
   const points = useGpuHistory(state, windowMinutes);
@@ -162,7 +183,7 @@ export function GpuView({ state }: { state: BridgeState }): JSX.Element {
       ) : (
         <div className="grid">
           {gpu.gpus.map((g) => (
-            <GpuCard key={g.index} gpu={g} placements={state.placements} points={points[g.index] ?? []} />
+            <GpuCard key={g.index} gpu={shown(g, gpu.live)} placements={state.placements} points={points[g.index] ?? []} />
           ))}
         </div>
       )}
