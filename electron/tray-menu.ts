@@ -78,7 +78,11 @@ function statusLines(state: BridgeState): MenuItemSpec[] {
   }
   lines.push(...gpuLines(state.gpu));
   const instances = instanceLabels(state);
-  for (const instance of state.ollama) lines.push(`${instances.get(instance.name)}: ${instance.state}`);
+  // A failed instance waits for the user, who needs the bridge's why (no binary, a crash loop).
+  for (const instance of state.ollama) {
+    const why = instance.state === 'failed' && instance.message !== null ? ` (${instance.message})` : '';
+    lines.push(`${instances.get(instance.name)}: ${instance.state}${why}`.slice(0, 120));
+  }
   return lines.map((label) => ({ label, enabled: false }));
 }
 

@@ -104,6 +104,19 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('says why a managed Ollama failed', async () => {
+    const missing = 'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)';
+    const page = await showing('Backends', (state) => {
+      const name = state.backends[0]?.name ?? '';
+      state.ollama = [
+        { name, state: 'failed', pid: null, port: 11434, device: null, restarts: 0, lastExit: null, logFile: '/tmp/ollama.log', message: missing },
+      ];
+    });
+    const row = page.getByTestId(`backend-${real.backends[0]?.name ?? ''}`);
+    await row.getByText(missing).waitFor({ timeout: 5000 });
+    await page.close();
+  });
+
   it('shows a tier model named without its tag as the installed model it is', async () => {
     const page = await showing('Models', (state) => {
       // Ollama lists llama3 as llama3:latest; the config may name it either way.

@@ -235,6 +235,15 @@ describe('tray menu, built from the state', () => {
     );
   });
 
+  it('says why a managed Ollama failed, as the bridge knows it', () => {
+    const missing = 'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)';
+    const failed = state({ ollama: [{ ...instance('gpu0', 'failed'), message: missing }] });
+    assert.equal(statusLines(buildTrayMenu({ state: failed, startAtLogin: false })).at(-1), `Ollama on GPU 0: failed (${missing})`.slice(0, 120));
+    // Crashed says so itself, and restarts on its own.
+    const crashed = state({ ollama: [{ ...instance('gpu0', 'crashed'), message: 'crashed (exit code 2); restarting in 2000 ms' }] });
+    assert.equal(statusLines(buildTrayMenu({ state: crashed, startAtLogin: false })).at(-1), 'Ollama on GPU 0: crashed');
+  });
+
   it('with two instances on one GPU: each has its own name, so Stop stops the one meant', () => {
     const shared = state({
       backends: [backend('chat', 'healthy', 0), backend('fim', 'healthy', 0)],

@@ -67,6 +67,8 @@ export function BackendsView({ state, readOnly }: { state: BridgeState; readOnly
                     ) : (
                       <>
                         <span className={`badge ${managed.state}`}>{managed.state}</span>
+                        {/* A failed instance waits for the user, who needs the bridge's why (no binary, a crash loop). */}
+                        {managed.state === 'failed' && managed.message !== null && <div className="muted small">{managed.message}</div>}
                         {!readOnly && (
                           <>
                             <button
