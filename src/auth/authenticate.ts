@@ -59,7 +59,7 @@ export class Authenticator {
   }
 
   /** Fills in what the team adds: its cloud policy and model allow-list. */
-  private identity(base: { name: string; team?: string | null; role: Role; via: Identity['via']; key?: KeyConfig }): Identity {
+  private identity(base: { name: string; team?: string | null; role: Role; via: Identity['via']; key?: KeyConfig; expiresAt?: number }): Identity {
     const team = base.team ?? null;
     const teamConfig = team === null ? undefined : this.config.auth.teams[team];
     return {
@@ -70,6 +70,7 @@ export class Authenticator {
       models: base.key?.models ?? teamConfig?.models,
       cloud: base.key?.cloud === 'never' || teamConfig?.cloud === 'never' ? 'never' : 'allow',
       limits: base.key?.limits ?? this.config.limits.default,
+      ...(base.expiresAt === undefined ? {} : { expiresAt: base.expiresAt }),
     };
   }
 
@@ -97,11 +98,11 @@ export class Authenticator {
     }
     const token = credentials.find((credential) => JWT_SHAPE.test(credential));
     if (this.jwt !== undefined && token !== undefined) {
-      const { name, teams, role } = await this.jwt.verify(token);
+      const { name, teams, role, expiresAt } = await this.jwt.verify(token);
       // A groups claim lists whatever the issuer knows: the first configured team, so its policy and
       // limits apply; with none configured, the first group still names the team in history.
       const team = teams.find((group) => Object.hasOwn(this.config.auth.teams, group)) ?? teams[0] ?? null;
-      return this.identity({ name, team, role, via: 'jwt' });
+      return this.identity({ name, team, role, via: 'jwt', expiresAt });
     }
     // Without auth configured, clients that send a placeholder key ("ollama", "sk-...") are the local user.
     if (!this.required) return this.anonymous();

@@ -11,6 +11,8 @@ export interface JwtClaims {
   /** Every text of the team claim, in the issuer's order: which of them is a team is the config's to say. */
   teams: string[];
   role: Role;
+  /** When the token stops being accepted (its exp, plus the clock skew allowed), in ms since the epoch. */
+  expiresAt: number;
 }
 
 /** A token refused on its own account: 401, which asks the client for a new one. */
@@ -112,7 +114,9 @@ export class JwtVerifier {
     if (name === undefined) throw rejected(`the token has no '${claims.name}' claim to name its holder`);
     const roles = texts(claim(payload, claims.role)).filter((r): r is Role => (ROLES as readonly string[]).includes(r));
     const role = ROLES.find((r) => roles.includes(r)) ?? this.config.default_role;
-    return { name, teams: texts(claim(payload, claims.team)), role };
+    // requiredClaims makes jose refuse a token without a numeric exp.
+    const expiresAt = ((payload.exp as number) + this.config.clock_skew_seconds) * 1000;
+    return { name, teams: texts(claim(payload, claims.team)), role, expiresAt };
   }
 }
 

@@ -48,6 +48,8 @@ export interface RequestIdentity {
   readonly models: readonly string[] | undefined;
   readonly cloud: 'allow' | 'never';
   readonly limits: RateLimits | undefined;
+  /** When the credential stops being accepted (a JWT's exp), in ms since the epoch; absent when it does not expire. */
+  readonly expiresAt?: number;
 }
 
 /** How a generation was routed and served, filled in by the generation pipeline as it goes. */

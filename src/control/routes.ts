@@ -207,9 +207,15 @@ export function controlRoutes(deps: ControlDeps): ExpressRouter {
     send('state', deps.state());
     const unsubscribe = deps.feed.subscribe(send, () => res.end());
     const ping = setInterval(() => stalled === undefined && write(': ping\n\n'), 15_000);
+    // A token that expires (a JWT) reads no more once it does: the page has to sign in again. (A
+    // timer holds 24.8 days at most; a stream ended then is opened again with the token still good.)
+    const expiry =
+      identity.expiresAt === undefined ? undefined : setTimeout(() => res.end(), Math.min(2 ** 31 - 1, Math.max(0, identity.expiresAt - Date.now())));
+    expiry?.unref();
     res.on('close', () => {
       subscribers -= 1;
       clearInterval(ping);
+      clearTimeout(expiry);
       clearTimeout(stalled);
       unsubscribe();
     });

@@ -511,6 +511,24 @@ describe('JWT', () => {
     return { bridge, sign };
   };
 
+  it("ends the dashboard's event stream of a token when the token expires", { timeout: 15_000 }, async () => {
+    const { bridge } = await sharedSecretBridge('\nclock_skew_seconds: 0');
+    const expiresAt = Math.ceil(Date.now() / 1000) + 2;
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('dana')
+      .setExpirationTime(expiresAt)
+      .sign(new TextEncoder().encode('a-shared-secret-of-at-least-32-bytes!'));
+    const stream = await call(bridge, 'GET', `/bridge/api/events?access_token=${token}`);
+    assert.equal(stream.status, 200);
+    // Read to the end: the bridge ends it, where before the holder kept the state and history coming for good.
+    for await (const chunk of stream.body as AsyncIterable<Uint8Array>) assert.ok(chunk.length > 0);
+    assert.ok(Date.now() >= expiresAt * 1000, 'not before the token expired');
+    assert.equal((await call(bridge, 'GET', `/bridge/api/events?access_token=${token}`)).status, 401, 'and the token opens no new one');
+  });
+
   it('takes the team from the first group that is a configured team, whatever groups the issuer lists before it', async () => {
     const { bridge, sign } = await sharedSecretBridge();
     const teamOf = async (groups: unknown): Promise<unknown> =>
