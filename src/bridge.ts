@@ -289,11 +289,14 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     scheduler.rebalance();
     changed();
   });
-  const actions = createActions({ settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status }, (name) => {
-    log.info({ action: name, settings }, 'control action');
-    modelRefresher.refresh();
-    changed();
-  });
+  const actions = createActions(
+    { settings, catalog, backends, manager, placement: placementOf, gpu: () => gpuMonitor.status, fallbackProviders: providers.map((p) => p.name) },
+    (name) => {
+      log.info({ action: name, settings }, 'control action');
+      modelRefresher.refresh();
+      changed();
+    },
+  );
 
   const prometheusEnabled = config.monitoring.prometheus.enabled;
   let finished: Array<Parameters<typeof historyRecord>[0]> = [];

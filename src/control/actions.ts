@@ -53,6 +53,8 @@ export interface ActionDeps {
   manager: OllamaManager;
   placement: (backend: string) => Placement | undefined;
   gpu: () => GpuStatus;
+  /** The configured cloud providers' names. */
+  fallbackProviders: readonly string[];
 }
 
 type Handlers = { [N in ActionName]: (payload: z.output<(typeof ACTION_PAYLOADS)[N]>) => Promise<ActionResult> };
@@ -84,6 +86,9 @@ function handlers(deps: ActionDeps): Handlers {
       return { message: `dual-GPU mode ${enabled ? 'on' : 'off'}` };
     },
     async setFallback({ enabled }) {
+      // Switched on without a provider, it would show a fallback that cannot happen.
+      if (enabled && deps.fallbackProviders.length === 0)
+        throw new ActionError(409, 'no cloud provider is configured (fallback.providers): there is nothing to fall back to');
       settings.fallbackEnabled = enabled;
       return { message: `cloud fallback ${enabled ? 'on' : 'off'}` };
     },

@@ -244,6 +244,21 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('offers no cloud fallback switch to turn on where no cloud provider is configured, and one to turn it off', async () => {
+    const page = await showing('Connect', (state) => {
+      state.fallbackProviders = [];
+      state.settings.fallbackEnabled = false;
+    });
+    assert.equal(await page.getByTestId('toggle-fallback').isDisabled(), true);
+    await page.close();
+    const on = await showing('Connect', (state) => {
+      state.fallbackProviders = [];
+      state.settings.fallbackEnabled = true;
+    });
+    assert.equal(await on.getByTestId('toggle-fallback').isDisabled(), false);
+    await on.close();
+  });
+
   it('selects an endpoint for copying by hand where the page may not use the clipboard', async () => {
     const page = await showing('Connect', () => undefined);
     // Opened over plain http from another machine, the page is no secure context: no navigator.clipboard.

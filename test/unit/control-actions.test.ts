@@ -212,3 +212,14 @@ describe('tier actions of the control API', () => {
     assert.equal(bridge.state.settings.models.simple, 'a:7b', 'the later choice stands');
   });
 });
+
+describe('settings actions of the control API', () => {
+  it('refuses to turn cloud fallback on where no cloud provider is configured, as the tray does, and always turns it off', async () => {
+    const { bridge } = await bridgeOn((res) => res.end());
+    const on = await action(bridge, 'setFallback', { enabled: true });
+    assert.equal(on.status, 409);
+    assert.equal(on.body.error, 'no cloud provider is configured (fallback.providers): there is nothing to fall back to');
+    assert.equal(bridge.state.settings.fallbackEnabled, false, 'the switch shows no fallback that cannot happen');
+    assert.equal((await action(bridge, 'setFallback', { enabled: false })).status, 200);
+  });
+});

@@ -95,7 +95,8 @@ export function ConnectView({ state, whoami, readOnly }: { state: BridgeState; w
           label={`Cloud fallback${state.fallbackProviders.length === 0 ? ' (no provider configured)' : ` (${state.fallbackProviders.join(', ')})`}`}
           testId="toggle-fallback"
           checked={state.settings.fallbackEnabled}
-          disabled={readOnly}
+          // Without a provider there is nothing to fall back to: it can only be turned off, as in the tray.
+          disabled={readOnly || (state.fallbackProviders.length === 0 && !state.settings.fallbackEnabled)}
           onChange={(enabled) => void act(() => runAction('setFallback', { enabled }))}
         />
         <NeverCloud state={state} />
