@@ -35,7 +35,10 @@ export function App(): JSX.Element {
     const refused = (error: unknown): void => {
       if (!cancelled && error instanceof ReadFailure && error.status === 401) setSignIn(true);
     };
-    getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
+    const askWho = (): void => {
+      getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
+    };
+    askWho();
     getState().then((s) => !cancelled && setState(s), refused);
     const loadHistory = (): void => {
       getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
@@ -44,7 +47,12 @@ export function App(): JSX.Element {
     const unsubscribe = subscribe({
       onState: setState,
       onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
-      onConnection: setConnected,
+      onConnection: (live) => {
+        setConnected(live);
+        // The stream ends, and is refused when opened again, once the credential is no longer taken
+        // (a token that expired): the event stream cannot say so, whoami can.
+        if (!live) askWho();
+      },
       // Records written during a drop or a gap never came down the stream; mergeRecords keeps each id once.
       onMissedHistory: loadHistory,
     });

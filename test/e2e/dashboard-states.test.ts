@@ -259,6 +259,26 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await on.close();
   });
 
+  it('asks to sign in again when the bridge stops taking the credential the page holds (a token that expired)', async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const whoami = await (await fetch(`${bridge.url}/bridge/api/whoami`)).json();
+    // The first stream ends (as the bridge ends it when the token expires); opened again, it is refused, and so is the token.
+    let streams = 0;
+    const refused = { status: 401, json: { error: 'the token has expired' } };
+    await page.route('**/bridge/api/whoami', (route) => route.fulfill(streams > 1 ? refused : { json: whoami }));
+    await page.route('**/bridge/api/state', (route) => route.fulfill({ json: real }));
+    await page.route('**/bridge/api/events**', (route) => {
+      streams += 1;
+      return route.fulfill(
+        streams > 1 ? refused : { headers: { 'content-type': 'text/event-stream' }, body: `retry: 100\n\nevent: state\ndata: ${JSON.stringify(real)}\n\n` },
+      );
+    });
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByTestId('sign-in').waitFor({ timeout: 10_000 });
+    await page.close();
+  });
+
   it('selects an endpoint for copying by hand where the page may not use the clipboard', async () => {
     const page = await showing('Connect', () => undefined);
     // Opened over plain http from another machine, the page is no secure context: no navigator.clipboard.
