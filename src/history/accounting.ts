@@ -17,8 +17,10 @@ export const DEFAULT_PRICES: Record<Tier, Required<PriceConfig>> = {
 /** The price of a model: its own entry, its tier's entry, then the shipped default of its tier. */
 export function priceOf(config: Config, model: string, tier: Tier | null): PriceConfig & { reference: string } {
   const prices = config.accounting.prices;
-  const own = prices[model] ?? (tier === null ? undefined : prices[tier]);
-  if (own !== undefined) return { ...own, reference: own.reference ?? (prices[model] !== undefined ? model : `tier ${tier}`) };
+  // Own entries only: a model named "constructor" or "toString" would otherwise find Object's member and cost NaN.
+  const entry = (name: string): PriceConfig | undefined => (Object.hasOwn(prices, name) ? prices[name] : undefined);
+  const own = entry(model) ?? (tier === null ? undefined : entry(tier));
+  if (own !== undefined) return { ...own, reference: own.reference ?? (entry(model) !== undefined ? model : `tier ${tier}`) };
   return DEFAULT_PRICES[tier ?? 'moderate'];
 }
 

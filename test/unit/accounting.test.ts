@@ -183,6 +183,14 @@ describe('request costs', () => {
       'nothing known, nothing charged',
     );
   });
+
+  it('prices a model named like a property every object has (constructor, toString, __proto__) at its tier, not as NaN', () => {
+    const expected = costOf(config, { model: 'm', tier: 'simple', tokensIn: 1000, tokensOut: 1000, fallback: null, energyJoules: null });
+    assert.ok(expected.cloudCostDollars !== null && expected.cloudCostDollars > 0);
+    for (const model of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      assert.deepEqual(costOf(config, { model, tier: 'simple', tokensIn: 1000, tokensOut: 1000, fallback: null, energyJoules: null }), expected, model);
+    }
+  });
 });
 
 function record(overrides: Partial<HistoryRecord>): HistoryRecord {
