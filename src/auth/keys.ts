@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import YAML, { isMap, isSeq, YAMLMap, YAMLSeq } from 'yaml';
 import type { Role } from '../config/schema.js';
 
@@ -70,11 +70,23 @@ function keysOf(document: YAML.Document): YAMLSeq {
 }
 
 function write(file: string, document: YAML.Document): void {
-  // The file names who may use the bridge: keep it private to its owner.
+  // Written beside the file and renamed over it, so a write that fails part way (disk full) leaves
+  // the config as it was. A link is followed: the file it leads to is the one replaced.
+  const target = existsSync(file) ? realpathSync(file) : file;
+  const temporary = `${target}.${process.pid}.tmp`;
   try {
-    writeFileSync(file, document.toString(), { mode: 0o600 });
-    chmodSync(file, 0o600);
+    // The file names who may use the bridge: keep it private to its owner.
+    writeFileSync(temporary, document.toString(), { mode: 0o600 });
+    chmodSync(temporary, 0o600);
+    // An edit made as root keeps the file readable by the service user that owns it.
+    if (existsSync(target)) {
+      const { uid, gid } = statSync(target);
+      const own = statSync(temporary);
+      if (own.uid !== uid || own.gid !== gid) chownSync(temporary, uid, gid);
+    }
+    renameSync(temporary, target);
   } catch (error) {
+    rmSync(temporary, { force: true });
     throw fileError('write', file, error);
   }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { lstatSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -126,6 +126,20 @@ describe('API keys', () => {
     );
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', ' bob ', '--config', file] }), 0);
     assert.deepEqual(listKeys(file), []);
+  });
+
+  it('edits the file a linked config leads to, and leaves the link a link', () => {
+    const dir = tempDir('keys-');
+    const real = path.join(dir, 'real.yaml');
+    writeFileSync(real, 'server:\n  port: 5000\n');
+    const link = path.join(dir, 'config.yaml');
+    symlinkSync(real, link);
+    addKey(link, { name: 'alice', role: 'user' });
+    assert.ok(lstatSync(link).isSymbolicLink());
+    assert.deepEqual(
+      listKeys(real).map((key) => key.name),
+      ['alice'],
+    );
   });
 
   it('revokes every key of the name, also one a hand edit or a merge gave the name twice', () => {

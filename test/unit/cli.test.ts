@@ -79,6 +79,28 @@ describe('copilot-bridge command', () => {
     assert.equal(add.stdout, '', 'no key is shown that was never stored');
   });
 
+  it('keys: a write that fails part way (disk full) leaves the config file as it was', async () => {
+    const file = path.join(dir, 'full-disk.yaml');
+    const original = `# ${'a long comment '.repeat(400)}\nserver:\n  port: 5000\n`;
+    writeFileSync(file, original);
+    // A 4 KiB file-size limit fails the write of this 6 KiB file after its first 4 KiB, as a full disk would.
+    const child = spawn('bash', ['-c', 'ulimit -f 4 && exec "$@"', 'bash', process.execPath, CLI, 'keys', 'add', '--name', 'alice', '--config', file]);
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const [code] = (await once(child, 'close')) as [number | null];
+    assert.equal(code, 2, stderr);
+    assert.equal(stderr, `copilot-bridge keys: cannot write ${file} (EFBIG)\n`);
+    assert.equal(stdout, '', 'no key is shown that was never stored');
+    assert.equal(readFileSync(file, 'utf8'), original);
+    assert.deepEqual(
+      readdirSync(dir).filter((name) => name.startsWith('full-disk')),
+      ['full-disk.yaml'],
+      'nothing is left beside it',
+    );
+  });
+
   it('keys add: refuses an empty --team or --models instead of storing a key serve refuses or one without the asked-for limit', async () => {
     const file = path.join(dir, 'empty-options.yaml');
     const team = await runCliToEnd(['keys', 'add', '--name', 'alice', '--team', ' ', '--config', file]);
