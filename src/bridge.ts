@@ -83,7 +83,9 @@ export interface BridgeOptions {
 
 /** Where history and the control token live when the config names no data_dir. */
 export function defaultDataDir(): string {
-  const base = process.env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share');
+  // The XDG spec has an empty or relative XDG_DATA_HOME ignored: it would put the data wherever the bridge was started.
+  const xdg = process.env.XDG_DATA_HOME;
+  const base = xdg !== undefined && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.local', 'share');
   return path.join(base, 'copilot-bridge');
 }
 

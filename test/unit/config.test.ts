@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { defaultDataDir } from '../../src/bridge.js';
 import { ConfigError, loadConfig, normalizeOllamaUrl } from '../../src/config/load.js';
 import { tempDir } from '../support/temp.js';
 
@@ -331,6 +333,21 @@ describe('config', () => {
     assert.equal(config.monitoring.logging.level, loadConfig({}).monitoring.logging.level);
     assert.equal(config.routing.thresholds.timeout_seconds, loadConfig({}).routing.thresholds.timeout_seconds);
     assert.equal(config.fallback.cloud_api_key, 'sk-from-the-file');
+  });
+
+  it('keeps its data in ~/.local/share/copilot-bridge when XDG_DATA_HOME is empty or relative, as the XDG spec says, not in the working folder', (t) => {
+    const saved = process.env.XDG_DATA_HOME;
+    t.after(() => {
+      if (saved === undefined) delete process.env.XDG_DATA_HOME;
+      else process.env.XDG_DATA_HOME = saved;
+    });
+    const home = path.join(os.homedir(), '.local', 'share', 'copilot-bridge');
+    for (const value of ['', 'share']) {
+      process.env.XDG_DATA_HOME = value;
+      assert.equal(defaultDataDir(), home, JSON.stringify(value));
+    }
+    process.env.XDG_DATA_HOME = path.join(dir, 'xdg');
+    assert.equal(defaultDataDir(), path.join(dir, 'xdg', 'copilot-bridge'));
   });
 
   it("takes a cloud provider's key from its own api_key in the file, else its variable, else CLOUD_API_KEY", () => {
