@@ -69,6 +69,18 @@ function keysOf(document: YAML.Document): YAMLSeq {
   return keys;
 }
 
+/**
+ * A key entry as serve reads it: aliases resolved (an entry may take its team or role from an
+ * anchor), with the same limit on their expansion.
+ */
+function entryOf(document: YAML.Document, item: YAMLMap): Record<string, unknown> {
+  try {
+    return item.toJS(document) as Record<string, unknown>;
+  } catch (error) {
+    throw new KeyFileError(`auth.keys cannot be read: ${(error as Error).message}`);
+  }
+}
+
 function write(file: string, document: YAML.Document): void {
   // Written beside the file and renamed over it, so a write that fails part way (disk full) leaves
   // the config as it was. A link is followed: the file it leads to is the one replaced.
@@ -95,7 +107,7 @@ function write(file: string, document: YAML.Document): void {
 export function addKey(file: string, entry: NewKey, now = new Date()): string {
   const document = readDocument(file);
   const keys = keysOf(document);
-  if (keys.items.some((item) => isMap(item) && item.get('name') === entry.name))
+  if (keys.items.some((item) => isMap(item) && entryOf(document, item).name === entry.name))
     throw new KeyFileError(`a key named '${entry.name}' already exists; revoke it first`);
   const key = generateKey();
   const record: Record<string, unknown> = { name: entry.name };
@@ -112,27 +124,29 @@ export function addKey(file: string, entry: NewKey, now = new Date()): string {
 
 export function listKeys(file: string): ListedKey[] {
   if (!existsSync(file)) return [];
-  const keys = keysOf(readDocument(file));
-  return keys.items.filter(isMap).map((item) => {
-    const value = item.toJSON() as Record<string, unknown>;
-    const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
-    return {
-      name: String(value.name),
-      team: text(value.team),
-      role: text(value.role) ?? 'user',
-      cloud: text(value.cloud) ?? 'allow',
-      models: Array.isArray(value.models) ? value.models.map(String) : null,
-      created: text(value.created),
-      hash: `${String(value.hash ?? '').slice(0, 'sha256:'.length + 12)}…`,
-    };
-  });
+  const document = readDocument(file);
+  return keysOf(document)
+    .items.filter(isMap)
+    .map((item) => {
+      const value = entryOf(document, item);
+      const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+      return {
+        name: String(value.name),
+        team: text(value.team),
+        role: text(value.role) ?? 'user',
+        cloud: text(value.cloud) ?? 'allow',
+        models: Array.isArray(value.models) ? value.models.map(String) : null,
+        created: text(value.created),
+        hash: `${String(value.hash ?? '').slice(0, 'sha256:'.length + 12)}…`,
+      };
+    });
 }
 
 /** Removes every key of the name (a hand edit may have given it twice); false when there was none. */
 export function revokeKey(file: string, name: string): boolean {
   const document = readDocument(file);
   const keys = keysOf(document);
-  const kept = keys.items.filter((item) => !(isMap(item) && item.get('name') === name));
+  const kept = keys.items.filter((item) => !(isMap(item) && entryOf(document, item).name === name));
   if (kept.length === keys.items.length) return false;
   keys.items = kept;
   write(file, document);

@@ -8,7 +8,7 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from '
 import YAML from 'yaml';
 import { ACTION_PAYLOADS } from '../../src/control/actions.js';
 import type { Identity } from '../../src/auth/identity.js';
-import { addKey, hashKey, listKeys, revokeKey } from '../../src/auth/keys.js';
+import { addKey, hashKey, KeyFileError, listKeys, revokeKey } from '../../src/auth/keys.js';
 import { isRefusal, Limiter, STORE_RETRY_MS } from '../../src/auth/limits.js';
 import type { LimitsConfig } from '../../src/config/schema.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
@@ -126,6 +126,37 @@ describe('API keys', () => {
     );
     assert.equal(await runCli({ ...io, argv: ['keys', 'revoke', '--name', ' bob ', '--config', file] }), 0);
     assert.deepEqual(listKeys(file), []);
+  });
+
+  it('lists, finds and revokes keys written with YAML anchors as serve reads them, and refuses an alias bomb', () => {
+    const hash = (digit: number): string => `sha256:${String(digit).repeat(64)}`;
+    const file = configFile(
+      `auth:\n  keys:\n    - {name: &alice alice, team: &team web, role: &admin admin, models: &models [m-small], hash: "${hash(1)}"}\n` +
+        `    - {name: bob, team: *team, role: *admin, models: *models, hash: "${hash(2)}"}\n  teams:\n    *team : {cloud: never}\n`,
+    );
+    const listed = listKeys(file).map(({ name, team, role, models }) => ({ name, team, role, models }));
+    const served = loadConfig({ file }).auth.keys.map(({ name, team, role, models }) => ({ name, team, role, models }));
+    assert.deepEqual(listed, served);
+    assert.deepEqual(listed[1], { name: 'bob', team: 'web', role: 'admin', models: ['m-small'] });
+    assert.throws(() => addKey(file, { name: 'bob', role: 'user' }), /a key named 'bob' already exists/);
+    assert.equal(revokeKey(file, 'bob'), true);
+    assert.deepEqual(
+      listKeys(file).map((key) => key.name),
+      ['alice'],
+    );
+
+    const levels = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
+    const lines = levels.map(
+      (level, i) =>
+        `${level}: &${level} [${Array(9)
+          .fill(i === 0 ? '"lol"' : `*${levels[i - 1] ?? ''}`)
+          .join(', ')}]`,
+    );
+    const bomb = configFile(`${lines.join('\n')}\nauth:\n  keys:\n    - {name: bomb, models: *i, hash: "${hash(3)}"}\n`);
+    assert.throws(
+      () => listKeys(bomb),
+      (error: Error) => error instanceof KeyFileError && /alias/i.test(error.message),
+    );
   });
 
   it('edits the file a linked config leads to, and leaves the link a link', () => {
