@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import YAML, { isMap, isSeq, YAMLMap, YAMLSeq } from 'yaml';
+import { MAX_CONFIG_MIB, readTextUpTo } from '../config/load.js';
 import type { Role } from '../config/schema.js';
 
 /** A new API key: a prefix that says what it is (secret scanners look for such prefixes) and 256 random bits. */
@@ -43,12 +44,13 @@ function fileError(action: 'read' | 'write', file: string, error: unknown): KeyF
 
 /** The config file as a YAML document, so comments and layout survive an edit. */
 function readDocument(file: string): YAML.Document {
-  let text = '';
+  let text: string | undefined = '';
   try {
-    if (existsSync(file)) text = readFileSync(file, 'utf8');
+    if (existsSync(file)) text = readTextUpTo(file, MAX_CONFIG_MIB);
   } catch (error) {
     throw fileError('read', file, error);
   }
+  if (text === undefined) throw new KeyFileError(`${file} is not a config file: it holds more than ${MAX_CONFIG_MIB} MiB`);
   const document = YAML.parseDocument(text);
   if (document.errors.length > 0) throw new KeyFileError(`${file} is not valid YAML: ${document.errors[0]?.message ?? ''}`);
   if (document.contents === null) document.contents = document.createNode({}) as unknown as typeof document.contents;

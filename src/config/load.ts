@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -158,14 +158,43 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(bare) === 4 && bare.startsWith('127.');
 }
 
-function readConfigFile(file: string): Tree {
-  let text: string;
+/** Far more than any config.yaml; a file past it is the wrong file, read and parsed for nothing. */
+export const MAX_CONFIG_MIB = 16;
+const MAX_SECRET_MIB = 1;
+
+/**
+ * A file's text, or undefined when it holds more than `maxMib` MiB. Read in chunks up to that bound:
+ * a device that never ends (/dev/zero) or a huge file would otherwise be read until memory runs out.
+ * Pipes still work (--config <(...)), which a check for a regular file would refuse.
+ */
+export function readTextUpTo(file: string, maxMib: number): string | undefined {
+  const maxBytes = maxMib * 1024 * 1024;
+  const fd = openSync(file, 'r');
   try {
-    text = readFileSync(file, 'utf8');
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const read = readSync(fd, chunk);
+      if (read === 0) return Buffer.concat(chunks, total).toString('utf8');
+      total += read;
+      if (total > maxBytes) return undefined;
+      chunks.push(chunk.subarray(0, read));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readConfigFile(file: string): Tree {
+  let text: string | undefined;
+  try {
+    text = readTextUpTo(file, MAX_CONFIG_MIB);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
     throw new ConfigError([{ source: file, keyPath: '', expected: `a readable YAML file (${code})` }]);
   }
+  if (text === undefined) throw new ConfigError([{ source: file, keyPath: '', expected: `a YAML file of at most ${MAX_CONFIG_MIB} MiB` }]);
   const document = YAML.parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new ConfigError(
@@ -193,14 +222,18 @@ function readConfigFile(file: string): Tree {
   return content;
 }
 
-/** A secret file's text, or the error code when it cannot be read. */
-function readSecretFile(file: string): { text: string } | { code: string } {
+/** A secret file's text, or what is wrong with the file when it cannot be read. */
+function readSecretFile(file: string): { text: string } | { code: string; expected: string } {
+  let text: string | undefined;
   try {
-    // A trailing newline is how editors and `echo` end a file, never part of the secret.
-    return { text: readFileSync(file, 'utf8').replace(/\r?\n$/, '') };
+    text = readTextUpTo(file, MAX_SECRET_MIB);
   } catch (error) {
-    return { code: (error as NodeJS.ErrnoException).code ?? 'unreadable' };
+    const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
+    return { code, expected: `a readable file (${code}: ${file})` };
   }
+  if (text === undefined) return { code: 'too large', expected: `a file of at most ${MAX_SECRET_MIB} MiB (${file})` };
+  // A trailing newline is how editors and `echo` end a file, never part of the secret.
+  return { text: text.replace(/\r?\n$/, '') };
 }
 
 /**
@@ -219,7 +252,7 @@ function secretFromFiles(env: Readonly<Record<string, string | undefined>>, name
   if (file !== undefined) {
     const read = readSecretFile(file);
     if ('text' in read) return read.text;
-    problems.push({ source: `environment variable ${name}_FILE`, keyPath: '', expected: `a readable file (${read.code}: ${file})` });
+    problems.push({ source: `environment variable ${name}_FILE`, keyPath: '', expected: read.expected });
     return undefined;
   }
   const credentials = env.CREDENTIALS_DIRECTORY;
@@ -228,7 +261,7 @@ function secretFromFiles(env: Readonly<Record<string, string | undefined>>, name
   const read = readSecretFile(credential);
   if ('text' in read) return read.text;
   // A credential the unit does not pass is simply not set; one that is there but unreadable is a problem.
-  if (read.code !== 'ENOENT') problems.push({ source: `systemd credential ${name}`, keyPath: '', expected: `a readable file (${read.code}: ${credential})` });
+  if (read.code !== 'ENOENT') problems.push({ source: `systemd credential ${name}`, keyPath: '', expected: read.expected });
   return undefined;
 }
 

@@ -159,6 +159,13 @@ describe('API keys', () => {
     );
   });
 
+  it('refuses a config path that never ends (/dev/zero) rather than reading it until memory runs out', () => {
+    assert.throws(
+      () => listKeys('/dev/zero'),
+      (error: Error) => error instanceof KeyFileError && error.message === '/dev/zero is not a config file: it holds more than 16 MiB',
+    );
+  });
+
   it('edits the file a linked config leads to, and leaves the link a link', () => {
     const dir = tempDir('keys-');
     const real = path.join(dir, 'real.yaml');

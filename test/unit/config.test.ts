@@ -362,6 +362,14 @@ describe('config', () => {
     );
   });
 
+  it('refuses a config or secret file that never ends (/dev/zero) rather than reading it until memory runs out', () => {
+    const endless = '/dev/zero';
+    const config = problemsOf(() => loadConfig({ file: endless }));
+    assert.deepEqual(config, [{ source: endless, keyPath: '', expected: 'a YAML file of at most 16 MiB' }]);
+    const secret = problemsOf(() => loadConfig({ env: { CLOUD_API_KEY_FILE: endless } }));
+    assert.deepEqual(secret, [{ source: 'environment variable CLOUD_API_KEY_FILE', keyPath: '', expected: `a file of at most 1 MiB (${endless})` }]);
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
