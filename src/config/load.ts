@@ -186,6 +186,9 @@ export function readTextUpTo(file: string, maxMib: number): string | undefined {
   }
 }
 
+/** YAML errors reported of one file. */
+const YAML_ERRORS_TOLD = 5;
+
 function readConfigFile(file: string): Tree {
   let text: string | undefined;
   try {
@@ -197,16 +200,22 @@ function readConfigFile(file: string): Tree {
   if (text === undefined) throw new ConfigError([{ source: file, keyPath: '', expected: `a YAML file of at most ${MAX_CONFIG_MIB} MiB` }]);
   const document = YAML.parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
-    throw new ConfigError(
-      document.errors.map((error) => {
+    // The wrong file (a log, a binary) has an error on every line: the first few say what is wrong.
+    const told = document.errors.slice(0, YAML_ERRORS_TOLD);
+    const more = document.errors.length - told.length;
+    throw new ConfigError([
+      ...told.map((error) => {
         const at = error.linePos?.[0];
+        const message = error.message.split('\n')[0] ?? '';
         return {
           source: at ? `${file}:${at.line}:${at.col}` : file,
           keyPath: '',
-          expected: `valid YAML (${error.message.split('\n')[0]})`,
+          // Some messages quote the offending text, which in a binary file runs to megabytes.
+          expected: `valid YAML (${message.length > 200 ? `${message.slice(0, 200)}...` : message})`,
         };
       }),
-    );
+      ...(more > 0 ? [{ source: file, keyPath: '', expected: `valid YAML (and ${more} more errors)` }] : []),
+    ]);
   }
   let content: unknown;
   try {

@@ -209,6 +209,15 @@ describe('config', () => {
     assert.match(problems[0]?.expected ?? '', /valid YAML/);
   });
 
+  it('reports the first few YAML errors of a file that is not YAML at all, and how many more there are, rather than hundreds', () => {
+    const lines = Array.from({ length: 200 }, (_, i) => `- not yaml ${i} ${'x'.repeat(100)}`);
+    const file = yamlFile('not-yaml.yaml', `server: {}\n${lines.join('\n')}\n`);
+    const problems = problemsOf(() => loadConfig({ file }));
+    assert.equal(problems.length, 6);
+    assert.match(problems[0]?.source ?? '', /not-yaml\.yaml:2:1$/);
+    assert.match(problems[5]?.expected ?? '', /^valid YAML \(and \d+ more errors\)$/);
+  });
+
   it('reports a missing file', () => {
     const problems = problemsOf(() => loadConfig({ file: path.join(dir, 'nope.yaml') }));
     assert.match(problems[0]?.expected ?? '', /readable YAML file \(ENOENT\)/);
