@@ -103,6 +103,10 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
     io.stderr(`copilot-bridge: ${stray.rawName} is not an option of ${command}\n\n${USAGE}\n`);
     return 2;
   }
+  if (positionals.length === 0) {
+    io.stderr(`copilot-bridge: a command is needed: serve or keys\n\n${USAGE}\n`);
+    return 2;
+  }
   if (positionals[0] === 'keys') return keysCommand(io, positionals.slice(1), values);
   if (positionals.length !== 1 || positionals[0] !== 'serve') {
     io.stderr(`copilot-bridge: unknown command ${JSON.stringify(positionals.join(' '))}\n\n${USAGE}\n`);

@@ -121,6 +121,12 @@ describe('copilot-bridge command', () => {
     assert.match(unknown.stderr, /unknown command "launch"/);
   });
 
+  it('without a command, says one is needed (serve or keys) with usage, exit 2, rather than calling "" an unknown command', async () => {
+    const run = await runCliToEnd([]);
+    assert.equal(run.code, 2);
+    assert.ok(run.stderr.startsWith('copilot-bridge: a command is needed: serve or keys\n\nUsage: copilot-bridge serve'), run.stderr);
+  });
+
   it('refuses, exit 2 with usage, a flag of another command or a mistyped one instead of ignoring it', async () => {
     const file = path.join(dir, 'stray-flags.yaml');
     for (const [args, flag] of [
