@@ -103,6 +103,11 @@ export async function runCli(io: CliIo): Promise<number | BridgeHandle> {
     io.stderr(`copilot-bridge: ${stray.rawName} is not an option of ${command}\n\n${USAGE}\n`);
     return 2;
   }
+  // An empty --config (an unset shell variable) would be reported as a file without a name.
+  if (values.config?.trim() === '') {
+    io.stderr(`copilot-bridge: --config needs a file name\n\n${USAGE}\n`);
+    return 2;
+  }
   if (positionals.length === 0) {
     io.stderr(`copilot-bridge: a command is needed: serve or keys\n\n${USAGE}\n`);
     return 2;

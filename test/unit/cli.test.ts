@@ -121,6 +121,18 @@ describe('copilot-bridge command', () => {
     assert.match(unknown.stderr, /unknown command "launch"/);
   });
 
+  it('refuses an empty --config, exit 2, instead of reporting a file with no name', async () => {
+    for (const args of [
+      ['serve', '--config', ''],
+      ['keys', 'list', '--config', ''],
+      ['keys', 'add', '--name', 'alice', '--config', ''],
+    ]) {
+      const run = await runCliToEnd(args);
+      assert.equal(run.code, 2, args.join(' '));
+      assert.ok(run.stderr.startsWith('copilot-bridge: --config needs a file name\n'), run.stderr);
+    }
+  });
+
   it('without a command, says one is needed (serve or keys) with usage, exit 2, rather than calling "" an unknown command', async () => {
     const run = await runCliToEnd([]);
     assert.equal(run.code, 2);
