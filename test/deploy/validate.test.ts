@@ -311,3 +311,44 @@ describe('nginx and HAProxy in front of stand-in bridges: path rules in any lett
     });
   }
 });
+
+describe('the balancers’ access logs keep secrets out', () => {
+  // The dashboard's live events authenticate with ?access_token=<control token> (a browser's
+  // EventSource sends no headers); the balancer's request log must not keep the token.
+  for (const balancer of ['nginx', 'HAProxy'] as const) {
+    it(`${balancer}: the control token in the dashboard's events URL is not in its access log`, async () => {
+      const ports = [...rendered.ports.bridges, ...rendered.ports.metrics];
+      const servers = ports.map((port) => createServer((_req, res) => res.end('{}')).listen(port, '127.0.0.1'));
+      const { ports: p, nginxConf, haproxyCfg, monitoringKey, controlToken } = rendered;
+      const program =
+        balancer === 'nginx'
+          ? new Program('nginx', 'nginx', ['-c', nginxConf, '-p', path.dirname(nginxConf), '-g', 'daemon off;'])
+          : new Program('haproxy', 'haproxy', ['-f', haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: monitoringKey } });
+      const base = `https://127.0.0.1:${balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps}`;
+      const client = new LoadClient(rendered.certificate, rendered.apiKey);
+      // nginx writes its access log to a file, HAProxy (as rendered for the test) to its stderr.
+      const log = (): string => (balancer === 'nginx' ? readFileSync(path.join(path.dirname(nginxConf), 'access.log'), 'utf8') : program.tail());
+      const marker = `events-${balancer}-${Date.now()}`;
+      program.start();
+      try {
+        await waitForPort(balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps, program);
+        await eventually(`${balancer} to answer the events URL`, async () => {
+          const answer = await client.fetch(`${base}/bridge/api/events?access_token=${encodeURIComponent(controlToken)}&m=${marker}`);
+          await answer.arrayBuffer();
+          return answer.status === 200 ? true : undefined;
+        });
+        const line = await eventually(`${balancer} to log the request`, async () =>
+          log()
+            .split('\n')
+            .find((l) => l.includes(marker)),
+        );
+        assert.doesNotMatch(line, new RegExp(controlToken), line);
+        assert.match(line, /\/bridge\/api\/events\?/, 'the logged request still shows what was asked');
+      } finally {
+        await client.close();
+        await program.stop();
+        await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      }
+    });
+  }
+});
