@@ -11,6 +11,7 @@ import { eventually, LoadClient, Program, waitForPort } from '../support/cluster
 import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
 import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
+import { findOllama } from '../support/ollama-binary.js';
 import { freePort } from '../support/ollama-rig.js';
 
 let rendered: RenderedDeploy;
@@ -351,4 +352,49 @@ describe('the balancers’ access logs keep secrets out', () => {
       }
     });
   }
+});
+
+describe('the Ollama unit', () => {
+  const lookup = findOllama();
+  const binary = 'found' in lookup ? lookup.found : '';
+  const skip = !('found' in lookup) ? lookup.missing : process.getuid?.() !== 0 ? 'needs root to build the unit’s file system in a mount namespace' : false;
+
+  it('a fresh GPU node’s ollama serve starts with only the paths the unit leaves writable (ProtectSystem=strict)', { skip }, async () => {
+    const unit = readFileSync(path.join(DEPLOY, 'systemd/ollama.service'), 'utf8');
+    const settings = (key: string): string[] => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].flatMap((m) => (m[1] as string).split(/\s+/));
+    assert.deepEqual(settings('ProtectSystem'), ['strict']);
+    const assignments = [
+      ...readFileSync(path.join(DEPLOY, 'systemd/ollama/gpu-node-1.env'), 'utf8')
+        .split('\n')
+        .filter((line) => /^[A-Z_]+=/.test(line)),
+      ...settings('Environment'),
+    ];
+    const env = Object.fromEntries(assignments.map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]));
+    // Without HOME in the unit systemd sets the user's home: Ollama's installer and its manual
+    // install steps create the ollama user with /usr/share/ollama, which strict makes read-only.
+    const home = env.HOME ?? '/usr/share/ollama';
+    const writable = settings('StateDirectory').map((d) => `/var/lib/${d}`);
+    const port = await freePort();
+    // In a mount namespace of its own: the unit's state directories empty and writable, the home
+    // present but read-only unless it is one of them, a private /tmp, the rest read-only.
+    const script = [
+      'set -e',
+      'mount -t tmpfs tmpfs /tmp',
+      'for dir in "$@"; do top=$(echo "$dir" | cut -d/ -f1-3); mountpoint -q "$top" || mount -t tmpfs tmpfs "$top"; mkdir -p "$dir"; done',
+      `if [ ! -d "$HOME" ]; then top=$(echo "$HOME" | cut -d/ -f1-3); mount -t tmpfs tmpfs "$top"; mkdir -p "$HOME"; mount -o remount,ro "$top"; fi`,
+      'mount -o remount,bind,ro /',
+      `exec "${binary}" serve`,
+    ].join('\n');
+    const program = new Program('ollama', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...writable], {
+      env: { ...env, HOME: home, OLLAMA_HOST: `127.0.0.1:${port}` },
+    });
+    program.start();
+    try {
+      await program.waitForLine((line) => line.includes(`Listening on 127.0.0.1:${port}`));
+      const version = (await (await fetch(`http://127.0.0.1:${port}/api/version`)).json()) as { version?: string };
+      assert.ok(version.version);
+    } finally {
+      await program.stop();
+    }
+  });
 });
