@@ -76,66 +76,71 @@ const quantile = (q: number, bucket: string, by: string): string => `histogram_q
 
 function overview(): Dashboard {
   const requests = `copilot_bridge_requests_total${INSTANCE}`;
-  return dashboard('copilot-bridge-overview', 'copilot-bridge / Overview', 'Traffic, latency, errors and models of the whole cluster.')
-    .withRow(new RowBuilder('Traffic'))
-    .withPanel(
-      timeseries(
-        'Request rate',
-        'reqps',
-        [prom(`sum by (instance) (instance:copilot_bridge_requests:rate5m${INSTANCE})`, '{{instance}}')],
-        'Routed requests per second, per instance (5 minute average).',
-      ),
-    )
-    .withPanel(
-      timeseries(
-        'Latency (p50, p95, p99)',
-        's',
-        [
-          prom(quantile(0.5, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p50'),
-          prom(quantile(0.95, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p95'),
-          prom(quantile(0.99, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p99'),
-        ],
-        'Time from request to the end of the answer.',
-      ),
-    )
-    .withPanel(
-      timeseries(
-        'Error rate',
-        'percent',
-        [prom(`100 * sum(rate(copilot_bridge_errors_total${INSTANCE}[$__rate_interval])) / sum(rate(${requests}[$__rate_interval]))`, 'errors %')],
-        'Share of routed requests that ended in an error.',
-      ),
-    )
-    .withPanel(
-      new PieChartPanel()
-        .title('Model usage')
-        .description('Requests per model over the selected time range.')
-        .datasource(PROMETHEUS)
-        .height(8)
-        .span(12)
-        .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']))
-        .withTarget(prom(`sum by (model) (increase(${requests}[$__range]))`, '{{model}}').instant()),
-    )
-    .withRow(new RowBuilder('Health'))
-    .withPanel(
-      stat(
-        'Backends up',
-        'none',
-        prom(`sum(copilot_bridge_backend_up${INSTANCE})`),
-        'Ollama backends that can take traffic, counted once per instance that uses them.',
-      ),
-    )
-    .withPanel(stat('Instances up', 'none', prom('sum(up{job="copilot-bridge", instance=~"$instance"})'), 'Bridge instances answering scrapes.'))
-    .withPanel(
-      new LogsPanel()
-        .title('Warnings and errors')
-        .description('The bridges’ JSON log (Loki, shipped by Grafana Alloy): warn level and above.')
-        .datasource(LOKI)
-        .height(10)
-        .span(24)
-        .withTarget(new LokiQuery().datasource(LOKI).expr('{service_name="copilot-bridge", level=~"warn|error|fatal"} | json')),
-    )
-    .build();
+  return (
+    dashboard('copilot-bridge-overview', 'copilot-bridge / Overview', 'Traffic, latency, errors and models of the whole cluster.')
+      .withRow(new RowBuilder('Traffic'))
+      .withPanel(
+        timeseries(
+          'Request rate',
+          'reqps',
+          [prom(`sum by (instance) (instance:copilot_bridge_requests:rate5m${INSTANCE})`, '{{instance}}')],
+          'Routed requests per second, per instance (5 minute average).',
+        ),
+      )
+      .withPanel(
+        timeseries(
+          'Latency (p50, p95, p99)',
+          's',
+          [
+            prom(quantile(0.5, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p50'),
+            prom(quantile(0.95, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p95'),
+            prom(quantile(0.99, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p99'),
+          ],
+          'Time from request to the end of the answer.',
+        ),
+      )
+      .withPanel(
+        timeseries(
+          'Error rate',
+          'percent',
+          [prom(`100 * sum(rate(copilot_bridge_errors_total${INSTANCE}[$__rate_interval])) / sum(rate(${requests}[$__rate_interval]))`, 'errors %')],
+          'Share of routed requests that ended in an error.',
+        ),
+      )
+      .withPanel(
+        new PieChartPanel()
+          .title('Model usage')
+          .description('Requests per model over the selected time range.')
+          .datasource(PROMETHEUS)
+          .height(8)
+          .span(12)
+          .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']))
+          .withTarget(prom(`sum by (model) (increase(${requests}[$__range]))`, '{{model}}').instant()),
+      )
+      .withRow(new RowBuilder('Health'))
+      .withPanel(
+        stat(
+          'Backends up',
+          'none',
+          prom(`sum(copilot_bridge_backend_up${INSTANCE})`),
+          'Ollama backends that can take traffic, counted once per instance that uses them.',
+        ),
+      )
+      .withPanel(stat('Instances up', 'none', prom('sum(up{job="copilot-bridge", instance=~"$instance"})'), 'Bridge instances answering scrapes.'))
+      // A row of its own: the builder places a panel after the last one without wrapping, and a
+      // full-width panel there would start at column 12 of 24.
+      .withRow(new RowBuilder('Logs'))
+      .withPanel(
+        new LogsPanel()
+          .title('Warnings and errors')
+          .description('The bridges’ JSON log (Loki, shipped by Grafana Alloy): warn level and above.')
+          .datasource(LOKI)
+          .height(10)
+          .span(24)
+          .withTarget(new LokiQuery().datasource(LOKI).expr('{service_name="copilot-bridge", level=~"warn|error|fatal"} | json')),
+      )
+      .build()
+  );
 }
 
 function performance(): Dashboard {

@@ -161,6 +161,22 @@ describe('Grafana', () => {
     assert.ok(logsPanels > 0, 'a logs panel reads Loki');
   });
 
+  it('every panel lies inside Grafana’s 24-column grid, and no two panels cover each other', () => {
+    for (const [file, model] of Object.entries(dashboards())) {
+      const placed: Array<{ title: string; x: number; y: number; w: number; h: number }> = [];
+      for (const panel of model.panels ?? []) {
+        const title = 'title' in panel ? (panel.title ?? '') : '';
+        const { x = 0, y = 0, w = 0, h = 0 } = panel.gridPos ?? {};
+        assert.ok(w > 0 && h > 0 && x >= 0 && x + w <= 24, `${file} "${title}": x ${x} + width ${w} is outside the 24 columns`);
+        for (const other of placed) {
+          const overlap = x < other.x + other.w && other.x < x + w && y < other.y + other.h && other.y < y + h;
+          assert.ok(!overlap, `${file}: "${title}" covers "${other.title}"`);
+        }
+        placed.push({ title, x, y, w, h });
+      }
+    }
+  });
+
   it('every Prometheus query follows the Instance picked, recorded series included', () => {
     const recording = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/recording.yml'), 'utf8')) as {
       groups: Array<{ rules: Array<{ record: string; expr: string }> }>;
