@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import YAML from 'yaml';
 import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../../deploy/grafana/dashboards.js';
+import { runCli } from '../../src/cli.js';
 import { memoryLogger, startTestBridge } from '../support/bridge.js';
 import { eventually, LoadClient, Program, waitForPort } from '../support/cluster.js';
 import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
@@ -13,6 +15,32 @@ import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
 import { findOllama } from '../support/ollama-binary.js';
 import { freePort } from '../support/ollama-rig.js';
+import { tempDir } from '../support/temp.js';
+
+const goSkip = spawnSync('go', ['version']).status === 0 ? false : 'needs Go to run the log pipeline’s templates';
+
+/** Runs a Go text/template (Alloy's template engine) over each map of values; the outputs in order. */
+function goTemplate(template: string, data: Array<Record<string, string>>): string[] {
+  const dir = tempDir('go-template-');
+  writeFileSync(
+    path.join(dir, 'main.go'),
+    [
+      'package main',
+      'import ("bytes"; "encoding/json"; "os"; "text/template")',
+      'func main() {',
+      '  var in struct { Template string; Data []map[string]interface{} }',
+      '  if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil { panic(err) }',
+      '  t := template.Must(template.New("level").Parse(in.Template))',
+      '  out := []string{}',
+      '  for _, d := range in.Data { var b bytes.Buffer; if err := t.Execute(&b, d); err != nil { panic(err) }; out = append(out, b.String()) }',
+      '  json.NewEncoder(os.Stdout).Encode(out)',
+      '}',
+    ].join('\n'),
+  );
+  const run = spawnSync('go', ['run', 'main.go'], { cwd: dir, input: JSON.stringify({ Template: template, Data: data }), encoding: 'utf8', timeout: 120_000 });
+  assert.equal(run.status, 0, run.stderr);
+  return JSON.parse(run.stdout) as string[];
+}
 
 let rendered: RenderedDeploy;
 before(async () => {
@@ -236,6 +264,46 @@ describe('log shipping (Grafana Alloy)', () => {
     assert.ok(fields.length >= 8, block);
     for (const field of fields)
       assert.ok(field in request, `the log pipeline parses "${field}", which the bridge's request line lacks: ${JSON.stringify(request)}`);
+  });
+
+  it('gives the lines a bridge writes outside its JSON log (why it cannot start) a level the Overview’s logs panel shows', { skip: goSkip }, async () => {
+    // What the journal gets from an instance that cannot start after a config change: its stderr.
+    const dir = tempDir('alloy-levels-');
+    const config = path.join(dir, 'config.yaml');
+    writeFileSync(config, 'models:\n  simple: 42\n');
+    let stderr = '';
+    const code = await runCli({ argv: ['serve', '--config', config], env: {}, stdout: () => undefined, stderr: (text) => (stderr += text) });
+    assert.equal(code, 2, stderr);
+    const plain = stderr.split('\n').filter((line) => line.trim() !== '');
+    assert.ok(plain.length > 0);
+    // And a warning of its JSON log, which the pipeline parses.
+    const { logger, lines } = memoryLogger();
+    logger.warn('a warning');
+    const json = lines().map((line) => JSON.stringify(line));
+
+    // Alloy's pipeline: stage.json extracts level as level_number (a line that is not JSON gives
+    // nothing), then stage.template runs Go's text/template over the extracted values as strings.
+    const quoted = /stage\.template\s*\{\s*source\s*=\s*"level"\s*template\s*=\s*("(?:[^"\\]|\\.)*")/.exec(alloy)?.[1];
+    assert.ok(quoted, 'the level template');
+    const extracted = [...plain, ...json].map((line): Record<string, string> => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        return {};
+      }
+      return { level_number: String((parsed as { level: number }).level) };
+    });
+    const levels = goTemplate(JSON.parse(quoted) as string, extracted);
+    assert.equal(levels.at(-1), 'warn', 'a JSON warning');
+
+    const overview = dashboards()['overview.json'];
+    const logsQuery = (overview?.panels ?? []).flatMap((p) => ('targets' in p ? (p.targets ?? []) : [])).map((t) => (t as { expr?: string }).expr ?? '');
+    const shown = /level=~"([^"]+)"/.exec(logsQuery.find((e) => e.startsWith('{')) ?? '')?.[1]?.split('|') ?? [];
+    assert.ok(shown.length > 0);
+    plain.forEach((line, i) =>
+      assert.ok(shown.includes(levels[i] ?? ''), `"${line}" is labelled level="${levels[i]}", which the logs panel (${shown.join('|')}) leaves out`),
+    );
   });
 
   it('maps every numeric pino level to its name', () => {
