@@ -221,7 +221,8 @@ function business(): Dashboard {
   const tokens = (direction: 'in' | 'out', window: string): string =>
     `sum(increase(copilot_bridge_tokens_total{instance=~"$instance", direction="${direction}"}[${window}]))`;
   const saved = (window: string): string => `(${tokens('in', window)} * $price_in_per_mtok + ${tokens('out', window)} * $price_out_per_mtok) / 1e6`;
-  const answered = `sum(increase(copilot_bridge_requests_total{instance=~"$instance", status="200"}[$__range]))`;
+  // outcome "ok": answered in full; a request the client left (ghost text) has status 200 too.
+  const answered = `sum(increase(copilot_bridge_requests_total{instance=~"$instance", outcome="ok"}[$__range]))`;
   const builder = dashboard(
     'copilot-bridge-business',
     'copilot-bridge / Business',

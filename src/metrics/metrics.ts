@@ -39,7 +39,7 @@ interface Series {
 
 export class BridgeMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'tier' | 'model' | 'backend' | 'status'>;
+  private readonly requests: Counter<'tier' | 'model' | 'backend' | 'status' | 'outcome'>;
   private readonly errors: Counter<'tier' | 'model' | 'backend' | 'outcome'>;
   private readonly responseTime: Histogram<'tier' | 'backend'>;
   private readonly firstToken: Histogram<'tier' | 'backend'>;
@@ -96,8 +96,10 @@ export class BridgeMetrics {
     gpuGauge('gpu_power_watts', 'GPU power draw', (g) => g.powerWatts);
     this.requests = new Counter({
       name: 'copilot_bridge_requests_total',
-      help: 'Routed requests by tier, model, backend and HTTP status',
-      labelNames: ['tier', 'model', 'backend', 'status'],
+      help: 'Routed requests by tier, model, backend, HTTP status and outcome (ok, error, cancelled by the client, dropped)',
+      // The outcome apart from the status: a request the client left (ghost text at every
+      // keystroke) still has status 200, and is no answer.
+      labelNames: ['tier', 'model', 'backend', 'status', 'outcome'],
       registers,
     });
     this.errors = new Counter({
@@ -200,7 +202,7 @@ export class BridgeMetrics {
   observe(record: HistoryRecord): void {
     // Only configured or installed models become label values, so the series map stays bounded too.
     const model = this.knownModel(record.model) ? record.model : 'other';
-    const series = this.seriesOf(record.tier ?? 'none', model, record.backend ?? 'none', String(record.status), record.team, record.user);
+    const series = this.seriesOf(record.tier ?? 'none', model, record.backend ?? 'none', String(record.status), record.outcome, record.team, record.user);
     series.requests.inc();
     // A failure on the serving side: a client's own 4xx (a rate limit, a request Ollama refused) is
     // counted by its status in requests_total, and must not make error-rate alerts fire.
@@ -219,15 +221,23 @@ export class BridgeMetrics {
   }
 
   /** The series one request counts in, built once per label combination rather than label objects per call. */
-  private seriesOf(tier: string, model: string, backend: string, status: string, teamName: string | null, userName: string | null): Series {
+  private seriesOf(
+    tier: string,
+    model: string,
+    backend: string,
+    status: string,
+    outcome: HistoryRecord['outcome'],
+    teamName: string | null,
+    userName: string | null,
+  ): Series {
     const team = this.labels.team(teamName);
     const user = this.perUser ? this.labels.user(userName) : '';
-    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}\u0000${team}\u0000${user}`;
+    const key = `${tier}\u0000${model}\u0000${backend}\u0000${status}\u0000${outcome}\u0000${team}\u0000${user}`;
     let series = this.series.get(key);
     if (series === undefined) {
       const who: Record<string, string> = this.perUser ? { team, tier, user } : { team, tier };
       series = {
-        requests: this.requests.labels({ tier, model, backend, status }),
+        requests: this.requests.labels({ tier, model, backend, status, outcome }),
         errors: this.errors.labels({ tier, model, backend, outcome: 'error' }),
         responseTime: this.responseTime.labels({ tier, backend }),
         firstToken: this.firstToken.labels({ tier, backend }),

@@ -231,6 +231,55 @@ describe('Grafana', () => {
   });
 });
 
+describe('the Business dashboard reads what the bridge exports', () => {
+  it('"Time saved per developer" counts answered requests, not ones the client cancelled (ghost text is cancelled at every keystroke)', async () => {
+    const ollama = new OllamaStandIn(await freePort(), {
+      models: { 'qwen2.5-coder:1.5b': { tokens: 2, tokenMs: 1 }, 'qwen2.5-coder:7b-instruct-q8_0': { tokens: 200, tokenMs: 20 } },
+    });
+    await ollama.start();
+    const bridge = await startTestBridge({ env: { GPU0_URL: ollama.url } });
+    try {
+      const answered = await fetch(`${bridge.url}/api/chat`, {
+        method: 'POST',
+        body: JSON.stringify({ model: 'qwen2.5-coder:1.5b', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+      });
+      assert.equal(answered.status, 200);
+      await answered.text();
+      // A stream the client leaves after its first line, as Copilot leaves ghost text.
+      const leaving = new AbortController();
+      const cancelled = await fetch(`${bridge.url}/api/chat`, {
+        method: 'POST',
+        body: JSON.stringify({ model: 'qwen2.5-coder:7b-instruct-q8_0', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+        signal: leaving.signal,
+      });
+      const reader = cancelled.body?.getReader();
+      await reader?.read();
+      leaving.abort();
+
+      const series = await eventually('both requests in /metrics', async () => {
+        const text = await (await fetch(`${bridge.url}/metrics`)).text();
+        const lines = [...text.matchAll(/^copilot_bridge_requests_total\{([^}]*)\} (\S+)$/gm)].map((m) => ({
+          labels: Object.fromEntries([...(m[1] as string).matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1] as string, l[2] as string])),
+          value: Number(m[2]),
+        }));
+        return lines.reduce((sum, l) => sum + l.value, 0) === 2 ? lines : undefined;
+      });
+      // The panel's selector, its equality matchers applied to what the bridge exported.
+      const panel = (dashboards()['business.json']?.panels ?? []).find((p) => 'title' in p && p.title === 'Time saved per developer');
+      const expr = (panel !== undefined && 'targets' in panel ? (panel.targets?.[0] as { expr?: string } | undefined)?.expr : undefined) ?? '';
+      const matchers = [...(/copilot_bridge_requests_total\{([^}]*)\}/.exec(expr)?.[1]?.matchAll(/(\w+)="([^"]*)"/g) ?? [])].map(
+        (m) => [m[1] as string, m[2] as string] as const,
+      );
+      assert.ok(matchers.length > 0, expr);
+      const counted = series.filter((s) => matchers.every(([name, value]) => s.labels[name] === value)).reduce((sum, s) => sum + s.value, 0);
+      assert.equal(counted, 1, `${expr} counts ${counted} of: ${JSON.stringify(series)}`);
+    } finally {
+      await bridge.stop(0);
+      await ollama.stop();
+    }
+  });
+});
+
 describe('log shipping (Grafana Alloy)', () => {
   const alloy = readFileSync(path.join(DEPLOY, 'alloy/config.alloy'), 'utf8');
   const stopping: Array<() => Promise<void>> = [];
