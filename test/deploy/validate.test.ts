@@ -84,10 +84,10 @@ describe('the committed deployment files pass the programs that read them', () =
       YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert?: string }> }> }
     ).groups.flatMap((g) => g.rules.map((r) => r.alert));
     const tests = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.test.yml'), 'utf8')) as {
-      tests: Array<{ alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }> }>;
+      tests: Array<{ alert_rule_test?: Array<{ alertname: string; exp_alerts: unknown[] }> }>;
     };
     for (const alert of alerts) {
-      const cases = tests.tests.flatMap((t) => t.alert_rule_test).filter((c) => c.alertname === alert);
+      const cases = tests.tests.flatMap((t) => t.alert_rule_test ?? []).filter((c) => c.alertname === alert);
       assert.ok(
         cases.some((c) => c.exp_alerts.length > 0),
         `${alert} is never shown firing`,
@@ -99,6 +99,21 @@ describe('the committed deployment files pass the programs that read them', () =
     }
     for (const name of ['HighErrorRate', 'HighLatency', 'GPUMemoryHigh', 'BackendDown', 'FallbackActive', 'QueueBacklog', 'BridgeInstanceDown'])
       assert.ok(alerts.includes(name), name);
+  });
+
+  it('promtool test rules: every recording rule is evaluated on series of two instances', () => {
+    const recorded = (
+      YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/recording.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ record: string }> }> }
+    ).groups.flatMap((g) => g.rules.map((r) => r.record));
+    const tests = YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/alerts.test.yml'), 'utf8')) as {
+      tests: Array<{ promql_expr_test?: Array<{ expr: string; exp_samples: Array<{ labels: string }> }> }>;
+    };
+    const cases = tests.tests.flatMap((t) => t.promql_expr_test ?? []);
+    for (const record of recorded) {
+      const samples = cases.filter((c) => c.expr.includes(record)).flatMap((c) => c.exp_samples);
+      const instances = new Set(samples.map((sample) => /instance="([^"]+)"/.exec(sample.labels)?.[1]));
+      assert.ok(instances.size >= 2, `${record} is not tested on two instances`);
+    }
   });
 
   it('amtool check-config', () => {
