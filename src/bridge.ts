@@ -26,7 +26,7 @@ import { requireIdentity } from './http/auth.js';
 import { guard } from './http/guard.js';
 import { HttpServer } from './http/server.js';
 import { observabilityRoutes } from './http/observability.js';
-import { createLogger, type Logger } from './log.js';
+import { openLog, type Logger, type OwnedLog } from './log.js';
 import { BridgeMetrics } from './metrics/metrics.js';
 import { OllamaManager } from './ollama/manager.js';
 import { checkFit } from './ollama/models.js';
@@ -91,7 +91,9 @@ export function defaultDataDir(): string {
 
 /** Starts one bridge: the one way to run it, headless or inside the desktop app. All state lives in the handle. */
 export async function startBridge(config: Config, options: BridgeOptions = {}): Promise<BridgeHandle> {
-  const log = options.logger ?? createLogger(config);
+  // A log the bridge opens is the bridge's to close; one handed to it is the caller's.
+  const ownLog = options.logger === undefined ? openLog(config) : undefined;
+  const log = options.logger ?? (ownLog as OwnedLog).logger;
   const limits = limitsFrom(config);
   const breaker = config.routing.circuit_breaker;
   const backends = config.backends.map(
@@ -482,8 +484,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     stopping ??= (async () => {
       await lifecycle.stop(graceMs);
       log.info('bridge stopped');
-      // A log file is written asynchronously: make sure its last lines reach the disk.
-      await new Promise<void>((resolve) => log.flush(() => resolve()));
+      // Its lines are written asynchronously: the last ones reach the file or pipe before the bridge says it stopped.
+      await ownLog?.close();
     })();
     return stopping;
   };

@@ -38,16 +38,56 @@ export function logOptions(level: string): LoggerOptions {
   };
 }
 
+/** A log the bridge opened itself, and how to close it: its last lines written, or given up on. */
+export interface OwnedLog {
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+type LogStream = ReturnType<typeof pino.destination>;
+
+/** Lines from now on go nowhere, and the flush at exit has nothing left to write. */
+function dropLines(stream: LogStream): void {
+  stream.write = () => true;
+  stream.flushSync = () => undefined;
+  stream.end = () => undefined;
+}
+
 /**
  * JSON logs, one line per event. Request logs carry method, path, status, backend and timings,
- * never request or answer text (monitoring.logging.log_prompts opts in).
+ * never request or answer text (monitoring.logging.log_prompts opts in). A log that can no longer
+ * be written (its reader gone: EPIPE; a full disk: ENOSPC) is let go, said once on stderr, and the
+ * bridge keeps serving: pino's flush at exit would retry such a write every 100 ms for ever, and
+ * an error it passes on would end the process (into that flush).
  */
-export function createLogger(config: Config): Logger {
+export function openLog(config: Config): OwnedLog {
   const { level, destination } = config.monitoring.logging;
-  const options = logOptions(level);
-  if (destination === 'stdout') return pino(options);
-  mkdirSync(destination, { recursive: true });
-  const file = path.join(destination, 'copilot-bridge.log');
-  keepLogPrivate(file);
-  return pino(options, pino.destination({ dest: file, mkdir: true, sync: false, mode: LOG_FILE_MODE }));
+  let stream: LogStream;
+  if (destination === 'stdout') stream = pino.destination({ dest: 1, sync: false });
+  else {
+    mkdirSync(destination, { recursive: true });
+    const file = path.join(destination, 'copilot-bridge.log');
+    keepLogPrivate(file);
+    stream = pino.destination({ dest: file, mkdir: true, sync: false, mode: LOG_FILE_MODE });
+  }
+  let unwritable = false;
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (unwritable) return;
+    unwritable = true;
+    dropLines(stream);
+    // stderr may be the same broken pipe: a failed write there must not end the process either.
+    process.stderr.once('error', () => undefined);
+    process.stderr.write(`copilot-bridge: the log cannot be written (${error.code ?? error.message}); log lines are dropped from now on\n`);
+  });
+  return {
+    logger: pino(logOptions(level), stream),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (unwritable) return resolve();
+        stream.once('close', () => resolve());
+        stream.once('error', () => resolve());
+        stream.end();
+        dropLines(stream);
+      }),
+  };
 }

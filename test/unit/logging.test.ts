@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { memoryLogger, nextRecord, startStandIn, startTestBridge } from '../support/bridge.js';
+import { CLI, startServingCli } from '../support/cli.js';
+import { freePort } from '../support/ollama-rig.js';
+import { until } from '../support/wait.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import { tempDir, configFile } from '../support/temp.js';
 
@@ -134,6 +138,42 @@ describe('logging', () => {
     chmodSync(file, 0o644);
     await (await startBridge(withLogFile)).stop(100);
     assert.equal(statSync(file).mode & 0o777, 0o600);
+  });
+
+  /** The exit code of a child asked to stop, or a failed test when it does not end within 10 s. */
+  const stopped = async (child: ChildProcess): Promise<number | null> => {
+    let code: number | null | undefined;
+    child.once('exit', (exitCode) => (code = exitCode));
+    child.kill('SIGTERM');
+    try {
+      return await until(() => code, 'the bridge to exit after SIGTERM', 10_000);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  };
+
+  it('stops on SIGTERM when the reader of its standard output is gone (serve | head, a restarted journald)', async () => {
+    const serving = await startServingCli(['--port', '0'], { OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') });
+    serving.child.stdout.destroy();
+    assert.equal(await stopped(serving.child), 0);
+  });
+
+  it('keeps serving when its log file cannot be written (a full disk), says so once, and stops on SIGTERM', async () => {
+    const logs = tempDir('bridge-logs-');
+    mkdirSync(logs, { recursive: true });
+    // /dev/full answers every write with ENOSPC, as a full disk does.
+    symlinkSync('/dev/full', path.join(logs, 'copilot-bridge.log'));
+    const port = await freePort();
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port), '--config', configFile(`monitoring:\n  logging:\n    destination: ${logs}\n`)], {
+      env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') },
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await until(() => (stderr.includes('log lines are dropped') ? true : undefined), 'the bridge to say its log cannot be written', 10_000);
+    assert.match(stderr, /the log cannot be written \(ENOSPC\)/);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    assert.equal(await stopped(child), 0);
+    assert.equal(stderr.match(/log lines are dropped/g)?.length, 1);
   });
 
   it('writes the control token readable by this user only, and tightens the file an older version left', async () => {
