@@ -164,9 +164,13 @@ describe('logging', () => {
     // /dev/full answers every write with ENOSPC, as a full disk does.
     symlinkSync('/dev/full', path.join(logs, 'copilot-bridge.log'));
     const port = await freePort();
-    const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port), '--config', configFile(`monitoring:\n  logging:\n    destination: ${logs}\n`)], {
-      env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') },
-    });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', '--port', String(port), '--config', configFile(`monitoring:\n  logging:\n    destination: ${logs}\n`)],
+      {
+        env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') },
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     await until(() => (stderr.includes('log lines are dropped') ? true : undefined), 'the bridge to say its log cannot be written', 10_000);
