@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { Transform, type TransformCallback } from 'node:stream';
 import type { Response } from 'express';
 import type { Dispatcher } from 'undici';
 import { whenClosed } from './call.js';
@@ -54,6 +55,49 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders): Record<str
 
 const NONE = new Set<string>();
 
+/** The longest start of a line held back for its end; a longer line goes on as it comes, so memory stays bounded. */
+const MAX_HELD_LINE = 1024 * 1024;
+
+/**
+ * Passes NDJSON on in whole lines: the start of a line waits for the rest of it. A stream that
+ * breaks mid-line then ends after its last whole line, so the error line written after it parses:
+ * ollama's Go client reads line by line and fails at the first that does not parse, before it
+ * reaches the error.
+ */
+class WholeLines extends Transform {
+  private held: Buffer = Buffer.alloc(0);
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const end = chunk.lastIndexOf(0x0a);
+    if (end < 0) {
+      this.held = Buffer.concat([this.held, chunk]);
+      if (this.held.length > MAX_HELD_LINE) this.flushHeld();
+    } else if (this.held.length === 0 && end === chunk.length - 1) {
+      this.push(chunk);
+    } else {
+      this.push(Buffer.concat([this.held, chunk.subarray(0, end + 1)]));
+      this.held = chunk.subarray(end + 1);
+    }
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.flushHeld();
+    done();
+  }
+
+  /** Ends the stream without the line it holds: the upstream broke before that line ended. */
+  cut(): void {
+    this.held = Buffer.alloc(0);
+    this.end();
+  }
+
+  private flushHeld(): void {
+    if (this.held.length > 0) this.push(this.held);
+    this.held = Buffer.alloc(0);
+  }
+}
+
 /**
  * Streams an upstream answer to the client chunk by chunk, with back-pressure (pipe pauses the
  * upstream while the client socket is full). A break after the status line was sent cannot change
@@ -66,6 +110,9 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
   const headers = endToEnd(upstream.headers, NONE);
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   const body = upstream.body;
+  const contentType = headers['content-type'] ?? '';
+  const lines = headers['content-length'] === undefined && contentType.startsWith('application/x-ndjson') ? new WholeLines() : undefined;
+  const source = lines === undefined ? body : body.pipe(lines);
 
   return new Promise((resolve) => {
     const finish = (): void => resolve(outcome);
@@ -73,9 +120,11 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
       if (outcome.firstChunkMs === null) outcome.firstChunkMs = performance.now() - started;
       outcome.bytes += chunk.length;
     });
-    body.pipe(res, { end: false });
-    body.once('end', () => {
-      res.end();
+    source.pipe(res, { end: false });
+    // The error line, when the upstream broke: written after the whole lines still on their way.
+    let errorTail: string | undefined;
+    source.once('end', () => {
+      res.end(errorTail);
     });
     body.once('error', (error: Error) => {
       if (res.destroyed || res.writableEnded) {
@@ -84,9 +133,13 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
       }
       const failure = toUpstreamError(error, backend);
       outcome.error = failure.message;
-      const tail = headers['content-length'] === undefined ? streamErrorTail(headers['content-type'] ?? '', surface, failure) : undefined;
+      const tail = headers['content-length'] === undefined ? streamErrorTail(contentType, surface, failure) : undefined;
       if (tail === undefined) res.destroy(error);
-      else res.end(tail);
+      else if (lines === undefined) res.end(tail);
+      else {
+        errorTail = tail;
+        lines.cut();
+      }
     });
     whenClosed(res, () => {
       if (!res.writableFinished) {

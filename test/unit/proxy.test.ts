@@ -657,6 +657,23 @@ describe('pass-through proxy', () => {
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
   });
 
+  it('relays NDJSON in whole lines: a pull that breaks mid-line ends with lines that all parse, the {"error"} line last', async () => {
+    const { bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write('{"status":"pulling manifest"}\n{"status":"pulling 6a0746a1ec1a","dig', () => res.socket?.destroy());
+    });
+    const response = await fetch(`${bridge.url}/api/pull`, { method: 'POST', body: '{"model":"m:7b"}' });
+    assert.equal(response.status, 200);
+    // ollama's Go client parses each line in turn and stops at the first that does not parse, before any error line.
+    const lines = (await response.text())
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.equal(lines.length, 2);
+    assert.deepEqual(lines[0], { status: 'pulling manifest' });
+    assert.match(String(lines[1]?.error), /^backend local is unreachable/);
+  });
+
   it('cuts a relayed answer of known length that breaks mid-way, so the client sees it incomplete', async () => {
     const { bridge } = await pair((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
@@ -734,35 +751,40 @@ describe('pass-through proxy', () => {
     assert.ok(upstreamClosedAt - abortedAt < 1000, `upstream closed ${Math.round(upstreamClosedAt - abortedAt)} ms after the client left`);
   });
 
-  it('applies back-pressure: a client that stops reading pauses the upstream', async () => {
-    const total = 64 * 1024 * 1024;
-    let written = 0;
-    const { bridge } = await pair(async (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
-      const chunk = Buffer.alloc(64 * 1024, 120);
-      while (written < total) {
-        written += chunk.length;
-        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
-      }
-      res.end();
-    });
-    const received = await new Promise<{ whilePaused: number; bytes: number }>((resolve, reject) => {
-      const req = httpRequest(`${bridge.url}/api/pull`, { method: 'POST' }, (res) => {
-        res.pause();
-        setTimeout(() => {
-          const whilePaused = written;
-          let bytes = 0;
-          res.on('data', (chunk: Buffer) => (bytes += chunk.length));
-          res.on('end', () => resolve({ whilePaused, bytes }));
-          res.resume();
-        }, 500);
+  for (const [kind, head] of [
+    ['', { 'content-type': 'application/octet-stream', 'content-length': String(64 * 1024 * 1024) }],
+    [' (NDJSON, relayed in whole lines)', { 'content-type': 'application/x-ndjson' }],
+  ] as const)
+    it(`applies back-pressure: a client that stops reading pauses the upstream${kind}`, async () => {
+      const total = 64 * 1024 * 1024;
+      let written = 0;
+      const { bridge } = await pair(async (_req, res) => {
+        res.writeHead(200, head);
+        const chunk = Buffer.alloc(64 * 1024, 120);
+        chunk[chunk.length - 1] = 0x0a;
+        while (written < total) {
+          written += chunk.length;
+          if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+        }
+        res.end();
       });
-      req.on('error', reject);
-      req.end('{"model":"m"}');
+      const received = await new Promise<{ whilePaused: number; bytes: number }>((resolve, reject) => {
+        const req = httpRequest(`${bridge.url}/api/pull`, { method: 'POST' }, (res) => {
+          res.pause();
+          setTimeout(() => {
+            const whilePaused = written;
+            let bytes = 0;
+            res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+            res.on('end', () => resolve({ whilePaused, bytes }));
+            res.resume();
+          }, 500);
+        });
+        req.on('error', reject);
+        req.end('{"model":"m"}');
+      });
+      assert.ok(received.whilePaused < total / 2, `upstream wrote ${received.whilePaused} bytes while the client read nothing`);
+      assert.equal(received.bytes, total);
     });
-    assert.ok(received.whilePaused < total / 2, `upstream wrote ${received.whilePaused} bytes while the client read nothing`);
-    assert.equal(received.bytes, total);
-  });
 
   it('applies back-pressure through a translated stream too', async () => {
     const line = `${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', response: 'y'.repeat(1000), done: false })}\n`;
