@@ -145,6 +145,12 @@ export function readJsonBody(req: IncomingMessage, res: ServerResponse, limit: n
       done = true;
       clearTimeout(deadline);
       stream.removeAllListeners('data');
+      if (error !== undefined && stream !== req) {
+        // Decoding stops with the refusal: a compressed body of a few kilobytes can inflate to
+        // gigabytes, which the decoder would otherwise work through after the answer.
+        req.unpipe();
+        stream.destroy();
+      }
       if (error === undefined) resolve(body);
       else reject(error);
     };
