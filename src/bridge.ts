@@ -371,6 +371,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
     requestTimeout: 0,
     maxConnections: config.server.max_connections,
+    // A client that stops reading its answer cannot hold it (and the upstream behind it) for good.
+    stalledReaderMs: requestTimeoutMs,
   };
   const server = new HttpServer('HTTP server', config.server.host, config.server.port, listener, serverOptions, () => stopDeadline.abort());
   const metricsPort = config.monitoring.prometheus.port;

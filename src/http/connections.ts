@@ -49,3 +49,44 @@ export function limitConnections(server: Server, max: number): void {
     });
   });
 }
+
+/**
+ * Bytes of a connection's answers the network has not taken yet: those node holds, and of the
+ * write in flight what libuv still holds (node reads the same to tell a slow write from a stalled
+ * one); the first alone stays the same while one large answer is taken slowly.
+ */
+function unsent(socket: Socket): number {
+  const handle = (socket as Socket & { _handle?: { writeQueueSize?: number } | null })._handle;
+  return socket.writableLength + (handle?.writeQueueSize ?? 0);
+}
+
+/**
+ * Closes a client connection whose answer has waited `stallMs` for the client to read any of it.
+ * Streams wait for a client that is slow to read (back-pressure): one that stops reading would
+ * hold its connection, its upstream request and its generation slot for good. Looked at once a
+ * second or so, not on each write, so the hot path pays nothing for it.
+ */
+export function cutStalledReaders(server: Server, stallMs: number): void {
+  // Each connection with bytes waiting for its client: how many, and since when none were read.
+  const connections = new Map<Socket, { waiting: number; since: number } | undefined>();
+  server.on('connection', (socket: Socket) => {
+    connections.set(socket, undefined);
+    socket.once('close', () => connections.delete(socket));
+  });
+  const check = setInterval(
+    () => {
+      const now = performance.now();
+      for (const [socket, stall] of connections) {
+        const waiting = unsent(socket);
+        if (waiting === 0) connections.set(socket, undefined);
+        // Fewer bytes waiting: the client read some.
+        else if (stall === undefined || waiting < stall.waiting) connections.set(socket, { waiting, since: now });
+        else if (now - stall.since >= stallMs) socket.destroy();
+        else stall.waiting = waiting;
+      }
+    },
+    Math.min(1000, stallMs / 2),
+  );
+  check.unref();
+  server.once('close', () => clearInterval(check));
+}

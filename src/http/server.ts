@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { deferContinue } from './body.js';
-import { limitConnections } from './connections.js';
+import { cutStalledReaders, limitConnections } from './connections.js';
 
 function urlOf(address: AddressInfo): string {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -27,11 +27,12 @@ export class HttpServer {
     private readonly host: string,
     private readonly port: number,
     handler: RequestListener,
-    { maxConnections, ...options }: ServerOptions & { maxConnections?: number } = {},
+    { maxConnections, stalledReaderMs, ...options }: ServerOptions & { maxConnections?: number; stalledReaderMs?: number } = {},
     private readonly onDeadline: () => void = () => undefined,
   ) {
     this.server = createServer(options, handler);
     if (maxConnections !== undefined) limitConnections(this.server, maxConnections);
+    if (stalledReaderMs !== undefined) cutStalledReaders(this.server, stalledReaderMs);
     // Node would answer `100 Continue` before any check: the body reader sends it when it reads.
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
       deferContinue(res);

@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { configFile } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -287,6 +288,67 @@ describe('client connections', () => {
     await closedFirst;
     for (let i = 0; i < 3; i++) assert.equal((await fetch(`${bridge.url}/health`)).status, 200);
     assert.equal((stalled[4] as Socket).destroyed, false, 'the newest stalled connection is still held');
+  });
+
+  it('cuts a client that stops reading its answer for request_timeout_seconds, which stops the generation upstream', { timeout: 20_000 }, async () => {
+    const line = `${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', message: { role: 'assistant', content: 'x'.repeat(4000) }, done: false })}\n`;
+    let generating: Promise<unknown> | undefined;
+    const upstream = await startStandIn(async (_req, res) => {
+      generating = once(res, 'close');
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      // Endless, at the pace the bridge takes it.
+      while (!res.destroyed) if (!res.write(line)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    });
+    const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    cleanups.push(async () => {
+      socket.destroy();
+    });
+    socket.pause();
+    const body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
+    socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    await until(() => generating, 'the generation to start');
+    // The stream fills every buffer, then waits on a client that never reads: it is let go, and the generation with it.
+    await generating;
+  });
+
+  it('does not take a client that reads a large answer slowly for one that stopped reading', { timeout: 30_000 }, async () => {
+    // Some 23 MB of model list, written to the connection in one piece.
+    const models = Array.from({ length: 100_000 }, (_, i) => `model-${i}:latest`);
+    const upstream = await startStandIn((_req, res) => res.end('{}'), models);
+    const bridge = await startTestBridge({
+      file: configFile('server:\n  request_timeout_seconds: 2\nrouting:\n  thresholds:\n    max_line_mb: 64\n'),
+      env: { OLLAMA_HOST: upstream.url },
+    });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    cleanups.push(async () => {
+      socket.destroy();
+    });
+    socket.pause();
+    socket.write('GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    // Takes what has arrived 100 times a second: a few megabytes a second, so the answer takes
+    // seconds longer than request_timeout_seconds to read.
+    const chunks: Buffer[] = [];
+    const reader = setInterval(() => {
+      const chunk = socket.read() as Buffer | null;
+      if (chunk !== null) chunks.push(chunk);
+    }, 10);
+    await once(socket, 'close');
+    clearInterval(reader);
+    const received = Buffer.concat(chunks).toString();
+    const body = received.slice(received.indexOf('\r\n\r\n') + 4);
+    assert.equal(Buffer.byteLength(body), Number(/content-length: (\d+)/i.exec(received)?.[1]), 'the answer was cut');
+    assert.equal((JSON.parse(body) as { models: unknown[] }).models.length, models.length + 4);
   });
 
   it('holds the metrics port to the same connection cap and head deadline as the main one', { timeout: 10_000 }, async () => {
