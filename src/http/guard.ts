@@ -13,6 +13,23 @@ function hostName(hostHeader: string): string {
   return (match?.[1] ?? hostHeader).toLowerCase();
 }
 
+/**
+ * The host name a request is for: an absolute-form target's (`GET http://host/path`), which comes
+ * before the Host header (RFC 9112 §3.2.2; express routes such a request by its path), else the
+ * Host header's. Undefined when it has more than one Host header, which node would read as the first.
+ */
+function requestHostName(req: IncomingMessage): string | undefined {
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) !== 0x2f) {
+    const authority = /^https?:\/\/([^/?#]*)/i.exec(url)?.[1];
+    if (authority !== undefined) return hostName(authority);
+  }
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts += 1;
+  return hosts > 1 ? undefined : hostName(req.headers.host ?? '');
+}
+
 /** The host name of an http(s) origin ("https://bridge.lan:8443" -> "bridge.lan"); undefined for any other. */
 function originHostName(origin: string): string | undefined {
   return /^https?:\/\/(\[[^\]]+\]|[^:/]+)(:\d+)?$/i.exec(origin)?.[1]?.toLowerCase();
@@ -38,7 +55,11 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
   // True when the request may go on, false when answered here (a preflight); a refusal is thrown.
   return (req, res) => {
     if (checkHost) {
-      const name = hostName(req.headers.host ?? '');
+      const name = requestHostName(req);
+      if (name === undefined) {
+        refuse(res);
+        throw new BridgeError(400, 'the request has more than one Host header', { code: 'invalid_request' });
+      }
       if (!isLoopbackHost(name) && !hosts.has(name)) {
         refuse(res);
         throw new BridgeError(403, `host ${JSON.stringify(name)} is not allowed; add it to server.allowed_hosts`, { code: 'host_not_allowed' });

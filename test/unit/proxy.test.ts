@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
@@ -919,6 +920,31 @@ describe('request guards', () => {
     });
     assert.equal(status.code, 403);
     assert.deepEqual(JSON.parse(status.body), { error: 'host "attacker.example" is not allowed; add it to server.allowed_hosts' });
+    assert.equal(upstream.requests.length, 0);
+  });
+
+  it('checks the host a request is for: that of an absolute-form target before the Host header, and refuses two Host headers', async () => {
+    const { upstream, bridge } = await pair((_req, res) => res.end('{}'));
+    /** The status line and body of one request written as it is. */
+    const exchange = async (head: string): Promise<{ status: string; body: string }> => {
+      const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      socket.write(`${head}Connection: close\r\n\r\n`);
+      await once(socket, 'close');
+      return { status: text.slice(0, text.indexOf('\r\n')), body: text.slice(text.indexOf('\r\n\r\n') + 4) };
+    };
+    // RFC 9112 §3.2.2: the host of an absolute-form target is the one the request is for.
+    const absolute = await exchange('GET http://attacker.example/api/tags HTTP/1.1\r\nHost: localhost\r\n');
+    assert.equal(absolute.status, 'HTTP/1.1 403 Forbidden');
+    assert.deepEqual(JSON.parse(absolute.body), { error: 'host "attacker.example" is not allowed; add it to server.allowed_hosts' });
+    assert.equal((await exchange('GET http://localhost/health HTTP/1.1\r\nHost: localhost\r\n')).status, 'HTTP/1.1 200 OK');
+    // RFC 9112 §3.2: more than one Host is a 400, whichever comes first (node keeps only the first).
+    for (const hosts of ['Host: localhost\r\nHost: attacker.example\r\n', 'host: localhost\r\nHOST: localhost\r\n']) {
+      const twice = await exchange(`GET /api/tags HTTP/1.1\r\n${hosts}`);
+      assert.equal(twice.status, 'HTTP/1.1 400 Bad Request');
+      assert.deepEqual(JSON.parse(twice.body), { error: 'the request has more than one Host header' });
+    }
     assert.equal(upstream.requests.length, 0);
   });
 
