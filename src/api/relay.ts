@@ -111,7 +111,11 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   const body = upstream.body;
   const contentType = headers['content-type'] ?? '';
-  const lines = headers['content-length'] === undefined && contentType.startsWith('application/x-ndjson') ? new WholeLines() : undefined;
+  // Compressed lines are not told by their bytes: those go on as they come.
+  const lines =
+    headers['content-length'] === undefined && headers['content-encoding'] === undefined && contentType.startsWith('application/x-ndjson')
+      ? new WholeLines()
+      : undefined;
   const source = lines === undefined ? body : body.pipe(lines);
 
   return new Promise((resolve) => {
@@ -133,7 +137,9 @@ export function relayResponse(upstream: Dispatcher.ResponseData, res: Response, 
       }
       const failure = toUpstreamError(error, backend);
       outcome.error = failure.message;
-      const tail = headers['content-length'] === undefined ? streamErrorTail(contentType, surface, failure) : undefined;
+      // A tail cannot go after an answer of known length, nor in plain text after compressed bytes.
+      const tail =
+        headers['content-length'] === undefined && headers['content-encoding'] === undefined ? streamErrorTail(contentType, surface, failure) : undefined;
       if (tail === undefined) res.destroy(error);
       else if (lines === undefined) res.end(tail);
       else {

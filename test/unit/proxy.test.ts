@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { gzipSync } from 'node:zlib';
+import { constants, createGzip, gunzipSync, gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { freePort } from '../support/ollama-rig.js';
@@ -673,6 +673,47 @@ describe('pass-through proxy', () => {
     assert.equal(lines.length, 2);
     assert.deepEqual(lines[0], { status: 'pulling manifest' });
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
+  });
+
+  it('relays a compressed NDJSON stream as it comes: its bytes are not lines', { timeout: 5000 }, async () => {
+    let finish = (): void => undefined;
+    const { bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'content-encoding': 'gzip' });
+      const gzip = createGzip();
+      gzip.pipe(res);
+      gzip.write('{"status":"pulling manifest"}\n');
+      // Sent now, though no newline byte is among the compressed ones; the stream ends once the client has it.
+      gzip.flush(constants.Z_SYNC_FLUSH);
+      finish = () => gzip.end('{"status":"success"}\n');
+    });
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${bridge.url}/api/pull`, { method: 'POST' }, (res) => {
+        const chunks: Buffer[] = [];
+        res.once('data', () => finish());
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve(gunzipSync(Buffer.concat(chunks)).toString()));
+      });
+      req.on('error', reject);
+      req.end('{"model":"m:7b"}');
+    });
+    assert.equal(text, '{"status":"pulling manifest"}\n{"status":"success"}\n');
+  });
+
+  it('cuts a relayed compressed stream that breaks mid-way: an error line in plain text would not decode', async () => {
+    const { bridge } = await pair((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'content-encoding': 'gzip' });
+      res.write(gzipSync('{"status":"pulling manifest"}\n').subarray(0, 20), () => res.socket?.destroy());
+    });
+    const outcome = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${bridge.url}/api/pull`, { method: 'POST' }, (res) => {
+        res.resume();
+        res.on('end', () => resolve('ended as if whole'));
+        res.on('error', () => resolve('cut'));
+      });
+      req.on('error', reject);
+      req.end('{"model":"m:7b"}');
+    });
+    assert.equal(outcome, 'cut');
   });
 
   it('cuts a relayed answer of known length that breaks mid-way, so the client sees it incomplete', async () => {
