@@ -61,10 +61,12 @@ function requestLog(log: Logger, counters: RequestCounters, onFinished: RequestF
       const end: RequestEnd = { status: res.statusCode, totalMs: performance.now() - started, completed: res.writableFinished };
       request.end = end;
       onFinished({ ...request, end });
-      if (!log.isLevelEnabled('info')) return;
+      // A failure of the bridge's own side is a warning: it shows with LOG_LEVEL=warn and among warnings.
+      const level = end.status >= 500 ? 'warn' : 'info';
+      if (!log.isLevelEnabled(level)) return;
       const { generation } = request;
       // Method, path and outcome only: request and answer text stay out of the log unless asked for.
-      log.info(
+      log[level](
         {
           id: request.id,
           method: request.method,

@@ -10,7 +10,7 @@ import { freePort } from './ollama-rig.js';
 import { configFile, tempDir } from './temp.js';
 
 /** A logger that keeps its JSON lines in memory, so tests can read what was logged. */
-export function memoryLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
+export function memoryLogger(level = 'debug'): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -18,7 +18,7 @@ export function memoryLogger(): { logger: Logger; lines: () => Array<Record<stri
       done();
     },
   });
-  return { logger: pino(logOptions('debug'), sink), lines: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
+  return { logger: pino(logOptions(level), sink), lines: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
 }
 
 export interface TestBridgeOptions {

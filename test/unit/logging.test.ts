@@ -107,6 +107,32 @@ describe('logging', () => {
     assert.deepEqual(logged.slice(0, taken.length), taken);
   });
 
+  it('logs a request answered 5xx as a warning, so LOG_LEVEL=warn and a warnings panel still show failures', async () => {
+    const upstream = await startStandIn(
+      (_req, res) => {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end('{"error":"model runner crashed"}');
+      },
+      ['m:latest'],
+    );
+    cleanups.push(() => upstream.close());
+    const { logger, lines } = memoryLogger('warn');
+    const bridge = await startTestBridge({ logger, env: { OLLAMA_HOST: upstream.url } });
+    const failed = await fetch(`${bridge.url}/api/chat`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'm', stream: false, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(failed.status, 500);
+    await failed.text();
+    assert.equal((await fetch(`${bridge.url}/api/tags`)).status, 200);
+    await bridge.stop(100);
+    const requests = lines().filter((l) => l.msg === 'request');
+    assert.deepEqual(
+      requests.map((l) => [l.path, l.status, l.level]),
+      [['/api/chat', 500, 40]],
+    );
+  });
+
   it('logs prompt and answer text with monitoring.logging.log_prompts, and warns about it at start', async () => {
     const { lines } = await chatBridge('monitoring:\n  logging:\n    log_prompts: true\n');
     const request = lines().find((l) => l.msg === 'request' && l.path === '/api/chat');
