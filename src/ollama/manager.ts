@@ -35,6 +35,10 @@ export interface ManagerOptions {
   isListening: (port: number) => Promise<boolean>;
   /** Finds the ollama binary; default: findOllamaBinary(binary). */
   findBinary?: () => string | undefined;
+  /** The system whose way of ending a process tree is used; default: this one's. */
+  platform?: NodeJS.Platform;
+  /** Runs taskkill on Windows; default: spawns it hidden and ignores how it ends. */
+  runTaskkill?: (file: string, args: string[]) => void;
 }
 
 export class ManagerError extends BridgeError {
@@ -129,14 +133,29 @@ class RotatingLog {
   }
 }
 
-/** Signals `ollama serve` and its runners: started detached, serve leads a process group they share. */
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // already gone
-  }
+/**
+ * How `ollama serve` is spawned. Elsewhere detached, so serve leads a process group its runners
+ * share, which one signal ends. Windows has no process groups, and a detached child there has no
+ * console, so every console program serve starts (its runners) would open a console window of its
+ * own; attached and hidden, serve and its runners share one console nobody sees.
+ */
+export function serveSpawnOptions(platform: NodeJS.Platform): { detached: boolean; windowsHide: boolean } {
+  return { detached: platform !== 'win32', windowsHide: true };
+}
+
+/**
+ * The taskkill that ends a process and every process it started (/T), forcefully (/F): Windows has
+ * no signals (Node's kill is TerminateProcess of that one process, which leaves the runners), and
+ * a console program without a window cannot be asked to close. Named by its full path, as PATH may not hold it.
+ */
+export function taskkillCommand(pid: number, env: NodeJS.ProcessEnv): { file: string; args: string[] } {
+  return { file: path.win32.join(env.SystemRoot ?? 'C:\\Windows', 'System32', 'taskkill.exe'), args: ['/PID', String(pid), '/T', '/F'] };
+}
+
+function runTaskkill(file: string, args: string[]): void {
+  const child = spawn(file, args, { stdio: 'ignore', windowsHide: true });
+  // Not found (the tree is gone already) or refused: nothing more to end.
+  child.once('error', () => undefined);
 }
 
 interface Instance {
@@ -159,7 +178,8 @@ interface Instance {
  * Starts and stops one `ollama serve` per GPU: CUDA_VISIBLE_DEVICES pins it, OLLAMA_HOST gives it
  * its own loopback port. An instance already listening on that port is adopted, never started twice.
  * A crash is restarted with an exponential back-off, up to `restartLimit` times per window; a stop
- * sends SIGTERM to the whole process group (serve and its runners) and SIGKILL after a grace period.
+ * sends SIGTERM to the whole process group (serve and its runners) and SIGKILL after a grace period,
+ * or on Windows ends the process tree with taskkill.
  */
 export class OllamaManager {
   private readonly instances = new Map<string, Instance>();
@@ -183,6 +203,25 @@ export class OllamaManager {
         log: undefined,
         turn: Promise.resolve(),
       });
+    }
+  }
+
+  private get platform(): NodeJS.Platform {
+    return this.options.platform ?? process.platform;
+  }
+
+  /** Signals `ollama serve` and its runners: its process group, or on Windows its process tree. */
+  private signalTree(child: ChildProcess, signal: NodeJS.Signals): void {
+    if (child.pid === undefined) return;
+    if (this.platform === 'win32') {
+      const { file, args } = taskkillCommand(child.pid, process.env);
+      (this.options.runTaskkill ?? runTaskkill)(file, args);
+      return;
+    }
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
     }
   }
 
@@ -279,7 +318,7 @@ export class OllamaManager {
     if (this.options.modelsDir !== undefined || this.instances.size > 1) env.OLLAMA_NOPRUNE = '1';
     instance.log ??= new RotatingLog(this.logFile(spec.name), this.options.logMaxBytes);
     const log = instance.log;
-    const child = spawn(binary, ['serve'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(binary, ['serve'], { env, ...serveSpawnOptions(this.platform), stdio: ['ignore', 'pipe', 'pipe'] });
     instance.child = child;
     instance.state = 'starting';
     instance.message = null;
@@ -287,12 +326,15 @@ export class OllamaManager {
     child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
     // Runners share serve's stdout (Ollama hands them its own), so once serve is gone its output
     // closes, and its exit counts, only when they are gone too: without serve they only hold VRAM.
-    child.once('exit', () => signalGroup(child, 'SIGKILL'));
+    child.once('exit', () => this.signalTree(child, 'SIGKILL'));
+    // taskkill finds no tree under a process already gone, so on Windows runners may outlive a
+    // crashed serve and hold its output open: its exit counts then, and its output is read on.
+    const ended = this.platform === 'win32' ? 'exit' : 'close';
     instance.exited = new Promise((resolve) => {
       child.once('error', (error) => {
         instance.message = error.message;
       });
-      child.once('close', (code, signal) => {
+      child.once(ended, (code: number | null, signal: NodeJS.Signals | null) => {
         instance.lastExit = `${new Date().toISOString()} ${signal ?? `exit ${code}`}`;
         if (instance.child === child) instance.child = undefined;
         resolve();
@@ -322,7 +364,7 @@ export class OllamaManager {
     const message = `ollama serve for ${instance.spec.name} did not answer within ${timeoutMs / 1000} s; killed it (see ${this.logFile(instance.spec.name)})`;
     if (instance.child === child && child !== undefined) {
       this.options.log.warn({ backend: instance.spec.name, pid: child.pid }, message);
-      signalGroup(child, 'SIGKILL');
+      this.signalTree(child, 'SIGKILL');
     }
     throw new ManagerError(500, message);
   }
@@ -368,8 +410,8 @@ export class OllamaManager {
     const child = instance.child;
     if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
       instance.state = 'stopping';
-      signalGroup(child, 'SIGTERM');
-      const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), this.options.stopGraceMs);
+      this.signalTree(child, 'SIGTERM');
+      const timer = setTimeout(() => this.signalTree(child, 'SIGKILL'), this.options.stopGraceMs);
       await instance.exited;
       clearTimeout(timer);
     }

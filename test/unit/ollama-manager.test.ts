@@ -5,7 +5,15 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { ollamaControls } from '../../src/contract/index.js';
-import { findOllamaBinary, ManagerError, OllamaManager, type InstanceSnapshot, type ManagerOptions } from '../../src/ollama/manager.js';
+import {
+  findOllamaBinary,
+  ManagerError,
+  OllamaManager,
+  serveSpawnOptions,
+  taskkillCommand,
+  type InstanceSnapshot,
+  type ManagerOptions,
+} from '../../src/ollama/manager.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { readSseEvents } from '../support/streams.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
@@ -453,5 +461,115 @@ http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(p
     assert.match(crashed, /SIGKILL$/);
     await until(() => (alive(runner) ? undefined : true), 'the orphaned runner to be ended');
     await until(() => (manager.snapshot()[0]?.restarts === 1 ? true : undefined), 'the automatic restart');
+  });
+});
+
+describe('ollama serve on Windows, which has neither process groups nor signals', () => {
+  const listeningOn = (port: number) => async (): Promise<boolean> => {
+    try {
+      return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+    } catch {
+      return false;
+    }
+  };
+
+  it('is spawned attached with its console hidden, and ended with its runners by taskkill /T /F', () => {
+    assert.deepEqual(serveSpawnOptions('win32'), { detached: false, windowsHide: true });
+    assert.deepEqual(serveSpawnOptions('linux'), { detached: true, windowsHide: true });
+    assert.deepEqual(serveSpawnOptions('darwin'), { detached: true, windowsHide: true });
+    assert.deepEqual(taskkillCommand(4321, { SystemRoot: 'D:\\WINNT' }), { file: 'D:\\WINNT\\System32\\taskkill.exe', args: ['/PID', '4321', '/T', '/F'] });
+    assert.deepEqual(taskkillCommand(7, {}), { file: 'C:\\Windows\\System32\\taskkill.exe', args: ['/PID', '7', '/T', '/F'] });
+  });
+
+  it('is stopped through taskkill, which ends its whole tree', async (t) => {
+    const port = await freePort();
+    const calls: string[][] = [];
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({
+        binary: fakeOllamaBinary(),
+        isListening: listeningOn(port),
+        platform: 'win32',
+        // What taskkill /F does to the process named: this host has no taskkill.
+        runTaskkill: (file, args) => {
+          calls.push([file, ...args]);
+          try {
+            process.kill(Number(args[1]), 'SIGKILL');
+          } catch {
+            // gone already, as taskkill would report
+          }
+        },
+      }),
+    );
+    t.after(() => manager.stopAll());
+    const started = await manager.start('gpu0');
+    const stopped = await manager.stop('gpu0');
+    assert.equal(stopped.state, 'stopped');
+    assert.deepEqual(calls[0]?.slice(1), ['/PID', String(started.pid), '/T', '/F']);
+    assert.match(calls[0]?.[0] ?? '', /System32\\taskkill\.exe$/);
+    assert.equal(await listeningOn(port)(), false);
+  });
+
+  it('is restarted after a crash even while a runner it started still holds its output', async (t) => {
+    const dir = tempDir('orphaning-ollama-win-');
+    const runnerFile = path.join(dir, 'runner');
+    const serve = path.join(dir, 'serve.mjs');
+    writeFileSync(
+      serve,
+      `import http from 'node:http';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+const runner = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'inherit', 'ignore'] });
+writeFileSync(${JSON.stringify(runnerFile)}, String(runner.pid));
+const [host, port] = process.env.OLLAMA_HOST.split(':');
+http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(port), host);
+`,
+    );
+    const binary = path.join(dir, 'ollama');
+    writeFileSync(binary, `#!/bin/sh\nexec "${process.execPath}" "${serve}"\n`);
+    chmodSync(binary, 0o755);
+    const port = await freePort();
+    const calls: string[][] = [];
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({
+        binary,
+        isListening: listeningOn(port),
+        platform: 'win32',
+        // taskkill /T finds no tree under a process already gone; a live one it ends.
+        runTaskkill: (file, args) => {
+          calls.push(args);
+          try {
+            process.kill(Number(args[1]), 'SIGKILL');
+          } catch {
+            // not found
+          }
+        },
+      }),
+    );
+    const runners: number[] = [];
+    t.after(async () => {
+      await manager.stopAll();
+      for (const pid of runners) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // ended already
+        }
+      }
+    });
+
+    const started = await manager.start('gpu0');
+    runners.push(Number(readFileSync(runnerFile, 'utf8')));
+    process.kill(started.pid as number, 'SIGKILL');
+    const crashed = await until(() => manager.snapshot()[0]?.lastExit ?? undefined, 'the crash to be noticed');
+    assert.match(crashed, /SIGKILL$/);
+    assert.ok(
+      calls.some((args) => args[1] === String(started.pid)),
+      'the tree of the serve that died was asked to end',
+    );
+    await until(() => (manager.snapshot()[0]?.restarts === 1 ? true : undefined), 'the automatic restart');
+    await until(() => (manager.snapshot()[0]?.state === 'running' ? true : undefined), 'the restarted serve to listen');
+    runners.push(Number(readFileSync(runnerFile, 'utf8')));
   });
 });
