@@ -57,24 +57,46 @@ export function isExecutable(file: string): boolean {
   }
 }
 
-const INSTALL_PLACES = ['/usr/local/bin/ollama', '/usr/bin/ollama', '/opt/homebrew/bin/ollama', '/Applications/Ollama.app/Contents/Resources/ollama'];
+/** Where Ollama's installers put it: its Windows installer (per user, or where it was told), else Homebrew's, Linux's and the macOS app's. */
+export function installPlaces(platform: NodeJS.Platform, env: NodeJS.ProcessEnv): string[] {
+  if (platform !== 'win32')
+    return ['/usr/local/bin/ollama', '/usr/bin/ollama', '/opt/homebrew/bin/ollama', '/Applications/Ollama.app/Contents/Resources/ollama'];
+  return [
+    env.LOCALAPPDATA === undefined ? undefined : path.win32.join(env.LOCALAPPDATA, 'Programs', 'Ollama', 'ollama.exe'),
+    env.ProgramFiles === undefined ? undefined : path.win32.join(env.ProgramFiles, 'Ollama', 'ollama.exe'),
+  ].filter((file): file is string => file !== undefined);
+}
+
+/**
+ * The files tried, in order: the configured path, OLLAMA_BIN, `ollama` in each PATH folder, then
+ * `places`. On Windows the file is ollama.exe, and a path given without an extension is run as its
+ * .exe (as CreateProcess does); PATH keeps the case it was set in ("Path"), which a copy of
+ * process.env no longer looks up blind to case, and its folders may be quoted.
+ */
+export function ollamaCandidates(configured: string | undefined, env: NodeJS.ProcessEnv, platform: NodeJS.Platform, places: readonly string[]): string[] {
+  const windows = platform === 'win32';
+  const paths = windows ? path.win32 : path.posix;
+  const pathKey = windows ? (Object.keys(env).find((key) => key.toUpperCase() === 'PATH') ?? 'PATH') : 'PATH';
+  const given = [configured, env.OLLAMA_BIN].filter((file): file is string => file !== undefined && file !== '');
+  return [
+    ...given.flatMap((file) => (windows && paths.extname(file) === '' ? [file, `${file}.exe`] : [file])),
+    ...(env[pathKey] ?? '')
+      .split(paths.delimiter)
+      .map((dir) => (windows ? dir.replace(/^"(.*)"$/, '$1') : dir))
+      .filter(Boolean)
+      .map((dir) => paths.join(dir, windows ? 'ollama.exe' : 'ollama')),
+    ...places,
+  ];
+}
 
 /** The configured path, OLLAMA_BIN, then `ollama` on PATH, then the usual install places. */
 export function findOllamaBinary(
   configured: string | undefined,
   env: NodeJS.ProcessEnv = process.env,
-  places: readonly string[] = INSTALL_PLACES,
+  platform: NodeJS.Platform = process.platform,
+  places: readonly string[] = installPlaces(platform, env),
 ): string | undefined {
-  const candidates = [
-    configured,
-    env.OLLAMA_BIN,
-    ...(env.PATH ?? '')
-      .split(path.delimiter)
-      .filter(Boolean)
-      .map((dir) => path.join(dir, 'ollama')),
-    ...places,
-  ];
-  return candidates.find((file): file is string => file !== undefined && file !== '' && isExecutable(file));
+  return ollamaCandidates(configured, env, platform, places).find((file) => isExecutable(file));
 }
 
 /**

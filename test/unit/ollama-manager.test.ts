@@ -7,6 +7,8 @@ import { pino } from 'pino';
 import { ollamaControls } from '../../src/contract/index.js';
 import {
   findOllamaBinary,
+  installPlaces,
+  ollamaCandidates,
   ManagerError,
   OllamaManager,
   serveSpawnOptions,
@@ -42,11 +44,11 @@ function options(overrides: Partial<ManagerOptions>): ManagerOptions {
 describe('Ollama manager', () => {
   it('says how to install Ollama when no binary can be found', async () => {
     const emptyPath = tempDir('empty-path-');
-    assert.equal(findOllamaBinary(undefined, { PATH: emptyPath }, []), undefined);
-    assert.equal(findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []), undefined);
+    assert.equal(findOllamaBinary(undefined, { PATH: emptyPath }, process.platform, []), undefined);
+    assert.equal(findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, process.platform, []), undefined);
     const manager = new OllamaManager(
       [{ name: 'gpu0', port: 1, device: undefined, numParallel: 1 }],
-      options({ findBinary: () => findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, []) }),
+      options({ findBinary: () => findOllamaBinary('/nonexistent/ollama', { PATH: emptyPath }, process.platform, []) }),
     );
     await assert.rejects(manager.start('gpu0'), (error: unknown) => {
       assert.ok(error instanceof ManagerError);
@@ -57,6 +59,33 @@ describe('Ollama manager', () => {
       return true;
     });
     assert.equal(manager.snapshot()[0]?.state, 'failed');
+  });
+
+  it('looks for ollama.exe on Windows: in PATH however its name is cased, and where the Ollama installer puts it', () => {
+    const env = { Path: 'C:\\Tools;"C:\\Program Files\\Ollama";', LOCALAPPDATA: 'C:\\Users\\me\\AppData\\Local', ProgramFiles: 'C:\\Program Files' };
+    assert.deepEqual(ollamaCandidates('D:\\ollama\\ollama', env, 'win32', installPlaces('win32', env)), [
+      'D:\\ollama\\ollama',
+      // Named without its extension, as CreateProcess would run it.
+      'D:\\ollama\\ollama.exe',
+      'C:\\Tools\\ollama.exe',
+      'C:\\Program Files\\Ollama\\ollama.exe',
+      'C:\\Users\\me\\AppData\\Local\\Programs\\Ollama\\ollama.exe',
+      'C:\\Program Files\\Ollama\\ollama.exe',
+    ]);
+    assert.deepEqual(installPlaces('win32', {}), []);
+  });
+
+  it('looks for ollama on PATH and in the places Homebrew and the macOS and Linux installers use', () => {
+    const env = { PATH: '/home/me/bin:/usr/bin', OLLAMA_BIN: '/opt/ollama/bin/ollama' };
+    assert.deepEqual(ollamaCandidates(undefined, env, 'darwin', installPlaces('darwin', env)), [
+      '/opt/ollama/bin/ollama',
+      '/home/me/bin/ollama',
+      '/usr/bin/ollama',
+      '/usr/local/bin/ollama',
+      '/usr/bin/ollama',
+      '/opt/homebrew/bin/ollama',
+      '/Applications/Ollama.app/Contents/Resources/ollama',
+    ]);
   });
 
   it('gives up on an instance that keeps crashing, after the restart limit, with its output in the log', async () => {
