@@ -36,13 +36,14 @@ const STOP_GRACE_MS = 1000;
 const SILENT_ROUNDS = 10;
 
 /**
- * Runs a command to completion and returns its stdout; rejects with its stderr or spawn error, or
+ * Runs a command to completion (its console window hidden, as every nvidia-smi here: on Windows the
+ * desktop app has no console, so each would open one of its own) and returns its stdout; rejects with its stderr or spawn error, or
  * once it has run past `timeoutMs`: it is ended then as a stop ends the loop, within a bounded
  * time, since one stuck in the driver (or whose pipes a child of its own holds) may never close.
  */
 function run(command: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
     // Our own timer, cleared on every outcome: spawn's `timeout` option outlives a failed spawn.
     const timer = setTimeout(() => void end(child).then(() => reject(new Error(`${command} gave no answer within ${timeoutMs / 1000} s`))), timeoutMs);
     let out = '';
@@ -237,6 +238,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     const roundMs = Math.max(100, Math.round(this.options.intervalMs));
     const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(roundMs)], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      windowsHide: true,
     });
     this.child = child;
     const splitter = new SampleSplitter(this.fields, (readings) => this.onSample(readings));

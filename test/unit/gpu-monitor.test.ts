@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import childProcess, { fork, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -242,6 +243,34 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     await none.start();
     assert.equal(none.status.source, 'none');
     assert.match(none.status.message, /^No NVIDIA GPU found/);
+  });
+});
+
+describe('nvidia-smi on Windows and macOS', () => {
+  it('starts nvidia-smi with its console window hidden: the desktop app on Windows would flash one each query', async () => {
+    const seen: Array<SpawnOptions | undefined> = [];
+    const original = childProcess.spawn;
+    childProcess.spawn = ((command: string, args: readonly string[], options: SpawnOptions) => {
+      seen.push(options);
+      return original(command, args, options);
+    }) as typeof childProcess.spawn;
+    // The monitor's own `spawn` binding follows the module's export only once this is called.
+    syncBuiltinESMExports();
+    try {
+      const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+      const monitor = monitorWith(smi.command);
+      await monitor.start();
+      await until(() => (monitor.status.live && monitor.status.processes.length > 0 ? true : undefined), 'live samples and processes');
+      await monitor.stop();
+    } finally {
+      childProcess.spawn = original;
+      syncBuiltinESMExports();
+    }
+    assert.ok(seen.length >= 3, `${seen.length} spawns: the fields question, the loop, a per-process query`);
+    assert.deepEqual(
+      seen.map((options) => options?.windowsHide),
+      seen.map(() => true),
+    );
   });
 });
 
