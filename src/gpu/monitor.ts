@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -12,6 +13,8 @@ export type { GpuPoint, GpuController, SystemLoad, GpuStatus } from '../contract
 export interface GpuMonitorOptions {
   /** The nvidia-smi to run (a path, or a name on PATH). */
   command: string;
+  /** Those tried in turn until one exists; default: nvidiaSmiCommands(command) for this system. */
+  commands?: readonly string[];
   intervalMs: number;
   /** How many points each GPU keeps (3600 at 1 s: one hour). */
   historyPoints: number;
@@ -34,6 +37,20 @@ const REASON_CHARS = 300;
 const STOP_GRACE_MS = 1000;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
 const SILENT_ROUNDS = 10;
+
+/**
+ * The nvidia-smi commands to try, in order. Windows drivers put nvidia-smi.exe in System32 (on
+ * PATH), older ones only in NVSMI under Program Files (never on PATH): the default name is looked
+ * for there too. A configured path is run as given; macOS has no NVIDIA driver to look for.
+ */
+export function nvidiaSmiCommands(command: string, platform: NodeJS.Platform, env: NodeJS.ProcessEnv): string[] {
+  if (platform !== 'win32' || command !== 'nvidia-smi') return [command];
+  return [
+    command,
+    path.win32.join(env.SystemRoot ?? 'C:\\Windows', 'System32', 'nvidia-smi.exe'),
+    ...(env.ProgramFiles === undefined ? [] : [path.win32.join(env.ProgramFiles, 'NVIDIA Corporation', 'NVSMI', 'nvidia-smi.exe')]),
+  ];
+}
 
 /**
  * Runs a command to completion (its console window hidden, as every nvidia-smi here: on Windows the
@@ -164,11 +181,14 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private lastProcessesAt = 0;
   private lastUsed = '';
   private stopped = false;
+  /** The nvidia-smi that answered the first question; the configured one until then. */
+  private command: string;
   /** CPU times at the previous RAM/CPU reading (zero: the first reading covers the time since boot). */
   private cpuBefore = { busy: 0, total: 0 };
 
   constructor(private readonly options: GpuMonitorOptions) {
     super();
+    this.command = options.command;
   }
 
   private get queryTimeoutMs(): number {
@@ -196,12 +216,21 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
    */
   private async queryFields(): Promise<void> {
     if (this.stopped) return;
-    let help: string;
-    try {
-      help = await run(this.options.command, ['--help-query-gpu'], this.queryTimeoutMs);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') await this.withoutNvidiaSmi();
-      else this.failed((error as Error).message, () => void this.queryFields());
+    let help: string | undefined;
+    for (const command of this.options.commands ?? nvidiaSmiCommands(this.options.command, process.platform, process.env)) {
+      try {
+        help = await run(command, ['--help-query-gpu'], this.queryTimeoutMs);
+        this.command = command;
+        break;
+      } catch (error) {
+        // Not there: the next place may hold it. Any other failure is this nvidia-smi's.
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        this.failed((error as Error).message, () => void this.queryFields());
+        return;
+      }
+    }
+    if (help === undefined) {
+      await this.withoutNvidiaSmi();
       return;
     }
     // Ask only for fields this driver knows; an older one would refuse the whole query.
@@ -236,7 +265,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private launch(): void {
     if (this.stopped) return;
     const roundMs = Math.max(100, Math.round(this.options.intervalMs));
-    const child = spawn(this.options.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(roundMs)], {
+    const child = spawn(this.command, [`--query-gpu=${this.fields.join(',')}`, '--format=csv,noheader,nounits', `-lms`, String(roundMs)], {
       stdio: ['ignore', 'pipe', 'pipe'],
       windowsHide: true,
     });
@@ -341,11 +370,7 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private refreshProcesses(): void {
     if (this.processesQuery !== undefined) return;
     this.lastProcessesAt = Date.now();
-    this.processesQuery = run(
-      this.options.command,
-      [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'],
-      this.queryTimeoutMs,
-    )
+    this.processesQuery = run(this.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'], this.queryTimeoutMs)
       .then(
         (text) => {
           this.current = { ...this.current, processes: parseComputeApps(text) };

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { GpuMonitor, type GpuStatus } from '../../src/gpu/monitor.js';
+import { GpuMonitor, nvidiaSmiCommands, type GpuStatus } from '../../src/gpu/monitor.js';
 import { ListenerCache } from '../../src/gpu/procfs.js';
 import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
@@ -247,6 +247,39 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
 });
 
 describe('nvidia-smi on Windows and macOS', () => {
+  it('is looked for where Windows drivers put it when it is not on PATH; a configured one is run as given', () => {
+    const env = { SystemRoot: 'C:\\Windows', ProgramFiles: 'C:\\Program Files' };
+    assert.deepEqual(nvidiaSmiCommands('nvidia-smi', 'win32', env), [
+      'nvidia-smi',
+      'C:\\Windows\\System32\\nvidia-smi.exe',
+      'C:\\Program Files\\NVIDIA Corporation\\NVSMI\\nvidia-smi.exe',
+    ]);
+    assert.deepEqual(nvidiaSmiCommands('nvidia-smi', 'win32', {}), ['nvidia-smi', 'C:\\Windows\\System32\\nvidia-smi.exe']);
+    assert.deepEqual(nvidiaSmiCommands('D:\\tools\\nvidia-smi.exe', 'win32', env), ['D:\\tools\\nvidia-smi.exe']);
+    // macOS has no NVIDIA driver: one missing nvidia-smi, then the quiet "no live figures".
+    assert.deepEqual(nvidiaSmiCommands('nvidia-smi', 'darwin', env), ['nvidia-smi']);
+  });
+
+  it('runs the first of its places that exists, for the loop and every later query', async () => {
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+    const monitor = new GpuMonitor({
+      command: 'nvidia-smi',
+      commands: [path.join(tempDir('no-smi-'), 'nvidia-smi'), smi.command],
+      intervalMs: 100,
+      historyPoints: 10,
+      processesEveryMs: 60_000,
+      log: silent,
+      listControllers: async () => [],
+    });
+    cleanups.push(() => monitor.stop());
+    await monitor.start();
+    await until(() => (monitor.status.live && monitor.status.processes.length > 0 ? true : undefined), 'live samples and processes');
+    const calls = readFileSync(smi.log, 'utf8');
+    assert.match(calls, /--help-query-gpu/);
+    assert.match(calls, /-lms 100/);
+    assert.match(calls, /--query-compute-apps=/);
+  });
+
   it('starts nvidia-smi with its console window hidden: the desktop app on Windows would flash one each query', async () => {
     const seen: Array<SpawnOptions | undefined> = [];
     const original = childProcess.spawn;
