@@ -26,6 +26,7 @@ export interface WindowHandle {
 
 export interface DesktopAdapter {
   requestSingleInstanceLock(): boolean;
+  /** The app was started again (on macOS: reopened, as a second launch starts no second instance there). */
   onSecondInstance(listener: () => void): void;
   whenReady(): Promise<void>;
   /** The app's own data folder (config.yaml, history, logs). */

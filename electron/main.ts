@@ -30,6 +30,8 @@ const adapter: DesktopAdapter = {
   requestSingleInstanceLock: () => app.requestSingleInstanceLock(),
   onSecondInstance: (listener) => {
     app.on('second-instance', listener);
+    // macOS starts no second instance: launching the app again, or clicking its Dock icon, reopens this one.
+    app.on('activate', listener);
   },
   whenReady: () => app.whenReady(),
   userDataDir: () => app.getPath('userData'),

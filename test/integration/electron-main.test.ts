@@ -107,4 +107,11 @@ describe('electron/main.js with a stand-in Electron', () => {
     assert.match(String(reports.find((r) => r.fake === 'clipboard')?.text), /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(reports.at(-1)?.fake, 'exited');
   });
+
+  it('opens the dashboard when macOS reopens the running app, which starts no second instance there', async () => {
+    const { reports } = await runMain([{ activate: true }, { click: ['Quit copilot-bridge'] }]);
+    const window = reports.find((r) => r.fake === 'window') as (Report & { url: string }) | undefined;
+    assert.match(window?.url ?? '', /^http:\/\/127\.0\.0\.1:\d+\/ui\/#token=[0-9a-f]{48}$/);
+    assert.equal(reports.at(-1)?.fake, 'exited');
+  });
 });

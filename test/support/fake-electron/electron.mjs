@@ -141,5 +141,7 @@ const waitForMenu = setInterval(async () => {
       report('closed', { kept: event.defaultPrevented });
     }
     if (step.secondInstance) appEvents.emit('second-instance');
+    // macOS reopening the running app: its Dock icon clicked, or the app launched again.
+    if (step.activate) appEvents.emit('activate', {}, false);
   }
 }, 50);
