@@ -1,6 +1,8 @@
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { app, BrowserWindow, clipboard, Menu, nativeImage, shell, Tray, type MenuItemConstructorOptions } from 'electron';
+import { autostartCommand, autostartFile, xdgLoginItem } from './autostart.js';
 import { startDesktop, type DesktopAdapter, type TrayHandle, type WindowHandle } from './desktop.js';
 import type { MenuItemSpec, TrayCommand, TrayIconState } from './tray-menu.js';
 
@@ -25,6 +27,15 @@ function toTemplate(items: MenuItemSpec[], run: (command: TrayCommand) => Promis
 }
 
 const isWeb = (url: string): boolean => /^https?:\/\//i.test(url);
+
+// Electron's login items are macOS's and Windows' only: Linux desktops start what the XDG autostart folder lists.
+const loginItem =
+  process.platform === 'linux'
+    ? xdgLoginItem(
+        autostartFile(process.env, os.homedir()),
+        autostartCommand({ packaged: app.isPackaged, execPath: process.execPath, appPath: app.getAppPath(), env: process.env }),
+      )
+    : { get: () => app.getLoginItemSettings().openAtLogin, set: (enabled: boolean) => app.setLoginItemSettings({ openAtLogin: enabled }) };
 
 const adapter: DesktopAdapter = {
   requestSingleInstanceLock: () => app.requestSingleInstanceLock(),
@@ -85,8 +96,8 @@ const adapter: DesktopAdapter = {
     };
   },
   copyText: (text) => clipboard.writeText(text),
-  getStartAtLogin: () => app.getLoginItemSettings().openAtLogin,
-  setStartAtLogin: (enabled) => app.setLoginItemSettings({ openAtLogin: enabled }),
+  getStartAtLogin: () => loginItem.get(),
+  setStartAtLogin: (enabled) => loginItem.set(enabled),
   onQuit(cleanup) {
     let done = false;
     app.on('before-quit', (event) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startStandIn } from '../support/bridge.js';
@@ -21,6 +21,9 @@ after(async () => {
 
 type Report = Record<string, unknown> & { fake: string };
 
+/** Where the app's XDG autostart entry goes (start at login on Linux). */
+const configHome = tempDir('electron-config-');
+
 async function runMain(steps: unknown[]): Promise<{ reports: Report[]; code: number | null }> {
   const upstream = await startStandIn((_req, res) => res.end('{}'), ['qwen2.5-coder:1.5b']);
   cleanups.push(() => upstream.close());
@@ -30,7 +33,7 @@ async function runMain(steps: unknown[]): Promise<{ reports: Report[]; code: num
     `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}", gpu: 0 }\ngpu_monitor:\n  command: /nonexistent/nvidia-smi\n`,
   );
   const child = spawn(process.execPath, ['--import', REGISTER, MAIN], {
-    env: { PATH: process.env.PATH, COPILOT_BRIDGE_USER_DATA: userData, FAKE_ELECTRON_SCRIPT: JSON.stringify(steps) },
+    env: { PATH: process.env.PATH, COPILOT_BRIDGE_USER_DATA: userData, XDG_CONFIG_HOME: configHome, FAKE_ELECTRON_SCRIPT: JSON.stringify(steps) },
   });
   const reports: Report[] = [];
   let pending = '';
@@ -103,7 +106,9 @@ describe('electron/main.js with a stand-in Electron', () => {
     assert.equal(reports.find((r) => r.fake === 'permission')?.granted, false);
     // Closing hides: the app lives on in the tray.
     assert.equal(reports.find((r) => r.fake === 'closed')?.kept, true);
-    assert.equal(reports.find((r) => r.fake === 'login')?.openAtLogin, true);
+    // Electron's login items on macOS and Windows; on Linux, where they do nothing, an XDG autostart entry.
+    if (process.platform === 'linux') assert.match(readFileSync(path.join(configHome, 'autostart', 'copilot-bridge.desktop'), 'utf8'), /^Exec=".+"/m);
+    else assert.equal(reports.find((r) => r.fake === 'login')?.openAtLogin, true);
     assert.match(String(reports.find((r) => r.fake === 'clipboard')?.text), /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(reports.at(-1)?.fake, 'exited');
   });

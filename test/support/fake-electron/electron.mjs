@@ -16,6 +16,7 @@ export const app = {
   requestSingleInstanceLock: () => true,
   whenReady: () => Promise.resolve(),
   getPath: () => userData,
+  getAppPath: () => process.cwd(),
   setPath: (_name, value) => {
     userData = value;
   },
