@@ -114,8 +114,27 @@ function cpuTimes(): { busy: number; total: number } {
   return { busy, total };
 }
 
-/** Memory the system can hand out without swapping (Linux's MemAvailable; free memory elsewhere). */
-async function availableMemory(): Promise<number> {
+/**
+ * Memory macOS can hand out without swapping, from `vm_stat`: free (speculative ones too) and
+ * inactive pages, the file cache among them. os.freemem() there counts the free pages only, which
+ * macOS keeps few of, so RAM would read as nearly all used.
+ */
+export function parseVmStat(text: string): number | undefined {
+  const pageSize = Number(/page size of (\d+) bytes/.exec(text)?.[1]);
+  const pages = (name: string): number => Number(new RegExp(`^Pages ${name}:\\s+(\\d+)\\.?\\s*$`, 'm').exec(text)?.[1]);
+  const available = (pages('free') + pages('speculative') + pages('inactive')) * pageSize;
+  return Number.isFinite(available) ? available : undefined;
+}
+
+/** Memory the system can hand out without swapping: Linux's MemAvailable, macOS's vm_stat, else free memory (Windows counts its standby cache in). */
+export async function availableMemory(
+  platform: NodeJS.Platform = process.platform,
+  vmStat: () => Promise<string> = () => run('vm_stat', [], 2000),
+): Promise<number> {
+  if (platform === 'darwin') {
+    const available = parseVmStat(await vmStat().catch(() => ''));
+    if (available !== undefined) return available;
+  }
   try {
     const match = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'));
     if (match !== null) return Number(match[1]) * 1024;
@@ -127,7 +146,8 @@ async function availableMemory(): Promise<number> {
 
 /**
  * RAM in use (leaving out reclaimable caches, which is what "used" means to a person) and the CPU
- * load since the previous reading, from the OS itself: no module to load, no process to start.
+ * load since the previous reading, from the OS itself: no module to load, and no process to start
+ * but macOS's vm_stat.
  */
 async function systemLoad(previous: { busy: number; total: number }): Promise<{ load: SystemLoad; times: { busy: number; total: number } }> {
   const times = cpuTimes();

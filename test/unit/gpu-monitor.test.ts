@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { GpuMonitor, nvidiaSmiCommands, type GpuStatus } from '../../src/gpu/monitor.js';
+import { availableMemory, GpuMonitor, nvidiaSmiCommands, parseVmStat, type GpuStatus } from '../../src/gpu/monitor.js';
 import { ListenerCache } from '../../src/gpu/procfs.js';
 import { FIXTURE_GPU_FIELDS, H100, nvidiaSmiStandIn, TWO_GPU_REPLIES } from '../support/gpu.js';
 import { memoryLogger, startStandIn, startTestBridge } from '../support/bridge.js';
@@ -304,6 +304,45 @@ describe('nvidia-smi on Windows and macOS', () => {
       seen.map((options) => options?.windowsHide),
       seen.map(() => true),
     );
+  });
+});
+
+describe('RAM in use on macOS', () => {
+  // vm_stat on an Apple Silicon Mac (16 KiB pages): free pages are few, the file cache is inactive.
+  const VM_STAT = `Mach Virtual Memory Statistics: (page size of 16384 bytes)
+Pages free:                                6000.
+Pages active:                            400000.
+Pages inactive:                          380000.
+Pages speculative:                         4000.
+Pages throttled:                              0.
+Pages wired down:                        150000.
+Pages purgeable:                          20000.
+"Translation faults":                 912345678.
+Pages copy-on-write:                   12345678.
+Pages zero filled:                    234567890.
+Pages reactivated:                      3456789.
+Pages purged:                            456789.
+File-backed pages:                       300000.
+Anonymous pages:                         484000.
+Pages stored in compressor:              200000.
+Pages occupied by compressor:             60000.
+Decompressions:                          345678.
+Compressions:                            456789.
+Pageins:                                5678901.
+Pageouts:                                 67890.
+Swapins:                                      0.
+Swapouts:                                     0.
+`;
+
+  it('counts the inactive pages (the file cache) as available, as Activity Monitor does, not only the free ones', async () => {
+    assert.equal(parseVmStat(VM_STAT), (6000 + 4000 + 380000) * 16384);
+    assert.equal(parseVmStat('vm_stat: unexpected output'), undefined);
+    assert.equal(await availableMemory('darwin', async () => VM_STAT), (6000 + 4000 + 380000) * 16384);
+    // Without vm_stat, the system's own free figure (which moves from one read to the next).
+    const fallback = await availableMemory('darwin', async () => {
+      throw new Error('spawn vm_stat ENOENT');
+    });
+    assert.ok(fallback > 0 && fallback <= os.totalmem(), `${fallback} bytes`);
   });
 });
 
