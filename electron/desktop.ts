@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startBridge, type BridgeHandle } from '../src/bridge.js';
 import type { BridgeState } from '../src/contract/index.js';
@@ -61,13 +61,27 @@ export async function startDesktopBridge(userData: string, env: NodeJS.ProcessEn
     logging.destination === 'stdout'
       ? { ...loaded, monitoring: { ...loaded.monitoring, logging: { ...logging, destination: path.join(userData, 'logs') } } }
       : loaded;
+  const onPort = (port: number): Promise<BridgeHandle> => startBridge({ ...config, server: { ...config.server, port } });
+  const taken = (error: unknown): boolean => /already in use/.test((error as Error).message);
   try {
     return await startBridge(config);
   } catch (error) {
-    // The configured port is taken (another bridge, a headless one): any free port does for the desktop.
-    if (!/already in use/.test((error as Error).message)) throw error;
-    return startBridge({ ...config, server: { ...config.server, port: 0 } });
+    if (!taken(error)) throw error;
   }
+  // The configured port is taken (another bridge, a headless one; on macOS AirPlay Receiver holds
+  // 5000): the free port picked last time, so clients set up with that endpoint still reach the app.
+  const portFile = path.join(userData, 'fallback-port');
+  const remembered = existsSync(portFile) ? Number(readFileSync(portFile, 'utf8').trim()) : NaN;
+  if (Number.isInteger(remembered) && remembered > 0 && remembered <= 65535) {
+    try {
+      return await onPort(remembered);
+    } catch (error) {
+      if (!taken(error)) throw error;
+    }
+  }
+  const bridge = await onPort(0);
+  writeFileSync(portFile, `${new URL(bridge.url).port}\n`);
+  return bridge;
 }
 
 /** Over the last five minutes: every record in memory from then on (oldest first), not a fixed number of the newest. */

@@ -124,6 +124,25 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     assert.deepEqual(markedProcesses(mark), []);
   });
 
+  it('on a port taken at every start (AirPlay Receiver holds 5000 on macOS) keeps the free port it picked the first time', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => taken.close(() => resolve())));
+    const takenPort = (taken.address() as AddressInfo).port;
+    const userData = tempDir('desktop-');
+    writeFileSync(path.join(userData, 'config.yaml'), `server:\n  port: ${takenPort}\ngpu_monitor:\n  command: /nonexistent/nvidia-smi\n`);
+    const first = new FakeElectron(userData);
+    const firstDesktop = await startDesktop(first, {});
+    const picked = new URL(firstDesktop?.bridge.url ?? '').port;
+    assert.notEqual(picked, String(takenPort));
+    await first.cleanup();
+
+    const again = new FakeElectron(userData);
+    const desktop = await startDesktop(again, {});
+    cleanups.push(() => again.cleanup());
+    assert.equal(new URL(desktop?.bridge.url ?? '').port, picked, 'the endpoint clients were given still answers');
+  });
+
   it('survives an upstream whose token counts are text or negative: the app keeps serving', async () => {
     const upstream = await startStandIn(
       (_req, res) => {
