@@ -433,7 +433,11 @@ export class OllamaManager {
     if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
       instance.state = 'stopping';
       this.signalTree(child, 'SIGTERM');
-      const timer = setTimeout(() => this.signalTree(child, 'SIGKILL'), this.options.stopGraceMs);
+      const timer = setTimeout(() => {
+        this.signalTree(child, 'SIGKILL');
+        // taskkill may not have run (missing, refused): serve at least is ended, so the stop ends.
+        if (this.platform === 'win32') child.kill('SIGKILL');
+      }, this.options.stopGraceMs);
       await instance.exited;
       clearTimeout(timer);
     }

@@ -539,6 +539,25 @@ describe('ollama serve on Windows, which has neither process groups nor signals'
     assert.equal(await listeningOn(port)(), false);
   });
 
+  it('is still ended when taskkill cannot run: a quit never waits on it', async (t) => {
+    const port = await freePort();
+    const calls: string[][] = [];
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({ binary: fakeOllamaBinary(), isListening: listeningOn(port), platform: 'win32', runTaskkill: (_file, args) => void calls.push(args) }),
+    );
+    t.after(() => manager.stopAll());
+    const started = await manager.start('gpu0');
+    const stopped = await manager.stop('gpu0');
+    assert.equal(stopped.state, 'stopped');
+    // At the stop, once the grace period is over, and once serve has exited.
+    assert.deepEqual(
+      calls,
+      [1, 2, 3].map(() => ['/PID', String(started.pid), '/T', '/F']),
+    );
+    assert.equal(await listeningOn(port)(), false);
+  });
+
   it('is restarted after a crash even while a runner it started still holds its output', async (t) => {
     const dir = tempDir('orphaning-ollama-win-');
     const runnerFile = path.join(dir, 'runner');
