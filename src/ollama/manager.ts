@@ -348,9 +348,10 @@ export class OllamaManager {
     child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
     // Runners share serve's stdout (Ollama hands them its own), so once serve is gone its output
     // closes, and its exit counts, only when they are gone too: without serve they only hold VRAM.
-    child.once('exit', () => this.signalTree(child, 'SIGKILL'));
-    // taskkill finds no tree under a process already gone, so on Windows runners may outlive a
-    // crashed serve and hold its output open: its exit counts then, and its output is read on.
+    // Not on Windows: taskkill finds no tree under a process already gone, and its pid, free once
+    // it exited, may name another process by then. Runners may so outlive a crashed serve there and
+    // hold its output open: its exit counts then, and its output is read on.
+    if (this.platform !== 'win32') child.once('exit', () => this.signalTree(child, 'SIGKILL'));
     const ended = this.platform === 'win32' ? 'exit' : 'close';
     instance.exited = new Promise((resolve) => {
       child.once('error', (error) => {

@@ -550,10 +550,10 @@ describe('ollama serve on Windows, which has neither process groups nor signals'
     const started = await manager.start('gpu0');
     const stopped = await manager.stop('gpu0');
     assert.equal(stopped.state, 'stopped');
-    // At the stop, once the grace period is over, and once serve has exited.
+    // At the stop, and once the grace period is over.
     assert.deepEqual(
       calls,
-      [1, 2, 3].map(() => ['/PID', String(started.pid), '/T', '/F']),
+      [1, 2].map(() => ['/PID', String(started.pid), '/T', '/F']),
     );
     assert.equal(await listeningOn(port)(), false);
   });
@@ -612,10 +612,8 @@ http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(p
     process.kill(started.pid as number, 'SIGKILL');
     const crashed = await until(() => manager.snapshot()[0]?.lastExit ?? undefined, 'the crash to be noticed');
     assert.match(crashed, /SIGKILL$/);
-    assert.ok(
-      calls.some((args) => args[1] === String(started.pid)),
-      'the tree of the serve that died was asked to end',
-    );
+    // No taskkill for a process gone: its pid may name another one by then.
+    assert.deepEqual(calls, []);
     await until(() => (manager.snapshot()[0]?.restarts === 1 ? true : undefined), 'the automatic restart');
     await until(() => (manager.snapshot()[0]?.state === 'running' ? true : undefined), 'the restarted serve to listen');
     runners.push(Number(readFileSync(runnerFile, 'utf8')));
