@@ -352,17 +352,22 @@ export class OllamaManager {
     // it exited, may name another process by then. Runners may so outlive a crashed serve there and
     // hold its output open: its exit counts then, and its output is read on.
     if (this.platform !== 'win32') child.once('exit', () => this.signalTree(child, 'SIGKILL'));
-    const ended = this.platform === 'win32' ? 'exit' : 'close';
+    // 'close' too, as a spawn that failed emits no 'exit'; whichever comes first counts.
+    const ends: Array<'exit' | 'close'> = this.platform === 'win32' ? ['exit', 'close'] : ['close'];
+    let ended = false;
     instance.exited = new Promise((resolve) => {
       child.once('error', (error) => {
         instance.message = error.message;
       });
-      child.once(ended, (code: number | null, signal: NodeJS.Signals | null) => {
+      const onEnd = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (ended) return;
+        ended = true;
         instance.lastExit = `${new Date().toISOString()} ${signal ?? `exit ${code}`}`;
         if (instance.child === child) instance.child = undefined;
         resolve();
         this.onExit(instance, binary);
-      });
+      };
+      for (const event of ends) child.once(event, onEnd);
     });
     this.options.log.info({ backend: spec.name, pid: child.pid, port: spec.port, device: spec.device }, 'started ollama serve');
   }

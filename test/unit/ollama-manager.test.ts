@@ -539,6 +539,17 @@ describe('ollama serve on Windows, which has neither process groups nor signals'
     assert.equal(await listeningOn(port)(), false);
   });
 
+  it('that cannot be spawned fails its start at once, as elsewhere', async () => {
+    const port = await freePort();
+    const missing = path.join(tempDir('no-ollama-'), 'ollama');
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      // Found, then gone before it ran; no 'exit' follows a spawn error, only 'close'.
+      options({ findBinary: () => missing, isListening: listeningOn(port), platform: 'win32', startTimeoutMs: 60_000, runTaskkill: () => undefined }),
+    );
+    await assert.rejects(manager.start('gpu0'), /exited at start/);
+  });
+
   it('is still ended when taskkill cannot run: a quit never waits on it', async (t) => {
     const port = await freePort();
     const calls: string[][] = [];
