@@ -173,7 +173,7 @@ describe('copilot-bridge command', () => {
       'the README’s configuration table names the same variables',
     );
     // A variable read by name anywhere in src/ is one of them, or one of the system's own.
-    const system = new Set(['PATH', 'XDG_DATA_HOME', 'CREDENTIALS_DIRECTORY']);
+    const system = new Set(['PATH', 'XDG_DATA_HOME', 'CREDENTIALS_DIRECTORY', 'LOCALAPPDATA']);
     for (const file of readdirSync('src', { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'))) {
       const source = readFileSync(path.join('src', file), 'utf8');
       for (const [, dotted, indexed] of source.matchAll(/\benv(?:\.([A-Z][A-Z0-9_]*)\b|\[['"`]([A-Z][A-Z0-9_]*)['"`]\])(?!\s*=[^=])/g)) {
