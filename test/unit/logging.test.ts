@@ -180,6 +180,7 @@ describe('logging', () => {
 
   it('stops on SIGTERM when the reader of its standard output is gone (serve | head, a restarted journald)', async () => {
     const serving = await startServingCli(['--port', '0'], { OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') });
+    cleanups.push(async () => void serving.child.kill('SIGKILL'));
     serving.child.stdout.destroy();
     assert.equal(await stopped(serving.child), 0);
   });
@@ -197,6 +198,7 @@ describe('logging', () => {
         env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') },
       },
     );
+    cleanups.push(async () => void child.kill('SIGKILL'));
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     await until(() => (stderr.includes('log lines are dropped') ? true : undefined), 'the bridge to say its log cannot be written', 10_000);
