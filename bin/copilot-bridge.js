@@ -37,8 +37,9 @@ const stop = (signal) => {
     () => process.exit(1),
   );
 };
-process.once('SIGINT', stop);
-process.once('SIGTERM', stop);
+// A closed terminal (SIGHUP) or Windows' Ctrl+Break (SIGBREAK) would otherwise end the process at
+// once, leaving the Ollama instances it started running and the last history lines unwritten.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) process.once(signal, stop);
 
 const { runCli } = await import('../dist/cli.bundle.js');
 const result = await runCli({

@@ -167,10 +167,10 @@ describe('logging', () => {
   });
 
   /** The exit code of a child asked to stop, or a failed test when it does not end within 10 s. */
-  const stopped = async (child: ChildProcess): Promise<number | null> => {
+  const stopped = async (child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
     let code: number | null | undefined;
-    child.once('exit', (exitCode) => (code = exitCode));
-    child.kill('SIGTERM');
+    child.once('close', (exitCode) => (code = exitCode));
+    child.kill(signal);
     try {
       return await until(() => code, 'the bridge to exit after SIGTERM', 10_000);
     } finally {
@@ -183,6 +183,13 @@ describe('logging', () => {
     cleanups.push(async () => void serving.child.kill('SIGKILL'));
     serving.child.stdout.destroy();
     assert.equal(await stopped(serving.child), 0);
+  });
+
+  it('stops as on SIGTERM when its terminal closes (SIGHUP): drained, its log closed, exit code 0', async () => {
+    const serving = await startServingCli(['--port', '0'], { OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') });
+    cleanups.push(async () => void serving.child.kill('SIGKILL'));
+    assert.equal(await stopped(serving.child, 'SIGHUP'), 0);
+    assert.ok(serving.logs.some((line) => line.msg === 'bridge stopped'));
   });
 
   it('keeps serving when its log file cannot be written (a full disk), says so once, and stops on SIGTERM', async () => {
