@@ -1,3 +1,5 @@
+import os from 'node:os';
+import path from 'node:path';
 import { z } from 'zod';
 import { LANES } from '../contract/index.js';
 
@@ -81,6 +83,15 @@ export const keepAliveSchema = z
       KEEP_ALIVE_EXPECTED,
     ),
   );
+
+/**
+ * A file or folder. A leading ~ is the home folder, as a shell would read it: a YAML file, a systemd
+ * Environment= line and the desktop app expand nothing, and Ollama would get a folder named "~".
+ */
+const pathSchema = z
+  .string()
+  .min(1)
+  .transform((value) => (value === '~' || value.startsWith('~/') ? path.join(os.homedir(), value.slice(1)) : value));
 
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),
@@ -201,11 +212,11 @@ const teamSchema = z.strictObject({
 const jwtSchema = z
   .strictObject({
     /** File holding the HS256 shared secret (at least 32 bytes). */
-    secret_file: z.string().min(1).optional(),
+    secret_file: pathSchema.optional(),
     /** Where the issuer publishes its public keys (RS256, ES256, EdDSA). */
     jwks_url: z.url({ protocol: /^https?$/ }).optional(),
     /** A JWKS kept on disk instead of fetched. */
-    jwks_file: z.string().min(1).optional(),
+    jwks_file: pathSchema.optional(),
     issuer: z.string().min(1),
     audience: z.string().min(1),
     /** Tolerated clock difference for exp and nbf. */
@@ -361,7 +372,7 @@ export const configSchema = z.strictObject({
         .strictObject({
           level: logLevelSchema.default('info'),
           /** "stdout", or a folder that receives copilot-bridge.log. */
-          destination: z.string().min(1).default('stdout'),
+          destination: pathSchema.default('stdout'),
           /** Prompt and completion text is never logged unless this is turned on. */
           log_prompts: z.boolean().default(false),
         })
@@ -381,11 +392,11 @@ export const configSchema = z.strictObject({
   ollama: z
     .strictObject({
       /** Path of the ollama binary; default: OLLAMA_BIN, then ollama on PATH. */
-      binary: z.string().min(1).optional(),
+      binary: pathSchema.optional(),
       /** Start managed instances with the bridge. */
       autostart: z.boolean().default(true),
       /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
-      models_dir: z.string().min(1).optional(),
+      models_dir: pathSchema.optional(),
       // OLLAMA_KEEP_ALIVE: Ollama takes whole seconds or a duration there, and silently uses 5m for anything else.
       keep_alive: keepAliveSchema.transform(String).default('5m'),
       num_parallel: z.number().int().positive().default(1),
@@ -410,7 +421,7 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   /** Where history (and the control token) live; the desktop app passes its own data folder. */
-  data_dir: z.string().min(1).optional(),
+  data_dir: pathSchema.optional(),
   history: z
     .strictObject({
       /** Records kept in memory for the dashboard. */

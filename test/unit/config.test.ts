@@ -386,6 +386,36 @@ describe('config', () => {
   });
 });
 
+describe('paths in the config', () => {
+  it('take ~ as the home folder, as a shell would (a YAML file, a systemd Environment= line and the desktop app expand nothing)', () => {
+    const dir = tempDir('config-home-');
+    const file = path.join(dir, 'config.yaml');
+    writeFileSync(
+      file,
+      [
+        'data_dir: ~/bridge-data',
+        'ollama:',
+        '  binary: ~/bin/ollama',
+        '  models_dir: ~/models',
+        'monitoring:',
+        '  logging:',
+        '    destination: ~/logs',
+        '',
+      ].join('\n'),
+    );
+    const config = loadConfig({ file, env: {} });
+    const home = os.homedir();
+    assert.deepEqual(
+      [config.data_dir, config.ollama.binary, config.ollama.models_dir, config.monitoring.logging.destination],
+      [path.join(home, 'bridge-data'), path.join(home, 'bin/ollama'), path.join(home, 'models'), path.join(home, 'logs')],
+    );
+    assert.equal(loadConfig({ env: { BRIDGE_DATA_DIR: '~/from-env' } }).data_dir, path.join(home, 'from-env'));
+    // Only a leading ~ is the home folder; stdout stays stdout.
+    assert.equal(loadConfig({ env: { BRIDGE_DATA_DIR: '/srv/~x' } }).data_dir, '/srv/~x');
+    assert.equal(loadConfig({ env: {} }).monitoring.logging.destination, 'stdout');
+  });
+});
+
 describe('secrets from files', () => {
   const secrets = tempDir('bridge-secrets-');
   const secretFile = (name: string, text: string): string => {
