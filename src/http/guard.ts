@@ -30,6 +30,8 @@ function requestHostName(req: IncomingMessage): string | undefined {
   return hosts > 1 ? undefined : hostName(req.headers.host ?? '');
 }
 
+const EXPOSED_HEADERS = 'retry-after, x-request-id, x-bridge-model, x-bridge-backend, x-bridge-tier, x-bridge-route-reason, x-bridge-dropped';
+
 /** The host name of an http(s) origin ("https://bridge.lan:8443" -> "bridge.lan"); undefined for any other. */
 function originHostName(origin: string): string | undefined {
   return /^https?:\/\/(\[[^\]]+\]|[^:/]+)(:\d+)?$/i.exec(origin)?.[1]?.toLowerCase();
@@ -76,6 +78,9 @@ export function guardRequest(config: Config): (req: IncomingMessage, res: Server
       }
       res.setHeader('Access-Control-Allow-Origin', origin);
       res.setHeader('Vary', 'Origin');
+      // A page's script reads only the answer headers it is told it may: how long to wait after a
+      // 429, which request it was, and how the bridge routed it.
+      res.setHeader('Access-Control-Expose-Headers', EXPOSED_HEADERS);
       if (req.method === 'OPTIONS') {
         res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, HEAD, OPTIONS');
         res.setHeader(

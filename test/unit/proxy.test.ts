@@ -996,6 +996,9 @@ describe('request guards', () => {
     const webview = await fetch(`${bridge.url}/api/push`, { method: 'POST', body: '{}', headers: { origin: 'vscode-webview://abc' } });
     assert.equal(webview.status, 200);
     assert.equal(webview.headers.get('access-control-allow-origin'), 'vscode-webview://abc');
+    // A page's script reads only the headers it is told it may: how long to wait, and which request it was.
+    const exposed = (webview.headers.get('access-control-expose-headers') ?? '').split(/,\s*/);
+    for (const name of ['retry-after', 'x-request-id', 'x-bridge-model', 'x-bridge-route-reason']) assert.ok(exposed.includes(name), name);
     const preflight = await fetch(`${bridge.url}/v1/chat/completions`, {
       method: 'OPTIONS',
       headers: { origin: 'http://localhost:3000', 'access-control-request-headers': 'content-type' },
