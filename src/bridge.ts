@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ErrorRequestHandler } from 'express';
 import { mountRoutes } from './api/call.js';
-import { asBridgeError, sendError } from './api/errors.js';
+import { asBridgeError, noSuchEndpoint, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { Authenticator } from './auth/authenticate.js';
 import { Limiter } from './auth/limits.js';
@@ -393,6 +393,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         draining: () => server.draining,
       }),
     );
+    metricsApp.use(noSuchEndpoint);
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);
     metricsServer = new HttpServer('metrics server', config.server.host, metricsPort, metricsApp, serverOptions);

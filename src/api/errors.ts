@@ -74,3 +74,8 @@ export function streamErrorTail(contentType: string, surface: Surface, error: Br
   }
   return undefined;
 }
+
+/** The last handler of an express app: whatever nothing else served is a 404 in the error shape, not express's HTML page. */
+export function noSuchEndpoint(req: { method: string; path: string }): never {
+  throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
+}

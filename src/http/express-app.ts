@@ -7,7 +7,7 @@ import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough, refuseUnrouted } from '../api/passthrough.js';
 import { controlRoutes } from '../control/routes.js';
-import { BridgeError } from '../contract/index.js';
+import { noSuchEndpoint } from '../api/errors.js';
 import type { AnswerError, AppParts, BeginRequest } from './app.js';
 import { authenticate, limits } from './auth.js';
 import { jsonBody, sendContinue } from './body.js';
@@ -52,9 +52,7 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   // Nothing else under /api/ goes upstream.
   app.all('/api/*rest', refuseUnrouted);
 
-  app.use((req) => {
-    throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
-  });
+  app.use(noSuchEndpoint);
   app.use(((thrown, req, res, _next) => answerError(thrown, req, res)) satisfies ErrorRequestHandler);
   return app;
 }

@@ -696,6 +696,11 @@ describe('observability', () => {
     // A page reaching it through DNS rebinding sends its own name as Host: refused, as on the main port.
     assert.equal(await statusWithHost(`${bridge.metricsUrl}/metrics`, 'attacker.example'), 403);
     assert.equal(await statusWithHost(`${bridge.metricsUrl}/metrics`, 'localhost'), 200);
+    // Anything else there is a 404 in JSON, as on the main port, not express's HTML page.
+    const other = await fetch(`${bridge.metricsUrl}/api/tags`);
+    assert.equal(other.status, 404);
+    assert.match(other.headers.get('content-type') ?? '', /^application\/json/);
+    assert.match(((await other.json()) as { error: string }).error, /no such endpoint: GET \/api\/tags/);
   });
 
   it('asks for an API key on PROMETHEUS_PORT when keys are configured', async () => {
