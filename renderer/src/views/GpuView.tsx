@@ -2,7 +2,7 @@ import { useEffect, useMemo, useRef, useState, type JSX } from 'react';
 import { gpuPoint, type BridgeState, type GpuPoint, type GpuReading, type Placement } from '../../../src/contract';
 import { getGpuHistory } from '../api';
 import { TimeChart } from '../components/TimeChart';
-import { gib, percent } from '../format';
+import { gib, percent, percentOf } from '../format';
 
 const SEGMENT_COLORS = ['var(--seg1)', 'var(--seg2)', 'var(--seg3)', 'var(--seg4)'];
 const WINDOWS = [
@@ -79,9 +79,8 @@ function VramBar({ gpu, placements }: { gpu: GpuReading; placements: Placement[]
 
 function GpuCard({ gpu, placements, points }: { gpu: GpuReading; placements: Placement[]; points: GpuPoint[] }): JSX.Element {
   const series = useMemo(() => {
-    const total = gpu.memoryTotalBytes ?? 1;
     return [
-      { label: 'VRAM', stroke: 'var(--accent)', values: points.map((p) => (p.memoryUsedBytes === null ? null : (p.memoryUsedBytes / total) * 100)) },
+      { label: 'VRAM', stroke: 'var(--accent)', values: points.map((p) => percentOf(p.memoryUsedBytes, gpu.memoryTotalBytes)) },
       { label: 'Utilization', stroke: 'var(--accent2)', values: points.map((p) => (p.utilizationRatio === null ? null : p.utilizationRatio * 100)) },
     ];
   }, [points, gpu.memoryTotalBytes]);
