@@ -39,7 +39,9 @@ const ISO_TIME = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?
 function instantOf(text: string, utcOffsetMinutes: number): Date | undefined {
   const match = ISO_TIME.exec(text);
   if (match === null) return undefined;
-  const [, date, time = '00:00', offset] = match;
+  const [, date = '', time = '00:00', offset] = match;
+  // Date.parse rolls a day the month lacks (2025-02-30) over into the next month instead of refusing it.
+  if (Number.isNaN(Date.parse(`${date}T00:00Z`)) || new Date(`${date}T00:00Z`).toISOString().slice(0, 10) !== date) return undefined;
   const ms = offset === undefined ? Date.parse(`${date}T${time}Z`) - utcOffsetMinutes * 60_000 : Date.parse(`${date}T${time}${offset.toUpperCase()}`);
   return Number.isNaN(ms) ? undefined : new Date(ms);
 }

@@ -137,6 +137,9 @@ describe('usage export', () => {
       // What JavaScript's Date would still read, each in the bridge's own zone: 2001-01-01, and a local midnight.
       ['from=1', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
       ['to=2025/06/01', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
+      // Days no calendar has, which Date.parse rolls over into March rather than refusing.
+      ['from=2025-02-01&to=2025-02-30', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
+      ['from=2025-02-31T12:00Z', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
       ['from=2025-06-09&to=2025-06-01', 'from must not be after to'],
       ['from=2025-06-01&to=2025-06-09&tz=900', 'tz must be minutes east of UTC (-840 to 840)'],
       ['tz=east', 'tz must be minutes east of UTC (-840 to 840)'],
