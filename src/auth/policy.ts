@@ -15,8 +15,9 @@ const YES = new Set(['1', 'true', 'yes', 'on']);
 export function localOnlyReason(identity: Identity, headers: IncomingHttpHeaders, model: string, neverModels: readonly string[]): string | null {
   if (identity.cloud === 'never')
     return identity.team === null ? `${identity.name} is cloud: never` : `${identity.name} (team ${identity.team}) is cloud: never`;
+  // Node joins a header sent more than once with ", ": any of its values asking for local is enough.
   const header = headers[LOCAL_ONLY_HEADER];
-  if (typeof header === 'string' && YES.has(header.trim().toLowerCase())) return `${LOCAL_ONLY_HEADER} header`;
+  if (typeof header === 'string' && header.split(',').some((value) => YES.has(value.trim().toLowerCase()))) return `${LOCAL_ONLY_HEADER} header`;
   if (matchesAny(neverModels, model)) return `${model} is in fallback.never_models`;
   return null;
 }

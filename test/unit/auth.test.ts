@@ -917,4 +917,21 @@ describe('never-cloud', () => {
     assert.match(await assertShape(openAi, 'openai', 403, 'cloud_not_allowed'), /runs in a cloud/);
     assert.equal(upstream.requests.length, 0);
   });
+
+  it('keeps a request local when x-bridge-local-only arrives twice (a proxy adding it to what the client sent)', async () => {
+    const upstream = await startStandIn(() => undefined, ['gpt-oss:120b-cloud', 'm-small']);
+    const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
+    const bridge = await startTestBridge({ file });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const body = { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] };
+    const headers = new Headers({ 'content-type': 'application/json' });
+    headers.append('x-bridge-local-only', '1');
+    headers.append('x-bridge-local-only', 'true');
+    const response = await fetch(`${bridge.url}/api/chat`, { method: 'POST', headers, body: JSON.stringify(body) });
+    assert.match(await assertShape(response, 'ollama', 403), /runs in a cloud/);
+    assert.equal(upstream.requests.length, 0);
+  });
 });
