@@ -118,6 +118,11 @@ export interface HistorySelection {
 export class HistoryStore {
   readonly name = 'history store';
   private readonly ring: HistoryRecord[] = [];
+  /**
+   * The latest start (ms) of a record trimmed from the ring. Records arrive as requests end, not as
+   * they start, so one that started after the ring's first record may have left it already.
+   */
+  private droppedLatestStart = -Infinity;
   /** Records not yet in the file; they are turned into lines when written, off the request path. */
   private pending: HistoryRecord[] = [];
   private writing: Promise<void> = Promise.resolve();
@@ -182,7 +187,9 @@ export class HistoryStore {
     this.ring.push(record);
     // Trimmed in steps, not on every record: dropping the oldest one moves the whole array.
     const { maxRecords } = this.options;
-    if (this.ring.length >= maxRecords + Math.max(64, maxRecords >> 3)) this.ring.splice(0, this.ring.length - maxRecords);
+    if (this.ring.length >= maxRecords + Math.max(64, maxRecords >> 3))
+      for (const dropped of this.ring.splice(0, this.ring.length - maxRecords))
+        this.droppedLatestStart = Math.max(this.droppedLatestStart, Date.parse(dropped.time));
   }
 
   add(record: HistoryRecord): void {
@@ -199,15 +206,17 @@ export class HistoryStore {
   }
 
   /**
-   * The records `keep` picks among those from `from` on. The ring answers when it reaches back to
-   * `from` or has never dropped a record; else the files are read, all kept generations line by line
+   * The records `keep` picks among those from `from` on. The ring answers when no record it dropped
+   * started at or after `from`; else the files are read, all kept generations line by line
    * (a range of weeks can be far more than the ring holds), plus the records not yet written.
    */
   async select(from: Date, keep: (record: HistoryRecord) => boolean): Promise<HistorySelection> {
     const kept = this.recent();
     const oldest = kept[0]?.time ?? null;
-    const ringReachesBack = oldest !== null && Date.parse(oldest) <= from.getTime();
-    if (this.options.dir === undefined || ringReachesBack || this.ring.length < this.options.maxRecords) {
+    // The ring holds every record of the range when none it no longer holds (trimmed, or past maxRecords) started in it.
+    const beyond = this.ring.slice(0, Math.max(0, this.ring.length - this.options.maxRecords));
+    const droppedLatestStart = beyond.reduce((latest, record) => Math.max(latest, Date.parse(record.time)), this.droppedLatestStart);
+    if (this.options.dir === undefined || droppedLatestStart < from.getTime()) {
       return { records: kept.filter(keep), oldest };
     }
     // Taken now, and read after the writes queued before: together exactly the records held now.

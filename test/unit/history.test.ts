@@ -252,6 +252,19 @@ describe('history store', () => {
     await store.stop();
   });
 
+  it('reads the files for a range that a record dropped from the ring started in, though an older-started one is still held', async () => {
+    const dir = tempDir('history-');
+    const store = await openStore({ dir, maxRecords: 3, maxFileBytes: 1024 * 1024, keepFiles: 1 });
+    // Records are kept in the order requests end: r00, which began first, ended after r01 and r02.
+    // r01 and r02 leave the ring, r00 stays, though they began after it.
+    for (const id of [1, 2, 0, 3, 4]) store.add(record(id));
+    await store.flush();
+    const from = new Date(record(1).time);
+    const selection = await store.select(from, (r) => Date.parse(r.time) >= from.getTime());
+    assert.deepEqual(selection.records.map((r) => r.id).sort(), ['r01', 'r02', 'r03', 'r04']);
+    await store.stop();
+  });
+
   it('picks from the ring alone when history lives in memory', async () => {
     const store = await openStore({ maxRecords: 3, maxFileBytes: 1, keepFiles: 0 });
     for (let i = 0; i < 5; i++) store.add(record(i));
