@@ -54,8 +54,9 @@ function usageQuery(req: Request, identity: Identity): UsageQuery | string {
   const tz = Number(req.query.tz ?? 0);
   if (!Number.isFinite(tz) || Math.abs(tz) > 14 * 60) return 'tz must be minutes east of UTC (-840 to 840)';
   const utcOffsetMinutes = Math.round(tz);
+  // Only a missing or empty value takes the default: one given twice (an array) is no date.
   const parse = (value: unknown, fallback: Date): Date | undefined =>
-    typeof value !== 'string' || value === '' ? fallback : instantOf(value, utcOffsetMinutes);
+    value === undefined || value === '' ? fallback : typeof value === 'string' ? instantOf(value, utcOffsetMinutes) : undefined;
   const to = parse(req.query.to, new Date());
   const from = parse(req.query.from, new Date(Date.now() - 30 * DAY_MS));
   if (to === undefined || from === undefined) return 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)';

@@ -140,6 +140,8 @@ describe('usage export', () => {
       // Days no calendar has, which Date.parse rolls over into March rather than refusing.
       ['from=2025-02-01&to=2025-02-30', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
       ['from=2025-02-31T12:00Z', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
+      // Given twice: neither is the one meant, and the default range is not what was asked for either.
+      ['from=2025-06-01&from=2025-05-01', 'from and to must be dates (2025-06-01) or times (2025-06-01T12:00:00Z)'],
       ['from=2025-06-09&to=2025-06-01', 'from must not be after to'],
       ['from=2025-06-01&to=2025-06-09&tz=900', 'tz must be minutes east of UTC (-840 to 840)'],
       ['tz=east', 'tz must be minutes east of UTC (-840 to 840)'],
