@@ -9,6 +9,7 @@ import type { GenerationResult, ResponseFormat } from '../generation.js';
 const contentPart = z.looseObject({
   type: z.string(),
   text: z.string().optional(),
+  refusal: z.string().optional(),
   image_url: z.union([z.string(), z.looseObject({ url: z.string() })]).optional(),
 });
 
@@ -123,7 +124,7 @@ function parseArguments(text: string | Record<string, unknown> | undefined, para
   throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }
 
-/** OpenAI messages in Ollama's form: text parts joined, data: images as base64, tool calls with object arguments. */
+/** OpenAI messages in Ollama's form: text and refusal parts joined, data: images as base64, tool calls with object arguments; audio and files refused. */
 export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessage[] {
   const toolNames = new Map<string, string>();
   return messages.map((m, i) => {
@@ -140,7 +141,10 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
           if (match === null)
             throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
           images.push(match[1] as string);
-        }
+        } else if (part.type === 'refusal' && part.refusal !== undefined) texts.push(part.refusal);
+        // Left out, the model would answer as if the audio or file had never been sent.
+        else if (part.type === 'input_audio' || part.type === 'file')
+          throw new InvalidRequest(`messages.${i}.content.${j}: ${part.type} parts are not supported`, `messages.${i}.content`);
       });
     }
     const out: OllamaMessage = { role, content: texts.join('\n') };
