@@ -41,3 +41,29 @@ describe('OpenAI chat content parts', () => {
     assert.deepEqual(toOllamaMessages(messages)[1], { role: 'assistant', content: 'I will not.' });
   });
 });
+
+describe('OpenAI chat: the deprecated function calling', () => {
+  it('refuses functions and function_call, whose answer (message.function_call) the bridge never writes, rather than answering without the functions', () => {
+    for (const [field, value] of [
+      ['functions', [{ name: 'get_weather', parameters: { type: 'object', properties: {} } }]],
+      ['function_call', 'auto'],
+    ] as const) {
+      const parsed = chatRequestSchema.safeParse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], [field]: value });
+      assert.equal(parsed.success, false, field);
+      assert.deepEqual(parsed.error?.issues[0]?.path, [field]);
+      assert.match(parsed.error?.issues[0]?.message ?? '', /^not supported: send tool(s|_choice) instead$/);
+    }
+  });
+
+  it('reads an earlier assistant turn with function_call as that tool call, so the function result that follows has its call', () => {
+    const messages = messagesOf([
+      { role: 'user', content: 'weather?' },
+      { role: 'assistant', content: null, function_call: { name: 'get_weather', arguments: '{"city":"Paris"}' } },
+      { role: 'function', name: 'get_weather', content: '{"temp":21}' },
+    ]);
+    assert.deepEqual(toOllamaMessages(messages).slice(1), [
+      { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }] },
+      { role: 'tool', content: '{"temp":21}', tool_name: 'get_weather' },
+    ]);
+  });
+});

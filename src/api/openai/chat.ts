@@ -30,6 +30,8 @@ const message = z
     role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
     content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
     tool_calls: z.array(toolCall).nullish(),
+    // The deprecated form of one tool call, in an earlier assistant turn; its result is a `function` message.
+    function_call: toolCall.shape.function.nullish(),
     tool_call_id: z.string().optional(),
     name: z.string().optional(),
   })
@@ -59,6 +61,16 @@ export const samplingFields = {
 /** Log probabilities are not returned (Ollama has none to give), but values OpenAI refuses are refused alike. */
 export const topLogprobs = inRange(z.number().int(), 0, 20);
 
+/**
+ * A deprecated field the bridge cannot honour: the answer to `functions` is a message.function_call,
+ * which it never writes, and left out the model would answer without the functions.
+ */
+const unsupported = (instead: string) =>
+  z
+    .unknown()
+    .refine((value) => value === null, `not supported: send ${instead} instead`)
+    .optional();
+
 export const chatRequestSchema = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1, 'you must provide a model parameter'),
   messages: z.array(message).min(1, "'messages' must contain at least one message"),
@@ -71,6 +83,8 @@ export const chatRequestSchema = z.looseObject({
     .nullish(),
   // "none", "auto", "required", or a function the model must call; newer forms pass as "auto".
   tool_choice: z.union([z.string(), z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).nullish() })]).nullish(),
+  functions: unsupported('tools'),
+  function_call: unsupported('tool_choice'),
   ...samplingFields,
   max_tokens: tokenLimit,
   max_completion_tokens: tokenLimit,
@@ -149,8 +163,9 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
     }
     const out: OllamaMessage = { role, content: texts.join('\n') };
     if (images.length > 0) out.images = images;
-    if (m.tool_calls !== undefined && m.tool_calls !== null && m.tool_calls.length > 0) {
-      out.tool_calls = m.tool_calls.map((call, j): OllamaToolCall => {
+    const calls = m.tool_calls ?? (m.function_call === undefined || m.function_call === null ? [] : [{ function: m.function_call }]);
+    if (calls.length > 0) {
+      out.tool_calls = calls.map((call, j): OllamaToolCall => {
         if (call.id !== undefined) toolNames.set(call.id, call.function.name);
         return {
           function: { name: call.function.name, arguments: parseArguments(call.function.arguments, `messages.${i}.tool_calls.${j}.function.arguments`) },
