@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
-import { BridgeError, isJsonObject, jsonOf } from '../../contract/index.js';
+import { BridgeError, isJsonObject, jsonOf, nestedDeeperThan } from '../../contract/index.js';
 import { errorBody } from '../errors.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 
@@ -130,10 +130,23 @@ export function ollamaOptions(request: {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined && value !== null));
 }
 
+/**
+ * Deepest nesting of tool-call arguments sent as JSON text. The body's own nesting limit cannot see
+ * into the text, and once parsed the arguments go upstream in the body, which a deep enough value
+ * cannot be written as (JSON.stringify overflows the stack where JSON.parse does not).
+ */
+const MAX_ARGUMENTS_DEPTH = 64;
+
+/** Tool-call arguments sent as JSON text, parsed; throws InvalidRequest naming `param` when they nest too deep. */
+export function argumentsJson(text: string, param: string): unknown {
+  if (nestedDeeperThan(text, MAX_ARGUMENTS_DEPTH)) throw new InvalidRequest(`${param}: nested deeper than ${MAX_ARGUMENTS_DEPTH} levels`, param);
+  return jsonOf(text);
+}
+
 function parseArguments(text: string | Record<string, unknown> | undefined, param: string): Record<string, unknown> {
   if (text === undefined || text === '') return {};
   if (typeof text !== 'string') return text;
-  const value = jsonOf(text);
+  const value = argumentsJson(text, param);
   if (isJsonObject(value)) return value;
   throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }

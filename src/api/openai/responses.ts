@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { isJsonObject, jsonOf } from '../../contract/index.js';
+import { isJsonObject } from '../../contract/index.js';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { thinkFromEffort, type Think } from '../thinking.js';
-import { InvalidRequest, newId, samplingFields, topLogprobs } from './chat.js';
+import { argumentsJson, InvalidRequest, newId, samplingFields, topLogprobs } from './chat.js';
 
 /**
  * OpenAI's Responses API as Codex and the openai SDK send it. The bridge keeps no responses:
@@ -99,7 +99,7 @@ function partsText(parts: string | readonly Part[] | null | undefined, param: st
 
 function parseArguments(text: string | undefined, param: string): Record<string, unknown> {
   if (text === undefined || text.trim() === '') return {};
-  const value = jsonOf(text);
+  const value = argumentsJson(text, param);
   if (isJsonObject(value)) return value;
   throw new InvalidRequest(`${param}: function call arguments must be a JSON object`, param);
 }
