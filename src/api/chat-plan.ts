@@ -23,6 +23,17 @@ export interface TranslatedChat {
   format: ResponseFormat;
 }
 
+/**
+ * One native body per choice. Under a seed each choice gets one of its own (seed, seed + 1, ...):
+ * with one seed for all, Ollama would sample every choice the same way and answer n equal texts.
+ */
+export function choiceBodies<T extends Record<string, unknown>>(body: T, choices: number): T[] {
+  const options = body.options as Record<string, unknown> | undefined;
+  const seed = options?.seed;
+  if (choices === 1 || typeof seed !== 'number') return Array.from({ length: choices }, () => body);
+  return Array.from({ length: choices }, (_, i) => ({ ...body, options: { ...options, seed: seed + i } }));
+}
+
 /** The routing input and the route-dependent plan of a chat request, whatever surface it came in on. */
 export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers: HeaderBag): { input: RouteInput; plan: PlanForRoute } {
   const tools = chat.body.tools;
@@ -31,7 +42,7 @@ export function prepareChat(catalog: ModelCatalog, chat: TranslatedChat, headers
     if (chat.notes.length > 0) route.reason += `; ${chat.notes.join('; ')}`;
     const think = await thinkFor(chat.think, route, catalog);
     const body = think === undefined ? chat.body : { ...chat.body, think };
-    return { path: '/api/chat', bodies: Array.from({ length: chat.choices ?? 1 }, () => body), stream: chat.stream, format: chat.format };
+    return { path: '/api/chat', bodies: choiceBodies(body, chat.choices ?? 1), stream: chat.stream, format: chat.format };
   };
   return { input: { requestedModel: chat.requestedModel, signals, needs: needsOf(signals) }, plan };
 }

@@ -5,6 +5,7 @@ import type { RouteDecision, Router } from '../../routing/router.js';
 import { clientSignals, completionSignals, isFimPrompt } from '../../routing/signals.js';
 import type { ModelCatalog } from '../../upstream/catalog.js';
 import type { OllamaChunk } from '../../upstream/ollama-api.js';
+import { choiceBodies } from '../chat-plan.js';
 import { routeAndServe, type GenerationPlan, type GenerationPolicy, type ResponseFormat } from '../generation.js';
 import { finishReason, inRange, newId, ollamaOptions, samplingFields, SSE_DONE, sseError, sseEvent, tokenLimit, usageOf } from './chat.js';
 
@@ -106,7 +107,7 @@ export async function serveCompletion(
     }
     return {
       path: '/api/generate',
-      bodies: Array.from({ length: request.n ?? 1 }, () => body),
+      bodies: choiceBodies(body, request.n ?? 1),
       // OpenAI's default; Copilot always asks for a stream.
       stream: request.stream ?? false,
       format: completionFormat(requestedModel, request.stream_options?.include_usage === true, request.echo === true ? prompt : ''),
