@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { chatRequestSchema, InvalidRequest, toOllamaMessages } from '../../src/api/openai/chat.js';
+import { responsesRequestSchema, toOllamaMessages as responsesMessages } from '../../src/api/openai/responses.js';
 
 /** Content parts of OpenAI chat messages beyond text and images, as the openai SDK types them. */
 function messagesOf(messages: unknown[]): ReturnType<typeof chatRequestSchema.parse>['messages'] {
@@ -65,5 +66,15 @@ describe('OpenAI chat: the deprecated function calling', () => {
       { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }] },
       { role: 'tool', content: '{"temp":21}', tool_name: 'get_weather' },
     ]);
+  });
+});
+
+describe('images as data: URLs', () => {
+  it('are read with parameters of their media type before ;base64, as RFC 2397 allows them', () => {
+    const url = 'data:image/png;name=shot.png;base64,iVBORw0KGgo=';
+    const chat = messagesOf([{ role: 'user', content: [{ type: 'image_url', image_url: { url } }] }]);
+    assert.deepEqual(toOllamaMessages(chat)[0]?.images, ['iVBORw0KGgo=']);
+    const responses = responsesRequestSchema.parse({ model: 'm', input: [{ role: 'user', content: [{ type: 'input_image', image_url: url }] }] });
+    assert.deepEqual(responsesMessages(responses)[0]?.images, ['iVBORw0KGgo=']);
   });
 });

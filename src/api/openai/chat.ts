@@ -151,6 +151,9 @@ function parseArguments(text: string | Record<string, unknown> | undefined, para
   throw new InvalidRequest(`${param}: tool call arguments must be a JSON object`, param);
 }
 
+/** A data: URL in base64 and its data; the media type may have parameters (`image/png;name=a.png`), as RFC 2397 allows. */
+export const BASE64_DATA_URL = /^data:[^,]*;base64,(.*)$/s;
+
 /** OpenAI messages in Ollama's form: text and refusal parts joined, data: images as base64, tool calls with object arguments; audio and files refused. */
 export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessage[] {
   const toolNames = new Map<string, string>();
@@ -164,7 +167,7 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
         if (part.type === 'text' && part.text !== undefined) texts.push(part.text);
         else if (part.type === 'image_url' && part.image_url !== undefined) {
           const url = typeof part.image_url === 'string' ? part.image_url : part.image_url.url;
-          const match = /^data:[^;,]*;base64,(.*)$/s.exec(url);
+          const match = BASE64_DATA_URL.exec(url);
           if (match === null)
             throw new InvalidRequest(`messages.${i}.content.${j}.image_url: only data: URLs with base64 images are supported`, `messages.${i}.content`);
           images.push(match[1] as string);

@@ -3,7 +3,7 @@ import { isJsonObject } from '../../contract/index.js';
 import type { OllamaChunk, OllamaMessage, OllamaToolCall } from '../../upstream/ollama-api.js';
 import type { GenerationResult, ResponseFormat } from '../generation.js';
 import { thinkFromEffort, type Think } from '../thinking.js';
-import { argumentsJson, InvalidRequest, newId, samplingFields, topLogprobs } from './chat.js';
+import { argumentsJson, BASE64_DATA_URL, InvalidRequest, newId, samplingFields, topLogprobs } from './chat.js';
 
 /**
  * OpenAI's Responses API as Codex and the openai SDK send it. The bridge keeps no responses:
@@ -89,7 +89,7 @@ function partsText(parts: string | readonly Part[] | null | undefined, param: st
     if (p.type === 'input_text' || p.type === 'output_text' || p.type === 'text' || p.type === 'summary_text') texts.push(p.text ?? '');
     else if (p.type === 'refusal') texts.push(p.refusal ?? '');
     else if (p.type === 'input_image') {
-      const match = /^data:[^;,]*;base64,(.*)$/s.exec(p.image_url ?? '');
+      const match = BASE64_DATA_URL.exec(p.image_url ?? '');
       if (match === null) throw new InvalidRequest(`${param}.${i}.image_url: only data: URLs with base64 images are supported`, param);
       images.push(match[1] as string);
     } else if (p.type === 'input_file') throw new InvalidRequest(`${param}.${i}: input_file is not supported`, param);
