@@ -83,6 +83,7 @@ export const chatRequestSchema = z.looseObject({
     .nullish(),
   // "none", "auto", "required", or a function the model must call; newer forms pass as "auto".
   tool_choice: z.union([z.string(), z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).nullish() })]).nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
   functions: unsupported('tools'),
   function_call: unsupported('tool_choice'),
   ...samplingFields,
@@ -272,7 +273,7 @@ function openAiToolCalls(calls: readonly OllamaToolCall[], firstIndex: number): 
  * content and reasoning deltas, each tool call once with its whole arguments, a finish chunk per
  * choice, the usage chunk when asked for, then [DONE].
  */
-export function openAiChatFormat(requestedModel: string, includeUsage: boolean): ResponseFormat {
+export function openAiChatFormat(requestedModel: string, includeUsage: boolean, parallelToolCalls = true): ResponseFormat {
   const id = newId('chatcmpl');
   const created = Math.floor(Date.now() / 1000);
   const roleSent = new Set<number>();
@@ -297,7 +298,9 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         roleSent.add(index);
       }
       const content = event.message?.content ?? '';
-      const calls = event.message?.tool_calls ?? [];
+      const sent = toolCount.get(index) ?? 0;
+      // parallel_tool_calls: false allows one call a turn; a local model may emit more, which are left out.
+      const calls = parallelToolCalls ? (event.message?.tool_calls ?? []) : (event.message?.tool_calls ?? []).slice(0, Math.max(0, 1 - sent));
       // OpenAI opens a text answer with content "", one that starts with tool calls with null.
       if (content !== '') delta.content = content;
       else if (delta.role !== undefined) delta.content = calls.length > 0 ? null : '';
@@ -307,9 +310,8 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
         delta.reasoning = event.message.thinking;
       }
       if (calls.length > 0) {
-        const first = toolCount.get(index) ?? 0;
-        delta.tool_calls = openAiToolCalls(calls, first);
-        toolCount.set(index, first + calls.length);
+        delta.tool_calls = openAiToolCalls(calls, sent);
+        toolCount.set(index, sent + calls.length);
       }
       if (Object.keys(delta).length > 0) out += chunk([{ index, delta, logprobs: null, finish_reason: null }]);
       if (event.done === true) {
@@ -335,7 +337,9 @@ export function openAiChatFormat(requestedModel: string, includeUsage: boolean):
           // Required in OpenAI's message; a local model never refuses in a field of its own.
           refusal: null,
           ...(result.thinking === '' ? {} : { reasoning_content: result.thinking, reasoning: result.thinking }),
-          ...(result.toolCalls.length === 0 ? {} : { tool_calls: openAiToolCalls(result.toolCalls, 0).map(({ index: _i, ...call }) => call) }),
+          ...(result.toolCalls.length === 0
+            ? {}
+            : { tool_calls: openAiToolCalls(parallelToolCalls ? result.toolCalls : result.toolCalls.slice(0, 1), 0).map(({ index: _i, ...call }) => call) }),
         },
         logprobs: null,
         finish_reason: finishReason(result),

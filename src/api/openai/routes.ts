@@ -148,7 +148,7 @@ export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
       think: thinkFromEffort(request.reasoning_effort),
       stream: request.stream === true,
       choices: request.n ?? 1,
-      format: openAiChatFormat(request.model, request.stream_options?.include_usage === true),
+      format: openAiChatFormat(request.model, request.stream_options?.include_usage === true, request.parallel_tool_calls !== false),
     }));
   };
 
