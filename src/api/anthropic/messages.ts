@@ -89,8 +89,9 @@ export const messagesRequestSchema = z.looseObject({
   ...countTokensFields,
   max_tokens: z.number().int().positive().optional(),
   stream: z.boolean().optional(),
-  temperature: z.number().optional(),
-  top_p: z.number().optional(),
+  // Anthropic's ranges, bounds included; it answers 400 outside them (OpenAI's temperature runs to 2).
+  temperature: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional(),
+  top_p: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional(),
   top_k: z.number().int().optional(),
   stop_sequences: z.array(z.string()).optional(),
   tool_choice: z.looseObject({ type: z.string(), name: z.string().optional(), disable_parallel_tool_use: z.boolean().optional() }).optional(),
