@@ -81,8 +81,17 @@ export const chatRequestSchema = z.looseObject({
       z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string(), description: z.string().nullish(), parameters: z.unknown().optional() }) }),
     )
     .nullish(),
-  // "none", "auto", "required", or a function the model must call; newer forms pass as "auto".
-  tool_choice: z.union([z.string(), z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).nullish() })]).nullish(),
+  // "none", "auto", "required", a function the model must call, or the tools it may use (allowed_tools); other forms pass as "auto".
+  tool_choice: z
+    .union([
+      z.string(),
+      z.looseObject({
+        type: z.string(),
+        function: z.looseObject({ name: z.string() }).nullish(),
+        allowed_tools: z.looseObject({ tools: z.array(z.looseObject({ function: z.looseObject({ name: z.string() }).nullish() })) }).nullish(),
+      }),
+    ])
+    .nullish(),
   parallel_tool_calls: z.boolean().nullish(),
   functions: unsupported('tools'),
   function_call: unsupported('tool_choice'),
@@ -198,14 +207,19 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
 }
 
 /**
- * The tools Ollama gets. Ollama has no tool_choice: "none" sends none, and a function the model
- * must call is the only one it sees (a name the request does not offer is refused, as OpenAI does).
+ * The tools Ollama gets. Ollama has no tool_choice: "none" sends none, allowed_tools only those, and
+ * a function the model must call is the only one it sees (a name the request does not offer is refused, as OpenAI does).
  */
 function chatTools(request: Pick<ChatRequest, 'tools' | 'tool_choice'>): NonNullable<ChatRequest['tools']> {
   const tools = request.tools ?? [];
   const choice = request.tool_choice;
   if (choice === 'none') return [];
-  if (typeof choice !== 'object' || choice === null || choice.type !== 'function' || choice.function === undefined || choice.function === null) return tools;
+  if (typeof choice !== 'object' || choice === null) return tools;
+  if (choice.type === 'allowed_tools' && choice.allowed_tools !== undefined && choice.allowed_tools !== null) {
+    const allowed = new Set(choice.allowed_tools.tools.map((tool) => tool.function?.name));
+    return tools.filter((tool) => allowed.has(tool.function.name));
+  }
+  if (choice.type !== 'function' || choice.function === undefined || choice.function === null) return tools;
   const { name } = choice.function;
   const only = tools.filter((tool) => tool.function.name === name);
   if (only.length === 0) throw new InvalidRequest(`tool_choice.function.name: no tool named '${name}' in tools`, 'tool_choice');

@@ -46,7 +46,12 @@ export const responsesRequestSchema = z.looseObject({
   input: z.union([z.string(), z.array(item)], { error: 'input must be a string or an array of input items' }),
   instructions: z.string().nullish(),
   tools: z.array(tool).nullish(),
-  tool_choice: z.union([z.string(), z.looseObject({ type: z.string(), name: z.string().optional() })]).nullish(),
+  tool_choice: z
+    .union([
+      z.string(),
+      z.looseObject({ type: z.string(), name: z.string().optional(), tools: z.array(z.looseObject({ name: z.string().optional() })).optional() }),
+    ])
+    .nullish(),
   parallel_tool_calls: z.boolean().nullish(),
   reasoning: z.looseObject({ effort: z.string().nullish(), summary: z.string().nullish() }).nullish(),
   max_output_tokens: z.number().int().positive().nullish(),
@@ -185,11 +190,16 @@ export function responsesTools(request: Pick<ResponsesRequest, 'tools' | 'tool_c
   if (only !== undefined && !all.some((t) => t.type === 'function' && t.name === only)) {
     throw new InvalidRequest(`tool_choice.name: no tool named '${only}' in tools`, 'tool_choice.name');
   }
+  // allowed_tools: the model may use only these of the tools listed.
+  const allowed =
+    typeof choice === 'object' && choice !== null && choice.type === 'allowed_tools' && choice.tools !== undefined
+      ? new Set(choice.tools.map((t) => t.name))
+      : undefined;
   const dropped: string[] = [];
   const tools: Array<Record<string, unknown>> = [];
   for (const t of all) {
     if (t.type !== 'function' || t.name === undefined) dropped.push(t.name === undefined ? t.type : `${t.type} ${t.name}`);
-    else if (only === undefined || only === t.name) {
+    else if ((only === undefined || only === t.name) && (allowed === undefined || allowed.has(t.name))) {
       tools.push({
         type: 'function',
         function: { name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object', properties: {} } },
