@@ -62,14 +62,14 @@ export const samplingFields = {
 export const topLogprobs = inRange(z.number().int(), 0, 20);
 
 /**
- * A deprecated field the bridge cannot honour: the answer to `functions` is a message.function_call,
- * which it never writes, and left out the model would answer without the functions.
+ * The deprecated `functions`, which the bridge cannot honour: their answer is a message.function_call,
+ * which it never writes, and left out the model would answer without them. None (null, []) is harmless;
+ * `function_call` alone chooses among no functions and is ignored.
  */
-const unsupported = (instead: string) =>
-  z
-    .unknown()
-    .refine((value) => value === null, `not supported: send ${instead} instead`)
-    .optional();
+const functionsField = z
+  .unknown()
+  .refine((value) => value === null || (Array.isArray(value) && value.length === 0), 'not supported: send tools instead')
+  .optional();
 
 export const chatRequestSchema = z.looseObject({
   model: z.string({ error: 'you must provide a model parameter' }).min(1, 'you must provide a model parameter'),
@@ -93,8 +93,7 @@ export const chatRequestSchema = z.looseObject({
     ])
     .nullish(),
   parallel_tool_calls: z.boolean().nullish(),
-  functions: unsupported('tools'),
-  function_call: unsupported('tool_choice'),
+  functions: functionsField,
   ...samplingFields,
   max_tokens: tokenLimit,
   max_completion_tokens: tokenLimit,
