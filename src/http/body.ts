@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { NextFunction, Request, Response } from 'express';
+import { nestedDeeperThan } from '../contract/index.js';
 
 /** An error the body reader raises; `type` follows body-parser's names, which the error handler maps. */
 export class BodyError extends Error {
@@ -52,25 +53,6 @@ function decoded(req: IncomingMessage): Readable {
  * stay far below; a deeper one would overflow the stack wherever it is copied or sent on.
  */
 const MAX_JSON_DEPTH = 128;
-
-/** Whether JSON text nests objects and arrays deeper than `limit`, found in one pass without parsing. */
-function nestedDeeperThan(text: string, limit: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c)
-        i += 1; // backslash: skip the escaped character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) {
-      depth += 1;
-      if (depth > limit) return true;
-    } else if (c === 0x7d || c === 0x5d) depth -= 1;
-  }
-  return false;
-}
 
 /**
  * A request body's text as JSON (an object or an array); undefined when it is empty. Throws a
