@@ -434,15 +434,17 @@ describe('an adopted Ollama that goes away', () => {
   });
 });
 
-describe('an ollama serve that dies while its runners live', () => {
-  it('is noticed and restarted, and its runners, which hold its output, do not outlive it', async (t) => {
-    // A real runner gets serve's own stdout (Ollama sets cmd.Stdout = os.Stdout) and its process group.
-    const dir = tempDir('orphaning-ollama-');
-    const runnerFile = path.join(dir, 'runner');
-    const serve = path.join(dir, 'serve.mjs');
-    writeFileSync(
-      serve,
-      `import http from 'node:http';
+/**
+ * A stand-in `ollama serve` that starts one runner sharing its stdout, as a real runner gets serve's
+ * own (Ollama sets cmd.Stdout = os.Stdout), and writes the runner's pid to `runnerFile`.
+ */
+function serveWithRunner(prefix: string): { runnerFile: string; binary: string } {
+  const dir = tempDir(prefix);
+  const runnerFile = path.join(dir, 'runner');
+  const serve = path.join(dir, 'serve.mjs');
+  writeFileSync(
+    serve,
+    `import http from 'node:http';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 const runner = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'inherit', 'ignore'] });
@@ -450,10 +452,17 @@ writeFileSync(${JSON.stringify(runnerFile)}, String(runner.pid));
 const [host, port] = process.env.OLLAMA_HOST.split(':');
 http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(port), host);
 `,
-    );
-    const binary = path.join(dir, 'ollama');
-    writeFileSync(binary, `#!/bin/sh\nexec "${process.execPath}" "${serve}"\n`);
-    chmodSync(binary, 0o755);
+  );
+  const binary = path.join(dir, 'ollama');
+  writeFileSync(binary, `#!/bin/sh\nexec "${process.execPath}" "${serve}"\n`);
+  chmodSync(binary, 0o755);
+  return { runnerFile, binary };
+}
+
+describe('an ollama serve that dies while its runners live', () => {
+  it('is noticed and restarted, and its runners, which hold its output, do not outlive it', async (t) => {
+    // A real runner gets serve's own stdout (Ollama sets cmd.Stdout = os.Stdout) and its process group.
+    const { runnerFile, binary } = serveWithRunner('orphaning-ollama-');
     const port = await freePort();
     const manager = new OllamaManager(
       [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
@@ -570,23 +579,7 @@ describe('ollama serve on Windows, which has neither process groups nor signals'
   });
 
   it('is restarted after a crash even while a runner it started still holds its output', async (t) => {
-    const dir = tempDir('orphaning-ollama-win-');
-    const runnerFile = path.join(dir, 'runner');
-    const serve = path.join(dir, 'serve.mjs');
-    writeFileSync(
-      serve,
-      `import http from 'node:http';
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-const runner = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'inherit', 'ignore'] });
-writeFileSync(${JSON.stringify(runnerFile)}, String(runner.pid));
-const [host, port] = process.env.OLLAMA_HOST.split(':');
-http.createServer((req, res) => res.end('{"version":"0.11.4"}')).listen(Number(port), host);
-`,
-    );
-    const binary = path.join(dir, 'ollama');
-    writeFileSync(binary, `#!/bin/sh\nexec "${process.execPath}" "${serve}"\n`);
-    chmodSync(binary, 0o755);
+    const { runnerFile, binary } = serveWithRunner('orphaning-ollama-win-');
     const port = await freePort();
     const calls: string[][] = [];
     const manager = new OllamaManager(
