@@ -58,6 +58,17 @@ function answerOn(socket: Socket, request: string | Buffer): Promise<string> {
   });
 }
 
+/** A raw connection to the bridge that reads nothing until the test says so; destroyed at the end. */
+function pausedClient(url: string): Socket {
+  const socket = connect(Number(new URL(url).port), '127.0.0.1');
+  socket.on('error', () => undefined);
+  cleanups.push(async () => {
+    socket.destroy();
+  });
+  socket.pause();
+  return socket;
+}
+
 describe('client connections', () => {
   it('answers a body that does not arrive in time with 408 and closes the connection', { timeout: 20_000 }, async () => {
     const bridge = await bridgeWith('server:\n  request_timeout_seconds: 0.5\n');
@@ -304,12 +315,7 @@ describe('client connections', () => {
       () => bridge.stop(100),
       () => upstream.close(),
     );
-    const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
-    socket.on('error', () => undefined);
-    cleanups.push(async () => {
-      socket.destroy();
-    });
-    socket.pause();
+    const socket = pausedClient(bridge.url);
     const body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
     socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
     await until(() => generating, 'the generation to start');
@@ -329,12 +335,7 @@ describe('client connections', () => {
       () => bridge.stop(100),
       () => upstream.close(),
     );
-    const socket = connect(Number(new URL(bridge.url).port), '127.0.0.1');
-    socket.on('error', () => undefined);
-    cleanups.push(async () => {
-      socket.destroy();
-    });
-    socket.pause();
+    const socket = pausedClient(bridge.url);
     socket.write('GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     // Takes what has arrived 100 times a second: a few megabytes a second, so the answer takes
     // seconds longer than request_timeout_seconds to read.
