@@ -346,6 +346,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         fallbackReady: () => policy.fallback().length > 0,
         startedAt: started,
         draining: () => server.draining,
+        detailed: !authenticator.required,
       }),
       onFinished: (request) => {
         const { generation } = request;
@@ -391,6 +392,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         fallbackReady: () => policy.fallback().length > 0,
         startedAt: started,
         draining: () => server.draining,
+        // Everything on this port needs a known identity where the bridge takes keys.
+        detailed: true,
       }),
     );
     metricsApp.use(noSuchEndpoint);

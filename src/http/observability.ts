@@ -13,6 +13,11 @@ export function observabilityRoutes(deps: {
   startedAt: Date;
   /** True once a stop began: a load balancer must send new requests elsewhere. */
   draining: () => boolean;
+  /**
+   * Whether readiness may tell each backend's URL, errors and model circuits. Anyone may ask it
+   * (load balancers send no credentials), so a bridge that takes keys tells only names and readiness.
+   */
+  detailed: boolean;
 }): ApiRoute[] {
   const routes: ApiRoute[] = [
     {
@@ -26,7 +31,11 @@ export function observabilityRoutes(deps: {
       method: 'GET',
       path: '/health/ready',
       handler: (_req, res) => {
-        const backends = deps.backends.map((b) => ({ name: b.name, url: b.url.href, canTakeTraffic: b.health.canTake(), ...b.health.snapshot() }));
+        const backends = deps.backends.map((b) =>
+          deps.detailed
+            ? { name: b.name, url: b.url.href, canTakeTraffic: b.health.canTake(), ...b.health.snapshot() }
+            : { name: b.name, canTakeTraffic: b.health.canTake() },
+        );
         const draining = deps.draining();
         const fallbackAvailable = deps.fallbackReady();
         const ready = !draining && (backends.some((b) => b.canTakeTraffic) || fallbackAvailable);

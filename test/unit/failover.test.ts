@@ -716,4 +716,23 @@ describe('observability', () => {
     const scraped = await fetch(`${bridge.metricsUrl}/metrics`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(scraped.status, 200);
   });
+
+  it('tells anyone only whether it is ready when keys are configured: no backend URLs, errors or model names for a probe without a key', async () => {
+    const { bridge } = await twoBackends(
+      (res) => answer(res, 'a'),
+      (res) => answer(res, 'b'),
+      { BRIDGE_API_KEYS: '0123456789abcdef0123' },
+    );
+    const ready = await fetch(`${bridge.url}/health/ready`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), {
+      ready: true,
+      draining: false,
+      fallbackAvailable: false,
+      backends: [
+        { name: 'gpu0', canTakeTraffic: true },
+        { name: 'gpu1', canTakeTraffic: true },
+      ],
+    });
+  });
 });
