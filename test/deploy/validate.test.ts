@@ -43,6 +43,17 @@ function goTemplate(template: string, data: Array<Record<string, string>>): stri
 }
 
 let rendered: RenderedDeploy;
+
+/** The rendered nginx or HAProxy as a program to start, the HTTPS port it serves and its base URL. */
+function balancerOf(balancer: 'nginx' | 'HAProxy'): { program: Program; port: number; base: string } {
+  const { ports, nginxConf, haproxyCfg, monitoringKey } = rendered;
+  const program =
+    balancer === 'nginx'
+      ? new Program('nginx', 'nginx', ['-c', nginxConf, '-p', path.dirname(nginxConf), '-g', 'daemon off;'])
+      : new Program('haproxy', 'haproxy', ['-f', haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: monitoringKey } });
+  const port = balancer === 'nginx' ? ports.nginxHttps : ports.haproxyHttps;
+  return { program, port, base: `https://127.0.0.1:${port}` };
+}
 before(async () => {
   const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
   rendered = await renderDeploy({ nvidiaSmi: smi.command, ollamaBinary: process.execPath });
@@ -416,16 +427,11 @@ describe('nginx and HAProxy in front of stand-in bridges: path rules in any lett
           res.writeHead(req.url === '/api/tags' ? 200 : 502).end();
         }).listen(port, '127.0.0.1'),
       );
-      const { ports: p, nginxConf, haproxyCfg, monitoringKey } = rendered;
-      const program =
-        balancer === 'nginx'
-          ? new Program('nginx', 'nginx', ['-c', nginxConf, '-p', path.dirname(nginxConf), '-g', 'daemon off;'])
-          : new Program('haproxy', 'haproxy', ['-f', haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: monitoringKey } });
-      const base = `https://127.0.0.1:${balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps}`;
+      const { program, port, base } = balancerOf(balancer);
       const client = new LoadClient(rendered.certificate, rendered.apiKey);
       program.start();
       try {
-        await waitForPort(balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps, program);
+        await waitForPort(port, program);
         await eventually(`${balancer} to reach the stand-ins`, async () => ((await client.fetch(`${base}/api/tags`)).status === 200 ? true : undefined));
         for (const spelling of metricsSpellings) {
           seen.length = 0;
@@ -468,19 +474,15 @@ describe('the balancers’ access logs keep secrets out', () => {
     it(`${balancer}: the control token in the dashboard's events URL is not in its access log`, async () => {
       const ports = [...rendered.ports.bridges, ...rendered.ports.metrics];
       const servers = ports.map((port) => createServer((_req, res) => res.end('{}')).listen(port, '127.0.0.1'));
-      const { ports: p, nginxConf, haproxyCfg, monitoringKey, controlToken } = rendered;
-      const program =
-        balancer === 'nginx'
-          ? new Program('nginx', 'nginx', ['-c', nginxConf, '-p', path.dirname(nginxConf), '-g', 'daemon off;'])
-          : new Program('haproxy', 'haproxy', ['-f', haproxyCfg, '-db'], { env: { COPILOT_BRIDGE_MONITORING_KEY: monitoringKey } });
-      const base = `https://127.0.0.1:${balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps}`;
+      const { nginxConf, controlToken } = rendered;
+      const { program, port, base } = balancerOf(balancer);
       const client = new LoadClient(rendered.certificate, rendered.apiKey);
       // nginx writes its access log to a file, HAProxy (as rendered for the test) to its stderr.
       const log = (): string => (balancer === 'nginx' ? readFileSync(path.join(path.dirname(nginxConf), 'access.log'), 'utf8') : program.tail());
       const marker = `events-${balancer}-${Date.now()}`;
       program.start();
       try {
-        await waitForPort(balancer === 'nginx' ? p.nginxHttps : p.haproxyHttps, program);
+        await waitForPort(port, program);
         await eventually(`${balancer} to answer the events URL`, async () => {
           const answer = await client.fetch(`${base}/bridge/api/events?access_token=${encodeURIComponent(controlToken)}&m=${marker}`);
           await answer.arrayBuffer();

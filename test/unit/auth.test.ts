@@ -902,7 +902,8 @@ describe('never-cloud', () => {
     assert.deepEqual(bridge.state.cloudPolicy, { header: 'x-bridge-local-only', neverModels: ['secret-*'], localOnlyTeams: ['legal'], localOnlyKeys: [] });
   });
 
-  it("treats Ollama's own cloud models as cloud: a local-only request for one is refused", async () => {
+  /** A bridge over an Ollama that lists one of its cloud models, and a chat request for that model. */
+  const cloudModelBridge = async (): Promise<{ upstream: StandIn; bridge: BridgeHandle; body: Record<string, unknown> }> => {
     const upstream = await startStandIn(() => undefined, ['gpt-oss:120b-cloud', 'm-small']);
     const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
     const bridge = await startTestBridge({ file });
@@ -910,7 +911,11 @@ describe('never-cloud', () => {
       () => bridge.stop(100),
       () => upstream.close(),
     );
-    const body = { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] };
+    return { upstream, bridge, body: { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] } };
+  };
+
+  it("treats Ollama's own cloud models as cloud: a local-only request for one is refused", async () => {
+    const { upstream, bridge, body } = await cloudModelBridge();
     const response = await call(bridge, 'POST', '/api/chat', { 'x-bridge-local-only': 'true' }, body);
     assert.match(await assertShape(response, 'ollama', 403), /runs in a cloud/);
     const openAi = await call(bridge, 'POST', '/v1/chat/completions', { 'x-bridge-local-only': 'true' }, body);
@@ -919,14 +924,7 @@ describe('never-cloud', () => {
   });
 
   it('keeps a request local when x-bridge-local-only arrives twice (a proxy adding it to what the client sent)', async () => {
-    const upstream = await startStandIn(() => undefined, ['gpt-oss:120b-cloud', 'm-small']);
-    const file = configFile(`backends:\n  - name: gpu0\n    url: ${upstream.url}\n`);
-    const bridge = await startTestBridge({ file });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
-    );
-    const body = { model: 'gpt-oss:120b-cloud', messages: [{ role: 'user', content: 'hi' }] };
+    const { upstream, bridge, body } = await cloudModelBridge();
     const headers = new Headers({ 'content-type': 'application/json' });
     headers.append('x-bridge-local-only', '1');
     headers.append('x-bridge-local-only', 'true');

@@ -90,6 +90,19 @@ class FakeElectron implements DesktopAdapter {
   }
 }
 
+/** The desktop app over one backend at `url`, without GPU monitoring or managed Ollama. */
+async function desktopOver(url: string): Promise<{ fake: FakeElectron; desktop: NonNullable<Awaited<ReturnType<typeof startDesktop>>> }> {
+  const userData = tempDir('desktop-');
+  writeFileSync(
+    path.join(userData, 'config.yaml'),
+    `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
+  );
+  const fake = new FakeElectron(userData);
+  const desktop = await startDesktop(fake, {});
+  assert.ok(desktop);
+  return { fake, desktop };
+}
+
 describe('desktop shell (main-process wiring, without the Electron binary)', () => {
   it('quits at once when another instance already runs', async () => {
     const fake = new FakeElectron(tempDir('desktop-'));
@@ -154,14 +167,7 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
       ['m:latest'],
     );
     cleanups.push(() => upstream.close());
-    const userData = tempDir('desktop-');
-    writeFileSync(
-      path.join(userData, 'config.yaml'),
-      `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
-    );
-    const fake = new FakeElectron(userData);
-    const desktop = await startDesktop(fake, {});
-    assert.ok(desktop);
+    const { fake, desktop } = await desktopOver(upstream.url);
     const recorded = new Promise<void>((resolve) => desktop.bridge.history.onRecord(() => resolve()));
     const chat = await fetch(`${desktop.bridge.url}/api/chat`, {
       method: 'POST',
@@ -181,14 +187,7 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
   it('counts every request of the last five minutes in the tooltip, however many there were', async () => {
     const upstream = await startStandIn((_req, res) => res.end(), ['m:latest']);
     cleanups.push(() => upstream.close());
-    const userData = tempDir('desktop-');
-    writeFileSync(
-      path.join(userData, 'config.yaml'),
-      `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${upstream.url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
-    );
-    const fake = new FakeElectron(userData);
-    const desktop = await startDesktop(fake, {});
-    assert.ok(desktop);
+    const { fake, desktop } = await desktopOver(upstream.url);
     cleanups.push(() => fake.cleanup());
     // A busy morning: 3000 requests in the last minute, 600 a minute over five.
     const now = Date.now();

@@ -642,34 +642,30 @@ describe('pass-through proxy', () => {
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
   });
 
-  it('ends a relayed NDJSON stream (a model pull) with an {"error"} line when the upstream breaks mid-way', async () => {
+  /** The lines a client of /api/pull reads (each parsed) when the upstream writes `written` of its answer, then breaks. */
+  const pullBrokenAfter = async (written: string): Promise<Array<Record<string, unknown>>> => {
     const { bridge } = await pair((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.write('{"status":"pulling manifest"}\n', () => res.socket?.destroy());
+      res.write(written, () => res.socket?.destroy());
     });
     const response = await fetch(`${bridge.url}/api/pull`, { method: 'POST', body: '{"model":"m:7b"}' });
     assert.equal(response.status, 200);
-    const lines = (await response.text())
+    return (await response.text())
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as Record<string, unknown>);
+  };
+
+  it('ends a relayed NDJSON stream (a model pull) with an {"error"} line when the upstream breaks mid-way', async () => {
+    const lines = await pullBrokenAfter('{"status":"pulling manifest"}\n');
     assert.deepEqual(lines[0], { status: 'pulling manifest' });
     assert.equal(lines.length, 2, 'a pull that broke must not end like one that finished');
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
   });
 
   it('relays NDJSON in whole lines: a pull that breaks mid-line ends with lines that all parse, the {"error"} line last', async () => {
-    const { bridge } = await pair((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.write('{"status":"pulling manifest"}\n{"status":"pulling 6a0746a1ec1a","dig', () => res.socket?.destroy());
-    });
-    const response = await fetch(`${bridge.url}/api/pull`, { method: 'POST', body: '{"model":"m:7b"}' });
-    assert.equal(response.status, 200);
     // ollama's Go client parses each line in turn and stops at the first that does not parse, before any error line.
-    const lines = (await response.text())
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = await pullBrokenAfter('{"status":"pulling manifest"}\n{"status":"pulling 6a0746a1ec1a","dig');
     assert.equal(lines.length, 2);
     assert.deepEqual(lines[0], { status: 'pulling manifest' });
     assert.match(String(lines[1]?.error), /^backend local is unreachable/);
