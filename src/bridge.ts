@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,7 +32,7 @@ import { checkFit } from './ollama/models.js';
 import { normalizeResidency, seedFor, tierConfigOf } from './routing/residency.js';
 import { Router, settingsFrom } from './routing/router.js';
 import { Scheduler } from './routing/scheduler.js';
-import { canonicalModelName } from './contract/index.js';
+import { Cancel, canonicalModelName } from './contract/index.js';
 import { Backend, limitsFrom } from './upstream/backend.js';
 import { ModelCatalog } from './upstream/catalog.js';
 import { AnthropicProvider } from './upstream/cloud/anthropic-provider.js';
@@ -206,9 +205,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const jwt = config.auth.jwt === undefined ? undefined : new (await import('./auth/jwt.js')).JwtVerifier(config.auth.jwt);
   const authenticator = new Authenticator(config, controlToken, jwt);
   const limiter = new Limiter(config, log);
-  // Aborted when a stop's grace period ran out; every running generation listens to it.
-  const stopDeadline = new AbortController();
-  setMaxListeners(0, stopDeadline.signal);
+  // Aborted when a stop's grace period ran out; every running generation listens to it (a Cancel:
+  // an AbortSignal's listeners cost each request an EventTarget registration and removal).
+  const stopDeadline = new Cancel();
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
@@ -216,7 +215,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     scheduler,
     laneRules: config.routing.scheduler.lane_rules,
     prepare: (body, backend, model) => normalizeResidency(body, tierConfigOf(config, settings, model), loadedContext(backend, model)),
-    deadline: stopDeadline.signal,
+    deadline: stopDeadline,
     localOnly: (headers, identity, model) => localOnlyReason(identity, headers, model, config.fallback.never_models),
     isCloudModel: (model) => isOllamaCloudModel(model, catalog.isRemote(model)),
     meter: (source) => {

@@ -11,7 +11,7 @@ import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { modelAllowed, modelNotAllowed, type Identity } from '../auth/identity.js';
-import { BridgeError, Cancel, type DropReason, type GenerationOutcome } from '../contract/index.js';
+import { BridgeError, Cancel, type CancelSignal, type DropReason, type GenerationOutcome } from '../contract/index.js';
 import type { EnergyUse } from '../history/accounting.js';
 import { identityOf, requestOf } from './request.js';
 
@@ -58,7 +58,7 @@ export interface GenerationPolicy {
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
   /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
-  deadline: AbortSignal;
+  deadline: CancelSignal;
   scheduler: Scheduler;
   laneRules: readonly LaneRule[];
   /** A native body as it goes to a local backend: keep_alive and num_ctx set so the model stays loaded. */
@@ -417,7 +417,7 @@ export async function serveGeneration(
   const client = new Cancel();
   const { deadline } = policy;
   const onDeadline = (): void => client.abort();
-  deadline.addEventListener('abort', onDeadline, { once: true });
+  deadline.addEventListener('abort', onDeadline);
   whenClosed(res, () => {
     deadline.removeEventListener('abort', onDeadline);
     if (!res.writableFinished) client.abort();
@@ -604,7 +604,7 @@ async function stream(
   plan: GenerationPlan,
   outcome: GenerationOutcome,
   heartbeatMs: number,
-  deadline: AbortSignal,
+  deadline: CancelSignal,
 ): Promise<GenerationResult[] | null> {
   const { source, lines, first, stop } = opened;
   setRouteHeaders(res, route, source.name, modelOf(opened, route));
