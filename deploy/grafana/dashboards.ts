@@ -96,7 +96,7 @@ function overview(): Dashboard {
             prom(quantile(0.95, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p95'),
             prom(quantile(0.99, 'copilot_bridge_response_time_seconds_bucket', 'le'), 'p99'),
           ],
-          'Time from request to the end of the answer.',
+          'Time from request to the end of the answer, of requests that ran to their end (ghost text the client cancelled is not timed).',
         ),
       )
       .withPanel(
@@ -151,7 +151,7 @@ function performance(): Dashboard {
         'Response time by complexity tier (p95)',
         's',
         [prom(`histogram_quantile(0.95, sum by (tier, le) (instance_tier:copilot_bridge_response_time_seconds_bucket:rate5m${INSTANCE}))`, '{{tier}}')],
-        'Whole-answer time per tier (5 minute window).',
+        'Whole-answer time per tier (5 minute window), of requests that ran to their end (ghost text the client cancelled is not timed).',
       ),
     )
     .withPanel(

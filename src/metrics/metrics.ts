@@ -110,7 +110,7 @@ export class BridgeMetrics {
     });
     this.responseTime = new Histogram({
       name: 'copilot_bridge_response_time_seconds',
-      help: 'Time from request to the end of the answer',
+      help: 'Time from request to the end of the answer (or its failure), of requests that ran to their end: not those the client cancelled or the scheduler dropped',
       labelNames: ['tier', 'backend'],
       buckets: LATENCY_BUCKETS,
       registers,
@@ -207,7 +207,10 @@ export class BridgeMetrics {
     // A failure on the serving side: a client's own 4xx (a rate limit, a request Ollama refused) is
     // counted by its status in requests_total, and must not make error-rate alerts fire.
     if (record.outcome === 'error' && !(record.status >= 400 && record.status < 500)) series.errors.inc();
-    series.responseTime.observe(record.totalMs / 1000);
+    // A request the client left (ghost text at the next keystroke) lasted as long as the typing,
+    // and one the scheduler dropped was answered empty at once: neither says how fast the bridge
+    // answers, and both would pull the latency figures (dashboards, HighLatency) their way.
+    if (record.outcome === 'ok' || record.outcome === 'error') series.responseTime.observe(record.totalMs / 1000);
     if (record.ttftMs !== null) series.firstToken.observe(record.ttftMs / 1000);
     if (record.tokensIn !== null) series.tokensIn.inc(record.tokensIn);
     if (record.tokensOut !== null) series.tokensOut.inc(record.tokensOut);
