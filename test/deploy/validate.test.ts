@@ -156,7 +156,7 @@ describe('the committed deployment files pass the programs that read them', () =
   });
 });
 
-describe('the bridge unit lets the service write where it writes', () => {
+describe('the bridge unit lets the service write where it writes, and reach the GPUs', () => {
   const unit = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge@.service'), 'utf8');
   const settings = (key: string): string[] =>
     [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].flatMap((m) => (m[1] as string).split(/\s+/)).map((v) => v.replaceAll('%i', '5000'));
@@ -183,6 +183,33 @@ describe('the bridge unit lets the service write where it writes', () => {
     assert.equal(user?.[1], settings('User')[0]);
     const home = environment.HOME ?? user?.[2] ?? '';
     assert.ok(isWritable(home), `HOME ${home} outside ${writable.join(', ')}`);
+  });
+
+  it('the GPUs, which a managed Ollama computes on and nvidia-smi reads (every NVIDIA device group of /proc/devices)', () => {
+    // systemd.exec(5): PrivateDevices=yes mounts a /dev with pseudo devices only and implies
+    // DevicePolicy=closed; with a closed or strict policy only DeviceAllow= entries open, a
+    // "char-<group>" entry by glob over /proc/devices' group names.
+    assert.notEqual(settings('PrivateDevices')[0], 'yes', 'PrivateDevices=yes hides /dev/nvidia* from the service');
+    // Closed, not open to every device of the host: the GPUs are the one exception to the hardening.
+    assert.equal(settings('DevicePolicy')[0], 'closed');
+    const allowed = [...unit.matchAll(/^DeviceAllow=(\S+)\s+(\S+)$/gm)].map((m) => ({ node: m[1] as string, access: m[2] as string }));
+    const glob = (pattern: string): RegExp =>
+      new RegExp(
+        `^${pattern
+          .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+          .replaceAll('*', '.*')
+          .replaceAll('?', '.')}$`,
+      );
+    // The groups NVIDIA's drivers register: /dev/nvidia0..N and /dev/nvidiactl (nvidia-frontend,
+    // or nvidia on newer drivers), /dev/nvidia-uvm (CUDA), /dev/nvidia-caps/*, NVLink.
+    for (const group of ['nvidia-frontend', 'nvidia', 'nvidia-uvm', 'nvidia-uvm-tools', 'nvidia-caps', 'nvidia-nvlink', 'nvidia-nvswitch']) {
+      assert.ok(
+        allowed.some(
+          ({ node, access }) => node.startsWith('char-') && glob(node.slice('char-'.length)).test(group) && access.includes('r') && access.includes('w'),
+        ),
+        `DevicePolicy=closed keeps the ${group} devices closed: ${JSON.stringify(allowed)}`,
+      );
+    }
   });
 });
 
