@@ -137,7 +137,7 @@ function overview(): Dashboard {
           .datasource(LOKI)
           .height(10)
           .span(24)
-          .withTarget(new LokiQuery().datasource(LOKI).expr('{service_name="copilot-bridge", level=~"warn|error|fatal"} | json')),
+          .withTarget(new LokiQuery().datasource(LOKI).expr('{service_name="copilot-bridge", instance=~"$instance", level=~"warn|error|fatal"} | json')),
       )
       .build()
   );

@@ -281,7 +281,8 @@ describe('a real cluster: nginx and HAProxy in front of three bridges', () => {
       const found = await firing();
       return found.length === 2 ? found : undefined;
     });
-    const expected = [`127.0.0.1:${deploy.ports.metrics[0]}/gpu1`, `127.0.0.1:${deploy.ports.metrics[1]}/gpu0`].sort();
+    // Named as prometheus.yml names the instances (and Alloy their logs), not by the address scraped.
+    const expected = ['proxy-1:5000/gpu1', 'proxy-2:5001/gpu0'];
     assert.deepEqual(alerts.map((a) => `${a.labels.instance}/${a.labels.backend}`).sort(), expected);
     assert.equal(alerts[0]?.labels.severity, 'critical');
 

@@ -10,7 +10,7 @@ import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../.
 import { runCli } from '../../src/cli.js';
 import { memoryLogger, startTestBridge } from '../support/bridge.js';
 import { eventually, LoadClient, Program, waitForPort } from '../support/cluster.js';
-import { DEPLOY, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
+import { DEPLOY, INSTANCES, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
 import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
 import { findOllama } from '../support/ollama-binary.js';
@@ -406,6 +406,46 @@ describe('log shipping (Grafana Alloy)', () => {
     plain.forEach((line, i) =>
       assert.ok(shown.includes(levels[i] ?? ''), `"${line}" is labelled level="${levels[i]}", which the logs panel (${shown.join('|')}) leaves out`),
     );
+  });
+
+  it('labels a bridge’s lines with the instance Prometheus gives its metrics, which the Overview’s logs panel filters on', () => {
+    // Prometheus: a target's instance label is the one its static config sets, else its address.
+    const scrape = (
+      YAML.parse(readFileSync(path.join(DEPLOY, 'prometheus/prometheus.yml'), 'utf8')) as {
+        scrape_configs: Array<{ job_name: string; static_configs: Array<{ targets: string[]; labels?: Record<string, string> }> }>;
+      }
+    ).scrape_configs.find((job) => job.job_name === 'copilot-bridge');
+    const prometheusInstance = (host: string): string | undefined => {
+      const group = scrape?.static_configs.find((g) => g.targets.some((target) => target.startsWith(`${host}:`)));
+      return group?.labels?.instance ?? group?.targets.find((target) => target.startsWith(`${host}:`));
+    };
+    // Alloy: its relabel rule for "instance", applied as Prometheus' relabelling does (action
+    // replace: the source labels joined, the regex anchored, the replacement expanded).
+    const rule = [...alloy.matchAll(/rule\s*\{([^}]*)\}/g)].map((m) => m[1] as string).find((body) => /target_label\s*=\s*"instance"/.test(body)) ?? '';
+    const attribute = (name: string): string | undefined => {
+      const quoted = new RegExp(`${name}\\s*=\\s*("(?:[^"\\\\]|\\\\.)*")`).exec(rule)?.[1];
+      return quoted === undefined ? undefined : (JSON.parse(quoted) as string);
+    };
+    const sources = JSON.parse(/source_labels\s*=\s*(\[[^\]]*\])/.exec(rule)?.[1] ?? '[]') as string[];
+    const lokiInstance = (journal: Record<string, string>): string | undefined => {
+      const joined = sources.map((label) => journal[label] ?? '').join(attribute('separator') ?? ';');
+      const pattern = new RegExp(`^(?:${attribute('regex') ?? '(.*)'})$`);
+      return pattern.test(joined) ? joined.replace(pattern, attribute('replacement') ?? '$1') : undefined;
+    };
+    for (const { host, port } of INSTANCES) {
+      // The journal's _HOSTNAME is what the host calls itself: with its domain or without.
+      for (const hostname of [host, host.split('.')[0] as string]) {
+        const journal = { __journal__hostname: hostname, __journal__systemd_unit: `copilot-bridge@${port}.service` };
+        assert.equal(lokiInstance(journal), prometheusInstance(host), `copilot-bridge@${port} on a host named ${hostname}`);
+      }
+    }
+    const overview = dashboards()['overview.json'];
+    const logQueries = (overview?.panels ?? [])
+      .flatMap((p) => ('targets' in p ? (p.targets ?? []) : []))
+      .filter((t) => (t as { datasource?: { type?: string } }).datasource?.type === 'loki')
+      .map((t) => (t as { expr?: string }).expr ?? '');
+    assert.ok(logQueries.length > 0);
+    for (const expr of logQueries) assert.match(/^\{[^}]*\}/.exec(expr)?.[0] ?? '', /instance=~"\$instance"/, `${expr} ignores the Instance picked`);
   });
 
   it('maps every numeric pino level to its name', () => {
