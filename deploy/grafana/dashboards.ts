@@ -127,6 +127,14 @@ function overview(): Dashboard {
         ),
       )
       .withPanel(stat('Instances up', 'none', prom('sum(up{job="copilot-bridge", instance=~"$instance"})'), 'Bridge instances answering scrapes.'))
+      .withPanel(
+        stat(
+          'Limit store failures',
+          'none',
+          prom(`sum(increase(copilot_bridge_limit_store_failures_total${INSTANCE}[$__range]))`),
+          'Calls to the shared limit counters (Redis, limits.redis_url) that failed in the selected range: meanwhile requests went through without rate, token or concurrency limits.',
+        ),
+      )
       // A row of its own: the builder places a panel after the last one without wrapping, and a
       // full-width panel there would start at column 12 of 24.
       .withRow(new RowBuilder('Logs'))

@@ -197,10 +197,15 @@ export class Limiter {
   /** Until when the store is not asked, after it failed (0: it answers). */
   private storeFailedUntil = 0;
 
+  /**
+   * @param onStoreFailure called at each call to the counter store that failed (metrics count
+   *   them: while the store fails, limits are let go, which nothing else shows).
+   */
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
+    private readonly onStoreFailure: () => void = () => undefined,
   ) {
     this.store = config.limits.redis_url === undefined ? new MemoryStore(now) : new RedisStore(config.limits.redis_url);
   }
@@ -288,6 +293,7 @@ export class Limiter {
   }
 
   private failed(error: Error): void {
+    this.onStoreFailure();
     // Requests failing together (or while it rests) are one failure of the store: one log line.
     const first = !this.storeResting();
     this.storeFailedUntil = this.now() + STORE_RETRY_MS;

@@ -50,6 +50,7 @@ export class BridgeMetrics {
   private readonly saved: Counter<string>;
   private readonly cloudEquivalent: Counter<string>;
   private readonly rateLimited: Counter<'team'>;
+  private readonly limitStoreFailures: Counter;
   private readonly labels: ReturnType<typeof accountingLabels>;
   private readonly perUser: boolean;
 
@@ -160,6 +161,12 @@ export class BridgeMetrics {
       labelNames: ['team'],
       registers,
     });
+    // Exported at 0 from the start: an alert on its increase needs a series before the first failure.
+    this.limitStoreFailures = new Counter({
+      name: 'copilot_bridge_limit_store_failures_total',
+      help: 'Calls to the limit counter store (Redis, limits.redis_url) that failed; meanwhile requests are let through without limits',
+      registers,
+    });
     this.fallbacks = new Counter({ name: 'copilot_bridge_fallback_total', help: 'Requests answered by a cloud provider', labelNames: ['provider'], registers });
     // rate() of a series that does not exist yet is no result, not 0: an error-rate alert or panel
     // would stay silent until the first error. Every tier x backend starts at 0.
@@ -254,6 +261,10 @@ export class BridgeMetrics {
       this.series.set(key, series);
     }
     return series;
+  }
+
+  limitStoreFailed(): void {
+    this.limitStoreFailures.inc();
   }
 
   observeQueueWait(lane: Lane, waitMs: number): void {

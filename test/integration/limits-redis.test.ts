@@ -81,12 +81,22 @@ describe('limits shared by two instances through Redis', { skip }, () => {
     assert.ok(retryAfter >= 1 && retryAfter <= 20, `Retry-After ${retryAfter}: a token comes back every 20 s`);
   });
 
-  it('when Redis is gone, requests are let through and the failure is logged', async () => {
+  it('when Redis is gone, requests are let through, and the failure is logged and counted in /metrics', async () => {
+    const bridge = bridges[1] as BridgeHandle;
+    const failures = async (): Promise<number | undefined> => {
+      const line = /^copilot_bridge_limit_store_failures_total (\S+)$/m.exec(
+        await (await fetch(`${bridge.url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text(),
+      );
+      return line === null ? undefined : Number(line[1]);
+    };
+    assert.equal(await failures(), 0, 'exported at 0 while Redis answers, so an alert on it has a series');
     await redis.stop();
-    const response = await generate(bridges[1] as BridgeHandle);
+    const response = await generate(bridge);
     assert.equal(response.status, 200);
     await response.text();
     assert.ok(log.lines().some((line) => String(line.msg).startsWith('limits: the counter store failed')));
+    const counted = (await failures()) ?? 0;
+    assert.ok(counted >= 1, `${counted} failures counted`);
   });
 });
 
