@@ -130,9 +130,17 @@ type ScriptedRedis = Redis & {
   limitAcquire(key: string, max: number, lease: string, leaseMs: number): Promise<number>;
 };
 
+/**
+ * Releases that failed and are sent again when Redis is reachable again, at most this many: more
+ * (a long outage under heavy traffic) drop the oldest, whose slots then last out their lease.
+ */
+const MAX_UNRELEASED = 1000;
+
 /** ioredis is loaded only when Redis is configured: most bridges never need it. */
 class RedisStore implements CounterStore {
   private readonly redis: Promise<ScriptedRedis>;
+  /** Slots (key and lease) whose release failed: Redis would hold them for LEASE_MS. */
+  private readonly unreleased = new Map<string, { key: string; lease: string }>();
 
   constructor(url: string) {
     this.redis = import('ioredis').then(({ Redis }) => {
@@ -142,8 +150,20 @@ class RedisStore implements CounterStore {
       redis.defineCommand('limitAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
       // Errors surface on each command; this only keeps an unreachable Redis from being an unhandled event.
       redis.on('error', () => undefined);
+      // Connected again (after a cut, or a Redis restart): the slots it could not be told of are given back.
+      redis.on('ready', () => this.releaseUnreleased(redis));
       return redis as ScriptedRedis;
     });
+  }
+
+  private releaseUnreleased(redis: Redis): void {
+    for (const [id, { key, lease }] of this.unreleased) {
+      redis.zrem(key, lease).then(
+        () => this.unreleased.delete(id),
+        // Still kept: the next reconnection sends it again.
+        () => undefined,
+      );
+    }
   }
 
   async buckets(buckets: readonly Bucket[], cost: number, mode: BucketMode): Promise<BucketShort | null> {
@@ -157,10 +177,18 @@ class RedisStore implements CounterStore {
   }
 
   async release(key: string, lease: string): Promise<void> {
-    await (await this.redis).zrem(key, lease);
+    try {
+      await (await this.redis).zrem(key, lease);
+    } catch (error) {
+      const id = `${key}\u0000${lease}`;
+      this.unreleased.set(id, { key, lease });
+      if (this.unreleased.size > MAX_UNRELEASED) this.unreleased.delete(this.unreleased.keys().next().value as string);
+      throw error;
+    }
   }
 
   async close(): Promise<void> {
+    this.unreleased.clear();
     (await this.redis).disconnect();
   }
 }

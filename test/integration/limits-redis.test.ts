@@ -11,8 +11,9 @@ import type { BridgeHandle } from '../../src/bridge.js';
 import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger, startTestBridge, type StandIn } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
-import { redisSkipReason, startRedis, type RedisServer } from '../support/redis.js';
+import { redisSkipReason, startRedis, startRedisLink, type RedisLink, type RedisServer } from '../support/redis.js';
 import { tempDir } from '../support/temp.js';
+import { eventually } from '../support/cluster.js';
 
 const skip = redisSkipReason();
 
@@ -141,6 +142,55 @@ describe('a Redis too slow to answer in time', { skip }, () => {
     const next = await limiter.admit(ann);
     assert.ok(!isRefusal(next), `refused for ${isRefusal(next) ? next.limit : ''}: nothing is running`);
     assert.deepEqual(await limiter.admit(ann), { limit: 'concurrency of ann', retryAfterSeconds: 1 }, 'the store answers again and counts');
+    next.release();
+  });
+});
+
+describe('a concurrency slot released while the network to Redis is cut', { skip }, () => {
+  let redis: RedisServer;
+  let link: RedisLink;
+  let reader: Redis;
+  let limiter: Limiter;
+  let now = 0;
+  let failures = 0;
+
+  before(async () => {
+    redis = await startRedis();
+    link = await startRedisLink(redis);
+    reader = new Redis(redis.url);
+    const config = loadConfig({ env: {} });
+    limiter = new Limiter(
+      { ...config, limits: { ...config.limits, redis_url: link.url } },
+      memoryLogger().logger,
+      () => now,
+      () => (failures += 1),
+    );
+  });
+
+  after(async () => {
+    await limiter.close();
+    reader.disconnect();
+    await link.close();
+    await redis.stop();
+  });
+
+  const ann: Identity = { name: 'ann', team: null, role: 'user', via: 'key', models: undefined, cloud: 'allow', limits: { concurrency: 1 } };
+  const slots = 'copilot-bridge:concurrency:user:ann';
+
+  it('is given back once Redis can be reached again, not held for its 15-minute lease', async () => {
+    const running = await limiter.admit(ann);
+    assert.ok(!isRefusal(running));
+    assert.equal(await reader.zcard(slots), 1);
+    await link.cut();
+    running.release();
+    await eventually('the release failing', async () => (failures > 0 ? true : undefined));
+    assert.equal(await reader.zcard(slots), 1, 'Redis still holds the slot');
+
+    await link.restore();
+    await eventually('the slot given back', async () => ((await reader.zcard(slots)) === 0 ? true : undefined), 10_000);
+    now += STORE_RETRY_MS;
+    const next = await limiter.admit(ann);
+    assert.ok(!isRefusal(next), `refused for ${isRefusal(next) ? next.limit : ''}: nothing is running`);
     next.release();
   });
 });
