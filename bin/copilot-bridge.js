@@ -40,6 +40,10 @@ const stop = (signal) => {
 // A closed terminal (SIGHUP) or Windows' Ctrl+Break (SIGBREAK) would otherwise end the process at
 // once, leaving the Ollama instances it started running and the last history lines unwritten.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) process.once(signal, stop);
+// logrotate moved the log file away (its create mode): the bridge opens its path anew. Taken from
+// the start too, since SIGUSR2's default action ends the process; one while starting finds the
+// file the bridge is opening now.
+process.on('SIGUSR2', () => bridge?.reopenLog());
 
 const { runCli } = await import('../dist/cli.bundle.js');
 const result = await runCli({

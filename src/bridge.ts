@@ -70,6 +70,11 @@ export interface BridgeHandle {
    * surface's error.
    */
   stop(graceMs?: number): Promise<void>;
+  /**
+   * Opens the log file anew at its path (logrotate moved it away, SIGUSR2); nothing for a log on
+   * standard output or a logger handed to the bridge.
+   */
+  reopenLog(): void;
 }
 
 export interface BridgeOptions {
@@ -513,5 +518,8 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         if (event === 'state') listener(data as BridgeState);
       }),
     stop,
+    reopenLog: () => {
+      if (stopping === undefined && ownLog?.reopen() === true) log.info({ file: config.monitoring.logging.destination }, 'log file reopened');
+    },
   };
 }

@@ -41,6 +41,11 @@ export function logOptions(level: string): LoggerOptions {
 /** A log the bridge opened itself, and how to close it: its last lines written, or given up on. */
 export interface OwnedLog {
   logger: Logger;
+  /**
+   * Opens the log file anew at its path, after logrotate moved it away (its create mode); false
+   * for standard output, or a log that can no longer be written.
+   */
+  reopen(): boolean;
   close(): Promise<void>;
 }
 
@@ -63,7 +68,8 @@ function dropLines(stream: LogStream): void {
 export function openLog(config: Config): OwnedLog {
   const { level, destination } = config.monitoring.logging;
   let stream: LogStream;
-  if (destination === 'stdout') stream = pino.destination({ dest: 1, sync: false });
+  const toFile = destination !== 'stdout';
+  if (!toFile) stream = pino.destination({ dest: 1, sync: false });
   else {
     mkdirSync(destination, { recursive: true });
     const file = path.join(destination, 'copilot-bridge.log');
@@ -81,6 +87,12 @@ export function openLog(config: Config): OwnedLog {
   });
   return {
     logger: pino(logOptions(level), stream),
+    reopen: () => {
+      if (!toFile || unwritable) return false;
+      // Lines written meanwhile wait for the new file; it is created with LOG_FILE_MODE.
+      stream.reopen();
+      return true;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         if (unwritable) return resolve();

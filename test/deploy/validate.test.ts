@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -10,12 +11,14 @@ import { DASHBOARD_DIR, dashboards, dashboardText, LOKI, PROMETHEUS } from '../.
 import { runCli } from '../../src/cli.js';
 import { memoryLogger, startTestBridge } from '../support/bridge.js';
 import { eventually, LoadClient, Program, waitForPort } from '../support/cluster.js';
-import { DEPLOY, INSTANCES, renderDeploy, runTool, type RenderedDeploy } from '../support/deploy.js';
+import { logFileHas, serveLoggingTo } from '../support/cli.js';
+import { DEPLOY, INSTANCES, renderDeploy, renderText, runTool, type RenderedDeploy } from '../support/deploy.js';
 import { TWO_GPU_REPLIES, nvidiaSmiStandIn } from '../support/gpu.js';
 import { OllamaStandIn } from '../support/ollama-standin.js';
 import { findOllama } from '../support/ollama-binary.js';
 import { freePort } from '../support/ollama-rig.js';
 import { tempDir } from '../support/temp.js';
+import { until } from '../support/wait.js';
 
 const goSkip = spawnSync('go', ['version']).status === 0 ? false : 'needs Go to run the log pipeline’s templates';
 
@@ -451,6 +454,39 @@ describe('log shipping (Grafana Alloy)', () => {
   it('maps every numeric pino level to its name', () => {
     for (const [name, number] of Object.entries(pino.levels.values)) {
       assert.ok(alloy.includes(`eq .level_number \\"${number}\\" }}${name}{{`), `level ${number} -> ${name}`);
+    }
+  });
+});
+
+describe('log rotation (logrotate)', () => {
+  it('rotates a bridge’s log file with the shipped config, reloading it as the unit does: the bridge goes on in a new file', async () => {
+    const dir = tempDir('logrotate-');
+    const file = path.join(dir, 'copilot-bridge.log');
+    const { child, port } = await serveLoggingTo(dir);
+    try {
+      await until(() => logFileHas(file, 'bridge listening'), 'the bridge to log that it listens', 10_000);
+      // The reload the unit runs (ExecReload), for the process systemd would name as $MAINPID.
+      const unit = readFileSync(path.join(DEPLOY, 'systemd/copilot-bridge@.service'), 'utf8');
+      const reload = /^ExecReload=(.*)$/m.exec(unit)?.[1]?.replace('$MAINPID', String(child.pid));
+      assert.ok(reload, 'the unit has a reload');
+      const me = userInfo();
+      const group = runTool('id', ['-gn']).output.trim();
+      const config = path.join(dir, 'logrotate.conf');
+      writeFileSync(
+        config,
+        renderText('logrotate/copilot-bridge', [
+          ['/var/log/copilot-bridge/', `${dir}/`],
+          ['create 0600 copilot-bridge copilot-bridge', `create 0600 ${me.username} ${group}`],
+          ["systemctl reload 'copilot-bridge@*.service'", reload],
+        ]),
+      );
+      assertClean(runTool('logrotate', ['--verbose', '--force', '--state', path.join(dir, 'state'), config]), /error/i);
+      await until(() => logFileHas(file, 'log file reopened'), 'the bridge to write to a new file', 10_000);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.ok(logFileHas(`${file}.1`, 'bridge listening'), 'the earlier lines are in the rotated file');
+      assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    } finally {
+      child.kill('SIGKILL');
     }
   });
 });

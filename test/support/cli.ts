@@ -1,6 +1,9 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { freePort } from './ollama-rig.js';
+import { configFile, tempDir } from './temp.js';
 
 export const CLI = path.resolve('bin/copilot-bridge.js');
 
@@ -50,4 +53,20 @@ export async function startServingCli(args: string[], env: Record<string, string
     child.once('close', (code) => reject(new Error(`copilot-bridge exited (${code}) before listening: ${stderr}`)));
   });
   return { child, url, logs };
+}
+
+/** `copilot-bridge serve` on a free port (no backend reachable), logging to copilot-bridge.log in `logDir` instead of stdout. */
+export async function serveLoggingTo(logDir: string): Promise<{ child: ChildProcessWithoutNullStreams; port: number }> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', String(port), '--config', configFile(`monitoring:\n  logging:\n    destination: ${logDir}\n`)],
+    { env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') } },
+  );
+  return { child, port };
+}
+
+/** true when the log file holds a line with this `msg`; undefined otherwise (for until()). */
+export function logFileHas(file: string, msg: string): true | undefined {
+  return existsSync(file) && readFileSync(file, 'utf8').includes(`"msg":"${msg}"`) ? true : undefined;
 }

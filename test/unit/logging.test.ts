@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startBridge } from '../../src/bridge.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { memoryLogger, nextRecord, startStandIn, startTestBridge } from '../support/bridge.js';
-import { CLI, startServingCli } from '../support/cli.js';
-import { freePort } from '../support/ollama-rig.js';
+import { logFileHas, serveLoggingTo, startServingCli } from '../support/cli.js';
 import { until } from '../support/wait.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import { tempDir, configFile } from '../support/temp.js';
@@ -197,14 +196,7 @@ describe('logging', () => {
     mkdirSync(logs, { recursive: true });
     // /dev/full answers every write with ENOSPC, as a full disk does.
     symlinkSync('/dev/full', path.join(logs, 'copilot-bridge.log'));
-    const port = await freePort();
-    const child = spawn(
-      process.execPath,
-      [CLI, 'serve', '--port', String(port), '--config', configFile(`monitoring:\n  logging:\n    destination: ${logs}\n`)],
-      {
-        env: { PATH: process.env.PATH, OLLAMA_HOST: '127.0.0.1:9', BRIDGE_DATA_DIR: tempDir('bridge-data-') },
-      },
-    );
+    const { child, port } = await serveLoggingTo(logs);
     cleanups.push(async () => void child.kill('SIGKILL'));
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -213,6 +205,25 @@ describe('logging', () => {
     assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
     assert.equal(await stopped(child), 0);
     assert.equal(stderr.match(/log lines are dropped/g)?.length, 1);
+  });
+
+  it('opens its log file anew on SIGUSR2, as logrotate moves it away: the moved file keeps the earlier lines, a new one (this user’s only) the later', async () => {
+    const logs = tempDir('bridge-logs-');
+    const file = path.join(logs, 'copilot-bridge.log');
+    const rotated = `${file}.1`;
+    const { child, port } = await serveLoggingTo(logs);
+    cleanups.push(async () => void child.kill('SIGKILL'));
+    await until(() => logFileHas(file, 'bridge listening'), 'the bridge to log that it listens', 10_000);
+    // logrotate's create mode: the file is renamed, then the program is told to open its path again.
+    renameSync(file, rotated);
+    child.kill('SIGUSR2');
+    await until(() => logFileHas(file, 'log file reopened'), 'a new log file', 10_000);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, 'still serving');
+    assert.equal(await stopped(child), 0);
+    assert.ok(logFileHas(file, 'bridge stopped'), 'later lines go to the new file');
+    assert.equal(logFileHas(rotated, 'bridge stopped'), undefined);
+    assert.ok(logFileHas(rotated, 'bridge listening'));
   });
 
   it('writes the control token readable by this user only, and tightens the file an older version left', async () => {
