@@ -41,9 +41,12 @@ const stop = (signal) => {
 // once, leaving the Ollama instances it started running and the last history lines unwritten.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) process.once(signal, stop);
 // logrotate moved the log file away (its create mode): the bridge opens its path anew. Taken from
-// the start too, since SIGUSR2's default action ends the process; one while starting finds the
-// file the bridge is opening now.
-process.on('SIGUSR2', () => bridge?.reopenLog());
+// the start too, since SIGUSR2's default action ends the process; one while starting is done once started.
+let reopenRequested = false;
+process.on('SIGUSR2', () => {
+  if (bridge === undefined) reopenRequested = true;
+  else bridge.reopenLog();
+});
 
 const { runCli } = await import('../dist/cli.bundle.js');
 const result = await runCli({
@@ -58,5 +61,6 @@ if (typeof result === 'number') {
   process.exitCode = result;
 } else {
   bridge = result;
+  if (reopenRequested) bridge.reopenLog();
   if (stopRequested) stop();
 }
