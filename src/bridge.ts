@@ -209,7 +209,10 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   // The JWT library is loaded only by a bridge that verifies JWTs: idle memory of the others.
   const jwt = config.auth.jwt === undefined ? undefined : new (await import('./auth/jwt.js')).JwtVerifier(config.auth.jwt);
   const authenticator = new Authenticator(config, controlToken, jwt);
-  const limiter = new Limiter(config, log, Date.now, () => metrics.limitStoreFailed());
+  const limiter = new Limiter(config, log, Date.now, {
+    storeFailed: () => metrics.limitStoreFailed(),
+    refused: (identity) => metrics.rateLimitedRequest(identity.team),
+  });
   // Aborted when a stop's grace period ran out; every running generation listens to it (a Cancel:
   // an AbortSignal's listeners cost each request an EventTarget registration and removal).
   const stopDeadline = new Cancel();

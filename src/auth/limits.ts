@@ -193,6 +193,14 @@ class RedisStore implements CounterStore {
   }
 }
 
+/** What the limiter tells the metrics as it happens. */
+export interface LimiterEvents {
+  /** A call to the counter store failed: while it fails, limits are let go, which nothing else shows. */
+  storeFailed?(): void;
+  /** A request of `identity` was refused by one of its limits (a cloud provider's 429 passed on is none). */
+  refused?(identity: Identity): void;
+}
+
 /** A request over a limit: which one, and how long to wait. */
 export interface LimitRefusal {
   /** e.g. "rpm of alice", "concurrency of team web" */
@@ -225,15 +233,11 @@ export class Limiter {
   /** Until when the store is not asked, after it failed (0: it answers). */
   private storeFailedUntil = 0;
 
-  /**
-   * @param onStoreFailure called at each call to the counter store that failed (metrics count
-   *   them: while the store fails, limits are let go, which nothing else shows).
-   */
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-    private readonly onStoreFailure: () => void = () => undefined,
+    private readonly events: LimiterEvents = {},
   ) {
     this.store = config.limits.redis_url === undefined ? new MemoryStore(now) : new RedisStore(config.limits.redis_url);
   }
@@ -262,18 +266,18 @@ export class Limiter {
     };
     try {
       const tpm = await this.perMinute('tpm', subjects, 1, 'check');
-      if (tpm !== null) return this.refuse(release, tpm.limit, tpm.waitMs);
+      if (tpm !== null) return this.refuse(identity, release, tpm.limit, tpm.waitMs);
       for (const { key, label, limits } of subjects) {
         if (limits.concurrency === undefined) continue;
         const slots = `copilot-bridge:concurrency:${key}`;
         // Counted as held before the answer: a call to Redis that times out may still take the slot
         // there, and the release (sent after it on the same connection) must give it back.
         held.push(slots);
-        if (!(await this.store.acquire(slots, limits.concurrency, lease))) return this.refuse(release, `concurrency of ${label}`, 1000);
+        if (!(await this.store.acquire(slots, limits.concurrency, lease))) return this.refuse(identity, release, `concurrency of ${label}`, 1000);
       }
       // All or nothing: a request the team's budget refuses must not spend the person's own.
       const rpm = await this.perMinute('rpm', subjects, 1, 'take');
-      if (rpm !== null) return this.refuse(release, rpm.limit, rpm.waitMs);
+      if (rpm !== null) return this.refuse(identity, release, rpm.limit, rpm.waitMs);
     } catch (error) {
       this.failed(error as Error);
       release();
@@ -315,13 +319,14 @@ export class Limiter {
     return short === null ? null : { limit: `${limit} of ${buckets[short.index]?.label}`, waitMs: short.waitMs };
   }
 
-  private refuse(release: () => void, limit: string, waitMs: number): LimitRefusal {
+  private refuse(identity: Identity, release: () => void, limit: string, waitMs: number): LimitRefusal {
     release();
+    this.events.refused?.(identity);
     return { limit, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
   }
 
   private failed(error: Error): void {
-    this.onStoreFailure();
+    this.events.storeFailed?.();
     // Requests failing together (or while it rests) are one failure of the store: one log line.
     const first = !this.storeResting();
     this.storeFailedUntil = this.now() + STORE_RETRY_MS;

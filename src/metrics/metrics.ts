@@ -223,7 +223,6 @@ export class BridgeMetrics {
     if (record.tokensOut !== null) series.tokensOut.inc(record.tokensOut);
     if (record.fallback !== null) this.fallbacks.inc({ provider: record.fallback });
     series.identityRequests.inc();
-    if (record.status === 429) this.rateLimited.inc({ team: this.labels.team(record.team) });
     if (record.energyJoules !== null) series.energy.inc(record.energyJoules);
     if (record.cloudCostDollars !== null) series.cloudEquivalent.inc(record.cloudCostDollars);
     // A counter only goes up: a request whose energy cost more than its cloud equivalent adds nothing.
@@ -265,6 +264,11 @@ export class BridgeMetrics {
 
   limitStoreFailed(): void {
     this.limitStoreFailures.inc();
+  }
+
+  /** A request refused by one of the bridge's limits; counted where the limiter refuses, since a 429 of a cloud provider passed on looks alike in its record. */
+  rateLimitedRequest(team: string | null): void {
+    this.rateLimited.inc({ team: this.labels.team(team) });
   }
 
   observeQueueWait(lane: Lane, waitMs: number): void {

@@ -159,12 +159,9 @@ describe('a concurrency slot released while the network to Redis is cut', { skip
     link = await startRedisLink(redis);
     reader = new Redis(redis.url);
     const config = loadConfig({ env: {} });
-    limiter = new Limiter(
-      { ...config, limits: { ...config.limits, redis_url: link.url } },
-      memoryLogger().logger,
-      () => now,
-      () => (failures += 1),
-    );
+    limiter = new Limiter({ ...config, limits: { ...config.limits, redis_url: link.url } }, memoryLogger().logger, () => now, {
+      storeFailed: () => (failures += 1),
+    });
   });
 
   after(async () => {

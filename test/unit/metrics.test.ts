@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { SchedulerSnapshot } from '../../src/contract/index.js';
 import { loadConfig } from '../../src/config/load.js';
 import { BridgeMetrics } from '../../src/metrics/metrics.js';
+import { nextRecord, postJson, startCloudBridge } from '../support/bridge.js';
 import { sampleRecord } from '../support/history.js';
 
 const idleScheduler = (): SchedulerSnapshot => ({
@@ -49,5 +50,25 @@ describe('latency histograms', () => {
     // Every request is still counted, with its outcome.
     for (const outcome of ['ok', 'error', 'cancelled', 'dropped'])
       assert.equal(sample(text, new RegExp(`copilot_bridge_requests_total\\{[^}]*outcome="${outcome}"\\}`)), 1, outcome);
+  });
+});
+
+describe('copilot_bridge_rate_limited_total', () => {
+  it("counts the bridge's own limits, not a cloud provider's 429 passed on to the client", async () => {
+    const { bridge, close } = await startCloudBridge('openai', (res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' });
+      res.end(JSON.stringify({ error: { message: 'Rate limit reached for requests', type: 'requests', code: 'rate_limit_exceeded' } }));
+    });
+    try {
+      const recorded = nextRecord(bridge);
+      const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'x' }] });
+      assert.equal(response.status, 429);
+      await response.text();
+      assert.equal((await recorded).status, 429);
+      const text = await (await fetch(`${bridge.url}/metrics`)).text();
+      assert.equal(sample(text, /copilot_bridge_rate_limited_total\{team="none"\}/), 0, text);
+    } finally {
+      await close();
+    }
   });
 });
