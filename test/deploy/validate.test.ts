@@ -476,7 +476,8 @@ describe('log rotation (logrotate)', () => {
         config,
         renderText('logrotate/copilot-bridge', [
           ['/var/log/copilot-bridge/', `${dir}/`],
-          ['create 0600 copilot-bridge copilot-bridge', `create 0600 ${me.username} ${group}`],
+          // The service user of `su` and `create`: this one here.
+          ['copilot-bridge copilot-bridge', `${me.username} ${group}`],
           ["systemctl reload 'copilot-bridge@*.service'", reload],
         ]),
       );
