@@ -760,6 +760,54 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     assert.equal(body.usage.completion_tokens, 89);
   });
 
+  it(
+    'answers at the usage chunk that follows the finish (include_usage), without waiting for an OpenAI-compatible provider that sends no [DONE], and lets its connection go',
+    { timeout: 10_000 },
+    async () => {
+      let providerClosed!: Promise<void>;
+      const { bridge } = await withProvider(
+        'openai',
+        (res) => {
+          providerClosed = new Promise((resolve) => res.on('close', resolve));
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(chunk({ role: 'assistant', content: 'Hi' }) + chunk({}, 'stop'));
+          res.write(
+            `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 7, completion_tokens: 9 } })}\n\n`,
+          );
+          keepAliveForever(res, ': keep-alive\n\n');
+        },
+        { timeoutSeconds: 5 },
+      );
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+      assert.equal(response.status, 200);
+      const body = (await response.json()) as { message: { content: string }; eval_count: number; prompt_eval_count: number };
+      assert.deepEqual([body.message.content, body.prompt_eval_count, body.eval_count], ['Hi', 7, 9]);
+      await providerClosed;
+    },
+  );
+
+  it('answers at the finish when the provider was not asked for usage (its model refused stream_options), without waiting for a [DONE] that does not come', async () => {
+    const { cloud, bridge } = await withProvider(
+      'openai',
+      (res) => {
+        if ((JSON.parse(cloud.requests.at(-1)?.body ?? '{}') as Record<string, unknown>).stream_options !== undefined) {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: { message: 'stream_options is not supported', param: 'stream_options', code: 'unsupported_parameter' } }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(chunk({ role: 'assistant', content: 'Hi' }) + chunk({}, 'length'));
+        keepAliveForever(res, ': keep-alive\n\n');
+      },
+      { timeoutSeconds: 5 },
+    );
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string }; done_reason: string };
+    assert.deepEqual([body.message.content, body.done_reason], ['Hi', 'length']);
+    assert.equal(cloud.requests.length, 2);
+  });
+
   it('answers 504 when an OpenAI-compatible provider sends only comments, never an event', async () => {
     const { bridge } = await withProvider(
       'openai',

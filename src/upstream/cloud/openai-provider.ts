@@ -115,7 +115,7 @@ export class OpenAiProvider extends CloudProvider {
       const responseFormat = responseFormatOf(body.format);
       if (responseFormat !== undefined) payload.response_format = responseFormat;
       const response = await this.post('/chat/completions', payload, this.headers(), request.cancel.signal);
-      return checkedLines(this.translate(response, 'chat', this.cutterFor(stop)));
+      return checkedLines(this.translate(response, 'chat', this.usageAsked(), this.cutterFor(stop)));
     }
     const payload = {
       model: this.config.model,
@@ -126,7 +126,12 @@ export class OpenAiProvider extends CloudProvider {
       ...sampling,
     };
     const response = await this.post('/completions', payload, this.headers(), request.cancel.signal);
-    return checkedLines(this.translate(response, 'generate', this.cutterFor(stop)));
+    return checkedLines(this.translate(response, 'generate', this.usageAsked(), this.cutterFor(stop)));
+  }
+
+  /** Whether the request just sent asked for usage (stream_options.include_usage), which a model that refused it is no longer asked. */
+  private usageAsked(): boolean {
+    return !this.refused.has('stream_options');
   }
 
   /** The stops the provider was not sent, applied here: those past OpenAI's 4, or all where its model takes none (known once the request was taken). */
@@ -161,7 +166,12 @@ export class OpenAiProvider extends CloudProvider {
     return true;
   }
 
-  private async *translate(response: Dispatcher.ResponseData, kind: 'chat' | 'generate', cutter?: StopCutter): AsyncGenerator<OllamaChunk, void, undefined> {
+  private async *translate(
+    response: Dispatcher.ResponseData,
+    kind: 'chat' | 'generate',
+    usageAsked: boolean,
+    cutter?: StopCutter,
+  ): AsyncGenerator<OllamaChunk, void, undefined> {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
     /** The calls by their index, or by their id for a provider that sends no index. */
@@ -239,6 +249,13 @@ export class OpenAiProvider extends CloudProvider {
       if (cutter?.stopped === true) {
         ended = true;
         finish = 'stop';
+        break;
+      }
+      // Nothing follows the finish but the usage, where it was asked (OpenAI sends it in a chunk of its
+      // own, or with the finish): a provider that then keeps the stream open without a [DONE] must
+      // not hold the answer until its timeout. Leaving the loop lets its connection go.
+      if (finish !== '' && (!usageAsked || isJsonObject(chunk.usage))) {
+        ended = true;
         break;
       }
     }
