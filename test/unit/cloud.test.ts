@@ -568,6 +568,26 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.match(((await response.json()) as { error: string }).error, /^cloud-openai: the provider ended the answer with an error/);
   });
 
+  it('reads "error": "" or false on every chunk (as some servers send it) as no error, and a real one as the answer’s failure', async () => {
+    const answerWith = async (error: unknown): Promise<Response> => {
+      const { bridge } = await withProvider('openai', (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const withError = (delta: unknown, finish: string | null): string =>
+          `data: ${JSON.stringify({ id: 'c', error, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.end(`${withError({ content: 'Hi' }, null)}${withError({}, 'stop')}data: [DONE]\n\n`);
+      });
+      return postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    };
+    for (const none of ['', false]) {
+      const response = await answerWith(none);
+      assert.equal(response.status, 200, JSON.stringify(none));
+      assert.equal(((await response.json()) as { message: { content: string } }).message.content, 'Hi');
+    }
+    const failed = await answerWith({ message: 'overloaded' });
+    assert.equal(failed.status, 500);
+    assert.equal(((await failed.json()) as { error: string }).error, 'cloud-openai: overloaded');
+  });
+
   it('asks for the JSON or the schema a client’s format names (response_format)', async () => {
     const { cloud, bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

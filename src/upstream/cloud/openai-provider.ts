@@ -77,6 +77,9 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Reco
   });
 }
 
+/** What a chunk's `error` holds when there is none. */
+const NO_ERROR = new Set<unknown>([undefined, null, '', false]);
+
 /** The stop sequences OpenAI and Azure take (more is a 400); the others are applied by the bridge. */
 const MAX_STOPS = 4;
 
@@ -192,8 +195,8 @@ export class OpenAiProvider extends CloudProvider {
         break;
       }
       const chunk = eventObject(event.data);
-      // "error": null is no error: some servers send it on every chunk.
-      if (chunk.error !== undefined && chunk.error !== null) {
+      // "error": null, "" or false is no error: some servers send it on every chunk.
+      if (!NO_ERROR.has(chunk.error)) {
         const message = typeof chunk.error === 'string' ? chunk.error : textOf(objectOf(chunk.error).message);
         yield { error: `${this.name}: ${this.redact(message || 'error')}` };
         return;
