@@ -22,15 +22,19 @@ function formatSize(bytes: number): string {
 }
 
 /**
- * Splits a body into lines as it arrives, without the newline. A line may not grow past
- * `maxLineBytes` (counted in characters, at most as many as its bytes): an upstream that never
- * ends a line must not fill the bridge's memory. Each chunk is searched once, however long the line.
- * A last piece without its newline is no line: the body was cut off in it, and it is left out.
+ * Splits a body into lines as it arrives, without the line end: LF, or with `sseLineEnds` CRLF, LF
+ * or a lone CR, as the SSE spec has them (a CR never ends an NDJSON line: JSON may hold one as
+ * whitespace). A line may not grow past `maxLineBytes` (counted in characters, at most as many as
+ * its bytes): an upstream that never ends a line must not fill the bridge's memory. Each chunk is
+ * searched once, however long the line. A last piece without its line end is no line: the body
+ * was cut off in it, and it is left out.
  */
-export async function* readLines(body: Readable, maxLineBytes: number): AsyncGenerator<string, void, undefined> {
+export async function* readLines(body: Readable, maxLineBytes: number, { sseLineEnds = false } = {}): AsyncGenerator<string, void, undefined> {
   const decoder = new StringDecoder('utf8');
   const parts: string[] = [];
   let pendingLength = 0;
+  /** The last chunk ended in a CR: a LF that starts the next one is the rest of its CRLF, no line end of its own. */
+  let afterCr = false;
   const take = (tail: string): string => {
     const line = parts.length === 0 ? tail : parts.join('') + tail;
     parts.length = 0;
@@ -39,13 +43,22 @@ export async function* readLines(body: Readable, maxLineBytes: number): AsyncGen
   };
   for await (const chunk of body as AsyncIterable<Buffer>) {
     const text = decoder.write(chunk);
-    let start = 0;
-    let newline = text.indexOf('\n');
-    while (newline >= 0) {
-      if (pendingLength + newline - start > maxLineBytes) throw new LineTooLongError(maxLineBytes);
-      yield take(text.slice(start, newline));
-      start = newline + 1;
-      newline = text.indexOf('\n', start);
+    if (text === '') continue;
+    let start: number = afterCr && text.startsWith('\n') ? 1 : 0;
+    afterCr = false;
+    let lf = text.indexOf('\n', start);
+    let cr = sseLineEnds ? text.indexOf('\r', start) : -1;
+    while (lf >= 0 || cr >= 0) {
+      const end = cr >= 0 && (lf < 0 || cr < lf) ? cr : lf;
+      if (pendingLength + end - start > maxLineBytes) throw new LineTooLongError(maxLineBytes);
+      yield take(text.slice(start, end));
+      start = end + 1;
+      if (end === cr) {
+        if (text[start] === '\n') start++;
+        else afterCr = start === text.length;
+        cr = text.indexOf('\r', start);
+      }
+      if (lf >= 0 && lf < start) lf = text.indexOf('\n', start);
     }
     if (start < text.length) {
       parts.push(text.slice(start));

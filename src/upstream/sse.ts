@@ -18,8 +18,7 @@ export async function* readSse(body: Readable, maxLineBytes: number): AsyncGener
     size = 0;
   };
   let first = true;
-  for await (const raw of readLines(body, maxLineBytes)) {
-    let line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+  for await (let line of readLines(body, maxLineBytes, { sseLineEnds: true })) {
     if (first) {
       // A byte order mark before the stream is no part of its first field (the SSE spec drops it):
       // kept, it hid a first "data:" line, and that event's text was lost.

@@ -1017,3 +1017,12 @@ describe('a provider’s event stream that starts with a byte order mark', () =>
     assert.deepEqual(events, ['{"n":1}', '{"n":2}']);
   });
 });
+
+describe('a provider’s event stream whose lines end in a lone CR', () => {
+  it('splits them as the SSE spec does (CRLF, LF or CR), a CRLF split over two chunks ending one line', async () => {
+    const chunks = ['data: a\r\rdata: b\r', '\r', 'data: c\r', '\ndata: d\r\n\r\n', 'data: e\n\n'].map((text) => Buffer.from(text));
+    const events: string[] = [];
+    for await (const event of readSse(Readable.from(chunks), 1 << 20)) events.push(event.data);
+    assert.deepEqual(events, ['a', 'b', 'c\nd', 'e']);
+  });
+});
