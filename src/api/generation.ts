@@ -5,7 +5,7 @@ import { classifyLane, clientKey, type LaneRule } from '../routing/lanes.js';
 import { printable } from '../routing/signals.js';
 import { schedulerChoices, virtualModel, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
-import { toUpstreamError, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
+import { toUpstreamError, UntranslatableRequest, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
 import { withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
@@ -570,7 +570,9 @@ export async function serveGeneration(
       outcome.reason = route.reason;
       if (await serveFrom(provider)) return;
       outcome.fallback = null;
-      if (client.aborted) break;
+      // A provider's own refusal (a 400 naming its limits, a 429, a 5xx) may not be the next one's;
+      // a request the bridge found no provider takes is refused by each alike.
+      if (client.aborted || lastError instanceof UntranslatableRequest) break;
     }
   }
 

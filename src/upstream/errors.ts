@@ -95,10 +95,21 @@ export class UpstreamStatusError extends BridgeError {
     status: number,
     readonly backend: string,
     message: string,
-    options: { retryAfterSeconds?: number | null } = {},
+    options: { retryAfterSeconds?: number | null; code?: string } = {},
   ) {
-    super(status, message, { code: CODE_OF_STATUS[status] ?? null, retryAfterSeconds: options.retryAfterSeconds });
+    super(status, message, { code: options.code ?? CODE_OF_STATUS[status] ?? null, retryAfterSeconds: options.retryAfterSeconds });
     this.name = 'UpstreamStatusError';
+  }
+}
+
+/**
+ * A request no cloud provider takes, as the bridge finds before asking one (a tool result that
+ * answers no call): each would refuse it alike, so no other is asked, and the client gets the 400.
+ */
+export class UntranslatableRequest extends UpstreamStatusError {
+  constructor(provider: string, message: string) {
+    super(400, provider, message, { code: 'invalid_request' });
+    this.name = 'UntranslatableRequest';
   }
 }
 

@@ -120,22 +120,37 @@ export async function startCloudBridge(
   respond: (res: ServerResponse) => void,
   options: { enabled?: boolean; timeoutSeconds?: number; maxLineMb?: number } = {},
 ): Promise<{ cloud: StandIn; bridge: BridgeHandle; close(): Promise<void> }> {
-  const cloud = await startStandIn((_req, res) => respond(res));
+  const { clouds, bridge, close } = await startCloudChainBridge([{ type, respond }], options);
+  return { cloud: clouds[0] as StandIn, bridge, close };
+}
+
+/**
+ * A bridge whose only local backend is down, with cloud providers tried in this order (the first
+ * named cloud-<type>, each later one cloud-<type>-<its position>; model <type>-test), each served
+ * by a stand-in that answers with its `respond`.
+ */
+export async function startCloudChainBridge(
+  providers: ReadonlyArray<{ type: 'anthropic' | 'openai'; respond: (res: ServerResponse) => void }>,
+  options: { enabled?: boolean; timeoutSeconds?: number; maxLineMb?: number } = {},
+): Promise<{ clouds: StandIn[]; bridge: BridgeHandle; close(): Promise<void> }> {
+  const clouds = await Promise.all(providers.map(({ respond }) => startStandIn((_req, res) => respond(res))));
   const timeout = options.timeoutSeconds === undefined ? '' : `      timeout_seconds: ${options.timeoutSeconds}\n`;
   const routing = options.maxLineMb === undefined ? '' : `routing:\n  thresholds:\n    max_line_mb: ${options.maxLineMb}\n`;
-  const file = configFile(
-    `${routing}fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n    - name: cloud-${type}\n      type: ${type}\n      base_url: ${cloud.url}/v1\n      model: ${type}-test\n${timeout}`,
+  const entries = providers.map(
+    ({ type }, i) =>
+      `    - name: cloud-${type}${i === 0 ? '' : `-${i}`}\n      type: ${type}\n      base_url: ${clouds[i]?.url}/v1\n      model: ${type}-test\n${timeout}`,
   );
+  const file = configFile(`${routing}fallback:\n  enabled: ${options.enabled ?? true}\n  providers:\n${entries.join('')}`);
   const bridge = await startTestBridge({
     file,
     env: { OLLAMA_HOST: `127.0.0.1:${await freePort()}`, ANTHROPIC_API_KEY: 'sk-ant-test', OPENAI_API_KEY: 'sk-oai-test' },
   });
   return {
-    cloud,
+    clouds,
     bridge,
     close: async () => {
       await bridge.stop(100);
-      await cloud.close();
+      for (const cloud of clouds) await cloud.close();
     },
   };
 }

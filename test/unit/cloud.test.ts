@@ -5,7 +5,7 @@ import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { readSse } from '../../src/upstream/sse.js';
 import { freePort } from '../support/ollama-rig.js';
-import { memoryLogger, nextRecord, startCloudBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
+import { memoryLogger, nextRecord, startCloudBridge, startCloudChainBridge, startStandIn, startTestBridge, type StandIn, postJson } from '../support/bridge.js';
 import { documentedErrors } from '../support/readme.js';
 import { readLines, readSseEvents } from '../support/streams.js';
 import { startSynHole } from '../support/syn-hole.js';
@@ -1024,5 +1024,69 @@ describe('a provider’s event stream whose lines end in a lone CR', () => {
     const events: string[] = [];
     for await (const event of readSse(Readable.from(chunks), 1 << 20)) events.push(event.data);
     assert.deepEqual(events, ['a', 'b', 'c\nd', 'e']);
+  });
+});
+
+describe('cloud fallback: a chain of providers', () => {
+  /** A bridge with these providers, stopped after the tests. */
+  async function withProviders(...providers: Parameters<typeof startCloudChainBridge>[0]): Promise<{ clouds: StandIn[]; bridge: BridgeHandle }> {
+    const started = await startCloudChainBridge(providers);
+    cleanups.push(started.close);
+    return started;
+  }
+
+  it('asks the next provider when one answers 400 for its own limits (another vendor, other limits and model)', async () => {
+    const { clouds, bridge } = await withProviders(
+      {
+        type: 'openai',
+        respond: (res) => {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(
+            JSON.stringify({
+              error: { message: "This model's maximum context length is 8192 tokens", type: 'invalid_request_error', code: 'context_length_exceeded' },
+            }),
+          );
+        },
+      },
+      { type: 'anthropic', respond: anthropicStream },
+    );
+    const recorded = nextRecord(bridge);
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content, 'Hello world');
+    assert.deepEqual([clouds[0]?.requests.length, clouds[1]?.requests.length], [1, 1]);
+    assert.equal((await recorded).fallback, 'cloud-anthropic-1');
+  });
+
+  it('answers 400 in the client’s own form, asking no provider, for a tool result that answers no earlier tool call (OpenAI and Anthropic refuse one)', async () => {
+    const { clouds, bridge } = await withProviders({ type: 'openai', respond: openAiStream }, { type: 'anthropic', respond: anthropicStream });
+    const recorded = nextRecord(bridge);
+    const openAi = await postJson(`${bridge.url}/v1/chat/completions`, {
+      model: 'm',
+      messages: [
+        { role: 'user', content: 'weather?' },
+        { role: 'tool', tool_call_id: 'call_gone', content: '12 degrees' },
+      ],
+    });
+    assert.equal(openAi.status, 400);
+    const openAiError = ((await openAi.json()) as { error: { message: string; type: string; code: string } }).error;
+    assert.match(openAiError.message, /a tool result answers no earlier tool call/);
+    assert.deepEqual([openAiError.type, openAiError.code], ['invalid_request_error', 'invalid_request']);
+    // Each provider would refuse it alike: the next one is not tried.
+    assert.doesNotMatch((await recorded).reason, /fallback to cloud-anthropic-1/);
+    const anthropic = await postJson(`${bridge.url}/v1/messages`, {
+      model: 'm',
+      max_tokens: 100,
+      messages: [
+        { role: 'user', content: 'weather?' },
+        { role: 'assistant', content: 'Let me look.' },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_gone', content: '12 degrees' }] },
+      ],
+    });
+    assert.equal(anthropic.status, 400);
+    const anthropicError = (await anthropic.json()) as { type: string; error: { type: string; message: string } };
+    assert.equal(anthropicError.error.type, 'invalid_request_error');
+    assert.match(anthropicError.error.message, /a tool result answers no earlier tool call/);
+    assert.deepEqual([clouds[0]?.requests.length, clouds[1]?.requests.length], [0, 0]);
   });
 });

@@ -24,11 +24,14 @@ function imageMediaType(base64: string): string {
 }
 
 /** Ollama's conversation in the Messages API's form: system apart, tool calls and results as blocks. */
-export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
+export function toAnthropicMessages(
+  messages: readonly OllamaMessage[],
+  provider: string,
+): {
   system: string | undefined;
   messages: Array<{ role: 'user' | 'assistant'; content: Block[] }>;
 } {
-  const { callIds, resultIds } = toolCallIds(messages);
+  const { callIds, resultIds } = toolCallIds(messages, provider);
   const system: string[] = [];
   const out: Array<{ role: 'user' | 'assistant'; content: Block[] }> = [];
   messages.forEach((message, i) => {
@@ -37,7 +40,7 @@ export function toAnthropicMessages(messages: readonly OllamaMessage[]): {
       return;
     }
     if (message.role === 'tool') {
-      out.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: resultIds[i] ?? 'call_unknown', content: message.content }] });
+      out.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: resultIds[i], content: message.content }] });
       return;
     }
     const blocks: Block[] = [];
@@ -92,7 +95,7 @@ export class AnthropicProvider extends CloudProvider {
     const sampling = samplingOf(body);
     const chat = request.path === '/api/chat';
     const conversation = chat
-      ? toAnthropicMessages((body.messages ?? []) as OllamaMessage[])
+      ? toAnthropicMessages((body.messages ?? []) as OllamaMessage[], this.name)
       : {
           system: body.system as string | undefined,
           messages: [

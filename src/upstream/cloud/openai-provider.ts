@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { isJsonObject, jsonOf } from '../../contract/index.js';
+import { UntranslatableRequest } from '../errors.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
 import { readSse } from '../sse.js';
@@ -33,8 +34,12 @@ function responseFormatOf(format: unknown): Record<string, unknown> | undefined 
   return undefined;
 }
 
-/** Gives every tool call of a conversation an id, and each tool result the id of the call it answers. */
-export function toolCallIds(messages: readonly OllamaMessage[]): { callIds: string[][]; resultIds: Array<string | undefined> } {
+/**
+ * Gives every tool call of a conversation an id, and each tool result the id of the call it
+ * answers. A result that answers no earlier call (a client that trimmed its history) cannot go to
+ * a cloud provider: OpenAI and Anthropic take a tool result only after the call it answers (400).
+ */
+export function toolCallIds(messages: readonly OllamaMessage[], provider: string): { callIds: string[][]; resultIds: Array<string | undefined> } {
   const pending: Array<{ id: string; name: string }> = [];
   let counter = 0;
   const callIds: string[][] = [];
@@ -48,15 +53,22 @@ export function toolCallIds(messages: readonly OllamaMessage[]): { callIds: stri
     callIds.push(ids);
     if (message.role === 'tool') {
       const at = pending.findIndex((p) => message.tool_name === undefined || p.name === message.tool_name);
-      resultIds.push(at >= 0 ? pending.splice(at, 1)[0]?.id : undefined);
+      if (at < 0) {
+        const tool = message.tool_name === undefined ? '' : ` (of ${message.tool_name})`;
+        throw new UntranslatableRequest(
+          provider,
+          `a tool result${tool} answers no earlier tool call; a cloud provider takes one only after the call it answers`,
+        );
+      }
+      resultIds.push(pending.splice(at, 1)[0]?.id);
     } else resultIds.push(undefined);
   }
   return { callIds, resultIds };
 }
 
 /** Ollama's messages in OpenAI's form: images as data: URL parts, tool arguments as JSON text. */
-export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Record<string, unknown>> {
-  const { callIds, resultIds } = toolCallIds(messages);
+export function toOpenAiMessages(messages: readonly OllamaMessage[], provider: string): Array<Record<string, unknown>> {
+  const { callIds, resultIds } = toolCallIds(messages, provider);
   return messages.map((message, i) => {
     const out: Record<string, unknown> = { role: message.role };
     if (message.images !== undefined && message.images.length > 0) {
@@ -72,7 +84,7 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[]): Array<Reco
         function: { name: call.function.name, arguments: JSON.stringify(call.function.arguments ?? {}) },
       }));
     }
-    if (message.role === 'tool') out.tool_call_id = resultIds[i] ?? 'call_unknown';
+    if (message.role === 'tool') out.tool_call_id = resultIds[i];
     return out;
   });
 }
@@ -109,7 +121,7 @@ export class OpenAiProvider extends CloudProvider {
     if (request.path === '/api/chat') {
       const payload: Record<string, unknown> = {
         model: this.config.model,
-        messages: toOpenAiMessages((body.messages ?? []) as OllamaMessage[]),
+        messages: toOpenAiMessages((body.messages ?? []) as OllamaMessage[], this.name),
         stream: true,
         stream_options: { include_usage: true },
         ...sampling,
