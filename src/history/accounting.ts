@@ -1,5 +1,5 @@
 import type { Config, PriceConfig } from '../config/schema.js';
-import type { HistoryRecord } from '../contract/index.js';
+import { sameModel, type HistoryRecord } from '../contract/index.js';
 import type { Tier } from '../routing/classify.js';
 
 /**
@@ -19,8 +19,11 @@ export function priceOf(config: Config, model: string, tier: Tier | null): Price
   const prices = config.accounting.prices;
   // Own entries only: a model named "constructor" or "toString" would otherwise find Object's member and cost NaN.
   const entry = (name: string): PriceConfig | undefined => (Object.hasOwn(prices, name) ? prices[name] : undefined);
-  const own = entry(model) ?? (tier === null ? undefined : entry(tier));
-  if (own !== undefined) return { ...own, reference: own.reference ?? (entry(model) !== undefined ? model : `tier ${tier}`) };
+  // The model's entry under any name Ollama takes for it ("Llama3" for "llama3:latest").
+  const priced = Object.keys(prices).find((name) => sameModel(name, model));
+  const modelEntry = priced === undefined ? undefined : entry(priced);
+  const own = modelEntry ?? (tier === null ? undefined : entry(tier));
+  if (own !== undefined) return { ...own, reference: own.reference ?? (modelEntry !== undefined ? model : `tier ${tier}`) };
   return DEFAULT_PRICES[tier ?? 'moderate'];
 }
 

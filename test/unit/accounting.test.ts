@@ -4,7 +4,7 @@ import YAML from 'yaml';
 import { generateKey, hashKey } from '../../src/auth/keys.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { HistoryRecord, UsageReport } from '../../src/contract/index.js';
-import { costOf, EnergyMeter } from '../../src/history/accounting.js';
+import { costOf, EnergyMeter, priceOf } from '../../src/history/accounting.js';
 import { usageCsv, usageReport } from '../../src/history/usage.js';
 import { startTestBridge } from '../support/bridge.js';
 import { startChatUpstream } from '../support/chat-upstream.js';
@@ -182,6 +182,19 @@ describe('request costs', () => {
       { cloudCostDollars: null, energyCostDollars: null, savedDollars: null },
       'nothing known, nothing charged',
     );
+  });
+
+  it('prices a model by its own entry whatever the letter case or tag form the client wrote it in, as Ollama runs the same model for it', () => {
+    const priced = loadConfig({
+      file: configFile('accounting:\n  prices:\n    qwen2.5-coder:7b: { input: 1, output: 2 }\n    llama3:latest: { input: 3, output: 4 }\n'),
+      env: {},
+    });
+    for (const [model, input, output] of [
+      ['Qwen2.5-Coder:7B', 1, 2],
+      ['LLAMA3', 3, 4],
+    ] as const) {
+      assert.deepEqual([priceOf(priced, model, 'simple').input, priceOf(priced, model, 'simple').output], [input, output], model);
+    }
   });
 
   it('prices a model named like a property every object has (constructor, toString, __proto__) at its tier, not as NaN', () => {

@@ -53,6 +53,33 @@ describe('model catalog', () => {
     assert.deepEqual(await catalog.holders('never-installed'), []);
   });
 
+  it('finds a model whatever the letter case a client writes it in, as Ollama does, and lists one model for names that differ only in case', async () => {
+    const { catalog, backends } = await catalogOver(
+      { tags: ['llama3.2', 'qwen2.5-coder:7b'], ps: ['qwen2.5-coder:7b'] },
+      { tags: ['Llama3.2:latest'], ps: [] },
+    );
+    assert.deepEqual(
+      (await catalog.holders('LLAMA3.2:Latest')).map((b) => b.name),
+      ['gpu0', 'gpu1'],
+    );
+    assert.deepEqual(
+      (await catalog.holders('QWEN2.5-coder:7b')).map((b) => b.name),
+      ['gpu0'],
+    );
+    assert.deepEqual(
+      (await catalog.models()).map((m) => [m.model, m.backends]),
+      [
+        ['llama3.2', ['gpu0', 'gpu1']],
+        ['qwen2.5-coder:7b', ['gpu0']],
+      ],
+    );
+    assert.equal(catalog.lists('Qwen2.5-Coder:7B'), true);
+    assert.equal(catalog.sizeOf('Qwen2.5-Coder:7B'), 1000);
+    assert.equal(catalog.digestOf('Qwen2.5-Coder:7B', 'gpu0'), 'sha-qwen2.5-coder:7b');
+    await backends[0].check(1000);
+    assert.equal(backends[0].hasLoaded('Qwen2.5-Coder:7B'), true);
+  });
+
   it('keeps going when one backend is down, and rejects as unreachable only when none answers', async () => {
     const { catalog } = await catalogOver({ tags: ['llama3'], ps: ['llama3'] }, 'unreachable');
     assert.deepEqual(

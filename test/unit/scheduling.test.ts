@@ -3,7 +3,9 @@ import type { ServerResponse } from 'node:http';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { normalizeResidency } from '../../src/routing/residency.js';
+import { loadConfig } from '../../src/config/load.js';
+import { normalizeResidency, seedFor, tierConfigOf } from '../../src/routing/residency.js';
+import { settingsFrom } from '../../src/routing/router.js';
 import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { readSseEvents } from '../support/streams.js';
 import { configFile } from '../support/temp.js';
@@ -313,5 +315,14 @@ describe('residency', () => {
   });
   it('leaves a body alone when nothing is known', () => {
     assert.deepEqual(normalizeResidency({ keep_alive: '5m' }, undefined, undefined), { keep_alive: '5m' });
+  });
+  it('takes a model named in other letters for its tier’s (keep_alive, num_ctx, the scheduler’s seeds), as Ollama runs the same model for it', () => {
+    const config = loadConfig({
+      file: configFile('models:\n  simple: { name: qwen2.5-coder:1.5b, keep_alive: -1, num_ctx: 4096, expected_latency_ms: 300 }\n'),
+      env: {},
+    });
+    const settings = settingsFrom(config);
+    assert.equal(tierConfigOf(config, settings, 'Qwen2.5-Coder:1.5B')?.keep_alive, -1);
+    assert.equal(seedFor(config, settings, 'QWEN2.5-CODER:1.5b', undefined).serviceMs, 300);
   });
 });
