@@ -229,6 +229,18 @@ describe('cloud fallback: Anthropic Messages API', () => {
     assert.deepEqual(chunks.at(-1)?.usage, { prompt_tokens: 25, completion_tokens: 89, total_tokens: 114 });
   });
 
+  it('reads an answer cut at the model’s context window (stop_reason model_context_window_exceeded) as cut for length, as at max_tokens', async () => {
+    const events = ANTHROPIC_EVENTS.slice(0, 6).concat([
+      ['message_delta', { type: 'message_delta', delta: { stop_reason: 'model_context_window_exceeded', stop_sequence: null }, usage: { output_tokens: 5 } }],
+      ['message_stop', { type: 'message_stop' }],
+    ]);
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }> };
+    assert.deepEqual([body.choices[0]?.message.content, body.choices[0]?.finish_reason], ['Hello world', 'length']);
+  });
+
   it('answers a native /api/chat client in NDJSON, and records the fallback in history', async () => {
     const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res));
     const response = await postJson(`${bridge.url}/api/chat`, { model: 'qwen2.5-coder:7b', messages: [{ role: 'user', content: 'weather?' }], tools: TOOLS });

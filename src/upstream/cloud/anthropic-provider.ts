@@ -65,7 +65,15 @@ function completionAsMessage(prompt: string, suffix: string | undefined): string
 /** The events that carry part of an answer; ping, and event types added later, do not. */
 const ANSWER_EVENTS = new Set(['message_start', 'content_block_start', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
 
-const STOP_REASONS: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'stop', max_tokens: 'length' };
+/** Ollama's done_reason for each of Anthropic's stop reasons; any other (pause_turn, refusal, ones added later) is a stop. */
+const STOP_REASONS: Record<string, string> = {
+  end_turn: 'stop',
+  stop_sequence: 'stop',
+  tool_use: 'stop',
+  max_tokens: 'length',
+  // Cut where the model's context window ran full: a client must see it cut short, as at max_tokens.
+  model_context_window_exceeded: 'length',
+};
 
 /**
  * Anthropic's Messages API as a generation source. Its SSE events (message_start, content_block_*,
