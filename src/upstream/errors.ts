@@ -149,14 +149,19 @@ export function errorMessageOf(status: number, text: string): string {
 }
 
 function rawErrorMessageOf(status: number, text: string): string {
+  const answered = `upstream answered ${status}`;
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
-    if (typeof parsed.error === 'string') return parsed.error;
-    if (typeof parsed.error === 'object' && parsed.error !== null && typeof (parsed.error as { message?: unknown }).message === 'string') {
-      return (parsed.error as { message: string }).message;
-    }
+    const message =
+      typeof parsed.error === 'string'
+        ? parsed.error
+        : typeof parsed.error === 'object' && parsed.error !== null
+          ? (parsed.error as { message?: unknown }).message
+          : undefined;
+    // An error whose message is empty says no more than its status.
+    if (typeof message === 'string') return message.trim() === '' ? answered : message;
   } catch {
     // not JSON
   }
-  return text.trim() === '' ? `upstream answered ${status}` : text.trim().slice(0, 500);
+  return text.trim() === '' ? answered : text.trim().slice(0, 500);
 }

@@ -600,6 +600,36 @@ describe('cloud fallback: OpenAI-compatible provider', () => {
     assert.equal(((await failed.json()) as { error: string }).error, 'cloud-openai: overloaded');
   });
 
+  it('skips an event with empty data (a keep-alive some servers send as "data:"), which carries nothing, from either kind of provider', async () => {
+    const openAi = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`${chunk({ role: 'assistant', content: 'Hi' })}data:\n\ndata:  \n\n${chunk({}, 'stop')}data: [DONE]\n\n`);
+    });
+    const anthropic = await withProvider('anthropic', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const events = ANTHROPIC_EVENTS.map(([event, data]) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      res.end([...events.slice(0, 4), 'data:\n\n', ...events.slice(4)].join(''));
+    });
+    for (const [{ bridge }, content] of [
+      [openAi, 'Hi'],
+      [anthropic, 'Hello world'],
+    ] as const) {
+      const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+      assert.equal(response.status, 200);
+      assert.equal(((await response.json()) as { message: { content: string } }).message.content, content);
+    }
+  });
+
+  it('says which status a provider answered when its error body has an empty message, rather than nothing', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(429, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: '', type: 'rate_limit' } }));
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 429);
+    assert.equal(((await response.json()) as { error: string }).error, 'cloud-openai: upstream answered 429');
+  });
+
   it('asks for the JSON or the schema a client’s format names (response_format)', async () => {
     const { cloud, bridge } = await withProvider('openai', (res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

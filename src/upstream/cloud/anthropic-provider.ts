@@ -2,7 +2,6 @@ import type { Dispatcher } from 'undici';
 import { errorMessageOf } from '../errors.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
-import { readSse } from '../sse.js';
 import { samplingOf, toolCallIds } from './openai-provider.js';
 import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, StopCutter, textOf } from './provider.js';
 
@@ -158,7 +157,7 @@ export class AnthropicProvider extends CloudProvider {
     const progress = this.progressTimeout(response);
     // Fields of the wrong type read as absent (objectOf, textOf): a provider's mistake in one field
     // costs that field, not the answer.
-    for await (const sse of progress.over(readSse(response.body, this.maxLineBytes))) {
+    for await (const sse of progress.over(this.eventsOf(response))) {
       const event = eventObject(sse.data);
       // The message is over, as [DONE] says for OpenAI: a provider that keeps the stream open
       // after it (a proxy's keep-alives) must not hold the answer until its timeout.

@@ -3,7 +3,6 @@ import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { UntranslatableRequest } from '../errors.js';
 import { countOf, type OllamaChunk, type OllamaMessage } from '../ollama-api.js';
 import type { GenerationRequest } from '../source.js';
-import { readSse } from '../sse.js';
 import { checkedLines, CloudProvider, eventObject, HeldToolCalls, objectOf, objectsOf, StopCutter, textOf } from './provider.js';
 
 /**
@@ -201,7 +200,7 @@ export class OpenAiProvider extends CloudProvider {
     const progress = this.progressTimeout(response);
     // Fields of the wrong type read as absent (objectOf, textOf): a provider's mistake in one field
     // costs that field, not the answer.
-    for await (const event of progress.over(readSse(response.body, this.maxLineBytes))) {
+    for await (const event of progress.over(this.eventsOf(response))) {
       if (event.data === '[DONE]') {
         ended = true;
         break;

@@ -7,6 +7,7 @@ import { errorMessageOf, redactSecrets, retryAfterSecondsOf, toUpstreamError, Up
 import { LazyPool } from '../lazy-pool.js';
 import { LineNotObjectError, LineTooLongError, readText } from '../lines.js';
 import { checkedChunk, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
+import { readSse, type SseEvent } from '../sse.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
 /** A provider's translated lines, checked like a local backend's: numbers and texts it sent of the wrong type are dropped. */
@@ -248,6 +249,14 @@ export abstract class CloudProvider implements GenerationSource {
   /** Learns from a 400's body what of `sent` the provider refuses; true when asking again would differ. Nothing by default. */
   protected learn(_sent: Record<string, unknown>, _refusal: string): boolean {
     return false;
+  }
+
+  /**
+   * The SSE events of an answer that carry data. One whose data is empty (a keep-alive some servers
+   * send as "data:") carries nothing: read as JSON, it would fail the answer.
+   */
+  protected async *eventsOf(response: Dispatcher.ResponseData): AsyncGenerator<SseEvent, void, undefined> {
+    for await (const event of readSse(response.body, this.maxLineBytes)) if (event.data.trim() !== '') yield event;
   }
 
   /** The wait for progress on this answer (timeout_seconds). */
