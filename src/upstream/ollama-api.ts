@@ -6,6 +6,8 @@ import { LineNotObjectError, LineTooLongError } from './lines.js';
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
 
 export interface OllamaToolCall {
+  /** The id the client gave the call, where its API has one: a cloud provider pairs results with calls by id. */
+  id?: string;
   function: { index?: number; name: string; arguments: Record<string, unknown> };
 }
 
@@ -16,6 +18,8 @@ export interface OllamaMessage {
   images?: string[];
   tool_calls?: OllamaToolCall[];
   tool_name?: string;
+  /** A tool result's: the id of the call it answers, as the client gave it. */
+  tool_call_id?: string;
 }
 
 /** One line of a streamed /api/chat or /api/generate answer (or the whole non-streamed answer). */

@@ -120,8 +120,8 @@ describe('tool round trips through the real SDKs', () => {
       assert.deepEqual(second.content, [{ type: 'text', text: 'The file says: hello world' }]);
       const seen = ollama.chats.at(-1);
       assert.deepEqual(seen?.messages.slice(-2), [
-        { role: 'assistant', content: 'Let me look.', tool_calls: [{ function: { name: 'Read', arguments: { path: 'a.txt' } } }] },
-        { role: 'tool', content: 'hello world', tool_name: 'Read' },
+        { role: 'assistant', content: 'Let me look.', tool_calls: [{ id: call.id, function: { name: 'Read', arguments: { path: 'a.txt' } } }] },
+        { role: 'tool', content: 'hello world', tool_name: 'Read', tool_call_id: call.id },
       ]);
     });
 
@@ -154,8 +154,8 @@ describe('tool round trips through the real SDKs', () => {
       });
       assert.equal(second.output_text, 'The file says: hello world');
       assert.deepEqual(ollama.chats.at(-1)?.messages.slice(-2), [
-        { role: 'assistant', content: '', tool_calls: [{ function: { name: 'read_file', arguments: { path: 'a.txt' } } }] },
-        { role: 'tool', content: 'hello world', tool_name: 'read_file' },
+        { role: 'assistant', content: '', tool_calls: [{ id: call.call_id, function: { name: 'read_file', arguments: { path: 'a.txt' } } }] },
+        { role: 'tool', content: 'hello world', tool_name: 'read_file', tool_call_id: call.call_id },
       ]);
     });
   }

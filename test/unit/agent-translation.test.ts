@@ -77,10 +77,13 @@ describe('Messages request → Ollama chat', () => {
         role: 'assistant',
         content: 'Reading.',
         thinking: 'I should read it.',
-        tool_calls: [{ function: { name: 'Read', arguments: { file_path: '/a' } } }, { function: { name: 'Bash', arguments: { command: 'ls' } } }],
+        tool_calls: [
+          { id: 'toolu_1', function: { name: 'Read', arguments: { file_path: '/a' } } },
+          { id: 'toolu_2', function: { name: 'Bash', arguments: { command: 'ls' } } },
+        ],
       },
-      { role: 'tool', content: 'A', tool_name: 'Read', images: [PNG] },
-      { role: 'tool', content: 'Error: no such dir', tool_name: 'Bash' },
+      { role: 'tool', content: 'A', tool_name: 'Read', tool_call_id: 'toolu_1', images: [PNG] },
+      { role: 'tool', content: 'Error: no such dir', tool_name: 'Bash', tool_call_id: 'toolu_2' },
       { role: 'user', content: 'go on' },
     ]);
     assert.deepEqual(body.tools, [
@@ -199,7 +202,11 @@ describe('Messages request → Ollama chat', () => {
     };
     assert.deepEqual(messagesToOllama(parse(request)).body.messages, [
       { role: 'user', content: 'A\nhttps://docs/a\na is 1' },
-      { role: 'tool', content: 'notes\nB\nhttps://docs/b\nb is 2\n[a document (application/pdf) was left out: this model cannot read it]' },
+      {
+        role: 'tool',
+        content: 'notes\nB\nhttps://docs/b\nb is 2\n[a document (application/pdf) was left out: this model cannot read it]',
+        tool_call_id: 'toolu_1',
+      },
       { role: 'user', content: 'page one', images: [PNG] },
     ]);
   });
@@ -279,10 +286,13 @@ describe('Responses request → Ollama chat', () => {
         role: 'assistant',
         content: '',
         thinking: 'Look first.',
-        tool_calls: [{ function: { name: 'exec_command', arguments: { cmd: 'ls' } } }, { function: { name: 'exec_command', arguments: { cmd: 'pwd' } } }],
+        tool_calls: [
+          { id: 'call_1', function: { name: 'exec_command', arguments: { cmd: 'ls' } } },
+          { id: 'call_2', function: { name: 'exec_command', arguments: { cmd: 'pwd' } } },
+        ],
       },
-      { role: 'tool', content: 'a.ts', tool_name: 'exec_command' },
-      { role: 'tool', content: '/w', tool_name: 'exec_command' },
+      { role: 'tool', content: 'a.ts', tool_name: 'exec_command', tool_call_id: 'call_1' },
+      { role: 'tool', content: '/w', tool_name: 'exec_command', tool_call_id: 'call_2' },
       { role: 'assistant', content: 'Done.' },
     ]);
     assert.deepEqual(

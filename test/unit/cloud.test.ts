@@ -1100,6 +1100,61 @@ describe('cloud fallback: a chain of providers', () => {
     assert.equal((await recorded).fallback, 'cloud-anthropic-1');
   });
 
+  it('pairs each tool result with the call its id names, not by order, when a client answers parallel calls of one tool out of order', async () => {
+    const { clouds, bridge } = await withProviders(
+      {
+        type: 'openai',
+        respond: (res) => {
+          res.writeHead(500);
+          res.end();
+        },
+      },
+      { type: 'anthropic', respond: anthropicStream },
+    );
+    const call = (id: string, city: string): Record<string, unknown> => ({
+      id,
+      type: 'function',
+      function: { name: 'get_weather', arguments: JSON.stringify({ city }) },
+    });
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, {
+      model: 'm',
+      messages: [
+        { role: 'user', content: 'weather in Paris and Oslo?' },
+        { role: 'assistant', content: null, tool_calls: [call('call_paris', 'Paris'), call('call_oslo', 'Oslo')] },
+        { role: 'tool', tool_call_id: 'call_oslo', content: 'Oslo: 5 degrees' },
+        { role: 'tool', tool_call_id: 'call_paris', content: 'Paris: 20 degrees' },
+      ],
+    });
+    assert.equal(response.status, 200);
+    const openAiSent = (
+      JSON.parse(clouds[0]?.requests[0]?.body ?? '{}') as {
+        messages: Array<{ content: string; tool_call_id?: string; tool_calls?: Array<{ id: string; function: { arguments: string } }> }>;
+      }
+    ).messages;
+    const openAiCallOf = new Map(openAiSent[1]?.tool_calls?.map((c) => [c.id, (JSON.parse(c.function.arguments) as { city: string }).city]));
+    assert.deepEqual(
+      openAiSent.slice(2).map((m) => [m.content, openAiCallOf.get(m.tool_call_id ?? '')]),
+      [
+        ['Oslo: 5 degrees', 'Oslo'],
+        ['Paris: 20 degrees', 'Paris'],
+      ],
+    );
+    const anthropicSent = (
+      JSON.parse(clouds[1]?.requests[0]?.body ?? '{}') as {
+        messages: Array<{ content: Array<{ type: string; id?: string; input?: { city: string }; tool_use_id?: string; content?: string }> }>;
+      }
+    ).messages;
+    const blocks = anthropicSent.flatMap((m) => m.content);
+    const anthropicCallOf = new Map(blocks.filter((b) => b.type === 'tool_use').map((b) => [b.id, b.input?.city]));
+    assert.deepEqual(
+      blocks.filter((b) => b.type === 'tool_result').map((b) => [b.content, anthropicCallOf.get(b.tool_use_id)]),
+      [
+        ['Oslo: 5 degrees', 'Oslo'],
+        ['Paris: 20 degrees', 'Paris'],
+      ],
+    );
+  });
+
   it('answers 400 in the client’s own form, asking no provider, for a tool result that answers no earlier tool call (OpenAI and Anthropic refuse one)', async () => {
     const { clouds, bridge } = await withProviders({ type: 'openai', respond: openAiStream }, { type: 'anthropic', respond: anthropicStream });
     const recorded = nextRecord(bridge);

@@ -196,8 +196,8 @@ describe('OpenAI chat translation', () => {
     assert.deepEqual(sent.messages, [
       { role: 'system', content: 'be brief' },
       { role: 'user', content: 'what is this', images: ['iVBORw0KGgo='] },
-      { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }] },
-      { role: 'tool', content: '{"temp":21}', tool_name: 'get_weather' },
+      { role: 'assistant', content: '', tool_calls: [{ id: 'call_1', function: { name: 'get_weather', arguments: { city: 'Paris' } } }] },
+      { role: 'tool', content: '{"temp":21}', tool_name: 'get_weather', tool_call_id: 'call_1' },
     ]);
     const body = (await response.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }>; usage: { completion_tokens: number } };
     assert.equal(body.choices[0]?.message.content, 'Hello');

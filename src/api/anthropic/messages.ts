@@ -250,7 +250,7 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           const input = part.input ?? {};
           if (!isJsonObject(input)) throw new InvalidRequest(`${param}.input: must be an object`, param);
           if (part.id !== undefined && part.name !== undefined) toolNames.set(part.id, part.name);
-          toolCalls.push({ function: { name: part.name ?? '', arguments: input } });
+          toolCalls.push({ ...(part.id === undefined ? {} : { id: part.id }), function: { name: part.name ?? '', arguments: input } });
           break;
         }
         case 'tool_result': {
@@ -260,6 +260,7 @@ export function toOllamaMessages(request: Pick<CountTokensRequest, 'system' | 'm
           const tool: OllamaMessage = { role: 'tool', content: part.is_error === true ? `Error: ${result.text}` : result.text };
           const name = part.tool_use_id === undefined ? undefined : toolNames.get(part.tool_use_id);
           if (name !== undefined) tool.tool_name = name;
+          if (part.tool_use_id !== undefined) tool.tool_call_id = part.tool_use_id;
           if (result.images.length > 0) tool.images = result.images;
           out.push(tool);
           break;

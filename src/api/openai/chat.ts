@@ -193,6 +193,7 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
       out.tool_calls = calls.map((call, j): OllamaToolCall => {
         if (call.id !== undefined) toolNames.set(call.id, call.function.name);
         return {
+          ...(call.id === undefined ? {} : { id: call.id }),
           function: { name: call.function.name, arguments: parseArguments(call.function.arguments, `messages.${i}.tool_calls.${j}.function.arguments`) },
         };
       });
@@ -200,6 +201,7 @@ export function toOllamaMessages(messages: ChatRequest['messages']): OllamaMessa
     if (role === 'tool') {
       const name = m.name ?? (m.tool_call_id === undefined ? undefined : toolNames.get(m.tool_call_id));
       if (name !== undefined) out.tool_name = name;
+      if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
     }
     return out;
   });

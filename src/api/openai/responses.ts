@@ -147,7 +147,10 @@ export function toOllamaMessages(request: Pick<ResponsesRequest, 'instructions' 
       }
       case 'function_call': {
         if (entry.name === undefined) throw new InvalidRequest(`${param}.name: required for a function_call`, `${param}.name`);
-        const call: OllamaToolCall = { function: { name: entry.name, arguments: parseArguments(entry.arguments, `${param}.arguments`) } };
+        const call: OllamaToolCall = {
+          ...(entry.call_id === undefined ? {} : { id: entry.call_id }),
+          function: { name: entry.name, arguments: parseArguments(entry.arguments, `${param}.arguments`) },
+        };
         if (entry.call_id !== undefined) toolNames.set(entry.call_id, entry.name);
         const turn = assistant();
         takeThinking(turn);
@@ -161,6 +164,7 @@ export function toOllamaMessages(request: Pick<ResponsesRequest, 'instructions' 
         const message: OllamaMessage = { role: 'tool', content: text };
         const name = entry.call_id === undefined ? undefined : toolNames.get(entry.call_id);
         if (name !== undefined) message.tool_name = name;
+        if (entry.call_id !== undefined) message.tool_call_id = entry.call_id;
         if (images.length > 0) message.images = images;
         out.push(message);
         break;

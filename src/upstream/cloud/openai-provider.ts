@@ -35,23 +35,26 @@ function responseFormatOf(format: unknown): Record<string, unknown> | undefined 
 
 /**
  * Gives every tool call of a conversation an id, and each tool result the id of the call it
- * answers. A result that answers no earlier call (a client that trimmed its history) cannot go to
- * a cloud provider: OpenAI and Anthropic take a tool result only after the call it answers (400).
+ * answers: the call its client's id names, else the first one open of its tool (Ollama's own
+ * pairing, by order). A result that answers no earlier call (a client that trimmed its history)
+ * cannot go to a cloud provider: OpenAI and Anthropic take a tool result only after the call it
+ * answers (400).
  */
 export function toolCallIds(messages: readonly OllamaMessage[], provider: string): { callIds: string[][]; resultIds: Array<string | undefined> } {
-  const pending: Array<{ id: string; name: string }> = [];
+  const pending: Array<{ id: string; name: string; clientId: string | undefined }> = [];
   let counter = 0;
   const callIds: string[][] = [];
   const resultIds: Array<string | undefined> = [];
   for (const message of messages) {
     const ids = (message.tool_calls ?? []).map((call) => {
       const id = `call_${counter++}`;
-      pending.push({ id, name: call.function.name });
+      pending.push({ id, name: call.function.name, clientId: call.id });
       return id;
     });
     callIds.push(ids);
     if (message.role === 'tool') {
-      const at = pending.findIndex((p) => message.tool_name === undefined || p.name === message.tool_name);
+      const named = message.tool_call_id === undefined ? -1 : pending.findIndex((p) => p.clientId === message.tool_call_id);
+      const at = named >= 0 ? named : pending.findIndex((p) => message.tool_name === undefined || p.name === message.tool_name);
       if (at < 0) {
         const tool = message.tool_name === undefined ? '' : ` (of ${message.tool_name})`;
         throw new UntranslatableRequest(
