@@ -848,7 +848,20 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     },
   );
 
-  it('answers at the finish when the provider was not asked for usage (its model refused stream_options), without waiting for a [DONE] that does not come', async () => {
+  it('reads to the end an answer whose every chunk says finish_reason "stop" with a usage (gateways in front of Gemini): only a usage chunk without choices, or [DONE], ends it', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const piece = (content: string, completionTokens: number): string =>
+        `data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta: { content }, finish_reason: 'stop' }], usage: { prompt_tokens: 7, completion_tokens: completionTokens } })}\n\n`;
+      res.end(`${piece('Hel', 1)}${piece('lo', 2)}data: [DONE]\n\n`);
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], stream: false });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { message: { content: string }; eval_count: number };
+    assert.deepEqual([body.message.content, body.eval_count], ['Hello', 2]);
+  });
+
+  it('answers at the bare finish chunk when the provider was not asked for usage (its model refused stream_options), without waiting for a [DONE] that does not come', async () => {
     const { cloud, bridge } = await withProvider(
       'openai',
       (res) => {
@@ -858,7 +871,8 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
           return;
         }
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write(chunk({ role: 'assistant', content: 'Hi' }) + chunk({}, 'length'));
+        // A finish_reason on chunks that still carry text (as some gateways send it) does not end it; the bare finish does.
+        res.write(chunk({ role: 'assistant', content: 'H' }, 'stop') + chunk({ content: 'i' }, 'stop') + chunk({}, 'length'));
         keepAliveForever(res, ': keep-alive\n\n');
       },
       { timeoutSeconds: 5 },

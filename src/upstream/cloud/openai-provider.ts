@@ -219,12 +219,17 @@ export class OpenAiProvider extends CloudProvider {
         usage = chunk.usage;
         progress.progressed();
       }
-      for (const choice of objectsOf(chunk.choices)) {
+      const choices = objectsOf(chunk.choices);
+      /** Whether this chunk says a finish and carries nothing else, as OpenAI's last choice chunk does. */
+      let bareFinish = false;
+      for (const choice of choices) {
         const delta = objectOf(choice.delta);
         const finishReason = textOf(choice.finish_reason);
         const text = textOf(choice.text);
+        const carries = text !== '' || Object.values(delta).some(Boolean);
         // A chunk with an empty delta (a keep-alive of some servers) is no progress.
-        if (finishReason || text || Object.values(delta).some(Boolean)) progress.progressed();
+        if (finishReason || carries) progress.progressed();
+        if (finishReason && !carries) bareFinish = true;
         // OpenRouter's word for a generation that failed on the way, with no error object to say more.
         if (finishReason === 'error') {
           yield { error: `${this.name}: the provider ended the answer with an error (finish_reason "error")` };
@@ -268,10 +273,12 @@ export class OpenAiProvider extends CloudProvider {
         finish = 'stop';
         break;
       }
-      // Nothing follows the finish but the usage, where it was asked (OpenAI sends it in a chunk of its
-      // own, or with the finish): a provider that then keeps the stream open without a [DONE] must
-      // not hold the answer until its timeout. Leaving the loop lets its connection go.
-      if (finish !== '' && (!usageAsked || isJsonObject(chunk.usage))) {
+      // OpenAI ends an answer with a chunk that says the finish and carries nothing else, then, where
+      // usage was asked, a chunk with the usage and no choices. Gateways that put a finish_reason (and
+      // a usage) on every chunk are not done there. A provider that keeps the stream open after the
+      // end without a [DONE] must not hold the answer until its timeout; leaving the loop lets its
+      // connection go.
+      if (finish !== '' && (usageAsked ? isJsonObject(chunk.usage) && choices.length === 0 : bareFinish)) {
         ended = true;
         break;
       }
