@@ -871,8 +871,9 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
           return;
         }
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        // A finish_reason on chunks that still carry text (as some gateways send it) does not end it; the bare finish does.
-        res.write(chunk({ role: 'assistant', content: 'H' }, 'stop') + chunk({ content: 'i' }, 'stop') + chunk({}, 'length'));
+        // A finish_reason on chunks that still carry text (as some gateways send it) does not end it; the bare
+        // finish does (with only the role in its delta, as Ollama's OpenAI API sends it).
+        res.write(chunk({ role: 'assistant', content: 'H' }, 'stop') + chunk({ content: 'i' }, 'stop') + chunk({ role: 'assistant', content: '' }, 'length'));
         keepAliveForever(res, ': keep-alive\n\n');
       },
       { timeoutSeconds: 5 },

@@ -220,16 +220,17 @@ export class OpenAiProvider extends CloudProvider {
         progress.progressed();
       }
       const choices = objectsOf(chunk.choices);
-      /** Whether this chunk says a finish and carries nothing else, as OpenAI's last choice chunk does. */
+      /** Whether this chunk says a finish and adds nothing else, as OpenAI's (and Ollama's) last choice chunk does. */
       let bareFinish = false;
       for (const choice of choices) {
         const delta = objectOf(choice.delta);
         const finishReason = textOf(choice.finish_reason);
         const text = textOf(choice.text);
-        const carries = text !== '' || Object.values(delta).some(Boolean);
-        // A chunk with an empty delta (a keep-alive of some servers) is no progress.
-        if (finishReason || carries) progress.progressed();
-        if (finishReason && !carries) bareFinish = true;
+        // What the chunk adds to the answer: the role alone adds nothing.
+        const adds = text !== '' || Object.entries(delta).some(([key, value]) => key !== 'role' && Boolean(value));
+        // A chunk that adds nothing (a keep-alive of some servers) is no progress, unless it finishes.
+        if (finishReason || adds) progress.progressed();
+        if (finishReason && !adds) bareFinish = true;
         // OpenRouter's word for a generation that failed on the way, with no error object to say more.
         if (finishReason === 'error') {
           yield { error: `${this.name}: the provider ended the answer with an error (finish_reason "error")` };
@@ -273,7 +274,7 @@ export class OpenAiProvider extends CloudProvider {
         finish = 'stop';
         break;
       }
-      // OpenAI ends an answer with a chunk that says the finish and carries nothing else, then, where
+      // OpenAI ends an answer with a chunk that says the finish and adds nothing else, then, where
       // usage was asked, a chunk with the usage and no choices. Gateways that put a finish_reason (and
       // a usage) on every chunk are not done there. A provider that keeps the stream open after the
       // end without a [DONE] must not hold the answer until its timeout; leaving the loop lets its
