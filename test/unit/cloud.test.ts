@@ -822,6 +822,22 @@ describe('cloud fallback: a provider that sends only keep-alives', () => {
     assert.equal(body.usage.completion_tokens, 89);
   });
 
+  it('answers at Anthropic’s message_delta with its stop reason when a gateway then sends only pings, never message_stop', async () => {
+    const { bridge } = await withProvider(
+      'anthropic',
+      (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const [event, data] of ANTHROPIC_EVENTS.slice(0, -1)) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        keepAliveForever(res, 'event: ping\ndata: {"type": "ping"}\n\n');
+      },
+      { timeoutSeconds: 5 },
+    );
+    const response = await postJson(`${bridge.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }>; usage: { completion_tokens: number } };
+    assert.deepEqual([body.choices[0]?.message.content, body.choices[0]?.finish_reason, body.usage.completion_tokens], ['Hello world', 'tool_calls', 89]);
+  });
+
   it(
     'answers at the usage chunk that follows the finish (include_usage), without waiting for an OpenAI-compatible provider that sends no [DONE], and lets its connection go',
     { timeout: 10_000 },

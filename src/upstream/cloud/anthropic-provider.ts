@@ -230,6 +230,9 @@ export class AnthropicProvider extends CloudProvider {
           // ping and event types added later carry nothing to forward.
           break;
       }
+      // The message is complete at message_delta's stop reason, with its final usage: only message_stop
+      // may follow, and a gateway that then sends only pings must not hold the answer until its timeout.
+      if (stopped) break;
     }
     // Cut off before the message stopped: no final line, so the answer counts as the failure it is.
     if (!stopped) return;
