@@ -1186,6 +1186,53 @@ describe('cloud fallback: a chain of providers', () => {
     );
   });
 
+  it('sends a tool result’s images where each API takes them: Anthropic in the tool_result, OpenAI in a user message after the results (it takes images only from a user)', async () => {
+    const { clouds, bridge } = await withProviders(
+      {
+        type: 'openai',
+        respond: (res) => {
+          res.writeHead(500);
+          res.end();
+        },
+      },
+      { type: 'anthropic', respond: anthropicStream },
+    );
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0]).toString('base64');
+    const response = await postJson(`${bridge.url}/api/chat`, {
+      model: 'm',
+      stream: false,
+      messages: [
+        { role: 'user', content: 'look at both' },
+        {
+          role: 'assistant',
+          content: '',
+          tool_calls: [{ function: { name: 'screenshot', arguments: { of: 'a' } } }, { function: { name: 'screenshot', arguments: { of: 'b' } } }],
+        },
+        { role: 'tool', tool_name: 'screenshot', content: 'a', images: [png] },
+        { role: 'tool', tool_name: 'screenshot', content: '', images: [png] },
+      ],
+    });
+    assert.equal(response.status, 200);
+    const openAi = (JSON.parse(clouds[0]?.requests[0]?.body ?? '{}') as { messages: Array<{ role: string; content: unknown }> }).messages;
+    assert.deepEqual(openAi.slice(2), [
+      { role: 'tool', content: 'a', tool_call_id: 'call_0' },
+      { role: 'tool', content: '', tool_call_id: 'call_1' },
+      {
+        role: 'user',
+        content: [
+          { type: 'image_url', image_url: { url: `data:image/png;base64,${png}` } },
+          { type: 'image_url', image_url: { url: `data:image/png;base64,${png}` } },
+        ],
+      },
+    ]);
+    const anthropic = (JSON.parse(clouds[1]?.requests[0]?.body ?? '{}') as { messages: Array<{ role: string; content: unknown }> }).messages;
+    const image = { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png } };
+    assert.deepEqual(anthropic.slice(2), [
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: [{ type: 'text', text: 'a' }, image] }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_1', content: [image] }] },
+    ]);
+  });
+
   it('answers 400 in the client’s own form, asking no provider, for a tool result that answers no earlier tool call (OpenAI and Anthropic refuse one)', async () => {
     const { clouds, bridge } = await withProviders({ type: 'openai', respond: openAiStream }, { type: 'anthropic', respond: anthropicStream });
     const recorded = nextRecord(bridge);

@@ -22,7 +22,15 @@ function imageMediaType(base64: string): string {
   return IMAGE_SIGNATURES.find(([start]) => base64.startsWith(start))?.[1] ?? 'image/png';
 }
 
-/** Ollama's conversation in the Messages API's form: system apart, tool calls and results as blocks. */
+/** A text and its images as content blocks; a text that is empty or only whitespace is left out, as the Messages API refuses it (400). */
+function textAndImageBlocks(text: string, images: readonly string[] = []): Block[] {
+  return [
+    ...(text.trim() === '' ? [] : [{ type: 'text', text }]),
+    ...images.map((image) => ({ type: 'image', source: { type: 'base64', media_type: imageMediaType(image), data: image } })),
+  ];
+}
+
+/** Ollama's conversation in the Messages API's form: system apart, tool calls and results (with their images) as blocks. */
 export function toAnthropicMessages(
   messages: readonly OllamaMessage[],
   provider: string,
@@ -39,13 +47,11 @@ export function toAnthropicMessages(
       return;
     }
     if (message.role === 'tool') {
-      out.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: resultIds[i], content: message.content }] });
+      const content = message.images === undefined || message.images.length === 0 ? message.content : textAndImageBlocks(message.content, message.images);
+      out.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: resultIds[i], content }] });
       return;
     }
-    const blocks: Block[] = [];
-    // The Messages API refuses a text block that is empty or only whitespace (400).
-    if (message.content.trim() !== '') blocks.push({ type: 'text', text: message.content });
-    for (const image of message.images ?? []) blocks.push({ type: 'image', source: { type: 'base64', media_type: imageMediaType(image), data: image } });
+    const blocks = textAndImageBlocks(message.content, message.images);
     (message.tool_calls ?? []).forEach((call, j) =>
       blocks.push({ type: 'tool_use', id: callIds[i]?.[j], name: call.function.name, input: call.function.arguments ?? {} }),
     );

@@ -68,17 +68,28 @@ export function toolCallIds(messages: readonly OllamaMessage[], provider: string
   return { callIds, resultIds };
 }
 
-/** Ollama's messages in OpenAI's form: images as data: URL parts, tool arguments as JSON text. */
+/** A base64 image as OpenAI's data: URL part. */
+const imagePart = (image: string): Record<string, unknown> => ({ type: 'image_url', image_url: { url: `data:image/png;base64,${image}` } });
+
+/**
+ * Ollama's messages in OpenAI's form: images as data: URL parts, tool arguments as JSON text. OpenAI
+ * takes images only from a user (a tool message's are a 400), so a tool result's images follow the
+ * results of its turn in a user message.
+ */
 export function toOpenAiMessages(messages: readonly OllamaMessage[], provider: string): Array<Record<string, unknown>> {
   const { callIds, resultIds } = toolCallIds(messages, provider);
-  return messages.map((message, i) => {
+  const converted: Array<Record<string, unknown>> = [];
+  let toolImages: string[] = [];
+  const sendToolImages = (): void => {
+    if (toolImages.length > 0) converted.push({ role: 'user', content: toolImages.map(imagePart) });
+    toolImages = [];
+  };
+  messages.forEach((message, i) => {
     const out: Record<string, unknown> = { role: message.role };
-    if (message.images !== undefined && message.images.length > 0) {
-      out.content = [
-        { type: 'text', text: message.content },
-        ...message.images.map((image) => ({ type: 'image_url', image_url: { url: `data:image/png;base64,${image}` } })),
-      ];
-    } else out.content = message.content;
+    const images = message.images ?? [];
+    if (message.role === 'tool') toolImages.push(...images);
+    else sendToolImages();
+    out.content = message.role === 'tool' || images.length === 0 ? message.content : [{ type: 'text', text: message.content }, ...images.map(imagePart)];
     if (message.tool_calls !== undefined && message.tool_calls.length > 0) {
       out.tool_calls = message.tool_calls.map((call, j) => ({
         id: callIds[i]?.[j],
@@ -87,8 +98,10 @@ export function toOpenAiMessages(messages: readonly OllamaMessage[], provider: s
       }));
     }
     if (message.role === 'tool') out.tool_call_id = resultIds[i];
-    return out;
+    converted.push(out);
   });
+  sendToolImages();
+  return converted;
 }
 
 /** What a chunk's `error` holds when there is none. */
