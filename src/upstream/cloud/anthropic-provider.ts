@@ -143,10 +143,10 @@ export class AnthropicProvider extends CloudProvider {
       request.cancel.signal,
     );
     // The Messages API refuses stop sequences that are only whitespace ("\n" is what single-line ghost text sends): those are applied here.
-    return checkedLines(this.translate(response, chat, new StopCutter(stops.filter((stop) => stop.trim() === ''))));
+    return checkedLines(this.translate(response, chat, StopCutter.of(stops.filter((stop) => stop.trim() === ''))));
   }
 
-  private async *translate(response: Dispatcher.ResponseData, chat: boolean, cutter: StopCutter): AsyncGenerator<OllamaChunk, void, undefined> {
+  private async *translate(response: Dispatcher.ResponseData, chat: boolean, cutter: StopCutter | undefined): AsyncGenerator<OllamaChunk, void, undefined> {
     const model = this.config.model;
     const now = (): string => new Date().toISOString();
     const text = (content: string, thinking?: string): OllamaChunk =>
@@ -178,9 +178,9 @@ export class AnthropicProvider extends CloudProvider {
       const index = typeof event.index === 'number' ? event.index : 0;
       const newText = type === 'content_block_start' ? textOf(block.text) : delta.type === 'text_delta' ? textOf(delta.text) : '';
       if (newText) {
-        const sendable = cutter.push(newText);
+        const sendable = cutter === undefined ? newText : cutter.push(newText);
         if (sendable !== '') yield text(sendable);
-        if (cutter.stopped) {
+        if (cutter?.stopped === true) {
           // Ends the answer as a stop of Anthropic's own would; the rest of the stream is left unread.
           stopped = true;
           break;
@@ -207,8 +207,8 @@ export class AnthropicProvider extends CloudProvider {
           break;
         }
         case 'content_block_stop': {
-          const held = cutter.rest();
-          if (held !== '') yield text(held);
+          const held = cutter?.rest();
+          if (held) yield text(held);
           const call = toolBlocks.take(index);
           const startInput = startInputs.get(index);
           if (startInput !== undefined) {
@@ -242,8 +242,8 @@ export class AnthropicProvider extends CloudProvider {
     }
     // Cut off before the message stopped: no final line, so the answer counts as the failure it is.
     if (!stopped) return;
-    const held = cutter.rest();
-    if (held !== '') yield text(held);
+    const held = cutter?.rest();
+    if (held) yield text(held);
     const final: OllamaChunk = {
       model,
       created_at: now(),

@@ -166,8 +166,7 @@ export class OpenAiProvider extends CloudProvider {
 
   /** The stops the provider was not sent, applied here: those past OpenAI's 4, or all where its model takes none (known once the request was taken). */
   private cutterFor(stop: string[] | undefined): StopCutter | undefined {
-    const applied = this.refused.has('stop') ? stop : stop?.slice(MAX_STOPS);
-    return applied === undefined || applied.length === 0 ? undefined : new StopCutter(applied);
+    return StopCutter.of(this.refused.has('stop') ? stop : stop?.slice(MAX_STOPS));
   }
 
   protected override adapted(payload: Record<string, unknown>): Record<string, unknown> {

@@ -96,7 +96,12 @@ export class StopCutter {
   private held = '';
   stopped = false;
 
-  constructor(private readonly stops: readonly string[]) {}
+  private constructor(private readonly stops: readonly string[]) {}
+
+  /** A cutter for the stops the bridge applies itself; none when there are none, so no text piece pays for an empty scan. */
+  static of(stops: readonly string[] | undefined): StopCutter | undefined {
+    return stops === undefined || stops.length === 0 ? undefined : new StopCutter(stops);
+  }
 
   /** The text that may be sent now. */
   push(text: string): string {
