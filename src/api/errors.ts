@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { RequestHandler, Router as ExpressRouter } from 'express';
 import { BridgeError, type Surface } from '../contract/index.js';
 import { sendJson } from './call.js';
 
@@ -78,4 +79,42 @@ export function streamErrorTail(contentType: string, surface: Surface, error: Br
 /** The last handler of an express app: whatever nothing else served is a 404 in the error shape, not express's HTML page. */
 export function noSuchEndpoint(req: { method: string; path: string }): never {
   throw new BridgeError(404, `no such endpoint: ${req.method} ${req.path}`, { code: 'not_found' });
+}
+
+/**
+ * For a method a path does not take: OPTIONS that is not a preflight (the guard answers those) is
+ * told the methods it does take, 204 with Allow; any other method gets 405 with Allow (RFC 9110
+ * §15.5.6), thrown for the error boundary to answer in the surface's shape.
+ */
+export function refuseMethod(method: string, res: ServerResponse, path: string, allowed: readonly string[]): void {
+  res.setHeader('allow', allowed.join(', '));
+  if (method === 'OPTIONS') {
+    res.statusCode = 204;
+    res.end();
+    return;
+  }
+  throw new BridgeError(405, `${method} is not allowed on ${path}; it takes ${allowed.join(', ')}`, { code: 'method_not_allowed' });
+}
+
+/**
+ * Mounted after a router's routes: a request for one of their paths with a method none of them
+ * takes is refused by refuseMethod, not passed on to end as a 404. Routes that take every method
+ * are left out. A GET route answers HEAD too (express does), so Allow says so.
+ */
+export function refuseOtherMethods(router: ExpressRouter): void {
+  const allowed = new Map<string, { path: string; methods: Set<string> }>();
+  for (const { route } of router.stack) {
+    if (route === undefined) continue;
+    const methods = route.stack.map((layer) => layer.method as string | undefined);
+    if (methods.some((method) => method === undefined)) continue;
+    const key = JSON.stringify(route.path);
+    const entry = allowed.get(key) ?? { path: route.path, methods: new Set<string>() };
+    for (const method of methods as string[]) entry.methods.add(method.toUpperCase());
+    if (entry.methods.has('GET')) entry.methods.add('HEAD');
+    allowed.set(key, entry);
+  }
+  for (const { path, methods } of allowed.values()) {
+    const refuse: RequestHandler = (req, res) => refuseMethod(req.method, res, req.path, [...methods].sort());
+    router.all(path, refuse);
+  }
 }

@@ -7,6 +7,7 @@ import { UpstreamError } from '../upstream/errors.js';
 import { modelNamed, ollamaMethods } from '../upstream/ollama-api.js';
 import { BridgeError } from '../contract/index.js';
 import { whenClosed } from './call.js';
+import { refuseMethod } from './errors.js';
 import { requestOf } from './request.js';
 
 /**
@@ -24,12 +25,11 @@ function isOllamaRoute(method: string, rawPath: string): boolean {
   return ollamaMethods(rawPath)?.includes(method) ?? false;
 }
 
-/** 405 (with Allow) for one of Ollama's paths asked with a method it does not take, 404 for anything else. */
-function notAnOllamaRoute(req: Request, res: Response, rawPath: string): BridgeError {
+/** refuseMethod for one of Ollama's paths asked with a method it does not take, 404 for anything else. */
+function refuseNonOllamaRoute(req: Request, res: Response, rawPath: string): void {
   const methods = ollamaMethods(rawPath);
-  if (methods === undefined || methods.includes(req.method)) return new BridgeError(404, `no such endpoint: ${req.method} ${rawPath}`, { code: 'not_found' });
-  res.setHeader('allow', methods.join(', '));
-  return new BridgeError(405, `${req.method} is not allowed on ${rawPath}; it takes ${methods.join(', ')}`, { code: 'method_not_allowed' });
+  if (methods === undefined || methods.includes(req.method)) throw new BridgeError(404, `no such endpoint: ${req.method} ${rawPath}`, { code: 'not_found' });
+  refuseMethod(req.method, res, rawPath, methods);
 }
 
 /**
@@ -38,7 +38,7 @@ function notAnOllamaRoute(req: Request, res: Response, rawPath: string): BridgeE
  * would skip model restrictions, routing and the scheduler.
  */
 export const refuseUnrouted: RequestHandler = (req, res) => {
-  throw notAnOllamaRoute(req, res, rawPathOf(req));
+  refuseNonOllamaRoute(req, res, rawPathOf(req));
 };
 
 /** A streamed request body that stopped arriving: answered 408, and the error boundary closes the connection. */
@@ -99,7 +99,10 @@ export interface PassthroughOptions {
 export function passthrough(choose: BackendChoice, { afterEach, bodyIdleMs, answersWhenDone }: PassthroughOptions = {}): RequestHandler {
   return async (req: Request, res: Response) => {
     const rawPath = rawPathOf(req);
-    if (!isOllamaRoute(req.method, rawPath)) throw notAnOllamaRoute(req, res, rawPath);
+    if (!isOllamaRoute(req.method, rawPath)) {
+      refuseNonOllamaRoute(req, res, rawPath);
+      return;
+    }
     const backend = await choose(req, res);
     if (backend === undefined) return;
     if (afterEach !== undefined) whenClosed(res, afterEach);

@@ -329,7 +329,8 @@ describe('the rest of /api/', () => {
       ['DELETE', '/api/generate', 'POST'],
       ['POST', '/api/version', 'GET, HEAD'],
       ['POST', '/api/tags', 'GET, HEAD'],
-      ['POST', '/api/ps', 'GET'],
+      // The bridge answers HEAD wherever it answers GET.
+      ['POST', '/api/ps', 'GET, HEAD'],
       ['GET', '/api/pull', 'POST'],
       ['POST', '/api/delete', 'DELETE'],
       ['GET', '/api/blobs/sha256:abc', 'HEAD, POST'],
@@ -339,6 +340,61 @@ describe('the rest of /api/', () => {
       assert.equal(answer.allow, allow, `${method} ${pathname}`);
       assert.deepEqual(JSON.parse(answer.body), { error: `${method} is not allowed on ${pathname}; it takes ${allow}` });
     }
+    assert.deepEqual(upstream.requests, []);
+  });
+
+  it('answers another method on an OpenAI or Anthropic path with 405 and what it takes, in that API’s error shape, without the upstream', async () => {
+    for (const [method, pathname, allow] of [
+      ['GET', '/v1/chat/completions', 'POST'],
+      ['GET', '/chat/completions', 'POST'],
+      ['PUT', '/v1/completions', 'POST'],
+      ['GET', '/v1/embeddings', 'POST'],
+      ['DELETE', '/v1/models', 'GET, HEAD'],
+      ['DELETE', '/v1/responses', 'GET, HEAD, POST'],
+      ['PUT', '/v1/engines/copilot-codex/completions', 'POST'],
+    ] as const) {
+      const answer = await rawRequest(method, pathname, method === 'GET' ? undefined : generation);
+      assert.equal(answer.status, 405, `${method} ${pathname}: ${answer.body}`);
+      assert.equal(answer.allow, allow, `${method} ${pathname}`);
+      assert.deepEqual(JSON.parse(answer.body), {
+        error: {
+          message: `${method} is not allowed on ${pathname}; it takes ${allow}`,
+          type: 'invalid_request_error',
+          param: null,
+          code: 'method_not_allowed',
+        },
+      });
+    }
+    for (const [method, pathname] of [
+      ['PUT', '/v1/messages'],
+      ['GET', '/v1/messages/count_tokens'],
+    ] as const) {
+      const answer = await rawRequest(method, pathname, method === 'GET' ? undefined : generation);
+      assert.equal(answer.status, 405, `${method} ${pathname}: ${answer.body}`);
+      assert.equal(answer.allow, 'POST', `${method} ${pathname}`);
+      assert.deepEqual(JSON.parse(answer.body), {
+        type: 'error',
+        error: { type: 'invalid_request_error', message: `${method} is not allowed on ${pathname}; it takes POST` },
+      });
+    }
+    assert.deepEqual(upstream.requests, []);
+  });
+
+  it('answers OPTIONS without an Origin (not a preflight) with 204 and the methods the path takes, and 404 where there is no such path', async () => {
+    for (const [pathname, allow] of [
+      ['/api/chat', 'POST'],
+      ['/api/tags', 'GET, HEAD'],
+      ['/api/blobs/sha256:abc', 'HEAD, POST'],
+      ['/v1/chat/completions', 'POST'],
+      ['/v1/models', 'GET, HEAD'],
+      ['/v1/messages', 'POST'],
+    ] as const) {
+      const answer = await rawRequest('OPTIONS', pathname);
+      assert.equal(answer.status, 204, `${pathname}: ${answer.body}`);
+      assert.equal(answer.allow, allow, pathname);
+      assert.equal(answer.body, '', pathname);
+    }
+    for (const pathname of ['/api/tokenize', '/v1/nowhere']) assert.equal((await rawRequest('OPTIONS', pathname)).status, 404, pathname);
     assert.deepEqual(upstream.requests, []);
   });
 

@@ -1,5 +1,6 @@
 import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
+import { refuseOtherMethods } from '../errors.js';
 import { virtualModel } from '../../routing/router.js';
 import type { ApiContext } from '../context.js';
 import { completionRequestSchema, serveCompletion } from '../openai/completions.js';
@@ -41,5 +42,6 @@ export function copilotRoutes(context: ApiContext, router: ExpressRouter): Expre
     res.json({});
   });
 
+  refuseOtherMethods(router);
   return router;
 }
