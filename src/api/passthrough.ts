@@ -8,16 +8,23 @@ import { modelNamed, ollamaMethods } from '../upstream/ollama-api.js';
 import { BridgeError } from '../contract/index.js';
 import { whenClosed } from './call.js';
 import { refuseMethod } from './errors.js';
-import { requestOf } from './request.js';
+import { absoluteForm, requestOf } from './request.js';
 
 /**
- * The path as the client sent it. The bridge's router matches paths undecoded and without regard
- * to case, while Ollama (Go) decodes them ("/api/%63hat" is its /api/chat): only a path that is
- * exactly one of Ollama's routes is safe to relay.
+ * The target as the client sent it, in origin form (`/api/pull?x=1`, also when it came in absolute
+ * form through a proxy). The bridge's router matches paths undecoded and without regard to case,
+ * while Ollama (Go) decodes them ("/api/%63hat" is its /api/chat): only a path that is exactly one
+ * of Ollama's routes is safe to relay.
  */
+function targetOf(req: Request): string {
+  return absoluteForm(req.originalUrl)?.originForm ?? req.originalUrl;
+}
+
+/** The target's path, without its query. */
 function rawPathOf(req: Request): string {
-  const query = req.originalUrl.indexOf('?');
-  return query < 0 ? req.originalUrl : req.originalUrl.slice(0, query);
+  const target = targetOf(req);
+  const query = target.indexOf('?');
+  return query < 0 ? target : target.slice(0, query);
 }
 
 /** Whether Ollama's API has a route for this method on this path exactly. */
@@ -139,7 +146,7 @@ export function passthrough(choose: BackendChoice, { afterEach, bodyIdleMs, answ
     try {
       upstream = await backend.request({
         method: req.method as Dispatcher.HttpMethod,
-        path: req.originalUrl,
+        path: targetOf(req),
         headers,
         body,
         signal: abort.signal,

@@ -3,6 +3,19 @@ import type { RequestIdentity, RequestRecord } from '../contract/index.js';
 import { clientSignals } from '../routing/signals.js';
 import { surfaceOf } from './errors.js';
 
+/**
+ * An absolute-form request target (`http://host/path?query`, RFC 9112 §3.2.2, as some HTTP proxies
+ * send it): its authority and the origin-form target it stands for (`/path?query`). Undefined for
+ * an origin-form target.
+ */
+export function absoluteForm(target: string): { authority: string; originForm: string } | undefined {
+  if (target.charCodeAt(0) === 0x2f) return undefined;
+  const match = /^https?:\/\/([^/?#]*)/i.exec(target);
+  if (match === null) return undefined;
+  const rest = target.slice(match[0].length);
+  return { authority: match[1] as string, originForm: rest.startsWith('/') ? rest : `/${rest}` };
+}
+
 const records = new WeakMap<IncomingMessage, RequestRecord>();
 
 /** Creates the record of a request that just arrived; its surface is decided here, once. */

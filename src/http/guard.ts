@@ -3,6 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { authConfigured, isLoopbackHost } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { BridgeError } from '../contract/index.js';
+import { absoluteForm } from '../api/request.js';
 
 /** Browser origins Ollama itself trusts by default: local pages and editor webviews. */
 const TRUSTED_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file):\/\/.*)$/i;
@@ -19,11 +20,8 @@ function hostName(hostHeader: string): string {
  * Host header's. Undefined when it has more than one Host header, which node would read as the first.
  */
 function requestHostName(req: IncomingMessage): string | undefined {
-  const url = req.url ?? '/';
-  if (url.charCodeAt(0) !== 0x2f) {
-    const authority = /^https?:\/\/([^/?#]*)/i.exec(url)?.[1];
-    if (authority !== undefined) return hostName(authority);
-  }
+  const authority = absoluteForm(req.url ?? '/')?.authority;
+  if (authority !== undefined) return hostName(authority);
   const raw = req.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts += 1;

@@ -303,12 +303,18 @@ describe('the rest of /api/', () => {
     );
   });
 
-  /** A request with the path exactly as given (fetch would normalize it). */
-  function rawRequest(method: string, rawPath: string, body?: string): Promise<{ status: number; allow: string | undefined; body: string }> {
+  /** A request with the target exactly as given, a path or an absolute URL as proxies send it (fetch would normalize it). */
+  function rawRequest(method: string, target: string, body?: string): Promise<{ status: number; allow: string | undefined; body: string }> {
+    const { hostname, port } = new URL(bridge.url);
     return new Promise((resolve, reject) => {
       const req = httpRequest(
-        `${bridge.url}${rawPath}`,
-        { method, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        {
+          hostname,
+          port,
+          path: target,
+          method,
+          headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
         (res) => {
           let text = '';
           res.on('data', (chunk: Buffer) => (text += chunk.toString()));
@@ -429,5 +435,23 @@ describe('the rest of /api/', () => {
         'HEAD /api/blobs/sha256:abc?x=1',
       ],
     );
+  });
+
+  it('relays them also when the target comes in absolute form, as some HTTP proxies send it, and upstream in origin form', async () => {
+    for (const [method, pathname] of [
+      ['POST', '/api/pull'],
+      ['POST', '/api/embed'],
+      ['POST', '/api/blobs/sha256:abc'],
+    ] as const) {
+      const answer = await rawRequest(method, `${bridge.url}${pathname}?x=1`, '{"model":"m"}');
+      assert.equal(answer.status, 200, `${method} ${pathname}: ${answer.body}`);
+    }
+    assert.deepEqual(
+      upstream.requests.slice(-3).map((r) => `${r.method} ${r.url}`),
+      ['POST /api/pull?x=1', 'POST /api/embed?x=1', 'POST /api/blobs/sha256:abc?x=1'],
+    );
+    const refused = await rawRequest('GET', `${bridge.url}/api/pull`);
+    assert.equal(refused.status, 405, refused.body);
+    assert.deepEqual(JSON.parse(refused.body), { error: 'GET is not allowed on /api/pull; it takes POST' });
   });
 });
