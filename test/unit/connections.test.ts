@@ -4,6 +4,8 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
@@ -307,8 +309,15 @@ describe('client connections', () => {
     const upstream = await startStandIn(async (_req, res) => {
       generating = once(res, 'close');
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      // Endless, at the pace the bridge takes it.
-      while (!res.destroyed) if (!res.write(line)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      // Endless, at the pace the bridge takes it (pipeline waits for each drain without a listener left behind per wait).
+      await pipeline(
+        Readable.from(
+          (function* () {
+            for (;;) yield line;
+          })(),
+        ),
+        res,
+      ).catch(() => undefined);
     });
     const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
     cleanups.push(
