@@ -872,8 +872,9 @@ describe('pass-through proxy', () => {
     assert.deepEqual(await deleted.json(), { error: 'remove /models/blobs/sha256-abc: permission denied' });
   });
 
-  it('answers a delete that one backend found nothing to do for with why another, which still has the model, could not', async () => {
+  it('answers a delete that one backend found nothing to do for, or did, with why another, which still has the model, could not', async () => {
     const refusals = {
+      deleted: (res: ServerResponse) => res.writeHead(200).end(),
       notFound: (res: ServerResponse) => res.writeHead(404, { 'content-type': 'application/json' }).end(`{"error":"model 'm:7b' not found"}`),
       denied: (res: ServerResponse) =>
         res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"remove /models/blobs/sha256-abc: permission denied"}'),
@@ -882,6 +883,9 @@ describe('pass-through proxy', () => {
     const cases: Array<[Array<keyof typeof refusals>, number, string]> = [
       [['notFound', 'denied'], 500, 'remove /models/blobs/sha256-abc: permission denied'],
       [['notFound', 'down'], 502, 'backend gpu1 is unreachable (ECONNRESET: socket hang up)'],
+      // Deleted on one, still there on the other: not a success, and the answer says where it failed.
+      [['deleted', 'denied'], 500, "model 'm:7b' was deleted on gpu0 but not on gpu1: remove /models/blobs/sha256-abc: permission denied"],
+      [['down', 'deleted', 'notFound'], 502, "model 'm:7b' was deleted on gpu1 but not on gpu0: backend gpu0 is unreachable (ECONNRESET: socket hang up)"],
     ];
     for (const [answers, status, error] of cases) {
       const upstreams = await Promise.all(answers.map((answer) => startStandIn((_req, res) => refusals[answer](res), ['m:7b'])));

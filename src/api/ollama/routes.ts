@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request, RequestHandler, Response, Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
-import { refuseOtherMethods } from '../errors.js';
+import { asBridgeError, refuseOtherMethods } from '../errors.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { clientSignals, completionSignals, isFimPrompt, needsOf } from '../../routing/signals.js';
@@ -344,15 +344,30 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     const holders = await catalog.holders(name);
     const outcomes = await Promise.allSettled(holders.map((backend) => backend.callJson('DELETE', '/api/delete', { model: name })));
     invalidate();
-    // Deleted once any holder did (with a shared model store the others then find it gone); else Ollama's reason, not a guess.
-    if (outcomes.some((outcome) => outcome.status === 'fulfilled')) {
+    // A backend that answered 404 holds nothing more (with a shared model store the others then
+    // find it gone); one that failed otherwise still has the model: its reason is the one that counts.
+    const deleted = holders.filter((_backend, i) => outcomes[i]?.status === 'fulfilled').map((backend) => backend.name);
+    const failures = holders.flatMap((backend, i) => {
+      const outcome = outcomes[i];
+      return outcome?.status === 'rejected' ? [{ backend: backend.name, reason: outcome.reason as unknown }] : [];
+    });
+    const stillThere = failures.filter(({ reason }) => !(reason instanceof BridgeError && reason.status === 404));
+    const [failed] = stillThere;
+    if (deleted.length > 0 && failed === undefined) {
       res.status(200).end();
       return;
     }
-    const refusals = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
-    // A backend that answered 404 holds nothing more, one that failed otherwise still has the model: its reason is the one that counts.
-    const stillThere = refusals.find((reason) => !(reason instanceof BridgeError && reason.status === 404));
-    throw stillThere ?? refusals[0] ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
+    if (deleted.length > 0 && failed !== undefined) {
+      // Gone from some backends only: not a success, and the answer says where it is left.
+      const why = asBridgeError(failed.reason);
+      const where = stillThere.map(({ backend }) => backend).join(', ');
+      throw new BridgeError(why.status, `model '${name}' was deleted on ${deleted.join(', ')} but not on ${where}: ${why.message}`, {
+        code: why.code,
+        cause: failed.reason,
+      });
+    }
+    // Deleted nowhere: Ollama's reason, not a guess.
+    throw failed?.reason ?? failures[0]?.reason ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
   });
 
   refuseOtherMethods(router);
