@@ -571,6 +571,65 @@ describe('nginx and HAProxy in front of stand-in bridges: path rules in any lett
   }
 });
 
+describe('the balancers pass the request id on', () => {
+  // The bridge answers, logs and records a request under the X-Request-ID it gets (src/http/app.ts
+  // takes one of letters, digits and . _ : - up to 128 long): a client's own id of that form goes
+  // through, else the balancer sends its own; its log shows the id the bridge got.
+  for (const balancer of ['nginx', 'HAProxy'] as const) {
+    it(`${balancer}: keeps a well-formed id the client sent, and gives its own to a request without one or with a malformed one`, async () => {
+      /** The X-Request-ID each request reached a bridge with, by the marker in its query. */
+      const received = new Map<string, string | undefined>();
+      const ports = [...rendered.ports.bridges, ...rendered.ports.metrics];
+      const servers = ports.map((port) =>
+        createServer((req, res) => {
+          const marker = new URL(req.url ?? '/', 'http://bridge').searchParams.get('m');
+          if (marker !== null) received.set(marker, req.headers['x-request-id'] as string | undefined);
+          res.end('{}');
+        }).listen(port, '127.0.0.1'),
+      );
+      const { nginxConf } = rendered;
+      const { program, port, base } = balancerOf(balancer);
+      const client = new LoadClient(rendered.certificate, rendered.apiKey);
+      const log = (): string => (balancer === 'nginx' ? readFileSync(path.join(path.dirname(nginxConf), 'access.log'), 'utf8') : program.tail());
+      program.start();
+      try {
+        await waitForPort(port, program);
+        const clientId = `client-${balancer}.${Date.now()}:a_b-c`;
+        const sent: Array<[marker: string, id: string | undefined]> = [
+          [`own-${balancer}`, clientId],
+          [`none-${balancer}`, undefined],
+          [`spaces-${balancer}`, 'not an id'],
+          [`long-${balancer}`, 'x'.repeat(129)],
+        ];
+        for (const [marker, id] of sent) {
+          await eventually(`${balancer} to reach a bridge`, async () => {
+            const response = await client.fetch(`${base}/api/tags?m=${marker}`, id === undefined ? {} : { headers: { 'x-request-id': id } });
+            await response.arrayBuffer();
+            return response.status === 200 ? true : undefined;
+          });
+          assert.ok(received.has(marker), marker);
+          const forwarded = received.get(marker) ?? '';
+          if (id === clientId) assert.equal(forwarded, clientId, marker);
+          else {
+            assert.match(forwarded, /^[A-Za-z0-9._:-]{1,128}$/, `${marker}: the balancer's own id`);
+            assert.notEqual(forwarded, id, marker);
+          }
+          const line = await eventually(`${balancer} to log ${marker}`, async () =>
+            log()
+              .split('\n')
+              .find((l) => l.includes(`m=${marker}`)),
+          );
+          assert.ok(line.includes(forwarded), `${balancer} logs the id the bridge got (${forwarded}): ${line}`);
+        }
+      } finally {
+        await client.close();
+        await program.stop();
+        await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+      }
+    });
+  }
+});
+
 describe('the balancers’ access logs keep secrets out', () => {
   // The dashboard's live events authenticate with ?access_token=<control token> (a browser's
   // EventSource sends no headers); the balancer's request log must not keep the token.
