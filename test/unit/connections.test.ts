@@ -361,6 +361,46 @@ describe('client connections', () => {
     assert.equal((JSON.parse(body) as { models: unknown[] }).models.length, models.length + 4);
   });
 
+  it('does not take a client that reads a long stream slowly, past every buffer, for one that stopped reading', { timeout: 30_000 }, async () => {
+    // Some 5 MB of answer, more than the kernel buffers of both ends hold: the kernel lets the
+    // bridge write again only once it has sent a good part of what it holds, which at this pace
+    // takes longer than request_timeout_seconds.
+    const lines = 1200;
+    const line = (i: number): string =>
+      `${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', message: { role: 'assistant', content: 'x'.repeat(4000) }, done: i === lines - 1 })}\n`;
+    const upstream = await startStandIn(async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      await pipeline(
+        Readable.from(
+          (function* () {
+            for (let i = 0; i < lines; i++) yield line(i);
+          })(),
+        ),
+        res,
+      ).catch(() => undefined);
+    });
+    const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(
+      () => bridge.stop(100),
+      () => upstream.close(),
+    );
+    const socket = pausedClient(bridge.url);
+    const body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
+    socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    // Takes 8 KB 100 times a second at most: under 1 MB a second.
+    const chunks: Buffer[] = [];
+    const reader = setInterval(() => {
+      const chunk = (socket.read(8192) ?? socket.read()) as Buffer | null;
+      if (chunk !== null) chunks.push(chunk);
+    }, 10);
+    await once(socket, 'close');
+    clearInterval(reader);
+    for (let rest = socket.read() as Buffer | null; rest !== null; rest = socket.read() as Buffer | null) chunks.push(rest);
+    const received = Buffer.concat(chunks).toString();
+    assert.equal(received.match(/"done":false/g)?.length, lines - 1, 'the answer was cut');
+    assert.equal(received.match(/"done":true/g)?.length, 1, 'the answer was cut');
+  });
+
   it('holds the metrics port to the same connection cap and head deadline as the main one', { timeout: 10_000 }, async () => {
     const bridge = await bridgeWith('server:\n  max_connections: 3\n  request_timeout_seconds: 0.5\nmonitoring:\n  prometheus:\n    port: 0\n');
     const metricsUrl = new URL(bridge.metricsUrl ?? assert.fail('no metrics port'));
