@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ErrorRequestHandler } from 'express';
 import { mountRoutes } from './api/call.js';
-import { asBridgeError, noSuchEndpoint, sendError } from './api/errors.js';
+import { asBridgeError, noSuchEndpoint, refuseOtherMethods, sendError } from './api/errors.js';
 import type { GenerationPolicy } from './api/generation.js';
 import { Authenticator } from './auth/authenticate.js';
 import { Limiter } from './auth/limits.js';
@@ -391,8 +391,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
     metricsApp.disable('x-powered-by');
     // The same guard as the main port: loopback Host names (DNS rebinding), or a key or token.
     metricsApp.use(guard(config), requireIdentity(authenticator));
+    const routes = express.Router();
     mountRoutes(
-      metricsApp,
+      routes,
       observabilityRoutes({
         backends,
         registry: metrics.registry,
@@ -403,6 +404,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
         detailed: true,
       }),
     );
+    metricsApp.use(refuseOtherMethods(routes));
     metricsApp.use(noSuchEndpoint);
     const refused: ErrorRequestHandler = (error: unknown, _req, res, _next) => sendError(res, 'ollama', asBridgeError(error));
     metricsApp.use(refused);

@@ -97,11 +97,11 @@ export function refuseMethod(method: string, res: ServerResponse, path: string, 
 }
 
 /**
- * Mounted after a router's routes: a request for one of their paths with a method none of them
- * takes is refused by refuseMethod, not passed on to end as a 404. Routes that take every method
- * are left out. A GET route answers HEAD too (express does), so Allow says so.
+ * The router, with its routes followed by a refusal: a request for one of their paths with a
+ * method none of them takes is refused by refuseMethod, not passed on to end as a 404. Routes that
+ * take every method are left out. A GET route answers HEAD too (express does), so Allow says so.
  */
-export function refuseOtherMethods(router: ExpressRouter): void {
+export function refuseOtherMethods(router: ExpressRouter): ExpressRouter {
   const allowed = new Map<string, { path: string; methods: Set<string> }>();
   for (const { route } of router.stack) {
     if (route === undefined) continue;
@@ -117,4 +117,5 @@ export function refuseOtherMethods(router: ExpressRouter): void {
     const refuse: RequestHandler = (req, res) => refuseMethod(req.method, res, req.path, [...methods].sort());
     router.all(path, refuse);
   }
+  return router;
 }

@@ -7,7 +7,7 @@ import { ollamaRoutes } from '../api/ollama/routes.js';
 import { openAiRoutes } from '../api/openai/routes.js';
 import { passthrough, refuseUnrouted } from '../api/passthrough.js';
 import { controlRoutes } from '../control/routes.js';
-import { noSuchEndpoint } from '../api/errors.js';
+import { noSuchEndpoint, refuseOtherMethods } from '../api/errors.js';
 import type { AnswerError, AppParts, BeginRequest } from './app.js';
 import { authenticate, limits } from './auth.js';
 import { jsonBody, sendContinue } from './body.js';
@@ -42,13 +42,16 @@ export function createApp(context: ApiContext, parts: AppParts, begin: BeginRequ
   app.use(jsonBody(Math.round(config.server.body_limit_mb * 1024 * 1024), config.server.request_timeout_seconds * 1000));
   app.use(limits(parts.limiter));
   // The client APIs first: they carry every keystroke, and each router passed costs time.
-  app.use(ollamaRoutes(context, express.Router()));
-  app.use(openAiRoutes(context, express.Router()));
-  app.use(anthropicRoutes(context, express.Router()));
-  app.use(copilotRoutes(context, express.Router()));
-  app.use(controlRoutes(parts.control));
-  mountRoutes(app, parts.observability);
-  app.use(uiRoutes(parts.uiDir ?? defaultUiDir()));
+  // Each router answers a method its paths do not take itself (405, or 204 to OPTIONS).
+  app.use(refuseOtherMethods(ollamaRoutes(context, express.Router())));
+  app.use(refuseOtherMethods(openAiRoutes(context, express.Router())));
+  app.use(refuseOtherMethods(anthropicRoutes(context, express.Router())));
+  app.use(refuseOtherMethods(copilotRoutes(context, express.Router())));
+  app.use(refuseOtherMethods(controlRoutes(parts.control)));
+  const observability = express.Router();
+  mountRoutes(observability, parts.observability);
+  app.use(refuseOtherMethods(observability));
+  app.use(refuseOtherMethods(uiRoutes(parts.uiDir ?? defaultUiDir())));
   // Nothing else under /api/ goes upstream.
   app.all('/api/*rest', refuseUnrouted);
 

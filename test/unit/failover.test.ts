@@ -701,6 +701,11 @@ describe('observability', () => {
     assert.equal(other.status, 404);
     assert.match(other.headers.get('content-type') ?? '', /^application\/json/);
     assert.match(((await other.json()) as { error: string }).error, /no such endpoint: GET \/api\/tags/);
+    // Another method on one of its paths: 405 with what it takes, as on the main port.
+    const posted = await fetch(`${bridge.metricsUrl}/metrics`, { method: 'POST' });
+    assert.equal(posted.status, 405);
+    assert.equal(posted.headers.get('allow'), 'GET, HEAD');
+    assert.deepEqual(await posted.json(), { error: 'POST is not allowed on /metrics; it takes GET, HEAD' });
   });
 
   it('asks for an API key on PROMETHEUS_PORT when keys are configured', async () => {

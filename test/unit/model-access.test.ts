@@ -328,7 +328,7 @@ describe('the rest of /api/', () => {
 
   const generation = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], prompt: 'hi', stream: false });
 
-  it('answers another method on one of Ollama’s paths with 405 and what it takes, in Ollama’s shape, without the upstream', async () => {
+  it('answers another method on one of Ollama’s paths, or the bridge’s own, with 405 and what it takes, in Ollama’s shape, without the upstream', async () => {
     for (const [method, pathname, allow] of [
       ['PUT', '/api/chat', 'POST'],
       ['GET', '/api/chat', 'POST'],
@@ -340,6 +340,11 @@ describe('the rest of /api/', () => {
       ['GET', '/api/pull', 'POST'],
       ['POST', '/api/delete', 'DELETE'],
       ['GET', '/api/blobs/sha256:abc', 'HEAD, POST'],
+      ['PUT', '/', 'GET, HEAD'],
+      ['POST', '/health', 'GET, HEAD'],
+      ['POST', '/metrics', 'GET, HEAD'],
+      ['DELETE', '/bridge/api/state', 'GET, HEAD'],
+      ['POST', '/ui/', 'GET, HEAD'],
     ] as const) {
       const answer = await rawRequest(method, pathname, method === 'GET' ? undefined : generation);
       assert.equal(answer.status, 405, `${method} ${pathname}: ${answer.body}`);
@@ -394,6 +399,8 @@ describe('the rest of /api/', () => {
       ['/v1/chat/completions', 'POST'],
       ['/v1/models', 'GET, HEAD'],
       ['/v1/messages', 'POST'],
+      ['/health', 'GET, HEAD'],
+      ['/bridge/api/state', 'GET, HEAD'],
     ] as const) {
       const answer = await rawRequest('OPTIONS', pathname);
       assert.equal(answer.status, 204, `${pathname}: ${answer.body}`);

@@ -1,6 +1,5 @@
 import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
-import { refuseOtherMethods } from '../errors.js';
 import { serveChat, type TranslatedChat } from '../chat-plan.js';
 import type { ApiContext } from '../context.js';
 import { parseBody } from '../validate.js';
@@ -52,6 +51,5 @@ export function anthropicRoutes(context: ApiContext, router: ExpressRouter): Exp
     res.json({ input_tokens: estimateInputTokens(request) });
   });
 
-  refuseOtherMethods(router);
   return router;
 }

@@ -1,6 +1,5 @@
 import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, type ApiHandler, type ApiRoute } from '../call.js';
-import { refuseOtherMethods } from '../errors.js';
 import { virtualModel } from '../../routing/router.js';
 import type { ApiContext } from '../context.js';
 import { completionRequestSchema, serveCompletion } from '../openai/completions.js';
@@ -42,6 +41,5 @@ export function copilotRoutes(context: ApiContext, router: ExpressRouter): Expre
     res.json({});
   });
 
-  refuseOtherMethods(router);
   return router;
 }

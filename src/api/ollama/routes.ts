@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request, RequestHandler, Response, Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
-import { asBridgeError, refuseOtherMethods } from '../errors.js';
+import { asBridgeError } from '../errors.js';
 import { z } from 'zod';
 import { virtualModel, VIRTUAL_MODELS } from '../../routing/router.js';
 import { clientSignals, completionSignals, isFimPrompt, needsOf } from '../../routing/signals.js';
@@ -370,6 +370,5 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     throw failed?.reason ?? failures[0]?.reason ?? new BridgeError(404, `model '${name}' not found`, { code: 'model_not_found' });
   });
 
-  refuseOtherMethods(router);
   return router;
 }

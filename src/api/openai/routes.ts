@@ -1,7 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
-import { refuseOtherMethods } from '../errors.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { BridgeError, jsonOf } from '../../contract/index.js';
@@ -247,6 +246,5 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
     }
   });
 
-  refuseOtherMethods(router);
   return router;
 }
