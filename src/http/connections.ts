@@ -144,9 +144,12 @@ export function cutStalledReaders(server: Server, stallMs: number): void {
     const now = performance.now();
     const quiet: Array<[Socket, Stall]> = [];
     for (const [socket, stall] of connections) {
+      if (unsent(socket) === 0) {
+        connections.set(socket, undefined);
+        continue;
+      }
       const taken = takenOf(socket);
-      if (unsent(socket) === 0) connections.set(socket, undefined);
-      else if (stall === undefined || moved(stall.taken, taken)) connections.set(socket, { taken, since: now, kernelQueue: undefined });
+      if (stall === undefined || moved(stall.taken, taken)) connections.set(socket, { taken, since: now, kernelQueue: undefined });
       else quiet.push([socket, stall]);
     }
     if (quiet.length === 0) return;
@@ -156,7 +159,9 @@ export function cutStalledReaders(server: Server, stallMs: number): void {
       if (connections.get(socket) !== stall) continue;
       const inode = inodeOf(socket);
       const kernelQueue = inode === undefined ? undefined : queues.get(inode);
-      if (kernelQueue !== undefined && stall.kernelQueue !== undefined && kernelQueue < stall.kernelQueue) stall.since = now;
+      // The first look cannot tell whether the kernel's queue moved since node saw the answer move:
+      // taken as moving, so that a reader is never cut before a whole stallMs without either.
+      if (kernelQueue !== undefined && (stall.kernelQueue === undefined || kernelQueue < stall.kernelQueue)) stall.since = now;
       stall.kernelQueue = kernelQueue;
       if (now - stall.since >= stallMs) socket.destroy();
     }
