@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { RequestHandler, Router as ExpressRouter } from 'express';
 import { BridgeError, type Surface } from '../contract/index.js';
 import { sendJson } from './call.js';
@@ -10,10 +10,17 @@ import { sendJson } from './call.js';
  */
 export type { Surface } from '../contract/index.js';
 
-export function surfaceOf(path: string): Surface {
+/** Anthropic's clients (its SDKs, Claude Code) send anthropic-version with every request. */
+export function fromAnthropicClient(headers: IncomingHttpHeaders): boolean {
+  return headers['anthropic-version'] !== undefined;
+}
+
+export function surfaceOf(path: string, headers: IncomingHttpHeaders): Surface {
   // Express matches routes in any letter case, so /V1/chat/completions is served as OpenAI's too.
   const lower = path.toLowerCase();
   if (lower.startsWith('/v1/messages')) return 'anthropic';
+  // Anthropic's Models API has OpenAI's paths: its clients read their own shape there, errors included.
+  if ((lower === '/v1/models' || lower.startsWith('/v1/models/')) && fromAnthropicClient(headers)) return 'anthropic';
   return lower.startsWith('/v1/') || lower === '/v1' || lower.startsWith('/chat/completions') ? 'openai' : 'ollama';
 }
 

@@ -26,7 +26,7 @@ export function beginRequest(req: IncomingMessage, id: string, path: string): Re
     startedAt: new Date(),
     method: req.method ?? 'GET',
     path,
-    surface: surfaceOf(path),
+    surface: surfaceOf(path, req.headers),
     client: { name: client.name, userAgent: client.userAgent, interaction: client.interaction, intent: client.intent, requestId: client.requestId },
     identity: null,
     backend: null,

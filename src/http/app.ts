@@ -180,7 +180,7 @@ export function createRequestListener(context: ApiContext, parts: AppParts, opti
         // Tried again with the next request; this one gets a 500 in its surface's shape.
         app = undefined;
         log.error({ err: error }, 'could not load the HTTP app');
-        sendError(res, surfaceOf(req.url ?? '/'), new BridgeError(500, 'the HTTP app could not be loaded'));
+        sendError(res, surfaceOf(req.url ?? '/', req.headers), new BridgeError(500, 'the HTTP app could not be loaded'));
       },
     );
   };

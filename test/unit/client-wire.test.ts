@@ -236,7 +236,7 @@ describe('what agents call besides generations', () => {
     assert.match(body.error.message, /POST \/v1\/responses/);
   });
 
-  it('the model list in the Anthropic SDK’s shape for a client that sends anthropic-version (Claude Code’s gateway model discovery), OpenAI’s for others', async () => {
+  it('the model list and its errors in the Anthropic SDK’s shape for a client that sends anthropic-version (Claude Code’s gateway model discovery), OpenAI’s for others', async () => {
     const anthropic = new Anthropic({ baseURL: bridge.url, apiKey: 'unused', maxRetries: 0 });
     const page = await anthropic.models.list({ limit: 1000 });
     const small = page.data.find((model) => model.id === SMALL);
@@ -247,11 +247,17 @@ describe('what agents call besides generations', () => {
     assert.equal(raw.first_id, page.data[0]?.id);
     assert.equal(raw.last_id, page.data.at(-1)?.id);
     assert.deepEqual(await anthropic.models.retrieve(SMALL), small);
+    // Its errors too: an Anthropic client reads Anthropic's error shape.
+    const missing = await fetch(`${bridge.url}/v1/models/no-such-model`, { headers: { 'anthropic-version': '2023-06-01' } });
+    assert.equal(missing.status, 404);
+    assert.deepEqual(await missing.json(), { type: 'error', error: { type: 'not_found_error', message: "The model 'no-such-model' does not exist" } });
 
     const openai = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const listed = (await openai.models.list()).data.find((model) => model.id === SMALL);
     assert.deepEqual(listed, { id: SMALL, object: 'model', created: Date.parse('2025-01-01T00:00:00Z') / 1000, owned_by: 'library' });
     assert.deepEqual(await openai.models.retrieve(SMALL), listed);
+    const missingForOpenAi = await fetch(`${bridge.url}/v1/models/no-such-model`);
+    assert.equal(((await missingForOpenAi.json()) as { error: { code: string } }).error.code, 'model_not_found');
   });
 
   it('OpenAI SDK embeddings (base64 on the wire by default) decode to the backend’s vectors', async () => {

@@ -1,6 +1,6 @@
-import type { IncomingMessage } from 'node:http';
 import type { Router as ExpressRouter } from 'express';
 import { mountRoutes, sendJson, type ApiHandler, type ApiRoute } from '../call.js';
+import { fromAnthropicClient } from '../errors.js';
 import { z } from 'zod';
 import { VIRTUAL_MODELS } from '../../routing/router.js';
 import { BridgeError, jsonOf } from '../../contract/index.js';
@@ -105,10 +105,6 @@ function asAnthropicModel(model: ListedModel): AnthropicModel {
   return { type: 'model', id: model.id, display_name: model.id, created_at: new Date(model.created * 1000).toISOString() };
 }
 
-function fromAnthropicClient(req: IncomingMessage): boolean {
-  return req.headers['anthropic-version'] !== undefined;
-}
-
 /** The model list, or the gateway error when no backend could be asked. */
 async function modelList(context: ApiContext): Promise<ListedModel[]> {
   const created = Math.floor(context.startedAt.getTime() / 1000);
@@ -130,7 +126,7 @@ export function openAiHotRoutes(context: ApiContext): ApiRoute[] {
   const models: ApiHandler = async (req, res) => {
     const identity = identityOf(req);
     const offered = (await modelList(context)).filter((m) => modelOffered(context.router, identity, m.id));
-    if (fromAnthropicClient(req)) {
+    if (fromAnthropicClient(req.headers)) {
       // Every model on one page: Claude Code asks for limit=1000, and the bridge's list is short.
       const data = offered.map(asAnthropicModel);
       sendJson(res, 200, { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
@@ -190,7 +186,7 @@ export function openAiRoutes(context: ApiContext, router: ExpressRouter): Expres
     requireModelOffered(req, context.router, id);
     const found = (await modelList(context)).find((m) => m.id === id || m.id === `${id}:latest`);
     if (found === undefined) throw new BridgeError(404, `The model '${id}' does not exist`, { code: 'model_not_found', param: 'model' });
-    res.json(fromAnthropicClient(req) ? asAnthropicModel(found) : found);
+    res.json(fromAnthropicClient(req.headers) ? asAnthropicModel(found) : found);
   });
 
   // Codex tries a WebSocket on GET /v1/responses first and falls back to POST on a plain error answer.
