@@ -32,7 +32,7 @@ function isOllamaRoute(method: string, rawPath: string): boolean {
   return ollamaMethods(rawPath)?.includes(method) ?? false;
 }
 
-/** refuseMethod for one of Ollama's paths asked with a method it does not take, 404 for anything else. */
+/** One of Ollama's paths asked with a method it does not take is refused by refuseMethod (405, or 204 to OPTIONS); anything else is a 404. */
 function refuseNonOllamaRoute(req: Request, res: Response, rawPath: string): void {
   const methods = ollamaMethods(rawPath);
   if (methods === undefined || methods.includes(req.method)) throw new BridgeError(404, `no such endpoint: ${req.method} ${rawPath}`, { code: 'not_found' });

@@ -353,11 +353,11 @@ export function ollamaRoutes(context: ApiContext, router: ExpressRouter): Expres
     });
     const stillThere = failures.filter(({ reason }) => !(reason instanceof BridgeError && reason.status === 404));
     const [failed] = stillThere;
-    if (deleted.length > 0 && failed === undefined) {
-      res.status(200).end();
-      return;
-    }
-    if (deleted.length > 0 && failed !== undefined) {
+    if (deleted.length > 0) {
+      if (failed === undefined) {
+        res.status(200).end();
+        return;
+      }
       // Gone from some backends only: not a success, and the answer says where it is left.
       const why = asBridgeError(failed.reason);
       const where = stillThere.map(({ backend }) => backend).join(', ');
