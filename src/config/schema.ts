@@ -115,7 +115,7 @@ const laneRuleSchema = z
     header: z.string().min(1).optional(),
     /** ... whose value contains this text (case-insensitive); without it, any value. */
     contains: z.string().optional(),
-    /** The client's User-Agent contains this text (case-insensitive). */
+    /** The client, by the name the bridge reads it as (copilot, openai-sdk, ...) or text of its User-Agent (case-insensitive). */
     client: z.string().min(1).optional(),
   })
   .refine((rule) => rule.header !== undefined || rule.client !== undefined, 'a lane rule needs header or client');

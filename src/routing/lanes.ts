@@ -15,12 +15,17 @@ export interface LaneInput {
   /** Request headers as Node gives them (lower-case names), for config rules. */
   headers: HeaderBag;
   /** What the client says about itself and the request (every surface reads it from the headers). */
-  client: Pick<ClientSignals, 'userAgent' | 'background' | 'interaction' | 'intent'>;
+  client: Pick<ClientSignals, 'name' | 'userAgent' | 'background' | 'interaction' | 'intent'>;
 }
 
 function header(input: LaneInput, name: string): string | undefined {
   const value = input.headers[name.toLowerCase()];
   return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** The client as the bridge reads it (openai-sdk for "OpenAI/Python 1.82"), or text of its User-Agent, letter case aside. */
+function clientIs(client: LaneInput['client'], wanted: string): boolean {
+  return client.name === wanted || (client.userAgent ?? '').toLowerCase().includes(wanted);
 }
 
 export const laneRank = (lane: Lane): number => LANES.indexOf(lane);
@@ -37,8 +42,7 @@ export function classifyLane(input: LaneInput, rules: readonly LaneRule[]): { la
     const value = rule.header === undefined ? undefined : header(input, rule.header);
     const headerMatches =
       rule.header === undefined || (value !== undefined && (rule.contains === undefined || value.toLowerCase().includes(rule.contains.toLowerCase())));
-    const agent = input.client.userAgent ?? '';
-    const clientMatches = rule.client === undefined || agent.toLowerCase().includes(rule.client.toLowerCase());
+    const clientMatches = rule.client === undefined || clientIs(input.client, rule.client.toLowerCase());
     if (headerMatches && clientMatches)
       return { lane: rule.lane, why: `lane rule ${rule.header ?? ''}${rule.client === undefined ? '' : ` client ${rule.client}`}`.trim() };
   }

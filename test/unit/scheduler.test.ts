@@ -620,6 +620,13 @@ describe('lanes', () => {
     assert.equal(lane('chat', { 'user-agent': 'Zed/0.190' }, '/api/chat', rules), 'fim');
   });
 
+  it("matches a rule's client by the name the bridge reads the client as, as well as by User-Agent text", () => {
+    const rules: LaneRule[] = [{ lane: 'background', client: 'openai-sdk' }];
+    // The OpenAI Python SDK (and aider on it) says "OpenAI/Python": read as openai-sdk, a text its User-Agent lacks.
+    assert.equal(lane('chat', { 'user-agent': 'OpenAI/Python 1.82.0' }, '/v1/chat/completions', rules), 'background');
+    assert.equal(lane('chat', { 'user-agent': 'Zed/0.190' }, '/api/chat', rules), 'interactive');
+  });
+
   it('knows a ghost-text client by its editor session, else by address and User-Agent', () => {
     const input = (headers: LaneInput['headers']): LaneInput => ({ kind: 'fim', path: '/', headers, client: clientSignals(headers) });
     assert.equal(clientKey(input({ 'vscode-sessionid': 's1', 'user-agent': 'x' }), '127.0.0.1', null), 'session:s1');
