@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ensureDeps } from './ensure-deps.mjs';
+import { ensureTestTools } from './ensure-test-tools.mjs';
 
 const [suite = 'all', ...extra] = process.argv.slice(2);
 // Rig folders live in this run's temp folder, so runs with another TMPDIR are not counted.
@@ -53,6 +54,7 @@ function leftoverRigProcesses() {
 }
 
 ensureDeps();
+if (suite !== 'unit') ensureTestTools({ deploy: suite === 'all' || suite === 'deploy' });
 if (suite === 'unit') {
   const unitFiles = testFiles('test/unit');
   process.exit(
@@ -77,7 +79,7 @@ step("build the desktop main process (checked against Electron's own types)", 'n
 
 const files = [];
 if (suite === 'all') files.push(...testFiles('test/unit'));
-// The deployment files, checked by nginx, HAProxy, Prometheus, Alertmanager and systemd themselves (.ci/run installs them).
+// The deployment files, checked by nginx, HAProxy, Prometheus, Alertmanager and systemd themselves (ensureTestTools installs them).
 if (suite === 'all' || suite === 'deploy') files.push(...testFiles('test/deploy'));
 if (suite === 'all' || suite === 'integration') {
   files.push(...testFiles('test/integration'), ...testFiles('test/e2e'));
