@@ -328,6 +328,6 @@ export function runTool(
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): { status: number | null; output: string } {
   const result = spawnSync(command, args, { encoding: 'utf8', cwd: options.cwd, env: { ...process.env, ...options.env }, timeout: 60_000 });
-  if (result.error) throw new Error(`${command} could not run: ${result.error.message} (installed by .ci/run)`);
+  if (result.error) throw new Error(`${command} could not run: ${result.error.message} (npm test installs it where it can: scripts/ensure-test-tools.mjs)`);
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }

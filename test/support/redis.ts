@@ -12,7 +12,7 @@ export interface RedisServer {
 export function redisSkipReason(): string | undefined {
   const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
   if (found.status === 0) return undefined;
-  const reason = 'redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it)';
+  const reason = 'redis-server is not installed (Debian: apt-get install redis-server; npm test does it where it can)';
   if (process.env.CI === 'true') throw new Error(`CI=true and ${reason}`);
   return reason;
 }
