@@ -1,4 +1,4 @@
-import { appendFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { isJsonObject, jsonOf, type HistoryRecord } from '../contract/index.js';
 export type { HistoryRecord } from '../contract/index.js';
@@ -20,6 +20,8 @@ export interface HistoryOptions {
 }
 
 const FILE = 'history.jsonl';
+/** A rotated file: history.1.jsonl is the newest of them. */
+const ROTATED_FILE = /^history\.([1-9]\d*)\.jsonl$/;
 /** History says what was asked of which model when: readable by this user only. */
 const FILE_MODE = 0o600;
 /** Line numbers told of a file's unreadable lines: enough to find the damage, however much there is. */
@@ -138,6 +140,8 @@ export class HistoryStore {
     const { dir } = this.options;
     if (dir === undefined) return;
     await mkdir(dir, { recursive: true });
+    // keep_files may have been lowered since the last start: the files past it are no longer kept.
+    await this.removeRotatedPast(dir);
     await this.load(dir);
     await appendFile(this.fileAt(0), '', { mode: FILE_MODE });
     this.timer = setInterval(() => void this.flush(), this.options.flushIntervalMs ?? 1000);
@@ -291,11 +295,18 @@ export class HistoryStore {
   }
 
   private async rotate(): Promise<void> {
-    await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
     for (let generation = this.options.keepFiles; generation >= 0; generation--) {
       await rename(this.fileAt(generation), this.fileAt(generation + 1)).catch(() => undefined);
     }
-    await rm(this.fileAt(this.options.keepFiles + 1), { force: true });
+    await this.removeRotatedPast(this.options.dir as string);
+  }
+
+  /** Removes every rotated file past the configured number, whichever number it has. */
+  private async removeRotatedPast(dir: string): Promise<void> {
+    for (const name of await readdir(dir)) {
+      const generation = Number(ROTATED_FILE.exec(name)?.[1] ?? 0);
+      if (generation > this.options.keepFiles) await rm(path.join(dir, name), { force: true });
+    }
   }
 
   async stop(): Promise<void> {

@@ -162,6 +162,32 @@ describe('history store', () => {
     await reopened.stop();
   });
 
+  it('removes the files past a lowered keep_files at start, and keeps the configured number on each rotation', async () => {
+    const dir = tempDir('history-');
+    const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
+    const fill = async (store: HistoryStore, from: number, count: number): Promise<void> => {
+      for (let i = from; i < from + count; i++) {
+        store.add(record(i));
+        await store.flush();
+      }
+    };
+    const generous = await openStore({ dir, maxRecords: 1000, maxFileBytes: size * 2, keepFiles: 4 });
+    await fill(generous, 0, 10);
+    await generous.stop();
+    assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.2.jsonl', 'history.3.jsonl', 'history.4.jsonl', 'history.jsonl']);
+    // A file past the highest generation ever kept (from a still older setting) goes too.
+    writeFileSync(path.join(dir, 'history.9.jsonl'), `${JSON.stringify(record(99))}\n`);
+    const lowered = await openStore({ dir, maxRecords: 1000, maxFileBytes: size * 2, keepFiles: 1 });
+    assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.jsonl']);
+    assert.deepEqual(
+      lowered.recent().map((r) => r.id),
+      ['r06', 'r07', 'r08', 'r09'],
+    );
+    await fill(lowered, 10, 3);
+    await lowered.stop();
+    assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.jsonl']);
+  });
+
   it('keeps working when its file cannot be written, and says so', async () => {
     const dir = tempDir('history-');
     const errors: string[] = [];
