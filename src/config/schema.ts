@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { LANES } from '../contract/index.js';
+import { isJsonObject, LANES } from '../contract/index.js';
 
 /**
  * The config.yaml format. Keys are snake_case because the file is the public format
@@ -92,6 +92,18 @@ const pathSchema = z
   .string()
   .min(1)
   .transform((value) => (value === '~' || value.startsWith('~/') ? path.join(os.homedir(), value.slice(1)) : value));
+
+/**
+ * A mapping by names people choose (teams, models), each name a plain key: "__proto__",
+ * "constructor" or "prototype" too, which zod's record would drop or take from Object. Read as a
+ * Map, so each name stays an own key, and handed on without a prototype, so a name the file does
+ * not have is not found among what every object has.
+ */
+function namedRecord<T extends z.ZodType>(value: T) {
+  return z
+    .preprocess((input) => (isJsonObject(input) ? new Map(Object.entries(input)) : input), z.map(z.string().min(1), value))
+    .transform((entries) => Object.setPrototypeOf(Object.fromEntries(entries), null) as Record<string, z.output<T>>);
+}
 
 const modelTierSchema = z.strictObject({
   name: z.string().min(1),
@@ -448,7 +460,7 @@ export const configSchema = z.strictObject({
         .default([]),
       jwt: jwtSchema.optional(),
       /** Cloud policy and limits that apply to everybody in a team. */
-      teams: z.record(z.string().min(1), teamSchema).default({}),
+      teams: namedRecord(teamSchema).prefault({}),
     })
     .prefault({}),
   limits: z
@@ -462,7 +474,7 @@ export const configSchema = z.strictObject({
   accounting: z
     .strictObject({
       /** $ per 1M tokens by model name or tier; a model's own entry wins over its tier's. */
-      prices: z.record(z.string().min(1), priceSchema).default({}),
+      prices: namedRecord(priceSchema).prefault({}),
       /** Electricity price in $ per kWh. */
       kwh_price: z.number().min(0).default(0.3),
       /** What the GPU machine costs per month (amortized purchase, hosting), for the ROI. */

@@ -379,6 +379,31 @@ describe('config', () => {
     assert.deepEqual(secret, [{ source: 'environment variable CLOUD_API_KEY_FILE', keyPath: '', expected: `a file of at most 1 MiB (${endless})` }]);
   });
 
+  it('takes __proto__, constructor and prototype as plain names of teams and priced models, and names them in errors', () => {
+    const names = ['__proto__', 'constructor', 'prototype'];
+    const teams = names.map((name) => `    ${name}:\n      cloud: never\n`).join('');
+    const prices = names.map((name, index) => `    ${name}:\n      input: ${index + 1}\n      output: 9\n`).join('');
+    const config = loadConfig({ file: yamlFile('object-names.yaml', `auth:\n  teams:\n${teams}accounting:\n  prices:\n${prices}`) });
+    assert.deepEqual(Object.keys(config.auth.teams), names);
+    for (const name of names) assert.equal(config.auth.teams[name]?.cloud, 'never', name);
+    assert.deepEqual(
+      Object.entries(config.accounting.prices).map(([name, price]) => [name, price.input]),
+      [
+        ['__proto__', 1],
+        ['constructor', 2],
+        ['prototype', 3],
+      ],
+    );
+    // A team or model the file does not name is not found among what every object has.
+    assert.equal(loadConfig().auth.teams.toString, undefined);
+    assert.equal(loadConfig().accounting.prices.constructor, undefined);
+    const problems = problemsOf(() => loadConfig({ file: yamlFile('bad-object-name.yaml', 'auth:\n  teams:\n    __proto__:\n      cloud: sometimes\n') }));
+    assert.deepEqual(
+      problems.map((p) => p.keyPath),
+      ['auth.teams.__proto__.cloud'],
+    );
+  });
+
   it('never echoes a secret in an error', () => {
     const problems = problemsOf(() => loadConfig({ env: { BRIDGE_API_KEYS: 'short-secret' } }));
     assert.equal(problems[0]?.keyPath, 'server.api_keys.0');
