@@ -1,7 +1,8 @@
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from './config/schema.js';
+import { makeFolder } from './files.js';
 
 export type { Logger } from 'pino';
 
@@ -71,10 +72,10 @@ export function openLog(config: Config): OwnedLog {
   const toFile = destination !== 'stdout';
   if (!toFile) stream = pino.destination({ dest: 1, sync: false });
   else {
-    mkdirSync(destination, { recursive: true });
+    makeFolder(destination);
     const file = path.join(destination, 'copilot-bridge.log');
     keepLogPrivate(file);
-    stream = pino.destination({ dest: file, mkdir: true, sync: false, mode: LOG_FILE_MODE });
+    stream = pino.destination({ dest: file, sync: false, mode: LOG_FILE_MODE });
   }
   let unwritable = false;
   stream.on('error', (error: NodeJS.ErrnoException) => {

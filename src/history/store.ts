@@ -1,6 +1,7 @@
-import { appendFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { appendFile, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { isJsonObject, jsonOf, type HistoryRecord } from '../contract/index.js';
+import { makeFolder } from '../files.js';
 export type { HistoryRecord } from '../contract/index.js';
 
 export interface HistoryOptions {
@@ -139,7 +140,7 @@ export class HistoryStore {
   async start(): Promise<void> {
     const { dir } = this.options;
     if (dir === undefined) return;
-    await mkdir(dir, { recursive: true });
+    makeFolder(dir);
     // keep_files may have been lowered since the last start: the files past it are no longer kept.
     await this.removeRotatedPast(dir);
     await this.load(dir);

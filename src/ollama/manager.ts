@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { makeFolder } from '../files.js';
 import { keepLogPrivate, LOG_FILE_MODE, type Logger } from '../log.js';
 import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
 export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
@@ -117,7 +118,7 @@ class RotatingLog {
   }
 
   private open(): void {
-    mkdirSync(path.dirname(this.file), { recursive: true });
+    makeFolder(path.dirname(this.file));
     this.fd = openSync(this.file, 'a', LOG_FILE_MODE);
     keepLogPrivate(this.file);
     this.size = fstatSync(this.fd).size;

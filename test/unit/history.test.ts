@@ -317,6 +317,18 @@ describe('history store', () => {
   });
 });
 
+describe('a data folder that cannot be created', () => {
+  // /proc takes no new folders, yet has the ones above: Node's recursive mkdir retries there for ever.
+  const unmakeable = '/proc/copilot-bridge-data';
+  it('fails the start at once, naming the folder', { skip: process.platform !== 'linux', timeout: 5000 }, async () => {
+    await assert.rejects(openStore(options(path.join(unmakeable, 'history'))), new RegExp(`could not create the folder ${unmakeable} \\(ENOENT`));
+    await assert.rejects(
+      startTestBridge({ env: { BRIDGE_DATA_DIR: unmakeable, OLLAMA_HOST: `127.0.0.1:${await freePort()}` } }),
+      new RegExp(`could not create the folder ${unmakeable}`),
+    );
+  });
+});
+
 describe('history files read at start', () => {
   it('logs one warning per damaged file, with how many lines it skipped and the first few, not one per line', async () => {
     const dataDir = tempDir('bridge-data-');

@@ -165,6 +165,17 @@ describe('logging', () => {
     assert.equal(statSync(file).mode & 0o777, 0o600);
   });
 
+  it(
+    'refuses to start at once, naming the folder, when the log folder cannot be created (/proc takes no new folders)',
+    { skip: process.platform !== 'linux' },
+    async () => {
+      const config = loadConfig({ env: { BRIDGE_DATA_DIR: tempDir('bridge-data-') }, flags: { port: '0' } });
+      const destination = '/proc/copilot-bridge-logs';
+      const unmakeable = { ...config, monitoring: { ...config.monitoring, logging: { ...config.monitoring.logging, destination } } };
+      await assert.rejects(startBridge(unmakeable), new RegExp(`could not create the folder ${destination} \\(ENOENT`));
+    },
+  );
+
   /** The exit code of a child asked to stop, or a failed test when it does not end within 10 s. */
   const stopped = async (child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
     let code: number | null | undefined;
