@@ -26,7 +26,13 @@ export function controlToken(): string | null {
   const fromHash = new URLSearchParams(window.location.hash.slice(1)).get('token');
   if (fromHash !== null && fromHash !== '') {
     sessionStorage.setItem(TOKEN_KEY, fromHash);
-    history.replaceState(null, '', window.location.pathname + window.location.search);
+    // Only the token leaves the address: the view named beside it (#usage&token=...) stays.
+    const rest = window.location.hash
+      .slice(1)
+      .split('&')
+      .filter((part) => !part.startsWith('token='))
+      .join('&');
+    history.replaceState(null, '', `${window.location.pathname}${window.location.search}${rest === '' ? '' : `#${rest}`}`);
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }

@@ -292,6 +292,17 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('opens a link with a view and the token (#usage&token=...) on that view, signed in, with the token gone from the address', async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await page.goto(`${bridge.url}/ui/#usage&token=${bridge.controlToken}`);
+    await page.getByTestId('usage-totals').waitFor({ timeout: 5000 });
+    assert.equal(await page.getByRole('tab', { selected: true }).innerText(), 'Usage');
+    assert.equal(new URL(page.url()).hash, '#usage');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('copilot-bridge-control-token')), bridge.controlToken);
+    await page.close();
+  });
+
   it('fits the tabs and a GPU card into a narrow window', async () => {
     const width = 420;
     const page = await showing(
