@@ -1,4 +1,5 @@
 import {
+  clockTimeOf,
   describeQueued,
   dollarsOf,
   gibOf,
@@ -10,6 +11,7 @@ import {
   type ActionPayloads,
   type BridgeState,
   type GpuStatus,
+  type InstanceSnapshot,
   type Tier,
 } from '../src/contract/index.js';
 
@@ -70,6 +72,17 @@ function gpuLines(gpu: GpuStatus): string[] {
   return [`No live GPU figures: ${gpu.lastError ?? gpu.message}`.slice(0, 120)];
 }
 
+/**
+ * A failed instance waits for the user, who needs the bridge's why (no binary, a crash loop); a
+ * crashed one says when it starts again on its own (a clock time stays true while the menu is shown).
+ */
+function instanceStatus(instance: InstanceSnapshot): string {
+  if (instance.state === 'failed' && instance.message !== null) return `failed (${instance.message})`;
+  if (instance.restartAt !== null)
+    return `${instance.state}${instance.lastExit === null ? '' : ` (${instance.lastExit})`}, restarts at ${clockTimeOf(instance.restartAt)}`;
+  return instance.state;
+}
+
 function statusLines(state: BridgeState): MenuItemSpec[] {
   const up = healthyBackendCount(state.backends);
   const lines = [`Backends: ${up}/${state.backends.length} healthy`];
@@ -78,11 +91,7 @@ function statusLines(state: BridgeState): MenuItemSpec[] {
   }
   lines.push(...gpuLines(state.gpu));
   const instances = instanceLabels(state);
-  // A failed instance waits for the user, who needs the bridge's why (no binary, a crash loop).
-  for (const instance of state.ollama) {
-    const why = instance.state === 'failed' && instance.message !== null ? ` (${instance.message})` : '';
-    lines.push(`${instances.get(instance.name)}: ${instance.state}${why}`.slice(0, 120));
-  }
+  for (const instance of state.ollama) lines.push(`${instances.get(instance.name)}: ${instanceStatus(instance)}`.slice(0, 120));
   return lines.map((label) => ({ label, enabled: false }));
 }
 

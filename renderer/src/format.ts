@@ -18,8 +18,3 @@ export function ms(value: number | null | undefined): string {
   if (value === null || value === undefined) return '–';
   return value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`;
 }
-
-/** A 24-hour clock time in the reader's locale; h23, as hour12: false is h24 in some (en-US: "24:05:07"). */
-export function time(iso: string): string {
-  return new Date(iso).toLocaleTimeString([], { hourCycle: 'h23' });
-}

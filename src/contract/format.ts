@@ -14,6 +14,11 @@ export function dollarsOf(amount: number, smallDigits: number): string {
   return `${amount < 0 && Number(digits) !== 0 ? '-' : ''}$${digits}`;
 }
 
+/** A 24-hour clock time in the reader's locale; h23, as hour12: false is h24 in some (en-US: "24:05:07"). */
+export function clockTimeOf(iso: string): string {
+  return new Date(iso).toLocaleTimeString([], { hourCycle: 'h23' });
+}
+
 /** Whether a value is a JSON object: not null, not an array. */
 export function isJsonObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

@@ -80,6 +80,8 @@ export interface InstanceSnapshot {
   lastExit: string | null;
   logFile: string;
   message: string | null;
+  /** When a crashed instance is started again on its own (ISO time); null in every other state. */
+  restartAt: string | null;
 }
 
 /** One routed request, as the dashboard and the history file keep it. No prompt or answer text. */

@@ -192,6 +192,8 @@ interface Instance {
   lastExit: string | null;
   message: string | null;
   retryTimer: NodeJS.Timeout | undefined;
+  /** When the automatic restart after the last crash is due (ms); read while the state is `crashed`. */
+  restartAt: number;
   log: RotatingLog | undefined;
   /** The start, stop or restart under way: the next one waits for it, so two never interleave. */
   turn: Promise<unknown>;
@@ -223,6 +225,7 @@ export class OllamaManager {
         lastExit: null,
         message: null,
         retryTimer: undefined,
+        restartAt: 0,
         log: undefined,
         turn: Promise.resolve(),
       });
@@ -270,6 +273,7 @@ export class OllamaManager {
       lastExit: i.lastExit,
       logFile: this.logFile(i.spec.name),
       message: i.message,
+      restartAt: i.state === 'crashed' ? new Date(i.restartAt).toISOString() : null,
     }));
   }
 
@@ -413,7 +417,8 @@ export class OllamaManager {
     }
     const delay = Math.min(30_000, 500 * 2 ** (instance.crashes.length - 1));
     instance.state = 'crashed';
-    instance.message = `crashed (${instance.lastExit}); restarting in ${delay} ms`;
+    instance.message = `crashed (${instance.lastExit})`;
+    instance.restartAt = now + delay;
     this.options.log.warn({ backend: instance.spec.name, delayMs: delay }, 'ollama serve crashed; restarting');
     instance.retryTimer = setTimeout(() => {
       if (!instance.wanted) return;

@@ -109,11 +109,54 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     const page = await showing('Backends', (state) => {
       const name = state.backends[0]?.name ?? '';
       state.ollama = [
-        { name, state: 'failed', pid: null, port: 11434, device: null, restarts: 0, lastExit: null, logFile: '/tmp/ollama.log', message: missing },
+        {
+          name,
+          state: 'failed',
+          pid: null,
+          port: 11434,
+          device: null,
+          restarts: 0,
+          lastExit: null,
+          logFile: '/tmp/ollama.log',
+          message: missing,
+          restartAt: null,
+        },
       ];
     });
     const row = page.getByTestId(`backend-${real.backends[0]?.name ?? ''}`);
     await row.getByText(missing).waitFor({ timeout: 5000 });
+    await page.close();
+  });
+
+  it('counts down to the automatic restart of a crashed managed Ollama', async () => {
+    const name = real.backends[0]?.name ?? '';
+    const restartAt = new Date(Date.now() + 30_000).toISOString();
+    const page = await showing('Backends', (state) => {
+      state.ollama = [
+        {
+          name,
+          state: 'crashed',
+          pid: null,
+          port: 11434,
+          device: null,
+          restarts: 1,
+          lastExit: 'exit code 2',
+          logFile: '/tmp/ollama.log',
+          message: 'crashed (exit code 2)',
+          restartAt,
+        },
+      ];
+    });
+    const countdown = page.getByTestId(`restart-${name}`);
+    await countdown.waitFor({ timeout: 5000 });
+    const first = await countdown.innerText();
+    const seconds = Number(/^exit code 2; restarting in (\d+) s$/.exec(first)?.[1]);
+    assert.ok(seconds > 20 && seconds <= 30, first);
+    // It counts on by itself, with no new state from the bridge.
+    await page
+      .getByTestId(`restart-${name}`)
+      .filter({ hasText: `restarting in ${seconds - 1} s` })
+      .waitFor({ timeout: 5000 });
     await page.close();
   });
 

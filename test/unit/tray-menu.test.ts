@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { BackendSnapshot, BridgeState, GpuReading, InstanceSnapshot } from '../../src/contract/index.js';
+import { clockTimeOf, type BackendSnapshot, type BridgeState, type GpuReading, type InstanceSnapshot } from '../../src/contract/index.js';
 import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec } from '../../electron/tray-menu.js';
 
 const GIB = 1024 ** 3;
@@ -49,7 +49,18 @@ function gpu(index: number, usedGib: number): GpuReading {
 }
 
 function instance(name: string, state: InstanceSnapshot['state']): InstanceSnapshot {
-  return { name, state, pid: state === 'running' ? 4242 : null, port: 11434, device: null, restarts: 0, lastExit: null, logFile: '/tmp/x.log', message: null };
+  return {
+    name,
+    state,
+    pid: state === 'running' ? 4242 : null,
+    port: 11434,
+    device: null,
+    restarts: 0,
+    lastExit: null,
+    logFile: '/tmp/x.log',
+    message: null,
+    restartAt: null,
+  };
 }
 
 function state(overrides: Partial<BridgeState> = {}): BridgeState {
@@ -239,9 +250,14 @@ describe('tray menu, built from the state', () => {
     const missing = 'no ollama binary found: install Ollama from https://ollama.com/download, or set ollama.binary in config.yaml (or OLLAMA_BIN)';
     const failed = state({ ollama: [{ ...instance('gpu0', 'failed'), message: missing }] });
     assert.equal(statusLines(buildTrayMenu({ state: failed, startAtLogin: false })).at(-1), `Ollama on GPU 0: failed (${missing})`.slice(0, 120));
-    // Crashed says so itself, and restarts on its own.
-    const crashed = state({ ollama: [{ ...instance('gpu0', 'crashed'), message: 'crashed (exit code 2); restarting in 2000 ms' }] });
-    assert.equal(statusLines(buildTrayMenu({ state: crashed, startAtLogin: false })).at(-1), 'Ollama on GPU 0: crashed');
+    // Crashed restarts on its own: the line says why it ended and when it starts again.
+    const restartAt = new Date(2026, 0, 1, 9, 30, 5).toISOString();
+    const crashed = state({ ollama: [{ ...instance('gpu0', 'crashed'), message: 'crashed (exit code 2)', lastExit: 'exit code 2', restartAt }] });
+    assert.equal(
+      statusLines(buildTrayMenu({ state: crashed, startAtLogin: false })).at(-1),
+      `Ollama on GPU 0: crashed (exit code 2), restarts at ${clockTimeOf(restartAt)}`,
+    );
+    assert.match(clockTimeOf(restartAt), /^09\D30\D05$/);
   });
 
   it('with two instances on one GPU: each has its own name, so Stop stops the one meant', () => {

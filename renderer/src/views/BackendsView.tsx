@@ -2,13 +2,17 @@ import type { JSX } from 'react';
 import { ollamaControls, type BridgeState } from '../../../src/contract';
 import { runAction } from '../api';
 import { useAction } from '../useAction';
+import { useNow } from '../useNow';
 import { ms } from '../format';
+import { restartCountdown } from '../lib/ollama';
 import { backendQueue, droppedSummary, estimateCells } from '../lib/scheduler';
 
 /** `readOnly`: the signed-in role may not run actions, so managed Ollama instances show their state only. */
 export function BackendsView({ state, readOnly }: { state: BridgeState; readOnly: boolean }): JSX.Element {
   const { error: message, act } = useAction();
   const ollama = new Map(state.ollama.map((i) => [i.name, i]));
+  // A crashed instance counts down to its automatic restart: the view is drawn again each second meanwhile.
+  const now = useNow(state.ollama.some((i) => i.restartAt !== null));
   return (
     <div className="view">
       <div className="toolbar">
@@ -69,6 +73,12 @@ export function BackendsView({ state, readOnly }: { state: BridgeState; readOnly
                         <span className={`badge ${managed.state}`}>{managed.state}</span>
                         {/* A failed instance waits for the user, who needs the bridge's why (no binary, a crash loop). */}
                         {managed.state === 'failed' && managed.message !== null && <div className="muted small">{managed.message}</div>}
+                        {managed.restartAt !== null && (
+                          <div className="muted small" data-testid={`restart-${b.name}`}>
+                            {managed.lastExit === null ? '' : `${managed.lastExit}; `}
+                            {restartCountdown(managed.restartAt, now)}
+                          </div>
+                        )}
                         {!readOnly && (
                           <>
                             <button

@@ -1,6 +1,6 @@
 import { useLayoutEffect, useMemo, useRef, useState, type JSX } from 'react';
-import { LANE_LABELS, type HistoryRecord } from '../../../src/contract';
-import { ms, time } from '../format';
+import { clockTimeOf, LANE_LABELS, type HistoryRecord } from '../../../src/contract';
+import { ms } from '../format';
 import { distinct, matches, NO_FILTERS, recordKey, summarize, type HistoryFilters } from '../lib/history';
 
 const ROW_HEIGHT = 34;
@@ -203,7 +203,7 @@ export function HistoryView({ records }: { records: readonly HistoryRecord[] }):
               data-backend={r.backend ?? ''}
               data-lane={r.lane ?? ''}
             >
-              <span>{time(r.time)}</span>
+              <span>{clockTimeOf(r.time)}</span>
               <span>
                 <span className={`badge tier-${r.tier ?? 'none'}`}>{r.tier ?? 'none'}</span>
               </span>
