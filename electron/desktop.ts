@@ -3,7 +3,7 @@ import path from 'node:path';
 import { startBridge, type BridgeHandle } from '../src/bridge.js';
 import type { BridgeState } from '../src/contract/index.js';
 import { loadConfig } from '../src/config/load.js';
-import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec, type TrayCommand, type TrayIconState } from './tray-menu.js';
+import { trayChanges, trayView, type MenuItemSpec, type TrayCommand, type TrayIconState, type TrayView } from './tray-menu.js';
 
 /**
  * The desktop shell's logic, written against a small adapter instead of Electron itself, so it is
@@ -48,7 +48,7 @@ export interface Desktop {
   openDashboard(): void;
   run(command: TrayCommand): Promise<void>;
   /** What the tray shows now (for automation and tests). */
-  tray(): { icon: TrayIconState; tooltip: string; menu: MenuItemSpec[] };
+  tray(): TrayView;
 }
 
 /** The bridge for the desktop: config.yaml and all data in the app's folder, environment on top. */
@@ -114,7 +114,7 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
   };
 
   const tray = adapter.createTray();
-  let shown: ReturnType<Desktop['tray']> = { icon: 'healthy', tooltip: '', menu: [] };
+  let shown: TrayView | undefined;
   const run = async (command: TrayCommand): Promise<void> => {
     switch (command.kind) {
       case 'action':
@@ -139,15 +139,14 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
     }
     refresh(bridge.state);
   };
-  const refresh = (state: BridgeState): void => {
-    shown = {
-      icon: trayIconState(state),
-      tooltip: trayTooltip(state, requestsPerMinute(bridge)),
-      menu: buildTrayMenu({ state, startAtLogin: adapter.getStartAtLogin() }),
-    };
-    tray.setImage(shown.icon);
-    tray.setToolTip(shown.tooltip);
-    tray.setMenu(shown.menu, run);
+  const refresh = (state: BridgeState): TrayView => {
+    const next = trayView({ state, startAtLogin: adapter.getStartAtLogin() }, requestsPerMinute(bridge));
+    const changed = trayChanges(shown, next);
+    if (changed.icon) tray.setImage(next.icon);
+    if (changed.tooltip) tray.setToolTip(next.tooltip);
+    if (changed.menu) tray.setMenu(next.menu, run);
+    shown = next;
+    return next;
   };
   refresh(bridge.state);
   bridge.onStateChange(refresh);
@@ -158,5 +157,5 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
     // Stops managed Ollama instances and flushes the history file.
     await bridge.stop(2000);
   });
-  return { bridge, openDashboard, run, tray: () => shown };
+  return { bridge, openDashboard, run, tray: () => shown ?? refresh(bridge.state) };
 }

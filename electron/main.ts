@@ -52,7 +52,7 @@ const adapter: DesktopAdapter = {
     return {
       setImage: (state) => tray.setImage(icon(state)),
       setToolTip: (text) => tray.setToolTip(text),
-      // Always a context menu (Linux shows nothing without one), rebuilt from the state each time.
+      // Always a context menu (Linux shows nothing without one), built anew when what it shows changed.
       setMenu: (items, run) => tray.setContextMenu(Menu.buildFromTemplate(toTemplate(items, run))),
     };
   },

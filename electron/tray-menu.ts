@@ -16,9 +16,9 @@ import {
 } from '../src/contract/index.js';
 
 /**
- * The tray: its menu, icon and tooltip are pure functions of the bridge's state, rebuilt on every
- * change. Menu items carry commands, not callbacks; the shell runs them, and every setting goes
- * through the same control actions the dashboard uses.
+ * The tray: its menu, icon and tooltip are pure functions of the bridge's state, set again when
+ * what they show changes. Menu items carry commands, not callbacks; the shell runs them, and every
+ * setting goes through the same control actions the dashboard uses.
  */
 
 export type TrayCommand =
@@ -196,4 +196,29 @@ export function trayTooltip(state: BridgeState, requestsPerMinute: number): stri
   if (figures.length === 0) lines.push('no GPU figures');
   lines.push(`Today: ${state.today.requests} requests, ${dollarsOf(state.today.savedDollars, 3)} saved vs cloud`);
   return lines.join('\n');
+}
+
+/** Everything the tray shows. */
+export interface TrayView {
+  icon: TrayIconState;
+  tooltip: string;
+  menu: MenuItemSpec[];
+}
+
+export function trayView(input: TrayInput, requestsPerMinute: number): TrayView {
+  return { icon: trayIconState(input.state), tooltip: trayTooltip(input.state, requestsPerMinute), menu: buildTrayMenu(input) };
+}
+
+/**
+ * The parts of the tray that differ from what it shows (all of them when it shows nothing yet).
+ * The state changes with every GPU sample and request; a native menu built again for each would
+ * cost the shell that much work, mostly to show the same.
+ */
+export function trayChanges(shown: TrayView | undefined, next: TrayView): { icon: boolean; tooltip: boolean; menu: boolean } {
+  return {
+    icon: shown?.icon !== next.icon,
+    tooltip: shown?.tooltip !== next.tooltip,
+    // Menu items are plain data (commands, not callbacks): equal JSON is an equal menu.
+    menu: shown === undefined || JSON.stringify(shown.menu) !== JSON.stringify(next.menu),
+  };
 }

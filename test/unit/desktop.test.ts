@@ -27,6 +27,7 @@ class FakeElectron implements DesktopAdapter {
   images: TrayIconState[] = [];
   tooltips: string[] = [];
   menu: MenuItemSpec[] = [];
+  menusSet = 0;
   runMenu: (command: TrayCommand) => Promise<void> = async () => undefined;
   windows: Array<{ url: string; origin: string; shows: number; onClose: () => boolean; destroyed: boolean }> = [];
   secondInstance: () => void = () => undefined;
@@ -45,6 +46,7 @@ class FakeElectron implements DesktopAdapter {
     setToolTip: (text: string) => this.tooltips.push(text),
     setMenu: (items: MenuItemSpec[], run: (command: TrayCommand) => Promise<void>) => {
       this.menu = items;
+      this.menusSet += 1;
       this.runMenu = run;
     },
   });
@@ -194,6 +196,24 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     for (let i = 0; i < 3000; i++) desktop.bridge.history.add(sampleRecord({ id: `r${i}`, time: new Date(now - i * 10).toISOString() }));
     await fake.click('Start at login');
     assert.match(fake.tooltips.at(-1) ?? '', /\n600\.0 requests\/min\n/);
+  });
+
+  it('sets the tray menu again only when what it shows changed, not on every change of the state', async () => {
+    const upstream = await startStandIn((_req, res) => res.end(), ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const { fake, desktop } = await desktopOver(upstream.url);
+    cleanups.push(() => fake.cleanup());
+    await until(
+      () => (fake.menu.find((i) => i.label === 'Simple model')?.submenu?.some((i) => i.label === 'm:latest') ? true : undefined),
+      'the model in the tray',
+    );
+    const menus = fake.menusSet;
+    // A finished request changes the state and the tooltip (today's count), not the menu.
+    desktop.bridge.history.add(sampleRecord({ id: 'one', time: new Date().toISOString() }));
+    await until(() => (/Today: 1 requests/.test(fake.tooltips.at(-1) ?? '') ? true : undefined), 'the request in the tooltip');
+    assert.equal(fake.menusSet, menus);
+    await fake.click('Dual-GPU mode');
+    assert.equal(fake.menusSet, menus + 1);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { clockTimeOf, type BackendSnapshot, type BridgeState, type GpuReading, type InstanceSnapshot } from '../../src/contract/index.js';
-import { buildTrayMenu, trayIconState, trayTooltip, type MenuItemSpec } from '../../electron/tray-menu.js';
+import { buildTrayMenu, trayChanges, trayIconState, trayTooltip, trayView, type MenuItemSpec } from '../../electron/tray-menu.js';
 
 const GIB = 1024 ** 3;
 
@@ -307,5 +307,20 @@ describe('tray menu, built from the state', () => {
       'copilot-bridge: healthy\n3.0 requests/min\n4 queued (1 ghost text, 3 chat)\nno GPU figures\nToday: 0 requests, $0.000 saved vs cloud',
     );
     assert.doesNotMatch(trayTooltip(state(), 3), /queued/);
+  });
+
+  it('sets again only the parts of the tray whose content changed, not the whole tray on every state change', () => {
+    const shown = trayView({ state: state(), startAtLogin: false }, 0);
+    assert.deepEqual(trayChanges(undefined, shown), { icon: true, tooltip: true, menu: true });
+    // A GPU sample or a finished request changes the state, but nothing the tray shows of it.
+    const same = trayView({ state: state({ requests: { total: 7, inFlight: 0 }, historyRecords: 7 }), startAtLogin: false }, 0);
+    assert.deepEqual(trayChanges(shown, same), { icon: false, tooltip: false, menu: false });
+    const busy = trayView({ state: state({ requests: { total: 8, inFlight: 1 } }), startAtLogin: false }, 0);
+    assert.deepEqual(trayChanges(shown, busy), { icon: true, tooltip: true, menu: false });
+    const rate = trayView({ state: state(), startAtLogin: false }, 2);
+    assert.deepEqual(trayChanges(shown, rate), { icon: false, tooltip: true, menu: false });
+    const single = trayView({ state: state({ settings: { ...state().settings, dualGpu: false } }), startAtLogin: false }, 0);
+    assert.deepEqual(trayChanges(shown, single), { icon: false, tooltip: false, menu: true });
+    assert.deepEqual(trayChanges(shown, trayView({ state: state(), startAtLogin: true }, 0)), { icon: false, tooltip: false, menu: true });
   });
 });
