@@ -3,7 +3,7 @@ import path from 'node:path';
 import { startBridge, type BridgeHandle } from '../src/bridge.js';
 import type { BridgeState } from '../src/contract/index.js';
 import { loadConfig } from '../src/config/load.js';
-import { trayChanges, trayView, type MenuItemSpec, type TrayCommand, type TrayIconState, type TrayView } from './tray-menu.js';
+import { failureText, trayChanges, trayView, type MenuItemSpec, type TrayCommand, type TrayFailure, type TrayIconState, type TrayView } from './tray-menu.js';
 
 /**
  * The desktop shell's logic, written against a small adapter instead of Electron itself, so it is
@@ -41,6 +41,8 @@ export interface DesktopAdapter {
   onQuit(cleanup: () => Promise<void>): void;
   quit(): void;
   log(message: string, error?: unknown): void;
+  /** A desktop notification: the word to whoever just clicked, who is not looking at the log. */
+  notify(text: string): void;
 }
 
 export interface Desktop {
@@ -115,13 +117,17 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
 
   const tray = adapter.createTray();
   let shown: TrayView | undefined;
+  let failure: TrayFailure | undefined;
   const run = async (command: TrayCommand): Promise<void> => {
     switch (command.kind) {
       case 'action':
         try {
           await bridge.actions.run(command.name, command.payload as never);
+          failure = undefined;
         } catch (error) {
           adapter.log(`${command.name} failed`, error);
+          failure = { action: command.name, message: error instanceof Error ? error.message : String(error) };
+          adapter.notify(failureText(failure));
         }
         break;
       case 'open-dashboard':
@@ -140,7 +146,7 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
     refresh(bridge.state);
   };
   const refresh = (state: BridgeState): TrayView => {
-    const next = trayView({ state, startAtLogin: adapter.getStartAtLogin() }, requestsPerMinute(bridge));
+    const next = trayView({ state, startAtLogin: adapter.getStartAtLogin(), failure }, requestsPerMinute(bridge));
     const changed = trayChanges(shown, next);
     if (changed.icon) tray.setImage(next.icon);
     if (changed.tooltip) tray.setToolTip(next.tooltip);

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { app, BrowserWindow, clipboard, Menu, nativeImage, shell, Tray, type MenuItemConstructorOptions } from 'electron';
+import { app, BrowserWindow, clipboard, Menu, nativeImage, Notification, shell, Tray, type MenuItemConstructorOptions } from 'electron';
 import { autostartCommand, autostartFile, xdgLoginItem } from './autostart.js';
 import { startDesktop, type DesktopAdapter, type TrayHandle, type WindowHandle } from './desktop.js';
 import type { MenuItemSpec, TrayCommand, TrayIconState } from './tray-menu.js';
@@ -111,6 +111,10 @@ const adapter: DesktopAdapter = {
   },
   quit: () => app.quit(),
   log: (message, error) => console.error(`copilot-bridge: ${message}`, error),
+  // Where the desktop has no notifications, the tray's menu and tooltip still say it.
+  notify: (text) => {
+    if (Notification.isSupported()) new Notification({ title: 'copilot-bridge', body: text }).show();
+  },
 };
 
 // A tray app: closing the last window does not quit.

@@ -37,9 +37,34 @@ export interface MenuItemSpec {
   command?: TrayCommand;
 }
 
+/** A control action run from the tray that the bridge refused or could not do, in its words. */
+export interface TrayFailure {
+  action: ActionName;
+  message: string;
+}
+
 export interface TrayInput {
   state: BridgeState;
   startAtLogin: boolean;
+  /** The last tray action, when it failed: told until the next one succeeds. */
+  failure?: TrayFailure;
+}
+
+/** What each action was to do, for telling that it could not. */
+const ACTION_WORDS: { [N in ActionName]: string } = {
+  setDualGpu: 'turn dual-GPU mode on or off',
+  setFallback: 'turn cloud fallback on or off',
+  setTierModel: 'change the tier model',
+  preloadModel: 'load the model',
+  unloadModel: 'unload the model',
+  startOllama: 'start Ollama',
+  stopOllama: 'stop Ollama',
+  restartOllama: 'restart Ollama',
+};
+
+/** The words of a failed tray action: its notification, the menu's first line and the tooltip's last. */
+export function failureText(failure: TrayFailure): string {
+  return `Could not ${ACTION_WORDS[failure.action]}: ${failure.message}`;
 }
 
 export type TrayIconState = 'healthy' | 'degraded' | 'down' | 'busy';
@@ -149,8 +174,9 @@ function neverCloudLines(state: BridgeState): MenuItemSpec[] {
 }
 
 /** Dollars with cents, or tenths of a cent under a dollar (local savings per request are small). */
-export function buildTrayMenu({ state, startAtLogin }: TrayInput): MenuItemSpec[] {
+export function buildTrayMenu({ state, startAtLogin, failure }: TrayInput): MenuItemSpec[] {
   return [
+    ...(failure === undefined ? [] : [{ label: failureText(failure).slice(0, 120), enabled: false }]),
     ...statusLines(state),
     { type: 'separator' },
     {
@@ -187,7 +213,7 @@ export function trayIconState(state: BridgeState): TrayIconState {
   return state.requests.inFlight > 0 ? 'busy' : 'healthy';
 }
 
-export function trayTooltip(state: BridgeState, requestsPerMinute: number): string {
+export function trayTooltip(state: BridgeState, requestsPerMinute: number, failure?: TrayFailure): string {
   const lines = [`copilot-bridge: ${trayIconState(state)}`, `${requestsPerMinute.toFixed(1)} requests/min`];
   // Requests waiting in the bridge for a free Ollama slot.
   if (state.scheduler.queued > 0) lines.push(`${state.scheduler.queued} queued (${describeQueued(queuedPerLane(state.scheduler))})`);
@@ -195,6 +221,7 @@ export function trayTooltip(state: BridgeState, requestsPerMinute: number): stri
   for (const gpu of figures) lines.push(`GPU ${gpu.index}: ${gib(gpu.memoryUsedBytes)} / ${gib(gpu.memoryTotalBytes)} GiB`);
   if (figures.length === 0) lines.push('no GPU figures');
   lines.push(`Today: ${state.today.requests} requests, ${dollarsOf(state.today.savedDollars, 3)} saved vs cloud`);
+  if (failure !== undefined) lines.push(failureText(failure));
   return lines.join('\n');
 }
 
@@ -206,7 +233,7 @@ export interface TrayView {
 }
 
 export function trayView(input: TrayInput, requestsPerMinute: number): TrayView {
-  return { icon: trayIconState(input.state), tooltip: trayTooltip(input.state, requestsPerMinute), menu: buildTrayMenu(input) };
+  return { icon: trayIconState(input.state), tooltip: trayTooltip(input.state, requestsPerMinute, input.failure), menu: buildTrayMenu(input) };
 }
 
 /**

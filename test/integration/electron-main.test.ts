@@ -70,6 +70,8 @@ describe('electron/main.js with a stand-in Electron', () => {
       { close: true },
       { click: ['Start at login'] },
       { click: ['Copy endpoint URL'] },
+      // No cloud provider is configured: the bridge refuses, and the desktop says so.
+      { click: ['Cloud fallback (no provider configured)'] },
       { click: ['Quit copilot-bridge'] },
     ]);
     const tray = reports.find((r) => r.fake === 'tray');
@@ -110,6 +112,7 @@ describe('electron/main.js with a stand-in Electron', () => {
     if (process.platform === 'linux') assert.match(readFileSync(path.join(configHome, 'autostart', 'copilot-bridge.desktop'), 'utf8'), /^Exec=".+"/m);
     else assert.equal(reports.find((r) => r.fake === 'login')?.openAtLogin, true);
     assert.match(String(reports.find((r) => r.fake === 'clipboard')?.text), /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.match(String(reports.find((r) => r.fake === 'notification')?.body), /^Could not turn cloud fallback on or off: no cloud provider is configured/);
     assert.equal(reports.at(-1)?.fake, 'exited');
   });
 

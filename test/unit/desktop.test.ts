@@ -24,6 +24,7 @@ class FakeElectron implements DesktopAdapter {
   quits = 0;
   startAtLogin = false;
   copied: string[] = [];
+  notices: string[] = [];
   images: TrayIconState[] = [];
   tooltips: string[] = [];
   menu: MenuItemSpec[] = [];
@@ -77,6 +78,9 @@ class FakeElectron implements DesktopAdapter {
     this.quits += 1;
   };
   log = (): void => undefined;
+  notify = (text: string): void => {
+    this.notices.push(text);
+  };
 
   /** Finds a menu item by its path of labels and clicks it. */
   async click(...labels: string[]): Promise<void> {
@@ -214,6 +218,23 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     assert.equal(fake.menusSet, menus);
     await fake.click('Dual-GPU mode');
     assert.equal(fake.menusSet, menus + 1);
+  });
+
+  it('tells whoever clicked a tray item that its action failed, and why, until an action succeeds', async () => {
+    const upstream = await startStandIn((_req, res) => res.end(), ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const { fake, desktop } = await desktopOver(upstream.url);
+    cleanups.push(() => fake.cleanup());
+    // No cloud provider is configured: the bridge refuses to turn the fallback on.
+    await desktop.run({ kind: 'action', name: 'setFallback', payload: { enabled: true } });
+    const words = 'Could not turn cloud fallback on or off: no cloud provider is configured (fallback.providers): there is nothing to fall back to';
+    assert.deepEqual(fake.notices, [words]);
+    assert.equal(fake.menu[0]?.label, words.slice(0, 120));
+    assert.equal(fake.tooltips.at(-1)?.split('\n').at(-1), words);
+    await fake.click('Dual-GPU mode');
+    assert.ok(!fake.menu.some((i) => i.label?.startsWith('Could not')));
+    assert.doesNotMatch(fake.tooltips.at(-1) ?? '', /Could not/);
+    assert.equal(fake.notices.length, 1);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {

@@ -323,4 +323,15 @@ describe('tray menu, built from the state', () => {
     assert.deepEqual(trayChanges(shown, single), { icon: false, tooltip: false, menu: true });
     assert.deepEqual(trayChanges(shown, trayView({ state: state(), startAtLogin: true }, 0)), { icon: false, tooltip: false, menu: true });
   });
+
+  it('tells of an action that failed, in the menu and the tooltip, until the next one', () => {
+    const failure = { action: 'startOllama' as const, message: 'the Ollama on port 11434 was not started by the bridge; stop it where it was started' };
+    const failed = trayView({ state: state(), startAtLogin: false, failure }, 0);
+    const words = `Could not start Ollama: ${failure.message}`;
+    assert.deepEqual(failed.menu[0], { label: words.slice(0, 120), enabled: false });
+    assert.equal(failed.tooltip.split('\n').at(-1), words);
+    const fine = trayView({ state: state(), startAtLogin: false }, 0);
+    assert.ok(!labels(fine.menu).some((label) => label.startsWith('Could not')));
+    assert.doesNotMatch(fine.tooltip, /Could not/);
+  });
 });

@@ -98,6 +98,19 @@ export class BrowserWindow {
   }
 }
 
+export class Notification {
+  static isSupported() {
+    return true;
+  }
+  constructor({ title, body }) {
+    this.title = title;
+    this.body = body;
+  }
+  show() {
+    report('notification', { title: this.title, body: this.body });
+  }
+}
+
 export const clipboard = { writeText: (text) => report('clipboard', { text }) };
 export const shell = { openExternal: (url) => report('external', { url }) };
 
