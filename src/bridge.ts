@@ -262,7 +262,9 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   );
 
   // The snapshot reads the server's URL, known once it listens; the feed reads the snapshot only when it sends.
+  let revision = 0;
   const snapshot = (): BridgeState => ({
+    revision: ++revision,
     startedAt: started.toISOString(),
     url: server.url,
     settings: structuredClone(settings),

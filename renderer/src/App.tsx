@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useState, type JSX } from 'react';
 import { mayRunActions } from './lib/access';
 import { mergeRecords } from './lib/history';
+import { newerState } from './lib/state';
 import { healthyBackendCount, type BridgeState, type HistoryRecord, type WhoAmI } from '../../src/contract';
 import { getHistory, getState, getWhoAmI, ReadFailure, setControlToken, subscribe } from './api';
 import { BackendsView } from './views/BackendsView';
@@ -39,13 +40,14 @@ export function App(): JSX.Element {
       getWhoAmI().then((w) => !cancelled && setWhoami(w), refused);
     };
     askWho();
-    getState().then((s) => !cancelled && setState(s), refused);
+    const arrived = (next: BridgeState): void => setState((shown) => newerState(shown, next));
+    getState().then((s) => !cancelled && arrived(s), refused);
     const loadHistory = (): void => {
       getHistory(MAX_ROWS).then((r) => !cancelled && setRecords((live) => mergeRecords(r, live, MAX_ROWS)), refused);
     };
     loadHistory();
     const unsubscribe = subscribe({
-      onState: setState,
+      onState: arrived,
       onHistory: (record) => setRecords((current) => mergeRecords(current, [record], MAX_ROWS)),
       onConnection: (live) => {
         setConnected(live);

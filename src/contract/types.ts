@@ -325,6 +325,11 @@ export function describeQueued(queued: Record<Lane, number>): string {
 }
 
 export interface BridgeState {
+  /**
+   * Counts up with each state the bridge takes: of two, the higher is the newer. A read's answer
+   * can arrive after a newer state came down the event stream.
+   */
+  revision: number;
   startedAt: string;
   url: string;
   /** A tier's model is null where the identity reading the state may not use it (its model allow-list). */

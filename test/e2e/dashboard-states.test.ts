@@ -250,6 +250,8 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     const run = Array.from({ length: 20 }, (_, i) => sampleRecord({ id: `run-${i}`, time: new Date(Date.now() - i).toISOString() }));
     // The last stream's state tells the test when the page has taken in every record before it.
     const after = structuredClone(real);
+    // Taken after every state the page reads from the bridge meanwhile.
+    after.revision = Number.MAX_SAFE_INTEGER;
     for (const backend of after.backends) backend.health.status = 'healthy';
     let shown: () => void = () => undefined;
     const usageShown = new Promise<void>((resolve) => {
@@ -343,6 +345,36 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     assert.equal(await page.getByRole('tab', { selected: true }).innerText(), 'Usage');
     assert.equal(new URL(page.url()).hash, '#usage');
     assert.equal(await page.evaluate(() => sessionStorage.getItem('copilot-bridge-control-token')), bridge.controlToken);
+    await page.close();
+  });
+
+  it('keeps a streamed state over an older one that its first read of the state answers later', async () => {
+    const page = await browser.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    // The bridge took the read's state first (no backend up) and streamed a newer one (all up) before the read's answer arrived.
+    const older = { ...structuredClone(real), revision: real.revision + 1 };
+    const newer = { ...structuredClone(real), revision: real.revision + 2 };
+    for (const backend of newer.backends) backend.health.status = 'healthy';
+    const healthy = `${newer.backends.length}/${newer.backends.length} backends healthy`;
+    let streamedShown: () => void = () => undefined;
+    const shown = new Promise<void>((resolve) => {
+      streamedShown = resolve;
+    });
+    await page.route('**/bridge/api/state', async (route) => {
+      await shown;
+      await route.fulfill({ json: older });
+    });
+    await page.route('**/bridge/api/events**', (route) =>
+      route.fulfill({ headers: { 'content-type': 'text/event-stream' }, body: `retry: 3600000\n\nevent: state\ndata: ${JSON.stringify(newer)}\n\n` }),
+    );
+    const read = page.waitForEvent('requestfinished', (request) => request.url().endsWith('/bridge/api/state'));
+    await page.goto(`${bridge.url}/ui/#token=${bridge.controlToken}`);
+    await page.getByTestId('health').filter({ hasText: healthy }).waitFor({ timeout: 5000 });
+    streamedShown();
+    await read;
+    // The page has taken the answer in once it has drawn a frame after it.
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    assert.equal(await page.getByTestId('health').innerText(), healthy);
     await page.close();
   });
 

@@ -60,6 +60,7 @@ function pool(backendName: string, model: string): SchedulerPool {
 /** A bridge with the allowed model qwen2.5-coder:7b and the others secret:70b and llama3 (that is, llama3:latest). */
 function fullState(): BridgeState {
   return {
+    revision: 1,
     startedAt: '2026-01-01T00:00:00Z',
     url: 'http://127.0.0.1:5000',
     settings: { dualGpu: true, fallbackEnabled: true, models: { simple: 'qwen2.5-coder:7b', moderate: 'llama3', complex: 'secret:70b' } },

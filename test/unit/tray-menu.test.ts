@@ -65,6 +65,7 @@ function instance(name: string, state: InstanceSnapshot['state']): InstanceSnaps
 
 function state(overrides: Partial<BridgeState> = {}): BridgeState {
   return {
+    revision: 1,
     startedAt: '2026-01-01T00:00:00Z',
     url: 'http://127.0.0.1:5000',
     settings: { dualGpu: true, fallbackEnabled: false, models: { simple: 'qwen2.5-coder:1.5b', moderate: 'qwen2.5-coder:7b', complex: 'qwen2.5-coder:7b' } },
