@@ -154,8 +154,20 @@ export class HistoryStore {
     return path.join(dir, generation === 0 ? FILE : `history.${generation}.jsonl`);
   }
 
+  /**
+   * The files there are, oldest first: the rotated ones kept (each by its number), then the current
+   * one (0). Read from the folder, so keep_files in the millions ("keep everything") costs no more.
+   */
+  private async generations(): Promise<number[]> {
+    const rotated = (await readdir(this.options.dir as string))
+      .map((name) => Number(ROTATED_FILE.exec(name)?.[1] ?? 0))
+      .filter((generation) => generation > 0 && generation <= this.options.keepFiles)
+      .sort((a, b) => b - a);
+    return [...rotated, 0];
+  }
+
   private async load(dir: string): Promise<void> {
-    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+    for (const generation of await this.generations()) {
       const name = this.fileAt(generation);
       let file: FileHandle;
       try {
@@ -242,7 +254,7 @@ export class HistoryStore {
       oldest ??= record.time;
       if (keep(record)) records.push(record);
     };
-    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+    for (const generation of await this.generations()) {
       const file = await open(this.fileAt(generation)).catch((error: NodeJS.ErrnoException) => {
         if (error.code === 'ENOENT') return undefined;
         throw error;
@@ -296,7 +308,7 @@ export class HistoryStore {
   }
 
   private async rotate(): Promise<void> {
-    for (let generation = this.options.keepFiles; generation >= 0; generation--) {
+    for (const generation of await this.generations()) {
       await rename(this.fileAt(generation), this.fileAt(generation + 1)).catch(() => undefined);
     }
     await this.removeRotatedPast(this.options.dir as string);

@@ -188,6 +188,28 @@ describe('history store', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.jsonl']);
   });
 
+  it('starts, rotates and reads back as fast with keep_files in the millions (keep everything) as with a few', { timeout: 10_000 }, async () => {
+    const dir = tempDir('history-');
+    const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
+    const keepAll = { dir, maxRecords: 2, maxFileBytes: size * 2, keepFiles: 10_000_000 };
+    const store = await openStore(keepAll);
+    for (let i = 0; i < 6; i++) {
+      store.add(record(i));
+      await store.flush();
+    }
+    // The ring holds 2: the rest come from the files.
+    const { records } = await store.select(new Date(0), () => true);
+    assert.deepEqual(
+      records.map((r) => r.id),
+      ['r00', 'r01', 'r02', 'r03', 'r04', 'r05'],
+    );
+    await store.stop();
+    assert.deepEqual(readdirSync(dir).sort(), ['history.1.jsonl', 'history.2.jsonl', 'history.jsonl']);
+    const reopened = await openStore({ ...keepAll, maxRecords: 100 });
+    assert.equal(reopened.size, 6);
+    await reopened.stop();
+  });
+
   it('keeps working when its file cannot be written, and says so', async () => {
     const dir = tempDir('history-');
     const errors: string[] = [];
