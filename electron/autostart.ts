@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { makeFolder } from '../src/files.js';
 
 /**
  * Start at login on Linux, where Electron's login item settings do nothing (they are macOS's and
@@ -43,7 +44,7 @@ export function xdgLoginItem(file: string, command: readonly string[]): { get():
         rmSync(file, { force: true });
         return;
       }
-      mkdirSync(path.dirname(file), { recursive: true });
+      makeFolder(path.dirname(file));
       writeFileSync(file, autostartEntry(command));
     },
   };

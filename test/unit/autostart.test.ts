@@ -50,4 +50,9 @@ describe('start at login on Linux, where Electron’s login items do nothing', (
     writeFileSync(file, '[Desktop Entry]\nType=Application\nExec=x\nHidden=true\n');
     assert.equal(item.get(), false);
   });
+
+  it('says which folder it could not create, at once, where the config folder takes none (/proc)', { skip: process.platform !== 'linux' }, () => {
+    const item = xdgLoginItem('/proc/copilot-bridge-config/autostart/copilot-bridge.desktop', ['/usr/bin/copilot-bridge']);
+    assert.throws(() => item.set(true), /could not create the folder \/proc\/copilot-bridge-config \(ENOENT/);
+  });
 });
