@@ -118,17 +118,10 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
   const tray = adapter.createTray();
   let shown: TrayView | undefined;
   let failure: TrayFailure | undefined;
-  const run = async (command: TrayCommand): Promise<void> => {
+  const perform = async (command: TrayCommand): Promise<void> => {
     switch (command.kind) {
       case 'action':
-        try {
-          await bridge.actions.run(command.name, command.payload as never);
-          failure = undefined;
-        } catch (error) {
-          adapter.log(`${command.name} failed`, error);
-          failure = { action: command.name, message: error instanceof Error ? error.message : String(error) };
-          adapter.notify(failureText(failure));
-        }
+        await bridge.actions.run(command.name, command.payload as never);
         break;
       case 'open-dashboard':
         openDashboard();
@@ -141,9 +134,20 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
         break;
       case 'quit':
         adapter.quit();
-        return;
+        break;
     }
-    refresh(bridge.state);
+  };
+  // A menu click has no one to hand an error to: whoever clicked is told why instead, and the log keeps it.
+  const run = async (command: TrayCommand): Promise<void> => {
+    try {
+      await perform(command);
+      failure = undefined;
+    } catch (error) {
+      adapter.log(`${command.kind === 'action' ? command.name : command.kind} failed`, error);
+      failure = { command, message: error instanceof Error ? error.message : String(error) };
+      adapter.notify(failureText(failure));
+    }
+    if (command.kind !== 'quit') refresh(bridge.state);
   };
   const refresh = (state: BridgeState): TrayView => {
     const next = trayView({ state, startAtLogin: adapter.getStartAtLogin(), failure }, requestsPerMinute(bridge));

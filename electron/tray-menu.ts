@@ -37,9 +37,9 @@ export interface MenuItemSpec {
   command?: TrayCommand;
 }
 
-/** A control action run from the tray that the bridge refused or could not do, in its words. */
+/** A tray item whose command failed (a control action the bridge refused, a login item not written), and why. */
 export interface TrayFailure {
-  action: ActionName;
+  command: TrayCommand;
   message: string;
 }
 
@@ -50,7 +50,7 @@ export interface TrayInput {
   failure?: TrayFailure;
 }
 
-/** What each action was to do, for telling that it could not. */
+/** What each control action was to do, for telling that it could not. */
 const ACTION_WORDS: { [N in ActionName]: string } = {
   setDualGpu: 'turn dual-GPU mode on or off',
   setFallback: 'turn cloud fallback on or off',
@@ -62,9 +62,17 @@ const ACTION_WORDS: { [N in ActionName]: string } = {
   restartOllama: 'restart Ollama',
 };
 
-/** The words of a failed tray action: its notification, the menu's first line and the tooltip's last. */
-export function failureText(failure: TrayFailure): string {
-  return `Could not ${ACTION_WORDS[failure.action]}: ${failure.message}`;
+/** What each of the app's own commands was to do; quitting is not told (the app is gone). */
+const COMMAND_WORDS: { [K in Exclude<TrayCommand['kind'], 'action'>]: string } = {
+  'open-dashboard': 'open the dashboard',
+  'copy-endpoint': 'copy the endpoint URL',
+  'toggle-start-at-login': 'turn start at login on or off',
+  quit: 'quit',
+};
+
+/** The words of a failed tray item: its notification, the menu's first line and the tooltip's last. */
+export function failureText({ command, message }: TrayFailure): string {
+  return `Could not ${command.kind === 'action' ? ACTION_WORDS[command.name] : COMMAND_WORDS[command.kind]}: ${message}`;
 }
 
 export type TrayIconState = 'healthy' | 'degraded' | 'down' | 'busy';

@@ -68,7 +68,10 @@ class FakeElectron implements DesktopAdapter {
     this.copied.push(text);
   };
   getStartAtLogin = (): boolean => this.startAtLogin;
+  /** Why setting the login item fails, when it does (a config folder that cannot be written). */
+  loginItemError: Error | undefined;
   setStartAtLogin = (enabled: boolean): void => {
+    if (this.loginItemError !== undefined) throw this.loginItemError;
     this.startAtLogin = enabled;
   };
   onQuit = (cleanup: () => Promise<void>): void => {
@@ -235,6 +238,11 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     assert.ok(!fake.menu.some((i) => i.label?.startsWith('Could not')));
     assert.doesNotMatch(fake.tooltips.at(-1) ?? '', /Could not/);
     assert.equal(fake.notices.length, 1);
+    // Not only control actions: an item of the app itself may fail as well.
+    fake.loginItemError = new Error("EACCES: permission denied, open '/home/me/.config/autostart/copilot-bridge.desktop'");
+    await fake.click('Start at login');
+    assert.equal(fake.notices.at(-1), `Could not turn start at login on or off: ${fake.loginItemError.message}`);
+    assert.equal(fake.menu.find((i) => i.label === 'Start at login')?.checked, false);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {

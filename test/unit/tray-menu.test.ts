@@ -326,7 +326,10 @@ describe('tray menu, built from the state', () => {
   });
 
   it('tells of an action that failed, in the menu and the tooltip, until the next one', () => {
-    const failure = { action: 'startOllama' as const, message: 'the Ollama on port 11434 was not started by the bridge; stop it where it was started' };
+    const failure = {
+      command: { kind: 'action', name: 'startOllama', payload: { backend: 'gpu0' } } as const,
+      message: 'the Ollama on port 11434 was not started by the bridge; stop it where it was started',
+    };
     const failed = trayView({ state: state(), startAtLogin: false, failure }, 0);
     const words = `Could not start Ollama: ${failure.message}`;
     assert.deepEqual(failed.menu[0], { label: words.slice(0, 120), enabled: false });
