@@ -159,7 +159,12 @@ export class HistoryStore {
    * one (0). Read from the folder, so keep_files in the millions ("keep everything") costs no more.
    */
   private async generations(): Promise<number[]> {
-    const rotated = (await readdir(this.options.dir as string))
+    // A folder deleted under the running bridge has no files: the records in memory still answer.
+    const names = await readdir(this.options.dir as string).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [];
+      throw error;
+    });
+    const rotated = names
       .map((name) => Number(ROTATED_FILE.exec(name)?.[1] ?? 0))
       .filter((generation) => generation > 0 && generation <= this.options.keepFiles)
       .sort((a, b) => b - a);

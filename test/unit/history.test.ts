@@ -263,6 +263,19 @@ describe('history store', () => {
     await reopened.stop();
   });
 
+  it('answers a range past the ring from the records not yet written once its folder was deleted', async () => {
+    const dir = tempDir('history-');
+    const store = await openStore({ dir, maxRecords: 2, maxFileBytes: 1024 * 1024, keepFiles: 2, flushIntervalMs: 3_600_000 });
+    for (let i = 0; i < 4; i++) store.add(record(i));
+    rmSync(dir, { recursive: true, force: true });
+    const { records } = await store.select(new Date(0), () => true);
+    assert.deepEqual(
+      records.map((r) => r.id),
+      ['r00', 'r01', 'r02', 'r03'],
+    );
+    await store.stop();
+  });
+
   it('picks records older than the ring holds from all kept files and the records not yet written, oldest first', async () => {
     const dir = tempDir('history-');
     const size = Buffer.byteLength(`${JSON.stringify(record(0))}\n`);
