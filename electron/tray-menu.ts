@@ -46,7 +46,7 @@ export interface TrayFailure {
 export interface TrayInput {
   state: BridgeState;
   startAtLogin: boolean;
-  /** The last tray action, when it failed: told until the next one succeeds. */
+  /** The last tray item clicked, when it failed: told until the next one succeeds. */
   failure?: TrayFailure;
 }
 
@@ -62,7 +62,7 @@ const ACTION_WORDS: { [N in ActionName]: string } = {
   restartOllama: 'restart Ollama',
 };
 
-/** What each of the app's own commands was to do; quitting is not told (the app is gone). */
+/** What each of the app's own commands was to do, for telling that it could not. */
 const COMMAND_WORDS: { [K in Exclude<TrayCommand['kind'], 'action'>]: string } = {
   'open-dashboard': 'open the dashboard',
   'copy-endpoint': 'copy the endpoint URL',
