@@ -18,7 +18,8 @@ type View = (typeof VIEWS)[number];
 const MAX_ROWS = 20_000;
 
 function viewFromHash(): View {
-  const name = decodeURIComponent(window.location.hash.replace(/^#\/?/, '').split('&')[0] ?? '');
+  // Views have plain names: nothing to decode, and a fragment that is no valid percent-encoding cannot throw.
+  const name = window.location.hash.replace(/^#\/?/, '').split('&')[0] ?? '';
   return VIEWS.find((v) => v.toLowerCase() === name.toLowerCase()) ?? 'GPUs';
 }
 

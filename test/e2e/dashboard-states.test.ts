@@ -378,6 +378,18 @@ describe('dashboard on unusual states in Chromium', { skip }, () => {
     await page.close();
   });
 
+  it('opens on GPUs for a fragment that names no view, even one that is no valid percent-encoding', async () => {
+    for (const fragment of ['#nothing', '#%E0%A4%A']) {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (error) => errors.push(error.message));
+      await page.goto(`${bridge.url}/ui/${fragment}`);
+      await page.getByRole('tab', { selected: true }).filter({ hasText: 'GPUs' }).waitFor({ timeout: 5000 });
+      assert.deepEqual(errors, [], fragment);
+      await page.close();
+    }
+  });
+
   it('fits the tabs and a GPU card into a narrow window', async () => {
     const width = 420;
     const page = await showing(
