@@ -108,7 +108,8 @@ export async function startDesktop(adapter: DesktopAdapter, env: NodeJS.ProcessE
 
   const openDashboard = (): void => {
     if (window === undefined || window.isDestroyed()) {
-      window = adapter.createWindow(`${bridge.url}/ui/#token=${bridge.controlToken}`, origin);
+      // Encoded: a configured token may hold characters the fragment's form reads otherwise (+, &, %, #).
+      window = adapter.createWindow(`${bridge.url}/ui/#token=${encodeURIComponent(bridge.controlToken)}`, origin);
       // Closing hides the window: the app lives on in the tray until Quit.
       window.onClose(() => !quitting);
     }

@@ -100,11 +100,11 @@ class FakeElectron implements DesktopAdapter {
 }
 
 /** The desktop app over one backend at `url`, without GPU monitoring or managed Ollama. */
-async function desktopOver(url: string): Promise<{ fake: FakeElectron; desktop: NonNullable<Awaited<ReturnType<typeof startDesktop>>> }> {
+async function desktopOver(url: string, moreConfig = ''): Promise<{ fake: FakeElectron; desktop: NonNullable<Awaited<ReturnType<typeof startDesktop>>> }> {
   const userData = tempDir('desktop-');
   writeFileSync(
     path.join(userData, 'config.yaml'),
-    `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n`,
+    `server:\n  port: 0\nbackends:\n  - { name: gpu0, url: "${url}" }\ngpu_monitor:\n  enabled: false\nollama:\n  autostart: false\n${moreConfig}`,
   );
   const fake = new FakeElectron(userData);
   const desktop = await startDesktop(fake, {});
@@ -243,6 +243,17 @@ describe('desktop shell (main-process wiring, without the Electron binary)', () 
     await fake.click('Start at login');
     assert.equal(fake.notices.at(-1), `Could not turn start at login on or off: ${fake.loginItemError.message}`);
     assert.equal(fake.menu.find((i) => i.label === 'Start at login')?.checked, false);
+  });
+
+  it('hands the dashboard a configured control token as it is, whatever characters it has', async () => {
+    const upstream = await startStandIn((_req, res) => res.end(), ['m:latest']);
+    cleanups.push(() => upstream.close());
+    const token = 'a+b&c%d=e#f g-0123456789';
+    const { fake, desktop } = await desktopOver(upstream.url, `control:\n  token: "${token}"\n`);
+    cleanups.push(() => fake.cleanup());
+    desktop.openDashboard();
+    // The page reads the fragment as the browser's URLSearchParams does.
+    assert.equal(new URLSearchParams(new URL(fake.windows[0]?.url ?? '').hash.slice(1)).get('token'), token);
   });
 
   it('runs the bridge from the app folder, and every tray item does what it says on a real bridge', async () => {
