@@ -389,3 +389,22 @@ describe('a line that is not an answer line', () => {
     assert.match(((await response.json()) as { error: string }).error, /sent a line that is not a JSON object$/);
   });
 });
+
+describe('an answer line with a very long error text', () => {
+  it('is cut to a short message for the client and the history, which keeps thousands of records in memory', async () => {
+    const longError = `runner failed: ${'x'.repeat(1024 * 1024)}`;
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.end(`${textLine('partial')}${JSON.stringify({ error: longError })}\n`);
+    });
+    const recorded = nextRecord(bridge);
+    const response = await post(bridge, '/api/chat', nativeChat(true));
+    assert.equal(response.status, 200);
+    const lines = (await response.text()).trim().split('\n');
+    const { error } = JSON.parse(lines.at(-1) ?? '') as { error: string };
+    assert.match(error, /^runner failed: x+$/);
+    assert.ok(error.length <= 500, `the client got ${error.length} characters`);
+    const record = await recorded;
+    assert.ok((record.error ?? '').length <= 500, `history kept ${record.error?.length} characters`);
+  });
+});
