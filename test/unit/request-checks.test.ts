@@ -164,6 +164,17 @@ describe('requests checked before they go upstream', () => {
     assert.equal(toolRound.status, 200, await toolRound.text());
   });
 
+  it('refuses a completion prompt of several texts or of token ids with a message saying what it takes, and takes a list of one text', async () => {
+    const onePrompt = /^prompt: a text, or a list of one text/;
+    await expectOpenAiRefusals([
+      ['/v1/completions', { model: 'm', prompt: ['a', 'b'] }, 'prompt', onePrompt],
+      ['/v1/completions', { model: 'm', prompt: [1, 2, 3], stream: true }, 'prompt', onePrompt],
+      ['/v1/engines/m/completions', { prompt: [[1, 2]] }, 'prompt', onePrompt],
+    ]);
+    const listOfOne = await post('/v1/completions', { model: 'm', prompt: ['def f():'] });
+    assert.equal(listOfOne.status, 200, await listOfOne.text());
+  });
+
   it('refuses a thinking budget Anthropic refuses: below 1024, not a whole number, missing, or not below max_tokens', async () => {
     const messages = [{ role: 'user', content: 'hi' }];
     const enabled = (budget_tokens: unknown, max_tokens = 32_000): Record<string, unknown> => ({

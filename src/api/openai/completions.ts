@@ -15,7 +15,10 @@ import { finishReason, inRange, newId, ollamaOptions, samplingFields, SSE_DONE, 
  */
 export const completionRequestSchema = z.looseObject({
   model: z.string().min(1).optional(),
-  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]).default(''),
+  // A failed union is reported with its own message only (zod's default: "Invalid input"), so that message says what is taken.
+  prompt: z
+    .union([z.string(), z.array(z.string()).length(1)], { error: 'a text, or a list of one text: one prompt per request, and no token ids, are supported' })
+    .default(''),
   suffix: z.string().nullish(),
   max_tokens: tokenLimit,
   ...samplingFields,
