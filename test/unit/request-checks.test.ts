@@ -219,6 +219,29 @@ describe('requests checked before they go upstream', () => {
     assert.equal(((await counted.json()) as { error: { message: string } }).error.message, 'model: Field required');
   });
 
+  it('refuses Messages with nothing to answer once empty blocks are passed over, instead of sending Ollama a model load (no messages)', async () => {
+    const system = 'Be brief.';
+    await expectAnthropicRefusals([
+      [{ model: 'm', max_tokens: 10, messages: [{ role: 'user', content: [] }] }, /^messages: there is no message to answer in them/],
+      [
+        { model: 'm', max_tokens: 10, system, messages: [{ role: 'user', content: [{ type: 'redacted_thinking', data: 'x' }] }] },
+        /^messages: there is no message to answer/,
+      ],
+      [
+        {
+          model: 'm',
+          max_tokens: 10,
+          stream: true,
+          messages: [
+            { role: 'user', content: [] },
+            { role: 'system', content: system },
+          ],
+        },
+        /^messages: there is no message/,
+      ],
+    ]);
+  });
+
   it('refuses an Anthropic tool_choice that names no tool of the request', async () => {
     const base = { model: 'm', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] };
     const tools = [{ name: 'read_file', description: 'Read a file', input_schema: { type: 'object', properties: {} } }];

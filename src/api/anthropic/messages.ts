@@ -298,8 +298,13 @@ export function toOllamaChat(request: MessagesRequest): { body: Record<string, u
     top_k: request.top_k,
     stop: request.stop_sequences,
   };
+  const messages = toOllamaMessages(request);
+  // Messages that are empty, or only of blocks passed over, are left out: with none left, Ollama would read the chat as a model load.
+  if (!messages.some((message) => message.role !== 'system')) {
+    throw new InvalidRequest('messages: there is no message to answer in them (each is empty, or only of blocks a local model cannot read)', 'messages');
+  }
   const body: Record<string, unknown> & { messages: OllamaMessage[] } = {
-    messages: toOllamaMessages(request),
+    messages,
     options: Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)),
   };
   if (tools.length > 0) body.tools = tools;
