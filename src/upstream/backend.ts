@@ -53,6 +53,9 @@ export interface UpstreamRequest {
   answersWhenDone?: boolean;
 }
 
+/** The content type of a web page, which no Ollama answers with. */
+const WEB_PAGE = /^text\/html\b/i;
+
 /** How long an unused keep-alive connection to a backend stays open. */
 const IDLE_CONNECTION_MS = 10_000;
 
@@ -212,9 +215,18 @@ export class Backend implements GenerationSource {
             controller = dispatch;
             if (cancel.aborted) dispatch.abort(cancel.reason as Error);
           },
-          onResponseStart: (_dispatch, statusCode) => {
+          onResponseStart: (dispatch, statusCode, headers) => {
             status = statusCode;
             headMs = performance.now() - started;
+            if (statusCode < 400 && WEB_PAGE.test(String(headers['content-type']))) {
+              // A proxy's login page or a web server at the wrong address: read as lines it would only look cut off.
+              const failure = new UpstreamError('unreachable', this.name, `${this.name} answered a web page (text/html) instead of NDJSON`);
+              finish();
+              this.noteFailure(failure.message);
+              reject(failure);
+              dispatch.abort(failure);
+              return;
+            }
             // A 200 head promises nothing yet: Ollama reports a runner that fails to load or
             // crashes as an error line after it. Such an answer counts once it ended well.
             if (statusCode < 400) resolve(lines);

@@ -408,3 +408,23 @@ describe('an answer line with a very long error text', () => {
     assert.ok((record.error ?? '').length <= 500, `history kept ${record.error?.length} characters`);
   });
 });
+
+describe('a 200 that is a web page', () => {
+  it('is reported as a web page (a proxy’s login page, a web server at the wrong address), not as an answer cut off', async () => {
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><html><body>Sign in to continue</body></html>');
+    });
+    const webPage = /^local answered a web page \(text\/html\) instead of NDJSON$/;
+    for (const stream of [true, false]) {
+      const native = await post(bridge, '/api/chat', nativeChat(stream));
+      assert.equal(native.status, 502);
+      assert.match(((await native.json()) as { error: string }).error, webPage);
+    }
+    const openAi = await post(bridge, '/v1/chat/completions', openAiChat(true));
+    assert.equal(openAi.status, 502);
+    const { error } = (await openAi.json()) as { error: { message: string; code: string } };
+    assert.match(error.message, webPage);
+    assert.equal(error.code, 'upstream_unreachable');
+  });
+});
