@@ -1,5 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
-import { isJsonObject, jsonOf } from '../contract/index.js';
+import { isJsonObject, jsonOf, nestedDeeperThan } from '../contract/index.js';
 import { redactSecrets } from './errors.js';
 import { LineNotObjectError, LineTooLongError } from './lines.js';
 
@@ -236,6 +236,22 @@ export function listedModels<T extends { name: string; model: string }>(models: 
   });
 }
 
+/**
+ * Deepest nesting of objects and arrays an answer line may have. Parsed, a deeper line would
+ * overflow the stack where it is written on for the client (JSON.stringify recurses; JSON.parse
+ * does not); real answers stay far below.
+ */
+const MAX_LINE_DEPTH = 512;
+
+/** A line that nests deeper than MAX_LINE_DEPTH; reported, as a line that is not an object is, as the upstream's fault. */
+class LineTooDeepError extends LineNotObjectError {
+  constructor() {
+    super();
+    this.message = `sent a line nested deeper than ${MAX_LINE_DEPTH} levels`;
+    this.name = 'LineTooDeepError';
+  }
+}
+
 /** Lines a reader holds before it pauses the socket: the consumer is that far behind. */
 const PAUSE_AT_LINES = 64;
 
@@ -361,6 +377,11 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
   private take(line: string): boolean {
     if (line.length > this.maxLineBytes) {
       this.refuse(new LineTooLongError(this.maxLineBytes));
+      return false;
+    }
+    // A line nesting that deep has at least two brackets per level: shorter lines, nearly all of them, are not scanned.
+    if (line.length > 2 * MAX_LINE_DEPTH && nestedDeeperThan(line, MAX_LINE_DEPTH)) {
+      this.refuse(new LineTooDeepError());
       return false;
     }
     const trimmed = line.trim();

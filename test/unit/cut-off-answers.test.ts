@@ -428,3 +428,22 @@ describe('a 200 that is a web page', () => {
     assert.equal(error.code, 'upstream_unreachable');
   });
 });
+
+describe('an answer line nested too deep', () => {
+  it('is refused as such, not passed on to fail where it is written for the client (the stack overflows there)', async () => {
+    const depth = 20_000;
+    const deep = `${'['.repeat(depth)}${']'.repeat(depth)}`;
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      const toolCall = `{"function":{"name":"f","arguments":{"x":${deep}}}}`;
+      res.end(`{"model":"m","created_at":"${CREATED}","message":{"role":"assistant","content":"","tool_calls":[${toolCall}]},"done":false}\n${finalLine}`);
+    });
+    const tooDeep = /^local sent a line nested deeper than 512 levels$/;
+    const native = await post(bridge, '/api/chat', nativeChat(true));
+    assert.equal(native.status, 502);
+    assert.match(((await native.json()) as { error: string }).error, tooDeep);
+    const openAi = await post(bridge, '/v1/chat/completions', openAiChat(false));
+    assert.equal(openAi.status, 502);
+    assert.match(((await openAi.json()) as { error: { message: string } }).error.message, tooDeep);
+  });
+});
