@@ -6,7 +6,7 @@ import { UpstreamOrigin, type ExchangeTimeouts } from './exchange.js';
 import { BackendHealth, type Probes } from './health.js';
 import { LazyPool } from './lazy-pool.js';
 import { canonicalModelName, isJsonObject, jsonOf, type CancelSignal } from '../contract/index.js';
-import { listedModels, NdjsonLines, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
+import { listedModels, MAX_ANSWER_DEPTH, NdjsonLines, nestsTooDeep, type OllamaChunk, type OllamaPsModel } from './ollama-api.js';
 import { LineTooLongError } from './lines.js';
 import type { GenerationRequest, GenerationSource } from './source.js';
 import type { BackendSnapshot } from '../contract/index.js';
@@ -356,7 +356,9 @@ export class Backend implements GenerationSource {
         end: () => {
           const answer = Buffer.concat(chunks).toString('utf8');
           if (status >= 400) reject(new UpstreamStatusError(status, this.name, errorMessageOf(status, answer)));
-          else {
+          else if (nestsTooDeep(answer)) {
+            reject(new UpstreamError('unreachable', this.name, `${this.name} sent an answer nested deeper than ${MAX_ANSWER_DEPTH} levels`));
+          } else {
             const parsed = jsonObjectOf(answer);
             // Every answer read here is an object: anything else (a proxy's HTML page, NDJSON, null) is a broken upstream, not the bridge's fault.
             if (parsed === undefined) reject(new UpstreamError('unreachable', this.name, `${this.name} sent an answer that is not a JSON object`));

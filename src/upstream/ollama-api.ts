@@ -237,17 +237,22 @@ export function listedModels<T extends { name: string; model: string }>(models: 
 }
 
 /**
- * Deepest nesting of objects and arrays an answer line may have. Parsed, a deeper line would
- * overflow the stack where it is written on for the client (JSON.stringify recurses; JSON.parse
- * does not); real answers stay far below.
+ * Deepest nesting of objects and arrays an upstream answer (a line, a JSON answer) may have.
+ * Parsed, a deeper one would overflow the stack where it is written on for the client
+ * (JSON.stringify recurses; JSON.parse does not); real answers stay far below.
  */
-const MAX_LINE_DEPTH = 512;
+export const MAX_ANSWER_DEPTH = 512;
 
-/** A line that nests deeper than MAX_LINE_DEPTH; reported, as a line that is not an object is, as the upstream's fault. */
+/** Whether upstream JSON text nests deeper than MAX_ANSWER_DEPTH; text too short to have two brackets per level, nearly all of it, is not scanned. */
+export function nestsTooDeep(text: string): boolean {
+  return text.length > 2 * MAX_ANSWER_DEPTH && nestedDeeperThan(text, MAX_ANSWER_DEPTH);
+}
+
+/** A line that nests deeper than MAX_ANSWER_DEPTH; reported, as a line that is not an object is, as the upstream's fault. */
 class LineTooDeepError extends LineNotObjectError {
   constructor() {
     super();
-    this.message = `sent a line nested deeper than ${MAX_LINE_DEPTH} levels`;
+    this.message = `sent a line nested deeper than ${MAX_ANSWER_DEPTH} levels`;
     this.name = 'LineTooDeepError';
   }
 }
@@ -379,8 +384,7 @@ export class NdjsonLines implements AsyncIterableIterator<OllamaChunk> {
       this.refuse(new LineTooLongError(this.maxLineBytes));
       return false;
     }
-    // A line nesting that deep has at least two brackets per level: shorter lines, nearly all of them, are not scanned.
-    if (line.length > 2 * MAX_LINE_DEPTH && nestedDeeperThan(line, MAX_LINE_DEPTH)) {
+    if (nestsTooDeep(line)) {
       this.refuse(new LineTooDeepError());
       return false;
     }
