@@ -219,6 +219,7 @@ export async function startBridge(config: Config, options: BridgeOptions = {}): 
   const policy: GenerationPolicy = {
     maxRetries: config.routing.thresholds.max_retries,
     heartbeatMs: config.routing.thresholds.heartbeat_seconds * 1000,
+    maxAnswerChars: Math.round(config.routing.thresholds.max_line_mb * 1024 * 1024),
     fallback: () => (settings.fallbackEnabled ? providers : []),
     scheduler,
     laneRules: config.routing.scheduler.lane_rules,

@@ -6,6 +6,7 @@ import { printable } from '../routing/signals.js';
 import { schedulerChoices, virtualModel, type RouteDecision, type RouteInput, type Router } from '../routing/router.js';
 import { QueueDropped, type Completion, type Scheduler, type Slot } from '../routing/scheduler.js';
 import { toUpstreamError, UntranslatableRequest, UpstreamError, UpstreamStatusError } from '../upstream/errors.js';
+import { LineTooLongError } from '../upstream/lines.js';
 import { withModel, type OllamaChunk, type OllamaToolCall } from '../upstream/ollama-api.js';
 import type { Backend } from '../upstream/backend.js';
 import type { GenerationSource } from '../upstream/source.js';
@@ -55,6 +56,8 @@ export interface GenerationPolicy {
   maxRetries: number;
   /** Silence after which a started stream gets the surface's heartbeat (when it has one). */
   heartbeatMs: number;
+  /** The most text one answer gathers (routing.thresholds.max_line_mb). */
+  maxAnswerChars: number;
   /** Cloud providers to try when no local backend could answer; empty when fallback is off. */
   fallback(): readonly GenerationSource[];
   /** Aborts when a stopping bridge's grace period ran out: answers still running end with an error. */
@@ -227,11 +230,19 @@ function emptyResult(): GenerationResult {
   return { content: '', thinking: '', toolCalls: [], final: {} };
 }
 
-function accumulate(result: GenerationResult, event: OllamaChunk): void {
+/** Tool calls one answer may gather; a model that calls tools for ever is stopped there. */
+const MAX_TOOL_CALLS = 1024;
+
+/**
+ * Adds one line to its choice's answer. The text gathered is held to `maxChars` (the line limit,
+ * routing.thresholds.max_line_mb): an upstream that never ends its answer must not fill memory.
+ */
+function accumulate(result: GenerationResult, event: OllamaChunk, maxChars: number): void {
   result.content += event.message?.content ?? event.response ?? '';
   result.thinking += event.message?.thinking ?? event.thinking ?? '';
   if (event.message?.tool_calls) result.toolCalls.push(...event.message.tool_calls);
   result.final = event;
+  if (result.content.length + result.thinking.length > maxChars || result.toolCalls.length > MAX_TOOL_CALLS) throw new LineTooLongError(maxChars, 'an answer');
 }
 
 /** Resolves when the client socket drained (or closed): until then no more is pulled from the upstream (back-pressure). */
@@ -346,11 +357,11 @@ function backoffMs(retry: number): number {
 }
 
 /** Reads a whole answer without writing anything; a break or an error line rejects, so another source can be tried. */
-async function collect(opened: Opened, count: number): Promise<GenerationResult[]> {
+async function collect(opened: Opened, count: number, maxChars: number): Promise<GenerationResult[]> {
   const results = Array.from({ length: count }, emptyResult);
   const take = ([index, event]: [number, OllamaChunk]): void => {
     if (typeof event.error === 'string') throw new UpstreamStatusError(500, opened.source.name, event.error);
-    accumulate(results[index] as GenerationResult, event);
+    accumulate(results[index] as GenerationResult, event, maxChars);
   };
   try {
     take(opened.first);
@@ -472,11 +483,11 @@ export async function serveGeneration(
     outcome.firstTokenMs = performance.now() - started;
     if (plan.stream) {
       request.backend = source.name;
-      answered = await stream(opened, res, route, plan, outcome, policy.heartbeatMs, deadline);
+      answered = await stream(opened, res, route, plan, outcome, policy, deadline);
       return true;
     }
     try {
-      const results = await collect(opened, plan.bodies.length);
+      const results = await collect(opened, plan.bodies.length, policy.maxAnswerChars);
       noteResults(outcome, results);
       answered = results;
       request.backend = source.name;
@@ -605,7 +616,7 @@ async function stream(
   route: RouteDecision,
   plan: GenerationPlan,
   outcome: GenerationOutcome,
-  heartbeatMs: number,
+  { heartbeatMs, maxAnswerChars }: Pick<GenerationPolicy, 'heartbeatMs' | 'maxAnswerChars'>,
   deadline: CancelSignal,
 ): Promise<GenerationResult[] | null> {
   const { source, lines, first, stop } = opened;
@@ -637,7 +648,7 @@ async function stream(
       fail(event.error, 'upstream_error');
       return false;
     }
-    accumulate(results[index] as GenerationResult, event);
+    accumulate(results[index] as GenerationResult, event, maxAnswerChars);
     const text = plan.format.chunk(event, index);
     if (text !== '') {
       wrote = performance.now();

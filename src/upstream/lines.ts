@@ -1,10 +1,13 @@
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 
-/** An upstream sent a line (or a whole JSON answer) longer than the bridge takes. */
+/** An upstream sent a line (or a whole JSON answer, or a generation's gathered text) longer than the bridge takes. */
 export class LineTooLongError extends Error {
-  constructor(readonly limitBytes: number) {
-    super(`sent a line longer than ${formatSize(limitBytes)} (routing.thresholds.max_line_mb)`);
+  constructor(
+    readonly limitBytes: number,
+    what: 'a line' | 'an answer' = 'a line',
+  ) {
+    super(`sent ${what} longer than ${formatSize(limitBytes)} (routing.thresholds.max_line_mb)`);
     this.name = 'LineTooLongError';
   }
 }

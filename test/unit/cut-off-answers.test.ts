@@ -447,3 +447,30 @@ describe('an answer line nested too deep', () => {
     assert.match(((await openAi.json()) as { error: { message: string } }).error.message, tooDeep);
   });
 });
+
+describe('an answer longer than the bridge gathers', () => {
+  // 0.05 MiB (52429 characters) per answer; the upstream sends 100 lines of 1000: an answer that never ends, cut short.
+  const piece = 'x'.repeat(1000);
+  const endless: Behaviour = (res) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.end(`${Array.from({ length: 100 }, () => textLine(piece)).join('')}${finalLine}`);
+  };
+
+  it('is refused once it passes routing.thresholds.max_line_mb, whole or streamed, not gathered until memory runs out', async () => {
+    const upstream = await startStandIn((_req, res) => endless(res), ['m:latest']);
+    const bridge = await startTestBridge({ file: configFile('routing:\n  thresholds:\n    max_line_mb: 0.05\n'), env: { OLLAMA_HOST: upstream.url } });
+    cleanups.push(async () => {
+      await bridge.stop(100);
+      await upstream.close();
+    });
+    const tooLong = /^local sent an answer longer than 52429 bytes \(routing\.thresholds\.max_line_mb\)$/;
+    const whole = await post(bridge, '/v1/chat/completions', openAiChat(false));
+    assert.equal(whole.status, 502);
+    assert.match(((await whole.json()) as { error: { message: string } }).error.message, tooLong);
+    const streamed = await post(bridge, '/api/chat', nativeChat(true));
+    assert.equal(streamed.status, 200);
+    const lines = (await streamed.text()).trim().split('\n');
+    assert.ok(lines.length < 60, `${lines.length} lines passed on`);
+    assert.match((JSON.parse(lines.at(-1) ?? '') as { error: string }).error, tooLong);
+  });
+});

@@ -85,6 +85,7 @@ async function harness(candidates: FakeSource[], fallback: FakeSource[] = [], ma
   const policy: GenerationPolicy = {
     maxRetries,
     heartbeatMs: 60_000,
+    maxAnswerChars: 16 * 1024 * 1024,
     fallback: () => fallback,
     scheduler,
     laneRules: [],
