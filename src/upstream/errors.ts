@@ -148,6 +148,9 @@ export function errorMessageOf(status: number, text: string): string {
   return redactSecrets(rawErrorMessageOf(status, text));
 }
 
+/** The longest error text taken from an upstream (an error line, an error answer); Ollama's own are a sentence or two, and the text goes on to the client and the history, which keeps thousands of records in memory. */
+export const ERROR_TEXT_MAX = 500;
+
 function rawErrorMessageOf(status: number, text: string): string {
   const answered = `upstream answered ${status}`;
   try {
@@ -159,9 +162,9 @@ function rawErrorMessageOf(status: number, text: string): string {
           ? (parsed.error as { message?: unknown }).message
           : undefined;
     // An error whose message is empty says no more than its status.
-    if (typeof message === 'string') return message.trim() === '' ? answered : message;
+    if (typeof message === 'string') return message.trim() === '' ? answered : message.slice(0, ERROR_TEXT_MAX);
   } catch {
     // not JSON
   }
-  return text.trim() === '' ? answered : text.trim().slice(0, 500);
+  return text.trim() === '' ? answered : text.trim().slice(0, ERROR_TEXT_MAX);
 }

@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
 import { isJsonObject, jsonOf, nestedDeeperThan } from '../contract/index.js';
-import { redactSecrets } from './errors.js';
+import { ERROR_TEXT_MAX, redactSecrets } from './errors.js';
 import { LineNotObjectError, LineTooLongError } from './lines.js';
 
 /** Shapes of Ollama's native API, as far as the bridge reads them. Unknown fields pass through. */
@@ -148,9 +148,6 @@ export function withModel(body: Readonly<Record<string, unknown>>, model: string
 const COUNT_FIELDS = ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_count', 'eval_duration'] as const;
 const TEXT_FIELDS = ['model', 'created_at', 'response', 'thinking', 'done_reason'] as const;
 
-/** The longest error text taken from an answer line; Ollama's own are a sentence or two. */
-const ERROR_TEXT_MAX = 500;
-
 /** A count or duration from an upstream: a whole number from 0 up, or nothing (text, negative, NaN, Infinity are dropped). */
 export function countOf(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
@@ -183,7 +180,7 @@ export function checkedChunk(chunk: unknown): OllamaChunk {
   if ('error' in chunk) {
     // null or "" is no error, as Ollama's own client reads a line (it fails only on an error text).
     if (chunk.error === null || chunk.error === '') delete chunk.error;
-    // Cut before redacting: the text goes on to the client and the history, which keeps thousands of records in memory.
+    // Cut before redacting, as an error answer's.
     else chunk.error = redactSecrets((typeof chunk.error === 'string' ? chunk.error : JSON.stringify(chunk.error)).slice(0, ERROR_TEXT_MAX));
   }
   if ('message' in chunk) {

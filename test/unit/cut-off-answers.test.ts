@@ -409,6 +409,22 @@ describe('an answer line with a very long error text', () => {
   });
 });
 
+describe('an error answer with a very long message', () => {
+  it('is cut to a short message, as an error line is', async () => {
+    const bridge = await bridgeWith((res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: `bad request: ${'E'.repeat(1024 * 1024)}` }));
+    });
+    const recorded = nextRecord(bridge);
+    const response = await post(bridge, '/api/chat', nativeChat(false));
+    assert.equal(response.status, 400);
+    const { error } = (await response.json()) as { error: string };
+    assert.match(error, /^bad request: E+$/);
+    assert.ok(error.length <= 500, `the client got ${error.length} characters`);
+    assert.ok(((await recorded).error ?? '').length <= 500);
+  });
+});
+
 describe('a 200 that is a web page', () => {
   it('is reported as a web page (a proxy’s login page, a web server at the wrong address), not as an answer cut off', async () => {
     const bridge = await bridgeWith((res) => {
