@@ -245,11 +245,11 @@ export function nestsTooDeep(text: string): boolean {
   return text.length > 2 * MAX_ANSWER_DEPTH && nestedDeeperThan(text, MAX_ANSWER_DEPTH);
 }
 
-/** A line that nests deeper than MAX_ANSWER_DEPTH; reported, as a line that is not an object is, as the upstream's fault. */
-class LineTooDeepError extends LineNotObjectError {
-  constructor() {
+/** A line (or tool-call arguments sent as JSON text) that nests deeper than MAX_ANSWER_DEPTH; reported, as a line that is not an object is, as the upstream's fault. */
+export class LineTooDeepError extends LineNotObjectError {
+  constructor(what: 'a line' | 'tool-call arguments' = 'a line') {
     super();
-    this.message = `sent a line nested deeper than ${MAX_ANSWER_DEPTH} levels`;
+    this.message = `sent ${what} nested deeper than ${MAX_ANSWER_DEPTH} levels`;
     this.name = 'LineTooDeepError';
   }
 }

@@ -1265,3 +1265,31 @@ describe('cloud fallback: a chain of providers', () => {
     assert.deepEqual([clouds[0]?.requests.length, clouds[1]?.requests.length], [0, 0]);
   });
 });
+
+describe('cloud fallback: tool-call arguments nested too deep', () => {
+  const deep = `{"x":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+  const tooDeep = /sent tool-call arguments nested deeper than 512 levels$/;
+
+  it('fails the answer as the provider’s, from the JSON text an OpenAI-compatible provider streams', async () => {
+    const { bridge } = await withProvider('openai', (res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: deep } }] }));
+      res.end(chunk({}, 'tool_calls') + 'data: [DONE]\n\n');
+    });
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { error: string }).error, tooDeep);
+  });
+
+  it('and from the input of an Anthropic tool_use block', async () => {
+    const events: Array<[string, unknown]> = [
+      ...ANTHROPIC_EVENTS.slice(0, 7),
+      ['content_block_delta', { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: deep } }],
+      ...ANTHROPIC_EVENTS.slice(10),
+    ];
+    const { bridge } = await withProvider('anthropic', (res) => anthropicStream(res, events));
+    const response = await postJson(`${bridge.url}/api/chat`, { model: 'm', messages: [{ role: 'user', content: 'x' }], tools: TOOLS, stream: false });
+    assert.equal(response.status, 502);
+    assert.match(((await response.json()) as { error: string }).error, tooDeep);
+  });
+});

@@ -6,7 +6,7 @@ import { isJsonObject, jsonOf } from '../../contract/index.js';
 import { errorMessageOf, redactSecrets, retryAfterSecondsOf, toUpstreamError, UpstreamStatusError, UpstreamTimeout } from '../errors.js';
 import { LazyPool } from '../lazy-pool.js';
 import { LineNotObjectError, LineTooLongError, readText } from '../lines.js';
-import { checkedChunk, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
+import { checkedChunk, LineTooDeepError, nestsTooDeep, type OllamaChunk, type OllamaToolCall } from '../ollama-api.js';
 import { readSse, type SseEvent } from '../sse.js';
 import type { GenerationRequest, GenerationSource } from '../source.js';
 
@@ -17,6 +17,8 @@ export async function* checkedLines(lines: AsyncIterable<OllamaChunk>): AsyncGen
 
 /** An SSE event's data as the JSON object every provider event is; anything else fails the answer. */
 export function eventObject(data: string): Record<string, unknown> {
+  // Parsed, a deeper one would overflow the stack where the answer is written on.
+  if (nestsTooDeep(data)) throw new LineTooDeepError();
   const event = JSON.parse(data) as unknown;
   if (!isJsonObject(event)) throw new LineNotObjectError();
   return event;
@@ -78,6 +80,7 @@ export class HeldToolCalls {
     if (call === undefined) return undefined;
     this.calls.delete(key);
     this.size -= call.name.length + call.json.length + CALL_FRAME_SIZE;
+    if (nestsTooDeep(call.json)) throw new LineTooDeepError('tool-call arguments');
     const parsed = jsonOf(call.json === '' ? '{}' : call.json);
     return { function: { name: call.name, arguments: isJsonObject(parsed) ? parsed : { _raw: call.json } } };
   }
