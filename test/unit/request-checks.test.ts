@@ -175,6 +175,15 @@ describe('requests checked before they go upstream', () => {
     assert.equal(listOfOne.status, 200, await listOfOne.text());
   });
 
+  it('says which part of a field that takes one of several forms is wrong, not only "Invalid input"', async () => {
+    const messages = [{ role: 'user', content: 'x' }];
+    await expectOpenAiRefusals([
+      ['/v1/chat/completions', { model: 'm', messages, stop: [1, 2] }, 'stop.0', /^stop\.0: Invalid input: expected string, received number$/],
+      ['/v1/chat/completions', { model: 'm', messages, stop: 5 }, 'stop', /^stop: Invalid input: expected string or array, received number$/],
+      ['/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: [1, 2] }] }, 'messages.0.content.0', /^messages\.0\.content\.0: /],
+    ]);
+  });
+
   it('refuses a thinking budget Anthropic refuses: below 1024, not a whole number, missing, or not below max_tokens', async () => {
     const messages = [{ role: 'user', content: 'hi' }];
     const enabled = (budget_tokens: unknown, max_tokens = 32_000): Record<string, unknown> => ({
