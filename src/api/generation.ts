@@ -107,9 +107,9 @@ function pendingOutcome(route: Pick<GenerationOutcome, 'requestedModel' | 'tier'
   };
 }
 
-/** The outcome of a request refused before it was served (a limit, a forbidden model), so that history keeps it. */
-export function refusedOutcome(requestedModel: string, reason: string): GenerationOutcome {
-  const outcome = pendingOutcome({ requestedModel, tier: null, reason, model: requestedModel }, 'interactive');
+/** The outcome of a request refused before it was served (a limit, a forbidden model; null: not yet), so that history keeps it. */
+export function refusedOutcome(requestedModel: string, reason: string | null): GenerationOutcome {
+  const outcome = pendingOutcome({ requestedModel, tier: null, reason: reason ?? '', model: requestedModel }, 'interactive');
   outcome.error = reason;
   return outcome;
 }
@@ -234,15 +234,26 @@ function emptyResult(): GenerationResult {
 const MAX_TOOL_CALLS = 1024;
 
 /**
- * Adds one line to its choice's answer. The text gathered is held to `maxChars` (the line limit,
- * routing.thresholds.max_line_mb): an upstream that never ends its answer must not fill memory.
+ * Adds one line to its choice's answer. What is gathered is held to `maxChars` of text (the line
+ * limit, routing.thresholds.max_line_mb) and MAX_TOOL_CALLS: an upstream that never ends its
+ * answer must not fill memory. A whole answer past that fails; a stream, which the client takes as
+ * it comes, goes on, and only what is kept of it (for the log's answer text) stops growing.
  */
-function accumulate(result: GenerationResult, event: OllamaChunk, maxChars: number): void {
-  result.content += event.message?.content ?? event.response ?? '';
-  result.thinking += event.message?.thinking ?? event.thinking ?? '';
-  if (event.message?.tool_calls) result.toolCalls.push(...event.message.tool_calls);
+function accumulate(result: GenerationResult, event: OllamaChunk, maxChars: number, whole: boolean): void {
+  const content = event.message?.content ?? event.response ?? '';
+  const thinking = event.message?.thinking ?? event.thinking ?? '';
+  const calls = event.message?.tool_calls;
   result.final = event;
-  if (result.content.length + result.thinking.length > maxChars || result.toolCalls.length > MAX_TOOL_CALLS) throw new LineTooLongError(maxChars, 'an answer');
+  if (
+    result.content.length + result.thinking.length + content.length + thinking.length > maxChars ||
+    result.toolCalls.length + (calls?.length ?? 0) > MAX_TOOL_CALLS
+  ) {
+    if (whole) throw new LineTooLongError(maxChars, 'an answer');
+    return;
+  }
+  result.content += content;
+  result.thinking += thinking;
+  if (calls) result.toolCalls.push(...calls);
 }
 
 /** Resolves when the client socket drained (or closed): until then no more is pulled from the upstream (back-pressure). */
@@ -361,7 +372,7 @@ async function collect(opened: Opened, count: number, maxChars: number): Promise
   const results = Array.from({ length: count }, emptyResult);
   const take = ([index, event]: [number, OllamaChunk]): void => {
     if (typeof event.error === 'string') throw new UpstreamStatusError(500, opened.source.name, event.error);
-    accumulate(results[index] as GenerationResult, event, maxChars);
+    accumulate(results[index] as GenerationResult, event, maxChars, true);
   };
   try {
     take(opened.first);
@@ -648,7 +659,7 @@ async function stream(
       fail(event.error, 'upstream_error');
       return false;
     }
-    accumulate(results[index] as GenerationResult, event, maxAnswerChars);
+    accumulate(results[index] as GenerationResult, event, maxAnswerChars, false);
     const text = plan.format.chunk(event, index);
     if (text !== '') {
       wrote = performance.now();
@@ -699,16 +710,26 @@ export async function routeAndServe(
   input: RouteInput,
   plan: GenerationPlan | PlanForRoute,
 ): Promise<void> {
-  const route = await router.route(input);
-  requireModelAllowed(req, input.requestedModel, route.model);
-  const localOnly = policy.localOnly(req.headers, identityOf(req), route.model);
-  if (localOnly !== null && policy.isCloudModel(route.model)) {
-    const reason = `'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`;
-    requestOf(req).generation = refusedOutcome(input.requestedModel, reason);
-    throw new BridgeError(403, reason, { code: 'cloud_not_allowed' });
+  // Held from the start, so that history keeps a request refused while it is routed (a model no
+  // backend has), or left by its client meanwhile (ghost text at the next keystroke); serving it
+  // puts the whole outcome in its place.
+  const request = requestOf(req);
+  const unserved = refusedOutcome(input.requestedModel, null);
+  request.generation = unserved;
+  try {
+    const route = await router.route(input);
+    requireModelAllowed(req, input.requestedModel, route.model);
+    const localOnly = policy.localOnly(req.headers, identityOf(req), route.model);
+    if (localOnly !== null && policy.isCloudModel(route.model)) {
+      const reason = `'${route.model}' runs in a cloud, and this request must stay local (${localOnly})`;
+      throw new BridgeError(403, reason, { code: 'cloud_not_allowed' });
+    }
+    const resolved = typeof plan === 'function' ? await plan(route) : plan;
+    await serveGeneration(policy, req, res, route, resolved, input, localOnly ?? loadOnly(resolved));
+  } catch (error) {
+    if (request.generation === unserved) unserved.error = unserved.reason = (error as Error).message;
+    throw error;
   }
-  const resolved = typeof plan === 'function' ? await plan(route) : plan;
-  await serveGeneration(policy, req, res, route, resolved, input, localOnly ?? loadOnly(resolved));
 }
 
 /**
