@@ -75,6 +75,22 @@ describe('dashboard history: filters and summary', () => {
     assert.equal(summarize([], NOW).latencyP50Ms, null);
   });
 
+  it('times only requests that ran to their end: not ghost text the editor cancelled, nor requests the scheduler dropped', () => {
+    const summary = summarize(
+      [
+        record('a', { totalMs: 100, outcome: 'ok' }),
+        record('b', { totalMs: 300, outcome: 'error' }),
+        record('c', { totalMs: 40_000, outcome: 'cancelled' }),
+        record('d', { totalMs: 1, outcome: 'dropped' }),
+      ],
+      NOW,
+    );
+    assert.equal(summary.latencyCount, 2);
+    assert.equal(summary.latencyP95Ms, 300);
+    // Every request still counts in the rate.
+    assert.equal(summary.requestsPerMinute, 4 / 5);
+  });
+
   it('shares per tier and per GPU, largest first', () => {
     const summary = summarize(records, NOW);
     assert.deepEqual(summary.tiers, [

@@ -68,7 +68,10 @@ function shares(records: readonly HistoryRecord[], pick: (r: HistoryRecord) => s
 /** The figures above the history table. */
 export function summarize(records: readonly HistoryRecord[], now: number): HistorySummary {
   const recent = records.filter((r) => now - Date.parse(r.time) <= 5 * 60_000);
+  // Requests that ran to their end: ghost text the editor left at the next keystroke lasted as long
+  // as the typing, and a request the scheduler dropped was answered empty at once.
   const latencies = records
+    .filter((r) => r.outcome === 'ok' || r.outcome === 'error')
     .slice(-1000)
     .map((r) => r.totalMs)
     .sort((a, b) => a - b);

@@ -35,7 +35,7 @@ function Summary({ records }: { records: readonly HistoryRecord[] }): JSX.Elemen
         <div className="value">
           {ms(summary.latencyP50Ms)} / {ms(summary.latencyP95Ms)}
         </div>
-        <div className="muted small">last {summary.latencyCount} requests</div>
+        <div className="muted small">last {summary.latencyCount} requests that ran to their end</div>
       </div>
       <div className="tile">
         <div className="label">Per tier</div>
