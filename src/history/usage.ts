@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import type { HistoryRecord, UsageFigures, UsageReport } from '../contract/index.js';
+import { canonicalModelName, type HistoryRecord, type UsageFigures, type UsageReport } from '../contract/index.js';
 import { PRICES_DATE } from './accounting.js';
 import type { HistorySelection, HistoryStore } from './store.js';
 
@@ -81,8 +81,10 @@ export function usageReport(config: Config, records: readonly HistoryRecord[], q
     let person = people.get(personKey);
     if (person === undefined) people.set(personKey, (person = { name, team, ...emptyFigures() }));
     add(person, record, secondsPerToken);
-    let model = models.get(record.model);
-    if (model === undefined) models.set(record.model, (model = { model: record.model, requests: 0, tokensOut: 0 }));
+    // One model under any name Ollama takes for it (letter case, :latest), shown as first seen.
+    const modelKey = canonicalModelName(record.model);
+    let model = models.get(modelKey);
+    if (model === undefined) models.set(modelKey, (model = { model: record.model, requests: 0, tokensOut: 0 }));
     model.requests += 1;
     model.tokensOut += record.tokensOut ?? 0;
     const local = new Date(Date.parse(record.time) + query.utcOffsetMinutes * 60_000);

@@ -260,6 +260,23 @@ describe('usage report', () => {
     assert.equal(usageReport(config, records, query, '2025-06-02T09:30:00.000Z').coversSince, '2025-06-02T09:30:00.000Z', 'its oldest record is in the range');
   });
 
+  it('counts a model once among the top models, whatever letter case or :latest its requests named it with, as Ollama does', () => {
+    const records = [
+      record({ id: 'a', model: 'qwen2.5-coder:7b' }),
+      record({ id: 'b', model: 'Qwen2.5-Coder:7B' }),
+      record({ id: 'c', model: 'llama3' }),
+      record({ id: 'd', model: 'llama3:latest' }),
+    ];
+    const query = { from: new Date('2025-06-01T00:00:00Z'), to: new Date('2025-06-09T00:00:00Z'), utcOffsetMinutes: 0 };
+    assert.deepEqual(
+      usageReport(config, records, query, null).topModels.map((m) => [m.model, m.requests]),
+      [
+        ['qwen2.5-coder:7b', 2],
+        ['llama3', 2],
+      ],
+    );
+  });
+
   it('exports CSV a spreadsheet cannot run: formula-like text stays text', () => {
     const csv = usageCsv([record({ user: '=HYPERLINK("http://evil")', team: 'a,b' })], {
       from: new Date('2025-06-01'),
