@@ -1108,6 +1108,19 @@ describe('cloud fallback: a chain of providers', () => {
     return started;
   }
 
+  /** An OpenAI-compatible provider that fails every request (500), then an Anthropic one that answers: what reaches the second shows what the translation sent. */
+  const anthropicAfterFailingOpenAi = (): Promise<{ clouds: StandIn[]; bridge: BridgeHandle }> =>
+    withProviders(
+      {
+        type: 'openai',
+        respond: (res) => {
+          res.writeHead(500);
+          res.end();
+        },
+      },
+      { type: 'anthropic', respond: anthropicStream },
+    );
+
   it('asks the next provider when one answers 400 for its own limits (another vendor, other limits and model)', async () => {
     const { clouds, bridge } = await withProviders(
       {
@@ -1132,16 +1145,7 @@ describe('cloud fallback: a chain of providers', () => {
   });
 
   it('pairs each tool result with the call its id names, not by order, when a client answers parallel calls of one tool out of order', async () => {
-    const { clouds, bridge } = await withProviders(
-      {
-        type: 'openai',
-        respond: (res) => {
-          res.writeHead(500);
-          res.end();
-        },
-      },
-      { type: 'anthropic', respond: anthropicStream },
-    );
+    const { clouds, bridge } = await anthropicAfterFailingOpenAi();
     const call = (id: string, city: string): Record<string, unknown> => ({
       id,
       type: 'function',
@@ -1187,16 +1191,7 @@ describe('cloud fallback: a chain of providers', () => {
   });
 
   it('sends a tool result’s images where each API takes them: Anthropic in the tool_result, OpenAI in a user message after the results (it takes images only from a user)', async () => {
-    const { clouds, bridge } = await withProviders(
-      {
-        type: 'openai',
-        respond: (res) => {
-          res.writeHead(500);
-          res.end();
-        },
-      },
-      { type: 'anthropic', respond: anthropicStream },
-    );
+    const { clouds, bridge } = await anthropicAfterFailingOpenAi();
     const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0]).toString('base64');
     const response = await postJson(`${bridge.url}/api/chat`, {
       model: 'm',
