@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, describe, it } from 'node:test';
 import type { BridgeHandle } from '../../src/bridge.js';
-import { startStandIn, startTestBridge } from '../support/bridge.js';
+import { startStandIn, startTestBridge, type StandIn } from '../support/bridge.js';
 import { configFile } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
@@ -16,6 +16,21 @@ const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
+
+/** Writes `lines` at the pace the reader takes them (pipeline waits for each drain without a listener left behind per wait). */
+async function writeLines(res: ServerResponse, lines: Iterable<string>): Promise<void> {
+  await pipeline(Readable.from(lines), res).catch(() => undefined);
+}
+
+/** A bridge in front of `upstream` that cuts a client reading none of its answer for 1 s; stopped after the tests. */
+async function bridgeCuttingAfterOneSecond(upstream: StandIn): Promise<BridgeHandle> {
+  const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
+  cleanups.push(
+    () => bridge.stop(100),
+    () => upstream.close(),
+  );
+  return bridge;
+}
 
 async function bridgeWith(yaml: string): Promise<BridgeHandle> {
   const upstream = await startStandIn((_req, res) => res.end('{}'));
@@ -309,21 +324,15 @@ describe('client connections', () => {
     const upstream = await startStandIn(async (_req, res) => {
       generating = once(res, 'close');
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      // Endless, at the pace the bridge takes it (pipeline waits for each drain without a listener left behind per wait).
-      await pipeline(
-        Readable.from(
-          (function* () {
-            for (;;) yield line;
-          })(),
-        ),
+      // Endless, at the pace the bridge takes it.
+      await writeLines(
         res,
-      ).catch(() => undefined);
+        (function* () {
+          for (;;) yield line;
+        })(),
+      );
     });
-    const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
-    );
+    const bridge = await bridgeCuttingAfterOneSecond(upstream);
     const socket = pausedClient(bridge.url);
     const body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
     socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
@@ -370,20 +379,14 @@ describe('client connections', () => {
       `${JSON.stringify({ model: 'm', created_at: '2024-01-01T00:00:00Z', message: { role: 'assistant', content: 'x'.repeat(4000) }, done: i === lines - 1 })}\n`;
     const upstream = await startStandIn(async (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      await pipeline(
-        Readable.from(
-          (function* () {
-            for (let i = 0; i < lines; i++) yield line(i);
-          })(),
-        ),
+      await writeLines(
         res,
-      ).catch(() => undefined);
+        (function* () {
+          for (let i = 0; i < lines; i++) yield line(i);
+        })(),
+      );
     });
-    const bridge = await startTestBridge({ file: configFile('server:\n  request_timeout_seconds: 1\n'), env: { OLLAMA_HOST: upstream.url } });
-    cleanups.push(
-      () => bridge.stop(100),
-      () => upstream.close(),
-    );
+    const bridge = await bridgeCuttingAfterOneSecond(upstream);
     const socket = pausedClient(bridge.url);
     const body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
     socket.write(`POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
