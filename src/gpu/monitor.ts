@@ -290,7 +290,13 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       windowsHide: true,
     });
     this.child = child;
-    const splitter = new SampleSplitter(this.fields, (readings) => this.onSample(readings));
+    // What nvidia-smi printed in place of a reading since the last sample: a GPU it lost from the bus
+    // ("Unable to determine the device handle for GPU...") is named there and nowhere else.
+    let notes: string[] = [];
+    const splitter = new SampleSplitter(this.fields, (readings) => {
+      this.onSample(readings, notes);
+      notes = [];
+    });
     const silentMs = roundMs * SILENT_ROUNDS;
     let silence: NodeJS.Timeout | undefined;
     const watchSilence = (): void => {
@@ -313,7 +319,10 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       if (this.child !== child) return;
       watchSilence();
       if (splitter.line(line)) said = [];
-      else if (line.trim() !== '') said = [...said, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
+      else if (line.trim() !== '') {
+        said = [...said, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
+        notes = [...notes, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
+      }
       // The last GPU of a round is only known when the next round starts: flush soon after.
       clearTimeout(this.flushTimer);
       this.flushTimer = setTimeout(() => splitter.flush(), Math.min(200, roundMs / 4));
@@ -344,7 +353,8 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
   }
 
-  private onSample(readings: GpuReading[]): void {
+  /** A round of readings; `notes`, what nvidia-smi printed instead of the GPUs it could not read, is said alongside. */
+  private onSample(readings: GpuReading[], notes: readonly string[]): void {
     this.backoffMs = 1000;
     const t = Date.now();
     for (const reading of readings) {
@@ -357,10 +367,10 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       ...this.current,
       source: 'nvidia-smi',
       live: true,
-      message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)`,
+      message: `${readings.length} GPU${readings.length === 1 ? '' : 's'} (nvidia-smi)${notes.length === 0 ? '' : `; ${notes.join(' ')}`}`,
       gpus: readings,
       lastSampleAt: new Date(t).toISOString(),
-      lastError: null,
+      lastError: notes.length === 0 ? null : notes.join(' '),
     };
     const used = readings.map((r) => r.memoryUsedBytes).join(',');
     if (used !== this.lastUsed || t - this.lastProcessesAt >= this.options.processesEveryMs) {

@@ -123,6 +123,37 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('says which GPU nvidia-smi lost while it goes on reading the others, and stops saying so once it is back', async () => {
+    const [gpu0, gpu1] = readFileSync(TWO_GPU_REPLIES.gpu, 'utf8').trim().split('\n');
+    const lost = 'Unable to determine the device handle for GPU0000:00:07.0: Unknown Error';
+    const dir = tempDir('lost-gpu-');
+    // nvidia-smi prints the lost GPU's error before the line of the one it still reads, or after it.
+    const errorFirst = path.join(dir, 'error-first.txt');
+    const errorAfter = path.join(dir, 'error-after.txt');
+    writeFileSync(errorFirst, `${lost}\n${gpu0}\n`);
+    writeFileSync(errorAfter, `${gpu0}\n${lost}\n`);
+    const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, gpu: errorFirst });
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    const partial = await until(() => (monitor.status.live && monitor.history(0).length >= 3 ? monitor.status : undefined), 'samples of the GPU left');
+    assert.deepEqual(
+      partial.gpus.map((g) => g.index),
+      [0],
+    );
+    assert.match(partial.message, /^1 GPU \(nvidia-smi\); Unable to determine the device handle for GPU0000:00:07\.0: Unknown Error$/);
+    assert.equal(partial.lastError, lost);
+
+    smi.set({ gpu: errorAfter });
+    const before = monitor.history(0).length;
+    await until(() => (monitor.history(0).length >= before + 3 ? true : undefined), 'three rounds with the error after the reading');
+    assert.equal(monitor.status.lastError, lost);
+
+    writeFileSync(errorAfter, `${gpu0}\n${gpu1}\n`);
+    const back = await until(() => (monitor.status.gpus.length === 2 ? monitor.status : undefined), 'both GPUs again');
+    assert.equal(back.message, '2 GPUs (nvidia-smi)');
+    assert.equal(back.lastError, null);
+  });
+
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
     const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
