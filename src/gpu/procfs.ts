@@ -55,15 +55,30 @@ function pidHolding(inode: string): number | undefined {
   return undefined;
 }
 
-/** A process's parent, from /proc/<pid>/stat; undefined once it is gone. */
-function parentOf(pid: number): number | undefined {
+/** The fields of /proc/<pid>/stat after the command name (state first); undefined once it is gone, or off Linux. */
+function statFields(pid: number): string[] | undefined {
   try {
-    // The command name may hold spaces or parentheses: the parent pid follows the last ")".
+    // The command name may hold spaces or parentheses: the other fields follow the last ")".
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+/** A process's parent; undefined once it is gone. */
+function parentOf(pid: number): number | undefined {
+  const fields = statFields(pid);
+  return fields === undefined ? undefined : Number(fields[1]);
+}
+
+/**
+ * When a process started (clock ticks since boot), while it runs and is not a zombie: with its pid,
+ * it names one process for good, where a pid alone may be given to another once it has ended.
+ */
+export function startTimeOf(pid: number): string | undefined {
+  const fields = statFields(pid);
+  return fields === undefined || fields[0] === 'Z' ? undefined : fields[19];
 }
 
 /** Deeper than any process tree a server starts: a bound on the walk, whatever /proc says. */

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, fstatSync, openSync, renameSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { makeFolder } from '../files.js';
+import { startTimeOf } from '../gpu/procfs.js';
 import { keepLogPrivate, LOG_FILE_MODE, type Logger } from '../log.js';
 import { BridgeError, type InstanceState, type InstanceSnapshot } from '../contract/index.js';
 export type { InstanceState, InstanceSnapshot } from '../contract/index.js';
@@ -181,6 +182,22 @@ function runTaskkill(file: string, args: string[]): void {
   child.once('error', () => undefined);
 }
 
+/** A running `ollama serve` and the bridge that started it, each by pid and start time. */
+interface RecordedServe {
+  pid: number;
+  startTime: string;
+  bridge: { pid: number; startTime: string };
+}
+
+/** Removes a file whatever stands in the way: called where a throw would end the bridge. */
+function forget(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    // Left behind: its pid and start time will name no running process.
+  }
+}
+
 interface Instance {
   spec: ManagedSpec;
   state: InstanceState;
@@ -300,6 +317,7 @@ export class OllamaManager {
   private async startNow(instance: Instance): Promise<InstanceSnapshot> {
     const { name } = instance.spec;
     if (instance.state === 'running' || instance.state === 'starting') return this.describe(name);
+    await this.endLeftOver(instance);
     // An adopted instance is looked at again: once it has gone, the bridge starts its own.
     if (await this.options.isListening(instance.spec.port)) {
       if (instance.state === 'adopted') return this.describe(name);
@@ -322,6 +340,46 @@ export class OllamaManager {
     this.spawn(instance, binary);
     await this.waitReady(instance);
     return this.describe(name);
+  }
+
+  /** Where the serve of `name` is written down while it runs, so the next run of the bridge knows it as its own. */
+  private pidFile(name: string): string {
+    return path.join(this.options.logDir, `ollama-${name}.pid`);
+  }
+
+  /**
+   * Ends an `ollama serve` that a previous run of the bridge started and left running (that run was
+   * killed, or crashed): serve leads its own process group, so it outlives the bridge, still on the
+   * port. Adopted, it could be neither stopped nor restarted, and its output, a pipe nobody reads
+   * now, ends it at its next log line (a write to a closed pipe kills it): the bridge starts its own
+   * instead. Known by its pid and start time (Linux), so a pid given to another process since is
+   * left alone.
+   */
+  private async endLeftOver(instance: Instance): Promise<void> {
+    const file = this.pidFile(instance.spec.name);
+    let recorded: RecordedServe;
+    try {
+      recorded = JSON.parse(readFileSync(file, 'utf8')) as RecordedServe;
+    } catch {
+      return;
+    }
+    const runs = (p: { pid: number; startTime: string }): boolean => startTimeOf(p.pid) === p.startTime;
+    // The bridge that started it still runs (another bridge on the same data folder): it is that one's.
+    if (instance.child !== undefined || runs(recorded.bridge)) return;
+    forget(file);
+    const alive = (): boolean => runs(recorded);
+    if (!alive()) return;
+    this.options.log.warn({ backend: instance.spec.name, pid: recorded.pid }, 'ending the ollama serve a previous run of the bridge left running');
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      try {
+        process.kill(-recorded.pid, signal);
+      } catch {
+        return;
+      }
+      const deadline = Date.now() + this.options.stopGraceMs;
+      while (alive() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (!alive()) return;
+    }
   }
 
   private spawn(instance: Instance, binary: string): void {
@@ -349,6 +407,16 @@ export class OllamaManager {
     instance.child = child;
     instance.state = 'starting';
     instance.message = null;
+    const startTime = child.pid === undefined ? undefined : startTimeOf(child.pid);
+    const bridgeStartTime = startTimeOf(process.pid);
+    if (child.pid !== undefined && startTime !== undefined && bridgeStartTime !== undefined) {
+      const recorded: RecordedServe = { pid: child.pid, startTime, bridge: { pid: process.pid, startTime: bridgeStartTime } };
+      try {
+        writeFileSync(this.pidFile(spec.name), JSON.stringify(recorded));
+      } catch {
+        // Only a left-over serve goes unnoticed then.
+      }
+    }
     child.stdout?.on('data', (chunk: Buffer) => log.write(chunk));
     child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
     // Runners share serve's stdout (Ollama hands them its own), so once serve is gone its output
@@ -367,6 +435,7 @@ export class OllamaManager {
       const onEnd = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (ended) return;
         ended = true;
+        if (startTime !== undefined) forget(this.pidFile(spec.name));
         instance.lastExit = `${new Date().toISOString()} ${signal ?? `exit ${code}`}`;
         if (instance.child === child) instance.child = undefined;
         resolve();

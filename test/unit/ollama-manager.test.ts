@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { ollamaControls } from '../../src/contract/index.js';
@@ -413,6 +415,68 @@ describe('an Ollama the bridge did not start, on a managed port', () => {
     assert.notEqual(instance()?.pid, null);
     assert.equal((await fetch(`http://127.0.0.1:${port}/api/version`)).status, 200, 'the bridge’s own Ollama answers on the port');
   });
+});
+
+describe('an ollama serve left running by a bridge that died', () => {
+  it(
+    'is ended and replaced by the next bridge’s own, not adopted as one it cannot stop',
+    { skip: process.platform !== 'linux' && 'reads /proc' },
+    async (t) => {
+      const port = await freePort();
+      const logDir = tempDir('manager-logs-');
+      const binary = fakeOllamaBinary();
+      const listening = async (): Promise<boolean> => {
+        try {
+          return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+        } catch {
+          return false;
+        }
+      };
+      // A bridge in a process of its own starts the instance, then is killed as a crash or an OOM kill would.
+      const script = path.join(tempDir('dying-bridge-'), 'bridge.mjs');
+      writeFileSync(
+        script,
+        `import { OllamaManager } from ${JSON.stringify(path.resolve('src/ollama/manager.ts'))};
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+const listening = async () => { try { return (await fetch('http://127.0.0.1:${port}/api/version')).ok; } catch { return false; } };
+const manager = new OllamaManager([{ name: 'gpu0', port: ${port}, device: undefined, numParallel: 1 }], {
+  binary: ${JSON.stringify(binary)}, modelsDir: undefined, keepAlive: '5m', maxLoadedModels: 3, maxQueue: 512,
+  logDir: ${JSON.stringify(logDir)}, logMaxBytes: 1048576, restartLimit: 2, restartWindowMs: 60000, stopGraceMs: 500,
+  log: quiet, isListening: listening,
+});
+const started = await manager.start('gpu0');
+process.stdout.write(JSON.stringify(started) + '\\n');
+setInterval(() => undefined, 60000);
+`,
+      );
+      const dying = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const [line] = (await once(createInterface({ input: dying.stdout }), 'line')) as [string];
+      const orphan = JSON.parse(line) as InstanceSnapshot;
+      t.after(() => {
+        try {
+          process.kill(-(orphan.pid as number), 'SIGKILL');
+        } catch {
+          // ended, as it should be
+        }
+      });
+      assert.equal(orphan.state, 'running');
+      // While that bridge runs (a second one on the same data folder), its instance is its own.
+      const second = new OllamaManager([{ name: 'gpu0', port, device: undefined, numParallel: 1 }], options({ binary, logDir, isListening: listening }));
+      assert.equal((await second.start('gpu0')).state, 'adopted');
+      dying.kill('SIGKILL');
+      await once(dying, 'exit');
+      assert.equal(await listening(), true, 'its ollama serve outlived it');
+
+      const manager = new OllamaManager([{ name: 'gpu0', port, device: undefined, numParallel: 1 }], options({ binary, logDir, isListening: listening }));
+      t.after(() => manager.stopAll());
+      const started = await manager.start('gpu0');
+      assert.equal(started.state, 'running', started.message ?? '');
+      assert.notEqual(started.pid, orphan.pid);
+      assert.equal(existsSync(`/proc/${orphan.pid}`) && !readFileSync(`/proc/${orphan.pid}/stat`, 'utf8').includes(') Z '), false, 'the orphan is gone');
+      await manager.stop('gpu0');
+      assert.equal(await listening(), false, 'the bridge stops what now runs there');
+    },
+  );
 });
 
 describe('an adopted Ollama that goes away', () => {
