@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { makeFolder } from '../files.js';
 import { startTimeOf } from '../gpu/procfs.js';
@@ -174,6 +175,20 @@ export function serveSpawnOptions(platform: NodeJS.Platform): { detached: boolea
  */
 export function taskkillCommand(pid: number, env: NodeJS.ProcessEnv): { file: string; args: string[] } {
   return { file: path.win32.join(env.SystemRoot ?? 'C:\\Windows', 'System32', 'taskkill.exe'), args: ['/PID', String(pid), '/T', '/F'] };
+}
+
+/** Whether anything accepts connections on a loopback port, whatever it speaks. */
+function portTaken(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1', timeout: 1000 });
+    const answer = (taken: boolean): void => {
+      socket.destroy();
+      resolve(taken);
+    };
+    socket.once('connect', () => answer(true));
+    socket.once('error', () => answer(false));
+    socket.once('timeout', () => answer(false));
+  });
 }
 
 function runTaskkill(file: string, args: string[]): void {
@@ -448,15 +463,26 @@ export class OllamaManager {
 
   /**
    * Waits for the serve just started to listen. One that lives but never does (stuck at start) is
-   * killed, so it counts as a crash like any other, rather than stay "starting" for good.
+   * killed, so it counts as a crash like any other, rather than stay "starting" for good. One that
+   * ended because another program holds its port is not restarted into it again, and that is said.
    */
   private async waitReady(instance: Instance): Promise<void> {
     const child = instance.child;
     const timeoutMs = this.options.startTimeoutMs ?? 30_000;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (instance.child === undefined)
-        throw new ManagerError(500, `ollama serve for ${instance.spec.name} exited at start (${instance.lastExit}); see ${this.logFile(instance.spec.name)}`);
+      if (instance.child === undefined) {
+        const { name, port } = instance.spec;
+        if (instance.wanted && (await portTaken(port))) {
+          // No restart: it would find the same port taken.
+          instance.wanted = false;
+          clearTimeout(instance.retryTimer);
+          instance.state = 'failed';
+          instance.message = `port ${port} is in use by another program: stop it, or give backend ${name} another port`;
+          throw new ManagerError(500, instance.message);
+        }
+        throw new ManagerError(500, `ollama serve for ${name} exited at start (${instance.lastExit}); see ${this.logFile(name)}`);
+      }
       if (await this.options.isListening(instance.spec.port)) {
         instance.state = 'running';
         return;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
@@ -188,6 +189,34 @@ describe('Ollama manager', () => {
     assert.equal(manager.snapshot()[0]?.state, 'stopped');
     // The log is a device, whose mode is the system's: a bridge running as root leaves it as it was.
     assert.equal(statSync('/dev/full').mode & 0o777, fullMode);
+  });
+
+  it('says that another program holds its port, rather than crash and restart into that port again', async (t) => {
+    // Something that is no Ollama: it takes connections and answers nothing an HTTP client understands.
+    const squatter = net.createServer((socket) => {
+      // Its callers hang up as they please.
+      socket.on('error', () => undefined);
+      socket.end('SSH-2.0-OpenSSH_9.2\r\n');
+    });
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    t.after(() => squatter.close());
+    const port = (squatter.address() as net.AddressInfo).port;
+    const listening = async (): Promise<boolean> => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+      } catch {
+        return false;
+      }
+    };
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({ binary: fakeOllamaBinary(), isListening: listening }),
+    );
+    t.after(() => manager.stopAll());
+    await assert.rejects(manager.start('gpu0'), new RegExp(`^ManagerError: port ${port} is in use by another program`));
+    const [instance] = manager.snapshot();
+    assert.equal(instance?.state, 'failed', 'no restart is waiting: it would only find the port taken again');
+    assert.match(instance?.message ?? '', new RegExp(`^port ${port} is in use by another program`));
   });
 
   it('pins an instance to the GPU that nvidia-smi numbers so: CUDA counts devices by PCI bus, as nvidia-smi does', async () => {
