@@ -344,7 +344,14 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
   private failed(message: string, retry: () => void = () => this.launch()): void {
     this.child = undefined;
     if (this.stopped) return;
-    this.current = { ...this.current, live: false, lastError: message, message: `nvidia-smi failed; retrying in ${Math.round(this.backoffMs / 1000)} s` };
+    // Which processes hold GPU memory is no longer known: placing models by the last list would be a guess.
+    this.current = {
+      ...this.current,
+      live: false,
+      processes: [],
+      lastError: message,
+      message: `nvidia-smi failed; retrying in ${Math.round(this.backoffMs / 1000)} s`,
+    };
     this.options.log.warn({ error: message, retryInMs: this.backoffMs }, 'GPU monitor: nvidia-smi failed');
     this.emit('sample', this.current);
     clearTimeout(this.restartTimer);
@@ -403,9 +410,13 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     this.processesQuery = run(this.command, [`--query-compute-apps=${COMPUTE_APP_FIELDS.join(',')}`, '--format=csv,noheader,nounits'], this.queryTimeoutMs)
       .then(
         (text) => {
-          this.current = { ...this.current, processes: parseComputeApps(text) };
+          // One that ends after nvidia-smi failed is no news of the GPUs now.
+          if (this.current.live) this.current = { ...this.current, processes: parseComputeApps(text) };
         },
-        (error: Error) => this.options.log.debug({ error: error.message }, 'GPU monitor: compute-apps query failed'),
+        (error: Error) => {
+          this.options.log.debug({ error: error.message }, 'GPU monitor: compute-apps query failed');
+          this.current = { ...this.current, processes: [] };
+        },
       )
       .finally(() => {
         this.processesQuery = undefined;

@@ -154,6 +154,30 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.equal(back.lastError, null);
   });
 
+  it('forgets the per-process memory it can no longer read, rather than place models by it', { timeout: 15_000 }, async () => {
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.processes.length === 3 ? true : undefined), 'the GPU processes');
+    smi.set({ exit: 9 });
+    const down = await until(() => (monitor.status.live ? undefined : monitor.status), 'the failure');
+    assert.deepEqual(down.processes, []);
+
+    // The loop reads on, but the per-process query no longer answers.
+    const stuck = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+    const queried = new GpuMonitor({ command: stuck.command, intervalMs: 100, historyPoints: 10, processesEveryMs: 0, queryTimeoutMs: 300, log: silent });
+    cleanups.push(async () => {
+      await queried.stop();
+      process.kill(stuck.stuckPid(), 'SIGKILL');
+    });
+    await queried.start();
+    await until(() => (queried.status.processes.length === 3 ? true : undefined), 'the GPU processes');
+    stuck.set({ appsStuck: true });
+    await until(() => (existsSync(`${stuck.dir}/state.json.stuck-pid`) ? true : undefined), 'the stuck query');
+    const unknown = await until(() => (queried.status.processes.length === 0 ? queried.status : undefined), 'the processes to be forgotten', 4000);
+    assert.equal(unknown.live, true, 'the GPUs themselves still read');
+  });
+
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
     const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
