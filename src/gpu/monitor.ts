@@ -297,8 +297,13 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
       this.onSample(readings, notes);
       notes = [];
     });
+    // Why it ends: nvidia-smi prints its errors ("No devices were found", "Failed to initialize
+    // NVML: ...") on stdout; stderr is kept as a bounded tail, which a long life would grow otherwise.
+    let said: string[] = [];
+    let stderr = '';
     const silentMs = roundMs * SILENT_ROUNDS;
     let silence: NodeJS.Timeout | undefined;
+    // Only a reading counts: one that prints errors each round in place of every GPU reads nothing.
     const watchSilence = (): void => {
       clearTimeout(silence);
       silence = setTimeout(() => {
@@ -306,22 +311,25 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
         // Given up on at once: one stuck in the driver may not even die of SIGKILL soon.
         this.child = undefined;
         child.kill('SIGKILL');
-        this.failed(`nvidia-smi printed nothing for ${silentMs / 1000} s; killed it`);
+        this.failed(
+          said.length === 0
+            ? `nvidia-smi printed nothing for ${silentMs / 1000} s; killed it`
+            : `nvidia-smi printed no reading for ${silentMs / 1000} s (${said.join(' ')}); killed it`,
+        );
       }, silentMs);
       silence.unref();
     };
     watchSilence();
-    // Why it ends: nvidia-smi prints its errors ("No devices were found", "Failed to initialize
-    // NVML: ...") on stdout; stderr is kept as a bounded tail, which a long life would grow otherwise.
-    let said: string[] = [];
-    let stderr = '';
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (this.child !== child) return;
-      watchSilence();
-      if (splitter.line(line)) said = [];
-      else if (line.trim() !== '') {
-        said = [...said, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
-        notes = [...notes, line.trim().slice(0, REASON_CHARS)].slice(-REASON_LINES);
+      if (splitter.line(line)) {
+        said = [];
+        watchSilence();
+      } else if (line.trim() !== '') {
+        // The same error each round is said once.
+        const note = line.trim().slice(0, REASON_CHARS);
+        said = [...said.filter((l) => l !== note), note].slice(-REASON_LINES);
+        notes = [...notes.filter((l) => l !== note), note].slice(-REASON_LINES);
       }
       // The last GPU of a round is only known when the next round starts: flush soon after.
       clearTimeout(this.flushTimer);

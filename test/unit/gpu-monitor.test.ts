@@ -178,6 +178,25 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.equal(unknown.live, true, 'the GPUs themselves still read');
   });
 
+  it('is not live while nvidia-smi prints only errors in place of its GPUs, and says what it printed', async () => {
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.live ? true : undefined), 'a first sample');
+    // Every GPU lost, and nvidia-smi printing so each round, without ending.
+    const lostAll = path.join(tempDir('lost-gpus-'), 'lost.txt');
+    writeFileSync(
+      lostAll,
+      'Unable to determine the device handle for GPU0000:00:06.0: Unknown Error\nUnable to determine the device handle for GPU0000:00:07.0: Unknown Error\n',
+    );
+    smi.set({ gpu: lostAll });
+    const down = await until(() => (monitor.status.live ? undefined : monitor.status), 'the readings to be missed', 4000);
+    assert.equal(
+      down.lastError,
+      'nvidia-smi printed no reading for 1 s (Unable to determine the device handle for GPU0000:00:06.0: Unknown Error Unable to determine the device handle for GPU0000:00:07.0: Unknown Error); killed it',
+    );
+  });
+
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
     const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
