@@ -483,6 +483,7 @@ export class OllamaManager {
         }
         throw new ManagerError(500, `ollama serve for ${name} exited at start (${instance.lastExit}); see ${this.logFile(name)}`);
       }
+      if (!instance.wanted) throw new ManagerError(409, `ollama serve for ${instance.spec.name} was stopped before it listened`);
       if (await this.options.isListening(instance.spec.port)) {
         instance.state = 'running';
         return;
@@ -526,8 +527,14 @@ export class OllamaManager {
     instance.retryTimer.unref();
   }
 
+  /**
+   * A stop waits for the start under way, but not for its serve to listen (up to the start timeout,
+   * when it is stuck): that start gives up at once, and the stop ends what it started.
+   */
   stop(name: string): Promise<InstanceSnapshot> {
-    return this.inTurn(name, (instance) => this.stopNow(instance));
+    const instance = this.get(name);
+    if (instance.state === 'starting') instance.wanted = false;
+    return this.inTurn(name, (i) => this.stopNow(i));
   }
 
   private async stopNow(instance: Instance): Promise<InstanceSnapshot> {

@@ -262,6 +262,22 @@ describe('Ollama manager', () => {
     assert.equal(await listening(), false, 'the stop came after the start, and ended what it started');
   });
 
+  it('stops an instance still starting at once, rather than wait for it to listen or to time out', { timeout: 10_000 }, async (t) => {
+    const dir = tempDir('slow-ollama-');
+    const binary = path.join(dir, 'ollama');
+    // A serve that takes its time (a slow GPU discovery, a stuck driver) before it listens.
+    writeFileSync(binary, '#!/bin/sh\nexec sleep 60\n');
+    chmodSync(binary, 0o755);
+    const manager = new OllamaManager([{ name: 'gpu0', port: 1, device: undefined, numParallel: 1 }], options({ binary, startTimeoutMs: 60_000 }));
+    t.after(() => manager.stopAll());
+    const refused = assert.rejects(manager.start('gpu0'), /^ManagerError: ollama serve for gpu0 was stopped before it listened$/);
+    const starting = await until(() => manager.snapshot().find((i) => i.state === 'starting' && i.pid !== null), 'the serve to be started');
+    const stopped = await manager.stop('gpu0');
+    assert.equal(stopped.state, 'stopped');
+    await refused;
+    assert.throws(() => process.kill(starting.pid as number, 0), { code: 'ESRCH' }, 'its serve is ended');
+  });
+
   it('gives each instance its backend’s parallel as OLLAMA_NUM_PARALLEL, the slots the scheduler fills there', async (t) => {
     const dir = tempDir('parallel-ollama-');
     const binary = path.join(dir, 'ollama');
