@@ -293,7 +293,10 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     // What nvidia-smi printed in place of a reading since the last sample: a GPU it lost from the bus
     // ("Unable to determine the device handle for GPU...") is named there and nowhere else.
     let notes: string[] = [];
+    let rounds = 0;
     const splitter = new SampleSplitter(this.fields, (readings) => {
+      // A second round shows it runs again: one that dies after each round it prints is still backed off from.
+      if (++rounds === 2) this.backoffMs = 1000;
       this.onSample(readings, notes);
       notes = [];
     });
@@ -370,7 +373,6 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
 
   /** A round of readings; `notes`, what nvidia-smi printed instead of the GPUs it could not read, is said alongside. */
   private onSample(readings: GpuReading[], notes: readonly string[]): void {
-    this.backoffMs = 1000;
     const t = Date.now();
     for (const reading of readings) {
       let points = this.points.get(reading.index);

@@ -197,6 +197,18 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('backs off from an nvidia-smi that dies after each round it prints, rather than restart it every second', async () => {
+    const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, exitAfterRound: 15 });
+    const monitor = monitorWith(smi.command);
+    const retries: string[] = [];
+    monitor.on('sample', (status) => {
+      if (!status.live) retries.push(status.message);
+    });
+    await monitor.start();
+    await until(() => (retries.length >= 2 ? true : undefined), 'two failures', 4000);
+    assert.deepEqual(retries.slice(0, 2), ['nvidia-smi failed; retrying in 1 s', 'nvidia-smi failed; retrying in 2 s']);
+  });
+
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
     const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
