@@ -204,6 +204,13 @@ interface RecordedServe {
   bridge: { pid: number; startTime: string };
 }
 
+/** The record as the bridge writes it, or undefined for anything else (damaged, or of another version). */
+function recordedServe(value: unknown): RecordedServe | undefined {
+  const isProcess = (p: unknown): p is { pid: number; startTime: string } =>
+    typeof p === 'object' && p !== null && Number.isInteger((p as { pid: unknown }).pid) && typeof (p as { startTime: unknown }).startTime === 'string';
+  return isProcess(value) && isProcess((value as { bridge?: unknown }).bridge) ? (value as RecordedServe) : undefined;
+}
+
 /** Removes a file whatever stands in the way: called where a throw would end the bridge. */
 function forget(file: string): void {
   try {
@@ -372,12 +379,13 @@ export class OllamaManager {
    */
   private async endLeftOver(instance: Instance): Promise<void> {
     const file = this.pidFile(instance.spec.name);
-    let recorded: RecordedServe;
+    let recorded: RecordedServe | undefined;
     try {
-      recorded = JSON.parse(readFileSync(file, 'utf8')) as RecordedServe;
+      recorded = recordedServe(JSON.parse(readFileSync(file, 'utf8')));
     } catch {
-      return;
+      // No record, or not JSON: nothing to end.
     }
+    if (recorded === undefined) return;
     const runs = (p: { pid: number; startTime: string }): boolean => startTimeOf(p.pid) === p.startTime;
     // The bridge that started it still runs (another bridge on the same data folder): it is that one's.
     if (instance.child !== undefined || runs(recorded.bridge)) return;

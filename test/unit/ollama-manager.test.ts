@@ -524,6 +524,27 @@ setInterval(() => undefined, 60000);
   );
 });
 
+describe('the record of a running ollama serve', () => {
+  it('that is not one the bridge wrote (damaged, or of another version) is ignored, and the start goes on', async (t) => {
+    const port = await freePort();
+    const logDir = tempDir('manager-logs-');
+    writeFileSync(path.join(logDir, 'ollama-gpu0.pid'), '{"pid":1}');
+    const listening = async (): Promise<boolean> => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+      } catch {
+        return false;
+      }
+    };
+    const manager = new OllamaManager(
+      [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
+      options({ binary: fakeOllamaBinary(), logDir, isListening: listening }),
+    );
+    t.after(() => manager.stopAll());
+    assert.equal((await manager.start('gpu0')).state, 'running');
+  });
+});
+
 describe('an adopted Ollama that goes away', () => {
   it('is no longer shown as adopted, and the tray and the dashboard offer Start again', async (t) => {
     const foreign = await startStandIn((_req, res) => res.end('{"version":"0.11.4"}'));
