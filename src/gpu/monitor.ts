@@ -35,6 +35,9 @@ const REASON_LINES = 3;
 const REASON_CHARS = 300;
 /** How long a stop waits for nvidia-smi to end after SIGTERM, then after SIGKILL. */
 const STOP_GRACE_MS = 1000;
+const MIB = 1024 * 1024;
+/** The most a one-off query may print: its real answers are a few KiB. */
+const MAX_ANSWER_CHARS = MIB;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
 const SILENT_ROUNDS = 10;
 
@@ -61,18 +64,33 @@ export function nvidiaSmiCommands(command: string, platform: NodeJS.Platform, en
 function run(command: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+    // Why it was ended, if it was: said once it is gone, rather than the exit that ending it caused.
+    let ended: Error | undefined;
+    const giveUp = (why: string): void => {
+      if (ended !== undefined) return;
+      ended = new Error(why);
+      clearTimeout(timer);
+      void end(child).then(() => reject(ended));
+    };
     // Our own timer, cleared on every outcome: spawn's `timeout` option outlives a failed spawn.
-    const timer = setTimeout(() => void end(child).then(() => reject(new Error(`${command} gave no answer within ${timeoutMs / 1000} s`))), timeoutMs);
+    const timer = setTimeout(() => giveUp(`${command} gave no answer within ${timeoutMs / 1000} s`), timeoutMs);
     let out = '';
     let err = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    // A tool printing without end would grow these past what a string can hold: a throw that ends the bridge.
+    const read = (chunk: Buffer, into: string): string => {
+      if (ended !== undefined) return into;
+      if (into.length + chunk.length > MAX_ANSWER_CHARS) giveUp(`${command} printed more than ${MAX_ANSWER_CHARS / MIB} MiB; ended it`);
+      return into + chunk.toString();
+    };
+    child.stdout.on('data', (chunk: Buffer) => (out = read(chunk, out)));
+    child.stderr.on('data', (chunk: Buffer) => (err = read(chunk, err)));
     child.once('error', (error) => {
       clearTimeout(timer);
       reject(error);
     });
     child.once('close', (code) => {
       clearTimeout(timer);
+      if (ended !== undefined) return;
       if (code === 0) resolve(out);
       else reject(new Error(`${command} exited ${code}: ${(err || out).trim().slice(0, 300)}`));
     });

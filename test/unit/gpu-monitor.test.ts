@@ -281,6 +281,16 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('ends a query that prints without end, rather than hold all it prints until its timeout', { timeout: 15_000 }, async () => {
+    const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, appsFlood: true });
+    const { logger, lines } = memoryLogger();
+    const monitor = new GpuMonitor({ command: smi.command, intervalMs: 100, historyPoints: 10, processesEveryMs: 60_000, queryTimeoutMs: 60_000, log: logger });
+    cleanups.push(() => monitor.stop());
+    await monitor.start();
+    const failure = await until(() => lines().find((line) => line.msg === 'GPU monitor: compute-apps query failed'), 'the flood to be cut off', 8000);
+    assert.equal(failure.error, `${smi.command} printed more than 1 MiB; ended it`);
+  });
+
   it('asks again which fields the driver knows when nvidia-smi fails that first question, rather than go without it', async () => {
     const smi = nvidiaSmiStandIn({
       ...TWO_GPU_REPLIES,
