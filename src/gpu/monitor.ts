@@ -36,7 +36,7 @@ const REASON_CHARS = 300;
 /** How long a stop waits for nvidia-smi to end after SIGTERM, then after SIGKILL. */
 const STOP_GRACE_MS = 1000;
 const MIB = 1024 * 1024;
-/** The most a one-off query may print: its real answers are a few KiB. */
+/** The most a one-off query may print, and the longest line of the loop: real ones are a few KiB. */
 const MAX_ANSWER_CHARS = MIB;
 /** Rounds without a line after which nvidia-smi counts as hung (a wedged driver blocks it, it never exits). */
 const SILENT_ROUNDS = 10;
@@ -324,23 +324,37 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
     let stderr = '';
     const silentMs = roundMs * SILENT_ROUNDS;
     let silence: NodeJS.Timeout | undefined;
+    const kill = (why: string): void => {
+      if (this.child !== child) return;
+      clearTimeout(silence);
+      // Given up on at once: one stuck in the driver may not even die of SIGKILL soon.
+      this.child = undefined;
+      child.kill('SIGKILL');
+      this.failed(`${why}; killed it`);
+    };
     // Only a reading counts: one that prints errors each round in place of every GPU reads nothing.
     const watchSilence = (): void => {
       clearTimeout(silence);
-      silence = setTimeout(() => {
-        if (this.child !== child) return;
-        // Given up on at once: one stuck in the driver may not even die of SIGKILL soon.
-        this.child = undefined;
-        child.kill('SIGKILL');
-        this.failed(
-          said.length === 0
-            ? `nvidia-smi printed nothing for ${silentMs / 1000} s; killed it`
-            : `nvidia-smi printed no reading for ${silentMs / 1000} s (${said.join(' ')}); killed it`,
-        );
-      }, silentMs);
+      silence = setTimeout(
+        () =>
+          kill(
+            said.length === 0
+              ? `nvidia-smi printed nothing for ${silentMs / 1000} s`
+              : `nvidia-smi printed no reading for ${silentMs / 1000} s (${said.join(' ')})`,
+          ),
+        silentMs,
+      );
       silence.unref();
     };
     watchSilence();
+    // A line without end would be held whole until the silence is noticed, and past V8's largest
+    // string, a throw that ends the bridge.
+    let lineChars = 0;
+    child.stdout.on('data', (chunk: Buffer) => {
+      const lastBreak = chunk.lastIndexOf(0x0a);
+      lineChars = lastBreak < 0 ? lineChars + chunk.length : chunk.length - lastBreak - 1;
+      if (lineChars > MAX_ANSWER_CHARS) kill(`nvidia-smi printed more than ${MAX_ANSWER_CHARS / MIB} MiB without a line end`);
+    });
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (this.child !== child) return;
       if (splitter.line(line)) {

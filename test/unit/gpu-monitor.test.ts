@@ -209,6 +209,18 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     assert.deepEqual(retries.slice(0, 2), ['nvidia-smi failed; retrying in 1 s', 'nvidia-smi failed; retrying in 2 s']);
   });
 
+  it('ends an nvidia-smi loop that prints on without a line end, rather than hold it all', async () => {
+    const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
+    const monitor = monitorWith(smi.command);
+    await monitor.start();
+    await until(() => (monitor.status.live ? true : undefined), 'a first sample');
+    const garbage = path.join(tempDir('garbage-'), 'garbage.txt');
+    writeFileSync(garbage, 'x'.repeat(400 * 1024));
+    smi.set({ gpu: garbage });
+    const down = await until(() => (monitor.status.live ? undefined : monitor.status), 'the garbage to be refused', 4000);
+    assert.equal(down.lastError, 'nvidia-smi printed more than 1 MiB without a line end; killed it');
+  });
+
   it('restarts an nvidia-smi that stops printing without exiting', async () => {
     const smi = nvidiaSmiStandIn(TWO_GPU_REPLIES);
     const monitor = monitorWith(smi.command);
