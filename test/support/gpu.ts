@@ -34,6 +34,8 @@ export interface StandInState {
   ignoreTerm?: boolean;
   /** Makes a per-process query never end: it outlives SIGTERM, and a child it leaves holds its stdout past a SIGKILL. */
   appsStuck?: boolean;
+  /** Makes a per-process query print nothing and never end by itself (SIGTERM ends it). */
+  appsHang?: boolean;
   /** Makes a per-process query print garbage without end. */
   appsFlood?: boolean;
   /** How many `--help-query-gpu` fail first, as when NVML is not ready yet at boot. */

@@ -7,7 +7,7 @@
 // `ignoreTerm`, read at start, makes a loop outlive SIGTERM, as one blocked inside the driver does, and `warn` is
 // printed on stderr every round, "appsStuck": boolean makes a per-process query never end, as one stuck in the driver:
 // it outlives SIGTERM, and a child it leaves behind (pid in <state file>.stuck-pid, living a minute) holds its
-// stdout past a SIGKILL), "appsFlood": boolean makes it print garbage without end, and "helpFails": n fails the first n `--help-query-gpu` (counted in the log below)),
+// stdout past a SIGKILL), "appsFlood": boolean makes it print garbage without end, "appsHang": boolean makes it print nothing until ended, and "helpFails": n fails the first n `--help-query-gpu` (counted in the log below)),
 // with the columns of the gpu file (listed in gpuFields, when it differs) put in the order asked for,
 // re-read on every round of a `-lms` loop so a test can change what the "GPU" shows over time.
 // Every invocation is appended to $NVIDIA_SMI_STANDIN_LOG; a loop writes its pid to <state file>.lms-pid.
@@ -53,6 +53,8 @@ if (args.includes('--help-query-gpu')) {
     process.on('SIGTERM', () => undefined);
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: ['ignore', 'inherit', 'inherit'] });
     writeFileSync(`${process.env.NVIDIA_SMI_STANDIN_STATE}.stuck-pid`, String(holder.pid));
+    setInterval(() => undefined, 1000);
+  } else if (now.appsHang === true) {
     setInterval(() => undefined, 1000);
   } else if (now.appsFlood === true) {
     // Garbage without end, as a broken tool or driver may print.

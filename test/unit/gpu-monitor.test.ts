@@ -293,6 +293,16 @@ describe('GPU monitor against an nvidia-smi stand-in', () => {
     );
   });
 
+  it('says a query ran past its timeout, not how the ending it caused looked', async () => {
+    const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, appsHang: true });
+    const { logger, lines } = memoryLogger();
+    const monitor = new GpuMonitor({ command: smi.command, intervalMs: 100, historyPoints: 10, processesEveryMs: 60_000, queryTimeoutMs: 300, log: logger });
+    cleanups.push(() => monitor.stop());
+    await monitor.start();
+    const failure = await until(() => lines().find((line) => line.msg === 'GPU monitor: compute-apps query failed'), 'the query to time out');
+    assert.equal(failure.error, `${smi.command} gave no answer within 0.3 s`);
+  });
+
   it('ends a query that prints without end, rather than hold all it prints until its timeout', { timeout: 15_000 }, async () => {
     const smi = nvidiaSmiStandIn({ ...TWO_GPU_REPLIES, appsFlood: true });
     const { logger, lines } = memoryLogger();
