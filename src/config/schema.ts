@@ -409,11 +409,12 @@ export const configSchema = z.strictObject({
       autostart: z.boolean().default(true),
       /** One model store shared by all instances (OLLAMA_MODELS; OLLAMA_NOPRUNE=1 is set with it). */
       models_dir: pathSchema.optional(),
+      // Unset, each is what the bridge's own environment says (OLLAMA_KEEP_ALIVE, ...), else Ollama's default.
       // OLLAMA_KEEP_ALIVE: Ollama takes whole seconds or a duration there, and silently uses 5m for anything else.
-      keep_alive: keepAliveSchema.transform(String).default('5m'),
+      keep_alive: keepAliveSchema.transform(String).optional(),
       num_parallel: z.number().int().positive().default(1),
-      max_loaded_models: z.number().int().positive().default(3),
-      max_queue: z.number().int().positive().default(512),
+      max_loaded_models: z.number().int().positive().optional(),
+      max_queue: z.number().int().positive().optional(),
       restart_limit: z.number().int().min(0).default(5),
       restart_window_seconds: z.number().positive().default(600),
       stop_grace_seconds: timerSeconds().positive().default(5),

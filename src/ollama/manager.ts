@@ -23,9 +23,10 @@ export interface ManagerOptions {
   binary: string | undefined;
   /** Shared model store; OLLAMA_NOPRUNE=1 is set then (and with two instances or more), so one instance never prunes another's blobs. */
   modelsDir: string | undefined;
-  keepAlive: string;
-  maxLoadedModels: number;
-  maxQueue: number;
+  /** OLLAMA_KEEP_ALIVE, OLLAMA_MAX_LOADED_MODELS, OLLAMA_MAX_QUEUE; undefined: as the bridge's environment has them. */
+  keepAlive: string | undefined;
+  maxLoadedModels: number | undefined;
+  maxQueue: number | undefined;
   logDir: string;
   logMaxBytes: number;
   restartLimit: number;
@@ -410,11 +411,12 @@ export class OllamaManager {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       OLLAMA_HOST: `127.0.0.1:${spec.port}`,
-      OLLAMA_KEEP_ALIVE: this.options.keepAlive,
       OLLAMA_NUM_PARALLEL: String(spec.numParallel),
-      OLLAMA_MAX_LOADED_MODELS: String(this.options.maxLoadedModels),
-      OLLAMA_MAX_QUEUE: String(this.options.maxQueue),
     };
+    const { keepAlive, maxLoadedModels, maxQueue } = this.options;
+    if (keepAlive !== undefined) env.OLLAMA_KEEP_ALIVE = keepAlive;
+    if (maxLoadedModels !== undefined) env.OLLAMA_MAX_LOADED_MODELS = String(maxLoadedModels);
+    if (maxQueue !== undefined) env.OLLAMA_MAX_QUEUE = String(maxQueue);
     if (spec.device !== undefined) {
       env.CUDA_VISIBLE_DEVICES = spec.device;
       // An index means nvidia-smi's, which counts by PCI bus; CUDA's default counts fastest first.

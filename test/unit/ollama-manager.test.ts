@@ -19,6 +19,7 @@ import {
   type InstanceSnapshot,
   type ManagerOptions,
 } from '../../src/ollama/manager.js';
+import { loadConfig } from '../../src/config/load.js';
 import { startStandIn, startTestBridge } from '../support/bridge.js';
 import { readSseEvents } from '../support/streams.js';
 import { fakeOllamaBinary } from '../support/fake-ollama.js';
@@ -233,6 +234,34 @@ describe('Ollama manager', () => {
     await manager.start('gpu1');
     await manager.stopAll();
     assert.equal(readFileSync(seen, 'utf8').trim(), '1 PCI_BUS_ID');
+  });
+
+  it("leaves Ollama's own settings a user exported (OLLAMA_KEEP_ALIVE, OLLAMA_MAX_LOADED_MODELS, OLLAMA_MAX_QUEUE) to the instance unless the config sets them", async () => {
+    const dir = tempDir('own-settings-ollama-');
+    const binary = path.join(dir, 'ollama');
+    const seen = path.join(dir, 'env');
+    writeFileSync(binary, `#!/bin/sh\necho "$OLLAMA_KEEP_ALIVE $OLLAMA_MAX_LOADED_MODELS $OLLAMA_MAX_QUEUE" > ${seen}\nexec sleep 30\n`);
+    chmodSync(binary, 0o755);
+    const exported = { OLLAMA_KEEP_ALIVE: '-1', OLLAMA_MAX_LOADED_MODELS: '1', OLLAMA_MAX_QUEUE: '64' };
+    Object.assign(process.env, exported);
+    try {
+      const { ollama } = loadConfig({ env: {} });
+      const manager = new OllamaManager(
+        [{ name: 'gpu0', port: 45680, device: undefined, numParallel: 1 }],
+        options({
+          binary,
+          keepAlive: ollama.keep_alive,
+          maxLoadedModels: ollama.max_loaded_models,
+          maxQueue: ollama.max_queue,
+          isListening: async () => existsSync(seen),
+        }),
+      );
+      await manager.start('gpu0');
+      await manager.stopAll();
+      assert.equal(readFileSync(seen, 'utf8').trim(), '-1 1 64');
+    } finally {
+      for (const name of Object.keys(exported)) delete process.env[name];
+    }
   });
 
   it('runs one start or stop of an instance at a time: a double click starts one ollama serve, and a stop while it starts stops it', async (t) => {
