@@ -153,8 +153,10 @@ describe('energy metering', () => {
     assert.match(metrics, /^copilot_bridge_tokens_total\{direction="out",model="m-small",team="web"\} 60$/m);
 
     // The Usage API adds the same records up; a day of a $1-a-day machine gives the ROI.
-    const from = new Date(Date.now() - 12 * 3_600_000).toISOString();
-    const to = new Date(Date.now() + 12 * 3_600_000).toISOString();
+    // One clock reading for both ends: two could be a millisecond apart, and the day a millisecond longer.
+    const now = Date.now();
+    const from = new Date(now - 12 * 3_600_000).toISOString();
+    const to = new Date(now + 12 * 3_600_000).toISOString();
     const usage = (await (
       await fetch(`${bridge.url}/bridge/api/usage?from=${from}&to=${to}`, { headers: { authorization: `Bearer ${key}` } })
     ).json()) as UsageReport;
