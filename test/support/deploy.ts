@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { freePort } from './ollama-rig.js';
+import { createServer } from 'node:net';
 import { tempDir } from './temp.js';
 
 /** The committed deployment files. */
@@ -31,9 +31,39 @@ export interface TestPorts {
   webhook: number;
 }
 
-/** Ports the OS says are free now, one per listener of the test cluster. */
+/**
+ * The first port the OS hands out for outgoing connections (Linux: ip_local_port_range). A port
+ * chosen from that range could be taken by a connection (a bridge's health check) before the
+ * program it was chosen for listens on it, which then cannot start.
+ */
+function firstEphemeralPort(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** Ports free now, one per listener of the test cluster, from below the range outgoing connections take theirs from. */
 export async function testPorts(): Promise<TestPorts> {
-  const next = async (): Promise<number> => freePort();
+  const chosen = new Set<number>();
+  const high = firstEphemeralPort();
+  const next = async (): Promise<number> => {
+    for (;;) {
+      const port = 10_000 + Math.floor(Math.random() * (high - 10_000));
+      if (chosen.has(port) || !(await canListen(port))) continue;
+      chosen.add(port);
+      return port;
+    }
+  };
   const three = async (): Promise<[number, number, number]> => [await next(), await next(), await next()];
   return {
     bridges: await three(),
