@@ -27,6 +27,15 @@ import { freePort } from '../support/ollama-rig.js';
 import { configFile, tempDir } from '../support/temp.js';
 import { until } from '../support/wait.js';
 
+/** Whether an Ollama (or the stand-in) answers on `port`: the manager's check that an instance listens. */
+const listeningOn = (port: number) => async (): Promise<boolean> => {
+  try {
+    return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
+  } catch {
+    return false;
+  }
+};
+
 function options(overrides: Partial<ManagerOptions>): ManagerOptions {
   return {
     binary: undefined,
@@ -202,13 +211,7 @@ describe('Ollama manager', () => {
     await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
     t.after(() => squatter.close());
     const port = (squatter.address() as net.AddressInfo).port;
-    const listening = async (): Promise<boolean> => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
-      } catch {
-        return false;
-      }
-    };
+    const listening = listeningOn(port);
     const manager = new OllamaManager(
       [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
       options({ binary: fakeOllamaBinary(), isListening: listening }),
@@ -266,13 +269,7 @@ describe('Ollama manager', () => {
 
   it('runs one start or stop of an instance at a time: a double click starts one ollama serve, and a stop while it starts stops it', async (t) => {
     const port = await freePort();
-    const listening = async (): Promise<boolean> => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
-      } catch {
-        return false;
-      }
-    };
+    const listening = listeningOn(port);
     const manager = new OllamaManager(
       [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
       options({ binary: fakeOllamaBinary(), isListening: listening }),
@@ -499,13 +496,7 @@ describe('an ollama serve left running by a bridge that died', () => {
       const port = await freePort();
       const logDir = tempDir('manager-logs-');
       const binary = fakeOllamaBinary();
-      const listening = async (): Promise<boolean> => {
-        try {
-          return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
-        } catch {
-          return false;
-        }
-      };
+      const listening = listeningOn(port);
       // A bridge in a process of its own starts the instance, then is killed as a crash or an OOM kill would.
       const script = path.join(tempDir('dying-bridge-'), 'bridge.mjs');
       writeFileSync(
@@ -558,13 +549,7 @@ describe('the record of a running ollama serve', () => {
     const port = await freePort();
     const logDir = tempDir('manager-logs-');
     writeFileSync(path.join(logDir, 'ollama-gpu0.pid'), '{"pid":1}');
-    const listening = async (): Promise<boolean> => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
-      } catch {
-        return false;
-      }
-    };
+    const listening = listeningOn(port);
     const manager = new OllamaManager(
       [{ name: 'gpu0', port, device: undefined, numParallel: 1 }],
       options({ binary: fakeOllamaBinary(), logDir, isListening: listening }),
@@ -666,14 +651,6 @@ describe('an ollama serve that dies while its runners live', () => {
 });
 
 describe('ollama serve on Windows, which has neither process groups nor signals', () => {
-  const listeningOn = (port: number) => async (): Promise<boolean> => {
-    try {
-      return (await fetch(`http://127.0.0.1:${port}/api/version`)).ok;
-    } catch {
-      return false;
-    }
-  };
-
   it('is spawned attached with its console hidden, and ended with its runners by taskkill /T /F', () => {
     assert.deepEqual(serveSpawnOptions('win32'), { detached: false, windowsHide: true });
     assert.deepEqual(serveSpawnOptions('linux'), { detached: true, windowsHide: true });
