@@ -33,6 +33,12 @@ const MAX_BACKOFF_MS = 60_000;
 /** The most of nvidia-smi's last words that a failure message quotes: lines, and characters. */
 const REASON_LINES = 3;
 const REASON_CHARS = 300;
+
+/** The last REASON_LINES things nvidia-smi said, with `note` as the newest: the same error each round is said once. */
+function withNote(notes: readonly string[], note: string): string[] {
+  return [...notes.filter((said) => said !== note), note].slice(-REASON_LINES);
+}
+
 /** How long a stop waits for nvidia-smi to end after SIGTERM, then after SIGKILL. */
 const STOP_GRACE_MS = 1000;
 const MIB = 1024 * 1024;
@@ -361,10 +367,9 @@ export class GpuMonitor extends EventEmitter<{ sample: [GpuStatus] }> {
         said = [];
         watchSilence();
       } else if (line.trim() !== '') {
-        // The same error each round is said once.
         const note = line.trim().slice(0, REASON_CHARS);
-        said = [...said.filter((l) => l !== note), note].slice(-REASON_LINES);
-        notes = [...notes.filter((l) => l !== note), note].slice(-REASON_LINES);
+        said = withNote(said, note);
+        notes = withNote(notes, note);
       }
       // The last GPU of a round is only known when the next round starts: flush soon after.
       clearTimeout(this.flushTimer);
